@@ -1,0 +1,589 @@
+//! Owns the configuration: one TOML file, every key overridable by `CONCIERGE__SECTION__KEY`
+//! environment variables, validated once at start into typed [`Settings`] whose errors name the
+//! key and where it came from.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::domain::Locale;
+
+pub const ENV_PREFIX: &str = "CONCIERGE__";
+
+/// Why the configuration was refused. Always names the file or variable and the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("invalid configuration in {origin}: key `{key}`: {message}")]
+    Invalid {
+        origin: String,
+        key: String,
+        message: String,
+    },
+}
+
+/// The file as written by the operator (and overlaid by the environment), before validation.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSettings {
+    pub data_dir: PathBuf,
+    pub server: RawServer,
+    pub database: RawDatabase,
+    pub session: RawSession,
+    pub ui: RawUi,
+    pub log: RawLog,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawServer {
+    pub bind: String,
+    pub public_url: Option<String>,
+    pub max_form_bytes: usize,
+    pub workers: Option<usize>,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:8080".into(),
+            public_url: None,
+            max_form_bytes: 16 * 1024,
+            workers: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawDatabase {
+    pub url: String,
+    pub pool_size: u32,
+    #[serde(with = "humantime_serde")]
+    pub busy_timeout: Duration,
+}
+
+impl Default for RawDatabase {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            pool_size: 8,
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSession {
+    pub cookie_name: String,
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub absolute_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub touch_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub sweep_interval: Duration,
+}
+
+impl Default for RawSession {
+    fn default() -> Self {
+        Self {
+            cookie_name: "concierge_session".into(),
+            idle_timeout: Duration::from_secs(30 * 60),
+            absolute_timeout: Duration::from_secs(12 * 3600),
+            touch_interval: Duration::from_secs(5),
+            sweep_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawUi {
+    pub templates_dir: Option<PathBuf>,
+    pub default_locale: Locale,
+    pub product_name: String,
+}
+
+impl Default for RawUi {
+    fn default() -> Self {
+        Self {
+            templates_dir: None,
+            default_locale: Locale::En,
+            product_name: "Concierge".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLog {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+/// Where the database lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+impl DatabaseUrl {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        if let Some(rest) = raw
+            .strip_prefix("sqlite://")
+            .or_else(|| raw.strip_prefix("sqlite:"))
+        {
+            if rest.is_empty() {
+                return Err("sqlite URL needs a file path, e.g. sqlite://data/concierge.db".into());
+            }
+            return Ok(Self::Sqlite(PathBuf::from(rest)));
+        }
+        if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
+            Url::parse(raw).map_err(|e| format!("not a valid PostgreSQL URL: {e}"))?;
+            return Ok(Self::Postgres(raw.to_owned()));
+        }
+        Err("must start with sqlite:// or postgres://".into())
+    }
+
+    /// A form safe to log: the password of a PostgreSQL URL is masked.
+    pub fn redacted(&self) -> String {
+        match self {
+            Self::Sqlite(p) => format!("sqlite://{}", p.display()),
+            Self::Postgres(u) => match Url::parse(u) {
+                Ok(mut url) => {
+                    if url.password().is_some() {
+                        let _ = url.set_password(Some("***"));
+                    }
+                    url.to_string()
+                }
+                Err(_) => "postgres://<unparseable>".into(),
+            },
+        }
+    }
+}
+
+/// Validated, typed settings: what the rest of the broker reads.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// True when no config file was given: the embedded default ("demo mode").
+    pub demo: bool,
+    pub data_dir: PathBuf,
+    pub bind: SocketAddr,
+    pub public_url: Url,
+    pub max_form_bytes: usize,
+    pub workers: Option<usize>,
+    pub database: DatabaseUrl,
+    pub pool_size: u32,
+    pub busy_timeout: Duration,
+    pub session: SessionSettings,
+    pub ui: RawUi,
+    pub log: RawLog,
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionSettings {
+    pub cookie_name: String,
+    pub idle_timeout: Duration,
+    pub absolute_timeout: Duration,
+    pub touch_interval: Duration,
+    pub sweep_interval: Duration,
+}
+
+impl Settings {
+    /// Served over https: cookies get `Secure` and the `__Host-` prefix, HSTS is sent.
+    pub fn https(&self) -> bool {
+        self.public_url.scheme() == "https"
+    }
+
+    /// Loads the file (or the embedded default when `path` is `None`), overlays `env`, validates.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let (origin, mut tree) = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.to_owned(),
+                    source,
+                })?;
+                let table: toml::Table =
+                    toml::from_str(&text).map_err(|e| ConfigError::Syntax {
+                        path: p.to_owned(),
+                        message: e.to_string(),
+                    })?;
+                (format!("config file {}", p.display()), table)
+            }
+            None => (
+                "the embedded default configuration".to_owned(),
+                toml::Table::new(),
+            ),
+        };
+        let from_env = overlay_env(&mut tree, env);
+        let raw: RawSettings =
+            serde_path_to_error::deserialize(toml::Value::Table(tree)).map_err(|e| {
+                let key = e.path().to_string();
+                let origin = origin_of(&key, &from_env, &origin);
+                ConfigError::Invalid {
+                    origin,
+                    key,
+                    message: e.into_inner().to_string(),
+                }
+            })?;
+        Self::validate(raw, path.is_none(), |key| {
+            origin_of(key, &from_env, &origin)
+        })
+    }
+
+    fn validate(
+        raw: RawSettings,
+        demo: bool,
+        origin: impl Fn(&str) -> String,
+    ) -> Result<Self, ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            origin: origin(key),
+            key: key.to_owned(),
+            message,
+        };
+        let bind: SocketAddr = raw.server.bind.parse().map_err(|_| {
+            invalid(
+                "server.bind",
+                format!(
+                    "`{}` is not an address like 127.0.0.1:8080",
+                    raw.server.bind
+                ),
+            )
+        })?;
+        if demo && !bind.ip().is_loopback() {
+            return Err(invalid(
+                "server.bind",
+                format!(
+                    "demo mode (no config file) only listens on a loopback address, not {bind}; \
+                     write a config file to serve other hosts"
+                ),
+            ));
+        }
+        let public_url = match &raw.server.public_url {
+            Some(u) => Url::parse(u)
+                .map_err(|e| invalid("server.public_url", format!("`{u}` is not a URL: {e}")))?,
+            None => Url::parse(&format!("http://{bind}"))
+                .map_err(|e| invalid("server.public_url", e.to_string()))?,
+        };
+        match public_url.scheme() {
+            "https" => {}
+            "http" => {
+                let loopback = match public_url.host() {
+                    Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                    Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                    Some(url::Host::Domain(d)) => d == "localhost",
+                    None => false,
+                };
+                if !loopback {
+                    return Err(invalid(
+                        "server.public_url",
+                        "plain http is only allowed on a loopback address; use https".into(),
+                    ));
+                }
+            }
+            other => {
+                return Err(invalid(
+                    "server.public_url",
+                    format!("scheme must be http or https, not {other}"),
+                ));
+            }
+        }
+        if raw.server.max_form_bytes < 1024 || raw.server.max_form_bytes > 1024 * 1024 {
+            return Err(invalid(
+                "server.max_form_bytes",
+                "must be between 1024 and 1048576".into(),
+            ));
+        }
+        if raw.server.workers == Some(0) {
+            return Err(invalid("server.workers", "must be at least 1".into()));
+        }
+        let data_dir = if raw.data_dir.as_os_str().is_empty() {
+            PathBuf::from("concierge-data")
+        } else {
+            raw.data_dir.clone()
+        };
+        let database = if raw.database.url.is_empty() {
+            DatabaseUrl::Sqlite(data_dir.join("concierge.db"))
+        } else {
+            DatabaseUrl::parse(&raw.database.url).map_err(|m| invalid("database.url", m))?
+        };
+        if raw.database.pool_size == 0 || raw.database.pool_size > 512 {
+            return Err(invalid(
+                "database.pool_size",
+                "must be between 1 and 512".into(),
+            ));
+        }
+        let s = &raw.session;
+        let name_ok = !s.cookie_name.is_empty()
+            && s.cookie_name.len() <= 64
+            && s.cookie_name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !name_ok || s.cookie_name.starts_with("__") {
+            return Err(invalid(
+                "session.cookie_name",
+                "must be 1-64 of [A-Za-z0-9_-], without a __ prefix (added automatically)".into(),
+            ));
+        }
+        for (key, d) in [
+            ("session.idle_timeout", s.idle_timeout),
+            ("session.absolute_timeout", s.absolute_timeout),
+            ("session.touch_interval", s.touch_interval),
+            ("session.sweep_interval", s.sweep_interval),
+        ] {
+            if d.as_secs() == 0 {
+                return Err(invalid(key, "must be at least 1s".into()));
+            }
+        }
+        if s.idle_timeout > s.absolute_timeout {
+            return Err(invalid(
+                "session.idle_timeout",
+                "must not be longer than session.absolute_timeout".into(),
+            ));
+        }
+        tracing_subscriber::EnvFilter::try_new(&raw.log.level)
+            .map_err(|e| invalid("log.level", format!("not a valid filter: {e}")))?;
+        if raw.ui.product_name.trim().is_empty() {
+            return Err(invalid("ui.product_name", "must not be empty".into()));
+        }
+        Ok(Self {
+            demo,
+            data_dir,
+            bind,
+            public_url,
+            max_form_bytes: raw.server.max_form_bytes,
+            workers: raw.server.workers,
+            database,
+            pool_size: raw.database.pool_size,
+            busy_timeout: raw.database.busy_timeout,
+            session: SessionSettings {
+                cookie_name: s.cookie_name.clone(),
+                idle_timeout: s.idle_timeout,
+                absolute_timeout: s.absolute_timeout,
+                touch_interval: s.touch_interval,
+                sweep_interval: s.sweep_interval,
+            },
+            ui: raw.ui,
+            log: raw.log,
+        })
+    }
+}
+
+/// Says whether a failing key came from an environment variable or from the file.
+fn origin_of(key: &str, from_env: &BTreeMap<String, String>, file_origin: &str) -> String {
+    from_env
+        .iter()
+        .find(|(k, _)| {
+            key == k.as_str()
+                || key.starts_with(&format!("{k}."))
+                || k.starts_with(&format!("{key}."))
+        })
+        .map(|(_, var)| format!("environment variable {var}"))
+        .unwrap_or_else(|| file_origin.to_owned())
+}
+
+/// Applies `CONCIERGE__A__B=v` to `tree` as `a.b = v`. Values are typed by the default value at
+/// that key (number, bool, list), else kept as strings. Returns key path -> variable name.
+fn overlay_env(
+    tree: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> BTreeMap<String, String> {
+    let defaults = toml::Value::try_from(RawSettings::default()).ok();
+    let mut applied = BTreeMap::new();
+    for (var, value) in env {
+        let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+        if path.iter().any(|p| p.is_empty()) {
+            continue;
+        }
+        let default = defaults.as_ref().and_then(|d| lookup(d, &path));
+        let typed = coerce(&value, default);
+        if insert(tree, &path, typed) {
+            applied.insert(path.join("."), var);
+        }
+    }
+    applied
+}
+
+fn lookup<'a>(v: &'a toml::Value, path: &[String]) -> Option<&'a toml::Value> {
+    path.iter().try_fold(v, |v, k| v.as_table()?.get(k))
+}
+
+fn coerce(value: &str, default: Option<&toml::Value>) -> toml::Value {
+    let parsed = || {
+        toml::from_str::<toml::Table>(&format!("v = {value}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+    };
+    match default {
+        Some(toml::Value::String(_)) => toml::Value::String(value.to_owned()),
+        Some(_) => parsed().unwrap_or_else(|| toml::Value::String(value.to_owned())),
+        // Keys without a default (optional ones): numbers, bools and lists parse, the rest is text.
+        None => match parsed() {
+            Some(
+                v @ (toml::Value::Integer(_) | toml::Value::Boolean(_) | toml::Value::Array(_)),
+            ) => v,
+            _ => toml::Value::String(value.to_owned()),
+        },
+    }
+}
+
+fn insert(tree: &mut toml::Table, path: &[String], value: toml::Value) -> bool {
+    let Some((last, parents)) = path.split_last() else {
+        return false;
+    };
+    let mut table = tree;
+    for p in parents {
+        let entry = table
+            .entry(p.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        match entry {
+            toml::Value::Table(t) => table = t,
+            _ => return false,
+        }
+    }
+    table.insert(last.clone(), value);
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect()
+    }
+
+    #[test]
+    fn embedded_default_is_demo_on_loopback_sqlite() {
+        let s = Settings::load(None, env(&[])).unwrap();
+        assert!(s.demo);
+        assert_eq!(s.bind.to_string(), "127.0.0.1:8080");
+        assert_eq!(
+            s.database,
+            DatabaseUrl::Sqlite("concierge-data/concierge.db".into())
+        );
+        assert!(!s.https());
+    }
+
+    #[test]
+    fn environment_overrides_keys_with_their_types() {
+        let s = Settings::load(
+            None,
+            env(&[
+                ("CONCIERGE__SESSION__IDLE_TIMEOUT", "2s"),
+                ("CONCIERGE__DATABASE__POOL_SIZE", "3"),
+                ("CONCIERGE__SERVER__BIND", "127.0.0.1:9000"),
+                ("UNRELATED", "x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.session.idle_timeout, Duration::from_secs(2));
+        assert_eq!(s.pool_size, 3);
+        assert_eq!(s.bind.port(), 9000);
+    }
+
+    #[test]
+    fn demo_mode_refuses_a_public_bind() {
+        let e =
+            Settings::load(None, env(&[("CONCIERGE__SERVER__BIND", "0.0.0.0:8080")])).unwrap_err();
+        let m = e.to_string();
+        assert!(
+            m.contains("server.bind") && m.contains("CONCIERGE__SERVER__BIND"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_file_and_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "[session]\nidle_timeout = \"soon\"\n").unwrap();
+        let m = Settings::load(Some(&p), env(&[])).unwrap_err().to_string();
+        assert!(
+            m.contains("c.toml") && m.contains("session.idle_timeout"),
+            "{m}"
+        );
+
+        std::fs::write(&p, "[sesion]\nidle_timeout = \"1m\"\n").unwrap();
+        let m = Settings::load(Some(&p), env(&[])).unwrap_err().to_string();
+        assert!(m.contains("sesion"), "{m}");
+
+        std::fs::write(&p, "[session\n").unwrap();
+        let m = Settings::load(Some(&p), env(&[])).unwrap_err().to_string();
+        assert!(m.contains("not valid TOML"), "{m}");
+
+        std::fs::write(
+            &p,
+            "[session]\nidle_timeout = \"2h\"\nabsolute_timeout = \"1h\"\n",
+        )
+        .unwrap();
+        let m = Settings::load(Some(&p), env(&[])).unwrap_err().to_string();
+        assert!(m.contains("session.idle_timeout"), "{m}");
+    }
+
+    #[test]
+    fn plain_http_only_on_loopback() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(
+            &p,
+            "[server]\nbind = \"0.0.0.0:80\"\npublic_url = \"http://id.example.com\"\n",
+        )
+        .unwrap();
+        let m = Settings::load(Some(&p), env(&[])).unwrap_err().to_string();
+        assert!(m.contains("server.public_url"), "{m}");
+        std::fs::write(
+            &p,
+            "[server]\nbind = \"0.0.0.0:80\"\npublic_url = \"https://id.example.com\"\n",
+        )
+        .unwrap();
+        let s = Settings::load(Some(&p), env(&[])).unwrap();
+        assert!(s.https() && !s.demo);
+    }
+
+    #[test]
+    fn postgres_password_is_redacted() {
+        let u = DatabaseUrl::parse("postgres://app:s3cret@db:5432/concierge").unwrap();
+        assert!(!u.redacted().contains("s3cret"));
+    }
+}

@@ -1,0 +1,5 @@
+//! Owns the login state machine: an upstream's [`Identity`](crate::upstream::Identity) becomes a
+//! broker user and a first-party session. Pure of HTTP; time and randomness come from the
+//! session manager it is given.
+
+pub mod login;

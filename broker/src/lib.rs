@@ -1,0 +1,15 @@
+//! Concierge: an identity broker. Federates upstream identity providers into one first-party
+//! session and serves its own apps as an OpenID provider.
+
+pub mod clock;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod flow;
+pub mod pages;
+pub mod session;
+pub mod startup;
+pub mod storage;
+pub mod telemetry;
+pub mod upstream;
+pub mod web;

@@ -1,0 +1,457 @@
+//! Owns the diesel implementation of [`Store`] for SQLite and PostgreSQL from one codebase: each
+//! query is written once and compiled for both connection types by `with_conn!`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use diesel::connection::SimpleConnection;
+use diesel::pg::PgConnection;
+use diesel::prelude::*;
+use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
+use diesel::sqlite::SqliteConnection;
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+use super::schema::{secrets, sessions, users};
+use super::{SessionKey, SessionRecord, StorageError, Store, User};
+use crate::clock::UnixTime;
+use crate::config::DatabaseUrl;
+use crate::domain::{Channel, Email, UserId};
+
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/sqlite");
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/postgres");
+/// Serialises migrations of several instances starting at once on one PostgreSQL.
+const MIGRATION_LOCK_ID: i64 = 0x636f_6e63_6965_7267;
+
+enum Pools {
+    Sqlite(Pool<ConnectionManager<SqliteConnection>>),
+    Postgres(Pool<ConnectionManager<PgConnection>>),
+}
+
+/// The diesel-backed store.
+pub struct DieselStore {
+    pools: Pools,
+}
+
+fn checkout<C>(
+    pool: &Pool<ConnectionManager<C>>,
+) -> Result<PooledConnection<ConnectionManager<C>>, StorageError>
+where
+    C: diesel::r2d2::R2D2Connection + 'static,
+{
+    pool.get()
+        .map_err(|e| StorageError::Unavailable(e.to_string()))
+}
+
+/// Runs `$body` with `$c: &mut Connection` on whichever backend this store uses.
+macro_rules! with_conn {
+    ($self:expr, |$c:ident| $body:expr) => {
+        match &$self.pools {
+            Pools::Sqlite(pool) => {
+                let mut pooled = checkout(pool)?;
+                let $c: &mut SqliteConnection = &mut pooled;
+                $body
+            }
+            Pools::Postgres(pool) => {
+                let mut pooled = checkout(pool)?;
+                let $c: &mut PgConnection = &mut pooled;
+                $body
+            }
+        }
+    };
+}
+
+fn query_err(e: diesel::result::Error) -> StorageError {
+    use diesel::result::{DatabaseErrorKind, Error};
+    match e {
+        Error::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => {
+            StorageError::Conflict("unique key")
+        }
+        Error::DatabaseError(DatabaseErrorKind::ClosedConnection, info) => {
+            StorageError::Unavailable(info.message().to_owned())
+        }
+        other => StorageError::Query(other.to_string()),
+    }
+}
+
+#[derive(Debug)]
+struct SqlitePragmas {
+    busy_timeout_ms: u64,
+}
+
+impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqlitePragmas {
+    fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
+        conn.batch_execute(&format!(
+            "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+             PRAGMA foreign_keys = ON;",
+            self.busy_timeout_ms
+        ))
+        .map_err(diesel::r2d2::Error::QueryError)
+    }
+}
+
+impl DieselStore {
+    /// Opens a pool to `url` (creating the SQLite file and its folder if needed). Does not migrate.
+    pub fn open(
+        url: &DatabaseUrl,
+        pool_size: u32,
+        busy_timeout: Duration,
+    ) -> Result<Self, StorageError> {
+        let pools = match url {
+            DatabaseUrl::Sqlite(path) => {
+                if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(parent).map_err(|e| {
+                        StorageError::Unavailable(format!(
+                            "cannot create {}: {e}",
+                            parent.display()
+                        ))
+                    })?;
+                }
+                let manager = ConnectionManager::<SqliteConnection>::new(path_str(path)?);
+                let pool = Pool::builder()
+                    .max_size(pool_size)
+                    .test_on_check_out(false)
+                    .connection_timeout(busy_timeout.max(Duration::from_secs(1)))
+                    .connection_customizer(Box::new(SqlitePragmas {
+                        busy_timeout_ms: u64::try_from(busy_timeout.as_millis())
+                            .unwrap_or(u64::MAX),
+                    }))
+                    .build(manager)
+                    .map_err(|e| StorageError::Unavailable(e.to_string()))?;
+                Pools::Sqlite(pool)
+            }
+            DatabaseUrl::Postgres(u) => {
+                let manager = ConnectionManager::<PgConnection>::new(u.clone());
+                let pool = Pool::builder()
+                    .max_size(pool_size)
+                    .test_on_check_out(false)
+                    .connection_timeout(Duration::from_secs(10))
+                    .build(manager)
+                    // The r2d2 error text may echo the URL; keep the password out of it.
+                    .map_err(|_| {
+                        StorageError::Unavailable(format!("cannot connect to {}", url.redacted()))
+                    })?;
+                Pools::Postgres(pool)
+            }
+        };
+        Ok(Self { pools })
+    }
+}
+
+fn path_str(p: &Path) -> Result<String, StorageError> {
+    p.to_str()
+        .map(str::to_owned)
+        .ok_or_else(|| StorageError::Unavailable("database path is not UTF-8".into()))
+}
+
+#[derive(Queryable, Insertable)]
+#[diesel(table_name = users)]
+struct UserRow {
+    id: String,
+    email: String,
+    name: String,
+    password_hash: Option<String>,
+    disabled: bool,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl UserRow {
+    fn from_user(u: &User) -> Self {
+        Self {
+            id: u.id.as_str().to_owned(),
+            email: u.email.as_str().to_owned(),
+            name: u.name.clone(),
+            password_hash: u.password_hash.clone(),
+            disabled: u.disabled,
+            created_at: u.created_at,
+            updated_at: u.updated_at,
+        }
+    }
+    fn into_user(self) -> Result<User, StorageError> {
+        Ok(User {
+            email: Email::parse(&self.email)
+                .map_err(|e| StorageError::Corrupt(format!("users.email: {e}")))?,
+            id: UserId::from_stored(self.id),
+            name: self.name,
+            password_hash: self.password_hash,
+            disabled: self.disabled,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+#[derive(Queryable, Insertable)]
+#[diesel(table_name = sessions)]
+struct SessionRow {
+    id_hash: Vec<u8>,
+    user_id: String,
+    channel: String,
+    user_agent: String,
+    ip: String,
+    upstream: String,
+    amr: String,
+    auth_time: i64,
+    last_seen: i64,
+    idle_timeout: i64,
+    expires_at: i64,
+}
+
+impl SessionRow {
+    fn from_record(s: &SessionRecord) -> Self {
+        Self {
+            id_hash: s.key.to_vec(),
+            user_id: s.user_id.as_str().to_owned(),
+            channel: s.channel.as_str().to_owned(),
+            user_agent: s.user_agent.clone(),
+            ip: s.ip.clone(),
+            upstream: s.upstream.clone(),
+            amr: s.amr.join(" "),
+            auth_time: s.auth_time,
+            last_seen: s.last_seen,
+            idle_timeout: s.idle_timeout,
+            expires_at: s.expires_at,
+        }
+    }
+    fn into_record(self) -> Result<SessionRecord, StorageError> {
+        let key: SessionKey = self
+            .id_hash
+            .as_slice()
+            .try_into()
+            .map_err(|_| StorageError::Corrupt("sessions.id_hash is not 32 bytes".into()))?;
+        Ok(SessionRecord {
+            key,
+            user_id: UserId::from_stored(self.user_id),
+            channel: Channel::parse(&self.channel)
+                .map_err(|e| StorageError::Corrupt(format!("sessions.channel: {e}")))?,
+            user_agent: self.user_agent,
+            ip: self.ip,
+            upstream: self.upstream,
+            amr: self.amr.split_whitespace().map(str::to_owned).collect(),
+            auth_time: self.auth_time,
+            last_seen: self.last_seen,
+            idle_timeout: self.idle_timeout,
+            expires_at: self.expires_at,
+        })
+    }
+}
+
+impl Store for DieselStore {
+    fn backend(&self) -> &'static str {
+        match self.pools {
+            Pools::Sqlite(_) => "sqlite",
+            Pools::Postgres(_) => "postgres",
+        }
+    }
+
+    fn migrate(&self) -> Result<Vec<String>, StorageError> {
+        let mig =
+            |e: Box<dyn std::error::Error + Send + Sync>| StorageError::Migration(e.to_string());
+        match &self.pools {
+            Pools::Sqlite(pool) => {
+                let mut c = checkout(pool)?;
+                let applied = c.run_pending_migrations(SQLITE_MIGRATIONS).map_err(mig)?;
+                Ok(applied.iter().map(|v| v.to_string()).collect())
+            }
+            Pools::Postgres(pool) => {
+                let mut c = checkout(pool)?;
+                c.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK_ID})"))
+                    .map_err(query_err)?;
+                let result = c
+                    .run_pending_migrations(POSTGRES_MIGRATIONS)
+                    .map(|v| v.iter().map(|v| v.to_string()).collect())
+                    .map_err(mig);
+                let unlock =
+                    c.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_ID})"));
+                let applied = result?;
+                unlock.map_err(query_err)?;
+                Ok(applied)
+            }
+        }
+    }
+
+    fn ping(&self) -> Result<(), StorageError> {
+        with_conn!(self, |c| c.batch_execute("SELECT 1").map_err(query_err))
+    }
+
+    fn insert_user(&self, user: &User) -> Result<(), StorageError> {
+        let row = UserRow::from_user(user);
+        with_conn!(self, |c| {
+            diesel::insert_into(users::table)
+                .values(&row)
+                .execute(c)
+                .map(|_| ())
+                .map_err(|e| match query_err(e) {
+                    StorageError::Conflict(_) => StorageError::Conflict("a user with this email"),
+                    other => other,
+                })
+        })
+    }
+
+    fn user_by_email(&self, email: &Email) -> Result<Option<User>, StorageError> {
+        let row: Option<UserRow> = with_conn!(self, |c| {
+            users::table
+                .filter(users::email.eq(email.as_str()))
+                .first(c)
+                .optional()
+                .map_err(query_err)
+        })?;
+        row.map(UserRow::into_user).transpose()
+    }
+
+    fn user_by_id(&self, id: &UserId) -> Result<Option<User>, StorageError> {
+        let row: Option<UserRow> = with_conn!(self, |c| {
+            users::table
+                .find(id.as_str())
+                .first(c)
+                .optional()
+                .map_err(query_err)
+        })?;
+        row.map(UserRow::into_user).transpose()
+    }
+
+    fn set_password_hash(
+        &self,
+        id: &UserId,
+        hash: &str,
+        now: UnixTime,
+    ) -> Result<bool, StorageError> {
+        with_conn!(self, |c| {
+            diesel::update(users::table.find(id.as_str()))
+                .set((
+                    users::password_hash.eq(Some(hash)),
+                    users::updated_at.eq(now),
+                ))
+                .execute(c)
+                .map(|n| n > 0)
+                .map_err(query_err)
+        })
+    }
+
+    fn set_disabled(
+        &self,
+        id: &UserId,
+        disabled: bool,
+        now: UnixTime,
+    ) -> Result<bool, StorageError> {
+        with_conn!(self, |c| {
+            diesel::update(users::table.find(id.as_str()))
+                .set((users::disabled.eq(disabled), users::updated_at.eq(now)))
+                .execute(c)
+                .map(|n| n > 0)
+                .map_err(query_err)
+        })
+    }
+
+    fn insert_session(&self, session: &SessionRecord) -> Result<(), StorageError> {
+        let row = SessionRow::from_record(session);
+        with_conn!(self, |c| {
+            diesel::insert_into(sessions::table)
+                .values(&row)
+                .execute(c)
+                .map(|_| ())
+                .map_err(query_err)
+        })
+    }
+
+    fn session(&self, key: &SessionKey) -> Result<Option<SessionRecord>, StorageError> {
+        let row: Option<SessionRow> = with_conn!(self, |c| {
+            sessions::table
+                .find(&key[..])
+                .first(c)
+                .optional()
+                .map_err(query_err)
+        })?;
+        row.map(SessionRow::into_record).transpose()
+    }
+
+    fn sessions_of_user(&self, user: &UserId) -> Result<Vec<SessionRecord>, StorageError> {
+        let rows: Vec<SessionRow> = with_conn!(self, |c| {
+            sessions::table
+                .filter(sessions::user_id.eq(user.as_str()))
+                .order(sessions::auth_time.asc())
+                .load(c)
+                .map_err(query_err)
+        })?;
+        rows.into_iter().map(SessionRow::into_record).collect()
+    }
+
+    fn touch_sessions(&self, touches: &[(SessionKey, UnixTime)]) -> Result<(), StorageError> {
+        if touches.is_empty() {
+            return Ok(());
+        }
+        with_conn!(self, |c| {
+            c.transaction(|c| {
+                for (key, at) in touches {
+                    diesel::update(
+                        sessions::table
+                            .filter(sessions::id_hash.eq(&key[..]))
+                            .filter(sessions::last_seen.lt(*at)),
+                    )
+                    .set(sessions::last_seen.eq(*at))
+                    .execute(c)?;
+                }
+                Ok(())
+            })
+            .map_err(query_err)
+        })
+    }
+
+    fn delete_session(&self, key: &SessionKey) -> Result<bool, StorageError> {
+        with_conn!(self, |c| {
+            diesel::delete(sessions::table.find(&key[..]))
+                .execute(c)
+                .map(|n| n > 0)
+                .map_err(query_err)
+        })
+    }
+
+    fn delete_user_sessions(&self, user: &UserId) -> Result<u64, StorageError> {
+        with_conn!(self, |c| {
+            diesel::delete(sessions::table.filter(sessions::user_id.eq(user.as_str())))
+                .execute(c)
+                .map(|n| n as u64)
+                .map_err(query_err)
+        })
+    }
+
+    fn delete_expired_sessions(&self, now: UnixTime, grace_secs: i64) -> Result<u64, StorageError> {
+        let idle_cutoff = now.saturating_sub(grace_secs);
+        with_conn!(self, |c| {
+            diesel::delete(
+                sessions::table.filter(
+                    sessions::expires_at
+                        .le(now)
+                        .or((sessions::last_seen + sessions::idle_timeout).le(idle_cutoff)),
+                ),
+            )
+            .execute(c)
+            .map(|n| n as u64)
+            .map_err(query_err)
+        })
+    }
+
+    fn secret_or_insert(
+        &self,
+        name: &str,
+        candidate: &[u8],
+        now: UnixTime,
+    ) -> Result<Vec<u8>, StorageError> {
+        with_conn!(self, |c| {
+            diesel::insert_into(secrets::table)
+                .values((
+                    secrets::name.eq(name),
+                    secrets::value.eq(candidate),
+                    secrets::created_at.eq(now),
+                ))
+                .on_conflict_do_nothing()
+                .execute(c)
+                .map_err(query_err)?;
+            secrets::table
+                .find(name)
+                .select(secrets::value)
+                .first::<Vec<u8>>(c)
+                .map_err(query_err)
+        })
+    }
+}

@@ -1,0 +1,155 @@
+//! Owns the broker's side as a client of identity providers: the connector traits every upstream
+//! kind implements (form-based local accounts, redirect-based OIDC, POST-based SAML), and the one
+//! [`Identity`] they all return. The rest of the broker never names a concrete connector.
+
+pub mod local;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use url::Url;
+
+use crate::domain::{Email, SecretString};
+
+/// Who an upstream says the user is, in the broker's terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The upstream that vouched for this identity (its configured id, `local` for accounts).
+    pub upstream: String,
+    /// The upstream's stable subject for the user (for `local`, the broker's user id).
+    pub subject: String,
+    pub email: Option<Email>,
+    /// Whether the upstream asserts it verified `email`; linking by email requires it.
+    pub email_verified: bool,
+    pub name: Option<String>,
+    pub groups: Vec<String>,
+    /// Authentication methods the upstream performed (RFC 8176), e.g. `pwd`, `mfa`.
+    pub amr: Vec<String>,
+    /// The upstream's authentication context class, if it told us one.
+    pub acr: Option<String>,
+}
+
+/// Why an upstream did not produce an identity. Messages are safe to log, never contain secrets.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// Wrong credentials or unknown user: deliberately indistinguishable.
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    #[error("account disabled")]
+    AccountDisabled,
+    /// The upstream refused (e.g. OAuth `access_denied`); the code is passed downstream.
+    #[error("upstream refused: {code}")]
+    Refused {
+        code: String,
+        description: Option<String>,
+    },
+    /// The upstream's answer failed validation (signature, audience, replay ...).
+    #[error("upstream response rejected: {0}")]
+    Rejected(String),
+    #[error("upstream unavailable: {0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
+}
+
+/// A form-based connector: the user types credentials into the broker's own page.
+#[async_trait]
+pub trait PasswordConnector: Send + Sync {
+    async fn authenticate(
+        &self,
+        login: &Email,
+        password: &SecretString,
+    ) -> Result<Identity, UpstreamError>;
+}
+
+/// What the broker keeps in the browser's pending login between leaving for the upstream and
+/// coming back (state, nonce, PKCE verifier, AuthnRequest id ...).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PendingUpstream {
+    pub values: BTreeMap<String, String>,
+}
+
+/// Where to send the browser to authenticate upstream, and what to remember until it returns.
+#[derive(Debug, Clone)]
+pub struct UpstreamStart {
+    pub redirect_to: Url,
+    pub pending: PendingUpstream,
+}
+
+/// A redirect-based connector (OpenID Connect): leave by redirect, come back to a GET callback.
+#[async_trait]
+pub trait RedirectConnector: Send + Sync {
+    async fn start(
+        &self,
+        callback: &Url,
+        login_hint: Option<&str>,
+    ) -> Result<UpstreamStart, UpstreamError>;
+    async fn callback(
+        &self,
+        pending: &PendingUpstream,
+        query: &BTreeMap<String, String>,
+    ) -> Result<Identity, UpstreamError>;
+}
+
+/// A POST-based connector (SAML 2.0): leave by redirect, come back with a form POST to the ACS.
+#[async_trait]
+pub trait PostConnector: Send + Sync {
+    async fn start(
+        &self,
+        acs: &Url,
+        login_hint: Option<&str>,
+    ) -> Result<UpstreamStart, UpstreamError>;
+    /// `pending` is `None` for IdP-initiated logins, which a connector refuses unless configured.
+    async fn handle_post(
+        &self,
+        pending: Option<&PendingUpstream>,
+        form: &BTreeMap<String, String>,
+    ) -> Result<Identity, UpstreamError>;
+    /// The SP metadata document this connector publishes.
+    fn metadata(&self) -> Result<String, UpstreamError>;
+}
+
+/// One configured upstream of any kind.
+#[derive(Clone)]
+pub enum Connector {
+    Password(Arc<dyn PasswordConnector>),
+    Redirect(Arc<dyn RedirectConnector>),
+    Post(Arc<dyn PostConnector>),
+}
+
+/// A configured upstream as the pages and flows see it.
+#[derive(Clone)]
+pub struct Upstream {
+    pub id: String,
+    pub display_name: String,
+    pub connector: Connector,
+}
+
+/// The set of configured upstreams, in the order the login page shows them.
+#[derive(Clone, Default)]
+pub struct Upstreams {
+    list: Vec<Upstream>,
+}
+
+impl Upstreams {
+    pub fn new(list: Vec<Upstream>) -> Self {
+        Self { list }
+    }
+    pub fn get(&self, id: &str) -> Option<&Upstream> {
+        self.list.iter().find(|u| u.id == id)
+    }
+    /// The form-based connector the login page's own form posts to, if any.
+    pub fn password(&self) -> Option<(&str, &Arc<dyn PasswordConnector>)> {
+        self.list.iter().find_map(|u| match &u.connector {
+            Connector::Password(c) => Some((u.id.as_str(), c)),
+            _ => None,
+        })
+    }
+    /// Upstreams reached by a button on the login page (redirect- and POST-based).
+    pub fn buttons(&self) -> impl Iterator<Item = &Upstream> {
+        self.list
+            .iter()
+            .filter(|u| !matches!(u.connector, Connector::Password(_)))
+    }
+}

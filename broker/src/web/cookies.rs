@@ -1,0 +1,40 @@
+//! Owns the names and attributes of the broker's cookies: `__Host-` prefix and `Secure` over
+//! https, plain names only for http on loopback; always HttpOnly, SameSite=Lax, Path=/.
+
+use actix_web::cookie::{Cookie, SameSite, time::Duration as CookieDuration};
+
+#[derive(Debug, Clone)]
+pub struct CookieNames {
+    pub session: String,
+    pub csrf: String,
+    secure: bool,
+}
+
+impl CookieNames {
+    pub fn new(base_session_name: &str, https: bool) -> Self {
+        let prefix = if https { "__Host-" } else { "" };
+        Self {
+            session: format!("{prefix}{base_session_name}"),
+            csrf: format!("{prefix}concierge_csrf"),
+            secure: https,
+        }
+    }
+
+    /// A session-lifetime cookie (no Max-Age: it goes when the browser closes; the server-side
+    /// record decides how long it is honoured).
+    pub fn build(&self, name: String, value: String) -> Cookie<'static> {
+        Cookie::build(name, value)
+            .path("/")
+            .http_only(true)
+            .secure(self.secure)
+            .same_site(SameSite::Lax)
+            .finish()
+    }
+
+    /// A cookie that deletes `name` in the browser.
+    pub fn removal(&self, name: String) -> Cookie<'static> {
+        let mut c = self.build(name, String::new());
+        c.set_max_age(CookieDuration::ZERO);
+        c
+    }
+}

@@ -1,0 +1,82 @@
+//! Owns CSRF protection for the hosted forms: a random cookie plus a form token that is an HMAC
+//! of it under a broker-wide key (so a cookie planted by a sibling domain cannot be paired with
+//! a token without the key).
+
+use actix_web::HttpRequest;
+use actix_web::cookie::Cookie;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+
+use super::cookies::CookieNames;
+use crate::clock::Entropy;
+use crate::error::WebError;
+
+pub struct Csrf {
+    key: [u8; 32],
+}
+
+/// A token for the page being rendered, and the cookie to set if the browser had none.
+pub struct CsrfToken {
+    pub token: String,
+    pub new_cookie: Option<Cookie<'static>>,
+}
+
+impl Csrf {
+    pub fn new(key: [u8; 32]) -> Self {
+        Self { key }
+    }
+
+    fn mac(&self, cookie_value: &str) -> Result<Vec<u8>, WebError> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).map_err(WebError::internal)?;
+        mac.update(b"concierge-csrf-v1:");
+        mac.update(cookie_value.as_bytes());
+        Ok(mac.finalize().into_bytes().to_vec())
+    }
+
+    /// The token to embed in a form, reusing the browser's CSRF cookie when it has a valid one.
+    pub fn issue(
+        &self,
+        req: &HttpRequest,
+        names: &CookieNames,
+        entropy: &dyn Entropy,
+    ) -> Result<CsrfToken, WebError> {
+        let existing = req
+            .cookie(&names.csrf)
+            .map(|c| c.value().to_owned())
+            .filter(|v| v.len() == 43 && URL_SAFE_NO_PAD.decode(v).is_ok());
+        let (value, new_cookie) = match existing {
+            Some(v) => (v, None),
+            None => {
+                let v = URL_SAFE_NO_PAD.encode(entropy.bytes32());
+                let cookie = names.build(names.csrf.clone(), v.clone());
+                (v, Some(cookie))
+            }
+        };
+        Ok(CsrfToken {
+            token: URL_SAFE_NO_PAD.encode(self.mac(&value)?),
+            new_cookie,
+        })
+    }
+
+    /// Accepts the form token only if it is the HMAC of this browser's CSRF cookie.
+    pub fn verify(
+        &self,
+        req: &HttpRequest,
+        names: &CookieNames,
+        form_token: &str,
+    ) -> Result<(), WebError> {
+        let cookie = req.cookie(&names.csrf).ok_or(WebError::Csrf)?;
+        let presented = URL_SAFE_NO_PAD
+            .decode(form_token.as_bytes())
+            .map_err(|_| WebError::Csrf)?;
+        let expected = self.mac(cookie.value())?;
+        if presented.len() == expected.len() && bool::from(presented.ct_eq(&expected)) {
+            Ok(())
+        } else {
+            Err(WebError::Csrf)
+        }
+    }
+}

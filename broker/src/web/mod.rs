@@ -1,0 +1,172 @@
+//! Owns the HTTP surface: shared application state, route table, and the thin handlers that
+//! parse requests into domain types, call one flow function and map the result to a page.
+
+mod account;
+pub mod cookies;
+pub mod csrf;
+mod form;
+mod login;
+pub mod metrics;
+mod middleware;
+mod ops;
+
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
+use serde::Serialize;
+
+pub use middleware::observe;
+
+use crate::clock::{Clock, Entropy, UnixTime};
+use crate::config::Settings;
+use crate::domain::Locale;
+use crate::error::WebError;
+use crate::pages::Pages;
+use crate::session::{ActiveSession, SessionManager};
+use crate::storage::Store;
+use crate::upstream::Upstreams;
+use cookies::CookieNames;
+use csrf::Csrf;
+use metrics::Metrics;
+
+/// Locale keys the code itself looks up (the templates use their own on top).
+pub const TEXT_KEYS: &[&str] = &[
+    "error_invalid_credentials",
+    "error_account_disabled",
+    "error_400_title",
+    "error_400_message",
+    "error_403_title",
+    "error_403_message",
+    "error_csrf_message",
+    "error_404_title",
+    "error_404_message",
+    "error_405_title",
+    "error_405_message",
+    "error_413_title",
+    "error_413_message",
+    "error_429_title",
+    "error_429_message",
+    "error_500_title",
+    "error_500_message",
+    "error_503_title",
+    "error_503_message",
+    "channel_web",
+    "channel_mobile",
+    "channel_api",
+    "upstream_local",
+];
+
+pub struct AppState {
+    pub settings: Settings,
+    pub store: Arc<dyn Store>,
+    pub sessions: Arc<SessionManager>,
+    pub pages: Arc<Pages>,
+    pub upstreams: Upstreams,
+    pub csrf: Csrf,
+    pub cookies: CookieNames,
+    pub clock: Arc<dyn Clock>,
+    pub entropy: Arc<dyn Entropy>,
+    pub metrics: Metrics,
+}
+
+/// Per-request facts set by the middleware.
+#[derive(Debug, Clone)]
+pub struct RequestInfo {
+    pub id: String,
+    pub locale: Locale,
+}
+
+/// Marks a request that carries a live session (for the header of error pages).
+#[derive(Debug, Clone, Copy)]
+pub struct SignedIn;
+
+pub fn routes(cfg: &mut web::ServiceConfig, max_form_bytes: usize) {
+    cfg.app_data(web::QueryConfig::default().error_handler(|_, _| WebError::BadRequest.into()))
+        .app_data(web::PayloadConfig::default().limit(max_form_bytes))
+        .service(web::resource("/").route(web::get().to(account::home)))
+        .service(
+            web::resource("/login")
+                .route(web::get().to(login::show))
+                .route(web::post().to(login::submit)),
+        )
+        .service(web::resource("/logout").route(web::post().to(login::logout)))
+        .service(web::resource("/signed-out").route(web::get().to(login::signed_out)))
+        .service(web::resource("/account").route(web::get().to(account::show)))
+        .service(web::resource("/healthz").route(web::get().to(ops::healthz)))
+        .service(web::resource("/readyz").route(web::get().to(ops::readyz)))
+        .service(web::resource("/metrics").route(web::get().to(ops::metrics)))
+        .service(web::resource("/static/{name}").route(web::get().to(ops::asset)))
+        .default_service(web::to(|| async {
+            Err::<HttpResponse, _>(WebError::NotFound)
+        }));
+}
+
+pub(crate) fn request_info(req: &HttpRequest, state: &AppState) -> RequestInfo {
+    req.extensions()
+        .get::<RequestInfo>()
+        .cloned()
+        .unwrap_or(RequestInfo {
+            id: String::new(),
+            locale: state.settings.ui.default_locale,
+        })
+}
+
+pub(crate) fn client_ip(req: &HttpRequest) -> String {
+    req.peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default()
+}
+
+pub(crate) fn user_agent(req: &HttpRequest) -> String {
+    req.headers()
+        .get(actix_web::http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// The live session of this request, if any (its activity is recorded).
+pub(crate) async fn current_session(
+    state: &web::Data<AppState>,
+    req: &HttpRequest,
+) -> Result<Option<ActiveSession>, WebError> {
+    let Some(cookie) = req.cookie(&state.cookies.session) else {
+        return Ok(None);
+    };
+    let sessions = Arc::clone(&state.sessions);
+    let value = cookie.value().to_owned();
+    let session = web::block(move || sessions.check(&value)).await??;
+    if session.is_some() {
+        req.extensions_mut().insert(SignedIn);
+    }
+    Ok(session)
+}
+
+pub(crate) fn render<T: Serialize>(
+    state: &AppState,
+    req: &HttpRequest,
+    status: StatusCode,
+    page: &str,
+    signed_in: bool,
+    vm: &T,
+) -> Result<HttpResponse, WebError> {
+    let info = request_info(req, state);
+    let html = state.pages.render(page, info.locale, signed_in, vm)?;
+    Ok(HttpResponse::build(status)
+        .content_type("text/html; charset=utf-8")
+        .body(html))
+}
+
+pub(crate) fn see_other(location: &str) -> HttpResponse {
+    HttpResponse::SeeOther()
+        .insert_header((actix_web::http::header::LOCATION, location))
+        .finish()
+}
+
+/// How the pages show a point in time (RFC 3339, UTC).
+pub fn format_time(t: UnixTime) -> String {
+    let secs = u64::try_from(t).unwrap_or(0);
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
+}

@@ -1,0 +1,343 @@
+// Shared helpers for the browser suite: start a broker on a fresh database, drive Debian's Chromium
+// through playwright-core, and a few HTTP helpers for requests a browser would never send.
+//
+// Environment:
+//   CONCIERGE_BIN          path to the built `concierge` binary (default: <repo>/target/debug/concierge,
+//                          or $CARGO_TARGET_DIR/debug/concierge)
+//   CONCIERGE_TEST_BACKEND sqlite (default) | postgres
+//   CONCIERGE_TEST_PG_URL  admin URL of a PostgreSQL server (required for postgres); each broker
+//                          gets its own fresh database created from it
+//   CONCIERGE_TEST_CHROMIUM  browser executable (default /usr/bin/chromium)
+
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, existsSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve, dirname, isAbsolute } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+export { sleep };
+
+export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const SESSION_COOKIE = 'concierge_session';
+export const CSRF_COOKIE = 'concierge_csrf';
+export const DEMO_EMAIL = 'demo@example.com';
+export const DEMO_PASSWORD = 'demo';
+
+/** Words that must never reach a user: they mean an internal error leaked into a page. */
+export const LEAK_PATTERN = /panicked|diesel|src\/|\.rs:\d|backtrace|RUST_BACKTRACE|thread '/i;
+
+const BACKEND = (process.env.CONCIERGE_TEST_BACKEND || 'sqlite').toLowerCase();
+if (BACKEND !== 'sqlite' && BACKEND !== 'postgres') {
+  throw new Error(`CONCIERGE_TEST_BACKEND must be "sqlite" or "postgres", not "${BACKEND}"`);
+}
+export const backend = BACKEND;
+
+function brokerBinary() {
+  if (process.env.CONCIERGE_BIN) {
+    const bin = process.env.CONCIERGE_BIN;
+    return isAbsolute(bin) ? bin : resolve(process.cwd(), bin);
+  }
+  const target = process.env.CARGO_TARGET_DIR
+    ? resolve(REPO_ROOT, process.env.CARGO_TARGET_DIR)
+    : join(REPO_ROOT, 'target');
+  return join(target, 'debug', 'concierge');
+}
+
+/** A free TCP port on 127.0.0.1 (listen on port 0, read it, close). */
+export function freePort() {
+  return new Promise((resolvePort, reject) => {
+    const srv = createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolvePort(port));
+    });
+  });
+}
+
+function psql(adminUrl, sql) {
+  const r = spawnSync('psql', [adminUrl, '-v', 'ON_ERROR_STOP=1', '-qAt', '-c', sql], {
+    encoding: 'utf8',
+  });
+  if (r.error) {
+    throw new Error(`could not run psql (is the PostgreSQL client installed?): ${r.error.message}`);
+  }
+  if (r.status !== 0) {
+    throw new Error(`psql failed (${r.status}) for: ${sql}\n${r.stderr}`);
+  }
+  return r.stdout;
+}
+
+/** Creates a fresh database for one broker; returns { url, drop() }. */
+function freshDatabase(tmp) {
+  if (BACKEND === 'sqlite') {
+    return { url: `sqlite://${join(tmp, 'c.db')}`, drop() {} };
+  }
+  const admin = process.env.CONCIERGE_TEST_PG_URL;
+  if (!admin) {
+    // Fail loudly: a postgres run without a server must not look like a pass.
+    throw new Error(
+      'CONCIERGE_TEST_BACKEND=postgres but CONCIERGE_TEST_PG_URL is unset; ' +
+        'run scripts/test.sh, which starts a private PostgreSQL and sets it',
+    );
+  }
+  const name = `concierge_${randomBytes(6).toString('hex')}`;
+  psql(admin, `CREATE DATABASE "${name}"`);
+  const u = new URL(admin);
+  u.pathname = `/${name}`;
+  return {
+    url: u.toString(),
+    drop() {
+      try {
+        psql(admin, `DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);
+      } catch (e) {
+        process.stderr.write(`warning: could not drop ${name}: ${e.message}\n`);
+      }
+    },
+  };
+}
+
+const live = new Set();
+process.on('exit', () => {
+  for (const child of live) {
+    try {
+      child.kill('SIGKILL');
+    } catch {
+      /* already gone */
+    }
+  }
+});
+
+/**
+ * Starts `concierge serve` (no config file: demo mode) on a free loopback port and a fresh database.
+ * `env` adds or overrides variables (e.g. CONCIERGE__SESSION__IDLE_TIMEOUT).
+ * Returns { url, port, logs(), stop() }.
+ */
+export async function startBroker({ env = {}, timeoutMs = 30_000 } = {}) {
+  const bin = brokerBinary();
+  if (!existsSync(bin)) {
+    throw new Error(`broker binary not found at ${bin}; build it (cargo build -p concierge) or set CONCIERGE_BIN`);
+  }
+  const tmp = mkdtempSync(join(tmpdir(), 'concierge-browser-'));
+  let db;
+  try {
+    db = freshDatabase(tmp);
+  } catch (e) {
+    rmSync(tmp, { recursive: true, force: true });
+    throw e;
+  }
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}`;
+
+  // Inherit the environment but none of the broker's own settings, so a developer's shell
+  // cannot change what the tests see.
+  const childEnv = {};
+  for (const [k, v] of Object.entries(process.env)) {
+    if (!k.startsWith('CONCIERGE__')) childEnv[k] = v;
+  }
+  Object.assign(childEnv, {
+    RUST_BACKTRACE: '1',
+    CONCIERGE__SERVER__BIND: `127.0.0.1:${port}`,
+    CONCIERGE__DATABASE__URL: db.url,
+    ...env,
+  });
+
+  const output = [];
+  const child = spawn(bin, ['serve'], {
+    cwd: REPO_ROOT,
+    env: childEnv,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  live.add(child);
+  child.stdout.on('data', (d) => output.push(d.toString()));
+  child.stderr.on('data', (d) => output.push(d.toString()));
+  let exited = null;
+  let stopping = false;
+  const exitPromise = new Promise((res) => {
+    child.on('exit', (code, signal) => {
+      exited = { code, signal };
+      live.delete(child);
+      if (!stopping) {
+        output.push(`\n[helpers] broker exited unexpectedly: code=${code} signal=${signal}\n`);
+      }
+      res();
+    });
+    child.on('error', (err) => {
+      exited = { code: null, signal: null, error: err };
+      live.delete(child);
+      output.push(`\n[helpers] could not start broker: ${err.message}\n`);
+      res();
+    });
+  });
+
+  const logs = () => {
+    const text = output.join('');
+    const max = 20_000;
+    const shown = text.length > max ? `...(${text.length - max} chars cut)...\n${text.slice(-max)}` : text;
+    return `--- broker (${bin} serve, ${BACKEND}, ${url}) output ---\n${shown}\n--- end of broker output ---`;
+  };
+
+  const cleanup = async () => {
+    stopping = true;
+    if (!exited) {
+      child.kill('SIGTERM');
+      const killer = setTimeout(() => child.kill('SIGKILL'), 5_000);
+      await exitPromise;
+      clearTimeout(killer);
+    }
+    db.drop();
+    rmSync(tmp, { recursive: true, force: true });
+  };
+
+  // Wait for /healthz.
+  const deadline = Date.now() + timeoutMs;
+  let lastError = 'no answer yet';
+  for (;;) {
+    if (exited) {
+      await cleanup();
+      throw new Error(`broker exited before it answered /healthz\n${logs()}`);
+    }
+    try {
+      const r = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(1_000) });
+      if (r.status === 200) break;
+      lastError = `status ${r.status}`;
+    } catch (e) {
+      lastError = e.cause?.code || e.message;
+    }
+    if (Date.now() > deadline) {
+      await cleanup();
+      throw new Error(`broker did not answer /healthz with 200 within ${timeoutMs} ms (${lastError})\n${logs()}`);
+    }
+    await sleep(100);
+  }
+
+  return {
+    url,
+    port,
+    logs,
+    get exited() {
+      return exited;
+    },
+    stop: cleanup,
+  };
+}
+
+/**
+ * Wraps a test body so that a failure carries the broker's output in its message.
+ * `getBroker` is a function because brokers are started in `before` hooks.
+ */
+export function withLogs(getBroker, fn) {
+  return async (t) => {
+    try {
+      await fn(t);
+    } catch (e) {
+      const broker = getBroker();
+      if (broker && e && typeof e === 'object') {
+        try {
+          e.message = `${e.message}\n${broker.logs()}`;
+        } catch {
+          /* read-only message */
+        }
+      }
+      throw e;
+    }
+  };
+}
+
+export const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--no-first-run',
+  '--disable-quic',
+];
+
+/**
+ * Launches Debian's Chromium and opens a context with the given locale (which also sets
+ * Accept-Language). Returns { browser, context, newContext(opts), close() }.
+ */
+export async function launchBrowser({ locale = 'en-US' } = {}) {
+  const executablePath = process.env.CONCIERGE_TEST_CHROMIUM || '/usr/bin/chromium';
+  const browser = await chromium.launch({ executablePath, args: CHROMIUM_ARGS });
+  const newContext = (opts = {}) => browser.newContext({ locale, ...opts });
+  const context = await newContext();
+  return {
+    browser,
+    context,
+    newContext,
+    close: () => browser.close(),
+  };
+}
+
+/** The value of the session cookie in a browser context, or undefined. */
+export async function sessionCookie(context) {
+  return (await context.cookies()).find((c) => c.name === SESSION_COOKIE);
+}
+
+/** Path (+ query) of a page's current URL. */
+export function pathOf(page) {
+  const u = new URL(page.url());
+  return u.pathname + u.search;
+}
+
+/**
+ * Signs in through the real login page. Resolves with the POST /login response once the page
+ * has settled (on /account for a success, on the re-rendered login page for a failure).
+ */
+export async function loginViaPage(page, baseUrl, { email = DEMO_EMAIL, password = DEMO_PASSWORD, query = '' } = {}) {
+  await page.goto(`${baseUrl}/login${query}`);
+  await page.fill('#email', email);
+  await page.fill('#password', password);
+  const responseP = page.waitForResponse(
+    (r) => r.request().method() === 'POST' && new URL(r.url()).pathname === '/login',
+  );
+  await page.click('#login-submit');
+  const response = await responseP;
+  await page.waitForLoadState('load');
+  return response;
+}
+
+/** Status (and Location) of GET /account with the context's cookies, without following redirects. */
+export async function accountStatus(context, baseUrl) {
+  const r = await context.request.get(`${baseUrl}/account`, { maxRedirects: 0 });
+  return { status: r.status(), location: r.headers()['location'] || '' };
+}
+
+const ENTITIES = { amp: '&', lt: '<', gt: '>', quot: '"', apos: "'" };
+/** Undoes handlebars' HTML escaping (&amp; &quot; &#x27; &#x3D; &#x60; ...). */
+export function unescapeHtml(s) {
+  return s.replace(/&(#x[0-9a-f]+|#\d+|[a-z]+);/gi, (m, e) => {
+    if (e[0] === '#') {
+      const n = e[1] === 'x' || e[1] === 'X' ? parseInt(e.slice(2), 16) : parseInt(e.slice(1), 10);
+      return String.fromCodePoint(n);
+    }
+    return ENTITIES[e.toLowerCase()] ?? m;
+  });
+}
+
+/**
+ * GET /login with plain fetch; returns { cookie, token }: a Cookie header value carrying the CSRF
+ * cookie, and the csrf_token from the form. For building requests a browser would not send.
+ */
+export async function csrfPair(baseUrl) {
+  const r = await fetch(`${baseUrl}/login`);
+  const html = await r.text();
+  if (r.status !== 200) throw new Error(`GET /login answered ${r.status}`);
+  const cookies = r.headers
+    .getSetCookie()
+    .map((c) => c.split(';')[0])
+    .filter((c) => c.includes('='));
+  const input = html.match(/<input[^>]*name="csrf_token"[^>]*>/i);
+  if (!input) throw new Error('no csrf_token input on the login page');
+  const value = input[0].match(/value="([^"]*)"/i);
+  if (!value) throw new Error(`csrf_token input has no value: ${input[0]}`);
+  return { cookie: cookies.join('; '), token: unescapeHtml(value[1]) };
+}

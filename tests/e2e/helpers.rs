@@ -1,0 +1,199 @@
+//! Spawns a broker in-process and drives it like a browser (cookies, CSRF tokens), no redirects.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use concierge::clock::{ManualClock, OsEntropy};
+use concierge::config::Settings;
+use concierge::startup::{Application, Deps};
+use concierge::storage::{DieselStore, Store};
+use reqwest::header::{COOKIE, SET_COOKIE};
+
+use crate::support::{Backend, TestDb, fresh_db, open_store};
+
+pub const START: i64 = 1_800_000_000;
+
+pub struct TestApp {
+    pub base: String,
+    pub clock: Arc<ManualClock>,
+    pub store: Arc<DieselStore>,
+    _db: TestDb,
+}
+
+/// A broker in demo mode (demo user present) with `env` overrides; None if the backend is skipped.
+pub async fn spawn(backend: Backend, env: &[(&str, &str)]) -> Option<TestApp> {
+    concierge::telemetry::init(concierge::config::LogFormat::Text, "warn");
+    let db = fresh_db(backend)?;
+    let store = open_store(&db);
+    let mut vars: Vec<(String, String)> =
+        vec![("CONCIERGE__SERVER__BIND".into(), "127.0.0.1:0".into())];
+    vars.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+    let settings = Settings::load(None, vars).unwrap();
+    let clock = Arc::new(ManualClock::new(START));
+    let deps = Deps {
+        clock: clock.clone(),
+        entropy: Arc::new(OsEntropy),
+    };
+    let dyn_store: Arc<dyn Store> = store.clone();
+    let app = Application::build_with_store(settings, deps, dyn_store).unwrap();
+    let base = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    Some(TestApp {
+        base,
+        clock,
+        store,
+        _db: db,
+    })
+}
+
+/// A cookie-keeping HTTP client that never follows redirects.
+pub struct Browser {
+    pub client: reqwest::Client,
+    pub cookies: BTreeMap<String, String>,
+    pub base: String,
+}
+
+pub struct Page {
+    pub status: u16,
+    pub location: Option<String>,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: String,
+}
+
+impl Page {
+    /// The value of the hidden form field `name`.
+    pub fn field(&self, name: &str) -> String {
+        let needle = format!("name=\"{name}\" value=\"");
+        let start = self
+            .body
+            .find(&needle)
+            .unwrap_or_else(|| panic!("no field {name} in {}", self.body))
+            + needle.len();
+        let end = self.body[start..].find('"').unwrap() + start;
+        self.body[start..end].to_owned()
+    }
+}
+
+impl Browser {
+    pub fn new(app: &TestApp) -> Self {
+        Self {
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .user_agent("concierge-e2e/1.0")
+                .build()
+                .unwrap(),
+            cookies: BTreeMap::new(),
+            base: app.base.clone(),
+        }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    async fn finish(&mut self, res: reqwest::Response) -> Page {
+        for sc in res.headers().get_all(SET_COOKIE) {
+            let sc = sc.to_str().unwrap();
+            let (pair, attrs) = sc.split_once(';').unwrap_or((sc, ""));
+            let (k, v) = pair.split_once('=').unwrap();
+            if attrs.to_ascii_lowercase().contains("max-age=0") {
+                self.cookies.remove(k.trim());
+            } else {
+                self.cookies
+                    .insert(k.trim().to_owned(), v.trim().to_owned());
+            }
+        }
+        Page {
+            status: res.status().as_u16(),
+            location: res
+                .headers()
+                .get("location")
+                .map(|v| v.to_str().unwrap().to_owned()),
+            headers: res.headers().clone(),
+            body: res.text().await.unwrap(),
+        }
+    }
+
+    pub async fn get(&mut self, path: &str) -> Page {
+        self.get_with(path, &[]).await
+    }
+
+    pub async fn get_with(&mut self, path: &str, headers: &[(&str, &str)]) -> Page {
+        let mut req = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .header(COOKIE, self.cookie_header());
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let res = req.send().await.unwrap();
+        self.finish(res).await
+    }
+
+    pub async fn post_raw(
+        &mut self,
+        path: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> Page {
+        let res = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header(COOKIE, self.cookie_header())
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        self.finish(res).await
+    }
+
+    pub async fn post_form(&mut self, path: &str, fields: &[(&str, &str)]) -> Page {
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(fields)
+            .finish();
+        self.post_raw(path, "application/x-www-form-urlencoded", body)
+            .await
+    }
+
+    /// Opens the login page and submits it.
+    pub async fn login(&mut self, email: &str, password: &str) -> Page {
+        let page = self.get("/login").await;
+        assert_eq!(page.status, 200);
+        let token = page.field("csrf_token");
+        self.post_form(
+            "/login",
+            &[
+                ("csrf_token", &token),
+                ("email", email),
+                ("password", password),
+            ],
+        )
+        .await
+    }
+
+    pub fn session_cookie(&self) -> Option<String> {
+        self.cookies.get("concierge_session").cloned()
+    }
+}
+
+/// Asserts that a page is an error page of `status` that gives nothing internal away.
+pub fn assert_error_page(page: &Page, status: u16) {
+    assert_eq!(page.status, status, "{}", page.body);
+    assert!(
+        page.body.contains(&format!("data-status=\"{status}\"")),
+        "{}",
+        page.body
+    );
+    for leak in ["panicked", "diesel", "src/", "actix", "Error {", "serde"] {
+        assert!(
+            !page.body.contains(leak),
+            "error page leaks `{leak}`: {}",
+            page.body
+        );
+    }
+}

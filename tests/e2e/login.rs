@@ -1,0 +1,328 @@
+//! Sign-in, sign-out, account page, CSRF, languages and headers.
+
+use concierge::domain::Email;
+use concierge::storage::Store;
+use concierge::upstream::local::admin;
+
+use crate::helpers::{Browser, assert_error_page, spawn};
+use crate::per_backend_async;
+use crate::support::Backend;
+
+async fn demo_login_opens_a_session_shown_on_the_account_page(b: Backend) {
+    let Some(app) = spawn(b, &[]).await else {
+        return;
+    };
+    let mut br = Browser::new(&app);
+    let res = br.login("Demo@Example.com", "demo").await;
+    assert_eq!(res.status, 303);
+    assert_eq!(res.location.as_deref(), Some("/account"));
+    let cookie = res
+        .headers
+        .get("set-cookie")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let all: Vec<String> = res
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    let session_cookie = all
+        .iter()
+        .find(|c| c.starts_with("concierge_session="))
+        .unwrap_or(&cookie);
+    assert!(
+        session_cookie.contains("HttpOnly") && session_cookie.contains("SameSite=Lax"),
+        "{session_cookie}"
+    );
+
+    let account = br.get("/account").await;
+    assert_eq!(account.status, 200);
+    assert!(account.body.contains("demo@example.com"));
+    assert!(
+        account.body.contains("concierge-e2e/1.0"),
+        "user agent shown"
+    );
+    assert!(account.body.contains("127.0.0.1"), "ip shown");
+    assert!(account.body.contains("data-field=\"amr\""));
+
+    // The raw id is only in the cookie; the store has its hash.
+    let raw = br.session_cookie().unwrap();
+    let key = concierge::session::SessionToken::key_of(&raw).unwrap();
+    let rec = app.store.session(&key).unwrap().unwrap();
+    assert_eq!(rec.upstream, "local");
+    assert_eq!(rec.amr, vec!["pwd".to_owned()]);
+    assert_eq!(rec.auth_time, crate::helpers::START);
+    assert!(app.store.session(&[0; 32]).unwrap().is_none());
+}
+
+async fn wrong_password_and_unknown_user_set_no_session(b: Backend) {
+    let Some(app) = spawn(b, &[]).await else {
+        return;
+    };
+    for (email, pw) in [
+        ("demo@example.com", "wrong"),
+        ("nobody@example.com", "demo"),
+        ("not-an-email", "demo"),
+    ] {
+        let mut br = Browser::new(&app);
+        let res = br.login(email, pw).await;
+        assert_eq!(res.status, 401, "{email}");
+        assert!(res.body.contains("id=\"login-error\""));
+        assert!(br.session_cookie().is_none(), "{email}");
+        assert_eq!(br.get("/account").await.status, 303);
+    }
+}
+
+async fn logout_ends_the_session_server_side(b: Backend) {
+    let Some(app) = spawn(b, &[]).await else {
+        return;
+    };
+    let mut br = Browser::new(&app);
+    br.login("demo@example.com", "demo").await;
+    let old = br.session_cookie().unwrap();
+    let account = br.get("/account").await;
+    let token = account.field("csrf_token");
+    let out = br.post_form("/logout", &[("csrf_token", &token)]).await;
+    assert_eq!(out.location.as_deref(), Some("/signed-out"));
+    assert!(br.session_cookie().is_none(), "cookie cleared");
+    assert_eq!(br.get("/signed-out").await.status, 200);
+    // Replaying the old cookie is refused: the record is gone.
+    br.cookies.insert("concierge_session".into(), old);
+    let replay = br.get("/account").await;
+    assert_eq!(replay.status, 303);
+    assert_eq!(
+        replay.location.as_deref(),
+        Some("/login?return_to=%2Faccount")
+    );
+}
+
+async fn forms_without_a_valid_csrf_token_are_refused(b: Backend) {
+    let Some(app) = spawn(b, &[]).await else {
+        return;
+    };
+    let mut br = Browser::new(&app);
+    br.get("/login").await; // has a CSRF cookie now
+    let res = br
+        .post_form(
+            "/login",
+            &[("email", "demo@example.com"), ("password", "demo")],
+        )
+        .await;
+    assert_error_page(&res, 403);
+    assert!(br.session_cookie().is_none());
+    let res = br
+        .post_form(
+            "/login",
+            &[
+                ("csrf_token", "AAAA"),
+                ("email", "demo@example.com"),
+                ("password", "demo"),
+            ],
+        )
+        .await;
+    assert_error_page(&res, 403);
+    // A token from another browser does not fit this browser's cookie.
+    let mut other = Browser::new(&app);
+    let foreign = other.get("/login").await.field("csrf_token");
+    let res = br
+        .post_form(
+            "/login",
+            &[
+                ("csrf_token", &foreign),
+                ("email", "demo@example.com"),
+                ("password", "demo"),
+            ],
+        )
+        .await;
+    assert_error_page(&res, 403);
+    assert!(br.session_cookie().is_none());
+    // Logout too.
+    br.login("demo@example.com", "demo").await;
+    let res = br.post_form("/logout", &[]).await;
+    assert_error_page(&res, 403);
+    assert_eq!(br.get("/account").await.status, 200, "still signed in");
+}
+
+async fn return_to_only_follows_local_paths(b: Backend) {
+    let Some(app) = spawn(b, &[]).await else {
+        return;
+    };
+    let mut br = Browser::new(&app);
+    let page = br.get("/login?return_to=%2Faccount%3Fx%3D1").await;
+    assert_eq!(
+        page.field("return_to").replace("&#x3D;", "="),
+        "/account?x=1"
+    );
+    let token = page.field("csrf_token");
+    let res = br
+        .post_form(
+            "/login",
+            &[
+                ("csrf_token", &token),
+                ("email", "demo@example.com"),
+                ("password", "demo"),
+                ("return_to", "//evil.example/"),
+            ],
+        )
+        .await;
+    assert_eq!(res.location.as_deref(), Some("/account"));
+    // Signed in: the login page sends the user on.
+    assert_eq!(
+        br.get("/login?return_to=/signed-out")
+            .await
+            .location
+            .as_deref(),
+        Some("/signed-out")
+    );
+}
+
+async fn disabled_accounts_cannot_sign_in(b: Backend) {
+    let Some(app) = spawn(b, &[]).await else {
+        return;
+    };
+    let mut br = Browser::new(&app);
+    br.login("demo@example.com", "demo").await;
+    let email = Email::parse("demo@example.com").unwrap();
+    let ended = admin::set_disabled(app.store.as_ref(), 0, &email, true).unwrap();
+    assert_eq!(ended, 1, "disabling ends the live session");
+    assert_eq!(br.get("/account").await.status, 303);
+    let res = Browser::new(&app).login("demo@example.com", "demo").await;
+    assert_eq!(res.status, 403);
+    assert!(res.body.contains("id=\"login-error\""));
+}
+
+async fn pages_speak_korean_when_asked(b: Backend) {
+    let Some(app) = spawn(b, &[]).await else {
+        return;
+    };
+    let mut br = Browser::new(&app);
+    let ko = br
+        .get_with("/login", &[("accept-language", "ko-KR,ko;q=0.9,en;q=0.5")])
+        .await;
+    assert!(ko.body.contains("<html lang=\"ko\">"));
+    assert!(ko.body.contains("로그인"));
+    let en = br
+        .get_with("/login?ui_locales=en", &[("accept-language", "ko")])
+        .await;
+    assert!(en.body.contains("<html lang=\"en\">"));
+    let nf = br.get_with("/nope", &[("accept-language", "ko")]).await;
+    assert_error_page(&nf, 404);
+    assert!(nf.body.contains("<html lang=\"ko\">"));
+}
+
+async fn security_headers_are_sent(b: Backend) {
+    let Some(app) = spawn(b, &[]).await else {
+        return;
+    };
+    let mut br = Browser::new(&app);
+    let page = br.get("/login").await;
+    let h = |n: &str| {
+        page.headers
+            .get(n)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
+    };
+    assert!(h("content-security-policy").contains("frame-ancestors 'none'"));
+    assert!(!h("content-security-policy").contains("unsafe-inline"));
+    assert_eq!(h("referrer-policy"), "no-referrer");
+    assert_eq!(h("x-frame-options"), "DENY");
+    assert_eq!(h("cache-control"), "no-store");
+    assert!(!h("x-request-id").is_empty());
+    assert!(
+        h("strict-transport-security").is_empty(),
+        "no HSTS over plain http"
+    );
+    assert!(
+        !page.body.contains("<script"),
+        "pages work without JavaScript"
+    );
+}
+
+async fn https_deployments_get_host_prefixed_secure_cookies_and_hsts(b: Backend) {
+    let Some(app) = spawn(
+        b,
+        &[("CONCIERGE__SERVER__PUBLIC_URL", "https://id.example.com")],
+    )
+    .await
+    else {
+        return;
+    };
+    let mut br = Browser::new(&app);
+    let page = br.get("/login").await;
+    let sc = page
+        .headers
+        .get("set-cookie")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        sc.starts_with("__Host-concierge_csrf=") && sc.contains("Secure") && sc.contains("Path=/"),
+        "{sc}"
+    );
+    assert!(page.headers.get("strict-transport-security").is_some());
+    let token = page.field("csrf_token");
+    let res = br
+        .post_form(
+            "/login",
+            &[
+                ("csrf_token", &token),
+                ("email", "demo@example.com"),
+                ("password", "demo"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status, 303);
+    assert!(br.cookies.contains_key("__Host-concierge_session"));
+}
+
+async fn operations_endpoints_answer(b: Backend) {
+    let Some(app) = spawn(b, &[]).await else {
+        return;
+    };
+    let mut br = Browser::new(&app);
+    assert_eq!(br.get("/healthz").await.status, 200);
+    let ready = br.get("/readyz").await;
+    assert_eq!(ready.status, 200);
+    assert!(ready.body.contains(match b {
+        Backend::Sqlite => "sqlite",
+        Backend::Postgres => "postgres",
+    }));
+    br.get("/login").await;
+    let m = br.get("/metrics").await;
+    assert!(
+        m.body.contains(
+            "concierge_http_requests_total{method=\"GET\",route=\"/login\",status=\"200\"}"
+        ),
+        "{}",
+        m.body
+    );
+    assert!(
+        m.body
+            .contains("concierge_http_request_duration_seconds_bucket")
+    );
+    let css = br.get("/static/style.css").await;
+    assert_eq!(css.status, 200);
+    assert!(
+        css.headers
+            .get("content-type")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("text/css")
+    );
+}
+
+per_backend_async!(
+    demo_login_opens_a_session_shown_on_the_account_page,
+    wrong_password_and_unknown_user_set_no_session,
+    logout_ends_the_session_server_side,
+    forms_without_a_valid_csrf_token_are_refused,
+    return_to_only_follows_local_paths,
+    disabled_accounts_cannot_sign_in,
+    pages_speak_korean_when_asked,
+    security_headers_are_sent,
+    https_deployments_get_host_prefixed_secure_cookies_and_hsts,
+    operations_endpoints_answer,
+);

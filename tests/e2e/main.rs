@@ -1,0 +1,12 @@
+//! End-to-end tests over HTTP against the broker, in one test binary: each test spawns its own
+//! broker on a random port with a fresh database (SQLite and PostgreSQL) and a manual clock.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod bad_input;
+mod cli;
+mod helpers;
+mod login;
+mod sessions;

@@ -1,0 +1,128 @@
+//! Idle and absolute timeouts under a manual clock, batched last-seen, and the sweep.
+
+use concierge::clock::OsEntropy;
+use concierge::domain::Channel;
+use concierge::session::{NewSession, SessionManager, SessionToken};
+use concierge::storage::Store;
+
+use crate::helpers::{Browser, START, spawn};
+use crate::per_backend_async;
+use crate::support::Backend;
+
+const SHORT: &[(&str, &str)] = &[
+    ("CONCIERGE__SESSION__IDLE_TIMEOUT", "10m"),
+    ("CONCIERGE__SESSION__ABSOLUTE_TIMEOUT", "1h"),
+    ("CONCIERGE__SESSION__TOUCH_INTERVAL", "1h"),
+];
+
+async fn idle_sessions_expire_and_activity_keeps_them(b: Backend) {
+    let Some(app) = spawn(b, SHORT).await else {
+        return;
+    };
+    let mut active = Browser::new(&app);
+    active.login("demo@example.com", "demo").await;
+    let mut idle = Browser::new(&app);
+    idle.login("demo@example.com", "demo").await;
+    // Active: a request every 9 minutes for 36 minutes.
+    for _ in 0..4 {
+        app.clock.advance(9 * 60);
+        assert_eq!(active.get("/account").await.status, 200);
+    }
+    // Idle since START: long gone.
+    let res = idle.get("/account").await;
+    assert_eq!(res.status, 303);
+    let key = SessionToken::key_of(&idle.session_cookie().unwrap()).unwrap();
+    assert!(
+        app.store.session(&key).unwrap().is_none(),
+        "an expired session found is deleted"
+    );
+    // Exactly at the idle limit the session is over.
+    app.clock.advance(10 * 60);
+    assert_eq!(active.get("/account").await.status, 303);
+}
+
+async fn absolute_timeout_ends_even_active_sessions(b: Backend) {
+    let Some(app) = spawn(b, SHORT).await else {
+        return;
+    };
+    let mut br = Browser::new(&app);
+    br.login("demo@example.com", "demo").await;
+    for _ in 0..6 {
+        app.clock.advance(9 * 60);
+        assert_eq!(br.get("/account").await.status, 200);
+    }
+    app.clock.advance(6 * 60 + 1); // 60 min 1 s after sign-in
+    assert_eq!(br.get("/account").await.status, 303);
+}
+
+async fn last_seen_is_batched_not_written_per_request(b: Backend) {
+    let Some(app) = spawn(b, SHORT).await else {
+        return;
+    };
+    let mut br = Browser::new(&app);
+    br.login("demo@example.com", "demo").await;
+    let key = SessionToken::key_of(&br.session_cookie().unwrap()).unwrap();
+    app.clock.advance(60);
+    for _ in 0..5 {
+        assert_eq!(br.get("/account").await.status, 200);
+    }
+    // The touch interval is an hour in this test: nothing written yet...
+    assert_eq!(app.store.session(&key).unwrap().unwrap().last_seen, START);
+    // ...yet the page shows the in-memory last-seen time.
+    let page = br.get("/account").await;
+    let shown = concierge::web::format_time(START + 60);
+    assert!(page.body.contains(&shown), "{shown}");
+}
+
+async fn the_sweep_flushes_then_deletes_only_expired_sessions(b: Backend) {
+    let Some(app) = spawn(b, SHORT).await else {
+        return;
+    };
+    // This instance flushes every 5 s, so its sweep allows other instances 10 s of grace.
+    let env = [
+        ("CONCIERGE__SESSION__IDLE_TIMEOUT", "10m"),
+        ("CONCIERGE__SESSION__ABSOLUTE_TIMEOUT", "1h"),
+    ];
+    let settings = concierge::config::Settings::load(
+        None,
+        env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    )
+    .unwrap();
+    let sessions = SessionManager::new(
+        app.store.clone(),
+        app.clock.clone(),
+        std::sync::Arc::new(OsEntropy),
+        &settings.session,
+    );
+    let user = app
+        .store
+        .user_by_email(&concierge::domain::Email::parse("demo@example.com").unwrap())
+        .unwrap()
+        .unwrap()
+        .id;
+    let new = || NewSession {
+        user_id: user.clone(),
+        channel: Channel::Web,
+        user_agent: "ua".into(),
+        ip: "127.0.0.1".into(),
+        upstream: "local".into(),
+        amr: vec!["pwd".into()],
+    };
+    let (keep, _) = sessions.create(new()).unwrap();
+    let (gone, _) = sessions.create(new()).unwrap();
+    app.clock.advance(9 * 60);
+    assert!(sessions.check(keep.as_cookie_value()).unwrap().is_some());
+    app.clock.advance(9 * 60);
+    // keep's last-seen (+9 min) is only in memory; the sweep must write it before deleting.
+    assert_eq!(sessions.sweep().unwrap(), 1);
+    assert!(sessions.check(keep.as_cookie_value()).unwrap().is_some());
+    assert!(sessions.check(gone.as_cookie_value()).unwrap().is_none());
+    assert_eq!(app.store.sessions_of_user(&user).unwrap().len(), 1);
+}
+
+per_backend_async!(
+    idle_sessions_expire_and_activity_keeps_them,
+    absolute_timeout_ends_even_active_sessions,
+    last_seen_is_batched_not_written_per_request,
+    the_sweep_flushes_then_deletes_only_expired_sessions,
+);

@@ -1,0 +1,219 @@
+//! The storage conformance suite: every backend of `Store` must pass every test here.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::sync::Arc;
+
+use concierge::domain::{Channel, Email, UserId};
+use concierge::storage::{DieselStore, SessionRecord, StorageError, Store, User};
+use support::{Backend, TestDb, fresh_db, open_store};
+
+fn with_store(backend: Backend, f: impl FnOnce(&Arc<DieselStore>)) {
+    let Some(db): Option<TestDb> = fresh_db(backend) else {
+        return;
+    };
+    let store = open_store(&db);
+    f(&store);
+}
+
+fn user(id: &str, email: &str) -> User {
+    User {
+        id: UserId::from_stored(id.into()),
+        email: Email::parse(email).unwrap(),
+        name: "Some One".into(),
+        password_hash: Some("$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaA".into()),
+        disabled: false,
+        created_at: 1_000,
+        updated_at: 1_000,
+    }
+}
+
+fn session(key: u8, user: &str, last_seen: i64, idle: i64, expires_at: i64) -> SessionRecord {
+    SessionRecord {
+        key: [key; 32],
+        user_id: UserId::from_stored(user.into()),
+        channel: Channel::Mobile,
+        user_agent: "Agent/1.0 (한국어)".into(),
+        ip: "192.0.2.7".into(),
+        upstream: "local".into(),
+        amr: vec!["pwd".into(), "otp".into()],
+        auth_time: last_seen,
+        last_seen,
+        idle_timeout: idle,
+        expires_at,
+    }
+}
+
+fn migrations_are_idempotent(b: Backend) {
+    with_store(b, |s| {
+        assert!(
+            s.migrate().unwrap().is_empty(),
+            "second migrate applies nothing"
+        );
+        s.ping().unwrap();
+        assert_eq!(
+            s.backend(),
+            match b {
+                Backend::Sqlite => "sqlite",
+                Backend::Postgres => "postgres",
+            }
+        );
+    });
+}
+
+fn users_round_trip_and_emails_are_unique(b: Backend) {
+    with_store(b, |s| {
+        let u = user("u1", "a@example.com");
+        s.insert_user(&u).unwrap();
+        assert_eq!(s.user_by_email(&u.email).unwrap(), Some(u.clone()));
+        assert_eq!(s.user_by_id(&u.id).unwrap(), Some(u.clone()));
+        let dup = user("u2", "A@example.com");
+        assert!(matches!(
+            s.insert_user(&dup),
+            Err(StorageError::Conflict(_))
+        ));
+        assert_eq!(
+            s.user_by_email(&Email::parse("nobody@example.com").unwrap())
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            s.user_by_id(&UserId::from_stored("nope".into())).unwrap(),
+            None
+        );
+    });
+}
+
+fn password_and_disabled_updates(b: Backend) {
+    with_store(b, |s| {
+        let u = user("u1", "a@example.com");
+        s.insert_user(&u).unwrap();
+        assert!(s.set_password_hash(&u.id, "$argon2id$new", 2_000).unwrap());
+        assert!(s.set_disabled(&u.id, true, 2_001).unwrap());
+        let got = s.user_by_id(&u.id).unwrap().unwrap();
+        assert_eq!(got.password_hash.as_deref(), Some("$argon2id$new"));
+        assert!(got.disabled);
+        assert_eq!(got.updated_at, 2_001);
+        let ghost = UserId::from_stored("ghost".into());
+        assert!(!s.set_password_hash(&ghost, "x", 1).unwrap());
+        assert!(!s.set_disabled(&ghost, true, 1).unwrap());
+    });
+}
+
+fn sessions_round_trip_with_binary_keys(b: Backend) {
+    with_store(b, |s| {
+        s.insert_user(&user("u1", "a@example.com")).unwrap();
+        let mut rec = session(0, "u1", 100, 60, 1_000);
+        for (i, byte) in rec.key.iter_mut().enumerate() {
+            *byte = (i * 8) as u8 ^ 0xff;
+        }
+        s.insert_session(&rec).unwrap();
+        assert_eq!(s.session(&rec.key).unwrap(), Some(rec.clone()));
+        assert_eq!(s.session(&[9; 32]).unwrap(), None);
+        assert!(
+            s.insert_session(&rec).is_err(),
+            "the same key twice is refused"
+        );
+    });
+}
+
+fn touches_only_move_forward(b: Backend) {
+    with_store(b, |s| {
+        s.insert_user(&user("u1", "a@example.com")).unwrap();
+        s.insert_session(&session(1, "u1", 100, 60, 1_000)).unwrap();
+        s.insert_session(&session(2, "u1", 100, 60, 1_000)).unwrap();
+        s.touch_sessions(&[([1; 32], 150), ([2; 32], 50), ([3; 32], 999)])
+            .unwrap();
+        assert_eq!(s.session(&[1; 32]).unwrap().unwrap().last_seen, 150);
+        assert_eq!(s.session(&[2; 32]).unwrap().unwrap().last_seen, 100);
+        assert_eq!(
+            s.session(&[3; 32]).unwrap(),
+            None,
+            "touching a missing session creates nothing"
+        );
+        s.touch_sessions(&[]).unwrap();
+    });
+}
+
+fn sessions_of_a_user_are_listed_and_ended_together(b: Backend) {
+    with_store(b, |s| {
+        s.insert_user(&user("u1", "a@example.com")).unwrap();
+        s.insert_user(&user("u2", "b@example.com")).unwrap();
+        s.insert_session(&session(1, "u1", 200, 60, 1_000)).unwrap();
+        s.insert_session(&session(2, "u1", 100, 60, 1_000)).unwrap();
+        s.insert_session(&session(3, "u2", 100, 60, 1_000)).unwrap();
+        let mine = s
+            .sessions_of_user(&UserId::from_stored("u1".into()))
+            .unwrap();
+        assert_eq!(
+            mine.iter().map(|r| r.key[0]).collect::<Vec<_>>(),
+            vec![2, 1],
+            "oldest first"
+        );
+        assert!(s.delete_session(&[1; 32]).unwrap());
+        assert!(!s.delete_session(&[1; 32]).unwrap());
+        assert_eq!(
+            s.delete_user_sessions(&UserId::from_stored("u1".into()))
+                .unwrap(),
+            1
+        );
+        assert!(
+            s.session(&[3; 32]).unwrap().is_some(),
+            "other users keep theirs"
+        );
+    });
+}
+
+fn expired_sessions_are_swept_with_grace(b: Backend) {
+    with_store(b, |s| {
+        s.insert_user(&user("u1", "a@example.com")).unwrap();
+        s.insert_session(&session(1, "u1", 100, 60, 10_000))
+            .unwrap(); // idle until 160
+        s.insert_session(&session(2, "u1", 100, 600, 150)).unwrap(); // absolute end 150
+        s.insert_session(&session(3, "u1", 100, 600, 10_000))
+            .unwrap(); // live
+        // At 165 with 10 s grace: session 1 is idle by 5 s, within grace: kept; 2 is past its end.
+        assert_eq!(s.delete_expired_sessions(165, 10).unwrap(), 1);
+        assert!(s.session(&[2; 32]).unwrap().is_none());
+        assert!(s.session(&[1; 32]).unwrap().is_some());
+        assert_eq!(s.delete_expired_sessions(171, 10).unwrap(), 1);
+        assert!(s.session(&[1; 32]).unwrap().is_none());
+        assert!(s.session(&[3; 32]).unwrap().is_some());
+    });
+}
+
+fn first_secret_wins(b: Backend) {
+    with_store(b, |s| {
+        assert_eq!(s.secret_or_insert("k", b"first", 1).unwrap(), b"first");
+        assert_eq!(s.secret_or_insert("k", b"second", 2).unwrap(), b"first");
+        assert_eq!(
+            s.secret_or_insert("other", &[0, 255, 7], 3).unwrap(),
+            vec![0, 255, 7]
+        );
+    });
+}
+
+fn sessions_require_an_existing_user(b: Backend) {
+    with_store(b, |s| {
+        s.insert_user(&user("u1", "a@example.com")).unwrap();
+        s.insert_session(&session(1, "u1", 100, 60, 1_000)).unwrap();
+        // A session for a user that does not exist violates the foreign key.
+        assert!(
+            s.insert_session(&session(2, "nobody", 100, 60, 1_000))
+                .is_err()
+        );
+    });
+}
+
+per_backend!(
+    migrations_are_idempotent,
+    users_round_trip_and_emails_are_unique,
+    password_and_disabled_updates,
+    sessions_round_trip_with_binary_keys,
+    touches_only_move_forward,
+    sessions_of_a_user_are_listed_and_ended_together,
+    expired_sessions_are_swept_with_grace,
+    first_secret_wins,
+    sessions_require_an_existing_user,
+);
