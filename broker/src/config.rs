@@ -17,7 +17,7 @@ pub const ENV_PREFIX: &str = "CONCIERGE__";
 /// Why the configuration was refused. Always names the file or variable and the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
@@ -328,8 +328,10 @@ impl Settings {
                 "must be between 1024 and 1048576".into(),
             ));
         }
-        if raw.server.workers == Some(0) {
-            return Err(invalid("server.workers", "must be at least 1".into()));
+        if let Some(w) = raw.server.workers
+            && !(1..=512).contains(&w)
+        {
+            return Err(invalid("server.workers", "must be between 1 and 512".into()));
         }
         let data_dir = if raw.data_dir.as_os_str().is_empty() {
             PathBuf::from("concierge-data")
