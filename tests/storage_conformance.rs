@@ -32,6 +32,7 @@ fn user(id: &str, email: &str) -> User {
 fn session(key: u8, user: &str, last_seen: i64, idle: i64, expires_at: i64) -> SessionRecord {
     SessionRecord {
         key: [key; 32],
+        sid: format!("sid-{key}"),
         user_id: UserId::from_stored(user.into()),
         channel: Channel::Mobile,
         user_agent: "Agent/1.0 (한국어)".into(),

@@ -29,7 +29,12 @@ fn setup(url: DatabaseUrl) -> (SessionManager, Vec<SessionToken>) {
     };
     store.insert_user(&user).unwrap();
     let settings = Settings::load(None, Vec::<(String, String)>::new()).unwrap();
-    let manager = SessionManager::new(store, Arc::new(SystemClock), Arc::new(OsEntropy), &settings.session);
+    let manager = SessionManager::new(
+        store,
+        Arc::new(SystemClock),
+        Arc::new(OsEntropy),
+        &settings.session,
+    );
     let tokens = (0..SESSIONS)
         .map(|_| {
             manager
@@ -66,7 +71,11 @@ fn bench_backend(c: &mut Criterion, name: &str, url: DatabaseUrl) {
 
 fn session_check(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
-    bench_backend(c, "sqlite", DatabaseUrl::Sqlite(dir.path().join("bench.db")));
+    bench_backend(
+        c,
+        "sqlite",
+        DatabaseUrl::Sqlite(dir.path().join("bench.db")),
+    );
     if let Ok(url) = std::env::var("CONCIERGE_BENCH_PG_URL") {
         bench_backend(c, "postgres", DatabaseUrl::Postgres(url));
     }

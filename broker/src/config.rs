@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::domain::Locale;
+use crate::provider::ProviderSettings;
+use crate::provider::clients::{Client, ClientConfig};
+use crate::provider::jwt::Alg;
 
 pub const ENV_PREFIX: &str = "CONCIERGE__";
 
@@ -42,6 +45,51 @@ pub struct RawSettings {
     pub session: RawSession,
     pub ui: RawUi,
     pub log: RawLog,
+    pub provider: RawProvider,
+    /// Clients of the OpenID provider (`[[clients]]` tables).
+    pub clients: Vec<ClientConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawProvider {
+    /// Default: server.public_url without a trailing slash.
+    pub issuer: Option<String>,
+    #[serde(with = "humantime_serde")]
+    pub access_token_ttl: Duration,
+    #[serde(with = "humantime_serde")]
+    pub id_token_ttl: Duration,
+    #[serde(with = "humantime_serde")]
+    pub code_ttl: Duration,
+    #[serde(with = "humantime_serde")]
+    pub refresh_idle_ttl: Duration,
+    #[serde(with = "humantime_serde")]
+    pub refresh_absolute_ttl: Duration,
+    #[serde(with = "humantime_serde")]
+    pub refresh_reuse_grace: Duration,
+    pub signing_alg: String,
+    /// 32 random bytes, base64: encrypts signing keys at rest. Required with PostgreSQL; with
+    /// SQLite a key file in data_dir is created when unset.
+    pub key_encryption_key: Option<String>,
+    #[serde(with = "humantime_serde")]
+    pub jwks_max_age: Duration,
+}
+
+impl Default for RawProvider {
+    fn default() -> Self {
+        Self {
+            issuer: None,
+            access_token_ttl: Duration::from_secs(15 * 60),
+            id_token_ttl: Duration::from_secs(15 * 60),
+            code_ttl: Duration::from_secs(60),
+            refresh_idle_ttl: Duration::from_secs(7 * 86400),
+            refresh_absolute_ttl: Duration::from_secs(30 * 86400),
+            refresh_reuse_grace: Duration::from_secs(5),
+            signing_alg: "RS256".into(),
+            key_encryption_key: None,
+            jwks_max_age: Duration::from_secs(600),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -209,6 +257,10 @@ pub struct Settings {
     pub session: SessionSettings,
     pub ui: RawUi,
     pub log: RawLog,
+    pub provider: ProviderSettings,
+    /// `None`: use (or create) the key file in data_dir (SQLite only).
+    pub key_encryption_key: Option<[u8; 32]>,
+    pub clients: Vec<Client>,
 }
 
 #[derive(Debug, Clone)]
@@ -331,7 +383,10 @@ impl Settings {
         if let Some(w) = raw.server.workers
             && !(1..=512).contains(&w)
         {
-            return Err(invalid("server.workers", "must be between 1 and 512".into()));
+            return Err(invalid(
+                "server.workers",
+                "must be between 1 and 512".into(),
+            ));
         }
         let data_dir = if raw.data_dir.as_os_str().is_empty() {
             PathBuf::from("concierge-data")
@@ -382,6 +437,93 @@ impl Settings {
         if raw.ui.product_name.trim().is_empty() {
             return Err(invalid("ui.product_name", "must not be empty".into()));
         }
+        let p = &raw.provider;
+        let issuer = match &p.issuer {
+            Some(i) => {
+                let u = Url::parse(i)
+                    .map_err(|e| invalid("provider.issuer", format!("`{i}` is not a URL: {e}")))?;
+                if u.query().is_some()
+                    || u.fragment().is_some()
+                    || !matches!(u.scheme(), "http" | "https")
+                {
+                    return Err(invalid(
+                        "provider.issuer",
+                        "must be an http(s) URL without query or fragment".into(),
+                    ));
+                }
+                i.trim_end_matches('/').to_owned()
+            }
+            None => public_url.as_str().trim_end_matches('/').to_owned(),
+        };
+        let signing_alg = Alg::parse(&p.signing_alg).ok_or_else(|| {
+            invalid(
+                "provider.signing_alg",
+                format!("`{}`: use RS256, ES256 or EdDSA", p.signing_alg),
+            )
+        })?;
+        for (key, d) in [
+            ("provider.access_token_ttl", p.access_token_ttl),
+            ("provider.id_token_ttl", p.id_token_ttl),
+            ("provider.code_ttl", p.code_ttl),
+            ("provider.refresh_idle_ttl", p.refresh_idle_ttl),
+            ("provider.refresh_absolute_ttl", p.refresh_absolute_ttl),
+        ] {
+            if d.as_secs() == 0 {
+                return Err(invalid(key, "must be at least 1s".into()));
+            }
+        }
+        if p.code_ttl > Duration::from_secs(600) {
+            return Err(invalid(
+                "provider.code_ttl",
+                "must be at most 10m (RFC 6749 4.1.2)".into(),
+            ));
+        }
+        let key_encryption_key = match &p.key_encryption_key {
+            Some(k) => {
+                use base64::Engine;
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(k.trim())
+                    .ok()
+                    .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                    .ok_or_else(|| {
+                        invalid(
+                            "provider.key_encryption_key",
+                            "must be 32 bytes, base64 (e.g. `openssl rand -base64 32`)".into(),
+                        )
+                    })?;
+                Some(bytes)
+            }
+            None => None,
+        };
+        if key_encryption_key.is_none() && !demo && matches!(database, DatabaseUrl::Postgres(_)) {
+            return Err(invalid(
+                "provider.key_encryption_key",
+                "is required with PostgreSQL (every instance needs the same key): `openssl rand -base64 32`".into(),
+            ));
+        }
+        let mut clients = Vec::new();
+        for (i, c) in raw.clients.iter().enumerate() {
+            let client = Client::parse(c)
+                .map_err(|e| invalid(&format!("clients[{i}].{}", e.field), e.to_string()))?;
+            if clients.iter().any(|x: &Client| x.id == client.id) {
+                return Err(invalid(
+                    &format!("clients[{i}].id"),
+                    format!("`{}` is defined twice", client.id),
+                ));
+            }
+            clients.push(client);
+        }
+        let provider = ProviderSettings {
+            issuer,
+            access_token_ttl: p.access_token_ttl,
+            id_token_ttl: p.id_token_ttl,
+            code_ttl: p.code_ttl,
+            refresh_idle_ttl: p.refresh_idle_ttl,
+            refresh_absolute_ttl: p.refresh_absolute_ttl,
+            refresh_reuse_grace: p.refresh_reuse_grace,
+            signing_alg,
+            jwks_max_age: p.jwks_max_age,
+        };
         Ok(Self {
             demo,
             data_dir,
@@ -401,6 +543,9 @@ impl Settings {
             },
             ui: raw.ui,
             log: raw.log,
+            provider,
+            key_encryption_key,
+            clients,
         })
     }
 }

@@ -24,6 +24,12 @@ pub enum WebError {
     /// The message is logged, never shown.
     #[error("internal error: {0}")]
     Internal(String),
+    /// An OAuth error answered as RFC 6749 JSON (token, introspection, revocation endpoints).
+    #[error("oauth error: {0}")]
+    OAuth(crate::provider::OAuthError),
+    /// A protected-resource error (userinfo): RFC 6750 `WWW-Authenticate: Bearer`.
+    #[error("bearer error: {0}")]
+    Bearer(crate::provider::OAuthError),
 }
 
 impl WebError {
@@ -70,10 +76,14 @@ impl ResponseError for WebError {
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::OAuth(e) | Self::Bearer(e) => oauth_status(e),
         }
     }
 
     fn error_response(&self) -> HttpResponse {
+        if let Self::OAuth(e) | Self::Bearer(e) = self {
+            return oauth_response(e, matches!(self, Self::Bearer(_)));
+        }
         match self {
             Self::Internal(m) => tracing::error!(error = %m, "internal error"),
             Self::Unavailable(m) => tracing::warn!(error = %m, "dependency unavailable"),
@@ -86,4 +96,48 @@ impl ResponseError for WebError {
         }
         res
     }
+}
+
+fn oauth_status(e: &crate::provider::OAuthError) -> StatusCode {
+    use crate::provider::OAuthError as E;
+    match e {
+        E::InvalidClient | E::InvalidToken => StatusCode::UNAUTHORIZED,
+        E::InsufficientScope => StatusCode::FORBIDDEN,
+        E::ServerError(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        E::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::BAD_REQUEST,
+    }
+}
+
+/// RFC 6749 5.2 / RFC 6750 3 error answer; server errors are logged, not described.
+fn oauth_response(e: &crate::provider::OAuthError, bearer: bool) -> HttpResponse {
+    use crate::provider::OAuthError as E;
+    if let E::ServerError(m) = e {
+        tracing::error!(error = %m, "internal error at an OAuth endpoint");
+    }
+    let status = oauth_status(e);
+    let mut res = HttpResponse::build(status);
+    res.insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"));
+    if bearer {
+        let desc = e.description().unwrap_or_default().replace('"', "'");
+        let value = if matches!(e, E::InvalidRequest(_)) && desc.is_empty() {
+            "Bearer".to_owned()
+        } else {
+            format!(
+                "Bearer error=\"{}\", error_description=\"{desc}\"",
+                e.code()
+            )
+        };
+        res.insert_header((actix_web::http::header::WWW_AUTHENTICATE, value));
+    } else if matches!(e, E::InvalidClient) {
+        res.insert_header((
+            actix_web::http::header::WWW_AUTHENTICATE,
+            "Basic realm=\"concierge\"",
+        ));
+    }
+    let mut body = serde_json::json!({ "error": e.code() });
+    if let Some(d) = e.description() {
+        body["error_description"] = serde_json::Value::String(d);
+    }
+    res.json(body)
 }

@@ -7,6 +7,7 @@ pub mod domain;
 pub mod error;
 pub mod flow;
 pub mod pages;
+pub mod provider;
 pub mod session;
 pub mod startup;
 pub mod storage;

@@ -11,6 +11,7 @@ use concierge::clock::{Clock, SystemClock};
 use concierge::config::{ConfigError, Settings};
 use concierge::domain::{Email, SecretString};
 use concierge::startup::{self, Application, DEMO_EMAIL, DEMO_PASSWORD, Deps};
+use concierge::storage::Store;
 use concierge::telemetry;
 use concierge::upstream::local::admin;
 
@@ -42,6 +43,20 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Manage OpenID clients registered in the database (clients in the config file are listed too).
+    Clients {
+        #[arg(long, env = "CONCIERGE_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: ClientsCommand,
+    },
+    /// Manage signing keys.
+    Keys {
+        #[arg(long, env = "CONCIERGE_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Manage local accounts. Passwords are read from standard input.
     Users {
         #[arg(long, env = "CONCIERGE_CONFIG", global = true)]
@@ -55,6 +70,56 @@ enum Command {
 enum ConfigCommand {
     /// Validate a config file (with CONCIERGE__* overrides applied) and exit.
     Check { file: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum ClientsCommand {
+    /// Register a client. A confidential client's secret is printed once.
+    Add {
+        id: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// web, mobile or api.
+        #[arg(long, default_value = "web")]
+        channel: String,
+        /// A public client (mobile app, SPA): no secret, PKCE required.
+        #[arg(long)]
+        public: bool,
+        #[arg(long = "redirect-uri")]
+        redirect_uris: Vec<String>,
+        #[arg(long = "post-logout-redirect-uri")]
+        post_logout_redirect_uris: Vec<String>,
+        #[arg(long)]
+        backchannel_logout_uri: Option<String>,
+        /// Grants (default: authorization_code refresh_token).
+        #[arg(long = "grant")]
+        grants: Vec<String>,
+        /// Allowed scopes (default: openid profile email offline_access).
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// client_secret_basic (default) or client_secret_post.
+        #[arg(long, default_value = "client_secret_basic")]
+        auth_method: String,
+        /// RS256, ES256 or EdDSA (default: provider.signing_alg).
+        #[arg(long)]
+        signing_alg: Option<String>,
+    },
+    /// List clients.
+    List,
+    /// Remove a registered client.
+    Remove { id: String },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Publish a new key now; it signs after provider.jwks_max_age, when caches have it. The old
+    /// key stays published until every token it signed has expired.
+    Rotate {
+        #[arg(long, default_value = "RS256")]
+        alg: String,
+    },
+    /// List signing keys.
+    List,
 }
 
 #[derive(Subcommand)]
@@ -174,6 +239,129 @@ fn users(config: Option<PathBuf>, command: UsersCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn clients(config: Option<PathBuf>, command: ClientsCommand) -> anyhow::Result<()> {
+    use concierge::provider::clients::{self, ClientConfig};
+    let settings = load(config.as_deref())?;
+    let store = startup::open_store(&settings)?;
+    let now = SystemClock.now();
+    match command {
+        ClientsCommand::Add {
+            id,
+            name,
+            channel,
+            public,
+            redirect_uris,
+            post_logout_redirect_uris,
+            backchannel_logout_uri,
+            grants,
+            scopes,
+            auth_method,
+            signing_alg,
+        } => {
+            anyhow::ensure!(
+                !settings.clients.iter().any(|c| c.id == id),
+                "client `{id}` is defined in the config file"
+            );
+            let secret = (!public).then(|| {
+                use base64::Engine;
+                let mut b = [0u8; 32];
+                concierge::clock::Entropy::fill(&concierge::clock::OsEntropy, &mut b);
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+            });
+            let mut cfg: ClientConfig = serde_json::from_value(serde_json::json!({ "id": id }))?;
+            cfg.name = name.unwrap_or_default();
+            cfg.channel = concierge::domain::Channel::parse(&channel)
+                .map_err(|e| anyhow::anyhow!("--channel: {e}"))?;
+            cfg.public = public;
+            cfg.secret_sha256 = secret.as_deref().map(clients::hash_secret);
+            cfg.auth_method = auth_method;
+            cfg.redirect_uris = redirect_uris;
+            cfg.post_logout_redirect_uris = post_logout_redirect_uris;
+            cfg.backchannel_logout_uri = backchannel_logout_uri;
+            if !grants.is_empty() {
+                cfg.grant_types = grants;
+            }
+            if !scopes.is_empty() {
+                cfg.scopes = scopes;
+            }
+            cfg.signing_alg = signing_alg;
+            clients::register(store.as_ref(), &cfg, now)?;
+            println!("registered client {}", cfg.id);
+            if let Some(s) = secret {
+                println!("client_secret: {s}");
+                println!("(shown once; only its SHA-256 is stored)");
+            }
+        }
+        ClientsCommand::List => {
+            for c in &settings.clients {
+                println!(
+                    "{}\tconfig\t{}\t{}",
+                    c.id,
+                    c.channel.as_str(),
+                    if c.is_public() {
+                        "public"
+                    } else {
+                        "confidential"
+                    }
+                );
+            }
+            for (id, json) in store.list_clients()? {
+                let cfg: ClientConfig = serde_json::from_str(&json)?;
+                println!(
+                    "{id}\tdatabase\t{}\t{}",
+                    cfg.channel.as_str(),
+                    if cfg.public { "public" } else { "confidential" }
+                );
+            }
+        }
+        ClientsCommand::Remove { id } => {
+            anyhow::ensure!(store.delete_client(&id)?, "no registered client `{id}`");
+            println!("removed client {id}");
+        }
+    }
+    Ok(())
+}
+
+fn keys(config: Option<PathBuf>, command: KeysCommand) -> anyhow::Result<()> {
+    let settings = load(config.as_deref())?;
+    let store = startup::open_store(&settings)?;
+    let deps = Deps::default();
+    match command {
+        KeysCommand::Rotate { alg } => {
+            let alg = concierge::provider::jwt::Alg::parse(&alg)
+                .ok_or_else(|| anyhow::anyhow!("--alg: use RS256, ES256 or EdDSA"))?;
+            let ring = concierge::provider::keys::KeyRing::new(startup::key_encryption_key(
+                &settings, &deps,
+            )?);
+            let delay = i64::try_from(settings.provider.jwks_max_age.as_secs()).unwrap_or(i64::MAX);
+            let kid = ring.rotate(
+                store.as_ref(),
+                deps.entropy.as_ref(),
+                alg,
+                deps.clock.now(),
+                delay,
+            )?;
+            println!(
+                "new key {kid} is published now and signs from {}s from now",
+                delay
+            );
+        }
+        KeysCommand::List => {
+            for k in store.signing_keys()? {
+                let retired = k
+                    .retired_at
+                    .map(|r| r.to_string())
+                    .unwrap_or_else(|| "-".into());
+                println!(
+                    "{}\t{}\tactive_at={}\tretired_at={retired}",
+                    k.kid, k.alg, k.active_at
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config } => {
@@ -202,6 +390,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Users { config, command } => users(config, command),
+        Command::Clients { config, command } => clients(config, command),
+        Command::Keys { config, command } => keys(config, command),
     }
 }
 

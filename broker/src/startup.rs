@@ -13,6 +13,9 @@ use crate::clock::{Clock, Entropy, OsEntropy, SystemClock};
 use crate::config::Settings;
 use crate::domain::{Email, SecretString, UserId};
 use crate::pages::Pages;
+use crate::provider::Provider;
+use crate::provider::clients::ClientRegistry;
+use crate::provider::keys::{KeyEncryptionKey, KeyRing};
 use crate::session::SessionManager;
 use crate::storage::{DieselStore, Store, User};
 use crate::upstream::local::{self, LOCAL_UPSTREAM_ID, LocalAccounts};
@@ -76,6 +79,68 @@ pub fn ensure_demo_user(store: &dyn Store, deps: &Deps) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The key-encryption key: from the config, else a key file in data_dir (created 0600).
+pub fn key_encryption_key(settings: &Settings, deps: &Deps) -> anyhow::Result<KeyEncryptionKey> {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    if let Some(k) = settings.key_encryption_key {
+        return Ok(KeyEncryptionKey::new(k));
+    }
+    let path = settings.data_dir.join("key-encryption.key");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let bytes = STANDARD
+            .decode(text.trim())
+            .ok()
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .ok_or_else(|| anyhow::anyhow!("{} does not hold 32 base64 bytes", path.display()))?;
+        return Ok(KeyEncryptionKey::new(bytes));
+    }
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("creating {}", settings.data_dir.display()))?;
+    let key = deps.entropy.bytes32();
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("creating {}", path.display()))?;
+        writeln!(f, "{}", STANDARD.encode(key))?;
+    }
+    tracing::warn!(path = %path.display(), "created a key-encryption key file; back it up, or set provider.key_encryption_key");
+    Ok(KeyEncryptionKey::new(key))
+}
+
+/// Builds the OpenID provider and makes sure every algorithm in use has a signing key.
+pub fn build_provider(
+    settings: &Settings,
+    deps: &Deps,
+    store: Arc<dyn Store>,
+) -> anyhow::Result<Provider> {
+    let keys = KeyRing::new(key_encryption_key(settings, deps)?);
+    let clients = ClientRegistry::new(settings.clients.clone(), Arc::clone(&store));
+    let provider = Provider::new(
+        settings.provider.clone(),
+        clients,
+        keys,
+        Arc::clone(&store),
+        Arc::clone(&deps.clock),
+        Arc::clone(&deps.entropy),
+    );
+    provider
+        .keys
+        .ensure(
+            store.as_ref(),
+            deps.entropy.as_ref(),
+            &provider.algorithms(),
+            deps.clock.now(),
+        )
+        .context("preparing signing keys")?;
+    Ok(provider)
+}
+
 pub struct Application {
     port: u16,
     server: Server,
@@ -118,6 +183,7 @@ impl Application {
             display_name: "Local account".into(),
             connector: Connector::Password(Arc::new(local_accounts)),
         }]);
+        let provider = Arc::new(build_provider(&settings, &deps, Arc::clone(&store))?);
         let sessions = Arc::new(SessionManager::new(
             Arc::clone(&store),
             Arc::clone(&deps.clock),
@@ -135,6 +201,7 @@ impl Application {
             clock: Arc::clone(&deps.clock),
             entropy: Arc::clone(&deps.entropy),
             metrics: Metrics::new()?,
+            provider: Arc::clone(&provider),
         });
 
         let listener = TcpListener::bind(settings.bind)
@@ -152,7 +219,7 @@ impl Application {
             server = server.workers(w);
         }
         let server = server.run();
-        let tasks = spawn_background(&sessions, &settings);
+        let tasks = spawn_background(&sessions, &provider, &store, &settings);
         Ok(Self {
             port,
             server,
@@ -181,6 +248,8 @@ impl Application {
 
 fn spawn_background(
     sessions: &Arc<SessionManager>,
+    provider: &Arc<Provider>,
+    store: &Arc<dyn Store>,
     settings: &Settings,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let flusher = {
@@ -198,7 +267,28 @@ fn spawn_background(
             }
         })
     };
+    // Keys rotated by another instance (or the CLI) are picked up within a minute; a new key
+    // is published `jwks_max_age` before it signs, so this is always in time.
+    let key_reload = {
+        let provider = Arc::clone(provider);
+        let store = Arc::clone(store);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let (p, s) = (Arc::clone(&provider), Arc::clone(&store));
+                if let Ok(Err(e)) =
+                    tokio::task::spawn_blocking(move || p.keys.reload(s.as_ref())).await
+                {
+                    tracing::warn!(error = %e, "signing key reload failed");
+                }
+            }
+        })
+    };
     let sweeper = {
+        let store = Arc::clone(store);
         let sessions = Arc::clone(sessions);
         let every = settings.session.sweep_interval;
         tokio::spawn(async move {
@@ -212,8 +302,17 @@ fn spawn_background(
                     Ok(Err(e)) => tracing::warn!(error = %e, "session sweep failed"),
                     _ => {}
                 }
+                let st = Arc::clone(&store);
+                let now = sessions.now();
+                match tokio::task::spawn_blocking(move || st.delete_expired_grants(now)).await {
+                    Ok(Ok(n)) if n > 0 => {
+                        tracing::info!(deleted = n, "expired codes and tokens swept")
+                    }
+                    Ok(Err(e)) => tracing::warn!(error = %e, "grant sweep failed"),
+                    _ => {}
+                }
             }
         })
     };
-    vec![flusher, sweeper]
+    vec![flusher, sweeper, key_reload]
 }

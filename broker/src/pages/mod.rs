@@ -15,7 +15,7 @@ mod embedded {
 }
 
 /// The pages every template set must provide.
-pub const PAGES: [&str; 4] = ["login", "account", "error", "signed_out"];
+pub const PAGES: [&str; 5] = ["login", "account", "error", "signed_out", "form_post"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum PageError {
@@ -47,6 +47,7 @@ fn content_type(name: &str) -> Option<&'static str> {
     let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase())?;
     Some(match ext.as_str() {
         "css" => "text/css; charset=utf-8",
+        "js" => "text/javascript; charset=utf-8",
         "svg" => "image/svg+xml",
         "png" => "image/png",
         "jpg" | "jpeg" => "image/jpeg",
@@ -255,6 +256,10 @@ fn sample_view_models() -> Vec<(&'static str, Value)> {
             serde_json::json!({"status": 404, "title": "t", "message": "m", "request_id": "r"}),
         ),
         ("signed_out", serde_json::json!({})),
+        (
+            "form_post",
+            serde_json::json!({"action": "https://app/cb", "fields": [{"name": "code", "value": "c"}]}),
+        ),
     ]
 }
 

@@ -128,8 +128,11 @@ impl SessionManager {
         let raw = self.entropy.bytes32();
         let token = SessionToken(URL_SAFE_NO_PAD.encode(raw));
         let now = self.clock.now();
+        let mut sid = [0u8; 16];
+        self.entropy.fill(&mut sid);
         let record = SessionRecord {
             key: Sha256::digest(raw).into(),
+            sid: URL_SAFE_NO_PAD.encode(sid),
             user_id: new.user_id,
             channel: new.channel,
             user_agent: truncate(&new.user_agent, 512),
@@ -174,17 +177,26 @@ impl SessionManager {
         Ok(Some(ActiveSession { record }))
     }
 
-    /// Ends the session behind a cookie value (if any). Returns whether one was ended.
-    pub fn end(&self, cookie_value: &str) -> Result<bool, SessionError> {
+    /// Ends the session behind a cookie value (if any) and the refresh tokens issued in it.
+    /// Returns the ended session.
+    pub fn end(&self, cookie_value: &str) -> Result<Option<SessionRecord>, SessionError> {
         let Some(key) = SessionToken::key_of(cookie_value) else {
-            return Ok(false);
+            return Ok(None);
         };
         self.pending().remove(&key);
-        Ok(self.store.delete_session(&key)?)
+        let Some(record) = self.store.session(&key)? else {
+            return Ok(None);
+        };
+        self.store.delete_session(&key)?;
+        self.store.delete_refresh_for_sid(&record.sid)?;
+        Ok(Some(record))
     }
 
-    /// Ends every session of a user (password change, disabled account ...).
+    /// Ends every session of a user (password change, disabled account ...) and their tokens.
     pub fn end_all_for_user(&self, user: &UserId) -> Result<u64, SessionError> {
+        for s in self.store.sessions_of_user(user)? {
+            self.store.delete_refresh_for_sid(&s.sid)?;
+        }
         Ok(self.store.delete_user_sessions(user)?)
     }
 
@@ -214,6 +226,10 @@ impl SessionManager {
         Ok(self
             .store
             .delete_expired_sessions(self.clock.now(), grace)?)
+    }
+
+    pub fn now(&self) -> UnixTime {
+        self.clock.now()
     }
 
     pub fn touch_interval(&self) -> Duration {

@@ -11,8 +11,13 @@ use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnectio
 use diesel::sqlite::SqliteConnection;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
-use super::schema::{secrets, sessions, users};
-use super::{SessionKey, SessionRecord, StorageError, Store, User};
+use super::schema::{
+    auth_codes, clients, refresh_tokens, revoked_tokens, secrets, sessions, signing_keys, users,
+};
+use super::{
+    AuthCodeRecord, CodeUse, RefreshRecord, SessionKey, SessionRecord, SigningKeyRecord,
+    StorageError, Store, User,
+};
 use crate::clock::UnixTime;
 use crate::config::DatabaseUrl;
 use crate::domain::{Channel, Email, UserId};
@@ -195,6 +200,7 @@ struct SessionRow {
     last_seen: i64,
     idle_timeout: i64,
     expires_at: i64,
+    sid: String,
 }
 
 impl SessionRow {
@@ -211,6 +217,7 @@ impl SessionRow {
             last_seen: s.last_seen,
             idle_timeout: s.idle_timeout,
             expires_at: s.expires_at,
+            sid: s.sid.clone(),
         }
     }
     fn into_record(self) -> Result<SessionRecord, StorageError> {
@@ -221,6 +228,7 @@ impl SessionRow {
             .map_err(|_| StorageError::Corrupt("sessions.id_hash is not 32 bytes".into()))?;
         Ok(SessionRecord {
             key,
+            sid: self.sid,
             user_id: UserId::from_stored(self.user_id),
             channel: Channel::parse(&self.channel)
                 .map_err(|e| StorageError::Corrupt(format!("sessions.channel: {e}")))?,
@@ -232,6 +240,138 @@ impl SessionRow {
             last_seen: self.last_seen,
             idle_timeout: self.idle_timeout,
             expires_at: self.expires_at,
+        })
+    }
+}
+
+fn hash32(v: Vec<u8>, what: &str) -> Result<[u8; 32], StorageError> {
+    v.as_slice()
+        .try_into()
+        .map_err(|_| StorageError::Corrupt(format!("{what} is not 32 bytes")))
+}
+
+fn split_amr(s: &str) -> Vec<String> {
+    s.split_whitespace().map(str::to_owned).collect()
+}
+
+#[derive(Queryable, Insertable)]
+#[diesel(table_name = signing_keys)]
+struct SigningKeyRow {
+    kid: String,
+    alg: String,
+    private_key_enc: Vec<u8>,
+    public_jwk: String,
+    created_at: i64,
+    active_at: i64,
+    retired_at: Option<i64>,
+}
+
+#[derive(Queryable, Insertable)]
+#[diesel(table_name = auth_codes)]
+struct AuthCodeRow {
+    code_hash: Vec<u8>,
+    client_id: String,
+    redirect_uri: String,
+    user_id: String,
+    sid: String,
+    scope: String,
+    nonce: Option<String>,
+    code_challenge: String,
+    auth_time: i64,
+    acr: Option<String>,
+    amr: String,
+    expires_at: i64,
+    consumed_at: Option<i64>,
+}
+
+impl AuthCodeRow {
+    fn from_record(c: &AuthCodeRecord) -> Self {
+        Self {
+            code_hash: c.code_hash.to_vec(),
+            client_id: c.client_id.clone(),
+            redirect_uri: c.redirect_uri.clone(),
+            user_id: c.user_id.as_str().to_owned(),
+            sid: c.sid.clone(),
+            scope: c.scope.clone(),
+            nonce: c.nonce.clone(),
+            code_challenge: c.code_challenge.clone(),
+            auth_time: c.auth_time,
+            acr: c.acr.clone(),
+            amr: c.amr.join(" "),
+            expires_at: c.expires_at,
+            consumed_at: c.consumed_at,
+        }
+    }
+    fn into_record(self) -> Result<AuthCodeRecord, StorageError> {
+        Ok(AuthCodeRecord {
+            code_hash: hash32(self.code_hash, "auth_codes.code_hash")?,
+            client_id: self.client_id,
+            redirect_uri: self.redirect_uri,
+            user_id: UserId::from_stored(self.user_id),
+            sid: self.sid,
+            scope: self.scope,
+            nonce: self.nonce,
+            code_challenge: self.code_challenge,
+            auth_time: self.auth_time,
+            acr: self.acr,
+            amr: split_amr(&self.amr),
+            expires_at: self.expires_at,
+            consumed_at: self.consumed_at,
+        })
+    }
+}
+
+#[derive(Queryable, Insertable)]
+#[diesel(table_name = refresh_tokens)]
+struct RefreshRow {
+    token_hash: Vec<u8>,
+    family_id: String,
+    client_id: String,
+    user_id: String,
+    sid: String,
+    scope: String,
+    auth_time: i64,
+    acr: Option<String>,
+    amr: String,
+    created_at: i64,
+    idle_expires_at: i64,
+    expires_at: i64,
+    used_at: Option<i64>,
+}
+
+impl RefreshRow {
+    fn from_record(r: &RefreshRecord) -> Self {
+        Self {
+            token_hash: r.token_hash.to_vec(),
+            family_id: r.family_id.clone(),
+            client_id: r.client_id.clone(),
+            user_id: r.user_id.as_str().to_owned(),
+            sid: r.sid.clone(),
+            scope: r.scope.clone(),
+            auth_time: r.auth_time,
+            acr: r.acr.clone(),
+            amr: r.amr.join(" "),
+            created_at: r.created_at,
+            idle_expires_at: r.idle_expires_at,
+            expires_at: r.expires_at,
+            used_at: r.used_at,
+        }
+    }
+    fn into_record(self) -> Result<RefreshRecord, StorageError> {
+        Ok(RefreshRecord {
+            token_hash: hash32(self.token_hash, "refresh_tokens.token_hash")?,
+            family_id: self.family_id,
+            client_id: self.client_id,
+            user_id: UserId::from_stored(self.user_id),
+            sid: self.sid,
+            scope: self.scope,
+            auth_time: self.auth_time,
+            acr: self.acr,
+            amr: split_amr(&self.amr),
+            created_at: self.created_at,
+            idle_expires_at: self.idle_expires_at,
+            expires_at: self.expires_at,
+            used_at: self.used_at,
         })
     }
 }
@@ -428,6 +568,279 @@ impl Store for DieselStore {
             .execute(c)
             .map(|n| n as u64)
             .map_err(query_err)
+        })
+    }
+
+    fn session_by_sid(&self, sid: &str) -> Result<Option<SessionRecord>, StorageError> {
+        let row: Option<SessionRow> = with_conn!(self, |c| {
+            sessions::table
+                .filter(sessions::sid.eq(sid))
+                .first(c)
+                .optional()
+                .map_err(query_err)
+        })?;
+        row.map(SessionRow::into_record).transpose()
+    }
+
+    fn insert_client(
+        &self,
+        id: &str,
+        config_json: &str,
+        now: UnixTime,
+    ) -> Result<(), StorageError> {
+        with_conn!(self, |c| {
+            diesel::insert_into(clients::table)
+                .values((
+                    clients::id.eq(id),
+                    clients::config.eq(config_json),
+                    clients::created_at.eq(now),
+                ))
+                .execute(c)
+                .map(|_| ())
+                .map_err(|e| match query_err(e) {
+                    StorageError::Conflict(_) => StorageError::Conflict("a client with this id"),
+                    other => other,
+                })
+        })
+    }
+
+    fn client_config(&self, id: &str) -> Result<Option<String>, StorageError> {
+        with_conn!(self, |c| {
+            clients::table
+                .find(id)
+                .select(clients::config)
+                .first::<String>(c)
+                .optional()
+                .map_err(query_err)
+        })
+    }
+
+    fn list_clients(&self) -> Result<Vec<(String, String)>, StorageError> {
+        with_conn!(self, |c| {
+            clients::table
+                .order(clients::id.asc())
+                .select((clients::id, clients::config))
+                .load::<(String, String)>(c)
+                .map_err(query_err)
+        })
+    }
+
+    fn delete_client(&self, id: &str) -> Result<bool, StorageError> {
+        with_conn!(self, |c| {
+            diesel::delete(clients::table.find(id))
+                .execute(c)
+                .map(|n| n > 0)
+                .map_err(query_err)
+        })
+    }
+
+    fn insert_signing_key(&self, key: &SigningKeyRecord) -> Result<(), StorageError> {
+        let row = SigningKeyRow {
+            kid: key.kid.clone(),
+            alg: key.alg.clone(),
+            private_key_enc: key.private_key_enc.clone(),
+            public_jwk: key.public_jwk.clone(),
+            created_at: key.created_at,
+            active_at: key.active_at,
+            retired_at: key.retired_at,
+        };
+        with_conn!(self, |c| {
+            diesel::insert_into(signing_keys::table)
+                .values(&row)
+                .execute(c)
+                .map(|_| ())
+                .map_err(query_err)
+        })
+    }
+
+    fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StorageError> {
+        let rows: Vec<SigningKeyRow> = with_conn!(self, |c| {
+            signing_keys::table
+                .order((signing_keys::active_at.asc(), signing_keys::kid.asc()))
+                .load(c)
+                .map_err(query_err)
+        })?;
+        Ok(rows
+            .into_iter()
+            .map(|r| SigningKeyRecord {
+                kid: r.kid,
+                alg: r.alg,
+                private_key_enc: r.private_key_enc,
+                public_jwk: r.public_jwk,
+                created_at: r.created_at,
+                active_at: r.active_at,
+                retired_at: r.retired_at,
+            })
+            .collect())
+    }
+
+    fn retire_signing_keys(
+        &self,
+        alg: &str,
+        except_kid: &str,
+        at: UnixTime,
+    ) -> Result<u64, StorageError> {
+        with_conn!(self, |c| {
+            diesel::update(
+                signing_keys::table
+                    .filter(signing_keys::alg.eq(alg))
+                    .filter(signing_keys::kid.ne(except_kid))
+                    .filter(signing_keys::retired_at.is_null()),
+            )
+            .set(signing_keys::retired_at.eq(Some(at)))
+            .execute(c)
+            .map(|n| n as u64)
+            .map_err(query_err)
+        })
+    }
+
+    fn delete_signing_keys_retired_before(&self, before: UnixTime) -> Result<u64, StorageError> {
+        with_conn!(self, |c| {
+            diesel::delete(signing_keys::table.filter(signing_keys::retired_at.lt(before)))
+                .execute(c)
+                .map(|n| n as u64)
+                .map_err(query_err)
+        })
+    }
+
+    fn insert_code(&self, code: &AuthCodeRecord) -> Result<(), StorageError> {
+        let row = AuthCodeRow::from_record(code);
+        with_conn!(self, |c| {
+            diesel::insert_into(auth_codes::table)
+                .values(&row)
+                .execute(c)
+                .map(|_| ())
+                .map_err(query_err)
+        })
+    }
+
+    fn consume_code(&self, code_hash: &[u8; 32], now: UnixTime) -> Result<CodeUse, StorageError> {
+        let (marked, row): (usize, Option<AuthCodeRow>) = with_conn!(self, |c| {
+            let marked = diesel::update(
+                auth_codes::table
+                    .filter(auth_codes::code_hash.eq(&code_hash[..]))
+                    .filter(auth_codes::consumed_at.is_null()),
+            )
+            .set(auth_codes::consumed_at.eq(Some(now)))
+            .execute(c)
+            .map_err(query_err)?;
+            let row = auth_codes::table
+                .find(&code_hash[..])
+                .first::<AuthCodeRow>(c)
+                .optional()
+                .map_err(query_err)?;
+            Ok::<_, StorageError>((marked, row))
+        })?;
+        Ok(match (marked, row) {
+            (_, None) => CodeUse::Unknown,
+            (1, Some(r)) => CodeUse::First(r.into_record()?),
+            (_, Some(r)) => CodeUse::Replayed(r.into_record()?),
+        })
+    }
+
+    fn insert_refresh(&self, token: &RefreshRecord) -> Result<(), StorageError> {
+        let row = RefreshRow::from_record(token);
+        with_conn!(self, |c| {
+            diesel::insert_into(refresh_tokens::table)
+                .values(&row)
+                .execute(c)
+                .map(|_| ())
+                .map_err(query_err)
+        })
+    }
+
+    fn refresh_token(&self, token_hash: &[u8; 32]) -> Result<Option<RefreshRecord>, StorageError> {
+        let row: Option<RefreshRow> = with_conn!(self, |c| {
+            refresh_tokens::table
+                .find(&token_hash[..])
+                .first(c)
+                .optional()
+                .map_err(query_err)
+        })?;
+        row.map(RefreshRow::into_record).transpose()
+    }
+
+    fn mark_refresh_used(
+        &self,
+        token_hash: &[u8; 32],
+        now: UnixTime,
+    ) -> Result<bool, StorageError> {
+        with_conn!(self, |c| {
+            diesel::update(
+                refresh_tokens::table
+                    .filter(refresh_tokens::token_hash.eq(&token_hash[..]))
+                    .filter(refresh_tokens::used_at.is_null()),
+            )
+            .set(refresh_tokens::used_at.eq(Some(now)))
+            .execute(c)
+            .map(|n| n == 1)
+            .map_err(query_err)
+        })
+    }
+
+    fn delete_refresh_family(&self, family_id: &str) -> Result<u64, StorageError> {
+        with_conn!(self, |c| {
+            diesel::delete(refresh_tokens::table.filter(refresh_tokens::family_id.eq(family_id)))
+                .execute(c)
+                .map(|n| n as u64)
+                .map_err(query_err)
+        })
+    }
+
+    fn delete_refresh_for_sid(&self, sid: &str) -> Result<u64, StorageError> {
+        with_conn!(self, |c| {
+            diesel::delete(refresh_tokens::table.filter(refresh_tokens::sid.eq(sid)))
+                .execute(c)
+                .map(|n| n as u64)
+                .map_err(query_err)
+        })
+    }
+
+    fn revoke_jti(&self, jti: &str, expires_at: UnixTime) -> Result<(), StorageError> {
+        with_conn!(self, |c| {
+            diesel::insert_into(revoked_tokens::table)
+                .values((
+                    revoked_tokens::jti.eq(jti),
+                    revoked_tokens::expires_at.eq(expires_at),
+                ))
+                .on_conflict_do_nothing()
+                .execute(c)
+                .map(|_| ())
+                .map_err(query_err)
+        })
+    }
+
+    fn is_jti_revoked(&self, jti: &str) -> Result<bool, StorageError> {
+        with_conn!(self, |c| {
+            revoked_tokens::table
+                .find(jti)
+                .select(revoked_tokens::jti)
+                .first::<String>(c)
+                .optional()
+                .map(|r| r.is_some())
+                .map_err(query_err)
+        })
+    }
+
+    fn delete_expired_grants(&self, now: UnixTime) -> Result<u64, StorageError> {
+        with_conn!(self, |c| {
+            let codes = diesel::delete(auth_codes::table.filter(auth_codes::expires_at.le(now)))
+                .execute(c)
+                .map_err(query_err)?;
+            let refresh = diesel::delete(
+                refresh_tokens::table.filter(
+                    refresh_tokens::expires_at
+                        .le(now)
+                        .or(refresh_tokens::idle_expires_at.le(now)),
+                ),
+            )
+            .execute(c)
+            .map_err(query_err)?;
+            let revoked =
+                diesel::delete(revoked_tokens::table.filter(revoked_tokens::expires_at.le(now)))
+                    .execute(c)
+                    .map_err(query_err)?;
+            Ok((codes + refresh + revoked) as u64)
         })
     }
 

@@ -54,6 +54,8 @@ impl std::fmt::Debug for User {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionRecord {
     pub key: SessionKey,
+    /// The public session id (the `sid` claim of tokens); not a secret.
+    pub sid: String,
     pub user_id: UserId,
     pub channel: Channel,
     pub user_agent: String,
@@ -68,6 +70,76 @@ pub struct SessionRecord {
     pub idle_timeout: i64,
     /// The absolute end of the session.
     pub expires_at: UnixTime,
+}
+
+/// A signing key as stored; the private key is encrypted under the key-encryption key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SigningKeyRecord {
+    pub kid: String,
+    pub alg: String,
+    pub private_key_enc: Vec<u8>,
+    pub public_jwk: String,
+    pub created_at: UnixTime,
+    pub active_at: UnixTime,
+    pub retired_at: Option<UnixTime>,
+}
+
+impl std::fmt::Debug for SigningKeyRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKeyRecord")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .field("active_at", &self.active_at)
+            .field("retired_at", &self.retired_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An authorization code as stored (keyed by the SHA-256 of the code).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthCodeRecord {
+    pub code_hash: [u8; 32],
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub user_id: UserId,
+    pub sid: String,
+    pub scope: String,
+    pub nonce: Option<String>,
+    /// The PKCE S256 challenge.
+    pub code_challenge: String,
+    pub auth_time: UnixTime,
+    pub acr: Option<String>,
+    pub amr: Vec<String>,
+    pub expires_at: UnixTime,
+    pub consumed_at: Option<UnixTime>,
+}
+
+/// What consuming a code found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CodeUse {
+    /// First use: the code is now consumed.
+    First(AuthCodeRecord),
+    /// The code had been used before: a replay.
+    Replayed(AuthCodeRecord),
+    Unknown,
+}
+
+/// A refresh token as stored (keyed by the SHA-256 of the token).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshRecord {
+    pub token_hash: [u8; 32],
+    pub family_id: String,
+    pub client_id: String,
+    pub user_id: UserId,
+    pub sid: String,
+    pub scope: String,
+    pub auth_time: UnixTime,
+    pub acr: Option<String>,
+    pub amr: Vec<String>,
+    pub created_at: UnixTime,
+    pub idle_expires_at: UnixTime,
+    pub expires_at: UnixTime,
+    pub used_at: Option<UnixTime>,
 }
 
 /// The persistence the broker needs. Synchronous: call it from a blocking thread.
@@ -108,6 +180,49 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes sessions past their absolute end, or idle for longer than their idle timeout
     /// plus `grace_secs` (the bound on not-yet-flushed last-seen updates of other instances).
     fn delete_expired_sessions(&self, now: UnixTime, grace_secs: i64) -> Result<u64, StorageError>;
+
+    fn session_by_sid(&self, sid: &str) -> Result<Option<SessionRecord>, StorageError>;
+
+    // Clients registered at run time (JSON documents owned by the provider module).
+    fn insert_client(&self, id: &str, config_json: &str, now: UnixTime)
+    -> Result<(), StorageError>;
+    fn client_config(&self, id: &str) -> Result<Option<String>, StorageError>;
+    fn list_clients(&self) -> Result<Vec<(String, String)>, StorageError>;
+    fn delete_client(&self, id: &str) -> Result<bool, StorageError>;
+
+    // Signing keys.
+    fn insert_signing_key(&self, key: &SigningKeyRecord) -> Result<(), StorageError>;
+    fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StorageError>;
+    /// Sets `retired_at` on every unretired key of `alg` other than `except_kid`.
+    fn retire_signing_keys(
+        &self,
+        alg: &str,
+        except_kid: &str,
+        at: UnixTime,
+    ) -> Result<u64, StorageError>;
+    /// Deletes keys retired before `before` (no token they signed can still be valid).
+    fn delete_signing_keys_retired_before(&self, before: UnixTime) -> Result<u64, StorageError>;
+
+    // Authorization codes.
+    fn insert_code(&self, code: &AuthCodeRecord) -> Result<(), StorageError>;
+    /// Atomically marks the code consumed; says whether this was its first use.
+    fn consume_code(&self, code_hash: &[u8; 32], now: UnixTime) -> Result<CodeUse, StorageError>;
+
+    // Refresh tokens.
+    fn insert_refresh(&self, token: &RefreshRecord) -> Result<(), StorageError>;
+    fn refresh_token(&self, token_hash: &[u8; 32]) -> Result<Option<RefreshRecord>, StorageError>;
+    /// Atomically marks the token used; true if this call did (it was unused).
+    fn mark_refresh_used(&self, token_hash: &[u8; 32], now: UnixTime)
+    -> Result<bool, StorageError>;
+    fn delete_refresh_family(&self, family_id: &str) -> Result<u64, StorageError>;
+    fn delete_refresh_for_sid(&self, sid: &str) -> Result<u64, StorageError>;
+
+    // Access tokens revoked before expiry.
+    fn revoke_jti(&self, jti: &str, expires_at: UnixTime) -> Result<(), StorageError>;
+    fn is_jti_revoked(&self, jti: &str) -> Result<bool, StorageError>;
+
+    /// Deletes expired codes, refresh tokens and revoked-token entries.
+    fn delete_expired_grants(&self, now: UnixTime) -> Result<u64, StorageError>;
 
     /// Returns the broker-wide secret `name`, storing `candidate` first if there is none yet;
     /// every instance thus agrees on one value.

@@ -25,6 +25,7 @@ diesel::table! {
         last_seen -> BigInt,
         idle_timeout -> BigInt,
         expires_at -> BigInt,
+        sid -> Text,
     }
 }
 
@@ -36,5 +37,77 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    clients (id) {
+        id -> Text,
+        config -> Text,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    signing_keys (kid) {
+        kid -> Text,
+        alg -> Text,
+        private_key_enc -> Binary,
+        public_jwk -> Text,
+        created_at -> BigInt,
+        active_at -> BigInt,
+        retired_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    auth_codes (code_hash) {
+        code_hash -> Binary,
+        client_id -> Text,
+        redirect_uri -> Text,
+        user_id -> Text,
+        sid -> Text,
+        scope -> Text,
+        nonce -> Nullable<Text>,
+        code_challenge -> Text,
+        auth_time -> BigInt,
+        acr -> Nullable<Text>,
+        amr -> Text,
+        expires_at -> BigInt,
+        consumed_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    refresh_tokens (token_hash) {
+        token_hash -> Binary,
+        family_id -> Text,
+        client_id -> Text,
+        user_id -> Text,
+        sid -> Text,
+        scope -> Text,
+        auth_time -> BigInt,
+        acr -> Nullable<Text>,
+        amr -> Text,
+        created_at -> BigInt,
+        idle_expires_at -> BigInt,
+        expires_at -> BigInt,
+        used_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    revoked_tokens (jti) {
+        jti -> Text,
+        expires_at -> BigInt,
+    }
+}
+
 diesel::joinable!(sessions -> users (user_id));
-diesel::allow_tables_to_appear_in_same_query!(users, sessions, secrets);
+diesel::allow_tables_to_appear_in_same_query!(
+    users,
+    sessions,
+    secrets,
+    clients,
+    signing_keys,
+    auth_codes,
+    refresh_tokens,
+    revoked_tokens
+);

@@ -178,7 +178,7 @@ pub mod admin {
             .user_by_email(email)?
             .ok_or_else(|| AdminError::NoSuchUser(email.to_string()))?;
         store.set_password_hash(&user.id, &hash_password(password, entropy)?, now)?;
-        Ok(store.delete_user_sessions(&user.id)?)
+        end_everything(store, &user.id)
     }
 
     /// Disables (or re-enables) an account; disabling ends every session of the user.
@@ -193,10 +193,18 @@ pub mod admin {
             .ok_or_else(|| AdminError::NoSuchUser(email.to_string()))?;
         store.set_disabled(&user.id, disabled, now)?;
         if disabled {
-            Ok(store.delete_user_sessions(&user.id)?)
+            end_everything(store, &user.id)
         } else {
             Ok(0)
         }
+    }
+
+    /// Ends every session of the user and the refresh tokens issued in them.
+    fn end_everything(store: &dyn Store, user: &UserId) -> Result<u64, AdminError> {
+        for s in store.sessions_of_user(user)? {
+            store.delete_refresh_for_sid(&s.sid)?;
+        }
+        Ok(store.delete_user_sessions(user)?)
     }
 }
 

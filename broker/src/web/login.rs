@@ -19,6 +19,9 @@ pub struct LoginQuery {
     return_to: Option<String>,
     #[serde(default)]
     login_hint: Option<String>,
+    /// Show the form even to a signed-in user (prompt=login, max_age exceeded).
+    #[serde(default)]
+    force: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -106,7 +109,7 @@ pub async fn show(
     q: web::Query<LoginQuery>,
 ) -> Result<HttpResponse, WebError> {
     let rt = return_to(q.return_to.as_deref());
-    if current_session(&state, &req).await?.is_some() {
+    if q.force.is_none() && current_session(&state, &req).await?.is_some() {
         return Ok(see_other(
             rt.as_ref().map(ReturnTo::as_str).unwrap_or("/account"),
         ));
@@ -155,7 +158,17 @@ pub async fn submit(
         ip: client_ip(&req),
     };
     let (store, sessions) = (Arc::clone(&state.store), Arc::clone(&state.sessions));
-    let outcome = web::block(move || sign_in(store.as_ref(), &sessions, identity, ctx)).await?;
+    // A sign-in replaces the session this browser had (re-authentication).
+    let previous = req
+        .cookie(&state.cookies.session)
+        .map(|c| c.value().to_owned());
+    let outcome = web::block(move || {
+        if let Some(old) = previous {
+            sessions.end(&old)?;
+        }
+        sign_in(store.as_ref(), &sessions, identity, ctx)
+    })
+    .await?;
     let (token, record) = match outcome {
         Ok(ok) => ok,
         Err(FlowError::Disabled) => {
@@ -189,7 +202,7 @@ pub async fn logout(
         let sessions = Arc::clone(&state.sessions);
         let value = cookie.value().to_owned();
         let ended = web::block(move || sessions.end(&value)).await??;
-        if ended {
+        if ended.is_some() {
             tracing::info!("session ended by user");
         }
     }

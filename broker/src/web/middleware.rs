@@ -150,12 +150,15 @@ fn error_page(
 fn add_headers(res: &mut HttpResponse, state: &AppState, info: &RequestInfo) {
     let h = res.headers_mut();
     let has_cache_control = h.contains_key(header::CACHE_CONTROL);
+    let has_csp = h.contains_key(header::CONTENT_SECURITY_POLICY);
     let mut set = |name: HeaderName, value: &str| {
         if let Ok(v) = HeaderValue::from_str(value) {
             h.insert(name, v);
         }
     };
-    set(header::CONTENT_SECURITY_POLICY, CSP);
+    if !has_csp {
+        set(header::CONTENT_SECURITY_POLICY, CSP);
+    }
     set(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
     set(header::X_FRAME_OPTIONS, "DENY");
     set(header::REFERRER_POLICY, "no-referrer");

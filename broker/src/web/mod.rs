@@ -8,6 +8,7 @@ mod form;
 mod login;
 pub mod metrics;
 mod middleware;
+mod oidc;
 mod ops;
 
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use crate::config::Settings;
 use crate::domain::Locale;
 use crate::error::WebError;
 use crate::pages::Pages;
+use crate::provider::Provider;
 use crate::session::{ActiveSession, SessionManager};
 use crate::storage::Store;
 use crate::upstream::Upstreams;
@@ -56,6 +58,8 @@ pub const TEXT_KEYS: &[&str] = &[
     "channel_mobile",
     "channel_api",
     "upstream_local",
+    "error_authorize_client",
+    "error_authorize_redirect",
 ];
 
 pub struct AppState {
@@ -69,6 +73,7 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     pub entropy: Arc<dyn Entropy>,
     pub metrics: Metrics,
+    pub provider: Arc<Provider>,
 }
 
 /// Per-request facts set by the middleware.
@@ -94,6 +99,24 @@ pub fn routes(cfg: &mut web::ServiceConfig, max_form_bytes: usize) {
         .service(web::resource("/logout").route(web::post().to(login::logout)))
         .service(web::resource("/signed-out").route(web::get().to(login::signed_out)))
         .service(web::resource("/account").route(web::get().to(account::show)))
+        .service(
+            web::resource("/.well-known/openid-configuration")
+                .route(web::get().to(oidc::discovery)),
+        )
+        .service(web::resource("/jwks").route(web::get().to(oidc::jwks)))
+        .service(
+            web::resource("/authorize")
+                .route(web::get().to(oidc::authorize))
+                .route(web::post().to(oidc::authorize)),
+        )
+        .service(web::resource("/token").route(web::post().to(oidc::token)))
+        .service(
+            web::resource("/userinfo")
+                .route(web::get().to(oidc::userinfo))
+                .route(web::post().to(oidc::userinfo)),
+        )
+        .service(web::resource("/introspect").route(web::post().to(oidc::introspect)))
+        .service(web::resource("/revoke").route(web::post().to(oidc::revoke)))
         .service(web::resource("/healthz").route(web::get().to(ops::healthz)))
         .service(web::resource("/readyz").route(web::get().to(ops::readyz)))
         .service(web::resource("/metrics").route(web::get().to(ops::metrics)))

@@ -1,0 +1,455 @@
+//! Owns the client registry: clients from the config file and from `concierge clients add`,
+//! parsed into [`Client`]; exact redirect URI matching with the RFC 8252 rules for native apps;
+//! client authentication (secrets stored as SHA-256: they are high-entropy, so a fast hash is
+//! right and a password KDF would only slow the token endpoint).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use url::Url;
+
+use super::jwt::Alg;
+use crate::domain::Channel;
+use crate::storage::{StorageError, Store};
+
+/// A client as written in the config file or stored by `concierge clients add`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default = "default_channel")]
+    pub channel: Channel,
+    /// Public clients (mobile apps, SPAs) have no secret and must use PKCE.
+    #[serde(default)]
+    pub public: bool,
+    /// Hex SHA-256 of the client secret (confidential clients).
+    #[serde(default)]
+    pub secret_sha256: Option<String>,
+    /// `client_secret_basic` (default) or `client_secret_post`.
+    #[serde(default = "default_auth_method")]
+    pub auth_method: String,
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+    #[serde(default)]
+    pub post_logout_redirect_uris: Vec<String>,
+    #[serde(default)]
+    pub backchannel_logout_uri: Option<String>,
+    #[serde(default = "default_grants")]
+    pub grant_types: Vec<String>,
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+    /// Signing algorithm of this client's ID and access tokens (default: provider.signing_alg).
+    #[serde(default)]
+    pub signing_alg: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    pub access_token_ttl: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub refresh_idle_ttl: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub refresh_absolute_ttl: Option<Duration>,
+    /// `aud` of access tokens (default: the client id).
+    #[serde(default)]
+    pub audience: Option<String>,
+}
+
+fn default_channel() -> Channel {
+    Channel::Web
+}
+fn default_auth_method() -> String {
+    "client_secret_basic".into()
+}
+fn default_grants() -> Vec<String> {
+    vec!["authorization_code".into(), "refresh_token".into()]
+}
+fn default_scopes() -> Vec<String> {
+    ["openid", "profile", "email", "offline_access"]
+        .map(String::from)
+        .to_vec()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grant {
+    AuthorizationCode,
+    RefreshToken,
+    ClientCredentials,
+}
+
+impl Grant {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "authorization_code" => Some(Grant::AuthorizationCode),
+            "refresh_token" => Some(Grant::RefreshToken),
+            "client_credentials" => Some(Grant::ClientCredentials),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    None,
+    SecretBasic,
+    SecretPost,
+}
+
+/// A validated client.
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub id: String,
+    pub name: String,
+    pub channel: Channel,
+    pub auth_method: AuthMethod,
+    secret_sha256: Option<[u8; 32]>,
+    pub redirect_uris: Vec<Url>,
+    pub post_logout_redirect_uris: Vec<Url>,
+    pub backchannel_logout_uri: Option<Url>,
+    pub grants: Vec<Grant>,
+    pub scopes: Vec<String>,
+    pub signing_alg: Option<Alg>,
+    pub access_token_ttl: Option<Duration>,
+    pub refresh_idle_ttl: Option<Duration>,
+    pub refresh_absolute_ttl: Option<Duration>,
+    pub audience: Option<String>,
+}
+
+/// A client definition error: `field` names the key inside the client.
+#[derive(Debug, thiserror::Error)]
+#[error("client `{client}`: {field}: {message}")]
+pub struct ClientConfigError {
+    pub client: String,
+    pub field: &'static str,
+    pub message: String,
+}
+
+fn is_loopback_http(u: &Url) -> bool {
+    u.scheme() == "http"
+        && match u.host() {
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            _ => false,
+        }
+}
+
+impl Client {
+    pub fn parse(c: &ClientConfig) -> Result<Self, ClientConfigError> {
+        let err = |field: &'static str, message: String| ClientConfigError {
+            client: c.id.clone(),
+            field,
+            message,
+        };
+        let id_ok = !c.id.is_empty()
+            && c.id.len() <= 128
+            && c.id
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch));
+        if !id_ok {
+            return Err(err("id", "must be 1-128 of [A-Za-z0-9-_.]".into()));
+        }
+        let secret_sha256 = match (&c.secret_sha256, c.public) {
+            (Some(_), true) => {
+                return Err(err("secret_sha256", "a public client has no secret".into()));
+            }
+            (None, false) => {
+                return Err(err(
+                    "secret_sha256",
+                    "a confidential client needs one (hex SHA-256 of its secret)".into(),
+                ));
+            }
+            (None, true) => None,
+            (Some(h), false) => {
+                let bytes = hex::decode(h).ok().filter(|b| b.len() == 32);
+                let arr: [u8; 32] = bytes
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(|| err("secret_sha256", "must be 64 hex characters".into()))?;
+                Some(arr)
+            }
+        };
+        let auth_method = if c.public {
+            AuthMethod::None
+        } else {
+            match c.auth_method.as_str() {
+                "client_secret_basic" => AuthMethod::SecretBasic,
+                "client_secret_post" => AuthMethod::SecretPost,
+                other => {
+                    return Err(err(
+                        "auth_method",
+                        format!("`{other}`: use client_secret_basic or client_secret_post"),
+                    ));
+                }
+            }
+        };
+        let mut grants = Vec::new();
+        for g in &c.grant_types {
+            grants.push(
+                Grant::parse(g)
+                    .ok_or_else(|| err("grant_types", format!("unknown grant `{g}`")))?,
+            );
+        }
+        if c.public && grants.contains(&Grant::ClientCredentials) {
+            return Err(err(
+                "grant_types",
+                "a public client cannot use client_credentials".into(),
+            ));
+        }
+        let mut redirect_uris = Vec::new();
+        for r in &c.redirect_uris {
+            let u = Url::parse(r).map_err(|e| err("redirect_uris", format!("`{r}`: {e}")))?;
+            if u.fragment().is_some() {
+                return Err(err(
+                    "redirect_uris",
+                    format!("`{r}` must not have a fragment"),
+                ));
+            }
+            let ok = match u.scheme() {
+                "https" => true,
+                "http" => is_loopback_http(&u) || u.host_str() == Some("localhost"),
+                // Private-use URI schemes (RFC 8252 7.1) for native apps only.
+                s => c.channel == Channel::Mobile && s.contains('.'),
+            };
+            if !ok {
+                return Err(err(
+                    "redirect_uris",
+                    format!(
+                        "`{r}`: use https, http on loopback, or (mobile) a reverse-DNS private-use scheme"
+                    ),
+                ));
+            }
+            redirect_uris.push(u);
+        }
+        if grants.contains(&Grant::AuthorizationCode) && redirect_uris.is_empty() {
+            return Err(err(
+                "redirect_uris",
+                "the authorization_code grant needs at least one".into(),
+            ));
+        }
+        let parse_urls =
+            |field: &'static str, list: &[String]| -> Result<Vec<Url>, ClientConfigError> {
+                list.iter()
+                    .map(|r| Url::parse(r).map_err(|e| err(field, format!("`{r}`: {e}"))))
+                    .collect()
+            };
+        let post_logout_redirect_uris =
+            parse_urls("post_logout_redirect_uris", &c.post_logout_redirect_uris)?;
+        let backchannel_logout_uri = c
+            .backchannel_logout_uri
+            .as_deref()
+            .map(|u| {
+                Url::parse(u).map_err(|e| err("backchannel_logout_uri", format!("`{u}`: {e}")))
+            })
+            .transpose()?;
+        let signing_alg = c
+            .signing_alg
+            .as_deref()
+            .map(|a| {
+                Alg::parse(a)
+                    .ok_or_else(|| err("signing_alg", format!("`{a}`: use RS256, ES256 or EdDSA")))
+            })
+            .transpose()?;
+        Ok(Client {
+            id: c.id.clone(),
+            name: if c.name.is_empty() {
+                c.id.clone()
+            } else {
+                c.name.clone()
+            },
+            channel: c.channel,
+            auth_method,
+            secret_sha256,
+            redirect_uris,
+            post_logout_redirect_uris,
+            backchannel_logout_uri,
+            grants,
+            scopes: c.scopes.clone(),
+            signing_alg,
+            access_token_ttl: c.access_token_ttl,
+            refresh_idle_ttl: c.refresh_idle_ttl,
+            refresh_absolute_ttl: c.refresh_absolute_ttl,
+            audience: c.audience.clone(),
+        })
+    }
+
+    pub fn is_public(&self) -> bool {
+        self.auth_method == AuthMethod::None
+    }
+
+    pub fn allows(&self, g: Grant) -> bool {
+        self.grants.contains(&g)
+    }
+
+    /// Exact match, except that a registered loopback redirect matches any port (RFC 8252 7.3).
+    pub fn redirect_uri(&self, requested: &str) -> Option<Url> {
+        let req = Url::parse(requested).ok()?;
+        if req.fragment().is_some() {
+            return None;
+        }
+        self.redirect_uris
+            .iter()
+            .find(|reg| {
+                if reg.as_str() == req.as_str() {
+                    return true;
+                }
+                is_loopback_http(reg)
+                    && is_loopback_http(&req)
+                    && reg.host() == req.host()
+                    && reg.path() == req.path()
+                    && reg.query() == req.query()
+                    && reg.username() == req.username()
+                    && req.password().is_none()
+            })
+            .map(|_| req)
+    }
+
+    pub fn post_logout_redirect_uri(&self, requested: &str) -> Option<Url> {
+        self.post_logout_redirect_uris
+            .iter()
+            .find(|u| u.as_str() == requested)
+            .cloned()
+    }
+
+    /// Checks a presented secret in constant time.
+    pub fn secret_matches(&self, presented: &str) -> bool {
+        match &self.secret_sha256 {
+            Some(expected) => {
+                let got: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+                bool::from(got.ct_eq(expected))
+            }
+            None => false,
+        }
+    }
+}
+
+/// Hex SHA-256 of a client secret, as `secret_sha256` wants it.
+pub fn hash_secret(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// Stores a client registered at run time after checking it like a configured one.
+pub fn register(
+    store: &dyn Store,
+    cfg: &ClientConfig,
+    now: crate::clock::UnixTime,
+) -> Result<Client, RegisterError> {
+    let client = Client::parse(cfg)?;
+    let json = serde_json::to_string(cfg)
+        .map_err(|e| RegisterError::Storage(StorageError::Corrupt(e.to_string())))?;
+    store
+        .insert_client(&cfg.id, &json, now)
+        .map_err(|e| match e {
+            StorageError::Conflict(_) => RegisterError::Exists(cfg.id.clone()),
+            other => RegisterError::Storage(other),
+        })?;
+    Ok(client)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    #[error(transparent)]
+    Invalid(#[from] ClientConfigError),
+    #[error("a client `{0}` already exists")]
+    Exists(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// Clients from the config file (in memory) and from storage (looked up on demand).
+pub struct ClientRegistry {
+    configured: HashMap<String, Arc<Client>>,
+    store: Arc<dyn Store>,
+}
+
+impl ClientRegistry {
+    pub fn new(configured: Vec<Client>, store: Arc<dyn Store>) -> Self {
+        Self {
+            configured: configured
+                .into_iter()
+                .map(|c| (c.id.clone(), Arc::new(c)))
+                .collect(),
+            store,
+        }
+    }
+
+    /// Blocking when the client is not from the config file.
+    pub fn get(&self, id: &str) -> Result<Option<Arc<Client>>, StorageError> {
+        if let Some(c) = self.configured.get(id) {
+            return Ok(Some(Arc::clone(c)));
+        }
+        let Some(json) = self.store.client_config(id)? else {
+            return Ok(None);
+        };
+        let cfg: ClientConfig = serde_json::from_str(&json)
+            .map_err(|e| StorageError::Corrupt(format!("clients.config of {id}: {e}")))?;
+        Client::parse(&cfg)
+            .map(|c| Some(Arc::new(c)))
+            .map_err(|e| StorageError::Corrupt(e.to_string()))
+    }
+
+    pub fn configured(&self) -> impl Iterator<Item = &Arc<Client>> {
+        self.configured.values()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(json: serde_json::Value) -> ClientConfig {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn native_apps_get_any_loopback_port_but_nothing_else() {
+        let c = Client::parse(&cfg(serde_json::json!({
+            "id": "app", "public": true, "channel": "mobile",
+            "redirect_uris": ["http://127.0.0.1/cb", "com.example.app:/oauth2redirect", "https://app.example.com/cb"]
+        })))
+        .unwrap();
+        assert!(c.redirect_uri("http://127.0.0.1:51234/cb").is_some());
+        assert!(c.redirect_uri("http://127.0.0.1/cb").is_some());
+        assert!(c.redirect_uri("http://127.0.0.1:51234/other").is_none());
+        assert!(c.redirect_uri("http://localhost:51234/cb").is_none());
+        assert!(c.redirect_uri("com.example.app:/oauth2redirect").is_some());
+        assert!(c.redirect_uri("com.example.evil:/oauth2redirect").is_none());
+        assert!(c.redirect_uri("https://app.example.com/cb").is_some());
+        assert!(c.redirect_uri("https://app.example.com/cb?x=1").is_none());
+        assert!(c.redirect_uri("https://app.example.com/cb#frag").is_none());
+        assert!(
+            c.redirect_uri("https://app.example.com:8443/cb").is_none(),
+            "ports matter off loopback"
+        );
+        assert!(c.is_public());
+    }
+
+    #[test]
+    fn definitions_are_checked() {
+        let bad = [
+            serde_json::json!({"id": "a", "redirect_uris": ["https://x/cb"]}),
+            serde_json::json!({"id": "a", "public": true, "secret_sha256": "00", "redirect_uris": ["https://x/cb"]}),
+            serde_json::json!({"id": "a", "public": true, "redirect_uris": ["http://evil.example/cb"]}),
+            serde_json::json!({"id": "a", "public": true, "redirect_uris": ["myapp:/cb"]}),
+            serde_json::json!({"id": "a", "public": true}),
+            serde_json::json!({"id": "a b", "public": true, "redirect_uris": ["https://x/cb"]}),
+            serde_json::json!({"id": "a", "public": true, "grant_types": ["client_credentials"]}),
+            serde_json::json!({"id": "a", "public": true, "signing_alg": "HS256", "redirect_uris": ["https://x/cb"]}),
+        ];
+        for b in bad {
+            assert!(Client::parse(&cfg(b.clone())).is_err(), "{b}");
+        }
+    }
+
+    #[test]
+    fn secrets_compare_by_hash() {
+        let c = Client::parse(&cfg(serde_json::json!({
+            "id": "svc", "secret_sha256": hash_secret("s3cret-s3cret"), "grant_types": ["client_credentials"]
+        })))
+        .unwrap();
+        assert!(c.secret_matches("s3cret-s3cret"));
+        assert!(!c.secret_matches("s3cret-s3creT"));
+        assert!(!c.secret_matches(""));
+    }
+}

@@ -1,0 +1,815 @@
+//! Owns the broker as an OpenID provider to its own apps: clients, signing keys, the
+//! authorization request, codes, the token grants (authorization_code with PKCE, rotating
+//! refresh tokens with reuse detection, client_credentials), JWT access tokens (RFC 9068) and
+//! ID tokens, introspection, userinfo and revocation. Blocking (storage); no HTTP in here.
+
+pub mod authorize;
+pub mod clients;
+pub mod jwt;
+pub mod keys;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::clock::{Clock, Entropy, UnixTime};
+use crate::domain::UserId;
+use crate::storage::{AuthCodeRecord, CodeUse, RefreshRecord, SessionRecord, StorageError, Store};
+use clients::{Client, ClientRegistry, Grant};
+use jwt::Alg;
+use keys::{KeyError, KeyRing};
+
+/// OAuth 2.0 / OIDC errors; each variant is an RFC error code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OAuthError {
+    #[error("invalid_request: {0}")]
+    InvalidRequest(String),
+    #[error("invalid_client")]
+    InvalidClient,
+    #[error("invalid_grant: {0}")]
+    InvalidGrant(String),
+    #[error("unauthorized_client: {0}")]
+    UnauthorizedClient(String),
+    #[error("unsupported_grant_type")]
+    UnsupportedGrantType,
+    #[error("unsupported_response_type")]
+    UnsupportedResponseType,
+    #[error("invalid_scope: {0}")]
+    InvalidScope(String),
+    #[error("login_required")]
+    LoginRequired,
+    #[error("invalid_token")]
+    InvalidToken,
+    #[error("insufficient_scope")]
+    InsufficientScope,
+    #[error("server_error")]
+    ServerError(String),
+    #[error("temporarily_unavailable")]
+    TemporarilyUnavailable,
+}
+
+impl OAuthError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidRequest(_) => "invalid_request",
+            Self::InvalidClient => "invalid_client",
+            Self::InvalidGrant(_) => "invalid_grant",
+            Self::UnauthorizedClient(_) => "unauthorized_client",
+            Self::UnsupportedGrantType => "unsupported_grant_type",
+            Self::UnsupportedResponseType => "unsupported_response_type",
+            Self::InvalidScope(_) => "invalid_scope",
+            Self::LoginRequired => "login_required",
+            Self::InvalidToken => "invalid_token",
+            Self::InsufficientScope => "insufficient_scope",
+            Self::ServerError(_) => "server_error",
+            Self::TemporarilyUnavailable => "temporarily_unavailable",
+        }
+    }
+
+    /// A description safe to send to the client (never internals).
+    pub fn description(&self) -> Option<String> {
+        match self {
+            Self::InvalidRequest(m)
+            | Self::InvalidGrant(m)
+            | Self::UnauthorizedClient(m)
+            | Self::InvalidScope(m) => Some(m.clone()),
+            Self::InvalidClient => Some("client authentication failed".into()),
+            Self::InvalidToken => Some("the access token is not valid".into()),
+            _ => None,
+        }
+    }
+}
+
+impl From<StorageError> for OAuthError {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::Unavailable(_) => Self::TemporarilyUnavailable,
+            other => Self::ServerError(other.to_string()),
+        }
+    }
+}
+
+impl From<KeyError> for OAuthError {
+    fn from(e: KeyError) -> Self {
+        Self::ServerError(e.to_string())
+    }
+}
+
+/// Lifetimes and defaults of the provider.
+#[derive(Debug, Clone)]
+pub struct ProviderSettings {
+    pub issuer: String,
+    pub access_token_ttl: Duration,
+    pub id_token_ttl: Duration,
+    pub code_ttl: Duration,
+    pub refresh_idle_ttl: Duration,
+    pub refresh_absolute_ttl: Duration,
+    pub refresh_reuse_grace: Duration,
+    pub signing_alg: Alg,
+    pub jwks_max_age: Duration,
+}
+
+fn secs(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
+/// Credentials a client presented at the token, introspection or revocation endpoint.
+#[derive(Debug, Default, Clone)]
+pub struct ClientCredentials {
+    /// From `Authorization: Basic` (already URL-decoded).
+    pub basic: Option<(String, String)>,
+    pub form_id: Option<String>,
+    pub form_secret: Option<String>,
+}
+
+/// The token endpoint's success answer.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub token_type: &'static str,
+    pub expires_in: i64,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub scope: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+}
+
+/// The user-bound facts every token of one grant carries.
+#[derive(Debug, Clone)]
+struct Grantee {
+    user_id: UserId,
+    sid: String,
+    scope: String,
+    auth_time: UnixTime,
+    acr: Option<String>,
+    amr: Vec<String>,
+    nonce: Option<String>,
+}
+
+/// The authentication context class the broker asserts for a set of methods.
+pub fn acr_for(amr: &[String]) -> &'static str {
+    if amr.len() > 1 || amr.iter().any(|m| m == "mfa" || m == "otp" || m == "hwk") {
+        "urn:concierge:loa:2"
+    } else {
+        "urn:concierge:loa:1"
+    }
+}
+
+fn sha256(s: &str) -> [u8; 32] {
+    Sha256::digest(s.as_bytes()).into()
+}
+
+pub struct Provider {
+    pub settings: ProviderSettings,
+    pub clients: ClientRegistry,
+    pub keys: KeyRing,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    entropy: Arc<dyn Entropy>,
+}
+
+impl Provider {
+    pub fn new(
+        settings: ProviderSettings,
+        clients: ClientRegistry,
+        keys: KeyRing,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        entropy: Arc<dyn Entropy>,
+    ) -> Self {
+        Self {
+            settings,
+            clients,
+            keys,
+            store,
+            clock,
+            entropy,
+        }
+    }
+
+    pub fn now(&self) -> UnixTime {
+        self.clock.now()
+    }
+
+    fn random_token(&self) -> String {
+        URL_SAFE_NO_PAD.encode(self.entropy.bytes32())
+    }
+
+    /// The longest a token signed now can stay valid: how long retired keys stay published.
+    pub fn max_token_ttl(&self) -> i64 {
+        secs(
+            self.settings
+                .access_token_ttl
+                .max(self.settings.id_token_ttl),
+        )
+        .saturating_add(60)
+    }
+
+    pub fn discovery(&self) -> Value {
+        let i = &self.settings.issuer;
+        json!({
+            "issuer": i,
+            "authorization_endpoint": format!("{i}/authorize"),
+            "token_endpoint": format!("{i}/token"),
+            "userinfo_endpoint": format!("{i}/userinfo"),
+            "jwks_uri": format!("{i}/jwks"),
+            "introspection_endpoint": format!("{i}/introspect"),
+            "revocation_endpoint": format!("{i}/revoke"),
+            "end_session_endpoint": format!("{i}/oidc/logout"),
+            "response_types_supported": ["code"],
+            "response_modes_supported": ["query", "form_post"],
+            "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["RS256", "ES256", "EdDSA"],
+            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+            "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+            "code_challenge_methods_supported": ["S256"],
+            "scopes_supported": ["openid", "profile", "email", "offline_access"],
+            "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "sid", "azp", "at_hash", "email", "email_verified", "name"],
+            "prompt_values_supported": ["none", "login"],
+            "ui_locales_supported": ["en", "ko"],
+            "claims_parameter_supported": false,
+            "request_parameter_supported": false,
+            "request_uri_parameter_supported": false,
+            "backchannel_logout_supported": true,
+            "backchannel_logout_session_supported": true,
+            "frontchannel_logout_supported": false,
+        })
+    }
+
+    pub fn jwks(&self) -> Value {
+        self.keys.jwks(self.now(), self.max_token_ttl())
+    }
+
+    /// Authenticates the calling client (RFC 6749 2.3). Public clients identify themselves only.
+    pub fn authenticate_client(
+        &self,
+        creds: &ClientCredentials,
+    ) -> Result<Arc<Client>, OAuthError> {
+        let (id, secret, via_basic) = match (&creds.basic, &creds.form_id) {
+            (Some(_), Some(_)) if creds.form_secret.is_some() => {
+                return Err(OAuthError::InvalidRequest(
+                    "use one client authentication method".into(),
+                ));
+            }
+            (Some((id, secret)), _) => (id.as_str(), Some(secret.as_str()), true),
+            (None, Some(id)) => (id.as_str(), creds.form_secret.as_deref(), false),
+            (None, None) => return Err(OAuthError::InvalidClient),
+        };
+        let client = self.clients.get(id)?.ok_or(OAuthError::InvalidClient)?;
+        match client.auth_method {
+            clients::AuthMethod::None => {
+                if secret.is_some_and(|s| !s.is_empty()) {
+                    return Err(OAuthError::InvalidClient);
+                }
+            }
+            clients::AuthMethod::SecretBasic | clients::AuthMethod::SecretPost => {
+                let expected_basic = client.auth_method == clients::AuthMethod::SecretBasic;
+                let ok =
+                    secret.is_some_and(|s| client.secret_matches(s)) && via_basic == expected_basic;
+                if !ok {
+                    return Err(OAuthError::InvalidClient);
+                }
+            }
+        }
+        Ok(client)
+    }
+
+    fn alg_for(&self, client: &Client) -> Alg {
+        client.signing_alg.unwrap_or(self.settings.signing_alg)
+    }
+
+    /// All algorithms in use, so that each has a key.
+    pub fn algorithms(&self) -> Vec<Alg> {
+        let mut algs = vec![self.settings.signing_alg];
+        for c in self.clients.configured() {
+            if let Some(a) = c.signing_alg
+                && !algs.contains(&a)
+            {
+                algs.push(a);
+            }
+        }
+        algs
+    }
+
+    /// Issues a one-time code for an authorized request on a live session.
+    pub fn issue_code(
+        &self,
+        req: &authorize::AuthorizeRequest,
+        session: &SessionRecord,
+    ) -> Result<String, OAuthError> {
+        let code = self.random_token();
+        let now = self.now();
+        self.store.insert_code(&AuthCodeRecord {
+            code_hash: sha256(&code),
+            client_id: req.client.id.clone(),
+            redirect_uri: req.redirect_uri.to_string(),
+            user_id: session.user_id.clone(),
+            sid: session.sid.clone(),
+            scope: req.scope.join(" "),
+            nonce: req.nonce.clone(),
+            code_challenge: req.code_challenge.clone().unwrap_or_default(),
+            auth_time: session.auth_time,
+            acr: Some(acr_for(&session.amr).to_owned()),
+            amr: session.amr.clone(),
+            expires_at: now.saturating_add(secs(self.settings.code_ttl)),
+            consumed_at: None,
+        })?;
+        Ok(code)
+    }
+
+    /// The jti of the access token issued directly for a code, so a replay can revoke it.
+    fn code_jti(code_hash: &[u8; 32]) -> String {
+        let d = Sha256::new()
+            .chain_update(b"concierge-code-at:")
+            .chain_update(code_hash)
+            .finalize();
+        URL_SAFE_NO_PAD.encode(&d[..18])
+    }
+
+    /// `grant_type=authorization_code`.
+    pub fn exchange_code(
+        &self,
+        client: &Client,
+        code: &str,
+        redirect_uri: Option<&str>,
+        verifier: Option<&str>,
+    ) -> Result<TokenResponse, OAuthError> {
+        if !client.allows(Grant::AuthorizationCode) {
+            return Err(OAuthError::UnauthorizedClient(
+                "grant not allowed for this client".into(),
+            ));
+        }
+        let now = self.now();
+        let hash = sha256(code);
+        let rec = match self.store.consume_code(&hash, now)? {
+            CodeUse::Unknown => return Err(OAuthError::InvalidGrant("unknown code".into())),
+            CodeUse::Replayed(rec) => {
+                // A replayed code revokes everything it issued.
+                let family = hex::encode(rec.code_hash);
+                let revoked = self.store.delete_refresh_family(&family)?;
+                self.store.revoke_jti(
+                    &Self::code_jti(&rec.code_hash),
+                    now.saturating_add(self.max_token_ttl()),
+                )?;
+                tracing::warn!(client_id = %rec.client_id, refresh_revoked = revoked, "authorization code replayed; its tokens are revoked");
+                return Err(OAuthError::InvalidGrant("code already used".into()));
+            }
+            CodeUse::First(rec) => rec,
+        };
+        if rec.client_id != client.id {
+            return Err(OAuthError::InvalidGrant(
+                "code was issued to another client".into(),
+            ));
+        }
+        if now >= rec.expires_at {
+            return Err(OAuthError::InvalidGrant("code expired".into()));
+        }
+        if redirect_uri != Some(rec.redirect_uri.as_str()) {
+            return Err(OAuthError::InvalidGrant(
+                "redirect_uri does not match the authorization request".into(),
+            ));
+        }
+        match (rec.code_challenge.is_empty(), verifier) {
+            (true, None) => {}
+            (true, Some(_)) => {
+                return Err(OAuthError::InvalidGrant(
+                    "no PKCE challenge was sent for this code".into(),
+                ));
+            }
+            (false, None) => return Err(OAuthError::InvalidGrant("code_verifier required".into())),
+            (false, Some(v)) => {
+                let valid_shape = (43..=128).contains(&v.len())
+                    && v.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
+                let computed = URL_SAFE_NO_PAD.encode(Sha256::digest(v.as_bytes()));
+                if !valid_shape || computed != rec.code_challenge {
+                    return Err(OAuthError::InvalidGrant("PKCE verification failed".into()));
+                }
+            }
+        }
+        // The session must still be live.
+        let session = self.store.session_by_sid(&rec.sid)?;
+        if session.is_none_or(|s| now >= s.expires_at) {
+            return Err(OAuthError::InvalidGrant("the session has ended".into()));
+        }
+        let grantee = Grantee {
+            user_id: rec.user_id.clone(),
+            sid: rec.sid.clone(),
+            scope: rec.scope.clone(),
+            auth_time: rec.auth_time,
+            acr: rec.acr.clone(),
+            amr: rec.amr.clone(),
+            nonce: rec.nonce.clone(),
+        };
+        let family = hex::encode(rec.code_hash);
+        let absolute = now.saturating_add(secs(
+            client
+                .refresh_absolute_ttl
+                .unwrap_or(self.settings.refresh_absolute_ttl),
+        ));
+        self.user_tokens(
+            client,
+            &grantee,
+            Self::code_jti(&rec.code_hash),
+            Some((family, absolute)),
+            true,
+        )
+    }
+
+    /// Signs the access token (and, for `openid`, the ID token) and stores a refresh token.
+    fn user_tokens(
+        &self,
+        client: &Client,
+        g: &Grantee,
+        jti: String,
+        refresh_family: Option<(String, UnixTime)>,
+        with_id_token: bool,
+    ) -> Result<TokenResponse, OAuthError> {
+        let now = self.now();
+        let alg = self.alg_for(client);
+        let ttl = secs(
+            client
+                .access_token_ttl
+                .unwrap_or(self.settings.access_token_ttl),
+        );
+        let user = self
+            .store
+            .user_by_id(&g.user_id)?
+            .ok_or_else(|| OAuthError::InvalidGrant("the user no longer exists".into()))?;
+        if user.disabled {
+            return Err(OAuthError::InvalidGrant("the account is disabled".into()));
+        }
+        let mut at = Map::new();
+        at.insert("iss".into(), json!(self.settings.issuer));
+        at.insert("sub".into(), json!(g.user_id.as_str()));
+        at.insert(
+            "aud".into(),
+            json!(client.audience.clone().unwrap_or_else(|| client.id.clone())),
+        );
+        at.insert("exp".into(), json!(now + ttl));
+        at.insert("iat".into(), json!(now));
+        at.insert("jti".into(), json!(jti));
+        at.insert("client_id".into(), json!(client.id));
+        at.insert("scope".into(), json!(g.scope));
+        at.insert("sid".into(), json!(g.sid));
+        at.insert("auth_time".into(), json!(g.auth_time));
+        if let Some(acr) = &g.acr {
+            at.insert("acr".into(), json!(acr));
+        }
+        at.insert("amr".into(), json!(g.amr));
+        let access_token = self
+            .keys
+            .with_signer(alg, now, |kid, s| {
+                jwt::sign(s, alg, kid, "at+jwt", &Value::Object(at))
+            })?
+            .map_err(|e| OAuthError::ServerError(e.to_string()))?;
+
+        let scopes: Vec<&str> = g.scope.split_whitespace().collect();
+        let id_token = if with_id_token && scopes.contains(&"openid") {
+            let mut id = Map::new();
+            id.insert("iss".into(), json!(self.settings.issuer));
+            id.insert("sub".into(), json!(g.user_id.as_str()));
+            id.insert("aud".into(), json!(client.id));
+            id.insert("azp".into(), json!(client.id));
+            id.insert("exp".into(), json!(now + secs(self.settings.id_token_ttl)));
+            id.insert("iat".into(), json!(now));
+            id.insert("auth_time".into(), json!(g.auth_time));
+            if let Some(n) = &g.nonce {
+                id.insert("nonce".into(), json!(n));
+            }
+            id.insert("at_hash".into(), json!(jwt::half_hash(&access_token)));
+            id.insert("sid".into(), json!(g.sid));
+            if let Some(acr) = &g.acr {
+                id.insert("acr".into(), json!(acr));
+            }
+            id.insert("amr".into(), json!(g.amr));
+            if scopes.contains(&"email") {
+                id.insert("email".into(), json!(user.email.as_str()));
+                id.insert("email_verified".into(), json!(false));
+            }
+            if scopes.contains(&"profile") && !user.name.is_empty() {
+                id.insert("name".into(), json!(user.name));
+            }
+            Some(
+                self.keys
+                    .with_signer(alg, now, |kid, s| {
+                        jwt::sign(s, alg, kid, "JWT", &Value::Object(id))
+                    })?
+                    .map_err(|e| OAuthError::ServerError(e.to_string()))?,
+            )
+        } else {
+            None
+        };
+
+        let refresh_token = match refresh_family {
+            Some((family_id, absolute)) if client.allows(Grant::RefreshToken) => {
+                let token = self.random_token();
+                let idle = now.saturating_add(secs(
+                    client
+                        .refresh_idle_ttl
+                        .unwrap_or(self.settings.refresh_idle_ttl),
+                ));
+                self.store.insert_refresh(&RefreshRecord {
+                    token_hash: sha256(&token),
+                    family_id,
+                    client_id: client.id.clone(),
+                    user_id: g.user_id.clone(),
+                    sid: g.sid.clone(),
+                    scope: g.scope.clone(),
+                    auth_time: g.auth_time,
+                    acr: g.acr.clone(),
+                    amr: g.amr.clone(),
+                    created_at: now,
+                    idle_expires_at: idle.min(absolute),
+                    expires_at: absolute,
+                    used_at: None,
+                })?;
+                Some(token)
+            }
+            _ => None,
+        };
+        Ok(TokenResponse {
+            access_token,
+            token_type: "Bearer",
+            expires_in: ttl,
+            scope: g.scope.clone(),
+            id_token,
+            refresh_token,
+        })
+    }
+
+    /// `grant_type=refresh_token`: rotation with reuse detection and a grace window.
+    pub fn refresh(
+        &self,
+        client: &Client,
+        token: &str,
+        scope: Option<&str>,
+    ) -> Result<TokenResponse, OAuthError> {
+        if !client.allows(Grant::RefreshToken) {
+            return Err(OAuthError::UnauthorizedClient(
+                "grant not allowed for this client".into(),
+            ));
+        }
+        let now = self.now();
+        let hash = sha256(token);
+        let rec = self
+            .store
+            .refresh_token(&hash)?
+            .ok_or_else(|| OAuthError::InvalidGrant("unknown refresh token".into()))?;
+        if rec.client_id != client.id {
+            return Err(OAuthError::InvalidGrant(
+                "refresh token was issued to another client".into(),
+            ));
+        }
+        if now >= rec.expires_at || now >= rec.idle_expires_at {
+            return Err(OAuthError::InvalidGrant("refresh token expired".into()));
+        }
+        if !self.store.mark_refresh_used(&hash, now)? {
+            let used_at = rec.used_at.unwrap_or(now);
+            if now.saturating_sub(used_at) > secs(self.settings.refresh_reuse_grace) {
+                let n = self.store.delete_refresh_family(&rec.family_id)?;
+                tracing::warn!(client_id = %client.id, user_id = %rec.user_id, revoked = n, "refresh token reuse detected; family revoked");
+                return Err(OAuthError::InvalidGrant(
+                    "refresh token already used".into(),
+                ));
+            }
+            // Within the grace window: a concurrent refresh (two tabs); answer it too.
+        }
+        let session = self.store.session_by_sid(&rec.sid)?;
+        if session.is_none_or(|s| now >= s.expires_at) {
+            self.store.delete_refresh_family(&rec.family_id)?;
+            return Err(OAuthError::InvalidGrant("the session has ended".into()));
+        }
+        let granted: Vec<&str> = rec.scope.split_whitespace().collect();
+        let scope = match scope {
+            Some(s) => {
+                let asked: Vec<&str> = s.split_whitespace().collect();
+                if asked.iter().any(|a| !granted.contains(a)) {
+                    return Err(OAuthError::InvalidScope(
+                        "a refresh cannot widen the scope".into(),
+                    ));
+                }
+                asked.join(" ")
+            }
+            None => rec.scope.clone(),
+        };
+        let grantee = Grantee {
+            user_id: rec.user_id.clone(),
+            sid: rec.sid.clone(),
+            scope,
+            auth_time: rec.auth_time,
+            acr: rec.acr.clone(),
+            amr: rec.amr.clone(),
+            nonce: None,
+        };
+        self.user_tokens(
+            client,
+            &grantee,
+            self.random_token(),
+            Some((rec.family_id.clone(), rec.expires_at)),
+            true,
+        )
+    }
+
+    /// `grant_type=client_credentials`: an access token for the client itself.
+    pub fn client_credentials(
+        &self,
+        client: &Client,
+        scope: Option<&str>,
+    ) -> Result<TokenResponse, OAuthError> {
+        if !client.allows(Grant::ClientCredentials) || client.is_public() {
+            return Err(OAuthError::UnauthorizedClient(
+                "grant not allowed for this client".into(),
+            ));
+        }
+        let scope = match scope {
+            Some(s) => {
+                let asked: Vec<&str> = s.split_whitespace().collect();
+                if let Some(bad) = asked
+                    .iter()
+                    .find(|a| !client.scopes.iter().any(|c| c == *a))
+                {
+                    return Err(OAuthError::InvalidScope(format!(
+                        "`{bad}` is not allowed for this client"
+                    )));
+                }
+                asked.join(" ")
+            }
+            None => String::new(),
+        };
+        let now = self.now();
+        let alg = self.alg_for(client);
+        let ttl = secs(
+            client
+                .access_token_ttl
+                .unwrap_or(self.settings.access_token_ttl),
+        );
+        let claims = json!({
+            "iss": self.settings.issuer,
+            "sub": client.id,
+            "aud": client.audience.clone().unwrap_or_else(|| client.id.clone()),
+            "exp": now + ttl,
+            "iat": now,
+            "jti": self.random_token(),
+            "client_id": client.id,
+            "scope": scope,
+        });
+        let access_token = self
+            .keys
+            .with_signer(alg, now, |kid, s| jwt::sign(s, alg, kid, "at+jwt", &claims))?
+            .map_err(|e| OAuthError::ServerError(e.to_string()))?;
+        Ok(TokenResponse {
+            access_token,
+            token_type: "Bearer",
+            expires_in: ttl,
+            scope,
+            id_token: None,
+            refresh_token: None,
+        })
+    }
+
+    /// Verifies one of our access tokens and that nothing has ended it since.
+    pub fn active_access_token(&self, token: &str) -> Result<Map<String, Value>, OAuthError> {
+        let (header, claims) = jwt::verify(token, |kid| self.keys.verifier(kid))
+            .map_err(|_| OAuthError::InvalidToken)?;
+        if header
+            .typ
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+            != Some("at+jwt")
+        {
+            return Err(OAuthError::InvalidToken);
+        }
+        let now = self.now();
+        let exp = claims
+            .get("exp")
+            .and_then(Value::as_i64)
+            .ok_or(OAuthError::InvalidToken)?;
+        if now >= exp
+            || claims.get("iss").and_then(Value::as_str) != Some(self.settings.issuer.as_str())
+        {
+            return Err(OAuthError::InvalidToken);
+        }
+        let jti = claims
+            .get("jti")
+            .and_then(Value::as_str)
+            .ok_or(OAuthError::InvalidToken)?;
+        if self.store.is_jti_revoked(jti)? {
+            return Err(OAuthError::InvalidToken);
+        }
+        if let Some(sid) = claims.get("sid").and_then(Value::as_str) {
+            let live = self.store.session_by_sid(sid)?.is_some_and(|s| {
+                now < s.expires_at
+                    && now.saturating_sub(s.last_seen) < s.idle_timeout.saturating_add(60)
+            });
+            if !live {
+                return Err(OAuthError::InvalidToken);
+            }
+        }
+        Ok(claims)
+    }
+
+    /// RFC 7662. Anything not active is just `{"active": false}`.
+    pub fn introspect(&self, client: &Client, token: &str) -> Result<Value, OAuthError> {
+        let inactive = json!({"active": false});
+        if token.matches('.').count() == 2 {
+            return match self.active_access_token(token) {
+                Ok(mut c) => {
+                    c.insert("active".into(), json!(true));
+                    c.insert("token_type".into(), json!("Bearer"));
+                    Ok(Value::Object(c))
+                }
+                Err(OAuthError::InvalidToken) => Ok(inactive),
+                Err(e) => Err(e),
+            };
+        }
+        let now = self.now();
+        let Some(rec) = self.store.refresh_token(&sha256(token))? else {
+            return Ok(inactive);
+        };
+        let session_live = self
+            .store
+            .session_by_sid(&rec.sid)?
+            .is_some_and(|s| now < s.expires_at);
+        let active = rec.client_id == client.id
+            && rec.used_at.is_none()
+            && now < rec.expires_at
+            && now < rec.idle_expires_at
+            && session_live;
+        if !active {
+            return Ok(inactive);
+        }
+        Ok(json!({
+            "active": true,
+            "token_type": "refresh_token",
+            "client_id": rec.client_id,
+            "sub": rec.user_id.as_str(),
+            "scope": rec.scope,
+            "sid": rec.sid,
+            "iat": rec.created_at,
+            "exp": rec.expires_at.min(rec.idle_expires_at),
+            "iss": self.settings.issuer,
+        }))
+    }
+
+    /// OIDC UserInfo for a bearer access token.
+    pub fn userinfo(&self, token: &str) -> Result<Value, OAuthError> {
+        let claims = self.active_access_token(token)?;
+        let scope = claims.get("scope").and_then(Value::as_str).unwrap_or("");
+        let scopes: Vec<&str> = scope.split_whitespace().collect();
+        if !scopes.contains(&"openid") || !claims.contains_key("sid") {
+            return Err(OAuthError::InsufficientScope);
+        }
+        let sub = claims
+            .get("sub")
+            .and_then(Value::as_str)
+            .ok_or(OAuthError::InvalidToken)?;
+        let user = self
+            .store
+            .user_by_id(&UserId::from_stored(sub.to_owned()))?
+            .filter(|u| !u.disabled)
+            .ok_or(OAuthError::InvalidToken)?;
+        let mut out = Map::new();
+        out.insert("sub".into(), json!(sub));
+        if scopes.contains(&"email") {
+            out.insert("email".into(), json!(user.email.as_str()));
+            out.insert("email_verified".into(), json!(false));
+        }
+        if scopes.contains(&"profile") && !user.name.is_empty() {
+            out.insert("name".into(), json!(user.name));
+        }
+        Ok(Value::Object(out))
+    }
+
+    /// RFC 7009: refresh tokens end their family; access tokens are denied until they expire.
+    /// Unknown or foreign tokens are ignored (the answer is the same).
+    pub fn revoke(&self, client: &Client, token: &str) -> Result<(), OAuthError> {
+        if token.matches('.').count() == 2 {
+            if let Ok((_, claims)) = jwt::verify(token, |kid| self.keys.verifier(kid))
+                && claims.get("client_id").and_then(Value::as_str) == Some(client.id.as_str())
+                && let (Some(jti), Some(exp)) = (
+                    claims.get("jti").and_then(Value::as_str),
+                    claims.get("exp").and_then(Value::as_i64),
+                )
+            {
+                self.store.revoke_jti(jti, exp)?;
+            }
+            return Ok(());
+        }
+        if let Some(rec) = self.store.refresh_token(&sha256(token))?
+            && rec.client_id == client.id
+        {
+            self.store.delete_refresh_family(&rec.family_id)?;
+        }
+        Ok(())
+    }
+}

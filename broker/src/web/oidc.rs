@@ -1,0 +1,403 @@
+//! Owns the OpenID provider's HTTP surface: discovery, JWKS, /authorize, /token, /userinfo,
+//! /introspect and /revoke. Parses requests into provider types and maps results to redirects,
+//! pages or RFC-shaped JSON.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::web::Bytes;
+use actix_web::{HttpRequest, HttpResponse, web};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde::Serialize;
+
+use super::form::well_formed;
+use super::{AppState, current_session, render, request_info};
+use crate::error::{ErrorMessage, WebError};
+use crate::provider::authorize::{self, AuthorizeError, AuthorizeRequest, Prompt, ResponseMode};
+use crate::provider::{ClientCredentials, OAuthError, Provider};
+
+fn json_no_store<T: Serialize>(status: StatusCode, body: &T) -> HttpResponse {
+    HttpResponse::build(status)
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header((header::PRAGMA, "no-cache"))
+        .json(body)
+}
+
+pub async fn discovery(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "public, max-age=3600"))
+        .json(state.provider.discovery())
+}
+
+pub async fn jwks(state: web::Data<AppState>) -> HttpResponse {
+    let max_age = state.provider.settings.jwks_max_age.as_secs();
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, format!("public, max-age={max_age}")))
+        .json(state.provider.jwks())
+}
+
+/// Every value of every parameter, so that repeated parameters can be refused.
+fn multi_params(raw: &[u8]) -> BTreeMap<String, Vec<String>> {
+    let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (k, v) in url::form_urlencoded::parse(raw) {
+        map.entry(k.into_owned()).or_default().push(v.into_owned());
+    }
+    map
+}
+
+/// A urlencoded OAuth request body: well-formed, no repeated parameters.
+fn oauth_form(req: &HttpRequest, body: &[u8]) -> Result<BTreeMap<String, String>, OAuthError> {
+    let urlencoded = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| {
+            v.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
+    if !urlencoded || !well_formed(body) {
+        return Err(OAuthError::InvalidRequest(
+            "the body must be application/x-www-form-urlencoded".into(),
+        ));
+    }
+    let mut out = BTreeMap::new();
+    for (k, v) in multi_params(body) {
+        match v.as_slice() {
+            [one] => {
+                out.insert(k, one.clone());
+            }
+            _ => {
+                return Err(OAuthError::InvalidRequest(format!(
+                    "`{k}` given more than once"
+                )));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn credentials(
+    req: &HttpRequest,
+    form: &BTreeMap<String, String>,
+) -> Result<ClientCredentials, OAuthError> {
+    let basic = match req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(v) if v.len() > 6 && v[..6].eq_ignore_ascii_case("basic ") => {
+            let decoded = STANDARD
+                .decode(v[6..].trim())
+                .map_err(|_| OAuthError::InvalidClient)?;
+            let text = String::from_utf8(decoded).map_err(|_| OAuthError::InvalidClient)?;
+            let (id, secret) = text.split_once(':').ok_or(OAuthError::InvalidClient)?;
+            // RFC 6749 2.3.1: both parts are form-urlencoded.
+            let dec = |s: &str| {
+                url::form_urlencoded::parse(format!("x={s}").as_bytes())
+                    .next()
+                    .map(|(_, v)| v.into_owned())
+            };
+            Some((
+                dec(id).ok_or(OAuthError::InvalidClient)?,
+                dec(secret).ok_or(OAuthError::InvalidClient)?,
+            ))
+        }
+        _ => None,
+    };
+    Ok(ClientCredentials {
+        basic,
+        form_id: form.get("client_id").cloned(),
+        form_secret: form.get("client_secret").cloned(),
+    })
+}
+
+async fn blocking<T: Send + 'static>(
+    state: &web::Data<AppState>,
+    f: impl FnOnce(&Provider) -> Result<T, OAuthError> + Send + 'static,
+) -> Result<T, OAuthError> {
+    let provider = Arc::clone(&state.provider);
+    web::block(move || f(&provider))
+        .await
+        .map_err(|e| OAuthError::ServerError(e.to_string()))?
+}
+
+pub async fn token(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: Bytes,
+) -> Result<HttpResponse, WebError> {
+    let form = oauth_form(&req, &body).map_err(WebError::OAuth)?;
+    let creds = credentials(&req, &form).map_err(WebError::OAuth)?;
+    let result = blocking(&state, move |p| {
+        let client = p.authenticate_client(&creds)?;
+        let get = |k: &str| form.get(k).map(String::as_str);
+        match get("grant_type") {
+            Some("authorization_code") => {
+                let code = get("code")
+                    .ok_or_else(|| OAuthError::InvalidRequest("code is required".into()))?;
+                p.exchange_code(&client, code, get("redirect_uri"), get("code_verifier"))
+            }
+            Some("refresh_token") => {
+                let rt = get("refresh_token").ok_or_else(|| {
+                    OAuthError::InvalidRequest("refresh_token is required".into())
+                })?;
+                p.refresh(&client, rt, get("scope"))
+            }
+            Some("client_credentials") => p.client_credentials(&client, get("scope")),
+            Some(_) => Err(OAuthError::UnsupportedGrantType),
+            None => Err(OAuthError::InvalidRequest("grant_type is required".into())),
+        }
+    })
+    .await;
+    match result {
+        Ok(tokens) => Ok(json_no_store(StatusCode::OK, &tokens)),
+        Err(e) => {
+            tracing::info!(error = e.code(), "token request refused");
+            Err(WebError::OAuth(e))
+        }
+    }
+}
+
+pub async fn introspect(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: Bytes,
+) -> Result<HttpResponse, WebError> {
+    let form = oauth_form(&req, &body).map_err(WebError::OAuth)?;
+    let creds = credentials(&req, &form).map_err(WebError::OAuth)?;
+    let answer = blocking(&state, move |p| {
+        let client = p.authenticate_client(&creds)?;
+        if client.is_public() {
+            return Err(OAuthError::InvalidClient);
+        }
+        let token = form
+            .get("token")
+            .ok_or_else(|| OAuthError::InvalidRequest("token is required".into()))?;
+        p.introspect(&client, token)
+    })
+    .await
+    .map_err(WebError::OAuth)?;
+    Ok(json_no_store(StatusCode::OK, &answer))
+}
+
+pub async fn revoke(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: Bytes,
+) -> Result<HttpResponse, WebError> {
+    let form = oauth_form(&req, &body).map_err(WebError::OAuth)?;
+    let creds = credentials(&req, &form).map_err(WebError::OAuth)?;
+    blocking(&state, move |p| {
+        let client = p.authenticate_client(&creds)?;
+        let token = form
+            .get("token")
+            .ok_or_else(|| OAuthError::InvalidRequest("token is required".into()))?;
+        p.revoke(&client, token)
+    })
+    .await
+    .map_err(WebError::OAuth)?;
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .finish())
+}
+
+pub async fn userinfo(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: Bytes,
+) -> Result<HttpResponse, WebError> {
+    let header_token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.len() > 7 && v[..7].eq_ignore_ascii_case("bearer "))
+        .map(|v| v[7..].trim().to_owned());
+    let body_token = if req.method() == actix_web::http::Method::POST && !body.is_empty() {
+        oauth_form(&req, &body)
+            .ok()
+            .and_then(|f| f.get("access_token").cloned())
+    } else {
+        None
+    };
+    let token = match (header_token, body_token) {
+        (Some(t), None) | (None, Some(t)) => t,
+        (Some(_), Some(_)) => {
+            return Err(WebError::Bearer(OAuthError::InvalidRequest(
+                "one token only".into(),
+            )));
+        }
+        (None, None) => return Err(WebError::Bearer(OAuthError::InvalidRequest(String::new()))),
+    };
+    let claims = blocking(&state, move |p| p.userinfo(&token))
+        .await
+        .map_err(WebError::Bearer)?;
+    Ok(json_no_store(StatusCode::OK, &claims))
+}
+
+#[derive(Serialize)]
+struct FormField {
+    name: String,
+    value: String,
+}
+
+#[derive(Serialize)]
+struct FormPostPage {
+    action: String,
+    fields: Vec<FormField>,
+}
+
+/// Sends the authorization response to the client (query string or auto-submitted form).
+fn respond(
+    state: &AppState,
+    req: &HttpRequest,
+    redirect_uri: url::Url,
+    mode: ResponseMode,
+    params: &[(&str, &str)],
+) -> Result<HttpResponse, WebError> {
+    match mode {
+        ResponseMode::Query => {
+            let target = authorize::with_params(redirect_uri, params);
+            Ok(HttpResponse::Found()
+                .insert_header((header::LOCATION, target.as_str()))
+                .insert_header((header::CACHE_CONTROL, "no-store"))
+                .finish())
+        }
+        ResponseMode::FormPost => {
+            let origin = redirect_uri.origin().ascii_serialization();
+            let vm = FormPostPage {
+                action: redirect_uri.to_string(),
+                fields: params
+                    .iter()
+                    .map(|(k, v)| FormField {
+                        name: (*k).to_owned(),
+                        value: (*v).to_owned(),
+                    })
+                    .collect(),
+            };
+            let mut res = render(state, req, StatusCode::OK, "form_post", false, &vm)?;
+            let csp = format!(
+                "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                 form-action {origin}; frame-ancestors 'none'; base-uri 'none'"
+            );
+            if let Ok(v) = HeaderValue::from_str(&csp) {
+                res.headers_mut().insert(header::CONTENT_SECURITY_POLICY, v);
+            }
+            Ok(res)
+        }
+    }
+}
+
+fn error_params(e: &OAuthError) -> Vec<(&'static str, String)> {
+    let mut p = vec![("error", e.code().to_owned())];
+    if let Some(d) = e.description() {
+        p.push(("error_description", d));
+    }
+    p
+}
+
+/// The query of this request without `prompt`, as the place to come back to after sign-in.
+fn return_to_authorize(raw: &BTreeMap<String, Vec<String>>) -> String {
+    let mut ser = url::form_urlencoded::Serializer::new(String::new());
+    for (k, vs) in raw {
+        if k == "prompt" {
+            continue;
+        }
+        for v in vs {
+            ser.append_pair(k, v);
+        }
+    }
+    format!("/authorize?{}", ser.finish())
+}
+
+pub async fn authorize(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: Bytes,
+) -> Result<HttpResponse, WebError> {
+    let raw = if req.method() == actix_web::http::Method::POST {
+        if !well_formed(&body) {
+            return Err(WebError::BadRequest);
+        }
+        multi_params(&body)
+    } else {
+        multi_params(req.query_string().as_bytes())
+    };
+    let provider = Arc::clone(&state.provider);
+    let raw_for_parse = raw.clone();
+    let parsed = web::block(move || authorize::parse(&raw_for_parse, &provider.clients)).await?;
+    let ar: AuthorizeRequest = match parsed {
+        Ok(ar) => ar,
+        Err(AuthorizeError::Page(key)) => {
+            let mut res = HttpResponse::BadRequest().finish();
+            res.extensions_mut().insert(ErrorMessage(key));
+            return Ok(res);
+        }
+        Err(AuthorizeError::Redirect {
+            redirect_uri,
+            response_mode,
+            state: st,
+            error,
+        }) => {
+            let mut params = error_params(&error);
+            if let Some(s) = st {
+                params.push(("state", s));
+            }
+            let refs: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            return respond(&state, &req, redirect_uri, response_mode, &refs);
+        }
+        Err(AuthorizeError::Storage(e)) => return Err(e.into()),
+    };
+    let session = current_session(&state, &req).await?;
+    let now = state.clock.now();
+    if ar.needs_login(session.as_ref().map(|s| s.record.auth_time), now) {
+        if ar.prompt == Prompt::None {
+            let mut params = error_params(&OAuthError::LoginRequired);
+            if let Some(s) = &ar.state {
+                params.push(("state", s.clone()));
+            }
+            let refs: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            return respond(&state, &req, ar.redirect_uri, ar.response_mode, &refs);
+        }
+        let mut login = url::form_urlencoded::Serializer::new(String::from("/login?"));
+        login.append_pair("return_to", &return_to_authorize(&raw));
+        if session.is_some() {
+            login.append_pair("force", "1");
+        }
+        if let Some(h) = &ar.login_hint {
+            login.append_pair("login_hint", h);
+        }
+        if let Some(l) = raw.get("ui_locales").and_then(|v| v.first()) {
+            login.append_pair("ui_locales", l);
+        }
+        return Ok(super::see_other(&login.finish()));
+    }
+    let Some(session) = session else {
+        return Err(WebError::Internal("session vanished".into()));
+    };
+    let provider = Arc::clone(&state.provider);
+    let ar2 = ar.clone();
+    let code = web::block(move || provider.issue_code(&ar2, &session.record)).await?;
+    let code = code.map_err(|e| match e {
+        OAuthError::TemporarilyUnavailable => WebError::Unavailable("database".into()),
+        other => WebError::Internal(other.to_string()),
+    })?;
+    let locale = request_info(&req, &state).locale;
+    tracing::info!(client_id = %ar.client.id, locale = locale.as_str(), "authorization code issued");
+    let mut params = vec![("code", code.as_str())];
+    if let Some(s) = &ar.state {
+        params.push(("state", s.as_str()));
+    }
+    let iss = state.provider.settings.issuer.clone();
+    params.push(("iss", iss.as_str()));
+    respond(
+        &state,
+        &req,
+        ar.redirect_uri.clone(),
+        ar.response_mode,
+        &params,
+    )
+}
