@@ -76,6 +76,9 @@ impl ResponseError for WebError {
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Bearer(crate::provider::OAuthError::InvalidRequest(m)) if m.is_empty() => {
+                StatusCode::UNAUTHORIZED
+            }
             Self::OAuth(e) | Self::Bearer(e) => oauth_status(e),
         }
     }
@@ -115,7 +118,18 @@ fn oauth_response(e: &crate::provider::OAuthError, bearer: bool) -> HttpResponse
     if let E::ServerError(m) = e {
         tracing::error!(error = %m, "internal error at an OAuth endpoint");
     }
-    let status = oauth_status(e);
+    let no_credentials = bearer && matches!(e, E::InvalidRequest(m) if m.is_empty());
+    let status = if no_credentials {
+        StatusCode::UNAUTHORIZED
+    } else {
+        oauth_status(e)
+    };
+    if no_credentials {
+        return HttpResponse::build(status)
+            .insert_header((actix_web::http::header::WWW_AUTHENTICATE, "Bearer"))
+            .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
+            .json(serde_json::json!({"error": "invalid_request", "error_description": "a bearer token is required"}));
+    }
     let mut res = HttpResponse::build(status);
     res.insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"));
     if bearer {

@@ -73,6 +73,7 @@ enum ConfigCommand {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
 enum ClientsCommand {
     /// Register a client. A confidential client's secret is printed once.
     Add {

@@ -314,5 +314,25 @@ fn spawn_background(
             }
         })
     };
-    vec![flusher, sweeper, key_reload]
+    let logout_sender = {
+        let provider = Arc::clone(provider);
+        tokio::spawn(async move {
+            let http = match crate::provider::logout::http_client() {
+                Ok(h) => h,
+                Err(e) => {
+                    tracing::error!(error = %e, "no HTTP client for back-channel logout");
+                    return;
+                }
+            };
+            loop {
+                provider.deliver_logouts(&http).await;
+                let _ = tokio::time::timeout(
+                    std::time::Duration::from_secs(2),
+                    provider.logout_wakeup.notified(),
+                )
+                .await;
+            }
+        })
+    };
+    vec![flusher, sweeper, key_reload, logout_sender]
 }

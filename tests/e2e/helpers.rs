@@ -18,6 +18,7 @@ pub struct TestApp {
     pub clock: Arc<ManualClock>,
     pub store: Arc<DieselStore>,
     _db: TestDb,
+    _dir: Option<tempfile::TempDir>,
 }
 
 /// A broker in demo mode (demo user present) with `env` overrides; None if the backend is skipped.
@@ -43,6 +44,89 @@ pub async fn spawn(backend: Backend, env: &[(&str, &str)]) -> Option<TestApp> {
         clock,
         store,
         _db: db,
+        _dir: None,
+    })
+}
+
+/// Clients every OIDC test can use.
+pub const CLIENTS_TOML: &str = r#"
+[[clients]]
+id = "webapp"
+name = "Web App"
+secret_sha256 = "SECRET_HASH"
+redirect_uris = ["https://webapp.example/cb"]
+post_logout_redirect_uris = ["https://webapp.example/bye"]
+
+[[clients]]
+id = "second"
+secret_sha256 = "SECRET_HASH"
+auth_method = "client_secret_post"
+redirect_uris = ["https://second.example/cb"]
+signing_alg = "ES256"
+
+[[clients]]
+id = "native"
+public = true
+channel = "mobile"
+redirect_uris = ["http://127.0.0.1/callback", "com.example.app:/oauth2redirect"]
+
+[[clients]]
+id = "service"
+channel = "api"
+secret_sha256 = "SECRET_HASH"
+grant_types = ["client_credentials"]
+scopes = ["orders.read", "orders.write"]
+signing_alg = "ES256"
+audience = "https://api.example"
+"#;
+pub const SECRET: &str = "correct-horse-battery-staple-0123456789";
+
+/// A broker with the clients above, a demo user and a manual clock.
+pub async fn spawn_provider(backend: Backend, env: &[(&str, &str)]) -> Option<TestApp> {
+    spawn_provider_with(backend, env, "").await
+}
+
+/// Like `spawn_provider`, with more TOML (e.g. clients) appended to the config file.
+pub async fn spawn_provider_with(
+    backend: Backend,
+    env: &[(&str, &str)],
+    extra_toml: &str,
+) -> Option<TestApp> {
+    concierge::telemetry::init(concierge::config::LogFormat::Text, "warn");
+    let db = fresh_db(backend)?;
+    let store = open_store(&db);
+    let dir = tempfile::tempdir().unwrap();
+    let body = format!(
+        "data_dir = {:?}\n[provider]\nkey_encryption_key = \"{}\"\n{}",
+        dir.path().display().to_string(),
+        "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+        format!("{CLIENTS_TOML}\n{extra_toml}").replace(
+            "SECRET_HASH",
+            &concierge::provider::clients::hash_secret(SECRET)
+        )
+    );
+    let path = dir.path().join("concierge.toml");
+    std::fs::write(&path, body).unwrap();
+    let mut vars: Vec<(String, String)> =
+        vec![("CONCIERGE__SERVER__BIND".into(), "127.0.0.1:0".into())];
+    vars.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+    let settings = Settings::load(Some(&path), vars).unwrap();
+    let clock = Arc::new(ManualClock::new(START));
+    let deps = Deps {
+        clock: clock.clone(),
+        entropy: Arc::new(OsEntropy),
+    };
+    concierge::startup::ensure_demo_user(store.as_ref(), &deps).unwrap();
+    let dyn_store: Arc<dyn Store> = store.clone();
+    let app = Application::build_with_store(settings, deps, dyn_store).unwrap();
+    let base = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    Some(TestApp {
+        base,
+        clock,
+        store,
+        _db: db,
+        _dir: Some(dir),
     })
 }
 

@@ -9,4 +9,6 @@ mod bad_input;
 mod cli;
 mod helpers;
 mod login;
+mod logout;
+mod oidc;
 mod sessions;

@@ -3,3 +3,4 @@
 //! session manager it is given.
 
 pub mod login;
+pub mod logout;

@@ -15,7 +15,14 @@ mod embedded {
 }
 
 /// The pages every template set must provide.
-pub const PAGES: [&str; 5] = ["login", "account", "error", "signed_out", "form_post"];
+pub const PAGES: [&str; 6] = [
+    "login",
+    "account",
+    "error",
+    "signed_out",
+    "form_post",
+    "logout_confirm",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum PageError {

@@ -41,18 +41,22 @@ pub struct AuthorizeRequest {
     pub acr_values: Option<String>,
 }
 
+/// An error to send back to the client.
+#[derive(Debug)]
+pub struct RedirectError {
+    pub redirect_uri: Url,
+    pub response_mode: ResponseMode,
+    pub state: Option<String>,
+    pub error: OAuthError,
+}
+
 /// Why a request was refused.
 #[derive(Debug)]
 pub enum AuthorizeError {
     /// Shown to the user: there is no trustworthy place to send the error.
     Page(&'static str),
     /// Sent to the client's redirect URI.
-    Redirect {
-        redirect_uri: Url,
-        response_mode: ResponseMode,
-        state: Option<String>,
-        error: OAuthError,
-    },
+    Redirect(Box<RedirectError>),
     Storage(StorageError),
 }
 
@@ -93,11 +97,13 @@ pub fn parse(
         Ok(Some("form_post")) => ResponseMode::FormPost,
         _ => ResponseMode::Query,
     };
-    let fail = |error: OAuthError| AuthorizeError::Redirect {
-        redirect_uri: redirect_uri.clone(),
-        response_mode,
-        state: state.clone(),
-        error,
+    let fail = |error: OAuthError| {
+        AuthorizeError::Redirect(Box::new(RedirectError {
+            redirect_uri: redirect_uri.clone(),
+            response_mode,
+            state: state.clone(),
+            error,
+        }))
     };
     for k in q.keys() {
         if single(q, k).is_err() {
@@ -237,6 +243,9 @@ impl AuthorizeRequest {
 
 /// Appends the response parameters to a redirect URI (query mode).
 pub fn with_params(mut uri: Url, params: &[(&str, &str)]) -> Url {
+    if params.is_empty() {
+        return uri;
+    }
     {
         let mut pairs = uri.query_pairs_mut();
         for (k, v) in params {

@@ -7,6 +7,7 @@ pub mod authorize;
 pub mod clients;
 pub mod jwt;
 pub mod keys;
+pub mod logout;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -172,6 +173,8 @@ pub struct Provider {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     entropy: Arc<dyn Entropy>,
+    /// Wakes the back-channel logout sender when something was queued.
+    pub logout_wakeup: tokio::sync::Notify,
 }
 
 impl Provider {
@@ -190,6 +193,7 @@ impl Provider {
             store,
             clock,
             entropy,
+            logout_wakeup: tokio::sync::Notify::new(),
         }
     }
 
@@ -322,6 +326,9 @@ impl Provider {
             expires_at: now.saturating_add(secs(self.settings.code_ttl)),
             consumed_at: None,
         })?;
+        // The client takes part in this session: it hears of the session's end.
+        self.store
+            .add_session_client(&session.sid, &req.client.id)?;
         Ok(code)
     }
 

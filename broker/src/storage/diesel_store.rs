@@ -12,11 +12,12 @@ use diesel::sqlite::SqliteConnection;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 use super::schema::{
-    auth_codes, clients, refresh_tokens, revoked_tokens, secrets, sessions, signing_keys, users,
+    auth_codes, clients, logout_deliveries, refresh_tokens, revoked_tokens, secrets,
+    session_clients, sessions, signing_keys, users,
 };
 use super::{
-    AuthCodeRecord, CodeUse, RefreshRecord, SessionKey, SessionRecord, SigningKeyRecord,
-    StorageError, Store, User,
+    AuthCodeRecord, CodeUse, LogoutDelivery, RefreshRecord, SessionKey, SessionRecord,
+    SigningKeyRecord, StorageError, Store, User,
 };
 use crate::clock::UnixTime;
 use crate::config::DatabaseUrl;
@@ -86,8 +87,7 @@ struct SqlitePragmas {
 impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqlitePragmas {
     fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
         conn.batch_execute(&format!(
-            "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-             PRAGMA foreign_keys = ON;",
+            "PRAGMA busy_timeout = {}; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
             self.busy_timeout_ms
         ))
         .map_err(diesel::r2d2::Error::QueryError)
@@ -111,6 +111,17 @@ impl DieselStore {
                         ))
                     })?;
                 }
+                // WAL is a property of the file: set it once, before the pool opens connections
+                // concurrently (switching modes needs a lock the other connections would hold).
+                let mut first = SqliteConnection::establish(&path_str(path)?)
+                    .map_err(|e| StorageError::Unavailable(e.to_string()))?;
+                first
+                    .batch_execute(&format!(
+                        "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL;",
+                        busy_timeout.as_millis()
+                    ))
+                    .map_err(query_err)?;
+                drop(first);
                 let manager = ConnectionManager::<SqliteConnection>::new(path_str(path)?);
                 let pool = Pool::builder()
                     .max_size(pool_size)
@@ -818,6 +829,83 @@ impl Store for DieselStore {
                 .first::<String>(c)
                 .optional()
                 .map(|r| r.is_some())
+                .map_err(query_err)
+        })
+    }
+
+    fn add_session_client(&self, sid: &str, client_id: &str) -> Result<(), StorageError> {
+        with_conn!(self, |c| {
+            diesel::insert_into(session_clients::table)
+                .values((
+                    session_clients::sid.eq(sid),
+                    session_clients::client_id.eq(client_id),
+                ))
+                .on_conflict_do_nothing()
+                .execute(c)
+                .map(|_| ())
+                .map_err(query_err)
+        })
+    }
+
+    fn take_session_clients(&self, sid: &str) -> Result<Vec<String>, StorageError> {
+        with_conn!(self, |c| {
+            c.transaction(|c| {
+                let ids = session_clients::table
+                    .filter(session_clients::sid.eq(sid))
+                    .select(session_clients::client_id)
+                    .load::<String>(c)?;
+                diesel::delete(session_clients::table.filter(session_clients::sid.eq(sid)))
+                    .execute(c)?;
+                Ok(ids)
+            })
+            .map_err(query_err)
+        })
+    }
+
+    fn enqueue_logout(&self, delivery: &LogoutDelivery) -> Result<(), StorageError> {
+        with_conn!(self, |c| {
+            diesel::insert_into(logout_deliveries::table)
+                .values(delivery)
+                .execute(c)
+                .map(|_| ())
+                .map_err(query_err)
+        })
+    }
+
+    fn due_logouts(&self, now: UnixTime, limit: i64) -> Result<Vec<LogoutDelivery>, StorageError> {
+        with_conn!(self, |c| {
+            logout_deliveries::table
+                .filter(logout_deliveries::next_attempt_at.le(now))
+                .order(logout_deliveries::next_attempt_at.asc())
+                .limit(limit)
+                .load::<LogoutDelivery>(c)
+                .map_err(query_err)
+        })
+    }
+
+    fn delete_logout(&self, id: &str) -> Result<(), StorageError> {
+        with_conn!(self, |c| {
+            diesel::delete(logout_deliveries::table.find(id))
+                .execute(c)
+                .map(|_| ())
+                .map_err(query_err)
+        })
+    }
+
+    fn reschedule_logout(
+        &self,
+        id: &str,
+        attempts: i64,
+        next_attempt_at: UnixTime,
+    ) -> Result<(), StorageError> {
+        with_conn!(self, |c| {
+            diesel::update(logout_deliveries::table.find(id))
+                .set((
+                    logout_deliveries::attempts.eq(attempts),
+                    logout_deliveries::next_attempt_at.eq(next_attempt_at),
+                ))
+                .execute(c)
+                .map(|_| ())
                 .map_err(query_err)
         })
     }

@@ -142,6 +142,19 @@ pub struct RefreshRecord {
     pub used_at: Option<UnixTime>,
 }
 
+/// A back-channel logout token waiting to be delivered.
+#[derive(Debug, Clone, PartialEq, Eq, diesel::Queryable, diesel::Insertable)]
+#[diesel(table_name = schema::logout_deliveries)]
+pub struct LogoutDelivery {
+    pub id: String,
+    pub client_id: String,
+    pub uri: String,
+    pub logout_token: String,
+    pub attempts: i64,
+    pub next_attempt_at: UnixTime,
+    pub created_at: UnixTime,
+}
+
 /// The persistence the broker needs. Synchronous: call it from a blocking thread.
 pub trait Store: Send + Sync + 'static {
     /// `sqlite` or `postgres`.
@@ -220,6 +233,20 @@ pub trait Store: Send + Sync + 'static {
     // Access tokens revoked before expiry.
     fn revoke_jti(&self, jti: &str, expires_at: UnixTime) -> Result<(), StorageError>;
     fn is_jti_revoked(&self, jti: &str) -> Result<bool, StorageError>;
+
+    // Back-channel logout.
+    fn add_session_client(&self, sid: &str, client_id: &str) -> Result<(), StorageError>;
+    /// Returns and forgets the clients that took part in a session.
+    fn take_session_clients(&self, sid: &str) -> Result<Vec<String>, StorageError>;
+    fn enqueue_logout(&self, delivery: &LogoutDelivery) -> Result<(), StorageError>;
+    fn due_logouts(&self, now: UnixTime, limit: i64) -> Result<Vec<LogoutDelivery>, StorageError>;
+    fn delete_logout(&self, id: &str) -> Result<(), StorageError>;
+    fn reschedule_logout(
+        &self,
+        id: &str,
+        attempts: i64,
+        next_attempt_at: UnixTime,
+    ) -> Result<(), StorageError>;
 
     /// Deletes expired codes, refresh tokens and revoked-token entries.
     fn delete_expired_grants(&self, now: UnixTime) -> Result<u64, StorageError>;

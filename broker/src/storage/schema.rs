@@ -100,6 +100,25 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    session_clients (sid, client_id) {
+        sid -> Text,
+        client_id -> Text,
+    }
+}
+
+diesel::table! {
+    logout_deliveries (id) {
+        id -> Text,
+        client_id -> Text,
+        uri -> Text,
+        logout_token -> Text,
+        attempts -> BigInt,
+        next_attempt_at -> BigInt,
+        created_at -> BigInt,
+    }
+}
+
 diesel::joinable!(sessions -> users (user_id));
 diesel::allow_tables_to_appear_in_same_query!(
     users,
@@ -109,5 +128,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     signing_keys,
     auth_codes,
     refresh_tokens,
-    revoked_tokens
+    revoked_tokens,
+    session_clients,
+    logout_deliveries
 );

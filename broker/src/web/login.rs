@@ -199,12 +199,11 @@ pub async fn logout(
     let form = form.into_inner();
     state.csrf.verify(&req, &state.cookies, &form.csrf_token)?;
     if let Some(cookie) = req.cookie(&state.cookies.session) {
-        let sessions = Arc::clone(&state.sessions);
+        let (sessions, provider) = (Arc::clone(&state.sessions), Arc::clone(&state.provider));
         let value = cookie.value().to_owned();
-        let ended = web::block(move || sessions.end(&value)).await??;
-        if ended.is_some() {
-            tracing::info!("session ended by user");
-        }
+        web::block(move || crate::flow::logout::end_session(&sessions, &provider, &value))
+            .await?
+            .map_err(WebError::internal)?;
     }
     let mut res = see_other("/signed-out");
     res.add_cookie(&state.cookies.removal(state.cookies.session.clone()))

@@ -60,6 +60,8 @@ pub const TEXT_KEYS: &[&str] = &[
     "upstream_local",
     "error_authorize_client",
     "error_authorize_redirect",
+    "error_logout_hint",
+    "error_logout_redirect",
 ];
 
 pub struct AppState {
@@ -117,6 +119,11 @@ pub fn routes(cfg: &mut web::ServiceConfig, max_form_bytes: usize) {
         )
         .service(web::resource("/introspect").route(web::post().to(oidc::introspect)))
         .service(web::resource("/revoke").route(web::post().to(oidc::revoke)))
+        .service(
+            web::resource("/oidc/logout")
+                .route(web::get().to(oidc::end_session))
+                .route(web::post().to(oidc::end_session)),
+        )
         .service(web::resource("/healthz").route(web::get().to(ops::healthz)))
         .service(web::resource("/readyz").route(web::get().to(ops::readyz)))
         .service(web::resource("/metrics").route(web::get().to(ops::metrics)))

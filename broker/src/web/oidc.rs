@@ -230,6 +230,7 @@ pub async fn userinfo(
                 "one token only".into(),
             )));
         }
+        // No credentials at all: 401 with a bare challenge (RFC 6750 3.1).
         (None, None) => return Err(WebError::Bearer(OAuthError::InvalidRequest(String::new()))),
     };
     let claims = blocking(&state, move |p| p.userinfo(&token))
@@ -336,12 +337,13 @@ pub async fn authorize(
             res.extensions_mut().insert(ErrorMessage(key));
             return Ok(res);
         }
-        Err(AuthorizeError::Redirect {
-            redirect_uri,
-            response_mode,
-            state: st,
-            error,
-        }) => {
+        Err(AuthorizeError::Redirect(r)) => {
+            let authorize::RedirectError {
+                redirect_uri,
+                response_mode,
+                state: st,
+                error,
+            } = *r;
             let mut params = error_params(&error);
             if let Some(s) = st {
                 params.push(("state", s));
@@ -362,7 +364,7 @@ pub async fn authorize(
             let refs: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
             return respond(&state, &req, ar.redirect_uri, ar.response_mode, &refs);
         }
-        let mut login = url::form_urlencoded::Serializer::new(String::from("/login?"));
+        let mut login = url::form_urlencoded::Serializer::new(String::new());
         login.append_pair("return_to", &return_to_authorize(&raw));
         if session.is_some() {
             login.append_pair("force", "1");
@@ -373,7 +375,7 @@ pub async fn authorize(
         if let Some(l) = raw.get("ui_locales").and_then(|v| v.first()) {
             login.append_pair("ui_locales", l);
         }
-        return Ok(super::see_other(&login.finish()));
+        return Ok(super::see_other(&format!("/login?{}", login.finish())));
     }
     let Some(session) = session else {
         return Err(WebError::Internal("session vanished".into()));
@@ -400,4 +402,132 @@ pub async fn authorize(
         ar.response_mode,
         &params,
     )
+}
+
+#[derive(Serialize)]
+struct LogoutConfirmPage {
+    csrf_token: String,
+    client_name: String,
+    fields: Vec<FormField>,
+}
+
+/// RP-Initiated Logout 1.0. With a valid `id_token_hint` for the current session (or no session
+/// at all) it signs out at once; otherwise it asks the user first (a CSRF-protected form).
+pub async fn end_session(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: Bytes,
+) -> Result<HttpResponse, WebError> {
+    let is_post = req.method() == actix_web::http::Method::POST;
+    let raw = if is_post {
+        if !well_formed(&body) {
+            return Err(WebError::BadRequest);
+        }
+        multi_params(&body)
+    } else {
+        multi_params(req.query_string().as_bytes())
+    };
+    let get = |k: &str| {
+        raw.get(k)
+            .and_then(|v| v.first())
+            .map(String::as_str)
+            .filter(|s| !s.is_empty())
+    };
+    let (hint, client_id, plru, st) = (
+        get("id_token_hint").map(str::to_owned),
+        get("client_id").map(str::to_owned),
+        get("post_logout_redirect_uri").map(str::to_owned),
+        get("state").map(str::to_owned),
+    );
+    let provider = Arc::clone(&state.provider);
+    let checked = web::block(move || {
+        provider.end_session_request(
+            hint.as_deref(),
+            client_id.as_deref(),
+            plru.as_deref(),
+            st.as_deref(),
+        )
+    })
+    .await?;
+    let request = match checked {
+        Ok(r) => r,
+        Err(key) => {
+            let mut res = HttpResponse::BadRequest().finish();
+            res.extensions_mut().insert(ErrorMessage(key));
+            return Ok(res);
+        }
+    };
+    let session = current_session(&state, &req).await?;
+    let confirmed = is_post && get("confirm") == Some("1");
+    if confirmed {
+        state
+            .csrf
+            .verify(&req, &state.cookies, get("csrf_token").unwrap_or(""))?;
+    }
+    let hint_matches = match (&session, &request.hint_sid) {
+        (None, _) => true,
+        (Some(s), Some(sid)) => &s.record.sid == sid,
+        (Some(_), None) => false,
+    };
+    if session.is_some() && !hint_matches && !confirmed {
+        let csrf = state
+            .csrf
+            .issue(&req, &state.cookies, state.entropy.as_ref())?;
+        let mut fields = vec![FormField {
+            name: "confirm".into(),
+            value: "1".into(),
+        }];
+        for k in ["client_id", "post_logout_redirect_uri", "state"] {
+            if let Some(v) = get(k) {
+                fields.push(FormField {
+                    name: k.into(),
+                    value: v.into(),
+                });
+            }
+        }
+        if let Some(c) = &request.client
+            && get("client_id").is_none()
+        {
+            fields.push(FormField {
+                name: "client_id".into(),
+                value: c.id.clone(),
+            });
+        }
+        let vm = LogoutConfirmPage {
+            csrf_token: csrf.token,
+            client_name: request
+                .client
+                .as_ref()
+                .map(|c| c.name.clone())
+                .unwrap_or_default(),
+            fields,
+        };
+        let mut res = render(&state, &req, StatusCode::OK, "logout_confirm", true, &vm)?;
+        if let Some(c) = csrf.new_cookie {
+            res.add_cookie(&c).map_err(WebError::internal)?;
+        }
+        return Ok(res);
+    }
+    if let Some(cookie) = req.cookie(&state.cookies.session) {
+        let (sessions, provider) = (Arc::clone(&state.sessions), Arc::clone(&state.provider));
+        let value = cookie.value().to_owned();
+        web::block(move || crate::flow::logout::end_session(&sessions, &provider, &value))
+            .await?
+            .map_err(WebError::internal)?;
+    }
+    let target = match request.post_logout_redirect_uri {
+        Some(uri) => {
+            let params: Vec<(&str, &str)> = request
+                .state
+                .as_deref()
+                .map(|s| vec![("state", s)])
+                .unwrap_or_default();
+            authorize::with_params(uri, &params).to_string()
+        }
+        None => "/signed-out".to_owned(),
+    };
+    let mut res = super::see_other(&target);
+    res.add_cookie(&state.cookies.removal(state.cookies.session.clone()))
+        .map_err(WebError::internal)?;
+    Ok(res)
 }

@@ -1,0 +1,2 @@
+DROP TABLE logout_deliveries;
+DROP TABLE session_clients;

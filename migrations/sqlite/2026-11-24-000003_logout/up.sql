@@ -1,0 +1,18 @@
+-- Which clients took part in a session (they get a back-channel logout when it ends).
+CREATE TABLE session_clients (
+    sid       TEXT NOT NULL,
+    client_id TEXT NOT NULL,
+    PRIMARY KEY (sid, client_id)
+);
+
+-- Outbox of back-channel logout tokens, delivered and retried in the background.
+CREATE TABLE logout_deliveries (
+    id              TEXT PRIMARY KEY NOT NULL,
+    client_id       TEXT NOT NULL,
+    uri             TEXT NOT NULL,
+    logout_token    TEXT NOT NULL,
+    attempts        BIGINT NOT NULL,
+    next_attempt_at BIGINT NOT NULL,
+    created_at      BIGINT NOT NULL
+);
+CREATE INDEX logout_deliveries_due ON logout_deliveries (next_attempt_at);
