@@ -6,7 +6,10 @@ mod support;
 use std::sync::Arc;
 
 use concierge::domain::{Channel, Email, UserId};
-use concierge::storage::{DieselStore, SessionRecord, StorageError, Store, User};
+use concierge::storage::{
+    AuthCodeRecord, CodeUse, DieselStore, LogoutDelivery, RefreshRecord, SessionRecord,
+    SigningKeyRecord, StorageError, Store, User,
+};
 use support::{Backend, TestDb, fresh_db, open_store};
 
 fn with_store(backend: Backend, f: impl FnOnce(&Arc<DieselStore>)) {
@@ -207,7 +210,187 @@ fn sessions_require_an_existing_user(b: Backend) {
     });
 }
 
+fn code(hash: u8) -> AuthCodeRecord {
+    AuthCodeRecord {
+        code_hash: [hash; 32],
+        client_id: "app".into(),
+        redirect_uri: "https://app.example/cb".into(),
+        user_id: UserId::from_stored("u1".into()),
+        sid: "sid-1".into(),
+        scope: "openid email".into(),
+        nonce: Some("n".into()),
+        code_challenge: "c".repeat(43),
+        auth_time: 100,
+        acr: None,
+        amr: vec!["pwd".into()],
+        expires_at: 160,
+        consumed_at: None,
+    }
+}
+
+fn codes_are_consumed_exactly_once(b: Backend) {
+    with_store(b, |s| {
+        s.insert_user(&user("u1", "a@example.com")).unwrap();
+        s.insert_code(&code(1)).unwrap();
+        let CodeUse::First(c) = s.consume_code(&[1; 32], 110).unwrap() else {
+            panic!("first use")
+        };
+        assert_eq!(c.nonce.as_deref(), Some("n"));
+        assert_eq!(c.amr, vec!["pwd".to_owned()]);
+        let CodeUse::Replayed(c) = s.consume_code(&[1; 32], 111).unwrap() else {
+            panic!("replay")
+        };
+        assert_eq!(c.consumed_at, Some(110), "the first use is kept");
+        assert_eq!(s.consume_code(&[2; 32], 111).unwrap(), CodeUse::Unknown);
+        assert_eq!(s.delete_expired_grants(160).unwrap(), 1);
+        assert_eq!(s.consume_code(&[1; 32], 161).unwrap(), CodeUse::Unknown);
+    });
+}
+
+fn refresh(hash: u8, family: &str, sid: &str) -> RefreshRecord {
+    RefreshRecord {
+        token_hash: [hash; 32],
+        family_id: family.into(),
+        client_id: "app".into(),
+        user_id: UserId::from_stored("u1".into()),
+        sid: sid.into(),
+        scope: "openid".into(),
+        auth_time: 100,
+        acr: Some("urn:concierge:loa:1".into()),
+        amr: vec!["pwd".into()],
+        created_at: 100,
+        idle_expires_at: 1_000,
+        expires_at: 2_000,
+        used_at: None,
+    }
+}
+
+fn refresh_tokens_are_marked_once_and_revoked_by_family_or_session(b: Backend) {
+    with_store(b, |s| {
+        s.insert_user(&user("u1", "a@example.com")).unwrap();
+        s.insert_refresh(&refresh(1, "f1", "sid-a")).unwrap();
+        s.insert_refresh(&refresh(2, "f1", "sid-a")).unwrap();
+        s.insert_refresh(&refresh(3, "f2", "sid-b")).unwrap();
+        assert!(s.mark_refresh_used(&[1; 32], 150).unwrap());
+        assert!(!s.mark_refresh_used(&[1; 32], 151).unwrap(), "only once");
+        assert_eq!(
+            s.refresh_token(&[1; 32]).unwrap().unwrap().used_at,
+            Some(150)
+        );
+        assert_eq!(s.delete_refresh_family("f1").unwrap(), 2);
+        assert!(s.refresh_token(&[2; 32]).unwrap().is_none());
+        assert_eq!(s.delete_refresh_for_sid("sid-b").unwrap(), 1);
+        s.insert_refresh(&refresh(4, "f3", "sid-c")).unwrap();
+        assert_eq!(s.delete_expired_grants(1_000).unwrap(), 1, "idle expiry");
+    });
+}
+
+fn access_token_revocations_are_remembered_until_expiry(b: Backend) {
+    with_store(b, |s| {
+        assert!(!s.is_jti_revoked("j1").unwrap());
+        s.revoke_jti("j1", 500).unwrap();
+        s.revoke_jti("j1", 500).unwrap();
+        assert!(s.is_jti_revoked("j1").unwrap());
+        assert_eq!(s.delete_expired_grants(500).unwrap(), 1);
+        assert!(!s.is_jti_revoked("j1").unwrap());
+    });
+}
+
+fn signing_keys_are_stored_and_retired(b: Backend) {
+    with_store(b, |s| {
+        let key = |kid: &str, active_at| SigningKeyRecord {
+            kid: kid.into(),
+            alg: "ES256".into(),
+            private_key_enc: vec![0, 1, 2, 255],
+            public_jwk: "{}".into(),
+            created_at: 1,
+            active_at,
+            retired_at: None,
+        };
+        s.insert_signing_key(&key("k1", 10)).unwrap();
+        s.insert_signing_key(&key("k2", 20)).unwrap();
+        assert_eq!(s.retire_signing_keys("ES256", "k2", 20).unwrap(), 1);
+        assert_eq!(s.retire_signing_keys("RS256", "k2", 20).unwrap(), 0);
+        let keys = s.signing_keys().unwrap();
+        assert_eq!(
+            keys.iter()
+                .map(|k| (k.kid.as_str(), k.retired_at))
+                .collect::<Vec<_>>(),
+            vec![("k1", Some(20)), ("k2", None)]
+        );
+        assert_eq!(keys[0].private_key_enc, vec![0, 1, 2, 255]);
+        assert_eq!(s.delete_signing_keys_retired_before(21).unwrap(), 1);
+        assert_eq!(s.signing_keys().unwrap().len(), 1);
+    });
+}
+
+fn clients_are_stored_by_id(b: Backend) {
+    with_store(b, |s| {
+        s.insert_client("app", "{\"id\":\"app\"}", 1).unwrap();
+        assert!(matches!(
+            s.insert_client("app", "{}", 2),
+            Err(StorageError::Conflict(_))
+        ));
+        assert_eq!(
+            s.client_config("app").unwrap().as_deref(),
+            Some("{\"id\":\"app\"}")
+        );
+        assert_eq!(s.list_clients().unwrap().len(), 1);
+        assert!(s.delete_client("app").unwrap());
+        assert!(!s.delete_client("app").unwrap());
+        assert_eq!(s.client_config("app").unwrap(), None);
+    });
+}
+
+fn logout_outbox_and_session_participants(b: Backend) {
+    with_store(b, |s| {
+        s.add_session_client("sid-1", "a").unwrap();
+        s.add_session_client("sid-1", "a").unwrap();
+        s.add_session_client("sid-1", "b").unwrap();
+        let mut got = s.take_session_clients("sid-1").unwrap();
+        got.sort();
+        assert_eq!(got, vec!["a".to_owned(), "b".to_owned()]);
+        assert!(
+            s.take_session_clients("sid-1").unwrap().is_empty(),
+            "taken once"
+        );
+        let d = LogoutDelivery {
+            id: "d1".into(),
+            client_id: "a".into(),
+            uri: "https://a.example/bcl".into(),
+            logout_token: "t".into(),
+            attempts: 0,
+            next_attempt_at: 100,
+            created_at: 100,
+        };
+        s.enqueue_logout(&d).unwrap();
+        assert!(s.due_logouts(99, 10).unwrap().is_empty());
+        assert_eq!(s.due_logouts(100, 10).unwrap(), vec![d.clone()]);
+        s.reschedule_logout("d1", 1, 200).unwrap();
+        assert!(s.due_logouts(150, 10).unwrap().is_empty());
+        assert_eq!(s.due_logouts(200, 10).unwrap()[0].attempts, 1);
+        s.delete_logout("d1").unwrap();
+        assert!(s.due_logouts(1_000, 10).unwrap().is_empty());
+    });
+}
+
+fn sessions_are_found_by_their_public_id(b: Backend) {
+    with_store(b, |s| {
+        s.insert_user(&user("u1", "a@example.com")).unwrap();
+        s.insert_session(&session(5, "u1", 100, 60, 1_000)).unwrap();
+        assert_eq!(s.session_by_sid("sid-5").unwrap().unwrap().key, [5; 32]);
+        assert!(s.session_by_sid("sid-6").unwrap().is_none());
+    });
+}
+
 per_backend!(
+    codes_are_consumed_exactly_once,
+    refresh_tokens_are_marked_once_and_revoked_by_family_or_session,
+    access_token_revocations_are_remembered_until_expiry,
+    signing_keys_are_stored_and_retired,
+    clients_are_stored_by_id,
+    logout_outbox_and_session_participants,
+    sessions_are_found_by_their_public_id,
     migrations_are_idempotent,
     users_round_trip_and_emails_are_unique,
     password_and_disabled_updates,
