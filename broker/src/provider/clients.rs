@@ -282,6 +282,17 @@ impl Client {
         self.grants.contains(&g)
     }
 
+    /// `unauthorized_client` unless this client may use grant `g`.
+    pub fn require(&self, g: Grant) -> Result<(), super::OAuthError> {
+        if self.allows(g) {
+            Ok(())
+        } else {
+            Err(super::OAuthError::UnauthorizedClient(
+                "grant not allowed for this client".into(),
+            ))
+        }
+    }
+
     /// Exact match, except that a registered loopback redirect matches any port (RFC 8252 7.3).
     pub fn redirect_uri(&self, requested: &str) -> Option<Url> {
         let req = Url::parse(requested).ok()?;

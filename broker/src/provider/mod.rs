@@ -349,11 +349,7 @@ impl Provider {
         redirect_uri: Option<&str>,
         verifier: Option<&str>,
     ) -> Result<TokenResponse, OAuthError> {
-        if !client.allows(Grant::AuthorizationCode) {
-            return Err(OAuthError::UnauthorizedClient(
-                "grant not allowed for this client".into(),
-            ));
-        }
+        client.require(Grant::AuthorizationCode)?;
         let now = self.now();
         let hash = sha256(code);
         let rec = match self.store.consume_code(&hash, now)? {
@@ -560,11 +556,7 @@ impl Provider {
         token: &str,
         scope: Option<&str>,
     ) -> Result<TokenResponse, OAuthError> {
-        if !client.allows(Grant::RefreshToken) {
-            return Err(OAuthError::UnauthorizedClient(
-                "grant not allowed for this client".into(),
-            ));
-        }
+        client.require(Grant::RefreshToken)?;
         let now = self.now();
         let hash = sha256(token);
         let rec = self

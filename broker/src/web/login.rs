@@ -198,16 +198,9 @@ pub async fn logout(
 ) -> Result<HttpResponse, WebError> {
     let form = form.into_inner();
     state.csrf.verify(&req, &state.cookies, &form.csrf_token)?;
-    if let Some(cookie) = req.cookie(&state.cookies.session) {
-        let (sessions, provider) = (Arc::clone(&state.sessions), Arc::clone(&state.provider));
-        let value = cookie.value().to_owned();
-        web::block(move || crate::flow::logout::end_session(&sessions, &provider, &value))
-            .await?
-            .map_err(WebError::internal)?;
-    }
+    let removal = super::end_current_session(&state, &req).await?;
     let mut res = see_other("/signed-out");
-    res.add_cookie(&state.cookies.removal(state.cookies.session.clone()))
-        .map_err(WebError::internal)?;
+    res.add_cookie(&removal).map_err(WebError::internal)?;
     Ok(res)
 }
 

@@ -115,6 +115,16 @@ fn credentials(
     })
 }
 
+/// The form and client credentials of a client-authenticated OAuth request.
+fn oauth_request(
+    req: &HttpRequest,
+    body: &[u8],
+) -> Result<(BTreeMap<String, String>, ClientCredentials), WebError> {
+    let form = oauth_form(req, body).map_err(WebError::OAuth)?;
+    let creds = credentials(req, &form).map_err(WebError::OAuth)?;
+    Ok((form, creds))
+}
+
 async fn blocking<T: Send + 'static>(
     state: &web::Data<AppState>,
     f: impl FnOnce(&Provider) -> Result<T, OAuthError> + Send + 'static,
@@ -130,8 +140,7 @@ pub async fn token(
     req: HttpRequest,
     body: Bytes,
 ) -> Result<HttpResponse, WebError> {
-    let form = oauth_form(&req, &body).map_err(WebError::OAuth)?;
-    let creds = credentials(&req, &form).map_err(WebError::OAuth)?;
+    let (form, creds) = oauth_request(&req, &body)?;
     let result = blocking(&state, move |p| {
         let client = p.authenticate_client(&creds)?;
         let get = |k: &str| form.get(k).map(String::as_str);
@@ -167,8 +176,7 @@ pub async fn introspect(
     req: HttpRequest,
     body: Bytes,
 ) -> Result<HttpResponse, WebError> {
-    let form = oauth_form(&req, &body).map_err(WebError::OAuth)?;
-    let creds = credentials(&req, &form).map_err(WebError::OAuth)?;
+    let (form, creds) = oauth_request(&req, &body)?;
     let answer = blocking(&state, move |p| {
         let client = p.authenticate_client(&creds)?;
         if client.is_public() {
@@ -189,8 +197,7 @@ pub async fn revoke(
     req: HttpRequest,
     body: Bytes,
 ) -> Result<HttpResponse, WebError> {
-    let form = oauth_form(&req, &body).map_err(WebError::OAuth)?;
-    let creds = credentials(&req, &form).map_err(WebError::OAuth)?;
+    let (form, creds) = oauth_request(&req, &body)?;
     blocking(&state, move |p| {
         let client = p.authenticate_client(&creds)?;
         let token = form
@@ -508,13 +515,7 @@ pub async fn end_session(
         }
         return Ok(res);
     }
-    if let Some(cookie) = req.cookie(&state.cookies.session) {
-        let (sessions, provider) = (Arc::clone(&state.sessions), Arc::clone(&state.provider));
-        let value = cookie.value().to_owned();
-        web::block(move || crate::flow::logout::end_session(&sessions, &provider, &value))
-            .await?
-            .map_err(WebError::internal)?;
-    }
+    let removal = super::end_current_session(&state, &req).await?;
     let target = match request.post_logout_redirect_uri {
         Some(uri) => {
             let params: Vec<(&str, &str)> = request
@@ -527,7 +528,6 @@ pub async fn end_session(
         None => "/signed-out".to_owned(),
     };
     let mut res = super::see_other(&target);
-    res.add_cookie(&state.cookies.removal(state.cookies.session.clone()))
-        .map_err(WebError::internal)?;
+    res.add_cookie(&removal).map_err(WebError::internal)?;
     Ok(res)
 }
