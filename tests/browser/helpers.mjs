@@ -10,11 +10,11 @@
 //   CONCIERGE_TEST_CHROMIUM  browser executable (default /usr/bin/chromium)
 
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, existsSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, rmSync, existsSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname, isAbsolute } from 'node:path';
-import { randomBytes } from 'node:crypto';
+import { randomBytes, createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
@@ -119,6 +119,14 @@ process.on('exit', () => {
  * Returns { url, port, logs(), stop() }.
  */
 export async function startBroker({ env = {}, timeoutMs = 30_000 } = {}) {
+  return launch({ env, timeoutMs });
+}
+
+/**
+ * Starts a broker; `prepare({ bin, tmp, db, port, url, childEnv })`, when given, runs before the
+ * broker does (e.g. writes a config file) and returns its arguments (default: `serve`).
+ */
+async function launch({ env = {}, timeoutMs = 30_000, prepare } = {}) {
   const bin = brokerBinary();
   if (!existsSync(bin)) {
     throw new Error(`broker binary not found at ${bin}; build it (cargo build -p concierge) or set CONCIERGE_BIN`);
@@ -147,8 +155,19 @@ export async function startBroker({ env = {}, timeoutMs = 30_000 } = {}) {
     ...env,
   });
 
+  let args = ['serve'];
+  if (prepare) {
+    try {
+      args = await prepare({ bin, tmp, db, port, url, childEnv });
+    } catch (e) {
+      db.drop();
+      rmSync(tmp, { recursive: true, force: true });
+      throw e;
+    }
+  }
+
   const output = [];
-  const child = spawn(bin, ['serve'], {
+  const child = spawn(bin, args, {
     cwd: REPO_ROOT,
     env: childEnv,
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -179,7 +198,7 @@ export async function startBroker({ env = {}, timeoutMs = 30_000 } = {}) {
     const text = output.join('');
     const max = 20_000;
     const shown = text.length > max ? `...(${text.length - max} chars cut)...\n${text.slice(-max)}` : text;
-    return `--- broker (${bin} serve, ${BACKEND}, ${url}) output ---\n${shown}\n--- end of broker output ---`;
+    return `--- broker (${bin} ${args.join(' ')}, ${BACKEND}, ${url}) output ---\n${shown}\n--- end of broker output ---`;
   };
 
   const cleanup = async () => {
@@ -225,6 +244,92 @@ export async function startBroker({ env = {}, timeoutMs = 30_000 } = {}) {
     },
     stop: cleanup,
   };
+}
+
+/** Password of the account startProvider creates (the CLI wants at least 8 characters). */
+export const PROVIDER_PASSWORD = 'demo-password-1';
+
+/** Hex SHA-256 of a string: what a client's `secret_sha256` holds. */
+export function sha256Hex(text) {
+  return createHash('sha256').update(text, 'utf8').digest('hex');
+}
+
+/** A TOML value (strings, numbers, booleans and arrays of them). */
+function tomlValue(v, key) {
+  if (typeof v === 'string') return JSON.stringify(v); // a TOML basic string
+  if (typeof v === 'boolean' || (typeof v === 'number' && Number.isFinite(v))) return String(v);
+  if (Array.isArray(v)) return `[${v.map((x) => tomlValue(x, key)).join(', ')}]`;
+  throw new Error(`cannot write ${key} = ${JSON.stringify(v)} as TOML`);
+}
+
+function tomlTable(header, obj) {
+  const lines = [header];
+  for (const [k, v] of Object.entries(obj)) {
+    if (v !== undefined) lines.push(`${k} = ${tomlValue(v, k)}`);
+  }
+  return lines.join('\n');
+}
+
+/**
+ * Starts `concierge serve --config FILE` as an OpenID provider (not demo mode) on a free loopback
+ * port and a fresh database. The config file sets data_dir (a temp dir), server.bind and
+ * server.public_url (so the issuer is the broker's URL), database.url, a random
+ * provider.key_encryption_key, `provider` (more [provider] keys) and one [[clients]] table per
+ * entry of `clients` (keys as in the config file, e.g. { id, secret_sha256, redirect_uris }).
+ * Before the broker starts, `concierge users add` creates each of `users` ({ email, name,
+ * password }; default: demo@example.com / PROVIDER_PASSWORD). `env` overrides as for startBroker.
+ * Returns startBroker's object plus { issuer, configPath, email, password }.
+ */
+export async function startProvider({
+  clients = [],
+  provider = {},
+  users = [{ email: DEMO_EMAIL, name: 'Demo', password: PROVIDER_PASSWORD }],
+  env = {},
+  timeoutMs = 30_000,
+} = {}) {
+  // The binary is rebuilt from time to time; wait a little if it is being replaced.
+  const bin = brokerBinary();
+  for (let waited = 0; !existsSync(bin) && waited < 60_000; waited += 500) await sleep(500);
+  let configPath;
+  const broker = await launch({
+    env,
+    timeoutMs,
+    async prepare({ bin: exe, tmp, db, port, url, childEnv }) {
+      const dataDir = join(tmp, 'data');
+      mkdirSync(dataDir);
+      configPath = join(tmp, 'concierge.toml');
+      const text = [
+        `data_dir = ${tomlValue(dataDir)}`,
+        tomlTable('[server]', { bind: `127.0.0.1:${port}`, public_url: url }),
+        tomlTable('[database]', { url: db.url }),
+        tomlTable('[provider]', { key_encryption_key: randomBytes(32).toString('base64'), ...provider }),
+        ...clients.map((c) => tomlTable('[[clients]]', c)),
+      ].join('\n\n');
+      writeFileSync(configPath, `${text}\n`);
+      for (const u of users) {
+        const args = ['users', 'add', u.email, '--name', u.name ?? '', '--config', configPath];
+        const r = spawnSync(exe, args, {
+          cwd: REPO_ROOT,
+          env: childEnv,
+          input: `${u.password}\n`,
+          encoding: 'utf8',
+          timeout: 60_000,
+        });
+        if (r.error || r.status !== 0) {
+          throw new Error(
+            `concierge ${args.join(' ')} failed (${r.error?.message ?? `exit ${r.status}`})\n` +
+              `${r.stdout}${r.stderr}\n--- config ---\n${text}`,
+          );
+        }
+      }
+      return ['serve', '--config', configPath];
+    },
+  });
+  broker.issuer = broker.url; // public_url without the trailing slash
+  broker.configPath = configPath;
+  broker.email = users[0]?.email;
+  broker.password = users[0]?.password;
+  return broker;
 }
 
 /**

@@ -751,6 +751,18 @@ async fn prompt_and_response_modes(b: Backend) {
     // Signing in on that page comes back to /authorize.
     let page = anon.get(&loc).await;
     assert!(page.body.contains("lang=\"ko\""));
+    // Browsers apply form-action to the redirects after the form: the app's origin is allowed.
+    let csp = page
+        .headers
+        .get("content-security-policy")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains("form-action 'self' https://webapp.example;"),
+        "{csp}"
+    );
     let rt = page
         .field("return_to")
         .replace("&amp;", "&")

@@ -305,7 +305,9 @@ impl Client {
                 if reg.as_str() == req.as_str() {
                     return true;
                 }
-                is_loopback_http(reg)
+                // Any port on loopback is for native apps only (RFC 8252 7.3).
+                (self.channel == Channel::Mobile || self.is_public())
+                    && is_loopback_http(reg)
                     && is_loopback_http(&req)
                     && reg.host() == req.host()
                     && reg.path() == req.path()

@@ -245,6 +245,7 @@ impl Provider {
             "backchannel_logout_supported": true,
             "backchannel_logout_session_supported": true,
             "frontchannel_logout_supported": false,
+            "authorization_response_iss_parameter_supported": true,
         })
     }
 

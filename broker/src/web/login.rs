@@ -64,8 +64,8 @@ fn return_to(raw: Option<&str>) -> Option<ReturnTo> {
         .and_then(|s| ReturnTo::parse(s).ok())
 }
 
-fn login_page(
-    state: &AppState,
+async fn login_page(
+    state: &web::Data<AppState>,
     req: &HttpRequest,
     status: StatusCode,
     return_to: Option<&ReturnTo>,
@@ -96,6 +96,19 @@ fn login_page(
     if let Some(c) = csrf.new_cookie {
         res.add_cookie(&c).map_err(WebError::internal)?;
     }
+    // Signing in ends, through redirects, at the app's redirect URI: allow that form target.
+    if rt.starts_with("/authorize?") {
+        let (provider, rt) = (Arc::clone(&state.provider), rt.to_owned());
+        if let Some(origin) = web::block(move || super::redirect_origin_of(&provider, &rt)).await?
+            && let Ok(v) =
+                actix_web::http::header::HeaderValue::from_str(&super::csp_with_form_targets(&[
+                    origin,
+                ]))
+        {
+            res.headers_mut()
+                .insert(actix_web::http::header::CONTENT_SECURITY_POLICY, v);
+        }
+    }
     Ok(res)
 }
 
@@ -116,7 +129,7 @@ pub async fn show(
     }
     let hint = q.login_hint.as_deref().and_then(|h| Email::parse(h).ok());
     let hint = hint.as_ref().map(Email::as_str).unwrap_or("");
-    login_page(&state, &req, StatusCode::OK, rt.as_ref(), hint, None)
+    login_page(&state, &req, StatusCode::OK, rt.as_ref(), hint, None).await
 }
 
 pub async fn submit(
@@ -131,23 +144,23 @@ pub async fn submit(
         return Err(WebError::NotFound);
     };
     let shown_email = form.email.chars().take(254).collect::<String>();
-    let refused = |key: &str, status: StatusCode| {
+    let refused = |key: &'static str, status: StatusCode| {
         login_page(&state, &req, status, rt.as_ref(), &shown_email, Some(key))
     };
 
     // A malformed email is just a failed sign-in: no hint about which part was wrong.
     let (Ok(email), Some(password)) = (Email::parse(&form.email), form.password) else {
-        return refused("error_invalid_credentials", StatusCode::UNAUTHORIZED);
+        return refused("error_invalid_credentials", StatusCode::UNAUTHORIZED).await;
     };
     let identity = match connector.authenticate(&email, &password).await {
         Ok(identity) => identity,
         Err(UpstreamError::InvalidCredentials) => {
             tracing::info!(reason = "invalid_credentials", "login failed");
-            return refused("error_invalid_credentials", StatusCode::UNAUTHORIZED);
+            return refused("error_invalid_credentials", StatusCode::UNAUTHORIZED).await;
         }
         Err(UpstreamError::AccountDisabled) => {
             tracing::info!(reason = "account_disabled", "login failed");
-            return refused("error_account_disabled", StatusCode::FORBIDDEN);
+            return refused("error_account_disabled", StatusCode::FORBIDDEN).await;
         }
         Err(UpstreamError::Storage(e)) => return Err(e.into()),
         Err(other) => return Err(WebError::internal(other)),
@@ -172,10 +185,10 @@ pub async fn submit(
     let (token, record) = match outcome {
         Ok(ok) => ok,
         Err(FlowError::Disabled) => {
-            return refused("error_account_disabled", StatusCode::FORBIDDEN);
+            return refused("error_account_disabled", StatusCode::FORBIDDEN).await;
         }
         Err(FlowError::UnknownUser) => {
-            return refused("error_invalid_credentials", StatusCode::UNAUTHORIZED);
+            return refused("error_invalid_credentials", StatusCode::UNAUTHORIZED).await;
         }
         Err(FlowError::Storage(e)) => return Err(e.into()),
         Err(FlowError::Session(e)) => return Err(e.into()),

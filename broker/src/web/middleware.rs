@@ -16,6 +16,16 @@ use super::{AppState, RequestInfo};
 use crate::domain::Locale;
 use crate::error::ErrorMessage;
 
+/// The CSP of a page whose form leads, through redirects, to `origins` (browsers apply
+/// `form-action` to the whole redirect chain of a form submission).
+pub fn csp_with_form_targets(origins: &[String]) -> String {
+    let extra: String = origins.iter().map(|o| format!(" {o}")).collect();
+    format!(
+        "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'{extra}; \
+         frame-ancestors 'none'; base-uri 'none'"
+    )
+}
+
 pub const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; \
                        frame-ancestors 'none'; base-uri 'none'";
 

@@ -18,6 +18,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use serde::Serialize;
 
+pub(crate) use middleware::csp_with_form_targets;
 pub use middleware::observe;
 
 use crate::clock::{Clock, Entropy, UnixTime};
@@ -188,6 +189,42 @@ pub(crate) async fn end_current_session(
             .map_err(WebError::internal)?;
     }
     Ok(state.cookies.removal(state.cookies.session.clone()))
+}
+
+/// The CSP source of the redirect URI an `/authorize?...` return path will end at, if the
+/// client and redirect URI are valid. Blocking for clients stored in the database.
+pub(crate) fn redirect_origin_of(provider: &Provider, return_to: &str) -> Option<String> {
+    let query = return_to.strip_prefix("/authorize?")?;
+    let mut client_id = None;
+    let mut redirect_uri = None;
+    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+        match k.as_ref() {
+            "client_id" => client_id = Some(v.into_owned()),
+            "redirect_uri" => redirect_uri = Some(v.into_owned()),
+            _ => {}
+        }
+    }
+    let client = provider.clients.get(&client_id?).ok()??;
+    let uri = match redirect_uri {
+        Some(r) => client.redirect_uri(&r)?,
+        None if client.redirect_uris.len() == 1 => client.redirect_uris[0].clone(),
+        None => return None,
+    };
+    origin_source(&uri)
+}
+
+/// A CSP source expression for a URL: its origin, or `scheme:` for private-use schemes.
+pub(crate) fn origin_source(uri: &url::Url) -> Option<String> {
+    match uri.origin() {
+        url::Origin::Tuple(..) => Some(uri.origin().ascii_serialization()),
+        url::Origin::Opaque(_) => {
+            let scheme = uri.scheme();
+            scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c))
+                .then(|| format!("{scheme}:"))
+        }
+    }
 }
 
 pub(crate) fn render<T: Serialize>(

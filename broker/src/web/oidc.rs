@@ -299,11 +299,13 @@ fn respond(
     }
 }
 
-fn error_params(e: &OAuthError) -> Vec<(&'static str, String)> {
+/// Error response parameters, with `iss` (RFC 9207) like every authorization response.
+fn error_params(e: &OAuthError, issuer: &str) -> Vec<(&'static str, String)> {
     let mut p = vec![("error", e.code().to_owned())];
     if let Some(d) = e.description() {
         p.push(("error_description", d));
     }
+    p.push(("iss", issuer.to_owned()));
     p
 }
 
@@ -351,7 +353,7 @@ pub async fn authorize(
                 state: st,
                 error,
             } = *r;
-            let mut params = error_params(&error);
+            let mut params = error_params(&error, &state.provider.settings.issuer);
             if let Some(s) = st {
                 params.push(("state", s));
             }
@@ -364,7 +366,8 @@ pub async fn authorize(
     let now = state.clock.now();
     if ar.needs_login(session.as_ref().map(|s| s.record.auth_time), now) {
         if ar.prompt == Prompt::None {
-            let mut params = error_params(&OAuthError::LoginRequired);
+            let mut params =
+                error_params(&OAuthError::LoginRequired, &state.provider.settings.issuer);
             if let Some(s) = &ar.state {
                 params.push(("state", s.clone()));
             }
@@ -512,6 +515,15 @@ pub async fn end_session(
         let mut res = render(&state, &req, StatusCode::OK, "logout_confirm", true, &vm)?;
         if let Some(c) = csrf.new_cookie {
             res.add_cookie(&c).map_err(WebError::internal)?;
+        }
+        // The confirmation form ends, through a redirect, at the post-logout redirect URI.
+        let origins: Vec<String> = request
+            .post_logout_redirect_uri
+            .iter()
+            .filter_map(super::origin_source)
+            .collect();
+        if let Ok(v) = HeaderValue::from_str(&super::csp_with_form_targets(&origins)) {
+            res.headers_mut().insert(header::CONTENT_SECURITY_POLICY, v);
         }
         return Ok(res);
     }

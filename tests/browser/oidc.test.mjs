@@ -1,0 +1,442 @@
+// The broker as an OpenID provider to a real, certified relying party: openid-client (panva)
+// runs discovery, builds the authorization request (code + PKCE S256, state, nonce), redeems the
+// code, checks the ID token (its signature too, against /jwks), calls userinfo, refreshes,
+// introspects and revokes; headless Chromium plays the user's browser between the two. Runs on
+// the backend of CONCIERGE_TEST_BACKEND; see helpers.mjs.
+//
+//   node --test --test-concurrency=1 tests/browser/*.test.mjs
+
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { createServer } from 'node:http';
+import { randomBytes } from 'node:crypto';
+import * as client from 'openid-client';
+import { startProvider, launchBrowser, withLogs, sha256Hex, backend } from './helpers.mjs';
+
+const SCOPE = 'openid email profile offline_access';
+// Characters that must be form-encoded inside HTTP Basic (RFC 6749 2.3.1) are part of it.
+const SECRET = `${randomBytes(24).toString('base64url')}+/=:%`;
+
+/**
+ * A tiny HTTP server standing in for a client's redirect URI: GET `path` answers 200 and is
+ * recorded. Returns { port, url, hits, next({ timeoutMs, signal }), close() }; `next()` resolves
+ * with the URL of the next request to `path`.
+ */
+async function startCallbackServer(path) {
+  const hits = [];
+  const waiters = new Set();
+  const server = createServer((req, res) => {
+    const u = new URL(req.url, `http://127.0.0.1:${server.address().port}`);
+    if (req.method !== 'GET' || u.pathname !== path) {
+      res.writeHead(404).end();
+      return;
+    }
+    hits.push(u);
+    res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' });
+    res.end('<!doctype html><title>callback</title><p id="callback">received</p>');
+    for (const w of waiters) w(u);
+  });
+  await new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', resolve);
+  });
+  const { port } = server.address();
+  return {
+    port,
+    url: `http://127.0.0.1:${port}${path}`,
+    hits,
+    next({ timeoutMs = 15_000, signal } = {}) {
+      return new Promise((resolve, reject) => {
+        const finish = () => {
+          clearTimeout(timer);
+          waiters.delete(done);
+          signal?.removeEventListener('abort', stop);
+        };
+        const done = (u) => {
+          finish();
+          resolve(u);
+        };
+        const stop = () => {
+          finish();
+          reject(new Error(`stopped waiting for ${path} on port ${port}`));
+        };
+        const timer = setTimeout(() => {
+          finish();
+          reject(new Error(`nothing reached ${path} on port ${port} within ${timeoutMs} ms`));
+        }, timeoutMs);
+        waiters.add(done);
+        signal?.addEventListener('abort', stop);
+      });
+    },
+    close() {
+      return new Promise((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      });
+    },
+  };
+}
+
+/** Every HTTP request openid-client sends through `config`, recorded ({ url, method, headers, body }). */
+function recordRequests(config) {
+  const sent = [];
+  config[client.customFetch] = (url, options) => {
+    sent.push({
+      url: new URL(url),
+      method: options.method,
+      headers: new Headers(options.headers),
+      body: typeof options.body === 'string' || options.body instanceof URLSearchParams ? String(options.body) : options.body,
+    });
+    return fetch(url, options);
+  };
+  return sent;
+}
+
+/** The decoded protected header of a compact JWS. */
+function jwsHeader(jws) {
+  return JSON.parse(Buffer.from(jws.split('.')[0], 'base64url').toString('utf8'));
+}
+
+describe(`OpenID provider with openid-client (${backend}): code + PKCE, SSO, native app, introspection, revocation`, () => {
+  let provider;
+  let browser;
+  let webCallback; // redirect URI of `webapp` and `second`
+  let ssoContext; // the browser that signs in once and then gets SSO
+  let lastSub; // the subject of the first flow, to compare with later ones
+
+  before(async () => {
+    webCallback = await startCallbackServer('/cb');
+    provider = await startProvider({
+      clients: [
+        {
+          id: 'webapp',
+          name: 'Web App',
+          secret_sha256: sha256Hex(SECRET),
+          redirect_uris: [webCallback.url],
+        },
+        {
+          id: 'second',
+          name: 'Second App',
+          secret_sha256: sha256Hex(SECRET),
+          auth_method: 'client_secret_post',
+          signing_alg: 'ES256',
+          redirect_uris: [webCallback.url],
+        },
+        {
+          id: 'native',
+          name: 'Native App',
+          public: true,
+          channel: 'mobile',
+          redirect_uris: ['http://127.0.0.1/callback'],
+        },
+      ],
+    });
+    browser = await launchBrowser({ locale: 'en-US' });
+    ssoContext = await browser.newContext();
+  });
+  after(async () => {
+    await browser?.close();
+    await provider?.stop();
+    await webCallback?.close();
+  });
+
+  const test = (name, fn) => it(name, { timeout: 60_000 }, withLogs(() => provider, fn));
+
+  /** openid-client's configuration for one client, from discovery; plain http is fine on loopback. */
+  function discover(clientId, metadata, auth) {
+    return client.discovery(new URL(provider.issuer), clientId, metadata, auth, {
+      // enableNonRepudiationChecks: verify the ID token's signature with the keys at jwks_uri
+      // (openid-client skips that by default for ID tokens from the token endpoint).
+      execute: [client.allowInsecureRequests, client.enableNonRepudiationChecks],
+    });
+  }
+
+  /** A fresh authorization request for `config`: { url, pkceCodeVerifier, expectedState, expectedNonce }. */
+  async function authorizationRequest(config, redirectUri) {
+    const pkceCodeVerifier = client.randomPKCECodeVerifier();
+    const expectedState = client.randomState();
+    const expectedNonce = client.randomNonce();
+    const url = client.buildAuthorizationUrl(config, {
+      redirect_uri: redirectUri,
+      scope: SCOPE,
+      code_challenge: await client.calculatePKCECodeChallenge(pkceCodeVerifier),
+      code_challenge_method: 'S256',
+      state: expectedState,
+      nonce: expectedNonce,
+    });
+    return { url, pkceCodeVerifier, expectedState, expectedNonce };
+  }
+
+  /**
+   * Opens `url` in a new page of `context` and follows it until the browser lands on `callback`.
+   * login: 'required' (the broker's login page must appear; it is filled in), 'forbidden' (it must
+   * not), 'if-shown'. Returns { currentUrl, received, navigations } where `received` is what the
+   * callback server got and `navigations` every main-frame request of the page.
+   */
+  async function driveToCallback(context, url, callback, { login }) {
+    const page = await context.newPage();
+    const waiting = new AbortController();
+    try {
+      const navigations = [];
+      const problems = []; // failed navigations and console errors (e.g. CSP violations), for the message
+      let navigationFailed;
+      const failedNavigation = new Promise((resolve) => {
+        navigationFailed = resolve;
+      });
+      page.on('request', (r) => {
+        if (r.isNavigationRequest() && r.frame() === page.mainFrame()) navigations.push(new URL(r.url()));
+      });
+      page.on('requestfailed', (r) => {
+        if (!r.isNavigationRequest() || r.frame() !== page.mainFrame()) return;
+        problems.push(`navigation to ${r.url()} failed: ${r.failure()?.errorText}`);
+        navigationFailed();
+      });
+      page.on('console', (m) => {
+        if (m.type() === 'error') problems.push(`console error: ${m.text().trim()}`);
+      });
+      const arrived = callback.next({ signal: waiting.signal });
+      arrived.catch(() => {}); // awaited below; a timeout must not be an unhandled rejection
+      // A navigation that fails on the way to the redirect URI will not reach it: stop waiting then
+      // (after a moment, for the console message that says why).
+      const gaveUp = failedNavigation.then(() => new Promise((resolve) => setTimeout(resolve, 500))).then(() => {
+        throw new Error(`the browser never reached ${callback.url}`);
+      });
+      gaveUp.catch(() => {});
+      await page.goto(url.href);
+      const here = new URL(page.url());
+      const onLoginPage = here.origin === provider.url && here.pathname === '/login';
+      if (login === 'required' || (login === 'if-shown' && onLoginPage)) {
+        assert.ok(onLoginPage, `expected the broker's login page, the browser is at ${page.url()}`);
+        await page.locator('#login-form').waitFor({ timeout: 5_000 });
+        assert.match(here.searchParams.get('return_to') || '', /^\/authorize\?/, `return_to of ${page.url()}`);
+        await page.fill('#email', provider.email);
+        await page.fill('#password', provider.password);
+        await page.click('#login-submit');
+      }
+      let received;
+      try {
+        received = await Promise.race([arrived, gaveUp]);
+      } catch (e) {
+        const trail = navigations.map((u) => `  ${u.href}`).join('\n');
+        throw new Error(
+          `${e.message}; the browser stayed at ${page.url()}\n` +
+            `navigations:\n${trail}\n${problems.map((p) => `  ${p}`).join('\n')}`,
+        );
+      }
+      await page.waitForURL((u) => u.href.startsWith(callback.url), { timeout: 5_000 });
+      const currentUrl = new URL(page.url());
+      assert.equal(currentUrl.href, received.href, 'the browser shows what the redirect URI received');
+      if (login === 'forbidden') {
+        const loginPages = navigations.filter((u) => u.origin === provider.url && u.pathname === '/login');
+        assert.deepEqual(loginPages.map(String), [], 'the login page was never shown');
+        assert.deepEqual(
+          navigations.map((u) => `${u.origin}${u.pathname}`),
+          [`${provider.url}/authorize`, callback.url],
+          'straight from /authorize to the redirect URI',
+        );
+      }
+      return { currentUrl, received, navigations };
+    } finally {
+      waiting.abort();
+      await page.close();
+    }
+  }
+
+  /** Discovery, a browser round trip and the code grant; returns { config, tokens, claims, sent }. */
+  async function codeFlow({ clientId, metadata, auth, context, callback, redirectUri = callback.url, login }) {
+    const config = await discover(clientId, metadata, auth);
+    const sent = recordRequests(config);
+    const req = await authorizationRequest(config, redirectUri);
+    const { currentUrl } = await driveToCallback(context, req.url, callback, { login });
+    assert.equal(currentUrl.searchParams.get('iss'), provider.issuer, 'RFC 9207 iss in the response');
+    const tokens = await client.authorizationCodeGrant(config, currentUrl, {
+      pkceCodeVerifier: req.pkceCodeVerifier,
+      expectedState: req.expectedState,
+      expectedNonce: req.expectedNonce,
+    });
+    const claims = tokens.claims();
+    assert.ok(claims, 'an ID token was issued');
+    assert.equal(claims.nonce, req.expectedNonce);
+    return { config, tokens, claims, sent };
+  }
+
+  test('discovery, login page, code + PKCE, verified ID token, userinfo, refresh rotation (client_secret_basic)', async () => {
+    const config = await discover('webapp', undefined, client.ClientSecretBasic(SECRET));
+    const meta = config.serverMetadata();
+    assert.equal(meta.issuer, provider.issuer);
+    assert.equal(meta.authorization_endpoint, `${provider.issuer}/authorize`);
+    assert.ok(meta.supportsPKCE('S256'), 'S256 advertised');
+    const sent = recordRequests(config);
+
+    const req = await authorizationRequest(config, webCallback.url);
+    assert.equal(req.url.origin + req.url.pathname, `${provider.issuer}/authorize`);
+    const { currentUrl } = await driveToCallback(ssoContext, req.url, webCallback, { login: 'required' });
+    assert.ok(currentUrl.searchParams.get('code'), `a code in ${currentUrl}`);
+    assert.equal(currentUrl.searchParams.get('state'), req.expectedState);
+    assert.equal(currentUrl.searchParams.get('iss'), provider.issuer);
+
+    const tokens = await client.authorizationCodeGrant(config, currentUrl, {
+      pkceCodeVerifier: req.pkceCodeVerifier,
+      expectedState: req.expectedState,
+      expectedNonce: req.expectedNonce,
+    });
+    const tokenRequest = sent.find((r) => r.url.pathname === '/token');
+    assert.match(tokenRequest.headers.get('authorization') || '', /^Basic /, 'client_secret_basic');
+    const tokenBody = new URLSearchParams(tokenRequest.body);
+    assert.equal(tokenBody.get('code_verifier'), req.pkceCodeVerifier);
+    assert.equal(tokenBody.get('redirect_uri'), webCallback.url);
+    assert.equal(tokenBody.get('client_secret'), null);
+
+    assert.equal(tokens.token_type.toLowerCase(), 'bearer');
+    assert.ok(tokens.access_token && tokens.refresh_token && tokens.id_token);
+    assert.ok(tokens.expiresIn() > 0);
+    const claims = tokens.claims();
+    assert.equal(claims.iss, provider.issuer);
+    assert.equal(claims.aud, 'webapp');
+    assert.equal(claims.nonce, req.expectedNonce);
+    assert.equal(typeof claims.sub, 'string');
+    assert.ok(claims.sub.length > 0, 'sub');
+    assert.equal(claims.email, provider.email);
+    assert.ok(Array.isArray(claims.amr) && claims.amr.includes('pwd'), `amr ${JSON.stringify(claims.amr)}`);
+    assert.equal(typeof claims.sid, 'string');
+    assert.ok(claims.sid.length > 0, 'sid');
+    assert.equal(typeof claims.auth_time, 'number');
+    // The signature was checked against the published keys: the JWKS was fetched and has the kid.
+    const { kid, alg } = jwsHeader(tokens.id_token);
+    assert.equal(alg, 'RS256', 'the provider default');
+    assert.ok(sent.some((r) => r.url.href === meta.jwks_uri), 'the JWKS was fetched');
+    const jwks = client.getJwksCache(config);
+    assert.ok(jwks?.jwks?.keys?.some((k) => k.kid === kid), `kid ${kid} in the cached JWKS`);
+
+    const userinfo = await client.fetchUserInfo(config, tokens.access_token, claims.sub);
+    assert.equal(userinfo.sub, claims.sub);
+    assert.equal(userinfo.email, provider.email);
+
+    const refreshed = await client.refreshTokenGrant(config, tokens.refresh_token);
+    assert.ok(refreshed.access_token, 'a new access token');
+    assert.ok(refreshed.refresh_token, 'a new refresh token');
+    assert.notEqual(refreshed.refresh_token, tokens.refresh_token, 'the refresh token rotated');
+    if (refreshed.id_token) {
+      const again = refreshed.claims();
+      assert.equal(again.sub, claims.sub);
+      assert.equal(again.sid, claims.sid);
+    }
+    lastSub = claims.sub;
+  });
+
+  test('SSO: a second client (client_secret_post, ES256) gets a code without the login page', async () => {
+    const { config, tokens, claims, sent } = await codeFlow({
+      clientId: 'second',
+      // No ClientAuth given: with a client_secret openid-client defaults to client_secret_post.
+      metadata: { client_secret: SECRET, id_token_signed_response_alg: 'ES256' },
+      auth: undefined,
+      context: ssoContext,
+      callback: webCallback,
+      login: 'forbidden',
+    });
+    assert.equal(claims.aud, 'second');
+    assert.equal(claims.email, provider.email);
+    if (lastSub) assert.equal(claims.sub, lastSub, 'the same user as the first client');
+    assert.equal(jwsHeader(tokens.id_token).alg, 'ES256');
+    const tokenRequest = sent.find((r) => r.url.pathname === '/token');
+    assert.equal(tokenRequest.headers.get('authorization'), null, 'no Basic header');
+    assert.equal(new URLSearchParams(tokenRequest.body).get('client_secret'), SECRET, 'client_secret_post');
+    const userinfo = await client.fetchUserInfo(config, tokens.access_token, claims.sub);
+    assert.equal(userinfo.email, provider.email);
+  });
+
+  test('native app: public client, loopback redirect on a random port, PKCE and no secret', async (t) => {
+    const listener = await startCallbackServer('/callback');
+    t.after(() => listener.close());
+    const context = await browser.newContext();
+    t.after(() => context.close());
+    assert.notEqual(listener.port, 80);
+    const { config, tokens, claims, sent } = await codeFlow({
+      clientId: 'native',
+      metadata: undefined,
+      auth: client.None(),
+      context,
+      callback: listener,
+      redirectUri: listener.url, // registered as http://127.0.0.1/callback (RFC 8252 7.3)
+      login: 'required',
+    });
+    assert.equal(claims.aud, 'native');
+    assert.equal(claims.email, provider.email);
+    assert.ok(claims.amr.includes('pwd'));
+    const tokenRequest = sent.find((r) => r.url.pathname === '/token');
+    const body = new URLSearchParams(tokenRequest.body);
+    assert.equal(tokenRequest.headers.get('authorization'), null, 'no client authentication header');
+    assert.equal(body.get('client_id'), 'native');
+    assert.equal(body.get('client_secret'), null, 'no secret');
+    assert.ok(body.get('code_verifier'), 'PKCE verifier sent');
+    assert.equal(body.get('redirect_uri'), listener.url);
+    assert.ok(tokens.refresh_token, 'offline_access gives a refresh token');
+    const refreshed = await client.refreshTokenGrant(config, tokens.refresh_token);
+    assert.notEqual(refreshed.refresh_token, tokens.refresh_token);
+  });
+
+  test('introspection and revocation through openid-client', async () => {
+    const { config, tokens, claims } = await codeFlow({
+      clientId: 'webapp',
+      metadata: undefined,
+      auth: client.ClientSecretBasic(SECRET),
+      context: ssoContext,
+      callback: webCallback,
+      login: 'if-shown',
+    });
+    const at = await client.tokenIntrospection(config, tokens.access_token);
+    assert.equal(at.active, true, JSON.stringify(at));
+    assert.equal(at.client_id, 'webapp');
+    assert.equal(at.sub, claims.sub);
+    assert.equal(at.iss, provider.issuer);
+    const rt = await client.tokenIntrospection(config, tokens.refresh_token, { token_type_hint: 'refresh_token' });
+    assert.equal(rt.active, true, JSON.stringify(rt));
+    assert.equal(rt.client_id, 'webapp');
+
+    await client.tokenRevocation(config, tokens.access_token, { token_type_hint: 'access_token' });
+    assert.equal((await client.tokenIntrospection(config, tokens.access_token)).active, false, 'access token revoked');
+    await assert.rejects(client.fetchUserInfo(config, tokens.access_token, claims.sub), (e) => {
+      assert.equal(e.status, 401, `${e.name}: ${e.message}`);
+      return true;
+    });
+
+    await client.tokenRevocation(config, tokens.refresh_token, { token_type_hint: 'refresh_token' });
+    assert.equal((await client.tokenIntrospection(config, tokens.refresh_token)).active, false, 'refresh token revoked');
+    await assert.rejects(client.refreshTokenGrant(config, tokens.refresh_token), (e) => {
+      assert.equal(e.error, 'invalid_grant', `${e.name}: ${e.message}`);
+      return true;
+    });
+  });
+
+  test('a public client without PKCE gets error=invalid_request on its redirect URI, and no code', async (t) => {
+    const listener = await startCallbackServer('/callback');
+    t.after(() => listener.close());
+    const context = await browser.newContext();
+    t.after(() => context.close());
+    const state = client.randomState();
+    const url = new URL(`${provider.issuer}/authorize`);
+    url.search = new URLSearchParams({
+      response_type: 'code',
+      client_id: 'native',
+      redirect_uri: listener.url,
+      scope: 'openid email',
+      state,
+      nonce: client.randomNonce(),
+    }).toString();
+    const { currentUrl } = await driveToCallback(context, url, listener, { login: 'forbidden' });
+    const params = currentUrl.searchParams;
+    assert.equal(params.get('error'), 'invalid_request', `${currentUrl}`);
+    assert.equal(params.get('state'), state);
+    assert.equal(params.get('code'), null, 'no code issued');
+    assert.equal(listener.hits.length, 1);
+
+    // openid-client reads it as the authorization server's error, without calling /token.
+    const config = await discover('native', undefined, client.None());
+    const sent = recordRequests(config);
+    await assert.rejects(client.authorizationCodeGrant(config, currentUrl, { expectedState: state }), (e) => {
+      assert.equal(e.error, 'invalid_request', `${e.name}: ${e.message}`);
+      return true;
+    });
+    assert.deepEqual(sent.map((r) => r.url.pathname), [], 'no token request');
+  });
+});
