@@ -270,6 +270,9 @@ impl KeyRing {
         now: UnixTime,
         publish_delay: i64,
     ) -> Result<String, KeyError> {
+        // Decrypt what is stored first: a wrong key-encryption key must fail before anything is
+        // written or retired.
+        self.reload(store)?;
         let active_at = now.saturating_add(publish_delay);
         let kid = self.create(store, entropy, alg, now, active_at)?;
         store.retire_signing_keys(alg.as_str(), &kid, active_at)?;

@@ -584,10 +584,13 @@ impl Provider {
             // Within the grace window: a concurrent refresh (two tabs); answer it too.
         }
         let session = self.store.session_by_sid(&rec.sid)?;
-        if session.is_none_or(|s| now >= s.expires_at) {
+        let Some(session) = session.filter(|s| now < s.expires_at) else {
             self.store.delete_refresh_family(&rec.family_id)?;
             return Err(OAuthError::InvalidGrant("the session has ended".into()));
-        }
+        };
+        // An app refreshing on the user's behalf is activity of that session (as in Keycloak):
+        // the session's idle timeout does not end apps that keep refreshing.
+        self.store.touch_sessions(&[(session.key, now)])?;
         let granted: Vec<&str> = rec.scope.split_whitespace().collect();
         let scope = match scope {
             Some(s) => {

@@ -170,14 +170,20 @@ pub async fn submit(
         user_agent: user_agent(&req),
         ip: client_ip(&req),
     };
-    let (store, sessions) = (Arc::clone(&state.store), Arc::clone(&state.sessions));
-    // A sign-in replaces the session this browser had (re-authentication).
+    let (store, sessions, provider) = (
+        Arc::clone(&state.store),
+        Arc::clone(&state.sessions),
+        Arc::clone(&state.provider),
+    );
+    // A sign-in replaces the session this browser had (re-authentication); its apps are told.
     let previous = req
         .cookie(&state.cookies.session)
         .map(|c| c.value().to_owned());
     let outcome = web::block(move || {
-        if let Some(old) = previous {
-            sessions.end(&old)?;
+        if let Some(old) = previous
+            && let Err(e) = crate::flow::logout::end_session(&sessions, &provider, &old)
+        {
+            tracing::warn!(error = %e, "ending the replaced session failed");
         }
         sign_in(store.as_ref(), &sessions, identity, ctx)
     })
