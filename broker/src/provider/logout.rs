@@ -106,13 +106,7 @@ impl Provider {
                 "sid": session.sid,
                 "events": { "http://schemas.openid.net/event/backchannel-logout": {} },
             });
-            let alg = client.signing_alg.unwrap_or(self.settings.signing_alg);
-            let token = self
-                .keys
-                .with_signer(alg, now, |kid, s| {
-                    jwt::sign(s, alg, kid, "logout+jwt", &claims)
-                })?
-                .map_err(|e| OAuthError::ServerError(e.to_string()))?;
+            let token = self.sign_for(&client, "logout+jwt", &claims)?;
             let mut id = [0u8; 12];
             self.entropy.fill(&mut id);
             self.store.enqueue_logout(&LogoutDelivery {

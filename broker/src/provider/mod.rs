@@ -291,6 +291,30 @@ impl Provider {
         client.signing_alg.unwrap_or(self.settings.signing_alg)
     }
 
+    /// Seconds an access token for `client` lives.
+    fn access_ttl(&self, client: &Client) -> i64 {
+        secs(
+            client
+                .access_token_ttl
+                .unwrap_or(self.settings.access_token_ttl),
+        )
+    }
+
+    /// Signs `claims` for `client` with its algorithm's current key, as a JWT of type `typ`.
+    pub(crate) fn sign_for(
+        &self,
+        client: &Client,
+        typ: &str,
+        claims: &Value,
+    ) -> Result<String, OAuthError> {
+        let alg = self.alg_for(client);
+        self.keys
+            .with_signer(alg, self.now(), |kid, s| {
+                jwt::sign(s, alg, kid, typ, claims)
+            })?
+            .map_err(|e| OAuthError::ServerError(e.to_string()))
+    }
+
     /// All algorithms in use, so that each has a key.
     pub fn algorithms(&self) -> Vec<Alg> {
         let mut algs = vec![self.settings.signing_alg];
@@ -438,12 +462,7 @@ impl Provider {
         with_id_token: bool,
     ) -> Result<TokenResponse, OAuthError> {
         let now = self.now();
-        let alg = self.alg_for(client);
-        let ttl = secs(
-            client
-                .access_token_ttl
-                .unwrap_or(self.settings.access_token_ttl),
-        );
+        let ttl = self.access_ttl(client);
         let user = self
             .store
             .user_by_id(&g.user_id)?
@@ -469,12 +488,7 @@ impl Provider {
             at.insert("acr".into(), json!(acr));
         }
         at.insert("amr".into(), json!(g.amr));
-        let access_token = self
-            .keys
-            .with_signer(alg, now, |kid, s| {
-                jwt::sign(s, alg, kid, "at+jwt", &Value::Object(at))
-            })?
-            .map_err(|e| OAuthError::ServerError(e.to_string()))?;
+        let access_token = self.sign_for(client, "at+jwt", &Value::Object(at))?;
 
         let scopes: Vec<&str> = g.scope.split_whitespace().collect();
         let id_token = if with_id_token && scopes.contains(&"openid") {
@@ -502,13 +516,7 @@ impl Provider {
             if scopes.contains(&"profile") && !user.name.is_empty() {
                 id.insert("name".into(), json!(user.name));
             }
-            Some(
-                self.keys
-                    .with_signer(alg, now, |kid, s| {
-                        jwt::sign(s, alg, kid, "JWT", &Value::Object(id))
-                    })?
-                    .map_err(|e| OAuthError::ServerError(e.to_string()))?,
-            )
+            Some(self.sign_for(client, "JWT", &Value::Object(id))?)
         } else {
             None
         };
@@ -649,12 +657,7 @@ impl Provider {
             None => String::new(),
         };
         let now = self.now();
-        let alg = self.alg_for(client);
-        let ttl = secs(
-            client
-                .access_token_ttl
-                .unwrap_or(self.settings.access_token_ttl),
-        );
+        let ttl = self.access_ttl(client);
         let claims = json!({
             "iss": self.settings.issuer,
             "sub": client.id,
@@ -665,10 +668,7 @@ impl Provider {
             "client_id": client.id,
             "scope": scope,
         });
-        let access_token = self
-            .keys
-            .with_signer(alg, now, |kid, s| jwt::sign(s, alg, kid, "at+jwt", &claims))?
-            .map_err(|e| OAuthError::ServerError(e.to_string()))?;
+        let access_token = self.sign_for(client, "at+jwt", &claims)?;
         Ok(TokenResponse {
             access_token,
             token_type: "Bearer",

@@ -192,14 +192,6 @@ impl SessionManager {
         Ok(Some(record))
     }
 
-    /// Ends every session of a user (password change, disabled account ...) and their tokens.
-    pub fn end_all_for_user(&self, user: &UserId) -> Result<u64, SessionError> {
-        for s in self.store.sessions_of_user(user)? {
-            self.store.delete_refresh_for_sid(&s.sid)?;
-        }
-        Ok(self.store.delete_user_sessions(user)?)
-    }
-
     /// Writes the batched last-seen updates. On failure they are kept for the next flush.
     pub fn flush_touches(&self) -> Result<usize, SessionError> {
         let batch: Vec<(SessionKey, UnixTime)> = self.pending().drain().collect();

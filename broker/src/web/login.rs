@@ -99,14 +99,8 @@ async fn login_page(
     // Signing in ends, through redirects, at the app's redirect URI: allow that form target.
     if rt.starts_with("/authorize?") {
         let (provider, rt) = (Arc::clone(&state.provider), rt.to_owned());
-        if let Some(origin) = web::block(move || super::redirect_origin_of(&provider, &rt)).await?
-            && let Ok(v) =
-                actix_web::http::header::HeaderValue::from_str(&super::csp_with_form_targets(&[
-                    origin,
-                ]))
-        {
-            res.headers_mut()
-                .insert(actix_web::http::header::CONTENT_SECURITY_POLICY, v);
+        if let Some(origin) = web::block(move || super::redirect_origin_of(&provider, &rt)).await? {
+            super::set_csp(&mut res, &["'self'", &origin], false);
         }
     }
     Ok(res)

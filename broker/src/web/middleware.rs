@@ -16,18 +16,21 @@ use super::{AppState, RequestInfo};
 use crate::domain::Locale;
 use crate::error::ErrorMessage;
 
-/// The CSP of a page whose form leads, through redirects, to `origins` (browsers apply
-/// `form-action` to the whole redirect chain of a form submission).
-pub fn csp_with_form_targets(origins: &[String]) -> String {
-    let extra: String = origins.iter().map(|o| format!(" {o}")).collect();
+/// The one Content-Security-Policy of the hosted pages. `form_action` lists the sources a form
+/// may lead to (browsers apply `form-action` to the whole redirect chain after a submission);
+/// `scripts` allows this site's own script files (never inline ones).
+pub fn csp(form_action: &[&str], scripts: bool) -> String {
+    let script = if scripts { " script-src 'self';" } else { "" };
     format!(
-        "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'{extra}; \
-         frame-ancestors 'none'; base-uri 'none'"
+        "default-src 'none';{script} style-src 'self'; img-src 'self' data:; form-action {}; \
+         frame-ancestors 'none'; base-uri 'none'",
+        form_action.join(" ")
     )
 }
 
-pub const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; \
-                       frame-ancestors 'none'; base-uri 'none'";
+/// The policy of every page that sets no other.
+static DEFAULT_CSP: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| csp(&["'self'"], false));
 
 fn negotiate_locale(req: &ServiceRequest, default: Locale) -> Locale {
     let from_query = url::form_urlencoded::parse(req.query_string().as_bytes())
@@ -167,7 +170,7 @@ fn add_headers(res: &mut HttpResponse, state: &AppState, info: &RequestInfo) {
         }
     };
     if !has_csp {
-        set(header::CONTENT_SECURITY_POLICY, CSP);
+        set(header::CONTENT_SECURITY_POLICY, &DEFAULT_CSP);
     }
     set(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
     set(header::X_FRAME_OPTIONS, "DENY");

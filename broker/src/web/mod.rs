@@ -18,7 +18,6 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use serde::Serialize;
 
-pub(crate) use middleware::csp_with_form_targets;
 pub use middleware::observe;
 
 use crate::clock::{Clock, Entropy, UnixTime};
@@ -189,6 +188,16 @@ pub(crate) async fn end_current_session(
             .map_err(WebError::internal)?;
     }
     Ok(state.cookies.removal(state.cookies.session.clone()))
+}
+
+/// Gives a page its own policy (see [`middleware::csp`]); the middleware keeps it.
+pub(crate) fn set_csp(res: &mut HttpResponse, form_action: &[&str], scripts: bool) {
+    if let Ok(v) =
+        actix_web::http::header::HeaderValue::from_str(&middleware::csp(form_action, scripts))
+    {
+        res.headers_mut()
+            .insert(actix_web::http::header::CONTENT_SECURITY_POLICY, v);
+    }
 }
 
 /// The CSP source of the redirect URI an `/authorize?...` return path will end at, if the

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::header;
 use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse, web};
 use base64::Engine;
@@ -275,7 +275,6 @@ fn respond(
                 .finish())
         }
         ResponseMode::FormPost => {
-            let origin = redirect_uri.origin().ascii_serialization();
             let vm = FormPostPage {
                 action: redirect_uri.to_string(),
                 fields: params
@@ -287,13 +286,8 @@ fn respond(
                     .collect(),
             };
             let mut res = render(state, req, StatusCode::OK, "form_post", false, &vm)?;
-            let csp = format!(
-                "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-                 form-action {origin}; frame-ancestors 'none'; base-uri 'none'"
-            );
-            if let Ok(v) = HeaderValue::from_str(&csp) {
-                res.headers_mut().insert(header::CONTENT_SECURITY_POLICY, v);
-            }
+            let target = super::origin_source(&redirect_uri).unwrap_or_else(|| "'none'".into());
+            super::set_csp(&mut res, &[&target], true);
             Ok(res)
         }
     }
@@ -522,9 +516,9 @@ pub async fn end_session(
             .iter()
             .filter_map(super::origin_source)
             .collect();
-        if let Ok(v) = HeaderValue::from_str(&super::csp_with_form_targets(&origins)) {
-            res.headers_mut().insert(header::CONTENT_SECURITY_POLICY, v);
-        }
+        let mut sources = vec!["'self'"];
+        sources.extend(origins.iter().map(String::as_str));
+        super::set_csp(&mut res, &sources, false);
         return Ok(res);
     }
     let removal = super::end_current_session(&state, &req).await?;
