@@ -23,18 +23,29 @@ pub struct TestApp {
 
 /// A broker in demo mode (demo user present) with `env` overrides; None if the backend is skipped.
 pub async fn spawn(backend: Backend, env: &[(&str, &str)]) -> Option<TestApp> {
+    start(backend, None, env).await
+}
+
+/// Starts a broker on a fresh database, with a config file (in `config`'s folder) or in demo
+/// mode, a manual clock at START, and the demo user.
+async fn start(
+    backend: Backend,
+    config: Option<(tempfile::TempDir, std::path::PathBuf)>,
+    env: &[(&str, &str)],
+) -> Option<TestApp> {
     concierge::telemetry::init(concierge::config::LogFormat::Text, "warn");
     let db = fresh_db(backend)?;
     let store = open_store(&db);
     let mut vars: Vec<(String, String)> =
         vec![("CONCIERGE__SERVER__BIND".into(), "127.0.0.1:0".into())];
     vars.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
-    let settings = Settings::load(None, vars).unwrap();
+    let settings = Settings::load(config.as_ref().map(|(_, p)| p.as_path()), vars).unwrap();
     let clock = Arc::new(ManualClock::new(START));
     let deps = Deps {
         clock: clock.clone(),
         entropy: Arc::new(OsEntropy),
     };
+    concierge::startup::ensure_demo_user(store.as_ref(), &deps).unwrap();
     let dyn_store: Arc<dyn Store> = store.clone();
     let app = Application::build_with_store(settings, deps, dyn_store).unwrap();
     let base = format!("http://127.0.0.1:{}", app.port());
@@ -44,7 +55,7 @@ pub async fn spawn(backend: Backend, env: &[(&str, &str)]) -> Option<TestApp> {
         clock,
         store,
         _db: db,
-        _dir: None,
+        _dir: config.map(|(d, _)| d),
     })
 }
 
@@ -92,9 +103,6 @@ pub async fn spawn_provider_with(
     env: &[(&str, &str)],
     extra_toml: &str,
 ) -> Option<TestApp> {
-    concierge::telemetry::init(concierge::config::LogFormat::Text, "warn");
-    let db = fresh_db(backend)?;
-    let store = open_store(&db);
     let dir = tempfile::tempdir().unwrap();
     let body = format!(
         "data_dir = {:?}\n[provider]\nkey_encryption_key = \"{}\"\n{}",
@@ -107,27 +115,7 @@ pub async fn spawn_provider_with(
     );
     let path = dir.path().join("concierge.toml");
     std::fs::write(&path, body).unwrap();
-    let mut vars: Vec<(String, String)> =
-        vec![("CONCIERGE__SERVER__BIND".into(), "127.0.0.1:0".into())];
-    vars.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
-    let settings = Settings::load(Some(&path), vars).unwrap();
-    let clock = Arc::new(ManualClock::new(START));
-    let deps = Deps {
-        clock: clock.clone(),
-        entropy: Arc::new(OsEntropy),
-    };
-    concierge::startup::ensure_demo_user(store.as_ref(), &deps).unwrap();
-    let dyn_store: Arc<dyn Store> = store.clone();
-    let app = Application::build_with_store(settings, deps, dyn_store).unwrap();
-    let base = format!("http://127.0.0.1:{}", app.port());
-    tokio::spawn(app.run_until_stopped());
-    Some(TestApp {
-        base,
-        clock,
-        store,
-        _db: db,
-        _dir: Some(dir),
-    })
+    start(backend, Some((dir, path)), env).await
 }
 
 /// A cookie-keeping HTTP client that never follows redirects.

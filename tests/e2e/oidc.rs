@@ -103,6 +103,16 @@ impl Http {
         let (s, _, v) = self.post("/token", Some((client, SECRET)), form).await;
         (s, v)
     }
+    async fn refresh(&self, client: &str, refresh_token: &str) -> (u16, Value) {
+        self.token(
+            client,
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh_token),
+            ],
+        )
+        .await
+    }
     async fn exchange(&self, client: &str, code: &str, redirect: &str) -> (u16, Value) {
         self.token(
             client,
@@ -445,13 +455,7 @@ async fn negative_token_requests_get_rfc_errors_and_no_tokens(b: Backend) {
         false
     );
     let (s, t) = http
-        .token(
-            "webapp",
-            &[
-                ("grant_type", "refresh_token"),
-                ("refresh_token", first["refresh_token"].as_str().unwrap()),
-            ],
-        )
+        .refresh("webapp", first["refresh_token"].as_str().unwrap())
         .await;
     assert_eq!(
         (s, t["error"].as_str()),
@@ -555,41 +559,21 @@ async fn refresh_rotates_and_reuse_revokes_the_family(b: Backend) {
         .exchange("webapp", &code, "https://webapp.example/cb")
         .await;
     let r0 = t0["refresh_token"].as_str().unwrap().to_owned();
-    let (s, t1) = http
-        .token(
-            "webapp",
-            &[("grant_type", "refresh_token"), ("refresh_token", &r0)],
-        )
-        .await;
+    let (s, t1) = http.refresh("webapp", &r0).await;
     assert_eq!(s, 200, "{t1}");
     let r1 = t1["refresh_token"].as_str().unwrap().to_owned();
     assert_ne!(r0, r1, "rotated");
     assert_eq!(http.introspect(&r1).await["active"], true);
     assert_eq!(http.introspect(&r0).await["active"], false, "spent");
     // A concurrent refresh within the grace window is answered (two tabs).
-    let (s, t1b) = http
-        .token(
-            "webapp",
-            &[("grant_type", "refresh_token"), ("refresh_token", &r0)],
-        )
-        .await;
+    let (s, t1b) = http.refresh("webapp", &r0).await;
     assert_eq!(s, 200, "{t1b}");
     // Past the grace window a spent token is reuse: the whole family goes, the live one too.
     app.clock.advance(10);
-    let (s, t) = http
-        .token(
-            "webapp",
-            &[("grant_type", "refresh_token"), ("refresh_token", &r0)],
-        )
-        .await;
+    let (s, t) = http.refresh("webapp", &r0).await;
     assert_eq!((s, t["error"].as_str()), (400, Some("invalid_grant")));
     for live in [&r1, t1b["refresh_token"].as_str().unwrap()] {
-        let (s, t) = http
-            .token(
-                "webapp",
-                &[("grant_type", "refresh_token"), ("refresh_token", live)],
-            )
-            .await;
+        let (s, t) = http.refresh("webapp", live).await;
         assert_eq!(
             (s, t["error"].as_str()),
             (400, Some("invalid_grant")),
@@ -692,12 +676,7 @@ async fn revocation_and_logout_end_tokens(b: Backend) {
         .post("/revoke", Some(("webapp", SECRET)), &[("token", rt)])
         .await;
     assert_eq!(s, 200);
-    let (s, _) = http
-        .token(
-            "webapp",
-            &[("grant_type", "refresh_token"), ("refresh_token", rt)],
-        )
-        .await;
+    let (s, _) = http.refresh("webapp", rt).await;
     assert_eq!(s, 400);
     // Unknown tokens: still 200 (RFC 7009).
     assert_eq!(
@@ -719,13 +698,7 @@ async fn revocation_and_logout_end_tokens(b: Backend) {
         false
     );
     let (s, _) = http
-        .token(
-            "webapp",
-            &[
-                ("grant_type", "refresh_token"),
-                ("refresh_token", t["refresh_token"].as_str().unwrap()),
-            ],
-        )
+        .refresh("webapp", t["refresh_token"].as_str().unwrap())
         .await;
     assert_eq!(s, 400);
 }
