@@ -366,6 +366,12 @@ fn logout_outbox_and_session_participants(b: Backend) {
         s.enqueue_logout(&d).unwrap();
         assert!(s.due_logouts(99, 10).unwrap().is_empty());
         assert_eq!(s.due_logouts(100, 10).unwrap(), vec![d.clone()]);
+        assert!(s.claim_logout("d1", 100, 130).unwrap(), "first claim wins");
+        assert!(
+            !s.claim_logout("d1", 100, 130).unwrap(),
+            "a second instance loses"
+        );
+        assert!(s.due_logouts(129, 10).unwrap().is_empty(), "leased");
         s.reschedule_logout("d1", 1, 200).unwrap();
         assert!(s.due_logouts(150, 10).unwrap().is_empty());
         assert_eq!(s.due_logouts(200, 10).unwrap()[0].attempts, 1);

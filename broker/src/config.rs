@@ -442,13 +442,16 @@ impl Settings {
             Some(i) => {
                 let u = Url::parse(i)
                     .map_err(|e| invalid("provider.issuer", format!("`{i}` is not a URL: {e}")))?;
-                if u.query().is_some()
-                    || u.fragment().is_some()
-                    || !matches!(u.scheme(), "http" | "https")
-                {
+                let loopback = matches!(u.host(), Some(url::Host::Ipv4(ip)) if ip.is_loopback())
+                    || matches!(u.host(), Some(url::Host::Ipv6(ip)) if ip.is_loopback())
+                    || u.host_str() == Some("localhost");
+                let scheme_ok = u.scheme() == "https" || (u.scheme() == "http" && loopback);
+                // The endpoints are served at the root, so the issuer has no path.
+                if !scheme_ok || u.query().is_some() || u.fragment().is_some() || u.path() != "/" {
                     return Err(invalid(
                         "provider.issuer",
-                        "must be an http(s) URL without query or fragment".into(),
+                        "must be https (http only on loopback), without path, query or fragment"
+                            .into(),
                     ));
                 }
                 i.trim_end_matches('/').to_owned()
@@ -471,6 +474,13 @@ impl Settings {
             if d.as_secs() == 0 {
                 return Err(invalid(key, "must be at least 1s".into()));
             }
+        }
+        // Instances reload keys every 60 s; a new key must be in every JWKS before it signs.
+        if p.jwks_max_age < Duration::from_secs(120) {
+            return Err(invalid(
+                "provider.jwks_max_age",
+                "must be at least 2m (keys reload every 60 s)".into(),
+            ));
         }
         if p.code_ttl > Duration::from_secs(600) {
             return Err(invalid(
@@ -726,6 +736,48 @@ mod tests {
         .unwrap();
         let s = Settings::load(Some(&p), env(&[])).unwrap();
         assert!(s.https() && !s.demo);
+    }
+
+    #[test]
+    fn provider_rules_name_their_keys() {
+        for (var, value, key) in [
+            (
+                "CONCIERGE__PROVIDER__JWKS_MAX_AGE",
+                "30s",
+                "provider.jwks_max_age",
+            ),
+            (
+                "CONCIERGE__PROVIDER__ISSUER",
+                "https://id.example.com/tenant",
+                "provider.issuer",
+            ),
+            (
+                "CONCIERGE__PROVIDER__ISSUER",
+                "http://id.example.com",
+                "provider.issuer",
+            ),
+            (
+                "CONCIERGE__PROVIDER__SIGNING_ALG",
+                "HS256",
+                "provider.signing_alg",
+            ),
+            (
+                "CONCIERGE__PROVIDER__KEY_ENCRYPTION_KEY",
+                "c2hvcnQ=",
+                "provider.key_encryption_key",
+            ),
+        ] {
+            let m = Settings::load(None, env(&[(var, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(m.contains(key) && m.contains(var), "{m}");
+        }
+        let s = Settings::load(
+            None,
+            env(&[("CONCIERGE__PROVIDER__ISSUER", "https://id.example.com/")]),
+        )
+        .unwrap();
+        assert_eq!(s.provider.issuer, "https://id.example.com");
     }
 
     #[test]

@@ -288,6 +288,7 @@ fn spawn_background(
         })
     };
     let sweeper = {
+        let provider = Arc::clone(provider);
         let store = Arc::clone(store);
         let sessions = Arc::clone(sessions);
         let every = settings.session.sweep_interval;
@@ -310,6 +311,15 @@ fn spawn_background(
                     }
                     Ok(Err(e)) => tracing::warn!(error = %e, "grant sweep failed"),
                     _ => {}
+                }
+                // Keys retired for longer than any token they signed can live, plus a day.
+                let (st, cutoff) = (Arc::clone(&store), now - provider.max_token_ttl() - 86_400);
+                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || {
+                    st.delete_signing_keys_retired_before(cutoff)
+                })
+                .await
+                {
+                    tracing::warn!(error = %e, "retired key cleanup failed");
                 }
             }
         })

@@ -12,6 +12,11 @@ use crate::support::Backend;
 
 /// An HTTP endpoint that records the bodies POSTed to it.
 async fn receiver() -> (String, Arc<Mutex<Vec<String>>>) {
+    receiver_failing_first(0).await
+}
+
+/// Like `receiver`, answering 503 to the first `failures` requests (still recording them).
+async fn receiver_failing_first(failures: usize) -> (String, Arc<Mutex<Vec<String>>>) {
     let got: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
     let g = got.clone();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -23,8 +28,13 @@ async fn receiver() -> (String, Arc<Mutex<Vec<String>>>) {
             actix_web::web::post().to(move |body: String| {
                 let g = g.clone();
                 async move {
-                    g.lock().unwrap().push(body);
-                    actix_web::HttpResponse::Ok().finish()
+                    let mut got = g.lock().unwrap();
+                    got.push(body);
+                    if got.len() <= failures {
+                        actix_web::HttpResponse::ServiceUnavailable().finish()
+                    } else {
+                        actix_web::HttpResponse::Ok().finish()
+                    }
                 }
             }),
         )

@@ -8,6 +8,7 @@ mod support;
 mod bad_input;
 mod cli;
 mod helpers;
+mod keys;
 mod login;
 mod logout;
 mod oidc;

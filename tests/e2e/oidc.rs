@@ -807,7 +807,57 @@ async fn prompt_and_response_modes(b: Backend) {
     assert!(res.location.unwrap().starts_with("/login?"));
 }
 
+async fn redirect_uri_may_be_left_out_at_both_ends(b: Backend) {
+    let Some(app) = spawn_provider(b, &[]).await else {
+        return;
+    };
+    let http = Http::new(&app);
+    let mut br = signed_in(&app).await;
+    let path = format!(
+        "/authorize?response_type=code&client_id=webapp&scope=openid&code_challenge={}&code_challenge_method=S256",
+        challenge(VERIFIER)
+    );
+    let take_code = |loc: String| param(&loc, "code").unwrap();
+    let code = take_code(br.get(&path).await.location.unwrap());
+    let (s, t) = http
+        .token(
+            "webapp",
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("code_verifier", VERIFIER),
+            ],
+        )
+        .await;
+    assert_eq!(s, 200, "{t}");
+    // Naming the one registered URI at the token endpoint is fine too; another is not.
+    let code = take_code(br.get(&path).await.location.unwrap());
+    let (s, t) = http
+        .exchange("webapp", &code, "https://webapp.example/cb")
+        .await;
+    assert_eq!(s, 200, "{t}");
+    let code = take_code(br.get(&path).await.location.unwrap());
+    let (s, t) = http
+        .exchange("webapp", &code, "https://webapp.example/other")
+        .await;
+    assert_eq!((s, t["error"].as_str()), (400, Some("invalid_grant")));
+    // Named at /authorize: required at /token.
+    let code = code_for(&mut br, "webapp", "https://webapp.example/cb").await;
+    let (s, t) = http
+        .token(
+            "webapp",
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("code_verifier", VERIFIER),
+            ],
+        )
+        .await;
+    assert_eq!((s, t["error"].as_str()), (400, Some("invalid_grant")));
+}
+
 per_backend_async!(
+    redirect_uri_may_be_left_out_at_both_ends,
     discovery_and_cacheable_jwks,
     code_flow_with_pkce_issues_verifiable_tokens,
     a_second_client_gets_sso_and_its_own_algorithm,

@@ -30,6 +30,8 @@ pub enum Prompt {
 pub struct AuthorizeRequest {
     pub client: Arc<Client>,
     pub redirect_uri: Url,
+    /// Whether the request named it (else it is the client's only registered one).
+    pub redirect_uri_given: bool,
     pub response_mode: ResponseMode,
     pub state: Option<String>,
     pub nonce: Option<String>,
@@ -215,6 +217,7 @@ pub fn parse(
     }
     Ok(AuthorizeRequest {
         client,
+        redirect_uri_given: q.contains_key("redirect_uri"),
         redirect_uri,
         response_mode,
         state,

@@ -197,52 +197,62 @@ impl Client {
                 "a public client cannot use client_credentials".into(),
             ));
         }
-        let mut redirect_uris = Vec::new();
-        for r in &c.redirect_uris {
-            let u = Url::parse(r).map_err(|e| err("redirect_uris", format!("`{r}`: {e}")))?;
+        // One rule for every URI the broker sends a browser or a request to: https, http on
+        // loopback, or (native apps, browser redirects only) a reverse-DNS private-use scheme.
+        let parse_uri = |field: &'static str,
+                         r: &str,
+                         browser: bool|
+         -> Result<Url, ClientConfigError> {
+            let u = Url::parse(r).map_err(|e| err(field, format!("`{r}`: {e}")))?;
             if u.fragment().is_some() {
-                return Err(err(
-                    "redirect_uris",
-                    format!("`{r}` must not have a fragment"),
-                ));
+                return Err(err(field, format!("`{r}` must not have a fragment")));
             }
             let ok = match u.scheme() {
                 "https" => true,
                 "http" => is_loopback_http(&u) || u.host_str() == Some("localhost"),
                 // Private-use URI schemes (RFC 8252 7.1) for native apps only.
-                s => c.channel == Channel::Mobile && s.contains('.'),
+                s => browser && c.channel == Channel::Mobile && s.contains('.'),
             };
             if !ok {
                 return Err(err(
-                    "redirect_uris",
+                    field,
                     format!(
                         "`{r}`: use https, http on loopback, or (mobile) a reverse-DNS private-use scheme"
                     ),
                 ));
             }
-            redirect_uris.push(u);
-        }
+            Ok(u)
+        };
+        let redirect_uris = c
+            .redirect_uris
+            .iter()
+            .map(|r| parse_uri("redirect_uris", r, true))
+            .collect::<Result<Vec<_>, _>>()?;
         if grants.contains(&Grant::AuthorizationCode) && redirect_uris.is_empty() {
             return Err(err(
                 "redirect_uris",
                 "the authorization_code grant needs at least one".into(),
             ));
         }
-        let parse_urls =
-            |field: &'static str, list: &[String]| -> Result<Vec<Url>, ClientConfigError> {
-                list.iter()
-                    .map(|r| Url::parse(r).map_err(|e| err(field, format!("`{r}`: {e}"))))
-                    .collect()
-            };
-        let post_logout_redirect_uris =
-            parse_urls("post_logout_redirect_uris", &c.post_logout_redirect_uris)?;
+        let post_logout_redirect_uris = c
+            .post_logout_redirect_uris
+            .iter()
+            .map(|r| parse_uri("post_logout_redirect_uris", r, true))
+            .collect::<Result<Vec<_>, _>>()?;
         let backchannel_logout_uri = c
             .backchannel_logout_uri
             .as_deref()
-            .map(|u| {
-                Url::parse(u).map_err(|e| err("backchannel_logout_uri", format!("`{u}`: {e}")))
-            })
+            .map(|u| parse_uri("backchannel_logout_uri", u, false))
             .transpose()?;
+        for (field, d) in [
+            ("access_token_ttl", c.access_token_ttl),
+            ("refresh_idle_ttl", c.refresh_idle_ttl),
+            ("refresh_absolute_ttl", c.refresh_absolute_ttl),
+        ] {
+            if d.is_some_and(|d| d.as_secs() == 0) {
+                return Err(err(field, "must be at least 1s".into()));
+            }
+        }
         let signing_alg = c
             .signing_alg
             .as_deref()
@@ -449,6 +459,9 @@ mod tests {
             serde_json::json!({"id": "a b", "public": true, "redirect_uris": ["https://x/cb"]}),
             serde_json::json!({"id": "a", "public": true, "grant_types": ["client_credentials"]}),
             serde_json::json!({"id": "a", "public": true, "signing_alg": "HS256", "redirect_uris": ["https://x/cb"]}),
+            serde_json::json!({"id": "a", "public": true, "redirect_uris": ["https://x/cb"], "post_logout_redirect_uris": ["http://evil.example/"]}),
+            serde_json::json!({"id": "a", "public": true, "redirect_uris": ["https://x/cb"], "backchannel_logout_uri": "ftp://x/bcl"}),
+            serde_json::json!({"id": "a", "public": true, "redirect_uris": ["https://x/cb"], "access_token_ttl": "0s"}),
         ];
         for b in bad {
             assert!(Client::parse(&cfg(b.clone())).is_err(), "{b}");

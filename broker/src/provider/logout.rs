@@ -14,7 +14,7 @@ use super::jwt;
 use super::{OAuthError, Provider};
 use crate::storage::{LogoutDelivery, SessionRecord};
 
-/// Deliveries are given up after this many attempts (about 10 minutes of backoff).
+/// Deliveries are given up after this many attempts (5 s doubling: about 21 minutes in all).
 const MAX_ATTEMPTS: i64 = 8;
 
 /// What an RP-initiated logout request asked for, once checked.
@@ -139,6 +139,15 @@ impl Provider {
             Err(_) => return,
         };
         for d in due {
+            // Several instances share the outbox: only the one that claims a row sends it.
+            let this = std::sync::Arc::clone(self);
+            let (id, seen) = (d.id.clone(), d.next_attempt_at);
+            let claimed =
+                tokio::task::spawn_blocking(move || this.store.claim_logout(&id, seen, now + 30))
+                    .await;
+            if !matches!(claimed, Ok(Ok(true))) {
+                continue;
+            }
             let sent = http
                 .post(&d.uri)
                 .form(&[("logout_token", d.logout_token.as_str())])

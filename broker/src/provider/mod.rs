@@ -207,10 +207,17 @@ impl Provider {
 
     /// The longest a token signed now can stay valid: how long retired keys stay published.
     pub fn max_token_ttl(&self) -> i64 {
+        let longest_client = self
+            .clients
+            .configured()
+            .filter_map(|c| c.access_token_ttl)
+            .max()
+            .unwrap_or_default();
         secs(
             self.settings
                 .access_token_ttl
-                .max(self.settings.id_token_ttl),
+                .max(self.settings.id_token_ttl)
+                .max(longest_client),
         )
         .saturating_add(60)
     }
@@ -300,7 +307,9 @@ impl Provider {
         )
     }
 
-    /// Signs `claims` for `client` with its algorithm's current key, as a JWT of type `typ`.
+    /// Signs `claims` for `client` with its algorithm's current key, as a JWT of type `typ`. A
+    /// client registered at run time may name an algorithm no key exists for yet: its first
+    /// token creates one.
     pub(crate) fn sign_for(
         &self,
         client: &Client,
@@ -308,11 +317,20 @@ impl Provider {
         claims: &Value,
     ) -> Result<String, OAuthError> {
         let alg = self.alg_for(client);
-        self.keys
-            .with_signer(alg, self.now(), |kid, s| {
-                jwt::sign(s, alg, kid, typ, claims)
-            })?
-            .map_err(|e| OAuthError::ServerError(e.to_string()))
+        let now = self.now();
+        let sign = || {
+            self.keys
+                .with_signer(alg, now, |kid, s| jwt::sign(s, alg, kid, typ, claims))
+        };
+        let signed = match sign() {
+            Err(KeyError::NoKey(_)) => {
+                self.keys
+                    .ensure(self.store.as_ref(), self.entropy.as_ref(), &[alg], now)?;
+                sign()?
+            }
+            other => other?,
+        };
+        signed.map_err(|e| OAuthError::ServerError(e.to_string()))
     }
 
     /// All algorithms in use, so that each has a key.
@@ -339,7 +357,12 @@ impl Provider {
         self.store.insert_code(&AuthCodeRecord {
             code_hash: sha256(&code),
             client_id: req.client.id.clone(),
-            redirect_uri: req.redirect_uri.to_string(),
+            // Empty when /authorize was not given one (the client's single registered URI).
+            redirect_uri: if req.redirect_uri_given {
+                req.redirect_uri.to_string()
+            } else {
+                String::new()
+            },
             user_id: session.user_id.clone(),
             sid: session.sid.clone(),
             scope: req.scope.join(" "),
@@ -400,7 +423,15 @@ impl Provider {
         if now >= rec.expires_at {
             return Err(OAuthError::InvalidGrant("code expired".into()));
         }
-        if redirect_uri != Some(rec.redirect_uri.as_str()) {
+        // RFC 6749 4.1.3: required, and identical, if the authorization request included it.
+        let redirect_ok = match (rec.redirect_uri.is_empty(), redirect_uri) {
+            (false, given) => given == Some(rec.redirect_uri.as_str()),
+            (true, None) => true,
+            (true, Some(given)) => {
+                client.redirect_uris.len() == 1 && client.redirect_uris[0].as_str() == given
+            }
+        };
+        if !redirect_ok {
             return Err(OAuthError::InvalidGrant(
                 "redirect_uri does not match the authorization request".into(),
             ));

@@ -883,6 +883,25 @@ impl Store for DieselStore {
         })
     }
 
+    fn claim_logout(
+        &self,
+        id: &str,
+        seen: UnixTime,
+        lease_until: UnixTime,
+    ) -> Result<bool, StorageError> {
+        with_conn!(self, |c| {
+            diesel::update(
+                logout_deliveries::table
+                    .filter(logout_deliveries::id.eq(id))
+                    .filter(logout_deliveries::next_attempt_at.eq(seen)),
+            )
+            .set(logout_deliveries::next_attempt_at.eq(lease_until))
+            .execute(c)
+            .map(|n| n == 1)
+            .map_err(query_err)
+        })
+    }
+
     fn delete_logout(&self, id: &str) -> Result<(), StorageError> {
         with_conn!(self, |c| {
             diesel::delete(logout_deliveries::table.find(id))

@@ -240,6 +240,14 @@ pub trait Store: Send + Sync + 'static {
     fn take_session_clients(&self, sid: &str) -> Result<Vec<String>, StorageError>;
     fn enqueue_logout(&self, delivery: &LogoutDelivery) -> Result<(), StorageError>;
     fn due_logouts(&self, now: UnixTime, limit: i64) -> Result<Vec<LogoutDelivery>, StorageError>;
+    /// Takes a due delivery for this instance: moves `next_attempt_at` from `seen` to
+    /// `lease_until` only if no other instance did first. True if this call won.
+    fn claim_logout(
+        &self,
+        id: &str,
+        seen: UnixTime,
+        lease_until: UnixTime,
+    ) -> Result<bool, StorageError>;
     fn delete_logout(&self, id: &str) -> Result<(), StorageError>;
     fn reschedule_logout(
         &self,
