@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use concierge::domain::{Channel, Email, UserId};
 use concierge::storage::{
-    AuthCodeRecord, CodeUse, DieselStore, LogoutDelivery, RefreshRecord, SessionRecord,
+    AuthCodeRecord, CodeUse, DieselStore, LogoutDelivery, RefreshRecord, Rotation, SessionRecord,
     SigningKeyRecord, StorageError, Store, User,
 };
 use support::{Backend, TestDb, fresh_db, open_store};
@@ -265,20 +265,47 @@ fn refresh(hash: u8, family: &str, sid: &str) -> RefreshRecord {
     }
 }
 
-fn refresh_tokens_are_marked_once_and_revoked_by_family_or_session(b: Backend) {
+fn refresh_rotation_spends_once_and_reuse_revokes_the_family(b: Backend) {
     with_store(b, |s| {
         s.insert_user(&user("u1", "a@example.com")).unwrap();
         s.insert_refresh(&refresh(1, "f1", "sid-a")).unwrap();
         s.insert_refresh(&refresh(2, "f1", "sid-a")).unwrap();
         s.insert_refresh(&refresh(3, "f2", "sid-b")).unwrap();
-        assert!(s.mark_refresh_used(&[1; 32], 150).unwrap());
-        assert!(!s.mark_refresh_used(&[1; 32], 151).unwrap(), "only once");
+        s.insert_session(&session(9, "u1", 100, 600, 10_000))
+            .unwrap();
+        // Rotation spends the old token, stores the new one and touches the session at once.
+        let r = s
+            .rotate_refresh(&[1; 32], 150, 145, &refresh(5, "f1", "sid-a"), [9; 32])
+            .unwrap();
+        assert_eq!(r, Rotation::Rotated);
         assert_eq!(
             s.refresh_token(&[1; 32]).unwrap().unwrap().used_at,
             Some(150)
         );
-        assert_eq!(s.delete_refresh_family("f1").unwrap(), 2);
-        assert!(s.refresh_token(&[2; 32]).unwrap().is_none());
+        assert!(s.refresh_token(&[5; 32]).unwrap().is_some());
+        assert_eq!(s.session(&[9; 32]).unwrap().unwrap().last_seen, 150);
+        // Spent at 150: presented again with a cut-off of 148 (inside the grace) it rotates...
+        let r = s
+            .rotate_refresh(&[1; 32], 152, 148, &refresh(6, "f1", "sid-a"), [9; 32])
+            .unwrap();
+        assert_eq!(r, Rotation::Rotated);
+        assert_eq!(
+            s.refresh_token(&[1; 32]).unwrap().unwrap().used_at,
+            Some(150),
+            "first spend kept"
+        );
+        // ...with a later cut-off it is reuse: the family goes and nothing is stored.
+        let r = s
+            .rotate_refresh(&[1; 32], 170, 165, &refresh(7, "f1", "sid-a"), [9; 32])
+            .unwrap();
+        assert_eq!(r, Rotation::ReuseDetected);
+        for gone in [1u8, 2, 5, 6, 7] {
+            assert!(s.refresh_token(&[gone; 32]).unwrap().is_none(), "{gone}");
+        }
+        assert!(
+            s.refresh_token(&[3; 32]).unwrap().is_some(),
+            "other families stay"
+        );
         assert_eq!(s.delete_refresh_for_sid("sid-b").unwrap(), 1);
         s.insert_refresh(&refresh(4, "f3", "sid-c")).unwrap();
         assert_eq!(s.delete_expired_grants(1_000).unwrap(), 1, "idle expiry");
@@ -391,7 +418,7 @@ fn sessions_are_found_by_their_public_id(b: Backend) {
 
 per_backend!(
     codes_are_consumed_exactly_once,
-    refresh_tokens_are_marked_once_and_revoked_by_family_or_session,
+    refresh_rotation_spends_once_and_reuse_revokes_the_family,
     access_token_revocations_are_remembered_until_expiry,
     signing_keys_are_stored_and_retired,
     clients_are_stored_by_id,

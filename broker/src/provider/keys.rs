@@ -122,14 +122,13 @@ fn generate(alg: Alg, kid: &str) -> Result<(Vec<u8>, Value), KeyError> {
     let gen_err = |e: String| KeyError::Generate(e);
     match alg {
         Alg::RS256 => {
-            use rsa::pkcs8::EncodePrivateKey;
-            use rsa::traits::PublicKeyParts;
-            let key = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048)
-                .map_err(|e| gen_err(e.to_string()))?;
-            let der = key.to_pkcs8_der().map_err(|e| gen_err(e.to_string()))?;
+            let rsa = openssl::rsa::Rsa::generate(2048).map_err(|e| gen_err(e.to_string()))?;
             let jwk = json!({"kty": "RSA", "use": "sig", "alg": "RS256", "kid": kid,
-                "n": b64(&key.n().to_bytes_be()), "e": b64(&key.e().to_bytes_be())});
-            Ok((der.as_bytes().to_vec(), jwk))
+                "n": b64(&rsa.n().to_vec()), "e": b64(&rsa.e().to_vec())});
+            let der = openssl::pkey::PKey::from_rsa(rsa)
+                .and_then(|k| k.private_key_to_pkcs8())
+                .map_err(|e| gen_err(e.to_string()))?;
+            Ok((der, jwk))
         }
         Alg::ES256 => {
             let der =
@@ -340,7 +339,7 @@ mod tests {
 
     #[test]
     fn generated_keys_sign_and_their_jwk_verifies() {
-        for alg in [Alg::ES256, Alg::EdDSA] {
+        for alg in [Alg::RS256, Alg::ES256, Alg::EdDSA] {
             let (der, jwk) = generate(alg, "k").unwrap();
             let signer = Signer::from_pkcs8(alg, &der).unwrap();
             let v = verifier_from_jwk(&jwk).unwrap();

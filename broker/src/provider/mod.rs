@@ -19,7 +19,9 @@ use sha2::{Digest, Sha256};
 
 use crate::clock::{Clock, Entropy, UnixTime};
 use crate::domain::UserId;
-use crate::storage::{AuthCodeRecord, CodeUse, RefreshRecord, SessionRecord, StorageError, Store};
+use crate::storage::{
+    AuthCodeRecord, CodeUse, RefreshRecord, Rotation, SessionRecord, StorageError, Store,
+};
 use clients::{Client, ClientRegistry, Grant};
 use jwt::Alg;
 use keys::{KeyError, KeyRing};
@@ -474,13 +476,17 @@ impl Provider {
                 .refresh_absolute_ttl
                 .unwrap_or(self.settings.refresh_absolute_ttl),
         ));
-        self.user_tokens(
+        let (response, refresh) = self.user_tokens(
             client,
             &grantee,
             Self::code_jti(&rec.code_hash),
             Some((family, absolute)),
             true,
-        )
+        )?;
+        if let Some(r) = refresh {
+            self.store.insert_refresh(&r)?;
+        }
+        Ok(response)
     }
 
     /// Signs the access token (and, for `openid`, the ID token) and stores a refresh token.
@@ -491,7 +497,7 @@ impl Provider {
         jti: String,
         refresh_family: Option<(String, UnixTime)>,
         with_id_token: bool,
-    ) -> Result<TokenResponse, OAuthError> {
+    ) -> Result<(TokenResponse, Option<RefreshRecord>), OAuthError> {
         let now = self.now();
         let ttl = self.access_ttl(client);
         let user = self
@@ -552,7 +558,9 @@ impl Provider {
             None
         };
 
-        let refresh_token = match refresh_family {
+        // The refresh token's record is returned, not stored: the caller stores it in the
+        // same transaction as whatever it spends (a code, or the previous refresh token).
+        let (refresh_token, refresh_record) = match refresh_family {
             Some((family_id, absolute)) if client.allows(Grant::RefreshToken) => {
                 let token = self.random_token();
                 let idle = now.saturating_add(secs(
@@ -560,7 +568,7 @@ impl Provider {
                         .refresh_idle_ttl
                         .unwrap_or(self.settings.refresh_idle_ttl),
                 ));
-                self.store.insert_refresh(&RefreshRecord {
+                let record = RefreshRecord {
                     token_hash: sha256(&token),
                     family_id,
                     client_id: client.id.clone(),
@@ -574,19 +582,20 @@ impl Provider {
                     idle_expires_at: idle.min(absolute),
                     expires_at: absolute,
                     used_at: None,
-                })?;
-                Some(token)
+                };
+                (Some(token), Some(record))
             }
-            _ => None,
+            _ => (None, None),
         };
-        Ok(TokenResponse {
+        let response = TokenResponse {
             access_token,
             token_type: "Bearer",
             expires_in: ttl,
             scope: g.scope.clone(),
             id_token,
             refresh_token,
-        })
+        };
+        Ok((response, refresh_record))
     }
 
     /// `grant_type=refresh_token`: rotation with reuse detection and a grace window.
@@ -611,25 +620,17 @@ impl Provider {
         if now >= rec.expires_at || now >= rec.idle_expires_at {
             return Err(OAuthError::InvalidGrant("refresh token expired".into()));
         }
-        if !self.store.mark_refresh_used(&hash, now)? {
-            let used_at = rec.used_at.unwrap_or(now);
-            if now.saturating_sub(used_at) > secs(self.settings.refresh_reuse_grace) {
-                let n = self.store.delete_refresh_family(&rec.family_id)?;
-                tracing::warn!(client_id = %client.id, user_id = %rec.user_id, revoked = n, "refresh token reuse detected; family revoked");
-                return Err(OAuthError::InvalidGrant(
-                    "refresh token already used".into(),
-                ));
-            }
-            // Within the grace window: a concurrent refresh (two tabs); answer it too.
+        // A token spent before this cut-off is being reused; one spent after it is a concurrent
+        // refresh (two tabs) inside the grace window, and is answered too.
+        let reuse_cutoff = now.saturating_sub(secs(self.settings.refresh_reuse_grace));
+        if rec.used_at.is_some_and(|t| t < reuse_cutoff) {
+            return Err(self.reuse_detected(client, &rec)?);
         }
         let session = self.store.session_by_sid(&rec.sid)?;
         let Some(session) = session.filter(|s| now < s.expires_at) else {
             self.store.delete_refresh_family(&rec.family_id)?;
             return Err(OAuthError::InvalidGrant("the session has ended".into()));
         };
-        // An app refreshing on the user's behalf is activity of that session (as in Keycloak):
-        // the session's idle timeout does not end apps that keep refreshing.
-        self.store.touch_sessions(&[(session.key, now)])?;
         let granted: Vec<&str> = rec.scope.split_whitespace().collect();
         let scope = match scope {
             Some(s) => {
@@ -652,13 +653,37 @@ impl Provider {
             amr: rec.amr.clone(),
             nonce: None,
         };
-        self.user_tokens(
+        let (response, refresh) = self.user_tokens(
             client,
             &grantee,
             self.random_token(),
             Some((rec.family_id.clone(), rec.expires_at)),
             true,
-        )
+        )?;
+        let new = refresh
+            .ok_or_else(|| OAuthError::ServerError("refresh grant without refresh token".into()))?;
+        // One transaction: spend the old token, store the new one, and count the refresh as
+        // activity of the session (an app refreshing for the user keeps it from going idle).
+        match self
+            .store
+            .rotate_refresh(&hash, now, reuse_cutoff, &new, session.key)?
+        {
+            Rotation::Rotated => Ok(response),
+            Rotation::ReuseDetected => Err(self.reuse_detected(client, &rec)?),
+        }
+    }
+
+    /// A spent refresh token came back: its family is gone (the live token too).
+    fn reuse_detected(
+        &self,
+        client: &Client,
+        rec: &RefreshRecord,
+    ) -> Result<OAuthError, OAuthError> {
+        let n = self.store.delete_refresh_family(&rec.family_id)?;
+        tracing::warn!(client_id = %client.id, user_id = %rec.user_id, revoked = n, "refresh token reuse detected; family revoked");
+        Ok(OAuthError::InvalidGrant(
+            "refresh token already used".into(),
+        ))
     }
 
     /// `grant_type=client_credentials`: an access token for the client itself.

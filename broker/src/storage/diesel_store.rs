@@ -16,7 +16,7 @@ use super::schema::{
     session_clients, sessions, signing_keys, users,
 };
 use super::{
-    AuthCodeRecord, CodeUse, LogoutDelivery, RefreshRecord, SessionKey, SessionRecord,
+    AuthCodeRecord, CodeUse, LogoutDelivery, RefreshRecord, Rotation, SessionKey, SessionRecord,
     SigningKeyRecord, StorageError, Store, User,
 };
 use crate::clock::UnixTime;
@@ -771,30 +771,59 @@ impl Store for DieselStore {
         row.map(RefreshRow::into_record).transpose()
     }
 
-    fn mark_refresh_used(
-        &self,
-        token_hash: &[u8; 32],
-        now: UnixTime,
-    ) -> Result<bool, StorageError> {
-        with_conn!(self, |c| {
-            diesel::update(
-                refresh_tokens::table
-                    .filter(refresh_tokens::token_hash.eq(&token_hash[..]))
-                    .filter(refresh_tokens::used_at.is_null()),
-            )
-            .set(refresh_tokens::used_at.eq(Some(now)))
-            .execute(c)
-            .map(|n| n == 1)
-            .map_err(query_err)
-        })
-    }
-
     fn delete_refresh_family(&self, family_id: &str) -> Result<u64, StorageError> {
         with_conn!(self, |c| {
             diesel::delete(refresh_tokens::table.filter(refresh_tokens::family_id.eq(family_id)))
                 .execute(c)
                 .map(|n| n as u64)
                 .map_err(query_err)
+        })
+    }
+
+    fn rotate_refresh(
+        &self,
+        old: &[u8; 32],
+        now: UnixTime,
+        reuse_cutoff: UnixTime,
+        new: &RefreshRecord,
+        touch: SessionKey,
+    ) -> Result<Rotation, StorageError> {
+        let row = RefreshRow::from_record(new);
+        with_conn!(self, |c| {
+            c.transaction(|c| {
+                let spent_now = diesel::update(
+                    refresh_tokens::table
+                        .filter(refresh_tokens::token_hash.eq(&old[..]))
+                        .filter(refresh_tokens::used_at.is_null()),
+                )
+                .set(refresh_tokens::used_at.eq(Some(now)))
+                .execute(c)?;
+                if spent_now == 0 {
+                    let (family, used_at) = refresh_tokens::table
+                        .find(&old[..])
+                        .select((refresh_tokens::family_id, refresh_tokens::used_at))
+                        .first::<(String, Option<i64>)>(c)?;
+                    if used_at.unwrap_or(now) < reuse_cutoff {
+                        diesel::delete(
+                            refresh_tokens::table.filter(refresh_tokens::family_id.eq(family)),
+                        )
+                        .execute(c)?;
+                        return Ok(Rotation::ReuseDetected);
+                    }
+                }
+                diesel::insert_into(refresh_tokens::table)
+                    .values(&row)
+                    .execute(c)?;
+                diesel::update(
+                    sessions::table
+                        .filter(sessions::id_hash.eq(&touch[..]))
+                        .filter(sessions::last_seen.lt(now)),
+                )
+                .set(sessions::last_seen.eq(now))
+                .execute(c)?;
+                Ok(Rotation::Rotated)
+            })
+            .map_err(query_err)
         })
     }
 

@@ -155,6 +155,15 @@ pub struct LogoutDelivery {
     pub created_at: UnixTime,
 }
 
+/// What rotating a refresh token did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rotation {
+    /// The old token is spent, the new one stored, the session touched.
+    Rotated,
+    /// The old token had been spent before the reuse cut-off: its whole family is deleted.
+    ReuseDetected,
+}
+
 /// The persistence the broker needs. Synchronous: call it from a blocking thread.
 pub trait Store: Send + Sync + 'static {
     /// `sqlite` or `postgres`.
@@ -224,10 +233,18 @@ pub trait Store: Send + Sync + 'static {
     // Refresh tokens.
     fn insert_refresh(&self, token: &RefreshRecord) -> Result<(), StorageError>;
     fn refresh_token(&self, token_hash: &[u8; 32]) -> Result<Option<RefreshRecord>, StorageError>;
-    /// Atomically marks the token used; true if this call did (it was unused).
-    fn mark_refresh_used(&self, token_hash: &[u8; 32], now: UnixTime)
-    -> Result<bool, StorageError>;
     fn delete_refresh_family(&self, family_id: &str) -> Result<u64, StorageError>;
+    /// In one transaction: spends `old` (if unspent), stores `new` and records activity on the
+    /// session `touch`. If `old` was already spent before `reuse_cutoff`, deletes its family
+    /// instead and stores nothing (a spend at or after the cut-off is a concurrent refresh).
+    fn rotate_refresh(
+        &self,
+        old: &[u8; 32],
+        now: UnixTime,
+        reuse_cutoff: UnixTime,
+        new: &RefreshRecord,
+        touch: SessionKey,
+    ) -> Result<Rotation, StorageError>;
     fn delete_refresh_for_sid(&self, sid: &str) -> Result<u64, StorageError>;
 
     // Access tokens revoked before expiry.

@@ -165,7 +165,11 @@ pub async fn token(
     match result {
         Ok(tokens) => Ok(json_no_store(StatusCode::OK, &tokens)),
         Err(e) => {
-            tracing::info!(error = e.code(), "token request refused");
+            tracing::info!(
+                error = e.code(),
+                description = e.description().unwrap_or_default(),
+                "token request refused"
+            );
             Err(WebError::OAuth(e))
         }
     }
