@@ -666,6 +666,8 @@ async fn revocation_and_logout_end_tokens(b: Backend) {
         t["access_token"].as_str().unwrap(),
         t["refresh_token"].as_str().unwrap(),
     );
+    // Introspected first (its signature is now cached): revocation must still win.
+    assert_eq!(http.introspect(at).await["active"], true);
     let (s, _, _) = http
         .post("/revoke", Some(("webapp", SECRET)), &[("token", at)])
         .await;
