@@ -36,6 +36,8 @@ enum Pools {
 /// The diesel-backed store.
 pub struct DieselStore {
     pools: Pools,
+    /// SQLite only: serialises this process's writers.
+    writer: Option<std::sync::Mutex<()>>,
 }
 
 fn checkout<C>(
@@ -48,8 +50,17 @@ where
         .map_err(|e| StorageError::Unavailable(e.to_string()))
 }
 
-/// Runs `$body` with `$c: &mut Connection` on whichever backend this store uses.
+/// Runs `$body` with `$c: &mut Connection` on whichever backend this store uses. `write` marks
+/// a body that writes: on SQLite those take the in-process writer lock first (SQLite has one
+/// writer; waiting on a mutex wakes at once, its busy handler sleeps for milliseconds).
 macro_rules! with_conn {
+    (write $self:expr, |$c:ident| $body:expr) => {{
+        let _writer = $self.writer.as_ref().map(|m| match m.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        });
+        with_conn!($self, |$c| $body)
+    }};
     ($self:expr, |$c:ident| $body:expr) => {
         match &$self.pools {
             Pools::Sqlite(pool) => {
@@ -149,7 +160,8 @@ impl DieselStore {
                 Pools::Postgres(pool)
             }
         };
-        Ok(Self { pools })
+        let writer = matches!(pools, Pools::Sqlite(_)).then(|| std::sync::Mutex::new(()));
+        Ok(Self { pools, writer })
     }
 }
 
@@ -427,7 +439,7 @@ impl Store for DieselStore {
 
     fn insert_user(&self, user: &User) -> Result<(), StorageError> {
         let row = UserRow::from_user(user);
-        with_conn!(self, |c| {
+        with_conn!(write self, |c| {
             diesel::insert_into(users::table)
                 .values(&row)
                 .execute(c)
@@ -467,7 +479,7 @@ impl Store for DieselStore {
         hash: &str,
         now: UnixTime,
     ) -> Result<bool, StorageError> {
-        with_conn!(self, |c| {
+        with_conn!(write self, |c| {
             diesel::update(users::table.find(id.as_str()))
                 .set((
                     users::password_hash.eq(Some(hash)),
@@ -485,7 +497,7 @@ impl Store for DieselStore {
         disabled: bool,
         now: UnixTime,
     ) -> Result<bool, StorageError> {
-        with_conn!(self, |c| {
+        with_conn!(write self, |c| {
             diesel::update(users::table.find(id.as_str()))
                 .set((users::disabled.eq(disabled), users::updated_at.eq(now)))
                 .execute(c)
@@ -496,7 +508,7 @@ impl Store for DieselStore {
 
     fn insert_session(&self, session: &SessionRecord) -> Result<(), StorageError> {
         let row = SessionRow::from_record(session);
-        with_conn!(self, |c| {
+        with_conn!(write self, |c| {
             diesel::insert_into(sessions::table)
                 .values(&row)
                 .execute(c)
@@ -531,7 +543,7 @@ impl Store for DieselStore {
         if touches.is_empty() {
             return Ok(());
         }
-        with_conn!(self, |c| {
+        with_conn!(write self, |c| {
             c.transaction(|c| {
                 for (key, at) in touches {
                     diesel::update(
@@ -549,7 +561,7 @@ impl Store for DieselStore {
     }
 
     fn delete_session(&self, key: &SessionKey) -> Result<bool, StorageError> {
-        with_conn!(self, |c| {
+        with_conn!(write self, |c| {
             diesel::delete(sessions::table.find(&key[..]))
                 .execute(c)
                 .map(|n| n > 0)
@@ -558,7 +570,7 @@ impl Store for DieselStore {
     }
 
     fn delete_user_sessions(&self, user: &UserId) -> Result<u64, StorageError> {
-        with_conn!(self, |c| {
+        with_conn!(write self, |c| {
             diesel::delete(sessions::table.filter(sessions::user_id.eq(user.as_str())))
                 .execute(c)
                 .map(|n| n as u64)
@@ -568,7 +580,7 @@ impl Store for DieselStore {
 
     fn delete_expired_sessions(&self, now: UnixTime, grace_secs: i64) -> Result<u64, StorageError> {
         let idle_cutoff = now.saturating_sub(grace_secs);
-        with_conn!(self, |c| {
+        with_conn!(write self, |c| {
             diesel::delete(
                 sessions::table.filter(
                     sessions::expires_at
@@ -599,7 +611,7 @@ impl Store for DieselStore {
         config_json: &str,
         now: UnixTime,
     ) -> Result<(), StorageError> {
-        with_conn!(self, |c| {
+        with_conn!(write self, |c| {
             diesel::insert_into(clients::table)
                 .values((
                     clients::id.eq(id),
@@ -637,7 +649,7 @@ impl Store for DieselStore {
     }
 
     fn delete_client(&self, id: &str) -> Result<bool, StorageError> {
-        with_conn!(self, |c| {
+        with_conn!(write self, |c| {
             diesel::delete(clients::table.find(id))
                 .execute(c)
                 .map(|n| n > 0)
@@ -655,7 +667,7 @@ impl Store for DieselStore {
             active_at: key.active_at,
             retired_at: key.retired_at,
         };
-        with_conn!(self, |c| {
+        with_conn!(write self, |c| {
             diesel::insert_into(signing_keys::table)
                 .values(&row)
                 .execute(c)
@@ -691,7 +703,7 @@ impl Store for DieselStore {
         except_kid: &str,
         at: UnixTime,
     ) -> Result<u64, StorageError> {
-        with_conn!(self, |c| {
+        with_conn!(write self, |c| {
             diesel::update(
                 signing_keys::table
                     .filter(signing_keys::alg.eq(alg))
@@ -706,7 +718,7 @@ impl Store for DieselStore {
     }
 
     fn delete_signing_keys_retired_before(&self, before: UnixTime) -> Result<u64, StorageError> {
-        with_conn!(self, |c| {
+        with_conn!(write self, |c| {
             diesel::delete(signing_keys::table.filter(signing_keys::retired_at.lt(before)))
                 .execute(c)
                 .map(|n| n as u64)
@@ -716,7 +728,7 @@ impl Store for DieselStore {
 
     fn insert_code(&self, code: &AuthCodeRecord) -> Result<(), StorageError> {
         let row = AuthCodeRow::from_record(code);
-        with_conn!(self, |c| {
+        with_conn!(write self, |c| {
             diesel::insert_into(auth_codes::table)
                 .values(&row)
                 .execute(c)
@@ -726,7 +738,7 @@ impl Store for DieselStore {
     }
 
     fn consume_code(&self, code_hash: &[u8; 32], now: UnixTime) -> Result<CodeUse, StorageError> {
-        let (marked, row): (usize, Option<AuthCodeRow>) = with_conn!(self, |c| {
+        let (marked, row): (usize, Option<AuthCodeRow>) = with_conn!(write self, |c| {
             let marked = diesel::update(
                 auth_codes::table
                     .filter(auth_codes::code_hash.eq(&code_hash[..]))
@@ -751,7 +763,7 @@ impl Store for DieselStore {
 
     fn insert_refresh(&self, token: &RefreshRecord) -> Result<(), StorageError> {
         let row = RefreshRow::from_record(token);
-        with_conn!(self, |c| {
+        with_conn!(write self, |c| {
             diesel::insert_into(refresh_tokens::table)
                 .values(&row)
                 .execute(c)
@@ -772,7 +784,7 @@ impl Store for DieselStore {
     }
 
     fn delete_refresh_family(&self, family_id: &str) -> Result<u64, StorageError> {
-        with_conn!(self, |c| {
+        with_conn!(write self, |c| {
             diesel::delete(refresh_tokens::table.filter(refresh_tokens::family_id.eq(family_id)))
                 .execute(c)
                 .map(|n| n as u64)
@@ -789,7 +801,7 @@ impl Store for DieselStore {
         touch: SessionKey,
     ) -> Result<Rotation, StorageError> {
         let row = RefreshRow::from_record(new);
-        with_conn!(self, |c| {
+        with_conn!(write self, |c| {
             c.transaction(|c| {
                 let spent_now = diesel::update(
                     refresh_tokens::table
@@ -828,7 +840,7 @@ impl Store for DieselStore {
     }
 
     fn delete_refresh_for_sid(&self, sid: &str) -> Result<u64, StorageError> {
-        with_conn!(self, |c| {
+        with_conn!(write self, |c| {
             diesel::delete(refresh_tokens::table.filter(refresh_tokens::sid.eq(sid)))
                 .execute(c)
                 .map(|n| n as u64)
@@ -837,7 +849,7 @@ impl Store for DieselStore {
     }
 
     fn revoke_jti(&self, jti: &str, expires_at: UnixTime) -> Result<(), StorageError> {
-        with_conn!(self, |c| {
+        with_conn!(write self, |c| {
             diesel::insert_into(revoked_tokens::table)
                 .values((
                     revoked_tokens::jti.eq(jti),
@@ -863,7 +875,7 @@ impl Store for DieselStore {
     }
 
     fn add_session_client(&self, sid: &str, client_id: &str) -> Result<(), StorageError> {
-        with_conn!(self, |c| {
+        with_conn!(write self, |c| {
             diesel::insert_into(session_clients::table)
                 .values((
                     session_clients::sid.eq(sid),
@@ -877,7 +889,7 @@ impl Store for DieselStore {
     }
 
     fn take_session_clients(&self, sid: &str) -> Result<Vec<String>, StorageError> {
-        with_conn!(self, |c| {
+        with_conn!(write self, |c| {
             c.transaction(|c| {
                 let ids = session_clients::table
                     .filter(session_clients::sid.eq(sid))
@@ -892,7 +904,7 @@ impl Store for DieselStore {
     }
 
     fn enqueue_logout(&self, delivery: &LogoutDelivery) -> Result<(), StorageError> {
-        with_conn!(self, |c| {
+        with_conn!(write self, |c| {
             diesel::insert_into(logout_deliveries::table)
                 .values(delivery)
                 .execute(c)
@@ -918,7 +930,7 @@ impl Store for DieselStore {
         seen: UnixTime,
         lease_until: UnixTime,
     ) -> Result<bool, StorageError> {
-        with_conn!(self, |c| {
+        with_conn!(write self, |c| {
             diesel::update(
                 logout_deliveries::table
                     .filter(logout_deliveries::id.eq(id))
@@ -932,7 +944,7 @@ impl Store for DieselStore {
     }
 
     fn delete_logout(&self, id: &str) -> Result<(), StorageError> {
-        with_conn!(self, |c| {
+        with_conn!(write self, |c| {
             diesel::delete(logout_deliveries::table.find(id))
                 .execute(c)
                 .map(|_| ())
@@ -946,7 +958,7 @@ impl Store for DieselStore {
         attempts: i64,
         next_attempt_at: UnixTime,
     ) -> Result<(), StorageError> {
-        with_conn!(self, |c| {
+        with_conn!(write self, |c| {
             diesel::update(logout_deliveries::table.find(id))
                 .set((
                     logout_deliveries::attempts.eq(attempts),
@@ -959,7 +971,7 @@ impl Store for DieselStore {
     }
 
     fn delete_expired_grants(&self, now: UnixTime) -> Result<u64, StorageError> {
-        with_conn!(self, |c| {
+        with_conn!(write self, |c| {
             let codes = diesel::delete(auth_codes::table.filter(auth_codes::expires_at.le(now)))
                 .execute(c)
                 .map_err(query_err)?;
@@ -986,7 +998,7 @@ impl Store for DieselStore {
         candidate: &[u8],
         now: UnixTime,
     ) -> Result<Vec<u8>, StorageError> {
-        with_conn!(self, |c| {
+        with_conn!(write self, |c| {
             diesel::insert_into(secrets::table)
                 .values((
                     secrets::name.eq(name),
