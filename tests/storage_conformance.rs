@@ -314,12 +314,12 @@ fn refresh_rotation_spends_once_and_reuse_revokes_the_family(b: Backend) {
 
 fn access_token_revocations_are_remembered_until_expiry(b: Backend) {
     with_store(b, |s| {
-        assert!(!s.is_jti_revoked("j1").unwrap());
+        assert!(!s.token_state("j1", None).unwrap().revoked);
         s.revoke_jti("j1", 500).unwrap();
         s.revoke_jti("j1", 500).unwrap();
-        assert!(s.is_jti_revoked("j1").unwrap());
+        assert!(s.token_state("j1", None).unwrap().revoked);
         assert_eq!(s.delete_expired_grants(500).unwrap(), 1);
-        assert!(!s.is_jti_revoked("j1").unwrap());
+        assert!(!s.token_state("j1", None).unwrap().revoked);
     });
 }
 
@@ -412,6 +412,15 @@ fn sessions_are_found_by_their_public_id(b: Backend) {
         s.insert_user(&user("u1", "a@example.com")).unwrap();
         s.insert_session(&session(5, "u1", 100, 60, 1_000)).unwrap();
         assert_eq!(s.session_by_sid("sid-5").unwrap().unwrap().key, [5; 32]);
+        let state = s.token_state("nope", Some("sid-5")).unwrap();
+        assert_eq!(
+            state,
+            concierge::storage::TokenState {
+                revoked: false,
+                session: Some((1_000, 100, 60))
+            }
+        );
+        assert_eq!(s.token_state("nope", Some("sid-6")).unwrap().session, None);
         assert!(s.session_by_sid("sid-6").unwrap().is_none());
     });
 }

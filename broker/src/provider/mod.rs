@@ -764,17 +764,17 @@ impl Provider {
             .get("jti")
             .and_then(Value::as_str)
             .ok_or(OAuthError::InvalidToken)?;
-        if self.store.is_jti_revoked(jti)? {
+        let sid = claims.get("sid").and_then(Value::as_str);
+        let state = self.store.token_state(jti, sid)?;
+        if state.revoked {
             return Err(OAuthError::InvalidToken);
         }
-        if let Some(sid) = claims.get("sid").and_then(Value::as_str) {
-            let live = self.store.session_by_sid(sid)?.is_some_and(|s| {
-                now < s.expires_at
-                    && now.saturating_sub(s.last_seen) < s.idle_timeout.saturating_add(60)
-            });
-            if !live {
-                return Err(OAuthError::InvalidToken);
-            }
+        // A user's token lives only as long as its session (idle allowance: unflushed activity).
+        let session_live = |(expires_at, last_seen, idle): (i64, i64, i64)| {
+            now < expires_at && now.saturating_sub(last_seen) < idle.saturating_add(60)
+        };
+        if sid.is_some() && !state.session.is_some_and(session_live) {
+            return Err(OAuthError::InvalidToken);
         }
         Ok(claims)
     }

@@ -17,7 +17,7 @@ use super::schema::{
 };
 use super::{
     AuthCodeRecord, CodeUse, LogoutDelivery, RefreshRecord, Rotation, SessionKey, SessionRecord,
-    SigningKeyRecord, StorageError, Store, User,
+    SigningKeyRecord, StorageError, Store, TokenState, User,
 };
 use crate::clock::UnixTime;
 use crate::config::DatabaseUrl;
@@ -862,15 +862,29 @@ impl Store for DieselStore {
         })
     }
 
-    fn is_jti_revoked(&self, jti: &str) -> Result<bool, StorageError> {
+    fn token_state(&self, jti: &str, sid: Option<&str>) -> Result<TokenState, StorageError> {
         with_conn!(self, |c| {
-            revoked_tokens::table
+            let revoked = revoked_tokens::table
                 .find(jti)
                 .select(revoked_tokens::jti)
                 .first::<String>(c)
                 .optional()
-                .map(|r| r.is_some())
-                .map_err(query_err)
+                .map_err(query_err)?
+                .is_some();
+            let session = match sid {
+                Some(sid) => sessions::table
+                    .filter(sessions::sid.eq(sid))
+                    .select((
+                        sessions::expires_at,
+                        sessions::last_seen,
+                        sessions::idle_timeout,
+                    ))
+                    .first::<(i64, i64, i64)>(c)
+                    .optional()
+                    .map_err(query_err)?,
+                None => None,
+            };
+            Ok(TokenState { revoked, session })
         })
     }
 

@@ -155,6 +155,14 @@ pub struct LogoutDelivery {
     pub created_at: UnixTime,
 }
 
+/// What the checks on a presented access token need, read in one go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenState {
+    pub revoked: bool,
+    /// `(expires_at, last_seen, idle_timeout)` of the token's session, if asked and it exists.
+    pub session: Option<(UnixTime, UnixTime, i64)>,
+}
+
 /// What rotating a refresh token did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rotation {
@@ -249,7 +257,8 @@ pub trait Store: Send + Sync + 'static {
 
     // Access tokens revoked before expiry.
     fn revoke_jti(&self, jti: &str, expires_at: UnixTime) -> Result<(), StorageError>;
-    fn is_jti_revoked(&self, jti: &str) -> Result<bool, StorageError>;
+    /// Whether `jti` is revoked and, for `sid`, the session's liveness fields (one checkout).
+    fn token_state(&self, jti: &str, sid: Option<&str>) -> Result<TokenState, StorageError>;
 
     // Back-channel logout.
     fn add_session_client(&self, sid: &str, client_id: &str) -> Result<(), StorageError>;

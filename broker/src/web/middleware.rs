@@ -46,6 +46,24 @@ fn negotiate_locale(req: &ServiceRequest, default: Locale) -> Locale {
         .unwrap_or(default)
 }
 
+/// A request id for logs and support: unique in this process, different across processes. Not
+/// a secret, so it needs no system call per request.
+fn request_id(entropy: &dyn crate::clock::Entropy) -> String {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PREFIX: OnceLock<u32> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(|| {
+        let mut b = [0u8; 4];
+        entropy.fill(&mut b);
+        u32::from_le_bytes(b)
+    });
+    format!(
+        "{prefix:08x}{:08x}",
+        COUNTER.fetch_add(1, Ordering::Relaxed) & 0xffff_ffff
+    )
+}
+
 pub async fn observe(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -57,10 +75,8 @@ pub async fn observe(
             .await
             .map(ServiceResponse::map_into_boxed_body);
     };
-    let mut id = [0u8; 8];
-    state.entropy.fill(&mut id);
     let info = RequestInfo {
-        id: hex::encode(id),
+        id: request_id(state.entropy.as_ref()),
         locale: negotiate_locale(&req, state.settings.ui.default_locale),
     };
     req.extensions_mut().insert(info.clone());
