@@ -218,6 +218,10 @@ impl Application {
         if let Some(w) = settings.workers {
             server = server.workers(w);
         }
+        // Blocking work is database work: more threads than connections only wait on the pool,
+        // and on a busy core each extra thread costs context switches (ADR 5).
+        let blocking = usize::try_from(settings.pool_size).unwrap_or(8).max(2);
+        server = server.worker_max_blocking_threads(blocking);
         let server = server.run();
         let tasks = spawn_background(&sessions, &provider, &store, &settings);
         Ok(Self {
