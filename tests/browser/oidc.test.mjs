@@ -11,6 +11,7 @@ import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import { randomBytes } from 'node:crypto';
 import * as client from 'openid-client';
+import * as jose from 'jose';
 import { startProvider, launchBrowser, withLogs, sha256Hex, backend } from './helpers.mjs';
 
 const SCOPE = 'openid email profile offline_access';
@@ -77,6 +78,36 @@ async function startCallbackServer(path) {
   };
 }
 
+/**
+ * A back-channel logout endpoint: POSTs to `path` answer 200 and their bodies are recorded.
+ * Returns { url, bodies, close() }.
+ */
+async function startBackchannelReceiver(path) {
+  const bodies = [];
+  const server = createServer((req, res) => {
+    let body = '';
+    req.on('data', (c) => (body += c));
+    req.on('end', () => {
+      if (req.method === 'POST' && req.url === path) bodies.push(body);
+      res.writeHead(req.method === 'POST' && req.url === path ? 200 : 404).end();
+    });
+  });
+  await new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', resolve);
+  });
+  return {
+    url: `http://127.0.0.1:${server.address().port}${path}`,
+    bodies,
+    close() {
+      return new Promise((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      });
+    },
+  };
+}
+
 /** Every HTTP request openid-client sends through `config`, recorded ({ url, method, headers, body }). */
 function recordRequests(config) {
   const sent = [];
@@ -97,17 +128,29 @@ function jwsHeader(jws) {
   return JSON.parse(Buffer.from(jws.split('.')[0], 'base64url').toString('utf8'));
 }
 
-describe(`OpenID provider with openid-client (${backend}): code + PKCE, SSO, native app, introspection, revocation`, () => {
+describe(`OpenID provider with openid-client (${backend}): code + PKCE, SSO, native app, introspection, revocation, logout`, () => {
   let provider;
   let browser;
   let webCallback; // redirect URI of `webapp` and `second`
+  let byeCallback; // post-logout redirect URI of `logout`
+  let backchannel; // back-channel logout endpoint of `logout`
   let ssoContext; // the browser that signs in once and then gets SSO
   let lastSub; // the subject of the first flow, to compare with later ones
 
   before(async () => {
     webCallback = await startCallbackServer('/cb');
+    byeCallback = await startCallbackServer('/bye');
+    backchannel = await startBackchannelReceiver('/backchannel-logout');
     provider = await startProvider({
       clients: [
+        {
+          id: 'logout',
+          name: 'Logout App',
+          secret_sha256: sha256Hex(SECRET),
+          redirect_uris: [webCallback.url],
+          post_logout_redirect_uris: [byeCallback.url],
+          backchannel_logout_uri: backchannel.url,
+        },
         {
           id: 'webapp',
           name: 'Web App',
@@ -138,6 +181,8 @@ describe(`OpenID provider with openid-client (${backend}): code + PKCE, SSO, nat
     await browser?.close();
     await provider?.stop();
     await webCallback?.close();
+    await byeCallback?.close();
+    await backchannel?.close();
   });
 
   const test = (name, fn) => it(name, { timeout: 60_000 }, withLogs(() => provider, fn));
@@ -438,5 +483,58 @@ describe(`OpenID provider with openid-client (${backend}): code + PKCE, SSO, nat
       return true;
     });
     assert.deepEqual(sent.map((r) => r.url.pathname), [], 'no token request');
+  });
+
+  test('RP-initiated logout through openid-client ends the session, and the back-channel receiver gets a valid logout token', async (t) => {
+    const context = await browser.newContext();
+    t.after(() => context.close());
+    const { config, tokens, claims } = await codeFlow({
+      clientId: 'logout',
+      auth: client.ClientSecretBasic(SECRET),
+      context,
+      callback: webCallback,
+      login: 'required',
+    });
+    assert.ok(claims.sid, 'the ID token names its session');
+    assert.equal(config.serverMetadata().backchannel_logout_supported, true);
+
+    const state = client.randomState();
+    const endSession = client.buildEndSessionUrl(config, {
+      id_token_hint: tokens.id_token,
+      post_logout_redirect_uri: byeCallback.url,
+      state,
+    });
+    assert.equal(endSession.origin + endSession.pathname, `${provider.issuer}/oidc/logout`);
+    const page = await context.newPage();
+    const arrived = byeCallback.next();
+    await page.goto(endSession.href);
+    const bye = await arrived;
+    assert.equal(bye.searchParams.get('state'), state, 'state comes back to the post-logout URI');
+
+    // The broker session is over: the account page asks to sign in again.
+    await page.goto(`${provider.url}/account`);
+    assert.equal(new URL(page.url()).pathname, '/login');
+    await page.close();
+
+    // The back-channel logout arrives without the user waiting for it; verify it independently.
+    for (let i = 0; i < 50 && backchannel.bodies.length === 0; i++) await new Promise((r) => setTimeout(r, 100));
+    assert.equal(backchannel.bodies.length, 1, 'one logout token delivered');
+    const logoutToken = new URLSearchParams(backchannel.bodies[0]).get('logout_token');
+    const jwks = jose.createRemoteJWKSet(new URL(config.serverMetadata().jwks_uri));
+    const { payload, protectedHeader } = await jose.jwtVerify(logoutToken, jwks, {
+      issuer: provider.issuer,
+      audience: 'logout',
+      typ: 'logout+jwt',
+    });
+    assert.equal(payload.sid, claims.sid);
+    assert.equal(payload.sub, claims.sub);
+    assert.deepEqual(payload.events, { 'http://schemas.openid.net/event/backchannel-logout': {} });
+    assert.equal(payload.nonce, undefined, 'a logout token has no nonce');
+    assert.ok(typeof payload.jti === 'string' && payload.iat > 0 && payload.exp > payload.iat);
+    assert.ok(protectedHeader.kid);
+
+    // Its tokens died with the session.
+    assert.equal((await client.tokenIntrospection(config, tokens.access_token)).active, false);
+    await assert.rejects(client.refreshTokenGrant(config, tokens.refresh_token), (e) => e.error === 'invalid_grant');
   });
 });

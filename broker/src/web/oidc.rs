@@ -396,7 +396,7 @@ pub async fn authorize(
         other => WebError::Internal(other.to_string()),
     })?;
     let locale = request_info(&req, &state).locale;
-    tracing::info!(client_id = %ar.client.id, locale = locale.as_str(), "authorization code issued");
+    tracing::info!(client_id = %ar.client.id, locale = locale.as_str(), acr_values = ar.acr_values.as_deref().unwrap_or(""), "authorization code issued");
     let mut params = vec![("code", code.as_str())];
     if let Some(s) = &ar.state {
         params.push(("state", s.as_str()));
