@@ -417,7 +417,12 @@ fn sessions_are_found_by_their_public_id(b: Backend) {
             state,
             concierge::storage::TokenState {
                 revoked: false,
-                session: Some((1_000, 100, 60))
+                session: Some(concierge::storage::SessionLiveness {
+                    expires_at: 1_000,
+                    last_seen: 100,
+                    idle_timeout: 60,
+                    tokens_valid_after: 0,
+                })
             }
         );
         assert_eq!(s.token_state("nope", Some("sid-6")).unwrap().session, None);
@@ -425,7 +430,43 @@ fn sessions_are_found_by_their_public_id(b: Backend) {
     });
 }
 
+fn token_epochs_only_move_forward_and_sessions_are_found_by_client(b: Backend) {
+    with_store(b, |s| {
+        s.insert_user(&user("u1", "a@example.com")).unwrap();
+        s.insert_session(&session(5, "u1", 100, 60, 1_000)).unwrap();
+        s.insert_session(&session(6, "u1", 200, 60, 1_000)).unwrap();
+        let u1 = UserId::from_stored("u1".into());
+        assert!(s.set_tokens_valid_after(&u1, 500).unwrap());
+        assert!(
+            s.set_tokens_valid_after(&u1, 400).unwrap(),
+            "exists, but the epoch stays"
+        );
+        assert_eq!(
+            s.token_state("j", Some("sid-5"))
+                .unwrap()
+                .session
+                .unwrap()
+                .tokens_valid_after,
+            500
+        );
+        assert!(
+            !s.set_tokens_valid_after(&UserId::from_stored("ghost".into()), 1)
+                .unwrap()
+        );
+        s.add_session_client("sid-6", "app").unwrap();
+        let of_app = s.sessions_of_client("app").unwrap();
+        assert_eq!(
+            of_app.iter().map(|r| r.sid.as_str()).collect::<Vec<_>>(),
+            vec!["sid-6"]
+        );
+        assert!(s.sessions_of_client("other").unwrap().is_empty());
+        assert_eq!(s.all_sessions(10).unwrap().len(), 2);
+        assert_eq!(s.all_sessions(1).unwrap()[0].sid, "sid-5", "oldest first");
+    });
+}
+
 per_backend!(
+    token_epochs_only_move_forward_and_sessions_are_found_by_client,
     codes_are_consumed_exactly_once,
     refresh_rotation_spends_once_and_reuse_revokes_the_family,
     access_token_revocations_are_remembered_until_expiry,

@@ -57,6 +57,13 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// See and end first-party sessions.
+    Sessions {
+        #[arg(long, env = "CONCIERGE_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: SessionsCommand,
+    },
     /// Manage local accounts. Passwords are read from standard input.
     Users {
         #[arg(long, env = "CONCIERGE_CONFIG", global = true)]
@@ -121,6 +128,30 @@ enum KeysCommand {
     },
     /// List signing keys.
     List,
+}
+
+#[derive(Subcommand)]
+enum SessionsCommand {
+    /// List sessions, oldest first: all of them, a user's, or those a client took part in.
+    List {
+        #[arg(long, conflicts_with = "client")]
+        user: Option<String>,
+        #[arg(long)]
+        client: Option<String>,
+    },
+    /// End sessions everywhere: their refresh tokens go and every app that took part gets a
+    /// back-channel logout. `--user` also revokes every token the user holds (revoke-all).
+    #[command(group(clap::ArgGroup::new("target").required(true).args(["sid", "user", "client", "all"])))]
+    Revoke {
+        #[arg(long)]
+        sid: Option<String>,
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        client: Option<String>,
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -200,6 +231,15 @@ fn users(config: Option<PathBuf>, command: UsersCommand) -> anyhow::Result<()> {
     let store = startup::open_store(&settings)?;
     let deps = Deps::default();
     let now = SystemClock.now();
+    // Revocations go through the provider, so that the apps hear of them (back-channel logout,
+    // delivered by the running broker instances from the outbox).
+    let provider = startup::build_provider(&settings, &deps, store.clone())?;
+    let revoke = |user: &concierge::domain::UserId, reason: &str| {
+        provider
+            .revoke_user(user, reason)
+            .map(|n| n as u64)
+            .map_err(|e| admin::AdminError::Revoke(e.to_string()))
+    };
     match command {
         UsersCommand::Add { email, name } => {
             let email = parse_email(&email)?;
@@ -219,6 +259,7 @@ fn users(config: Option<PathBuf>, command: UsersCommand) -> anyhow::Result<()> {
             let password = read_password()?;
             let ended = admin::set_password(
                 store.as_ref(),
+                &revoke,
                 deps.entropy.as_ref(),
                 now,
                 &email,
@@ -228,13 +269,90 @@ fn users(config: Option<PathBuf>, command: UsersCommand) -> anyhow::Result<()> {
         }
         UsersCommand::Disable { email } => {
             let email = parse_email(&email)?;
-            let ended = admin::set_disabled(store.as_ref(), now, &email, true)?;
+            let ended = admin::set_disabled(store.as_ref(), &revoke, now, &email, true)?;
             println!("disabled {email}; {ended} session(s) ended");
         }
         UsersCommand::Enable { email } => {
             let email = parse_email(&email)?;
-            admin::set_disabled(store.as_ref(), now, &email, false)?;
+            admin::set_disabled(store.as_ref(), &revoke, now, &email, false)?;
             println!("enabled {email}");
+        }
+    }
+    Ok(())
+}
+
+fn user_by_email(store: &dyn Store, raw: &str) -> anyhow::Result<concierge::storage::User> {
+    let email = parse_email(raw)?;
+    store
+        .user_by_email(&email)?
+        .ok_or_else(|| anyhow::anyhow!("no user with email {email}"))
+}
+
+fn sessions(config: Option<PathBuf>, command: SessionsCommand) -> anyhow::Result<()> {
+    let settings = load(config.as_deref())?;
+    let store = startup::open_store(&settings)?;
+    match command {
+        SessionsCommand::List { user, client } => {
+            let list = match (user, client) {
+                (Some(u), _) => store.sessions_of_user(&user_by_email(store.as_ref(), &u)?.id)?,
+                (None, Some(c)) => store.sessions_of_client(&c)?,
+                (None, None) => store.all_sessions(100_000)?,
+            };
+            println!("sid\tuser\tchannel\tip\tupstream\tsigned_in\tlast_seen\tuser_agent");
+            for s in list {
+                let email = store
+                    .user_by_id(&s.user_id)?
+                    .map(|u| u.email.to_string())
+                    .unwrap_or_default();
+                println!(
+                    "{}\t{email}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    s.sid,
+                    s.channel.as_str(),
+                    s.ip,
+                    s.upstream,
+                    concierge::web::format_time(s.auth_time),
+                    concierge::web::format_time(s.last_seen),
+                    s.user_agent
+                );
+            }
+        }
+        SessionsCommand::Revoke {
+            sid,
+            user,
+            client,
+            all,
+        } => {
+            let provider = startup::build_provider(&settings, &Deps::default(), store.clone())?;
+            let ended = if let Some(u) = user {
+                provider.revoke_user(&user_by_email(store.as_ref(), &u)?.id, "admin")?
+            } else if let Some(sid) = sid {
+                let s = store
+                    .session_by_sid(&sid)?
+                    .ok_or_else(|| anyhow::anyhow!("no session {sid}"))?;
+                provider.end_session_record(&s)?;
+                1
+            } else if let Some(c) = client {
+                let list = store.sessions_of_client(&c)?;
+                for s in &list {
+                    provider.end_session_record(s)?;
+                }
+                list.len()
+            } else {
+                debug_assert!(all);
+                let mut n = 0;
+                loop {
+                    let batch = store.all_sessions(1_000)?;
+                    if batch.is_empty() {
+                        break;
+                    }
+                    for s in &batch {
+                        provider.end_session_record(s)?;
+                    }
+                    n += batch.len();
+                }
+                n
+            };
+            println!("{ended} session(s) ended; the apps are told by back-channel logout");
         }
     }
     Ok(())
@@ -392,6 +510,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Users { config, command } => users(config, command),
         Command::Clients { config, command } => clients(config, command),
+        Command::Sessions { config, command } => sessions(config, command),
         Command::Keys { config, command } => keys(config, command),
     }
 }

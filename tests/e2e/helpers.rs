@@ -19,6 +19,29 @@ pub struct TestApp {
     pub store: Arc<DieselStore>,
     _db: TestDb,
     _dir: Option<tempfile::TempDir>,
+    /// The config file of a broker started with one.
+    pub config: Option<std::path::PathBuf>,
+}
+
+impl TestApp {
+    /// The `concierge` binary pointed at this broker's config and database.
+    pub fn cli(&self) -> std::process::Command {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_concierge"));
+        for (k, _) in std::env::vars() {
+            if k.starts_with("CONCIERGE__") {
+                c.env_remove(k);
+            }
+        }
+        let url = match &self._db.url {
+            concierge::config::DatabaseUrl::Sqlite(p) => format!("sqlite://{}", p.display()),
+            concierge::config::DatabaseUrl::Postgres(u) => u.clone(),
+        };
+        c.env("CONCIERGE__DATABASE__URL", url);
+        if let Some(p) = &self.config {
+            c.env("CONCIERGE_CONFIG", p);
+        }
+        c
+    }
 }
 
 /// A broker in demo mode (demo user present) with `env` overrides; None if the backend is skipped.
@@ -55,6 +78,7 @@ async fn start(
         clock,
         store,
         _db: db,
+        config: config.as_ref().map(|(_, p)| p.clone()),
         _dir: config.map(|(d, _)| d),
     })
 }

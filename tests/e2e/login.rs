@@ -184,7 +184,12 @@ async fn disabled_accounts_cannot_sign_in(b: Backend) {
     let mut br = Browser::new(&app);
     br.login("demo@example.com", "demo").await;
     let email = Email::parse("demo@example.com").unwrap();
-    let ended = admin::set_disabled(app.store.as_ref(), 0, &email, true).unwrap();
+    // Without a provider at hand, revoke-all here ends the sessions directly.
+    let store = app.store.clone();
+    let revoke = move |u: &concierge::domain::UserId, _: &str| -> Result<u64, admin::AdminError> {
+        Ok(store.delete_user_sessions(u)?)
+    };
+    let ended = admin::set_disabled(app.store.as_ref(), &revoke, 0, &email, true).unwrap();
     assert_eq!(ended, 1, "disabling ends the live session");
     assert_eq!(br.get("/account").await.status, 303);
     let res = Browser::new(&app).login("demo@example.com", "demo").await;

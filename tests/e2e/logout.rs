@@ -203,7 +203,159 @@ async fn logout_without_a_hint_asks_first(b: Backend) {
     assert_eq!(br.get("/account").await.status, 303);
 }
 
+async fn admin_revoke_all_ends_every_session_and_token_and_tells_the_apps(b: Backend) {
+    let (url, got) = receiver().await;
+    let extra = format!(
+        "[[clients]]\nid = \"bcl\"\nsecret_sha256 = \"SECRET_HASH\"\nredirect_uris = [\"https://bcl.example/cb\"]\n\
+         backchannel_logout_uri = \"{url}\"\n"
+    );
+    let Some(app) = spawn_provider_with(b, &[], &extra).await else {
+        return;
+    };
+    let mut br = Browser::new(&app);
+    br.login("demo@example.com", "demo").await;
+    let id_token = id_token_for(&app, &mut br).await;
+    let sid = claims(&id_token).1["sid"].as_str().unwrap().to_owned();
+    // A second token set for the same session, to check it dies with it.
+    let at = {
+        let challenge =
+            URL_SAFE_NO_PAD.encode(<sha2::Sha256 as sha2::Digest>::digest(VERIFIER.as_bytes()));
+        let res = br
+            .get(&format!(
+                "/authorize?response_type=code&client_id=bcl&redirect_uri=https%3A%2F%2Fbcl.example%2Fcb&scope=openid&code_challenge={challenge}&code_challenge_method=S256"
+            ))
+            .await;
+        let loc = url::Url::parse(&res.location.unwrap()).unwrap();
+        let code = loc
+            .query_pairs()
+            .find(|(k, _)| k == "code")
+            .unwrap()
+            .1
+            .into_owned();
+        let res = reqwest::Client::new()
+            .post(format!("{}/token", app.base))
+            .basic_auth("bcl", Some(SECRET))
+            .form(&[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", "https://bcl.example/cb"),
+                ("code_verifier", VERIFIER),
+            ])
+            .send()
+            .await
+            .unwrap();
+        let v: Value = serde_json::from_str(&res.text().await.unwrap()).unwrap();
+        v["access_token"].as_str().unwrap().to_owned()
+    };
+    let introspect = |token: String| {
+        let base = app.base.clone();
+        async move {
+            let res = reqwest::Client::new()
+                .post(format!("{base}/introspect"))
+                .basic_auth("bcl", Some(SECRET))
+                .form(&[("token", token.as_str())])
+                .send()
+                .await
+                .unwrap();
+            serde_json::from_str::<Value>(&res.text().await.unwrap()).unwrap()["active"].clone()
+        }
+    };
+    assert_eq!(introspect(at.clone()).await, true);
+
+    let list = app
+        .cli()
+        .args(["sessions", "list", "--user", "demo@example.com"])
+        .output()
+        .unwrap();
+    assert!(
+        list.status.success(),
+        "{}",
+        String::from_utf8_lossy(&list.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&list.stdout).contains(&sid),
+        "the session is listed"
+    );
+    let by_client = app
+        .cli()
+        .args(["sessions", "list", "--client", "bcl"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&by_client.stdout).contains(&sid));
+
+    let out = app
+        .cli()
+        .args(["sessions", "revoke", "--user", "demo@example.com"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("1 session(s) ended"));
+
+    // A still-unexpired JWT access token is refused from now on; the session is gone.
+    assert_eq!(introspect(at).await, false);
+    assert_eq!(br.get("/account").await.status, 303);
+    // The running broker delivers the back-channel logout the CLI queued.
+    assert!(wait_for(&got, 1).await, "back-channel logout delivered");
+    let token = url::form_urlencoded::parse(got.lock().unwrap()[0].as_bytes())
+        .find(|(k, _)| k == "logout_token")
+        .unwrap()
+        .1
+        .into_owned();
+    assert_eq!(claims(&token).1["sid"], sid.as_str());
+
+    let none = app
+        .cli()
+        .args(["sessions", "revoke", "--sid", "no-such-sid"])
+        .output()
+        .unwrap();
+    assert!(!none.status.success());
+    let no_target = app.cli().args(["sessions", "revoke"]).output().unwrap();
+    assert!(!no_target.status.success(), "a target is required");
+}
+
+async fn wait_for(got: &Arc<Mutex<Vec<String>>>, n: usize) -> bool {
+    for _ in 0..60 {
+        if got.lock().unwrap().len() >= n {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    false
+}
+
+async fn a_failed_back_channel_delivery_is_retried(b: Backend) {
+    let (url, got) = receiver_failing_first(1).await;
+    let extra = format!(
+        "[[clients]]\nid = \"bcl\"\nsecret_sha256 = \"SECRET_HASH\"\nredirect_uris = [\"https://bcl.example/cb\"]\n\
+         backchannel_logout_uri = \"{url}\"\n"
+    );
+    let Some(app) = spawn_provider_with(b, &[], &extra).await else {
+        return;
+    };
+    let mut br = Browser::new(&app);
+    br.login("demo@example.com", "demo").await;
+    id_token_for(&app, &mut br).await;
+    let token = br.get("/account").await.field("csrf_token");
+    br.post_form("/logout", &[("csrf_token", &token)]).await;
+    assert!(wait_for(&got, 1).await, "first attempt");
+    // The retry waits for its backoff (5 s on the broker's clock), not for wall time.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert_eq!(got.lock().unwrap().len(), 1, "no retry before the backoff");
+    app.clock.advance(6);
+    assert!(wait_for(&got, 2).await, "retried after the backoff");
+    let bodies = got.lock().unwrap().clone();
+    assert_eq!(bodies[0], bodies[1], "the same logout token");
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert_eq!(got.lock().unwrap().len(), 2, "delivered: no more attempts");
+}
+
 per_backend_async!(
+    admin_revoke_all_ends_every_session_and_token_and_tells_the_apps,
     rp_initiated_logout_reaches_every_app,
-    logout_without_a_hint_asks_first
+    logout_without_a_hint_asks_first,
+    a_failed_back_channel_delivery_is_retried
 );

@@ -559,6 +559,28 @@ async fn refresh_rotates_and_reuse_revokes_the_family(b: Backend) {
         .exchange("webapp", &code, "https://webapp.example/cb")
         .await;
     let r0 = t0["refresh_token"].as_str().unwrap().to_owned();
+    // The same user in another browser: a separate session and token family.
+    let mut other = signed_in(&app).await;
+    let other_code = code_for(&mut other, "second", "https://second.example/cb").await;
+    let (_, _, other_tokens) = http
+        .post(
+            "/token",
+            None,
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &other_code),
+                ("redirect_uri", "https://second.example/cb"),
+                ("code_verifier", VERIFIER),
+                ("client_id", "second"),
+                ("client_secret", SECRET),
+            ],
+        )
+        .await;
+    assert_eq!(
+        http.introspect(other_tokens["access_token"].as_str().unwrap())
+            .await["active"],
+        true
+    );
     let (s, t1) = http.refresh("webapp", &r0).await;
     assert_eq!(s, 200, "{t1}");
     let r1 = t1["refresh_token"].as_str().unwrap().to_owned();
@@ -580,6 +602,35 @@ async fn refresh_rotates_and_reuse_revokes_the_family(b: Backend) {
             "{t}"
         );
     }
+    // Reuse is a security event: everything of the user ends, the other browser's tokens too.
+    assert_eq!(
+        http.introspect(other_tokens["access_token"].as_str().unwrap())
+            .await["active"],
+        false
+    );
+    assert_eq!(
+        other.get("/account").await.status,
+        303,
+        "the other session ended"
+    );
+    let (s, _, _) = http
+        .post(
+            "/token",
+            None,
+            &[
+                ("grant_type", "refresh_token"),
+                (
+                    "refresh_token",
+                    other_tokens["refresh_token"].as_str().unwrap(),
+                ),
+                ("client_id", "second"),
+                ("client_secret", SECRET),
+            ],
+        )
+        .await;
+    assert_eq!(s, 400);
+    // Signing in again works: the epoch only refuses what was issued before.
+    let mut br = signed_in(&app).await;
     // Scope cannot widen; another client cannot use the token.
     let code = code_for(&mut br, "webapp", "https://webapp.example/cb").await;
     let (_, t) = http

@@ -14,7 +14,7 @@ use super::jwt;
 use super::{OAuthError, Provider};
 use crate::storage::{LogoutDelivery, SessionRecord};
 
-/// Deliveries are given up after this many attempts (5 s doubling: about 21 minutes in all).
+/// Deliveries are given up after this many attempts (retries 5 s apart, doubling: about 10 minutes in all).
 const MAX_ATTEMPTS: i64 = 8;
 
 /// What an RP-initiated logout request asked for, once checked.
@@ -166,7 +166,7 @@ impl Provider {
                         tracing::warn!(client_id = %d.client_id, attempts, "back-channel logout given up");
                         tokio::task::spawn_blocking(move || this.store.delete_logout(&d.id)).await
                     } else {
-                        let delay = 5i64 << attempts.min(10);
+                        let delay = 5i64 << (attempts - 1).clamp(0, 10);
                         tracing::info!(client_id = %d.client_id, attempts, retry_in_s = delay, ok = ?failure.as_ref().ok(), "back-channel logout failed; will retry");
                         tokio::task::spawn_blocking(move || {
                             this.store.reschedule_logout(&d.id, attempts, now + delay)

@@ -693,9 +693,34 @@ impl Provider {
     ) -> Result<OAuthError, OAuthError> {
         let n = self.store.delete_refresh_family(&rec.family_id)?;
         tracing::warn!(client_id = %client.id, user_id = %rec.user_id, revoked = n, "refresh token reuse detected; family revoked");
+        // A stolen token may be in use elsewhere: everything of this user ends (a security event).
+        self.revoke_user(&rec.user_id, "refresh_token_reuse")?;
         Ok(OAuthError::InvalidGrant(
             "refresh token already used".into(),
         ))
+    }
+
+    /// Revoke-all on a security event: the user's token epoch moves to now (every user token
+    /// issued before is inactive at introspection and userinfo, even unexpired), and every
+    /// session ends with its refresh tokens, each app that took part being told by back-channel
+    /// logout. Returns the number of sessions ended.
+    pub fn revoke_user(&self, user: &UserId, reason: &str) -> Result<usize, OAuthError> {
+        let now = self.now();
+        self.store.set_tokens_valid_after(user, now)?;
+        let sessions = self.store.sessions_of_user(user)?;
+        for s in &sessions {
+            self.end_session_record(s)?;
+        }
+        tracing::warn!(user_id = %user, reason, sessions = sessions.len(), "all sessions and tokens of the user revoked");
+        Ok(sessions.len())
+    }
+
+    /// Ends one stored session everywhere: the record, its refresh tokens, and back-channel
+    /// logout to its apps.
+    pub fn end_session_record(&self, s: &SessionRecord) -> Result<usize, OAuthError> {
+        self.store.delete_session(&s.key)?;
+        self.store.delete_refresh_for_sid(&s.sid)?;
+        self.session_ended(s)
     }
 
     /// `grant_type=client_credentials`: an access token for the client itself.
@@ -769,11 +794,15 @@ impl Provider {
         if state.revoked {
             return Err(OAuthError::InvalidToken);
         }
-        // A user's token lives only as long as its session (idle allowance: unflushed activity).
-        let session_live = |(expires_at, last_seen, idle): (i64, i64, i64)| {
-            now < expires_at && now.saturating_sub(last_seen) < idle.saturating_add(60)
+        // A user's token lives only as long as its session (idle allowance: unflushed activity)
+        // and only if issued since the user's last revoke-all (the token epoch).
+        let iat = claims.get("iat").and_then(Value::as_i64).unwrap_or(0);
+        let live = |s: crate::storage::SessionLiveness| {
+            now < s.expires_at
+                && now.saturating_sub(s.last_seen) < s.idle_timeout.saturating_add(60)
+                && iat >= s.tokens_valid_after
         };
-        if sid.is_some() && !state.session.is_some_and(session_live) {
+        if sid.is_some() && !state.session.is_some_and(live) {
             return Err(OAuthError::InvalidToken);
         }
         Ok(claims)

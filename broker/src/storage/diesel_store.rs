@@ -16,8 +16,8 @@ use super::schema::{
     session_clients, sessions, signing_keys, users,
 };
 use super::{
-    AuthCodeRecord, CodeUse, LogoutDelivery, RefreshRecord, Rotation, SessionKey, SessionRecord,
-    SigningKeyRecord, StorageError, Store, TokenState, User,
+    AuthCodeRecord, CodeUse, LogoutDelivery, RefreshRecord, Rotation, SessionKey, SessionLiveness,
+    SessionRecord, SigningKeyRecord, StorageError, Store, TokenState, User,
 };
 use crate::clock::UnixTime;
 use crate::config::DatabaseUrl;
@@ -181,6 +181,7 @@ struct UserRow {
     disabled: bool,
     created_at: i64,
     updated_at: i64,
+    tokens_valid_after: i64,
 }
 
 impl UserRow {
@@ -193,6 +194,7 @@ impl UserRow {
             disabled: u.disabled,
             created_at: u.created_at,
             updated_at: u.updated_at,
+            tokens_valid_after: 0,
         }
     }
     fn into_user(self) -> Result<User, StorageError> {
@@ -578,6 +580,51 @@ impl Store for DieselStore {
         })
     }
 
+    fn sessions_of_client(&self, client_id: &str) -> Result<Vec<SessionRecord>, StorageError> {
+        let rows: Vec<SessionRow> = with_conn!(self, |c| {
+            sessions::table
+                .filter(
+                    sessions::sid.eq_any(
+                        session_clients::table
+                            .filter(session_clients::client_id.eq(client_id))
+                            .select(session_clients::sid),
+                    ),
+                )
+                .order(sessions::auth_time.asc())
+                .load(c)
+                .map_err(query_err)
+        })?;
+        rows.into_iter().map(SessionRow::into_record).collect()
+    }
+
+    fn all_sessions(&self, limit: i64) -> Result<Vec<SessionRecord>, StorageError> {
+        let rows: Vec<SessionRow> = with_conn!(self, |c| {
+            sessions::table
+                .order(sessions::auth_time.asc())
+                .limit(limit)
+                .load(c)
+                .map_err(query_err)
+        })?;
+        rows.into_iter().map(SessionRow::into_record).collect()
+    }
+
+    fn set_tokens_valid_after(&self, user: &UserId, at: UnixTime) -> Result<bool, StorageError> {
+        with_conn!(write self, |c| {
+            let exists = users::table
+                .find(user.as_str())
+                .select(users::id)
+                .first::<String>(c)
+                .optional()
+                .map_err(query_err)?
+                .is_some();
+            diesel::update(users::table.find(user.as_str()).filter(users::tokens_valid_after.lt(at)))
+                .set(users::tokens_valid_after.eq(at))
+                .execute(c)
+                .map_err(query_err)?;
+            Ok(exists)
+        })
+    }
+
     fn delete_expired_sessions(&self, now: UnixTime, grace_secs: i64) -> Result<u64, StorageError> {
         let idle_cutoff = now.saturating_sub(grace_secs);
         with_conn!(write self, |c| {
@@ -873,15 +920,27 @@ impl Store for DieselStore {
                 .is_some();
             let session = match sid {
                 Some(sid) => sessions::table
+                    .inner_join(users::table)
                     .filter(sessions::sid.eq(sid))
                     .select((
                         sessions::expires_at,
                         sessions::last_seen,
                         sessions::idle_timeout,
+                        users::tokens_valid_after,
                     ))
-                    .first::<(i64, i64, i64)>(c)
+                    .first::<(i64, i64, i64, i64)>(c)
                     .optional()
-                    .map_err(query_err)?,
+                    .map_err(query_err)?
+                    .map(
+                        |(expires_at, last_seen, idle_timeout, tokens_valid_after)| {
+                            SessionLiveness {
+                                expires_at,
+                                last_seen,
+                                idle_timeout,
+                                tokens_valid_after,
+                            }
+                        },
+                    ),
                 None => None,
             };
             Ok(TokenState { revoked, session })

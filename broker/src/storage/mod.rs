@@ -159,8 +159,18 @@ pub struct LogoutDelivery {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TokenState {
     pub revoked: bool,
-    /// `(expires_at, last_seen, idle_timeout)` of the token's session, if asked and it exists.
-    pub session: Option<(UnixTime, UnixTime, i64)>,
+    /// The token's session, if asked and it exists.
+    pub session: Option<SessionLiveness>,
+}
+
+/// What decides whether a session (and the user tokens issued in it) is still good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLiveness {
+    pub expires_at: UnixTime,
+    pub last_seen: UnixTime,
+    pub idle_timeout: i64,
+    /// The user's token epoch: user tokens issued before it are revoked.
+    pub tokens_valid_after: UnixTime,
 }
 
 /// What rotating a refresh token did.
@@ -207,6 +217,12 @@ pub trait Store: Send + Sync + 'static {
     /// Returns false when there was no such session.
     fn delete_session(&self, key: &SessionKey) -> Result<bool, StorageError>;
     fn delete_user_sessions(&self, user: &UserId) -> Result<u64, StorageError>;
+    /// Sessions in which `client_id` took part (received a code).
+    fn sessions_of_client(&self, client_id: &str) -> Result<Vec<SessionRecord>, StorageError>;
+    /// Every session, oldest first, at most `limit`.
+    fn all_sessions(&self, limit: i64) -> Result<Vec<SessionRecord>, StorageError>;
+    /// Moves the user's token epoch to `at` (never back). Returns false if there is no such user.
+    fn set_tokens_valid_after(&self, user: &UserId, at: UnixTime) -> Result<bool, StorageError>;
     /// Deletes sessions past their absolute end, or idle for longer than their idle timeout
     /// plus `grace_secs` (the bound on not-yet-flushed last-seen updates of other instances).
     fn delete_expired_sessions(&self, now: UnixTime, grace_secs: i64) -> Result<u64, StorageError>;

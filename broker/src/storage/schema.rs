@@ -9,6 +9,7 @@ diesel::table! {
         disabled -> Bool,
         created_at -> BigInt,
         updated_at -> BigInt,
+        tokens_valid_after -> BigInt,
     }
 }
 

@@ -131,6 +131,8 @@ pub mod admin {
         Storage(#[from] StorageError),
         #[error(transparent)]
         Upstream(#[from] UpstreamError),
+        #[error("revoking the user's sessions failed: {0}")]
+        Revoke(String),
     }
 
     fn strong_enough(password: &SecretString) -> Result<(), AdminError> {
@@ -165,9 +167,14 @@ pub mod admin {
         Ok(user)
     }
 
-    /// Sets a new password and ends every session of the user.
+    /// Ends every session and token of a user everywhere (the provider's revoke-all, which also
+    /// tells the apps); given to the functions below so that accounts need not know the provider.
+    pub type Revoke<'a> = &'a dyn Fn(&UserId, &str) -> Result<u64, AdminError>;
+
+    /// Sets a new password and revokes everything of the user (a security event).
     pub fn set_password(
         store: &dyn Store,
+        revoke: Revoke<'_>,
         entropy: &dyn Entropy,
         now: UnixTime,
         email: &Email,
@@ -178,12 +185,13 @@ pub mod admin {
             .user_by_email(email)?
             .ok_or_else(|| AdminError::NoSuchUser(email.to_string()))?;
         store.set_password_hash(&user.id, &hash_password(password, entropy)?, now)?;
-        end_everything(store, &user.id)
+        revoke(&user.id, "password_changed")
     }
 
-    /// Disables (or re-enables) an account; disabling ends every session of the user.
+    /// Disables (or re-enables) an account; disabling revokes everything of the user.
     pub fn set_disabled(
         store: &dyn Store,
+        revoke: Revoke<'_>,
         now: UnixTime,
         email: &Email,
         disabled: bool,
@@ -193,18 +201,10 @@ pub mod admin {
             .ok_or_else(|| AdminError::NoSuchUser(email.to_string()))?;
         store.set_disabled(&user.id, disabled, now)?;
         if disabled {
-            end_everything(store, &user.id)
+            revoke(&user.id, "user_disabled")
         } else {
             Ok(0)
         }
-    }
-
-    /// Ends every session of the user and the refresh tokens issued in them.
-    fn end_everything(store: &dyn Store, user: &UserId) -> Result<u64, AdminError> {
-        for s in store.sessions_of_user(user)? {
-            store.delete_refresh_for_sid(&s.sid)?;
-        }
-        Ok(store.delete_user_sessions(user)?)
     }
 }
 
