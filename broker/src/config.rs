@@ -143,6 +143,25 @@ pub struct RawSession {
     pub touch_interval: Duration,
     #[serde(with = "humantime_serde")]
     pub sweep_interval: Duration,
+    /// At most this many live sessions per user (0: no limit); the oldest ends on the next login.
+    pub max_per_user: u32,
+    /// Overrides for sessions of each channel (`[session.web]`, `[session.mobile]`, `[session.api]`).
+    pub web: RawChannelSession,
+    pub mobile: RawChannelSession,
+    pub api: RawChannelSession,
+}
+
+/// A channel's own session policy; unset keys take the `[session]` value.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawChannelSession {
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<Duration>,
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub absolute_timeout: Option<Duration>,
+    /// Limit counted over this channel's sessions of the user.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_per_user: Option<u32>,
 }
 
 impl Default for RawSession {
@@ -153,6 +172,10 @@ impl Default for RawSession {
             absolute_timeout: Duration::from_secs(12 * 3600),
             touch_interval: Duration::from_secs(5),
             sweep_interval: Duration::from_secs(60),
+            max_per_user: 0,
+            web: RawChannelSession::default(),
+            mobile: RawChannelSession::default(),
+            api: RawChannelSession::default(),
         }
     }
 }
@@ -270,6 +293,37 @@ pub struct SessionSettings {
     pub absolute_timeout: Duration,
     pub touch_interval: Duration,
     pub sweep_interval: Duration,
+    pub web: ChannelPolicy,
+    pub mobile: ChannelPolicy,
+    pub api: ChannelPolicy,
+}
+
+/// The resolved session policy of one channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChannelPolicy {
+    pub idle_timeout: Duration,
+    pub absolute_timeout: Duration,
+    /// The limit and what it counts.
+    pub limit: SessionLimit,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionLimit {
+    None,
+    /// At most N sessions of the user in all channels.
+    AllChannels(u32),
+    /// At most N sessions of the user in this channel.
+    ThisChannel(u32),
+}
+
+impl SessionSettings {
+    pub fn channel(&self, c: crate::domain::Channel) -> &ChannelPolicy {
+        match c {
+            crate::domain::Channel::Web => &self.web,
+            crate::domain::Channel::Mobile => &self.mobile,
+            crate::domain::Channel::Api => &self.api,
+        }
+    }
 }
 
 impl Settings {
@@ -432,6 +486,36 @@ impl Settings {
                 "must not be longer than session.absolute_timeout".into(),
             ));
         }
+        let channel_policy =
+            |name: &str, c: &RawChannelSession| -> Result<ChannelPolicy, ConfigError> {
+                let idle = c.idle_timeout.unwrap_or(s.idle_timeout);
+                let absolute = c.absolute_timeout.unwrap_or(s.absolute_timeout);
+                if idle.as_secs() == 0 || absolute.as_secs() == 0 {
+                    return Err(invalid(
+                        &format!("session.{name}"),
+                        "timeouts must be at least 1s".into(),
+                    ));
+                }
+                if idle > absolute {
+                    return Err(invalid(
+                        &format!("session.{name}.idle_timeout"),
+                        "must not be longer than the channel's absolute_timeout".into(),
+                    ));
+                }
+                let limit = match (c.max_per_user, s.max_per_user) {
+                    (Some(0), _) | (None, 0) => SessionLimit::None,
+                    (Some(n), _) => SessionLimit::ThisChannel(n),
+                    (None, n) => SessionLimit::AllChannels(n),
+                };
+                Ok(ChannelPolicy {
+                    idle_timeout: idle,
+                    absolute_timeout: absolute,
+                    limit,
+                })
+            };
+        let web = channel_policy("web", &s.web)?;
+        let mobile = channel_policy("mobile", &s.mobile)?;
+        let api = channel_policy("api", &s.api)?;
         tracing_subscriber::EnvFilter::try_new(&raw.log.level)
             .map_err(|e| invalid("log.level", format!("not a valid filter: {e}")))?;
         if raw.ui.product_name.trim().is_empty() {
@@ -550,6 +634,9 @@ impl Settings {
                 absolute_timeout: s.absolute_timeout,
                 touch_interval: s.touch_interval,
                 sweep_interval: s.sweep_interval,
+                web,
+                mobile,
+                api,
             },
             ui: raw.ui,
             log: raw.log,
@@ -736,6 +823,38 @@ mod tests {
         .unwrap();
         let s = Settings::load(Some(&p), env(&[])).unwrap();
         assert!(s.https() && !s.demo);
+    }
+
+    #[test]
+    fn channels_inherit_and_override_session_policy() {
+        use crate::domain::Channel;
+        let s = Settings::load(
+            None,
+            env(&[
+                ("CONCIERGE__SESSION__MAX_PER_USER", "3"),
+                ("CONCIERGE__SESSION__MOBILE__IDLE_TIMEOUT", "7d"),
+                ("CONCIERGE__SESSION__MOBILE__ABSOLUTE_TIMEOUT", "30d"),
+                ("CONCIERGE__SESSION__API__MAX_PER_USER", "0"),
+            ]),
+        )
+        .unwrap();
+        let web = s.session.channel(Channel::Web);
+        assert_eq!(
+            (web.idle_timeout, web.limit),
+            (Duration::from_secs(1800), SessionLimit::AllChannels(3))
+        );
+        assert_eq!(
+            s.session.channel(Channel::Mobile).idle_timeout,
+            Duration::from_secs(7 * 86400)
+        );
+        assert_eq!(s.session.channel(Channel::Api).limit, SessionLimit::None);
+        let m = Settings::load(
+            None,
+            env(&[("CONCIERGE__SESSION__MOBILE__IDLE_TIMEOUT", "13h")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(m.contains("session.mobile.idle_timeout"), "{m}");
     }
 
     #[test]

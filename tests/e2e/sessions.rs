@@ -120,7 +120,114 @@ async fn the_sweep_flushes_then_deletes_only_expired_sessions(b: Backend) {
     assert_eq!(app.store.sessions_of_user(&user).unwrap().len(), 1);
 }
 
+async fn the_oldest_session_ends_when_a_user_is_over_the_limit(b: Backend) {
+    let Some(app) = spawn(b, &[("CONCIERGE__SESSION__MAX_PER_USER", "2")]).await else {
+        return;
+    };
+    let mut first = Browser::new(&app);
+    first.login("demo@example.com", "demo").await;
+    app.clock.advance(1);
+    let mut second = Browser::new(&app);
+    second.login("demo@example.com", "demo").await;
+    app.clock.advance(1);
+    let mut third = Browser::new(&app);
+    third.login("demo@example.com", "demo").await;
+    assert_eq!(
+        first.get("/account").await.status,
+        303,
+        "the oldest session ended"
+    );
+    assert_eq!(second.get("/account").await.status, 200);
+    assert_eq!(third.get("/account").await.status, 200);
+}
+
+/// Signs in through the login page an `/authorize` of the public mobile client `native` leads to.
+async fn mobile_sign_in(br: &mut Browser) -> String {
+    use base64::Engine;
+    let verifier = "mobile-verifier-0123456789-0123456789-abcdefgh";
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(<sha2::Sha256 as sha2::Digest>::digest(verifier.as_bytes()));
+    let authorize = format!(
+        "/authorize?response_type=code&client_id=native&redirect_uri=http%3A%2F%2F127.0.0.1%3A40111%2Fcallback&scope=openid&code_challenge={challenge}&code_challenge_method=S256"
+    );
+    let to_login = br.get(&authorize).await.location.unwrap();
+    let page = br.get(&to_login).await;
+    let return_to = page
+        .field("return_to")
+        .replace("&amp;", "&")
+        .replace("&#x3D;", "=");
+    let res = br
+        .post_form(
+            "/login",
+            &[
+                ("csrf_token", &page.field("csrf_token")),
+                ("email", "demo@example.com"),
+                ("password", "demo"),
+                ("return_to", &return_to),
+            ],
+        )
+        .await;
+    assert_eq!(res.status, 303);
+    let back = br.get(&res.location.unwrap()).await.location.unwrap();
+    assert!(
+        back.starts_with("http://127.0.0.1:40111/callback?code="),
+        "{back}"
+    );
+    br.session_cookie().unwrap()
+}
+
+async fn each_channel_has_its_own_lifetimes_and_limit(b: Backend) {
+    let env = [
+        ("CONCIERGE__SESSION__MOBILE__IDLE_TIMEOUT", "7d"),
+        ("CONCIERGE__SESSION__MOBILE__ABSOLUTE_TIMEOUT", "30d"),
+        ("CONCIERGE__SESSION__MOBILE__MAX_PER_USER", "1"),
+    ];
+    let Some(app) = crate::helpers::spawn_provider(b, &env).await else {
+        return;
+    };
+    let mut web = Browser::new(&app);
+    web.login("demo@example.com", "demo").await;
+    let mut phone1 = Browser::new(&app);
+    let c1 = mobile_sign_in(&mut phone1).await;
+    let rec = app
+        .store
+        .session(&SessionToken::key_of(&c1).unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(rec.channel, Channel::Mobile);
+    assert_eq!(rec.idle_timeout, 7 * 86_400);
+    assert_eq!(rec.expires_at, rec.auth_time + 30 * 86_400);
+    app.clock.advance(1);
+    let mut phone2 = Browser::new(&app);
+    mobile_sign_in(&mut phone2).await;
+    assert!(
+        app.store
+            .session(&SessionToken::key_of(&c1).unwrap())
+            .unwrap()
+            .is_none(),
+        "the older mobile session ended"
+    );
+    assert_eq!(phone2.get("/account").await.status, 200);
+    assert_eq!(
+        web.get("/account").await.status,
+        200,
+        "the web session is not counted by the mobile limit"
+    );
+    let web_rec = app
+        .store
+        .session(&SessionToken::key_of(&web.session_cookie().unwrap()).unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        web_rec.idle_timeout,
+        30 * 60,
+        "web keeps the [session] default"
+    );
+}
+
 per_backend_async!(
+    the_oldest_session_ends_when_a_user_is_over_the_limit,
+    each_channel_has_its_own_lifetimes_and_limit,
     idle_sessions_expire_and_activity_keeps_them,
     absolute_timeout_ends_even_active_sessions,
     last_seen_is_batched_not_written_per_request,

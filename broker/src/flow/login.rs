@@ -1,6 +1,8 @@
 //! Owns turning a verified identity into a first-party session.
 
+use crate::config::SessionLimit;
 use crate::domain::{Channel, UserId};
+use crate::provider::{OAuthError, Provider};
 use crate::session::{NewSession, SessionError, SessionManager, SessionToken};
 use crate::storage::{SessionRecord, StorageError, Store};
 use crate::upstream::Identity;
@@ -18,12 +20,16 @@ pub enum FlowError {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Session(#[from] SessionError),
+    #[error(transparent)]
+    Provider(#[from] OAuthError),
 }
 
 /// Where the user is signing in from.
 #[derive(Debug, Clone)]
 pub struct ClientContext {
     pub channel: Channel,
+    /// The concurrent-session limit that applies to this sign-in.
+    pub limit: SessionLimit,
     pub user_agent: String,
     pub ip: String,
 }
@@ -32,6 +38,7 @@ pub struct ClientContext {
 pub fn sign_in(
     store: &dyn Store,
     sessions: &SessionManager,
+    provider: &Provider,
     identity: Identity,
     ctx: ClientContext,
 ) -> Result<(SessionToken, SessionRecord), FlowError> {
@@ -45,6 +52,7 @@ pub fn sign_in(
     if user.disabled {
         return Err(FlowError::Disabled);
     }
+    make_room(store, sessions, provider, &user.id, &ctx)?;
     Ok(sessions.create(NewSession {
         user_id: user.id,
         channel: ctx.channel,
@@ -53,4 +61,36 @@ pub fn sign_in(
         upstream: identity.upstream,
         amr: identity.amr,
     })?)
+}
+
+/// Enforces the concurrent-session limit: the oldest live sessions in scope end (everywhere,
+/// with back-channel logout) until the new one fits. Returns how many ended.
+fn make_room(
+    store: &dyn Store,
+    sessions: &SessionManager,
+    provider: &Provider,
+    user: &UserId,
+    ctx: &ClientContext,
+) -> Result<usize, FlowError> {
+    let (max, this_channel_only) = match ctx.limit {
+        SessionLimit::None => return Ok(0),
+        SessionLimit::AllChannels(n) => (n as usize, false),
+        SessionLimit::ThisChannel(n) => (n as usize, true),
+    };
+    let now = sessions.now();
+    // Oldest first; sessions already expired but not yet swept do not count.
+    let mut live: Vec<SessionRecord> = store
+        .sessions_of_user(user)?
+        .into_iter()
+        .filter(|s| now < s.expires_at && now.saturating_sub(s.last_seen) < s.idle_timeout)
+        .filter(|s| !this_channel_only || s.channel == ctx.channel)
+        .collect();
+    let mut ended = 0;
+    while live.len() >= max.max(1) {
+        let oldest = live.remove(0);
+        provider.end_session_record(&oldest)?;
+        tracing::info!(user_id = %user, sid = %oldest.sid, reason = "session_limit", "oldest session ended");
+        ended += 1;
+    }
+    Ok(ended)
 }

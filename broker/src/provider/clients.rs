@@ -56,6 +56,10 @@ pub struct ClientConfig {
     /// `aud` of access tokens (default: the client id).
     #[serde(default)]
     pub audience: Option<String>,
+    /// Concurrent sessions per user in this client's channel when signing in for it (0: no
+    /// limit; default: the channel's `[session]` setting).
+    #[serde(default)]
+    pub max_sessions_per_user: Option<u32>,
 }
 
 fn default_channel() -> Channel {
@@ -116,6 +120,7 @@ pub struct Client {
     pub refresh_idle_ttl: Option<Duration>,
     pub refresh_absolute_ttl: Option<Duration>,
     pub audience: Option<String>,
+    pub max_sessions_per_user: Option<u32>,
 }
 
 /// A client definition error: `field` names the key inside the client.
@@ -281,6 +286,7 @@ impl Client {
             refresh_idle_ttl: c.refresh_idle_ttl,
             refresh_absolute_ttl: c.refresh_absolute_ttl,
             audience: c.audience.clone(),
+            max_sessions_per_user: c.max_sessions_per_user,
         })
     }
 

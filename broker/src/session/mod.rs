@@ -74,18 +74,12 @@ impl ActiveSession {
     }
 }
 
-/// Timeouts that apply to new sessions.
-#[derive(Debug, Clone, Copy)]
-pub struct Lifetimes {
-    pub idle: Duration,
-    pub absolute: Duration,
-}
-
 pub struct SessionManager {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     entropy: Arc<dyn Entropy>,
-    lifetimes: Lifetimes,
+    /// Per-channel lifetimes for new sessions.
+    policy: SessionSettings,
     /// How long last-seen updates may wait in memory; also the sweep's grace for other instances.
     touch_interval: Duration,
     /// Last-seen times not yet written, coalesced per session.
@@ -107,10 +101,7 @@ impl SessionManager {
             store,
             clock,
             entropy,
-            lifetimes: Lifetimes {
-                idle: settings.idle_timeout,
-                absolute: settings.absolute_timeout,
-            },
+            policy: settings.clone(),
             touch_interval: settings.touch_interval,
             pending: Mutex::new(HashMap::new()),
         }
@@ -128,6 +119,7 @@ impl SessionManager {
         let raw = self.entropy.bytes32();
         let token = SessionToken(URL_SAFE_NO_PAD.encode(raw));
         let now = self.clock.now();
+        let policy = *self.policy.channel(new.channel);
         let mut sid = [0u8; 16];
         self.entropy.fill(&mut sid);
         let record = SessionRecord {
@@ -141,8 +133,8 @@ impl SessionManager {
             amr: new.amr,
             auth_time: now,
             last_seen: now,
-            idle_timeout: secs(self.lifetimes.idle),
-            expires_at: now.saturating_add(secs(self.lifetimes.absolute)),
+            idle_timeout: secs(policy.idle_timeout),
+            expires_at: now.saturating_add(secs(policy.absolute_timeout)),
         };
         self.store.insert_session(&record)?;
         Ok((token, record))

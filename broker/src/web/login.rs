@@ -159,11 +159,14 @@ pub async fn submit(
         Err(UpstreamError::Storage(e)) => return Err(e.into()),
         Err(other) => return Err(WebError::internal(other)),
     };
-    let ctx = ClientContext {
+    let mut ctx = ClientContext {
         channel: Channel::Web,
+        limit: state.settings.session.web.limit,
         user_agent: user_agent(&req),
         ip: client_ip(&req),
     };
+    let policies = state.settings.session.clone();
+    let return_path = rt.as_ref().map(|r| r.as_str().to_owned());
     let (store, sessions, provider) = (
         Arc::clone(&state.store),
         Arc::clone(&state.sessions),
@@ -174,12 +177,24 @@ pub async fn submit(
         .cookie(&state.cookies.session)
         .map(|c| c.value().to_owned());
     let outcome = web::block(move || {
+        // Signing in for an app: the session belongs to that app's channel and its limits.
+        if let Some((client, _)) = return_path
+            .as_deref()
+            .and_then(|r| super::authorize_target(&provider, r))
+        {
+            ctx.channel = client.channel;
+            ctx.limit = match client.max_sessions_per_user {
+                Some(0) => crate::config::SessionLimit::None,
+                Some(n) => crate::config::SessionLimit::ThisChannel(n),
+                None => policies.channel(client.channel).limit,
+            };
+        }
         if let Some(old) = previous
             && let Err(e) = crate::flow::logout::end_session(&sessions, &provider, &old)
         {
             tracing::warn!(error = %e, "ending the replaced session failed");
         }
-        sign_in(store.as_ref(), &sessions, identity, ctx)
+        sign_in(store.as_ref(), &sessions, &provider, identity, ctx)
     })
     .await?;
     let (token, record) = match outcome {
@@ -192,6 +207,7 @@ pub async fn submit(
         }
         Err(FlowError::Storage(e)) => return Err(e.into()),
         Err(FlowError::Session(e)) => return Err(e.into()),
+        Err(FlowError::Provider(e)) => return Err(WebError::internal(e)),
         Err(e @ FlowError::UnsupportedUpstream(_)) => return Err(WebError::internal(e)),
     };
     tracing::info!(user_id = %record.user_id, upstream = %record.upstream, "login succeeded");

@@ -203,6 +203,16 @@ pub(crate) fn set_csp(res: &mut HttpResponse, form_action: &[&str], scripts: boo
 /// The CSP source of the redirect URI an `/authorize?...` return path will end at, if the
 /// client and redirect URI are valid. Blocking for clients stored in the database.
 pub(crate) fn redirect_origin_of(provider: &Provider, return_to: &str) -> Option<String> {
+    let (_, uri) = authorize_target(provider, return_to)?;
+    origin_source(&uri)
+}
+
+/// The client and redirect URI of an `/authorize?...` return path, if both are valid.
+/// Blocking for clients stored in the database.
+pub(crate) fn authorize_target(
+    provider: &Provider,
+    return_to: &str,
+) -> Option<(Arc<crate::provider::clients::Client>, url::Url)> {
     let query = return_to.strip_prefix("/authorize?")?;
     let mut client_id = None;
     let mut redirect_uri = None;
@@ -219,7 +229,7 @@ pub(crate) fn redirect_origin_of(provider: &Provider, return_to: &str) -> Option
         None if client.redirect_uris.len() == 1 => client.redirect_uris[0].clone(),
         None => return None,
     };
-    origin_source(&uri)
+    Some((client, uri))
 }
 
 /// A CSP source expression for a URL: its origin, or `scheme:` for private-use schemes.
