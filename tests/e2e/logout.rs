@@ -51,6 +51,14 @@ async fn receiver_failing_first(failures: usize) -> (String, Arc<Mutex<Vec<Strin
 const VERIFIER: &str = "logout-test-verifier-0123456789-abcdefghijklmnopqrstuvwxyz";
 
 async fn id_token_for(app: &crate::helpers::TestApp, br: &mut Browser) -> String {
+    tokens_for(app, br).await["id_token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Code flow for the client `bcl` in this browser's session: the token response.
+async fn tokens_for(app: &crate::helpers::TestApp, br: &mut Browser) -> Value {
     let challenge =
         URL_SAFE_NO_PAD.encode(<sha2::Sha256 as sha2::Digest>::digest(VERIFIER.as_bytes()));
     let res = br
@@ -77,8 +85,7 @@ async fn id_token_for(app: &crate::helpers::TestApp, br: &mut Browser) -> String
         .send()
         .await
         .unwrap();
-    let v: Value = serde_json::from_str(&res.text().await.unwrap()).unwrap();
-    v["id_token"].as_str().unwrap().to_owned()
+    serde_json::from_str(&res.text().await.unwrap()).unwrap()
 }
 
 fn claims(jwt: &str) -> (Value, Value) {
@@ -217,36 +224,10 @@ async fn admin_revoke_all_ends_every_session_and_token_and_tells_the_apps(b: Bac
     let id_token = id_token_for(&app, &mut br).await;
     let sid = claims(&id_token).1["sid"].as_str().unwrap().to_owned();
     // A second token set for the same session, to check it dies with it.
-    let at = {
-        let challenge =
-            URL_SAFE_NO_PAD.encode(<sha2::Sha256 as sha2::Digest>::digest(VERIFIER.as_bytes()));
-        let res = br
-            .get(&format!(
-                "/authorize?response_type=code&client_id=bcl&redirect_uri=https%3A%2F%2Fbcl.example%2Fcb&scope=openid&code_challenge={challenge}&code_challenge_method=S256"
-            ))
-            .await;
-        let loc = url::Url::parse(&res.location.unwrap()).unwrap();
-        let code = loc
-            .query_pairs()
-            .find(|(k, _)| k == "code")
-            .unwrap()
-            .1
-            .into_owned();
-        let res = reqwest::Client::new()
-            .post(format!("{}/token", app.base))
-            .basic_auth("bcl", Some(SECRET))
-            .form(&[
-                ("grant_type", "authorization_code"),
-                ("code", &code),
-                ("redirect_uri", "https://bcl.example/cb"),
-                ("code_verifier", VERIFIER),
-            ])
-            .send()
-            .await
-            .unwrap();
-        let v: Value = serde_json::from_str(&res.text().await.unwrap()).unwrap();
-        v["access_token"].as_str().unwrap().to_owned()
-    };
+    let at = tokens_for(&app, &mut br).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let introspect = |token: String| {
         let base = app.base.clone();
         async move {
