@@ -14,6 +14,11 @@ pub type UnixTime = i64;
 /// The source of "now" for every flow.
 pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> UnixTime;
+    /// Milliseconds since the Unix epoch, for rate limits; a clock without that resolution
+    /// answers whole seconds.
+    fn now_millis(&self) -> i64 {
+        self.now().saturating_mul(1000)
+    }
 }
 
 /// The wall clock.
@@ -25,6 +30,12 @@ impl Clock for SystemClock {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+            .unwrap_or(0)
+    }
+    fn now_millis(&self) -> i64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
             .unwrap_or(0)
     }
 }

@@ -46,6 +46,9 @@ pub struct RawSettings {
     pub ui: RawUi,
     pub log: RawLog,
     pub provider: RawProvider,
+    pub rate_limit: RawRateLimit,
+    pub audit: RawAudit,
+    pub admin: RawAdmin,
     /// Clients of the OpenID provider (`[[clients]]` tables).
     pub clients: Vec<ClientConfig>,
 }
@@ -73,6 +76,10 @@ pub struct RawProvider {
     pub key_encryption_key: Option<String>,
     #[serde(with = "humantime_serde")]
     pub jwks_max_age: Duration,
+    /// How often each instance reloads signing keys from the database (rotation by another
+    /// instance or the CLI is served within this).
+    #[serde(with = "humantime_serde")]
+    pub key_reload_interval: Duration,
 }
 
 impl Default for RawProvider {
@@ -88,6 +95,7 @@ impl Default for RawProvider {
             signing_alg: "RS256".into(),
             key_encryption_key: None,
             jwks_max_age: Duration::from_secs(600),
+            key_reload_interval: Duration::from_secs(60),
         }
     }
 }
@@ -143,8 +151,10 @@ pub struct RawSession {
     pub touch_interval: Duration,
     #[serde(with = "humantime_serde")]
     pub sweep_interval: Duration,
-    /// At most this many live sessions per user (0: no limit); the oldest ends on the next login.
+    /// At most this many live sessions per user (0: no limit).
     pub max_per_user: u32,
+    /// At the limit: `end_oldest` (the oldest session ends) or `refuse` (the user picks one to end).
+    pub on_limit: OnLimit,
     /// Overrides for sessions of each channel (`[session.web]`, `[session.mobile]`, `[session.api]`).
     pub web: RawChannelSession,
     pub mobile: RawChannelSession,
@@ -162,6 +172,19 @@ pub struct RawChannelSession {
     /// Limit counted over this channel's sessions of the user.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_per_user: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_limit: Option<OnLimit>,
+}
+
+/// What a sign-in does when the user is at the session limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnLimit {
+    /// The oldest session ends (its refresh tokens revoked, back-channel logout sent).
+    #[default]
+    EndOldest,
+    /// The sign-in stops at a page listing the sessions; the user ends one to continue.
+    Refuse,
 }
 
 impl Default for RawSession {
@@ -173,9 +196,85 @@ impl Default for RawSession {
             touch_interval: Duration::from_secs(5),
             sweep_interval: Duration::from_secs(60),
             max_per_user: 0,
+            on_limit: OnLimit::EndOldest,
             web: RawChannelSession::default(),
             mobile: RawChannelSession::default(),
             api: RawChannelSession::default(),
+        }
+    }
+}
+
+/// `[rate_limit]`: limits per instance (GCRA), lockout shared through the database.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRateLimit {
+    /// Proxies whose `X-Forwarded-For` is believed (addresses or networks, e.g. `10.0.0.0/8`).
+    pub trusted_proxies: Vec<String>,
+    pub login_per_ip: String,
+    pub login_per_account: String,
+    pub mfa_per_ip: String,
+    pub mfa_per_account: String,
+    pub token_per_client: String,
+    /// Failed sign-ins (within `failure_window`) before the account is locked; 0: never.
+    pub lockout_after: u32,
+    #[serde(with = "humantime_serde")]
+    pub lockout_delay: Duration,
+    #[serde(with = "humantime_serde")]
+    pub lockout_max_delay: Duration,
+    #[serde(with = "humantime_serde")]
+    pub failure_window: Duration,
+}
+
+impl Default for RawRateLimit {
+    fn default() -> Self {
+        Self {
+            trusted_proxies: Vec::new(),
+            login_per_ip: "30/1m".into(),
+            login_per_account: "10/1m".into(),
+            mfa_per_ip: "30/1m".into(),
+            mfa_per_account: "10/1m".into(),
+            token_per_client: "1000/1s".into(),
+            lockout_after: 5,
+            lockout_delay: Duration::from_secs(30),
+            lockout_max_delay: Duration::from_secs(15 * 60),
+            failure_window: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+/// `[audit]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAudit {
+    /// Audit rows older than this are deleted by the sweeper.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// How often buffered audit rows are written.
+    #[serde(with = "humantime_serde")]
+    pub flush_interval: Duration,
+}
+
+impl Default for RawAudit {
+    fn default() -> Self {
+        Self {
+            retention: Duration::from_secs(90 * 86_400),
+            flush_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// `[admin]`: the admin REST API.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAdmin {
+    /// The scope an access token must carry to call `/admin/v1`.
+    pub scope: String,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        Self {
+            scope: "concierge:admin".into(),
         }
     }
 }
@@ -284,6 +383,9 @@ pub struct Settings {
     /// `None`: use (or create) the key file in data_dir (SQLite only).
     pub key_encryption_key: Option<[u8; 32]>,
     pub clients: Vec<Client>,
+    pub limits: crate::ratelimit::Limits,
+    pub audit: RawAudit,
+    pub admin: RawAdmin,
 }
 
 #[derive(Debug, Clone)]
@@ -305,6 +407,7 @@ pub struct ChannelPolicy {
     pub absolute_timeout: Duration,
     /// The limit and what it counts.
     pub limit: SessionLimit,
+    pub on_limit: OnLimit,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -511,6 +614,7 @@ impl Settings {
                     idle_timeout: idle,
                     absolute_timeout: absolute,
                     limit,
+                    on_limit: c.on_limit.unwrap_or(s.on_limit),
                 })
             };
         let web = channel_policy("web", &s.web)?;
@@ -559,11 +663,19 @@ impl Settings {
                 return Err(invalid(key, "must be at least 1s".into()));
             }
         }
-        // Instances reload keys every 60 s; a new key must be in every JWKS before it signs.
-        if p.jwks_max_age < Duration::from_secs(120) {
+        if p.key_reload_interval < Duration::from_secs(1)
+            || p.key_reload_interval > Duration::from_secs(600)
+        {
+            return Err(invalid(
+                "provider.key_reload_interval",
+                "must be between 1s and 10m".into(),
+            ));
+        }
+        // A new key must be in every instance's JWKS (and caches) before it signs.
+        if p.jwks_max_age < Duration::from_secs(120) || p.jwks_max_age < p.key_reload_interval * 2 {
             return Err(invalid(
                 "provider.jwks_max_age",
-                "must be at least 2m (keys reload every 60 s)".into(),
+                "must be at least 2m and twice provider.key_reload_interval".into(),
             ));
         }
         if p.code_ttl > Duration::from_secs(600) {
@@ -617,7 +729,31 @@ impl Settings {
             refresh_reuse_grace: p.refresh_reuse_grace,
             signing_alg,
             jwks_max_age: p.jwks_max_age,
+            key_reload_interval: p.key_reload_interval,
         };
+        let limits = rate_limits(&raw.rate_limit, &invalid)?;
+        if raw.audit.retention < Duration::from_secs(3600) {
+            return Err(invalid("audit.retention", "must be at least 1h".into()));
+        }
+        if raw.audit.flush_interval.is_zero() || raw.audit.flush_interval > Duration::from_secs(60)
+        {
+            return Err(invalid(
+                "audit.flush_interval",
+                "must be between 1ms and 1m".into(),
+            ));
+        }
+        let scope_ok = !raw.admin.scope.is_empty()
+            && raw
+                .admin
+                .scope
+                .chars()
+                .all(|c| c.is_ascii_graphic() && c != '"' && c != '\\');
+        if !scope_ok {
+            return Err(invalid(
+                "admin.scope",
+                "must be one OAuth scope token (printable ASCII, no spaces)".into(),
+            ));
+        }
         Ok(Self {
             demo,
             data_dir,
@@ -643,8 +779,58 @@ impl Settings {
             provider,
             key_encryption_key,
             clients,
+            limits,
+            audit: raw.audit,
+            admin: raw.admin,
         })
     }
+}
+
+fn rate_limits(
+    r: &RawRateLimit,
+    invalid: &impl Fn(&str, String) -> ConfigError,
+) -> Result<crate::ratelimit::Limits, ConfigError> {
+    use crate::ratelimit::{Cidr, Limits, LockoutPolicy, Rate};
+    let rate =
+        |key: &str, v: &str| Rate::parse(v).map_err(|m| invalid(&format!("rate_limit.{key}"), m));
+    let mut trusted_proxies = Vec::new();
+    for (i, p) in r.trusted_proxies.iter().enumerate() {
+        trusted_proxies.push(
+            Cidr::parse(p).map_err(|m| invalid(&format!("rate_limit.trusted_proxies[{i}]"), m))?,
+        );
+    }
+    for (key, d) in [
+        ("lockout_delay", r.lockout_delay),
+        ("lockout_max_delay", r.lockout_max_delay),
+        ("failure_window", r.failure_window),
+    ] {
+        if d.as_secs() == 0 {
+            return Err(invalid(
+                &format!("rate_limit.{key}"),
+                "must be at least 1s".into(),
+            ));
+        }
+    }
+    if r.lockout_max_delay < r.lockout_delay {
+        return Err(invalid(
+            "rate_limit.lockout_max_delay",
+            "must not be shorter than rate_limit.lockout_delay".into(),
+        ));
+    }
+    Ok(Limits {
+        login_per_ip: rate("login_per_ip", &r.login_per_ip)?,
+        login_per_account: rate("login_per_account", &r.login_per_account)?,
+        mfa_per_ip: rate("mfa_per_ip", &r.mfa_per_ip)?,
+        mfa_per_account: rate("mfa_per_account", &r.mfa_per_account)?,
+        token_per_client: rate("token_per_client", &r.token_per_client)?,
+        lockout: LockoutPolicy {
+            after: r.lockout_after,
+            delay: r.lockout_delay,
+            max_delay: r.lockout_max_delay,
+            window: r.failure_window,
+        },
+        trusted_proxies,
+    })
 }
 
 /// Says whether a failing key came from an environment variable or from the file.

@@ -30,11 +30,33 @@ pub enum WebError {
     /// A protected-resource error (userinfo): RFC 6750 `WWW-Authenticate: Bearer`.
     #[error("bearer error: {0}")]
     Bearer(crate::provider::OAuthError),
+    /// A rate limit or lockout, on a page: 429 with `Retry-After` (seconds).
+    #[error("too many requests; retry after {0} s")]
+    TooManyRequests(u64),
+    /// A rate limit at an OAuth endpoint: 429 JSON with `Retry-After` (seconds).
+    #[error("too many requests at an OAuth endpoint; retry after {0} s")]
+    OAuthTooManyRequests(u64),
+    /// An admin API error: JSON `{error, error_description}` with this status.
+    #[error("admin api: {status} {code}")]
+    Api {
+        status: StatusCode,
+        code: &'static str,
+        description: String,
+    },
 }
 
 impl WebError {
     pub fn internal(e: impl std::fmt::Display) -> Self {
         Self::Internal(e.to_string())
+    }
+
+    /// An admin API error.
+    pub fn api(status: StatusCode, code: &'static str, description: impl Into<String>) -> Self {
+        Self::Api {
+            status,
+            code,
+            description: description.into(),
+        }
     }
 }
 
@@ -76,6 +98,10 @@ impl ResponseError for WebError {
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::TooManyRequests(_) | Self::OAuthTooManyRequests(_) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            Self::Api { status, .. } => *status,
             Self::Bearer(crate::provider::OAuthError::InvalidRequest(m)) if m.is_empty() => {
                 StatusCode::UNAUTHORIZED
             }
@@ -88,6 +114,36 @@ impl ResponseError for WebError {
             return oauth_response(e, matches!(self, Self::Bearer(_)));
         }
         match self {
+            Self::OAuthTooManyRequests(secs) => {
+                return HttpResponse::TooManyRequests()
+                    .insert_header((actix_web::http::header::RETRY_AFTER, secs.to_string()))
+                    .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
+                    .json(serde_json::json!({
+                        "error": "slow_down",
+                        "error_description": format!("too many requests from this client; retry after {secs} s"),
+                    }));
+            }
+            Self::Api {
+                status,
+                code,
+                description,
+            } => {
+                let mut res = HttpResponse::build(*status);
+                res.insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"));
+                if *status == StatusCode::UNAUTHORIZED {
+                    res.insert_header((
+                        actix_web::http::header::WWW_AUTHENTICATE,
+                        format!("Bearer error=\"{code}\""),
+                    ));
+                }
+                return res.json(serde_json::json!({
+                    "error": code,
+                    "error_description": description,
+                }));
+            }
+            _ => {}
+        }
+        match self {
             Self::Internal(m) => tracing::error!(error = %m, "internal error"),
             Self::Unavailable(m) => tracing::warn!(error = %m, "dependency unavailable"),
             other => tracing::debug!(error = %other, "request refused"),
@@ -96,6 +152,12 @@ impl ResponseError for WebError {
         if let Self::Csrf = self {
             res.extensions_mut()
                 .insert(ErrorMessage("error_csrf_message"));
+        }
+        if let Self::TooManyRequests(secs) = self
+            && let Ok(v) = actix_web::http::header::HeaderValue::from_str(&secs.to_string())
+        {
+            res.headers_mut()
+                .insert(actix_web::http::header::RETRY_AFTER, v);
         }
         res
     }

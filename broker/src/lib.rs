@@ -1,6 +1,7 @@
 //! Concierge: an identity broker. Federates upstream identity providers into one first-party
 //! session and serves its own apps as an OpenID provider.
 
+pub mod audit;
 pub mod clock;
 pub mod config;
 pub mod domain;
@@ -8,6 +9,7 @@ pub mod error;
 pub mod flow;
 pub mod pages;
 pub mod provider;
+pub mod ratelimit;
 pub mod session;
 pub mod startup;
 pub mod storage;

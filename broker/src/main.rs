@@ -7,9 +7,11 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use concierge::audit::{Event, EventKind};
 use concierge::clock::{Clock, SystemClock};
 use concierge::config::{ConfigError, Settings};
 use concierge::domain::{Email, SecretString};
+use concierge::flow::admin as admin_flow;
 use concierge::startup::{self, Application, DEMO_EMAIL, DEMO_PASSWORD, Deps};
 use concierge::storage::Store;
 use concierge::telemetry;
@@ -235,6 +237,11 @@ fn users(config: Option<PathBuf>, command: UsersCommand) -> anyhow::Result<()> {
     // delivered by the running broker instances from the outbox).
     let provider = startup::build_provider(&settings, &deps, store.clone())?;
     let revoke = |user: &concierge::domain::UserId, reason: &str| {
+        provider.audit.record(
+            Event::new(EventKind::AdminAction)
+                .user(user.as_str())
+                .reason(format!("{reason} by cli")),
+        );
         provider
             .revoke_user(user, reason)
             .map(|n| n as u64)
@@ -278,6 +285,7 @@ fn users(config: Option<PathBuf>, command: UsersCommand) -> anyhow::Result<()> {
             println!("enabled {email}");
         }
     }
+    provider.audit.flush()?;
     Ok(())
 }
 
@@ -294,10 +302,11 @@ fn sessions(config: Option<PathBuf>, command: SessionsCommand) -> anyhow::Result
     match command {
         SessionsCommand::List { user, client } => {
             let list = match (user, client) {
-                (Some(u), _) => store.sessions_of_user(&user_by_email(store.as_ref(), &u)?.id)?,
-                (None, Some(c)) => store.sessions_of_client(&c)?,
-                (None, None) => store.all_sessions(100_000)?,
+                (Some(u), _) => admin_flow::Target::User(user_by_email(store.as_ref(), &u)?.id),
+                (None, Some(c)) => admin_flow::Target::Client(c),
+                (None, None) => admin_flow::Target::All,
             };
+            let list = admin_flow::list(store.as_ref(), &list, 100_000)?;
             println!("sid\tuser\tchannel\tip\tupstream\tsigned_in\tlast_seen\tuser_agent");
             for s in list {
                 let email = store
@@ -323,35 +332,18 @@ fn sessions(config: Option<PathBuf>, command: SessionsCommand) -> anyhow::Result
             all,
         } => {
             let provider = startup::build_provider(&settings, &Deps::default(), store.clone())?;
-            let ended = if let Some(u) = user {
-                provider.revoke_user(&user_by_email(store.as_ref(), &u)?.id, "admin")?
+            let target = if let Some(u) = user {
+                admin_flow::Target::User(user_by_email(store.as_ref(), &u)?.id)
             } else if let Some(sid) = sid {
-                let s = store
-                    .session_by_sid(&sid)?
-                    .ok_or_else(|| anyhow::anyhow!("no session {sid}"))?;
-                provider.end_session_record(&s)?;
-                1
+                admin_flow::Target::Sid(sid)
             } else if let Some(c) = client {
-                let list = store.sessions_of_client(&c)?;
-                for s in &list {
-                    provider.end_session_record(s)?;
-                }
-                list.len()
+                admin_flow::Target::Client(c)
             } else {
                 debug_assert!(all);
-                let mut n = 0;
-                loop {
-                    let batch = store.all_sessions(1_000)?;
-                    if batch.is_empty() {
-                        break;
-                    }
-                    for s in &batch {
-                        provider.end_session_record(s)?;
-                    }
-                    n += batch.len();
-                }
-                n
+                admin_flow::Target::All
             };
+            let ended = admin_flow::revoke(store.as_ref(), &provider, &target, "cli")?;
+            provider.audit.flush()?;
             println!("{ended} session(s) ended; the apps are told by back-channel logout");
         }
     }

@@ -9,6 +9,7 @@ use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 
+use crate::audit::Auditor;
 use crate::clock::{Clock, Entropy, OsEntropy, SystemClock};
 use crate::config::Settings;
 use crate::domain::{Email, SecretString, UserId};
@@ -16,6 +17,7 @@ use crate::pages::Pages;
 use crate::provider::Provider;
 use crate::provider::clients::ClientRegistry;
 use crate::provider::keys::{KeyEncryptionKey, KeyRing};
+use crate::ratelimit::{Lockout, RateLimiter};
 use crate::session::SessionManager;
 use crate::storage::{DieselStore, Store, User};
 use crate::upstream::local::{self, LOCAL_UPSTREAM_ID, LocalAccounts};
@@ -121,6 +123,7 @@ pub fn build_provider(
 ) -> anyhow::Result<Provider> {
     let keys = KeyRing::new(key_encryption_key(settings, deps)?);
     let clients = ClientRegistry::new(settings.clients.clone(), Arc::clone(&store));
+    let audit = Arc::new(Auditor::new(Arc::clone(&store), Arc::clone(&deps.clock))?);
     let provider = Provider::new(
         settings.provider.clone(),
         clients,
@@ -128,6 +131,7 @@ pub fn build_provider(
         Arc::clone(&store),
         Arc::clone(&deps.clock),
         Arc::clone(&deps.entropy),
+        audit,
     );
     provider
         .keys
@@ -145,6 +149,7 @@ pub struct Application {
     port: u16,
     server: Server,
     sessions: Arc<SessionManager>,
+    provider: Arc<Provider>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -190,6 +195,18 @@ impl Application {
             Arc::clone(&deps.entropy),
             &settings.session,
         ));
+        let metrics = Metrics::new()?;
+        provider.audit.register(metrics.registry())?;
+        let limiter = Arc::new(RateLimiter::new(
+            settings.limits.clone(),
+            Arc::clone(&deps.clock),
+        ));
+        let login_lockout = Arc::new(Lockout::new(
+            Arc::clone(&store),
+            Arc::clone(&deps.clock),
+            settings.limits.lockout,
+            "login:",
+        ));
         let state = web::Data::new(AppState {
             cookies: CookieNames::new(&settings.session.cookie_name, settings.https()),
             settings: settings.clone(),
@@ -200,8 +217,10 @@ impl Application {
             csrf: Csrf::new(csrf_key),
             clock: Arc::clone(&deps.clock),
             entropy: Arc::clone(&deps.entropy),
-            metrics: Metrics::new()?,
+            metrics,
             provider: Arc::clone(&provider),
+            limiter,
+            login_lockout: Arc::clone(&login_lockout),
         });
 
         let listener = TcpListener::bind(settings.bind)
@@ -223,11 +242,12 @@ impl Application {
         let blocking = usize::try_from(settings.pool_size).unwrap_or(8).max(2);
         server = server.worker_max_blocking_threads(blocking);
         let server = server.run();
-        let tasks = spawn_background(&sessions, &provider, &store, &settings);
+        let tasks = spawn_background(&sessions, &provider, &store, &login_lockout, &settings);
         Ok(Self {
             port,
             server,
             sessions,
+            provider,
             tasks,
         })
     }
@@ -246,6 +266,10 @@ impl Application {
         if let Ok(Err(e)) = tokio::task::spawn_blocking(move || sessions.flush_touches()).await {
             tracing::warn!(error = %e, "final last-seen flush failed");
         }
+        let provider = self.provider;
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || provider.audit.flush()).await {
+            tracing::warn!(error = %e, "final audit flush failed");
+        }
         result
     }
 }
@@ -254,8 +278,24 @@ fn spawn_background(
     sessions: &Arc<SessionManager>,
     provider: &Arc<Provider>,
     store: &Arc<dyn Store>,
+    login_lockout: &Arc<Lockout>,
     settings: &Settings,
 ) -> Vec<tokio::task::JoinHandle<()>> {
+    let audit_writer = {
+        let provider = Arc::clone(provider);
+        let every = settings.audit.flush_interval;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let p = Arc::clone(&provider);
+                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || p.audit.flush()).await {
+                    tracing::warn!(error = %e, "audit write failed; will retry");
+                }
+            }
+        })
+    };
     let flusher = {
         let sessions = Arc::clone(sessions);
         let every = settings.session.touch_interval;
@@ -271,13 +311,14 @@ fn spawn_background(
             }
         })
     };
-    // Keys rotated by another instance (or the CLI) are picked up within a minute; a new key
-    // is published `jwks_max_age` before it signs, so this is always in time.
+    // Keys rotated by another instance (or the CLI) are picked up within the reload interval;
+    // a new key is published `jwks_max_age` (at least twice that) before it signs.
     let key_reload = {
         let provider = Arc::clone(provider);
         let store = Arc::clone(store);
+        let every = settings.provider.key_reload_interval;
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+            let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             tick.tick().await;
             loop {
@@ -295,7 +336,9 @@ fn spawn_background(
         let provider = Arc::clone(provider);
         let store = Arc::clone(store);
         let sessions = Arc::clone(sessions);
+        let lockout = Arc::clone(login_lockout);
         let every = settings.session.sweep_interval;
+        let retention = i64::try_from(settings.audit.retention.as_secs()).unwrap_or(i64::MAX);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -325,6 +368,18 @@ fn spawn_background(
                 {
                     tracing::warn!(error = %e, "retired key cleanup failed");
                 }
+                let (p, l) = (Arc::clone(&provider), Arc::clone(&lockout));
+                match tokio::task::spawn_blocking(move || {
+                    Ok::<_, crate::storage::StorageError>((p.audit.sweep(retention)?, l.sweep()?))
+                })
+                .await
+                {
+                    Ok(Ok((audit, _))) if audit > 0 => {
+                        tracing::info!(deleted = audit, "audit rows past retention deleted")
+                    }
+                    Ok(Err(e)) => tracing::warn!(error = %e, "audit or lockout sweep failed"),
+                    _ => {}
+                }
             }
         })
     };
@@ -348,5 +403,5 @@ fn spawn_background(
             }
         })
     };
-    vec![flusher, sweeper, key_reload, logout_sender]
+    vec![flusher, audit_writer, sweeper, key_reload, logout_sender]
 }

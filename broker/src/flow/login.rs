@@ -1,6 +1,7 @@
 //! Owns turning a verified identity into a first-party session.
 
-use crate::config::SessionLimit;
+use crate::audit::{Event, EventKind};
+use crate::config::{OnLimit, SessionLimit};
 use crate::domain::{Channel, UserId};
 use crate::provider::{OAuthError, Provider};
 use crate::session::{NewSession, SessionError, SessionManager, SessionToken};
@@ -22,6 +23,13 @@ pub enum FlowError {
     Session(#[from] SessionError),
     #[error(transparent)]
     Provider(#[from] OAuthError),
+    /// The user is at the session limit and the policy is to let them choose one to end.
+    #[error("the user is at the session limit")]
+    SessionLimit {
+        who: Authenticated,
+        /// The live sessions that count against the limit, oldest first.
+        sessions: Vec<SessionRecord>,
+    },
 }
 
 /// Where the user is signing in from.
@@ -30,8 +38,17 @@ pub struct ClientContext {
     pub channel: Channel,
     /// The concurrent-session limit that applies to this sign-in.
     pub limit: SessionLimit,
+    pub on_limit: OnLimit,
     pub user_agent: String,
     pub ip: String,
+}
+
+/// Who signs in once the upstream has vouched: the broker user, how they authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authenticated {
+    pub user_id: UserId,
+    pub upstream: String,
+    pub amr: Vec<String>,
 }
 
 /// Finds the broker user for `identity` and opens a session for them. Blocking (storage).
@@ -46,49 +63,102 @@ pub fn sign_in(
         // Federated identities are mapped to users through the link table (upstream issue).
         return Err(FlowError::UnsupportedUpstream(identity.upstream));
     }
+    let who = Authenticated {
+        user_id: UserId::from_stored(identity.subject),
+        upstream: identity.upstream,
+        amr: identity.amr,
+    };
+    open_session(store, sessions, provider, who, ctx)
+}
+
+/// Opens a session for an authenticated user, within the concurrent-session policy.
+/// Blocking (storage).
+pub fn open_session(
+    store: &dyn Store,
+    sessions: &SessionManager,
+    provider: &Provider,
+    who: Authenticated,
+    ctx: ClientContext,
+) -> Result<(SessionToken, SessionRecord), FlowError> {
     let user = store
-        .user_by_id(&UserId::from_stored(identity.subject))?
+        .user_by_id(&who.user_id)?
         .ok_or(FlowError::UnknownUser)?;
     if user.disabled {
         return Err(FlowError::Disabled);
     }
-    make_room(store, sessions, provider, &user.id, &ctx)?;
-    Ok(sessions.create(NewSession {
+    make_room(store, sessions, provider, &who, &ctx)?;
+    let ip = ctx.ip.clone();
+    let (token, record) = sessions.create(NewSession {
         user_id: user.id,
         channel: ctx.channel,
         user_agent: ctx.user_agent,
         ip: ctx.ip,
-        upstream: identity.upstream,
-        amr: identity.amr,
-    })?)
+        upstream: who.upstream,
+        amr: who.amr,
+    })?;
+    let event = |kind| {
+        Event::new(kind)
+            .user(record.user_id.as_str())
+            .sid(record.sid.as_str())
+            .ip(ip.as_str())
+            .upstream(record.upstream.as_str())
+    };
+    provider.audit.record(event(EventKind::LoginSucceeded));
+    provider
+        .audit
+        .record(event(EventKind::SessionCreated).reason(record.channel.as_str()));
+    Ok((token, record))
+}
+
+/// The user's sessions that count against `limit` now (live ones, in its scope), oldest first.
+pub fn counted_sessions(
+    store: &dyn Store,
+    sessions: &SessionManager,
+    user: &UserId,
+    channel: Channel,
+    limit: SessionLimit,
+) -> Result<Vec<SessionRecord>, FlowError> {
+    let this_channel_only = match limit {
+        SessionLimit::None => return Ok(Vec::new()),
+        SessionLimit::AllChannels(_) => false,
+        SessionLimit::ThisChannel(_) => true,
+    };
+    let now = sessions.now();
+    // Sessions already expired but not yet swept do not count.
+    Ok(store
+        .sessions_of_user(user)?
+        .into_iter()
+        .filter(|s| now < s.expires_at && now.saturating_sub(s.last_seen) < s.idle_timeout)
+        .filter(|s| !this_channel_only || s.channel == channel)
+        .collect())
 }
 
 /// Enforces the concurrent-session limit: the oldest live sessions in scope end (everywhere,
-/// with back-channel logout) until the new one fits. Returns how many ended.
+/// with back-channel logout) until the new one fits, or, with `refuse`, the sign-in stops
+/// with the list. Returns how many ended.
 fn make_room(
     store: &dyn Store,
     sessions: &SessionManager,
     provider: &Provider,
-    user: &UserId,
+    who: &Authenticated,
     ctx: &ClientContext,
 ) -> Result<usize, FlowError> {
-    let (max, this_channel_only) = match ctx.limit {
+    let user = &who.user_id;
+    let max = match ctx.limit {
         SessionLimit::None => return Ok(0),
-        SessionLimit::AllChannels(n) => (n as usize, false),
-        SessionLimit::ThisChannel(n) => (n as usize, true),
+        SessionLimit::AllChannels(n) | SessionLimit::ThisChannel(n) => n as usize,
     };
-    let now = sessions.now();
-    // Oldest first; sessions already expired but not yet swept do not count.
-    let mut live: Vec<SessionRecord> = store
-        .sessions_of_user(user)?
-        .into_iter()
-        .filter(|s| now < s.expires_at && now.saturating_sub(s.last_seen) < s.idle_timeout)
-        .filter(|s| !this_channel_only || s.channel == ctx.channel)
-        .collect();
+    let mut live = counted_sessions(store, sessions, user, ctx.channel, ctx.limit)?;
+    if ctx.on_limit == OnLimit::Refuse && live.len() >= max.max(1) {
+        return Err(FlowError::SessionLimit {
+            who: who.clone(),
+            sessions: live,
+        });
+    }
     let mut ended = 0;
     while live.len() >= max.max(1) {
         let oldest = live.remove(0);
-        provider.end_session_record(&oldest)?;
+        provider.end_session_record(&oldest, "session_limit")?;
         tracing::info!(user_id = %user, sid = %oldest.sid, reason = "session_limit", "oldest session ended");
         ended += 1;
     }

@@ -13,16 +13,18 @@ pub enum LogoutError {
     Provider(#[from] OAuthError),
 }
 
-/// Ends the session behind a cookie value (if any). Blocking (storage).
+/// Ends the session behind a cookie value (if any); `reason` goes to the audit trail.
+/// Blocking (storage).
 pub fn end_session(
     sessions: &SessionManager,
     provider: &Provider,
     cookie_value: &str,
+    reason: &str,
 ) -> Result<Option<SessionRecord>, LogoutError> {
     let Some(record) = sessions.end(cookie_value)? else {
         return Ok(None);
     };
-    let queued = provider.session_ended(&record)?;
+    let queued = provider.session_ended(&record, reason)?;
     tracing::info!(sid = %record.sid, backchannel = queued, "session ended");
     Ok(Some(record))
 }

@@ -2,5 +2,6 @@
 //! broker user and a first-party session. Pure of HTTP; time and randomness come from the
 //! session manager it is given.
 
+pub mod admin;
 pub mod login;
 pub mod logout;

@@ -15,13 +15,14 @@ mod embedded {
 }
 
 /// The pages every template set must provide.
-pub const PAGES: [&str; 6] = [
+pub const PAGES: [&str; 7] = [
     "login",
     "account",
     "error",
     "signed_out",
     "form_post",
     "logout_confirm",
+    "session_limit",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -244,6 +245,10 @@ fn sample_view_models() -> Vec<(&'static str, Value)> {
         "channel": "web", "user_agent": "ua", "ip": "127.0.0.1", "auth_time": "t", "last_seen": "t",
         "idle_expires_at": "t", "expires_at": "t", "upstream": "local", "amr": "pwd"
     });
+    let device = serde_json::json!({
+        "sid": "s1", "current": true, "channel": "web", "user_agent": "ua", "ip": "127.0.0.1",
+        "auth_time": "t", "last_seen": "t"
+    });
     vec![
         (
             "login",
@@ -256,7 +261,13 @@ fn sample_view_models() -> Vec<(&'static str, Value)> {
         ),
         (
             "account",
-            serde_json::json!({"csrf_token": "x", "user": {"email": "a@b", "name": ""}, "session": session}),
+            serde_json::json!({"csrf_token": "x", "user": {"email": "a@b", "name": ""}, "session": session,
+            "devices": [device.clone(), {"sid": "s2", "current": false, "channel": "web", "user_agent": "ua",
+            "ip": "::1", "auth_time": "t", "last_seen": "t"}], "others": true}),
+        ),
+        (
+            "session_limit",
+            serde_json::json!({"csrf_token": "x", "ticket": "t", "return_to": "/a", "sessions": [device]}),
         ),
         (
             "error",

@@ -60,6 +60,9 @@ pub struct ClientConfig {
     /// limit; default: the channel's `[session]` setting).
     #[serde(default)]
     pub max_sessions_per_user: Option<u32>,
+    /// At the limit: `end_oldest` or `refuse` (default: the channel's `[session]` setting).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_session_limit: Option<crate::config::OnLimit>,
 }
 
 fn default_channel() -> Channel {
@@ -121,6 +124,7 @@ pub struct Client {
     pub refresh_absolute_ttl: Option<Duration>,
     pub audience: Option<String>,
     pub max_sessions_per_user: Option<u32>,
+    pub on_session_limit: Option<crate::config::OnLimit>,
 }
 
 /// A client definition error: `field` names the key inside the client.
@@ -287,6 +291,7 @@ impl Client {
             refresh_absolute_ttl: c.refresh_absolute_ttl,
             audience: c.audience.clone(),
             max_sessions_per_user: c.max_sessions_per_user,
+            on_session_limit: c.on_session_limit,
         })
     }
 

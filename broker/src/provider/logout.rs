@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use super::clients::Client;
 use super::jwt;
 use super::{OAuthError, Provider};
+use crate::audit::{Event, EventKind};
 use crate::storage::{LogoutDelivery, SessionRecord};
 
 /// Deliveries are given up after this many attempts (retries 5 s apart, doubling: about 10 minutes in all).
@@ -84,7 +85,17 @@ impl Provider {
 
     /// Queues a logout token for every client that took part in the ended session and has a
     /// back-channel logout URI. Returns how many were queued.
-    pub fn session_ended(&self, session: &SessionRecord) -> Result<usize, OAuthError> {
+    pub fn session_ended(
+        &self,
+        session: &SessionRecord,
+        reason: &str,
+    ) -> Result<usize, OAuthError> {
+        self.audit.record(
+            Event::new(EventKind::SessionEnded)
+                .user(session.user_id.as_str())
+                .sid(session.sid.as_str())
+                .reason(reason),
+        );
         let now = self.now();
         let mut queued = 0;
         for client_id in self.store.take_session_clients(&session.sid)? {

@@ -10,6 +10,8 @@ pub mod keys;
 pub mod logout;
 
 use std::sync::Arc;
+
+use crate::audit::{Auditor, Event, EventKind};
 use std::time::Duration;
 
 use base64::Engine;
@@ -114,6 +116,7 @@ pub struct ProviderSettings {
     pub refresh_reuse_grace: Duration,
     pub signing_alg: Alg,
     pub jwks_max_age: Duration,
+    pub key_reload_interval: Duration,
 }
 
 fn secs(d: Duration) -> i64 {
@@ -182,6 +185,8 @@ pub struct Provider {
     /// 18-38 us. Only the signature is cached: expiry, revocation and session are checked on
     /// every call. Bounded; emptied when full.
     verified: VerifiedTokens,
+    /// Where auth events go.
+    pub audit: Arc<Auditor>,
 }
 
 /// SHA-256 of a verified access token -> its claims.
@@ -198,8 +203,10 @@ impl Provider {
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         entropy: Arc<dyn Entropy>,
+        audit: Arc<Auditor>,
     ) -> Self {
         Self {
+            audit,
             settings,
             clients,
             keys,
@@ -425,6 +432,12 @@ impl Provider {
                     now.saturating_add(self.max_token_ttl()),
                 )?;
                 tracing::warn!(client_id = %rec.client_id, refresh_revoked = revoked, "authorization code replayed; its tokens are revoked");
+                self.audit.record(
+                    Event::new(EventKind::CodeReplayed)
+                        .client(rec.client_id.as_str())
+                        .user(rec.user_id.as_str())
+                        .sid(rec.sid.as_str()),
+                );
                 return Err(OAuthError::InvalidGrant("code already used".into()));
             }
             CodeUse::First(rec) => rec,
@@ -498,6 +511,13 @@ impl Provider {
         if let Some(r) = refresh {
             self.store.insert_refresh(&r)?;
         }
+        self.audit.record(
+            Event::new(EventKind::TokenIssued)
+                .client(client.id.as_str())
+                .user(rec.user_id.as_str())
+                .sid(rec.sid.as_str())
+                .reason("authorization_code"),
+        );
         Ok(response)
     }
 
@@ -680,7 +700,15 @@ impl Provider {
             .store
             .rotate_refresh(&hash, now, reuse_cutoff, &new, session.key)?
         {
-            Rotation::Rotated => Ok(response),
+            Rotation::Rotated => {
+                self.audit.record(
+                    Event::new(EventKind::TokenRefreshed)
+                        .client(client.id.as_str())
+                        .user(rec.user_id.as_str())
+                        .sid(rec.sid.as_str()),
+                );
+                Ok(response)
+            }
             Rotation::ReuseDetected => Err(self.reuse_detected(client, &rec)?),
         }
     }
@@ -693,6 +721,12 @@ impl Provider {
     ) -> Result<OAuthError, OAuthError> {
         let n = self.store.delete_refresh_family(&rec.family_id)?;
         tracing::warn!(client_id = %client.id, user_id = %rec.user_id, revoked = n, "refresh token reuse detected; family revoked");
+        self.audit.record(
+            Event::new(EventKind::RefreshReuseDetected)
+                .client(client.id.as_str())
+                .user(rec.user_id.as_str())
+                .sid(rec.sid.as_str()),
+        );
         // A stolen token may be in use elsewhere: everything of this user ends (a security event).
         self.revoke_user(&rec.user_id, "refresh_token_reuse")?;
         Ok(OAuthError::InvalidGrant(
@@ -709,18 +743,23 @@ impl Provider {
         self.store.set_tokens_valid_after(user, now)?;
         let sessions = self.store.sessions_of_user(user)?;
         for s in &sessions {
-            self.end_session_record(s)?;
+            self.end_session_record(s, reason)?;
         }
         tracing::warn!(user_id = %user, reason, sessions = sessions.len(), "all sessions and tokens of the user revoked");
+        self.audit.record(
+            Event::new(EventKind::UserRevoked)
+                .user(user.as_str())
+                .reason(reason),
+        );
         Ok(sessions.len())
     }
 
     /// Ends one stored session everywhere: the record, its refresh tokens, and back-channel
     /// logout to its apps.
-    pub fn end_session_record(&self, s: &SessionRecord) -> Result<usize, OAuthError> {
+    pub fn end_session_record(&self, s: &SessionRecord, reason: &str) -> Result<usize, OAuthError> {
         self.store.delete_session(&s.key)?;
         self.store.delete_refresh_for_sid(&s.sid)?;
-        self.session_ended(s)
+        self.session_ended(s, reason)
     }
 
     /// `grant_type=client_credentials`: an access token for the client itself.
@@ -762,6 +801,11 @@ impl Provider {
             "scope": scope,
         });
         let access_token = self.sign_for(client, "at+jwt", &claims)?;
+        self.audit.record(
+            Event::new(EventKind::TokenIssued)
+                .client(client.id.as_str())
+                .reason("client_credentials"),
+        );
         Ok(TokenResponse {
             access_token,
             token_type: "Bearer",
@@ -915,6 +959,15 @@ impl Provider {
                 )
             {
                 self.store.revoke_jti(jti, exp)?;
+                let mut e = Event::new(EventKind::TokenRevoked)
+                    .client(client.id.as_str())
+                    .reason("access_token");
+                e.user_id = claims
+                    .get("sub")
+                    .and_then(Value::as_str)
+                    .filter(|s| *s != client.id)
+                    .map(str::to_owned);
+                self.audit.record(e);
             }
             return Ok(());
         }
@@ -922,6 +975,13 @@ impl Provider {
             && rec.client_id == client.id
         {
             self.store.delete_refresh_family(&rec.family_id)?;
+            self.audit.record(
+                Event::new(EventKind::TokenRevoked)
+                    .client(client.id.as_str())
+                    .user(rec.user_id.as_str())
+                    .sid(rec.sid.as_str())
+                    .reason("refresh_token"),
+            );
         }
         Ok(())
     }

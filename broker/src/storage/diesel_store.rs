@@ -12,12 +12,13 @@ use diesel::sqlite::SqliteConnection;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 use super::schema::{
-    auth_codes, clients, logout_deliveries, refresh_tokens, revoked_tokens, secrets,
-    session_clients, sessions, signing_keys, users,
+    audit_events, auth_codes, clients, login_failures, logout_deliveries, refresh_tokens,
+    revoked_tokens, secrets, session_clients, sessions, signing_keys, users,
 };
 use super::{
-    AuthCodeRecord, CodeUse, LogoutDelivery, RefreshRecord, Rotation, SessionKey, SessionLiveness,
-    SessionRecord, SigningKeyRecord, StorageError, Store, TokenState, User,
+    AuditQuery, AuditRecord, AuthCodeRecord, CodeUse, LoginLock, LogoutDelivery, RefreshRecord,
+    Rotation, SessionKey, SessionLiveness, SessionRecord, SigningKeyRecord, StorageError, Store,
+    TokenState, User,
 };
 use crate::clock::UnixTime;
 use crate::config::DatabaseUrl;
@@ -169,6 +170,61 @@ fn path_str(p: &Path) -> Result<String, StorageError> {
     p.to_str()
         .map(str::to_owned)
         .ok_or_else(|| StorageError::Unavailable("database path is not UTF-8".into()))
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = audit_events)]
+struct NewAuditRow<'a> {
+    at: i64,
+    kind: &'a str,
+    user_id: Option<&'a str>,
+    client_id: Option<&'a str>,
+    sid: Option<&'a str>,
+    ip: Option<&'a str>,
+    upstream: Option<&'a str>,
+    reason: Option<&'a str>,
+}
+
+impl<'a> NewAuditRow<'a> {
+    fn from_record(r: &'a AuditRecord) -> Self {
+        Self {
+            at: r.at,
+            kind: &r.kind,
+            user_id: r.user_id.as_deref(),
+            client_id: r.client_id.as_deref(),
+            sid: r.sid.as_deref(),
+            ip: r.ip.as_deref(),
+            upstream: r.upstream.as_deref(),
+            reason: r.reason.as_deref(),
+        }
+    }
+}
+
+type AuditTuple = (
+    i64,
+    i64,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+fn audit_from_tuple(t: AuditTuple) -> AuditRecord {
+    let (id, at, kind, user_id, client_id, sid, ip, upstream, reason) = t;
+    AuditRecord {
+        id,
+        at,
+        kind,
+        user_id,
+        client_id,
+        sid,
+        ip,
+        upstream,
+        reason,
+    }
 }
 
 #[derive(Queryable, Insertable)]
@@ -1086,6 +1142,155 @@ impl Store for DieselStore {
                 .select(secrets::value)
                 .first::<Vec<u8>>(c)
                 .map_err(query_err)
+        })
+    }
+
+    fn insert_audit_events(&self, events: &[AuditRecord]) -> Result<(), StorageError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<NewAuditRow<'_>> = events.iter().map(NewAuditRow::from_record).collect();
+        with_conn!(write self, |c| {
+            c.transaction(|c| {
+                // Bounded statements: SQLite allows at most 32,766 bound values per statement.
+                for chunk in rows.chunks(500) {
+                    diesel::insert_into(audit_events::table)
+                        .values(chunk)
+                        .execute(c)?;
+                }
+                Ok(())
+            })
+            .map_err(query_err)
+        })
+    }
+
+    fn audit_events(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>, StorageError> {
+        let rows: Vec<AuditTuple> = with_conn!(self, |c| {
+            let mut query = audit_events::table.into_boxed();
+            if let Some(u) = &q.user_id {
+                query = query.filter(audit_events::user_id.eq(u.clone()));
+            }
+            if let Some(k) = &q.kind {
+                query = query.filter(audit_events::kind.eq(k.clone()));
+            }
+            if let Some(t) = q.since {
+                query = query.filter(audit_events::at.ge(t));
+            }
+            if let Some(t) = q.until {
+                query = query.filter(audit_events::at.lt(t));
+            }
+            if let Some(id) = q.before_id {
+                query = query.filter(audit_events::id.lt(id));
+            }
+            query
+                .order(audit_events::id.desc())
+                .limit(q.limit)
+                .load::<AuditTuple>(c)
+                .map_err(query_err)
+        })?;
+        Ok(rows.into_iter().map(audit_from_tuple).collect())
+    }
+
+    fn delete_audit_events_before(&self, before: UnixTime) -> Result<u64, StorageError> {
+        with_conn!(write self, |c| {
+            diesel::delete(audit_events::table.filter(audit_events::at.lt(before)))
+                .execute(c)
+                .map(|n| n as u64)
+                .map_err(query_err)
+        })
+    }
+
+    fn login_lock(&self, account: &str) -> Result<Option<LoginLock>, StorageError> {
+        let row: Option<(i64, i64, i64)> = with_conn!(self, |c| {
+            login_failures::table
+                .find(account)
+                .select((
+                    login_failures::failures,
+                    login_failures::last_failure_at,
+                    login_failures::locked_until,
+                ))
+                .first(c)
+                .optional()
+                .map_err(query_err)
+        })?;
+        Ok(
+            row.map(|(failures, last_failure_at, locked_until)| LoginLock {
+                failures,
+                last_failure_at,
+                locked_until,
+            }),
+        )
+    }
+
+    fn record_login_failure(
+        &self,
+        account: &str,
+        now: UnixTime,
+        window_start: UnixTime,
+        lock_until: &dyn Fn(i64) -> UnixTime,
+    ) -> Result<LoginLock, StorageError> {
+        with_conn!(write self, |c| {
+            c.transaction(|c| {
+                diesel::insert_into(login_failures::table)
+                    .values((
+                        login_failures::account.eq(account),
+                        login_failures::failures.eq(0i64),
+                        login_failures::last_failure_at.eq(now),
+                        login_failures::locked_until.eq(0i64),
+                    ))
+                    .on_conflict_do_nothing()
+                    .execute(c)?;
+                // The row lock taken by the first update serialises concurrent failures.
+                diesel::update(
+                    login_failures::table
+                        .find(account)
+                        .filter(login_failures::last_failure_at.lt(window_start)),
+                )
+                .set(login_failures::failures.eq(0i64))
+                .execute(c)?;
+                diesel::update(login_failures::table.find(account))
+                    .set((
+                        login_failures::failures.eq(login_failures::failures + 1i64),
+                        login_failures::last_failure_at.eq(now),
+                    ))
+                    .execute(c)?;
+                let (failures, locked_until): (i64, i64) = login_failures::table
+                    .find(account)
+                    .select((login_failures::failures, login_failures::locked_until))
+                    .first(c)?;
+                let locked_until = locked_until.max(lock_until(failures));
+                diesel::update(login_failures::table.find(account))
+                    .set(login_failures::locked_until.eq(locked_until))
+                    .execute(c)?;
+                Ok(LoginLock {
+                    failures,
+                    last_failure_at: now,
+                    locked_until,
+                })
+            })
+            .map_err(query_err)
+        })
+    }
+
+    fn clear_login_failures(&self, account: &str) -> Result<(), StorageError> {
+        with_conn!(write self, |c| {
+            diesel::delete(login_failures::table.find(account))
+                .execute(c)
+                .map(|_| ())
+                .map_err(query_err)
+        })
+    }
+
+    fn delete_login_failures_before(&self, before: UnixTime) -> Result<u64, StorageError> {
+        with_conn!(write self, |c| {
+            diesel::delete(
+                login_failures::table
+                    .filter(login_failures::last_failure_at.lt(before))
+                    .filter(login_failures::locked_until.lt(before)),
+            )
+            .execute(c)
+            .map(|n| n as u64)
+            .map_err(query_err)
         })
     }
 }

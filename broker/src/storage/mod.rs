@@ -173,6 +173,44 @@ pub struct SessionLiveness {
     pub tokens_valid_after: UnixTime,
 }
 
+/// One audit event as stored (`id` is assigned by the database; 0 before that).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    pub id: i64,
+    pub at: UnixTime,
+    pub kind: String,
+    pub user_id: Option<String>,
+    pub client_id: Option<String>,
+    pub sid: Option<String>,
+    pub ip: Option<String>,
+    pub upstream: Option<String>,
+    pub reason: Option<String>,
+}
+
+/// A filter over the audit trail; results come newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditQuery {
+    pub user_id: Option<String>,
+    pub kind: Option<String>,
+    /// Events at or after this time.
+    pub since: Option<UnixTime>,
+    /// Events before this time.
+    pub until: Option<UnixTime>,
+    /// Paging cursor: events with a smaller id than this.
+    pub before_id: Option<i64>,
+    pub limit: i64,
+}
+
+/// The brute-force state of one account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginLock {
+    /// Failures in the current window.
+    pub failures: i64,
+    pub last_failure_at: UnixTime,
+    /// No sign-in attempt is checked before this time (0: not locked).
+    pub locked_until: UnixTime,
+}
+
 /// What rotating a refresh token did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rotation {
@@ -300,6 +338,27 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes expired codes, refresh tokens and revoked-token entries.
     fn delete_expired_grants(&self, now: UnixTime) -> Result<u64, StorageError>;
+
+    // Audit trail.
+    fn insert_audit_events(&self, events: &[AuditRecord]) -> Result<(), StorageError>;
+    /// Events matching `q`, newest first, at most `q.limit`.
+    fn audit_events(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>, StorageError>;
+    fn delete_audit_events_before(&self, before: UnixTime) -> Result<u64, StorageError>;
+
+    // Brute-force lockout.
+    fn login_lock(&self, account: &str) -> Result<Option<LoginLock>, StorageError>;
+    /// Counts one failed sign-in of `account` atomically: the count starts over if the last
+    /// failure was before `window_start`; `locked_until` becomes at least `lock_until(failures)`.
+    fn record_login_failure(
+        &self,
+        account: &str,
+        now: UnixTime,
+        window_start: UnixTime,
+        lock_until: &dyn Fn(i64) -> UnixTime,
+    ) -> Result<LoginLock, StorageError>;
+    fn clear_login_failures(&self, account: &str) -> Result<(), StorageError>;
+    /// Forgets accounts whose last failure is before `before` and that are not locked.
+    fn delete_login_failures_before(&self, before: UnixTime) -> Result<u64, StorageError>;
 
     /// Returns the broker-wide secret `name`, storing `candidate` first if there is none yet;
     /// every instance thus agrees on one value.

@@ -133,3 +133,26 @@ diesel::allow_tables_to_appear_in_same_query!(
     session_clients,
     logout_deliveries
 );
+
+diesel::table! {
+    audit_events (id) {
+        id -> BigInt,
+        at -> BigInt,
+        kind -> Text,
+        user_id -> Nullable<Text>,
+        client_id -> Nullable<Text>,
+        sid -> Nullable<Text>,
+        ip -> Nullable<Text>,
+        upstream -> Nullable<Text>,
+        reason -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    login_failures (account) {
+        account -> Text,
+        failures -> BigInt,
+        last_failure_at -> BigInt,
+        locked_until -> BigInt,
+    }
+}

@@ -1,8 +1,11 @@
-//! Owns the account page: who is signed in and the details of the current session.
+//! Owns the account page: who is signed in, the details of the current session, and "your
+//! devices": every session of the user, with end-this and end-all-others.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+use super::form::StrictForm;
 
 use super::{AppState, current_session, format_time, render, request_info, see_other};
 use crate::error::WebError;
@@ -27,11 +30,39 @@ struct SessionView {
     amr: String,
 }
 
+/// One row of "your devices".
+#[derive(Serialize)]
+struct DeviceView {
+    sid: String,
+    current: bool,
+    channel: String,
+    user_agent: String,
+    ip: String,
+    auth_time: String,
+    last_seen: String,
+}
+
 #[derive(Serialize)]
 struct AccountPage {
     csrf_token: String,
     user: UserView,
     session: SessionView,
+    devices: Vec<DeviceView>,
+    others: bool,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EndForm {
+    #[serde(default)]
+    csrf_token: String,
+    #[serde(default)]
+    sid: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EndOthersForm {
+    #[serde(default)]
+    csrf_token: String,
 }
 
 pub async fn home(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, WebError> {
@@ -47,9 +78,23 @@ pub async fn show(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
     };
     let store = state.store.clone();
     let user_id = session.record.user_id.clone();
-    let Some(user) = web::block(move || store.user_by_id(&user_id)).await?? else {
+    let (user, mut all) = web::block(move || {
+        Ok::<_, crate::storage::StorageError>((
+            store.user_by_id(&user_id)?,
+            store.sessions_of_user(&user_id)?,
+        ))
+    })
+    .await??;
+    let Some(user) = user else {
         return Ok(see_other("/login?return_to=%2Faccount"));
     };
+    // Newest first; the stored last-seen may lag by the touch interval, this one's does not.
+    all.sort_by_key(|s| std::cmp::Reverse(s.auth_time));
+    let now = state.clock.now();
+    all.retain(|s| {
+        now < s.expires_at && now.saturating_sub(s.last_seen) < s.idle_timeout
+            || s.sid == session.record.sid
+    });
     let locale = request_info(&req, &state).locale;
     let csrf = state
         .csrf
@@ -83,10 +128,91 @@ pub async fn show(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
             upstream,
             amr: r.amr.join(", "),
         },
+        others: all.iter().any(|s| s.sid != r.sid),
+        devices: all
+            .iter()
+            .map(|s| {
+                let current = s.sid == r.sid;
+                DeviceView {
+                    sid: s.sid.clone(),
+                    current,
+                    channel: state
+                        .pages
+                        .text(locale, &format!("channel_{}", s.channel.as_str())),
+                    user_agent: s.user_agent.clone(),
+                    ip: s.ip.clone(),
+                    auth_time: format_time(s.auth_time),
+                    last_seen: format_time(if current { r.last_seen } else { s.last_seen }),
+                }
+            })
+            .collect(),
     };
     let mut res = render(&state, &req, StatusCode::OK, "account", true, &vm)?;
     if let Some(c) = csrf.new_cookie {
         res.add_cookie(&c).map_err(WebError::internal)?;
     }
     Ok(res)
+}
+
+/// `POST /account/sessions/end`: ends one of the signed-in user's other sessions.
+pub async fn end_one(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    form: StrictForm<EndForm>,
+) -> Result<HttpResponse, WebError> {
+    let form = form.into_inner();
+    state.csrf.verify(&req, &state.cookies, &form.csrf_token)?;
+    let Some(session) = current_session(&state, &req).await? else {
+        return Ok(see_other("/login?return_to=%2Faccount"));
+    };
+    if form.sid == session.record.sid {
+        // Ending this very session is signing out.
+        let removal = super::end_current_session(&state, &req, "logout").await?;
+        let mut res = see_other("/signed-out");
+        res.add_cookie(&removal).map_err(WebError::internal)?;
+        return Ok(res);
+    }
+    let (store, provider) = (state.store.clone(), state.provider.clone());
+    let owner = session.record.user_id.clone();
+    let ended = web::block(move || match store.session_by_sid(&form.sid)? {
+        Some(s) if s.user_id == owner => {
+            provider
+                .end_session_record(&s, "ended_from_devices_page")
+                .map_err(WebError::internal)?;
+            Ok(true)
+        }
+        _ => Ok::<_, WebError>(false),
+    })
+    .await??;
+    if !ended {
+        // Not one of this user's sessions (or already gone): nothing to say about it.
+        return Err(WebError::NotFound);
+    }
+    Ok(see_other("/account#devices"))
+}
+
+/// `POST /account/sessions/end-others`: ends every session of the user but this one.
+pub async fn end_others(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    form: StrictForm<EndOthersForm>,
+) -> Result<HttpResponse, WebError> {
+    let form = form.into_inner();
+    state.csrf.verify(&req, &state.cookies, &form.csrf_token)?;
+    let Some(session) = current_session(&state, &req).await? else {
+        return Ok(see_other("/login?return_to=%2Faccount"));
+    };
+    let (store, provider) = (state.store.clone(), state.provider.clone());
+    web::block(move || {
+        for s in store.sessions_of_user(&session.record.user_id)? {
+            if s.sid != session.record.sid {
+                provider
+                    .end_session_record(&s, "ended_others_from_devices_page")
+                    .map_err(WebError::internal)?;
+            }
+        }
+        Ok::<_, WebError>(())
+    })
+    .await??;
+    Ok(see_other("/account#devices"))
 }

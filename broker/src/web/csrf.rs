@@ -61,6 +61,68 @@ impl Csrf {
         })
     }
 
+    /// Signs `data` for this browser only: the MAC covers `label`, the browser's CSRF cookie
+    /// and `data`. Returns `data.mac` (base64url), or `None` if the browser has no CSRF cookie.
+    pub fn sign_for_browser(
+        &self,
+        req: &HttpRequest,
+        names: &CookieNames,
+        label: &str,
+        data: &[u8],
+    ) -> Result<Option<String>, WebError> {
+        let Some(cookie) = req.cookie(&names.csrf) else {
+            return Ok(None);
+        };
+        self.sign_with_cookie(cookie.value(), label, data).map(Some)
+    }
+
+    /// As [`Self::sign_for_browser`], for a cookie value about to be set.
+    pub fn sign_with_cookie(
+        &self,
+        cookie_value: &str,
+        label: &str,
+        data: &[u8],
+    ) -> Result<String, WebError> {
+        let mac = self.labelled_mac(cookie_value, label, data)?;
+        Ok(format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(data),
+            URL_SAFE_NO_PAD.encode(mac)
+        ))
+    }
+
+    /// The data of a value made by [`Self::sign_for_browser`] for this browser and `label`.
+    pub fn verify_for_browser(
+        &self,
+        req: &HttpRequest,
+        names: &CookieNames,
+        label: &str,
+        signed: &str,
+    ) -> Option<Vec<u8>> {
+        let cookie = req.cookie(&names.csrf)?;
+        let (data, mac) = signed.split_once('.')?;
+        let data = URL_SAFE_NO_PAD.decode(data).ok()?;
+        let mac = URL_SAFE_NO_PAD.decode(mac).ok()?;
+        let expected = self.labelled_mac(cookie.value(), label, &data).ok()?;
+        (mac.len() == expected.len() && bool::from(mac.ct_eq(&expected))).then_some(data)
+    }
+
+    fn labelled_mac(
+        &self,
+        cookie_value: &str,
+        label: &str,
+        data: &[u8],
+    ) -> Result<Vec<u8>, WebError> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).map_err(WebError::internal)?;
+        mac.update(b"concierge-signed-v1:");
+        mac.update(label.as_bytes());
+        mac.update(b":");
+        mac.update(cookie_value.as_bytes());
+        mac.update(b":");
+        mac.update(data);
+        Ok(mac.finalize().into_bytes().to_vec())
+    }
+
     /// Accepts the form token only if it is the HMAC of this browser's CSRF cookie.
     pub fn verify(
         &self,

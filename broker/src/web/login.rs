@@ -8,10 +8,13 @@ use serde::{Deserialize, Serialize};
 
 use super::form::StrictForm;
 use super::{AppState, client_ip, current_session, render, request_info, see_other, user_agent};
+use crate::audit::{Event, EventKind};
 use crate::domain::{Channel, Email, ReturnTo, SecretString};
 use crate::error::WebError;
-use crate::flow::login::{ClientContext, FlowError, sign_in};
+use crate::flow::login::{Authenticated, ClientContext, FlowError, open_session, sign_in};
+use crate::ratelimit::Scope;
 use crate::upstream::UpstreamError;
+use crate::upstream::local::LOCAL_UPSTREAM_ID;
 
 #[derive(Debug, Deserialize)]
 pub struct LoginQuery {
@@ -138,33 +141,83 @@ pub async fn submit(
         return Err(WebError::NotFound);
     };
     let shown_email = form.email.chars().take(254).collect::<String>();
+    let ip = client_ip(&req, &state);
+    // The account a guess is counted against: the name as typed, normalised like an email.
+    let account = shown_email.trim().to_lowercase();
     let refused = |key: &'static str, status: StatusCode| {
         login_page(&state, &req, status, rt.as_ref(), &shown_email, Some(key))
     };
+    let failed = |reason: &'static str| {
+        state.provider.audit.record(
+            Event::new(EventKind::LoginFailed)
+                .ip(ip.as_str())
+                .upstream(LOCAL_UPSTREAM_ID)
+                .reason(reason),
+        );
+    };
+
+    // Rates first (memory only), then the shared lockout, then the password hash.
+    for (scope, key) in [
+        (Scope::LoginPerIp, ip.as_str()),
+        (Scope::LoginPerAccount, account.as_str()),
+    ] {
+        if let Err(limited) = state.limiter.check(scope, key) {
+            state.provider.audit.record(
+                Event::new(EventKind::RateLimited)
+                    .ip(ip.as_str())
+                    .reason(scope.as_str()),
+            );
+            return slow_down(
+                refused("error_rate_limited", StatusCode::TOO_MANY_REQUESTS).await,
+                limited,
+            );
+        }
+    }
+    let lockout = Arc::clone(&state.login_lockout);
+    let acct = account.clone();
+    if let Some(limited) = web::block(move || lockout.locked(&acct)).await?? {
+        failed("locked_out");
+        return slow_down(
+            refused("error_locked_out", StatusCode::TOO_MANY_REQUESTS).await,
+            limited,
+        );
+    }
 
     // A malformed email is just a failed sign-in: no hint about which part was wrong.
     let (Ok(email), Some(password)) = (Email::parse(&form.email), form.password) else {
+        failed("invalid_credentials");
         return refused("error_invalid_credentials", StatusCode::UNAUTHORIZED).await;
     };
     let identity = match connector.authenticate(&email, &password).await {
         Ok(identity) => identity,
         Err(UpstreamError::InvalidCredentials) => {
-            tracing::info!(reason = "invalid_credentials", "login failed");
+            failed("invalid_credentials");
+            let lockout = Arc::clone(&state.login_lockout);
+            let acct = account.clone();
+            if let Some(limited) = web::block(move || lockout.failed(&acct)).await?? {
+                state.provider.audit.record(
+                    Event::new(EventKind::LockedOut)
+                        .ip(ip.as_str())
+                        .reason(format!("{} s", limited.retry_after_secs)),
+                );
+                return slow_down(
+                    refused("error_locked_out", StatusCode::TOO_MANY_REQUESTS).await,
+                    limited,
+                );
+            }
             return refused("error_invalid_credentials", StatusCode::UNAUTHORIZED).await;
         }
         Err(UpstreamError::AccountDisabled) => {
-            tracing::info!(reason = "account_disabled", "login failed");
+            failed("account_disabled");
             return refused("error_account_disabled", StatusCode::FORBIDDEN).await;
         }
         Err(UpstreamError::Storage(e)) => return Err(e.into()),
         Err(other) => return Err(WebError::internal(other)),
     };
-    let mut ctx = ClientContext {
-        channel: Channel::Web,
-        limit: state.settings.session.web.limit,
-        user_agent: user_agent(&req),
-        ip: client_ip(&req),
-    };
+    let lockout = Arc::clone(&state.login_lockout);
+    web::block(move || lockout.succeeded(&account)).await??;
+
+    let ctx = base_context(&state, &req);
     let policies = state.settings.session.clone();
     let return_path = rt.as_ref().map(|r| r.as_str().to_owned());
     let (store, sessions, provider) = (
@@ -177,26 +230,76 @@ pub async fn submit(
         .cookie(&state.cookies.session)
         .map(|c| c.value().to_owned());
     let outcome = web::block(move || {
-        // Signing in for an app: the session belongs to that app's channel and its limits.
-        if let Some((client, _)) = return_path
-            .as_deref()
-            .and_then(|r| super::authorize_target(&provider, r))
-        {
-            ctx.channel = client.channel;
-            ctx.limit = match client.max_sessions_per_user {
-                Some(0) => crate::config::SessionLimit::None,
-                Some(n) => crate::config::SessionLimit::ThisChannel(n),
-                None => policies.channel(client.channel).limit,
-            };
-        }
+        let ctx = for_client(&provider, &policies, return_path.as_deref(), ctx);
         if let Some(old) = previous
-            && let Err(e) = crate::flow::logout::end_session(&sessions, &provider, &old)
+            && let Err(e) =
+                crate::flow::logout::end_session(&sessions, &provider, &old, "reauthenticated")
         {
             tracing::warn!(error = %e, "ending the replaced session failed");
         }
         sign_in(store.as_ref(), &sessions, &provider, identity, ctx)
     })
     .await?;
+    signed_in(&state, &req, rt.as_ref(), outcome).await
+}
+
+/// Adds `Retry-After` to a refusal.
+fn slow_down(
+    res: Result<HttpResponse, WebError>,
+    limited: crate::ratelimit::Limited,
+) -> Result<HttpResponse, WebError> {
+    let mut res = res?;
+    if let Ok(v) =
+        actix_web::http::header::HeaderValue::from_str(&limited.retry_after_secs.to_string())
+    {
+        res.headers_mut()
+            .insert(actix_web::http::header::RETRY_AFTER, v);
+    }
+    Ok(res)
+}
+
+/// Where this browser signs in from, before the app (if any) is known.
+fn base_context(state: &AppState, req: &HttpRequest) -> ClientContext {
+    ClientContext {
+        channel: Channel::Web,
+        limit: state.settings.session.web.limit,
+        on_limit: state.settings.session.web.on_limit,
+        user_agent: user_agent(req),
+        ip: client_ip(req, state),
+    }
+}
+
+/// Signing in for an app: the session belongs to that app's channel and its limits.
+/// Blocking (clients stored in the database).
+fn for_client(
+    provider: &crate::provider::Provider,
+    policies: &crate::config::SessionSettings,
+    return_path: Option<&str>,
+    mut ctx: ClientContext,
+) -> ClientContext {
+    if let Some((client, _)) = return_path.and_then(|r| super::authorize_target(provider, r)) {
+        let policy = policies.channel(client.channel);
+        ctx.channel = client.channel;
+        ctx.limit = match client.max_sessions_per_user {
+            Some(0) => crate::config::SessionLimit::None,
+            Some(n) => crate::config::SessionLimit::ThisChannel(n),
+            None => policy.limit,
+        };
+        ctx.on_limit = client.on_session_limit.unwrap_or(policy.on_limit);
+    }
+    ctx
+}
+
+/// Turns the outcome of opening a session into the answer: the cookie and the way on, the
+/// session-limit page, or a refusal.
+async fn signed_in(
+    state: &web::Data<AppState>,
+    req: &HttpRequest,
+    rt: Option<&ReturnTo>,
+    outcome: Result<(crate::session::SessionToken, crate::storage::SessionRecord), FlowError>,
+) -> Result<HttpResponse, WebError> {
+    let refused =
+        |key: &'static str, status: StatusCode| login_page(state, req, status, rt, "", Some(key));
     let (token, record) = match outcome {
         Ok(ok) => ok,
         Err(FlowError::Disabled) => {
@@ -205,19 +308,178 @@ pub async fn submit(
         Err(FlowError::UnknownUser) => {
             return refused("error_invalid_credentials", StatusCode::UNAUTHORIZED).await;
         }
+        Err(FlowError::SessionLimit { who, sessions }) => {
+            return session_limit_page(state, req, rt, &who, &sessions);
+        }
         Err(FlowError::Storage(e)) => return Err(e.into()),
         Err(FlowError::Session(e)) => return Err(e.into()),
         Err(FlowError::Provider(e)) => return Err(WebError::internal(e)),
         Err(e @ FlowError::UnsupportedUpstream(_)) => return Err(WebError::internal(e)),
     };
     tracing::info!(user_id = %record.user_id, upstream = %record.upstream, "login succeeded");
-    let mut res = see_other(rt.as_ref().map(ReturnTo::as_str).unwrap_or("/account"));
+    let mut res = see_other(rt.map(ReturnTo::as_str).unwrap_or("/account"));
     let cookie = state.cookies.build(
         state.cookies.session.clone(),
         token.as_cookie_value().to_owned(),
     );
     res.add_cookie(&cookie).map_err(WebError::internal)?;
     Ok(res)
+}
+
+/// What the session-limit page carries for the user who proved who they are: signed for this
+/// browser, valid for a few minutes.
+#[derive(Serialize, Deserialize)]
+struct LimitTicket {
+    user_id: String,
+    upstream: String,
+    amr: Vec<String>,
+    exp: i64,
+}
+
+const LIMIT_TICKET: &str = "session-limit";
+const LIMIT_TICKET_TTL: i64 = 300;
+
+#[derive(Serialize)]
+struct LimitSessionView {
+    sid: String,
+    channel: String,
+    user_agent: String,
+    ip: String,
+    auth_time: String,
+    last_seen: String,
+}
+
+#[derive(Serialize)]
+struct SessionLimitPage {
+    csrf_token: String,
+    ticket: String,
+    return_to: String,
+    sessions: Vec<LimitSessionView>,
+}
+
+fn session_limit_page(
+    state: &web::Data<AppState>,
+    req: &HttpRequest,
+    rt: Option<&ReturnTo>,
+    who: &Authenticated,
+    sessions: &[crate::storage::SessionRecord],
+) -> Result<HttpResponse, WebError> {
+    let locale = request_info(req, state).locale;
+    let csrf = state
+        .csrf
+        .issue(req, &state.cookies, state.entropy.as_ref())?;
+    let ticket = LimitTicket {
+        user_id: who.user_id.as_str().to_owned(),
+        upstream: who.upstream.clone(),
+        amr: who.amr.clone(),
+        exp: state.clock.now().saturating_add(LIMIT_TICKET_TTL),
+    };
+    let data = serde_json::to_vec(&ticket).map_err(WebError::internal)?;
+    // Bound to the CSRF cookie the browser has, or the one this page sets.
+    let ticket = match &csrf.new_cookie {
+        Some(c) => state
+            .csrf
+            .sign_with_cookie(c.value(), LIMIT_TICKET, &data)?,
+        None => state
+            .csrf
+            .sign_for_browser(req, &state.cookies, LIMIT_TICKET, &data)?
+            .ok_or(WebError::Csrf)?,
+    };
+    let vm = SessionLimitPage {
+        csrf_token: csrf.token,
+        ticket,
+        return_to: rt.map(ReturnTo::as_str).unwrap_or("").to_owned(),
+        sessions: sessions
+            .iter()
+            .map(|s| LimitSessionView {
+                sid: s.sid.clone(),
+                channel: state
+                    .pages
+                    .text(locale, &format!("channel_{}", s.channel.as_str())),
+                user_agent: s.user_agent.clone(),
+                ip: s.ip.clone(),
+                auth_time: super::format_time(s.auth_time),
+                last_seen: super::format_time(s.last_seen),
+            })
+            .collect(),
+    };
+    let mut res = render(state, req, StatusCode::OK, "session_limit", false, &vm)?;
+    if let Some(c) = csrf.new_cookie {
+        res.add_cookie(&c).map_err(WebError::internal)?;
+    }
+    Ok(res)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EndOneForm {
+    #[serde(default)]
+    csrf_token: String,
+    #[serde(default)]
+    ticket: String,
+    #[serde(default)]
+    sid: String,
+    #[serde(default)]
+    return_to: String,
+}
+
+/// `POST /login/session-limit`: ends the session the user picked on the session-limit page,
+/// then signs them in (the limit is checked again).
+pub async fn end_one_and_continue(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    form: StrictForm<EndOneForm>,
+) -> Result<HttpResponse, WebError> {
+    let form = form.into_inner();
+    state.csrf.verify(&req, &state.cookies, &form.csrf_token)?;
+    let rt = return_to(Some(&form.return_to));
+    let ticket = state
+        .csrf
+        .verify_for_browser(&req, &state.cookies, LIMIT_TICKET, &form.ticket)
+        .and_then(|d| serde_json::from_slice::<LimitTicket>(&d).ok())
+        .filter(|t| t.exp > state.clock.now());
+    let Some(ticket) = ticket else {
+        // Expired or not this browser's: start over at the sign-in page.
+        return login_page(
+            &state,
+            &req,
+            StatusCode::BAD_REQUEST,
+            rt.as_ref(),
+            "",
+            Some("error_session_limit_ticket"),
+        )
+        .await;
+    };
+    let who = Authenticated {
+        user_id: crate::domain::UserId::from_stored(ticket.user_id),
+        upstream: ticket.upstream,
+        amr: ticket.amr,
+    };
+    let ctx = base_context(&state, &req);
+    let policies = state.settings.session.clone();
+    let return_path = rt.as_ref().map(|r| r.as_str().to_owned());
+    let (store, sessions, provider) = (
+        Arc::clone(&state.store),
+        Arc::clone(&state.sessions),
+        Arc::clone(&state.provider),
+    );
+    let sid = form.sid;
+    let outcome = web::block(move || {
+        let ctx = for_client(&provider, &policies, return_path.as_deref(), ctx);
+        // Only one of this user's own sessions can be ended from here.
+        match store.session_by_sid(&sid)? {
+            Some(s) if s.user_id == who.user_id => {
+                provider.end_session_record(&s, "ended_at_session_limit")?;
+            }
+            _ => return Ok(None),
+        }
+        open_session(store.as_ref(), &sessions, &provider, who, ctx).map(Some)
+    })
+    .await?;
+    match outcome {
+        Ok(Some(ok)) => signed_in(&state, &req, rt.as_ref(), Ok(ok)).await,
+        Ok(None) => Err(WebError::NotFound),
+        Err(e) => signed_in(&state, &req, rt.as_ref(), Err(e)).await,
+    }
 }
 
 pub async fn logout(
@@ -227,7 +489,7 @@ pub async fn logout(
 ) -> Result<HttpResponse, WebError> {
     let form = form.into_inner();
     state.csrf.verify(&req, &state.cookies, &form.csrf_token)?;
-    let removal = super::end_current_session(&state, &req).await?;
+    let removal = super::end_current_session(&state, &req, "logout").await?;
     let mut res = see_other("/signed-out");
     res.add_cookie(&removal).map_err(WebError::internal)?;
     Ok(res)

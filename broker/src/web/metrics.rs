@@ -41,6 +41,11 @@ impl Metrics {
         })
     }
 
+    /// The registry served at `/metrics`, for collectors owned elsewhere (audit counters).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     pub fn observe(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
         let status = status.to_string();
         let labels = [route, method, status.as_str()];

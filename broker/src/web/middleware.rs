@@ -100,7 +100,11 @@ pub async fn observe(
 
     if is_bare_error(&res) {
         let message = res.extensions().get::<ErrorMessage>().copied();
+        let retry_after = res.headers().get(header::RETRY_AFTER).cloned();
         res = error_page(&state, &info, res.status(), message, &http_req);
+        if let Some(v) = retry_after {
+            res.headers_mut().insert(header::RETRY_AFTER, v);
+        }
     }
     add_headers(&mut res, &state, &info);
 

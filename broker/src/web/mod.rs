@@ -2,6 +2,7 @@
 //! parse requests into domain types, call one flow function and map the result to a page.
 
 mod account;
+mod admin_api;
 pub mod cookies;
 pub mod csrf;
 mod form;
@@ -26,6 +27,7 @@ use crate::domain::Locale;
 use crate::error::WebError;
 use crate::pages::Pages;
 use crate::provider::Provider;
+use crate::ratelimit::{Lockout, RateLimiter};
 use crate::session::{ActiveSession, SessionManager};
 use crate::storage::Store;
 use crate::upstream::Upstreams;
@@ -62,6 +64,9 @@ pub const TEXT_KEYS: &[&str] = &[
     "error_authorize_redirect",
     "error_logout_hint",
     "error_logout_redirect",
+    "error_rate_limited",
+    "error_locked_out",
+    "error_session_limit_ticket",
 ];
 
 pub struct AppState {
@@ -76,6 +81,9 @@ pub struct AppState {
     pub entropy: Arc<dyn Entropy>,
     pub metrics: Metrics,
     pub provider: Arc<Provider>,
+    pub limiter: Arc<RateLimiter>,
+    /// Brute-force lockout of sign-ins, per account.
+    pub login_lockout: Arc<Lockout>,
 }
 
 /// Per-request facts set by the middleware.
@@ -98,9 +106,19 @@ pub fn routes(cfg: &mut web::ServiceConfig, max_form_bytes: usize) {
                 .route(web::get().to(login::show))
                 .route(web::post().to(login::submit)),
         )
+        .service(
+            web::resource("/login/session-limit")
+                .route(web::post().to(login::end_one_and_continue)),
+        )
         .service(web::resource("/logout").route(web::post().to(login::logout)))
         .service(web::resource("/signed-out").route(web::get().to(login::signed_out)))
         .service(web::resource("/account").route(web::get().to(account::show)))
+        .service(web::resource("/account/sessions/end").route(web::post().to(account::end_one)))
+        .service(
+            web::resource("/account/sessions/end-others")
+                .route(web::post().to(account::end_others)),
+        )
+        .configure(admin_api::routes)
         .service(
             web::resource("/.well-known/openid-configuration")
                 .route(web::get().to(oidc::discovery)),
@@ -143,10 +161,20 @@ pub(crate) fn request_info(req: &HttpRequest, state: &AppState) -> RequestInfo {
         })
 }
 
-pub(crate) fn client_ip(req: &HttpRequest) -> String {
-    req.peer_addr()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_default()
+/// The client's address: the peer's, or from `X-Forwarded-For` when the peer is a trusted proxy.
+pub(crate) fn client_ip(req: &HttpRequest, state: &AppState) -> String {
+    let forwarded: Vec<&str> = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    crate::ratelimit::client_ip(
+        req.peer_addr().map(|a| a.ip()),
+        &forwarded,
+        &state.limiter.limits().trusted_proxies,
+    )
+    .map(|ip| ip.to_string())
+    .unwrap_or_default()
 }
 
 pub(crate) fn user_agent(req: &HttpRequest) -> String {
@@ -179,11 +207,12 @@ pub(crate) async fn current_session(
 pub(crate) async fn end_current_session(
     state: &web::Data<AppState>,
     req: &HttpRequest,
+    reason: &'static str,
 ) -> Result<actix_web::cookie::Cookie<'static>, WebError> {
     if let Some(cookie) = req.cookie(&state.cookies.session) {
         let (sessions, provider) = (Arc::clone(&state.sessions), Arc::clone(&state.provider));
         let value = cookie.value().to_owned();
-        web::block(move || crate::flow::logout::end_session(&sessions, &provider, &value))
+        web::block(move || crate::flow::logout::end_session(&sessions, &provider, &value, reason))
             .await?
             .map_err(WebError::internal)?;
     }

@@ -2,6 +2,8 @@
 //! /introspect and /revoke. Parses requests into provider types and maps results to redirects,
 //! pages or RFC-shaped JSON.
 
+use crate::audit::{Event, EventKind};
+use crate::ratelimit::Scope;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -141,6 +143,25 @@ pub async fn token(
     body: Bytes,
 ) -> Result<HttpResponse, WebError> {
     let (form, creds) = oauth_request(&req, &body)?;
+    // Counted per presented client id, before authentication: guessing secrets is limited too.
+    let presented: String = creds
+        .basic
+        .as_ref()
+        .map(|(id, _)| id.as_str())
+        .or(creds.form_id.as_deref())
+        .unwrap_or("")
+        .chars()
+        .take(128)
+        .collect();
+    if let Err(limited) = state.limiter.check(Scope::TokenPerClient, &presented) {
+        state.provider.audit.record(
+            Event::new(EventKind::RateLimited)
+                .client(presented)
+                .ip(super::client_ip(&req, &state))
+                .reason(Scope::TokenPerClient.as_str()),
+        );
+        return Err(WebError::OAuthTooManyRequests(limited.retry_after_secs));
+    }
     let result = blocking(&state, move |p| {
         let client = p.authenticate_client(&creds)?;
         let get = |k: &str| form.get(k).map(String::as_str);
@@ -525,7 +546,7 @@ pub async fn end_session(
         super::set_csp(&mut res, &sources, false);
         return Ok(res);
     }
-    let removal = super::end_current_session(&state, &req).await?;
+    let removal = super::end_current_session(&state, &req, "rp_logout").await?;
     let target = match request.post_logout_redirect_uri {
         Some(uri) => {
             let params: Vec<(&str, &str)> = request

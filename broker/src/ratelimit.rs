@@ -1,0 +1,460 @@
+//! Owns abuse protection: request rates per IP, per account and per client (GCRA, in memory,
+//! per instance), brute-force lockout per account with a growing delay (in the database, so
+//! every instance sees it), and which address a request comes from behind trusted proxies.
+//! ADR 6 records why the two live in different places.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use crate::clock::{Clock, UnixTime};
+use crate::storage::{StorageError, Store};
+
+/// At most `count` requests per `per`; bursts up to `count` are allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub count: u32,
+    pub per: Duration,
+}
+
+impl Rate {
+    /// `"off"` (no limit) or `"N/duration"`, e.g. `"10/1m"`, `"1000/1s"`.
+    pub fn parse(s: &str) -> Result<Option<Rate>, String> {
+        let s = s.trim();
+        if s == "off" {
+            return Ok(None);
+        }
+        let (n, per) = s
+            .split_once('/')
+            .ok_or_else(|| format!("`{s}` is not `off` or like `10/1m`"))?;
+        let count: u32 = n
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{n}` is not a whole number"))?;
+        let per = humantime::parse_duration(per.trim())
+            .map_err(|e| format!("`{per}` is not a duration: {e}"))?;
+        if count == 0 || per.is_zero() || per > Duration::from_secs(86_400) {
+            return Err(format!(
+                "`{s}` needs at least 1 request per a period of at most 24h"
+            ));
+        }
+        Ok(Some(Rate { count, per }))
+    }
+}
+
+/// What a limit counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    LoginPerIp,
+    LoginPerAccount,
+    MfaPerIp,
+    MfaPerAccount,
+    TokenPerClient,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::LoginPerIp => "login_per_ip",
+            Self::LoginPerAccount => "login_per_account",
+            Self::MfaPerIp => "mfa_per_ip",
+            Self::MfaPerAccount => "mfa_per_account",
+            Self::TokenPerClient => "token_per_client",
+        }
+    }
+}
+
+/// The configured limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    pub login_per_ip: Option<Rate>,
+    pub login_per_account: Option<Rate>,
+    pub mfa_per_ip: Option<Rate>,
+    pub mfa_per_account: Option<Rate>,
+    pub token_per_client: Option<Rate>,
+    pub lockout: LockoutPolicy,
+    pub trusted_proxies: Vec<Cidr>,
+}
+
+impl Limits {
+    fn rate(&self, scope: Scope) -> Option<Rate> {
+        match scope {
+            Scope::LoginPerIp => self.login_per_ip,
+            Scope::LoginPerAccount => self.login_per_account,
+            Scope::MfaPerIp => self.mfa_per_ip,
+            Scope::MfaPerAccount => self.mfa_per_account,
+            Scope::TokenPerClient => self.token_per_client,
+        }
+    }
+}
+
+/// A request refused by a limit: try again after this long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limited {
+    pub retry_after_secs: u64,
+}
+
+/// Above this many tracked keys, idle ones are forgotten.
+const MAX_KEYS: usize = 100_000;
+
+/// GCRA limiters: one "theoretical arrival time" (ms) per scope and key.
+pub struct RateLimiter {
+    limits: Limits,
+    clock: Arc<dyn Clock>,
+    tat: Mutex<HashMap<(Scope, String), i64>>,
+}
+
+impl RateLimiter {
+    pub fn new(limits: Limits, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            limits,
+            clock,
+            tat: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    fn tat(&self) -> MutexGuard<'_, HashMap<(Scope, String), i64>> {
+        match self.tat.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// Counts one request of `key` against the `scope` limit.
+    pub fn check(&self, scope: Scope, key: &str) -> Result<(), Limited> {
+        let Some(rate) = self.limits.rate(scope) else {
+            return Ok(());
+        };
+        let now = self.clock.now_millis();
+        let period = i64::try_from(rate.per.as_millis()).unwrap_or(i64::MAX);
+        let interval = (period / i64::from(rate.count)).max(1);
+        let tolerance = period - interval;
+        let mut tat = self.tat();
+        if tat.len() >= MAX_KEYS {
+            tat.retain(|_, t| *t > now);
+        }
+        let slot = tat.entry((scope, key.to_owned())).or_insert(now);
+        let current = (*slot).max(now);
+        let wait = current - now - tolerance;
+        if wait > 0 {
+            return Err(Limited {
+                retry_after_secs: u64::try_from((wait + 999) / 1000).unwrap_or(1).max(1),
+            });
+        }
+        *slot = current + interval;
+        Ok(())
+    }
+}
+
+/// Brute-force lockout: after `after` failures within `window`, the account is locked for
+/// `delay`, doubling with each further failure, at most `max_delay`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockoutPolicy {
+    /// 0: never lock.
+    pub after: u32,
+    pub delay: Duration,
+    pub max_delay: Duration,
+    pub window: Duration,
+}
+
+impl LockoutPolicy {
+    /// Until when an account with `failures` failures is locked (0: not locked).
+    pub fn locked_until(&self, failures: i64, now: UnixTime) -> UnixTime {
+        let after = i64::from(self.after);
+        if self.after == 0 || failures < after {
+            return 0;
+        }
+        let doublings = u32::try_from(failures - after).unwrap_or(u32::MAX).min(30);
+        let delay = self
+            .delay
+            .as_secs()
+            .saturating_mul(1u64 << doublings)
+            .min(self.max_delay.as_secs());
+        now.saturating_add(i64::try_from(delay).unwrap_or(i64::MAX))
+    }
+}
+
+/// The lockout of one kind of attempt (sign-in, MFA), over the shared store. Blocking.
+pub struct Lockout {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    policy: LockoutPolicy,
+    /// Prefix of the stored account key, e.g. `login:`.
+    prefix: &'static str,
+}
+
+impl Lockout {
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        policy: LockoutPolicy,
+        prefix: &'static str,
+    ) -> Self {
+        Self {
+            store,
+            clock,
+            policy,
+            prefix,
+        }
+    }
+
+    fn key(&self, account: &str) -> String {
+        format!("{}{account}", self.prefix)
+    }
+
+    /// How long the account stays locked, if it is.
+    pub fn locked(&self, account: &str) -> Result<Option<Limited>, StorageError> {
+        if self.policy.after == 0 {
+            return Ok(None);
+        }
+        let now = self.clock.now();
+        Ok(self
+            .store
+            .login_lock(&self.key(account))?
+            .filter(|l| l.locked_until > now)
+            .map(|l| Limited {
+                retry_after_secs: u64::try_from(l.locked_until - now).unwrap_or(1),
+            }))
+    }
+
+    /// Counts a failure; says how long the account is now locked, if it is.
+    pub fn failed(&self, account: &str) -> Result<Option<Limited>, StorageError> {
+        if self.policy.after == 0 {
+            return Ok(None);
+        }
+        let now = self.clock.now();
+        let window = i64::try_from(self.policy.window.as_secs()).unwrap_or(i64::MAX);
+        let policy = self.policy;
+        let state = self.store.record_login_failure(
+            &self.key(account),
+            now,
+            now.saturating_sub(window),
+            &|failures| policy.locked_until(failures, now),
+        )?;
+        Ok((state.locked_until > now).then(|| Limited {
+            retry_after_secs: u64::try_from(state.locked_until - now).unwrap_or(1),
+        }))
+    }
+
+    /// A success forgets the failures.
+    pub fn succeeded(&self, account: &str) -> Result<(), StorageError> {
+        if self.policy.after == 0 {
+            return Ok(());
+        }
+        self.store.clear_login_failures(&self.key(account))
+    }
+
+    /// Forgets failures older than the window (locked accounts stay until their lock ends).
+    pub fn sweep(&self) -> Result<u64, StorageError> {
+        let window = i64::try_from(self.policy.window.as_secs()).unwrap_or(i64::MAX);
+        self.store
+            .delete_login_failures_before(self.clock.now().saturating_sub(window))
+    }
+}
+
+/// An IP network, e.g. `10.0.0.0/8`, `::1/128`; a bare address is a /32 or /128.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (a, p) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = a
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{s}` is not an IP address or network"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("`{s}` has a prefix length outside 0-{max}"))?,
+            None => max,
+        };
+        Ok(Self { addr, prefix })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The client's address: the peer, or, when the peer is a trusted proxy, the nearest address
+/// in `X-Forwarded-For` (read right to left) that is not a trusted proxy. Entries that do not
+/// parse end the walk at the last trusted hop.
+pub fn client_ip(peer: Option<IpAddr>, forwarded_for: &[&str], trusted: &[Cidr]) -> Option<IpAddr> {
+    let peer = peer?;
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|c| c.contains(ip));
+    if !is_trusted(peer) {
+        return Some(peer);
+    }
+    let mut nearest = peer;
+    let hops = forwarded_for
+        .iter()
+        .flat_map(|h| h.split(','))
+        .map(str::trim)
+        .collect::<Vec<_>>();
+    for hop in hops.into_iter().rev() {
+        let Ok(ip) = hop.parse::<IpAddr>() else {
+            return Some(nearest);
+        };
+        if !is_trusted(ip) {
+            return Some(ip);
+        }
+        nearest = ip;
+    }
+    Some(nearest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    fn limits(rate: &str) -> Limits {
+        Limits {
+            login_per_ip: Rate::parse(rate).unwrap(),
+            login_per_account: None,
+            mfa_per_ip: None,
+            mfa_per_account: None,
+            token_per_client: None,
+            lockout: LockoutPolicy {
+                after: 0,
+                delay: Duration::from_secs(1),
+                max_delay: Duration::from_secs(1),
+                window: Duration::from_secs(1),
+            },
+            trusted_proxies: vec![],
+        }
+    }
+
+    #[test]
+    fn rates_parse_or_say_why_not() {
+        assert_eq!(Rate::parse("off").unwrap(), None);
+        assert_eq!(
+            Rate::parse("10/1m").unwrap(),
+            Some(Rate {
+                count: 10,
+                per: Duration::from_secs(60)
+            })
+        );
+        for bad in ["", "10", "0/1m", "x/1m", "10/x", "10/0s", "1/2days"] {
+            assert!(Rate::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_burst_passes_then_the_rate_holds_then_time_refills() {
+        let clock = Arc::new(ManualClock::new(1_000));
+        let rl = RateLimiter::new(limits("3/1m"), clock.clone());
+        for _ in 0..3 {
+            rl.check(Scope::LoginPerIp, "a").unwrap();
+        }
+        let refused = rl.check(Scope::LoginPerIp, "a").unwrap_err();
+        assert_eq!(refused.retry_after_secs, 20);
+        // Other keys and scopes are not affected.
+        rl.check(Scope::LoginPerIp, "b").unwrap();
+        rl.check(Scope::LoginPerAccount, "a").unwrap();
+        clock.advance(19);
+        assert!(rl.check(Scope::LoginPerIp, "a").is_err());
+        clock.advance(1);
+        rl.check(Scope::LoginPerIp, "a").unwrap();
+        assert!(rl.check(Scope::LoginPerIp, "a").is_err());
+    }
+
+    #[test]
+    fn lockout_delay_grows_and_is_capped() {
+        let p = LockoutPolicy {
+            after: 3,
+            delay: Duration::from_secs(10),
+            max_delay: Duration::from_secs(60),
+            window: Duration::from_secs(600),
+        };
+        assert_eq!(p.locked_until(2, 100), 0);
+        assert_eq!(p.locked_until(3, 100), 110);
+        assert_eq!(p.locked_until(4, 100), 120);
+        assert_eq!(p.locked_until(5, 100), 140);
+        assert_eq!(p.locked_until(6, 100), 160);
+        assert_eq!(p.locked_until(60, 100), 160);
+        let never = LockoutPolicy { after: 0, ..p };
+        assert_eq!(never.locked_until(100, 100), 0);
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let trusted = vec![
+            Cidr::parse("10.0.0.0/8").unwrap(),
+            Cidr::parse("::1").unwrap(),
+        ];
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        // Untrusted peer: the header is ignored.
+        assert_eq!(
+            client_ip(Some(ip("192.0.2.1")), &["203.0.113.9"], &trusted),
+            Some(ip("192.0.2.1"))
+        );
+        // Trusted peer: the nearest untrusted hop, skipping trusted proxies in the chain.
+        assert_eq!(
+            client_ip(
+                Some(ip("10.1.1.1")),
+                &["198.51.100.7, 203.0.113.9", "10.2.2.2"],
+                &trusted
+            ),
+            Some(ip("203.0.113.9"))
+        );
+        // A forged leftmost entry does not matter; garbage stops the walk at the last proxy.
+        assert_eq!(
+            client_ip(Some(ip("::1")), &["garbage, 10.3.3.3"], &trusted),
+            Some(ip("10.3.3.3"))
+        );
+        assert_eq!(
+            client_ip(Some(ip("10.1.1.1")), &[], &trusted),
+            Some(ip("10.1.1.1"))
+        );
+    }
+
+    #[test]
+    fn networks_match_by_prefix() {
+        let n = Cidr::parse("192.168.0.0/16").unwrap();
+        assert!(n.contains("192.168.44.1".parse().unwrap()));
+        assert!(!n.contains("192.169.0.1".parse().unwrap()));
+        assert!(n.contains("::ffff:192.168.1.1".parse().unwrap()));
+        assert!(
+            Cidr::parse("0.0.0.0/0")
+                .unwrap()
+                .contains("8.8.8.8".parse().unwrap())
+        );
+        assert!(Cidr::parse("10.0.0.0/33").is_err());
+        assert!(Cidr::parse("nope").is_err());
+    }
+}
