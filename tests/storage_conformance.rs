@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use concierge::domain::{Channel, Email, UserId};
 use concierge::storage::{
-    AuthCodeRecord, CodeUse, DieselStore, LogoutDelivery, RefreshRecord, Rotation, SessionRecord,
-    SigningKeyRecord, StorageError, Store, User,
+    AuditQuery, AuditRecord, AuthCodeRecord, CodeUse, DieselStore, LogoutDelivery, RefreshRecord,
+    Rotation, SessionRecord, SigningKeyRecord, StorageError, Store, User,
 };
 use support::{Backend, TestDb, fresh_db, open_store};
 
@@ -465,7 +465,101 @@ fn token_epochs_only_move_forward_and_sessions_are_found_by_client(b: Backend) {
     });
 }
 
+fn audit(at: i64, kind: &str, user: Option<&str>) -> AuditRecord {
+    AuditRecord {
+        id: 0,
+        at,
+        kind: kind.into(),
+        user_id: user.map(str::to_owned),
+        client_id: Some("webapp".into()),
+        sid: None,
+        ip: Some("2001:db8::1".into()),
+        upstream: None,
+        reason: Some("이유 / reason".into()),
+    }
+}
+
+fn audit_events_are_queried_newest_first_and_expire(b: Backend) {
+    with_store(b, |s| {
+        s.insert_audit_events(&[]).unwrap();
+        let batch: Vec<AuditRecord> = (0..1200)
+            .map(|i| {
+                audit(
+                    1_000 + i,
+                    if i % 2 == 0 { "a" } else { "b" },
+                    (i % 3 == 0).then_some("u1"),
+                )
+            })
+            .collect();
+        s.insert_audit_events(&batch).unwrap();
+        let q = |f: &dyn Fn(&mut AuditQuery)| {
+            let mut q = AuditQuery {
+                limit: 5000,
+                ..AuditQuery::default()
+            };
+            f(&mut q);
+            s.audit_events(&q).unwrap()
+        };
+        let all = q(&|_| {});
+        assert_eq!(all.len(), 1200, "inserted in chunks, all of them");
+        assert!(all.windows(2).all(|w| w[0].id > w[1].id), "newest first");
+        assert_eq!(all[0].at, 2_199);
+        assert_eq!(all[0].reason.as_deref(), Some("이유 / reason"));
+        assert_eq!(all[0].sid, None);
+        assert_eq!(q(&|q| q.kind = Some("a".into())).len(), 600);
+        assert_eq!(q(&|q| q.user_id = Some("u1".into())).len(), 400);
+        assert_eq!(
+            q(&|q| {
+                q.since = Some(2_100);
+                q.until = Some(2_110)
+            })
+            .len(),
+            10
+        );
+        let page = q(&|q| q.limit = 7);
+        assert_eq!(page.len(), 7);
+        let rest = q(&|q| q.before_id = Some(page[6].id));
+        assert_eq!(rest.len(), 1193);
+        assert_eq!(s.delete_audit_events_before(1_100).unwrap(), 100);
+        assert_eq!(q(&|_| {}).len(), 1100);
+    });
+}
+
+fn login_failures_count_in_a_window_and_lock(b: Backend) {
+    with_store(b, |s| {
+        let lock_at_3 = |n: i64| if n >= 3 { 5_000 + n } else { 0 };
+        assert_eq!(s.login_lock("login:a").unwrap(), None);
+        for n in 1..=2 {
+            let l = s
+                .record_login_failure("login:a", 100 + n, 0, &lock_at_3)
+                .unwrap();
+            assert_eq!((l.failures, l.locked_until), (n, 0));
+        }
+        let l = s
+            .record_login_failure("login:a", 103, 0, &lock_at_3)
+            .unwrap();
+        assert_eq!((l.failures, l.locked_until), (3, 5_003));
+        assert_eq!(s.login_lock("login:a").unwrap(), Some(l));
+        // A lock never shortens; a failure after the window starts the count over.
+        let l = s
+            .record_login_failure("login:a", 200, 150, &lock_at_3)
+            .unwrap();
+        assert_eq!((l.failures, l.locked_until), (1, 5_003));
+        assert_eq!(s.login_lock("login:b").unwrap(), None, "per account");
+        s.record_login_failure("login:b", 100, 0, &lock_at_3)
+            .unwrap();
+        // The sweep keeps locked and recent accounts.
+        assert_eq!(s.delete_login_failures_before(150).unwrap(), 1);
+        assert!(s.login_lock("login:b").unwrap().is_none());
+        assert!(s.login_lock("login:a").unwrap().is_some());
+        s.clear_login_failures("login:a").unwrap();
+        assert_eq!(s.login_lock("login:a").unwrap(), None);
+    });
+}
+
 per_backend!(
+    audit_events_are_queried_newest_first_and_expire,
+    login_failures_count_in_a_window_and_lock,
     token_epochs_only_move_forward_and_sessions_are_found_by_client,
     codes_are_consumed_exactly_once,
     refresh_rotation_spends_once_and_reuse_revokes_the_family,

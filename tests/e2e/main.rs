@@ -7,6 +7,7 @@ mod support;
 
 mod bad_input;
 mod cli;
+mod control;
 mod helpers;
 mod keys;
 mod login;

@@ -52,7 +52,7 @@ fn pkce() -> [(&'static str, String); 2] {
     ]
 }
 
-async fn code_for(br: &mut Browser, client: &str, redirect: &str) -> String {
+pub(crate) async fn code_for(br: &mut Browser, client: &str, redirect: &str) -> String {
     let [(a, b), (c, d)] = pkce();
     let res = br
         .get(&authorize_path(client, redirect, &[(a, &b), (c, &d)]))
@@ -64,13 +64,13 @@ async fn code_for(br: &mut Browser, client: &str, redirect: &str) -> String {
     param(&loc, "code").unwrap_or_else(|| panic!("no code in {loc}"))
 }
 
-struct Http {
+pub(crate) struct Http {
     client: reqwest::Client,
     base: String,
 }
 
 impl Http {
-    fn new(app: &TestApp) -> Self {
+    pub(crate) fn new(app: &TestApp) -> Self {
         Self {
             client: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
@@ -79,7 +79,7 @@ impl Http {
             base: app.base.clone(),
         }
     }
-    async fn post(
+    pub(crate) async fn post(
         &self,
         path: &str,
         basic: Option<(&str, &str)>,
@@ -99,7 +99,7 @@ impl Http {
             serde_json::from_str(&text).unwrap_or(Value::String(text)),
         )
     }
-    async fn token(&self, client: &str, form: &[(&str, &str)]) -> (u16, Value) {
+    pub(crate) async fn token(&self, client: &str, form: &[(&str, &str)]) -> (u16, Value) {
         let (s, _, v) = self.post("/token", Some((client, SECRET)), form).await;
         (s, v)
     }
@@ -113,7 +113,7 @@ impl Http {
         )
         .await
     }
-    async fn exchange(&self, client: &str, code: &str, redirect: &str) -> (u16, Value) {
+    pub(crate) async fn exchange(&self, client: &str, code: &str, redirect: &str) -> (u16, Value) {
         self.token(
             client,
             &[
@@ -125,14 +125,14 @@ impl Http {
         )
         .await
     }
-    async fn introspect(&self, token: &str) -> Value {
+    pub(crate) async fn introspect(&self, token: &str) -> Value {
         let (s, _, v) = self
             .post("/introspect", Some(("webapp", SECRET)), &[("token", token)])
             .await;
         assert_eq!(s, 200, "{v}");
         v
     }
-    async fn get_json(
+    pub(crate) async fn get_json(
         &self,
         path: &str,
         bearer: Option<&str>,

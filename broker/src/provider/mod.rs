@@ -10,8 +10,6 @@ pub mod keys;
 pub mod logout;
 
 use std::sync::Arc;
-
-use crate::audit::{Auditor, Event, EventKind};
 use std::time::Duration;
 
 use base64::Engine;
@@ -19,6 +17,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
+use crate::audit::{Auditor, Event, EventKind};
 use crate::clock::{Clock, Entropy, UnixTime};
 use crate::domain::UserId;
 use crate::storage::{
