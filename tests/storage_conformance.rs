@@ -351,6 +351,46 @@ fn signing_keys_are_stored_and_retired(b: Backend) {
     });
 }
 
+fn only_one_first_signing_key_per_algorithm_wins(b: Backend) {
+    with_store(b, |s| {
+        let key = |kid: &str, alg: &str| SigningKeyRecord {
+            kid: kid.into(),
+            alg: alg.into(),
+            private_key_enc: vec![1],
+            public_jwk: "{}".into(),
+            created_at: 1,
+            active_at: 1,
+            retired_at: None,
+        };
+        // Eight instances starting at once: exactly one first key.
+        let s2 = Arc::clone(s);
+        let winners: usize = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..8)
+                .map(|i| {
+                    let s = Arc::clone(&s2);
+                    scope.spawn(move || {
+                        s.insert_first_signing_key(&key(&format!("k{i}"), "ES256"))
+                            .unwrap()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| usize::from(h.join().unwrap()))
+                .sum()
+        });
+        assert_eq!(winners, 1);
+        assert!(
+            s.insert_first_signing_key(&key("r1", "RS256")).unwrap(),
+            "per algorithm"
+        );
+        assert_eq!(s.signing_keys().unwrap().len(), 2);
+        // Once every key of the algorithm is retired, a new first key may be stored.
+        s.retire_signing_keys("RS256", "none", 5).unwrap();
+        assert!(s.insert_first_signing_key(&key("r2", "RS256")).unwrap());
+    });
+}
+
 fn clients_are_stored_by_id(b: Backend) {
     with_store(b, |s| {
         s.insert_client("app", "{\"id\":\"app\"}", 1).unwrap();
@@ -558,6 +598,7 @@ fn login_failures_count_in_a_window_and_lock(b: Backend) {
 }
 
 per_backend!(
+    only_one_first_signing_key_per_algorithm_wins,
     audit_events_are_queried_newest_first_and_expire,
     login_failures_count_in_a_window_and_lock,
     token_epochs_only_move_forward_and_sessions_are_found_by_client,

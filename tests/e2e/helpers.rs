@@ -172,6 +172,11 @@ impl Page {
 
 impl Browser {
     pub fn new(app: &TestApp) -> Self {
+        Self::at(&app.base)
+    }
+
+    /// A browser for a broker at `base` (e.g. one of several instances).
+    pub fn at(base: &str) -> Self {
         Self {
             client: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
@@ -179,7 +184,7 @@ impl Browser {
                 .build()
                 .unwrap(),
             cookies: BTreeMap::new(),
-            base: app.base.clone(),
+            base: base.to_owned(),
         }
     }
 

@@ -11,7 +11,7 @@ use crate::per_backend_async;
 use crate::support::Backend;
 
 /// An HTTP endpoint that records the bodies POSTed to it.
-async fn receiver() -> (String, Arc<Mutex<Vec<String>>>) {
+pub(crate) async fn receiver() -> (String, Arc<Mutex<Vec<String>>>) {
     receiver_failing_first(0).await
 }
 
@@ -298,7 +298,7 @@ async fn admin_revoke_all_ends_every_session_and_token_and_tells_the_apps(b: Bac
     assert!(!no_target.status.success(), "a target is required");
 }
 
-async fn wait_for(got: &Arc<Mutex<Vec<String>>>, n: usize) -> bool {
+pub(crate) async fn wait_for(got: &Arc<Mutex<Vec<String>>>, n: usize) -> bool {
     for _ in 0..60 {
         if got.lock().unwrap().len() >= n {
             return true;

@@ -9,6 +9,7 @@ mod bad_input;
 mod cli;
 mod control;
 mod helpers;
+mod instances;
 mod keys;
 mod login;
 mod logout;

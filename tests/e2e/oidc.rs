@@ -71,12 +71,15 @@ pub(crate) struct Http {
 
 impl Http {
     pub(crate) fn new(app: &TestApp) -> Self {
+        Self::at(&app.base)
+    }
+    pub(crate) fn at(base: &str) -> Self {
         Self {
             client: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .unwrap(),
-            base: app.base.clone(),
+            base: base.to_owned(),
         }
     }
     pub(crate) async fn post(

@@ -176,20 +176,31 @@ impl KeyRing {
         now: UnixTime,
         active_at: UnixTime,
     ) -> Result<String, KeyError> {
+        let record = self.new_record(entropy, alg, now, active_at)?;
+        store.insert_signing_key(&record)?;
+        Ok(record.kid)
+    }
+
+    fn new_record(
+        &self,
+        entropy: &dyn Entropy,
+        alg: Alg,
+        now: UnixTime,
+        active_at: UnixTime,
+    ) -> Result<SigningKeyRecord, KeyError> {
         let mut id = [0u8; 12];
         entropy.fill(&mut id);
         let kid = format!("{}-{}", alg.as_str().to_ascii_lowercase(), b64(&id));
         let (der, jwk) = generate(alg, &kid)?;
-        store.insert_signing_key(&SigningKeyRecord {
-            kid: kid.clone(),
-            alg: alg.as_str().into(),
+        Ok(SigningKeyRecord {
             private_key_enc: self.kek.seal(&kid, &der, entropy)?,
+            kid,
+            alg: alg.as_str().into(),
             public_jwk: jwk.to_string(),
             created_at: now,
             active_at,
             retired_at: None,
-        })?;
-        Ok(kid)
+        })
     }
 
     /// Loads every stored key (decrypting private keys) into memory.
@@ -249,7 +260,10 @@ impl KeyRing {
         let mut created = false;
         for alg in algs {
             if self.with_signer(*alg, now, |_, _| ()).is_err() {
-                self.create(store, entropy, *alg, now, now)?;
+                // Another instance may be doing the same right now: one first key wins, and
+                // everyone loads it below.
+                let record = self.new_record(entropy, *alg, now, now)?;
+                store.insert_first_signing_key(&record)?;
                 created = true;
             }
         }

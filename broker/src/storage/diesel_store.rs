@@ -28,6 +28,8 @@ const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/s
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/postgres");
 /// Serialises migrations of several instances starting at once on one PostgreSQL.
 const MIGRATION_LOCK_ID: i64 = 0x636f_6e63_6965_7267;
+/// Serialises the creation of first signing keys by instances starting at once.
+const KEYS_LOCK_ID: i64 = 0x636f_6e63_6b65_7973;
 
 enum Pools {
     Sqlite(Pool<ConnectionManager<SqliteConnection>>),
@@ -345,6 +347,20 @@ struct SigningKeyRow {
     created_at: i64,
     active_at: i64,
     retired_at: Option<i64>,
+}
+
+impl SigningKeyRow {
+    fn from_record(key: &SigningKeyRecord) -> Self {
+        Self {
+            kid: key.kid.clone(),
+            alg: key.alg.clone(),
+            private_key_enc: key.private_key_enc.clone(),
+            public_jwk: key.public_jwk.clone(),
+            created_at: key.created_at,
+            active_at: key.active_at,
+            retired_at: key.retired_at,
+        }
+    }
 }
 
 #[derive(Queryable, Insertable)]
@@ -760,16 +776,50 @@ impl Store for DieselStore {
         })
     }
 
+    fn insert_first_signing_key(&self, key: &SigningKeyRecord) -> Result<bool, StorageError> {
+        let row = SigningKeyRow::from_record(key);
+        // The check and the insert, for either connection type.
+        macro_rules! first_key {
+            ($c:expr) => {{
+                let active = signing_keys::table
+                    .filter(signing_keys::alg.eq(&row.alg))
+                    .filter(signing_keys::retired_at.is_null())
+                    .count()
+                    .get_result::<i64>($c)?;
+                if active > 0 {
+                    Ok(false)
+                } else {
+                    diesel::insert_into(signing_keys::table)
+                        .values(&row)
+                        .execute($c)
+                        .map(|_| true)
+                }
+            }};
+        }
+        match &self.pools {
+            Pools::Sqlite(pool) => {
+                let _writer = self.writer.as_ref().map(|m| match m.lock() {
+                    Ok(g) => g,
+                    Err(p) => p.into_inner(),
+                });
+                let mut c = checkout(pool)?;
+                // IMMEDIATE: the write lock is taken before the check (other processes, e.g. the CLI).
+                c.immediate_transaction(|c| first_key!(c))
+                    .map_err(query_err)
+            }
+            Pools::Postgres(pool) => {
+                let mut c = checkout(pool)?;
+                c.transaction(|c| {
+                    c.batch_execute(&format!("SELECT pg_advisory_xact_lock({KEYS_LOCK_ID})"))?;
+                    first_key!(c)
+                })
+                .map_err(query_err)
+            }
+        }
+    }
+
     fn insert_signing_key(&self, key: &SigningKeyRecord) -> Result<(), StorageError> {
-        let row = SigningKeyRow {
-            kid: key.kid.clone(),
-            alg: key.alg.clone(),
-            private_key_enc: key.private_key_enc.clone(),
-            public_jwk: key.public_jwk.clone(),
-            created_at: key.created_at,
-            active_at: key.active_at,
-            retired_at: key.retired_at,
-        };
+        let row = SigningKeyRow::from_record(key);
         with_conn!(write self, |c| {
             diesel::insert_into(signing_keys::table)
                 .values(&row)
