@@ -385,6 +385,10 @@ fn only_one_first_signing_key_per_algorithm_wins(b: Backend) {
             "per algorithm"
         );
         assert_eq!(s.signing_keys().unwrap().len(), 2);
+        // A key that only becomes active later does not count (another process's clock).
+        let mut early = key("r0", "RS256");
+        early.active_at = 0;
+        assert!(s.insert_first_signing_key(&early).unwrap());
         // Once every key of the algorithm is retired, a new first key may be stored.
         s.retire_signing_keys("RS256", "none", 5).unwrap();
         assert!(s.insert_first_signing_key(&key("r2", "RS256")).unwrap());

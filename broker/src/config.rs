@@ -51,6 +51,70 @@ pub struct RawSettings {
     pub admin: RawAdmin,
     /// Clients of the OpenID provider (`[[clients]]` tables).
     pub clients: Vec<ClientConfig>,
+    /// Upstream identity providers (`[[upstreams]]` tables), in login-page order.
+    pub upstreams: Vec<UpstreamConfig>,
+}
+
+/// One upstream identity provider.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Stable id: in URLs (`/upstream/{id}/…`) and in the link table. `[a-z0-9_-]`, not `local`.
+    pub id: String,
+    /// Button label on the login page (default: the id).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Link a first login to an existing account with the same email, when the upstream says the
+    /// email is verified. Only for upstreams you trust to verify emails (default: false; the user
+    /// then proves the existing account by signing in with it).
+    #[serde(default)]
+    pub link_by_verified_email: bool,
+    #[serde(flatten)]
+    pub kind: UpstreamKind,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum UpstreamKind {
+    Oidc(OidcUpstreamConfig),
+}
+
+/// `kind = "oidc"`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OidcUpstreamConfig {
+    /// The upstream's issuer; `{issuer}/.well-known/openid-configuration` is read.
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: String,
+    #[serde(default = "default_upstream_scopes")]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub claims: ClaimMapping,
+}
+
+fn default_upstream_scopes() -> Vec<String> {
+    vec!["openid".into(), "email".into(), "profile".into()]
+}
+
+/// Which upstream claims become the broker's identity fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClaimMapping {
+    pub subject: String,
+    pub email: String,
+    pub name: String,
+    pub groups: String,
+}
+
+impl Default for ClaimMapping {
+    fn default() -> Self {
+        Self {
+            subject: "sub".into(),
+            email: "email".into(),
+            name: "name".into(),
+            groups: "groups".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -386,6 +450,7 @@ pub struct Settings {
     pub limits: crate::ratelimit::Limits,
     pub audit: RawAudit,
     pub admin: RawAdmin,
+    pub upstreams: Vec<UpstreamConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -732,6 +797,49 @@ impl Settings {
             key_reload_interval: p.key_reload_interval,
         };
         let limits = rate_limits(&raw.rate_limit, &invalid)?;
+        let mut upstream_ids: Vec<&str> = Vec::new();
+        for (i, u) in raw.upstreams.iter().enumerate() {
+            let key = |k: &str| format!("upstreams[{i}].{k}");
+            let id_ok = (1..=32).contains(&u.id.len())
+                && u.id
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+            if !id_ok || u.id == "local" {
+                return Err(invalid(
+                    &key("id"),
+                    "must be 1-32 of [a-z0-9_-], and not `local`".into(),
+                ));
+            }
+            if upstream_ids.contains(&u.id.as_str()) {
+                return Err(invalid(&key("id"), format!("`{}` is defined twice", u.id)));
+            }
+            upstream_ids.push(&u.id);
+            match &u.kind {
+                UpstreamKind::Oidc(o) => {
+                    let url = Url::parse(&o.issuer).map_err(|e| {
+                        invalid(&key("issuer"), format!("`{}` is not a URL: {e}", o.issuer))
+                    })?;
+                    let loopback = matches!(url.host(), Some(url::Host::Ipv4(ip)) if ip.is_loopback())
+                        || matches!(url.host(), Some(url::Host::Ipv6(ip)) if ip.is_loopback())
+                        || url.host_str() == Some("localhost");
+                    if !(url.scheme() == "https" || (url.scheme() == "http" && loopback)) {
+                        return Err(invalid(
+                            &key("issuer"),
+                            "must be https (http only on loopback)".into(),
+                        ));
+                    }
+                    if o.client_id.is_empty() || o.client_secret.is_empty() {
+                        return Err(invalid(
+                            &key("client_secret"),
+                            "client_id and client_secret are required".into(),
+                        ));
+                    }
+                    if !o.scopes.iter().any(|s| s == "openid") {
+                        return Err(invalid(&key("scopes"), "must include `openid`".into()));
+                    }
+                }
+            }
+        }
         if raw.audit.retention < Duration::from_secs(3600) {
             return Err(invalid("audit.retention", "must be at least 1h".into()));
         }
@@ -782,6 +890,7 @@ impl Settings {
             limits,
             audit: raw.audit,
             admin: raw.admin,
+            upstreams: raw.upstreams,
         })
     }
 }

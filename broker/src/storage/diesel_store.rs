@@ -784,6 +784,7 @@ impl Store for DieselStore {
                 let active = signing_keys::table
                     .filter(signing_keys::alg.eq(&row.alg))
                     .filter(signing_keys::retired_at.is_null())
+                    .filter(signing_keys::active_at.le(row.active_at))
                     .count()
                     .get_result::<i64>($c)?;
                 if active > 0 {

@@ -276,9 +276,9 @@ pub trait Store: Send + Sync + 'static {
 
     // Signing keys.
     fn insert_signing_key(&self, key: &SigningKeyRecord) -> Result<(), StorageError>;
-    /// Stores `key` only if no unretired key of its algorithm exists yet, atomically across
-    /// instances (several starting at once on an empty database agree on one first key).
-    /// True if it was stored.
+    /// Stores `key` only if no unretired key of its algorithm that is active by `key.active_at`
+    /// exists, atomically across instances (several starting at once on an empty database agree
+    /// on one first key). True if it was stored.
     fn insert_first_signing_key(&self, key: &SigningKeyRecord) -> Result<bool, StorageError>;
     fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StorageError>;
     /// Sets `retired_at` on every unretired key of `alg` other than `except_kid`.

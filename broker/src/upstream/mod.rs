@@ -3,6 +3,7 @@
 //! [`Identity`] they all return. The rest of the broker never names a concrete connector.
 
 pub mod local;
+pub mod oidc;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -85,8 +86,10 @@ pub trait RedirectConnector: Send + Sync {
         callback: &Url,
         login_hint: Option<&str>,
     ) -> Result<UpstreamStart, UpstreamError>;
+    /// `callback` is the URL the upstream redirected to (the `redirect_uri` of the request).
     async fn callback(
         &self,
+        callback: &Url,
         pending: &PendingUpstream,
         query: &BTreeMap<String, String>,
     ) -> Result<Identity, UpstreamError>;
