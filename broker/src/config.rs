@@ -52,43 +52,59 @@ pub struct RawSettings {
     /// Clients of the OpenID provider (`[[clients]]` tables).
     pub clients: Vec<ClientConfig>,
     /// Upstream identity providers (`[[upstreams]]` tables), in login-page order.
-    pub upstreams: Vec<UpstreamConfig>,
+    pub upstreams: Vec<RawUpstream>,
 }
 
-/// One upstream identity provider.
+/// One `[[upstreams]]` table as written.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub link_by_verified_email: bool,
+    /// `oidc`.
+    pub kind: String,
+    #[serde(default)]
+    pub issuer: Option<String>,
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub client_secret: Option<String>,
+    #[serde(default = "default_upstream_scopes")]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub claims: ClaimMapping,
+}
+
+/// One upstream identity provider, validated.
+#[derive(Debug, Clone)]
 pub struct UpstreamConfig {
     /// Stable id: in URLs (`/upstream/{id}/…`) and in the link table. `[a-z0-9_-]`, not `local`.
     pub id: String,
     /// Button label on the login page (default: the id).
-    #[serde(default)]
     pub name: Option<String>,
     /// Link a first login to an existing account with the same email, when the upstream says the
     /// email is verified. Only for upstreams you trust to verify emails (default: false; the user
     /// then proves the existing account by signing in with it).
-    #[serde(default)]
     pub link_by_verified_email: bool,
-    #[serde(flatten)]
     pub kind: UpstreamKind,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
+#[derive(Debug, Clone)]
 pub enum UpstreamKind {
     Oidc(OidcUpstreamConfig),
 }
 
 /// `kind = "oidc"`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct OidcUpstreamConfig {
     /// The upstream's issuer; `{issuer}/.well-known/openid-configuration` is read.
     pub issuer: String,
     pub client_id: String,
     pub client_secret: String,
-    #[serde(default = "default_upstream_scopes")]
     pub scopes: Vec<String>,
-    #[serde(default)]
     pub claims: ClaimMapping,
 }
 
@@ -798,6 +814,7 @@ impl Settings {
         };
         let limits = rate_limits(&raw.rate_limit, &invalid)?;
         let mut upstream_ids: Vec<&str> = Vec::new();
+        let mut upstreams = Vec::new();
         for (i, u) in raw.upstreams.iter().enumerate() {
             let key = |k: &str| format!("upstreams[{i}].{k}");
             let id_ok = (1..=32).contains(&u.id.len())
@@ -814,8 +831,20 @@ impl Settings {
                 return Err(invalid(&key("id"), format!("`{}` is defined twice", u.id)));
             }
             upstream_ids.push(&u.id);
-            match &u.kind {
-                UpstreamKind::Oidc(o) => {
+            match u.kind.as_str() {
+                "oidc" => {
+                    let required = |k: &str, v: &Option<String>| {
+                        v.clone().filter(|s| !s.is_empty()).ok_or_else(|| {
+                            invalid(&key(k), "is required for kind = \"oidc\"".into())
+                        })
+                    };
+                    let o = OidcUpstreamConfig {
+                        issuer: required("issuer", &u.issuer)?,
+                        client_id: required("client_id", &u.client_id)?,
+                        client_secret: required("client_secret", &u.client_secret)?,
+                        scopes: u.scopes.clone(),
+                        claims: u.claims.clone(),
+                    };
                     let url = Url::parse(&o.issuer).map_err(|e| {
                         invalid(&key("issuer"), format!("`{}` is not a URL: {e}", o.issuer))
                     })?;
@@ -837,6 +866,18 @@ impl Settings {
                     if !o.scopes.iter().any(|s| s == "openid") {
                         return Err(invalid(&key("scopes"), "must include `openid`".into()));
                     }
+                    upstreams.push(UpstreamConfig {
+                        id: u.id.clone(),
+                        name: u.name.clone(),
+                        link_by_verified_email: u.link_by_verified_email,
+                        kind: UpstreamKind::Oidc(o),
+                    });
+                }
+                other => {
+                    return Err(invalid(
+                        &key("kind"),
+                        format!("`{other}`: the supported kind is `oidc` (SAML is being built)"),
+                    ));
                 }
             }
         }
@@ -890,7 +931,7 @@ impl Settings {
             limits,
             audit: raw.audit,
             admin: raw.admin,
-            upstreams: raw.upstreams,
+            upstreams,
         })
     }
 }

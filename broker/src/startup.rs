@@ -21,6 +21,7 @@ use crate::ratelimit::{Lockout, RateLimiter};
 use crate::session::SessionManager;
 use crate::storage::{DieselStore, Store, User};
 use crate::upstream::local::{self, LOCAL_UPSTREAM_ID, LocalAccounts};
+use crate::upstream::oidc::OidcConnector;
 use crate::upstream::{Connector, Upstream, Upstreams};
 use crate::web::{self as webmod, AppState, cookies::CookieNames, csrf::Csrf, metrics::Metrics};
 
@@ -183,11 +184,29 @@ impl Application {
             Arc::clone(&store),
             deps.entropy.as_ref(),
         )?);
-        let upstreams = Upstreams::new(vec![Upstream {
+        let mut list = vec![Upstream {
             id: LOCAL_UPSTREAM_ID.into(),
             display_name: "Local account".into(),
             connector: Connector::Password(Arc::new(local_accounts)),
-        }]);
+        }];
+        for u in &settings.upstreams {
+            let connector = match &u.kind {
+                crate::config::UpstreamKind::Oidc(cfg) => {
+                    Connector::Redirect(Arc::new(OidcConnector::new(
+                        &u.id,
+                        cfg,
+                        Arc::clone(&deps.clock),
+                        Arc::clone(&deps.entropy),
+                    )?))
+                }
+            };
+            list.push(Upstream {
+                id: u.id.clone(),
+                display_name: u.name.clone().unwrap_or_else(|| u.id.clone()),
+                connector,
+            });
+        }
+        let upstreams = Upstreams::new(list);
         let provider = Arc::new(build_provider(&settings, &deps, Arc::clone(&store))?);
         let sessions = Arc::new(SessionManager::new(
             Arc::clone(&store),

@@ -12,6 +12,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, mkdirSync, rmSync, existsSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { createServer as createHttpServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname, isAbsolute } from 'node:path';
 import { randomBytes, createHash } from 'node:crypto';
@@ -126,7 +127,7 @@ export async function startBroker({ env = {}, timeoutMs = 30_000 } = {}) {
  * Starts a broker; `prepare({ bin, tmp, db, port, url, childEnv })`, when given, runs before the
  * broker does (e.g. writes a config file) and returns its arguments (default: `serve`).
  */
-async function launch({ env = {}, timeoutMs = 30_000, prepare } = {}) {
+async function launch({ env = {}, timeoutMs = 30_000, prepare, port: fixedPort } = {}) {
   const bin = brokerBinary();
   if (!existsSync(bin)) {
     throw new Error(`broker binary not found at ${bin}; build it (cargo build -p concierge) or set CONCIERGE_BIN`);
@@ -139,7 +140,7 @@ async function launch({ env = {}, timeoutMs = 30_000, prepare } = {}) {
     rmSync(tmp, { recursive: true, force: true });
     throw e;
   }
-  const port = await freePort();
+  const port = fixedPort ?? (await freePort());
   const url = `http://127.0.0.1:${port}`;
 
   // Inherit the environment but none of the broker's own settings, so a developer's shell
@@ -277,7 +278,8 @@ function tomlTable(header, obj) {
  * provider.key_encryption_key, `provider` (more [provider] keys) and one [[clients]] table per
  * entry of `clients` (keys as in the config file, e.g. { id, secret_sha256, redirect_uris }).
  * Before the broker starts, `concierge users add` creates each of `users` ({ email, name,
- * password }; default: demo@example.com / PROVIDER_PASSWORD). `env` overrides as for startBroker.
+ * password }; default: demo@example.com / PROVIDER_PASSWORD). `env` overrides as for startBroker;
+ * `extraToml` is appended to the config file (e.g. [[upstreams]] tables); `port` fixes the port.
  * Returns startBroker's object plus { issuer, configPath, email, password }.
  */
 export async function startProvider({
@@ -286,6 +288,8 @@ export async function startProvider({
   users = [{ email: DEMO_EMAIL, name: 'Demo', password: PROVIDER_PASSWORD }],
   env = {},
   timeoutMs = 30_000,
+  extraToml = '',
+  port,
 } = {}) {
   // The binary is rebuilt from time to time; wait a little if it is being replaced.
   const bin = brokerBinary();
@@ -294,6 +298,7 @@ export async function startProvider({
   const broker = await launch({
     env,
     timeoutMs,
+    port,
     async prepare({ bin: exe, tmp, db, port, url, childEnv }) {
       const dataDir = join(tmp, 'data');
       mkdirSync(dataDir);
@@ -304,6 +309,7 @@ export async function startProvider({
         tomlTable('[database]', { url: db.url }),
         tomlTable('[provider]', { key_encryption_key: randomBytes(32).toString('base64'), ...provider }),
         ...clients.map((c) => tomlTable('[[clients]]', c)),
+        extraToml,
       ].join('\n\n');
       writeFileSync(configPath, `${text}\n`);
       for (const u of users) {
@@ -445,4 +451,64 @@ export async function csrfPair(baseUrl) {
   const value = input[0].match(/value="([^"]*)"/i);
   if (!value) throw new Error(`csrf_token input has no value: ${input[0]}`);
   return { cookie: cookies.join('; '), token: unescapeHtml(value[1]) };
+}
+
+/**
+ * A tiny HTTP server standing in for a client's redirect URI: GET `path` answers 200 and is
+ * recorded. Returns { port, url, hits, next({ timeoutMs, signal }), close() }; `next()` resolves
+ * with the URL of the next request to `path`.
+ */
+export async function startCallbackServer(path) {
+  const hits = [];
+  const waiters = new Set();
+  const server = createHttpServer((req, res) => {
+    const u = new URL(req.url, `http://127.0.0.1:${server.address().port}`);
+    if (req.method !== 'GET' || u.pathname !== path) {
+      res.writeHead(404).end();
+      return;
+    }
+    hits.push(u);
+    res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' });
+    res.end('<!doctype html><title>callback</title><p id="callback">received</p>');
+    for (const w of waiters) w(u);
+  });
+  await new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', resolve);
+  });
+  const { port } = server.address();
+  return {
+    port,
+    url: `http://127.0.0.1:${port}${path}`,
+    hits,
+    next({ timeoutMs = 15_000, signal } = {}) {
+      return new Promise((resolve, reject) => {
+        const finish = () => {
+          clearTimeout(timer);
+          waiters.delete(done);
+          signal?.removeEventListener('abort', stop);
+        };
+        const done = (u) => {
+          finish();
+          resolve(u);
+        };
+        const stop = () => {
+          finish();
+          reject(new Error(`stopped waiting for ${path} on port ${port}`));
+        };
+        const timer = setTimeout(() => {
+          finish();
+          reject(new Error(`nothing reached ${path} on port ${port} within ${timeoutMs} ms`));
+        }, timeoutMs);
+        waiters.add(done);
+        signal?.addEventListener('abort', stop);
+      });
+    },
+    close() {
+      return new Promise((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      });
+    },
+  };
 }

@@ -12,71 +12,18 @@ import { createServer } from 'node:http';
 import { randomBytes } from 'node:crypto';
 import * as client from 'openid-client';
 import * as jose from 'jose';
-import { startProvider, launchBrowser, withLogs, sha256Hex, backend } from './helpers.mjs';
+import {
+  startProvider,
+  startCallbackServer,
+  launchBrowser,
+  withLogs,
+  sha256Hex,
+  backend,
+} from './helpers.mjs';
 
 const SCOPE = 'openid email profile offline_access';
 // Characters that must be form-encoded inside HTTP Basic (RFC 6749 2.3.1) are part of it.
 const SECRET = `${randomBytes(24).toString('base64url')}+/=:%`;
-
-/**
- * A tiny HTTP server standing in for a client's redirect URI: GET `path` answers 200 and is
- * recorded. Returns { port, url, hits, next({ timeoutMs, signal }), close() }; `next()` resolves
- * with the URL of the next request to `path`.
- */
-async function startCallbackServer(path) {
-  const hits = [];
-  const waiters = new Set();
-  const server = createServer((req, res) => {
-    const u = new URL(req.url, `http://127.0.0.1:${server.address().port}`);
-    if (req.method !== 'GET' || u.pathname !== path) {
-      res.writeHead(404).end();
-      return;
-    }
-    hits.push(u);
-    res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' });
-    res.end('<!doctype html><title>callback</title><p id="callback">received</p>');
-    for (const w of waiters) w(u);
-  });
-  await new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', resolve);
-  });
-  const { port } = server.address();
-  return {
-    port,
-    url: `http://127.0.0.1:${port}${path}`,
-    hits,
-    next({ timeoutMs = 15_000, signal } = {}) {
-      return new Promise((resolve, reject) => {
-        const finish = () => {
-          clearTimeout(timer);
-          waiters.delete(done);
-          signal?.removeEventListener('abort', stop);
-        };
-        const done = (u) => {
-          finish();
-          resolve(u);
-        };
-        const stop = () => {
-          finish();
-          reject(new Error(`stopped waiting for ${path} on port ${port}`));
-        };
-        const timer = setTimeout(() => {
-          finish();
-          reject(new Error(`nothing reached ${path} on port ${port} within ${timeoutMs} ms`));
-        }, timeoutMs);
-        waiters.add(done);
-        signal?.addEventListener('abort', stop);
-      });
-    },
-    close() {
-      return new Promise((resolve) => {
-        server.closeAllConnections();
-        server.close(() => resolve());
-      });
-    },
-  };
-}
 
 /**
  * A back-channel logout endpoint: POSTs to `path` answer 200 and their bodies are recorded.

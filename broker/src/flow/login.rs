@@ -1,10 +1,12 @@
 //! Owns turning a verified identity into a first-party session.
 
 use crate::audit::{Event, EventKind};
+use crate::clock::Entropy;
 use crate::config::{OnLimit, SessionLimit};
-use crate::domain::{Channel, UserId};
+use crate::domain::{Channel, Email, UserId};
 use crate::provider::{OAuthError, Provider};
 use crate::session::{NewSession, SessionError, SessionManager, SessionToken};
+use crate::storage::User;
 use crate::storage::{SessionRecord, StorageError, Store};
 use crate::upstream::Identity;
 use crate::upstream::local::LOCAL_UPSTREAM_ID;
@@ -17,6 +19,17 @@ pub enum FlowError {
     Disabled,
     #[error("identities from upstream `{0}` cannot sign in yet")]
     UnsupportedUpstream(String),
+    /// An account with the upstream's email exists, but the email is not trusted for linking:
+    /// the user must prove that account first.
+    #[error("an existing account must be proven before it is linked")]
+    LinkRequired {
+        email: Email,
+        upstream: String,
+        subject: String,
+    },
+    /// A first login from an upstream that gave no usable email: no account can be created.
+    #[error("the upstream gave no email address")]
+    NoEmail,
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error(transparent)]
@@ -69,6 +82,46 @@ pub fn sign_in(
         amr: identity.amr,
     };
     open_session(store, sessions, provider, who, ctx)
+}
+
+/// Maps an upstream identity to a broker user: through the link table; else, when the upstream
+/// is trusted for it and says the email is verified, by linking the account with that email;
+/// else, if no account has that email, by creating one (just in time). An existing account is
+/// never taken over on an email the upstream did not verify, or from an untrusted upstream.
+/// Blocking (storage).
+pub fn federated_user(
+    store: &dyn Store,
+    entropy: &dyn Entropy,
+    now: crate::clock::UnixTime,
+    identity: &Identity,
+    link_by_verified_email: bool,
+) -> Result<UserId, FlowError> {
+    if let Some(user) = store.upstream_link(&identity.upstream, &identity.subject)? {
+        return Ok(user);
+    }
+    let email = identity.email.clone().ok_or(FlowError::NoEmail)?;
+    if let Some(existing) = store.user_by_email(&email)? {
+        if link_by_verified_email && identity.email_verified {
+            store.insert_upstream_link(&identity.upstream, &identity.subject, &existing.id, now)?;
+            return Ok(existing.id);
+        }
+        return Err(FlowError::LinkRequired {
+            email,
+            upstream: identity.upstream.clone(),
+            subject: identity.subject.clone(),
+        });
+    }
+    let user = User {
+        id: UserId::new_random(entropy),
+        email,
+        name: identity.name.clone().unwrap_or_default(),
+        password_hash: None,
+        disabled: false,
+        created_at: now,
+        updated_at: now,
+    };
+    store.insert_user_with_link(&user, &identity.upstream, &identity.subject)?;
+    Ok(user.id)
 }
 
 /// Opens a session for an authenticated user, within the concurrent-session policy.

@@ -252,12 +252,12 @@ fn sample_view_models() -> Vec<(&'static str, Value)> {
     vec![
         (
             "login",
-            serde_json::json!({"csrf_token": "x", "return_to": "", "email": "", "error": null, "upstreams": []}),
+            serde_json::json!({"csrf_token": "x", "return_to": "", "email": "", "error": null, "upstreams": [], "link": ""}),
         ),
         (
             "login",
             serde_json::json!({"csrf_token": "x", "return_to": "/a", "email": "a@b", "error": "e",
-            "upstreams": [{"id": "corp", "name": "Corp", "url": "/u/corp"}]}),
+            "upstreams": [{"id": "corp", "name": "Corp", "url": "/u/corp"}], "link": "t"}),
         ),
         (
             "account",

@@ -13,12 +13,13 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 use super::schema::{
     audit_events, auth_codes, clients, login_failures, logout_deliveries, refresh_tokens,
-    revoked_tokens, secrets, session_clients, sessions, signing_keys, users,
+    revoked_tokens, secrets, session_clients, sessions, signing_keys, upstream_links,
+    upstream_requests, users,
 };
 use super::{
     AuditQuery, AuditRecord, AuthCodeRecord, CodeUse, LoginLock, LogoutDelivery, RefreshRecord,
     Rotation, SessionKey, SessionLiveness, SessionRecord, SigningKeyRecord, StorageError, Store,
-    TokenState, User,
+    TokenState, UpstreamRequest, User,
 };
 use crate::clock::UnixTime;
 use crate::config::DatabaseUrl;
@@ -1168,7 +1169,12 @@ impl Store for DieselStore {
                 diesel::delete(revoked_tokens::table.filter(revoked_tokens::expires_at.le(now)))
                     .execute(c)
                     .map_err(query_err)?;
-            Ok((codes + refresh + revoked) as u64)
+            let pending = diesel::delete(
+                upstream_requests::table.filter(upstream_requests::expires_at.le(now)),
+            )
+            .execute(c)
+            .map_err(query_err)?;
+            Ok((codes + refresh + revoked + pending) as u64)
         })
     }
 
@@ -1343,5 +1349,114 @@ impl Store for DieselStore {
             .map(|n| n as u64)
             .map_err(query_err)
         })
+    }
+
+    fn upstream_link(&self, upstream: &str, subject: &str) -> Result<Option<UserId>, StorageError> {
+        let id: Option<String> = with_conn!(self, |c| {
+            upstream_links::table
+                .find((upstream, subject))
+                .select(upstream_links::user_id)
+                .first(c)
+                .optional()
+                .map_err(query_err)
+        })?;
+        Ok(id.map(UserId::from_stored))
+    }
+
+    fn insert_upstream_link(
+        &self,
+        upstream: &str,
+        subject: &str,
+        user: &UserId,
+        now: UnixTime,
+    ) -> Result<(), StorageError> {
+        with_conn!(write self, |c| {
+            diesel::insert_into(upstream_links::table)
+                .values((
+                    upstream_links::upstream.eq(upstream),
+                    upstream_links::subject.eq(subject),
+                    upstream_links::user_id.eq(user.as_str()),
+                    upstream_links::created_at.eq(now),
+                ))
+                .execute(c)
+                .map(|_| ())
+                .map_err(query_err)
+        })
+    }
+
+    fn insert_user_with_link(
+        &self,
+        user: &User,
+        upstream: &str,
+        subject: &str,
+    ) -> Result<(), StorageError> {
+        let row = UserRow::from_user(user);
+        with_conn!(write self, |c| {
+            c.transaction(|c| {
+                diesel::insert_into(users::table).values(&row).execute(c)?;
+                diesel::insert_into(upstream_links::table)
+                    .values((
+                        upstream_links::upstream.eq(upstream),
+                        upstream_links::subject.eq(subject),
+                        upstream_links::user_id.eq(user.id.as_str()),
+                        upstream_links::created_at.eq(user.created_at),
+                    ))
+                    .execute(c)
+                    .map(|_| ())
+            })
+            .map_err(query_err)
+        })
+    }
+
+    fn insert_upstream_request(&self, r: &UpstreamRequest) -> Result<(), StorageError> {
+        with_conn!(write self, |c| {
+            diesel::insert_into(upstream_requests::table)
+                .values((
+                    upstream_requests::state_hash.eq(&r.state_hash[..]),
+                    upstream_requests::upstream.eq(&r.upstream),
+                    upstream_requests::binding_hash.eq(&r.binding_hash[..]),
+                    upstream_requests::pending.eq(&r.pending),
+                    upstream_requests::return_to.eq(&r.return_to),
+                    upstream_requests::expires_at.eq(r.expires_at),
+                ))
+                .execute(c)
+                .map(|_| ())
+                .map_err(query_err)
+        })
+    }
+
+    fn take_upstream_request(
+        &self,
+        state_hash: &[u8; 32],
+        now: UnixTime,
+    ) -> Result<Option<UpstreamRequest>, StorageError> {
+        type Row = (Vec<u8>, String, Vec<u8>, String, String, i64);
+        let row: Option<Row> = with_conn!(write self, |c| {
+            c.transaction(|c| {
+                let row: Option<Row> = upstream_requests::table
+                    .find(&state_hash[..])
+                    .first(c)
+                    .optional()?;
+                if row.is_some() {
+                    diesel::delete(upstream_requests::table.find(&state_hash[..])).execute(c)?;
+                }
+                Ok(row)
+            })
+            .map_err(query_err)
+        })?;
+        let Some((sh, upstream, bh, pending, return_to, expires_at)) = row else {
+            return Ok(None);
+        };
+        if now >= expires_at {
+            return Ok(None);
+        }
+        Ok(Some(UpstreamRequest {
+            state_hash: hash32(sh, "upstream_requests.state_hash")?,
+            upstream,
+            binding_hash: hash32(bh, "upstream_requests.binding_hash")?,
+            pending,
+            return_to,
+            expires_at,
+        }))
     }
 }

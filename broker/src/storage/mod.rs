@@ -211,6 +211,20 @@ pub struct LoginLock {
     pub locked_until: UnixTime,
 }
 
+/// A login waiting for an upstream's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamRequest {
+    /// SHA-256 of the `state` (OIDC) or request id (SAML) sent upstream.
+    pub state_hash: [u8; 32],
+    pub upstream: String,
+    /// SHA-256 of the random value in this browser's binding cookie.
+    pub binding_hash: [u8; 32],
+    /// The connector's pending values (JSON object of strings).
+    pub pending: String,
+    pub return_to: String,
+    pub expires_at: UnixTime,
+}
+
 /// What rotating a refresh token did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rotation {
@@ -363,6 +377,30 @@ pub trait Store: Send + Sync + 'static {
     fn clear_login_failures(&self, account: &str) -> Result<(), StorageError>;
     /// Forgets accounts whose last failure is before `before` and that are not locked.
     fn delete_login_failures_before(&self, before: UnixTime) -> Result<u64, StorageError>;
+
+    // Federation.
+    fn upstream_link(&self, upstream: &str, subject: &str) -> Result<Option<UserId>, StorageError>;
+    fn insert_upstream_link(
+        &self,
+        upstream: &str,
+        subject: &str,
+        user: &UserId,
+        now: UnixTime,
+    ) -> Result<(), StorageError>;
+    /// Creates a user and links it in one transaction (just-in-time provisioning).
+    fn insert_user_with_link(
+        &self,
+        user: &User,
+        upstream: &str,
+        subject: &str,
+    ) -> Result<(), StorageError>;
+    fn insert_upstream_request(&self, r: &UpstreamRequest) -> Result<(), StorageError>;
+    /// Removes and returns the pending login (single use), if it exists and has not expired.
+    fn take_upstream_request(
+        &self,
+        state_hash: &[u8; 32],
+        now: UnixTime,
+    ) -> Result<Option<UpstreamRequest>, StorageError>;
 
     /// Returns the broker-wide secret `name`, storing `candidate` first if there is none yet;
     /// every instance thus agrees on one value.

@@ -156,3 +156,23 @@ diesel::table! {
         locked_until -> BigInt,
     }
 }
+
+diesel::table! {
+    upstream_links (upstream, subject) {
+        upstream -> Text,
+        subject -> Text,
+        user_id -> Text,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    upstream_requests (state_hash) {
+        state_hash -> Binary,
+        upstream -> Text,
+        binding_hash -> Binary,
+        pending -> Text,
+        return_to -> Text,
+        expires_at -> BigInt,
+    }
+}

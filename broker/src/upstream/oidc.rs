@@ -13,8 +13,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata};
 use openidconnect::{
     AccessToken, AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce,
-    OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope,
-    TokenResponse,
+    OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
 };
 use serde_json::{Map, Value};
 use url::Url;
@@ -309,7 +308,9 @@ impl RedirectConnector for OidcConnector {
         if let Some(iss) = query.get("iss")
             && iss.trim_end_matches('/') != self.issuer.as_str().trim_end_matches('/')
         {
-            return Err(rejected("iss of the authorization response is another issuer"));
+            return Err(rejected(
+                "iss of the authorization response is another issuer",
+            ));
         }
         let code = query
             .get("code")
@@ -329,7 +330,9 @@ impl RedirectConnector for OidcConnector {
         let mut claims = match self.verify_id_token(&client, id_token, nonce) {
             Ok(c) => c,
             // A key the cached JWKS does not have: fetch it once more (key rotation upstream).
-            Err(UpstreamError::Rejected(msg)) if msg.contains("key") || msg.contains("signature") => {
+            Err(UpstreamError::Rejected(msg))
+                if msg.contains("key") || msg.contains("signature") =>
+            {
                 let fresh = self.metadata(true).await?;
                 let client = self.client(fresh, callback)?;
                 self.verify_id_token(&client, id_token, nonce)?

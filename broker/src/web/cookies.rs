@@ -7,6 +7,8 @@ use actix_web::cookie::{Cookie, SameSite, time::Duration as CookieDuration};
 pub struct CookieNames {
     pub session: String,
     pub csrf: String,
+    /// Binds a login waiting at an upstream to the browser that started it.
+    pub upstream: String,
     secure: bool,
 }
 
@@ -16,6 +18,7 @@ impl CookieNames {
         Self {
             session: format!("{prefix}{base_session_name}"),
             csrf: format!("{prefix}concierge_csrf"),
+            upstream: format!("{prefix}concierge_upstream"),
             secure: https,
         }
     }

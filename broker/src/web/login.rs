@@ -37,6 +37,8 @@ pub struct LoginForm {
     password: Option<SecretString>,
     #[serde(default)]
     return_to: String,
+    #[serde(default)]
+    link: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -59,10 +61,12 @@ struct LoginPage {
     email: String,
     error: Option<String>,
     upstreams: Vec<UpstreamButton>,
+    /// A signed request to link an upstream identity once this account is proven.
+    link: String,
 }
 
 /// A return path if it is a local one; anything else is dropped rather than followed.
-fn return_to(raw: Option<&str>) -> Option<ReturnTo> {
+pub(crate) fn return_to(raw: Option<&str>) -> Option<ReturnTo> {
     raw.filter(|s| !s.is_empty())
         .and_then(|s| ReturnTo::parse(s).ok())
 }
@@ -74,6 +78,19 @@ async fn login_page(
     return_to: Option<&ReturnTo>,
     email: &str,
     error_key: Option<&str>,
+) -> Result<HttpResponse, WebError> {
+    login_page_linking(state, req, status, return_to, email, error_key, None).await
+}
+
+/// The login page; with `link`, signing in with the account links the upstream identity to it.
+pub(crate) async fn login_page_linking(
+    state: &web::Data<AppState>,
+    req: &HttpRequest,
+    status: StatusCode,
+    return_to: Option<&ReturnTo>,
+    email: &str,
+    error_key: Option<&str>,
+    link: Option<&LinkTicket>,
 ) -> Result<HttpResponse, WebError> {
     let locale = request_info(req, state).locale;
     let csrf = state
@@ -94,7 +111,19 @@ async fn login_page(
                 url: format!("/upstream/{}/start?return_to={}", u.id, urlencode(rt)),
             })
             .collect(),
+        link: String::new(),
     };
+    let mut vm = vm;
+    if let Some(link) = link {
+        let data = serde_json::to_vec(link).map_err(WebError::internal)?;
+        vm.link = match &csrf.new_cookie {
+            Some(c) => state.csrf.sign_with_cookie(c.value(), LINK_TICKET, &data)?,
+            None => state
+                .csrf
+                .sign_for_browser(req, &state.cookies, LINK_TICKET, &data)?
+                .unwrap_or_default(),
+        };
+    }
     let mut res = render(state, req, status, "login", false, &vm)?;
     if let Some(c) = csrf.new_cookie {
         res.add_cookie(&c).map_err(WebError::internal)?;
@@ -216,6 +245,28 @@ pub async fn submit(
     };
     let lockout = Arc::clone(&state.login_lockout);
     web::block(move || lockout.succeeded(&account)).await??;
+    // The account is proven: link the upstream identity that asked for it, if any.
+    let link = (!form.link.is_empty())
+        .then(|| {
+            state
+                .csrf
+                .verify_for_browser(&req, &state.cookies, LINK_TICKET, &form.link)
+        })
+        .flatten()
+        .and_then(|d| serde_json::from_slice::<LinkTicket>(&d).ok())
+        .filter(|t| t.exp > state.clock.now() && t.email == email.as_str());
+    if let Some(t) = link {
+        let (store, now) = (Arc::clone(&state.store), state.clock.now());
+        let user = crate::domain::UserId::from_stored(identity.subject.clone());
+        let (upstream, subject) = (t.upstream.clone(), t.subject.clone());
+        web::block(move || store.insert_upstream_link(&upstream, &subject, &user, now)).await??;
+        state.provider.audit.record(
+            Event::new(EventKind::AdminAction)
+                .user(identity.subject.as_str())
+                .upstream(t.upstream.as_str())
+                .reason("upstream_linked_after_proof"),
+        );
+    }
 
     let ctx = base_context(&state, &req);
     let policies = state.settings.session.clone();
@@ -259,7 +310,7 @@ fn slow_down(
 }
 
 /// Where this browser signs in from, before the app (if any) is known.
-fn base_context(state: &AppState, req: &HttpRequest) -> ClientContext {
+pub(crate) fn base_context(state: &AppState, req: &HttpRequest) -> ClientContext {
     ClientContext {
         channel: Channel::Web,
         limit: state.settings.session.web.limit,
@@ -271,7 +322,7 @@ fn base_context(state: &AppState, req: &HttpRequest) -> ClientContext {
 
 /// Signing in for an app: the session belongs to that app's channel and its limits.
 /// Blocking (clients stored in the database).
-fn for_client(
+pub(crate) fn for_client(
     provider: &crate::provider::Provider,
     policies: &crate::config::SessionSettings,
     return_path: Option<&str>,
@@ -292,7 +343,7 @@ fn for_client(
 
 /// Turns the outcome of opening a session into the answer: the cookie and the way on, the
 /// session-limit page, or a refusal.
-async fn signed_in(
+pub(crate) async fn signed_in(
     state: &web::Data<AppState>,
     req: &HttpRequest,
     rt: Option<&ReturnTo>,
@@ -310,6 +361,31 @@ async fn signed_in(
         }
         Err(FlowError::SessionLimit { who, sessions }) => {
             return session_limit_page(state, req, rt, &who, &sessions);
+        }
+        Err(FlowError::LinkRequired {
+            email,
+            upstream,
+            subject,
+        }) => {
+            let ticket = LinkTicket {
+                upstream,
+                subject,
+                email: email.as_str().to_owned(),
+                exp: state.clock.now().saturating_add(600),
+            };
+            return login_page_linking(
+                state,
+                req,
+                StatusCode::CONFLICT,
+                rt,
+                email.as_str(),
+                Some("error_link_required"),
+                Some(&ticket),
+            )
+            .await;
+        }
+        Err(FlowError::NoEmail) => {
+            return refused("error_upstream_no_email", StatusCode::FORBIDDEN).await;
         }
         Err(FlowError::Storage(e)) => return Err(e.into()),
         Err(FlowError::Session(e)) => return Err(e.into()),
@@ -337,6 +413,17 @@ struct LimitTicket {
 }
 
 const LIMIT_TICKET: &str = "session-limit";
+const LINK_TICKET: &str = "upstream-link";
+
+/// An upstream identity waiting to be linked to the account it claims, once that account is
+/// proven by signing in with it (signed for this browser, valid ten minutes).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct LinkTicket {
+    pub upstream: String,
+    pub subject: String,
+    pub email: String,
+    pub exp: i64,
+}
 const LIMIT_TICKET_TTL: i64 = 300;
 
 #[derive(Serialize)]

@@ -11,6 +11,7 @@ pub mod metrics;
 mod middleware;
 mod oidc;
 mod ops;
+mod upstream;
 
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -67,6 +68,12 @@ pub const TEXT_KEYS: &[&str] = &[
     "error_rate_limited",
     "error_locked_out",
     "error_session_limit_ticket",
+    "error_link_required",
+    "error_upstream_no_email",
+    "error_upstream_refused",
+    "error_upstream_failed",
+    "error_upstream_unavailable",
+    "error_upstream_expired",
 ];
 
 pub struct AppState {
@@ -119,6 +126,8 @@ pub fn routes(cfg: &mut web::ServiceConfig, max_form_bytes: usize) {
                 .route(web::post().to(account::end_others)),
         )
         .configure(admin_api::routes)
+        .service(web::resource("/upstream/{id}/start").route(web::get().to(upstream::start)))
+        .service(web::resource("/upstream/{id}/callback").route(web::get().to(upstream::callback)))
         .service(
             web::resource("/.well-known/openid-configuration")
                 .route(web::get().to(oidc::discovery)),

@@ -1,0 +1,236 @@
+//! Owns the HTTP side of redirect-based upstreams (OpenID Connect): leaving for the upstream
+//! with a pending login stored server-side (single use, bound to this browser by a cookie), and
+//! the callback that turns the upstream's answer into a first-party session.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use super::AppState;
+use super::login::{base_context, for_client, login_page_linking, return_to, signed_in};
+use crate::audit::{Event, EventKind};
+use crate::domain::ReturnTo;
+use crate::error::WebError;
+use crate::flow::login::{Authenticated, FlowError, federated_user, open_session};
+use crate::storage::UpstreamRequest;
+use crate::upstream::{Connector, PendingUpstream, UpstreamError};
+
+/// How long a login may wait at the upstream.
+const PENDING_TTL: i64 = 600;
+
+#[derive(Debug, Deserialize)]
+pub struct StartQuery {
+    #[serde(default)]
+    return_to: Option<String>,
+    #[serde(default)]
+    login_hint: Option<String>,
+}
+
+fn callback_url(state: &AppState, id: &str) -> Result<url::Url, WebError> {
+    state
+        .settings
+        .public_url
+        .join(&format!("/upstream/{id}/callback"))
+        .map_err(WebError::internal)
+}
+
+fn connector(
+    state: &AppState,
+    id: &str,
+) -> Result<Arc<dyn crate::upstream::RedirectConnector>, WebError> {
+    match state.upstreams.get(id).map(|u| &u.connector) {
+        Some(Connector::Redirect(c)) => Ok(Arc::clone(c)),
+        _ => Err(WebError::NotFound),
+    }
+}
+
+/// `GET /upstream/{id}/start`: sends the browser to the upstream.
+pub async fn start(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+    q: web::Query<StartQuery>,
+) -> Result<HttpResponse, WebError> {
+    let id = id.into_inner();
+    let connector = connector(&state, &id)?;
+    let rt = return_to(q.return_to.as_deref());
+    let hint = q
+        .login_hint
+        .as_deref()
+        .and_then(|h| crate::domain::Email::parse(h).ok());
+    let callback = callback_url(&state, &id)?;
+    let started = match connector
+        .start(&callback, hint.as_ref().map(|e| e.as_str()))
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => return upstream_failed(&state, &req, rt.as_ref(), &id, e).await,
+    };
+    let state_value = started
+        .pending
+        .values
+        .get("state")
+        .cloned()
+        .ok_or_else(|| WebError::internal("connector returned no state"))?;
+    let binding = URL_SAFE_NO_PAD.encode(state.entropy.bytes32());
+    let record = UpstreamRequest {
+        state_hash: Sha256::digest(state_value.as_bytes()).into(),
+        upstream: id,
+        binding_hash: Sha256::digest(binding.as_bytes()).into(),
+        pending: serde_json::to_string(&started.pending.values).map_err(WebError::internal)?,
+        return_to: rt.as_ref().map(ReturnTo::as_str).unwrap_or("").to_owned(),
+        expires_at: state.clock.now().saturating_add(PENDING_TTL),
+    };
+    let store = Arc::clone(&state.store);
+    web::block(move || store.insert_upstream_request(&record)).await??;
+    let mut res = HttpResponse::SeeOther()
+        .insert_header((
+            actix_web::http::header::LOCATION,
+            started.redirect_to.to_string(),
+        ))
+        .finish();
+    res.add_cookie(&state.cookies.build(state.cookies.upstream.clone(), binding))
+        .map_err(WebError::internal)?;
+    Ok(res)
+}
+
+/// `GET /upstream/{id}/callback`: the upstream's answer.
+pub async fn callback(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+    q: web::Query<BTreeMap<String, String>>,
+) -> Result<HttpResponse, WebError> {
+    let id = id.into_inner();
+    let connector = connector(&state, &id)?;
+    let query = q.into_inner();
+    let expired = || async {
+        super::login::login_page_linking(
+            &state,
+            &req,
+            StatusCode::BAD_REQUEST,
+            None,
+            "",
+            Some("error_upstream_expired"),
+            None,
+        )
+        .await
+    };
+    // The pending login: by its state, once, unexpired, for this upstream and this browser.
+    let Some(state_value) = query.get("state").cloned() else {
+        return expired().await;
+    };
+    let store = Arc::clone(&state.store);
+    let now = state.clock.now();
+    let hash: [u8; 32] = Sha256::digest(state_value.as_bytes()).into();
+    let pending = web::block(move || store.take_upstream_request(&hash, now)).await??;
+    let binding = req
+        .cookie(&state.cookies.upstream)
+        .map(|c| -> [u8; 32] { Sha256::digest(c.value().as_bytes()).into() });
+    let Some(pending) = pending.filter(|p| p.upstream == id && Some(p.binding_hash) == binding)
+    else {
+        return expired().await;
+    };
+    let rt = return_to(Some(&pending.return_to));
+    let values: BTreeMap<String, String> =
+        serde_json::from_str(&pending.pending).map_err(WebError::internal)?;
+    let callback = callback_url(&state, &id)?;
+    let identity = match connector
+        .callback(&callback, &PendingUpstream { values }, &query)
+        .await
+    {
+        Ok(i) => i,
+        Err(e) => return upstream_failed(&state, &req, rt.as_ref(), &id, e).await,
+    };
+    let link_by_email = state
+        .settings
+        .upstreams
+        .iter()
+        .find(|u| u.id == id)
+        .is_some_and(|u| u.link_by_verified_email);
+    let ctx = base_context(&state, &req);
+    let policies = state.settings.session.clone();
+    let return_path = rt.as_ref().map(|r| r.as_str().to_owned());
+    let (store, sessions, provider, entropy) = (
+        Arc::clone(&state.store),
+        Arc::clone(&state.sessions),
+        Arc::clone(&state.provider),
+        Arc::clone(&state.entropy),
+    );
+    let outcome = web::block(move || {
+        let ctx = for_client(&provider, &policies, return_path.as_deref(), ctx);
+        let user_id = federated_user(
+            store.as_ref(),
+            entropy.as_ref(),
+            sessions.now(),
+            &identity,
+            link_by_email,
+        )?;
+        let mut amr = identity.amr.clone();
+        if amr.is_empty() {
+            amr.push("fed".into());
+        }
+        let who = Authenticated {
+            user_id,
+            upstream: identity.upstream.clone(),
+            amr,
+        };
+        open_session(store.as_ref(), &sessions, &provider, who, ctx)
+    })
+    .await?;
+    if let Err(FlowError::LinkRequired { .. } | FlowError::NoEmail) = &outcome {
+        state.provider.audit.record(
+            Event::new(EventKind::LoginFailed)
+                .upstream(id.as_str())
+                .ip(super::client_ip(&req, &state))
+                .reason("upstream_account_not_linked"),
+        );
+    }
+    let mut res = signed_in(&state, &req, rt.as_ref(), outcome).await?;
+    res.add_cookie(&state.cookies.removal(state.cookies.upstream.clone()))
+        .map_err(WebError::internal)?;
+    Ok(res)
+}
+
+/// The upstream refused, could not be reached, or its answer failed validation: a clear page
+/// (the login page with the reason), nothing stored, and an audit event.
+async fn upstream_failed(
+    state: &web::Data<AppState>,
+    req: &HttpRequest,
+    rt: Option<&ReturnTo>,
+    id: &str,
+    e: UpstreamError,
+) -> Result<HttpResponse, WebError> {
+    let (key, status, reason) = match &e {
+        UpstreamError::Refused { code, .. } => (
+            "error_upstream_refused",
+            StatusCode::FORBIDDEN,
+            format!("refused:{code}"),
+        ),
+        UpstreamError::Unavailable(_) => (
+            "error_upstream_unavailable",
+            StatusCode::BAD_GATEWAY,
+            "unavailable".to_owned(),
+        ),
+        UpstreamError::Storage(_) => return Err(WebError::internal(e)),
+        _ => (
+            "error_upstream_failed",
+            StatusCode::BAD_REQUEST,
+            "rejected".to_owned(),
+        ),
+    };
+    tracing::warn!(upstream = id, error = %e, "upstream sign-in failed");
+    state.provider.audit.record(
+        Event::new(EventKind::LoginFailed)
+            .upstream(id)
+            .ip(super::client_ip(req, state))
+            .reason(reason),
+    );
+    login_page_linking(state, req, status, rt, "", Some(key), None).await
+}
