@@ -15,3 +15,4 @@ mod login;
 mod logout;
 mod oidc;
 mod sessions;
+mod upstream_oidc;

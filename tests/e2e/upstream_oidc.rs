@@ -1,0 +1,256 @@
+//! Hostile upstream OpenID providers: an OP under the test's control answers the broker's code
+//! exchange with a forged or wrong ID token. Each is refused with a clear page, no session and
+//! no user; the same OP with a correct token signs in (so the test can fail).
+
+use std::sync::{Arc, Mutex};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use openssl::hash::MessageDigest;
+use openssl::pkey::{PKey, Private};
+use openssl::rsa::Rsa;
+use openssl::sign::Signer;
+use serde_json::{Value, json};
+
+use concierge::storage::Store;
+
+use crate::helpers::{Browser, START, spawn_provider_with};
+use crate::per_backend_async;
+use crate::support::Backend;
+
+/// What the fake OP puts in the next ID token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Forgery {
+    None,
+    BadSignature,
+    OtherKey,
+    WrongAudience,
+    WrongIssuer,
+    WrongNonce,
+    Expired,
+    IssuedInTheFuture,
+    AlgNone,
+    NoIdToken,
+}
+
+struct FakeOp {
+    issuer: String,
+    key: PKey<Private>,
+    other: PKey<Private>,
+    next: Mutex<(Forgery, String)>,
+}
+
+fn b64(v: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(v)
+}
+
+impl FakeOp {
+    fn sign(&self, key: &PKey<Private>, header: &Value, claims: &Value) -> String {
+        let input = format!(
+            "{}.{}",
+            b64(header.to_string().as_bytes()),
+            b64(claims.to_string().as_bytes())
+        );
+        let mut s = Signer::new(MessageDigest::sha256(), key).unwrap();
+        s.update(input.as_bytes()).unwrap();
+        format!("{input}.{}", b64(&s.sign_to_vec().unwrap()))
+    }
+
+    fn id_token(&self) -> Option<String> {
+        let (forgery, nonce) = self.next.lock().unwrap().clone();
+        let mut claims = json!({
+            "iss": self.issuer, "sub": "evil-user", "aud": "concierge", "iat": START,
+            "exp": START + 300, "nonce": nonce, "email": "victim@example.com",
+            "email_verified": true,
+        });
+        let header = json!({"alg": "RS256", "kid": "k1", "typ": "JWT"});
+        match forgery {
+            Forgery::WrongAudience => claims["aud"] = json!("someone-else"),
+            Forgery::WrongIssuer => claims["iss"] = json!("https://evil.example"),
+            Forgery::WrongNonce => claims["nonce"] = json!("not-the-nonce"),
+            Forgery::Expired => {
+                claims["iat"] = json!(START - 1000);
+                claims["exp"] = json!(START - 500);
+            }
+            Forgery::IssuedInTheFuture => claims["iat"] = json!(START + 3600),
+            Forgery::NoIdToken => return None,
+            _ => {}
+        }
+        Some(match forgery {
+            Forgery::AlgNone => format!(
+                "{}.{}.",
+                b64(json!({"alg": "none", "kid": "k1"}).to_string().as_bytes()),
+                b64(claims.to_string().as_bytes())
+            ),
+            Forgery::OtherKey => self.sign(&self.other, &header, &claims),
+            Forgery::BadSignature => {
+                let t = self.sign(&self.key, &header, &claims);
+                // The signature of other claims under the right key.
+                let (hp, _) = t.rsplit_once('.').unwrap();
+                let good = self.sign(&self.key, &header, &json!({"sub": "x"}));
+                format!("{hp}.{}", good.rsplit_once('.').unwrap().1)
+            }
+            _ => self.sign(&self.key, &header, &claims),
+        })
+    }
+
+    fn jwks(&self) -> Value {
+        let rsa = self.key.rsa().unwrap();
+        json!({"keys": [{"kty": "RSA", "kid": "k1", "use": "sig", "alg": "RS256",
+            "n": b64(&rsa.n().to_vec()), "e": b64(&rsa.e().to_vec())}]})
+    }
+}
+
+async fn start_fake_op() -> Arc<FakeOp> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let issuer = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let key = || PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+    let op = Arc::new(FakeOp {
+        issuer: issuer.clone(),
+        key: key(),
+        other: key(),
+        next: Mutex::new((Forgery::None, String::new())),
+    });
+    let shared = op.clone();
+    let server = actix_web::HttpServer::new(move || {
+        let op = shared.clone();
+        let (o1, o2, o3) = (op.clone(), op.clone(), op.clone());
+        actix_web::App::new()
+            .route(
+                "/.well-known/openid-configuration",
+                actix_web::web::get().to(move || {
+                    let i = o1.issuer.clone();
+                    async move {
+                        actix_web::HttpResponse::Ok().json(json!({
+                            "issuer": i,
+                            "authorization_endpoint": format!("{i}/authorize"),
+                            "token_endpoint": format!("{i}/token"),
+                            "jwks_uri": format!("{i}/jwks"),
+                            "response_types_supported": ["code"],
+                            "subject_types_supported": ["public"],
+                            "id_token_signing_alg_values_supported": ["RS256"],
+                        }))
+                    }
+                }),
+            )
+            .route(
+                "/jwks",
+                actix_web::web::get().to(move || {
+                    let j = o2.jwks();
+                    async move { actix_web::HttpResponse::Ok().json(j) }
+                }),
+            )
+            .route(
+                "/token",
+                actix_web::web::post().to(move || {
+                    let mut body = json!({"access_token": "at", "token_type": "Bearer",
+                        "expires_in": 300});
+                    if let Some(t) = o3.id_token() {
+                        body["id_token"] = json!(t);
+                    }
+                    async move { actix_web::HttpResponse::Ok().json(body) }
+                }),
+            )
+    })
+    .listen(listener)
+    .unwrap()
+    .workers(1)
+    .disable_signals()
+    .run();
+    tokio::spawn(server);
+    op
+}
+
+fn param(location: &str, name: &str) -> String {
+    url::Url::parse(location)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == name)
+        .unwrap()
+        .1
+        .into_owned()
+}
+
+async fn forged_id_tokens_from_an_upstream_are_refused(b: Backend) {
+    let op = start_fake_op().await;
+    let extra = format!(
+        "[[upstreams]]\nid = \"evil\"\nkind = \"oidc\"\nissuer = \"{}\"\nclient_id = \"concierge\"\nclient_secret = \"s3cret\"\nlink_by_verified_email = true\n",
+        op.issuer
+    );
+    let Some(app) = spawn_provider_with(b, &[], &extra).await else {
+        return;
+    };
+    for forgery in [
+        Forgery::BadSignature,
+        Forgery::OtherKey,
+        Forgery::WrongAudience,
+        Forgery::WrongIssuer,
+        Forgery::WrongNonce,
+        Forgery::Expired,
+        Forgery::IssuedInTheFuture,
+        Forgery::AlgNone,
+        Forgery::NoIdToken,
+        Forgery::None,
+    ] {
+        let mut br = Browser::new(&app);
+        let start = br.get("/upstream/evil/start").await;
+        assert_eq!(start.status, 303, "{forgery:?}");
+        let to = start.location.unwrap();
+        assert!(to.starts_with(&format!("{}/authorize?", op.issuer)), "{to}");
+        assert_eq!(param(&to, "code_challenge_method"), "S256");
+        let state = param(&to, "state");
+        *op.next.lock().unwrap() = (forgery, param(&to, "nonce"));
+        let back = br
+            .get(&format!("/upstream/evil/callback?code=c&state={state}"))
+            .await;
+        if forgery == Forgery::None {
+            assert_eq!(back.status, 303, "the control case signs in: {}", back.body);
+            assert!(br.session_cookie().is_some());
+            // The state is single use: the same callback again is refused.
+            let replay = Browser::new(&app)
+                .get(&format!("/upstream/evil/callback?code=c&state={state}"))
+                .await;
+            assert_eq!(replay.status, 400);
+        } else {
+            assert_eq!(back.status, 400, "{forgery:?}: {}", back.body);
+            assert!(
+                back.body.contains("login-error"),
+                "{forgery:?}: a clear page"
+            );
+            assert!(br.session_cookie().is_none(), "{forgery:?}: no session");
+            let email = concierge::domain::Email::parse("victim@example.com").unwrap();
+            assert!(
+                app.store.user_by_email(&email).unwrap().is_none(),
+                "{forgery:?}: no user created"
+            );
+        }
+    }
+
+    // A callback from another browser (no binding cookie) is refused even with a good token.
+    let mut starter = Browser::new(&app);
+    let to = starter.get("/upstream/evil/start").await.location.unwrap();
+    *op.next.lock().unwrap() = (Forgery::None, param(&to, "nonce"));
+    let mut other = Browser::new(&app);
+    let res = other
+        .get(&format!(
+            "/upstream/evil/callback?code=c&state={}",
+            param(&to, "state")
+        ))
+        .await;
+    assert_eq!(res.status, 400);
+    assert!(other.session_cookie().is_none());
+
+    // An upstream that refuses (access_denied) gets a clear page.
+    let mut br = Browser::new(&app);
+    let to = br.get("/upstream/evil/start").await.location.unwrap();
+    let res = br
+        .get(&format!(
+            "/upstream/evil/callback?error=access_denied&state={}",
+            param(&to, "state")
+        ))
+        .await;
+    assert_eq!(res.status, 403);
+    assert!(res.body.contains("login-error"));
+}
+
+per_backend_async!(forged_id_tokens_from_an_upstream_are_refused);
