@@ -76,6 +76,9 @@ pub struct RawUpstream {
     pub scopes: Vec<String>,
     #[serde(default)]
     pub claims: ClaimMapping,
+    /// Home-realm discovery: emails of these domains are sent to this upstream.
+    #[serde(default)]
+    pub domains: Vec<String>,
 }
 
 /// One upstream identity provider, validated.
@@ -89,6 +92,8 @@ pub struct UpstreamConfig {
     /// email is verified. Only for upstreams you trust to verify emails (default: false; the user
     /// then proves the existing account by signing in with it).
     pub link_by_verified_email: bool,
+    /// Lower-case email domains routed to this upstream.
+    pub domains: Vec<String>,
     pub kind: UpstreamKind,
 }
 
@@ -866,10 +871,32 @@ impl Settings {
                     if !o.scopes.iter().any(|s| s == "openid") {
                         return Err(invalid(&key("scopes"), "must include `openid`".into()));
                     }
+                    let mut domains = Vec::new();
+                    for d in &u.domains {
+                        let d = d.trim().to_ascii_lowercase();
+                        let ok = !d.is_empty()
+                            && d.contains('.')
+                            && d.chars()
+                                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
+                        if !ok {
+                            return Err(invalid(&key("domains"), format!("`{d}` is not a domain")));
+                        }
+                        if upstreams
+                            .iter()
+                            .any(|x: &UpstreamConfig| x.domains.contains(&d))
+                        {
+                            return Err(invalid(
+                                &key("domains"),
+                                format!("`{d}` is routed to another upstream already"),
+                            ));
+                        }
+                        domains.push(d);
+                    }
                     upstreams.push(UpstreamConfig {
                         id: u.id.clone(),
                         name: u.name.clone(),
                         link_by_verified_email: u.link_by_verified_email,
+                        domains,
                         kind: UpstreamKind::Oidc(o),
                     });
                 }

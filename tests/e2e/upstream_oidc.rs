@@ -253,4 +253,72 @@ async fn forged_id_tokens_from_an_upstream_are_refused(b: Backend) {
     assert!(res.body.contains("login-error"));
 }
 
-per_backend_async!(forged_id_tokens_from_an_upstream_are_refused);
+async fn home_realm_discovery_routes_by_domain_and_hints(b: Backend) {
+    let op = start_fake_op().await;
+    let extra = format!(
+        "[[upstreams]]\nid = \"corp\"\nkind = \"oidc\"\nissuer = \"{}\"\nclient_id = \"concierge\"\nclient_secret = \"s3cret\"\ndomains = [\"Corp.Example\"]\n",
+        op.issuer
+    );
+    let Some(app) = spawn_provider_with(b, &[], &extra).await else {
+        return;
+    };
+    let mut br = Browser::new(&app);
+    let page = br.get("/login?return_to=%2Faccount").await;
+    assert!(
+        !page.body.contains("current-password\" required"),
+        "email first: no password needed"
+    );
+    // The email alone, of a routed domain: off to that upstream, with the hint.
+    let res = br
+        .post_form(
+            "/login",
+            &[
+                ("csrf_token", &page.field("csrf_token")),
+                ("email", "Pat@corp.example"),
+                ("return_to", "/account"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status, 303);
+    let to = res.location.unwrap();
+    assert!(to.starts_with("/upstream/corp/start?"), "{to}");
+    assert!(to.contains("login_hint=pat%40corp.example") && to.contains("return_to=%2Faccount"));
+    let upstream = br.get(&to).await.location.unwrap();
+    assert_eq!(param(&upstream, "login_hint"), "pat@corp.example");
+    // Other domains still use the password form.
+    let res = br
+        .post_form(
+            "/login",
+            &[
+                ("csrf_token", &page.field("csrf_token")),
+                ("email", "demo@example.com"),
+                ("password", "demo"),
+            ],
+        )
+        .await;
+    assert_eq!(res.location.as_deref(), Some("/account"));
+    // login_hint and idp_hint skip the choice.
+    let mut fresh = Browser::new(&app);
+    let res = fresh.get("/login?login_hint=someone%40corp.example").await;
+    assert!(res.location.unwrap().starts_with("/upstream/corp/start?"));
+    let res = fresh.get("/login?idp_hint=corp").await;
+    assert!(res.location.unwrap().starts_with("/upstream/corp/start"));
+    let res = fresh.get("/login?idp_hint=nope").await;
+    assert_eq!(res.status, 200, "an unknown idp_hint is ignored");
+    let res = fresh
+        .get("/authorize?response_type=code&client_id=webapp&redirect_uri=https%3A%2F%2Fwebapp.example%2Fcb&scope=openid&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256&idp_hint=corp")
+        .await;
+    let login = res.location.unwrap();
+    assert!(login.contains("idp_hint=corp"), "{login}");
+    let res = fresh.get(&login).await;
+    assert!(
+        res.location
+            .unwrap()
+            .starts_with("/upstream/corp/start?return_to=%2Fauthorize")
+    );
+}
+
+per_backend_async!(
+    forged_id_tokens_from_an_upstream_are_refused,
+    home_realm_discovery_routes_by_domain_and_hints,
+);

@@ -252,12 +252,12 @@ fn sample_view_models() -> Vec<(&'static str, Value)> {
     vec![
         (
             "login",
-            serde_json::json!({"csrf_token": "x", "return_to": "", "email": "", "error": null, "upstreams": [], "link": ""}),
+            serde_json::json!({"csrf_token": "x", "return_to": "", "email": "", "error": null, "upstreams": [], "link": "", "email_first": false}),
         ),
         (
             "login",
             serde_json::json!({"csrf_token": "x", "return_to": "/a", "email": "a@b", "error": "e",
-            "upstreams": [{"id": "corp", "name": "Corp", "url": "/u/corp"}], "link": "t"}),
+            "upstreams": [{"id": "corp", "name": "Corp", "url": "/u/corp"}], "link": "t", "email_first": true}),
         ),
         (
             "account",

@@ -25,6 +25,9 @@ pub struct LoginQuery {
     /// Show the form even to a signed-in user (prompt=login, max_age exceeded).
     #[serde(default)]
     force: Option<String>,
+    /// Skip the choice: sign in at this upstream (from `/authorize?idp_hint=`).
+    #[serde(default)]
+    idp_hint: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -63,6 +66,8 @@ struct LoginPage {
     upstreams: Vec<UpstreamButton>,
     /// A signed request to link an upstream identity once this account is proven.
     link: String,
+    /// Some domains sign in elsewhere: the email alone may be submitted.
+    email_first: bool,
 }
 
 /// A return path if it is a local one; anything else is dropped rather than followed.
@@ -112,6 +117,11 @@ pub(crate) async fn login_page_linking(
             })
             .collect(),
         link: String::new(),
+        email_first: state
+            .settings
+            .upstreams
+            .iter()
+            .any(|u| !u.domains.is_empty()),
     };
     let mut vm = vm;
     if let Some(link) = link {
@@ -154,6 +164,16 @@ pub async fn show(
         ));
     }
     let hint = q.login_hint.as_deref().and_then(|h| Email::parse(h).ok());
+    // Home-realm discovery: an upstream named by idp_hint, or routed by the hint's domain.
+    let routed = q
+        .idp_hint
+        .as_deref()
+        .filter(|id| state.upstreams.buttons().any(|u| u.id == *id))
+        .map(str::to_owned)
+        .or_else(|| hint.as_ref().and_then(|e| realm_of(&state, e)));
+    if let Some(id) = routed {
+        return Ok(see_other(&upstream_start(&id, rt.as_ref(), hint.as_ref())));
+    }
     let hint = hint.as_ref().map(Email::as_str).unwrap_or("");
     login_page(&state, &req, StatusCode::OK, rt.as_ref(), hint, None).await
 }
@@ -212,6 +232,12 @@ pub async fn submit(
         );
     }
 
+    // Home-realm discovery: an email of a routed domain signs in at its upstream.
+    if let Ok(email) = Email::parse(&form.email)
+        && let Some(id) = realm_of(&state, &email)
+    {
+        return Ok(see_other(&upstream_start(&id, rt.as_ref(), Some(&email))));
+    }
     // A malformed email is just a failed sign-in: no hint about which part was wrong.
     let (Ok(email), Some(password)) = (Email::parse(&form.email), form.password) else {
         failed("invalid_credentials");
@@ -292,6 +318,29 @@ pub async fn submit(
     })
     .await?;
     signed_in(&state, &req, rt.as_ref(), outcome).await
+}
+
+/// The upstream whose `domains` route this email, if any.
+fn realm_of(state: &AppState, email: &Email) -> Option<String> {
+    let domain = email.domain();
+    state
+        .settings
+        .upstreams
+        .iter()
+        .find(|u| u.domains.iter().any(|d| d == domain))
+        .map(|u| u.id.clone())
+}
+
+/// `/upstream/{id}/start` with the way back and the login hint.
+fn upstream_start(id: &str, rt: Option<&ReturnTo>, hint: Option<&Email>) -> String {
+    let mut q = url::form_urlencoded::Serializer::new(String::new());
+    if let Some(rt) = rt {
+        q.append_pair("return_to", rt.as_str());
+    }
+    if let Some(h) = hint {
+        q.append_pair("login_hint", h.as_str());
+    }
+    format!("/upstream/{id}/start?{}", q.finish())
 }
 
 /// Adds `Retry-After` to a refusal.

@@ -401,6 +401,9 @@ pub async fn authorize(
         if let Some(h) = &ar.login_hint {
             login.append_pair("login_hint", h);
         }
+        if let Some(h) = raw.get("idp_hint").and_then(|v| v.first()) {
+            login.append_pair("idp_hint", h);
+        }
         if let Some(l) = raw.get("ui_locales").and_then(|v| v.first()) {
             login.append_pair("ui_locales", l);
         }
