@@ -30,6 +30,17 @@ const SKEW: i64 = 60;
 /// ID tokens issued longer ago than this are refused (they should be minutes old).
 const MAX_AGE: i64 = 600;
 
+/// A client built from discovery: authorization endpoint set, token and userinfo endpoints as
+/// the upstream publishes them.
+type Client = CoreClient<
+    openidconnect::EndpointSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointMaybeSet,
+    openidconnect::EndpointMaybeSet,
+>;
+
 pub struct OidcConnector {
     id: String,
     issuer: IssuerUrl,
@@ -98,21 +109,7 @@ impl OidcConnector {
         Ok(m)
     }
 
-    fn client(
-        &self,
-        m: CoreProviderMetadata,
-        callback: &Url,
-    ) -> Result<
-        openidconnect::core::CoreClient<
-            openidconnect::EndpointSet,
-            openidconnect::EndpointNotSet,
-            openidconnect::EndpointNotSet,
-            openidconnect::EndpointNotSet,
-            openidconnect::EndpointMaybeSet,
-            openidconnect::EndpointMaybeSet,
-        >,
-        UpstreamError,
-    > {
+    fn client(&self, m: CoreProviderMetadata, callback: &Url) -> Result<Client, UpstreamError> {
         Ok(CoreClient::from_provider_metadata(
             m,
             self.client_id.clone(),
@@ -124,14 +121,7 @@ impl OidcConnector {
     /// The verified ID token's claims as JSON (for the mapping of arbitrary claims).
     fn verify_id_token(
         &self,
-        client: &CoreClient<
-            openidconnect::EndpointSet,
-            openidconnect::EndpointNotSet,
-            openidconnect::EndpointNotSet,
-            openidconnect::EndpointNotSet,
-            openidconnect::EndpointMaybeSet,
-            openidconnect::EndpointMaybeSet,
-        >,
+        client: &Client,
         id_token: &openidconnect::core::CoreIdToken,
         nonce: &str,
     ) -> Result<Map<String, Value>, UpstreamError> {

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::form::StrictForm;
 
-use super::{AppState, current_session, format_time, render, request_info, see_other};
+use super::{AppState, DeviceView, current_session, format_time, render, request_info, see_other};
 use crate::error::WebError;
 use crate::upstream::local::LOCAL_UPSTREAM_ID;
 
@@ -30,24 +30,12 @@ struct SessionView {
     amr: String,
 }
 
-/// One row of "your devices".
-#[derive(Serialize)]
-struct DeviceView {
-    sid: String,
-    current: bool,
-    channel: String,
-    user_agent: String,
-    ip: String,
-    auth_time: String,
-    last_seen: String,
-}
-
 #[derive(Serialize)]
 struct AccountPage {
     csrf_token: String,
     user: UserView,
     session: SessionView,
-    devices: Vec<DeviceView>,
+    devices: Vec<super::DeviceView>,
     others: bool,
 }
 
@@ -132,18 +120,10 @@ pub async fn show(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
         devices: all
             .iter()
             .map(|s| {
+                // This session's last-seen is the in-memory one; others' may lag a little.
                 let current = s.sid == r.sid;
-                DeviceView {
-                    sid: s.sid.clone(),
-                    current,
-                    channel: state
-                        .pages
-                        .text(locale, &format!("channel_{}", s.channel.as_str())),
-                    user_agent: s.user_agent.clone(),
-                    ip: s.ip.clone(),
-                    auth_time: format_time(s.auth_time),
-                    last_seen: format_time(if current { r.last_seen } else { s.last_seen }),
-                }
+                let seen = if current { r.last_seen } else { s.last_seen };
+                DeviceView::of(&state, locale, s, current, seen)
             })
             .collect(),
     };

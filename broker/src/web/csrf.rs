@@ -76,6 +76,24 @@ impl Csrf {
         self.sign_with_cookie(cookie.value(), label, data).map(Some)
     }
 
+    /// Signs `data` for the browser a page is rendered for: bound to the CSRF cookie it has, or
+    /// to the one `issued` is about to set.
+    pub fn sign_for_page(
+        &self,
+        req: &HttpRequest,
+        names: &CookieNames,
+        issued: &CsrfToken,
+        label: &str,
+        data: &[u8],
+    ) -> Result<String, WebError> {
+        match &issued.new_cookie {
+            Some(c) => self.sign_with_cookie(c.value(), label, data),
+            None => self
+                .sign_for_browser(req, names, label, data)?
+                .ok_or(WebError::Csrf),
+        }
+    }
+
     /// As [`Self::sign_for_browser`], for a cookie value about to be set.
     pub fn sign_with_cookie(
         &self,

@@ -103,7 +103,7 @@ pub(crate) async fn login_page_linking(
         .issue(req, &state.cookies, state.entropy.as_ref())?;
     let rt = return_to.map(ReturnTo::as_str).unwrap_or("");
     let vm = LoginPage {
-        csrf_token: csrf.token,
+        csrf_token: csrf.token.clone(),
         return_to: rt.to_owned(),
         email: email.to_owned(),
         error: error_key.map(|k| state.pages.text(locale, k)),
@@ -126,13 +126,9 @@ pub(crate) async fn login_page_linking(
     let mut vm = vm;
     if let Some(link) = link {
         let data = serde_json::to_vec(link).map_err(WebError::internal)?;
-        vm.link = match &csrf.new_cookie {
-            Some(c) => state.csrf.sign_with_cookie(c.value(), LINK_TICKET, &data)?,
-            None => state
-                .csrf
-                .sign_for_browser(req, &state.cookies, LINK_TICKET, &data)?
-                .unwrap_or_default(),
-        };
+        vm.link = state
+            .csrf
+            .sign_for_page(req, &state.cookies, &csrf, LINK_TICKET, &data)?;
     }
     let mut res = render(state, req, status, "login", false, &vm)?;
     if let Some(c) = csrf.new_cookie {
@@ -476,21 +472,11 @@ pub(crate) struct LinkTicket {
 const LIMIT_TICKET_TTL: i64 = 300;
 
 #[derive(Serialize)]
-struct LimitSessionView {
-    sid: String,
-    channel: String,
-    user_agent: String,
-    ip: String,
-    auth_time: String,
-    last_seen: String,
-}
-
-#[derive(Serialize)]
 struct SessionLimitPage {
     csrf_token: String,
     ticket: String,
     return_to: String,
-    sessions: Vec<LimitSessionView>,
+    sessions: Vec<super::DeviceView>,
 }
 
 fn session_limit_page(
@@ -511,32 +497,16 @@ fn session_limit_page(
         exp: state.clock.now().saturating_add(LIMIT_TICKET_TTL),
     };
     let data = serde_json::to_vec(&ticket).map_err(WebError::internal)?;
-    // Bound to the CSRF cookie the browser has, or the one this page sets.
-    let ticket = match &csrf.new_cookie {
-        Some(c) => state
-            .csrf
-            .sign_with_cookie(c.value(), LIMIT_TICKET, &data)?,
-        None => state
-            .csrf
-            .sign_for_browser(req, &state.cookies, LIMIT_TICKET, &data)?
-            .ok_or(WebError::Csrf)?,
-    };
+    let ticket = state
+        .csrf
+        .sign_for_page(req, &state.cookies, &csrf, LIMIT_TICKET, &data)?;
     let vm = SessionLimitPage {
         csrf_token: csrf.token,
         ticket,
         return_to: rt.map(ReturnTo::as_str).unwrap_or("").to_owned(),
         sessions: sessions
             .iter()
-            .map(|s| LimitSessionView {
-                sid: s.sid.clone(),
-                channel: state
-                    .pages
-                    .text(locale, &format!("channel_{}", s.channel.as_str())),
-                user_agent: s.user_agent.clone(),
-                ip: s.ip.clone(),
-                auth_time: super::format_time(s.auth_time),
-                last_seen: super::format_time(s.last_seen),
-            })
+            .map(|s| super::DeviceView::of(state, locale, s, false, s.last_seen))
             .collect(),
     };
     let mut res = render(state, req, StatusCode::OK, "session_limit", false, &vm)?;

@@ -305,6 +305,40 @@ pub(crate) fn see_other(location: &str) -> HttpResponse {
         .finish()
 }
 
+/// One session as "your devices" and the session-limit page show it.
+#[derive(Serialize)]
+pub(crate) struct DeviceView {
+    sid: String,
+    current: bool,
+    channel: String,
+    user_agent: String,
+    ip: String,
+    auth_time: String,
+    last_seen: String,
+}
+
+impl DeviceView {
+    pub(crate) fn of(
+        state: &AppState,
+        locale: Locale,
+        s: &crate::storage::SessionRecord,
+        current: bool,
+        last_seen: UnixTime,
+    ) -> Self {
+        Self {
+            sid: s.sid.clone(),
+            current,
+            channel: state
+                .pages
+                .text(locale, &format!("channel_{}", s.channel.as_str())),
+            user_agent: s.user_agent.clone(),
+            ip: s.ip.clone(),
+            auth_time: format_time(s.auth_time),
+            last_seen: format_time(last_seen),
+        }
+    }
+}
+
 /// How the pages show a point in time (RFC 3339, UTC).
 pub fn format_time(t: UnixTime) -> String {
     let secs = u64::try_from(t).unwrap_or(0);
