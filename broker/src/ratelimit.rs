@@ -179,6 +179,13 @@ impl LockoutPolicy {
     }
 }
 
+/// What [`Lockout::check`] found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LockCheck {
+    pub locked: Option<Limited>,
+    pub has_failures: bool,
+}
+
 /// The lockout of one kind of attempt (sign-in, MFA), over the shared store. Blocking.
 pub struct Lockout {
     store: Arc<dyn Store>,
@@ -207,19 +214,20 @@ impl Lockout {
         format!("{}{account}", self.prefix)
     }
 
-    /// How long the account stays locked, if it is.
-    pub fn locked(&self, account: &str) -> Result<Option<Limited>, StorageError> {
+    /// Whether the account is locked (and for how long), and whether it has failures on record
+    /// (only then does a success need to write).
+    pub fn check(&self, account: &str) -> Result<LockCheck, StorageError> {
         if self.policy.after == 0 {
-            return Ok(None);
+            return Ok(LockCheck::default());
         }
         let now = self.clock.now();
-        Ok(self
-            .store
-            .login_lock(&self.key(account))?
-            .filter(|l| l.locked_until > now)
-            .map(|l| Limited {
+        let state = self.store.login_lock(&self.key(account))?;
+        Ok(LockCheck {
+            locked: state.filter(|l| l.locked_until > now).map(|l| Limited {
                 retry_after_secs: u64::try_from(l.locked_until - now).unwrap_or(1),
-            }))
+            }),
+            has_failures: state.is_some(),
+        })
     }
 
     /// Counts a failure; says how long the account is now locked, if it is.

@@ -618,21 +618,44 @@ impl Store for DieselStore {
         if touches.is_empty() {
             return Ok(());
         }
-        with_conn!(write self, |c| {
-            c.transaction(|c| {
-                for (key, at) in touches {
-                    diesel::update(
-                        sessions::table
-                            .filter(sessions::id_hash.eq(&key[..]))
-                            .filter(sessions::last_seen.lt(*at)),
+        match &self.pools {
+            // One statement per chunk: a round trip per session made a busy instance's flush
+            // slower than the touches it records (BENCHMARKS.md, sessions at scale), and held
+            // every row lock of the batch for that long. Chunks are their own transactions.
+            Pools::Postgres(pool) => {
+                use diesel::sql_types::{Array, BigInt, Binary};
+                let mut c = checkout(pool)?;
+                for chunk in touches.chunks(1_000) {
+                    let keys: Vec<Vec<u8>> = chunk.iter().map(|(k, _)| k.to_vec()).collect();
+                    let times: Vec<i64> = chunk.iter().map(|(_, t)| *t).collect();
+                    diesel::sql_query(
+                        "UPDATE sessions AS s SET last_seen = t.at \
+                         FROM unnest($1::bytea[], $2::bigint[]) AS t(key, at) \
+                         WHERE s.id_hash = t.key AND s.last_seen < t.at",
                     )
-                    .set(sessions::last_seen.eq(*at))
-                    .execute(c)?;
+                    .bind::<Array<Binary>, _>(keys)
+                    .bind::<Array<BigInt>, _>(times)
+                    .execute(&mut c)
+                    .map_err(query_err)?;
                 }
                 Ok(())
-            })
-            .map_err(query_err)
-        })
+            }
+            Pools::Sqlite(_) => with_conn!(write self, |c| {
+                c.transaction(|c| {
+                    for (key, at) in touches {
+                        diesel::update(
+                            sessions::table
+                                .filter(sessions::id_hash.eq(&key[..]))
+                                .filter(sessions::last_seen.lt(*at)),
+                        )
+                        .set(sessions::last_seen.eq(*at))
+                        .execute(c)?;
+                    }
+                    Ok(())
+                })
+                .map_err(query_err)
+            }),
+        }
     }
 
     fn delete_session(&self, key: &SessionKey) -> Result<bool, StorageError> {

@@ -220,7 +220,8 @@ pub async fn submit(
     }
     let lockout = Arc::clone(&state.login_lockout);
     let acct = account.clone();
-    if let Some(limited) = web::block(move || lockout.locked(&acct)).await?? {
+    let lock = web::block(move || lockout.check(&acct)).await??;
+    if let Some(limited) = lock.locked {
         failed("locked_out");
         return slow_down(
             refused("error_locked_out", StatusCode::TOO_MANY_REQUESTS).await,
@@ -265,8 +266,10 @@ pub async fn submit(
         Err(UpstreamError::Storage(e)) => return Err(e.into()),
         Err(other) => return Err(WebError::internal(other)),
     };
-    let lockout = Arc::clone(&state.login_lockout);
-    web::block(move || lockout.succeeded(&account)).await??;
+    if lock.has_failures {
+        let lockout = Arc::clone(&state.login_lockout);
+        web::block(move || lockout.succeeded(&account)).await??;
+    }
     // The account is proven: link the upstream identity that asked for it, if any.
     let link = (!form.link.is_empty())
         .then(|| {
