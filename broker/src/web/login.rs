@@ -293,30 +293,53 @@ pub async fn submit(
         );
     }
 
-    let ctx = base_context(&state, &req);
-    let policies = state.settings.session.clone();
-    let return_path = rt.as_ref().map(|r| r.as_str().to_owned());
-    let (store, sessions, provider) = (
-        Arc::clone(&state.store),
-        Arc::clone(&state.sessions),
-        Arc::clone(&state.provider),
-    );
-    // A sign-in replaces the session this browser had (re-authentication); its apps are told.
-    let previous = req
-        .cookie(&state.cookies.session)
-        .map(|c| c.value().to_owned());
-    let outcome = web::block(move || {
-        let ctx = for_client(&provider, &policies, return_path.as_deref(), ctx);
-        if let Some(old) = previous
-            && let Err(e) =
-                crate::flow::logout::end_session(&sessions, &provider, &old, "reauthenticated")
-        {
-            tracing::warn!(error = %e, "ending the replaced session failed");
-        }
-        sign_in(store.as_ref(), &sessions, &provider, identity, ctx)
+    let outcome = sign_in_here(&state, &req, rt.as_ref(), move |d, ctx| {
+        sign_in(d.store.as_ref(), &d.sessions, &d.provider, identity, ctx)
     })
     .await?;
     signed_in(&state, &req, rt.as_ref(), outcome).await
+}
+
+/// What a sign-in step may use, on a blocking thread.
+pub(crate) struct SignInDeps {
+    pub store: Arc<dyn crate::storage::Store>,
+    pub sessions: Arc<crate::session::SessionManager>,
+    pub provider: Arc<crate::provider::Provider>,
+    pub entropy: Arc<dyn crate::clock::Entropy>,
+}
+
+/// Runs the last step of every sign-in (password, session-limit page, upstream) on a blocking
+/// thread: the session's channel and limits come from the app the return path leads to, and
+/// the session this browser had ends first (re-authentication replaces it; its apps are told).
+pub(crate) async fn sign_in_here<T: Send + 'static>(
+    state: &web::Data<AppState>,
+    req: &HttpRequest,
+    rt: Option<&ReturnTo>,
+    step: impl FnOnce(&SignInDeps, ClientContext) -> Result<T, FlowError> + Send + 'static,
+) -> Result<Result<T, FlowError>, WebError> {
+    let ctx = base_context(state, req);
+    let policies = state.settings.session.clone();
+    let return_path = rt.map(|r| r.as_str().to_owned());
+    let previous = req
+        .cookie(&state.cookies.session)
+        .map(|c| c.value().to_owned());
+    let d = SignInDeps {
+        store: Arc::clone(&state.store),
+        sessions: Arc::clone(&state.sessions),
+        provider: Arc::clone(&state.provider),
+        entropy: Arc::clone(&state.entropy),
+    };
+    Ok(web::block(move || {
+        let ctx = for_client(&d.provider, &policies, return_path.as_deref(), ctx);
+        if let Some(old) = previous
+            && let Err(e) =
+                crate::flow::logout::end_session(&d.sessions, &d.provider, &old, "reauthenticated")
+        {
+            tracing::warn!(error = %e, "ending the replaced session failed");
+        }
+        step(&d, ctx)
+    })
+    .await?)
 }
 
 /// The upstream whose `domains` route this email, if any.
@@ -358,7 +381,7 @@ fn slow_down(
 }
 
 /// Where this browser signs in from, before the app (if any) is known.
-pub(crate) fn base_context(state: &AppState, req: &HttpRequest) -> ClientContext {
+fn base_context(state: &AppState, req: &HttpRequest) -> ClientContext {
     ClientContext {
         channel: Channel::Web,
         limit: state.settings.session.web.limit,
@@ -370,7 +393,7 @@ pub(crate) fn base_context(state: &AppState, req: &HttpRequest) -> ClientContext
 
 /// Signing in for an app: the session belongs to that app's channel and its limits.
 /// Blocking (clients stored in the database).
-pub(crate) fn for_client(
+fn for_client(
     provider: &crate::provider::Provider,
     policies: &crate::config::SessionSettings,
     return_path: Option<&str>,
@@ -563,25 +586,17 @@ pub async fn end_one_and_continue(
         upstream: ticket.upstream,
         amr: ticket.amr,
     };
-    let ctx = base_context(&state, &req);
-    let policies = state.settings.session.clone();
-    let return_path = rt.as_ref().map(|r| r.as_str().to_owned());
-    let (store, sessions, provider) = (
-        Arc::clone(&state.store),
-        Arc::clone(&state.sessions),
-        Arc::clone(&state.provider),
-    );
     let sid = form.sid;
-    let outcome = web::block(move || {
-        let ctx = for_client(&provider, &policies, return_path.as_deref(), ctx);
+    let outcome = sign_in_here(&state, &req, rt.as_ref(), move |d, ctx| {
         // Only one of this user's own sessions can be ended from here.
-        match store.session_by_sid(&sid)? {
+        match d.store.session_by_sid(&sid)? {
             Some(s) if s.user_id == who.user_id => {
-                provider.end_session_record(&s, "ended_at_session_limit")?;
+                d.provider
+                    .end_session_record(&s, "ended_at_session_limit")?;
             }
             _ => return Ok(None),
         }
-        open_session(store.as_ref(), &sessions, &provider, who, ctx).map(Some)
+        open_session(d.store.as_ref(), &d.sessions, &d.provider, who, ctx).map(Some)
     })
     .await?;
     match outcome {

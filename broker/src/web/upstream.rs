@@ -13,7 +13,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::AppState;
-use super::login::{base_context, for_client, login_page_linking, return_to, signed_in};
+use super::login::{login_page_linking, return_to, sign_in_here, signed_in};
 use crate::audit::{Event, EventKind};
 use crate::domain::ReturnTo;
 use crate::error::WebError;
@@ -154,21 +154,11 @@ pub async fn callback(
         .iter()
         .find(|u| u.id == id)
         .is_some_and(|u| u.link_by_verified_email);
-    let ctx = base_context(&state, &req);
-    let policies = state.settings.session.clone();
-    let return_path = rt.as_ref().map(|r| r.as_str().to_owned());
-    let (store, sessions, provider, entropy) = (
-        Arc::clone(&state.store),
-        Arc::clone(&state.sessions),
-        Arc::clone(&state.provider),
-        Arc::clone(&state.entropy),
-    );
-    let outcome = web::block(move || {
-        let ctx = for_client(&provider, &policies, return_path.as_deref(), ctx);
+    let outcome = sign_in_here(&state, &req, rt.as_ref(), move |d, ctx| {
         let user_id = federated_user(
-            store.as_ref(),
-            entropy.as_ref(),
-            sessions.now(),
+            d.store.as_ref(),
+            d.entropy.as_ref(),
+            d.sessions.now(),
             &identity,
             link_by_email,
         )?;
@@ -181,7 +171,7 @@ pub async fn callback(
             upstream: identity.upstream.clone(),
             amr,
         };
-        open_session(store.as_ref(), &sessions, &provider, who, ctx)
+        open_session(d.store.as_ref(), &d.sessions, &d.provider, who, ctx)
     })
     .await?;
     if let Err(FlowError::LinkRequired { .. } | FlowError::NoEmail) = &outcome {
