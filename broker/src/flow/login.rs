@@ -181,7 +181,7 @@ pub fn counted_sessions(
     Ok(store
         .sessions_of_user(user)?
         .into_iter()
-        .filter(|s| now < s.expires_at && now.saturating_sub(s.last_seen) < s.idle_timeout)
+        .filter(|s| s.is_live(now))
         .filter(|s| !this_channel_only || s.channel == channel)
         .collect())
 }

@@ -72,6 +72,14 @@ pub struct SessionRecord {
     pub expires_at: UnixTime,
 }
 
+impl SessionRecord {
+    /// Live at `now` by its own record: before its absolute end and not idle for its idle
+    /// timeout (the record's `last_seen` may lag other instances' unwritten activity).
+    pub fn is_live(&self, now: UnixTime) -> bool {
+        now < self.expires_at && now.saturating_sub(self.last_seen) < self.idle_timeout
+    }
+}
+
 /// A signing key as stored; the private key is encrypted under the key-encryption key.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SigningKeyRecord {

@@ -79,10 +79,7 @@ pub async fn show(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
     // Newest first; the stored last-seen may lag by the touch interval, this one's does not.
     all.sort_by_key(|s| std::cmp::Reverse(s.auth_time));
     let now = state.clock.now();
-    all.retain(|s| {
-        now < s.expires_at && now.saturating_sub(s.last_seen) < s.idle_timeout
-            || s.sid == session.record.sid
-    });
+    all.retain(|s| s.is_live(now) || s.sid == session.record.sid);
     let locale = request_info(&req, &state).locale;
     let csrf = state
         .csrf
