@@ -31,6 +31,11 @@ enum Forgery {
     IssuedInTheFuture,
     AlgNone,
     NoIdToken,
+    /// Signed by a key under a kid the upstream does not publish, even after a re-fetch.
+    UnpublishedKey,
+    /// Signed by the upstream's new key (kid k2), published only after the broker cached the
+    /// JWKS: the broker must fetch the keys again.
+    RotatedKey,
 }
 
 struct FakeOp {
@@ -38,6 +43,7 @@ struct FakeOp {
     key: PKey<Private>,
     other: PKey<Private>,
     next: Mutex<(Forgery, String)>,
+    rotated: std::sync::atomic::AtomicBool,
 }
 
 fn b64(v: &[u8]) -> String {
@@ -83,6 +89,16 @@ impl FakeOp {
                 b64(claims.to_string().as_bytes())
             ),
             Forgery::OtherKey => self.sign(&self.other, &header, &claims),
+            Forgery::UnpublishedKey => self.sign(
+                &self.other,
+                &json!({"alg": "RS256", "kid": "k9", "typ": "JWT"}),
+                &claims,
+            ),
+            Forgery::RotatedKey => self.sign(
+                &self.other,
+                &json!({"alg": "RS256", "kid": "k2", "typ": "JWT"}),
+                &claims,
+            ),
             Forgery::BadSignature => {
                 let t = self.sign(&self.key, &header, &claims);
                 // The signature of other claims under the right key.
@@ -95,9 +111,16 @@ impl FakeOp {
     }
 
     fn jwks(&self) -> Value {
-        let rsa = self.key.rsa().unwrap();
-        json!({"keys": [{"kty": "RSA", "kid": "k1", "use": "sig", "alg": "RS256",
-            "n": b64(&rsa.n().to_vec()), "e": b64(&rsa.e().to_vec())}]})
+        let jwk = |key: &PKey<Private>, kid: &str| {
+            let rsa = key.rsa().unwrap();
+            json!({"kty": "RSA", "kid": kid, "use": "sig", "alg": "RS256",
+                "n": b64(&rsa.n().to_vec()), "e": b64(&rsa.e().to_vec())})
+        };
+        let mut keys = vec![jwk(&self.key, "k1")];
+        if self.rotated.load(std::sync::atomic::Ordering::SeqCst) {
+            keys.push(jwk(&self.other, "k2"));
+        }
+        json!({ "keys": keys })
     }
 }
 
@@ -110,6 +133,7 @@ async fn start_fake_op() -> Arc<FakeOp> {
         key: key(),
         other: key(),
         next: Mutex::new((Forgery::None, String::new())),
+        rotated: std::sync::atomic::AtomicBool::new(false),
     });
     let shared = op.clone();
     let server = actix_web::HttpServer::new(move || {
@@ -190,9 +214,21 @@ async fn forged_id_tokens_from_an_upstream_are_refused(b: Backend) {
         Forgery::IssuedInTheFuture,
         Forgery::AlgNone,
         Forgery::NoIdToken,
+        Forgery::UnpublishedKey,
         Forgery::None,
+        Forgery::RotatedKey,
     ] {
+        if forgery == Forgery::RotatedKey {
+            op.rotated.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
         let mut br = Browser::new(&app);
+        // In the control case the browser already has a session, which the sign-in replaces.
+        let previous = if forgery == Forgery::None {
+            assert_eq!(br.login("demo@example.com", "demo").await.status, 303);
+            br.session_cookie()
+        } else {
+            None
+        };
         let start = br.get("/upstream/evil/start").await;
         assert_eq!(start.status, 303, "{forgery:?}");
         let to = start.location.unwrap();
@@ -203,9 +239,17 @@ async fn forged_id_tokens_from_an_upstream_are_refused(b: Backend) {
         let back = br
             .get(&format!("/upstream/evil/callback?code=c&state={state}"))
             .await;
-        if forgery == Forgery::None {
+        if forgery == Forgery::RotatedKey {
+            assert_eq!(back.status, 303, "new upstream key fetched: {}", back.body);
+            assert!(br.session_cookie().is_some());
+        } else if forgery == Forgery::None {
             assert_eq!(back.status, 303, "the control case signs in: {}", back.body);
             assert!(br.session_cookie().is_some());
+            let old = concierge::session::SessionToken::key_of(&previous.unwrap()).unwrap();
+            assert!(
+                app.store.session(&old).unwrap().is_none(),
+                "the browser's previous session ended"
+            );
             // The state is single use: the same callback again is refused.
             let replay = Browser::new(&app)
                 .get(&format!("/upstream/evil/callback?code=c&state={state}"))

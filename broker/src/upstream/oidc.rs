@@ -12,8 +12,9 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata};
 use openidconnect::{
-    AccessToken, AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce,
-    OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
+    AccessToken, AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret, CsrfToken,
+    IssuerUrl, Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope,
+    SignatureVerificationError, TokenResponse,
 };
 use serde_json::{Map, Value};
 use url::Url;
@@ -40,6 +41,22 @@ type Client = CoreClient<
     openidconnect::EndpointMaybeSet,
     openidconnect::EndpointMaybeSet,
 >;
+
+/// Why an ID token was not accepted: a key the cached JWKS lacks (worth one re-fetch), or
+/// anything else (final).
+enum IdTokenError {
+    UnknownKey,
+    Invalid(UpstreamError),
+}
+
+impl IdTokenError {
+    fn into_upstream(self) -> UpstreamError {
+        match self {
+            Self::UnknownKey => rejected("ID token signed by a key the upstream does not publish"),
+            Self::Invalid(e) => e,
+        }
+    }
+}
 
 pub struct OidcConnector {
     id: String,
@@ -124,7 +141,7 @@ impl OidcConnector {
         client: &Client,
         id_token: &openidconnect::core::CoreIdToken,
         nonce: &str,
-    ) -> Result<Map<String, Value>, UpstreamError> {
+    ) -> Result<Map<String, Value>, IdTokenError> {
         let now = self.clock.now();
         let at = |t: i64| chrono::DateTime::<chrono::Utc>::from_timestamp(t, 0).unwrap_or_default();
         let verifier = client
@@ -143,7 +160,12 @@ impl OidcConnector {
             });
         id_token
             .claims(&verifier, &Nonce::new(nonce.to_owned()))
-            .map_err(|e| rejected(format!("ID token: {e}")))?;
+            .map_err(|e| match e {
+                ClaimsVerificationError::SignatureVerification(
+                    SignatureVerificationError::NoMatchingKey,
+                ) => IdTokenError::UnknownKey,
+                other => IdTokenError::Invalid(rejected(format!("ID token: {other}"))),
+            })?;
         // Verified above; read every claim (including custom ones the mapping may name).
         let raw = id_token.to_string();
         let payload = raw
@@ -151,7 +173,9 @@ impl OidcConnector {
             .nth(1)
             .and_then(|p| URL_SAFE_NO_PAD.decode(p).ok())
             .and_then(|b| serde_json::from_slice::<Map<String, Value>>(&b).ok())
-            .ok_or_else(|| rejected("ID token payload is not a JSON object"))?;
+            .ok_or_else(|| {
+                IdTokenError::Invalid(rejected("ID token payload is not a JSON object"))
+            })?;
         Ok(payload)
     }
 
@@ -320,14 +344,13 @@ impl RedirectConnector for OidcConnector {
         let mut claims = match self.verify_id_token(&client, id_token, nonce) {
             Ok(c) => c,
             // A key the cached JWKS does not have: fetch it once more (key rotation upstream).
-            Err(UpstreamError::Rejected(msg))
-                if msg.contains("key") || msg.contains("signature") =>
-            {
+            Err(IdTokenError::UnknownKey) => {
                 let fresh = self.metadata(true).await?;
                 let client = self.client(fresh, callback)?;
-                self.verify_id_token(&client, id_token, nonce)?
+                self.verify_id_token(&client, id_token, nonce)
+                    .map_err(IdTokenError::into_upstream)?
             }
-            Err(e) => return Err(e),
+            Err(IdTokenError::Invalid(e)) => return Err(e),
         };
         let sub = claims
             .get("sub")
