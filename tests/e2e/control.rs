@@ -36,17 +36,7 @@ async fn api(
     path: &str,
     bearer: Option<&str>,
 ) -> (u16, reqwest::header::HeaderMap, Value) {
-    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-    let mut req = reqwest::Client::new().request(method, format!("{}{path}", app.base));
-    if let Some(t) = bearer {
-        req = req.bearer_auth(t);
-    }
-    let res = req.send().await.unwrap();
-    let status = res.status().as_u16();
-    let headers = res.headers().clone();
-    let text = res.text().await.unwrap();
-    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    (status, headers, body)
+    Http::new(app).call(method, path, bearer).await
 }
 
 async fn signed_in(app: &TestApp) -> Browser {

@@ -140,7 +140,17 @@ impl Http {
         path: &str,
         bearer: Option<&str>,
     ) -> (u16, reqwest::header::HeaderMap, Value) {
-        let mut req = self.client.get(format!("{}{path}", self.base));
+        self.call("GET", path, bearer).await
+    }
+    /// Any method, optional bearer token: status, headers, body (JSON when it parses).
+    pub(crate) async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        bearer: Option<&str>,
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self.client.request(method, format!("{}{path}", self.base));
         if let Some(t) = bearer {
             req = req.bearer_auth(t);
         }
