@@ -46,6 +46,7 @@ fn session(key: u8, user: &str, last_seen: i64, idle: i64, expires_at: i64) -> S
         last_seen,
         idle_timeout: idle,
         expires_at,
+        upstream_acr: Some("urn:upstream:mfa".into()),
     }
 }
 

@@ -26,10 +26,20 @@ pub enum EventKind {
     RateLimited,
     LockedOut,
     AdminAction,
+    /// A factor was set up (reason: the plugin id).
+    MfaEnrolled,
+    /// A challenge was started (code sent, page shown).
+    MfaChallenged,
+    MfaSucceeded,
+    /// A wrong, expired or reused answer, or a plugin failure (reason: `plugin:why`).
+    MfaFailed,
+    MfaLockedOut,
+    /// A plugin was loaded, reloaded or refused (reason: `plugin:outcome`).
+    PluginReloaded,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 13] = [
+    pub const ALL: [EventKind; 19] = [
         Self::LoginSucceeded,
         Self::LoginFailed,
         Self::SessionCreated,
@@ -43,6 +53,12 @@ impl EventKind {
         Self::RateLimited,
         Self::LockedOut,
         Self::AdminAction,
+        Self::MfaEnrolled,
+        Self::MfaChallenged,
+        Self::MfaSucceeded,
+        Self::MfaFailed,
+        Self::MfaLockedOut,
+        Self::PluginReloaded,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -60,6 +76,12 @@ impl EventKind {
             Self::RateLimited => "rate_limited",
             Self::LockedOut => "locked_out",
             Self::AdminAction => "admin_action",
+            Self::MfaEnrolled => "mfa_enrolled",
+            Self::MfaChallenged => "mfa_challenged",
+            Self::MfaSucceeded => "mfa_succeeded",
+            Self::MfaFailed => "mfa_failed",
+            Self::MfaLockedOut => "mfa_locked_out",
+            Self::PluginReloaded => "plugin_reloaded",
         }
     }
 

@@ -49,6 +49,8 @@ pub struct RawSettings {
     pub rate_limit: RawRateLimit,
     pub audit: RawAudit,
     pub admin: RawAdmin,
+    /// Multi-factor authentication: policy default, limits, plugins (`[mfa]`).
+    pub mfa: crate::mfa::settings::RawMfa,
     /// Clients of the OpenID provider (`[[clients]]` tables).
     pub clients: Vec<ClientConfig>,
     /// Upstream identity providers (`[[upstreams]]` tables), in login-page order.
@@ -79,6 +81,14 @@ pub struct RawUpstream {
     /// Home-realm discovery: emails of these domains are sent to this upstream.
     #[serde(default)]
     pub domains: Vec<String>,
+    /// Second factor for users of this upstream (raises the client's and `[mfa]`'s setting).
+    #[serde(default)]
+    pub mfa: Option<crate::mfa::settings::MfaRequirement>,
+    /// Count the upstream's own MFA (its `amr`, or an `acr` in `mfa_acr_values`) as the factor.
+    #[serde(default)]
+    pub trust_upstream_mfa: bool,
+    #[serde(default)]
+    pub mfa_acr_values: Vec<String>,
 }
 
 /// One upstream identity provider, validated.
@@ -94,6 +104,9 @@ pub struct UpstreamConfig {
     pub link_by_verified_email: bool,
     /// Lower-case email domains routed to this upstream.
     pub domains: Vec<String>,
+    pub mfa: Option<crate::mfa::settings::MfaRequirement>,
+    pub trust_upstream_mfa: bool,
+    pub mfa_acr_values: Vec<String>,
     pub kind: UpstreamKind,
 }
 
@@ -472,6 +485,7 @@ pub struct Settings {
     pub audit: RawAudit,
     pub admin: RawAdmin,
     pub upstreams: Vec<UpstreamConfig>,
+    pub mfa: crate::mfa::settings::MfaSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -818,6 +832,7 @@ impl Settings {
             key_reload_interval: p.key_reload_interval,
         };
         let limits = rate_limits(&raw.rate_limit, &invalid)?;
+        let mfa = raw.mfa.clone().validate(&invalid)?;
         let mut upstream_ids: Vec<&str> = Vec::new();
         let mut upstreams = Vec::new();
         for (i, u) in raw.upstreams.iter().enumerate() {
@@ -897,6 +912,9 @@ impl Settings {
                         name: u.name.clone(),
                         link_by_verified_email: u.link_by_verified_email,
                         domains,
+                        mfa: u.mfa,
+                        trust_upstream_mfa: u.trust_upstream_mfa,
+                        mfa_acr_values: u.mfa_acr_values.clone(),
                         kind: UpstreamKind::Oidc(o),
                     });
                 }
@@ -959,6 +977,7 @@ impl Settings {
             audit: raw.audit,
             admin: raw.admin,
             upstreams,
+            mfa,
         })
     }
 }

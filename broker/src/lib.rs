@@ -7,6 +7,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod flow;
+pub mod mfa;
 pub mod pages;
 pub mod provider;
 pub mod ratelimit;

@@ -62,6 +62,8 @@ pub struct Authenticated {
     pub user_id: UserId,
     pub upstream: String,
     pub amr: Vec<String>,
+    /// The upstream's authentication context (kept in the session).
+    pub acr: Option<String>,
 }
 
 /// Finds the broker user for `identity` and opens a session for them. Blocking (storage).
@@ -80,6 +82,7 @@ pub fn sign_in(
         user_id: UserId::from_stored(identity.subject),
         upstream: identity.upstream,
         amr: identity.amr,
+        acr: identity.acr,
     };
     open_session(store, sessions, provider, who, ctx)
 }
@@ -148,6 +151,7 @@ pub fn open_session(
         ip: ctx.ip,
         upstream: who.upstream,
         amr: who.amr,
+        upstream_acr: who.acr,
     })?;
     let event = |kind| {
         Event::new(kind)

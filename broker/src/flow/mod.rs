@@ -5,3 +5,4 @@
 pub mod admin;
 pub mod login;
 pub mod logout;
+pub mod mfa;

@@ -63,6 +63,10 @@ pub struct ClientConfig {
     /// At the limit: `end_oldest` or `refuse` (default: the channel's `[session]` setting).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_session_limit: Option<crate::config::OnLimit>,
+    /// Second factor when signing in for this client: `off`, `optional`, `required`
+    /// (default: `[mfa] required`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mfa: Option<crate::mfa::settings::MfaRequirement>,
 }
 
 fn default_channel() -> Channel {
@@ -125,6 +129,7 @@ pub struct Client {
     pub audience: Option<String>,
     pub max_sessions_per_user: Option<u32>,
     pub on_session_limit: Option<crate::config::OnLimit>,
+    pub mfa: Option<crate::mfa::settings::MfaRequirement>,
 }
 
 /// A client definition error: `field` names the key inside the client.
@@ -292,6 +297,7 @@ impl Client {
             audience: c.audience.clone(),
             max_sessions_per_user: c.max_sessions_per_user,
             on_session_limit: c.on_session_limit,
+            mfa: c.mfa,
         })
     }
 

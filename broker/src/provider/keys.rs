@@ -43,7 +43,12 @@ impl KeyEncryptionKey {
             .map_err(|_| KeyError::Generate("bad key-encryption key".into()))
     }
 
-    fn seal(&self, kid: &str, plain: &[u8], entropy: &dyn Entropy) -> Result<Vec<u8>, KeyError> {
+    pub(crate) fn seal(
+        &self,
+        kid: &str,
+        plain: &[u8],
+        entropy: &dyn Entropy,
+    ) -> Result<Vec<u8>, KeyError> {
         let mut nonce = [0u8; NONCE_LEN];
         entropy.fill(&mut nonce);
         let mut buf = plain.to_vec();
@@ -59,7 +64,7 @@ impl KeyEncryptionKey {
         Ok(out)
     }
 
-    fn open(&self, kid: &str, sealed: &[u8]) -> Result<Vec<u8>, KeyError> {
+    pub(crate) fn open(&self, kid: &str, sealed: &[u8]) -> Result<Vec<u8>, KeyError> {
         let decrypt = || KeyError::Decrypt {
             kid: kid.to_owned(),
         };

@@ -58,6 +58,8 @@ pub struct NewSession {
     pub ip: String,
     pub upstream: String,
     pub amr: Vec<String>,
+    /// The upstream's authentication context, when it gave one.
+    pub upstream_acr: Option<String>,
 }
 
 /// A session that passed its checks on this request.
@@ -135,6 +137,7 @@ impl SessionManager {
             last_seen: now,
             idle_timeout: secs(policy.idle_timeout),
             expires_at: now.saturating_add(secs(policy.absolute_timeout)),
+            upstream_acr: new.upstream_acr,
         };
         self.store.insert_session(&record)?;
         Ok((token, record))

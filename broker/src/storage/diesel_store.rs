@@ -285,6 +285,7 @@ struct SessionRow {
     idle_timeout: i64,
     expires_at: i64,
     sid: String,
+    upstream_acr: Option<String>,
 }
 
 impl SessionRow {
@@ -302,6 +303,7 @@ impl SessionRow {
             idle_timeout: s.idle_timeout,
             expires_at: s.expires_at,
             sid: s.sid.clone(),
+            upstream_acr: s.upstream_acr.clone(),
         }
     }
     fn into_record(self) -> Result<SessionRecord, StorageError> {
@@ -324,6 +326,7 @@ impl SessionRow {
             last_seen: self.last_seen,
             idle_timeout: self.idle_timeout,
             expires_at: self.expires_at,
+            upstream_acr: self.upstream_acr,
         })
     }
 }
@@ -473,6 +476,8 @@ impl RefreshRow {
         })
     }
 }
+
+mod mfa;
 
 impl Store for DieselStore {
     fn backend(&self) -> &'static str {

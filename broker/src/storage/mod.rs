@@ -3,9 +3,11 @@
 //! conformance suite (`tests/storage_conformance.rs`).
 
 mod diesel_store;
+mod mfa;
 pub mod schema;
 
 pub use diesel_store::DieselStore;
+pub use mfa::{MfaEnrollment, MfaStateRow, MfaStore};
 
 use crate::clock::UnixTime;
 use crate::domain::{Channel, Email, UserId};
@@ -70,6 +72,8 @@ pub struct SessionRecord {
     pub idle_timeout: i64,
     /// The absolute end of the session.
     pub expires_at: UnixTime,
+    /// The upstream's own authentication context (OIDC `acr`, SAML AuthnContextClassRef).
+    pub upstream_acr: Option<String>,
 }
 
 impl SessionRecord {
@@ -243,7 +247,7 @@ pub enum Rotation {
 }
 
 /// The persistence the broker needs. Synchronous: call it from a blocking thread.
-pub trait Store: Send + Sync + 'static {
+pub trait Store: MfaStore + Send + Sync + 'static {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
     /// Applies pending migrations; returns the versions applied.

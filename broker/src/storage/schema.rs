@@ -27,6 +27,7 @@ diesel::table! {
         idle_timeout -> BigInt,
         expires_at -> BigInt,
         sid -> Text,
+        upstream_acr -> Nullable<Text>,
     }
 }
 
@@ -174,5 +175,41 @@ diesel::table! {
         pending -> Text,
         return_to -> Text,
         expires_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    mfa_state (plugin_id, user_id) {
+        plugin_id -> Text,
+        user_id -> Text,
+        version -> BigInt,
+        data -> Binary,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    mfa_enrollments (user_id, plugin_id) {
+        user_id -> Text,
+        plugin_id -> Text,
+        created_at -> BigInt,
+        last_used_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    mfa_recovery_codes (user_id, code_hash) {
+        user_id -> Text,
+        code_hash -> Binary,
+        created_at -> BigInt,
+        used_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    control_signals (name) {
+        name -> Text,
+        generation -> BigInt,
+        updated_at -> BigInt,
     }
 }

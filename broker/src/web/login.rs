@@ -480,6 +480,8 @@ struct LimitTicket {
     user_id: String,
     upstream: String,
     amr: Vec<String>,
+    #[serde(default)]
+    acr: Option<String>,
     exp: i64,
 }
 
@@ -520,6 +522,7 @@ fn session_limit_page(
         user_id: who.user_id.as_str().to_owned(),
         upstream: who.upstream.clone(),
         amr: who.amr.clone(),
+        acr: who.acr.clone(),
         exp: state.clock.now().saturating_add(LIMIT_TICKET_TTL),
     };
     let data = serde_json::to_vec(&ticket).map_err(WebError::internal)?;
@@ -585,6 +588,7 @@ pub async fn end_one_and_continue(
         user_id: crate::domain::UserId::from_stored(ticket.user_id),
         upstream: ticket.upstream,
         amr: ticket.amr,
+        acr: ticket.acr,
     };
     let sid = form.sid;
     let outcome = sign_in_here(&state, &req, rt.as_ref(), move |d, ctx| {

@@ -170,6 +170,7 @@ pub async fn callback(
             user_id,
             upstream: identity.upstream.clone(),
             amr,
+            acr: identity.acr.clone(),
         };
         open_session(d.store.as_ref(), &d.sessions, &d.provider, who, ctx)
     })

@@ -1,0 +1,158 @@
+//! Owns sending what plugins asked to send: email through lettre to the configured SMTP server,
+//! text messages through the configured HTTP SMS gateway. Credentials stay here.
+
+use lettre::message::{Mailbox, header::ContentType};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+
+use super::host::Outgoing;
+use super::settings::{SmsSettings, SmtpSettings, SmtpTls};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error("no SMTP server is configured ([mfa.smtp])")]
+    NoSmtp,
+    #[error("no SMS gateway is configured ([mfa.sms])")]
+    NoSms,
+    #[error("the user has no usable email address")]
+    BadRecipient,
+    #[error("email not sent: {0}")]
+    Smtp(String),
+    #[error("text message not sent: {0}")]
+    Sms(String),
+}
+
+/// `+` and 8 to 15 digits.
+pub fn is_e164(s: &str) -> bool {
+    s.strip_prefix('+')
+        .is_some_and(|d| (8..=15).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Sends plugin messages. Cheap to clone.
+#[derive(Clone)]
+pub struct Delivery {
+    smtp: Option<(AsyncSmtpTransport<Tokio1Executor>, Mailbox)>,
+    sms: Option<(SmsSettings, reqwest::Client)>,
+}
+
+impl Delivery {
+    pub fn new(
+        smtp: Option<&SmtpSettings>,
+        sms: Option<&SmsSettings>,
+    ) -> Result<Self, DeliveryError> {
+        let smtp = match smtp {
+            None => None,
+            Some(s) => {
+                let builder = match s.tls {
+                    SmtpTls::None => {
+                        AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(s.host.as_str())
+                    }
+                    SmtpTls::StartTls => {
+                        AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&s.host)
+                            .map_err(|e| DeliveryError::Smtp(e.to_string()))?
+                    }
+                    SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&s.host)
+                        .map_err(|e| DeliveryError::Smtp(e.to_string()))?,
+                };
+                let mut builder = builder.port(s.port).timeout(Some(s.timeout));
+                if let Some((user, pass)) = &s.credentials {
+                    builder =
+                        builder.credentials(Credentials::new(user.clone(), pass.expose().into()));
+                }
+                let from: Mailbox = s
+                    .from
+                    .parse()
+                    .map_err(|_| DeliveryError::Smtp("from is not a mailbox".into()))?;
+                Some((builder.build(), from))
+            }
+        };
+        let sms = match sms {
+            None => None,
+            Some(s) => {
+                let client = reqwest::Client::builder()
+                    .timeout(s.timeout)
+                    .redirect(reqwest::redirect::Policy::none())
+                    .build()
+                    .map_err(|e| DeliveryError::Sms(e.to_string()))?;
+                Some((s.clone(), client))
+            }
+        };
+        Ok(Self { smtp, sms })
+    }
+
+    pub fn can_email(&self) -> bool {
+        self.smtp.is_some()
+    }
+
+    pub fn can_sms(&self) -> bool {
+        self.sms.is_some()
+    }
+
+    /// Sends every message, in order; stops at the first failure.
+    pub async fn send_all(
+        &self,
+        email_to: &str,
+        outbox: Vec<Outgoing>,
+    ) -> Result<(), DeliveryError> {
+        for m in outbox {
+            match m {
+                Outgoing::Email { subject, body } => self.email(email_to, subject, body).await?,
+                Outgoing::Sms { to, body } => self.sms(&to, body).await?,
+            }
+        }
+        Ok(())
+    }
+
+    async fn email(&self, to: &str, subject: String, body: String) -> Result<(), DeliveryError> {
+        let (transport, from) = self.smtp.as_ref().ok_or(DeliveryError::NoSmtp)?;
+        let to: Mailbox = to.parse().map_err(|_| DeliveryError::BadRecipient)?;
+        let message = Message::builder()
+            .from(from.clone())
+            .to(to)
+            .subject(subject)
+            .header(ContentType::TEXT_PLAIN)
+            .body(body)
+            .map_err(|e| DeliveryError::Smtp(e.to_string()))?;
+        transport
+            .send(message)
+            .await
+            .map(|_| ())
+            .map_err(|e| DeliveryError::Smtp(e.to_string()))
+    }
+
+    async fn sms(&self, to: &str, body: String) -> Result<(), DeliveryError> {
+        let (settings, client) = self.sms.as_ref().ok_or(DeliveryError::NoSms)?;
+        let payload = serde_json::json!({ "to": to, "body": body }).to_string();
+        let mut req = client
+            .post(settings.url.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(payload);
+        if let Some(token) = &settings.token {
+            req = req.bearer_auth(token.expose());
+        }
+        let res = req
+            .send()
+            .await
+            .map_err(|e| DeliveryError::Sms(e.without_url().to_string()))?;
+        if !res.status().is_success() {
+            return Err(DeliveryError::Sms(format!(
+                "gateway answered {}",
+                res.status()
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_e164;
+
+    #[test]
+    fn e164_numbers() {
+        assert!(is_e164("+821012345678"));
+        assert!(!is_e164("01012345678"));
+        assert!(!is_e164("+82 10 1234"));
+        assert!(!is_e164("+1234567"));
+    }
+}

@@ -1,0 +1,225 @@
+//! Owns the host side of one plugin call: the generated bindings of `concierge:mfa@0.1.0`,
+//! the per-call store data, and each capability a plugin can import (one `impl Host` each).
+//! Capabilities work on a snapshot: state writes and outgoing messages take effect only when
+//! the call returns normally, so a trap or timeout leaves nothing half done.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use wasmtime::{ResourceLimiter, StoreLimits};
+
+use crate::clock::Entropy;
+
+wasmtime::component::bindgen!({
+    path: "../plugins/wit",
+    world: "concierge:mfa/factor-plugin",
+});
+
+pub use concierge::mfa::types::{
+    Description, EnrollStep, FactorKind, Field, FieldKind, Form, Localized, PluginError, User,
+    Verdict,
+};
+
+/// State limits a plugin cannot exceed (documented in the WIT).
+pub const MAX_STATE_KEY: usize = 64;
+pub const MAX_STATE_VALUE: usize = 4096;
+pub const MAX_STATE_KEYS: usize = 32;
+const MAX_RANDOM: u32 = 1024;
+const MAX_MESSAGES: usize = 3;
+const MAX_MESSAGE_BYTES: usize = 4096;
+const MAX_LOG_LINES: usize = 32;
+
+/// A message a plugin asked to send; sent by the host after the call succeeded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outgoing {
+    Email { subject: String, body: String },
+    Sms { to: String, body: String },
+}
+
+/// Everything one call may touch. A fresh one per call.
+pub struct CallState {
+    pub plugin_id: String,
+    pub now: i64,
+    pub entropy: Arc<dyn Entropy>,
+    pub config: Arc<BTreeMap<String, String>>,
+    /// The user's state as loaded before the call; written back if `dirty`.
+    pub state: BTreeMap<String, Vec<u8>>,
+    pub dirty: bool,
+    pub outbox: Vec<Outgoing>,
+    log_lines: usize,
+    limits: StoreLimits,
+    /// Whether memory growth was refused (reported as an exhausted memory budget).
+    pub memory_refused: bool,
+}
+
+impl CallState {
+    pub fn new(
+        plugin_id: &str,
+        now: i64,
+        entropy: Arc<dyn Entropy>,
+        config: Arc<BTreeMap<String, String>>,
+        state: BTreeMap<String, Vec<u8>>,
+        memory_bytes: usize,
+    ) -> Self {
+        Self {
+            plugin_id: plugin_id.to_owned(),
+            now,
+            entropy,
+            config,
+            state,
+            dirty: false,
+            outbox: Vec::new(),
+            log_lines: 0,
+            limits: wasmtime::StoreLimitsBuilder::new()
+                .memory_size(memory_bytes)
+                .instances(8)
+                .memories(4)
+                .tables(8)
+                .table_elements(10_000)
+                .build(),
+            memory_refused: false,
+        }
+    }
+}
+
+/// Memory growth goes through the manifest's cap; a refusal is remembered so that the failed
+/// call is reported as out of memory rather than as a plain trap.
+impl ResourceLimiter for CallState {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let ok = self.limits.memory_growing(current, desired, maximum)?;
+        if !ok {
+            self.memory_refused = true;
+        }
+        Ok(ok)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
+}
+
+impl CallState {
+    pub fn limiter(&mut self) -> &mut dyn ResourceLimiter {
+        self
+    }
+}
+
+impl concierge::mfa::types::Host for CallState {}
+
+impl concierge::mfa::config::Host for CallState {
+    fn get(&mut self, key: String) -> Option<String> {
+        self.config.get(&key).cloned()
+    }
+}
+
+impl concierge::mfa::clock::Host for CallState {
+    fn now(&mut self) -> i64 {
+        self.now
+    }
+}
+
+impl concierge::mfa::random::Host for CallState {
+    fn bytes(&mut self, len: u32) -> Vec<u8> {
+        let mut buf = vec![0u8; usize::try_from(len.min(MAX_RANDOM)).unwrap_or(0)];
+        self.entropy.fill(&mut buf);
+        buf
+    }
+}
+
+impl concierge::mfa::state::Host for CallState {
+    fn get(&mut self, key: String) -> Option<Vec<u8>> {
+        self.state.get(&key).cloned()
+    }
+
+    fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), String> {
+        if key.is_empty() || key.len() > MAX_STATE_KEY {
+            return Err(format!("keys are 1 to {MAX_STATE_KEY} bytes"));
+        }
+        if value.len() > MAX_STATE_VALUE {
+            return Err(format!("values are at most {MAX_STATE_VALUE} bytes"));
+        }
+        if !self.state.contains_key(&key) && self.state.len() >= MAX_STATE_KEYS {
+            return Err(format!("at most {MAX_STATE_KEYS} keys per user"));
+        }
+        self.state.insert(key, value);
+        self.dirty = true;
+        Ok(())
+    }
+
+    fn delete(&mut self, key: String) {
+        if self.state.remove(&key).is_some() {
+            self.dirty = true;
+        }
+    }
+}
+
+impl CallState {
+    fn queue(&mut self, message: Outgoing, len: usize) -> Result<(), String> {
+        if self.outbox.len() >= MAX_MESSAGES {
+            return Err(format!("at most {MAX_MESSAGES} messages per call"));
+        }
+        if len > MAX_MESSAGE_BYTES {
+            return Err(format!("messages are at most {MAX_MESSAGE_BYTES} bytes"));
+        }
+        self.outbox.push(message);
+        Ok(())
+    }
+}
+
+impl concierge::mfa::email::Host for CallState {
+    fn send_email(&mut self, subject: String, body: String) -> Result<(), String> {
+        if subject.contains(['\r', '\n']) || subject.len() > 200 {
+            return Err("the subject is one line of at most 200 bytes".into());
+        }
+        let len = subject.len() + body.len();
+        self.queue(Outgoing::Email { subject, body }, len)
+    }
+}
+
+impl concierge::mfa::sms::Host for CallState {
+    fn send_sms(&mut self, to: String, body: String) -> Result<(), String> {
+        if !crate::mfa::delivery::is_e164(&to) {
+            return Err("`to` is not an E.164 number like +821012345678".into());
+        }
+        let len = body.len();
+        self.queue(Outgoing::Sms { to, body }, len)
+    }
+}
+
+impl concierge::mfa::log::Host for CallState {
+    fn log(&mut self, level: concierge::mfa::log::Level, message: String) {
+        use concierge::mfa::log::Level;
+        if self.log_lines >= MAX_LOG_LINES {
+            return;
+        }
+        self.log_lines += 1;
+        let message: String = message.chars().take(500).collect();
+        let plugin = self.plugin_id.as_str();
+        match level {
+            Level::Debug => tracing::debug!(target: "plugin", plugin, "{message}"),
+            Level::Info => tracing::info!(target: "plugin", plugin, "{message}"),
+            Level::Warn => tracing::warn!(target: "plugin", plugin, "{message}"),
+            Level::Error => tracing::error!(target: "plugin", plugin, "{message}"),
+        }
+    }
+}

@@ -1,0 +1,422 @@
+//! Owns the loaded plugins: the wasmtime engine (pooling allocator, fuel, epoch deadlines), each
+//! component compiled once after its sha256 pin matched and its imports were checked against
+//! the manifest's grants, and the swap to a new version on hot reload.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+
+use super::MfaError;
+use super::host::{CallState, Description, FactorPlugin, FactorPluginPre, concierge};
+use super::settings::{Capability, PluginManifest, valid_plugin_id};
+
+/// One epoch tick; a call's wall-time deadline is counted in ticks.
+pub const EPOCH_TICK: Duration = Duration::from_millis(2);
+/// Concurrent plugin instances (pool slots); a call beyond them fails closed.
+const POOL_INSTANCES: u32 = 128;
+/// The largest memory any manifest may ask for (settings enforce it too).
+const MAX_MEMORY: usize = 256 << 20;
+
+/// A plugin ready to be called.
+pub struct Loaded {
+    pub manifest: PluginManifest,
+    pub description: Description,
+    pub pre: FactorPluginPre<CallState>,
+    pub config: Arc<BTreeMap<String, String>>,
+    /// What the file looked like when it was loaded (hot reload compares).
+    pub stamp: FileStamp,
+}
+
+/// A plugin that is configured but not usable, and why (fails closed).
+#[derive(Debug, Clone)]
+pub struct Unavailable {
+    pub manifest: PluginManifest,
+    pub error: String,
+    pub stamp: Option<FileStamp>,
+}
+
+#[derive(Clone)]
+pub enum Slot {
+    Ready(Arc<Loaded>),
+    Failed(Arc<Unavailable>),
+}
+
+impl Slot {
+    pub fn manifest(&self) -> &PluginManifest {
+        match self {
+            Slot::Ready(l) => &l.manifest,
+            Slot::Failed(f) => &f.manifest,
+        }
+    }
+}
+
+/// Size and modification time of a plugin file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStamp {
+    pub len: u64,
+    pub modified: Option<SystemTime>,
+}
+
+impl FileStamp {
+    pub fn of(path: &Path) -> Option<Self> {
+        let m = std::fs::metadata(path).ok()?;
+        Some(Self {
+            len: m.len(),
+            modified: m.modified().ok(),
+        })
+    }
+}
+
+/// The engine and the current plugins.
+pub struct Registry {
+    engine: Engine,
+    slots: RwLock<BTreeMap<String, Slot>>,
+}
+
+/// The engine every plugin runs on: component model, fuel, epoch interruption, pooling.
+pub fn engine() -> Result<Engine, MfaError> {
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(POOL_INSTANCES)
+        .total_core_instances(POOL_INSTANCES * 2)
+        .total_memories(POOL_INSTANCES * 2)
+        .total_tables(POOL_INSTANCES * 2)
+        .max_memory_size(MAX_MEMORY);
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .consume_fuel(true)
+        .epoch_interruption(true)
+        .max_wasm_stack(512 << 10)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Engine::new(&config).map_err(|e| MfaError::Engine(e.to_string()))
+}
+
+/// A linker offering exactly the granted capabilities (and `types`/`config`, always).
+fn linker(
+    engine: &Engine,
+    grants: &std::collections::BTreeSet<Capability>,
+) -> Result<Linker<CallState>, MfaError> {
+    use wasmtime::component::HasSelf;
+    type D = HasSelf<CallState>;
+    let mut l = Linker::new(engine);
+    let err = |e: wasmtime::Error| MfaError::Engine(e.to_string());
+    concierge::mfa::types::add_to_linker::<CallState, D>(&mut l, |s| s).map_err(err)?;
+    concierge::mfa::config::add_to_linker::<CallState, D>(&mut l, |s| s).map_err(err)?;
+    for g in grants {
+        match g {
+            Capability::Clock => {
+                concierge::mfa::clock::add_to_linker::<CallState, D>(&mut l, |s| s)
+            }
+            Capability::Random => {
+                concierge::mfa::random::add_to_linker::<CallState, D>(&mut l, |s| s)
+            }
+            Capability::State => {
+                concierge::mfa::state::add_to_linker::<CallState, D>(&mut l, |s| s)
+            }
+            Capability::Email => {
+                concierge::mfa::email::add_to_linker::<CallState, D>(&mut l, |s| s)
+            }
+            Capability::Sms => concierge::mfa::sms::add_to_linker::<CallState, D>(&mut l, |s| s),
+            Capability::Log => concierge::mfa::log::add_to_linker::<CallState, D>(&mut l, |s| s),
+        }
+        .map_err(err)?;
+    }
+    Ok(l)
+}
+
+/// What `concierge plugins check` reports about a file.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    pub sha256: [u8; 32],
+    pub imports: Vec<String>,
+    pub description: Description,
+}
+
+/// Reads, pins, compiles and links one plugin, and asks it who it is. Blocking (file, compile).
+pub fn load(engine: &Engine, manifest: &PluginManifest) -> Result<Loaded, MfaError> {
+    let stamp = FileStamp::of(&manifest.path);
+    let bytes = std::fs::read(&manifest.path).map_err(|e| MfaError::Load {
+        plugin: manifest.id.clone(),
+        reason: format!("cannot read {}: {e}", manifest.path.display()),
+    })?;
+    let digest: [u8; 32] = Sha256::digest(&bytes).into();
+    if digest != manifest.sha256 {
+        return Err(MfaError::Load {
+            plugin: manifest.id.clone(),
+            reason: format!(
+                "sha256 of {} is {}, the manifest pins {}",
+                manifest.path.display(),
+                hex::encode(digest),
+                hex::encode(manifest.sha256)
+            ),
+        });
+    }
+    let checked = inspect(engine, &bytes, Some(manifest))?;
+    let component = Component::new(engine, &bytes).map_err(|e| MfaError::Load {
+        plugin: manifest.id.clone(),
+        reason: format!("not a valid component: {e}"),
+    })?;
+    let pre = link(engine, &component, manifest)?;
+    if checked.description.id != manifest.id {
+        return Err(MfaError::Load {
+            plugin: manifest.id.clone(),
+            reason: format!(
+                "describe() says its id is `{}`",
+                checked.description.id.escape_debug()
+            ),
+        });
+    }
+    Ok(Loaded {
+        manifest: manifest.clone(),
+        description: checked.description,
+        pre,
+        config: Arc::new(manifest.config.clone()),
+        stamp: stamp.unwrap_or(FileStamp {
+            len: 0,
+            modified: None,
+        }),
+    })
+}
+
+fn link(
+    engine: &Engine,
+    component: &Component,
+    manifest: &PluginManifest,
+) -> Result<FactorPluginPre<CallState>, MfaError> {
+    let fail = |reason: String| MfaError::Load {
+        plugin: manifest.id.clone(),
+        reason,
+    };
+    // Imports the manifest does not grant are named before wasmtime's own (less clear) error.
+    let ungranted: Vec<String> = component
+        .component_type()
+        .imports(engine)
+        .map(|(name, _)| name.to_owned())
+        .filter(|name| {
+            Capability::ALL
+                .iter()
+                .any(|c| c.interface() == *name && !manifest.grants.contains(c))
+        })
+        .collect();
+    if !ungranted.is_empty() {
+        return Err(fail(format!(
+            "imports {} but the manifest does not grant it",
+            ungranted.join(", ")
+        )));
+    }
+    let linker = linker(engine, &manifest.grants)?;
+    let pre = linker
+        .instantiate_pre(component)
+        .map_err(|e| fail(format!("cannot be linked: {e:#}")))?;
+    FactorPluginPre::new(pre).map_err(|e| fail(format!("does not export the factor world: {e:#}")))
+}
+
+/// Checks a component file without a manifest (all capabilities offered): its imports and what
+/// `describe` returns. Used by `concierge plugins check` and at load.
+pub fn inspect(
+    engine: &Engine,
+    bytes: &[u8],
+    manifest: Option<&PluginManifest>,
+) -> Result<Checked, MfaError> {
+    let id = manifest.map(|m| m.id.clone()).unwrap_or_else(|| "?".into());
+    let fail = |reason: String| MfaError::Load {
+        plugin: id.clone(),
+        reason,
+    };
+    let component =
+        Component::new(engine, bytes).map_err(|e| fail(format!("not a valid component: {e}")))?;
+    let imports: Vec<String> = component
+        .component_type()
+        .imports(engine)
+        .map(|(name, _)| name.to_owned())
+        .collect();
+    let all: std::collections::BTreeSet<Capability> = Capability::ALL.into_iter().collect();
+    let pre = linker(engine, &all)?
+        .instantiate_pre(&component)
+        .map_err(|e| fail(format!("cannot be linked: {e:#}")))?;
+    let pre = FactorPluginPre::new(pre)
+        .map_err(|e| fail(format!("does not export the factor world: {e:#}")))?;
+    // describe() runs under the same kind of budget as any call, with no state.
+    let budget = manifest.map_or((Duration::from_millis(500), 50_000_000, 16 << 20), |m| {
+        (m.timeout, m.fuel, m.memory_bytes)
+    });
+    let mut store = Store::new(
+        engine,
+        CallState::new(
+            &id,
+            0,
+            Arc::new(crate::clock::OsEntropy),
+            Arc::new(BTreeMap::new()),
+            BTreeMap::new(),
+            budget.2,
+        ),
+    );
+    store.limiter(|s| s.limiter());
+    store
+        .set_fuel(budget.1)
+        .map_err(|e| fail(format!("fuel: {e}")))?;
+    store.set_epoch_deadline(ticks(budget.0));
+    store.epoch_deadline_trap();
+    let plugin: FactorPlugin = pre
+        .instantiate(&mut store)
+        .map_err(|e| fail(format!("cannot be instantiated: {e:#}")))?;
+    let description = plugin
+        .concierge_mfa_factor()
+        .call_describe(&mut store)
+        .map_err(|e| fail(format!("describe() failed: {e:#}")))?;
+    check_description(&description).map_err(&fail)?;
+    Ok(Checked {
+        sha256: Sha256::digest(bytes).into(),
+        imports,
+        description,
+    })
+}
+
+/// Epoch ticks for a wall-time budget (at least two, so a call never starts past its deadline).
+pub fn ticks(timeout: Duration) -> u64 {
+    let t = timeout.as_micros() / EPOCH_TICK.as_micros().max(1);
+    u64::try_from(t)
+        .unwrap_or(u64::MAX)
+        .saturating_add(1)
+        .max(2)
+}
+
+fn check_description(d: &Description) -> Result<(), String> {
+    if !valid_plugin_id(&d.id) {
+        return Err(format!(
+            "describe() returned a malformed id `{}`",
+            d.id.chars().take(40).collect::<String>().escape_debug()
+        ));
+    }
+    super::check_localized(&d.name).map_err(|e| format!("describe() name: {e}"))?;
+    if d.amr.len() > 8
+        || d.amr
+            .iter()
+            .any(|a| a.is_empty() || a.len() > 32 || !a.bytes().all(|b| b.is_ascii_graphic()))
+    {
+        return Err("describe() returned malformed amr values".into());
+    }
+    Ok(())
+}
+
+impl Registry {
+    pub fn new(engine: Engine) -> Self {
+        Self {
+            engine,
+            slots: RwLock::new(BTreeMap::new()),
+        }
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Loads every manifest; a plugin that fails stays listed as unavailable. Blocking.
+    pub fn load_all(&self, manifests: &[PluginManifest]) {
+        let mut next = BTreeMap::new();
+        for m in manifests {
+            next.insert(m.id.clone(), self.load_slot(m));
+        }
+        if let Ok(mut slots) = self.slots.write() {
+            *slots = next;
+        }
+    }
+
+    fn load_slot(&self, m: &PluginManifest) -> Slot {
+        match load(&self.engine, m) {
+            Ok(l) => {
+                tracing::info!(plugin = %m.id, file = %m.path.display(), "MFA plugin loaded");
+                Slot::Ready(Arc::new(l))
+            }
+            Err(e) => {
+                tracing::error!(plugin = %m.id, error = %e, "MFA plugin unavailable");
+                Slot::Failed(Arc::new(Unavailable {
+                    manifest: m.clone(),
+                    error: e.to_string(),
+                    stamp: FileStamp::of(&m.path),
+                }))
+            }
+        }
+    }
+
+    /// Reloads the plugins whose manifest or file changed (or all, with `force`); drops the
+    /// ones no longer configured. Returns the ids reloaded. Blocking.
+    pub fn reload(&self, manifests: &[PluginManifest], force: bool) -> Vec<String> {
+        let current = self.snapshot();
+        let mut next = BTreeMap::new();
+        let mut changed = Vec::new();
+        for m in manifests {
+            let unchanged = current.get(&m.id).is_some_and(|slot| {
+                let stamp = match slot {
+                    Slot::Ready(l) => Some(l.stamp),
+                    Slot::Failed(f) => f.stamp,
+                };
+                slot.manifest() == m && stamp == FileStamp::of(&m.path)
+            });
+            if unchanged && !force {
+                if let Some(slot) = current.get(&m.id) {
+                    next.insert(m.id.clone(), slot.clone());
+                }
+                continue;
+            }
+            changed.push(m.id.clone());
+            next.insert(m.id.clone(), self.load_slot(m));
+        }
+        let removed = current.keys().any(|k| !next.contains_key(k));
+        if !changed.is_empty() || removed {
+            if let Ok(mut slots) = self.slots.write() {
+                *slots = next;
+            }
+        }
+        changed
+    }
+
+    pub fn snapshot(&self) -> BTreeMap<String, Slot> {
+        self.slots.read().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    pub fn get(&self, id: &str) -> Option<Slot> {
+        self.slots.read().ok().and_then(|s| s.get(id).cloned())
+    }
+
+    /// The plugins that can be called, in id order.
+    pub fn ready(&self) -> Vec<Arc<Loaded>> {
+        self.snapshot()
+            .into_values()
+            .filter_map(|s| match s {
+                Slot::Ready(l) => Some(l),
+                Slot::Failed(_) => None,
+            })
+            .collect()
+    }
+}
+
+/// Advances the engine's epoch every tick, for as long as the engine lives.
+pub fn spawn_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    let spawned = std::thread::Builder::new()
+        .name("mfa-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        });
+    if let Err(e) = spawned {
+        // Without the ticker no call could ever time out: refuse calls rather than run them.
+        tracing::error!(error = %e, "cannot start the MFA epoch ticker");
+    }
+}
+
+/// The manifests from `path`'s config (as at boot: file plus environment).
+pub fn manifests_from(path: Option<&PathBuf>) -> Result<Vec<PluginManifest>, String> {
+    crate::config::Settings::load(path.map(PathBuf::as_path), std::env::vars())
+        .map(|s| s.mfa.plugins)
+        .map_err(|e| e.to_string())
+}

@@ -1,0 +1,453 @@
+//! Owns the `[mfa]` configuration: the policy default, attempt limits, the SMTP server and SMS
+//! gateway behind the host capabilities, and each plugin's manifest (file, sha256 pin, grants,
+//! limits, settings), parsed into typed values at boot.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Whether a sign-in needs a second factor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MfaRequirement {
+    /// Never asked.
+    #[default]
+    Off,
+    /// Asked when the user has enrolled a factor; users without one sign in without.
+    Optional,
+    /// Always asked; a user without a factor enrols one at this sign-in.
+    Required,
+}
+
+/// `[mfa]` as written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawMfa {
+    /// The default for every client and upstream (`off`, `optional`, `required`).
+    pub required: MfaRequirement,
+    /// Wrong answers to one factor (within `lockout`) before it is locked for the user.
+    pub max_attempts: u32,
+    /// How long a locked factor stays locked, and the window wrong answers are counted in.
+    #[serde(with = "humantime_serde")]
+    pub lockout: Duration,
+    /// How often plugin files and pins are checked for changes (hot reload); 0 disables.
+    #[serde(with = "humantime_serde")]
+    pub reload_interval: Duration,
+    /// Recovery codes handed out at the first enrolment (0: none).
+    pub recovery_codes: u32,
+    /// How long a started second-factor step stays valid.
+    #[serde(with = "humantime_serde")]
+    pub step_ttl: Duration,
+    pub smtp: Option<RawSmtp>,
+    pub sms: Option<RawSms>,
+    /// `[[mfa.plugins]]`: each plugin's manifest.
+    pub plugins: Vec<RawPlugin>,
+}
+
+impl Default for RawMfa {
+    fn default() -> Self {
+        Self {
+            required: MfaRequirement::Off,
+            max_attempts: 5,
+            lockout: Duration::from_secs(15 * 60),
+            reload_interval: Duration::from_secs(1),
+            recovery_codes: 10,
+            step_ttl: Duration::from_secs(10 * 60),
+            smtp: None,
+            sms: None,
+            plugins: Vec::new(),
+        }
+    }
+}
+
+/// `[mfa.smtp]`: where `send-email` goes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSmtp {
+    pub host: String,
+    #[serde(default = "default_smtp_port")]
+    pub port: u16,
+    /// `none` (plain, for a relay on localhost), `starttls` (default) or `tls`.
+    #[serde(default = "default_smtp_tls")]
+    pub tls: String,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// The sender, e.g. `Concierge <no-reply@example.com>`.
+    pub from: String,
+    #[serde(default = "default_send_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+fn default_smtp_port() -> u16 {
+    587
+}
+fn default_smtp_tls() -> String {
+    "starttls".into()
+}
+fn default_send_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// `[mfa.sms]`: the HTTP gateway behind `send-sms` (request shape in docs/plugins.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSms {
+    /// Receives `POST {"to": "+82…", "body": "…"}` as JSON.
+    pub url: String,
+    /// Sent as `Authorization: Bearer …` when set.
+    #[serde(default)]
+    pub token: Option<String>,
+    #[serde(default = "default_send_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+/// One `[[mfa.plugins]]` table: the plugin's manifest, written by the operator.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPlugin {
+    pub id: String,
+    /// The component file (`.wasm`).
+    pub path: PathBuf,
+    /// Hex SHA-256 of the file: any other file is refused.
+    pub sha256: String,
+    /// Host capabilities the plugin may import: `clock`, `random`, `state`, `email`, `sms`,
+    /// `log`. `config` is always linked.
+    #[serde(default)]
+    pub grants: Vec<String>,
+    /// Wall time per call.
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// CPU budget per call (wasmtime fuel; one TOTP verify uses about 30,000).
+    #[serde(default = "default_fuel")]
+    pub fuel: u64,
+    /// Linear memory cap, e.g. `4MiB`.
+    #[serde(default = "default_memory")]
+    pub memory: String,
+    /// Values the plugin reads through the `config` import.
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_millis(100)
+}
+fn default_fuel() -> u64 {
+    50_000_000
+}
+fn default_memory() -> String {
+    "4MiB".into()
+}
+
+/// A host capability a plugin can be granted (one WIT interface each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Capability {
+    Clock,
+    Random,
+    State,
+    Email,
+    Sms,
+    Log,
+}
+
+impl Capability {
+    pub const ALL: [Capability; 6] = [
+        Self::Clock,
+        Self::Random,
+        Self::State,
+        Self::Email,
+        Self::Sms,
+        Self::Log,
+    ];
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Clock => "clock",
+            Self::Random => "random",
+            Self::State => "state",
+            Self::Email => "email",
+            Self::Sms => "sms",
+            Self::Log => "log",
+        }
+    }
+
+    /// The component import that needs this grant.
+    pub fn interface(self) -> String {
+        format!("concierge:mfa/{}@0.1.0", self.as_str())
+    }
+}
+
+/// A plugin's manifest, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginManifest {
+    pub id: String,
+    pub path: PathBuf,
+    pub sha256: [u8; 32],
+    pub grants: BTreeSet<Capability>,
+    pub timeout: Duration,
+    pub fuel: u64,
+    pub memory_bytes: usize,
+    pub config: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SmtpSettings {
+    pub host: String,
+    pub port: u16,
+    pub tls: SmtpTls,
+    pub credentials: Option<(String, crate::domain::SecretString)>,
+    pub from: String,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    None,
+    StartTls,
+    Tls,
+}
+
+#[derive(Debug, Clone)]
+pub struct SmsSettings {
+    pub url: url::Url,
+    pub token: Option<crate::domain::SecretString>,
+    pub timeout: Duration,
+}
+
+/// `[mfa]`, validated.
+#[derive(Debug, Clone)]
+pub struct MfaSettings {
+    pub required: MfaRequirement,
+    pub max_attempts: u32,
+    pub lockout: Duration,
+    pub reload_interval: Duration,
+    pub recovery_codes: u32,
+    pub step_ttl: Duration,
+    pub smtp: Option<SmtpSettings>,
+    pub sms: Option<SmsSettings>,
+    pub plugins: Vec<PluginManifest>,
+}
+
+/// A plugin id: `[a-z0-9-]{1,32}`.
+pub fn valid_plugin_id(id: &str) -> bool {
+    (1..=32).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// `4MiB`, `512KiB`, `1048576`.
+pub fn parse_bytes(s: &str) -> Option<usize> {
+    let s = s.trim();
+    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+    let (n, unit) = s.split_at(digits);
+    let n: usize = n.parse().ok()?;
+    let mult = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+impl RawMfa {
+    /// Validates; `invalid(key, message)` builds the error naming the key.
+    pub fn validate<E>(self, invalid: impl Fn(&str, String) -> E) -> Result<MfaSettings, E> {
+        let mut seen = BTreeSet::new();
+        let mut plugins = Vec::new();
+        for (i, p) in self.plugins.into_iter().enumerate() {
+            let key = |k: &str| format!("mfa.plugins[{i}].{k}");
+            if !valid_plugin_id(&p.id) {
+                return Err(invalid(&key("id"), "must be 1-32 of a-z, 0-9, -".into()));
+            }
+            if !seen.insert(p.id.clone()) {
+                return Err(invalid(&key("id"), format!("`{}` is listed twice", p.id)));
+            }
+            let sha256 = hex::decode(p.sha256.trim())
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                .ok_or_else(|| invalid(&key("sha256"), "must be 64 hex digits".into()))?;
+            let mut grants = BTreeSet::new();
+            for g in &p.grants {
+                let c = Capability::parse(g).ok_or_else(|| {
+                    invalid(
+                        &key("grants"),
+                        format!("`{g}` is not one of clock, random, state, email, sms, log"),
+                    )
+                })?;
+                grants.insert(c);
+            }
+            if p.timeout.is_zero() || p.timeout > Duration::from_secs(10) {
+                return Err(invalid(
+                    &key("timeout"),
+                    "must be between 1ms and 10s".into(),
+                ));
+            }
+            if p.fuel == 0 {
+                return Err(invalid(&key("fuel"), "must be above 0".into()));
+            }
+            let memory_bytes = parse_bytes(&p.memory)
+                .filter(|m| (64 << 10..=256 << 20).contains(m))
+                .ok_or_else(|| {
+                    invalid(
+                        &key("memory"),
+                        "must be like `4MiB`, between 64KiB and 256MiB".into(),
+                    )
+                })?;
+            plugins.push(PluginManifest {
+                id: p.id,
+                path: p.path,
+                sha256,
+                grants,
+                timeout: p.timeout,
+                fuel: p.fuel,
+                memory_bytes,
+                config: p.config,
+            });
+        }
+        let smtp = match self.smtp {
+            None => None,
+            Some(s) => {
+                let tls = match s.tls.as_str() {
+                    "none" => SmtpTls::None,
+                    "starttls" => SmtpTls::StartTls,
+                    "tls" => SmtpTls::Tls,
+                    other => {
+                        return Err(invalid(
+                            "mfa.smtp.tls",
+                            format!("`{other}` is not none, starttls or tls"),
+                        ));
+                    }
+                };
+                if s.from.parse::<lettre::message::Mailbox>().is_err() {
+                    return Err(invalid("mfa.smtp.from", "is not a mailbox".into()));
+                }
+                let credentials = match (s.username, s.password) {
+                    (Some(u), Some(p)) => Some((u, crate::domain::SecretString::new(p))),
+                    (None, None) => None,
+                    _ => {
+                        return Err(invalid(
+                            "mfa.smtp.username",
+                            "username and password go together".into(),
+                        ));
+                    }
+                };
+                Some(SmtpSettings {
+                    host: s.host,
+                    port: s.port,
+                    tls,
+                    credentials,
+                    from: s.from,
+                    timeout: s.timeout,
+                })
+            }
+        };
+        let sms = match self.sms {
+            None => None,
+            Some(s) => {
+                let url = url::Url::parse(&s.url)
+                    .ok()
+                    .filter(|u| matches!(u.scheme(), "http" | "https"))
+                    .ok_or_else(|| invalid("mfa.sms.url", "is not an http(s) URL".into()))?;
+                Some(SmsSettings {
+                    url,
+                    token: s.token.map(crate::domain::SecretString::new),
+                    timeout: s.timeout,
+                })
+            }
+        };
+        if self.max_attempts == 0 {
+            return Err(invalid("mfa.max_attempts", "must be at least 1".into()));
+        }
+        Ok(MfaSettings {
+            required: self.required,
+            max_attempts: self.max_attempts,
+            lockout: self.lockout,
+            reload_interval: self.reload_interval,
+            recovery_codes: self.recovery_codes.min(50),
+            step_ttl: self.step_ttl,
+            smtp,
+            sms,
+            plugins,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plugin(id: &str) -> RawPlugin {
+        RawPlugin {
+            id: id.into(),
+            path: "x.wasm".into(),
+            sha256: "00".repeat(32),
+            grants: vec!["clock".into()],
+            timeout: default_timeout(),
+            fuel: default_fuel(),
+            memory: default_memory(),
+            config: BTreeMap::new(),
+        }
+    }
+
+    fn check(raw: RawMfa) -> Result<MfaSettings, String> {
+        raw.validate(|k, m| format!("{k}: {m}"))
+    }
+
+    #[test]
+    fn manifests_are_parsed_and_refused_with_the_key() {
+        let mut raw = RawMfa::default();
+        raw.plugins = vec![plugin("totp")];
+        let s = check(raw.clone()).unwrap();
+        assert_eq!(s.plugins[0].memory_bytes, 4 << 20);
+        assert!(s.plugins[0].grants.contains(&Capability::Clock));
+
+        raw.plugins = vec![plugin("Bad Id")];
+        assert!(
+            check(raw.clone())
+                .unwrap_err()
+                .starts_with("mfa.plugins[0].id")
+        );
+        raw.plugins = vec![plugin("a"), plugin("a")];
+        assert!(check(raw.clone()).unwrap_err().contains("twice"));
+        let mut p = plugin("a");
+        p.grants = vec!["network".into()];
+        raw.plugins = vec![p];
+        assert!(
+            check(raw.clone())
+                .unwrap_err()
+                .starts_with("mfa.plugins[0].grants")
+        );
+        let mut p = plugin("a");
+        p.sha256 = "abc".into();
+        raw.plugins = vec![p];
+        assert!(check(raw.clone()).unwrap_err().contains("sha256"));
+        let mut p = plugin("a");
+        p.memory = "1TiB".into();
+        raw.plugins = vec![p];
+        assert!(check(raw).unwrap_err().contains("memory"));
+    }
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_bytes("512KiB"), Some(512 << 10));
+        assert_eq!(parse_bytes("1048576"), Some(1 << 20));
+        assert_eq!(parse_bytes("4 MiB"), Some(4 << 20));
+        assert_eq!(parse_bytes("4MB"), None);
+    }
+
+    #[test]
+    fn requirements_order_from_off_to_required() {
+        assert!(MfaRequirement::Off < MfaRequirement::Optional);
+        assert!(MfaRequirement::Optional < MfaRequirement::Required);
+    }
+}

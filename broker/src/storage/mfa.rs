@@ -1,0 +1,78 @@
+//! Owns what the MFA host stores: each plugin's encrypted per-user state (written
+//! compare-and-swap), the factors users enrolled, recovery codes, the step-up of a session's
+//! authentication methods, and the control signals instances poll (plugin reload).
+
+use super::StorageError;
+use crate::clock::UnixTime;
+use crate::domain::UserId;
+
+/// A plugin's state for one user: an opaque (encrypted) blob and its version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MfaStateRow {
+    pub version: i64,
+    pub data: Vec<u8>,
+}
+
+/// A factor a user has set up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MfaEnrollment {
+    pub plugin_id: String,
+    pub created_at: UnixTime,
+    pub last_used_at: Option<UnixTime>,
+}
+
+/// The MFA part of the store; every [`super::Store`] implements it.
+pub trait MfaStore: Send + Sync {
+    fn mfa_state(&self, plugin: &str, user: &UserId) -> Result<Option<MfaStateRow>, StorageError>;
+    /// Writes the state if its version is still `expected` (`None`: no state yet). Returns
+    /// false when another writer came first (nothing is written then).
+    fn put_mfa_state(
+        &self,
+        plugin: &str,
+        user: &UserId,
+        expected: Option<i64>,
+        data: &[u8],
+        now: UnixTime,
+    ) -> Result<bool, StorageError>;
+
+    fn mfa_enrollments(&self, user: &UserId) -> Result<Vec<MfaEnrollment>, StorageError>;
+    /// Records an enrolment (again: keeps the first `created_at`).
+    fn insert_mfa_enrollment(
+        &self,
+        user: &UserId,
+        plugin: &str,
+        now: UnixTime,
+    ) -> Result<(), StorageError>;
+    fn touch_mfa_enrollment(
+        &self,
+        user: &UserId,
+        plugin: &str,
+        now: UnixTime,
+    ) -> Result<(), StorageError>;
+    /// Removes the enrolment and the plugin's state for the user.
+    fn delete_mfa_enrollment(&self, user: &UserId, plugin: &str) -> Result<bool, StorageError>;
+
+    /// Replaces the user's recovery codes (SHA-256 of each).
+    fn replace_recovery_codes(
+        &self,
+        user: &UserId,
+        hashes: &[[u8; 32]],
+        now: UnixTime,
+    ) -> Result<(), StorageError>;
+    /// Marks an unused code used; false if there is no such unused code.
+    fn use_recovery_code(
+        &self,
+        user: &UserId,
+        hash: &[u8; 32],
+        now: UnixTime,
+    ) -> Result<bool, StorageError>;
+    fn recovery_codes_left(&self, user: &UserId) -> Result<i64, StorageError>;
+
+    /// Replaces a session's authentication methods after a step-up; false if it is gone.
+    fn set_session_amr(&self, sid: &str, amr: &[String]) -> Result<bool, StorageError>;
+
+    /// The generation of a named signal (0 if never raised).
+    fn signal_generation(&self, name: &str) -> Result<i64, StorageError>;
+    /// Raises a signal: its generation goes up by one; returns the new generation.
+    fn raise_signal(&self, name: &str, now: UnixTime) -> Result<i64, StorageError>;
+}
