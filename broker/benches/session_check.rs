@@ -45,6 +45,7 @@ fn setup(url: DatabaseUrl) -> (SessionManager, Vec<SessionToken>) {
                     ip: "127.0.0.1".into(),
                     upstream: "local".into(),
                     amr: vec!["pwd".into()],
+                    upstream_acr: None,
                 })
                 .unwrap()
                 .0

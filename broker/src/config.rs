@@ -486,6 +486,9 @@ pub struct Settings {
     pub admin: RawAdmin,
     pub upstreams: Vec<UpstreamConfig>,
     pub mfa: crate::mfa::settings::MfaSettings,
+    /// The file these settings came from (`None`: the embedded default); plugin hot reload
+    /// re-reads its `[mfa]` pins.
+    pub config_path: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -569,9 +572,11 @@ impl Settings {
                     message: e.into_inner().to_string(),
                 }
             })?;
-        Self::validate(raw, path.is_none(), |key| {
+        let mut settings = Self::validate(raw, path.is_none(), |key| {
             origin_of(key, &from_env, &origin)
-        })
+        })?;
+        settings.config_path = path.map(Path::to_path_buf);
+        Ok(settings)
     }
 
     fn validate(
@@ -832,7 +837,7 @@ impl Settings {
             key_reload_interval: p.key_reload_interval,
         };
         let limits = rate_limits(&raw.rate_limit, &invalid)?;
-        let mfa = raw.mfa.clone().validate(&invalid)?;
+        let mfa = raw.mfa.clone().validate(invalid)?;
         let mut upstream_ids: Vec<&str> = Vec::new();
         let mut upstreams = Vec::new();
         for (i, u) in raw.upstreams.iter().enumerate() {
@@ -978,6 +983,7 @@ impl Settings {
             admin: raw.admin,
             upstreams,
             mfa,
+            config_path: None,
         })
     }
 }

@@ -13,7 +13,7 @@ use concierge::config::{ConfigError, Settings};
 use concierge::domain::{Email, SecretString};
 use concierge::flow::admin as admin_flow;
 use concierge::startup::{self, Application, DEMO_EMAIL, DEMO_PASSWORD, Deps};
-use concierge::storage::Store;
+use concierge::storage::{MfaStore, Store};
 use concierge::telemetry;
 use concierge::upstream::local::admin;
 
@@ -66,6 +66,13 @@ enum Command {
         #[command(subcommand)]
         command: SessionsCommand,
     },
+    /// MFA plugins: list the configured ones, check a component file, reload running brokers.
+    Plugins {
+        #[arg(long, env = "CONCIERGE_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: PluginsCommand,
+    },
     /// Manage local accounts. Passwords are read from standard input.
     Users {
         #[arg(long, env = "CONCIERGE_CONFIG", global = true)]
@@ -73,6 +80,17 @@ enum Command {
         #[command(subcommand)]
         command: UsersCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum PluginsCommand {
+    /// The configured plugins: pin, grants, limits, and whether each loads.
+    List,
+    /// Check a component file: its sha256 (the pin to configure), the capabilities it imports
+    /// (the grants it needs) and what it says about itself.
+    Check { file: PathBuf },
+    /// Ask every running broker on this database to reload its plugins now.
+    Reload,
 }
 
 #[derive(Subcommand)]
@@ -473,6 +491,82 @@ fn keys(config: Option<PathBuf>, command: KeysCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn plugins(config: Option<PathBuf>, command: PluginsCommand) -> anyhow::Result<()> {
+    use concierge::mfa::registry;
+    match command {
+        PluginsCommand::Check { file } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let engine = registry::engine()?;
+            let checked = registry::inspect(&engine, &bytes, None)?;
+            let d = &checked.description;
+            println!("file      {}", file.display());
+            println!("sha256    {}", hex_string(&checked.sha256));
+            println!("id        {}", d.id);
+            println!("name      {} / {}", d.name.en, d.name.ko);
+            println!("kind      {:?}", d.kind);
+            println!(
+                "enrolment {}",
+                if d.needs_enrollment {
+                    "needed"
+                } else {
+                    "not needed"
+                }
+            );
+            println!("amr       {}", d.amr.join(" "));
+            let grants: Vec<&str> = concierge::mfa::settings::Capability::ALL
+                .iter()
+                .filter(|c| checked.imports.iter().any(|i| *i == c.interface()))
+                .map(|c| c.as_str())
+                .collect();
+            println!("imports   {}", checked.imports.join(", "));
+            println!(
+                "grants    [{}]",
+                grants
+                    .iter()
+                    .map(|g| format!("\"{g}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        PluginsCommand::List => {
+            let settings = load(config.as_deref())?;
+            let engine = registry::engine()?;
+            for m in &settings.mfa.plugins {
+                let status = match registry::load(&engine, m) {
+                    Ok(l) => format!("ok ({})", l.description.name.en),
+                    Err(e) => format!("UNAVAILABLE: {e}"),
+                };
+                let grants: Vec<&str> = m.grants.iter().map(|g| g.as_str()).collect();
+                println!(
+                    "{}\t{}\tsha256={}\tgrants={}\ttimeout={:?}\tfuel={}\tmemory={}\t{status}",
+                    m.id,
+                    m.path.display(),
+                    hex_string(&m.sha256),
+                    grants.join(","),
+                    m.timeout,
+                    m.fuel,
+                    m.memory_bytes
+                );
+            }
+        }
+        PluginsCommand::Reload => {
+            let settings = load(config.as_deref())?;
+            let store = startup::open_store(&settings)?;
+            let g = store.raise_signal(concierge::mfa::RELOAD_SIGNAL, SystemClock.now())?;
+            println!(
+                "reload requested (generation {g}); running brokers reload within mfa.reload_interval ({:?})",
+                settings.mfa.reload_interval
+            );
+        }
+    }
+    Ok(())
+}
+
+fn hex_string(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config } => {
@@ -504,6 +598,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Clients { config, command } => clients(config, command),
         Command::Sessions { config, command } => sessions(config, command),
         Command::Keys { config, command } => keys(config, command),
+        Command::Plugins { config, command } => plugins(config, command),
     }
 }
 

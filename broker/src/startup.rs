@@ -226,6 +226,17 @@ impl Application {
             settings.limits.lockout,
             "login:",
         ));
+        let mfa = Arc::new(
+            crate::mfa::Mfa::new(
+                settings.mfa.clone(),
+                Arc::clone(&store),
+                Arc::clone(&deps.clock),
+                Arc::clone(&deps.entropy),
+                Arc::new(key_encryption_key(&settings, &deps)?),
+                settings.config_path.clone(),
+            )
+            .context("starting the MFA plugin host")?,
+        );
         let state = web::Data::new(AppState {
             cookies: CookieNames::new(&settings.session.cookie_name, settings.https()),
             settings: settings.clone(),
@@ -240,6 +251,7 @@ impl Application {
             provider: Arc::clone(&provider),
             limiter,
             login_lockout: Arc::clone(&login_lockout),
+            mfa: Arc::clone(&mfa),
         });
 
         let listener = TcpListener::bind(settings.bind)
@@ -261,7 +273,10 @@ impl Application {
         let blocking = usize::try_from(settings.pool_size).unwrap_or(8).max(2);
         server = server.worker_max_blocking_threads(blocking);
         let server = server.run();
-        let tasks = spawn_background(&sessions, &provider, &store, &login_lockout, &settings);
+        let mut tasks = spawn_background(&sessions, &provider, &store, &login_lockout, &settings);
+        if let Some(t) = spawn_plugin_reload(&mfa, &provider) {
+            tasks.push(t);
+        }
         Ok(Self {
             port,
             server,
@@ -291,6 +306,44 @@ impl Application {
         }
         result
     }
+}
+
+/// Hot reload: plugin files, their pins, and `concierge plugins reload` are checked every
+/// `mfa.reload_interval`.
+fn spawn_plugin_reload(
+    mfa: &Arc<crate::mfa::Mfa>,
+    provider: &Arc<Provider>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let every = mfa.settings().reload_interval;
+    if every.is_zero() {
+        return None;
+    }
+    let (mfa, provider) = (Arc::clone(mfa), Arc::clone(provider));
+    Some(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let m = Arc::clone(&mfa);
+            match tokio::task::spawn_blocking(move || m.poll_reload()).await {
+                Ok(Ok(reloaded)) => {
+                    for id in reloaded {
+                        let outcome = match mfa.registry().get(&id) {
+                            Some(crate::mfa::registry::Slot::Ready(_)) => "loaded",
+                            _ => "unavailable",
+                        };
+                        provider.audit.record(
+                            crate::audit::Event::new(crate::audit::EventKind::PluginReloaded)
+                                .reason(format!("{id}:{outcome}")),
+                        );
+                    }
+                }
+                Ok(Err(e)) => tracing::warn!(error = %e, "plugin reload check failed"),
+                Err(_) => {}
+            }
+        }
+    }))
 }
 
 fn spawn_background(

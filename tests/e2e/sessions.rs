@@ -107,6 +107,7 @@ async fn the_sweep_flushes_then_deletes_only_expired_sessions(b: Backend) {
         ip: "127.0.0.1".into(),
         upstream: "local".into(),
         amr: vec!["pwd".into()],
+        upstream_acr: None,
     };
     let (keep, _) = sessions.create(new()).unwrap();
     let (gone, _) = sessions.create(new()).unwrap();

@@ -9,7 +9,6 @@ use crate::session::{NewSession, SessionError, SessionManager, SessionToken};
 use crate::storage::User;
 use crate::storage::{SessionRecord, StorageError, Store};
 use crate::upstream::Identity;
-use crate::upstream::local::LOCAL_UPSTREAM_ID;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FlowError {
@@ -64,27 +63,6 @@ pub struct Authenticated {
     pub amr: Vec<String>,
     /// The upstream's authentication context (kept in the session).
     pub acr: Option<String>,
-}
-
-/// Finds the broker user for `identity` and opens a session for them. Blocking (storage).
-pub fn sign_in(
-    store: &dyn Store,
-    sessions: &SessionManager,
-    provider: &Provider,
-    identity: Identity,
-    ctx: ClientContext,
-) -> Result<(SessionToken, SessionRecord), FlowError> {
-    if identity.upstream != LOCAL_UPSTREAM_ID {
-        // Federated identities are mapped to users through the link table (upstream issue).
-        return Err(FlowError::UnsupportedUpstream(identity.upstream));
-    }
-    let who = Authenticated {
-        user_id: UserId::from_stored(identity.subject),
-        upstream: identity.upstream,
-        amr: identity.amr,
-        acr: identity.acr,
-    };
-    open_session(store, sessions, provider, who, ctx)
 }
 
 /// Maps an upstream identity to a broker user: through the link table; else, when the upstream

@@ -13,6 +13,8 @@ use crate::clock::Entropy;
 wasmtime::component::bindgen!({
     path: "../plugins/wit",
     world: "concierge:mfa/factor-plugin",
+    // Forms travel in the signed step ticket between the pages.
+    additional_derives: [serde::Serialize, serde::Deserialize],
 });
 
 pub use concierge::mfa::types::{

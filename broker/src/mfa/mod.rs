@@ -27,6 +27,9 @@ use host::{CallState, EnrollStep, FactorPlugin, Form, Localized, Outgoing, Plugi
 use registry::{Loaded, Registry, Slot};
 use settings::{MfaSettings, PluginManifest};
 
+/// A plugin's key-value state for one user, as the plugin sees it.
+type PluginState = BTreeMap<String, Vec<u8>>;
+
 /// The amr value added to every session that passed a second factor.
 pub const AMR_MFA: &str = "mfa";
 /// The pseudo-factor id of recovery codes (not a plugin; ADR 0009).
@@ -291,7 +294,7 @@ impl Mfa {
         &self,
         plugin: &str,
         user: &crate::domain::UserId,
-    ) -> Result<(Option<i64>, BTreeMap<String, Vec<u8>>), MfaError> {
+    ) -> Result<(Option<i64>, PluginState), MfaError> {
         let Some(row) = self.store.mfa_state(plugin, user)? else {
             return Ok((None, BTreeMap::new()));
         };

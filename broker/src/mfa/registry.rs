@@ -368,10 +368,10 @@ impl Registry {
             next.insert(m.id.clone(), self.load_slot(m));
         }
         let removed = current.keys().any(|k| !next.contains_key(k));
-        if !changed.is_empty() || removed {
-            if let Ok(mut slots) = self.slots.write() {
-                *slots = next;
-            }
+        if (!changed.is_empty() || removed)
+            && let Ok(mut slots) = self.slots.write()
+        {
+            *slots = next;
         }
         changed
     }

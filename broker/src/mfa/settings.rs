@@ -405,8 +405,10 @@ mod tests {
 
     #[test]
     fn manifests_are_parsed_and_refused_with_the_key() {
-        let mut raw = RawMfa::default();
-        raw.plugins = vec![plugin("totp")];
+        let mut raw = RawMfa {
+            plugins: vec![plugin("totp")],
+            ..RawMfa::default()
+        };
         let s = check(raw.clone()).unwrap();
         assert_eq!(s.plugins[0].memory_bytes, 4 << 20);
         assert!(s.plugins[0].grants.contains(&Capability::Clock));

@@ -15,7 +15,7 @@ mod embedded {
 }
 
 /// The pages every template set must provide.
-pub const PAGES: [&str; 7] = [
+pub const PAGES: [&str; 10] = [
     "login",
     "account",
     "error",
@@ -23,6 +23,9 @@ pub const PAGES: [&str; 7] = [
     "form_post",
     "logout_confirm",
     "session_limit",
+    "mfa_choose",
+    "mfa_form",
+    "mfa_recovery_codes",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -274,6 +277,33 @@ fn sample_view_models() -> Vec<(&'static str, Value)> {
             serde_json::json!({"status": 404, "title": "t", "message": "m", "request_id": "r"}),
         ),
         ("signed_out", serde_json::json!({})),
+        (
+            "mfa_choose",
+            serde_json::json!({"csrf_token": "x", "ticket": "t", "factors": [{"id": "totp", "name": "App", "kind": "totp"}],
+            "unavailable": [{"id": "sms", "name": "SMS", "kind": "sms-otp"}], "enroll": [{"id": "sms", "name": "SMS", "kind": "sms-otp"}],
+            "recovery": true, "error": "e", "step_up": true}),
+        ),
+        (
+            "mfa_choose",
+            serde_json::json!({"csrf_token": "x", "ticket": "t", "factors": [], "unavailable": [], "enroll": [],
+            "recovery": false, "error": null, "step_up": false}),
+        ),
+        (
+            "mfa_form",
+            serde_json::json!({"csrf_token": "x", "ticket": "t", "factor": "totp", "factor_name": "App", "intro": "i",
+            "fields": [{"name": "code", "label": "Code", "hint": "h", "input_type": "text", "inputmode": "numeric",
+            "autocomplete": "one-time-code", "max_length": 6}], "qr_svg": "<svg></svg>", "secret": "ABC", "error": "e", "enrolling": true}),
+        ),
+        (
+            "mfa_form",
+            serde_json::json!({"csrf_token": "x", "ticket": "t", "factor": "totp", "factor_name": "App", "intro": "i",
+            "fields": [{"name": "code", "label": "Code", "hint": null, "input_type": "text", "inputmode": "numeric",
+            "autocomplete": "one-time-code", "max_length": 6}], "qr_svg": null, "secret": null, "error": null, "enrolling": false}),
+        ),
+        (
+            "mfa_recovery_codes",
+            serde_json::json!({"csrf_token": "x", "ticket": "t", "codes": ["abcde-fghjk"]}),
+        ),
         (
             "form_post",
             serde_json::json!({"action": "https://app/cb", "fields": [{"name": "code", "value": "c"}]}),

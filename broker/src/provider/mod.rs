@@ -46,6 +46,9 @@ pub enum OAuthError {
     InvalidScope(String),
     #[error("login_required")]
     LoginRequired,
+    /// `prompt=none`, but a step-up (second factor) would need the user.
+    #[error("interaction_required")]
+    InteractionRequired,
     #[error("invalid_token")]
     InvalidToken,
     #[error("insufficient_scope")]
@@ -67,6 +70,7 @@ impl OAuthError {
             Self::UnsupportedResponseType => "unsupported_response_type",
             Self::InvalidScope(_) => "invalid_scope",
             Self::LoginRequired => "login_required",
+            Self::InteractionRequired => "interaction_required",
             Self::InvalidToken => "invalid_token",
             Self::InsufficientScope => "insufficient_scope",
             Self::ServerError(_) => "server_error",
@@ -157,12 +161,14 @@ struct Grantee {
     nonce: Option<String>,
 }
 
-/// The authentication context class the broker asserts for a set of methods.
+/// The authentication context class the broker asserts for a set of methods: multi-factor only
+/// when the broker itself verified a second factor (or trusted an upstream's), which adds `mfa`.
+/// An upstream's own `amr` alone (e.g. `otp` from an untrusted upstream) does not count.
 pub fn acr_for(amr: &[String]) -> &'static str {
-    if amr.len() > 1 || amr.iter().any(|m| m == "mfa" || m == "otp" || m == "hwk") {
-        "urn:concierge:loa:2"
+    if crate::flow::mfa::session_level(amr) >= 2 {
+        crate::flow::mfa::ACR_LOA2
     } else {
-        "urn:concierge:loa:1"
+        crate::flow::mfa::ACR_LOA1
     }
 }
 
@@ -262,6 +268,7 @@ impl Provider {
             "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
             "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
             "code_challenge_methods_supported": ["S256"],
+            "acr_values_supported": [crate::flow::mfa::ACR_LOA1, crate::flow::mfa::ACR_LOA2],
             "scopes_supported": ["openid", "profile", "email", "offline_access"],
             "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "sid", "azp", "at_hash", "email", "email_verified", "name"],
             "prompt_values_supported": ["none", "login"],

@@ -11,7 +11,7 @@ use super::{AppState, client_ip, current_session, render, request_info, see_othe
 use crate::audit::{Event, EventKind};
 use crate::domain::{Channel, Email, ReturnTo, SecretString};
 use crate::error::WebError;
-use crate::flow::login::{Authenticated, ClientContext, FlowError, open_session, sign_in};
+use crate::flow::login::{Authenticated, ClientContext, FlowError, open_session};
 use crate::ratelimit::Scope;
 use crate::upstream::UpstreamError;
 use crate::upstream::local::LOCAL_UPSTREAM_ID;
@@ -293,11 +293,13 @@ pub async fn submit(
         );
     }
 
-    let outcome = sign_in_here(&state, &req, rt.as_ref(), move |d, ctx| {
-        sign_in(d.store.as_ref(), &d.sessions, &d.provider, identity, ctx)
-    })
-    .await?;
-    signed_in(&state, &req, rt.as_ref(), outcome).await
+    let who = Authenticated {
+        user_id: crate::domain::UserId::from_stored(identity.subject),
+        upstream: identity.upstream,
+        amr: identity.amr,
+        acr: identity.acr,
+    };
+    super::mfa::after_first_factor(&state, &req, rt.as_ref(), who).await
 }
 
 /// What a sign-in step may use, on a blocking thread.
@@ -305,7 +307,6 @@ pub(crate) struct SignInDeps {
     pub store: Arc<dyn crate::storage::Store>,
     pub sessions: Arc<crate::session::SessionManager>,
     pub provider: Arc<crate::provider::Provider>,
-    pub entropy: Arc<dyn crate::clock::Entropy>,
 }
 
 /// Runs the last step of every sign-in (password, session-limit page, upstream) on a blocking
@@ -327,7 +328,6 @@ pub(crate) async fn sign_in_here<T: Send + 'static>(
         store: Arc::clone(&state.store),
         sessions: Arc::clone(&state.sessions),
         provider: Arc::clone(&state.provider),
-        entropy: Arc::clone(&state.entropy),
     };
     Ok(web::block(move || {
         let ctx = for_client(&d.provider, &policies, return_path.as_deref(), ctx);

@@ -8,6 +8,7 @@ pub mod csrf;
 mod form;
 mod login;
 pub mod metrics;
+mod mfa;
 mod middleware;
 mod oidc;
 mod ops;
@@ -91,6 +92,8 @@ pub struct AppState {
     pub limiter: Arc<RateLimiter>,
     /// Brute-force lockout of sign-ins, per account.
     pub login_lockout: Arc<Lockout>,
+    /// Second factors (plugins, policy, lockout).
+    pub mfa: Arc<crate::mfa::Mfa>,
 }
 
 /// Per-request facts set by the middleware.
@@ -117,6 +120,13 @@ pub fn routes(cfg: &mut web::ServiceConfig, max_form_bytes: usize) {
             web::resource("/login/session-limit")
                 .route(web::post().to(login::end_one_and_continue)),
         )
+        .service(web::resource("/login/mfa/choose").route(web::post().to(mfa::choose)))
+        .service(web::resource("/login/mfa/answer").route(web::post().to(mfa::answer)))
+        .service(web::resource("/login/mfa/recovery").route(web::post().to(mfa::recovery)))
+        .service(
+            web::resource("/login/mfa/continue").route(web::post().to(mfa::continue_after_codes)),
+        )
+        .service(web::resource("/login/mfa/step-up").route(web::get().to(mfa::step_up)))
         .service(web::resource("/logout").route(web::post().to(login::logout)))
         .service(web::resource("/signed-out").route(web::get().to(login::signed_out)))
         .service(web::resource("/account").route(web::get().to(account::show)))

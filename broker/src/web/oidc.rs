@@ -412,6 +412,31 @@ pub async fn authorize(
     let Some(session) = session else {
         return Err(WebError::Internal("session vanished".into()));
     };
+    // Step-up: the app's client requires MFA, or its acr_values ask for more than the session has.
+    if super::mfa::needs_step_up(
+        state.settings.mfa.required,
+        ar.client.mfa,
+        ar.acr_values.as_deref(),
+        &session.record.amr,
+    ) {
+        if ar.prompt == Prompt::None {
+            let mut params = error_params(
+                &OAuthError::InteractionRequired,
+                &state.provider.settings.issuer,
+            );
+            if let Some(s) = &ar.state {
+                params.push(("state", s.clone()));
+            }
+            let refs: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            return respond(&state, &req, ar.redirect_uri, ar.response_mode, &refs);
+        }
+        let mut q = url::form_urlencoded::Serializer::new(String::new());
+        q.append_pair("return_to", &return_to_authorize(&raw));
+        return Ok(super::see_other(&format!(
+            "/login/mfa/step-up?{}",
+            q.finish()
+        )));
+    }
     let provider = Arc::clone(&state.provider);
     let ar2 = ar.clone();
     let code = web::block(move || provider.issue_code(&ar2, &session.record)).await?;

@@ -13,11 +13,11 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::AppState;
-use super::login::{login_page_linking, return_to, sign_in_here, signed_in};
+use super::login::{login_page_linking, return_to, signed_in};
 use crate::audit::{Event, EventKind};
 use crate::domain::ReturnTo;
 use crate::error::WebError;
-use crate::flow::login::{Authenticated, FlowError, federated_user, open_session};
+use crate::flow::login::{Authenticated, FlowError, federated_user};
 use crate::storage::UpstreamRequest;
 use crate::upstream::{Connector, PendingUpstream, UpstreamError};
 
@@ -154,36 +154,47 @@ pub async fn callback(
         .iter()
         .find(|u| u.id == id)
         .is_some_and(|u| u.link_by_verified_email);
-    let outcome = sign_in_here(&state, &req, rt.as_ref(), move |d, ctx| {
-        let user_id = federated_user(
-            d.store.as_ref(),
-            d.entropy.as_ref(),
-            d.sessions.now(),
+    let (store, entropy, now) = (
+        Arc::clone(&state.store),
+        Arc::clone(&state.entropy),
+        state.clock.now(),
+    );
+    let mapped = web::block(move || {
+        federated_user(
+            store.as_ref(),
+            entropy.as_ref(),
+            now,
             &identity,
             link_by_email,
-        )?;
-        let mut amr = identity.amr.clone();
-        if amr.is_empty() {
-            amr.push("fed".into());
-        }
-        let who = Authenticated {
-            user_id,
-            upstream: identity.upstream.clone(),
-            amr,
-            acr: identity.acr.clone(),
-        };
-        open_session(d.store.as_ref(), &d.sessions, &d.provider, who, ctx)
+        )
+        .map(|user_id| {
+            let mut amr = identity.amr.clone();
+            if amr.is_empty() {
+                amr.push("fed".into());
+            }
+            Authenticated {
+                user_id,
+                upstream: identity.upstream.clone(),
+                amr,
+                acr: identity.acr.clone(),
+            }
+        })
     })
     .await?;
-    if let Err(FlowError::LinkRequired { .. } | FlowError::NoEmail) = &outcome {
-        state.provider.audit.record(
-            Event::new(EventKind::LoginFailed)
-                .upstream(id.as_str())
-                .ip(super::client_ip(&req, &state))
-                .reason("upstream_account_not_linked"),
-        );
-    }
-    let mut res = signed_in(&state, &req, rt.as_ref(), outcome).await?;
+    let mut res = match mapped {
+        Ok(who) => super::mfa::after_first_factor(&state, &req, rt.as_ref(), who).await?,
+        Err(e) => {
+            if let FlowError::LinkRequired { .. } | FlowError::NoEmail = &e {
+                state.provider.audit.record(
+                    Event::new(EventKind::LoginFailed)
+                        .upstream(id.as_str())
+                        .ip(super::client_ip(&req, &state))
+                        .reason("upstream_account_not_linked"),
+                );
+            }
+            signed_in(&state, &req, rt.as_ref(), Err(e)).await?
+        }
+    };
     res.add_cookie(&state.cookies.removal(state.cookies.upstream.clone()))
         .map_err(WebError::internal)?;
     Ok(res)
