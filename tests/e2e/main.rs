@@ -13,6 +13,7 @@ mod instances;
 mod keys;
 mod login;
 mod logout;
+mod mfa;
 mod oidc;
 mod sessions;
 mod upstream_oidc;

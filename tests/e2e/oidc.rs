@@ -31,6 +31,27 @@ fn param(location: &str, k: &str) -> Option<String> {
         .map(|(_, v)| v)
 }
 
+pub(crate) fn authorize_path_with(client: &str, redirect: &str, extra: &[(&str, &str)]) -> String {
+    let [(a, b), (c, d)] = pkce();
+    let mut all: Vec<(&str, &str)> = vec![(a, &b), (c, &d)];
+    all.extend_from_slice(extra);
+    authorize_path(client, redirect, &all)
+}
+
+/// A code for `client` on this browser's session, with more authorization parameters.
+pub(crate) async fn code_for_with(
+    br: &mut Browser,
+    client: &str,
+    redirect: &str,
+    extra: &[(&str, &str)],
+) -> String {
+    let res = br.get(&authorize_path_with(client, redirect, extra)).await;
+    assert_eq!(res.status, 302, "{}", res.body);
+    let loc = res.location.unwrap();
+    assert!(loc.starts_with(redirect), "{loc}");
+    param(&loc, "code").unwrap_or_else(|| panic!("no code in {loc}"))
+}
+
 fn authorize_path(client: &str, redirect: &str, extra: &[(&str, &str)]) -> String {
     let mut s = url::form_urlencoded::Serializer::new(String::new());
     s.append_pair("response_type", "code");

@@ -671,6 +671,10 @@ pub async fn choose(
     if let Some(secs) = rate_limited(&state, &req, &ticket) {
         return Err(WebError::TooManyRequests(secs));
     }
+    if form.factor.is_empty() {
+        // "Other options": back to the choice (other factors, recovery codes).
+        return step_failed_text(&state, &req, &ticket, StatusCode::OK, None).await;
+    }
     let enroll = form.action == "enroll";
     start(&state, &req, ticket, &form.factor, enroll).await
 }
@@ -930,7 +934,7 @@ pub async fn recovery(
                 &req,
                 &ticket,
                 StatusCode::UNAUTHORIZED,
-                "mfa_wrong_recovery",
+                Some("mfa_wrong_recovery"),
             )
             .await
         }
@@ -952,7 +956,7 @@ async fn step_failed_text(
     req: &HttpRequest,
     ticket: &MfaTicket,
     status: StatusCode,
-    key: &str,
+    key: Option<&str>,
 ) -> Result<HttpResponse, WebError> {
     let locale = request_info(req, state).locale;
     let s = Arc::clone(state);
@@ -972,7 +976,7 @@ async fn step_failed_text(
         ticket,
         &factors,
         left,
-        Some(state.pages.text(locale, key)),
+        key.map(|k| state.pages.text(locale, k)),
     )
 }
 

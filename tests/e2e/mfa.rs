@@ -1,0 +1,712 @@
+//! MFA through the hosted pages with the real plugins (built by `plugins/build.sh`): TOTP codes
+//! from Debian `oathtool`, email codes read back from a real SMTP server (aiosmtpd), SMS through
+//! a gateway receiver started here; lockout, replay, recovery codes, step-up via `acr_values`,
+//! the hostile plugin corpus, and hot reload.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::helpers::{Browser, Page, START, TestApp, spawn_provider_with};
+use crate::oidc::{Http, code_for_with};
+use crate::per_backend_async;
+use crate::support::Backend;
+use concierge::startup::{DEMO_EMAIL, DEMO_PASSWORD};
+use concierge::storage::Store;
+
+/// Where the built plugins are (`plugins/build.sh` writes them).
+fn plugin_dir() -> PathBuf {
+    let dir = std::env::var_os("CONCIERGE_TEST_PLUGIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/dist"));
+    assert!(
+        dir.join("totp.wasm").is_file(),
+        "no built plugins in {}: run plugins/build.sh (scripts/test.sh does)",
+        dir.display()
+    );
+    dir
+}
+
+fn plugin(file: &str) -> PathBuf {
+    plugin_dir().join(file)
+}
+
+fn sha256_hex(path: &Path) -> String {
+    hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+/// One `[[mfa.plugins]]` table pinned to the file as it is now.
+fn manifest(id: &str, path: &Path, grants: &[&str], extra: &str) -> String {
+    let grants: Vec<String> = grants.iter().map(|g| format!("\"{g}\"")).collect();
+    format!(
+        "[[mfa.plugins]]\nid = \"{id}\"\npath = {:?}\nsha256 = \"{}\"\ngrants = [{}]\n{extra}\n",
+        path.display().to_string(),
+        sha256_hex(path),
+        grants.join(", ")
+    )
+}
+
+/// The text of the element with this id (up to the next tag).
+fn text_of(page: &Page, id: &str) -> String {
+    let needle = format!("id=\"{id}\">");
+    let start = page
+        .body
+        .find(&needle)
+        .unwrap_or_else(|| panic!("no #{id} in {}", page.body))
+        + needle.len();
+    let end = page.body[start..].find('<').unwrap() + start;
+    page.body[start..end].trim().to_owned()
+}
+
+/// A TOTP code from an independent generator (Debian oathtool) at broker time `at`.
+fn oathtool(secret: &str, at: i64) -> String {
+    let out = std::process::Command::new("oathtool")
+        .args(["--totp", "-b", "--now", &format!("@{at}"), secret])
+        .output()
+        .expect("oathtool is installed (Debian package oathtool; scripts/test.sh installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+async fn post_ticket(br: &mut Browser, page: &Page, path: &str, extra: &[(&str, &str)]) -> Page {
+    let csrf = page.field("csrf_token");
+    let ticket = page.field("ticket");
+    let mut fields = vec![("csrf_token", csrf.as_str()), ("ticket", ticket.as_str())];
+    fields.extend_from_slice(extra);
+    br.post_form(path, &fields).await
+}
+
+async fn choose(br: &mut Browser, page: &Page, factor: &str, action: &str) -> Page {
+    post_ticket(
+        br,
+        page,
+        "/login/mfa/choose",
+        &[("factor", factor), ("action", action)],
+    )
+    .await
+}
+
+async fn answer(br: &mut Browser, page: &Page, fields: &[(&str, &str)]) -> Page {
+    post_ticket(br, page, "/login/mfa/answer", fields).await
+}
+
+fn mfa_config(required: &str, plugins: &str, more: &str) -> String {
+    format!(
+        "[mfa]\nrequired = \"{required}\"\nmax_attempts = 3\nlockout = \"5m\"\n{more}\n{plugins}"
+    )
+}
+
+async fn totp_app(b: Backend) -> Option<TestApp> {
+    let totp = manifest(
+        "totp",
+        &plugin("totp.wasm"),
+        &["clock", "random", "state", "log"],
+        "",
+    );
+    spawn_provider_with(b, &[], &mfa_config("required", &totp, "")).await
+}
+
+async fn totp_enrolment_sign_in_lockout_replay_and_recovery(b: Backend) {
+    let Some(app) = totp_app(b).await else { return };
+    let mut br = Browser::new(&app);
+    // First sign-in: the password is right, but a factor must be set up first.
+    let page = br.login(DEMO_EMAIL, DEMO_PASSWORD).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("id=\"mfa-choose\""), "{}", page.body);
+    assert!(
+        br.session_cookie().is_none(),
+        "no session before the second factor"
+    );
+    let page = choose(&mut br, &page, "totp", "enroll").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("<svg"), "the QR code is on the page");
+    let secret = text_of(&page, "mfa-secret");
+    // A wrong code does not finish the enrolment.
+    let wrong = answer(&mut br, &page, &[("code", "000000")]).await;
+    assert_eq!(wrong.status, 401, "{}", wrong.body);
+    assert!(br.session_cookie().is_none());
+    let page = answer(&mut br, &wrong, &[("code", &oathtool(&secret, START))]).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("id=\"recovery-codes\""), "{}", page.body);
+    let codes: Vec<String> = page
+        .body
+        .split("<li><code>")
+        .skip(1)
+        .map(|s| s[..s.find('<').unwrap()].to_owned())
+        .collect();
+    assert_eq!(codes.len(), 10);
+    let done = post_ticket(&mut br, &page, "/login/mfa/continue", &[]).await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    assert!(br.session_cookie().is_some());
+    let user = app
+        .store
+        .user_by_email(&concierge::domain::Email::parse(DEMO_EMAIL).unwrap())
+        .unwrap()
+        .unwrap();
+    let sessions = app.store.sessions_of_user(&user.id).unwrap();
+    assert_eq!(sessions.len(), 1);
+    for m in ["pwd", "otp", "mfa"] {
+        assert!(
+            sessions[0].amr.iter().any(|a| a == m),
+            "{:?}",
+            sessions[0].amr
+        );
+    }
+
+    // Next sign-in, one step later: straight to the challenge; the code of this step works once.
+    app.clock.advance(30);
+    let mut br2 = Browser::new(&app);
+    let page = br2.login(DEMO_EMAIL, DEMO_PASSWORD).await;
+    assert!(page.body.contains("data-factor=\"totp\""), "{}", page.body);
+    let code = oathtool(&secret, START + 30);
+    let ok = answer(&mut br2, &page, &[("code", &code)]).await;
+    assert_eq!(ok.status, 303, "{}", ok.body);
+    let mut br3 = Browser::new(&app);
+    let page = br3.login(DEMO_EMAIL, DEMO_PASSWORD).await;
+    let replay = answer(&mut br3, &page, &[("code", &code)]).await;
+    assert_eq!(
+        replay.status, 401,
+        "a used code is refused: {}",
+        replay.body
+    );
+    assert!(br3.session_cookie().is_none());
+
+    // Wrong codes lock the factor (3 attempts configured; the replay counted as one).
+    let w1 = answer(&mut br3, &replay, &[("code", "123456")]).await;
+    assert_eq!(w1.status, 401);
+    let locked = answer(&mut br3, &w1, &[("code", "654321")]).await;
+    assert_eq!(locked.status, 429, "{}", locked.body);
+    assert!(locked.headers.contains_key("retry-after"));
+    // Locked: even the right code is refused until the lockout ends.
+    app.clock.advance(30);
+    let mut br4 = Browser::new(&app);
+    let page = br4.login(DEMO_EMAIL, DEMO_PASSWORD).await;
+    assert_eq!(page.status, 429, "{}", page.body);
+    assert!(br4.session_cookie().is_none());
+    app.clock.advance(5 * 60);
+    let mut br5 = Browser::new(&app);
+    let page = br5.login(DEMO_EMAIL, DEMO_PASSWORD).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let ok = answer(
+        &mut br5,
+        &page,
+        &[("code", &oathtool(&secret, START + 30 + 30 + 300))],
+    )
+    .await;
+    assert_eq!(ok.status, 303, "{}", ok.body);
+
+    // A recovery code works once, from the choice page.
+    let mut br6 = Browser::new(&app);
+    let page = br6.login(DEMO_EMAIL, DEMO_PASSWORD).await;
+    let choice = choose(&mut br6, &page, "", "").await;
+    assert!(
+        choice.body.contains("id=\"mfa-recovery\""),
+        "{}",
+        choice.body
+    );
+    let rc = codes[3].to_uppercase().replace('-', " ");
+    let ok = post_ticket(&mut br6, &choice, "/login/mfa/recovery", &[("code", &rc)]).await;
+    assert_eq!(ok.status, 303, "{}", ok.body);
+    let mut br7 = Browser::new(&app);
+    let page = br7.login(DEMO_EMAIL, DEMO_PASSWORD).await;
+    let choice = choose(&mut br7, &page, "", "").await;
+    let again = post_ticket(
+        &mut br7,
+        &choice,
+        "/login/mfa/recovery",
+        &[("code", &codes[3])],
+    )
+    .await;
+    assert_eq!(again.status, 401, "{}", again.body);
+    assert!(br7.session_cookie().is_none());
+
+    // The audit trail has the MFA events.
+    app.store.ping().unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let events = app
+        .store
+        .audit_events(&concierge::storage::AuditQuery {
+            limit: 1000,
+            ..Default::default()
+        })
+        .unwrap();
+    for kind in [
+        "mfa_enrolled",
+        "mfa_challenged",
+        "mfa_succeeded",
+        "mfa_failed",
+        "mfa_locked_out",
+    ] {
+        assert!(events.iter().any(|e| e.kind == kind), "no {kind} event");
+    }
+}
+
+/// Starts aiosmtpd (tests/peers/smtp_sink.py); messages land in the returned folder.
+struct SmtpSink {
+    child: std::process::Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn python() -> String {
+    std::env::var("CONCIERGE_TEST_PYTHON").unwrap_or_else(|_| {
+        let venv = dirs_cache().join("concierge/pyvenv/bin/python");
+        if venv.is_file() {
+            venv.display().to_string()
+        } else {
+            "python3".into()
+        }
+    })
+}
+
+fn dirs_cache() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache"))
+}
+
+fn smtp_sink() -> SmtpSink {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/peers/smtp_sink.py");
+    let mut child = std::process::Command::new(python())
+        .arg(script)
+        .arg(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python with aiosmtpd (scripts/test.sh installs tests/peers/requirements.txt)");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = line
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("smtp sink said {line:?}"));
+    SmtpSink { child, port, dir }
+}
+
+impl SmtpSink {
+    /// The n-th message received (1-based), waiting for it.
+    async fn message(&self, n: usize) -> String {
+        let path = self.dir.path().join(format!("{n}.eml"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(m) = std::fs::read_to_string(&path) {
+                return m;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no message {n} at the SMTP server");
+    }
+}
+
+fn six_digits(text: &str) -> String {
+    text.split(|c: char| !c.is_ascii_digit())
+        .find(|w| w.len() == 6)
+        .unwrap_or_else(|| panic!("no 6-digit code in {text}"))
+        .to_owned()
+}
+
+async fn email_codes_through_a_real_smtp_server(b: Backend) {
+    let smtp = smtp_sink();
+    let email = manifest(
+        "email-otp",
+        &plugin("email-otp.wasm"),
+        &["clock", "random", "state", "email"],
+        "",
+    );
+    let more = format!(
+        "step_ttl = \"30m\"\n[mfa.smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\nfrom = \"Concierge <no-reply@concierge.test>\"\n",
+        smtp.port
+    );
+    let Some(app) = spawn_provider_with(b, &[], &mfa_config("required", &email, &more)).await
+    else {
+        return;
+    };
+    let mut br = Browser::new(&app);
+    let page = br.login(DEMO_EMAIL, DEMO_PASSWORD).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        page.body.contains("data-factor=\"email-otp\""),
+        "{}",
+        page.body
+    );
+    let mail = smtp.message(1).await;
+    assert!(
+        mail.contains(&format!("X-Envelope-To: {DEMO_EMAIL}")),
+        "{mail}"
+    );
+    let code = six_digits(mail.split("\r\n\r\n").nth(1).unwrap_or(&mail));
+    // Wrong first, then right; the code is single use.
+    let wrong = answer(&mut br, &page, &[("code", "000000")]).await;
+    assert_eq!(wrong.status, 401);
+    let ok = answer(&mut br, &wrong, &[("code", &code)]).await;
+    assert_eq!(ok.status, 303, "{}", ok.body);
+    assert!(br.session_cookie().is_some());
+    let mut br2 = Browser::new(&app);
+    let page = br2.login(DEMO_EMAIL, DEMO_PASSWORD).await;
+    let reused = answer(&mut br2, &page, &[("code", &code)]).await;
+    assert_eq!(reused.status, 401, "{}", reused.body);
+    // Expired after 10 minutes.
+    let mail = smtp.message(2).await;
+    let code2 = six_digits(mail.split("\r\n\r\n").nth(1).unwrap_or(&mail));
+    app.clock.advance(601);
+    let late = answer(&mut br2, &reused, &[("code", &code2)]).await;
+    assert_eq!(late.status, 401, "{}", late.body);
+}
+
+/// A small SMS gateway: records each request's JSON body and Authorization header.
+async fn sms_gateway() -> (String, Arc<Mutex<Vec<(Value, String)>>>) {
+    use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+    let got: Arc<Mutex<Vec<(Value, String)>>> = Arc::default();
+    let seen = Arc::clone(&got);
+    let server = HttpServer::new(move || {
+        let seen = Arc::clone(&seen);
+        App::new().route(
+            "/sms",
+            web::post().to(move |req: HttpRequest, body: web::Bytes| {
+                let seen = Arc::clone(&seen);
+                async move {
+                    let auth = req
+                        .headers()
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_owned();
+                    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    seen.lock().unwrap().push((v, auth));
+                    HttpResponse::Accepted().finish()
+                }
+            }),
+        )
+    })
+    .workers(1)
+    .bind("127.0.0.1:0")
+    .unwrap();
+    let port = server.addrs()[0].port();
+    tokio::spawn(server.run());
+    (format!("http://127.0.0.1:{port}/sms"), got)
+}
+
+async fn sms_enrolment_and_codes_through_the_gateway(b: Backend) {
+    let (url, got) = sms_gateway().await;
+    let sms = manifest(
+        "sms-otp",
+        &plugin("sms-otp.wasm"),
+        &["clock", "random", "state", "sms"],
+        "",
+    );
+    let more = format!("[mfa.sms]\nurl = \"{url}\"\ntoken = \"gw-secret\"\n");
+    let Some(app) = spawn_provider_with(b, &[], &mfa_config("required", &sms, &more)).await else {
+        return;
+    };
+    let mut br = Browser::new(&app);
+    let page = br.login(DEMO_EMAIL, DEMO_PASSWORD).await;
+    let page = choose(&mut br, &page, "sms-otp", "enroll").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("type=\"tel\""), "{}", page.body);
+    let bad = answer(&mut br, &page, &[("phone", "010-1234")]).await;
+    assert_eq!(
+        bad.status, 401,
+        "a malformed number is refused: {}",
+        bad.body
+    );
+    assert!(got.lock().unwrap().is_empty());
+    let page = answer(&mut br, &bad, &[("phone", "+821012345678")]).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let (msg, auth) = got.lock().unwrap()[0].clone();
+    assert_eq!(auth, "Bearer gw-secret");
+    assert_eq!(msg["to"], "+821012345678");
+    let code = six_digits(msg["body"].as_str().unwrap());
+    let page = answer(&mut br, &page, &[("code", &code)]).await;
+    assert_eq!(page.status, 200, "recovery codes: {}", page.body);
+    let done = post_ticket(&mut br, &page, "/login/mfa/continue", &[]).await;
+    assert_eq!(done.status, 303);
+    // The next sign-in sends a code to the enrolled number.
+    let mut br2 = Browser::new(&app);
+    let page = br2.login(DEMO_EMAIL, DEMO_PASSWORD).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let (msg, _) = got.lock().unwrap()[1].clone();
+    assert_eq!(msg["to"], "+821012345678");
+    let ok = answer(
+        &mut br2,
+        &page,
+        &[("code", &six_digits(msg["body"].as_str().unwrap()))],
+    )
+    .await;
+    assert_eq!(ok.status, 303, "{}", ok.body);
+}
+
+/// Every hostile plugin fails closed within its budget and the broker keeps answering; the
+/// ones that must not load are refused at load with a clear reason.
+async fn hostile_plugins_fail_closed(b: Backend) {
+    let tdir = plugin_dir().join("test");
+    let budget = "timeout = \"200ms\"\nfuel = 20000000\nmemory = \"2MiB\"";
+    let mut plugins = String::new();
+    for id in ["hostile-loop", "hostile-memhog", "hostile-trap"] {
+        plugins += &manifest(
+            id,
+            &tdir.join(format!("{id}.wasm")),
+            &["clock", "random", "state"],
+            budget,
+        );
+    }
+    // Imports `sms`, which is not granted.
+    plugins += &manifest(
+        "hostile-ungranted",
+        &tdir.join("hostile-ungranted.wasm"),
+        &["clock"],
+        budget,
+    );
+    plugins += &manifest(
+        "hostile-malformed",
+        &tdir.join("hostile-malformed.wasm"),
+        &["clock", "random", "state", "log", "email", "sms"],
+        budget,
+    );
+    // Pinned to another file's digest.
+    let wrong_pin = manifest(
+        "test-factor",
+        &tdir.join("test-factor-v1.wasm"),
+        &["clock"],
+        "",
+    )
+    .replace(
+        &sha256_hex(&tdir.join("test-factor-v1.wasm")),
+        &sha256_hex(&plugin("totp.wasm")),
+    );
+    plugins += &wrong_pin;
+    let Some(app) = spawn_provider_with(b, &[], &mfa_config("required", &plugins, "")).await else {
+        return;
+    };
+    let mut br = Browser::new(&app);
+    let page = br.login(DEMO_EMAIL, DEMO_PASSWORD).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    for refused in ["hostile-ungranted", "hostile-malformed", "test-factor"] {
+        assert!(
+            !page.body.contains(&format!("data-factor=\"{refused}\"")),
+            "{refused} must not load"
+        );
+    }
+    for id in ["hostile-loop", "hostile-memhog", "hostile-trap"] {
+        assert!(
+            page.body.contains(&format!("data-factor=\"{id}\"")),
+            "{id}: {}",
+            page.body
+        );
+        let form = choose(&mut br, &page, id, "challenge").await;
+        assert_eq!(form.status, 200, "{id}: {}", form.body);
+        // While the plugin burns its budget, the broker answers other requests.
+        let base = app.base.clone();
+        let probe = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let t = Instant::now();
+            let r = reqwest::get(format!("{base}/healthz")).await.unwrap();
+            (r.status().as_u16(), t.elapsed())
+        });
+        let t = Instant::now();
+        let failed = answer(&mut br, &form, &[("code", "111111")]).await;
+        let took = t.elapsed();
+        assert_eq!(failed.status, 503, "{id} fails closed: {}", failed.body);
+        assert!(
+            failed.body.contains("id=\"mfa-error\""),
+            "{id}: {}",
+            failed.body
+        );
+        assert!(br.session_cookie().is_none(), "{id} never passes");
+        assert!(took < Duration::from_secs(3), "{id} took {took:?}");
+        let (status, probe_took) = probe.await.unwrap();
+        assert_eq!(status, 200);
+        assert!(probe_took < Duration::from_secs(2), "{probe_took:?}");
+    }
+    // The CLI names why each refused plugin did not load.
+    let out = app.cli().args(["plugins", "list"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("does not grant"), "{text}");
+    assert!(text.contains("malformed"), "{text}");
+    assert!(text.contains("the manifest pins"), "{text}");
+}
+
+async fn hot_reload_serves_the_new_version(b: Backend) {
+    let tdir = plugin_dir().join("test");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("test-factor.wasm");
+    std::fs::copy(tdir.join("test-factor-v1.wasm"), &file).unwrap();
+    let entry = manifest("test-factor", &file, &["clock"], "");
+    // The test signs in repeatedly while it waits for the reload.
+    let rates = [
+        ("CONCIERGE__RATE_LIMIT__LOGIN_PER_IP", "off"),
+        ("CONCIERGE__RATE_LIMIT__LOGIN_PER_ACCOUNT", "off"),
+    ];
+    let Some(app) = spawn_provider_with(
+        b,
+        &rates,
+        &mfa_config("required", &entry, "reload_interval = \"200ms\""),
+    )
+    .await
+    else {
+        return;
+    };
+    let mut br = Browser::new(&app);
+    let v1 = br.login(DEMO_EMAIL, DEMO_PASSWORD).await;
+    assert!(
+        text_of(&v1, "mfa-intro").contains("version 1"),
+        "{}",
+        v1.body
+    );
+
+    // Deploy v2: new file, new pin in the config, `concierge plugins reload`.
+    let config = app.config.clone().unwrap();
+    std::fs::copy(tdir.join("test-factor-v2.wasm"), &file).unwrap();
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &sha256_hex(&tdir.join("test-factor-v1.wasm")),
+        &sha256_hex(&file),
+    );
+    std::fs::write(&config, text).unwrap();
+    let out = app.cli().args(["plugins", "reload"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut br2;
+    let v2 = loop {
+        br2 = Browser::new(&app);
+        let page = br2.login(DEMO_EMAIL, DEMO_PASSWORD).await;
+        if text_of(&page, "mfa-intro").contains("version 2") {
+            break page;
+        }
+        assert!(Instant::now() < deadline, "v2 never served: {}", page.body);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // The challenge begun on v1 meets v2: its answer is v1's, so it fails closed (no session).
+    let stale = answer(&mut br, &v1, &[("code", "111111")]).await;
+    assert_eq!(stale.status, 401, "{}", stale.body);
+    assert!(br.session_cookie().is_none());
+    let ok = answer(&mut br2, &v2, &[("code", "222222")]).await;
+    assert_eq!(ok.status, 303, "{}", ok.body);
+
+    // A file that no longer matches its pin makes the factor unavailable (fail closed).
+    std::fs::copy(tdir.join("test-factor-v1.wasm"), &file).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut br3 = Browser::new(&app);
+        let page = br3.login(DEMO_EMAIL, DEMO_PASSWORD).await;
+        if page.status == 503 {
+            assert!(br3.session_cookie().is_none());
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "mismatched file still served: {}",
+            page.body
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn claims(jwt: &str) -> Value {
+    let payload = jwt.split('.').nth(1).unwrap();
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+}
+
+async fn step_up_via_acr_values_puts_the_factor_in_amr(b: Backend) {
+    let tdir = plugin_dir().join("test");
+    let entry = manifest(
+        "test-factor",
+        &tdir.join("test-factor-v1.wasm"),
+        &["clock"],
+        "",
+    );
+    let Some(app) = spawn_provider_with(b, &[], &mfa_config("off", &entry, "")).await else {
+        return;
+    };
+    let http = Http::new(&app);
+    let redirect = "https://webapp.example/cb";
+    let mut br = Browser::new(&app);
+    // MFA off: the password alone signs in; tokens say loa:1.
+    let page = br.login(DEMO_EMAIL, DEMO_PASSWORD).await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    let code = code_for_with(&mut br, "webapp", redirect, &[]).await;
+    let (_, t) = http.exchange("webapp", &code, redirect).await;
+    let id = claims(t["id_token"].as_str().unwrap());
+    assert_eq!(id["acr"], "urn:concierge:loa:1");
+    assert!(!id["amr"].as_array().unwrap().iter().any(|m| m == "mfa"));
+
+    // prompt=none cannot step up.
+    let path = crate::oidc::authorize_path_with(
+        "webapp",
+        redirect,
+        &[("acr_values", "urn:concierge:loa:2"), ("prompt", "none")],
+    );
+    let res = br.get(&path).await;
+    assert_eq!(res.status, 302);
+    assert!(res.location.unwrap().contains("error=interaction_required"));
+
+    // acr_values asks for more: the session is stepped up through the factor's challenge.
+    let path = crate::oidc::authorize_path_with(
+        "webapp",
+        redirect,
+        &[("acr_values", "urn:concierge:loa:2")],
+    );
+    let res = br.get(&path).await;
+    assert_eq!(res.status, 303, "{}", res.body);
+    let step = res.location.unwrap();
+    assert!(step.starts_with("/login/mfa/step-up?"), "{step}");
+    let page = br.get(&step).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let wrong = answer(&mut br, &page, &[("code", "999999")]).await;
+    assert_eq!(wrong.status, 401);
+    let done = answer(&mut br, &wrong, &[("code", "111111")]).await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    assert!(done.location.as_deref().unwrap().starts_with("/authorize?"));
+    let code = code_for_with(
+        &mut br,
+        "webapp",
+        redirect,
+        &[("acr_values", "urn:concierge:loa:2")],
+    )
+    .await;
+    let (_, t) = http.exchange("webapp", &code, redirect).await;
+    let id = claims(t["id_token"].as_str().unwrap());
+    assert_eq!(id["acr"], "urn:concierge:loa:2");
+    let amr: Vec<&str> = id["amr"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(
+        amr.contains(&"pwd") && amr.contains(&"otp") && amr.contains(&"mfa"),
+        "{amr:?}"
+    );
+    let at = claims(t["access_token"].as_str().unwrap());
+    assert_eq!(at["acr"], "urn:concierge:loa:2");
+}
+
+per_backend_async!(
+    totp_enrolment_sign_in_lockout_replay_and_recovery,
+    email_codes_through_a_real_smtp_server,
+    sms_enrolment_and_codes_through_the_gateway,
+    hostile_plugins_fail_closed,
+    hot_reload_serves_the_new_version,
+    step_up_via_acr_values_puts_the_factor_in_amr,
+);
