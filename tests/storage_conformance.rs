@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use concierge::domain::{Channel, Email, UserId};
 use concierge::storage::{
-    AuditQuery, AuditRecord, AuthCodeRecord, CodeUse, DieselStore, LogoutDelivery, RefreshRecord,
-    Rotation, SessionRecord, SigningKeyRecord, StorageError, Store, User,
+    AuditQuery, AuditRecord, AuthCodeRecord, CodeUse, DieselStore, LogoutDelivery, MfaStore,
+    RefreshRecord, Rotation, SessionRecord, SigningKeyRecord, StorageError, Store, User,
 };
 use support::{Backend, TestDb, fresh_db, open_store};
 
@@ -602,7 +602,90 @@ fn login_failures_count_in_a_window_and_lock(b: Backend) {
     });
 }
 
+fn mfa_state_is_written_compare_and_swap(b: Backend) {
+    with_store(b, |s| {
+        s.insert_user(&user("u1", "u1@example.com")).unwrap();
+        let u = UserId::from_stored("u1".into());
+        assert_eq!(s.mfa_state("totp", &u).unwrap(), None);
+        // First write: only when nothing is there yet.
+        assert!(s.put_mfa_state("totp", &u, None, b"one", 10).unwrap());
+        assert!(!s.put_mfa_state("totp", &u, None, b"other", 10).unwrap());
+        let row = s.mfa_state("totp", &u).unwrap().unwrap();
+        assert_eq!((row.version, row.data.as_slice()), (1, &b"one"[..]));
+        // Two writers from version 1: the first wins, the second changes nothing.
+        assert!(s.put_mfa_state("totp", &u, Some(1), b"two", 11).unwrap());
+        assert!(!s.put_mfa_state("totp", &u, Some(1), b"lost", 11).unwrap());
+        let row = s.mfa_state("totp", &u).unwrap().unwrap();
+        assert_eq!((row.version, row.data.as_slice()), (2, &b"two"[..]));
+        // State is per plugin.
+        assert_eq!(s.mfa_state("sms-otp", &u).unwrap(), None);
+    });
+}
+
+fn mfa_enrolments_and_recovery_codes(b: Backend) {
+    with_store(b, |s| {
+        s.insert_user(&user("u1", "u1@example.com")).unwrap();
+        let u = UserId::from_stored("u1".into());
+        s.insert_mfa_enrollment(&u, "totp", 10).unwrap();
+        s.insert_mfa_enrollment(&u, "totp", 20).unwrap();
+        s.insert_mfa_enrollment(&u, "email-otp", 30).unwrap();
+        s.touch_mfa_enrollment(&u, "totp", 40).unwrap();
+        let e = s.mfa_enrollments(&u).unwrap();
+        assert_eq!(e.len(), 2);
+        assert_eq!(e[0].plugin_id, "email-otp");
+        assert_eq!((e[1].created_at, e[1].last_used_at), (10, Some(40)));
+        s.put_mfa_state("totp", &u, None, b"x", 10).unwrap();
+        assert!(s.delete_mfa_enrollment(&u, "totp").unwrap());
+        assert_eq!(
+            s.mfa_state("totp", &u).unwrap(),
+            None,
+            "state goes with the factor"
+        );
+        assert!(!s.delete_mfa_enrollment(&u, "totp").unwrap());
+
+        s.replace_recovery_codes(&u, &[[1; 32], [2; 32]], 10)
+            .unwrap();
+        assert_eq!(s.recovery_codes_left(&u).unwrap(), 2);
+        assert!(s.use_recovery_code(&u, &[1; 32], 11).unwrap());
+        assert!(
+            !s.use_recovery_code(&u, &[1; 32], 12).unwrap(),
+            "single use"
+        );
+        assert!(!s.use_recovery_code(&u, &[9; 32], 12).unwrap());
+        assert_eq!(s.recovery_codes_left(&u).unwrap(), 1);
+        s.replace_recovery_codes(&u, &[[3; 32]], 20).unwrap();
+        assert!(
+            !s.use_recovery_code(&u, &[2; 32], 21).unwrap(),
+            "replaced codes are gone"
+        );
+        assert_eq!(s.recovery_codes_left(&u).unwrap(), 1);
+    });
+}
+
+fn step_up_and_signals(b: Backend) {
+    with_store(b, |s| {
+        s.insert_user(&user("u1", "u1@example.com")).unwrap();
+        let rec = session(7, "u1", 100, 1000, 10_000);
+        s.insert_session(&rec).unwrap();
+        let amr = vec!["pwd".to_owned(), "otp".to_owned(), "mfa".to_owned()];
+        assert!(s.set_session_amr(&rec.sid, &amr).unwrap());
+        let back = s.session(&rec.key).unwrap().unwrap();
+        assert_eq!(back.amr, amr);
+        assert_eq!(back.upstream_acr.as_deref(), Some("urn:upstream:mfa"));
+        assert!(!s.set_session_amr("no-such-sid", &amr).unwrap());
+
+        assert_eq!(s.signal_generation("reload").unwrap(), 0);
+        assert_eq!(s.raise_signal("reload", 5).unwrap(), 1);
+        assert_eq!(s.raise_signal("reload", 6).unwrap(), 2);
+        assert_eq!(s.signal_generation("reload").unwrap(), 2);
+        assert_eq!(s.signal_generation("other").unwrap(), 0);
+    });
+}
+
 per_backend!(
+    mfa_state_is_written_compare_and_swap,
+    mfa_enrolments_and_recovery_codes,
+    step_up_and_signals,
     only_one_first_signing_key_per_algorithm_wins,
     audit_events_are_queried_newest_first_and_expire,
     login_failures_count_in_a_window_and_lock,
