@@ -170,6 +170,14 @@ async fn totp_enrolment_sign_in_lockout_replay_and_recovery(b: Backend) {
     let code = oathtool(&secret, START + 30);
     let ok = answer(&mut br2, &page, &[("code", &code)]).await;
     assert_eq!(ok.status, 303, "{}", ok.body);
+    // A password alone cannot set up another authenticator for an account that has one.
+    let mut thief = Browser::new(&app);
+    let page = thief.login(DEMO_EMAIL, DEMO_PASSWORD).await;
+    let refused = choose(&mut thief, &page, "totp", "enroll").await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert!(!refused.body.contains("id=\"mfa-secret\""));
+    assert!(thief.session_cookie().is_none());
+
     let mut br3 = Browser::new(&app);
     let page = br3.login(DEMO_EMAIL, DEMO_PASSWORD).await;
     let replay = answer(&mut br3, &page, &[("code", &code)]).await;

@@ -266,7 +266,7 @@ fn sample_view_models() -> Vec<(&'static str, Value)> {
             "account",
             serde_json::json!({"csrf_token": "x", "user": {"email": "a@b", "name": ""}, "session": session,
             "devices": [device.clone(), {"sid": "s2", "current": false, "channel": "web", "user_agent": "ua",
-            "ip": "::1", "auth_time": "t", "last_seen": "t"}], "others": true}),
+            "ip": "::1", "auth_time": "t", "last_seen": "t"}], "others": true, "mfa": true}),
         ),
         (
             "session_limit",

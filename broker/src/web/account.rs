@@ -37,6 +37,8 @@ struct AccountPage {
     session: SessionView,
     devices: Vec<super::DeviceView>,
     others: bool,
+    /// Second factors can be set up here (plugins are configured).
+    mfa: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -114,6 +116,7 @@ pub async fn show(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
             amr: r.amr.join(", "),
         },
         others: all.iter().any(|s| s.sid != r.sid),
+        mfa: state.mfa.configured(),
         devices: all
             .iter()
             .map(|s| {

@@ -216,6 +216,13 @@ fn factor_user(state: &AppState, id: &UserId, locale: Locale) -> Result<FactorUs
     })
 }
 
+/// Whether this step may set up a new factor: only a user with no factor yet, or a session that
+/// already passed a second factor (adding a method from the account page). Otherwise a stolen
+/// password could enrol the thief's own authenticator and pass as MFA.
+fn may_enroll(ticket: &MfaTicket, factors: &[FactorStatus]) -> bool {
+    ticket.amr.iter().any(|m| m == crate::mfa::AMR_MFA) || !factors.iter().any(|f| f.enrolled)
+}
+
 /// One enrolled factor: straight to its challenge; else the choice.
 async fn choose_or_start(
     state: &web::Data<AppState>,
@@ -228,7 +235,9 @@ async fn choose_or_start(
         .iter()
         .filter(|f| f.enrolled && f.available)
         .collect();
-    if let [only] = usable.as_slice() {
+    if let [only] = usable.as_slice()
+        && !may_enroll(&ticket, &factors)
+    {
         let id = only.id.clone();
         return start(state, req, ticket, &id, false).await;
     }
@@ -318,6 +327,7 @@ fn choose_page(
         name: localized(&f.name, locale),
         kind: kind_name(f.kind),
     };
+    let enrolling_allowed = may_enroll(ticket, factors);
     let mut clean = ticket.clone();
     clean.factor = None;
     clean.form = None;
@@ -338,7 +348,7 @@ fn choose_page(
                 .collect(),
             enroll: factors
                 .iter()
-                .filter(|f| f.available && !f.enrolled && f.needs_enrollment)
+                .filter(|f| enrolling_allowed && f.available && !f.enrolled && f.needs_enrollment)
                 .map(button)
                 .collect(),
             recovery: recovery_left > 0,
@@ -467,10 +477,14 @@ async fn start(
         UserId::from_stored(ticket.user_id.clone()),
         factor.to_owned(),
     );
+    let t = ticket.clone();
     let began = web::block(move || -> Result<_, WebError> {
         let user = factor_user(&s, &uid, locale)?;
         if !enroll && let Some(l) = s.mfa.locked(&f, &user).map_err(mfa_internal)? {
             return Ok((user, Err(MfaStepError::Locked(l.retry_after_secs))));
+        }
+        if enroll && !may_enroll(&t, &s.mfa.factors(&user).map_err(mfa_internal)?) {
+            return Ok((user, Err(MfaStepError::EnrolRefused)));
         }
         let r = if enroll {
             s.mfa.enroll_begin(&f, &user)
@@ -500,6 +514,8 @@ async fn start(
 
 enum MfaStepError {
     Locked(u64),
+    /// Setting up a new factor needs the existing one first.
+    EnrolRefused,
     Plugin(MfaError),
 }
 
@@ -540,6 +556,17 @@ async fn step_failed(
         MfaStepError::Locked(secs) => {
             audit(state, req, ticket, EventKind::MfaLockedOut, factor, None);
             (StatusCode::TOO_MANY_REQUESTS, "mfa_locked", Some(*secs))
+        }
+        MfaStepError::EnrolRefused => {
+            audit(
+                state,
+                req,
+                ticket,
+                EventKind::MfaFailed,
+                factor,
+                Some("enrolment_refused"),
+            );
+            (StatusCode::FORBIDDEN, "mfa_enrol_refused", None)
         }
         MfaStepError::Plugin(MfaError::Delivery(d)) => {
             tracing::warn!(plugin = factor, error = %d, "MFA message not sent");
