@@ -13,6 +13,8 @@ const VERSION: u8 = 1;
 #[derive(Clone, PartialEq, Eq)]
 pub struct Challenge {
     pub code: String,
+    /// Unix seconds when the code was made (and sent).
+    pub issued_at: i64,
     /// Unix seconds at and after which the code no longer works.
     pub expires_at: i64,
     /// Wrong answers so far.
@@ -23,6 +25,7 @@ impl core::fmt::Debug for Challenge {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Challenge")
             .field("code", &"<redacted>")
+            .field("issued_at", &self.issued_at)
             .field("expires_at", &self.expires_at)
             .field("attempts", &self.attempts)
             .finish()
@@ -44,15 +47,25 @@ impl Challenge {
     pub fn new(code: String, now: i64, ttl_seconds: i64) -> Self {
         Self {
             code,
+            issued_at: now,
             expires_at: now.saturating_add(ttl_seconds),
             attempts: 0,
         }
     }
 
-    /// The bytes kept in state: version, expiry (big-endian), attempts, code.
+    /// Whether a new code may be sent at `now`, `cooldown` seconds after this one was. Until
+    /// then the page is shown again without sending, so reloading it cannot flood the user.
+    pub fn may_resend(&self, now: i64, cooldown: i64) -> bool {
+        now >= self.expires_at
+            || now >= self.issued_at.saturating_add(cooldown)
+            || now < self.issued_at
+    }
+
+    /// The bytes kept in state: version, issue time and expiry (big-endian), attempts, code.
     pub fn encode(&self) -> Vec<u8> {
-        let mut bytes = Vec::with_capacity(10 + self.code.len());
+        let mut bytes = Vec::with_capacity(18 + self.code.len());
         bytes.push(VERSION);
+        bytes.extend_from_slice(&self.issued_at.to_be_bytes());
         bytes.extend_from_slice(&self.expires_at.to_be_bytes());
         bytes.push(self.attempts);
         bytes.extend_from_slice(self.code.as_bytes());
@@ -62,10 +75,12 @@ impl Challenge {
     /// The challenge stored as `bytes`; `None` if they are not one (treat as no challenge).
     pub fn decode(bytes: &[u8]) -> Option<Self> {
         let (&version, rest) = bytes.split_first()?;
-        if version != VERSION || rest.len() < 9 {
+        if version != VERSION || rest.len() < 17 {
             return None;
         }
+        let (issued, rest) = rest.split_at(8);
         let (expiry, rest) = rest.split_at(8);
+        let issued_at = i64::from_be_bytes(issued.try_into().ok()?);
         let expires_at = i64::from_be_bytes(expiry.try_into().ok()?);
         let (&attempts, code) = rest.split_first()?;
         let code = core::str::from_utf8(code).ok()?;
@@ -74,6 +89,7 @@ impl Challenge {
         }
         Some(Self {
             code: code.into(),
+            issued_at,
             expires_at,
             attempts,
         })
@@ -169,6 +185,16 @@ mod tests {
             Outcome::TooManyAttempts,
             "even the right code, once burnt"
         );
+    }
+
+    #[test]
+    fn resending_waits_for_the_cooldown_unless_the_code_expired() {
+        let c = challenge();
+        assert!(!c.may_resend(1_000, 30));
+        assert!(!c.may_resend(1_029, 30));
+        assert!(c.may_resend(1_030, 30));
+        assert!(c.may_resend(1_600, 10_000), "expired");
+        assert!(c.may_resend(999, 30), "clock went back");
     }
 
     #[test]

@@ -7,8 +7,11 @@ extern crate alloc;
 
 pub mod answer;
 pub mod challenge;
+pub mod config;
+pub mod email;
 pub mod locale;
 pub mod otp;
 pub mod phone;
 #[cfg(target_arch = "wasm32")]
 mod runtime;
+pub mod settings;

@@ -35,6 +35,13 @@ pub fn code_from_random(random: &[u8], digits: u32) -> Option<String> {
     Some(code)
 }
 
+/// A uniform `digits`-digit code drawn from `random` (the host's `random.bytes`), asking again
+/// (at most four times in all) in the practically impossible case that every candidate was
+/// rejected; `None` if the source gives nothing usable.
+pub fn draw(mut random: impl FnMut(u32) -> alloc::vec::Vec<u8>, digits: u32) -> Option<String> {
+    (0..4).find_map(|_| code_from_random(&random(RANDOM_BYTES_PER_DRAW), digits))
+}
+
 /// Whether two codes are equal, in time that does not depend on where they differ.
 pub fn codes_match(expected: &str, typed: &str) -> bool {
     expected.as_bytes().ct_eq(typed.as_bytes()).into()
@@ -93,6 +100,30 @@ mod tests {
             seen[digit] += 1;
         }
         assert!(seen.iter().all(|count| *count > 900), "{seen:?}");
+    }
+
+    #[test]
+    fn draw_asks_again_when_everything_was_rejected() {
+        let mut calls = 0;
+        let code = draw(
+            |len| {
+                calls += 1;
+                assert_eq!(len, RANDOM_BYTES_PER_DRAW);
+                if calls < 3 {
+                    alloc::vec![0xff; len as usize]
+                } else {
+                    5u32.to_le_bytes().to_vec()
+                }
+            },
+            6,
+        );
+        assert_eq!(code.as_deref(), Some("000005"));
+        assert_eq!(calls, 3);
+        assert_eq!(
+            draw(|_| alloc::vec::Vec::new(), 6),
+            None,
+            "a source that gives nothing"
+        );
     }
 
     #[test]
