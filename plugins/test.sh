@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Tests the plugins: builds every component (plugins/build.sh), runs the guests' unit tests on
+# the host (pure logic: codes, challenges, TOTP records, texts), then runs the built components
+# end to end under a small wasmtime host (plugins/tools/harness).
+#
+#   plugins/test.sh
+#
+# Environment: PLUGINS_TARGET_DIR, PLUGINS_JOBS as for build.sh.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PLUGINS="$ROOT/plugins"
+TARGET_DIR="${PLUGINS_TARGET_DIR:-$PLUGINS/target}"
+[[ "$TARGET_DIR" = /* ]] || TARGET_DIR="$ROOT/$TARGET_DIR"
+JOBS="${PLUGINS_JOBS:-2}"
+unset RUSTC RUSTC_WRAPPER CARGO_BUILD_RUSTC CARGO_BUILD_TARGET CARGO_TARGET_DIR CARGO_BUILD_TARGET_DIR
+
+printf '==> %s\n' "build the components" >&2
+"$PLUGINS/build.sh" >/dev/null
+
+printf '==> %s\n' "guest unit tests (host target)" >&2
+env CARGO_TARGET_DIR="$TARGET_DIR/host" cargo test --locked -j "$JOBS" \
+  --manifest-path "$PLUGINS/Cargo.toml" --workspace
+
+printf '==> %s\n' "components end to end (wasmtime harness)" >&2
+env CARGO_TARGET_DIR="$TARGET_DIR/tools" cargo test --locked -j "$JOBS" \
+  --manifest-path "$PLUGINS/tools/harness/Cargo.toml"

@@ -1,0 +1,478 @@
+//! Owns the end-to-end tests of the built plugin components: each first-party factor's
+//! enrolment and challenge flows, the imports each needs, and the test corpus's behaviour.
+
+use plugin_harness::{EnrollStep, Form, Grant, Plugin, PluginError, Verdict, user};
+use totp_rs::{Algorithm, Builder, Secret};
+
+const ALL: &[Grant] = &[
+    Grant::Clock,
+    Grant::Random,
+    Grant::State,
+    Grant::Email,
+    Grant::Sms,
+    Grant::Log,
+];
+
+fn load(file: &str, grants: &[Grant]) -> Plugin {
+    Plugin::load(file, grants).unwrap()
+}
+
+/// The first run of `digits` ASCII digits in `text`.
+fn code_in(text: &str, digits: usize) -> String {
+    text.as_bytes()
+        .windows(digits)
+        .find(|w| w.iter().all(u8::is_ascii_digit))
+        .map(|w| String::from_utf8(w.to_vec()).unwrap())
+        .unwrap_or_else(|| panic!("no {digits}-digit code in {text:?}"))
+}
+
+fn other_code(code: &str) -> String {
+    code.chars()
+        .map(|c| char::from(b'0' + (c as u8 - b'0' + 1) % 10))
+        .collect()
+}
+
+fn field_names(form: &Form) -> Vec<&str> {
+    form.fields.iter().map(|f| f.name.as_str()).collect()
+}
+
+#[test]
+fn every_component_describes_itself() {
+    for (file, id) in [
+        ("totp.wasm", "totp"),
+        ("email-otp.wasm", "email-otp"),
+        ("sms-otp.wasm", "sms-otp"),
+        ("template.wasm", "template"),
+        ("test/hostile-loop.wasm", "hostile-loop"),
+        ("test/hostile-memhog.wasm", "hostile-memhog"),
+        ("test/hostile-trap.wasm", "hostile-trap"),
+        ("test/hostile-ungranted.wasm", "hostile-ungranted"),
+        ("test/hostile-malformed.wasm", "BAD ID!"),
+        ("test/test-factor-v1.wasm", "test-factor"),
+        ("test/test-factor-v2.wasm", "test-factor"),
+    ] {
+        let description = load(file, ALL).describe().unwrap();
+        assert_eq!(description.id, id, "{file}");
+    }
+}
+
+#[test]
+fn each_component_loads_with_exactly_the_grants_it_uses() {
+    let needs: &[(&str, &[Grant])] = &[
+        (
+            "totp.wasm",
+            &[Grant::Clock, Grant::Random, Grant::State, Grant::Log],
+        ),
+        (
+            "email-otp.wasm",
+            &[Grant::Clock, Grant::Random, Grant::State, Grant::Email],
+        ),
+        (
+            "sms-otp.wasm",
+            &[Grant::Clock, Grant::Random, Grant::State, Grant::Sms],
+        ),
+        ("template.wasm", &[Grant::Random, Grant::State]),
+        ("test/hostile-ungranted.wasm", &[Grant::Sms]),
+        ("test/test-factor-v1.wasm", &[]),
+        ("test/hostile-loop.wasm", &[]),
+    ];
+    for (file, grants) in needs {
+        assert!(Plugin::load(file, grants).is_ok(), "{file} with {grants:?}");
+        for left_out in grants.iter() {
+            let fewer: Vec<Grant> = grants.iter().copied().filter(|g| g != left_out).collect();
+            assert!(
+                Plugin::load(file, &fewer).is_err(),
+                "{file} loaded without {left_out:?}"
+            );
+        }
+    }
+}
+
+fn totp_for(secret_b32: &str, algorithm: Algorithm, digits: u8) -> totp_rs::Totp {
+    let secret = Secret::try_from_base32(secret_b32).unwrap();
+    Builder::new()
+        .with_algorithm(algorithm)
+        .with_digits(digits)
+        .with_secret(secret)
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn totp_enrols_then_accepts_each_time_step_once() {
+    let mut p = load(
+        "totp.wasm",
+        &[Grant::Clock, Grant::Random, Grant::State, Grant::Log],
+    );
+    let ana = user("en");
+    assert!(!p.is_enrolled(&ana).unwrap());
+    assert!(matches!(
+        p.challenge_begin(&ana).unwrap(),
+        Err(PluginError::NotEnrolled)
+    ));
+
+    let form = p.enroll_begin(&ana).unwrap().unwrap();
+    let secret = form.secret.clone().unwrap();
+    assert_eq!(secret.len(), 32, "20 bytes in base32");
+    let qr = form.qr.clone().unwrap();
+    assert_eq!(
+        qr,
+        format!(
+            "otpauth://totp/Concierge:ana%40example.com?secret={secret}&issuer=Concierge\
+             &algorithm=SHA1&digits=6&period=30"
+        )
+    );
+    assert_eq!(field_names(&form), ["code"]);
+    let totp = totp_for(&secret, Algorithm::SHA1, 6);
+
+    let now = p.host.now as u64;
+    let code = totp.generate(now).to_string();
+    let wrong = p
+        .enroll_finish(&ana, &[("code", &other_code(&code))])
+        .unwrap();
+    assert!(matches!(wrong, Err(PluginError::BadInput(_))), "{wrong:?}");
+    assert!(
+        !p.is_enrolled(&ana).unwrap(),
+        "not enrolled by a wrong code"
+    );
+    let malformed = p.enroll_finish(&ana, &[("code", "12ab56")]).unwrap();
+    assert!(matches!(malformed, Err(PluginError::BadInput(_))));
+    assert!(matches!(
+        p.enroll_finish(&ana, &[("code", &code)]).unwrap(),
+        Ok(EnrollStep::Done)
+    ));
+    assert!(p.is_enrolled(&ana).unwrap());
+    assert_eq!(p.host.logs, ["Level::Info: enrolled"]);
+
+    // The enrolment code's step is used.
+    let replay = p.verify(&ana, &[("code", &code)]).unwrap().unwrap();
+    assert!(
+        matches!(replay, Verdict::Rejected(ref m) if m.en.contains("already used")),
+        "{replay:?}"
+    );
+
+    let form = p.challenge_begin(&ana).unwrap().unwrap();
+    assert_eq!(field_names(&form), ["code"]);
+    assert!(form.qr.is_none() && form.secret.is_none());
+    p.host.now += 30;
+    let next = totp.generate(p.host.now as u64).to_string();
+    let spaced = format!("{} {}", &next[..3], &next[3..]);
+    assert!(matches!(
+        p.verify(&ana, &[("code", &spaced)]).unwrap(),
+        Ok(Verdict::Accepted)
+    ));
+    assert!(matches!(
+        p.verify(&ana, &[("code", &next)]).unwrap(),
+        Ok(Verdict::Rejected(_))
+    ));
+    // One step late still works (skew), for a step not used yet.
+    p.host.now += 60;
+    let late = totp.generate(p.host.now as u64 - 30).to_string();
+    assert!(matches!(
+        p.verify(&ana, &[("code", &late)]).unwrap(),
+        Ok(Verdict::Accepted)
+    ));
+    // Two steps old does not.
+    let old = totp.generate(p.host.now as u64 - 60).to_string();
+    if old != late {
+        assert!(matches!(
+            p.verify(&ana, &[("code", &old)]).unwrap(),
+            Ok(Verdict::Rejected(_))
+        ));
+    }
+}
+
+#[test]
+fn totp_follows_its_config_and_keeps_an_enrolment_s_parameters() {
+    let mut p = load(
+        "totp.wasm",
+        &[Grant::Clock, Grant::Random, Grant::State, Grant::Log],
+    );
+    p.host.config.insert("algorithm".into(), "SHA256".into());
+    p.host.config.insert("digits".into(), "8".into());
+    p.host.config.insert("issuer".into(), "Example Corp".into());
+    let ana = user("ko");
+    let form = p.enroll_begin(&ana).unwrap().unwrap();
+    let qr = form.qr.unwrap();
+    assert!(
+        qr.starts_with("otpauth://totp/Example%20Corp:ana%40example.com?"),
+        "{qr}"
+    );
+    assert!(
+        qr.ends_with("&issuer=Example%20Corp&algorithm=SHA256&digits=8&period=30"),
+        "{qr}"
+    );
+    assert!(form.intro.ko.contains("8자리"), "{}", form.intro.ko);
+    let totp = totp_for(&form.secret.unwrap(), Algorithm::SHA256, 8);
+    let code = totp.generate(p.host.now as u64).to_string();
+    assert!(matches!(
+        p.enroll_finish(&ana, &[("code", &code)]).unwrap(),
+        Ok(EnrollStep::Done)
+    ));
+    // A later config change does not touch the enrolled secret.
+    p.host.config.insert("digits".into(), "6".into());
+    p.host.now += 30;
+    let code = totp.generate(p.host.now as u64).to_string();
+    assert!(matches!(
+        p.verify(&ana, &[("code", &code)]).unwrap(),
+        Ok(Verdict::Accepted)
+    ));
+    // An unknown value fails closed.
+    p.host.config.insert("algorithm".into(), "MD5".into());
+    assert!(matches!(
+        p.enroll_begin(&ana).unwrap(),
+        Err(PluginError::Internal(_))
+    ));
+}
+
+#[test]
+fn email_otp_sends_a_code_that_works_once() {
+    let mut p = load(
+        "email-otp.wasm",
+        &[Grant::Clock, Grant::Random, Grant::State, Grant::Email],
+    );
+    let ana = user("ko");
+    assert!(p.is_enrolled(&ana).unwrap());
+    let form = p.challenge_begin(&ana).unwrap().unwrap();
+    assert!(
+        form.intro.en.contains("a•••@example.com"),
+        "{}",
+        form.intro.en
+    );
+    assert_eq!(p.host.emails.len(), 1);
+    let (subject, body) = p.host.emails[0].clone();
+    assert!(subject.contains("로그인 인증 코드"), "{subject}");
+    let code = code_in(&body, 6);
+
+    // A reload within resend_seconds sends nothing new.
+    p.host.now += 5;
+    p.challenge_begin(&ana).unwrap().unwrap();
+    assert_eq!(p.host.emails.len(), 1);
+
+    assert!(matches!(
+        p.verify(&ana, &[("code", &other_code(&code))]).unwrap(),
+        Ok(Verdict::Rejected(_))
+    ));
+    assert!(matches!(
+        p.verify(&ana, &[("code", "abc")]).unwrap(),
+        Err(PluginError::BadInput(_))
+    ));
+    assert!(matches!(
+        p.verify(&ana, &[("code", &code)]).unwrap(),
+        Ok(Verdict::Accepted)
+    ));
+    let again = p.verify(&ana, &[("code", &code)]).unwrap().unwrap();
+    assert!(
+        matches!(again, Verdict::Rejected(ref m) if m.en.contains("No code")),
+        "{again:?}"
+    );
+    assert!(p.host.state.is_empty());
+}
+
+#[test]
+fn email_otp_codes_expire_and_burn_after_too_many_wrong_answers() {
+    let mut p = load(
+        "email-otp.wasm",
+        &[Grant::Clock, Grant::Random, Grant::State, Grant::Email],
+    );
+    p.host.config.insert("max_attempts".into(), "2".into());
+    let ana = user("en");
+    p.challenge_begin(&ana).unwrap().unwrap();
+    let code = code_in(&p.host.emails[0].1, 6);
+    assert!(p.host.emails[0].1.contains("10 minutes"));
+    p.host.now += 600;
+    let expired = p.verify(&ana, &[("code", &code)]).unwrap().unwrap();
+    assert!(
+        matches!(expired, Verdict::Rejected(ref m) if m.en.contains("expired")),
+        "{expired:?}"
+    );
+
+    p.challenge_begin(&ana).unwrap().unwrap();
+    let code = code_in(&p.host.emails[1].1, 6);
+    let wrong = other_code(&code);
+    assert!(matches!(
+        p.verify(&ana, &[("code", &wrong)]).unwrap(),
+        Ok(Verdict::Rejected(_))
+    ));
+    let burnt = p.verify(&ana, &[("code", &wrong)]).unwrap().unwrap();
+    assert!(
+        matches!(burnt, Verdict::Rejected(ref m) if m.en.contains("Too many")),
+        "{burnt:?}"
+    );
+    assert!(matches!(
+        p.verify(&ana, &[("code", &code)]).unwrap(),
+        Ok(Verdict::Rejected(_))
+    ));
+
+    // A failed send leaves nothing behind, so the next try sends at once.
+    p.host.now += 1;
+    p.host.send_failure = Some("smtp down".into());
+    assert!(matches!(
+        p.challenge_begin(&ana).unwrap(),
+        Err(PluginError::Unavailable(_))
+    ));
+    assert!(p.host.state.is_empty());
+    p.host.send_failure = None;
+    p.challenge_begin(&ana).unwrap().unwrap();
+    assert_eq!(p.host.emails.len(), 3);
+}
+
+#[test]
+fn sms_otp_enrols_a_proved_number_then_texts_codes_to_it() {
+    let mut p = load(
+        "sms-otp.wasm",
+        &[Grant::Clock, Grant::Random, Grant::State, Grant::Sms],
+    );
+    let ana = user("en");
+    assert!(!p.is_enrolled(&ana).unwrap());
+    let form = p.enroll_begin(&ana).unwrap().unwrap();
+    assert_eq!(field_names(&form), ["phone"]);
+    assert!(matches!(
+        p.enroll_finish(&ana, &[("phone", "010-1234-5678")])
+            .unwrap(),
+        Err(PluginError::BadInput(_))
+    ));
+    let step = p
+        .enroll_finish(&ana, &[("phone", "+82 10-1234-5678")])
+        .unwrap()
+        .unwrap();
+    let EnrollStep::Next(code_form) = step else {
+        panic!("expected a code page")
+    };
+    assert_eq!(field_names(&code_form), ["code"]);
+    assert!(
+        code_form.intro.en.contains("+82••••••5678"),
+        "{}",
+        code_form.intro.en
+    );
+    assert_eq!(p.host.sms.len(), 1);
+    assert_eq!(p.host.sms[0].0, "+821012345678");
+    let enrol_code = code_in(&p.host.sms[0].1, 6);
+    // Another number right away is refused (no texting spree).
+    assert!(matches!(
+        p.enroll_finish(&ana, &[("phone", "+821099998888")])
+            .unwrap(),
+        Err(PluginError::BadInput(_))
+    ));
+    assert!(matches!(
+        p.enroll_finish(&ana, &[("code", &other_code(&enrol_code))])
+            .unwrap(),
+        Err(PluginError::BadInput(_))
+    ));
+    assert!(!p.is_enrolled(&ana).unwrap());
+    assert!(matches!(
+        p.enroll_finish(&ana, &[("code", &enrol_code)]).unwrap(),
+        Ok(EnrollStep::Done)
+    ));
+    assert!(p.is_enrolled(&ana).unwrap());
+
+    // The enrolment code does not sign in.
+    assert!(matches!(
+        p.verify(&ana, &[("code", &enrol_code)]).unwrap(),
+        Ok(Verdict::Rejected(_))
+    ));
+    p.challenge_begin(&ana).unwrap().unwrap();
+    assert_eq!(p.host.sms.len(), 2);
+    assert_eq!(p.host.sms[1].0, "+821012345678");
+    assert!(
+        p.host.sms[1].1.starts_with("Concierge code: "),
+        "{}",
+        p.host.sms[1].1
+    );
+    let code = code_in(&p.host.sms[1].1, 6);
+    assert!(matches!(
+        p.verify(&ana, &[("code", &code)]).unwrap(),
+        Ok(Verdict::Accepted)
+    ));
+    assert!(matches!(
+        p.verify(&ana, &[("code", &code)]).unwrap(),
+        Ok(Verdict::Rejected(_))
+    ));
+}
+
+#[test]
+fn template_enrols_a_pin_and_checks_it() {
+    let mut p = load("template.wasm", &[Grant::Random, Grant::State]);
+    let ana = user("en");
+    assert!(!p.is_enrolled(&ana).unwrap());
+    assert!(matches!(
+        p.verify(&ana, &[("pin", "246810")]).unwrap(),
+        Err(PluginError::NotEnrolled)
+    ));
+    p.enroll_begin(&ana).unwrap().unwrap();
+    assert!(matches!(
+        p.enroll_finish(&ana, &[("pin", "123")]).unwrap(),
+        Err(PluginError::BadInput(_))
+    ));
+    assert!(matches!(
+        p.enroll_finish(&ana, &[("pin", "246810")]).unwrap(),
+        Ok(EnrollStep::Done)
+    ));
+    assert!(p.is_enrolled(&ana).unwrap());
+    let form = p.challenge_begin(&ana).unwrap().unwrap();
+    assert_eq!(field_names(&form), ["pin"]);
+    assert!(matches!(
+        p.verify(&ana, &[("pin", "246810")]).unwrap(),
+        Ok(Verdict::Accepted)
+    ));
+    assert!(matches!(
+        p.verify(&ana, &[("pin", "246811")]).unwrap(),
+        Ok(Verdict::Rejected(_))
+    ));
+}
+
+#[test]
+fn hostile_calls_fail_and_the_host_survives() {
+    let ana = user("en");
+    for file in [
+        "test/hostile-loop.wasm",
+        "test/hostile-memhog.wasm",
+        "test/hostile-trap.wasm",
+    ] {
+        let mut p = load(file, &[]);
+        assert!(p.challenge_begin(&ana).unwrap().is_ok(), "{file}");
+        let outcome = p.verify(&ana, &[("code", "123456")]);
+        let error = outcome.err().map(|e| format!("{e:?}")).unwrap_or_default();
+        eprintln!(
+            "{file}: verify failed as it should: {}",
+            error.lines().next().unwrap_or("")
+        );
+        assert!(!error.is_empty(), "{file}: verify did not fail");
+        // The next call gets a fresh instance and works.
+        assert!(p.describe().is_ok(), "{file}");
+    }
+}
+
+#[test]
+fn hostile_malformed_returns_what_the_host_must_refuse() {
+    let mut p = load("test/hostile-malformed.wasm", &[]);
+    let description = p.describe().unwrap();
+    assert_eq!(description.id, "BAD ID!");
+    assert!(description.name.en.len() >= 100_000);
+    let form = p.challenge_begin(&user("en")).unwrap().unwrap();
+    assert!(field_names(&form).contains(&"Bad Name!"));
+}
+
+#[test]
+fn test_factor_versions_differ_in_intro_and_answer() {
+    let ana = user("en");
+    for (file, version, right, wrong) in [
+        ("test/test-factor-v1.wasm", "version 1", "111111", "222222"),
+        ("test/test-factor-v2.wasm", "version 2", "222222", "111111"),
+    ] {
+        let mut p = load(file, &[]);
+        let form = p.challenge_begin(&ana).unwrap().unwrap();
+        assert!(
+            form.intro.en.contains(version) && form.intro.ko.contains(version),
+            "{file}"
+        );
+        assert!(matches!(
+            p.verify(&ana, &[("code", right)]).unwrap(),
+            Ok(Verdict::Accepted)
+        ));
+        assert!(matches!(
+            p.verify(&ana, &[("code", wrong)]).unwrap(),
+            Ok(Verdict::Rejected(_))
+        ));
+    }
+}
