@@ -14,7 +14,7 @@ use concierge_plugin_kit::answer::{field, normalize_code};
 use crate::record::{Check, PERIOD, Record, SECRET_LEN};
 use crate::settings::Settings;
 use crate::texts::{self, Text};
-use crate::uri::otpauth;
+use crate::uri::{MAX_QR_BYTES, otpauth};
 
 wit_bindgen::generate!({
     path: "../wit",
@@ -66,23 +66,31 @@ impl Guest for Totp {
         let record = Record::new(settings.algorithm, settings.digits, secret)
             .map_err(PluginError::Internal)?;
         state::set(PENDING, &record.encode()).map_err(PluginError::Unavailable)?;
-        let account = if user.email.is_empty() {
-            &user.id
-        } else {
-            &user.email
-        };
         let secret = record.secret_base32();
-        Ok(Form {
-            intro: localized(texts::enroll_intro(record.digits)),
-            fields: vec![code_field(record.digits)],
-            qr: Some(otpauth(
+        let uri = |account: &str| {
+            otpauth(
                 &settings.issuer,
                 account,
                 &secret,
                 settings.algorithm.as_str(),
                 record.digits,
                 PERIOD,
-            )),
+            )
+        };
+        // The account shown in the app is the email; an absurdly long one gives way to the id.
+        let mut qr = uri(&user.email);
+        if user.email.is_empty() || qr.len() > MAX_QR_BYTES {
+            qr = uri(&user.id);
+        }
+        if qr.len() > MAX_QR_BYTES {
+            return Err(PluginError::Internal(
+                "the otpauth URI is too long for a QR code".into(),
+            ));
+        }
+        Ok(Form {
+            intro: localized(texts::enroll_intro(record.digits)),
+            fields: vec![code_field(record.digits)],
+            qr: Some(qr),
             secret: Some(secret),
         })
     }

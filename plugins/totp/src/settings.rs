@@ -10,6 +10,10 @@ use totp_rs::Algorithm;
 /// The issuer when the config names none.
 pub const DEFAULT_ISSUER: &str = "Concierge";
 
+/// The longest issuer, in UTF-8 bytes: twice in the QR code's URI, percent-encoded, it must
+/// leave room for the account within the host's 1024-byte limit on `qr`.
+pub const MAX_ISSUER_BYTES: usize = 64;
+
 /// Settings for a new enrolment.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
@@ -43,9 +47,9 @@ impl Settings {
         };
         let issuer = match issuer.map(str::trim) {
             None | Some("") => String::from(DEFAULT_ISSUER),
-            Some(value) if value.contains(':') || value.chars().count() > 64 => {
+            Some(value) if value.contains(':') || value.len() > MAX_ISSUER_BYTES => {
                 return Err(format!(
-                    "config issuer = {value:?}: must have no ':' and at most 64 characters"
+                    "config issuer = {value:?}: must have no ':' and at most {MAX_ISSUER_BYTES} bytes"
                 ));
             }
             Some(value) => String::from(value),
@@ -95,5 +99,10 @@ mod tests {
         assert!(Settings::parse(None, Some("7"), None).is_err());
         assert!(Settings::parse(None, Some("eight"), None).is_err());
         assert!(Settings::parse(None, None, Some("Evil:Corp")).is_err());
+        assert!(
+            Settings::parse(None, None, Some(&"회".repeat(22))).is_err(),
+            "66 bytes"
+        );
+        assert!(Settings::parse(None, None, Some(&"회".repeat(21))).is_ok());
     }
 }

@@ -5,6 +5,9 @@ use alloc::format;
 use alloc::string::String;
 use core::fmt::Write;
 
+/// The host's limit on a form's `qr` (bytes).
+pub const MAX_QR_BYTES: usize = 1024;
+
 /// `otpauth://totp/ISSUER:ACCOUNT?secret=…&issuer=…&algorithm=…&digits=…&period=…`.
 pub fn otpauth(
     issuer: &str,
