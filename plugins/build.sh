@@ -21,8 +21,9 @@
 # `wit-component` crate), built once with the host toolchain.
 #
 # Environment:
-#   PLUGINS_TARGET_DIR   where cargo builds (default: plugins/target; the broker's target/ is
-#                        never used, so the two builds never wait on each other's lock)
+#   PLUGINS_TARGET_DIR   where cargo builds (default: plugins/target, or $CARGO_TARGET_DIR/plugins
+#                        when CARGO_TARGET_DIR is set; never the broker's own build folders, so
+#                        the two builds never wait on each other's lock)
 #   PLUGINS_ROUTE        rustup | debian, to force a route
 #   PLUGINS_JOBS         cargo -j (default: 2)
 set -euo pipefail
@@ -30,7 +31,15 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PLUGINS="$ROOT/plugins"
 DIST="$PLUGINS/dist"
-TARGET_DIR="${PLUGINS_TARGET_DIR:-$PLUGINS/target}"
+# Default: plugins/target, or a `plugins` folder in CARGO_TARGET_DIR when that is set (CI keeps
+# it between runs), never the broker's own build folders.
+if [[ -n "${PLUGINS_TARGET_DIR:-}" ]]; then
+  TARGET_DIR="$PLUGINS_TARGET_DIR"
+elif [[ -n "${CARGO_TARGET_DIR:-}" ]]; then
+  TARGET_DIR="$CARGO_TARGET_DIR/plugins"
+else
+  TARGET_DIR="$PLUGINS/target"
+fi
 [[ "$TARGET_DIR" = /* ]] || TARGET_DIR="$ROOT/$TARGET_DIR"
 JOBS="${PLUGINS_JOBS:-2}"
 WASM_TARGET=wasm32-unknown-unknown
@@ -54,7 +63,10 @@ unset RUSTC RUSTC_WRAPPER CARGO_BUILD_RUSTC CARGO_BUILD_TARGET CARGO_TARGET_DIR 
 
 # --- route --------------------------------------------------------------------------------------
 has_rustup_target() {
-  command -v rustup >/dev/null 2>&1 && rustup target list --installed 2>/dev/null | grep -qx "$WASM_TARGET"
+  local installed
+  command -v rustup >/dev/null 2>&1 || return 1
+  installed="$(rustup target list --installed 2>/dev/null)" || return 1
+  grep -qx "$WASM_TARGET" <<<"$installed"
 }
 ROUTE="${PLUGINS_ROUTE:-}"
 if [[ -z "$ROUTE" ]]; then

@@ -10,13 +10,21 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PLUGINS="$ROOT/plugins"
-TARGET_DIR="${PLUGINS_TARGET_DIR:-$PLUGINS/target}"
+# Default: plugins/target, or a `plugins` folder in CARGO_TARGET_DIR when that is set (CI keeps
+# it between runs), never the broker's own build folders.
+if [[ -n "${PLUGINS_TARGET_DIR:-}" ]]; then
+  TARGET_DIR="$PLUGINS_TARGET_DIR"
+elif [[ -n "${CARGO_TARGET_DIR:-}" ]]; then
+  TARGET_DIR="$CARGO_TARGET_DIR/plugins"
+else
+  TARGET_DIR="$PLUGINS/target"
+fi
 [[ "$TARGET_DIR" = /* ]] || TARGET_DIR="$ROOT/$TARGET_DIR"
 JOBS="${PLUGINS_JOBS:-2}"
 unset RUSTC RUSTC_WRAPPER CARGO_BUILD_RUSTC CARGO_BUILD_TARGET CARGO_TARGET_DIR CARGO_BUILD_TARGET_DIR
 
 printf '==> %s\n' "build the components" >&2
-"$PLUGINS/build.sh" >/dev/null
+PLUGINS_TARGET_DIR="$TARGET_DIR" "$PLUGINS/build.sh" >/dev/null
 
 printf '==> %s\n' "guest unit tests (host target)" >&2
 env CARGO_TARGET_DIR="$TARGET_DIR/host" cargo test --locked -j "$JOBS" \

@@ -1,6 +1,9 @@
 //! Owns the end-to-end tests of the built plugin components: each first-party factor's
 //! enrolment and challenge flows, the imports each needs, and the test corpus's behaviour.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use plugin_harness::{EnrollStep, Form, Grant, Plugin, PluginError, Verdict, user};
 use totp_rs::{Algorithm, Builder, Secret};
 
