@@ -47,6 +47,10 @@ pub(crate) struct MfaTicket {
     /// The factor is proven (after an enrolment); these methods are added on continue.
     #[serde(default)]
     proven: Option<Vec<String>>,
+    /// The CSP source of the app's redirect URI the step ends at (`return_to` an `/authorize`):
+    /// the pages' forms may lead there through redirects.
+    #[serde(default)]
+    app_origin: Option<String>,
     exp: i64,
 }
 
@@ -126,7 +130,11 @@ fn decide(
     step_up: Option<String>,
     locale: Locale,
 ) -> Result<Decision, WebError> {
-    let client = super::authorize_target(&state.provider, return_path).map(|(c, _)| c);
+    let target = super::authorize_target(&state.provider, return_path);
+    let app_origin = target
+        .as_ref()
+        .and_then(|(_, uri)| super::origin_source(uri));
+    let client = target.map(|(c, _)| c);
     let upstream = state
         .settings
         .upstreams
@@ -180,6 +188,7 @@ fn decide(
         enrolling: false,
         form: None,
         proven: None,
+        app_origin,
         exp: state
             .clock
             .now()
@@ -308,6 +317,11 @@ fn with_ticket<T: Serialize>(
     let mut res = render(state, req, status, page, false, &vm)?;
     if let Some(c) = csrf.new_cookie {
         res.add_cookie(&c).map_err(WebError::internal)?;
+    }
+    // The last answer ends, through redirects, at the app's redirect URI (browsers apply
+    // `form-action` to the whole chain): allow that target, as the login page does.
+    if let Some(origin) = &ticket.app_origin {
+        super::set_csp(&mut res, &["'self'", origin], false);
     }
     Ok(res)
 }
