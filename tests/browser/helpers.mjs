@@ -8,14 +8,19 @@
 //   CONCIERGE_TEST_PG_URL  admin URL of a PostgreSQL server (required for postgres); each broker
 //                          gets its own fresh database created from it
 //   CONCIERGE_TEST_CHROMIUM  browser executable (default /usr/bin/chromium)
+//   CONCIERGE_TEST_PLUGIN_DIR  built MFA plugins (default <repo>/plugins/dist, what plugins/build.sh
+//                          writes)
+//   CONCIERGE_TEST_PYTHON  python with aiosmtpd for the SMTP sink (default
+//                          ~/.cache/concierge/pyvenv/bin/python when it exists, else python3)
 
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, mkdirSync, rmSync, existsSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, rmSync, existsSync, writeFileSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { createServer as createHttpServer } from 'node:http';
-import { tmpdir } from 'node:os';
+import { tmpdir, homedir } from 'node:os';
 import { join, resolve, dirname, isAbsolute } from 'node:path';
 import { randomBytes, createHash } from 'node:crypto';
+import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
@@ -510,5 +515,173 @@ export async function startCallbackServer(path) {
         server.close(() => resolve());
       });
     },
+  };
+}
+
+// --- MFA: plugins, an independent TOTP generator, a real SMTP server --------------------------------
+
+/** Where the built MFA plugins are (plugins/build.sh writes them); throws when totp.wasm is missing. */
+export function pluginDir() {
+  const dir = process.env.CONCIERGE_TEST_PLUGIN_DIR
+    ? resolve(process.env.CONCIERGE_TEST_PLUGIN_DIR)
+    : join(REPO_ROOT, 'plugins', 'dist');
+  if (!existsSync(join(dir, 'totp.wasm'))) {
+    throw new Error(`no built plugins in ${dir}: run plugins/build.sh or set CONCIERGE_TEST_PLUGIN_DIR`);
+  }
+  return dir;
+}
+
+/** Hex SHA-256 of a file's bytes: what a plugin manifest's `sha256` pins. */
+export function sha256File(path) {
+  return createHash('sha256').update(readFileSync(path)).digest('hex');
+}
+
+/**
+ * One `[[mfa.plugins]]` table for `<pluginDir>/<id>.wasm` (or `file`), pinned to the file as it
+ * is now. `more` adds manifest keys (timeout, fuel, memory); `config` the plugin's settings.
+ */
+export function pluginManifest(id, { file = join(pluginDir(), `${id}.wasm`), grants = [], more = {}, config } = {}) {
+  const parts = [tomlTable('[[mfa.plugins]]', { id, path: file, sha256: sha256File(file), grants, ...more })];
+  if (config) parts.push(tomlTable('[mfa.plugins.config]', config));
+  return parts.join('\n');
+}
+
+/**
+ * The `[mfa]` configuration: `settings` are its keys (required, max_attempts, ...), `smtp` an
+ * optional [mfa.smtp] table, `plugins` manifest tables from pluginManifest.
+ */
+export function mfaToml({ settings = {}, smtp, plugins = [] } = {}) {
+  const parts = [tomlTable('[mfa]', settings)];
+  if (smtp) parts.push(tomlTable('[mfa.smtp]', smtp));
+  return [...parts, ...plugins].join('\n\n');
+}
+
+/**
+ * A TOTP code from an independent generator, Debian's oathtool (RFC 6238, SHA1, 6 digits, 30 s),
+ * for the base32 `secret` at `at` (Unix seconds; default: now).
+ */
+export function oathtool(secret, at) {
+  const args = ['--totp', '-b'];
+  if (at !== undefined) args.push('--now', `@${Math.floor(at)}`);
+  args.push(secret);
+  const r = spawnSync('oathtool', args, { encoding: 'utf8' });
+  if (r.error) throw new Error(`could not run oathtool (Debian package oathtool): ${r.error.message}`);
+  if (r.status !== 0) throw new Error(`oathtool ${args.join(' ')} failed: ${r.stderr}`);
+  return r.stdout.trim();
+}
+
+function testPython() {
+  if (process.env.CONCIERGE_TEST_PYTHON) return process.env.CONCIERGE_TEST_PYTHON;
+  const cache = process.env.XDG_CACHE_HOME || join(homedir(), '.cache');
+  const venv = join(cache, 'concierge', 'pyvenv', 'bin', 'python');
+  return existsSync(venv) ? venv : 'python3';
+}
+
+/**
+ * Starts a real SMTP server (tests/peers/smtp_sink.py, aiosmtpd) on 127.0.0.1. Returns
+ * { port, message(n, { timeoutMs }), count(), stop() }; `message(n)` waits for the n-th message
+ * (1-based) and resolves with it parsed by parseMail.
+ */
+export async function startSmtpSink({ timeoutMs = 15_000 } = {}) {
+  const dir = mkdtempSync(join(tmpdir(), 'concierge-smtp-'));
+  const script = join(REPO_ROOT, 'tests', 'peers', 'smtp_sink.py');
+  const python = testPython();
+  const child = spawn(python, [script, dir], { stdio: ['ignore', 'pipe', 'pipe'] });
+  live.add(child);
+  const errors = [];
+  child.stderr.on('data', (d) => errors.push(d.toString()));
+  const exited = new Promise((res) => child.on('exit', (code, signal) => { live.delete(child); res({ code, signal }); }));
+  const stop = async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGTERM');
+      const killer = setTimeout(() => child.kill('SIGKILL'), 3_000);
+      await exited;
+      clearTimeout(killer);
+    }
+    rmSync(dir, { recursive: true, force: true });
+  };
+  const firstLine = new Promise((res, rej) => {
+    const rl = createInterface({ input: child.stdout });
+    rl.once('line', (l) => { rl.close(); res(l.trim()); });
+    child.once('error', (e) => rej(new Error(`could not start ${python}: ${e.message}`)));
+    exited.then(({ code }) => rej(new Error(`${python} ${script} exited (${code}) before it listened:\n${errors.join('')}` +
+      '(it needs aiosmtpd: tests/peers/requirements.txt; set CONCIERGE_TEST_PYTHON)')));
+    setTimeout(() => rej(new Error(`the SMTP sink did not start within ${timeoutMs} ms`)), timeoutMs).unref();
+  });
+  let port;
+  try {
+    port = Number(await firstLine);
+    if (!Number.isInteger(port) || port <= 0) throw new Error(`the SMTP sink printed ${JSON.stringify(port)}`);
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+  const file = (n) => join(dir, `${n}.eml`);
+  return {
+    port,
+    count() {
+      let n = 0;
+      while (existsSync(file(n + 1))) n += 1;
+      return n;
+    },
+    async message(n, { timeoutMs: wait = 15_000 } = {}) {
+      const deadline = Date.now() + wait;
+      while (!existsSync(file(n))) {
+        if (Date.now() > deadline) throw new Error(`no message ${n} reached the SMTP sink within ${wait} ms`);
+        await sleep(50);
+      }
+      return parseMail(readFileSync(file(n), 'latin1'));
+    },
+    stop,
+  };
+}
+
+/** RFC 2047 encoded words (=?utf-8?b?...?= / =?utf-8?q?...?=) in a header value. */
+function decodeWords(value) {
+  return value
+    .replace(/\?=\s+=\?/g, '?==?')
+    .replace(/=\?([^?]+)\?([bqBQ])\?([^?]*)\?=/g, (_, charset, enc, text) => {
+      const bytes =
+        enc.toLowerCase() === 'b'
+          ? Buffer.from(text, 'base64')
+          : Buffer.from(
+              text.replace(/_/g, ' ').replace(/=([0-9a-f]{2})/gi, (m, h) => String.fromCharCode(parseInt(h, 16))),
+              'latin1',
+            );
+      return new TextDecoder(charset).decode(bytes);
+    });
+}
+
+/**
+ * A single-part message as the sink stored it: { headers (lower-case names), to, subject, text }
+ * with the body's transfer encoding (base64, quoted-printable, 7bit/8bit) undone, as UTF-8.
+ */
+export function parseMail(raw) {
+  const split = raw.indexOf('\r\n\r\n');
+  const head = split < 0 ? raw : raw.slice(0, split);
+  const body = split < 0 ? '' : raw.slice(split + 4);
+  const headers = {};
+  for (const line of head.replace(/\r\n[ \t]+/g, ' ').split('\r\n')) {
+    const i = line.indexOf(':');
+    if (i > 0) headers[line.slice(0, i).trim().toLowerCase()] = line.slice(i + 1).trim();
+  }
+  const encoding = (headers['content-transfer-encoding'] || '7bit').toLowerCase();
+  let bytes;
+  if (encoding === 'base64') {
+    bytes = Buffer.from(body.replace(/\s+/g, ''), 'base64');
+  } else if (encoding === 'quoted-printable') {
+    bytes = Buffer.from(
+      body.replace(/=\r?\n/g, '').replace(/=([0-9A-F]{2})/gi, (m, h) => String.fromCharCode(parseInt(h, 16))),
+      'latin1',
+    );
+  } else {
+    bytes = Buffer.from(body, 'latin1');
+  }
+  return {
+    headers,
+    to: headers['x-envelope-to'] || '',
+    subject: decodeWords(headers.subject || ''),
+    text: new TextDecoder('utf-8').decode(bytes),
+    raw,
   };
 }
