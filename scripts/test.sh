@@ -52,7 +52,7 @@ ensure_debs() {
 }
 
 DEBS=(build-essential pkg-config libssl-dev libpq-dev libclang-dev libxml2-dev libxmlsec1-dev xmlsec1
-      postgresql chromium python3 python3-venv)
+      postgresql chromium python3 python3-venv oathtool)
 command -v node >/dev/null 2>&1 || DEBS+=(nodejs)
 command -v npm >/dev/null 2>&1 || DEBS+=(npm)
 ensure_debs "${DEBS[@]}"
@@ -103,6 +103,22 @@ ensure_npm_deps() {
 if [[ "${CONCIERGE_TEST_SKIP_BROWSER:-}" != 1 ]]; then
   ensure_npm_deps
 fi
+
+# --- Python peers (SMTP server, ...) in a venv ---------------------------------------------------------
+PY_VENV="${XDG_CACHE_HOME:-$HOME/.cache}/concierge/pyvenv"
+ensure_py_deps() {
+  local req="$ROOT/tests/peers/requirements.txt" stamp="$PY_VENV/.concierge-stamp" want
+  want="$(python3 --version 2>&1) $(sha256sum "$req" | cut -d' ' -f1)"
+  if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+    return 0
+  fi
+  log "installing the Python test peers into $PY_VENV"
+  python3 -m venv "$PY_VENV" >&2
+  "$PY_VENV/bin/pip" install -q --disable-pip-version-check -r "$req" >&2
+  printf '%s' "$want" >"$stamp"
+}
+ensure_py_deps
+export CONCIERGE_TEST_PYTHON="$PY_VENV/bin/python"
 
 # --- a private PostgreSQL --------------------------------------------------------------------------
 PG_DIR=""
@@ -192,6 +208,12 @@ not_run() {
 BUILD_OK=0
 step "cargo build --locked -p concierge --bins" cargo build --locked -p concierge --bins
 [[ $LAST_OK -eq 1 ]] && BUILD_OK=1
+
+# The MFA plugins, built the way an integrator builds one, and their own tests (guest logic on the
+# host, then every component under a small wasmtime host); the broker's tests load them from here.
+step "plugins/test.sh (build + guest tests)" "$ROOT/plugins/test.sh"
+[[ -f "$ROOT/plugins/dist/totp.wasm" ]] || BUILD_OK=0
+export CONCIERGE_TEST_PLUGIN_DIR="$ROOT/plugins/dist"
 
 if [[ $BUILD_OK -eq 1 ]]; then
   step "cargo test --locked --workspace" cargo test --locked --workspace
