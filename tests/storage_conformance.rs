@@ -682,10 +682,87 @@ fn step_up_and_signals(b: Backend) {
     });
 }
 
+fn saml_assertion_ids_are_used_once_until_they_expire(b: Backend) {
+    with_store(b, |s| {
+        assert!(s.use_saml_assertion("idp", "_a1", 1_000, 100).unwrap());
+        assert!(
+            !s.use_saml_assertion("idp", "_a1", 1_000, 200).unwrap(),
+            "replay"
+        );
+        assert!(
+            s.use_saml_assertion("other-idp", "_a1", 1_000, 200)
+                .unwrap(),
+            "IDs are per upstream"
+        );
+        // Past its expiry the record no longer blocks, swept or not.
+        assert!(s.use_saml_assertion("idp", "_a1", 2_000, 1_000).unwrap());
+        assert!(!s.use_saml_assertion("idp", "_a1", 2_000, 1_500).unwrap());
+        assert!(s.use_saml_assertion("idp", "_a2", 1_200, 1_100).unwrap());
+        assert!(s.delete_expired_grants(1_300).unwrap() >= 2);
+        assert!(
+            !s.use_saml_assertion("idp", "_a1", 2_000, 1_400).unwrap(),
+            "not swept yet"
+        );
+        assert!(
+            s.use_saml_assertion("idp", "_a2", 1_500, 1_400).unwrap(),
+            "swept"
+        );
+    });
+}
+
+fn upstream_sessions_go_with_their_session(b: Backend) {
+    use concierge::storage::UpstreamSessionRecord;
+    with_store(b, |s| {
+        s.insert_user(&user("u1", "a@example.com")).unwrap();
+        s.insert_session(&session(5, "u1", 100, 60, 1_000)).unwrap();
+        s.insert_session(&session(6, "u1", 100, 60, 1_000)).unwrap();
+        let saml = |sid: &str, index: &str| UpstreamSessionRecord {
+            sid: sid.into(),
+            upstream: "corp".into(),
+            id_token: None,
+            name_id: Some("pat".into()),
+            name_id_format: Some("urn:oasis:names:tc:SAML:2.0:nameid-format:persistent".into()),
+            session_index: Some(index.into()),
+            created_at: 100,
+        };
+        s.insert_upstream_session(&saml("sid-5", "s1")).unwrap();
+        s.insert_upstream_session(&saml("sid-6", "s2")).unwrap();
+        assert_eq!(
+            s.upstream_session("sid-5").unwrap(),
+            Some(saml("sid-5", "s1"))
+        );
+        assert!(s.upstream_session("sid-7").unwrap().is_none());
+        let mut found = s.upstream_sessions_by_name_id("corp", "pat").unwrap();
+        found.sort_by(|a, b| a.sid.cmp(&b.sid));
+        assert_eq!(found, vec![saml("sid-5", "s1"), saml("sid-6", "s2")]);
+        assert!(
+            s.upstream_sessions_by_name_id("other", "pat")
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            matches!(
+                s.insert_upstream_session(&saml("sid-9", "s3")),
+                Err(StorageError::Query(_) | StorageError::Conflict(_))
+            ),
+            "only for an existing session"
+        );
+        // Ending the session forgets it.
+        assert!(s.delete_session(&[5; 32]).unwrap());
+        assert!(s.upstream_session("sid-5").unwrap().is_none());
+        assert_eq!(
+            s.upstream_sessions_by_name_id("corp", "pat").unwrap().len(),
+            1
+        );
+    });
+}
+
 per_backend!(
     mfa_state_is_written_compare_and_swap,
     mfa_enrolments_and_recovery_codes,
     step_up_and_signals,
+    saml_assertion_ids_are_used_once_until_they_expire,
+    upstream_sessions_go_with_their_session,
     only_one_first_signing_key_per_algorithm_wins,
     audit_events_are_queried_newest_first_and_expire,
     login_failures_count_in_a_window_and_lock,

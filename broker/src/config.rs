@@ -15,6 +15,11 @@ use crate::provider::ProviderSettings;
 use crate::provider::clients::{Client, ClientConfig};
 use crate::provider::jwt::Alg;
 
+mod saml;
+pub use saml::{
+    NameIdFormat, SamlAttributeMapping, SamlMetadataSource, SamlUpstreamConfig, SpKeyPair,
+};
+
 pub const ENV_PREFIX: &str = "CONCIERGE__";
 
 /// Why the configuration was refused. Always names the file or variable and the key.
@@ -89,6 +94,29 @@ pub struct RawUpstream {
     pub trust_upstream_mfa: bool,
     #[serde(default)]
     pub mfa_acr_values: Vec<String>,
+    // kind = "saml" (validated in `config/saml.rs`).
+    #[serde(default)]
+    pub sp_entity_id: Option<String>,
+    #[serde(default)]
+    pub metadata_url: Option<String>,
+    #[serde(default)]
+    pub metadata_file: Option<PathBuf>,
+    #[serde(default, with = "humantime_serde")]
+    pub metadata_refresh: Option<Duration>,
+    #[serde(default)]
+    pub signing_key_file: Option<PathBuf>,
+    #[serde(default)]
+    pub signing_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub decryption_key_file: Option<PathBuf>,
+    #[serde(default)]
+    pub decryption_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub name_id_format: Option<String>,
+    #[serde(default)]
+    pub allow_idp_initiated: bool,
+    #[serde(default)]
+    pub attributes: SamlAttributeMapping,
 }
 
 /// One upstream identity provider, validated.
@@ -113,6 +141,7 @@ pub struct UpstreamConfig {
 #[derive(Debug, Clone)]
 pub enum UpstreamKind {
     Oidc(OidcUpstreamConfig),
+    Saml(Box<SamlUpstreamConfig>),
 }
 
 /// `kind = "oidc"`.
@@ -856,7 +885,28 @@ impl Settings {
                 return Err(invalid(&key("id"), format!("`{}` is defined twice", u.id)));
             }
             upstream_ids.push(&u.id);
-            match u.kind.as_str() {
+            let mut domains = Vec::new();
+            for d in &u.domains {
+                let d = d.trim().to_ascii_lowercase();
+                let ok = !d.is_empty()
+                    && d.contains('.')
+                    && d.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
+                if !ok {
+                    return Err(invalid(&key("domains"), format!("`{d}` is not a domain")));
+                }
+                if upstreams
+                    .iter()
+                    .any(|x: &UpstreamConfig| x.domains.contains(&d))
+                {
+                    return Err(invalid(
+                        &key("domains"),
+                        format!("`{d}` is routed to another upstream already"),
+                    ));
+                }
+                domains.push(d);
+            }
+            let kind = match u.kind.as_str() {
                 "oidc" => {
                     let required = |k: &str, v: &Option<String>| {
                         v.clone().filter(|s| !s.is_empty()).ok_or_else(|| {
@@ -873,10 +923,7 @@ impl Settings {
                     let url = Url::parse(&o.issuer).map_err(|e| {
                         invalid(&key("issuer"), format!("`{}` is not a URL: {e}", o.issuer))
                     })?;
-                    let loopback = matches!(url.host(), Some(url::Host::Ipv4(ip)) if ip.is_loopback())
-                        || matches!(url.host(), Some(url::Host::Ipv6(ip)) if ip.is_loopback())
-                        || url.host_str() == Some("localhost");
-                    if !(url.scheme() == "https" || (url.scheme() == "http" && loopback)) {
+                    if !https_or_loopback(&url) {
                         return Err(invalid(
                             &key("issuer"),
                             "must be https (http only on loopback)".into(),
@@ -891,45 +938,28 @@ impl Settings {
                     if !o.scopes.iter().any(|s| s == "openid") {
                         return Err(invalid(&key("scopes"), "must include `openid`".into()));
                     }
-                    let mut domains = Vec::new();
-                    for d in &u.domains {
-                        let d = d.trim().to_ascii_lowercase();
-                        let ok = !d.is_empty()
-                            && d.contains('.')
-                            && d.chars()
-                                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
-                        if !ok {
-                            return Err(invalid(&key("domains"), format!("`{d}` is not a domain")));
-                        }
-                        if upstreams
-                            .iter()
-                            .any(|x: &UpstreamConfig| x.domains.contains(&d))
-                        {
-                            return Err(invalid(
-                                &key("domains"),
-                                format!("`{d}` is routed to another upstream already"),
-                            ));
-                        }
-                        domains.push(d);
-                    }
-                    upstreams.push(UpstreamConfig {
-                        id: u.id.clone(),
-                        name: u.name.clone(),
-                        link_by_verified_email: u.link_by_verified_email,
-                        domains,
-                        mfa: u.mfa,
-                        trust_upstream_mfa: u.trust_upstream_mfa,
-                        mfa_acr_values: u.mfa_acr_values.clone(),
-                        kind: UpstreamKind::Oidc(o),
-                    });
+                    UpstreamKind::Oidc(o)
                 }
+                "saml" => UpstreamKind::Saml(Box::new(saml::validate(u, &public_url, |k, m| {
+                    invalid(&key(k), m)
+                })?)),
                 other => {
                     return Err(invalid(
                         &key("kind"),
-                        format!("`{other}`: the supported kind is `oidc` (SAML is being built)"),
+                        format!("`{other}`: the supported kinds are `oidc` and `saml`"),
                     ));
                 }
-            }
+            };
+            upstreams.push(UpstreamConfig {
+                id: u.id.clone(),
+                name: u.name.clone(),
+                link_by_verified_email: u.link_by_verified_email,
+                domains,
+                mfa: u.mfa,
+                trust_upstream_mfa: u.trust_upstream_mfa,
+                mfa_acr_values: u.mfa_acr_values.clone(),
+                kind,
+            });
         }
         if raw.audit.retention < Duration::from_secs(3600) {
             return Err(invalid("audit.retention", "must be at least 1h".into()));
@@ -986,6 +1016,14 @@ impl Settings {
             config_path: None,
         })
     }
+}
+
+/// https, or http on a loopback address (development and tests).
+pub(crate) fn https_or_loopback(url: &Url) -> bool {
+    let loopback = matches!(url.host(), Some(url::Host::Ipv4(ip)) if ip.is_loopback())
+        || matches!(url.host(), Some(url::Host::Ipv6(ip)) if ip.is_loopback())
+        || url.host_str() == Some("localhost");
+    url.scheme() == "https" || (url.scheme() == "http" && loopback)
 }
 
 fn rate_limits(

@@ -22,6 +22,7 @@ use crate::session::SessionManager;
 use crate::storage::{DieselStore, Store, User};
 use crate::upstream::local::{self, LOCAL_UPSTREAM_ID, LocalAccounts};
 use crate::upstream::oidc::OidcConnector;
+use crate::upstream::saml::SamlConnector;
 use crate::upstream::{Connector, Upstream, Upstreams};
 use crate::web::{self as webmod, AppState, cookies::CookieNames, csrf::Csrf, metrics::Metrics};
 
@@ -195,6 +196,16 @@ impl Application {
                     Connector::Redirect(Arc::new(OidcConnector::new(
                         &u.id,
                         cfg,
+                        Arc::clone(&deps.clock),
+                        Arc::clone(&deps.entropy),
+                    )?))
+                }
+                crate::config::UpstreamKind::Saml(cfg) => {
+                    Connector::Post(Arc::new(SamlConnector::new(
+                        &u.id,
+                        cfg,
+                        &settings.public_url,
+                        Arc::clone(&store),
                         Arc::clone(&deps.clock),
                         Arc::clone(&deps.entropy),
                     )?))

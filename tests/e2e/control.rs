@@ -9,7 +9,7 @@ use crate::per_backend_async;
 use crate::support::Backend;
 
 /// A client allowed the admin scope, and one that is not.
-const OPS_CLIENTS: &str = r#"
+pub(crate) const OPS_CLIENTS: &str = r#"
 [[clients]]
 id = "ops"
 channel = "api"
@@ -18,7 +18,7 @@ grant_types = ["client_credentials"]
 scopes = ["concierge:admin", "orders.read"]
 "#;
 
-async fn admin_token(http: &Http, scope: &str) -> String {
+pub(crate) async fn admin_token(http: &Http, scope: &str) -> String {
     let (s, v) = http
         .token(
             "ops",
@@ -30,7 +30,7 @@ async fn admin_token(http: &Http, scope: &str) -> String {
 }
 
 /// An admin API call: status, headers, JSON body.
-async fn api(
+pub(crate) async fn api(
     app: &TestApp,
     method: &str,
     path: &str,

@@ -17,3 +17,4 @@ mod mfa;
 mod oidc;
 mod sessions;
 mod upstream_oidc;
+mod upstream_saml;

@@ -13,13 +13,13 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 use super::schema::{
     audit_events, auth_codes, clients, login_failures, logout_deliveries, refresh_tokens,
-    revoked_tokens, secrets, session_clients, sessions, signing_keys, upstream_links,
-    upstream_requests, users,
+    revoked_tokens, saml_assertions, secrets, session_clients, sessions, signing_keys,
+    upstream_links, upstream_requests, upstream_sessions, users,
 };
 use super::{
     AuditQuery, AuditRecord, AuthCodeRecord, CodeUse, LoginLock, LogoutDelivery, RefreshRecord,
     Rotation, SessionKey, SessionLiveness, SessionRecord, SigningKeyRecord, StorageError, Store,
-    TokenState, UpstreamRequest, User,
+    TokenState, UpstreamRequest, UpstreamSessionRecord, User,
 };
 use crate::clock::UnixTime;
 use crate::config::DatabaseUrl;
@@ -1202,7 +1202,12 @@ impl Store for DieselStore {
             )
             .execute(c)
             .map_err(query_err)?;
-            Ok((codes + refresh + revoked + pending) as u64)
+            let assertions = diesel::delete(
+                saml_assertions::table.filter(saml_assertions::expires_at.le(now)),
+            )
+            .execute(c)
+            .map_err(query_err)?;
+            Ok((codes + refresh + revoked + pending + assertions) as u64)
         })
     }
 
@@ -1486,5 +1491,69 @@ impl Store for DieselStore {
             return_to,
             expires_at,
         }))
+    }
+
+    fn use_saml_assertion(
+        &self,
+        upstream: &str,
+        assertion_id: &str,
+        expires_at: UnixTime,
+        now: UnixTime,
+    ) -> Result<bool, StorageError> {
+        with_conn!(write self, |c| {
+            c.transaction(|c| {
+                // A record past its expiry no longer blocks (the sweeper may not have run yet).
+                diesel::delete(
+                    saml_assertions::table
+                        .find((upstream, assertion_id))
+                        .filter(saml_assertions::expires_at.le(now)),
+                )
+                .execute(c)?;
+                diesel::insert_into(saml_assertions::table)
+                    .values((
+                        saml_assertions::upstream.eq(upstream),
+                        saml_assertions::assertion_id.eq(assertion_id),
+                        saml_assertions::expires_at.eq(expires_at),
+                    ))
+                    .on_conflict_do_nothing()
+                    .execute(c)
+                    .map(|n| n == 1)
+            })
+            .map_err(query_err)
+        })
+    }
+
+    fn insert_upstream_session(&self, s: &UpstreamSessionRecord) -> Result<(), StorageError> {
+        with_conn!(write self, |c| {
+            diesel::insert_into(upstream_sessions::table)
+                .values(s)
+                .execute(c)
+                .map(|_| ())
+                .map_err(query_err)
+        })
+    }
+
+    fn upstream_session(&self, sid: &str) -> Result<Option<UpstreamSessionRecord>, StorageError> {
+        with_conn!(self, |c| {
+            upstream_sessions::table
+                .find(sid)
+                .first(c)
+                .optional()
+                .map_err(query_err)
+        })
+    }
+
+    fn upstream_sessions_by_name_id(
+        &self,
+        upstream: &str,
+        name_id: &str,
+    ) -> Result<Vec<UpstreamSessionRecord>, StorageError> {
+        with_conn!(self, |c| {
+            upstream_sessions::table
+                .filter(upstream_sessions::upstream.eq(upstream))
+                .filter(upstream_sessions::name_id.eq(name_id))
+                .load(c)
+                .map_err(query_err)
+        })
     }
 }

@@ -237,6 +237,31 @@ pub struct UpstreamRequest {
     pub expires_at: UnixTime,
 }
 
+/// What ending a session at its upstream needs (logout propagation), kept per session.
+#[derive(Clone, PartialEq, Eq, diesel::Queryable, diesel::Insertable)]
+#[diesel(table_name = schema::upstream_sessions)]
+pub struct UpstreamSessionRecord {
+    pub sid: String,
+    pub upstream: String,
+    /// OIDC: the upstream's ID token (the `id_token_hint` of RP-initiated logout).
+    pub id_token: Option<String>,
+    /// SAML: the NameID and SessionIndex of the assertion (a LogoutRequest names them).
+    pub name_id: Option<String>,
+    pub name_id_format: Option<String>,
+    pub session_index: Option<String>,
+    pub created_at: UnixTime,
+}
+
+impl std::fmt::Debug for UpstreamSessionRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamSessionRecord")
+            .field("sid", &self.sid)
+            .field("upstream", &self.upstream)
+            .field("session_index", &self.session_index)
+            .finish_non_exhaustive()
+    }
+}
+
 /// What rotating a refresh token did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rotation {
@@ -413,6 +438,26 @@ pub trait Store: MfaStore + Send + Sync + 'static {
         state_hash: &[u8; 32],
         now: UnixTime,
     ) -> Result<Option<UpstreamRequest>, StorageError>;
+
+    // SAML replay cache and upstream sessions (logout propagation).
+    /// Records that `assertion_id` from `upstream` was consumed, atomically across instances:
+    /// false if it was consumed before (and that record has not expired by `now`).
+    fn use_saml_assertion(
+        &self,
+        upstream: &str,
+        assertion_id: &str,
+        expires_at: UnixTime,
+        now: UnixTime,
+    ) -> Result<bool, StorageError>;
+    /// Stores what logging out at the upstream needs; it goes when the session does.
+    fn insert_upstream_session(&self, s: &UpstreamSessionRecord) -> Result<(), StorageError>;
+    fn upstream_session(&self, sid: &str) -> Result<Option<UpstreamSessionRecord>, StorageError>;
+    /// The sessions of `upstream` opened with this NameID (for an IdP's LogoutRequest).
+    fn upstream_sessions_by_name_id(
+        &self,
+        upstream: &str,
+        name_id: &str,
+    ) -> Result<Vec<UpstreamSessionRecord>, StorageError>;
 
     /// Returns the broker-wide secret `name`, storing `candidate` first if there is none yet;
     /// every instance thus agrees on one value.

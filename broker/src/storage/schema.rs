@@ -213,3 +213,23 @@ diesel::table! {
         updated_at -> BigInt,
     }
 }
+
+diesel::table! {
+    saml_assertions (upstream, assertion_id) {
+        upstream -> Text,
+        assertion_id -> Text,
+        expires_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    upstream_sessions (sid) {
+        sid -> Text,
+        upstream -> Text,
+        id_token -> Nullable<Text>,
+        name_id -> Nullable<Text>,
+        name_id_format -> Nullable<Text>,
+        session_index -> Nullable<Text>,
+        created_at -> BigInt,
+    }
+}

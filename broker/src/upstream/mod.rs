@@ -4,6 +4,7 @@
 
 pub mod local;
 pub mod oidc;
+pub mod saml;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -48,6 +49,10 @@ pub enum UpstreamError {
     /// The upstream's answer failed validation (signature, audience, replay ...).
     #[error("upstream response rejected: {0}")]
     Rejected(String),
+    /// Like `Rejected`, naming the check that failed with a stable code (the audit trail
+    /// records `rejected:<check>`).
+    #[error("upstream response rejected ({check}): {detail}")]
+    Invalid { check: &'static str, detail: String },
     #[error("upstream unavailable: {0}")]
     Unavailable(String),
     #[error(transparent)]
@@ -95,14 +100,11 @@ pub trait RedirectConnector: Send + Sync {
     ) -> Result<Identity, UpstreamError>;
 }
 
-/// A POST-based connector (SAML 2.0): leave by redirect, come back with a form POST to the ACS.
+/// A POST-based connector (SAML 2.0): leave by redirect, come back with a form POST to the ACS
+/// (the connector knows its own ACS URL). The pending values hold the `state` (RelayState).
 #[async_trait]
 pub trait PostConnector: Send + Sync {
-    async fn start(
-        &self,
-        acs: &Url,
-        login_hint: Option<&str>,
-    ) -> Result<UpstreamStart, UpstreamError>;
+    async fn start(&self, login_hint: Option<&str>) -> Result<UpstreamStart, UpstreamError>;
     /// `pending` is `None` for IdP-initiated logins, which a connector refuses unless configured.
     async fn handle_post(
         &self,

@@ -1,5 +1,6 @@
 //! Owns the names and attributes of the broker's cookies: `__Host-` prefix and `Secure` over
-//! https, plain names only for http on loopback; always HttpOnly, SameSite=Lax, Path=/.
+//! https, plain names only for http on loopback; always HttpOnly, Path=/, SameSite=Lax (None
+//! for the one cookie a SAML IdP's cross-site POST must carry).
 
 use actix_web::cookie::{Cookie, SameSite, time::Duration as CookieDuration};
 
@@ -32,6 +33,17 @@ impl CookieNames {
             .secure(self.secure)
             .same_site(SameSite::Lax)
             .finish()
+    }
+
+    /// Like [`Self::build`], but also sent on a cross-site POST (an IdP's form posting to the
+    /// SAML ACS): SameSite=None over https. On plain http (loopback only) browsers refuse
+    /// SameSite=None without Secure, so it stays Lax there.
+    pub fn build_cross_site(&self, name: String, value: String) -> Cookie<'static> {
+        let mut c = self.build(name, value);
+        if self.secure {
+            c.set_same_site(SameSite::None);
+        }
+        c
     }
 
     /// A cookie that deletes `name` in the browser.

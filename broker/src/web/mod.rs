@@ -139,6 +139,15 @@ pub fn routes(cfg: &mut web::ServiceConfig, max_form_bytes: usize) {
         .service(web::resource("/upstream/{id}/start").route(web::get().to(upstream::start)))
         .service(web::resource("/upstream/{id}/callback").route(web::get().to(upstream::callback)))
         .service(
+            web::resource("/upstream/{id}/saml/metadata")
+                .route(web::get().to(upstream::saml_metadata)),
+        )
+        .service(
+            web::resource("/upstream/{id}/saml/acs")
+                .app_data(web::PayloadConfig::default().limit(upstream::MAX_SAML_FORM))
+                .route(web::post().to(upstream::saml_acs)),
+        )
+        .service(
             web::resource("/.well-known/openid-configuration")
                 .route(web::get().to(oidc::discovery)),
         )

@@ -1,6 +1,6 @@
-//! Owns the HTTP side of redirect-based upstreams (OpenID Connect): leaving for the upstream
-//! with a pending login stored server-side (single use, bound to this browser by a cookie), and
-//! the callback that turns the upstream's answer into a first-party session.
+//! Owns the HTTP side of upstream logins: leaving for the upstream with a pending login stored
+//! server-side (single use, bound to this browser by a cookie), the OIDC callback and the SAML
+//! ACS that turn the upstream's answer into a first-party session, and the SAML SP metadata.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -50,6 +50,19 @@ fn connector(
     }
 }
 
+fn post_connector(
+    state: &AppState,
+    id: &str,
+) -> Result<Arc<dyn crate::upstream::PostConnector>, WebError> {
+    match state.upstreams.get(id).map(|u| &u.connector) {
+        Some(Connector::Post(c)) => Ok(Arc::clone(c)),
+        _ => Err(WebError::NotFound),
+    }
+}
+
+/// The largest form the SAML ACS accepts (a signed, possibly encrypted Response, base64).
+pub const MAX_SAML_FORM: usize = 512 * 1024;
+
 /// `GET /upstream/{id}/start`: sends the browser to the upstream.
 pub async fn start(
     state: web::Data<AppState>,
@@ -58,17 +71,19 @@ pub async fn start(
     q: web::Query<StartQuery>,
 ) -> Result<HttpResponse, WebError> {
     let id = id.into_inner();
-    let connector = connector(&state, &id)?;
     let rt = return_to(q.return_to.as_deref());
     let hint = q
         .login_hint
         .as_deref()
         .and_then(|h| crate::domain::Email::parse(h).ok());
-    let callback = callback_url(&state, &id)?;
-    let started = match connector
-        .start(&callback, hint.as_ref().map(|e| e.as_str()))
-        .await
-    {
+    let hint = hint.as_ref().map(|e| e.as_str());
+    let (started, cross_site) = match state.upstreams.get(&id).map(|u| &u.connector) {
+        Some(Connector::Redirect(c)) => (c.start(&callback_url(&state, &id)?, hint).await, false),
+        // The IdP answers with a cross-site POST: the binding cookie must travel with it.
+        Some(Connector::Post(c)) => (c.start(hint).await, true),
+        _ => return Err(WebError::NotFound),
+    };
+    let started = match started {
         Ok(s) => s,
         Err(e) => return upstream_failed(&state, &req, rt.as_ref(), &id, e).await,
     };
@@ -95,9 +110,56 @@ pub async fn start(
             started.redirect_to.to_string(),
         ))
         .finish();
-    res.add_cookie(&state.cookies.build(state.cookies.upstream.clone(), binding))
-        .map_err(WebError::internal)?;
+    let cookie = if cross_site {
+        state
+            .cookies
+            .build_cross_site(state.cookies.upstream.clone(), binding)
+    } else {
+        state.cookies.build(state.cookies.upstream.clone(), binding)
+    };
+    res.add_cookie(&cookie).map_err(WebError::internal)?;
     Ok(res)
+}
+
+/// The pending login behind `state_value`: taken (single use), unexpired, for upstream `id`
+/// and for this browser.
+async fn take_pending(
+    state: &web::Data<AppState>,
+    req: &HttpRequest,
+    id: &str,
+    state_value: &str,
+) -> Result<Option<(Option<ReturnTo>, PendingUpstream)>, WebError> {
+    let store = Arc::clone(&state.store);
+    let now = state.clock.now();
+    let hash: [u8; 32] = Sha256::digest(state_value.as_bytes()).into();
+    let pending = web::block(move || store.take_upstream_request(&hash, now)).await??;
+    let binding = req
+        .cookie(&state.cookies.upstream)
+        .map(|c| -> [u8; 32] { Sha256::digest(c.value().as_bytes()).into() });
+    let Some(pending) = pending.filter(|p| p.upstream == id && Some(p.binding_hash) == binding)
+    else {
+        return Ok(None);
+    };
+    let values: BTreeMap<String, String> =
+        serde_json::from_str(&pending.pending).map_err(WebError::internal)?;
+    Ok(Some((
+        return_to(Some(&pending.return_to)),
+        PendingUpstream { values },
+    )))
+}
+
+/// The page for an answer that matches no pending login of this browser.
+async fn expired(state: &web::Data<AppState>, req: &HttpRequest) -> Result<HttpResponse, WebError> {
+    login_page_linking(
+        state,
+        req,
+        StatusCode::BAD_REQUEST,
+        None,
+        "",
+        Some("error_upstream_expired"),
+        None,
+    )
+    .await
 }
 
 /// `GET /upstream/{id}/callback`: the upstream's answer.
@@ -110,44 +172,73 @@ pub async fn callback(
     let id = id.into_inner();
     let connector = connector(&state, &id)?;
     let query = q.into_inner();
-    let expired = || async {
-        super::login::login_page_linking(
-            &state,
-            &req,
-            StatusCode::BAD_REQUEST,
-            None,
-            "",
-            Some("error_upstream_expired"),
-            None,
-        )
-        .await
-    };
-    // The pending login: by its state, once, unexpired, for this upstream and this browser.
     let Some(state_value) = query.get("state").cloned() else {
-        return expired().await;
+        return expired(&state, &req).await;
     };
-    let store = Arc::clone(&state.store);
-    let now = state.clock.now();
-    let hash: [u8; 32] = Sha256::digest(state_value.as_bytes()).into();
-    let pending = web::block(move || store.take_upstream_request(&hash, now)).await??;
-    let binding = req
-        .cookie(&state.cookies.upstream)
-        .map(|c| -> [u8; 32] { Sha256::digest(c.value().as_bytes()).into() });
-    let Some(pending) = pending.filter(|p| p.upstream == id && Some(p.binding_hash) == binding)
-    else {
-        return expired().await;
+    let Some((rt, pending)) = take_pending(&state, &req, &id, &state_value).await? else {
+        return expired(&state, &req).await;
     };
-    let rt = return_to(Some(&pending.return_to));
-    let values: BTreeMap<String, String> =
-        serde_json::from_str(&pending.pending).map_err(WebError::internal)?;
     let callback = callback_url(&state, &id)?;
-    let identity = match connector
-        .callback(&callback, &PendingUpstream { values }, &query)
+    match connector.callback(&callback, &pending, &query).await {
+        Ok(identity) => finish(&state, &req, rt.as_ref(), &id, identity).await,
+        Err(e) => upstream_failed(&state, &req, rt.as_ref(), &id, e).await,
+    }
+}
+
+/// `POST /upstream/{id}/saml/acs`: the IdP's Response (HTTP-POST binding).
+pub async fn saml_acs(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, WebError> {
+    let id = id.into_inner();
+    let connector = post_connector(&state, &id)?;
+    if !super::form::well_formed(&body) {
+        return Err(WebError::BadRequest);
+    }
+    let form: BTreeMap<String, String> =
+        serde_urlencoded::from_bytes(&body).map_err(|_| WebError::BadRequest)?;
+    // RelayState names this browser's pending login; without one the response is unsolicited
+    // (IdP-initiated), which the connector refuses unless configured.
+    let pending = match form.get("RelayState").filter(|s| !s.is_empty()) {
+        Some(rs) => match take_pending(&state, &req, &id, rs).await? {
+            Some(p) => Some(p),
+            None => return expired(&state, &req).await,
+        },
+        None => None,
+    };
+    let rt = pending.as_ref().and_then(|(rt, _)| rt.clone());
+    match connector
+        .handle_post(pending.as_ref().map(|(_, p)| p), &form)
         .await
     {
-        Ok(i) => i,
-        Err(e) => return upstream_failed(&state, &req, rt.as_ref(), &id, e).await,
-    };
+        Ok(identity) => finish(&state, &req, rt.as_ref(), &id, identity).await,
+        Err(e) => upstream_failed(&state, &req, rt.as_ref(), &id, e).await,
+    }
+}
+
+/// `GET /upstream/{id}/saml/metadata`: the SP metadata for the IdP's administrator.
+pub async fn saml_metadata(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, WebError> {
+    let connector = post_connector(&state, &id)?;
+    let xml = connector.metadata().map_err(WebError::internal)?;
+    Ok(HttpResponse::Ok()
+        .content_type("application/samlmetadata+xml")
+        .insert_header((actix_web::http::header::CACHE_CONTROL, "max-age=3600"))
+        .body(xml))
+}
+
+/// An identity the upstream vouched for becomes a session (or the linking page).
+async fn finish(
+    state: &web::Data<AppState>,
+    req: &HttpRequest,
+    rt: Option<&ReturnTo>,
+    id: &str,
+    identity: crate::upstream::Identity,
+) -> Result<HttpResponse, WebError> {
     let link_by_email = state
         .settings
         .upstreams
@@ -182,17 +273,17 @@ pub async fn callback(
     })
     .await?;
     let mut res = match mapped {
-        Ok(who) => super::mfa::after_first_factor(&state, &req, rt.as_ref(), who).await?,
+        Ok(who) => super::mfa::after_first_factor(state, req, rt, who).await?,
         Err(e) => {
             if let FlowError::LinkRequired { .. } | FlowError::NoEmail = &e {
                 state.provider.audit.record(
                     Event::new(EventKind::LoginFailed)
-                        .upstream(id.as_str())
-                        .ip(super::client_ip(&req, &state))
+                        .upstream(id)
+                        .ip(super::client_ip(req, state))
                         .reason("upstream_account_not_linked"),
                 );
             }
-            signed_in(&state, &req, rt.as_ref(), Err(e)).await?
+            signed_in(state, req, rt, Err(e)).await?
         }
     };
     res.add_cookie(&state.cookies.removal(state.cookies.upstream.clone()))
@@ -221,6 +312,11 @@ async fn upstream_failed(
             "unavailable".to_owned(),
         ),
         UpstreamError::Storage(_) => return Err(WebError::internal(e)),
+        UpstreamError::Invalid { check, .. } => (
+            "error_upstream_failed",
+            StatusCode::BAD_REQUEST,
+            format!("rejected:{check}"),
+        ),
         _ => (
             "error_upstream_failed",
             StatusCode::BAD_REQUEST,

@@ -1,0 +1,2 @@
+DROP TABLE upstream_sessions;
+DROP TABLE saml_assertions;

@@ -1,0 +1,666 @@
+//! Hostile SAML responses: the test plays the IdP (keys generated here with openssl, documents
+//! signed with xmlsec through samael), starts a real login at the broker and posts a forged or
+//! wrong Response to the ACS. Each is refused with a clear page, no session and no user; the
+//! same IdP's honest responses (assertion signed, response signed, encrypted) sign in, so every
+//! refusal can fail.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use openssl::asn1::Asn1Time;
+use openssl::hash::MessageDigest;
+use openssl::pkey::{PKey, Private};
+use openssl::rsa::{Padding, Rsa};
+use openssl::x509::{X509, X509NameBuilder};
+use samael::crypto::{Crypto, CryptoProvider};
+
+use concierge::storage::Store;
+
+use crate::control::{OPS_CLIENTS, admin_token, api};
+use crate::helpers::{Browser, START, TestApp, spawn_provider_with};
+use crate::per_backend_async;
+use crate::support::Backend;
+
+const IDP: &str = "https://idp.test/saml";
+const SSO: &str = "https://idp.test/sso";
+const SAML_NS: &str = "urn:oasis:names:tc:SAML:2.0:assertion";
+
+struct KeyPair {
+    key: PKey<Private>,
+    cert_pem: String,
+    cert_b64: String,
+}
+
+fn key_pair(cn: &str) -> KeyPair {
+    let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+    let mut name = X509NameBuilder::new().unwrap();
+    name.append_entry_by_text("CN", cn).unwrap();
+    let name = name.build();
+    let mut b = X509::builder().unwrap();
+    b.set_version(2).unwrap();
+    b.set_subject_name(&name).unwrap();
+    b.set_issuer_name(&name).unwrap();
+    b.set_pubkey(&key).unwrap();
+    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    b.set_not_after(&Asn1Time::days_from_now(365).unwrap())
+        .unwrap();
+    b.sign(&key, MessageDigest::sha256()).unwrap();
+    let cert = b.build();
+    KeyPair {
+        cert_pem: String::from_utf8(cert.to_pem().unwrap()).unwrap(),
+        cert_b64: STANDARD.encode(cert.to_der().unwrap()),
+        key,
+    }
+}
+
+fn idp_metadata(cert_b64: &str) -> String {
+    format!(
+        r#"<md:EntityDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata" xmlns:ds="http://www.w3.org/2000/09/xmldsig#" entityID="{IDP}"><md:IDPSSODescriptor protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol"><md:KeyDescriptor use="signing"><ds:KeyInfo><ds:X509Data><ds:X509Certificate>{cert_b64}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor><md:SingleSignOnService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect" Location="{SSO}"/></md:IDPSSODescriptor></md:EntityDescriptor>"#
+    )
+}
+
+fn instant(t: i64) -> String {
+    chrono::DateTime::<chrono::Utc>::from_timestamp(t, 0)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn signature_template(id: &str) -> String {
+    format!(
+        r##"<ds:Signature xmlns:ds="http://www.w3.org/2000/09/xmldsig#"><ds:SignedInfo><ds:CanonicalizationMethod Algorithm="http://www.w3.org/2001/10/xml-exc-c14n#"/><ds:SignatureMethod Algorithm="http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"/><ds:Reference URI="#{id}"><ds:Transforms><ds:Transform Algorithm="http://www.w3.org/2000/09/xmldsig#enveloped-signature"/><ds:Transform Algorithm="http://www.w3.org/2001/10/xml-exc-c14n#"/></ds:Transforms><ds:DigestMethod Algorithm="http://www.w3.org/2001/04/xmlenc#sha256"/><ds:DigestValue></ds:DigestValue></ds:Reference></ds:SignedInfo><ds:SignatureValue></ds:SignatureValue></ds:Signature>"##
+    )
+}
+
+/// Signs the first signature template of `xml` (xmlsec, through samael).
+fn sign(xml: &str, key: &PKey<Private>) -> String {
+    let signed = Crypto::sign_xml(xml, &key.private_key_to_der().unwrap()).unwrap();
+    // Drop the XML declaration libxml2 adds, so the document can be embedded.
+    match signed.strip_prefix("<?xml version=\"1.0\"?>\n") {
+        Some(rest) => rest.trim_end().to_owned(),
+        None => signed.trim_end().to_owned(),
+    }
+}
+
+/// The fields of one assertion; `good()` is what an honest IdP sends for a request.
+#[derive(Clone)]
+struct Assertion {
+    id: String,
+    issuer: String,
+    issued: i64,
+    name_id: String,
+    audience: String,
+    recipient: String,
+    in_response_to: Option<String>,
+    not_before: i64,
+    not_on_or_after: i64,
+    email: String,
+}
+
+impl Assertion {
+    fn xml(&self, template: bool) -> String {
+        let irt = self
+            .in_response_to
+            .as_ref()
+            .map(|r| format!(" InResponseTo=\"{r}\""))
+            .unwrap_or_default();
+        let sig = if template {
+            signature_template(&self.id)
+        } else {
+            String::new()
+        };
+        format!(
+            concat!(
+                r#"<saml:Assertion xmlns:saml="{ns}" ID="{id}" Version="2.0" IssueInstant="{issued}">"#,
+                r#"<saml:Issuer>{issuer}</saml:Issuer>{sig}"#,
+                r#"<saml:Subject><saml:NameID Format="urn:oasis:names:tc:SAML:2.0:nameid-format:persistent">{name_id}</saml:NameID>"#,
+                r#"<saml:SubjectConfirmation Method="urn:oasis:names:tc:SAML:2.0:cm:bearer">"#,
+                r#"<saml:SubjectConfirmationData NotOnOrAfter="{nooa}" Recipient="{recipient}"{irt}/></saml:SubjectConfirmation></saml:Subject>"#,
+                r#"<saml:Conditions NotBefore="{nb}" NotOnOrAfter="{nooa}"><saml:AudienceRestriction><saml:Audience>{audience}</saml:Audience></saml:AudienceRestriction></saml:Conditions>"#,
+                r#"<saml:AuthnStatement AuthnInstant="{issued}" SessionIndex="s-{id}"><saml:AuthnContext><saml:AuthnContextClassRef>urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTransport</saml:AuthnContextClassRef></saml:AuthnContext></saml:AuthnStatement>"#,
+                r#"<saml:AttributeStatement><saml:Attribute Name="urn:oid:0.9.2342.19200300.100.1.3" FriendlyName="mail"><saml:AttributeValue>{email}</saml:AttributeValue></saml:Attribute>"#,
+                r#"<saml:Attribute Name="displayName"><saml:AttributeValue>Saml User</saml:AttributeValue></saml:Attribute></saml:AttributeStatement>"#,
+                r#"</saml:Assertion>"#
+            ),
+            ns = SAML_NS,
+            id = self.id,
+            issued = instant(self.issued),
+            issuer = self.issuer,
+            sig = sig,
+            name_id = self.name_id,
+            nooa = instant(self.not_on_or_after),
+            recipient = self.recipient,
+            irt = irt,
+            nb = instant(self.not_before),
+            audience = self.audience,
+            email = self.email,
+        )
+    }
+
+    fn signed(&self, key: &PKey<Private>) -> String {
+        sign(&self.xml(true), key)
+    }
+}
+
+fn response(
+    id: &str,
+    destination: &str,
+    in_response_to: Option<&str>,
+    inner: &str,
+    template: bool,
+) -> String {
+    let irt = in_response_to
+        .map(|r| format!(" InResponseTo=\"{r}\""))
+        .unwrap_or_default();
+    let sig = if template {
+        signature_template(id)
+    } else {
+        String::new()
+    };
+    format!(
+        concat!(
+            r#"<samlp:Response xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" xmlns:saml="{ns}" ID="{id}" Version="2.0" IssueInstant="{now}" Destination="{dest}"{irt}>"#,
+            r#"<saml:Issuer>{idp}</saml:Issuer>{sig}<samlp:Status><samlp:StatusCode Value="urn:oasis:names:tc:SAML:2.0:status:Success"/></samlp:Status>{inner}</samlp:Response>"#
+        ),
+        ns = SAML_NS,
+        id = id,
+        now = instant(START),
+        dest = destination,
+        irt = irt,
+        idp = IDP,
+        sig = sig,
+        inner = inner,
+    )
+}
+
+/// An EncryptedAssertion of `assertion` for the SP's key (AES-128-CBC, RSA-OAEP).
+fn encrypt(assertion: &str, sp: &PKey<Private>) -> String {
+    let mut cek = [0u8; 16];
+    let mut iv = [0u8; 16];
+    openssl::rand::rand_bytes(&mut cek).unwrap();
+    openssl::rand::rand_bytes(&mut iv).unwrap();
+    let ct = openssl::symm::encrypt(
+        openssl::symm::Cipher::aes_128_cbc(),
+        &cek,
+        Some(&iv),
+        assertion.as_bytes(),
+    )
+    .unwrap();
+    let rsa = sp.rsa().unwrap();
+    let mut wrapped = vec![0u8; rsa.size() as usize];
+    let n = rsa
+        .public_encrypt(&cek, &mut wrapped, Padding::PKCS1_OAEP)
+        .unwrap();
+    wrapped.truncate(n);
+    let data = [iv.as_slice(), ct.as_slice()].concat();
+    format!(
+        concat!(
+            r#"<saml:EncryptedAssertion><xenc:EncryptedData xmlns:xenc="http://www.w3.org/2001/04/xmlenc#" Type="http://www.w3.org/2001/04/xmlenc#Element">"#,
+            r#"<xenc:EncryptionMethod Algorithm="http://www.w3.org/2001/04/xmlenc#aes128-cbc"/>"#,
+            r#"<ds:KeyInfo xmlns:ds="http://www.w3.org/2000/09/xmldsig#"><xenc:EncryptedKey><xenc:EncryptionMethod Algorithm="http://www.w3.org/2001/04/xmlenc#rsa-oaep-mgf1p"/>"#,
+            r#"<xenc:CipherData><xenc:CipherValue>{k}</xenc:CipherValue></xenc:CipherData></xenc:EncryptedKey></ds:KeyInfo>"#,
+            r#"<xenc:CipherData><xenc:CipherValue>{d}</xenc:CipherValue></xenc:CipherData></xenc:EncryptedData></saml:EncryptedAssertion>"#
+        ),
+        k = STANDARD.encode(&wrapped),
+        d = STANDARD.encode(&data),
+    )
+}
+
+/// A login started at the broker: the AuthnRequest's ID and the RelayState.
+struct Started {
+    request_id: String,
+    relay_state: String,
+}
+
+fn query_param(location: &str, name: &str) -> Option<String> {
+    url::Url::parse(location)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+async fn start_login(br: &mut Browser, upstream: &str) -> Started {
+    let res = br.get(&format!("/upstream/{upstream}/start")).await;
+    assert_eq!(res.status, 303, "{}", res.body);
+    let to = res.location.unwrap();
+    assert!(to.starts_with(&format!("{SSO}?SAMLRequest=")), "{to}");
+    let request =
+        concierge::upstream::saml::crypto::inflate_b64(&query_param(&to, "SAMLRequest").unwrap())
+            .unwrap();
+    let id_at = request.find(" ID=\"").unwrap() + 5;
+    let request_id = request[id_at..id_at + request[id_at..].find('"').unwrap()].to_owned();
+    assert!(request.contains("<samlp:AuthnRequest"), "{request}");
+    Started {
+        request_id,
+        relay_state: query_param(&to, "RelayState").unwrap(),
+    }
+}
+
+async fn post_response(
+    br: &mut Browser,
+    upstream: &str,
+    xml: &str,
+    relay_state: Option<&str>,
+) -> crate::helpers::Page {
+    let encoded = STANDARD.encode(xml.as_bytes());
+    let mut fields = vec![("SAMLResponse", encoded.as_str())];
+    if let Some(rs) = relay_state {
+        fields.push(("RelayState", rs));
+    }
+    br.post_form(&format!("/upstream/{upstream}/saml/acs"), &fields)
+        .await
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Case {
+    /// Controls: an honest IdP.
+    AssertionSigned,
+    ResponseSigned,
+    Encrypted,
+    /// Hostile.
+    Unsigned,
+    SignatureStripped,
+    WrapBefore,
+    WrapAfter,
+    WrapInsideSignature,
+    WrapSignedInsideEvil,
+    WrongAudience,
+    WrongDestination,
+    WrongRecipient,
+    Expired,
+    NotYetValid,
+    OtherRequest,
+    OtherKey,
+    CommentInNameId,
+    EntityExpansion,
+}
+
+struct Fixture {
+    app: TestApp,
+    idp: KeyPair,
+    other: KeyPair,
+    sp_enc: KeyPair,
+    acs: String,
+    audience: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn fixture(b: Backend) -> Option<Fixture> {
+    let idp = key_pair("idp");
+    let other = key_pair("attacker");
+    let sp_enc = key_pair("sp-encryption");
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    };
+    let metadata = write("idp.xml", &idp_metadata(&idp.cert_b64));
+    let key_pem = String::from_utf8(sp_enc.key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+    let dec_key = write("sp-enc.key", &key_pem);
+    let dec_cert = write("sp-enc.crt", &sp_enc.cert_pem);
+    let extra = format!(
+        concat!(
+            "[[upstreams]]\nid = \"evil\"\nkind = \"saml\"\nmetadata_file = {m:?}\n",
+            "decryption_key_file = {k:?}\ndecryption_cert_file = {c:?}\nlink_by_verified_email = true\n",
+            "[[upstreams]]\nid = \"idpinit\"\nkind = \"saml\"\nmetadata_file = {m:?}\nallow_idp_initiated = true\n"
+        ),
+        m = metadata,
+        k = dec_key,
+        c = dec_cert,
+    );
+    // The ACS URL is part of what is validated: the broker must know its real address.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let bind = format!("127.0.0.1:{port}");
+    let app = spawn_provider_with(
+        b,
+        &[("CONCIERGE__SERVER__BIND", &bind)],
+        &format!("{OPS_CLIENTS}\n{extra}"),
+    )
+    .await?;
+    let acs = format!("{}/upstream/evil/saml/acs", app.base);
+    let audience = format!("{}/upstream/evil/saml/metadata", app.base);
+    Some(Fixture {
+        app,
+        idp,
+        other,
+        sp_enc,
+        acs,
+        audience,
+        _dir: dir,
+    })
+}
+
+impl Fixture {
+    fn good(&self, n: usize, request_id: &str) -> Assertion {
+        Assertion {
+            id: format!("_a{n}"),
+            issuer: IDP.into(),
+            issued: START,
+            name_id: format!("saml-user-{n}"),
+            audience: self.audience.clone(),
+            recipient: self.acs.clone(),
+            in_response_to: Some(request_id.to_owned()),
+            not_before: START - 30,
+            not_on_or_after: START + 300,
+            email: format!("user{n}@saml.example"),
+        }
+    }
+
+    /// The Response for `case`, answering `request_id` (and `other_request` for the case that
+    /// answers someone else's).
+    fn forge(&self, case: Case, n: usize, request_id: &str, other_request: &str) -> String {
+        let mut a = self.good(n, request_id);
+        let evil = Assertion {
+            id: format!("_evil{n}"),
+            name_id: "admin".into(),
+            email: "victim@example.com".into(),
+            ..a.clone()
+        };
+        let rid = format!("_r{n}");
+        let dest = self.acs.clone();
+        let plain = |inner: &str| response(&rid, &dest, Some(request_id), inner, false);
+        match case {
+            Case::AssertionSigned => plain(&a.signed(&self.idp.key)),
+            Case::ResponseSigned => sign(
+                &response(&rid, &dest, Some(request_id), &a.xml(false), true),
+                &self.idp.key,
+            ),
+            Case::Encrypted => plain(&encrypt(&a.signed(&self.idp.key), &self.sp_enc.key)),
+            Case::Unsigned => plain(&a.xml(false)),
+            Case::SignatureStripped => {
+                let s = a.signed(&self.idp.key);
+                let (from, to) = (
+                    s.find("<ds:Signature").unwrap(),
+                    s.find("</ds:Signature>").unwrap(),
+                );
+                plain(&format!(
+                    "{}{}",
+                    &s[..from],
+                    &s[to + "</ds:Signature>".len()..]
+                ))
+            }
+            Case::WrapBefore => plain(&format!("{}{}", evil.xml(false), a.signed(&self.idp.key))),
+            Case::WrapAfter => plain(&format!("{}{}", a.signed(&self.idp.key), evil.xml(false))),
+            Case::WrapInsideSignature => {
+                // Inside the signature: the enveloped-signature transform leaves it uncovered.
+                let s = a.signed(&self.idp.key);
+                let at = s.find("</ds:Signature>").unwrap();
+                plain(&format!(
+                    "{}<ds:Object>{}</ds:Object>{}",
+                    &s[..at],
+                    evil.xml(false),
+                    &s[at..]
+                ))
+            }
+            Case::WrapSignedInsideEvil => {
+                // The signed assertion hidden in the evil one's Advice.
+                let e = evil.xml(false);
+                let at = e.find("<saml:AttributeStatement>").unwrap();
+                plain(&format!(
+                    "{}<saml:Advice>{}</saml:Advice>{}",
+                    &e[..at],
+                    a.signed(&self.idp.key),
+                    &e[at..]
+                ))
+            }
+            Case::WrongAudience => {
+                a.audience = "https://someone-else.example/sp".into();
+                plain(&a.signed(&self.idp.key))
+            }
+            Case::WrongDestination => response(
+                &rid,
+                "https://someone-else.example/acs",
+                Some(request_id),
+                &a.signed(&self.idp.key),
+                false,
+            ),
+            Case::WrongRecipient => {
+                a.recipient = "https://someone-else.example/acs".into();
+                plain(&a.signed(&self.idp.key))
+            }
+            Case::Expired => {
+                a.issued = START - 400;
+                a.not_before = START - 400;
+                a.not_on_or_after = START - 61;
+                plain(&a.signed(&self.idp.key))
+            }
+            Case::NotYetValid => {
+                a.not_before = START + 120;
+                plain(&a.signed(&self.idp.key))
+            }
+            Case::OtherRequest => {
+                a.in_response_to = Some(other_request.to_owned());
+                response(
+                    &rid,
+                    &dest,
+                    Some(other_request),
+                    &a.signed(&self.idp.key),
+                    false,
+                )
+            }
+            Case::OtherKey => plain(&a.signed(&self.other.key)),
+            Case::CommentInNameId => {
+                // The IdP signed `user@evil.com.example.com`; a comment splits the text node.
+                a.name_id = "user@evil.com.example.com".into();
+                let s = a.signed(&self.idp.key);
+                plain(&s.replace(
+                    ">user@evil.com.example.com<",
+                    ">user@evil.com<!---->.example.com<",
+                ))
+            }
+            Case::EntityExpansion => {
+                let mut s = plain(&a.signed(&self.idp.key));
+                s = s.replacen(
+                    "<samlp:Response",
+                    "<!DOCTYPE samlp:Response [<!ENTITY l0 \"lol\"><!ENTITY l1 \"&l0;&l0;&l0;&l0;&l0;&l0;&l0;&l0;\"><!ENTITY l2 \"&l1;&l1;&l1;&l1;&l1;&l1;&l1;&l1;\">]><samlp:Response",
+                    1,
+                );
+                s.replace("<saml:Issuer>", "<saml:Issuer>&l2;")
+            }
+        }
+    }
+}
+
+impl Case {
+    /// The check that must refuse it (the audit reason `rejected:<check>`).
+    fn check(self) -> &'static str {
+        match self {
+            Case::Unsigned | Case::SignatureStripped => "unsigned",
+            Case::WrapBefore
+            | Case::WrapAfter
+            | Case::WrapInsideSignature
+            | Case::WrapSignedInsideEvil => "wrapping",
+            Case::WrongAudience => "audience",
+            Case::WrongDestination => "destination",
+            Case::WrongRecipient => "recipient",
+            Case::Expired => "expired",
+            Case::NotYetValid => "not_yet_valid",
+            Case::OtherRequest => "in_response_to",
+            Case::OtherKey => "signature",
+            Case::CommentInNameId => "comment",
+            Case::EntityExpansion => "dtd",
+            Case::AssertionSigned | Case::ResponseSigned | Case::Encrypted => "",
+        }
+    }
+}
+
+/// The reasons of the `login_failed` audit events, oldest first.
+async fn failure_reasons(app: &TestApp) -> Vec<String> {
+    let http = crate::oidc::Http::new(app);
+    let admin = admin_token(&http, "concierge:admin").await;
+    let (s, _, v) = api(
+        app,
+        "GET",
+        "/admin/v1/audit?kind=login_failed&limit=100",
+        Some(&admin),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .map(|e| e["reason"].as_str().unwrap_or("").to_owned())
+        .collect()
+}
+
+async fn hostile_saml_responses_are_refused(b: Backend) {
+    let Some(f) = fixture(b).await else {
+        return;
+    };
+    let app = &f.app;
+    let victim = concierge::domain::Email::parse("victim@example.com").unwrap();
+    let mut expected = Vec::new();
+    let all = [
+        Case::Unsigned,
+        Case::SignatureStripped,
+        Case::WrapBefore,
+        Case::WrapAfter,
+        Case::WrapInsideSignature,
+        Case::WrapSignedInsideEvil,
+        Case::WrongAudience,
+        Case::WrongDestination,
+        Case::WrongRecipient,
+        Case::Expired,
+        Case::NotYetValid,
+        Case::OtherRequest,
+        Case::OtherKey,
+        Case::CommentInNameId,
+        Case::EntityExpansion,
+        Case::AssertionSigned,
+        Case::ResponseSigned,
+        Case::Encrypted,
+    ];
+    for (n, case) in all.into_iter().enumerate() {
+        let mut br = Browser::new(app);
+        let started = start_login(&mut br, "evil").await;
+        // Another browser's login, for the response that answers it instead.
+        let other = start_login(&mut Browser::new(app), "evil").await;
+        let xml = f.forge(case, n, &started.request_id, &other.request_id);
+        let res = post_response(&mut br, "evil", &xml, Some(&started.relay_state)).await;
+        let control = matches!(
+            case,
+            Case::AssertionSigned | Case::ResponseSigned | Case::Encrypted
+        );
+        if control {
+            assert_eq!(res.status, 303, "{case:?} signs in: {}", res.body);
+            assert!(br.session_cookie().is_some(), "{case:?}");
+            let email = concierge::domain::Email::parse(&format!("user{n}@saml.example")).unwrap();
+            let user = app
+                .store
+                .user_by_email(&email)
+                .unwrap()
+                .expect("user created");
+            assert_eq!(user.name, "Saml User");
+            assert_eq!(
+                app.store
+                    .upstream_link("evil", &format!("saml-user-{n}"))
+                    .unwrap(),
+                Some(user.id),
+                "{case:?}: linked by NameID"
+            );
+            // The same response again, in a fresh login: the pending request is single use and
+            // the assertion answers another request.
+            let mut again = Browser::new(app);
+            start_login(&mut again, "evil").await;
+            let replay = post_response(&mut again, "evil", &xml, Some(&started.relay_state)).await;
+            assert_eq!(replay.status, 400, "{case:?} replayed");
+            assert!(again.session_cookie().is_none());
+        } else {
+            expected.push(format!("rejected:{}", case.check()));
+            assert_eq!(res.status, 400, "{case:?}: {}", res.body);
+            assert!(res.body.contains("login-error"), "{case:?}: a clear page");
+            assert!(
+                !res.body.contains("ds:Signature") && !res.body.contains("xmlsec"),
+                "{case:?}: no internals"
+            );
+            assert!(br.session_cookie().is_none(), "{case:?}: no session");
+            assert!(
+                app.store.user_by_email(&victim).unwrap().is_none(),
+                "{case:?}: no user"
+            );
+            for subject in ["admin", "user@evil.com"] {
+                assert!(
+                    app.store.upstream_link("evil", subject).unwrap().is_none(),
+                    "{case:?}: nothing linked to {subject}"
+                );
+            }
+        }
+    }
+    // Every refusal is in the audit trail, each by the check that was meant to refuse it.
+    assert_eq!(failure_reasons(app).await, expected);
+}
+
+async fn assertions_are_single_use_and_unsolicited_responses_need_opt_in(b: Backend) {
+    let Some(f) = fixture(b).await else {
+        return;
+    };
+    let app = &f.app;
+    let acs = format!("{}/upstream/idpinit/saml/acs", app.base);
+    let audience = format!("{}/upstream/idpinit/saml/metadata", app.base);
+    let a = Assertion {
+        in_response_to: None,
+        recipient: acs.clone(),
+        audience,
+        ..f.good(1, "")
+    };
+    let xml = response("_r1", &acs, None, &a.signed(&f.idp.key), false);
+    // Unsolicited, where IdP-initiated login is on: signs in once.
+    let mut first = Browser::new(app);
+    let res = post_response(&mut first, "idpinit", &xml, None).await;
+    assert_eq!(res.status, 303, "{}", res.body);
+    assert!(first.session_cookie().is_some());
+    // The same assertion again: refused by the replay cache, whatever the browser.
+    let mut second = Browser::new(app);
+    let res = post_response(&mut second, "idpinit", &xml, None).await;
+    assert_eq!(res.status, 400, "{}", res.body);
+    assert!(res.body.contains("login-error"));
+    assert!(second.session_cookie().is_none());
+    assert_eq!(failure_reasons(app).await, ["rejected:replayed"]);
+    // Still refused much later, after the sweeper has run... and the time checks refuse it too.
+    app.clock.advance(3600);
+    let res = post_response(&mut Browser::new(app), "idpinit", &xml, None).await;
+    assert_eq!(res.status, 400);
+
+    // Where IdP-initiated login is off (the default), an unsolicited response is refused.
+    app.clock.set(START);
+    let evil_acs = f.acs.clone();
+    let b2 = Assertion {
+        in_response_to: None,
+        ..f.good(2, "")
+    };
+    let xml = response("_r2", &evil_acs, None, &b2.signed(&f.idp.key), false);
+    let mut br = Browser::new(app);
+    let res = post_response(&mut br, "evil", &xml, None).await;
+    assert_eq!(res.status, 400, "{}", res.body);
+    assert!(br.session_cookie().is_none());
+    assert_eq!(
+        failure_reasons(app).await.last().map(String::as_str),
+        Some("rejected:unsolicited")
+    );
+
+    // SP metadata: entity ID, ACS, and the encryption certificate.
+    let md = Browser::new(app).get("/upstream/evil/saml/metadata").await;
+    assert_eq!(md.status, 200);
+    assert!(md.body.contains(&format!("entityID=\"{}\"", f.audience)));
+    assert!(md.body.contains(&format!("Location=\"{}\"", f.acs)));
+    assert!(md.body.contains(&f.sp_enc.cert_b64[..40]));
+    assert_eq!(
+        Browser::new(app)
+            .get("/upstream/nope/saml/metadata")
+            .await
+            .status,
+        404
+    );
+}
+
+per_backend_async!(
+    hostile_saml_responses_are_refused,
+    assertions_are_single_use_and_unsolicited_responses_need_opt_in,
+);
