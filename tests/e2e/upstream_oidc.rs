@@ -362,7 +362,88 @@ async fn home_realm_discovery_routes_by_domain_and_hints(b: Backend) {
     );
 }
 
+/// The query parameters of a redirect.
+fn params(location: &str) -> std::collections::BTreeMap<String, String> {
+    url::Url::parse(location)
+        .unwrap()
+        .query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+async fn upstream_errors_go_back_to_the_app(b: Backend) {
+    let op = start_fake_op().await;
+    // `down` is an upstream nobody answers for.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let extra = format!(
+        concat!(
+            "[[upstreams]]\nid = \"corp\"\nkind = \"oidc\"\nissuer = \"{}\"\nclient_id = \"concierge\"\nclient_secret = \"s3cret\"\n",
+            "[[upstreams]]\nid = \"down\"\nkind = \"oidc\"\nissuer = \"http://127.0.0.1:{}\"\nclient_id = \"concierge\"\nclient_secret = \"s3cret\"\n"
+        ),
+        op.issuer, dead_port
+    );
+    let Some(app) = spawn_provider_with(b, &[], &extra).await else {
+        return;
+    };
+    let authorize = |idp: &str| {
+        format!(
+            "/authorize?response_type=code&client_id=webapp&redirect_uri=https%3A%2F%2Fwebapp.example%2Fcb&scope=openid&state=st-{idp}&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256&idp_hint={idp}"
+        )
+    };
+    // The user says no at the upstream: the app gets access_denied with its state and iss.
+    let mut br = Browser::new(&app);
+    let login = br.get(&authorize("corp")).await.location.unwrap();
+    let start = br.get(&login).await.location.unwrap();
+    let to = br.get(&start).await.location.unwrap();
+    let back = br
+        .get(&format!(
+            "/upstream/corp/callback?error=access_denied&error_description=no&state={}",
+            param(&to, "state")
+        ))
+        .await;
+    assert_eq!(back.status, 302, "{}", back.body);
+    let at = back.location.unwrap();
+    assert!(at.starts_with("https://webapp.example/cb?"), "{at}");
+    let p = params(&at);
+    assert_eq!(p["error"], "access_denied");
+    assert_eq!(p["state"], "st-corp");
+    let discovery: serde_json::Value =
+        serde_json::from_str(&br.get("/.well-known/openid-configuration").await.body).unwrap();
+    assert_eq!(p["iss"], discovery["issuer"].as_str().unwrap());
+    assert!(!p.contains_key("code"));
+    assert!(br.session_cookie().is_none());
+
+    // An upstream error that is the broker's setup (invalid_scope) is a server_error.
+    let to = br.get(&start).await.location.unwrap();
+    let back = br
+        .get(&format!(
+            "/upstream/corp/callback?error=invalid_scope&state={}",
+            param(&to, "state")
+        ))
+        .await;
+    assert_eq!(params(&back.location.unwrap())["error"], "server_error");
+
+    // An upstream that cannot be reached: temporarily_unavailable.
+    let login = br.get(&authorize("down")).await.location.unwrap();
+    let start = br.get(&login).await.location.unwrap();
+    let back = br.get(&start).await;
+    assert_eq!(back.status, 302, "{}", back.body);
+    let p = params(&back.location.unwrap());
+    assert_eq!(
+        (p["error"].as_str(), p["state"].as_str()),
+        ("temporarily_unavailable", "st-down")
+    );
+
+    // Without an app (signing in to the broker itself) it is a page.
+    let back = Browser::new(&app).get("/upstream/down/start").await;
+    assert_eq!(back.status, 502);
+    assert!(back.body.contains("login-error"));
+}
+
 per_backend_async!(
+    upstream_errors_go_back_to_the_app,
     forged_id_tokens_from_an_upstream_are_refused,
     home_realm_discovery_routes_by_domain_and_hints,
 );

@@ -645,6 +645,52 @@ async fn assertions_are_single_use_and_unsolicited_responses_need_opt_in(b: Back
         Some("rejected:unsolicited")
     );
 
+    // The IdP refuses (RequestDenied) a login an app asked for: the app gets access_denied.
+    let mut br = Browser::new(app);
+    let login = br
+        .get("/authorize?response_type=code&client_id=webapp&redirect_uri=https%3A%2F%2Fwebapp.example%2Fcb&scope=openid&state=st-saml&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256&idp_hint=evil")
+        .await
+        .location
+        .unwrap();
+    let start = br.get(&login).await.location.unwrap();
+    assert!(
+        start.starts_with("/upstream/evil/start?return_to=%2Fauthorize"),
+        "{start}"
+    );
+    let res = br.get(&start).await;
+    let to = res.location.unwrap();
+    let request =
+        concierge::upstream::saml::crypto::inflate_b64(&query_param(&to, "SAMLRequest").unwrap())
+            .unwrap();
+    let id_at = request.find(" ID=\"").unwrap() + 5;
+    let request_id = &request[id_at..id_at + request[id_at..].find('"').unwrap()];
+    let denied = format!(
+        concat!(
+            r#"<samlp:Response xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" ID="_d" Version="2.0" IssueInstant="{}" Destination="{}" InResponseTo="{}">"#,
+            r#"<samlp:Status><samlp:StatusCode Value="urn:oasis:names:tc:SAML:2.0:status:Responder"><samlp:StatusCode Value="urn:oasis:names:tc:SAML:2.0:status:RequestDenied"/></samlp:StatusCode></samlp:Status></samlp:Response>"#
+        ),
+        instant(START),
+        f.acs,
+        request_id
+    );
+    let res = post_response(
+        &mut br,
+        "evil",
+        &denied,
+        query_param(&to, "RelayState").as_deref(),
+    )
+    .await;
+    assert_eq!(res.status, 302, "{}", res.body);
+    let back = url::Url::parse(&res.location.unwrap()).unwrap();
+    let p: std::collections::BTreeMap<_, _> = back.query_pairs().into_owned().collect();
+    assert_eq!(back.host_str(), Some("webapp.example"));
+    assert_eq!(
+        (p["error"].as_str(), p["state"].as_str()),
+        ("access_denied", "st-saml")
+    );
+    assert!(p.contains_key("iss") && !p.contains_key("code"));
+    assert!(br.session_cookie().is_none());
+
     // SP metadata: entity ID, ACS, and the encryption certificate.
     let md = Browser::new(app).get("/upstream/evil/saml/metadata").await;
     assert_eq!(md.status, 200);

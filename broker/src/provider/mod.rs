@@ -49,6 +49,9 @@ pub enum OAuthError {
     /// `prompt=none`, but a step-up (second factor) would need the user.
     #[error("interaction_required")]
     InteractionRequired,
+    /// The user (or the upstream identity provider) refused the authorization.
+    #[error("access_denied")]
+    AccessDenied,
     #[error("invalid_token")]
     InvalidToken,
     #[error("insufficient_scope")]
@@ -71,6 +74,7 @@ impl OAuthError {
             Self::InvalidScope(_) => "invalid_scope",
             Self::LoginRequired => "login_required",
             Self::InteractionRequired => "interaction_required",
+            Self::AccessDenied => "access_denied",
             Self::InvalidToken => "invalid_token",
             Self::InsufficientScope => "insufficient_scope",
             Self::ServerError(_) => "server_error",

@@ -328,6 +328,32 @@ fn error_params(e: &OAuthError, issuer: &str) -> Vec<(&'static str, String)> {
     p
 }
 
+/// Sends `error` to the app whose authorization request the return path `return_to`
+/// (`/authorize?...`) is: an authorization error response with its `state` and `iss`, in its
+/// response mode. `None` when the return path is not a valid authorization request (the caller
+/// then shows a page).
+pub(crate) async fn authorization_error(
+    state: &AppState,
+    req: &HttpRequest,
+    return_to: &str,
+    error: OAuthError,
+) -> Result<Option<HttpResponse>, WebError> {
+    let Some(query) = return_to.strip_prefix("/authorize?") else {
+        return Ok(None);
+    };
+    let raw = multi_params(query.as_bytes());
+    let provider = Arc::clone(&state.provider);
+    let Ok(ar) = web::block(move || authorize::parse(&raw, &provider.clients)).await? else {
+        return Ok(None);
+    };
+    let mut params = error_params(&error, &state.provider.settings.issuer);
+    if let Some(s) = ar.state {
+        params.push(("state", s));
+    }
+    let refs: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    respond(state, req, ar.redirect_uri, ar.response_mode, &refs).map(Some)
+}
+
 /// The query of this request without `prompt`, as the place to come back to after sign-in.
 fn return_to_authorize(raw: &BTreeMap<String, Vec<String>>) -> String {
     let mut ser = url::form_urlencoded::Serializer::new(String::new());

@@ -18,6 +18,7 @@ use crate::audit::{Event, EventKind};
 use crate::domain::ReturnTo;
 use crate::error::WebError;
 use crate::flow::login::{Authenticated, FlowError, federated_user};
+use crate::provider::OAuthError;
 use crate::storage::UpstreamRequest;
 use crate::upstream::{Connector, PendingUpstream, UpstreamError};
 
@@ -291,6 +292,27 @@ async fn finish(
     Ok(res)
 }
 
+/// The OAuth error an app receives for an upstream failure, if it is one to pass on.
+fn downstream_error(e: &UpstreamError) -> Option<OAuthError> {
+    match e {
+        UpstreamError::Refused { code, .. } => Some(match code.as_str() {
+            "login_required" => OAuthError::LoginRequired,
+            "temporarily_unavailable" => OAuthError::TemporarilyUnavailable,
+            "server_error" => OAuthError::ServerError("upstream server_error".into()),
+            // access_denied, and what only means the user did not go through with it there
+            // (interaction_required, consent_required ...).
+            "access_denied"
+            | "interaction_required"
+            | "consent_required"
+            | "account_selection_required" => OAuthError::AccessDenied,
+            // Anything else (invalid_scope, unauthorized_client ...) is the broker's setup.
+            _ => OAuthError::ServerError(format!("upstream error {code}")),
+        }),
+        UpstreamError::Unavailable(_) => Some(OAuthError::TemporarilyUnavailable),
+        _ => None,
+    }
+}
+
 /// The upstream refused, could not be reached, or its answer failed validation: a clear page
 /// (the login page with the reason), nothing stored, and an audit event.
 async fn upstream_failed(
@@ -330,5 +352,12 @@ async fn upstream_failed(
             .ip(super::client_ip(req, state))
             .reason(reason),
     );
+    // A login an app asked for: the upstream's refusal (or absence) goes back to the app as the
+    // OAuth error it is. A response that failed validation is shown here instead.
+    if let (Some(rt), Some(error)) = (rt, downstream_error(&e))
+        && let Some(res) = super::oidc::authorization_error(state, req, rt.as_str(), error).await?
+    {
+        return Ok(res);
+    }
     login_page_linking(state, req, status, rt, "", Some(key), None).await
 }

@@ -154,6 +154,11 @@ pub fn validate(doc: &str, exp: &Expected<'_>) -> Result<Verified, SamlError> {
             sub: env.sub_status.clone(),
         });
     }
+    if env.assertions != 1 {
+        return Err(SamlError::Wrapping(
+            "a successful Response must carry exactly one assertion".into(),
+        ));
+    }
     if env.signatures == 0 && !env.encrypted {
         return Err(SamlError::Unsigned);
     }

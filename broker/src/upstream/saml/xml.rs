@@ -58,6 +58,8 @@ pub struct Envelope {
     pub assertion_id: Option<String>,
     /// The Response carries one `saml:EncryptedAssertion` instead.
     pub encrypted: bool,
+    /// Assertions and EncryptedAssertions in the whole document (0 or 1: more are refused).
+    pub assertions: usize,
     /// Top-level and second-level StatusCode values.
     pub status: Option<String>,
     pub sub_status: Option<String>,
@@ -73,9 +75,9 @@ pub struct Root {
 
 /// Reads `doc` (already past [`refuse_dtd`]) as a SAML Response. Refuses comments, processing
 /// instructions, a DOCTYPE, entity references other than the predefined ones, more than one
-/// Response, and anything but exactly one Assertion or EncryptedAssertion in the whole document
-/// (an extra assertion anywhere, before, after or inside the signed one, is the signature
-/// wrapping attack's tell).
+/// Response, and more than one Assertion or EncryptedAssertion in the whole document (an extra
+/// assertion anywhere, before, after or inside the signed one, is the signature wrapping
+/// attack's tell). None at all is for a refusal's Status, checked by the caller.
 pub fn read_envelope(doc: &str) -> Result<Envelope, SamlError> {
     let mut reader = NsReader::from_str(doc);
     let mut env = Envelope::default();
@@ -160,12 +162,13 @@ pub fn read_envelope(doc: &str) -> Result<Envelope, SamlError> {
     if responses != 1 {
         return Err(SamlError::Wrapping("more than one Response element".into()));
     }
-    if assertions + encrypted != 1 {
+    if assertions + encrypted > 1 {
         return Err(SamlError::Wrapping(format!(
             "{} assertions in the document (exactly one is accepted)",
             assertions + encrypted
         )));
     }
+    env.assertions = assertions + encrypted;
     env.encrypted = encrypted == 1;
     Ok(env)
 }
@@ -263,7 +266,7 @@ mod tests {
         );
         assert!(matches!(read_envelope(&two), Err(SamlError::Wrapping(_))));
         let none = OK.replace("<saml:Assertion ID=\"a1\"/>", "");
-        assert!(matches!(read_envelope(&none), Err(SamlError::Wrapping(_))));
+        assert_eq!(read_envelope(&none).unwrap().assertions, 0);
         let entity = OK.replace("<saml:Issuer>idp", "<saml:Issuer>&x;");
         assert!(matches!(read_envelope(&entity), Err(SamlError::Dtd)));
         let other_root = OK.replace("samlp:Response", "samlp:LogoutResponse");
