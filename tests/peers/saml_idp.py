@@ -203,7 +203,6 @@ class Handler(BaseHTTPRequestHandler):
             resp = IDP.create_error_response(
                 args["in_response_to"],
                 args["destination"],
-                args["sp_entity_id"],
                 info=(samlp.STATUS_REQUEST_DENIED, "the user said no"),
                 sign=form.get("sign_response") == "1",
                 **ALGS,

@@ -165,13 +165,13 @@ pub fn validate(doc: &str, exp: &Expected<'_>) -> Result<Verified, SamlError> {
     let assertion = if env.response_signed {
         // The whole Response is signed: consume only what that signature covered.
         let signed = verified_element(doc, exp.certs, PROTOCOL_NS, "Response", &env.id)?;
-        let response: Response = signed
-            .parse()
-            .map_err(|e| SamlError::Malformed(format!("signed Response: {e}")))?;
-        check_response(&response, exp)?;
+        check_response(&read_envelope(&signed)?, exp)?;
         if env.encrypted {
             parse_assertion(&decrypt(&signed, exp.decryption_key)?.0)?
         } else {
+            let response: Response = signed
+                .parse()
+                .map_err(|e| SamlError::Malformed(format!("signed Response: {e}")))?;
             response.assertion.ok_or(SamlError::Wrapping(
                 "the signed Response has no assertion".into(),
             ))?
@@ -202,16 +202,16 @@ pub fn validate(doc: &str, exp: &Expected<'_>) -> Result<Verified, SamlError> {
     check_assertion(&assertion, exp)
 }
 
-/// The signed Response's own fields.
-fn check_response(r: &Response, exp: &Expected<'_>) -> Result<(), SamlError> {
+/// The signed Response's own fields (read from the verified bytes).
+fn check_response(r: &super::xml::Envelope, exp: &Expected<'_>) -> Result<(), SamlError> {
     if r.destination.as_deref() != Some(exp.acs_url) {
         return Err(SamlError::Destination);
     }
     if r.in_response_to.as_deref() != exp.request_id {
         return Err(SamlError::InResponseTo);
     }
-    if let Some(i) = r.issuer.as_ref().and_then(|i| i.value.as_deref())
-        && i != exp.idp_entity_id
+    if let Some(i) = &r.issuer
+        && i.trim() != exp.idp_entity_id
     {
         return Err(SamlError::Issuer);
     }

@@ -50,6 +50,8 @@ pub struct Envelope {
     pub id: String,
     pub destination: Option<String>,
     pub in_response_to: Option<String>,
+    /// The text of the Response's own `saml:Issuer`.
+    pub issuer: Option<String>,
     /// A `ds:Signature` is a direct child of the Response.
     pub response_signed: bool,
     /// `ds:Signature` elements anywhere.
@@ -83,6 +85,7 @@ pub fn read_envelope(doc: &str) -> Result<Envelope, SamlError> {
     let mut env = Envelope::default();
     let (mut depth, mut responses, mut assertions, mut encrypted) = (0usize, 0, 0, 0);
     let mut in_status: Option<usize> = None;
+    let mut in_issuer = false;
     loop {
         let (ns, event) = reader
             .read_resolved_event()
@@ -118,6 +121,10 @@ pub fn read_envelope(doc: &str) -> Result<Envelope, SamlError> {
                 env.signatures += 1;
                 env.response_signed |= depth == 1;
             }
+            if depth == 1 && in_ns(&ns, ASSERTION_NS) && local == b"Issuer" {
+                in_issuer = !empty;
+                env.issuer = Some(String::new());
+            }
             if depth == 1 && in_ns(&ns, PROTOCOL_NS) && local == b"Status" {
                 in_status = Some(depth);
             }
@@ -138,7 +145,16 @@ pub fn read_envelope(doc: &str) -> Result<Envelope, SamlError> {
             continue;
         }
         match event {
+            Event::Text(t) if in_issuer => {
+                let text = t
+                    .decode()
+                    .map_err(|e| SamlError::Malformed(e.to_string()))?;
+                if let Some(i) = env.issuer.as_mut() {
+                    i.push_str(&text);
+                }
+            }
             Event::End(_) => {
+                in_issuer = false;
                 depth = depth.saturating_sub(1);
                 if in_status == Some(depth) {
                     in_status = None;
@@ -239,6 +255,7 @@ mod tests {
     fn reads_the_envelope() {
         let e = read_envelope(OK).unwrap();
         assert_eq!(e.id, "r1");
+        assert_eq!(e.issuer.as_deref(), Some("idp"));
         assert_eq!(e.destination.as_deref(), Some("https://sp/acs"));
         assert_eq!(e.in_response_to.as_deref(), Some("q1"));
         assert_eq!(e.assertion_id.as_deref(), Some("a1"));
