@@ -198,6 +198,7 @@ pub struct Mfa {
     lockout: Lockout,
     config_path: Option<PathBuf>,
     reload_generation: AtomicI64,
+    ticker: std::sync::Once,
 }
 
 impl Mfa {
@@ -212,7 +213,6 @@ impl Mfa {
         config_path: Option<PathBuf>,
     ) -> Result<Self, MfaError> {
         let engine = registry::engine()?;
-        registry::spawn_epoch_ticker(&engine);
         let registry = Registry::new(engine);
         registry.load_all(&settings.plugins);
         let delivery = Delivery::new(settings.smtp.as_ref(), settings.sms.as_ref())?;
@@ -229,7 +229,7 @@ impl Mfa {
             "mfa:",
         );
         let generation = store.signal_generation(RELOAD_SIGNAL)?;
-        Ok(Self {
+        let mfa = Self {
             registry,
             settings,
             store,
@@ -240,7 +240,18 @@ impl Mfa {
             lockout,
             config_path,
             reload_generation: AtomicI64::new(generation),
-        })
+            ticker: std::sync::Once::new(),
+        };
+        mfa.ensure_ticker();
+        Ok(mfa)
+    }
+
+    /// The epoch ticker (wall-time deadlines) runs once any plugin is configured.
+    fn ensure_ticker(&self) {
+        if !self.registry.snapshot().is_empty() {
+            self.ticker
+                .call_once(|| registry::spawn_epoch_ticker(self.registry.engine()));
+        }
     }
 
     pub fn settings(&self) -> &MfaSettings {
@@ -269,7 +280,9 @@ impl Mfa {
             },
             None => self.settings.plugins.clone(),
         };
-        self.registry.reload(&manifests, force)
+        let reloaded = self.registry.reload(&manifests, force);
+        self.ensure_ticker();
+        reloaded
     }
 
     /// Reloads if a file changed or `concierge plugins reload` raised the signal. Blocking.
