@@ -40,7 +40,7 @@ function account(id) {
   };
 }
 
-async function startUpstream(brokerCallback) {
+async function startUpstream(brokerCallback, brokerLoggedOut) {
   const port = await freePort();
   const issuer = `http://127.0.0.1:${port}`;
   const provider = new Provider(issuer, {
@@ -49,6 +49,7 @@ async function startUpstream(brokerCallback) {
         client_id: 'concierge',
         client_secret: UPSTREAM_SECRET,
         redirect_uris: [brokerCallback],
+        post_logout_redirect_uris: [brokerLoggedOut],
         token_endpoint_auth_method: 'client_secret_basic',
       },
     ],
@@ -97,7 +98,7 @@ describe(`upstream OpenID Connect (${backend})`, () => {
     // The broker's port must be known before the upstream registers its callback: pick it here.
     const brokerPort = await freePort();
     const callback = `http://127.0.0.1:${brokerPort}/upstream/corp/callback`;
-    upstream = await startUpstream(callback);
+    upstream = await startUpstream(callback, `http://127.0.0.1:${brokerPort}/upstream/corp/logged-out`);
     broker = await startProvider({
       port: brokerPort,
       users: [{ email: 'alice@corp.example', name: 'Alice (local)', password: 'alice-local-pw' }],
@@ -244,5 +245,27 @@ describe(`upstream OpenID Connect (${backend})`, () => {
       (await context.request.get(`${broker.url}/account`, { maxRedirects: 0 })).status(),
       303,
     );
+  });
+
+  test('signing out at the broker signs out at the upstream too (RP-initiated logout)', async (t) => {
+    const context = await browser.newContext();
+    t.after(() => context.close());
+    const page = await context.newPage();
+    await page.goto(`${broker.url}/login`);
+    await page.click('a.upstream[data-upstream="corp"]');
+    await upstreamLogin(page, 'gina');
+    await page.waitForURL(`${broker.url}/account`);
+    await page.click('#logout-submit');
+    // At the upstream's end_session_endpoint (reached with the upstream's ID token as hint).
+    await page.waitForURL(`${upstream.issuer}/session/end**`);
+    const yes = page.locator('button[value="yes"]');
+    if (await yes.count()) await yes.click();
+    await page.waitForURL(`${broker.url}/signed-out`);
+    const acct = await context.request.get(`${broker.url}/account`, { maxRedirects: 0 });
+    assert.equal(acct.status(), 303, 'the broker session is over');
+    // The upstream session is over too: signing in again asks for the upstream login.
+    await page.goto(`${broker.url}/login`);
+    await page.click('a.upstream[data-upstream="corp"]');
+    await page.locator('input[name="login"]').waitFor({ timeout: 10_000 });
   });
 });

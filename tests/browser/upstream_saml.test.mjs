@@ -11,6 +11,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { createServer } from 'node:http';
 import * as client from 'openid-client';
 import {
   REPO_ROOT,
@@ -24,6 +25,30 @@ import {
 } from './helpers.mjs';
 
 const APP_SECRET = randomBytes(24).toString('base64url');
+
+/** Records back-channel logout POSTs: { url, bodies, close() }. */
+async function startBackchannelReceiver() {
+  const bodies = [];
+  const server = createServer((req, res) => {
+    let body = '';
+    req.on('data', (c) => (body += c));
+    req.on('end', () => {
+      if (req.method === 'POST') bodies.push(new URLSearchParams(body).get('logout_token'));
+      res.writeHead(200).end();
+    });
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${server.address().port}/backchannel`,
+    bodies,
+    close: () => new Promise((r) => { server.closeAllConnections(); server.close(() => r()); }),
+  };
+}
+
+/** The claims of a JWT (no verification: the OIDC suite checks logout token signatures). */
+function jwtClaims(jwt) {
+  return JSON.parse(Buffer.from(jwt.split('.')[1], 'base64url').toString('utf8'));
+}
 
 /** A self-signed RSA key pair made with the openssl CLI: { key, cert } paths. */
 function keyPair(dir, name) {
@@ -75,7 +100,9 @@ describe(`upstream SAML 2.0 through pysaml2 (${backend})`, () => {
   let rp;
   let config;
   let dir;
+  let backchannel;
   before(async () => {
+    backchannel = await startBackchannelReceiver();
     dir = mkdtempSync(join(tmpdir(), 'concierge-saml-'));
     const idpKeys = keyPair(dir, 'idp');
     const spKeys = keyPair(dir, 'sp');
@@ -83,7 +110,14 @@ describe(`upstream SAML 2.0 through pysaml2 (${backend})`, () => {
     const [brokerPort, idpPort] = [await freePort(), await freePort()];
     broker = await startProvider({
       port: brokerPort,
-      clients: [{ id: 'app', secret_sha256: sha256Hex(APP_SECRET), redirect_uris: [rp.url] }],
+      clients: [
+        {
+          id: 'app',
+          secret_sha256: sha256Hex(APP_SECRET),
+          redirect_uris: [rp.url],
+          backchannel_logout_uri: backchannel.url,
+        },
+      ],
       extraToml: [
         '[[upstreams]]',
         'id = "corp-saml"',
@@ -113,6 +147,7 @@ describe(`upstream SAML 2.0 through pysaml2 (${backend})`, () => {
     await idp?.stop();
     await broker?.stop();
     await rp?.close();
+    await backchannel?.close();
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
   const test = (name, fn) =>
@@ -214,5 +249,64 @@ describe(`upstream SAML 2.0 through pysaml2 (${backend})`, () => {
     assert.equal(back.searchParams.get('code'), null);
     const acct = await context.request.get(`${broker.url}/account`, { maxRedirects: 0 });
     assert.equal(acct.status(), 303, 'no session');
+  });
+
+  test('signing out at the broker signs out at the IdP too (SAML Single Logout)', async (t) => {
+    const context = await browser.newContext();
+    t.after(() => context.close());
+    const page = await context.newPage();
+    await page.goto(`${broker.url}/login`);
+    await page.click('a.upstream[data-upstream="corp-saml"]');
+    await atIdp(page, 'erin');
+    await page.waitForURL(`${broker.url}/account`);
+    // The account page's sign-out leads, through redirects, to the IdP and back.
+    await Promise.all([page.waitForURL(`${broker.url}/signed-out`), page.click('#logout-submit')]);
+    const acct = await context.request.get(`${broker.url}/account`, { maxRedirects: 0 });
+    assert.equal(acct.status(), 303, 'the broker session is over');
+    const log = await (await fetch(`${idp.url}/log`)).json();
+    const request = log.filter((m) => m.kind === 'LogoutRequest' && m.name_id === 'pysaml2-erin');
+    assert.equal(request.length, 1, JSON.stringify(log));
+    assert.ok(request[0].signed, 'the LogoutRequest is signed');
+    assert.equal(request[0].session_index.length, 1);
+    assert.ok(
+      request[0].issued_session_indexes.includes(request[0].session_index[0]),
+      'it names the SessionIndex the IdP issued',
+    );
+  });
+
+  test("the IdP's LogoutRequest ends the broker session and the app hears of it", async (t) => {
+    const context = await browser.newContext();
+    t.after(() => context.close());
+    const page = await context.newPage();
+    const a = await authorization();
+    const arrived = rp.next();
+    await page.goto(a.url.href);
+    await page.click('a.upstream[data-upstream="corp-saml"]');
+    await atIdp(page, 'frank');
+    const tokens = await client.authorizationCodeGrant(config, await arrived, {
+      pkceCodeVerifier: a.verifier,
+      expectedState: a.state,
+      expectedNonce: a.nonce,
+    });
+    const sid = tokens.claims().sid;
+    assert.ok(sid);
+    // Single Logout started at the IdP: the browser carries its LogoutRequest to the broker.
+    await page.goto(`${idp.url}/logout-user?user=frank`);
+    await page.locator('#idp-logged-out').waitFor();
+    const acct = await context.request.get(`${broker.url}/account`, { maxRedirects: 0 });
+    assert.equal(acct.status(), 303, 'the broker session is over');
+    const log = await (await fetch(`${idp.url}/log`)).json();
+    assert.ok(
+      log.some((m) => m.kind === 'LogoutResponse' && m.status.endsWith(':Success')),
+      JSON.stringify(log),
+    );
+    // The app got a back-channel logout token for that session.
+    for (let i = 0; i < 100 && !backchannel.bodies.some((b) => jwtClaims(b).sid === sid); i += 1) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.ok(
+      backchannel.bodies.some((b) => jwtClaims(b).sid === sid),
+      'a logout token for the session reached the app',
+    );
   });
 });

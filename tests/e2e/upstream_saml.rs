@@ -22,6 +22,7 @@ use crate::support::Backend;
 
 const IDP: &str = "https://idp.test/saml";
 const SSO: &str = "https://idp.test/sso";
+const SLO: &str = "https://idp.test/slo";
 const SAML_NS: &str = "urn:oasis:names:tc:SAML:2.0:assertion";
 
 struct KeyPair {
@@ -55,7 +56,7 @@ fn key_pair(cn: &str) -> KeyPair {
 
 fn idp_metadata(cert_b64: &str) -> String {
     format!(
-        r#"<md:EntityDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata" xmlns:ds="http://www.w3.org/2000/09/xmldsig#" entityID="{IDP}"><md:IDPSSODescriptor protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol"><md:KeyDescriptor use="signing"><ds:KeyInfo><ds:X509Data><ds:X509Certificate>{cert_b64}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor><md:SingleSignOnService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect" Location="{SSO}"/></md:IDPSSODescriptor></md:EntityDescriptor>"#
+        r#"<md:EntityDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata" xmlns:ds="http://www.w3.org/2000/09/xmldsig#" entityID="{IDP}"><md:IDPSSODescriptor protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol"><md:KeyDescriptor use="signing"><ds:KeyInfo><ds:X509Data><ds:X509Certificate>{cert_b64}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor><md:SingleLogoutService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect" Location="{SLO}"/><md:SingleSignOnService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect" Location="{SSO}"/></md:IDPSSODescriptor></md:EntityDescriptor>"#
     )
 }
 
@@ -299,11 +300,14 @@ async fn fixture(b: Backend) -> Option<Fixture> {
     let key_pem = String::from_utf8(sp_enc.key.private_key_to_pem_pkcs8().unwrap()).unwrap();
     let dec_key = write("sp-enc.key", &key_pem);
     let dec_cert = write("sp-enc.crt", &sp_enc.cert_pem);
+    // The same pair signs the "slo" upstream's requests (Single Logout needs a signing key).
     let extra = format!(
         concat!(
             "[[upstreams]]\nid = \"evil\"\nkind = \"saml\"\nmetadata_file = {m:?}\n",
             "decryption_key_file = {k:?}\ndecryption_cert_file = {c:?}\nlink_by_verified_email = true\n",
-            "[[upstreams]]\nid = \"idpinit\"\nkind = \"saml\"\nmetadata_file = {m:?}\nallow_idp_initiated = true\n"
+            "[[upstreams]]\nid = \"idpinit\"\nkind = \"saml\"\nmetadata_file = {m:?}\nallow_idp_initiated = true\n",
+            "[[upstreams]]\nid = \"slo\"\nkind = \"saml\"\nmetadata_file = {m:?}\n",
+            "signing_key_file = {k:?}\nsigning_cert_file = {c:?}\n"
         ),
         m = metadata,
         k = dec_key,
@@ -706,7 +710,94 @@ async fn assertions_are_single_use_and_unsolicited_responses_need_opt_in(b: Back
     );
 }
 
+async fn idp_logout_requests_must_be_signed_by_the_idp(b: Backend) {
+    let Some(f) = fixture(b).await else {
+        return;
+    };
+    let app = &f.app;
+    // Sign in at the "slo" upstream.
+    let mut br = Browser::new(app);
+    let started = start_login(&mut br, "slo").await;
+    let acs = format!("{}/upstream/slo/saml/acs", app.base);
+    let a = Assertion {
+        recipient: acs.clone(),
+        audience: format!("{}/upstream/slo/saml/metadata", app.base),
+        name_id: "slo-user".into(),
+        ..f.good(1, &started.request_id)
+    };
+    let xml = response(
+        "_r1",
+        &acs,
+        Some(&started.request_id),
+        &a.signed(&f.idp.key),
+        false,
+    );
+    let res = post_response(&mut br, "slo", &xml, Some(&started.relay_state)).await;
+    assert_eq!(res.status, 303, "{}", res.body);
+    let key = concierge::session::SessionToken::key_of(&br.session_cookie().unwrap()).unwrap();
+    let sid = app.store.session(&key).unwrap().unwrap().sid;
+    let kept = app
+        .store
+        .upstream_session(&sid)
+        .unwrap()
+        .expect("kept for logout");
+    assert_eq!(kept.name_id.as_deref(), Some("slo-user"));
+    assert_eq!(kept.session_index.as_deref(), Some("s-_a1"));
+
+    let logout_request = |id: &str| {
+        format!(
+            concat!(
+                r#"<samlp:LogoutRequest xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" xmlns:saml="{ns}" ID="{id}" Version="2.0" IssueInstant="{now}" Destination="{dest}">"#,
+                r#"<saml:Issuer>{idp}</saml:Issuer><saml:NameID>slo-user</saml:NameID><samlp:SessionIndex>s-_a1</samlp:SessionIndex></samlp:LogoutRequest>"#
+            ),
+            ns = SAML_NS,
+            id = id,
+            now = instant(START),
+            dest = format!("{}/upstream/slo/saml/slo", app.base),
+            idp = IDP,
+        )
+    };
+    use concierge::upstream::saml::crypto::redirect_query;
+    // Unsigned, or signed by another key: refused, the session stays.
+    for query in [
+        redirect_query("SAMLRequest", &logout_request("_l1"), Some("rs"), None).unwrap(),
+        redirect_query(
+            "SAMLRequest",
+            &logout_request("_l2"),
+            Some("rs"),
+            Some(&f.other.key),
+        )
+        .unwrap(),
+    ] {
+        let res = Browser::new(app)
+            .get(&format!("/upstream/slo/saml/slo?{query}"))
+            .await;
+        assert_eq!(res.status, 400, "{}", res.body);
+        assert!(app.store.session(&key).unwrap().is_some(), "session kept");
+    }
+    // Signed by the IdP: the session ends, and a signed LogoutResponse goes back to the IdP.
+    let query = redirect_query(
+        "SAMLRequest",
+        &logout_request("_l3"),
+        Some("rs"),
+        Some(&f.idp.key),
+    )
+    .unwrap();
+    let res = br.get(&format!("/upstream/slo/saml/slo?{query}")).await;
+    assert_eq!(res.status, 302, "{}", res.body);
+    let to = res.location.unwrap();
+    assert!(to.starts_with(&format!("{SLO}?SAMLResponse=")), "{to}");
+    assert!(to.contains("&Signature=") && to.contains("&RelayState=rs"));
+    let answer =
+        concierge::upstream::saml::crypto::inflate_b64(&query_param(&to, "SAMLResponse").unwrap())
+            .unwrap();
+    assert!(answer.contains("InResponseTo=\"_l3\"") && answer.contains("status:Success"));
+    assert!(app.store.session(&key).unwrap().is_none(), "session ended");
+    assert!(br.session_cookie().is_none(), "cookie cleared");
+}
+
 per_backend_async!(
+    idp_logout_requests_must_be_signed_by_the_idp,
     hostile_saml_responses_are_refused,
     assertions_are_single_use_and_unsolicited_responses_need_opt_in,
 );

@@ -125,7 +125,12 @@ IDP.sec.encrypt_assertion = lambda statement, enc_key, template, key_type=None, 
 def session_indexes(name_id_text):
     """The SessionIndex values this IdP issued for a NameID."""
     name_id = NameID(format=NAMEID_FORMAT_PERSISTENT, text=name_id_text)
-    return [s.session_index for s in IDP.session_db.get_authn_statements(name_id)]
+    # pysaml2 keeps each assertion's list of AuthnStatements.
+    return [
+        s.session_index
+        for statements in IDP.session_db.get_authn_statements(name_id)
+        for s in statements
+    ]
 
 
 def page(body, status=200):
@@ -267,9 +272,10 @@ class Handler(BaseHTTPRequestHandler):
             destination,
             q.get("RelayState", ""),
             response=True,
+            sign=True,
             sigalg=SIG_RSA_SHA256,
         )
-        return http["status"] if "status" in http else 302, http["headers"], ""
+        return 302, http["headers"], ""
 
     def logout_user(self):
         user = self.query()["user"]
@@ -286,7 +292,12 @@ class Handler(BaseHTTPRequestHandler):
             sign=False,
         )
         http = IDP.apply_binding(
-            BINDING_HTTP_REDIRECT, str(req), destination, "idp-relay", sigalg=SIG_RSA_SHA256
+            BINDING_HTTP_REDIRECT,
+            str(req),
+            destination,
+            "idp-relay",
+            sign=True,
+            sigalg=SIG_RSA_SHA256,
         )
         return 302, http["headers"], ""
 

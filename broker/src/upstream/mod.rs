@@ -83,6 +83,49 @@ pub struct UpstreamStart {
     pub pending: PendingUpstream,
 }
 
+/// What ending the user's session at the upstream later needs (logout propagation), kept with
+/// the broker session (table `upstream_sessions`).
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum UpstreamSession {
+    /// The upstream's ID token: the `id_token_hint` of RP-initiated logout.
+    Oidc { id_token: String },
+    /// What a SAML LogoutRequest names.
+    Saml {
+        name_id: String,
+        name_id_format: Option<String>,
+        session_index: Option<String>,
+    },
+}
+
+impl std::fmt::Debug for UpstreamSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Oidc { .. } => f.write_str("Oidc { id_token: <redacted> }"),
+            Self::Saml { session_index, .. } => f
+                .debug_struct("Saml")
+                .field("session_index", session_index)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+/// An upstream login: who the user is, and how to end the session there later.
+#[derive(Debug, Clone)]
+pub struct Federated {
+    pub identity: Identity,
+    pub session: Option<UpstreamSession>,
+}
+
+/// A SAML LogoutRequest from the IdP, checked: whom it logs out, and the redirect (with the
+/// signed LogoutResponse) that answers it.
+#[derive(Debug, Clone)]
+pub struct IdpLogout {
+    pub name_id: String,
+    /// Empty: every session of the NameID.
+    pub session_indexes: Vec<String>,
+    pub respond_to: Url,
+}
+
 /// A redirect-based connector (OpenID Connect): leave by redirect, come back to a GET callback.
 #[async_trait]
 pub trait RedirectConnector: Send + Sync {
@@ -97,7 +140,18 @@ pub trait RedirectConnector: Send + Sync {
         callback: &Url,
         pending: &PendingUpstream,
         query: &BTreeMap<String, String>,
-    ) -> Result<Identity, UpstreamError>;
+    ) -> Result<Federated, UpstreamError>;
+    /// Where to send the browser to end its session at the upstream (RP-initiated logout),
+    /// coming back to `post_logout` with `state`; `None` when the upstream has no
+    /// `end_session_endpoint`.
+    async fn logout_url(
+        &self,
+        session: &UpstreamSession,
+        post_logout: &Url,
+        state: &str,
+    ) -> Result<Option<Url>, UpstreamError>;
+    /// The upstream's logout endpoint (`end_session_endpoint`), if it has one.
+    async fn logout_endpoint(&self) -> Result<Option<Url>, UpstreamError>;
 }
 
 /// A POST-based connector (SAML 2.0): leave by redirect, come back with a form POST to the ACS
@@ -110,9 +164,23 @@ pub trait PostConnector: Send + Sync {
         &self,
         pending: Option<&PendingUpstream>,
         form: &BTreeMap<String, String>,
-    ) -> Result<Identity, UpstreamError>;
+    ) -> Result<Federated, UpstreamError>;
     /// The SP metadata document this connector publishes.
     fn metadata(&self) -> Result<String, UpstreamError>;
+    /// A signed LogoutRequest to the IdP's Single Logout service (HTTP-Redirect) and its ID;
+    /// `None` when Single Logout is not set up (no SP signing key, or no IdP SLO endpoint).
+    async fn logout_request(
+        &self,
+        session: &UpstreamSession,
+        relay_state: &str,
+    ) -> Result<Option<(Url, String)>, UpstreamError>;
+    /// Checks the IdP's LogoutResponse (the raw query string) to our request `request_id`.
+    async fn logout_response(&self, raw_query: &str, request_id: &str)
+    -> Result<(), UpstreamError>;
+    /// Checks a LogoutRequest from the IdP (the raw query string of the HTTP-Redirect binding).
+    async fn idp_logout(&self, raw_query: &str) -> Result<IdpLogout, UpstreamError>;
+    /// The IdP's Single Logout endpoint when the broker can use it (SLO set up).
+    async fn logout_endpoint(&self) -> Result<Option<Url>, UpstreamError>;
 }
 
 /// One configured upstream of any kind.

@@ -19,7 +19,10 @@ use openidconnect::{
 use serde_json::{Map, Value};
 use url::Url;
 
-use super::{Identity, PendingUpstream, RedirectConnector, UpstreamError, UpstreamStart};
+use super::{
+    Federated, Identity, PendingUpstream, RedirectConnector, UpstreamError, UpstreamSession,
+    UpstreamStart,
+};
 use crate::clock::{Clock, Entropy, UnixTime};
 use crate::config::{ClaimMapping, OidcUpstreamConfig};
 use crate::domain::Email;
@@ -69,6 +72,7 @@ pub struct OidcConnector {
     clock: Arc<dyn Clock>,
     entropy: Arc<dyn Entropy>,
     metadata: tokio::sync::RwLock<Option<(CoreProviderMetadata, UnixTime)>>,
+    end_session: tokio::sync::RwLock<Option<(Option<Url>, UnixTime)>>,
 }
 
 fn rejected(e: impl std::fmt::Display) -> UpstreamError {
@@ -103,7 +107,41 @@ impl OidcConnector {
             clock,
             entropy,
             metadata: tokio::sync::RwLock::new(None),
+            end_session: tokio::sync::RwLock::new(None),
         })
+    }
+
+    /// The upstream's `end_session_endpoint` (RP-Initiated Logout 1.0), from its discovery
+    /// document (the `openidconnect` metadata type does not carry it), cached like discovery.
+    async fn end_session_endpoint(&self) -> Result<Option<Url>, UpstreamError> {
+        let now = self.clock.now();
+        if let Some((url, at)) = self.end_session.read().await.as_ref()
+            && now - at < METADATA_TTL
+        {
+            return Ok(url.clone());
+        }
+        let discovery = format!(
+            "{}/.well-known/openid-configuration",
+            self.issuer.as_str().trim_end_matches('/')
+        );
+        let res = self
+            .http
+            .get(&discovery)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        if !res.status().is_success() {
+            return Err(unavailable(format!("discovery answered {}", res.status())));
+        }
+        let body = res.bytes().await.map_err(unavailable)?;
+        let doc: Map<String, Value> = serde_json::from_slice(&body).map_err(unavailable)?;
+        let url = doc
+            .get("end_session_endpoint")
+            .and_then(Value::as_str)
+            .and_then(|u| Url::parse(u).ok())
+            .filter(|u| u.scheme() == "https" || crate::config::https_or_loopback(u));
+        *self.end_session.write().await = Some((url.clone(), now));
+        Ok(url)
     }
 
     fn random(&self) -> String {
@@ -298,7 +336,7 @@ impl RedirectConnector for OidcConnector {
         callback: &Url,
         pending: &PendingUpstream,
         query: &BTreeMap<String, String>,
-    ) -> Result<Identity, UpstreamError> {
+    ) -> Result<Federated, UpstreamError> {
         if let Some(code) = query.get("error") {
             return Err(UpstreamError::Refused {
                 code: code.chars().take(64).collect(),
@@ -360,6 +398,35 @@ impl RedirectConnector for OidcConnector {
         for (k, v) in self.userinfo(&m, tokens.access_token(), &sub).await? {
             claims.entry(k).or_insert(v);
         }
-        self.identity(&claims)
+        Ok(Federated {
+            identity: self.identity(&claims)?,
+            session: Some(UpstreamSession::Oidc {
+                id_token: id_token.to_string(),
+            }),
+        })
+    }
+
+    async fn logout_url(
+        &self,
+        session: &UpstreamSession,
+        post_logout: &Url,
+        state: &str,
+    ) -> Result<Option<Url>, UpstreamError> {
+        let UpstreamSession::Oidc { id_token } = session else {
+            return Ok(None);
+        };
+        let Some(mut url) = self.end_session_endpoint().await? else {
+            return Ok(None);
+        };
+        url.query_pairs_mut()
+            .append_pair("id_token_hint", id_token)
+            .append_pair("post_logout_redirect_uri", post_logout.as_str())
+            .append_pair("client_id", self.client_id.as_str())
+            .append_pair("state", state);
+        Ok(Some(url))
+    }
+
+    async fn logout_endpoint(&self) -> Result<Option<Url>, UpstreamError> {
+        self.end_session_endpoint().await
     }
 }

@@ -131,6 +131,10 @@ pub async fn show(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
     if let Some(c) = csrf.new_cookie {
         res.add_cookie(&c).map_err(WebError::internal)?;
     }
+    // Signing out goes on, through redirects, to the upstream's logout: allow that form target.
+    if let Some(origin) = super::upstream::logout_origin(&state, &r.sid).await? {
+        super::set_csp(&mut res, &["'self'", &origin], false);
+    }
     Ok(res)
 }
 

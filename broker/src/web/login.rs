@@ -470,6 +470,10 @@ pub(crate) async fn signed_in(
         token.as_cookie_value().to_owned(),
     );
     res.add_cookie(&cookie).map_err(WebError::internal)?;
+    // A session from an upstream keeps what logging out there needs.
+    if let Some(c) = super::upstream::attach_upstream_session(state, req, &record).await? {
+        res.add_cookie(&c).map_err(WebError::internal)?;
+    }
     Ok(res)
 }
 
@@ -617,8 +621,10 @@ pub async fn logout(
 ) -> Result<HttpResponse, WebError> {
     let form = form.into_inner();
     state.csrf.verify(&req, &state.cookies, &form.csrf_token)?;
+    let upstream = super::upstream::upstream_session_of(&state, &req).await?;
     let removal = super::end_current_session(&state, &req, "logout").await?;
-    let mut res = see_other("/signed-out");
+    let to = super::upstream::logout_location(&state, upstream, "/signed-out".into()).await?;
+    let mut res = see_other(&to);
     res.add_cookie(&removal).map_err(WebError::internal)?;
     Ok(res)
 }

@@ -139,6 +139,10 @@ pub fn routes(cfg: &mut web::ServiceConfig, max_form_bytes: usize) {
         .service(web::resource("/upstream/{id}/start").route(web::get().to(upstream::start)))
         .service(web::resource("/upstream/{id}/callback").route(web::get().to(upstream::callback)))
         .service(
+            web::resource("/upstream/{id}/logged-out").route(web::get().to(upstream::logged_out)),
+        )
+        .service(web::resource("/upstream/{id}/saml/slo").route(web::get().to(upstream::saml_slo)))
+        .service(
             web::resource("/upstream/{id}/saml/metadata")
                 .route(web::get().to(upstream::saml_metadata)),
         )

@@ -590,16 +590,22 @@ pub async fn end_session(
             res.add_cookie(&c).map_err(WebError::internal)?;
         }
         // The confirmation form ends, through a redirect, at the post-logout redirect URI.
-        let origins: Vec<String> = request
+        let mut origins: Vec<String> = request
             .post_logout_redirect_uri
             .iter()
             .filter_map(super::origin_source)
             .collect();
+        if let Some(s) = &session
+            && let Some(o) = super::upstream::logout_origin(&state, &s.record.sid).await?
+        {
+            origins.push(o);
+        }
         let mut sources = vec!["'self'"];
         sources.extend(origins.iter().map(String::as_str));
         super::set_csp(&mut res, &sources, false);
         return Ok(res);
     }
+    let upstream = super::upstream::upstream_session_of(&state, &req).await?;
     let removal = super::end_current_session(&state, &req, "rp_logout").await?;
     let target = match request.post_logout_redirect_uri {
         Some(uri) => {
@@ -612,6 +618,8 @@ pub async fn end_session(
         }
         None => "/signed-out".to_owned(),
     };
+    // Through the upstream's own logout first, when the session came from one.
+    let target = super::upstream::logout_location(&state, upstream, target).await?;
     let mut res = super::see_other(&target);
     res.add_cookie(&removal).map_err(WebError::internal)?;
     Ok(res)

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use actix_web::http::StatusCode;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
@@ -19,8 +19,8 @@ use crate::domain::ReturnTo;
 use crate::error::WebError;
 use crate::flow::login::{Authenticated, FlowError, federated_user};
 use crate::provider::OAuthError;
-use crate::storage::UpstreamRequest;
-use crate::upstream::{Connector, PendingUpstream, UpstreamError};
+use crate::storage::{UpstreamRequest, UpstreamSessionRecord};
+use crate::upstream::{Connector, Federated, PendingUpstream, UpstreamError, UpstreamSession};
 
 /// How long a login may wait at the upstream.
 const PENDING_TTL: i64 = 600;
@@ -181,7 +181,7 @@ pub async fn callback(
     };
     let callback = callback_url(&state, &id)?;
     match connector.callback(&callback, &pending, &query).await {
-        Ok(identity) => finish(&state, &req, rt.as_ref(), &id, identity).await,
+        Ok(federated) => finish(&state, &req, rt.as_ref(), &id, federated).await,
         Err(e) => upstream_failed(&state, &req, rt.as_ref(), &id, e).await,
     }
 }
@@ -214,7 +214,7 @@ pub async fn saml_acs(
         .handle_post(pending.as_ref().map(|(_, p)| p), &form)
         .await
     {
-        Ok(identity) => finish(&state, &req, rt.as_ref(), &id, identity).await,
+        Ok(federated) => finish(&state, &req, rt.as_ref(), &id, federated).await,
         Err(e) => upstream_failed(&state, &req, rt.as_ref(), &id, e).await,
     }
 }
@@ -238,8 +238,12 @@ async fn finish(
     req: &HttpRequest,
     rt: Option<&ReturnTo>,
     id: &str,
-    identity: crate::upstream::Identity,
+    federated: Federated,
 ) -> Result<HttpResponse, WebError> {
+    let identity = federated.identity;
+    if let Some(session) = federated.session {
+        remember_upstream_session(state, req, id, &session).await?;
+    }
     let link_by_email = state
         .settings
         .upstreams
@@ -287,8 +291,324 @@ async fn finish(
             signed_in(state, req, rt, Err(e)).await?
         }
     };
-    res.add_cookie(&state.cookies.removal(state.cookies.upstream.clone()))
-        .map_err(WebError::internal)?;
+    if let Some(c) = req.extensions_mut().remove::<NewBinding>() {
+        res.add_cookie(&state.cookies.build(state.cookies.upstream.clone(), c.0))
+            .map_err(WebError::internal)?;
+    }
+    Ok(res)
+}
+
+/// A binding value this request created (an unsolicited login had none), to be set as the
+/// upstream cookie on the response.
+#[derive(Clone)]
+struct NewBinding(String);
+
+/// The key of the pending upstream session of the browser with binding `b`.
+fn session_key(b: &str) -> [u8; 32] {
+    Sha256::digest(format!("session:{b}").as_bytes()).into()
+}
+
+/// The browser's upstream binding: made by this request, or from its cookie.
+fn binding_of(state: &AppState, req: &HttpRequest) -> Option<String> {
+    // (Reading cookies borrows the extensions too: one after the other.)
+    let made = req.extensions().get::<NewBinding>().map(|b| b.0.clone());
+    made.or_else(|| {
+        req.cookie(&state.cookies.upstream)
+            .map(|c| c.value().to_owned())
+    })
+}
+
+/// Keeps what logging out at the upstream needs until the session it opens exists (now, or
+/// after a second factor): server-side, single use, ten minutes, bound to this browser.
+async fn remember_upstream_session(
+    state: &web::Data<AppState>,
+    req: &HttpRequest,
+    id: &str,
+    session: &UpstreamSession,
+) -> Result<(), WebError> {
+    let binding = match binding_of(state, req) {
+        Some(b) => b,
+        None => {
+            let b = URL_SAFE_NO_PAD.encode(state.entropy.bytes32());
+            req.extensions_mut().insert(NewBinding(b.clone()));
+            b
+        }
+    };
+    let record = UpstreamRequest {
+        state_hash: session_key(&binding),
+        upstream: id.to_owned(),
+        binding_hash: Sha256::digest(binding.as_bytes()).into(),
+        pending: serde_json::to_string(session).map_err(WebError::internal)?,
+        return_to: String::new(),
+        expires_at: state.clock.now().saturating_add(PENDING_TTL),
+    };
+    let store = Arc::clone(&state.store);
+    web::block(move || {
+        store.take_upstream_request(&record.state_hash, i64::MIN)?;
+        store.insert_upstream_request(&record)
+    })
+    .await??;
+    Ok(())
+}
+
+/// Called when a session opens in this browser: the upstream session remembered for it (same
+/// upstream) is kept with it, for logout. Returns the cookie that ends the binding.
+pub(crate) async fn attach_upstream_session(
+    state: &web::Data<AppState>,
+    req: &HttpRequest,
+    record: &crate::storage::SessionRecord,
+) -> Result<Option<actix_web::cookie::Cookie<'static>>, WebError> {
+    let Some(binding) = binding_of(state, req) else {
+        return Ok(None);
+    };
+    let (store, now) = (Arc::clone(&state.store), state.clock.now());
+    let (sid, upstream) = (record.sid.clone(), record.upstream.clone());
+    web::block(move || -> Result<(), crate::storage::StorageError> {
+        let Some(p) = store.take_upstream_request(&session_key(&binding), now)? else {
+            return Ok(());
+        };
+        let Ok(session) = serde_json::from_str::<UpstreamSession>(&p.pending) else {
+            return Ok(());
+        };
+        if p.upstream != upstream {
+            return Ok(());
+        }
+        let (id_token, name_id, name_id_format, session_index) = match session {
+            UpstreamSession::Oidc { id_token } => (Some(id_token), None, None, None),
+            UpstreamSession::Saml {
+                name_id,
+                name_id_format,
+                session_index,
+            } => (None, Some(name_id), name_id_format, session_index),
+        };
+        store.insert_upstream_session(&UpstreamSessionRecord {
+            sid,
+            upstream,
+            id_token,
+            name_id,
+            name_id_format,
+            session_index,
+            created_at: now,
+        })
+    })
+    .await??;
+    Ok(Some(state.cookies.removal(state.cookies.upstream.clone())))
+}
+
+/// What the session behind this request's cookie needs to be ended at its upstream (read
+/// before the session ends: the row goes with it).
+pub(crate) async fn upstream_session_of(
+    state: &web::Data<AppState>,
+    req: &HttpRequest,
+) -> Result<Option<UpstreamSessionRecord>, WebError> {
+    let Some(key) = req
+        .cookie(&state.cookies.session)
+        .and_then(|c| crate::session::SessionToken::key_of(c.value()))
+    else {
+        return Ok(None);
+    };
+    let store = Arc::clone(&state.store);
+    Ok(web::block(move || {
+        let Some(s) = store.session(&key)? else {
+            return Ok::<_, crate::storage::StorageError>(None);
+        };
+        store.upstream_session(&s.sid)
+    })
+    .await??)
+}
+
+/// The origin of the logout endpoint the session `sid` will be sent through when it signs out
+/// (for the sign-out form's `form-action`, which browsers apply to the redirects after it).
+pub(crate) async fn logout_origin(
+    state: &web::Data<AppState>,
+    sid: &str,
+) -> Result<Option<String>, WebError> {
+    let (store, sid) = (Arc::clone(&state.store), sid.to_owned());
+    let Some(rec) = web::block(move || store.upstream_session(&sid)).await?? else {
+        return Ok(None);
+    };
+    let endpoint = match state.upstreams.get(&rec.upstream).map(|u| &u.connector) {
+        Some(Connector::Redirect(c)) => c.logout_endpoint().await,
+        Some(Connector::Post(c)) => c.logout_endpoint().await,
+        _ => Ok(None),
+    };
+    Ok(endpoint
+        .ok()
+        .flatten()
+        .and_then(|u| super::origin_source(&u)))
+}
+
+/// After the broker session ended: where the browser goes. Through the upstream's own logout
+/// (OIDC RP-initiated logout, SAML Single Logout) when the session came from one that offers
+/// it, coming back to `then`; else straight to `then`. An upstream that cannot be reached is
+/// skipped (the broker session is over either way).
+pub(crate) async fn logout_location(
+    state: &web::Data<AppState>,
+    upstream: Option<UpstreamSessionRecord>,
+    then: String,
+) -> Result<String, WebError> {
+    let Some(rec) = upstream else {
+        return Ok(then);
+    };
+    let session = match (&rec.id_token, &rec.name_id) {
+        (Some(t), _) => UpstreamSession::Oidc {
+            id_token: t.clone(),
+        },
+        (None, Some(n)) => UpstreamSession::Saml {
+            name_id: n.clone(),
+            name_id_format: rec.name_id_format.clone(),
+            session_index: rec.session_index.clone(),
+        },
+        (None, None) => return Ok(then),
+    };
+    let relay = URL_SAFE_NO_PAD.encode(state.entropy.bytes32());
+    let id = rec.upstream.as_str();
+    let target = match state.upstreams.get(id).map(|u| &u.connector) {
+        Some(Connector::Redirect(c)) => {
+            let back = state
+                .settings
+                .public_url
+                .join(&format!("/upstream/{id}/logged-out"))
+                .map_err(WebError::internal)?;
+            c.logout_url(&session, &back, &relay)
+                .await
+                .map(|u| u.map(|u| (u, String::new())))
+        }
+        Some(Connector::Post(c)) => c.logout_request(&session, &relay).await,
+        _ => Ok(None),
+    };
+    let (url, request_id) = match target {
+        Ok(Some(t)) => t,
+        Ok(None) => return Ok(then),
+        Err(e) => {
+            tracing::warn!(upstream = id, error = %e, "logout at the upstream skipped");
+            return Ok(then);
+        }
+    };
+    // Where to continue once the upstream sends the browser back (single use, ten minutes).
+    let record = UpstreamRequest {
+        state_hash: Sha256::digest(relay.as_bytes()).into(),
+        upstream: id.to_owned(),
+        binding_hash: [0; 32],
+        pending: serde_json::json!({ "logout": "1", "request_id": request_id }).to_string(),
+        return_to: then,
+        expires_at: state.clock.now().saturating_add(PENDING_TTL),
+    };
+    let store = Arc::clone(&state.store);
+    web::block(move || store.insert_upstream_request(&record)).await??;
+    Ok(url.to_string())
+}
+
+/// The logout continuation behind `relay` for upstream `id`, taken (single use).
+async fn take_logout(
+    state: &web::Data<AppState>,
+    id: &str,
+    relay: &str,
+) -> Result<Option<(String, String)>, WebError> {
+    let store = Arc::clone(&state.store);
+    let now = state.clock.now();
+    let hash: [u8; 32] = Sha256::digest(relay.as_bytes()).into();
+    let p = web::block(move || store.take_upstream_request(&hash, now)).await??;
+    Ok(p.filter(|p| p.upstream == id).and_then(|p| {
+        let v: serde_json::Value = serde_json::from_str(&p.pending).ok()?;
+        (v["logout"] == "1").then(|| {
+            (
+                p.return_to.clone(),
+                v["request_id"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LoggedOutQuery {
+    #[serde(default)]
+    state: String,
+}
+
+/// `GET /upstream/{id}/logged-out`: back from the upstream's RP-initiated logout.
+pub async fn logged_out(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    q: web::Query<LoggedOutQuery>,
+) -> Result<HttpResponse, WebError> {
+    match take_logout(&state, &id, &q.state).await? {
+        Some((then, _)) => Ok(super::see_other(&then)),
+        None => Ok(super::see_other("/signed-out")),
+    }
+}
+
+/// `GET /upstream/{id}/saml/slo`: SAML Single Logout, HTTP-Redirect binding. A LogoutRequest
+/// from the IdP ends the broker sessions it names (their apps are told through back-channel
+/// logout) and is answered with a signed LogoutResponse; a LogoutResponse answers the broker's
+/// own request and the logout continues where it was going.
+pub async fn saml_slo(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, WebError> {
+    let id = id.into_inner();
+    let connector = post_connector(&state, &id)?;
+    let raw = req.query_string().to_owned();
+    let params: BTreeMap<String, String> = url::form_urlencoded::parse(raw.as_bytes())
+        .into_owned()
+        .collect();
+    if params.contains_key("SAMLResponse") {
+        let relay = params.get("RelayState").cloned().unwrap_or_default();
+        let Some((then, request_id)) = take_logout(&state, &id, &relay).await? else {
+            return Ok(super::see_other("/signed-out"));
+        };
+        if let Err(e) = connector.logout_response(&raw, &request_id).await {
+            // The broker session is over either way; the IdP's session may not be.
+            tracing::warn!(upstream = %id, error = %e, "SAML LogoutResponse refused");
+        }
+        return Ok(super::see_other(&then));
+    }
+    let logout = match connector.idp_logout(&raw).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(upstream = %id, error = %e, "SAML LogoutRequest refused");
+            state.provider.audit.record(
+                Event::new(EventKind::LoginFailed)
+                    .upstream(id.as_str())
+                    .ip(super::client_ip(&req, &state))
+                    .reason("logout_request_refused"),
+            );
+            return Err(WebError::BadRequest);
+        }
+    };
+    let (store, provider) = (Arc::clone(&state.store), Arc::clone(&state.provider));
+    let (upstream, name_id, indexes) = (id.clone(), logout.name_id, logout.session_indexes);
+    let ended = web::block(move || -> Result<usize, crate::flow::login::FlowError> {
+        let mut ended = 0;
+        for s in store.upstream_sessions_by_name_id(&upstream, &name_id)? {
+            let named = indexes.is_empty()
+                || s.session_index
+                    .as_ref()
+                    .is_some_and(|i| indexes.contains(i));
+            if !named {
+                continue;
+            }
+            if let Some(record) = store.session_by_sid(&s.sid)? {
+                provider.end_session_record(&record, "upstream_logout")?;
+                ended += 1;
+            }
+        }
+        Ok(ended)
+    })
+    .await?
+    .map_err(WebError::internal)?;
+    tracing::info!(upstream = %id, ended, "sessions ended by the IdP's LogoutRequest");
+    let mut res = HttpResponse::Found()
+        .insert_header((
+            actix_web::http::header::LOCATION,
+            logout.respond_to.as_str(),
+        ))
+        .finish();
+    if ended > 0 {
+        res.add_cookie(&state.cookies.removal(state.cookies.session.clone()))
+            .map_err(WebError::internal)?;
+    }
     Ok(res)
 }
 

@@ -19,7 +19,10 @@ use openssl::pkey::{PKey, Private};
 
 use self::metadata::{IdpMetadata, SpMetadata};
 use self::xml::escape;
-use super::{Identity, PendingUpstream, PostConnector, UpstreamError, UpstreamStart};
+use super::{
+    Federated, Identity, IdpLogout, PendingUpstream, PostConnector, UpstreamError, UpstreamSession,
+    UpstreamStart,
+};
 use crate::clock::{Clock, Entropy, UnixTime};
 use crate::config::{NameIdFormat, SamlAttributeMapping, SamlMetadataSource, SamlUpstreamConfig};
 use crate::domain::Email;
@@ -346,6 +349,38 @@ impl SamlConnector {
         })
     }
 
+    /// The checks every logout message from the IdP passes: its Issuer, our SLO URL as its
+    /// Destination (when it names one), an IssueInstant within the skew and the maximum age.
+    fn check_message(
+        &self,
+        idp_entity: &str,
+        issuer: Option<&samael::schema::Issuer>,
+        destination: Option<&str>,
+        issued: Option<&chrono::DateTime<chrono::Utc>>,
+    ) -> Result<(), SamlError> {
+        if issuer.and_then(|i| i.value.as_deref()) != Some(idp_entity) {
+            return Err(SamlError::Issuer);
+        }
+        if let Some(d) = destination
+            && d != self.slo_url
+        {
+            return Err(SamlError::Destination);
+        }
+        let now = self.clock.now();
+        let issued = issued
+            .map(|t| t.timestamp())
+            .ok_or(SamlError::Malformed("no IssueInstant".into()))?;
+        if issued > now + response::SKEW {
+            return Err(SamlError::NotYetValid(
+                "IssueInstant is in the future".into(),
+            ));
+        }
+        if issued < now - response::MAX_AGE {
+            return Err(SamlError::Expired("IssueInstant is too old".into()));
+        }
+        Ok(())
+    }
+
     /// The SP metadata document for this upstream.
     pub fn sp_metadata(&self) -> String {
         SpMetadata {
@@ -358,6 +393,16 @@ impl SamlConnector {
         }
         .to_xml()
     }
+}
+
+/// `url` with `query` appended to any query it already has.
+fn with_query(mut url: url::Url, query: &str) -> url::Url {
+    let q = match url.query() {
+        Some(existing) if !existing.is_empty() => format!("{existing}&{query}"),
+        _ => query.to_owned(),
+    };
+    url.set_query(Some(&q));
+    url
 }
 
 /// RFC 8176 methods for the common SAML authentication context classes.
@@ -391,14 +436,8 @@ impl PostConnector for SamlConnector {
             Some(&relay_state),
             self.signing.as_ref().map(|(k, _)| k),
         )?;
-        let mut redirect_to = idp.sso_url.clone();
-        let q = match redirect_to.query() {
-            Some(existing) if !existing.is_empty() => format!("{existing}&{query}"),
-            _ => query,
-        };
-        redirect_to.set_query(Some(&q));
         Ok(UpstreamStart {
-            redirect_to,
+            redirect_to: with_query(idp.sso_url.clone(), &query),
             pending: PendingUpstream {
                 values: BTreeMap::from([
                     ("state".to_owned(), relay_state),
@@ -412,7 +451,7 @@ impl PostConnector for SamlConnector {
         &self,
         pending: Option<&PendingUpstream>,
         form: &BTreeMap<String, String>,
-    ) -> Result<Identity, UpstreamError> {
+    ) -> Result<Federated, UpstreamError> {
         let encoded = form
             .get("SAMLResponse")
             .cloned()
@@ -468,10 +507,172 @@ impl PostConnector for SamlConnector {
         if !fresh {
             return Err(SamlError::Replayed.into());
         }
-        Ok(self.identity(&verified)?)
+        Ok(Federated {
+            identity: self.identity(&verified)?,
+            session: Some(UpstreamSession::Saml {
+                name_id: verified.name_id,
+                name_id_format: verified.name_id_format,
+                session_index: verified.session_index,
+            }),
+        })
     }
 
     fn metadata(&self) -> Result<String, UpstreamError> {
         Ok(self.sp_metadata())
+    }
+
+    async fn logout_request(
+        &self,
+        session: &UpstreamSession,
+        relay_state: &str,
+    ) -> Result<Option<(url::Url, String)>, UpstreamError> {
+        let UpstreamSession::Saml {
+            name_id,
+            name_id_format,
+            session_index,
+        } = session
+        else {
+            return Ok(None);
+        };
+        let Some((key, _)) = &self.signing else {
+            return Ok(None);
+        };
+        let idp = self.idp().await?;
+        let Some(slo) = idp.slo_url.clone() else {
+            return Ok(None);
+        };
+        let id = format!("_{}", hex::encode(&self.entropy.bytes32()[..20]));
+        let format = name_id_format
+            .as_deref()
+            .map(|f| format!(" Format=\"{}\"", escape(f)))
+            .unwrap_or_default();
+        let index = session_index
+            .as_deref()
+            .map(|i| format!("<samlp:SessionIndex>{}</samlp:SessionIndex>", escape(i)))
+            .unwrap_or_default();
+        let xml = format!(
+            concat!(
+                "<samlp:LogoutRequest xmlns:samlp=\"urn:oasis:names:tc:SAML:2.0:protocol\" ",
+                "xmlns:saml=\"urn:oasis:names:tc:SAML:2.0:assertion\" ID=\"{id}\" Version=\"2.0\" ",
+                "IssueInstant=\"{instant}\" Destination=\"{dest}\"><saml:Issuer>{issuer}</saml:Issuer>",
+                "<saml:NameID{format}>{name_id}</saml:NameID>{index}</samlp:LogoutRequest>"
+            ),
+            id = id,
+            instant = Self::instant(self.clock.now()),
+            dest = escape(slo.as_str()),
+            issuer = escape(&self.sp_entity_id),
+            format = format,
+            name_id = escape(name_id),
+            index = index,
+        );
+        let query = crypto::redirect_query("SAMLRequest", &xml, Some(relay_state), Some(key))?;
+        Ok(Some((with_query(slo, &query), id)))
+    }
+
+    async fn logout_response(
+        &self,
+        raw_query: &str,
+        request_id: &str,
+    ) -> Result<(), UpstreamError> {
+        let idp = self.idp().await?;
+        let msg = crypto::read_redirect(raw_query, &idp.certs)?;
+        if !msg.signed || msg.param != "SAMLResponse" {
+            return Err(SamlError::Unsigned.into());
+        }
+        let (root, _) = xml::root_of(&msg.xml)?;
+        if root.ns != xml::PROTOCOL_NS || root.name != "LogoutResponse" {
+            return Err(SamlError::Malformed("not a LogoutResponse".into()).into());
+        }
+        let r: samael::schema::LogoutResponse = msg
+            .xml
+            .parse()
+            .map_err(|e| SamlError::Malformed(format!("LogoutResponse: {e}")))?;
+        self.check_message(
+            &idp.entity_id,
+            r.issuer.as_ref(),
+            r.destination.as_deref(),
+            r.issue_instant.as_ref(),
+        )?;
+        if r.in_response_to.as_deref() != Some(request_id) {
+            return Err(SamlError::InResponseTo.into());
+        }
+        let status = r
+            .status
+            .as_ref()
+            .and_then(|s| s.status_code.value.clone())
+            .unwrap_or_default();
+        if status != xml::STATUS_SUCCESS {
+            return Err(SamlError::Status {
+                code: status,
+                sub: None,
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    async fn logout_endpoint(&self) -> Result<Option<url::Url>, UpstreamError> {
+        if self.signing.is_none() {
+            return Ok(None);
+        }
+        Ok(self.idp().await?.slo_url.clone())
+    }
+
+    async fn idp_logout(&self, raw_query: &str) -> Result<IdpLogout, UpstreamError> {
+        let idp = self.idp().await?;
+        let msg = crypto::read_redirect(raw_query, &idp.certs)?;
+        // A LogoutRequest ends sessions: only a signed one is believed.
+        if !msg.signed || msg.param != "SAMLRequest" {
+            return Err(SamlError::Unsigned.into());
+        }
+        let (root, _) = xml::root_of(&msg.xml)?;
+        if root.ns != xml::PROTOCOL_NS || root.name != "LogoutRequest" {
+            return Err(SamlError::Malformed("not a LogoutRequest".into()).into());
+        }
+        let r: samael::schema::LogoutRequest = msg
+            .xml
+            .parse()
+            .map_err(|e| SamlError::Malformed(format!("LogoutRequest: {e}")))?;
+        self.check_message(
+            &idp.entity_id,
+            r.issuer.as_ref(),
+            r.destination.as_deref(),
+            r.issue_instant.as_ref(),
+        )?;
+        let name_id = r
+            .name_id
+            .as_ref()
+            .map(|n| n.value.clone())
+            .filter(|v| !v.trim().is_empty())
+            .ok_or(SamlError::NoSubject)?;
+        let request_id = r.id.clone().ok_or(SamlError::Malformed("no ID".into()))?;
+        let slo = idp.slo_url.clone().ok_or(SamlError::Metadata(
+            "the IdP has no SingleLogoutService".into(),
+        ))?;
+        let Some((key, _)) = &self.signing else {
+            return Err(SamlError::Config("Single Logout needs signing_key_file".into()).into());
+        };
+        let xml = format!(
+            concat!(
+                "<samlp:LogoutResponse xmlns:samlp=\"urn:oasis:names:tc:SAML:2.0:protocol\" ",
+                "xmlns:saml=\"urn:oasis:names:tc:SAML:2.0:assertion\" ID=\"_{id}\" Version=\"2.0\" ",
+                "IssueInstant=\"{instant}\" Destination=\"{dest}\" InResponseTo=\"{irt}\">",
+                "<saml:Issuer>{issuer}</saml:Issuer><samlp:Status><samlp:StatusCode Value=\"{ok}\"/>",
+                "</samlp:Status></samlp:LogoutResponse>"
+            ),
+            id = hex::encode(&self.entropy.bytes32()[..20]),
+            instant = Self::instant(self.clock.now()),
+            dest = escape(slo.as_str()),
+            irt = escape(&request_id),
+            issuer = escape(&self.sp_entity_id),
+            ok = xml::STATUS_SUCCESS,
+        );
+        let query =
+            crypto::redirect_query("SAMLResponse", &xml, msg.relay_state.as_deref(), Some(key))?;
+        Ok(IdpLogout {
+            name_id,
+            session_indexes: r.session_index.into_iter().collect(),
+            respond_to: with_query(slo, &query),
+        })
     }
 }
