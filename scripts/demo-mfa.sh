@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Try the MFA plugins: builds them (plugins/build.sh), starts a local SMTP server that prints every
 # email it receives to this terminal, writes a config that pins the built plugins and requires a
-# second factor, creates demo@example.com / demo, and runs the broker on http://127.0.0.1:8080.
+# second factor, creates demo@example.com / demo-demo, and runs the broker on http://127.0.0.1:8080.
 #
 #   scripts/demo-mfa.sh
 #
-# Sign in as demo@example.com / demo: set up the authenticator app (scan the QR code) or use the
-# email code printed here. Data lives in ./concierge-data/mfa-demo (delete it to start over).
+# Sign in as demo@example.com / demo-demo with the email code printed here, then set up an
+# authenticator app from the account page (QR code). Data lives in ./concierge-data/mfa-demo (delete it to start over).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -72,7 +72,9 @@ grants = ["clock", "random", "state", "email"]
 TOML
 
 export CONCIERGE_CONFIG="$CONFIG"
-# The account exists after the first run ("already exists" is fine).
-printf 'demo\n' | "$CONCIERGE_BIN" users add demo@example.com --name "Demo User" 2>/dev/null || true
-echo "==> http://127.0.0.1:8080  (demo@example.com / demo; emails are printed below)" >&2
+# The account exists after the first run.
+if ! out="$(printf 'demo-demo\n' | "$CONCIERGE_BIN" users add demo@example.com --name "Demo User" 2>&1)"; then
+  grep -qi "exists" <<<"$out" || { echo "$out" >&2; exit 1; }
+fi
+echo "==> http://127.0.0.1:8080  (demo@example.com / demo-demo; emails are printed below)" >&2
 "$CONCIERGE_BIN" serve
