@@ -121,7 +121,7 @@ pub struct RawPlugin {
     /// Wall time per call.
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
-    /// CPU budget per call (wasmtime fuel; one TOTP verify uses about 30,000).
+    /// CPU budget per call (wasmtime fuel; one TOTP verify uses about 65,000).
     #[serde(default = "default_fuel")]
     pub fuel: u64,
     /// Linear memory cap, e.g. `4MiB`.
