@@ -4,6 +4,8 @@
 //! same IdP's honest responses (assertion signed, response signed, encrypted) sign in, so every
 //! refusal can fail.
 
+use std::sync::{Arc, Mutex};
+
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use openssl::asn1::Asn1Time;
@@ -13,6 +15,7 @@ use openssl::rsa::{Padding, Rsa};
 use openssl::x509::{X509, X509NameBuilder};
 use samael::crypto::{Crypto, CryptoProvider};
 
+use concierge::clock::Clock;
 use concierge::storage::Store;
 
 use crate::control::{OPS_CLIENTS, admin_token, api};
@@ -796,7 +799,118 @@ async fn idp_logout_requests_must_be_signed_by_the_idp(b: Backend) {
     assert!(br.session_cookie().is_none(), "cookie cleared");
 }
 
+/// IdP metadata served over HTTP by the test: the certificate it names can be changed, and the
+/// server can fail.
+struct MetadataServer {
+    url: String,
+    /// The metadata served; `None`: answer 500.
+    doc: Arc<Mutex<Option<String>>>,
+    fetches: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+async fn metadata_server(doc: String) -> MetadataServer {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "http://127.0.0.1:{}/metadata",
+        listener.local_addr().unwrap().port()
+    );
+    let doc = Arc::new(Mutex::new(Some(doc)));
+    let fetches = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (d, n) = (doc.clone(), fetches.clone());
+    let server = actix_web::HttpServer::new(move || {
+        let (d, n) = (d.clone(), n.clone());
+        actix_web::App::new().route(
+            "/metadata",
+            actix_web::web::get().to(move || {
+                n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let body = d.lock().unwrap().clone();
+                async move {
+                    match body {
+                        Some(b) => actix_web::HttpResponse::Ok().body(b),
+                        None => actix_web::HttpResponse::InternalServerError().finish(),
+                    }
+                }
+            }),
+        )
+    })
+    .listen(listener)
+    .unwrap()
+    .workers(1)
+    .disable_signals()
+    .run();
+    tokio::spawn(server);
+    MetadataServer { url, doc, fetches }
+}
+
+async fn metadata_from_a_url_is_refreshed_and_the_last_good_copy_kept(b: Backend) {
+    let (first, second) = (key_pair("idp-2025"), key_pair("idp-2026"));
+    let md = metadata_server(idp_metadata(&first.cert_b64)).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let bind = format!("127.0.0.1:{port}");
+    let extra = format!(
+        "[[upstreams]]\nid = \"corp\"\nkind = \"saml\"\nmetadata_url = {:?}\nmetadata_refresh = \"1h\"\n",
+        md.url
+    );
+    let Some(app) = spawn_provider_with(b, &[("CONCIERGE__SERVER__BIND", &bind)], &extra).await
+    else {
+        return;
+    };
+    let acs = format!("{}/upstream/corp/saml/acs", app.base);
+    let audience = format!("{}/upstream/corp/saml/metadata", app.base);
+    let mut n = 0;
+    // Signs in with a response signed by `key`; true if the broker accepted it.
+    let mut login = async |key: &PKey<Private>| {
+        n += 1;
+        let mut br = Browser::new(&app);
+        let started = start_login(&mut br, "corp").await;
+        let a = Assertion {
+            id: format!("_m{n}"),
+            issuer: IDP.into(),
+            issued: app.clock.now(),
+            name_id: "rotating".into(),
+            audience: audience.clone(),
+            recipient: acs.clone(),
+            in_response_to: Some(started.request_id.clone()),
+            not_before: app.clock.now() - 30,
+            not_on_or_after: app.clock.now() + 300,
+            email: "rotating@saml.example".into(),
+        };
+        let xml = response(
+            &format!("_rm{n}"),
+            &acs,
+            Some(&started.request_id),
+            &a.signed(key),
+            false,
+        );
+        post_response(&mut br, "corp", &xml, Some(&started.relay_state))
+            .await
+            .status
+            == 303
+    };
+    assert!(login(&first.key).await, "the metadata's key");
+    assert_eq!(md.fetches.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // The IdP rolls its key; within the refresh period the broker still trusts the old one.
+    *md.doc.lock().unwrap() = Some(idp_metadata(&second.cert_b64));
+    assert!(!login(&second.key).await, "not fetched again yet");
+    assert!(login(&first.key).await);
+    // After metadata_refresh the metadata is fetched again: the new key, and only it.
+    app.clock.advance(3601);
+    assert!(login(&second.key).await, "refreshed");
+    assert!(!login(&first.key).await, "the old key is gone");
+    assert_eq!(md.fetches.load(std::sync::atomic::Ordering::SeqCst), 2);
+    // The metadata server fails: the last good copy keeps serving.
+    *md.doc.lock().unwrap() = None;
+    app.clock.advance(3601);
+    assert!(login(&second.key).await, "last good copy");
+    assert_eq!(md.fetches.load(std::sync::atomic::Ordering::SeqCst), 3);
+}
+
 per_backend_async!(
+    metadata_from_a_url_is_refreshed_and_the_last_good_copy_kept,
     idp_logout_requests_must_be_signed_by_the_idp,
     hostile_saml_responses_are_refused,
     assertions_are_single_use_and_unsolicited_responses_need_opt_in,

@@ -241,3 +241,99 @@ pub(super) fn validate(
         attributes: u.attributes.clone(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Settings, UpstreamKind};
+
+    fn pem_pair(dir: &std::path::Path, name: &str) -> (String, String) {
+        use openssl::{asn1::Asn1Time, hash::MessageDigest, pkey::PKey, rsa::Rsa, x509::X509};
+        let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+        let mut b = X509::builder().unwrap();
+        b.set_pubkey(&key).unwrap();
+        b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+            .unwrap();
+        b.set_not_after(&Asn1Time::days_from_now(1).unwrap())
+            .unwrap();
+        b.sign(&key, MessageDigest::sha256()).unwrap();
+        let (k, c) = (
+            dir.join(format!("{name}.key")),
+            dir.join(format!("{name}.crt")),
+        );
+        std::fs::write(&k, key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+        std::fs::write(&c, b.build().to_pem().unwrap()).unwrap();
+        (k.display().to_string(), c.display().to_string())
+    }
+
+    fn load(dir: &std::path::Path, upstream: &str) -> Result<Settings, String> {
+        let p = dir.join("c.toml");
+        std::fs::write(
+            &p,
+            format!("[[upstreams]]\nid = \"corp\"\nkind = \"saml\"\n{upstream}"),
+        )
+        .unwrap();
+        Settings::load(Some(&p), Vec::new()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn saml_upstreams_are_checked_at_boot() {
+        let dir = tempfile::tempdir().unwrap();
+        let (key, cert) = pem_pair(dir.path(), "sp");
+        let (_, other_cert) = pem_pair(dir.path(), "other");
+        let url = "metadata_url = \"https://idp.example/metadata\"\n";
+
+        let s = load(dir.path(), url).unwrap();
+        let UpstreamKind::Saml(c) = &s.upstreams[0].kind else {
+            panic!("not saml");
+        };
+        assert_eq!(
+            c.sp_entity_id,
+            "http://127.0.0.1:8080/upstream/corp/saml/metadata"
+        );
+        assert!(!c.allow_idp_initiated && c.signing.is_none());
+        assert_eq!(c.metadata_refresh.as_secs(), 3600);
+
+        for (extra, key_named) in [
+            ("", "upstreams[0].metadata_url"),
+            ("metadata_url = \"http://idp.example/m\"\n", "metadata_url"),
+            ("metadata_file = \"/nonexistent.xml\"\n", "metadata_file"),
+            (
+                &format!("{url}metadata_refresh = \"10s\"\n"),
+                "metadata_refresh",
+            ),
+            (
+                &format!("{url}name_id_format = \"x509\"\n"),
+                "name_id_format",
+            ),
+            (
+                &format!("{url}name_id_format = \"transient\"\n"),
+                "attributes.subject",
+            ),
+            (
+                &format!("{url}signing_key_file = {key:?}\n"),
+                "signing_cert_file",
+            ),
+            (
+                &format!("{url}signing_key_file = {key:?}\nsigning_cert_file = {other_cert:?}\n"),
+                "signing_cert_file",
+            ),
+            (&format!("{url}issuer = \"https://x\"\n"), "issuer"),
+        ] {
+            let m = load(dir.path(), extra).unwrap_err();
+            assert!(m.contains(key_named), "{extra}: {m}");
+        }
+        let s = load(
+            dir.path(),
+            &format!("{url}signing_key_file = {key:?}\nsigning_cert_file = {cert:?}\nname_id_format = \"transient\"\n[upstreams.attributes]\nsubject = \"uid\"\n"),
+        )
+        .unwrap();
+        let UpstreamKind::Saml(c) = &s.upstreams[0].kind else {
+            panic!("not saml");
+        };
+        assert!(c.signing.is_some());
+        assert!(
+            !format!("{c:?}").contains("PRIVATE KEY"),
+            "the key is redacted"
+        );
+    }
+}

@@ -361,6 +361,8 @@ pub(crate) async fn attach_upstream_session(
     let Some(binding) = binding_of(state, req) else {
         return Ok(None);
     };
+    // The session is open: the binding is done with (a new one is not set on the way out).
+    req.extensions_mut().remove::<NewBinding>();
     let (store, now) = (Arc::clone(&state.store), state.clock.now());
     let (sid, upstream) = (record.sid.clone(), record.upstream.clone());
     web::block(move || -> Result<(), crate::storage::StorageError> {
