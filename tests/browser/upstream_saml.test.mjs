@@ -290,6 +290,7 @@ describe(`upstream SAML 2.0 through pysaml2 (${backend})`, () => {
     });
     const sid = tokens.claims().sid;
     assert.ok(sid);
+    await page.waitForURL(`${rp.url}?**`); // the app's page has finished loading
     // Single Logout started at the IdP: the browser carries its LogoutRequest to the broker.
     await page.goto(`${idp.url}/logout-user?user=frank`);
     await page.locator('#idp-logged-out').waitFor();

@@ -7,7 +7,8 @@ and encryption through Debian's `xmlsec1`). Listens on 127.0.0.1 only.
 
 Endpoints:
   GET  /metadata   the IdP's metadata (entity ID = {base}/metadata)
-  GET  /sso        AuthnRequest (HTTP-Redirect binding): a login form (any user name; the
+  GET  /sso        AuthnRequest (HTTP-Redirect binding, its signature required and checked against
+                   the SP metadata): a login form (any user name; the
                    button "Deny" answers with a RequestDenied status)
   POST /login      the form: a signed Response posted to the SP's ACS (HTTP-POST binding)
   GET  /slo        LogoutRequest from the SP (HTTP-Redirect, signature checked): recorded, answered
@@ -86,7 +87,8 @@ def config(sp_metadata_file):
                     "name_id_format": [NAMEID_FORMAT_PERSISTENT],
                     "sign_response": ARGS.sign_response,
                     "sign_assertion": True,
-                    "want_authn_requests_signed": False,
+                    # The broker signs its AuthnRequests: check them.
+                    "want_authn_requests_signed": True,
                 }
             },
             "key_file": ARGS.key,
@@ -131,6 +133,17 @@ def session_indexes(name_id_text):
         for statements in IDP.session_db.get_authn_statements(name_id)
         for s in statements
     ]
+
+
+def parse_request(q):
+    """The AuthnRequest of an HTTP-Redirect query, its signature checked with the SP metadata."""
+    return IDP.parse_authn_request(
+        q["SAMLRequest"],
+        BINDING_HTTP_REDIRECT,
+        relay_state=q.get("RelayState") or None,
+        sigalg=q.get("SigAlg") or None,
+        signature=q.get("Signature") or None,
+    )
 
 
 def page(body, status=200):
@@ -184,10 +197,10 @@ class Handler(BaseHTTPRequestHandler):
 
     def sso(self):
         q = self.query()
-        req = IDP.parse_authn_request(q["SAMLRequest"], BINDING_HTTP_REDIRECT)
+        req = parse_request(q)
         fields = "".join(
-            f'<input type="hidden" name="{k}" value="{html.escape(v)}">'
-            for k, v in (("SAMLRequest", q["SAMLRequest"]), ("RelayState", q.get("RelayState", "")))
+            f'<input type="hidden" name="{k}" value="{html.escape(q.get(k, ""))}">'
+            for k in ("SAMLRequest", "RelayState", "SigAlg", "Signature")
         )
         return page(
             "<!doctype html><title>pysaml2 IdP</title><h1>pysaml2 IdP</h1>"
@@ -201,7 +214,7 @@ class Handler(BaseHTTPRequestHandler):
         )
 
     def login(self, form):
-        req = IDP.parse_authn_request(form["SAMLRequest"], BINDING_HTTP_REDIRECT)
+        req = parse_request(form)
         args = IDP.response_args(req.message, [BINDING_HTTP_POST])
         relay_state = form.get("RelayState", "")
         if form.get("action") == "deny":
@@ -249,7 +262,13 @@ class Handler(BaseHTTPRequestHandler):
             with LOCK:
                 LOG.append({"kind": "LogoutResponse", "status": res.response.status.status_code.value})
             return page('<p id="idp-logged-out">logged out at the SP</p>')
-        req = IDP.parse_logout_request(q["SAMLRequest"], BINDING_HTTP_REDIRECT)
+        req = IDP.parse_logout_request(
+            q["SAMLRequest"],
+            BINDING_HTTP_REDIRECT,
+            relay_state=q.get("RelayState") or None,
+            sigalg=q.get("SigAlg") or None,
+            signature=q.get("Signature") or None,
+        )
         msg = req.message
         issued = session_indexes(msg.name_id.text) if msg.name_id else []
         with LOCK:
