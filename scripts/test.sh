@@ -52,7 +52,7 @@ ensure_debs() {
 }
 
 DEBS=(build-essential pkg-config libssl-dev libpq-dev libclang-dev libxml2-dev libxmlsec1-dev xmlsec1
-      postgresql chromium python3 python3-venv oathtool)
+      postgresql chromium python3 python3-venv oathtool openssl)
 command -v node >/dev/null 2>&1 || DEBS+=(nodejs)
 command -v npm >/dev/null 2>&1 || DEBS+=(npm)
 ensure_debs "${DEBS[@]}"
