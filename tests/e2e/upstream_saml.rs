@@ -909,7 +909,67 @@ async fn metadata_from_a_url_is_refreshed_and_the_last_good_copy_kept(b: Backend
     assert_eq!(md.fetches.load(std::sync::atomic::Ordering::SeqCst), 3);
 }
 
+async fn a_saml_email_links_an_existing_account_only_where_trusted(b: Backend) {
+    let Some(f) = fixture(b).await else {
+        return;
+    };
+    let app = &f.app;
+    let demo = concierge::domain::Email::parse("demo@example.com").unwrap();
+    let demo_id = app.store.user_by_email(&demo).unwrap().unwrap().id;
+    // `slo` is not trusted for emails (the default): the existing account must be proven.
+    let mut br = Browser::new(app);
+    let started = start_login(&mut br, "slo").await;
+    let acs = format!("{}/upstream/slo/saml/acs", app.base);
+    let a = Assertion {
+        recipient: acs.clone(),
+        audience: format!("{}/upstream/slo/saml/metadata", app.base),
+        name_id: "claims-demo".into(),
+        email: "demo@example.com".into(),
+        ..f.good(1, &started.request_id)
+    };
+    let xml = response(
+        "_r1",
+        &acs,
+        Some(&started.request_id),
+        &a.signed(&f.idp.key),
+        false,
+    );
+    let res = post_response(&mut br, "slo", &xml, Some(&started.relay_state)).await;
+    assert_eq!(res.status, 409, "{}", res.body);
+    assert!(res.body.contains("login-error"));
+    assert!(br.session_cookie().is_none(), "no session");
+    assert!(
+        app.store
+            .upstream_link("slo", "claims-demo")
+            .unwrap()
+            .is_none(),
+        "not linked"
+    );
+    // `evil` is configured with link_by_verified_email: the IdP's email links the account.
+    let mut br = Browser::new(app);
+    let started = start_login(&mut br, "evil").await;
+    let a = Assertion {
+        name_id: "claims-demo".into(),
+        email: "demo@example.com".into(),
+        ..f.good(2, &started.request_id)
+    };
+    let xml = response(
+        "_r2",
+        &f.acs,
+        Some(&started.request_id),
+        &a.signed(&f.idp.key),
+        false,
+    );
+    let res = post_response(&mut br, "evil", &xml, Some(&started.relay_state)).await;
+    assert_eq!(res.status, 303, "{}", res.body);
+    assert_eq!(
+        app.store.upstream_link("evil", "claims-demo").unwrap(),
+        Some(demo_id)
+    );
+}
+
 per_backend_async!(
+    a_saml_email_links_an_existing_account_only_where_trusted,
     metadata_from_a_url_is_refreshed_and_the_last_good_copy_kept,
     idp_logout_requests_must_be_signed_by_the_idp,
     hostile_saml_responses_are_refused,
