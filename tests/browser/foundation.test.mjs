@@ -127,7 +127,14 @@ describe(`foundation (${backend}): pages, sign-in, CSRF, locale, headers, bad in
   let broker;
   let browser;
   before(async () => {
-    broker = await startBroker();
+    // Every test here signs the demo account in; at the default 10 sign-ins per minute per
+    // account a fast run got 429s (sessions.test.mjs covers the limits themselves).
+    broker = await startBroker({
+      env: {
+        CONCIERGE__RATE_LIMIT__LOGIN_PER_ACCOUNT: '1000/1m',
+        CONCIERGE__RATE_LIMIT__LOGIN_PER_IP: '1000/1m',
+      },
+    });
     browser = await launchBrowser({ locale: 'en-US' });
   });
   after(async () => {
