@@ -178,6 +178,8 @@ pub enum VerifyOutcome {
 #[derive(Debug, Clone)]
 pub enum EnrollOutcome {
     Done {
+        /// The methods the session gains: setting the factor up proved it.
+        amr: Vec<String>,
         /// Recovery codes handed out now (first enrolment only), to show once.
         recovery_codes: Vec<String>,
     },
@@ -447,10 +449,35 @@ impl Mfa {
         plugin: &str,
         user: &FactorUser,
     ) -> Result<(Form, Vec<Outgoing>), MfaError> {
-        let l = self.loaded(plugin)?;
-        let (r, outbox) = self.call(&l, user, |p, s, u| {
+        self.form_call(plugin, user, |p, s, u| {
             p.concierge_mfa_factor().call_enroll_begin(s, u)
-        })?;
+        })
+    }
+
+    /// Starts a challenge: the page to show and the messages to send. Blocking.
+    pub fn challenge_begin(
+        &self,
+        plugin: &str,
+        user: &FactorUser,
+    ) -> Result<(Form, Vec<Outgoing>), MfaError> {
+        self.form_call(plugin, user, |p, s, u| {
+            p.concierge_mfa_factor().call_challenge_begin(s, u)
+        })
+    }
+
+    /// A call that answers with a page: the form, checked, and the messages to send.
+    fn form_call(
+        &self,
+        plugin: &str,
+        user: &FactorUser,
+        f: impl FnOnce(
+            &FactorPlugin,
+            &mut WasmStore<CallState>,
+            &host::User,
+        ) -> wasmtime::Result<Result<Form, PluginError>>,
+    ) -> Result<(Form, Vec<Outgoing>), MfaError> {
+        let l = self.loaded(plugin)?;
+        let (r, outbox) = self.call(&l, user, f)?;
         let form = plugin_result(plugin, r)?;
         check_form(&form).map_err(|reason| malformed(plugin, reason))?;
         Ok((form, outbox))
@@ -490,24 +517,16 @@ impl Mfa {
                 } else {
                     Vec::new()
                 };
-                Ok((EnrollOutcome::Done { recovery_codes }, outbox))
+                let amr = l.proven_amr();
+                Ok((
+                    EnrollOutcome::Done {
+                        amr,
+                        recovery_codes,
+                    },
+                    outbox,
+                ))
             }
         }
-    }
-
-    /// Starts a challenge: the page to show and the messages to send. Blocking.
-    pub fn challenge_begin(
-        &self,
-        plugin: &str,
-        user: &FactorUser,
-    ) -> Result<(Form, Vec<Outgoing>), MfaError> {
-        let l = self.loaded(plugin)?;
-        let (r, outbox) = self.call(&l, user, |p, s, u| {
-            p.concierge_mfa_factor().call_challenge_begin(s, u)
-        })?;
-        let form = plugin_result(plugin, r)?;
-        check_form(&form).map_err(|reason| malformed(plugin, reason))?;
-        Ok((form, outbox))
     }
 
     /// Whether the factor is locked for the user now. Blocking.
@@ -547,9 +566,9 @@ impl Mfa {
                 }
                 self.store
                     .touch_mfa_enrollment(&user.id, plugin, self.clock.now())?;
-                let mut amr = l.description.amr.clone();
-                amr.push(AMR_MFA.to_owned());
-                Ok(VerifyOutcome::Accepted { amr })
+                Ok(VerifyOutcome::Accepted {
+                    amr: l.proven_amr(),
+                })
             }
             Ok((_, Ok(Verdict::Rejected(msg)))) => {
                 rejected(check_localized(&msg).ok().map(|()| msg))

@@ -41,6 +41,17 @@ pub struct Loaded {
     pub stamp: FileStamp,
 }
 
+impl Loaded {
+    /// The methods a session gains when this factor is proven: the plugin's own, and `mfa`.
+    pub fn proven_amr(&self) -> Vec<String> {
+        let mut amr = self.description.amr.clone();
+        if !amr.iter().any(|m| m == super::AMR_MFA) {
+            amr.push(super::AMR_MFA.to_owned());
+        }
+        amr
+    }
+}
+
 /// A plugin that is configured but not usable, and why (fails closed).
 #[derive(Debug, Clone)]
 pub struct Unavailable {

@@ -875,14 +875,11 @@ async fn enrolled(
                 Some(localized(&msg, locale)),
             )
         }
-        EnrollOutcome::Done { recovery_codes } => {
+        EnrollOutcome::Done {
+            amr,
+            recovery_codes,
+        } => {
             audit(state, req, &ticket, EventKind::MfaEnrolled, factor, None);
-            let amr = match state.mfa.registry().get(factor) {
-                Some(crate::mfa::registry::Slot::Ready(l)) => {
-                    policy::merge_amr(&l.description.amr, &[crate::mfa::AMR_MFA.to_owned()])
-                }
-                _ => vec![crate::mfa::AMR_MFA.to_owned()],
-            };
             if recovery_codes.is_empty() {
                 return complete(state, req, ticket, &amr).await;
             }
