@@ -366,7 +366,7 @@ fn upstream_start(id: &str, rt: Option<&ReturnTo>, hint: Option<&Email>) -> Stri
 }
 
 /// Adds `Retry-After` to a refusal.
-fn slow_down(
+pub(crate) fn slow_down(
     res: Result<HttpResponse, WebError>,
     limited: crate::ratelimit::Limited,
 ) -> Result<HttpResponse, WebError> {

@@ -97,7 +97,7 @@ pub(crate) async fn after_first_factor(
             factors,
             recovery_left,
         } => choose_or_start(state, req, *ticket, factors, recovery_left).await,
-        Decision::NoFactor => no_factor(state, req),
+        Decision::NoFactor => Ok(no_factor()),
     }
 }
 
@@ -459,21 +459,9 @@ fn form_page(
     })
 }
 
-fn no_factor(state: &web::Data<AppState>, req: &HttpRequest) -> Result<HttpResponse, WebError> {
-    let locale = request_info(req, state).locale;
-    render(
-        state,
-        req,
-        StatusCode::SERVICE_UNAVAILABLE,
-        "error",
-        false,
-        &serde_json::json!({
-            "status": 503,
-            "title": state.pages.text(locale, "mfa_unavailable_title"),
-            "message": state.pages.text(locale, "mfa_unavailable_message"),
-            "request_id": request_info(req, state).id,
-        }),
-    )
+/// A factor is required but none can run: fail closed, with a page saying so.
+fn no_factor() -> HttpResponse {
+    super::message_page(StatusCode::SERVICE_UNAVAILABLE, "mfa_unavailable_message")
 }
 
 /// Starts a challenge (or an enrolment) of `factor` and shows its form; messages the plugin
@@ -565,7 +553,6 @@ async fn step_failed(
     factor: &str,
     e: MfaStepError,
 ) -> Result<HttpResponse, WebError> {
-    let locale = request_info(req, state).locale;
     let (status, key, retry) = match &e {
         MfaStepError::Locked(secs) => {
             audit(state, req, ticket, EventKind::MfaLockedOut, factor, None);
@@ -610,6 +597,24 @@ async fn step_failed(
             (StatusCode::SERVICE_UNAVAILABLE, "mfa_factor_failed", None)
         }
     };
+    let res = back_to_choice(state, req, ticket, status, Some(key)).await;
+    match retry {
+        Some(retry_after_secs) => {
+            super::login::slow_down(res, crate::ratelimit::Limited { retry_after_secs })
+        }
+        None => res,
+    }
+}
+
+/// Back to the factor choice (other factors, recovery codes), with a message if any.
+async fn back_to_choice(
+    state: &web::Data<AppState>,
+    req: &HttpRequest,
+    ticket: &MfaTicket,
+    status: StatusCode,
+    key: Option<&str>,
+) -> Result<HttpResponse, WebError> {
+    let locale = request_info(req, state).locale;
     let s = Arc::clone(state);
     let uid = UserId::from_stored(ticket.user_id.clone());
     let (factors, left) = web::block(move || -> Result<_, WebError> {
@@ -620,49 +625,44 @@ async fn step_failed(
         ))
     })
     .await??;
-    let mut res = choose_page(
+    choose_page(
         state,
         req,
         status,
         ticket,
         &factors,
         left,
-        Some(state.pages.text(locale, key)),
-    )?;
-    if let Some(secs) = retry
-        && let Ok(v) = actix_web::http::header::HeaderValue::from_str(&secs.to_string())
-    {
-        res.headers_mut()
-            .insert(actix_web::http::header::RETRY_AFTER, v);
-    }
-    Ok(res)
+        key.map(|k| state.pages.text(locale, k)),
+    )
 }
 
-/// The ticket of a posted step, if it is this browser's and unexpired.
-fn ticket_of(state: &AppState, req: &HttpRequest, signed: &str) -> Option<MfaTicket> {
-    state
+/// A posted step: its CSRF token checked, then its ticket if it is this browser's and
+/// unexpired (`None`: show [`expired`]); with `limit`, the MFA attempt rates are counted too.
+fn posted(
+    state: &AppState,
+    req: &HttpRequest,
+    csrf_token: &str,
+    signed: &str,
+    limit: bool,
+) -> Result<Option<MfaTicket>, WebError> {
+    state.csrf.verify(req, &state.cookies, csrf_token)?;
+    let ticket = state
         .csrf
         .verify_for_browser(req, &state.cookies, MFA_TICKET, signed)
         .and_then(|d| serde_json::from_slice::<MfaTicket>(&d).ok())
-        .filter(|t| t.exp > state.clock.now())
+        .filter(|t| t.exp > state.clock.now());
+    if let Some(t) = &ticket
+        && limit
+        && let Some(secs) = rate_limited(state, req, t)
+    {
+        return Err(WebError::TooManyRequests(secs));
+    }
+    Ok(ticket)
 }
 
 /// An expired or foreign step: start again at the sign-in page.
-fn expired(state: &web::Data<AppState>, req: &HttpRequest) -> Result<HttpResponse, WebError> {
-    let locale = request_info(req, state).locale;
-    render(
-        state,
-        req,
-        StatusCode::BAD_REQUEST,
-        "error",
-        false,
-        &serde_json::json!({
-            "status": 400,
-            "title": state.pages.text(locale, "mfa_expired_title"),
-            "message": state.pages.text(locale, "mfa_expired_message"),
-            "request_id": request_info(req, state).id,
-        }),
-    )
+fn expired() -> HttpResponse {
+    super::message_page(StatusCode::BAD_REQUEST, "mfa_expired_message")
 }
 
 /// MFA attempts per IP and per account.
@@ -705,16 +705,12 @@ pub async fn choose(
     form: StrictForm<ChooseForm>,
 ) -> Result<HttpResponse, WebError> {
     let form = form.into_inner();
-    state.csrf.verify(&req, &state.cookies, &form.csrf_token)?;
-    let Some(ticket) = ticket_of(&state, &req, &form.ticket) else {
-        return expired(&state, &req);
+    let Some(ticket) = posted(&state, &req, &form.csrf_token, &form.ticket, true)? else {
+        return Ok(expired());
     };
-    if let Some(secs) = rate_limited(&state, &req, &ticket) {
-        return Err(WebError::TooManyRequests(secs));
-    }
     if form.factor.is_empty() {
         // "Other options": back to the choice (other factors, recovery codes).
-        return step_failed_text(&state, &req, &ticket, StatusCode::OK, None).await;
+        return back_to_choice(&state, &req, &ticket, StatusCode::OK, None).await;
     }
     let enroll = form.action == "enroll";
     start(&state, &req, ticket, &form.factor, enroll).await
@@ -734,18 +730,12 @@ pub async fn answer(
             .map(|(_, v)| v.clone())
             .unwrap_or_default()
     };
-    state
-        .csrf
-        .verify(&req, &state.cookies, &get("csrf_token"))?;
-    let Some(ticket) = ticket_of(&state, &req, &get("ticket")) else {
-        return expired(&state, &req);
+    let Some(ticket) = posted(&state, &req, &get("csrf_token"), &get("ticket"), true)? else {
+        return Ok(expired());
     };
     let (Some(factor), Some(plugin_form)) = (ticket.factor.clone(), ticket.form.clone()) else {
-        return expired(&state, &req);
+        return Ok(expired());
     };
-    if let Some(secs) = rate_limited(&state, &req, &ticket) {
-        return Err(WebError::TooManyRequests(secs));
-    }
     // Only the fields the plugin asked for, each cut to its length.
     let answer: Vec<(String, String)> = plugin_form
         .fields
@@ -919,12 +909,11 @@ pub async fn continue_after_codes(
     form: StrictForm<TicketForm>,
 ) -> Result<HttpResponse, WebError> {
     let form = form.into_inner();
-    state.csrf.verify(&req, &state.cookies, &form.csrf_token)?;
-    let Some(mut ticket) = ticket_of(&state, &req, &form.ticket) else {
-        return expired(&state, &req);
+    let Some(mut ticket) = posted(&state, &req, &form.csrf_token, &form.ticket, false)? else {
+        return Ok(expired());
     };
     let Some(amr) = ticket.proven.take() else {
-        return expired(&state, &req);
+        return Ok(expired());
     };
     complete(&state, &req, ticket, &amr).await
 }
@@ -936,13 +925,9 @@ pub async fn recovery(
     form: StrictForm<TicketForm>,
 ) -> Result<HttpResponse, WebError> {
     let form = form.into_inner();
-    state.csrf.verify(&req, &state.cookies, &form.csrf_token)?;
-    let Some(ticket) = ticket_of(&state, &req, &form.ticket) else {
-        return expired(&state, &req);
+    let Some(ticket) = posted(&state, &req, &form.csrf_token, &form.ticket, true)? else {
+        return Ok(expired());
     };
-    if let Some(secs) = rate_limited(&state, &req, &ticket) {
-        return Err(WebError::TooManyRequests(secs));
-    }
     let locale = request_info(&req, &state).locale;
     let s = Arc::clone(&state);
     let uid = UserId::from_stored(ticket.user_id.clone());
@@ -967,7 +952,7 @@ pub async fn recovery(
                 id,
                 Some("rejected"),
             );
-            step_failed_text(
+            back_to_choice(
                 &state,
                 &req,
                 &ticket,
@@ -989,35 +974,6 @@ pub async fn recovery(
     }
 }
 
-async fn step_failed_text(
-    state: &web::Data<AppState>,
-    req: &HttpRequest,
-    ticket: &MfaTicket,
-    status: StatusCode,
-    key: Option<&str>,
-) -> Result<HttpResponse, WebError> {
-    let locale = request_info(req, state).locale;
-    let s = Arc::clone(state);
-    let uid = UserId::from_stored(ticket.user_id.clone());
-    let (factors, left) = web::block(move || -> Result<_, WebError> {
-        let user = factor_user(&s, &uid, locale)?;
-        Ok((
-            s.mfa.factors(&user).map_err(mfa_internal)?,
-            s.mfa.recovery_codes_left(&uid).map_err(mfa_internal)?,
-        ))
-    })
-    .await??;
-    choose_page(
-        state,
-        req,
-        status,
-        ticket,
-        &factors,
-        left,
-        key.map(|k| state.pages.text(locale, k)),
-    )
-}
-
 /// The second factor is proven: a new session with both factors' methods, or (step-up) the
 /// existing session raised to them.
 async fn complete(
@@ -1034,7 +990,7 @@ async fn complete(
         let Some(current) =
             current.filter(|c| c.record.sid == sid && c.record.user_id.as_str() == ticket.user_id)
         else {
-            return expired(state, req);
+            return Ok(expired());
         };
         let store = Arc::clone(&state.store);
         let amr2 = policy::merge_amr(&current.record.amr, &amr);
@@ -1103,7 +1059,7 @@ pub async fn step_up(
             factors,
             recovery_left,
         } => choose_or_start(&state, &req, *ticket, factors, recovery_left).await,
-        Decision::NoFactor => no_factor(&state, &req),
+        Decision::NoFactor => Ok(no_factor()),
     }
 }
 

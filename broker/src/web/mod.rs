@@ -322,6 +322,13 @@ pub(crate) fn render<T: Serialize>(
         .body(html))
 }
 
+/// An error page with this message: the middleware renders it in the request's language.
+pub(crate) fn message_page(status: StatusCode, key: &'static str) -> HttpResponse {
+    let mut res = HttpResponse::build(status).finish();
+    res.extensions_mut().insert(crate::error::ErrorMessage(key));
+    res
+}
+
 pub(crate) fn see_other(location: &str) -> HttpResponse {
     HttpResponse::SeeOther()
         .insert_header((actix_web::http::header::LOCATION, location))

@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use super::form::well_formed;
 use super::{AppState, current_session, render, request_info};
-use crate::error::{ErrorMessage, WebError};
+use crate::error::WebError;
 use crate::provider::authorize::{self, AuthorizeError, AuthorizeRequest, Prompt, ResponseMode};
 use crate::provider::{ClientCredentials, OAuthError, Provider};
 
@@ -387,9 +387,7 @@ pub async fn authorize(
     let ar: AuthorizeRequest = match parsed {
         Ok(ar) => ar,
         Err(AuthorizeError::Page(key)) => {
-            let mut res = HttpResponse::BadRequest().finish();
-            res.extensions_mut().insert(ErrorMessage(key));
-            return Ok(res);
+            return Ok(super::message_page(StatusCode::BAD_REQUEST, key));
         }
         Err(AuthorizeError::Redirect(r)) => {
             let authorize::RedirectError {
@@ -535,9 +533,7 @@ pub async fn end_session(
     let request = match checked {
         Ok(r) => r,
         Err(key) => {
-            let mut res = HttpResponse::BadRequest().finish();
-            res.extensions_mut().insert(ErrorMessage(key));
-            return Ok(res);
+            return Ok(super::message_page(StatusCode::BAD_REQUEST, key));
         }
     };
     let session = current_session(&state, &req).await?;
