@@ -94,6 +94,32 @@ impl Csrf {
         }
     }
 
+    /// A ticket (any serialisable step state) signed for the browser a page is rendered for.
+    pub fn sign_ticket<T: serde::Serialize>(
+        &self,
+        req: &HttpRequest,
+        names: &CookieNames,
+        issued: &CsrfToken,
+        label: &str,
+        ticket: &T,
+    ) -> Result<String, WebError> {
+        let data = serde_json::to_vec(ticket).map_err(WebError::internal)?;
+        self.sign_for_page(req, names, issued, label, &data)
+    }
+
+    /// The ticket of a value made by [`Self::sign_ticket`], if it is this browser's, for
+    /// `label`, and well formed (its expiry is the caller's to check).
+    pub fn open_ticket<T: serde::de::DeserializeOwned>(
+        &self,
+        req: &HttpRequest,
+        names: &CookieNames,
+        label: &str,
+        signed: &str,
+    ) -> Option<T> {
+        self.verify_for_browser(req, names, label, signed)
+            .and_then(|d| serde_json::from_slice(&d).ok())
+    }
+
     /// As [`Self::sign_for_browser`], for a cookie value about to be set.
     pub fn sign_with_cookie(
         &self,

@@ -125,10 +125,9 @@ pub(crate) async fn login_page_linking(
     };
     let mut vm = vm;
     if let Some(link) = link {
-        let data = serde_json::to_vec(link).map_err(WebError::internal)?;
         vm.link = state
             .csrf
-            .sign_for_page(req, &state.cookies, &csrf, LINK_TICKET, &data)?;
+            .sign_ticket(req, &state.cookies, &csrf, LINK_TICKET, link)?;
     }
     let mut res = render(state, req, status, "login", false, &vm)?;
     if let Some(c) = csrf.new_cookie {
@@ -275,10 +274,9 @@ pub async fn submit(
         .then(|| {
             state
                 .csrf
-                .verify_for_browser(&req, &state.cookies, LINK_TICKET, &form.link)
+                .open_ticket::<LinkTicket>(&req, &state.cookies, LINK_TICKET, &form.link)
         })
         .flatten()
-        .and_then(|d| serde_json::from_slice::<LinkTicket>(&d).ok())
         .filter(|t| t.exp > state.clock.now() && t.email == email.as_str());
     if let Some(t) = link {
         let (store, now) = (Arc::clone(&state.store), state.clock.now());
@@ -529,10 +527,9 @@ fn session_limit_page(
         acr: who.acr.clone(),
         exp: state.clock.now().saturating_add(LIMIT_TICKET_TTL),
     };
-    let data = serde_json::to_vec(&ticket).map_err(WebError::internal)?;
     let ticket = state
         .csrf
-        .sign_for_page(req, &state.cookies, &csrf, LIMIT_TICKET, &data)?;
+        .sign_ticket(req, &state.cookies, &csrf, LIMIT_TICKET, &ticket)?;
     let vm = SessionLimitPage {
         csrf_token: csrf.token,
         ticket,
@@ -573,8 +570,7 @@ pub async fn end_one_and_continue(
     let rt = return_to(Some(&form.return_to));
     let ticket = state
         .csrf
-        .verify_for_browser(&req, &state.cookies, LIMIT_TICKET, &form.ticket)
-        .and_then(|d| serde_json::from_slice::<LimitTicket>(&d).ok())
+        .open_ticket::<LimitTicket>(&req, &state.cookies, LIMIT_TICKET, &form.ticket)
         .filter(|t| t.exp > state.clock.now());
     let Some(ticket) = ticket else {
         // Expired or not this browser's: start over at the sign-in page.

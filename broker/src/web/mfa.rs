@@ -309,10 +309,9 @@ fn with_ticket<T: Serialize>(
     let csrf = state
         .csrf
         .issue(req, &state.cookies, state.entropy.as_ref())?;
-    let data = serde_json::to_vec(ticket).map_err(WebError::internal)?;
     let signed = state
         .csrf
-        .sign_for_page(req, &state.cookies, &csrf, MFA_TICKET, &data)?;
+        .sign_ticket(req, &state.cookies, &csrf, MFA_TICKET, ticket)?;
     let vm = build(csrf.token.clone(), signed);
     let mut res = render(state, req, status, page, false, &vm)?;
     if let Some(c) = csrf.new_cookie {
@@ -648,8 +647,7 @@ fn posted(
     state.csrf.verify(req, &state.cookies, csrf_token)?;
     let ticket = state
         .csrf
-        .verify_for_browser(req, &state.cookies, MFA_TICKET, signed)
-        .and_then(|d| serde_json::from_slice::<MfaTicket>(&d).ok())
+        .open_ticket::<MfaTicket>(req, &state.cookies, MFA_TICKET, signed)
         .filter(|t| t.exp > state.clock.now());
     if let Some(t) = &ticket
         && limit
