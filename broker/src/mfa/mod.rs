@@ -564,8 +564,6 @@ impl Mfa {
                 if lock.has_failures {
                     self.lockout.succeeded(&key)?;
                 }
-                self.store
-                    .touch_mfa_enrollment(&user.id, plugin, self.clock.now())?;
                 Ok(VerifyOutcome::Accepted {
                     amr: l.proven_amr(),
                 })

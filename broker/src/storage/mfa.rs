@@ -18,7 +18,6 @@ pub struct MfaStateRow {
 pub struct MfaEnrollment {
     pub plugin_id: String,
     pub created_at: UnixTime,
-    pub last_used_at: Option<UnixTime>,
 }
 
 /// The MFA part of the store; every [`super::Store`] implements it.
@@ -38,12 +37,6 @@ pub trait MfaStore: Send + Sync {
     fn mfa_enrollments(&self, user: &UserId) -> Result<Vec<MfaEnrollment>, StorageError>;
     /// Records an enrolment (again: keeps the first `created_at`).
     fn insert_mfa_enrollment(
-        &self,
-        user: &UserId,
-        plugin: &str,
-        now: UnixTime,
-    ) -> Result<(), StorageError>;
-    fn touch_mfa_enrollment(
         &self,
         user: &UserId,
         plugin: &str,

@@ -15,7 +15,6 @@ CREATE TABLE mfa_enrollments (
     user_id      TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
     plugin_id    TEXT NOT NULL,
     created_at   BIGINT NOT NULL,
-    last_used_at BIGINT,
     PRIMARY KEY (user_id, plugin_id)
 );
 
