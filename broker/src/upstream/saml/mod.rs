@@ -575,18 +575,8 @@ impl PostConnector for SamlConnector {
         request_id: &str,
     ) -> Result<(), UpstreamError> {
         let idp = self.idp().await?;
-        let msg = crypto::read_redirect(raw_query, &idp.certs)?;
-        if !msg.signed || msg.param != "SAMLResponse" {
-            return Err(SamlError::Unsigned.into());
-        }
-        let (root, _) = xml::root_of(&msg.xml)?;
-        if root.ns != xml::PROTOCOL_NS || root.name != "LogoutResponse" {
-            return Err(SamlError::Malformed("not a LogoutResponse".into()).into());
-        }
-        let r: samael::schema::LogoutResponse = msg
-            .xml
-            .parse()
-            .map_err(|e| SamlError::Malformed(format!("LogoutResponse: {e}")))?;
+        let (r, _): (samael::schema::LogoutResponse, _) =
+            signed_redirect(raw_query, &idp, "SAMLResponse", "LogoutResponse")?;
         self.check_message(
             &idp.entity_id,
             r.issuer.as_ref(),
@@ -620,19 +610,9 @@ impl PostConnector for SamlConnector {
 
     async fn idp_logout(&self, raw_query: &str) -> Result<IdpLogout, UpstreamError> {
         let idp = self.idp().await?;
-        let msg = crypto::read_redirect(raw_query, &idp.certs)?;
         // A LogoutRequest ends sessions: only a signed one is believed.
-        if !msg.signed || msg.param != "SAMLRequest" {
-            return Err(SamlError::Unsigned.into());
-        }
-        let (root, _) = xml::root_of(&msg.xml)?;
-        if root.ns != xml::PROTOCOL_NS || root.name != "LogoutRequest" {
-            return Err(SamlError::Malformed("not a LogoutRequest".into()).into());
-        }
-        let r: samael::schema::LogoutRequest = msg
-            .xml
-            .parse()
-            .map_err(|e| SamlError::Malformed(format!("LogoutRequest: {e}")))?;
+        let (r, relay_state): (samael::schema::LogoutRequest, _) =
+            signed_redirect(raw_query, &idp, "SAMLRequest", "LogoutRequest")?;
         self.check_message(
             &idp.entity_id,
             r.issuer.as_ref(),
@@ -668,11 +648,39 @@ impl PostConnector for SamlConnector {
             ok = xml::STATUS_SUCCESS,
         );
         let query =
-            crypto::redirect_query("SAMLResponse", &xml, msg.relay_state.as_deref(), Some(key))?;
+            crypto::redirect_query("SAMLResponse", &xml, relay_state.as_deref(), Some(key))?;
         Ok(IdpLogout {
             name_id,
             session_indexes: r.session_index.into_iter().collect(),
             respond_to: with_query(slo, &query),
         })
     }
+}
+
+/// A logout message over HTTP-Redirect: signed by the IdP's metadata keys (anything unsigned
+/// is refused), carried in `param`, whose root is the protocol element `element`; with its
+/// RelayState.
+fn signed_redirect<T>(
+    raw_query: &str,
+    idp: &IdpMetadata,
+    param: &str,
+    element: &str,
+) -> Result<(T, Option<String>), UpstreamError>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    let msg = crypto::read_redirect(raw_query, &idp.certs)?;
+    if !msg.signed || msg.param != param {
+        return Err(SamlError::Unsigned.into());
+    }
+    let (root, _) = xml::root_of(&msg.xml)?;
+    if root.ns != xml::PROTOCOL_NS || root.name != element {
+        return Err(SamlError::Malformed(format!("not a {element}")).into());
+    }
+    let parsed = msg
+        .xml
+        .parse()
+        .map_err(|e| SamlError::Malformed(format!("{element}: {e}")))?;
+    Ok((parsed, msg.relay_state))
 }
