@@ -24,6 +24,7 @@ import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import * as oidcClient from 'openid-client';
 
 export { sleep };
 
@@ -684,4 +685,25 @@ export function parseMail(raw) {
     text: new TextDecoder('utf-8').decode(bytes),
     raw,
   };
+}
+
+/**
+ * A fresh code-flow request of an openid-client `config` (PKCE S256, state, nonce) to
+ * `redirectUri`, with more authorization parameters in `extra`. Returns the URL and the checks
+ * `authorizationCodeGrant` takes: { url, pkceCodeVerifier, expectedState, expectedNonce }.
+ */
+export async function authorizationRequest(config, redirectUri, { scope = 'openid email profile', ...extra } = {}) {
+  const pkceCodeVerifier = oidcClient.randomPKCECodeVerifier();
+  const expectedState = oidcClient.randomState();
+  const expectedNonce = oidcClient.randomNonce();
+  const url = oidcClient.buildAuthorizationUrl(config, {
+    redirect_uri: redirectUri,
+    scope,
+    code_challenge: await oidcClient.calculatePKCECodeChallenge(pkceCodeVerifier),
+    code_challenge_method: 'S256',
+    state: expectedState,
+    nonce: expectedNonce,
+    ...extra,
+  });
+  return { url, pkceCodeVerifier, expectedState, expectedNonce };
 }

@@ -30,6 +30,7 @@ import {
   backend,
   LEAK_PATTERN,
   REPO_ROOT,
+  authorizationRequest,
 } from './helpers.mjs';
 
 const strings = (lang) =>
@@ -69,20 +70,8 @@ async function downstreamApp(provider, callback) {
   });
   return {
     /** A fresh authorization request (code + PKCE, state, nonce) with `extra` parameters. */
-    async request(extra = {}) {
-      const pkceCodeVerifier = client.randomPKCECodeVerifier();
-      const expectedState = client.randomState();
-      const expectedNonce = client.randomNonce();
-      const url = client.buildAuthorizationUrl(config, {
-        redirect_uri: callback.url,
-        scope: SCOPE,
-        code_challenge: await client.calculatePKCECodeChallenge(pkceCodeVerifier),
-        code_challenge_method: 'S256',
-        state: expectedState,
-        nonce: expectedNonce,
-        ...extra,
-      });
-      return { url, pkceCodeVerifier, expectedState, expectedNonce };
+    request(extra = {}) {
+      return authorizationRequest(config, callback.url, { scope: SCOPE, ...extra });
     },
     /** Redeems the code the browser brought back; resolves with the verified ID token's claims. */
     async redeem(req, currentUrl) {

@@ -19,6 +19,7 @@ import {
   withLogs,
   sha256Hex,
   backend,
+  authorizationRequest,
 } from './helpers.mjs';
 
 const SCOPE = 'openid email profile offline_access';
@@ -143,22 +144,6 @@ describe(`OpenID provider with openid-client (${backend}): code + PKCE, SSO, nat
     });
   }
 
-  /** A fresh authorization request for `config`: { url, pkceCodeVerifier, expectedState, expectedNonce }. */
-  async function authorizationRequest(config, redirectUri) {
-    const pkceCodeVerifier = client.randomPKCECodeVerifier();
-    const expectedState = client.randomState();
-    const expectedNonce = client.randomNonce();
-    const url = client.buildAuthorizationUrl(config, {
-      redirect_uri: redirectUri,
-      scope: SCOPE,
-      code_challenge: await client.calculatePKCECodeChallenge(pkceCodeVerifier),
-      code_challenge_method: 'S256',
-      state: expectedState,
-      nonce: expectedNonce,
-    });
-    return { url, pkceCodeVerifier, expectedState, expectedNonce };
-  }
-
   /**
    * Opens `url` in a new page of `context` and follows it until the browser lands on `callback`.
    * login: 'required' (the broker's login page must appear; it is filled in), 'forbidden' (it must
@@ -238,7 +223,7 @@ describe(`OpenID provider with openid-client (${backend}): code + PKCE, SSO, nat
   async function codeFlow({ clientId, metadata, auth, context, callback, redirectUri = callback.url, login }) {
     const config = await discover(clientId, metadata, auth);
     const sent = recordRequests(config);
-    const req = await authorizationRequest(config, redirectUri);
+    const req = await authorizationRequest(config, redirectUri, { scope: SCOPE });
     const { currentUrl } = await driveToCallback(context, req.url, callback, { login });
     assert.equal(currentUrl.searchParams.get('iss'), provider.issuer, 'RFC 9207 iss in the response');
     const tokens = await client.authorizationCodeGrant(config, currentUrl, {
@@ -260,7 +245,7 @@ describe(`OpenID provider with openid-client (${backend}): code + PKCE, SSO, nat
     assert.ok(meta.supportsPKCE('S256'), 'S256 advertised');
     const sent = recordRequests(config);
 
-    const req = await authorizationRequest(config, webCallback.url);
+    const req = await authorizationRequest(config, webCallback.url, { scope: SCOPE });
     assert.equal(req.url.origin + req.url.pathname, `${provider.issuer}/authorize`);
     const { currentUrl } = await driveToCallback(ssoContext, req.url, webCallback, { login: 'required' });
     assert.ok(currentUrl.searchParams.get('code'), `a code in ${currentUrl}`);

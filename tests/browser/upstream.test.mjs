@@ -17,6 +17,7 @@ import {
   freePort,
   sha256Hex,
   backend,
+  authorizationRequest,
 } from './helpers.mjs';
 
 const UPSTREAM_SECRET = randomBytes(24).toString('base64url');
@@ -132,21 +133,8 @@ describe(`upstream OpenID Connect (${backend})`, () => {
   });
   const test = (name, fn) => it(name, { timeout: 90_000 }, withLogs(() => broker, fn));
 
-  /** Starts a code flow for `app`; returns { url, verifier, state, nonce }. */
-  async function authorization() {
-    const verifier = client.randomPKCECodeVerifier();
-    const state = client.randomState();
-    const nonce = client.randomNonce();
-    const url = client.buildAuthorizationUrl(config, {
-      redirect_uri: rp.url,
-      scope: 'openid email profile',
-      code_challenge: await client.calculatePKCECodeChallenge(verifier),
-      code_challenge_method: 'S256',
-      state,
-      nonce,
-    });
-    return { url, verifier, state, nonce };
-  }
+  /** Starts a code flow for `app`. */
+  const authorization = () => authorizationRequest(config, rp.url);
 
   test('a new upstream user signs in through Corp SSO and the app gets their claims', async (t) => {
     const context = await browser.newContext();
@@ -159,9 +147,9 @@ describe(`upstream OpenID Connect (${backend})`, () => {
     await upstreamLogin(page, 'bob');
     const back = await arrived;
     const tokens = await client.authorizationCodeGrant(config, back, {
-      pkceCodeVerifier: a.verifier,
-      expectedState: a.state,
-      expectedNonce: a.nonce,
+      pkceCodeVerifier: a.pkceCodeVerifier,
+      expectedState: a.expectedState,
+      expectedNonce: a.expectedNonce,
     });
     const claims = tokens.claims();
     assert.equal(claims.email, 'bob@corp.example');
@@ -179,9 +167,9 @@ describe(`upstream OpenID Connect (${backend})`, () => {
     await acct.goto(again.url.href);
     const url2 = await second;
     const tokens2 = await client.authorizationCodeGrant(config, url2, {
-      pkceCodeVerifier: again.verifier,
-      expectedState: again.state,
-      expectedNonce: again.nonce,
+      pkceCodeVerifier: again.pkceCodeVerifier,
+      expectedState: again.expectedState,
+      expectedNonce: again.expectedNonce,
     });
     assert.equal(tokens2.claims().sub, claims.sub, 'same broker user');
   });

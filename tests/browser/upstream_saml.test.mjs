@@ -22,6 +22,7 @@ import {
   freePort,
   sha256Hex,
   backend,
+  authorizationRequest,
 } from './helpers.mjs';
 
 const APP_SECRET = randomBytes(24).toString('base64url');
@@ -160,20 +161,8 @@ describe(`upstream SAML 2.0 through pysaml2 (${backend})`, () => {
       }
     }));
 
-  async function authorization() {
-    const verifier = client.randomPKCECodeVerifier();
-    const state = client.randomState();
-    const nonce = client.randomNonce();
-    const url = client.buildAuthorizationUrl(config, {
-      redirect_uri: rp.url,
-      scope: 'openid email profile',
-      code_challenge: await client.calculatePKCECodeChallenge(verifier),
-      code_challenge_method: 'S256',
-      state,
-      nonce,
-    });
-    return { url, verifier, state, nonce };
-  }
+  /** Starts a code flow for `app`. */
+  const authorization = () => authorizationRequest(config, rp.url);
 
   /** At the IdP's login page: sign in as `user` with the given options, or deny. */
   async function atIdp(page, user, { encrypt = false, signResponse = false, deny = false } = {}) {
@@ -195,9 +184,9 @@ describe(`upstream SAML 2.0 through pysaml2 (${backend})`, () => {
     await atIdp(page, 'bob');
     const back = await arrived;
     const tokens = await client.authorizationCodeGrant(config, back, {
-      pkceCodeVerifier: a.verifier,
-      expectedState: a.state,
-      expectedNonce: a.nonce,
+      pkceCodeVerifier: a.pkceCodeVerifier,
+      expectedState: a.expectedState,
+      expectedNonce: a.expectedNonce,
     });
     const claims = tokens.claims();
     assert.equal(claims.email, 'bob@saml.example');
@@ -215,9 +204,9 @@ describe(`upstream SAML 2.0 through pysaml2 (${backend})`, () => {
     const second = rp.next();
     await acct.goto(again.url.href);
     const tokens2 = await client.authorizationCodeGrant(config, await second, {
-      pkceCodeVerifier: again.verifier,
-      expectedState: again.state,
-      expectedNonce: again.nonce,
+      pkceCodeVerifier: again.pkceCodeVerifier,
+      expectedState: again.expectedState,
+      expectedNonce: again.expectedNonce,
     });
     assert.equal(tokens2.claims().sub, claims.sub, 'same broker user');
   });
@@ -244,7 +233,7 @@ describe(`upstream SAML 2.0 through pysaml2 (${backend})`, () => {
     await atIdp(page, 'dave', { deny: true });
     const back = await arrived;
     assert.equal(back.searchParams.get('error'), 'access_denied');
-    assert.equal(back.searchParams.get('state'), a.state);
+    assert.equal(back.searchParams.get('state'), a.expectedState);
     assert.equal(back.searchParams.get('iss'), broker.issuer);
     assert.equal(back.searchParams.get('code'), null);
     const acct = await context.request.get(`${broker.url}/account`, { maxRedirects: 0 });
@@ -284,9 +273,9 @@ describe(`upstream SAML 2.0 through pysaml2 (${backend})`, () => {
     await page.click('a.upstream[data-upstream="corp-saml"]');
     await atIdp(page, 'frank');
     const tokens = await client.authorizationCodeGrant(config, await arrived, {
-      pkceCodeVerifier: a.verifier,
-      expectedState: a.state,
-      expectedNonce: a.nonce,
+      pkceCodeVerifier: a.pkceCodeVerifier,
+      expectedState: a.expectedState,
+      expectedNonce: a.expectedNonce,
     });
     const sid = tokens.claims().sid;
     assert.ok(sid);
