@@ -6,8 +6,7 @@
 //!    stateless test factor (`test-factor-v1`, accepts 111111) and with TOTP on an in-memory
 //!    state; plus instantiate alone, a call on a live instance, and the fuel one verify burns.
 //! 2. `Mfa::verify` end to end on SQLite (and PostgreSQL with `CONCIERGE_BENCH_PG_URL`): lockout
-//!    check, state read and decrypt, plugin, state encrypt and compare-and-swap write, enrolment
-//!    last-used update. TOTP codes stay fresh: a `ManualClock` moves to the next 30 s time step
+//!    check, state read and decrypt, plugin, state encrypt and compare-and-swap write. TOTP codes stay fresh: a `ManualClock` moves to the next 30 s time step
 //!    before each verify and the code for that step is computed here (RFC 6238, outside the timed
 //!    part), so every timed verify is a success that writes state.
 //!
@@ -463,7 +462,7 @@ fn db_rows(
     assert!(matches!(done, EnrollOutcome::Done { .. }), "enrolled");
 
     rows.push(measure(
-        &format!("**(b) `Mfa::verify`, TOTP, {backend}** (lockout check, read + decrypt, plugin, encrypt + CAS write, last-used)"),
+        &format!("**(b) `Mfa::verify`, TOTP, {backend}** (lockout check, read + decrypt, plugin, encrypt + CAS write)"),
         n,
         |_| {
             let mut now = clock.now();
