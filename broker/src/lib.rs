@@ -11,6 +11,7 @@ pub mod mfa;
 pub mod pages;
 pub mod provider;
 pub mod ratelimit;
+pub mod secrets;
 pub mod session;
 pub mod startup;
 pub mod storage;

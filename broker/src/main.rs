@@ -148,6 +148,9 @@ enum KeysCommand {
     },
     /// List signing keys.
     List,
+    /// Replace the root secret (sealed in the database) that every CSRF and browser-binding key
+    /// is derived from. Restart every instance afterwards; forms open at that moment fail once.
+    RotateRoot,
 }
 
 #[derive(Subcommand)]
@@ -474,6 +477,15 @@ fn keys(config: Option<PathBuf>, command: KeysCommand) -> anyhow::Result<()> {
                 "new key {kid} is published now and signs from {}s from now",
                 delay
             );
+        }
+        KeysCommand::RotateRoot => {
+            concierge::secrets::RootSecret::rotate(
+                store.as_ref(),
+                &startup::key_encryption_key(&settings, &deps)?,
+                deps.entropy.as_ref(),
+                deps.clock.now(),
+            )?;
+            println!("new root secret stored; restart every instance to use it");
         }
         KeysCommand::List => {
             for k in store.signing_keys()? {

@@ -175,12 +175,20 @@ impl Application {
             &settings.ui.product_name,
         )
         .context("loading page templates")?;
-        let csrf_key =
-            store.secret_or_insert("csrf_key", &deps.entropy.bytes32(), deps.clock.now())?;
-        let csrf_key: [u8; 32] = csrf_key
-            .as_slice()
-            .try_into()
-            .map_err(|_| anyhow::anyhow!("stored csrf_key is not 32 bytes"))?;
+        let kek = Arc::new(key_encryption_key(&settings, &deps)?);
+        let root = crate::secrets::RootSecret::load_or_create(
+            store.as_ref(),
+            &kek,
+            deps.entropy.as_ref(),
+            deps.clock.now(),
+        )
+        .context("opening the root secret")?;
+        let csrf = Csrf::new(
+            *root.derive(crate::secrets::Purpose::Csrf)?.bytes(),
+            *root
+                .derive(crate::secrets::Purpose::BrowserBinding)?
+                .bytes(),
+        );
         let local_accounts = Arc::new(LocalAccounts::new(
             Arc::clone(&store),
             deps.entropy.as_ref(),
@@ -243,7 +251,7 @@ impl Application {
                 Arc::clone(&store),
                 Arc::clone(&deps.clock),
                 Arc::clone(&deps.entropy),
-                Arc::new(key_encryption_key(&settings, &deps)?),
+                Arc::clone(&kek),
                 settings.config_path.clone(),
             )
             .context("starting the MFA plugin host")?,
@@ -255,7 +263,7 @@ impl Application {
             sessions: Arc::clone(&sessions),
             pages: Arc::new(pages),
             upstreams,
-            csrf: Csrf::new(csrf_key),
+            csrf,
             clock: Arc::clone(&deps.clock),
             entropy: Arc::clone(&deps.entropy),
             metrics,

@@ -24,6 +24,11 @@ pub struct TestApp {
 }
 
 impl TestApp {
+    /// The database this broker uses (tests that read it as an attacker with a backup would).
+    pub fn db_url(&self) -> &concierge::config::DatabaseUrl {
+        &self._db.url
+    }
+
     /// The `concierge` binary pointed at this broker's config and database.
     pub fn cli(&self) -> std::process::Command {
         let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_concierge"));

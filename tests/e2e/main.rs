@@ -15,6 +15,7 @@ mod login;
 mod logout;
 mod mfa;
 mod oidc;
+mod secrets;
 mod sessions;
 mod upstream_oidc;
 mod upstream_saml;

@@ -6,7 +6,6 @@ use std::sync::RwLock;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::rand::SystemRandom;
 use ring::signature::{self, EcdsaKeyPair, Ed25519KeyPair};
 use serde_json::{Value, json};
@@ -26,61 +25,12 @@ pub enum KeyError {
     #[error("no signing key for {0}")]
     NoKey(&'static str),
     #[error(transparent)]
+    Seal(#[from] crate::secrets::SecretError),
+    #[error(transparent)]
     Storage(#[from] StorageError),
 }
 
-/// The 256-bit key that encrypts private keys at rest.
-pub struct KeyEncryptionKey([u8; 32]);
-
-impl KeyEncryptionKey {
-    pub fn new(bytes: [u8; 32]) -> Self {
-        Self(bytes)
-    }
-
-    fn aead(&self) -> Result<LessSafeKey, KeyError> {
-        UnboundKey::new(&AES_256_GCM, &self.0)
-            .map(LessSafeKey::new)
-            .map_err(|_| KeyError::Generate("bad key-encryption key".into()))
-    }
-
-    pub(crate) fn seal(
-        &self,
-        kid: &str,
-        plain: &[u8],
-        entropy: &dyn Entropy,
-    ) -> Result<Vec<u8>, KeyError> {
-        let mut nonce = [0u8; NONCE_LEN];
-        entropy.fill(&mut nonce);
-        let mut buf = plain.to_vec();
-        self.aead()?
-            .seal_in_place_append_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(kid.as_bytes()),
-                &mut buf,
-            )
-            .map_err(|_| KeyError::Generate("encryption failed".into()))?;
-        let mut out = nonce.to_vec();
-        out.extend_from_slice(&buf);
-        Ok(out)
-    }
-
-    pub(crate) fn open(&self, kid: &str, sealed: &[u8]) -> Result<Vec<u8>, KeyError> {
-        let decrypt = || KeyError::Decrypt {
-            kid: kid.to_owned(),
-        };
-        if sealed.len() < NONCE_LEN {
-            return Err(decrypt());
-        }
-        let (nonce, ct) = sealed.split_at(NONCE_LEN);
-        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| decrypt())?;
-        let mut buf = ct.to_vec();
-        let plain = self
-            .aead()?
-            .open_in_place(nonce, Aad::from(kid.as_bytes()), &mut buf)
-            .map_err(|_| decrypt())?;
-        Ok(plain.to_vec())
-    }
-}
+pub use crate::secrets::KeyEncryptionKey;
 
 /// A key loaded for use.
 pub struct LoadedKey {
@@ -215,7 +165,10 @@ impl KeyRing {
             let Some(alg) = Alg::parse(&r.alg) else {
                 continue;
             };
-            let der = self.kek.open(&r.kid, &r.private_key_enc)?;
+            let der = self
+                .kek
+                .open(&r.kid, &r.private_key_enc)
+                .map_err(|_| KeyError::Decrypt { kid: r.kid.clone() })?;
             let signer = Signer::from_pkcs8(alg, &der).map_err(|source| KeyError::Parse {
                 kid: r.kid.clone(),
                 source,

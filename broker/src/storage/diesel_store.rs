@@ -1235,6 +1235,23 @@ impl Store for DieselStore {
         })
     }
 
+    fn replace_secret(&self, name: &str, value: &[u8], now: UnixTime) -> Result<(), StorageError> {
+        with_conn!(write self, |c| {
+            diesel::insert_into(secrets::table)
+                .values((
+                    secrets::name.eq(name),
+                    secrets::value.eq(value),
+                    secrets::created_at.eq(now),
+                ))
+                .on_conflict(secrets::name)
+                .do_update()
+                .set((secrets::value.eq(value), secrets::created_at.eq(now)))
+                .execute(c)
+                .map(|_| ())
+                .map_err(query_err)
+        })
+    }
+
     fn insert_audit_events(&self, events: &[AuditRecord]) -> Result<(), StorageError> {
         if events.is_empty() {
             return Ok(());

@@ -467,4 +467,7 @@ pub trait Store: MfaStore + Send + Sync + 'static {
         candidate: &[u8],
         now: UnixTime,
     ) -> Result<Vec<u8>, StorageError>;
+
+    /// Stores `value` as the broker-wide secret `name`, replacing any earlier one.
+    fn replace_secret(&self, name: &str, value: &[u8], now: UnixTime) -> Result<(), StorageError>;
 }

@@ -1,6 +1,8 @@
 //! Owns CSRF protection for the hosted forms: a random cookie plus a form token that is an HMAC
 //! of it under a broker-wide key (so a cookie planted by a sibling domain cannot be paired with
-//! a token without the key).
+//! a token without the key), and values bound to one browser (the same cookie) under a second,
+//! unrelated key. Both keys are derived from the sealed root secret (`crate::secrets`), so
+//! nothing readable from the database signs either.
 
 use actix_web::HttpRequest;
 use actix_web::cookie::Cookie;
@@ -16,6 +18,7 @@ use crate::error::WebError;
 
 pub struct Csrf {
     key: [u8; 32],
+    binding_key: [u8; 32],
 }
 
 /// A token for the page being rendered, and the cookie to set if the browser had none.
@@ -25,8 +28,9 @@ pub struct CsrfToken {
 }
 
 impl Csrf {
-    pub fn new(key: [u8; 32]) -> Self {
-        Self { key }
+    /// `key` makes form tokens, `binding_key` the values bound to a browser; they must differ.
+    pub fn new(key: [u8; 32], binding_key: [u8; 32]) -> Self {
+        Self { key, binding_key }
     }
 
     fn mac(&self, cookie_value: &str) -> Result<Vec<u8>, WebError> {
@@ -157,7 +161,8 @@ impl Csrf {
         label: &str,
         data: &[u8],
     ) -> Result<Vec<u8>, WebError> {
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).map_err(WebError::internal)?;
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(&self.binding_key).map_err(WebError::internal)?;
         mac.update(b"concierge-signed-v1:");
         mac.update(label.as_bytes());
         mac.update(b":");

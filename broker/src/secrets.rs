@@ -1,0 +1,216 @@
+//! Owns the broker's own key material: the key-encryption key (AES-256-GCM, seals everything
+//! secret that is stored) and the root secret, one random 256-bit value kept in the database
+//! only sealed, from which every keyed MAC the broker uses gets its own key (HKDF-SHA256, one
+//! `info` label per purpose). Nothing readable from the database alone signs anything.
+
+use std::fmt;
+
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use ring::hkdf;
+
+use crate::clock::{Entropy, UnixTime};
+use crate::storage::{StorageError, Store};
+
+/// The name of the sealed root secret in the `secrets` table (also the AAD it is sealed under).
+pub const ROOT_SECRET: &str = "root_secret.v1";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("encryption failed")]
+    Seal,
+    #[error("{0} cannot be decrypted: wrong key_encryption_key or corrupt data")]
+    Unseal(String),
+    #[error("key derivation failed")]
+    Derive,
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// The 256-bit key that encrypts private keys, plugin state and the root secret at rest.
+pub struct KeyEncryptionKey([u8; 32]);
+
+impl fmt::Debug for KeyEncryptionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("KeyEncryptionKey(<redacted>)")
+    }
+}
+
+impl KeyEncryptionKey {
+    pub fn new(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    fn aead(&self) -> Result<LessSafeKey, SecretError> {
+        UnboundKey::new(&AES_256_GCM, &self.0)
+            .map(LessSafeKey::new)
+            .map_err(|_| SecretError::Seal)
+    }
+
+    /// `nonce || ciphertext || tag`, bound to `aad` (the record the value belongs to, so a
+    /// sealed value moved to another record does not open).
+    pub(crate) fn seal(
+        &self,
+        aad: &str,
+        plain: &[u8],
+        entropy: &dyn Entropy,
+    ) -> Result<Vec<u8>, SecretError> {
+        let mut nonce = [0u8; NONCE_LEN];
+        entropy.fill(&mut nonce);
+        let mut buf = plain.to_vec();
+        self.aead()?
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad.as_bytes()),
+                &mut buf,
+            )
+            .map_err(|_| SecretError::Seal)?;
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&buf);
+        Ok(out)
+    }
+
+    pub(crate) fn open(&self, aad: &str, sealed: &[u8]) -> Result<Vec<u8>, SecretError> {
+        let fail = || SecretError::Unseal(aad.to_owned());
+        if sealed.len() < NONCE_LEN {
+            return Err(fail());
+        }
+        let (nonce, ct) = sealed.split_at(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| fail())?;
+        let mut buf = ct.to_vec();
+        let plain = self
+            .aead()?
+            .open_in_place(nonce, Aad::from(aad.as_bytes()), &mut buf)
+            .map_err(|_| fail())?;
+        Ok(plain.to_vec())
+    }
+}
+
+/// What a derived key is for. Each purpose gets an unrelated key; adding one is adding a
+/// variant and its label (never reuse or rename a label: that changes the key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// The CSRF form token (an HMAC of the browser's CSRF cookie).
+    Csrf,
+    /// Values bound to one browser and one step of the sign-in journey.
+    BrowserBinding,
+}
+
+impl Purpose {
+    fn label(self) -> &'static [u8] {
+        match self {
+            Purpose::Csrf => b"concierge/csrf/v1",
+            Purpose::BrowserBinding => b"concierge/browser-binding/v1",
+        }
+    }
+}
+
+/// A 256-bit key for one [`Purpose`].
+#[derive(Clone)]
+pub struct DerivedKey([u8; 32]);
+
+impl DerivedKey {
+    pub fn bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for DerivedKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DerivedKey(<redacted>)")
+    }
+}
+
+/// The root secret, opened. Lives in memory only.
+pub struct RootSecret([u8; 32]);
+
+impl fmt::Debug for RootSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RootSecret(<redacted>)")
+    }
+}
+
+impl RootSecret {
+    /// The root secret every instance shares: the sealed row in `secrets`, created (sealed
+    /// under `kek`) by whichever instance starts first.
+    pub fn load_or_create(
+        store: &dyn Store,
+        kek: &KeyEncryptionKey,
+        entropy: &dyn Entropy,
+        now: UnixTime,
+    ) -> Result<Self, SecretError> {
+        let candidate = kek.seal(ROOT_SECRET, &entropy.bytes32(), entropy)?;
+        let sealed = store.secret_or_insert(ROOT_SECRET, &candidate, now)?;
+        Self::open(kek, &sealed)
+    }
+
+    /// Replaces the stored root secret with a new random one (every derived key changes; pages
+    /// and step values issued before stop working once each instance has restarted).
+    pub fn rotate(
+        store: &dyn Store,
+        kek: &KeyEncryptionKey,
+        entropy: &dyn Entropy,
+        now: UnixTime,
+    ) -> Result<Self, SecretError> {
+        let sealed = kek.seal(ROOT_SECRET, &entropy.bytes32(), entropy)?;
+        store.replace_secret(ROOT_SECRET, &sealed, now)?;
+        Self::open(kek, &sealed)
+    }
+
+    fn open(kek: &KeyEncryptionKey, sealed: &[u8]) -> Result<Self, SecretError> {
+        let plain = kek.open(ROOT_SECRET, sealed)?;
+        <[u8; 32]>::try_from(plain.as_slice())
+            .map(Self)
+            .map_err(|_| SecretError::Unseal(ROOT_SECRET.to_owned()))
+    }
+
+    /// HKDF-SHA256 (RFC 5869) of the root secret with the purpose's label as `info`.
+    pub fn derive(&self, purpose: Purpose) -> Result<DerivedKey, SecretError> {
+        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"concierge root secret").extract(&self.0);
+        let mut out = [0u8; 32];
+        prk.expand(&[purpose.label()], hkdf::HKDF_SHA256)
+            .and_then(|okm| okm.fill(&mut out))
+            .map_err(|_| SecretError::Derive)?;
+        Ok(DerivedKey(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::OsEntropy;
+
+    #[test]
+    fn sealing_binds_the_record_and_needs_the_key() {
+        let kek = KeyEncryptionKey::new([7; 32]);
+        let sealed = kek.seal("a", b"plain", &OsEntropy).unwrap();
+        assert_eq!(kek.open("a", &sealed).unwrap(), b"plain");
+        assert!(kek.open("b", &sealed).is_err());
+        assert!(KeyEncryptionKey::new([8; 32]).open("a", &sealed).is_err());
+        assert!(kek.open("a", &sealed[..3]).is_err());
+    }
+
+    #[test]
+    fn purposes_get_unrelated_keys_and_derivation_is_stable() {
+        let root = RootSecret([1; 32]);
+        let csrf = root.derive(Purpose::Csrf).unwrap();
+        let binding = root.derive(Purpose::BrowserBinding).unwrap();
+        assert_ne!(csrf.bytes(), binding.bytes());
+        assert_ne!(csrf.bytes(), &[1; 32]);
+        assert_eq!(root.derive(Purpose::Csrf).unwrap().bytes(), csrf.bytes());
+        assert_ne!(
+            RootSecret([2; 32]).derive(Purpose::Csrf).unwrap().bytes(),
+            csrf.bytes()
+        );
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug() {
+        let root = RootSecret([0xab; 32]);
+        let shown = format!(
+            "{root:?} {:?} {:?}",
+            root.derive(Purpose::Csrf).unwrap(),
+            KeyEncryptionKey::new([0xab; 32])
+        );
+        assert!(!shown.contains("171") && !shown.contains("ab"), "{shown}");
+    }
+}
