@@ -3,6 +3,9 @@
 
 mod support;
 
+#[path = "conformance/journey.rs"]
+mod journey;
+
 use std::sync::Arc;
 
 use concierge::domain::{Channel, Email, UserId};

@@ -3,6 +3,7 @@
 //! session manager it is given.
 
 pub mod admin;
+pub mod journey;
 pub mod login;
 pub mod logout;
 pub mod mfa;

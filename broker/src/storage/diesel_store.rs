@@ -477,6 +477,7 @@ impl RefreshRow {
     }
 }
 
+mod journey;
 mod mfa;
 
 impl Store for DieselStore {
@@ -1207,7 +1208,13 @@ impl Store for DieselStore {
             )
             .execute(c)
             .map_err(query_err)?;
-            Ok((codes + refresh + revoked + pending + assertions) as u64)
+            let journeys = diesel::delete(
+                super::schema::login_transactions::table
+                    .filter(super::schema::login_transactions::expires_at.le(now)),
+            )
+            .execute(c)
+            .map_err(query_err)?;
+            Ok((codes + refresh + revoked + pending + assertions + journeys) as u64)
         })
     }
 

@@ -3,10 +3,12 @@
 //! conformance suite (`tests/storage_conformance.rs`).
 
 mod diesel_store;
+mod journey;
 mod mfa;
 pub mod schema;
 
 pub use diesel_store::DieselStore;
+pub use journey::{JourneyStore, LoginTransactionRow};
 pub use mfa::{MfaEnrollment, MfaStateRow, MfaStore};
 
 use crate::clock::UnixTime;
@@ -272,7 +274,7 @@ pub enum Rotation {
 }
 
 /// The persistence the broker needs. Synchronous: call it from a blocking thread.
-pub trait Store: MfaStore + Send + Sync + 'static {
+pub trait Store: MfaStore + JourneyStore + Send + Sync + 'static {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
     /// Applies pending migrations; returns the versions applied.

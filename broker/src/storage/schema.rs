@@ -232,3 +232,15 @@ diesel::table! {
         created_at -> BigInt,
     }
 }
+
+diesel::table! {
+    login_transactions (id_hash) {
+        id_hash -> Binary,
+        version -> BigInt,
+        state -> Text,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+        expires_at -> BigInt,
+        finished_at -> Nullable<BigInt>,
+    }
+}

@@ -1,0 +1,196 @@
+//! Login transactions (issue #13): compare-and-swap updates that lose no write under real
+//! concurrency, a finish that succeeds exactly once, expiry and sweeping; on both backends.
+
+use std::sync::Arc;
+
+use concierge::clock::{ManualClock, OsEntropy};
+use concierge::flow::journey::{JourneyError, JourneyId, Journeys};
+use concierge::storage::{DieselStore, JourneyStore, LoginTransactionRow, Store};
+use serde::{Deserialize, Serialize};
+
+use crate::support::Backend;
+use crate::with_store;
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq)]
+struct Counter {
+    n: u32,
+    steps: Vec<String>,
+}
+
+fn journeys(s: &Arc<DieselStore>, clock: &Arc<ManualClock>) -> Journeys {
+    let store: Arc<dyn Store> = s.clone();
+    Journeys::new(store, clock.clone(), Arc::new(OsEntropy), 600)
+}
+
+fn rows_update_only_at_their_version_and_finish_once(b: Backend) {
+    with_store(b, |s| {
+        let row = LoginTransactionRow {
+            id_hash: [7; 32],
+            version: 1,
+            state: "{}".into(),
+            created_at: 10,
+            updated_at: 10,
+            expires_at: 100,
+            finished_at: None,
+        };
+        s.insert_login_transaction(&row).unwrap();
+        assert!(s.insert_login_transaction(&row).is_err(), "ids are unique");
+        assert_eq!(s.login_transaction(&[7; 32]).unwrap().unwrap(), row);
+        assert!(s.login_transaction(&[8; 32]).unwrap().is_none());
+
+        assert!(
+            !s.update_login_transaction(&[7; 32], 2, "{\"a\":1}", 200, 11)
+                .unwrap()
+        );
+        assert!(
+            s.update_login_transaction(&[7; 32], 1, "{\"a\":1}", 200, 11)
+                .unwrap()
+        );
+        assert!(
+            !s.update_login_transaction(&[7; 32], 1, "{\"a\":2}", 200, 12)
+                .unwrap(),
+            "a stale version writes nothing"
+        );
+        let now = s.login_transaction(&[7; 32]).unwrap().unwrap();
+        assert_eq!(
+            (now.version, now.state.as_str(), now.expires_at),
+            (2, "{\"a\":1}", 200)
+        );
+
+        assert!(
+            !s.finish_login_transaction(&[7; 32], 1, 13).unwrap(),
+            "stale finish"
+        );
+        assert!(s.finish_login_transaction(&[7; 32], 2, 13).unwrap());
+        assert!(
+            !s.finish_login_transaction(&[7; 32], 3, 14).unwrap(),
+            "finished once"
+        );
+        assert!(
+            !s.update_login_transaction(&[7; 32], 3, "{}", 300, 14)
+                .unwrap(),
+            "a finished journey does not change"
+        );
+        assert_eq!(
+            s.login_transaction(&[7; 32]).unwrap().unwrap().finished_at,
+            Some(13)
+        );
+        // Swept once expired.
+        s.delete_expired_grants(199).unwrap();
+        assert!(s.login_transaction(&[7; 32]).unwrap().is_some());
+        s.delete_expired_grants(200).unwrap();
+        assert!(s.login_transaction(&[7; 32]).unwrap().is_none());
+    });
+}
+
+fn concurrent_updates_lose_nothing_and_one_finish_wins(b: Backend) {
+    with_store(b, |s| {
+        let clock = Arc::new(ManualClock::new(1_000));
+        let j = journeys(s, &clock);
+        let id = j.start(&Counter::default()).unwrap();
+        // Eight writers at once, each adding one step: every accepted step is in the state.
+        let accepted: u32 = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..8)
+                .map(|i| {
+                    let (j, id) = (&j, &id);
+                    scope.spawn(move || {
+                        match j.update(id, |c: &mut Counter| {
+                            c.n += 1;
+                            c.steps.push(format!("w{i}"));
+                            Ok::<_, ()>(())
+                        }) {
+                            Ok(Ok(())) => 1,
+                            Err(JourneyError::Conflict) => 0,
+                            other => panic!("{other:?}"),
+                        }
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        let state = j.load::<Counter>(&id).unwrap();
+        assert!(accepted >= 1);
+        assert_eq!(state.state.n, accepted, "no update lost");
+        assert_eq!(state.state.steps.len() as u32, accepted);
+        assert_eq!(state.version, 1 + i64::from(accepted));
+
+        // A step that refuses writes nothing.
+        let refused = j
+            .update(&id, |c: &mut Counter| {
+                c.n = 999;
+                Err::<(), _>("no")
+            })
+            .unwrap();
+        assert_eq!(refused, Err("no"));
+        assert_eq!(j.load::<Counter>(&id).unwrap().state.n, accepted);
+
+        // Sixteen finishers at once (two tabs, a replayed post): exactly one gets the state.
+        let winners: usize = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..16)
+                .map(|_| {
+                    let (j, id) = (&j, &id);
+                    scope.spawn(move || match j.finish::<Counter>(id) {
+                        Ok(c) => {
+                            assert_eq!(c.n, accepted);
+                            1
+                        }
+                        Err(JourneyError::Finished | JourneyError::Conflict) => 0,
+                        Err(e) => panic!("{e:?}"),
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        assert_eq!(winners, 1);
+        // A replay of the finished journey is recognised as one, and changes nothing.
+        assert!(matches!(
+            j.finish::<Counter>(&id),
+            Err(JourneyError::Finished)
+        ));
+        assert!(matches!(
+            j.update(&id, |_: &mut Counter| Ok::<_, ()>(())),
+            Err(JourneyError::Finished)
+        ));
+    });
+}
+
+fn journeys_expire_and_ids_are_opaque(b: Backend) {
+    with_store(b, |s| {
+        let clock = Arc::new(ManualClock::new(1_000));
+        let j = journeys(s, &clock);
+        let id = j.start(&Counter::default()).unwrap();
+        // Each update extends the life from now.
+        clock.advance(500);
+        j.update(&id, |c: &mut Counter| {
+            c.n = 1;
+            Ok::<_, ()>(())
+        })
+        .unwrap()
+        .unwrap();
+        clock.advance(599);
+        assert_eq!(j.load::<Counter>(&id).unwrap().state.n, 1);
+        clock.advance(1);
+        assert!(matches!(j.load::<Counter>(&id), Err(JourneyError::Expired)));
+        assert!(matches!(
+            j.update(&id, |_: &mut Counter| Ok::<_, ()>(())),
+            Err(JourneyError::Expired)
+        ));
+        // Ids are exactly 43 base64url characters; an unknown one finds nothing.
+        let other = j.start(&Counter::default()).unwrap();
+        let raw = other.as_cookie_value().to_owned();
+        assert!(JourneyId::parse(&raw[..42]).is_none());
+        assert_eq!(JourneyId::parse(&raw), Some(other));
+        let unknown = JourneyId::parse(&"A".repeat(43)).unwrap();
+        assert!(matches!(
+            j.load::<Counter>(&unknown),
+            Err(JourneyError::Unknown)
+        ));
+        assert!(JourneyId::parse("not an id").is_none());
+    });
+}
+
+crate::per_backend!(
+    rows_update_only_at_their_version_and_finish_once,
+    concurrent_updates_lose_nothing_and_one_finish_wins,
+    journeys_expire_and_ids_are_opaque,
+);
