@@ -64,6 +64,35 @@ if ! command -v cargo >/dev/null 2>&1 && [[ -f "$HOME/.cargo/env" ]]; then
 fi
 command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust with rustup (https://rustup.rs)"
 
+# rust-toolchain.toml names the exact toolchain (rust-version). Where rustup cannot download it
+# (offline CI) but the installed `stable` is that very version, make `stable` answer to that name
+# too. `rustup toolchain link` refuses official names such as 1.95.0, hence a symlink.
+ensure_toolchain() {
+  local want triple stable_version home
+  want="$(sed -n 's/^channel *= *"\(.*\)"/\1/p' "$ROOT/rust-toolchain.toml")"
+  command -v rustup >/dev/null 2>&1 && [[ -n "$want" ]] || return 0
+  if rustup toolchain list | grep "^$want-" >/dev/null; then
+    return 0
+  fi
+  stable_version="$(rustc +stable --version 2>/dev/null | cut -d' ' -f2)"
+  if [[ "$stable_version" != "$want" ]]; then
+    log "toolchain $want is not installed; rustup installs it on first use (needs the network)"
+    return 0
+  fi
+  triple="$(rustc +stable -vV | sed -n 's/^host: //p')"
+  home="${RUSTUP_HOME:-$HOME/.rustup}"
+  log "toolchain $want: linking the installed stable ($stable_version) as $want-$triple"
+  ln -s "$(rustc +stable --print sysroot)" "$home/toolchains/$want-$triple"
+}
+ensure_toolchain
+
+# cargo-deny checks licenses, sources and bans (deny.toml); built from crates.io when missing.
+ensure_cargo_deny() {
+  command -v cargo-deny >/dev/null 2>&1 && return 0
+  log "installing cargo-deny (cargo install --locked cargo-deny; a few minutes)"
+  cargo install --locked cargo-deny >&2
+}
+
 # --- Node.js 20+ for the browser suite -----------------------------------------------------------
 # Debian 12's own nodejs is 18; playwright-core and `node --test --test-concurrency` need 20.
 node_major() { node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0; }
@@ -204,6 +233,18 @@ not_run() {
   RESULTS+=("FAIL  $1 (not run: $2)")
   FAILED=$((FAILED + 1))
 }
+
+# Guardrails: formatting, lints (the workspace denies unwrap/expect/panic outside tests), and the
+# dependency policy of deny.toml. Advisories need github.com/rustsec/advisory-db: run
+# `cargo deny check advisories` where that is reachable (docs/operations.md).
+step "cargo fmt --all --check" cargo fmt --all --check
+step "cargo clippy --all-targets --locked -- -D warnings" \
+  cargo clippy --workspace --all-targets --locked -- -D warnings
+if ensure_cargo_deny; then
+  step "cargo deny check bans licenses sources" cargo deny --locked check bans licenses sources
+else
+  not_run "cargo deny check bans licenses sources" "cargo-deny could not be installed"
+fi
 
 BUILD_OK=0
 step "cargo build --locked -p concierge --bins" cargo build --locked -p concierge --bins

@@ -786,3 +786,34 @@ per_backend!(
     first_secret_wins,
     sessions_require_an_existing_user,
 );
+
+/// A PostgreSQL test database is dropped with its guard, even while a pool still holds
+/// connections to it (`WITH (FORCE)`), so test runs leave no databases behind.
+#[test]
+fn postgres_test_databases_are_dropped_with_their_guard() {
+    use diesel::prelude::*;
+    #[derive(QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let Some(db) = fresh_db(Backend::Postgres) else {
+        return;
+    };
+    let admin = std::env::var("CONCIERGE_TEST_PG_URL").unwrap();
+    let name = db.pg_name().unwrap().to_owned();
+    let count = || {
+        let mut conn = diesel::pg::PgConnection::establish(&admin).unwrap();
+        diesel::sql_query("SELECT count(*) AS n FROM pg_database WHERE datname = $1")
+            .bind::<diesel::sql_types::Text, _>(&name)
+            .get_result::<Count>(&mut conn)
+            .unwrap()
+            .n
+    };
+    let store = open_store(&db);
+    store.ping().unwrap();
+    assert_eq!(count(), 1);
+    drop(db);
+    assert_eq!(count(), 0, "{name} is left behind");
+    drop(store);
+}

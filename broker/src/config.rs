@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use secrecy::{ExposeSecret, SecretBox, SecretString};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
@@ -16,6 +17,7 @@ use crate::provider::clients::{Client, ClientConfig};
 use crate::provider::jwt::Alg;
 
 mod saml;
+pub(crate) mod secret;
 pub use saml::{
     NameIdFormat, SamlAttributeMapping, SamlMetadataSource, SamlUpstreamConfig, SpKeyPair,
 };
@@ -77,8 +79,11 @@ pub struct RawUpstream {
     pub issuer: Option<String>,
     #[serde(default)]
     pub client_id: Option<String>,
+    #[serde(default, skip_serializing)]
+    pub client_secret: Option<SecretString>,
+    /// A file holding `client_secret` (one trailing newline is removed).
     #[serde(default)]
-    pub client_secret: Option<String>,
+    pub client_secret_file: Option<PathBuf>,
     #[serde(default = "default_upstream_scopes")]
     pub scopes: Vec<String>,
     #[serde(default)]
@@ -150,7 +155,7 @@ pub struct OidcUpstreamConfig {
     /// The upstream's issuer; `{issuer}/.well-known/openid-configuration` is read.
     pub issuer: String,
     pub client_id: String,
-    pub client_secret: String,
+    pub client_secret: SecretString,
     pub scopes: Vec<String>,
     pub claims: ClaimMapping,
 }
@@ -200,7 +205,10 @@ pub struct RawProvider {
     pub signing_alg: String,
     /// 32 random bytes, base64: encrypts signing keys at rest. Required with PostgreSQL; with
     /// SQLite a key file in data_dir is created when unset.
-    pub key_encryption_key: Option<String>,
+    #[serde(skip_serializing)]
+    pub key_encryption_key: Option<SecretString>,
+    /// A file holding `key_encryption_key` (one trailing newline is removed).
+    pub key_encryption_key_file: Option<PathBuf>,
     #[serde(with = "humantime_serde")]
     pub jwks_max_age: Duration,
     /// How often each instance reloads signing keys from the database (rotation by another
@@ -221,6 +229,7 @@ impl Default for RawProvider {
             refresh_reuse_grace: Duration::from_secs(5),
             signing_alg: "RS256".into(),
             key_encryption_key: None,
+            key_encryption_key_file: None,
             jwks_max_age: Duration::from_secs(600),
             key_reload_interval: Duration::from_secs(60),
         }
@@ -508,7 +517,7 @@ pub struct Settings {
     pub log: RawLog,
     pub provider: ProviderSettings,
     /// `None`: use (or create) the key file in data_dir (SQLite only).
-    pub key_encryption_key: Option<[u8; 32]>,
+    pub key_encryption_key: Option<std::sync::Arc<SecretBox<[u8; 32]>>>,
     pub clients: Vec<Client>,
     pub limits: crate::ratelimit::Limits,
     pub audit: RawAudit,
@@ -818,11 +827,16 @@ impl Settings {
                 "must be at most 10m (RFC 6749 4.1.2)".into(),
             ));
         }
-        let key_encryption_key = match &p.key_encryption_key {
+        let key_encryption_key = match secret::resolve(
+            "provider.key_encryption_key",
+            p.key_encryption_key.as_ref(),
+            p.key_encryption_key_file.as_deref(),
+            invalid,
+        )? {
             Some(k) => {
                 use base64::Engine;
                 let bytes = base64::engine::general_purpose::STANDARD
-                    .decode(k.trim())
+                    .decode(k.expose_secret().trim())
                     .ok()
                     .and_then(|b| <[u8; 32]>::try_from(b).ok())
                     .ok_or_else(|| {
@@ -831,7 +845,7 @@ impl Settings {
                             "must be 32 bytes, base64 (e.g. `openssl rand -base64 32`)".into(),
                         )
                     })?;
-                Some(bytes)
+                Some(std::sync::Arc::new(SecretBox::new(Box::new(bytes))))
             }
             None => None,
         };
@@ -913,10 +927,23 @@ impl Settings {
                             invalid(&key(k), "is required for kind = \"oidc\"".into())
                         })
                     };
+                    let client_secret = secret::resolve(
+                        &key("client_secret"),
+                        u.client_secret.as_ref(),
+                        u.client_secret_file.as_deref(),
+                        invalid,
+                    )?
+                    .filter(|s| !s.expose_secret().is_empty())
+                    .ok_or_else(|| {
+                        invalid(
+                            &key("client_secret"),
+                            "is required for kind = \"oidc\"".into(),
+                        )
+                    })?;
                     let o = OidcUpstreamConfig {
                         issuer: required("issuer", &u.issuer)?,
                         client_id: required("client_id", &u.client_id)?,
-                        client_secret: required("client_secret", &u.client_secret)?,
+                        client_secret,
                         scopes: u.scopes.clone(),
                         claims: u.claims.clone(),
                     };
@@ -929,7 +956,7 @@ impl Settings {
                             "must be https (http only on loopback)".into(),
                         ));
                     }
-                    if o.client_id.is_empty() || o.client_secret.is_empty() {
+                    if o.client_id.is_empty() || o.client_secret.expose_secret().is_empty() {
                         return Err(invalid(
                             &key("client_secret"),
                             "client_id and client_secret are required".into(),
@@ -1086,6 +1113,9 @@ fn origin_of(key: &str, from_env: &BTreeMap<String, String>, file_origin: &str) 
         .unwrap_or_else(|| file_origin.to_owned())
 }
 
+/// Keys holding secrets (wrapped in [`SecretString`], never shown by `Debug`).
+const SECRET_KEYS: &[&str] = &["client_secret", "password", "token", "key_encryption_key"];
+
 /// Applies `CONCIERGE__A__B=v` to `tree` as `a.b = v`. Values are typed by the default value at
 /// that key (number, bool, list), else kept as strings. Returns key path -> variable name.
 fn overlay_env(
@@ -1103,9 +1133,17 @@ fn overlay_env(
             continue;
         }
         let default = defaults.as_ref().and_then(|d| lookup(d, &path));
-        let typed = coerce(&value, default);
-        if insert(tree, &path, typed) {
-            applied.insert(path.join("."), var);
+        // A secret is text even when it looks like a number (`CONCIERGE__MFA__SMTP__PASSWORD=1234`).
+        let typed = if path
+            .last()
+            .is_some_and(|k| SECRET_KEYS.contains(&k.as_str()))
+        {
+            toml::Value::String(value)
+        } else {
+            coerce(&value, default)
+        };
+        if let Some(key) = insert(tree, &path, typed) {
+            applied.insert(key, var);
         }
     }
     applied
@@ -1134,22 +1172,45 @@ fn coerce(value: &str, default: Option<&toml::Value>) -> toml::Value {
     }
 }
 
-fn insert(tree: &mut toml::Table, path: &[String], value: toml::Value) -> bool {
-    let Some((last, parents)) = path.split_last() else {
-        return false;
-    };
+/// Sets `path` in `tree`; returns the key as errors name it (`upstreams[0].client_secret`), or
+/// `None` when the path cannot be set. The segment after `upstreams` picks an existing
+/// `[[upstreams]]` table by its index or its `id`: `CONCIERGE__UPSTREAMS__CORP__CLIENT_SECRET`.
+fn insert(tree: &mut toml::Table, path: &[String], value: toml::Value) -> Option<String> {
+    let (last, parents) = path.split_last()?;
     let mut table = tree;
-    for p in parents {
+    let mut key = String::new();
+    let mut segments = parents.iter();
+    while let Some(p) = segments.next() {
+        if !key.is_empty() {
+            key.push('.');
+        }
+        key.push_str(p);
         let entry = table
             .entry(p.clone())
             .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        match entry {
-            toml::Value::Table(t) => table = t,
-            _ => return false,
-        }
+        table = match entry {
+            toml::Value::Table(t) => t,
+            // Only `[[upstreams]]`, for their secrets; clients and plugins stay file-only.
+            toml::Value::Array(items) if key == "upstreams" => {
+                let pick = segments.next()?;
+                let index = match pick.parse::<usize>() {
+                    Ok(i) => i,
+                    Err(_) => items.iter().position(|item| {
+                        item.get("id").and_then(toml::Value::as_str) == Some(pick.as_str())
+                    })?,
+                };
+                key.push_str(&format!("[{index}]"));
+                items.get_mut(index)?.as_table_mut()?
+            }
+            _ => return None,
+        };
     }
     table.insert(last.clone(), value);
-    true
+    if !key.is_empty() {
+        key.push('.');
+    }
+    key.push_str(last);
+    Some(key)
 }
 
 #[cfg(test)]
@@ -1323,6 +1384,142 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.provider.issuer, "https://id.example.com");
+    }
+
+    /// Every secret of the configuration, set to a marker (inline, from a `*_file` and from the
+    /// environment): neither the raw nor the validated settings show it in `Debug`.
+    #[test]
+    fn no_debug_of_the_settings_shows_a_secret() {
+        use base64::Engine;
+        const MARK: &str = "MARKER-5ecret";
+        let kek = [0x5a_u8; 32];
+        let kek_b64 = base64::engine::general_purpose::STANDARD.encode(kek);
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, content: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, content).unwrap();
+            p
+        };
+        let sms_token = file("sms-token", &format!("{MARK}-sms\n"));
+        let corp_secret = file("corp-secret", &format!("{MARK}-file\n"));
+        let toml = format!(
+            r#"
+[server]
+public_url = "http://127.0.0.1:8080"
+[provider]
+key_encryption_key = "{kek_b64}"
+[mfa.smtp]
+host = "smtp.example.com"
+from = "Concierge <no-reply@example.com>"
+username = "concierge"
+password = "{MARK}-smtp"
+[mfa.sms]
+url = "https://sms.example.com/send"
+token_file = "{}"
+[[upstreams]]
+id = "google"
+kind = "oidc"
+issuer = "https://accounts.example.com"
+client_id = "broker"
+client_secret = "{MARK}-inline"
+[[upstreams]]
+id = "corp"
+kind = "oidc"
+issuer = "https://corp.example.com"
+client_id = "broker"
+client_secret_file = "{}"
+[[upstreams]]
+id = "azure"
+kind = "oidc"
+issuer = "https://azure.example.com"
+client_id = "broker"
+"#,
+            sms_token.display(),
+            corp_secret.display()
+        );
+        let config = file("c.toml", &toml);
+        let env = env(&[(
+            "CONCIERGE__UPSTREAMS__AZURE__CLIENT_SECRET",
+            "MARKER-5ecret-env",
+        )]);
+
+        let raw: RawSettings = toml::from_str(&toml).unwrap();
+        let s = Settings::load(Some(&config), env).unwrap();
+        let secrets: Vec<String> = s
+            .upstreams
+            .iter()
+            .map(|u| match &u.kind {
+                UpstreamKind::Oidc(o) => o.client_secret.expose_secret().to_owned(),
+                UpstreamKind::Saml(_) => String::new(),
+            })
+            .collect();
+        assert_eq!(
+            secrets,
+            [
+                format!("{MARK}-inline"),
+                format!("{MARK}-file"),
+                format!("{MARK}-env")
+            ]
+        );
+        let smtp = s.mfa.smtp.as_ref().unwrap().credentials.as_ref().unwrap();
+        assert_eq!(smtp.1.expose(), format!("{MARK}-smtp"));
+        let sms = s.mfa.sms.as_ref().unwrap().token.as_ref().unwrap();
+        assert_eq!(sms.expose(), format!("{MARK}-sms"));
+        assert_eq!(
+            s.key_encryption_key.as_ref().map(|k| *k.expose_secret()),
+            Some(kek)
+        );
+
+        let kek_debug = format!("{kek:?}");
+        for debug in [
+            format!("{s:?}"),
+            format!("{s:#?}"),
+            format!("{raw:?}"),
+            format!("{raw:#?}"),
+        ] {
+            assert!(!debug.contains(MARK), "{debug}");
+            assert!(!debug.contains(&kek_b64), "{debug}");
+            assert!(!debug.contains(&kek_debug[1..20]), "{debug}");
+        }
+    }
+
+    #[test]
+    fn a_numeric_secret_from_the_environment_stays_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(
+            &p,
+            "[[upstreams]]\nid = \"corp\"\nkind = \"oidc\"\nissuer = \"https://corp.example.com\"\nclient_id = \"b\"\n",
+        )
+        .unwrap();
+        let s = Settings::load(
+            Some(&p),
+            env(&[("CONCIERGE__UPSTREAMS__0__CLIENT_SECRET", "0123456789")]),
+        )
+        .unwrap();
+        let UpstreamKind::Oidc(o) = &s.upstreams[0].kind else {
+            panic!("oidc")
+        };
+        assert_eq!(o.client_secret.expose_secret(), "0123456789");
+        // Both ways at once is refused, naming the key and the variable.
+        let m = Settings::load(
+            Some(&p),
+            env(&[
+                ("CONCIERGE__UPSTREAMS__CORP__CLIENT_SECRET", "x"),
+                (
+                    "CONCIERGE__UPSTREAMS__CORP__CLIENT_SECRET_FILE",
+                    "/nonexistent",
+                ),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            m.contains("upstreams[0].client_secret_file")
+                && m.contains("CONCIERGE__UPSTREAMS__CORP__CLIENT_SECRET")
+                && !m.contains("`x`"),
+            "{m}"
+        );
     }
 
     #[test]

@@ -87,8 +87,10 @@ pub fn ensure_demo_user(store: &dyn Store, deps: &Deps) -> anyhow::Result<()> {
 pub fn key_encryption_key(settings: &Settings, deps: &Deps) -> anyhow::Result<KeyEncryptionKey> {
     use base64::Engine;
     use base64::engine::general_purpose::STANDARD;
-    if let Some(k) = settings.key_encryption_key {
-        return Ok(KeyEncryptionKey::new(k));
+    if let Some(k) = &settings.key_encryption_key {
+        return Ok(KeyEncryptionKey::new(
+            *secrecy::ExposeSecret::expose_secret(&**k),
+        ));
     }
     let path = settings.data_dir.join("key-encryption.key");
     if let Ok(text) = std::fs::read_to_string(&path) {

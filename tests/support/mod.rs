@@ -19,10 +19,37 @@ pub enum Backend {
     Postgres,
 }
 
-/// A database that lives as long as the test (the SQLite folder is removed on drop).
+/// A database that lives as long as the test: on drop the SQLite folder is removed and the
+/// PostgreSQL database dropped (`WITH (FORCE)`: pool connections still open are closed).
 pub struct TestDb {
     pub url: DatabaseUrl,
     _dir: Option<tempfile::TempDir>,
+    /// (admin URL, database name) of a PostgreSQL test database.
+    pg: Option<(String, String)>,
+}
+
+impl TestDb {
+    /// The PostgreSQL database's name (`None` for SQLite).
+    pub fn pg_name(&self) -> Option<&str> {
+        self.pg.as_ref().map(|(_, name)| name.as_str())
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some((admin, name)) = &self.pg else {
+            return;
+        };
+        let dropped = PgConnection::establish(admin)
+            .map_err(|e| e.to_string())
+            .and_then(|mut c| {
+                c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .map_err(|e| e.to_string())
+            });
+        if let Err(e) = dropped {
+            eprintln!("warning: could not drop test database {name}: {e}");
+        }
+    }
 }
 
 fn random_suffix() -> String {
@@ -40,6 +67,7 @@ pub fn fresh_db(backend: Backend) -> Option<TestDb> {
             Some(TestDb {
                 url,
                 _dir: Some(dir),
+                pg: None,
             })
         }
         Backend::Postgres => {
@@ -63,6 +91,7 @@ pub fn fresh_db(backend: Backend) -> Option<TestDb> {
             Some(TestDb {
                 url: DatabaseUrl::Postgres(url.to_string()),
                 _dir: None,
+                pg: Some((admin, name)),
             })
         }
     }

@@ -134,6 +134,7 @@ pub(super) fn validate(
         (u.issuer.is_some(), "issuer"),
         (u.client_id.is_some(), "client_id"),
         (u.client_secret.is_some(), "client_secret"),
+        (u.client_secret_file.is_some(), "client_secret_file"),
     ] {
         if set {
             return Err(invalid(

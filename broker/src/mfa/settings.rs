@@ -74,8 +74,11 @@ pub struct RawSmtp {
     pub tls: String,
     #[serde(default)]
     pub username: Option<String>,
+    #[serde(default, skip_serializing)]
+    pub password: Option<secrecy::SecretString>,
+    /// A file holding `password` (one trailing newline is removed).
     #[serde(default)]
-    pub password: Option<String>,
+    pub password_file: Option<PathBuf>,
     /// The sender, e.g. `Concierge <no-reply@example.com>`.
     pub from: String,
     #[serde(default = "default_send_timeout", with = "humantime_serde")]
@@ -99,8 +102,11 @@ pub struct RawSms {
     /// Receives `POST {"to": "+82…", "body": "…"}` as JSON.
     pub url: String,
     /// Sent as `Authorization: Bearer …` when set.
+    #[serde(default, skip_serializing)]
+    pub token: Option<secrecy::SecretString>,
+    /// A file holding `token` (one trailing newline is removed).
     #[serde(default)]
-    pub token: Option<String>,
+    pub token_file: Option<PathBuf>,
     #[serde(default = "default_send_timeout", with = "humantime_serde")]
     pub timeout: Duration,
 }
@@ -259,6 +265,11 @@ pub fn parse_bytes(s: &str) -> Option<usize> {
     n.checked_mul(mult)
 }
 
+/// The host's own redacting type, for the send-email and send-sms capabilities.
+fn exposed(s: &secrecy::SecretString) -> crate::domain::SecretString {
+    crate::domain::SecretString::new(secrecy::ExposeSecret::expose_secret(s).to_owned())
+}
+
 impl RawMfa {
     /// Validates; `invalid(key, message)` builds the error naming the key.
     pub fn validate<E>(self, invalid: impl Fn(&str, String) -> E) -> Result<MfaSettings, E> {
@@ -335,8 +346,14 @@ impl RawMfa {
                 if s.from.parse::<lettre::message::Mailbox>().is_err() {
                     return Err(invalid("mfa.smtp.from", "is not a mailbox".into()));
                 }
-                let credentials = match (s.username, s.password) {
-                    (Some(u), Some(p)) => Some((u, crate::domain::SecretString::new(p))),
+                let password = crate::config::secret::resolve(
+                    "mfa.smtp.password",
+                    s.password.as_ref(),
+                    s.password_file.as_deref(),
+                    &invalid,
+                )?;
+                let credentials = match (s.username, password) {
+                    (Some(u), Some(p)) => Some((u, exposed(&p))),
                     (None, None) => None,
                     _ => {
                         return Err(invalid(
@@ -362,9 +379,15 @@ impl RawMfa {
                     .ok()
                     .filter(|u| matches!(u.scheme(), "http" | "https"))
                     .ok_or_else(|| invalid("mfa.sms.url", "is not an http(s) URL".into()))?;
+                let token = crate::config::secret::resolve(
+                    "mfa.sms.token",
+                    s.token.as_ref(),
+                    s.token_file.as_deref(),
+                    &invalid,
+                )?;
                 Some(SmsSettings {
                     url,
-                    token: s.token.map(crate::domain::SecretString::new),
+                    token: token.as_ref().map(exposed),
                     timeout: s.timeout,
                 })
             }

@@ -16,6 +16,7 @@ use openidconnect::{
     IssuerUrl, Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope,
     SignatureVerificationError, TokenResponse,
 };
+use secrecy::ExposeSecret;
 use serde_json::{Map, Value};
 use url::Url;
 
@@ -100,7 +101,7 @@ impl OidcConnector {
             id: id.to_owned(),
             issuer: IssuerUrl::new(cfg.issuer.clone()).map_err(rejected)?,
             client_id: ClientId::new(cfg.client_id.clone()),
-            client_secret: ClientSecret::new(cfg.client_secret.clone()),
+            client_secret: ClientSecret::new(cfg.client_secret.expose_secret().to_owned()),
             scopes: cfg.scopes.clone(),
             mapping: cfg.claims.clone(),
             http,
