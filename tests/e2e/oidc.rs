@@ -248,6 +248,26 @@ async fn discovery_and_cacheable_jwks(b: Backend) {
         jwks.to_string().find("\"d\"").is_none(),
         "no private parts published"
     );
+    // HEAD (CDNs, health checks): the GET's status and headers, no body.
+    for path in ["/.well-known/openid-configuration", "/jwks"] {
+        let res = reqwest::Client::new()
+            .head(format!("{}{path}", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 200, "{path}");
+        let h = res.headers().clone();
+        assert_eq!(h.get("content-type").unwrap(), "application/json", "{path}");
+        assert!(
+            h.get("cache-control")
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("public, max-age="),
+            "{path}"
+        );
+        assert!(res.bytes().await.unwrap().is_empty(), "{path}");
+    }
 }
 
 async fn code_flow_with_pkce_issues_verifiable_tokens(b: Backend) {
