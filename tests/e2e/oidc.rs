@@ -442,6 +442,38 @@ async fn untrusted_redirects_get_a_page_not_a_redirect(b: Backend) {
         param(&res.location.unwrap(), "error").as_deref(),
         Some("unsupported_response_type")
     );
+    // Request objects (OIDC Core 6.1, 6.2): their own error codes, with state and iss.
+    let (_, _, d) = Http::new(&app)
+        .get_json("/.well-known/openid-configuration", None)
+        .await;
+    let issuer = d["issuer"].as_str().unwrap().to_owned();
+    for (k, v, error) in [
+        (
+            "request",
+            "eyJhbGciOiJub25lIn0.e30.",
+            "request_not_supported",
+        ),
+        (
+            "request_uri",
+            "https://webapp.example/req.jwt",
+            "request_uri_not_supported",
+        ),
+    ] {
+        let res = br
+            .get(&authorize_path_with(
+                "webapp",
+                "https://webapp.example/cb",
+                &[(k, v)],
+            ))
+            .await;
+        assert_eq!(res.status, 302, "{}", res.body);
+        let loc = res.location.unwrap();
+        assert!(loc.starts_with("https://webapp.example/cb?"), "{loc}");
+        assert_eq!(param(&loc, "error").as_deref(), Some(error), "{loc}");
+        assert_eq!(param(&loc, "state").as_deref(), Some("st-123"));
+        assert_eq!(param(&loc, "iss").as_deref(), Some(issuer.as_str()));
+        assert!(param(&loc, "code").is_none());
+    }
 }
 
 async fn negative_token_requests_get_rfc_errors_and_no_tokens(b: Backend) {

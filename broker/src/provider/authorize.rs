@@ -137,10 +137,12 @@ pub fn parse(
             "this client may not use the code flow".into(),
         )));
     }
-    if get("request").is_some() || get("request_uri").is_some() {
-        return Err(fail(OAuthError::InvalidRequest(
-            "request objects are not supported".into(),
-        )));
+    // OIDC Core 6.1 / 6.2: request objects are not supported, each with its own error code.
+    if get("request").is_some() {
+        return Err(fail(OAuthError::RequestNotSupported));
+    }
+    if get("request_uri").is_some() {
+        return Err(fail(OAuthError::RequestUriNotSupported));
     }
     let scope: Vec<String> = get("scope")
         .unwrap_or("")

@@ -60,6 +60,12 @@ pub enum OAuthError {
     ServerError(String),
     #[error("temporarily_unavailable")]
     TemporarilyUnavailable,
+    /// A `request` object at /authorize (OIDC Core 6.1): not supported.
+    #[error("request_not_supported")]
+    RequestNotSupported,
+    /// A `request_uri` at /authorize (OIDC Core 6.2): not supported.
+    #[error("request_uri_not_supported")]
+    RequestUriNotSupported,
 }
 
 impl OAuthError {
@@ -79,6 +85,8 @@ impl OAuthError {
             Self::InsufficientScope => "insufficient_scope",
             Self::ServerError(_) => "server_error",
             Self::TemporarilyUnavailable => "temporarily_unavailable",
+            Self::RequestNotSupported => "request_not_supported",
+            Self::RequestUriNotSupported => "request_uri_not_supported",
         }
     }
 
