@@ -418,6 +418,10 @@ async fn untrusted_redirects_get_a_page_not_a_redirect(b: Backend) {
     for path in [
         authorize_path("webapp", "https://evil.example/cb", &[]),
         authorize_path("webapp", "https://webapp.example/cb/../evil", &[]),
+        // Compared as strings (RFC 9700 2.1), not as parsed URLs.
+        authorize_path("webapp", "https://WEBAPP.example/cb", &[]),
+        authorize_path("webapp", "https://webapp.example:443/cb", &[]),
+        authorize_path("webapp", "https://webapp.example/x/../cb", &[]),
         authorize_path("nobody", "https://webapp.example/cb", &[]),
         "/authorize?response_type=code".to_owned(),
         format!(

@@ -398,7 +398,7 @@ impl Provider {
             client_id: req.client.id.clone(),
             // Empty when /authorize was not given one (the client's single registered URI).
             redirect_uri: if req.redirect_uri_given {
-                req.redirect_uri.to_string()
+                req.redirect_uri_presented.clone()
             } else {
                 String::new()
             },
@@ -473,7 +473,7 @@ impl Provider {
             (false, given) => given == Some(rec.redirect_uri.as_str()),
             (true, None) => true,
             (true, Some(given)) => {
-                client.redirect_uris.len() == 1 && client.redirect_uris[0].as_str() == given
+                matches!(client.redirect_uri_strings(), [only] if only == given)
             }
         };
         if !redirect_ok {
