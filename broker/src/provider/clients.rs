@@ -350,6 +350,24 @@ impl Client {
         }
     }
 
+    /// The admin scope is for clients acting as themselves (client_credentials): a client with
+    /// a user grant (authorization_code, refresh_token) may not be allowed it, or a user's
+    /// sign-in at that app would carry admin rights.
+    pub fn check_admin_scope(&self, admin_scope: &str) -> Result<(), ClientConfigError> {
+        let user_grant = self.allows(Grant::AuthorizationCode) || self.allows(Grant::RefreshToken);
+        if user_grant && self.scopes.iter().any(|s| s == admin_scope) {
+            return Err(ClientConfigError {
+                client: self.id.clone(),
+                field: "scopes",
+                message: format!(
+                    "the admin scope `{admin_scope}` is for client_credentials-only clients; \
+                     this client has a user grant (authorization_code or refresh_token)"
+                ),
+            });
+        }
+        Ok(())
+    }
+
     /// The redirect URIs as registered (the strings exact matching compares with).
     pub fn redirect_uri_strings(&self) -> &[String] {
         &self.redirect_uri_strings
