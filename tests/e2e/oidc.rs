@@ -753,6 +753,64 @@ async fn refresh_rotates_and_reuse_revokes_the_family(b: Backend) {
     assert_eq!((s, e["error"].as_str()), (400, Some("invalid_grant")));
 }
 
+/// A code-flow refresh token of `webapp` on a fresh session of `app`.
+async fn first_refresh_token(app: &TestApp) -> String {
+    let http = Http::new(app);
+    let mut br = signed_in(app).await;
+    let code = code_for(&mut br, "webapp", "https://webapp.example/cb").await;
+    let (s, t) = http
+        .exchange("webapp", &code, "https://webapp.example/cb")
+        .await;
+    assert_eq!(s, 200, "{t}");
+    t["refresh_token"].as_str().unwrap().to_owned()
+}
+
+async fn refresh_reuse_grace_is_measured_in_milliseconds(b: Backend) {
+    // No grace: a replay in the same instant (the clock does not move) is reuse.
+    let grace = [("CONCIERGE__PROVIDER__REFRESH_REUSE_GRACE", "0s")];
+    let Some(app) = spawn_provider(b, &grace).await else {
+        return;
+    };
+    let http = Http::new(&app);
+    let r0 = first_refresh_token(&app).await;
+    let (s, t1) = http.refresh("webapp", &r0).await;
+    assert_eq!(s, 200, "{t1}");
+    let (s, t) = http.refresh("webapp", &r0).await;
+    assert_eq!(
+        (s, t["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{t}"
+    );
+    let (s, _) = http
+        .refresh("webapp", t1["refresh_token"].as_str().unwrap())
+        .await;
+    assert_eq!(s, 400, "reuse revoked the live token too");
+
+    // A 2 s grace: a replay 1.5 s later is answered, 2.5 s later it is reuse.
+    let grace = [("CONCIERGE__PROVIDER__REFRESH_REUSE_GRACE", "2s")];
+    let Some(app) = spawn_provider(b, &grace).await else {
+        return;
+    };
+    let http = Http::new(&app);
+    let r0 = first_refresh_token(&app).await;
+    let (s, t1) = http.refresh("webapp", &r0).await;
+    assert_eq!(s, 200, "{t1}");
+    app.clock.advance_millis(1_500);
+    let (s, t) = http.refresh("webapp", &r0).await;
+    assert_eq!(s, 200, "inside the grace: {t}");
+    app.clock.advance_millis(1_000);
+    let (s, t) = http.refresh("webapp", &r0).await;
+    assert_eq!(
+        (s, t["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{t}"
+    );
+    let (s, _) = http
+        .refresh("webapp", t1["refresh_token"].as_str().unwrap())
+        .await;
+    assert_eq!(s, 400, "the family is gone");
+}
+
 async fn client_credentials_for_the_api_channel(b: Backend) {
     let Some(app) = spawn_provider(b, &[]).await else {
         return;
@@ -1009,6 +1067,7 @@ per_backend_async!(
     negative_token_requests_get_rfc_errors_and_no_tokens,
     forged_tokens_are_inactive_everywhere,
     refresh_rotates_and_reuse_revokes_the_family,
+    refresh_reuse_grace_is_measured_in_milliseconds,
     client_credentials_for_the_api_channel,
     revocation_and_logout_end_tokens,
     prompt_and_response_modes,

@@ -631,7 +631,7 @@ impl Provider {
                     created_at: now,
                     idle_expires_at: idle.min(absolute),
                     expires_at: absolute,
-                    used_at: None,
+                    used_at_ms: None,
                 };
                 (Some(token), Some(record))
             }
@@ -670,10 +670,14 @@ impl Provider {
         if now >= rec.expires_at || now >= rec.idle_expires_at {
             return Err(OAuthError::InvalidGrant("refresh token expired".into()));
         }
-        // A token spent before this cut-off is being reused; one spent after it is a concurrent
-        // refresh (two tabs) inside the grace window, and is answered too.
-        let reuse_cutoff = now.saturating_sub(secs(self.settings.refresh_reuse_grace));
-        if rec.used_at.is_some_and(|t| t < reuse_cutoff) {
+        // A token spent at or before this cut-off is being reused; one spent after it is a
+        // concurrent refresh (two tabs) inside the grace window, and is answered too. In
+        // milliseconds: a grace of 0 answers no second use at all, even in the same second.
+        let now_ms = self.clock.now_millis();
+        let grace_ms =
+            i64::try_from(self.settings.refresh_reuse_grace.as_millis()).unwrap_or(i64::MAX);
+        let reuse_cutoff_ms = now_ms.saturating_sub(grace_ms);
+        if rec.used_at_ms.is_some_and(|t| t <= reuse_cutoff_ms) {
             return Err(self.reuse_detected(client, &rec)?);
         }
         let session = self.store.session_by_sid(&rec.sid)?;
@@ -716,7 +720,7 @@ impl Provider {
         // activity of the session (an app refreshing for the user keeps it from going idle).
         match self
             .store
-            .rotate_refresh(&hash, now, reuse_cutoff, &new, session.key)?
+            .rotate_refresh(&hash, now_ms, reuse_cutoff_ms, &new, session.key)?
         {
             Rotation::Rotated => {
                 self.audit.record(
@@ -916,7 +920,7 @@ impl Provider {
             .session_by_sid(&rec.sid)?
             .is_some_and(|s| now < s.expires_at);
         let active = rec.client_id == client.id
-            && rec.used_at.is_none()
+            && rec.used_at_ms.is_none()
             && now < rec.expires_at
             && now < rec.idle_expires_at
             && session_live;
