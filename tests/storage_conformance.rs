@@ -265,7 +265,7 @@ fn refresh(hash: u8, family: &str, sid: &str) -> RefreshRecord {
         created_at: 100,
         idle_expires_at: 1_000,
         expires_at: 2_000,
-        used_at: None,
+        used_at_ms: None,
     }
 }
 
@@ -279,28 +279,48 @@ fn refresh_rotation_spends_once_and_reuse_revokes_the_family(b: Backend) {
             .unwrap();
         // Rotation spends the old token, stores the new one and touches the session at once.
         let r = s
-            .rotate_refresh(&[1; 32], 150, 145, &refresh(5, "f1", "sid-a"), [9; 32])
+            .rotate_refresh(
+                &[1; 32],
+                150_000,
+                145_000,
+                &refresh(5, "f1", "sid-a"),
+                [9; 32],
+            )
             .unwrap();
         assert_eq!(r, Rotation::Rotated);
         assert_eq!(
-            s.refresh_token(&[1; 32]).unwrap().unwrap().used_at,
-            Some(150)
+            s.refresh_token(&[1; 32]).unwrap().unwrap().used_at_ms,
+            Some(150_000)
         );
         assert!(s.refresh_token(&[5; 32]).unwrap().is_some());
         assert_eq!(s.session(&[9; 32]).unwrap().unwrap().last_seen, 150);
-        // Spent at 150: presented again with a cut-off of 148 (inside the grace) it rotates...
+        // Spent at 150 s: presented again with a cut-off 1 ms before (inside the grace) it
+        // rotates...
         let r = s
-            .rotate_refresh(&[1; 32], 152, 148, &refresh(6, "f1", "sid-a"), [9; 32])
+            .rotate_refresh(
+                &[1; 32],
+                150_400,
+                149_999,
+                &refresh(6, "f1", "sid-a"),
+                [9; 32],
+            )
             .unwrap();
         assert_eq!(r, Rotation::Rotated);
         assert_eq!(
-            s.refresh_token(&[1; 32]).unwrap().unwrap().used_at,
-            Some(150),
+            s.refresh_token(&[1; 32]).unwrap().unwrap().used_at_ms,
+            Some(150_000),
             "first spend kept"
         );
-        // ...with a later cut-off it is reuse: the family goes and nothing is stored.
+        // ...with a cut-off at the spend itself (no grace, same millisecond) it is reuse: the
+        // family goes and nothing is stored.
         let r = s
-            .rotate_refresh(&[1; 32], 170, 165, &refresh(7, "f1", "sid-a"), [9; 32])
+            .rotate_refresh(
+                &[1; 32],
+                150_000,
+                150_000,
+                &refresh(7, "f1", "sid-a"),
+                [9; 32],
+            )
             .unwrap();
         assert_eq!(r, Rotation::ReuseDetected);
         for gone in [1u8, 2, 5, 6, 7] {

@@ -40,24 +40,31 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock that only moves when told to; for tests.
+/// A clock that only moves when told to; for tests. Keeps milliseconds.
 #[derive(Debug)]
 pub struct ManualClock(AtomicI64);
 
 impl ManualClock {
     pub fn new(start: UnixTime) -> Self {
-        Self(AtomicI64::new(start))
+        Self(AtomicI64::new(start.saturating_mul(1000)))
     }
     pub fn advance(&self, secs: i64) {
-        self.0.fetch_add(secs, Ordering::SeqCst);
+        self.0
+            .fetch_add(secs.saturating_mul(1000), Ordering::SeqCst);
+    }
+    pub fn advance_millis(&self, millis: i64) {
+        self.0.fetch_add(millis, Ordering::SeqCst);
     }
     pub fn set(&self, t: UnixTime) {
-        self.0.store(t, Ordering::SeqCst);
+        self.0.store(t.saturating_mul(1000), Ordering::SeqCst);
     }
 }
 
 impl Clock for ManualClock {
     fn now(&self) -> UnixTime {
+        self.0.load(Ordering::SeqCst).div_euclid(1000)
+    }
+    fn now_millis(&self) -> i64 {
         self.0.load(Ordering::SeqCst)
     }
 }

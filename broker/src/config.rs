@@ -858,6 +858,7 @@ impl Settings {
         let mut clients = Vec::new();
         for (i, c) in raw.clients.iter().enumerate() {
             let client = Client::parse(c)
+                .and_then(|c| c.check_admin_scope(&raw.admin.scope).map(|()| c))
                 .map_err(|e| invalid(&format!("clients[{i}].{}", e.field), e.to_string()))?;
             if clients.iter().any(|x: &Client| x.id == client.id) {
                 return Err(invalid(

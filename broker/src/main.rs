@@ -417,6 +417,7 @@ fn clients(config: Option<PathBuf>, command: ClientsCommand) -> anyhow::Result<(
                 cfg.scopes = scopes;
             }
             cfg.signing_alg = signing_alg;
+            clients::Client::parse(&cfg)?.check_admin_scope(&settings.admin.scope)?;
             clients::register(store.as_ref(), &cfg, now)?;
             println!("registered client {}", cfg.id);
             if let Some(s) = secret {

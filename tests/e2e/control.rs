@@ -549,7 +549,158 @@ async fn audit_trail_records_auth_events_and_counts_them(b: Backend) {
     }
 }
 
+/// A code-flow client allowed the admin scope, stored as a run-time client (as one registered
+/// before such clients were refused would be).
+const LEGACY_ADMIN_CLIENT: &str = r#"{"id": "legacy", "secret_sha256": "SECRET_HASH",
+    "redirect_uris": ["https://legacy.example/cb"], "scopes": ["openid", "concierge:admin"]}"#;
+
+async fn admin_api_refuses_user_tokens_whatever_their_scope(b: Backend) {
+    let Some(app) = spawn_provider_with(b, &[], OPS_CLIENTS).await else {
+        return;
+    };
+    let http = Http::new(&app);
+    let json = LEGACY_ADMIN_CLIENT.replace(
+        "SECRET_HASH",
+        &concierge::provider::clients::hash_secret(SECRET),
+    );
+    concierge::storage::Store::insert_client(app.store.as_ref(), "legacy", &json, 1).unwrap();
+    // A user signs in at that app and consents to the admin scope.
+    let verifier = "a-verifier-of-at-least-forty-three-characters-0123456789";
+    let challenge = {
+        use base64::Engine;
+        use sha2::Digest;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(sha2::Sha256::digest(verifier.as_bytes()))
+    };
+    let mut br = signed_in(&app).await;
+    let res = br
+        .get(&format!(
+            "/authorize?response_type=code&client_id=legacy&redirect_uri=https%3A%2F%2Flegacy.example%2Fcb\
+             &scope=openid%20concierge%3Aadmin&state=s&code_challenge={challenge}&code_challenge_method=S256"
+        ))
+        .await;
+    let loc = res.location.unwrap();
+    let code = url::Url::parse(&loc)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| panic!("no code in {loc}"));
+    let (s, t) = http
+        .token(
+            "legacy",
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", "https://legacy.example/cb"),
+                ("code_verifier", verifier),
+            ],
+        )
+        .await;
+    assert_eq!(s, 200, "{t}");
+    assert_eq!(t["scope"], "openid concierge:admin");
+    let user_token = t["access_token"].as_str().unwrap();
+    assert_eq!(http.introspect(user_token).await["active"], true);
+    // The user's token carries the scope, but is no admin token.
+    for (method, path) in [
+        ("GET", "/admin/v1/sessions?all=true"),
+        ("GET", "/admin/v1/audit"),
+        ("DELETE", "/admin/v1/sessions?all=true"),
+    ] {
+        let (s, _, v) = api(&app, method, path, Some(user_token)).await;
+        assert_eq!(
+            (s, v["error"].as_str()),
+            (403, Some("insufficient_scope")),
+            "{method} {path}: {v}"
+        );
+    }
+    assert_eq!(
+        http.introspect(user_token).await["active"],
+        true,
+        "nothing was ended"
+    );
+    // The client's own token (client_credentials) still is.
+    let admin = admin_token(&http, "concierge:admin").await;
+    let (s, _, v) = api(&app, "GET", "/admin/v1/sessions?all=true", Some(&admin)).await;
+    assert_eq!(s, 200, "{v}");
+
+    // `concierge clients add` refuses the admin scope with a user grant.
+    let out = app
+        .cli()
+        .args([
+            "clients",
+            "add",
+            "dash",
+            "--redirect-uri",
+            "https://dash.example/cb",
+            "--scope",
+            "openid",
+            "--scope",
+            "concierge:admin",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("dash") && err.contains("concierge:admin"),
+        "{err}"
+    );
+    assert!(
+        concierge::storage::Store::client_config(app.store.as_ref(), "dash")
+            .unwrap()
+            .is_none()
+    );
+}
+
+/// `config check` refuses the admin scope on a client with a user grant, naming the client.
+#[test]
+fn config_refuses_the_admin_scope_on_user_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = |id: &str, grants: &str| {
+        format!(
+            "[[clients]]\nid = \"{id}\"\nsecret_sha256 = \"{}\"\n\
+             redirect_uris = [\"https://{id}.example/cb\"]\n{grants}\
+             scopes = [\"openid\", \"concierge:admin\"]\n",
+            "ab".repeat(32)
+        )
+    };
+    let check = |body: &str| {
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, body).unwrap();
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_concierge"));
+        for (k, _) in std::env::vars() {
+            if k.starts_with("CONCIERGE__") {
+                c.env_remove(k);
+            }
+        }
+        c.args(["config", "check"]).arg(&p).output().unwrap()
+    };
+    for (id, grants) in [
+        ("dashboard", ""),
+        (
+            "refresher",
+            "grant_types = [\"refresh_token\", \"client_credentials\"]\n",
+        ),
+    ] {
+        let out = check(&client(id, grants));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{id}: {err}");
+        assert!(
+            err.contains(&format!("client `{id}`")) && err.contains("concierge:admin"),
+            "{err}"
+        );
+    }
+    let out = check(&client("ops", "grant_types = [\"client_credentials\"]\n"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 per_backend_async!(
+    admin_api_refuses_user_tokens_whatever_their_scope,
     refuse_mode_lists_sessions_and_ending_one_continues,
     devices_page_lists_sessions_and_ends_them,
     login_rates_answer_429_with_retry_after,

@@ -248,6 +248,26 @@ async fn discovery_and_cacheable_jwks(b: Backend) {
         jwks.to_string().find("\"d\"").is_none(),
         "no private parts published"
     );
+    // HEAD (CDNs, health checks): the GET's status and headers, no body.
+    for path in ["/.well-known/openid-configuration", "/jwks"] {
+        let res = reqwest::Client::new()
+            .head(format!("{}{path}", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 200, "{path}");
+        let h = res.headers().clone();
+        assert_eq!(h.get("content-type").unwrap(), "application/json", "{path}");
+        assert!(
+            h.get("cache-control")
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("public, max-age="),
+            "{path}"
+        );
+        assert!(res.bytes().await.unwrap().is_empty(), "{path}");
+    }
 }
 
 async fn code_flow_with_pkce_issues_verifiable_tokens(b: Backend) {
@@ -398,6 +418,10 @@ async fn untrusted_redirects_get_a_page_not_a_redirect(b: Backend) {
     for path in [
         authorize_path("webapp", "https://evil.example/cb", &[]),
         authorize_path("webapp", "https://webapp.example/cb/../evil", &[]),
+        // Compared as strings (RFC 9700 2.1), not as parsed URLs.
+        authorize_path("webapp", "https://WEBAPP.example/cb", &[]),
+        authorize_path("webapp", "https://webapp.example:443/cb", &[]),
+        authorize_path("webapp", "https://webapp.example/x/../cb", &[]),
         authorize_path("nobody", "https://webapp.example/cb", &[]),
         "/authorize?response_type=code".to_owned(),
         format!(
@@ -422,6 +446,38 @@ async fn untrusted_redirects_get_a_page_not_a_redirect(b: Backend) {
         param(&res.location.unwrap(), "error").as_deref(),
         Some("unsupported_response_type")
     );
+    // Request objects (OIDC Core 6.1, 6.2): their own error codes, with state and iss.
+    let (_, _, d) = Http::new(&app)
+        .get_json("/.well-known/openid-configuration", None)
+        .await;
+    let issuer = d["issuer"].as_str().unwrap().to_owned();
+    for (k, v, error) in [
+        (
+            "request",
+            "eyJhbGciOiJub25lIn0.e30.",
+            "request_not_supported",
+        ),
+        (
+            "request_uri",
+            "https://webapp.example/req.jwt",
+            "request_uri_not_supported",
+        ),
+    ] {
+        let res = br
+            .get(&authorize_path_with(
+                "webapp",
+                "https://webapp.example/cb",
+                &[(k, v)],
+            ))
+            .await;
+        assert_eq!(res.status, 302, "{}", res.body);
+        let loc = res.location.unwrap();
+        assert!(loc.starts_with("https://webapp.example/cb?"), "{loc}");
+        assert_eq!(param(&loc, "error").as_deref(), Some(error), "{loc}");
+        assert_eq!(param(&loc, "state").as_deref(), Some("st-123"));
+        assert_eq!(param(&loc, "iss").as_deref(), Some(issuer.as_str()));
+        assert!(param(&loc, "code").is_none());
+    }
 }
 
 async fn negative_token_requests_get_rfc_errors_and_no_tokens(b: Backend) {
@@ -697,6 +753,64 @@ async fn refresh_rotates_and_reuse_revokes_the_family(b: Backend) {
     assert_eq!((s, e["error"].as_str()), (400, Some("invalid_grant")));
 }
 
+/// A code-flow refresh token of `webapp` on a fresh session of `app`.
+async fn first_refresh_token(app: &TestApp) -> String {
+    let http = Http::new(app);
+    let mut br = signed_in(app).await;
+    let code = code_for(&mut br, "webapp", "https://webapp.example/cb").await;
+    let (s, t) = http
+        .exchange("webapp", &code, "https://webapp.example/cb")
+        .await;
+    assert_eq!(s, 200, "{t}");
+    t["refresh_token"].as_str().unwrap().to_owned()
+}
+
+async fn refresh_reuse_grace_is_measured_in_milliseconds(b: Backend) {
+    // No grace: a replay in the same instant (the clock does not move) is reuse.
+    let grace = [("CONCIERGE__PROVIDER__REFRESH_REUSE_GRACE", "0s")];
+    let Some(app) = spawn_provider(b, &grace).await else {
+        return;
+    };
+    let http = Http::new(&app);
+    let r0 = first_refresh_token(&app).await;
+    let (s, t1) = http.refresh("webapp", &r0).await;
+    assert_eq!(s, 200, "{t1}");
+    let (s, t) = http.refresh("webapp", &r0).await;
+    assert_eq!(
+        (s, t["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{t}"
+    );
+    let (s, _) = http
+        .refresh("webapp", t1["refresh_token"].as_str().unwrap())
+        .await;
+    assert_eq!(s, 400, "reuse revoked the live token too");
+
+    // A 2 s grace: a replay 1.5 s later is answered, 2.5 s later it is reuse.
+    let grace = [("CONCIERGE__PROVIDER__REFRESH_REUSE_GRACE", "2s")];
+    let Some(app) = spawn_provider(b, &grace).await else {
+        return;
+    };
+    let http = Http::new(&app);
+    let r0 = first_refresh_token(&app).await;
+    let (s, t1) = http.refresh("webapp", &r0).await;
+    assert_eq!(s, 200, "{t1}");
+    app.clock.advance_millis(1_500);
+    let (s, t) = http.refresh("webapp", &r0).await;
+    assert_eq!(s, 200, "inside the grace: {t}");
+    app.clock.advance_millis(1_000);
+    let (s, t) = http.refresh("webapp", &r0).await;
+    assert_eq!(
+        (s, t["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{t}"
+    );
+    let (s, _) = http
+        .refresh("webapp", t1["refresh_token"].as_str().unwrap())
+        .await;
+    assert_eq!(s, 400, "the family is gone");
+}
+
 async fn client_credentials_for_the_api_channel(b: Backend) {
     let Some(app) = spawn_provider(b, &[]).await else {
         return;
@@ -953,6 +1067,7 @@ per_backend_async!(
     negative_token_requests_get_rfc_errors_and_no_tokens,
     forged_tokens_are_inactive_everywhere,
     refresh_rotates_and_reuse_revokes_the_family,
+    refresh_reuse_grace_is_measured_in_milliseconds,
     client_credentials_for_the_api_channel,
     revocation_and_logout_end_tokens,
     prompt_and_response_modes,

@@ -32,6 +32,8 @@ pub struct AuthorizeRequest {
     pub redirect_uri: Url,
     /// Whether the request named it (else it is the client's only registered one).
     pub redirect_uri_given: bool,
+    /// The redirect URI as the request wrote it (the token request must repeat it exactly).
+    pub redirect_uri_presented: String,
     pub response_mode: ResponseMode,
     pub state: Option<String>,
     pub nonce: Option<String>,
@@ -84,14 +86,15 @@ pub fn parse(
         .get(client_id)
         .map_err(AuthorizeError::Storage)?
         .ok_or(page("error_authorize_client"))?;
-    let redirect_uri =
-        match single(q, "redirect_uri").map_err(|_| page("error_authorize_redirect"))? {
-            Some(r) => client
-                .redirect_uri(r)
-                .ok_or(page("error_authorize_redirect"))?,
-            None if client.redirect_uris.len() == 1 => client.redirect_uris[0].clone(),
-            None => return Err(page("error_authorize_redirect")),
-        };
+    let presented = single(q, "redirect_uri").map_err(|_| page("error_authorize_redirect"))?;
+    let redirect_uri = match presented {
+        Some(r) => client
+            .redirect_uri(r)
+            .ok_or(page("error_authorize_redirect"))?,
+        None if client.redirect_uris.len() == 1 => client.redirect_uris[0].clone(),
+        None => return Err(page("error_authorize_redirect")),
+    };
+    let redirect_uri_presented = presented.unwrap_or_default().to_owned();
     // From here on the redirect URI is trusted: errors go back to the client.
     let state = single(q, "state").ok().flatten().map(str::to_owned);
     let response_mode = match single(q, "response_mode") {
@@ -137,10 +140,12 @@ pub fn parse(
             "this client may not use the code flow".into(),
         )));
     }
-    if get("request").is_some() || get("request_uri").is_some() {
-        return Err(fail(OAuthError::InvalidRequest(
-            "request objects are not supported".into(),
-        )));
+    // OIDC Core 6.1 / 6.2: request objects are not supported, each with its own error code.
+    if get("request").is_some() {
+        return Err(fail(OAuthError::RequestNotSupported));
+    }
+    if get("request_uri").is_some() {
+        return Err(fail(OAuthError::RequestUriNotSupported));
     }
     let scope: Vec<String> = get("scope")
         .unwrap_or("")
@@ -218,6 +223,7 @@ pub fn parse(
     Ok(AuthorizeRequest {
         client,
         redirect_uri_given: q.contains_key("redirect_uri"),
+        redirect_uri_presented,
         redirect_uri,
         response_mode,
         state,

@@ -118,6 +118,9 @@ pub struct Client {
     pub auth_method: AuthMethod,
     secret_sha256: Option<[u8; 32]>,
     pub redirect_uris: Vec<Url>,
+    /// `redirect_uris` as registered: what a presented redirect URI is compared with, byte for
+    /// byte (RFC 9700 2.1; a parsed URL folds the host's case, default ports, dot segments).
+    redirect_uri_strings: Vec<String>,
     pub post_logout_redirect_uris: Vec<Url>,
     pub backchannel_logout_uri: Option<Url>,
     pub grants: Vec<Grant>,
@@ -148,6 +151,32 @@ fn is_loopback_http(u: &Url) -> bool {
             Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
             _ => false,
         }
+}
+
+/// `http://<loopback IP>[:port]<rest>` without its port; None for anything else (another
+/// scheme or host, a host name such as `localhost`, user info).
+fn without_loopback_port(s: &str) -> Option<String> {
+    let rest = s.strip_prefix("http://")?;
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let host = match authority.rsplit_once(':') {
+        Some((h, port))
+            if !port.is_empty()
+                && port.bytes().all(|b| b.is_ascii_digit())
+                && h.starts_with('[') == h.ends_with(']') =>
+        {
+            h
+        }
+        _ => authority,
+    };
+    let ip = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let loopback = ip
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback());
+    loopback.then(|| format!("http://{host}{tail}"))
 }
 
 impl Client {
@@ -286,6 +315,7 @@ impl Client {
             auth_method,
             secret_sha256,
             redirect_uris,
+            redirect_uri_strings: c.redirect_uris.clone(),
             post_logout_redirect_uris,
             backchannel_logout_uri,
             grants,
@@ -320,29 +350,42 @@ impl Client {
         }
     }
 
-    /// Exact match, except that a registered loopback redirect matches any port (RFC 8252 7.3).
-    pub fn redirect_uri(&self, requested: &str) -> Option<Url> {
-        let req = Url::parse(requested).ok()?;
-        if req.fragment().is_some() {
-            return None;
+    /// The admin scope is for clients acting as themselves (client_credentials): a client with
+    /// a user grant (authorization_code, refresh_token) may not be allowed it, or a user's
+    /// sign-in at that app would carry admin rights.
+    pub fn check_admin_scope(&self, admin_scope: &str) -> Result<(), ClientConfigError> {
+        let user_grant = self.allows(Grant::AuthorizationCode) || self.allows(Grant::RefreshToken);
+        if user_grant && self.scopes.iter().any(|s| s == admin_scope) {
+            return Err(ClientConfigError {
+                client: self.id.clone(),
+                field: "scopes",
+                message: format!(
+                    "the admin scope `{admin_scope}` is for client_credentials-only clients; \
+                     this client has a user grant (authorization_code or refresh_token)"
+                ),
+            });
         }
-        self.redirect_uris
-            .iter()
-            .find(|reg| {
-                if reg.as_str() == req.as_str() {
-                    return true;
-                }
-                // Any port on loopback is for native apps only (RFC 8252 7.3).
-                (self.channel == Channel::Mobile || self.is_public())
-                    && is_loopback_http(reg)
-                    && is_loopback_http(&req)
-                    && reg.host() == req.host()
-                    && reg.path() == req.path()
-                    && reg.query() == req.query()
-                    && reg.username() == req.username()
-                    && req.password().is_none()
-            })
-            .map(|_| req)
+        Ok(())
+    }
+
+    /// The redirect URIs as registered (the strings exact matching compares with).
+    pub fn redirect_uri_strings(&self) -> &[String] {
+        &self.redirect_uri_strings
+    }
+
+    /// The registered redirect URI `requested` names, compared as strings byte for byte (RFC
+    /// 9700 2.1), except that for native apps a registered loopback IP redirect matches any port
+    /// (RFC 8252 7.3).
+    pub fn redirect_uri(&self, requested: &str) -> Option<Url> {
+        let native = self.channel == Channel::Mobile || self.is_public();
+        let found = self.redirect_uri_strings.iter().any(|reg| {
+            reg == requested
+                || native
+                    && without_loopback_port(reg)
+                        .is_some_and(|r| without_loopback_port(requested) == Some(r))
+        });
+        let req = Url::parse(requested).ok().filter(|_| found)?;
+        req.fragment().is_none().then_some(req)
     }
 
     pub fn post_logout_redirect_uri(&self, requested: &str) -> Option<Url> {
@@ -454,6 +497,9 @@ mod tests {
         assert!(c.redirect_uri("http://127.0.0.1:51234/other").is_none());
         assert!(c.redirect_uri("http://localhost:51234/cb").is_none());
         assert!(c.redirect_uri("com.example.app:/oauth2redirect").is_some());
+        assert!(c.redirect_uri("http://127.0.0.1:51234/cb?").is_none());
+        assert!(c.redirect_uri("http://127.0.0.1:/cb").is_none());
+        assert!(c.redirect_uri("http://user@127.0.0.1:51234/cb").is_none());
         assert!(c.redirect_uri("com.example.evil:/oauth2redirect").is_none());
         assert!(c.redirect_uri("https://app.example.com/cb").is_some());
         assert!(c.redirect_uri("https://app.example.com/cb?x=1").is_none());
@@ -462,6 +508,23 @@ mod tests {
             c.redirect_uri("https://app.example.com:8443/cb").is_none(),
             "ports matter off loopback"
         );
+        // Compared as strings (RFC 9700 2.1): what a URL parser would normalise does not match.
+        for near in [
+            "https://APP.example.com/cb",
+            "https://app.example.com:443/cb",
+            "https://app.example.com/x/../cb",
+            "https://app.example.com/%63b",
+            "HTTPS://app.example.com/cb",
+            "com.example.app:/oauth2redirect/",
+        ] {
+            assert!(c.redirect_uri(near).is_none(), "{near}");
+        }
+        let v6 = Client::parse(&cfg(serde_json::json!({
+            "id": "n6", "public": true, "redirect_uris": ["http://[::1]/cb"]
+        })))
+        .unwrap();
+        assert!(v6.redirect_uri("http://[::1]:8080/cb").is_some());
+        assert!(v6.redirect_uri("http://[::1]:8080/cb2").is_none());
         assert!(c.is_public());
     }
 

@@ -60,6 +60,12 @@ pub enum OAuthError {
     ServerError(String),
     #[error("temporarily_unavailable")]
     TemporarilyUnavailable,
+    /// A `request` object at /authorize (OIDC Core 6.1): not supported.
+    #[error("request_not_supported")]
+    RequestNotSupported,
+    /// A `request_uri` at /authorize (OIDC Core 6.2): not supported.
+    #[error("request_uri_not_supported")]
+    RequestUriNotSupported,
 }
 
 impl OAuthError {
@@ -79,6 +85,8 @@ impl OAuthError {
             Self::InsufficientScope => "insufficient_scope",
             Self::ServerError(_) => "server_error",
             Self::TemporarilyUnavailable => "temporarily_unavailable",
+            Self::RequestNotSupported => "request_not_supported",
+            Self::RequestUriNotSupported => "request_uri_not_supported",
         }
     }
 
@@ -390,7 +398,7 @@ impl Provider {
             client_id: req.client.id.clone(),
             // Empty when /authorize was not given one (the client's single registered URI).
             redirect_uri: if req.redirect_uri_given {
-                req.redirect_uri.to_string()
+                req.redirect_uri_presented.clone()
             } else {
                 String::new()
             },
@@ -465,7 +473,7 @@ impl Provider {
             (false, given) => given == Some(rec.redirect_uri.as_str()),
             (true, None) => true,
             (true, Some(given)) => {
-                client.redirect_uris.len() == 1 && client.redirect_uris[0].as_str() == given
+                matches!(client.redirect_uri_strings(), [only] if only == given)
             }
         };
         if !redirect_ok {
@@ -623,7 +631,7 @@ impl Provider {
                     created_at: now,
                     idle_expires_at: idle.min(absolute),
                     expires_at: absolute,
-                    used_at: None,
+                    used_at_ms: None,
                 };
                 (Some(token), Some(record))
             }
@@ -662,10 +670,14 @@ impl Provider {
         if now >= rec.expires_at || now >= rec.idle_expires_at {
             return Err(OAuthError::InvalidGrant("refresh token expired".into()));
         }
-        // A token spent before this cut-off is being reused; one spent after it is a concurrent
-        // refresh (two tabs) inside the grace window, and is answered too.
-        let reuse_cutoff = now.saturating_sub(secs(self.settings.refresh_reuse_grace));
-        if rec.used_at.is_some_and(|t| t < reuse_cutoff) {
+        // A token spent at or before this cut-off is being reused; one spent after it is a
+        // concurrent refresh (two tabs) inside the grace window, and is answered too. In
+        // milliseconds: a grace of 0 answers no second use at all, even in the same second.
+        let now_ms = self.clock.now_millis();
+        let grace_ms =
+            i64::try_from(self.settings.refresh_reuse_grace.as_millis()).unwrap_or(i64::MAX);
+        let reuse_cutoff_ms = now_ms.saturating_sub(grace_ms);
+        if rec.used_at_ms.is_some_and(|t| t <= reuse_cutoff_ms) {
             return Err(self.reuse_detected(client, &rec)?);
         }
         let session = self.store.session_by_sid(&rec.sid)?;
@@ -708,7 +720,7 @@ impl Provider {
         // activity of the session (an app refreshing for the user keeps it from going idle).
         match self
             .store
-            .rotate_refresh(&hash, now, reuse_cutoff, &new, session.key)?
+            .rotate_refresh(&hash, now_ms, reuse_cutoff_ms, &new, session.key)?
         {
             Rotation::Rotated => {
                 self.audit.record(
@@ -908,7 +920,7 @@ impl Provider {
             .session_by_sid(&rec.sid)?
             .is_some_and(|s| now < s.expires_at);
         let active = rec.client_id == client.id
-            && rec.used_at.is_none()
+            && rec.used_at_ms.is_none()
             && now < rec.expires_at
             && now < rec.idle_expires_at
             && session_live;

@@ -437,7 +437,7 @@ struct RefreshRow {
     created_at: i64,
     idle_expires_at: i64,
     expires_at: i64,
-    used_at: Option<i64>,
+    used_at_ms: Option<i64>,
 }
 
 impl RefreshRow {
@@ -455,7 +455,7 @@ impl RefreshRow {
             created_at: r.created_at,
             idle_expires_at: r.idle_expires_at,
             expires_at: r.expires_at,
-            used_at: r.used_at,
+            used_at_ms: r.used_at_ms,
         }
     }
     fn into_record(self) -> Result<RefreshRecord, StorageError> {
@@ -472,7 +472,7 @@ impl RefreshRow {
             created_at: self.created_at,
             idle_expires_at: self.idle_expires_at,
             expires_at: self.expires_at,
-            used_at: self.used_at,
+            used_at_ms: self.used_at_ms,
         })
     }
 }
@@ -979,27 +979,28 @@ impl Store for DieselStore {
     fn rotate_refresh(
         &self,
         old: &[u8; 32],
-        now: UnixTime,
-        reuse_cutoff: UnixTime,
+        now_ms: i64,
+        reuse_cutoff_ms: i64,
         new: &RefreshRecord,
         touch: SessionKey,
     ) -> Result<Rotation, StorageError> {
         let row = RefreshRow::from_record(new);
+        let now = now_ms.div_euclid(1000);
         with_conn!(write self, |c| {
             c.transaction(|c| {
                 let spent_now = diesel::update(
                     refresh_tokens::table
                         .filter(refresh_tokens::token_hash.eq(&old[..]))
-                        .filter(refresh_tokens::used_at.is_null()),
+                        .filter(refresh_tokens::used_at_ms.is_null()),
                 )
-                .set(refresh_tokens::used_at.eq(Some(now)))
+                .set(refresh_tokens::used_at_ms.eq(Some(now_ms)))
                 .execute(c)?;
                 if spent_now == 0 {
                     let (family, used_at) = refresh_tokens::table
                         .find(&old[..])
-                        .select((refresh_tokens::family_id, refresh_tokens::used_at))
+                        .select((refresh_tokens::family_id, refresh_tokens::used_at_ms))
                         .first::<(String, Option<i64>)>(c)?;
-                    if used_at.unwrap_or(now) < reuse_cutoff {
+                    if used_at.is_some_and(|t| t <= reuse_cutoff_ms) {
                         diesel::delete(
                             refresh_tokens::table.filter(refresh_tokens::family_id.eq(family)),
                         )

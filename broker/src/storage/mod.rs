@@ -153,7 +153,8 @@ pub struct RefreshRecord {
     pub created_at: UnixTime,
     pub idle_expires_at: UnixTime,
     pub expires_at: UnixTime,
-    pub used_at: Option<UnixTime>,
+    /// When it was spent, in milliseconds since the Unix epoch (the reuse grace is sub-second).
+    pub used_at_ms: Option<i64>,
 }
 
 /// A back-channel logout token waiting to be delivered.
@@ -353,14 +354,15 @@ pub trait Store: MfaStore + JourneyStore + Send + Sync + 'static {
     fn insert_refresh(&self, token: &RefreshRecord) -> Result<(), StorageError>;
     fn refresh_token(&self, token_hash: &[u8; 32]) -> Result<Option<RefreshRecord>, StorageError>;
     fn delete_refresh_family(&self, family_id: &str) -> Result<u64, StorageError>;
-    /// In one transaction: spends `old` (if unspent), stores `new` and records activity on the
-    /// session `touch`. If `old` was already spent before `reuse_cutoff`, deletes its family
-    /// instead and stores nothing (a spend at or after the cut-off is a concurrent refresh).
+    /// In one transaction: spends `old` (if unspent) at `now_ms`, stores `new` and records
+    /// activity on the session `touch`. If `old` was already spent at or before
+    /// `reuse_cutoff_ms`, deletes its family instead and stores nothing (a spend after the
+    /// cut-off is a concurrent refresh). Both in milliseconds since the Unix epoch.
     fn rotate_refresh(
         &self,
         old: &[u8; 32],
-        now: UnixTime,
-        reuse_cutoff: UnixTime,
+        now_ms: i64,
+        reuse_cutoff_ms: i64,
         new: &RefreshRecord,
         touch: SessionKey,
     ) -> Result<Rotation, StorageError>;

@@ -91,7 +91,7 @@ diesel::table! {
         created_at -> BigInt,
         idle_expires_at -> BigInt,
         expires_at -> BigInt,
-        used_at -> Nullable<BigInt>,
+        used_at_ms -> Nullable<BigInt>,
     }
 }
 

@@ -77,11 +77,19 @@ async fn authorize(state: &web::Data<AppState>, req: &HttpRequest) -> Result<Str
             format!("the token lacks the `{}` scope", state.settings.admin.scope),
         ));
     }
-    Ok(claims
-        .get("client_id")
-        .and_then(Value::as_str)
-        .unwrap_or("unknown")
-        .to_owned())
+    // Only a client acting as itself (client_credentials: `sub` is the client, no session) is
+    // an admin; a user's token never is, whatever scope its app was allowed.
+    let client_id = claims.get("client_id").and_then(Value::as_str);
+    let own = client_id.is_some_and(|c| claims.get("sub").and_then(Value::as_str) == Some(c))
+        && !claims.contains_key("sid");
+    match client_id {
+        Some(c) if own => Ok(c.to_owned()),
+        _ => Err(WebError::api(
+            StatusCode::FORBIDDEN,
+            "insufficient_scope",
+            "the admin API takes client_credentials tokens only",
+        )),
+    }
 }
 
 fn admin_error(e: AdminError) -> WebError {

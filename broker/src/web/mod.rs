@@ -153,9 +153,14 @@ pub fn routes(cfg: &mut web::ServiceConfig, max_form_bytes: usize) {
         )
         .service(
             web::resource("/.well-known/openid-configuration")
-                .route(web::get().to(oidc::discovery)),
+                .route(web::get().to(oidc::discovery))
+                .route(web::head().to(oidc::discovery)),
         )
-        .service(web::resource("/jwks").route(web::get().to(oidc::jwks)))
+        .service(
+            web::resource("/jwks")
+                .route(web::get().to(oidc::jwks))
+                .route(web::head().to(oidc::jwks)),
+        )
         .service(
             web::resource("/authorize")
                 .route(web::get().to(oidc::authorize))
