@@ -10,8 +10,9 @@ use std::sync::Arc;
 
 use concierge::domain::{Channel, Email, UserId};
 use concierge::storage::{
-    AuditQuery, AuditRecord, AuthCodeRecord, CodeUse, DieselStore, LogoutDelivery, MfaStore,
-    RefreshRecord, Rotation, SessionRecord, SigningKeyRecord, StorageError, Store, User,
+    AuditQuery, AuditRecord, AuthCodeRecord, CappedInsert, CodeUse, DieselStore, LogoutDelivery,
+    MfaStore, RefreshRecord, Rotation, SessionCap, SessionRecord, SigningKeyRecord, StorageError,
+    Store, User,
 };
 use support::{Backend, TestDb, fresh_db, open_store};
 
@@ -779,7 +780,109 @@ fn upstream_sessions_go_with_their_session(b: Backend) {
     });
 }
 
+/// 16 sign-ins of one user at once, each through its own connection: one inserted session
+/// per thread, and what each saw (evicted, or refused with the live list).
+fn sixteen_at_once(s: &Arc<DieselStore>, cap: SessionCap) -> Vec<(u8, CappedInsert)> {
+    let barrier = Arc::new(std::sync::Barrier::new(16));
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (1..=16u8)
+            .map(|k| {
+                let (s, barrier) = (Arc::clone(s), Arc::clone(&barrier));
+                scope.spawn(move || {
+                    let mut rec = session(k, "u1", 500, 600, 10_000);
+                    rec.channel = Channel::Web;
+                    barrier.wait();
+                    (k, s.insert_session_within(&rec, &cap).unwrap())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+fn concurrent_sign_ins_never_exceed_the_session_limit(b: Backend) {
+    with_store(b, |s| {
+        let u1 = UserId::from_stored("u1".into());
+        s.insert_user(&user("u1", "a@example.com")).unwrap();
+        // An older web session with a refresh token, an expired one (does not count) and a
+        // mobile one (another channel: does not count, and stays).
+        let mut old = session(100, "u1", 400, 600, 10_000);
+        old.channel = Channel::Web;
+        s.insert_session(&old).unwrap();
+        s.insert_refresh(&refresh(1, "f1", "sid-100")).unwrap();
+        let mut expired = session(101, "u1", 400, 600, 450);
+        expired.channel = Channel::Web;
+        s.insert_session(&expired).unwrap();
+        s.insert_session(&session(102, "u1", 400, 600, 10_000))
+            .unwrap();
+        let cap = SessionCap {
+            max: 3,
+            channel: Some(Channel::Web),
+            evict_oldest: true,
+            now: 500,
+        };
+        let results = sixteen_at_once(s, cap);
+        let live_web: Vec<u8> = s
+            .sessions_of_user(&u1)
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.channel == Channel::Web && r.is_live(500))
+            .map(|r| r.key[0])
+            .collect();
+        assert_eq!(live_web.len(), 3, "exactly the limit is live: {live_web:?}");
+        // Every session that was ever live is either still live or reported evicted, once.
+        let mut evicted: Vec<u8> = results
+            .iter()
+            .flat_map(|(_, r)| -> Vec<u8> {
+                match r {
+                    CappedInsert::Inserted { evicted } => {
+                        evicted.iter().map(|e| e.key[0]).collect()
+                    }
+                    CappedInsert::Full(_) => panic!("end_oldest never refuses"),
+                }
+            })
+            .collect();
+        evicted.sort_unstable();
+        let mut all: Vec<u8> = evicted.iter().chain(&live_web).copied().collect();
+        all.sort_unstable();
+        let mut expected: Vec<u8> = (1..=16).chain([100]).collect();
+        expected.sort_unstable();
+        assert_eq!(all, expected, "evicted once each, none lost");
+        assert!(evicted.contains(&100), "the oldest went first");
+        assert!(s.session(&[100; 32]).unwrap().is_none());
+        assert!(
+            s.refresh_token(&[1; 32]).unwrap().is_none(),
+            "with its refresh tokens"
+        );
+        assert!(
+            s.session(&[102; 32]).unwrap().is_some(),
+            "other channel kept"
+        );
+
+        // Refuse: three get in, thirteen see the full list and store nothing.
+        s.delete_user_sessions(&u1).unwrap();
+        let refuse = SessionCap {
+            evict_oldest: false,
+            channel: None,
+            ..cap
+        };
+        let results = sixteen_at_once(s, refuse);
+        let inserted = results
+            .iter()
+            .filter(|(_, r)| matches!(r, CappedInsert::Inserted { evicted } if evicted.is_empty()))
+            .count();
+        assert_eq!(inserted, 3);
+        for (_, r) in &results {
+            if let CappedInsert::Full(live) = r {
+                assert_eq!(live.len(), 3, "refused with the live sessions");
+            }
+        }
+        assert_eq!(s.sessions_of_user(&u1).unwrap().len(), 3);
+    });
+}
+
 per_backend!(
+    concurrent_sign_ins_never_exceed_the_session_limit,
     mfa_state_is_written_compare_and_swap,
     mfa_enrolments_and_recovery_codes,
     step_up_and_signals,

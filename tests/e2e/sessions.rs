@@ -142,6 +142,55 @@ async fn the_oldest_session_ends_when_a_user_is_over_the_limit(b: Backend) {
     assert_eq!(third.get("/account").await.status, 200);
 }
 
+async fn concurrent_sign_ins_stay_within_the_session_limit(b: Backend) {
+    let Some(app) = spawn(b, &[("CONCIERGE__SESSION__MAX_PER_USER", "2")]).await else {
+        return;
+    };
+    // Eight browsers open the sign-in page, then all submit at once.
+    let mut browsers = Vec::new();
+    let mut tokens = Vec::new();
+    for _ in 0..8 {
+        let mut br = Browser::new(&app);
+        tokens.push(br.get("/login").await.field("csrf_token"));
+        browsers.push(br);
+    }
+    let pages = futures_util::future::join_all(browsers.iter_mut().zip(&tokens).map(
+        |(br, t)| async move {
+            br.post_form(
+                "/login",
+                &[
+                    ("csrf_token", t.as_str()),
+                    ("email", "demo@example.com"),
+                    ("password", "demo"),
+                ],
+            )
+            .await
+        },
+    ))
+    .await;
+    for p in &pages {
+        assert_eq!(p.status, 303, "every sign-in succeeds: {}", p.body);
+    }
+    let user = app
+        .store
+        .user_by_email(&concierge::domain::Email::parse("demo@example.com").unwrap())
+        .unwrap()
+        .unwrap();
+    let live = app.store.sessions_of_user(&user.id).unwrap();
+    assert_eq!(
+        live.len(),
+        2,
+        "at most the limit survives concurrent sign-ins"
+    );
+    let mut signed_in = 0;
+    for br in &mut browsers {
+        if br.get("/account").await.status == 200 {
+            signed_in += 1;
+        }
+    }
+    assert_eq!(signed_in, 2, "exactly two browsers are still signed in");
+}
+
 /// Signs in through the login page an `/authorize` of the public mobile client `native` leads to.
 async fn mobile_sign_in(br: &mut Browser) -> String {
     use base64::Engine;
@@ -227,6 +276,7 @@ async fn each_channel_has_its_own_lifetimes_and_limit(b: Backend) {
 }
 
 per_backend_async!(
+    concurrent_sign_ins_stay_within_the_session_limit,
     the_oldest_session_ends_when_a_user_is_over_the_limit,
     each_channel_has_its_own_lifetimes_and_limit,
     idle_sessions_expire_and_activity_keeps_them,

@@ -5,7 +5,7 @@ use crate::clock::Entropy;
 use crate::config::{OnLimit, SessionLimit};
 use crate::domain::{Channel, Email, UserId};
 use crate::provider::{OAuthError, Provider};
-use crate::session::{NewSession, SessionError, SessionManager, SessionToken};
+use crate::session::{NewSession, Opened, SessionError, SessionManager, SessionToken};
 use crate::storage::User;
 use crate::storage::{SessionRecord, StorageError, Store};
 use crate::upstream::Identity;
@@ -120,17 +120,33 @@ pub fn open_session(
     if user.disabled {
         return Err(FlowError::Disabled);
     }
-    make_room(store, sessions, provider, &who, &ctx)?;
     let ip = ctx.ip.clone();
-    let (token, record) = sessions.create(NewSession {
+    let new = NewSession {
         user_id: user.id,
         channel: ctx.channel,
         user_agent: ctx.user_agent,
         ip: ctx.ip,
-        upstream: who.upstream,
-        amr: who.amr,
-        upstream_acr: who.acr,
-    })?;
+        upstream: who.upstream.clone(),
+        amr: who.amr.clone(),
+        upstream_acr: who.acr.clone(),
+    };
+    // Count, end the oldest (or refuse) and insert in one transaction: concurrent sign-ins of
+    // one user never exceed the limit.
+    let (token, record, evicted) = match sessions.create_within(new, ctx.limit, ctx.on_limit)? {
+        Opened::Created {
+            token,
+            record,
+            evicted,
+        } => (token, *record, evicted),
+        Opened::Full(sessions) => return Err(FlowError::SessionLimit { who, sessions }),
+    };
+    for oldest in &evicted {
+        tracing::info!(user_id = %oldest.user_id, sid = %oldest.sid, reason = "session_limit", "oldest session ended");
+        // The new session is stored: a failure to tell the old one's apps must not lose it.
+        if let Err(e) = provider.session_ended(oldest, "session_limit") {
+            tracing::warn!(error = %e, sid = %oldest.sid, "recording an ended session failed");
+        }
+    }
     let event = |kind| {
         Event::new(kind)
             .user(record.user_id.as_str())
@@ -143,59 +159,4 @@ pub fn open_session(
         .audit
         .record(event(EventKind::SessionCreated).reason(record.channel.as_str()));
     Ok((token, record))
-}
-
-/// The user's sessions that count against `limit` now (live ones, in its scope), oldest first.
-pub fn counted_sessions(
-    store: &dyn Store,
-    sessions: &SessionManager,
-    user: &UserId,
-    channel: Channel,
-    limit: SessionLimit,
-) -> Result<Vec<SessionRecord>, FlowError> {
-    let this_channel_only = match limit {
-        SessionLimit::None => return Ok(Vec::new()),
-        SessionLimit::AllChannels(_) => false,
-        SessionLimit::ThisChannel(_) => true,
-    };
-    let now = sessions.now();
-    // Sessions already expired but not yet swept do not count.
-    Ok(store
-        .sessions_of_user(user)?
-        .into_iter()
-        .filter(|s| s.is_live(now))
-        .filter(|s| !this_channel_only || s.channel == channel)
-        .collect())
-}
-
-/// Enforces the concurrent-session limit: the oldest live sessions in scope end (everywhere,
-/// with back-channel logout) until the new one fits, or, with `refuse`, the sign-in stops
-/// with the list. Returns how many ended.
-fn make_room(
-    store: &dyn Store,
-    sessions: &SessionManager,
-    provider: &Provider,
-    who: &Authenticated,
-    ctx: &ClientContext,
-) -> Result<usize, FlowError> {
-    let user = &who.user_id;
-    let max = match ctx.limit {
-        SessionLimit::None => return Ok(0),
-        SessionLimit::AllChannels(n) | SessionLimit::ThisChannel(n) => n as usize,
-    };
-    let mut live = counted_sessions(store, sessions, user, ctx.channel, ctx.limit)?;
-    if ctx.on_limit == OnLimit::Refuse && live.len() >= max.max(1) {
-        return Err(FlowError::SessionLimit {
-            who: who.clone(),
-            sessions: live,
-        });
-    }
-    let mut ended = 0;
-    while live.len() >= max.max(1) {
-        let oldest = live.remove(0);
-        provider.end_session_record(&oldest, "session_limit")?;
-        tracing::info!(user_id = %user, sid = %oldest.sid, reason = "session_limit", "oldest session ended");
-        ended += 1;
-    }
-    Ok(ended)
 }

@@ -12,9 +12,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
 
 use crate::clock::{Clock, Entropy, UnixTime};
-use crate::config::SessionSettings;
+use crate::config::{OnLimit, SessionLimit, SessionSettings};
 use crate::domain::{Channel, UserId};
-use crate::storage::{SessionKey, SessionRecord, StorageError, Store};
+use crate::storage::{CappedInsert, SessionCap, SessionKey, SessionRecord, StorageError, Store};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -60,6 +60,19 @@ pub struct NewSession {
     pub amr: Vec<String>,
     /// The upstream's authentication context, when it gave one.
     pub upstream_acr: Option<String>,
+}
+
+/// The outcome of [`SessionManager::create_within`].
+#[derive(Debug)]
+pub enum Opened {
+    /// Stored; `evicted` were deleted to make room (oldest first).
+    Created {
+        token: SessionToken,
+        record: Box<SessionRecord>,
+        evicted: Vec<SessionRecord>,
+    },
+    /// Refused at the limit: nothing stored. The live sessions in scope, oldest first.
+    Full(Vec<SessionRecord>),
 }
 
 /// A session that passed its checks on this request.
@@ -118,6 +131,50 @@ impl SessionManager {
 
     /// Creates and stores a session; the token goes into the cookie and nowhere else.
     pub fn create(&self, new: NewSession) -> Result<(SessionToken, SessionRecord), SessionError> {
+        let (token, record) = self.new_record(new);
+        self.store.insert_session(&record)?;
+        Ok((token, record))
+    }
+
+    /// Creates and stores a session within the user's concurrent-session limit, atomically:
+    /// the oldest live sessions in scope are deleted to make room (`EndOldest`; returned, for
+    /// the caller to record ended and tell their apps), or nothing is stored (`Refuse`).
+    pub fn create_within(
+        &self,
+        new: NewSession,
+        limit: SessionLimit,
+        on_limit: OnLimit,
+    ) -> Result<Opened, SessionError> {
+        let (max, channel) = match limit {
+            SessionLimit::None => {
+                let (token, record) = self.create(new)?;
+                return Ok(Opened::Created {
+                    token,
+                    record: Box::new(record),
+                    evicted: Vec::new(),
+                });
+            }
+            SessionLimit::AllChannels(n) => (n, None),
+            SessionLimit::ThisChannel(n) => (n, Some(new.channel)),
+        };
+        let (token, record) = self.new_record(new);
+        let cap = SessionCap {
+            max: usize::try_from(max).unwrap_or(usize::MAX),
+            channel,
+            evict_oldest: on_limit == OnLimit::EndOldest,
+            now: record.auth_time,
+        };
+        Ok(match self.store.insert_session_within(&record, &cap)? {
+            CappedInsert::Inserted { evicted } => Opened::Created {
+                token,
+                record: Box::new(record),
+                evicted,
+            },
+            CappedInsert::Full(live) => Opened::Full(live),
+        })
+    }
+
+    fn new_record(&self, new: NewSession) -> (SessionToken, SessionRecord) {
         let raw = self.entropy.bytes32();
         let token = SessionToken(URL_SAFE_NO_PAD.encode(raw));
         let now = self.clock.now();
@@ -139,8 +196,7 @@ impl SessionManager {
             expires_at: now.saturating_add(secs(policy.absolute_timeout)),
             upstream_acr: new.upstream_acr,
         };
-        self.store.insert_session(&record)?;
-        Ok((token, record))
+        (token, record)
     }
 
     /// The session behind a cookie value if it is live; records this request as activity.

@@ -17,9 +17,10 @@ use super::schema::{
     upstream_links, upstream_requests, upstream_sessions, users,
 };
 use super::{
-    AuditQuery, AuditRecord, AuthCodeRecord, CodeUse, LoginLock, LogoutDelivery, RefreshRecord,
-    Rotation, SessionKey, SessionLiveness, SessionRecord, SigningKeyRecord, StorageError, Store,
-    TokenState, UpstreamRequest, UpstreamSessionRecord, User,
+    AuditQuery, AuditRecord, AuthCodeRecord, CappedInsert, CodeUse, LoginLock, LogoutDelivery,
+    RefreshRecord, Rotation, SessionCap, SessionKey, SessionLiveness, SessionRecord,
+    SigningKeyRecord, StorageError, Store, TokenState, UpstreamRequest, UpstreamSessionRecord,
+    User,
 };
 use crate::clock::UnixTime;
 use crate::config::DatabaseUrl;
@@ -289,6 +290,10 @@ struct SessionRow {
 }
 
 impl SessionRow {
+    /// [`SessionRecord::is_live`] on the stored fields.
+    fn is_live(&self, now: UnixTime) -> bool {
+        now < self.expires_at && now.saturating_sub(self.last_seen) < self.idle_timeout
+    }
     fn from_record(s: &SessionRecord) -> Self {
         Self {
             id_hash: s.key.to_vec(),
@@ -595,6 +600,85 @@ impl Store for DieselStore {
                 .execute(c)
                 .map(|_| ())
                 .map_err(query_err)
+        })
+    }
+
+    fn insert_session_within(
+        &self,
+        session: &SessionRecord,
+        cap: &SessionCap,
+    ) -> Result<CappedInsert, StorageError> {
+        let row = SessionRow::from_record(session);
+        let channel = cap.channel.map(|c| c.as_str().to_owned());
+        let max = cap.max.max(1);
+        // Count, end the oldest and insert under one lock per user: `Ok(None)` is "inserted",
+        // `Err` carries the evicted rows (oldest first) or, when full, the live ones.
+        macro_rules! capped {
+            ($c:expr) => {{
+                let live: Vec<SessionRow> = sessions::table
+                    .filter(sessions::user_id.eq(&row.user_id))
+                    .order((sessions::auth_time.asc(), sessions::sid.asc()))
+                    .load::<SessionRow>($c)?
+                    .into_iter()
+                    .filter(|r| r.is_live(cap.now))
+                    .filter(|r| channel.as_ref().is_none_or(|ch| &r.channel == ch))
+                    .collect();
+                if live.len() < max {
+                    diesel::insert_into(sessions::table)
+                        .values(&row)
+                        .execute($c)?;
+                    Ok((true, Vec::new()))
+                } else if !cap.evict_oldest {
+                    Ok((false, live))
+                } else {
+                    let excess = live.len() + 1 - max;
+                    let evicted: Vec<SessionRow> = live.into_iter().take(excess).collect();
+                    let keys: Vec<&[u8]> = evicted.iter().map(|r| r.id_hash.as_slice()).collect();
+                    let sids: Vec<&str> = evicted.iter().map(|r| r.sid.as_str()).collect();
+                    diesel::delete(sessions::table.filter(sessions::id_hash.eq_any(&keys)))
+                        .execute($c)?;
+                    diesel::delete(refresh_tokens::table.filter(refresh_tokens::sid.eq_any(&sids)))
+                        .execute($c)?;
+                    diesel::insert_into(sessions::table)
+                        .values(&row)
+                        .execute($c)?;
+                    Ok((true, evicted))
+                }
+            }};
+        }
+        let (inserted, rows): (bool, Vec<SessionRow>) = match &self.pools {
+            Pools::Sqlite(pool) => {
+                let _writer = self.writer.as_ref().map(|m| match m.lock() {
+                    Ok(g) => g,
+                    Err(p) => p.into_inner(),
+                });
+                let mut c = checkout(pool)?;
+                // IMMEDIATE: the write lock is taken before the count (other processes too).
+                c.immediate_transaction(|c| capped!(c)).map_err(query_err)?
+            }
+            Pools::Postgres(pool) => {
+                let mut c = checkout(pool)?;
+                c.transaction(|c| {
+                    // Sign-ins of one user queue here until this one commits.
+                    users::table
+                        .find(&row.user_id)
+                        .select(users::id)
+                        .for_update()
+                        .first::<String>(c)
+                        .optional()?;
+                    capped!(c)
+                })
+                .map_err(query_err)?
+            }
+        };
+        let records = rows
+            .into_iter()
+            .map(SessionRow::into_record)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(if inserted {
+            CappedInsert::Inserted { evicted: records }
+        } else {
+            CappedInsert::Full(records)
         })
     }
 

@@ -274,6 +274,28 @@ pub enum Rotation {
     ReuseDetected,
 }
 
+/// A concurrent-session limit as [`Store::insert_session_within`] applies it: at most `max`
+/// live sessions of the user (in `channel` only, when set) once the new one is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionCap {
+    pub max: usize,
+    pub channel: Option<Channel>,
+    /// End the oldest live sessions to make room (else refuse, inserting nothing).
+    pub evict_oldest: bool,
+    /// What counts as live.
+    pub now: UnixTime,
+}
+
+/// The outcome of [`Store::insert_session_within`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CappedInsert {
+    /// Stored; these sessions (with their refresh tokens) were deleted to make room, oldest
+    /// first: the caller records them ended and tells their apps.
+    Inserted { evicted: Vec<SessionRecord> },
+    /// Not stored: the limit is reached and eviction is off. The live sessions in scope.
+    Full(Vec<SessionRecord>),
+}
+
 /// The persistence the broker needs. Synchronous: call it from a blocking thread.
 pub trait Store: MfaStore + JourneyStore + Send + Sync + 'static {
     /// `sqlite` or `postgres`.
@@ -302,6 +324,14 @@ pub trait Store: MfaStore + JourneyStore + Send + Sync + 'static {
     ) -> Result<bool, StorageError>;
 
     fn insert_session(&self, session: &SessionRecord) -> Result<(), StorageError>;
+    /// Counts the user's live sessions in the cap's scope, ends the oldest (with their refresh
+    /// tokens) or refuses, and inserts `session`: all in one transaction serialised per user
+    /// (row lock on PostgreSQL, the write lock on SQLite), so concurrent sign-ins never exceed it.
+    fn insert_session_within(
+        &self,
+        session: &SessionRecord,
+        cap: &SessionCap,
+    ) -> Result<CappedInsert, StorageError>;
     fn session(&self, key: &SessionKey) -> Result<Option<SessionRecord>, StorageError>;
     fn sessions_of_user(&self, user: &UserId) -> Result<Vec<SessionRecord>, StorageError>;
     /// Moves `last_seen` forward (never back) for each session, in one transaction.

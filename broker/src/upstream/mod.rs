@@ -152,6 +152,11 @@ pub trait RedirectConnector: Send + Sync {
     ) -> Result<Option<Url>, UpstreamError>;
     /// The upstream's logout endpoint (`end_session_endpoint`), if it has one.
     async fn logout_endpoint(&self) -> Result<Option<Url>, UpstreamError>;
+    /// Where `start` sends the browser (the authorization endpoint), for the `form-action` of
+    /// pages whose answer may lead there.
+    async fn login_endpoint(&self) -> Result<Option<Url>, UpstreamError> {
+        Ok(None)
+    }
 }
 
 /// A POST-based connector (SAML 2.0): leave by redirect, come back with a form POST to the ACS
@@ -181,6 +186,11 @@ pub trait PostConnector: Send + Sync {
     async fn idp_logout(&self, raw_query: &str) -> Result<IdpLogout, UpstreamError>;
     /// The IdP's Single Logout endpoint when the broker can use it (SLO set up).
     async fn logout_endpoint(&self) -> Result<Option<Url>, UpstreamError>;
+    /// Where `start` sends the browser (the IdP's SSO service), for the `form-action` of
+    /// pages whose answer may lead there.
+    async fn login_endpoint(&self) -> Result<Option<Url>, UpstreamError> {
+        Ok(None)
+    }
 }
 
 /// One configured upstream of any kind.

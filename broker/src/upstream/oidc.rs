@@ -430,4 +430,9 @@ impl RedirectConnector for OidcConnector {
     async fn logout_endpoint(&self) -> Result<Option<Url>, UpstreamError> {
         self.end_session_endpoint().await
     }
+
+    async fn login_endpoint(&self) -> Result<Option<Url>, UpstreamError> {
+        let m = self.metadata(false).await?;
+        Ok(Some(m.authorization_endpoint().url().clone()))
+    }
 }

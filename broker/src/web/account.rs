@@ -132,9 +132,10 @@ pub async fn show(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
         res.add_cookie(&c).map_err(WebError::internal)?;
     }
     // Signing out goes on, through redirects, to the upstream's logout: allow that form target.
-    if let Some(origin) = super::upstream::logout_origin(&state, &r.sid).await? {
-        super::set_csp(&mut res, &["'self'", &origin], false);
-    }
+    use super::form_targets::{NextHop, form_targets};
+    form_targets(&state, &[NextHop::UpstreamLogout(&r.sid)])
+        .await?
+        .apply(&mut res);
     Ok(res)
 }
 

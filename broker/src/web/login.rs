@@ -7,6 +7,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
 use super::form::StrictForm;
+use super::form_targets::{NextHop, form_targets};
 use super::{AppState, client_ip, current_session, render, request_info, see_other, user_agent};
 use crate::audit::{Event, EventKind};
 use crate::domain::{Channel, Email, ReturnTo, SecretString};
@@ -133,13 +134,13 @@ pub(crate) async fn login_page_linking(
     if let Some(c) = csrf.new_cookie {
         res.add_cookie(&c).map_err(WebError::internal)?;
     }
-    // Signing in ends, through redirects, at the app's redirect URI: allow that form target.
-    if rt.starts_with("/authorize?") {
-        let (provider, rt) = (Arc::clone(&state.provider), rt.to_owned());
-        if let Some(origin) = web::block(move || super::redirect_origin_of(&provider, &rt)).await? {
-            super::set_csp(&mut res, &["'self'", &origin], false);
-        }
+    // Signing in ends, through redirects, at the app's redirect URI; an email of a routed
+    // domain leads to its upstream's sign-in.
+    let mut hops = vec![NextHop::App(return_to)];
+    if vm.email_first {
+        hops.push(NextHop::RoutedUpstreams);
     }
+    form_targets(state, &hops).await?.apply(&mut res);
     Ok(res)
 }
 
@@ -429,7 +430,7 @@ pub(crate) async fn signed_in(
             return refused("error_invalid_credentials", StatusCode::UNAUTHORIZED).await;
         }
         Err(FlowError::SessionLimit { who, sessions }) => {
-            return session_limit_page(state, req, rt, &who, &sessions);
+            return session_limit_page(state, req, rt, &who, &sessions).await;
         }
         Err(FlowError::LinkRequired {
             email,
@@ -509,7 +510,7 @@ struct SessionLimitPage {
     sessions: Vec<super::DeviceView>,
 }
 
-fn session_limit_page(
+async fn session_limit_page(
     state: &web::Data<AppState>,
     req: &HttpRequest,
     rt: Option<&ReturnTo>,
@@ -543,6 +544,10 @@ fn session_limit_page(
     if let Some(c) = csrf.new_cookie {
         res.add_cookie(&c).map_err(WebError::internal)?;
     }
+    // Ending a session continues the sign-in: through redirects, to the app.
+    form_targets(state, &[NextHop::App(rt)])
+        .await?
+        .apply(&mut res);
     Ok(res)
 }
 

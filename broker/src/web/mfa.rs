@@ -319,9 +319,11 @@ fn with_ticket<T: Serialize>(
     }
     // The last answer ends, through redirects, at the app's redirect URI (browsers apply
     // `form-action` to the whole chain): allow that target, as the login page does.
+    let mut targets = super::form_targets::FormTargets::same_site();
     if let Some(origin) = &ticket.app_origin {
-        super::set_csp(&mut res, &["'self'", origin], false);
+        targets.allow_source(origin);
     }
+    targets.apply(&mut res);
     Ok(res)
 }
 

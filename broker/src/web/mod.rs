@@ -6,6 +6,7 @@ mod admin_api;
 pub mod cookies;
 pub mod csrf;
 mod form;
+mod form_targets;
 mod login;
 pub mod metrics;
 mod mfa;
@@ -266,13 +267,6 @@ pub(crate) fn set_csp(res: &mut HttpResponse, form_action: &[&str], scripts: boo
     }
 }
 
-/// The CSP source of the redirect URI an `/authorize?...` return path will end at, if the
-/// client and redirect URI are valid. Blocking for clients stored in the database.
-pub(crate) fn redirect_origin_of(provider: &Provider, return_to: &str) -> Option<String> {
-    let (_, uri) = authorize_target(provider, return_to)?;
-    origin_source(&uri)
-}
-
 /// The client and redirect URI of an `/authorize?...` return path, if both are valid.
 /// Blocking for clients stored in the database.
 pub(crate) fn authorize_target(
@@ -298,18 +292,9 @@ pub(crate) fn authorize_target(
     Some((client, uri))
 }
 
-/// A CSP source expression for a URL: its origin, or `scheme:` for private-use schemes.
+/// A CSP source expression for a URL (see [`form_targets::source_of`]).
 pub(crate) fn origin_source(uri: &url::Url) -> Option<String> {
-    match uri.origin() {
-        url::Origin::Tuple(..) => Some(uri.origin().ascii_serialization()),
-        url::Origin::Opaque(_) => {
-            let scheme = uri.scheme();
-            scheme
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c))
-                .then(|| format!("{scheme}:"))
-        }
-    }
+    form_targets::source_of(uri)
 }
 
 pub(crate) fn render<T: Serialize>(

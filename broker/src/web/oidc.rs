@@ -585,20 +585,18 @@ pub async fn end_session(
         if let Some(c) = csrf.new_cookie {
             res.add_cookie(&c).map_err(WebError::internal)?;
         }
-        // The confirmation form ends, through a redirect, at the post-logout redirect URI.
-        let mut origins: Vec<String> = request
+        // The confirmation form ends, through redirects, at the upstream's logout (when the
+        // session came from one) and then the post-logout redirect URI.
+        use super::form_targets::{NextHop, form_targets};
+        let mut hops: Vec<NextHop<'_>> = request
             .post_logout_redirect_uri
             .iter()
-            .filter_map(super::origin_source)
+            .map(NextHop::Url)
             .collect();
-        if let Some(s) = &session
-            && let Some(o) = super::upstream::logout_origin(&state, &s.record.sid).await?
-        {
-            origins.push(o);
+        if let Some(s) = &session {
+            hops.push(NextHop::UpstreamLogout(&s.record.sid));
         }
-        let mut sources = vec!["'self'"];
-        sources.extend(origins.iter().map(String::as_str));
-        super::set_csp(&mut res, &sources, false);
+        form_targets(&state, &hops).await?.apply(&mut res);
         return Ok(res);
     }
     let upstream = super::upstream::upstream_session_of(&state, &req).await?;

@@ -419,27 +419,6 @@ pub(crate) async fn upstream_session_of(
     .await??)
 }
 
-/// The origin of the logout endpoint the session `sid` will be sent through when it signs out
-/// (for the sign-out form's `form-action`, which browsers apply to the redirects after it).
-pub(crate) async fn logout_origin(
-    state: &web::Data<AppState>,
-    sid: &str,
-) -> Result<Option<String>, WebError> {
-    let (store, sid) = (Arc::clone(&state.store), sid.to_owned());
-    let Some(rec) = web::block(move || store.upstream_session(&sid)).await?? else {
-        return Ok(None);
-    };
-    let endpoint = match state.upstreams.get(&rec.upstream).map(|u| &u.connector) {
-        Some(Connector::Redirect(c)) => c.logout_endpoint().await,
-        Some(Connector::Post(c)) => c.logout_endpoint().await,
-        _ => Ok(None),
-    };
-    Ok(endpoint
-        .ok()
-        .flatten()
-        .and_then(|u| super::origin_source(&u)))
-}
-
 /// After the broker session ended: where the browser goes. Through the upstream's own logout
 /// (OIDC RP-initiated logout, SAML Single Logout) when the session came from one that offers
 /// it, coming back to `then`; else straight to `then`. An upstream that cannot be reached is

@@ -608,6 +608,10 @@ impl PostConnector for SamlConnector {
         Ok(self.idp().await?.slo_url.clone())
     }
 
+    async fn login_endpoint(&self) -> Result<Option<url::Url>, UpstreamError> {
+        Ok(Some(self.idp().await?.sso_url.clone()))
+    }
+
     async fn idp_logout(&self, raw_query: &str) -> Result<IdpLogout, UpstreamError> {
         let idp = self.idp().await?;
         // A LogoutRequest ends sessions: only a signed one is believed.

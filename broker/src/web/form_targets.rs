@@ -1,0 +1,228 @@
+//! Owns where a page's forms may lead: the `form-action` of its Content-Security-Policy,
+//! computed in one place from the journey's next hops (browsers apply `form-action` to every
+//! redirect that follows a submission, so an answer that ends at an app or an upstream must
+//! name that origin).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use actix_web::http::header::{CONTENT_SECURITY_POLICY, HeaderValue};
+use actix_web::{HttpResponse, web};
+use url::Url;
+
+use super::AppState;
+use crate::domain::ReturnTo;
+use crate::error::WebError;
+use crate::upstream::Connector;
+
+/// The sources a page's forms may lead to: always this site (`'self'`), plus exact origins
+/// (`scheme://host:port`) or private-use schemes (`com.example.app:`). Never a wildcard.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FormTargets(BTreeSet<String>);
+
+impl FormTargets {
+    /// This site only.
+    pub fn same_site() -> Self {
+        Self::default()
+    }
+
+    /// Allows the origin of `url` (or its scheme, for a private-use scheme redirect URI).
+    pub fn allow(&mut self, url: &Url) {
+        if let Some(source) = source_of(url) {
+            self.0.insert(source);
+        }
+    }
+
+    /// Allows a source computed earlier by [`source_of`] and carried since (e.g. in a signed
+    /// step ticket); anything that is not exactly such a source is ignored.
+    pub fn allow_source(&mut self, source: &str) {
+        let same = Url::parse(source)
+            .ok()
+            .and_then(|u| source_of(&u))
+            .is_some_and(|s| s == source);
+        if same {
+            self.0.insert(source.to_owned());
+        }
+    }
+
+    /// The `form-action` sources, `'self'` first.
+    pub fn sources(&self) -> Vec<&str> {
+        std::iter::once("'self'")
+            .chain(self.0.iter().map(String::as_str))
+            .collect()
+    }
+
+    /// The page's whole policy (see [`super::middleware::csp`]).
+    pub fn policy(&self) -> String {
+        super::middleware::csp(&self.sources(), false)
+    }
+
+    /// Sets the policy on a rendered page; the middleware keeps it.
+    pub fn apply(&self, res: &mut HttpResponse) {
+        if let Ok(v) = HeaderValue::from_str(&self.policy()) {
+            res.headers_mut().insert(CONTENT_SECURITY_POLICY, v);
+        }
+    }
+}
+
+/// A CSP source expression for a URL: its origin, or `scheme:` for a private-use scheme
+/// (an opaque origin). `None` for anything that cannot be one safely.
+pub(crate) fn source_of(uri: &Url) -> Option<String> {
+    match uri.origin() {
+        origin @ url::Origin::Tuple(..) => Some(origin.ascii_serialization()),
+        url::Origin::Opaque(_) => {
+            let scheme = uri.scheme();
+            let safe = !scheme.is_empty()
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c))
+                // Never a scheme that would allow script or inline content.
+                && !matches!(scheme, "javascript" | "data" | "blob" | "filesystem");
+            safe.then(|| format!("{scheme}:"))
+        }
+    }
+}
+
+/// Where the answer to a page's form may go next, besides this site.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum NextHop<'a> {
+    /// The app an `/authorize?…` return path ends at (its registered redirect URI).
+    App(Option<&'a ReturnTo>),
+    /// An exact URL (e.g. a checked post-logout redirect URI).
+    Url(&'a Url),
+    /// The sign-in endpoint of every upstream that home-realm discovery routes email
+    /// domains to (the login page's email alone can lead there).
+    RoutedUpstreams,
+    /// The upstream logout endpoint the session `sid` signs out through, if it came from one.
+    UpstreamLogout(&'a str),
+}
+
+/// The page's form targets for these next hops. Blocking work (client lookups) runs on the
+/// blocking pool; an upstream whose endpoint is unknown right now is left out (the page still
+/// works for everything else).
+pub(crate) async fn form_targets(
+    state: &web::Data<AppState>,
+    hops: &[NextHop<'_>],
+) -> Result<FormTargets, WebError> {
+    let mut targets = FormTargets::same_site();
+    for hop in hops {
+        match *hop {
+            NextHop::App(Some(rt)) if rt.as_str().starts_with("/authorize?") => {
+                let (provider, rt) = (Arc::clone(&state.provider), rt.as_str().to_owned());
+                if let Some((_, uri)) =
+                    web::block(move || super::authorize_target(&provider, &rt)).await?
+                {
+                    targets.allow(&uri);
+                }
+            }
+            NextHop::App(_) => {}
+            NextHop::Url(url) => targets.allow(url),
+            NextHop::RoutedUpstreams => {
+                let routed = state
+                    .settings
+                    .upstreams
+                    .iter()
+                    .filter(|u| !u.domains.is_empty());
+                for u in routed {
+                    if let Some(url) = login_endpoint(state, &u.id).await {
+                        targets.allow(&url);
+                    }
+                }
+            }
+            NextHop::UpstreamLogout(sid) => {
+                if let Some(url) = logout_endpoint(state, sid).await? {
+                    targets.allow(&url);
+                }
+            }
+        }
+    }
+    Ok(targets)
+}
+
+/// Where `/upstream/{id}/start` sends the browser: the authorization endpoint (OIDC) or the
+/// SSO service (SAML), from the upstream's cached metadata.
+async fn login_endpoint(state: &AppState, id: &str) -> Option<Url> {
+    let endpoint = match state.upstreams.get(id).map(|u| &u.connector) {
+        Some(Connector::Redirect(c)) => c.login_endpoint().await,
+        Some(Connector::Post(c)) => c.login_endpoint().await,
+        _ => return None,
+    };
+    match endpoint {
+        Ok(url) => url,
+        Err(e) => {
+            tracing::warn!(upstream = id, error = %e, "upstream sign-in endpoint unknown");
+            None
+        }
+    }
+}
+
+/// The logout endpoint of the upstream the session `sid` came from, if it has one.
+async fn logout_endpoint(state: &web::Data<AppState>, sid: &str) -> Result<Option<Url>, WebError> {
+    let (store, sid) = (Arc::clone(&state.store), sid.to_owned());
+    let Some(rec) = web::block(move || store.upstream_session(&sid)).await?? else {
+        return Ok(None);
+    };
+    let endpoint = match state.upstreams.get(&rec.upstream).map(|u| &u.connector) {
+        Some(Connector::Redirect(c)) => c.logout_endpoint().await,
+        Some(Connector::Post(c)) => c.logout_endpoint().await,
+        _ => Ok(None),
+    };
+    Ok(endpoint.ok().flatten())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn url(s: &str) -> Url {
+        Url::parse(s).unwrap()
+    }
+
+    #[test]
+    fn exact_origins_and_private_schemes_never_wildcards() {
+        let mut t = FormTargets::same_site();
+        assert_eq!(t.sources(), ["'self'"]);
+        t.allow(&url("https://app.example.com:8443/cb?x=1#f"));
+        t.allow(&url("https://app.example.com:8443/other"));
+        t.allow(&url("http://127.0.0.1:40111/callback"));
+        t.allow(&url("com.example.app:/oauth2redirect"));
+        t.allow(&url("javascript:alert(1)"));
+        t.allow(&url("data:text/html,x"));
+        assert_eq!(
+            t.sources(),
+            [
+                "'self'",
+                "com.example.app:",
+                "http://127.0.0.1:40111",
+                "https://app.example.com:8443",
+            ]
+        );
+        assert!(!t.policy().contains('*'));
+        let mut carried = FormTargets::same_site();
+        for s in [
+            "http://127.0.0.1:40111",
+            "com.example.app:",
+            "*",
+            "https://a.example/x",
+            "'none'",
+        ] {
+            carried.allow_source(s);
+        }
+        assert_eq!(
+            carried.sources(),
+            ["'self'", "com.example.app:", "http://127.0.0.1:40111"]
+        );
+        assert!(
+            t.policy()
+                .contains("form-action 'self' com.example.app: http://127.0.0.1:40111 ")
+        );
+    }
+
+    #[test]
+    fn default_ports_are_left_out_like_browsers_do() {
+        let mut t = FormTargets::same_site();
+        t.allow(&url("https://idp.example.com:443/authorize"));
+        assert_eq!(t.sources(), ["'self'", "https://idp.example.com"]);
+    }
+}
