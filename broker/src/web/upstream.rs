@@ -19,6 +19,7 @@ use crate::domain::ReturnTo;
 use crate::error::WebError;
 use crate::flow::login::{Authenticated, FlowError, federated_user};
 use crate::provider::OAuthError;
+use crate::ratelimit::Scope;
 use crate::storage::{UpstreamRequest, UpstreamSessionRecord};
 use crate::upstream::{Connector, Federated, PendingUpstream, UpstreamError, UpstreamSession};
 
@@ -63,6 +64,22 @@ fn post_connector(
 
 /// The largest form the SAML ACS accepts (a signed, possibly encrypted Response, base64).
 pub const MAX_SAML_FORM: usize = 512 * 1024;
+
+/// Answers from upstreams arrive unauthenticated: each is counted against its address
+/// (`rate_limit.callback_per_ip`) before anything of it is read or parsed.
+fn callback_rate(state: &AppState, req: &HttpRequest, id: &str) -> Result<(), WebError> {
+    let ip = super::client_ip(req, state);
+    if let Err(limited) = state.limiter.check(Scope::CallbackPerIp, &ip) {
+        state.provider.audit.record(
+            Event::new(EventKind::RateLimited)
+                .ip(ip)
+                .upstream(id)
+                .reason(Scope::CallbackPerIp.as_str()),
+        );
+        return Err(WebError::TooManyRequests(limited.retry_after_secs));
+    }
+    Ok(())
+}
 
 /// `GET /upstream/{id}/start`: sends the browser to the upstream.
 pub async fn start(
@@ -171,6 +188,7 @@ pub async fn callback(
     q: web::Query<BTreeMap<String, String>>,
 ) -> Result<HttpResponse, WebError> {
     let id = id.into_inner();
+    callback_rate(&state, &req, &id)?;
     let connector = connector(&state, &id)?;
     let query = q.into_inner();
     let Some(state_value) = query.get("state").cloned() else {
@@ -191,10 +209,17 @@ pub async fn saml_acs(
     state: web::Data<AppState>,
     req: HttpRequest,
     id: web::Path<String>,
-    body: web::Bytes,
+    payload: web::Payload,
 ) -> Result<HttpResponse, WebError> {
     let id = id.into_inner();
+    // Counted before the body is read (the payload is taken as a stream for that).
+    callback_rate(&state, &req, &id)?;
     let connector = post_connector(&state, &id)?;
+    let body = match payload.to_bytes_limited(MAX_SAML_FORM).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(_)) => return Err(WebError::BadRequest),
+        Err(_) => return Err(WebError::PayloadTooLarge),
+    };
     if !super::form::well_formed(&body) {
         return Err(WebError::BadRequest);
     }
@@ -531,9 +556,11 @@ pub struct LoggedOutQuery {
 /// `GET /upstream/{id}/logged-out`: back from the upstream's RP-initiated logout.
 pub async fn logged_out(
     state: web::Data<AppState>,
+    req: HttpRequest,
     id: web::Path<String>,
     q: web::Query<LoggedOutQuery>,
 ) -> Result<HttpResponse, WebError> {
+    callback_rate(&state, &req, &id)?;
     match take_logout(&state, &id, &q.state).await? {
         Some((then, _)) => Ok(super::see_other(&then)),
         None => Ok(super::see_other("/signed-out")),
@@ -550,6 +577,7 @@ pub async fn saml_slo(
     id: web::Path<String>,
 ) -> Result<HttpResponse, WebError> {
     let id = id.into_inner();
+    callback_rate(&state, &req, &id)?;
     let connector = post_connector(&state, &id)?;
     let raw = req.query_string().to_owned();
     let params: BTreeMap<String, String> = url::form_urlencoded::parse(raw.as_bytes())
