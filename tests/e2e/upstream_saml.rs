@@ -582,6 +582,7 @@ async fn hostile_saml_responses_are_refused(b: Backend) {
             let replay = post_response(&mut again, "evil", &xml, Some(&started.relay_state)).await;
             assert_eq!(replay.status, 400, "{case:?} replayed");
             assert!(again.session_cookie().is_none());
+            expected.push("state_unknown".to_owned());
         } else {
             expected.push(format!("rejected:{}", case.check()));
             assert_eq!(res.status, 400, "{case:?}: {}", res.body);
@@ -971,6 +972,41 @@ async fn a_saml_email_links_an_existing_account_only_where_trusted(b: Backend) {
     );
 }
 
+async fn relay_states_that_match_no_pending_login_are_refused_and_audited(b: Backend) {
+    let Some(f) = fixture(b).await else {
+        return;
+    };
+    let app = &f.app;
+    let mut br = Browser::new(app);
+    let started = start_login(&mut br, "evil").await;
+    let xml = f.forge(Case::AssertionSigned, 1, &started.request_id, "");
+    // Posted by another browser (no binding cookie): refused before the Response is read, and
+    // the pending login is spent.
+    let mut other = Browser::new(app);
+    let res = post_response(&mut other, "evil", &xml, Some(&started.relay_state)).await;
+    assert_eq!(res.status, 400, "{}", res.body);
+    assert!(res.body.contains("login-error"));
+    assert!(other.session_cookie().is_none());
+    let res = post_response(&mut br, "evil", &xml, Some(&started.relay_state)).await;
+    assert_eq!(res.status, 400, "spent: {}", res.body);
+    // A RelayState never issued; one issued for another upstream.
+    let res = post_response(&mut br, "evil", &xml, Some("made-up")).await;
+    assert_eq!(res.status, 400);
+    let slo = start_login(&mut br, "slo").await;
+    let res = post_response(&mut br, "evil", &xml, Some(&slo.relay_state)).await;
+    assert_eq!(res.status, 400);
+    assert!(br.session_cookie().is_none());
+    assert_eq!(
+        failure_reasons(app).await,
+        [
+            "browser_mismatch",
+            "state_unknown",
+            "state_unknown",
+            "upstream_mismatch"
+        ]
+    );
+}
+
 /// Posts `body` to `path` as a form from client address `ip` (behind the trusted proxy).
 async fn post_from(br: &Browser, path: &str, ip: &str, body: String) -> crate::helpers::Page {
     let cookie = br
@@ -1089,6 +1125,7 @@ async fn callback_endpoints_are_rate_limited_per_address(b: Backend) {
 }
 
 per_backend_async!(
+    relay_states_that_match_no_pending_login_are_refused_and_audited,
     callback_endpoints_are_rate_limited_per_address,
     a_saml_email_links_an_existing_account_only_where_trusted,
     metadata_from_a_url_is_refreshed_and_the_last_good_copy_kept,
