@@ -881,8 +881,78 @@ fn concurrent_sign_ins_never_exceed_the_session_limit(b: Backend) {
     });
 }
 
+fn pending_upstream_logins_are_taken_once_under_concurrency(b: Backend) {
+    use concierge::storage::UpstreamRequest;
+    let Some(db) = fresh_db(b) else {
+        return;
+    };
+    // Two stores on one database: two broker instances.
+    let stores = [open_store(&db), open_store(&db)];
+    let pending = |n: u8, expires_at: i64| UpstreamRequest {
+        state_hash: [n; 32],
+        upstream: "corp".into(),
+        binding_hash: [200; 32],
+        pending: "{\"state\":\"x\"}".into(),
+        return_to: "/account".into(),
+        expires_at,
+    };
+    for round in 0..12u8 {
+        stores[0]
+            .insert_upstream_request(&pending(round, 1_000))
+            .unwrap();
+        // Sixteen callbacks with the same state at once: exactly one gets the pending login.
+        let barrier = std::sync::Barrier::new(16);
+        let taken: Vec<Option<UpstreamRequest>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..16)
+                .map(|i| {
+                    let (s, barrier) = (Arc::clone(&stores[i % 2]), &barrier);
+                    scope.spawn(move || {
+                        barrier.wait();
+                        s.take_upstream_request(&[round; 32], 100).unwrap()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let winners: Vec<_> = taken.into_iter().flatten().collect();
+        assert_eq!(winners, vec![pending(round, 1_000)], "round {round}");
+        assert!(
+            stores[1]
+                .take_upstream_request(&[round; 32], 100)
+                .unwrap()
+                .is_none()
+        );
+    }
+    // Unknown, and expired (taken all the same: an expired state is not tried again).
+    assert!(
+        stores[0]
+            .take_upstream_request(&[99; 32], 100)
+            .unwrap()
+            .is_none()
+    );
+    stores[0]
+        .insert_upstream_request(&pending(50, 100))
+        .unwrap();
+    assert!(
+        stores[0]
+            .take_upstream_request(&[50; 32], 100)
+            .unwrap()
+            .is_none()
+    );
+    stores[0]
+        .insert_upstream_request(&pending(50, 200))
+        .unwrap();
+    assert!(
+        stores[0]
+            .take_upstream_request(&[50; 32], 100)
+            .unwrap()
+            .is_some()
+    );
+}
+
 per_backend!(
     concurrent_sign_ins_never_exceed_the_session_limit,
+    pending_upstream_logins_are_taken_once_under_concurrency,
     mfa_state_is_written_compare_and_swap,
     mfa_enrolments_and_recovery_codes,
     step_up_and_signals,

@@ -51,6 +51,8 @@ pub enum Scope {
     MfaPerIp,
     MfaPerAccount,
     TokenPerClient,
+    /// Answers from upstreams (OIDC callback, SAML ACS and Single Logout), per address.
+    CallbackPerIp,
 }
 
 impl Scope {
@@ -61,6 +63,7 @@ impl Scope {
             Self::MfaPerIp => "mfa_per_ip",
             Self::MfaPerAccount => "mfa_per_account",
             Self::TokenPerClient => "token_per_client",
+            Self::CallbackPerIp => "callback_per_ip",
         }
     }
 }
@@ -73,6 +76,7 @@ pub struct Limits {
     pub mfa_per_ip: Option<Rate>,
     pub mfa_per_account: Option<Rate>,
     pub token_per_client: Option<Rate>,
+    pub callback_per_ip: Option<Rate>,
     pub lockout: LockoutPolicy,
     pub trusted_proxies: Vec<Cidr>,
 }
@@ -85,6 +89,7 @@ impl Limits {
             Scope::MfaPerIp => self.mfa_per_ip,
             Scope::MfaPerAccount => self.mfa_per_account,
             Scope::TokenPerClient => self.token_per_client,
+            Scope::CallbackPerIp => self.callback_per_ip,
         }
     }
 }
@@ -139,6 +144,11 @@ impl RateLimiter {
             tat.retain(|_, t| *t > now);
         }
         let slot = tat.entry((scope, key.to_owned())).or_insert(now);
+        // No arrival time can get further ahead than one period: one that is means the clock
+        // was set back (NTP, a test's manual clock), and the key starts over.
+        if *slot > now.saturating_add(period) {
+            *slot = now;
+        }
         let current = (*slot).max(now);
         let wait = current - now - tolerance;
         if wait > 0 {
@@ -357,6 +367,7 @@ mod tests {
             mfa_per_ip: None,
             mfa_per_account: None,
             token_per_client: None,
+            callback_per_ip: None,
             lockout: LockoutPolicy {
                 after: 0,
                 delay: Duration::from_secs(1),
@@ -399,6 +410,22 @@ mod tests {
         clock.advance(1);
         rl.check(Scope::LoginPerIp, "a").unwrap();
         assert!(rl.check(Scope::LoginPerIp, "a").is_err());
+    }
+
+    #[test]
+    fn a_clock_set_back_does_not_block_a_key() {
+        let clock = Arc::new(ManualClock::new(10_000));
+        let rl = RateLimiter::new(limits("3/1m"), clock.clone());
+        clock.advance(3600);
+        rl.check(Scope::LoginPerIp, "a").unwrap();
+        clock.set(10_000);
+        rl.check(Scope::LoginPerIp, "a").unwrap();
+        rl.check(Scope::LoginPerIp, "a").unwrap();
+        rl.check(Scope::LoginPerIp, "a").unwrap();
+        assert!(
+            rl.check(Scope::LoginPerIp, "a").is_err(),
+            "then the rate holds"
+        );
     }
 
     #[test]

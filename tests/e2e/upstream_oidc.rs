@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use concierge::storage::Store;
 
-use crate::helpers::{Browser, START, spawn_provider_with};
+use crate::helpers::{Browser, START, TestApp, spawn_provider_with};
 use crate::per_backend_async;
 use crate::support::Backend;
 
@@ -442,7 +442,171 @@ async fn upstream_errors_go_back_to_the_app(b: Backend) {
     assert!(back.body.contains("login-error"));
 }
 
+/// The reasons of the `login_failed` audit events, oldest first.
+async fn login_failures(app: &crate::helpers::TestApp) -> Vec<String> {
+    let http = crate::oidc::Http::new(app);
+    let admin = crate::control::admin_token(&http, "concierge:admin").await;
+    let (s, _, v) = crate::control::api(
+        app,
+        "GET",
+        "/admin/v1/audit?kind=login_failed&limit=100",
+        Some(&admin),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .map(|e| e["reason"].as_str().unwrap_or("").to_owned())
+        .collect()
+}
+
+/// Two OIDC upstreams on the fake OP, and the admin client (to read the audit trail).
+async fn two_upstreams(b: Backend, op: &FakeOp, env: &[(&str, &str)]) -> Option<TestApp> {
+    let extra = format!(
+        concat!(
+            "[[upstreams]]\nid = \"evil\"\nkind = \"oidc\"\nissuer = \"{i}\"\nclient_id = \"concierge\"\nclient_secret = \"s3cret\"\n",
+            "[[upstreams]]\nid = \"corp\"\nkind = \"oidc\"\nissuer = \"{i}\"\nclient_id = \"concierge\"\nclient_secret = \"s3cret\"\n",
+            "{ops}"
+        ),
+        i = op.issuer,
+        ops = crate::control::OPS_CLIENTS,
+    );
+    spawn_provider_with(b, env, &extra).await
+}
+
+async fn callbacks_that_match_no_pending_login_are_refused_and_audited(b: Backend) {
+    let op = start_fake_op().await;
+    let Some(app) = two_upstreams(b, &op, &[]).await else {
+        return;
+    };
+    let refused = |res: &crate::helpers::Page| {
+        assert_eq!(res.status, 400, "{}", res.body);
+        assert!(res.body.contains("login-error"), "a clear page");
+    };
+    let mut expected = Vec::new();
+    // No state at all.
+    let mut br = Browser::new(&app);
+    refused(&br.get("/upstream/evil/callback?code=c").await);
+    expected.push("state_missing");
+    // A state the broker never issued.
+    refused(&br.get("/upstream/evil/callback?code=c&state=made-up").await);
+    expected.push("state_unknown");
+    // Another browser's state (no binding cookie here): refused, and the login is spent.
+    let mut starter = Browser::new(&app);
+    let to = starter.get("/upstream/evil/start").await.location.unwrap();
+    let state = param(&to, "state");
+    *op.next.lock().unwrap() = (Forgery::None, param(&to, "nonce"));
+    let callback = format!("/upstream/evil/callback?code=c&state={state}");
+    refused(&Browser::new(&app).get(&callback).await);
+    expected.push("browser_mismatch");
+    refused(&starter.get(&callback).await);
+    expected.push("state_unknown");
+    // A state issued for another upstream.
+    let to = br.get("/upstream/corp/start").await.location.unwrap();
+    refused(
+        &br.get(&format!(
+            "/upstream/evil/callback?code=c&state={}",
+            param(&to, "state")
+        ))
+        .await,
+    );
+    expected.push("upstream_mismatch");
+    // An expired one (10 minutes).
+    let to = br.get("/upstream/evil/start").await.location.unwrap();
+    app.clock.advance(601);
+    refused(
+        &br.get(&format!(
+            "/upstream/evil/callback?code=c&state={}",
+            param(&to, "state")
+        ))
+        .await,
+    );
+    expected.push("state_unknown");
+    app.clock.set(START);
+    // A used one: the control signs in, its replay (same browser) is refused.
+    let to = br.get("/upstream/evil/start").await.location.unwrap();
+    *op.next.lock().unwrap() = (Forgery::None, param(&to, "nonce"));
+    let callback = format!(
+        "/upstream/evil/callback?code=c&state={}",
+        param(&to, "state")
+    );
+    let mut replayer = Browser {
+        cookies: br.cookies.clone(),
+        ..Browser::new(&app)
+    };
+    assert_eq!(br.get(&callback).await.status, 303, "the control signs in");
+    refused(&replayer.get(&callback).await);
+    expected.push("state_unknown");
+    assert!(replayer.session_cookie().is_none());
+    assert_eq!(login_failures(&app).await, expected);
+}
+
+async fn concurrent_callbacks_with_one_state_sign_in_once(b: Backend) {
+    let op = start_fake_op().await;
+    let limit = [("CONCIERGE__RATE_LIMIT__CALLBACK_PER_IP", "1000/1m")];
+    let Some(app) = two_upstreams(b, &op, &limit).await else {
+        return;
+    };
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for round in 0..6 {
+        let mut br = Browser::new(&app);
+        let to = br.get("/upstream/evil/start").await.location.unwrap();
+        *op.next.lock().unwrap() = (Forgery::None, param(&to, "nonce"));
+        let url = format!(
+            "{}/upstream/evil/callback?code=c&state={}",
+            app.base,
+            param(&to, "state")
+        );
+        let cookie = br
+            .cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        // The same callback (same browser, same state) eight times at once.
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..8 {
+            let req = client.get(&url).header("cookie", &cookie);
+            set.spawn(async move {
+                let res = req.send().await.unwrap();
+                let signed_in = res
+                    .headers()
+                    .get_all("set-cookie")
+                    .iter()
+                    .any(|c| c.to_str().unwrap().starts_with("concierge_session="));
+                (res.status().as_u16(), signed_in)
+            });
+        }
+        let mut answers = set.join_all().await;
+        answers.sort();
+        let mut want = vec![(303, true)];
+        want.extend(std::iter::repeat_n((400, false), 7));
+        want.sort();
+        assert_eq!(answers, want, "round {round}: exactly one proceeds");
+    }
+    let failures = login_failures(&app).await;
+    assert_eq!(failures.len(), 6 * 7);
+    assert!(
+        failures.iter().all(|r| r == "state_unknown"),
+        "{failures:?}"
+    );
+    let user = app
+        .store
+        .upstream_link("evil", "evil-user")
+        .unwrap()
+        .unwrap();
+    assert_eq!(app.store.sessions_of_user(&user).unwrap().len(), 6);
+}
+
 per_backend_async!(
+    callbacks_that_match_no_pending_login_are_refused_and_audited,
+    concurrent_callbacks_with_one_state_sign_in_once,
     upstream_errors_go_back_to_the_app,
     forged_id_tokens_from_an_upstream_are_refused,
     home_realm_discovery_routes_by_domain_and_hints,

@@ -19,7 +19,7 @@ use concierge::clock::Clock;
 use concierge::storage::Store;
 
 use crate::control::{OPS_CLIENTS, admin_token, api};
-use crate::helpers::{Browser, START, TestApp, spawn_provider_with};
+use crate::helpers::{Browser, Page, START, TestApp, spawn_provider_with};
 use crate::per_backend_async;
 use crate::support::Backend;
 
@@ -290,6 +290,12 @@ struct Fixture {
 }
 
 async fn fixture(b: Backend) -> Option<Fixture> {
+    // These tests post many responses from one address in one (manual) minute: the callback
+    // rate limit is tested on its own below.
+    fixture_with(b, &[("CONCIERGE__RATE_LIMIT__CALLBACK_PER_IP", "1000/1m")]).await
+}
+
+async fn fixture_with(b: Backend, env: &[(&str, &str)]) -> Option<Fixture> {
     let idp = key_pair("idp");
     let other = key_pair("attacker");
     let sp_enc = key_pair("sp-encryption");
@@ -323,12 +329,9 @@ async fn fixture(b: Backend) -> Option<Fixture> {
         .unwrap()
         .port();
     let bind = format!("127.0.0.1:{port}");
-    let app = spawn_provider_with(
-        b,
-        &[("CONCIERGE__SERVER__BIND", &bind)],
-        &format!("{OPS_CLIENTS}\n{extra}"),
-    )
-    .await?;
+    let mut env = env.to_vec();
+    env.push(("CONCIERGE__SERVER__BIND", &bind));
+    let app = spawn_provider_with(b, &env, &format!("{OPS_CLIENTS}\n{extra}")).await?;
     let acs = format!("{}/upstream/evil/saml/acs", app.base);
     let audience = format!("{}/upstream/evil/saml/metadata", app.base);
     Some(Fixture {
@@ -579,6 +582,7 @@ async fn hostile_saml_responses_are_refused(b: Backend) {
             let replay = post_response(&mut again, "evil", &xml, Some(&started.relay_state)).await;
             assert_eq!(replay.status, 400, "{case:?} replayed");
             assert!(again.session_cookie().is_none());
+            expected.push("state_unknown".to_owned());
         } else {
             expected.push(format!("rejected:{}", case.check()));
             assert_eq!(res.status, 400, "{case:?}: {}", res.body);
@@ -968,7 +972,161 @@ async fn a_saml_email_links_an_existing_account_only_where_trusted(b: Backend) {
     );
 }
 
+async fn relay_states_that_match_no_pending_login_are_refused_and_audited(b: Backend) {
+    let Some(f) = fixture(b).await else {
+        return;
+    };
+    let app = &f.app;
+    let mut br = Browser::new(app);
+    let started = start_login(&mut br, "evil").await;
+    let xml = f.forge(Case::AssertionSigned, 1, &started.request_id, "");
+    // Posted by another browser (no binding cookie): refused before the Response is read, and
+    // the pending login is spent.
+    let mut other = Browser::new(app);
+    let res = post_response(&mut other, "evil", &xml, Some(&started.relay_state)).await;
+    assert_eq!(res.status, 400, "{}", res.body);
+    assert!(res.body.contains("login-error"));
+    assert!(other.session_cookie().is_none());
+    let res = post_response(&mut br, "evil", &xml, Some(&started.relay_state)).await;
+    assert_eq!(res.status, 400, "spent: {}", res.body);
+    // A RelayState never issued; one issued for another upstream.
+    let res = post_response(&mut br, "evil", &xml, Some("made-up")).await;
+    assert_eq!(res.status, 400);
+    let slo = start_login(&mut br, "slo").await;
+    let res = post_response(&mut br, "evil", &xml, Some(&slo.relay_state)).await;
+    assert_eq!(res.status, 400);
+    assert!(br.session_cookie().is_none());
+    assert_eq!(
+        failure_reasons(app).await,
+        [
+            "browser_mismatch",
+            "state_unknown",
+            "state_unknown",
+            "upstream_mismatch"
+        ]
+    );
+}
+
+/// Posts `body` to `path` as a form from client address `ip` (behind the trusted proxy).
+async fn post_from(br: &Browser, path: &str, ip: &str, body: String) -> crate::helpers::Page {
+    let cookie = br
+        .cookies
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let res = br
+        .client
+        .post(format!("{}{path}", br.base))
+        .header("cookie", cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-forwarded-for", ip)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    let headers = res.headers().clone();
+    let location = headers
+        .get("location")
+        .map(|v| v.to_str().unwrap().to_owned());
+    Page {
+        status,
+        location,
+        headers,
+        body: res.text().await.unwrap(),
+    }
+}
+
+async fn callback_endpoints_are_rate_limited_per_address(b: Backend) {
+    let env = [
+        ("CONCIERGE__RATE_LIMIT__CALLBACK_PER_IP", "5/1m"),
+        (
+            "CONCIERGE__RATE_LIMIT__TRUSTED_PROXIES",
+            "[\"127.0.0.0/8\"]",
+        ),
+    ];
+    let Some(f) = fixture_with(b, &env).await else {
+        return;
+    };
+    let app = &f.app;
+    let (attacker, user) = ("203.0.113.66", "198.51.100.7");
+    // Unsolicited hostile responses (unsigned), one after the other from one address.
+    let a = Assertion {
+        in_response_to: None,
+        ..f.good(1, "")
+    };
+    let hostile = response("_h", &f.acs, None, &a.xml(false), false);
+    let form = |xml: &str| {
+        url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("SAMLResponse", &STANDARD.encode(xml.as_bytes()))
+            .finish()
+    };
+    let br = Browser::new(app);
+    for i in 0..5 {
+        let res = post_from(&br, "/upstream/evil/saml/acs", attacker, form(&hostile)).await;
+        assert_eq!(
+            res.status, 400,
+            "post {i} is read and refused: {}",
+            res.body
+        );
+    }
+    // The sixth: 429 with Retry-After (5 per minute: one every 12 s), before the body is read
+    // (this one is not even a form: were it read, it would be a 400).
+    let res = post_from(&br, "/upstream/evil/saml/acs", attacker, "%%%".into()).await;
+    assert_eq!(res.status, 429, "{}", res.body);
+    assert_eq!(res.headers["retry-after"], "12");
+    assert!(!res.body.contains("samlp"), "nothing of it is echoed");
+    // The OIDC callback, the Single Logout endpoint and the logout return share the budget.
+    for path in [
+        "/upstream/evil/callback?state=x",
+        "/upstream/slo/saml/slo?SAMLRequest=x",
+        "/upstream/evil/logged-out?state=x",
+    ] {
+        let res = Browser::new(app)
+            .get_with(path, &[("x-forwarded-for", attacker)])
+            .await;
+        assert_eq!(res.status, 429, "{path}");
+    }
+    // Another address is still served: a real sign-in goes through.
+    let mut honest = Browser::new(app);
+    let started = start_login(&mut honest, "evil").await;
+    let xml = f.forge(Case::AssertionSigned, 2, &started.request_id, "");
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("SAMLResponse", &STANDARD.encode(xml.as_bytes()))
+        .append_pair("RelayState", &started.relay_state)
+        .finish();
+    let res = post_from(&honest, "/upstream/evil/saml/acs", user, body).await;
+    assert_eq!(res.status, 303, "{}", res.body);
+    // Twelve seconds later the attacker's address has one more.
+    app.clock.advance(12);
+    let res = post_from(&br, "/upstream/evil/saml/acs", attacker, form(&hostile)).await;
+    assert_eq!(res.status, 400);
+    let res = post_from(&br, "/upstream/evil/saml/acs", attacker, form(&hostile)).await;
+    assert_eq!(res.status, 429);
+    // Each refusal is audited with its scope and address.
+    let http = crate::oidc::Http::new(app);
+    let admin = admin_token(&http, "concierge:admin").await;
+    let (s, _, v) = api(
+        app,
+        "GET",
+        "/admin/v1/audit?kind=rate_limited&limit=100",
+        Some(&admin),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let events = v["events"].as_array().unwrap();
+    assert_eq!(events.len(), 5);
+    assert!(
+        events
+            .iter()
+            .all(|e| e["reason"] == "callback_per_ip" && e["ip"] == attacker)
+    );
+}
+
 per_backend_async!(
+    relay_states_that_match_no_pending_login_are_refused_and_audited,
+    callback_endpoints_are_rate_limited_per_address,
     a_saml_email_links_an_existing_account_only_where_trusted,
     metadata_from_a_url_is_refreshed_and_the_last_good_copy_kept,
     idp_logout_requests_must_be_signed_by_the_idp,

@@ -1573,19 +1573,41 @@ impl Store for DieselStore {
         now: UnixTime,
     ) -> Result<Option<UpstreamRequest>, StorageError> {
         type Row = (Vec<u8>, String, Vec<u8>, String, String, i64);
-        let row: Option<Row> = with_conn!(write self, |c| {
-            c.transaction(|c| {
+        // Read, then delete by key: the row is this call's only if its delete removed it (a
+        // concurrent taker that read it too deletes nothing: READ COMMITTED waits for the first
+        // delete, then finds the row gone).
+        macro_rules! take {
+            ($c:expr) => {{
                 let row: Option<Row> = upstream_requests::table
                     .find(&state_hash[..])
-                    .first(c)
+                    .first($c)
                     .optional()?;
-                if row.is_some() {
-                    diesel::delete(upstream_requests::table.find(&state_hash[..])).execute(c)?;
+                match row {
+                    Some(r) => {
+                        let deleted =
+                            diesel::delete(upstream_requests::table.find(&state_hash[..]))
+                                .execute($c)?;
+                        Ok((deleted == 1).then_some(r))
+                    }
+                    None => Ok(None),
                 }
-                Ok(row)
-            })
-            .map_err(query_err)
-        })?;
+            }};
+        }
+        let row: Option<Row> = match &self.pools {
+            Pools::Sqlite(pool) => {
+                let _writer = self.writer.as_ref().map(|m| match m.lock() {
+                    Ok(g) => g,
+                    Err(p) => p.into_inner(),
+                });
+                let mut c = checkout(pool)?;
+                // IMMEDIATE: the write lock is taken before the read (other processes).
+                c.immediate_transaction(|c| take!(c)).map_err(query_err)?
+            }
+            Pools::Postgres(pool) => {
+                let mut c = checkout(pool)?;
+                c.transaction(|c| take!(c)).map_err(query_err)?
+            }
+        };
         let Some((sh, upstream, bh, pending, return_to, expires_at)) = row else {
             return Ok(None);
         };

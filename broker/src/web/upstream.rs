@@ -19,6 +19,7 @@ use crate::domain::ReturnTo;
 use crate::error::WebError;
 use crate::flow::login::{Authenticated, FlowError, federated_user};
 use crate::provider::OAuthError;
+use crate::ratelimit::Scope;
 use crate::storage::{UpstreamRequest, UpstreamSessionRecord};
 use crate::upstream::{Connector, Federated, PendingUpstream, UpstreamError, UpstreamSession};
 
@@ -63,6 +64,22 @@ fn post_connector(
 
 /// The largest form the SAML ACS accepts (a signed, possibly encrypted Response, base64).
 pub const MAX_SAML_FORM: usize = 512 * 1024;
+
+/// Answers from upstreams arrive unauthenticated: each is counted against its address
+/// (`rate_limit.callback_per_ip`) before anything of it is read or parsed.
+fn callback_rate(state: &AppState, req: &HttpRequest, id: &str) -> Result<(), WebError> {
+    let ip = super::client_ip(req, state);
+    if let Err(limited) = state.limiter.check(Scope::CallbackPerIp, &ip) {
+        state.provider.audit.record(
+            Event::new(EventKind::RateLimited)
+                .ip(ip)
+                .upstream(id)
+                .reason(Scope::CallbackPerIp.as_str()),
+        );
+        return Err(WebError::TooManyRequests(limited.retry_after_secs));
+    }
+    Ok(())
+}
 
 /// `GET /upstream/{id}/start`: sends the browser to the upstream.
 pub async fn start(
@@ -122,6 +139,31 @@ pub async fn start(
     Ok(res)
 }
 
+/// Why an answer matched no pending login of this browser (the audit reason).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NoPending {
+    /// No `state` (OIDC) in the answer.
+    Missing,
+    /// Never issued, expired, or already taken (a replay finds nothing: the pending login is
+    /// deleted by its first use).
+    Unknown,
+    /// Issued for another upstream.
+    OtherUpstream,
+    /// Issued to another browser (the binding cookie is missing or another).
+    OtherBrowser,
+}
+
+impl NoPending {
+    fn reason(self) -> &'static str {
+        match self {
+            Self::Missing => "state_missing",
+            Self::Unknown => "state_unknown",
+            Self::OtherUpstream => "upstream_mismatch",
+            Self::OtherBrowser => "browser_mismatch",
+        }
+    }
+}
+
 /// The pending login behind `state_value`: taken (single use), unexpired, for upstream `id`
 /// and for this browser.
 async fn take_pending(
@@ -129,7 +171,7 @@ async fn take_pending(
     req: &HttpRequest,
     id: &str,
     state_value: &str,
-) -> Result<Option<(Option<ReturnTo>, PendingUpstream)>, WebError> {
+) -> Result<Result<(Option<ReturnTo>, PendingUpstream), NoPending>, WebError> {
     let store = Arc::clone(&state.store);
     let now = state.clock.now();
     let hash: [u8; 32] = Sha256::digest(state_value.as_bytes()).into();
@@ -137,20 +179,38 @@ async fn take_pending(
     let binding = req
         .cookie(&state.cookies.upstream)
         .map(|c| -> [u8; 32] { Sha256::digest(c.value().as_bytes()).into() });
-    let Some(pending) = pending.filter(|p| p.upstream == id && Some(p.binding_hash) == binding)
-    else {
-        return Ok(None);
+    let pending = match pending {
+        None => return Ok(Err(NoPending::Unknown)),
+        Some(p) if p.upstream != id => return Ok(Err(NoPending::OtherUpstream)),
+        Some(p) if Some(p.binding_hash) != binding => return Ok(Err(NoPending::OtherBrowser)),
+        Some(p) => p,
     };
     let values: BTreeMap<String, String> =
         serde_json::from_str(&pending.pending).map_err(WebError::internal)?;
-    Ok(Some((
+    Ok(Ok((
         return_to(Some(&pending.return_to)),
         PendingUpstream { values },
     )))
 }
 
-/// The page for an answer that matches no pending login of this browser.
-async fn expired(state: &web::Data<AppState>, req: &HttpRequest) -> Result<HttpResponse, WebError> {
+/// The page for an answer that matches no pending login of this browser; audited.
+async fn expired(
+    state: &web::Data<AppState>,
+    req: &HttpRequest,
+    id: &str,
+    why: NoPending,
+) -> Result<HttpResponse, WebError> {
+    tracing::warn!(
+        upstream = id,
+        reason = why.reason(),
+        "upstream answer refused"
+    );
+    state.provider.audit.record(
+        Event::new(EventKind::LoginFailed)
+            .upstream(id)
+            .ip(super::client_ip(req, state))
+            .reason(why.reason()),
+    );
     login_page_linking(
         state,
         req,
@@ -171,13 +231,15 @@ pub async fn callback(
     q: web::Query<BTreeMap<String, String>>,
 ) -> Result<HttpResponse, WebError> {
     let id = id.into_inner();
+    callback_rate(&state, &req, &id)?;
     let connector = connector(&state, &id)?;
     let query = q.into_inner();
     let Some(state_value) = query.get("state").cloned() else {
-        return expired(&state, &req).await;
+        return expired(&state, &req, &id, NoPending::Missing).await;
     };
-    let Some((rt, pending)) = take_pending(&state, &req, &id, &state_value).await? else {
-        return expired(&state, &req).await;
+    let (rt, pending) = match take_pending(&state, &req, &id, &state_value).await? {
+        Ok(p) => p,
+        Err(why) => return expired(&state, &req, &id, why).await,
     };
     let callback = callback_url(&state, &id)?;
     match connector.callback(&callback, &pending, &query).await {
@@ -191,10 +253,17 @@ pub async fn saml_acs(
     state: web::Data<AppState>,
     req: HttpRequest,
     id: web::Path<String>,
-    body: web::Bytes,
+    payload: web::Payload,
 ) -> Result<HttpResponse, WebError> {
     let id = id.into_inner();
+    // Counted before the body is read (the payload is taken as a stream for that).
+    callback_rate(&state, &req, &id)?;
     let connector = post_connector(&state, &id)?;
+    let body = match payload.to_bytes_limited(MAX_SAML_FORM).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(_)) => return Err(WebError::BadRequest),
+        Err(_) => return Err(WebError::PayloadTooLarge),
+    };
     if !super::form::well_formed(&body) {
         return Err(WebError::BadRequest);
     }
@@ -204,8 +273,8 @@ pub async fn saml_acs(
     // (IdP-initiated), which the connector refuses unless configured.
     let pending = match form.get("RelayState").filter(|s| !s.is_empty()) {
         Some(rs) => match take_pending(&state, &req, &id, rs).await? {
-            Some(p) => Some(p),
-            None => return expired(&state, &req).await,
+            Ok(p) => Some(p),
+            Err(why) => return expired(&state, &req, &id, why).await,
         },
         None => None,
     };
@@ -510,9 +579,11 @@ pub struct LoggedOutQuery {
 /// `GET /upstream/{id}/logged-out`: back from the upstream's RP-initiated logout.
 pub async fn logged_out(
     state: web::Data<AppState>,
+    req: HttpRequest,
     id: web::Path<String>,
     q: web::Query<LoggedOutQuery>,
 ) -> Result<HttpResponse, WebError> {
+    callback_rate(&state, &req, &id)?;
     match take_logout(&state, &id, &q.state).await? {
         Some((then, _)) => Ok(super::see_other(&then)),
         None => Ok(super::see_other("/signed-out")),
@@ -529,6 +600,7 @@ pub async fn saml_slo(
     id: web::Path<String>,
 ) -> Result<HttpResponse, WebError> {
     let id = id.into_inner();
+    callback_rate(&state, &req, &id)?;
     let connector = post_connector(&state, &id)?;
     let raw = req.query_string().to_owned();
     let params: BTreeMap<String, String> = url::form_urlencoded::parse(raw.as_bytes())
