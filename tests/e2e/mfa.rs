@@ -710,6 +710,237 @@ async fn step_up_via_acr_values_puts_the_factor_in_amr(b: Backend) {
     assert_eq!(at["acr"], "urn:concierge:loa:2");
 }
 
+/// A `concierge serve` process on its own config and database, its log (stderr) captured in a
+/// file; killed when dropped.
+struct Served {
+    child: std::process::Child,
+    base: String,
+    config: PathBuf,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+    _db: crate::support::TestDb,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `concierge` binary without the test process's CONCIERGE__* settings.
+fn concierge_bin() -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_concierge"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CONCIERGE__") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+/// Runs `cmd` to the end, killing it (and failing) if it takes longer than `limit`.
+fn run_within(mut cmd: std::process::Command, limit: Duration) -> (std::process::Output, Duration) {
+    use std::process::Stdio;
+    let t = Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    while child.try_wait().unwrap().is_none() {
+        if t.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "{cmd:?} still running after {limit:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = t.elapsed();
+    (child.wait_with_output().unwrap(), took)
+}
+
+impl Served {
+    /// Writes a config (data folder, database of `b`, `extra` TOML), creates the database and
+    /// `users` (email, password), and starts `concierge serve` on a free port.
+    fn start(b: Backend, extra: &str, users: &[(&str, &str)]) -> Option<Self> {
+        use std::io::Write;
+        let db = crate::support::fresh_db(b)?;
+        let url = match &db.url {
+            concierge::config::DatabaseUrl::Sqlite(p) => format!("sqlite://{}", p.display()),
+            concierge::config::DatabaseUrl::Postgres(u) => u.clone(),
+        };
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let base = format!("http://127.0.0.1:{port}");
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("concierge.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "data_dir = {:?}\n[server]\nbind = \"127.0.0.1:{port}\"\npublic_url = \"{base}\"\n\
+                 [database]\nurl = \"{url}\"\n[provider]\nkey_encryption_key = \
+                 \"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"\n{extra}",
+                dir.path().display().to_string()
+            ),
+        )
+        .unwrap();
+        let cli = |args: &[&str], stdin: &str| {
+            let mut child = concierge_bin()
+                .env("CONCIERGE_CONFIG", &config)
+                .args(args)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(stdin.as_bytes())
+                .unwrap();
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "{args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        if !users.is_empty() {
+            cli(&["migrate"], "");
+        }
+        for (email, password) in users {
+            cli(&["users", "add", email], &format!("{password}\n"));
+        }
+        let log = dir.path().join("broker.log");
+        let child = concierge_bin()
+            .env("CONCIERGE_CONFIG", &config)
+            .arg("serve")
+            .stdout(std::fs::File::create(dir.path().join("stdout.log")).unwrap())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Some(Self {
+            child,
+            base,
+            config,
+            log,
+            _dir: dir,
+            _db: db,
+        })
+    }
+
+    /// Waits for `/healthz` to answer 200; fails after `limit`. Returns how long it took.
+    async fn healthy_within(&self, limit: Duration) -> Duration {
+        let t = Instant::now();
+        while t.elapsed() < limit {
+            if let Ok(r) = reqwest::get(format!("{}/healthz", self.base)).await
+                && r.status().is_success()
+            {
+                return t.elapsed();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "the broker did not answer /healthz within {limit:?}: {}",
+            self.log_text()
+        );
+    }
+
+    /// Everything the broker logged so far (stdout and stderr).
+    fn log_text(&self) -> String {
+        let out =
+            std::fs::read_to_string(self.log.with_file_name("stdout.log")).unwrap_or_default();
+        format!(
+            "{}{out}",
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        )
+    }
+
+    fn cli(&self) -> std::process::Command {
+        let mut c = concierge_bin();
+        c.env("CONCIERGE_CONFIG", &self.config);
+        c
+    }
+}
+
+/// A `describe()` that never returns is bounded by the manifest's timeout wherever the host
+/// asks it: the broker boots and answers at once with the plugin listed as unavailable (and
+/// why), and `concierge plugins list` and `plugins check` return. The fuel budget is large on
+/// purpose: it alone would hold each of them for far longer than the bounds here.
+async fn a_looping_describe_is_bounded_at_boot_and_in_the_cli(b: Backend) {
+    let file = plugin_dir().join("test/hostile-describe-loop.wasm");
+    let plugins = manifest(
+        "hostile-describe-loop",
+        &file,
+        &[],
+        "timeout = \"200ms\"\nfuel = 1000000000000",
+    );
+    let Some(broker) = Served::start(b, &mfa_config("optional", &plugins, ""), &[]) else {
+        return;
+    };
+    // Process start, migrations, two compilations of the plugin in a debug build, and the
+    // 200 ms deadline: seconds, not the minute or more the fuel alone would allow.
+    let took = broker.healthy_within(Duration::from_secs(30)).await;
+    eprintln!("broker with a looping describe() answered /healthz after {took:?}");
+    let log = broker.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("MFA plugin unavailable") && l.contains("hostile-describe-loop"))
+        .unwrap_or_else(|| panic!("the plugin is not marked unavailable: {log}"));
+    assert!(
+        line.contains("describe() did not return within its timeout (200ms)"),
+        "{line}"
+    );
+
+    let (out, took) = run_within(
+        {
+            let mut c = broker.cli();
+            c.args(["plugins", "list"]);
+            c
+        },
+        Duration::from_secs(30),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("plugins list took {took:?}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("UNAVAILABLE")
+            && text.contains("describe() did not return within its timeout (200ms)"),
+        "{text}"
+    );
+
+    // No manifest: the default budget (500 ms, 50,000,000 fuel); whichever ends first.
+    let (out, took) = run_within(
+        {
+            let mut c = concierge_bin();
+            c.args(["plugins", "check"]).arg(&file);
+            c
+        },
+        Duration::from_secs(30),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    eprintln!("plugins check took {took:?}");
+    assert!(!out.status.success());
+    assert!(
+        err.contains("describe() did not return within its timeout (500ms)")
+            || err.contains("describe() ran out of fuel"),
+        "{err}"
+    );
+}
+
 per_backend_async!(
     totp_enrolment_sign_in_lockout_replay_and_recovery,
     email_codes_through_a_real_smtp_server,
@@ -717,4 +948,5 @@ per_backend_async!(
     hostile_plugins_fail_closed,
     hot_reload_serves_the_new_version,
     step_up_via_acr_values_puts_the_factor_in_amr,
+    a_looping_describe_is_bounded_at_boot_and_in_the_cli,
 );

@@ -200,7 +200,6 @@ pub struct Mfa {
     lockout: Lockout,
     config_path: Option<PathBuf>,
     reload_generation: AtomicI64,
-    ticker: std::sync::Once,
 }
 
 impl Mfa {
@@ -231,7 +230,7 @@ impl Mfa {
             "mfa:",
         );
         let generation = store.signal_generation(RELOAD_SIGNAL)?;
-        let mfa = Self {
+        Ok(Self {
             registry,
             settings,
             store,
@@ -242,18 +241,7 @@ impl Mfa {
             lockout,
             config_path,
             reload_generation: AtomicI64::new(generation),
-            ticker: std::sync::Once::new(),
-        };
-        mfa.ensure_ticker();
-        Ok(mfa)
-    }
-
-    /// The epoch ticker (wall-time deadlines) runs once any plugin is configured.
-    fn ensure_ticker(&self) {
-        if !self.registry.snapshot().is_empty() {
-            self.ticker
-                .call_once(|| registry::spawn_epoch_ticker(self.registry.engine()));
-        }
+        })
     }
 
     pub fn settings(&self) -> &MfaSettings {
@@ -282,9 +270,7 @@ impl Mfa {
             },
             None => self.settings.plugins.clone(),
         };
-        let reloaded = self.registry.reload(&manifests, force);
-        self.ensure_ticker();
-        reloaded
+        self.registry.reload(&manifests, force)
     }
 
     /// Reloads if a file changed or `concierge plugins reload` raised the signal. Blocking.
@@ -364,7 +350,7 @@ impl Mfa {
         let m = &loaded.manifest;
         let (version, state) = self.read_state(&m.id, &user.id)?;
         let mut store = WasmStore::new(
-            self.registry.engine(),
+            self.registry.plugin_engine().running()?,
             CallState::new(
                 &m.id,
                 self.clock.now(),
