@@ -941,6 +941,78 @@ async fn a_looping_describe_is_bounded_at_boot_and_in_the_cli(b: Backend) {
     );
 }
 
+/// What `hostile-logger` logs: a line break, then what looks like an audit event
+/// (tests/plugins/hostile-logger/src/lib.rs).
+const FORGED_AUDIT: &str =
+    "INFO audit: audit event kind=\"mfa_succeeded\" user_id=\"forged-admin\"";
+
+/// A plugin's log text (and its error text, which the broker logs) stays on one escaped line:
+/// the broker's own log, read from the process's stderr, has no line the plugin started.
+async fn plugin_log_text_cannot_forge_log_lines(b: Backend) {
+    let plugins = manifest(
+        "hostile-logger",
+        &plugin_dir().join("test/hostile-logger.wasm"),
+        &["log"],
+        "",
+    );
+    let users = [("ana@example.com", "correct horse battery staple")];
+    let Some(broker) = Served::start(b, &mfa_config("required", &plugins, ""), &users) else {
+        return;
+    };
+    broker.healthy_within(Duration::from_secs(30)).await;
+    // describe() logged at load; challenge-begin and verify log, and 999999 makes verify fail
+    // with the same text as its internal error.
+    let mut br = Browser::at(&broker.base);
+    let page = br.login(users[0].0, users[0].1).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let page = if page.body.contains("name=\"code\"") {
+        page
+    } else {
+        choose(&mut br, &page, "hostile-logger", "challenge").await
+    };
+    assert_eq!(page.status, 200, "{}", page.body);
+    let failed = answer(&mut br, &page, &[("code", "999999")]).await;
+    assert_eq!(failed.status, 503, "{}", failed.body);
+    assert!(br.session_cookie().is_none());
+
+    let log = broker.log_text();
+    let escaped =
+        "hostile-logger says hello\\n1999-01-01T00:00:00.000000Z  INFO audit: audit event";
+    let plugin_lines: Vec<&str> = log.lines().filter(|l| l.contains(escaped)).collect();
+    // describe, challenge-begin, verify (log), and the failed factor's error.
+    assert!(plugin_lines.len() >= 4, "{log}");
+    assert!(
+        plugin_lines
+            .iter()
+            .any(|l| l.contains("\\r\\n\\u{1b}[2K\\u{2028}1999-01-01T00:00:01.000000Z")),
+        "{log}"
+    );
+    assert!(
+        plugin_lines.iter().any(|l| l.contains("MFA factor failed")),
+        "the factor's error is logged, escaped too: {log}"
+    );
+    for line in log.lines().filter(|l| l.contains("forged-admin")) {
+        assert!(
+            line.contains("hostile-logger says hello\\n"),
+            "a line the plugin started: {line:?}\n{log}"
+        );
+    }
+    assert!(
+        !log.contains('\u{1b}'),
+        "no raw escape sequence reaches the log"
+    );
+    assert!(
+        !log.contains('\u{2028}'),
+        "no raw line separator reaches the log"
+    );
+    assert!(
+        !log.lines().any(
+            |l| l.starts_with("1999-01-01T00:00:0") || l.trim_start().starts_with(FORGED_AUDIT)
+        ),
+        "{log}"
+    );
+}
+
 per_backend_async!(
     totp_enrolment_sign_in_lockout_replay_and_recovery,
     email_codes_through_a_real_smtp_server,
@@ -949,4 +1021,5 @@ per_backend_async!(
     hot_reload_serves_the_new_version,
     step_up_via_acr_values_puts_the_factor_in_amr,
     a_looping_describe_is_bounded_at_boot_and_in_the_cli,
+    plugin_log_text_cannot_forge_log_lines,
 );

@@ -656,7 +656,8 @@ fn plugin_error(plugin: &str, e: PluginError) -> MfaError {
     let reason = match e {
         PluginError::BadInput(_) => "bad input".to_owned(),
         PluginError::NotEnrolled => "not enrolled".to_owned(),
-        PluginError::Unavailable(s) | PluginError::Internal(s) => s.chars().take(200).collect(),
+        // Logged by the pages when the factor fails: one line, like the plugin's own log.
+        PluginError::Unavailable(s) | PluginError::Internal(s) => host::one_log_line(&s, 200),
     };
     MfaError::Failed {
         plugin: plugin.to_owned(),
@@ -682,9 +683,10 @@ fn classify(plugin: &str, e: &wasmtime::Error, memory_refused: bool) -> MfaError
             plugin: plugin.to_owned(),
             reason: t.to_string(),
         },
+        // The backtrace names the plugin's own functions: one line.
         None => MfaError::Trap {
             plugin: plugin.to_owned(),
-            reason: format!("{e:#}").chars().take(300).collect(),
+            reason: host::one_log_line(&format!("{e:#}"), 300),
         },
     }
 }
