@@ -1013,6 +1013,88 @@ async fn plugin_log_text_cannot_forge_log_lines(b: Backend) {
     );
 }
 
+/// SMTP credentials over `tls = "none"`, and an SMS bearer token over plain http, are refused
+/// at config load unless the server is on a loopback address (as `server.public_url` is):
+/// `concierge config check` exits 2 naming the key.
+#[test]
+fn config_check_refuses_secrets_sent_in_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let smtp = |host: &str, tls: &str, creds: bool| {
+        format!(
+            "[mfa.smtp]\nhost = \"{host}\"\nport = 25\ntls = \"{tls}\"\nfrom = \"Concierge <no-reply@example.com>\"\n{}",
+            if creds {
+                "username = \"mailer\"\npassword = \"hunter2\"\n"
+            } else {
+                ""
+            }
+        )
+    };
+    let sms = |url: &str, token: bool| {
+        format!(
+            "[mfa.sms]\nurl = \"{url}\"\n{}",
+            if token { "token = \"gw-secret\"\n" } else { "" }
+        )
+    };
+    let refused = [
+        (
+            "smtp-none.toml",
+            smtp("smtp.example.com", "none", true),
+            "mfa.smtp.tls",
+        ),
+        (
+            "smtp-none-ip.toml",
+            smtp("192.0.2.25", "none", true),
+            "mfa.smtp.tls",
+        ),
+        (
+            "sms-http.toml",
+            sms("http://sms.example.com/send", true),
+            "mfa.sms.url",
+        ),
+    ];
+    for (name, body, key) in refused {
+        let p = dir.path().join(name);
+        std::fs::write(&p, body).unwrap();
+        let out = concierge_bin()
+            .args(["config", "check"])
+            .arg(&p)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {err}");
+        assert!(err.contains(key), "{name}: names `{key}`: {err}");
+        assert!(
+            !err.contains("hunter2") && !err.contains("gw-secret"),
+            "{err}"
+        );
+    }
+    let accepted = [
+        ("smtp-local.toml", smtp("127.0.0.1", "none", true)),
+        ("smtp-localhost.toml", smtp("localhost", "none", true)),
+        (
+            "smtp-starttls.toml",
+            smtp("smtp.example.com", "starttls", true),
+        ),
+        ("smtp-relay.toml", smtp("smtp.example.com", "none", false)),
+        ("sms-https.toml", sms("https://sms.example.com/send", true)),
+        ("sms-local.toml", sms("http://127.0.0.1:9000/send", true)),
+    ];
+    for (name, body) in accepted {
+        let p = dir.path().join(name);
+        std::fs::write(&p, body).unwrap();
+        let out = concierge_bin()
+            .args(["config", "check"])
+            .arg(&p)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 per_backend_async!(
     totp_enrolment_sign_in_lockout_replay_and_recovery,
     email_codes_through_a_real_smtp_server,
