@@ -325,6 +325,27 @@ impl SmtpSink {
     }
 }
 
+/// The header fields of a message as received (RFC 5322 2.2: unfolded), in order.
+fn headers(mail: &str) -> Vec<(String, String)> {
+    let head = mail.split("\r\n\r\n").next().unwrap_or_default();
+    let unfolded = head.replace("\r\n ", " ").replace("\r\n\t", " ");
+    unfolded
+        .split("\r\n")
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_owned(), value.trim().to_owned()))
+        .collect()
+}
+
+/// The one value of a header field (names are case-insensitive); None if absent or repeated.
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    let mut found = headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str());
+    let first = found.next();
+    if found.next().is_some() { None } else { first }
+}
+
 fn six_digits(text: &str) -> String {
     text.split(|c: char| !c.is_ascii_digit())
         .find(|w| w.len() == 6)
@@ -344,8 +365,12 @@ async fn email_codes_through_a_real_smtp_server(b: Backend) {
         "step_ttl = \"30m\"\n[mfa.smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\nfrom = \"Concierge <no-reply@concierge.test>\"\n",
         smtp.port
     );
-    let Some(app) = spawn_provider_with(b, &[], &mfa_config("required", &email, &more)).await
-    else {
+    // `[ui] product_name` reaches the plugin's text through the host's `config`.
+    let config = format!(
+        "[ui]\nproduct_name = \"Acme Sign-in\"\n{}",
+        mfa_config("required", &email, &more)
+    );
+    let Some(app) = spawn_provider_with(b, &[], &config).await else {
         return;
     };
     let mut br = Browser::new(&app);
@@ -361,7 +386,28 @@ async fn email_codes_through_a_real_smtp_server(b: Backend) {
         mail.contains(&format!("X-Envelope-To: {DEMO_EMAIL}")),
         "{mail}"
     );
-    let code = six_digits(mail.split("\r\n\r\n").nth(1).unwrap_or(&mail));
+    // RFC 2045 4: MIME-Version is a MUST for a message with Content-Type; RFC 5322 3.6.4: a
+    // Message-ID, unique per message.
+    let head = headers(&mail);
+    assert_eq!(header(&head, "MIME-Version"), Some("1.0"), "{mail}");
+    assert!(
+        header(&head, "Content-Type").is_some_and(|t| t.starts_with("text/plain")),
+        "{mail}"
+    );
+    let id1 = header(&head, "Message-ID").unwrap_or_else(|| panic!("no Message-ID: {mail}"));
+    assert!(
+        id1.starts_with('<') && id1.ends_with("@concierge.test>") && id1.len() > 20,
+        "{id1}"
+    );
+    assert_eq!(
+        header(&head, "Subject"),
+        Some("Your Acme Sign-in sign-in code"),
+        "{mail}"
+    );
+    let body = mail.split("\r\n\r\n").nth(1).unwrap_or(&mail);
+    assert!(body.contains("Your Acme Sign-in sign-in code is"), "{body}");
+    assert!(!body.contains("Concierge"), "{body}");
+    let code = six_digits(body);
     // Wrong first, then right; the code is single use.
     let wrong = answer(&mut br, &page, &[("code", "000000")]).await;
     assert_eq!(wrong.status, 401);
@@ -374,6 +420,11 @@ async fn email_codes_through_a_real_smtp_server(b: Backend) {
     assert_eq!(reused.status, 401, "{}", reused.body);
     // Expired after 10 minutes.
     let mail = smtp.message(2).await;
+    let id2 = header(&headers(&mail), "Message-ID").map(str::to_owned);
+    assert!(
+        id2.is_some_and(|id2| id2 != id1),
+        "each message has its own id: {mail}"
+    );
     let code2 = six_digits(mail.split("\r\n\r\n").nth(1).unwrap_or(&mail));
     app.clock.advance(601);
     let late = answer(&mut br2, &reused, &[("code", &code2)]).await;

@@ -216,7 +216,11 @@ impl Mfa {
         let engine = registry::engine()?;
         let registry = Registry::new(engine);
         registry.load_all(&settings.plugins);
-        let delivery = Delivery::new(settings.smtp.as_ref(), settings.sms.as_ref())?;
+        let delivery = Delivery::new(
+            settings.smtp.as_ref(),
+            settings.sms.as_ref(),
+            Arc::clone(&entropy),
+        )?;
         let window = settings.lockout;
         let lockout = Lockout::new(
             Arc::clone(&store),

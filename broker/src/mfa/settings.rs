@@ -252,6 +252,21 @@ fn is_loopback_host(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// The `config` key through which the host offers `[ui] product_name` to every plugin.
+pub const PRODUCT_NAME_KEY: &str = "product_name";
+
+impl MfaSettings {
+    /// Offers `[ui] product_name` to every plugin through its `config` capability, as
+    /// `product_name`, unless its manifest's `config` sets that key itself.
+    pub fn offer_product_name(&mut self, product_name: &str) {
+        for p in &mut self.plugins {
+            p.config
+                .entry(PRODUCT_NAME_KEY.to_owned())
+                .or_insert_with(|| product_name.trim().to_owned());
+        }
+    }
+}
+
 /// `4MiB`, `512KiB`, `1048576`.
 pub fn parse_bytes(s: &str) -> Option<usize> {
     let s = s.trim();
@@ -510,6 +525,21 @@ mod tests {
         assert!(sms("http://sms.example.com/send", false).is_ok());
         assert!(sms("https://sms.example.com/send", true).is_ok());
         assert!(sms("http://127.0.0.1:9000/send", true).is_ok());
+    }
+
+    #[test]
+    fn the_product_name_is_offered_unless_the_manifest_sets_it() {
+        let mut own = plugin("b");
+        own.config
+            .insert(PRODUCT_NAME_KEY.into(), "Own Name".into());
+        let mut s = check(RawMfa {
+            plugins: vec![plugin("a"), own],
+            ..RawMfa::default()
+        })
+        .unwrap();
+        s.offer_product_name("Acme Sign-in");
+        assert_eq!(s.plugins[0].config[PRODUCT_NAME_KEY], "Acme Sign-in");
+        assert_eq!(s.plugins[1].config[PRODUCT_NAME_KEY], "Own Name");
     }
 
     #[test]
