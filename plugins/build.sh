@@ -47,7 +47,7 @@ WASM_TARGET=wasm32-unknown-unknown
 # Crate directory -> component name; the crate's [lib] name is the name with '_' for '-'.
 FIRST_PARTY=(totp email-otp sms-otp template)
 TEST_CORPUS=(hostile-loop hostile-memhog hostile-trap hostile-ungranted hostile-malformed
-             test-factor-v1 test-factor-v2)
+             hostile-describe-loop hostile-logger test-factor-v1 test-factor-v2)
 
 log() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }

@@ -884,7 +884,8 @@ impl Settings {
             key_reload_interval: p.key_reload_interval,
         };
         let limits = rate_limits(&raw.rate_limit, &invalid)?;
-        let mfa = raw.mfa.clone().validate(invalid)?;
+        let mut mfa = raw.mfa.clone().validate(invalid)?;
+        mfa.offer_product_name(&raw.ui.product_name);
         let mut upstream_ids: Vec<&str> = Vec::new();
         let mut upstreams = Vec::new();
         for (i, u) in raw.upstreams.iter().enumerate() {

@@ -325,6 +325,27 @@ impl SmtpSink {
     }
 }
 
+/// The header fields of a message as received (RFC 5322 2.2: unfolded), in order.
+fn headers(mail: &str) -> Vec<(String, String)> {
+    let head = mail.split("\r\n\r\n").next().unwrap_or_default();
+    let unfolded = head.replace("\r\n ", " ").replace("\r\n\t", " ");
+    unfolded
+        .split("\r\n")
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_owned(), value.trim().to_owned()))
+        .collect()
+}
+
+/// The one value of a header field (names are case-insensitive); None if absent or repeated.
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    let mut found = headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str());
+    let first = found.next();
+    if found.next().is_some() { None } else { first }
+}
+
 fn six_digits(text: &str) -> String {
     text.split(|c: char| !c.is_ascii_digit())
         .find(|w| w.len() == 6)
@@ -344,8 +365,12 @@ async fn email_codes_through_a_real_smtp_server(b: Backend) {
         "step_ttl = \"30m\"\n[mfa.smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\nfrom = \"Concierge <no-reply@concierge.test>\"\n",
         smtp.port
     );
-    let Some(app) = spawn_provider_with(b, &[], &mfa_config("required", &email, &more)).await
-    else {
+    // `[ui] product_name` reaches the plugin's text through the host's `config`.
+    let config = format!(
+        "[ui]\nproduct_name = \"Acme Sign-in\"\n{}",
+        mfa_config("required", &email, &more)
+    );
+    let Some(app) = spawn_provider_with(b, &[], &config).await else {
         return;
     };
     let mut br = Browser::new(&app);
@@ -361,7 +386,28 @@ async fn email_codes_through_a_real_smtp_server(b: Backend) {
         mail.contains(&format!("X-Envelope-To: {DEMO_EMAIL}")),
         "{mail}"
     );
-    let code = six_digits(mail.split("\r\n\r\n").nth(1).unwrap_or(&mail));
+    // RFC 2045 4: MIME-Version is a MUST for a message with Content-Type; RFC 5322 3.6.4: a
+    // Message-ID, unique per message.
+    let head = headers(&mail);
+    assert_eq!(header(&head, "MIME-Version"), Some("1.0"), "{mail}");
+    assert!(
+        header(&head, "Content-Type").is_some_and(|t| t.starts_with("text/plain")),
+        "{mail}"
+    );
+    let id1 = header(&head, "Message-ID").unwrap_or_else(|| panic!("no Message-ID: {mail}"));
+    assert!(
+        id1.starts_with('<') && id1.ends_with("@concierge.test>") && id1.len() > 20,
+        "{id1}"
+    );
+    assert_eq!(
+        header(&head, "Subject"),
+        Some("Your Acme Sign-in sign-in code"),
+        "{mail}"
+    );
+    let body = mail.split("\r\n\r\n").nth(1).unwrap_or(&mail);
+    assert!(body.contains("Your Acme Sign-in sign-in code is"), "{body}");
+    assert!(!body.contains("Concierge"), "{body}");
+    let code = six_digits(body);
     // Wrong first, then right; the code is single use.
     let wrong = answer(&mut br, &page, &[("code", "000000")]).await;
     assert_eq!(wrong.status, 401);
@@ -374,6 +420,11 @@ async fn email_codes_through_a_real_smtp_server(b: Backend) {
     assert_eq!(reused.status, 401, "{}", reused.body);
     // Expired after 10 minutes.
     let mail = smtp.message(2).await;
+    let id2 = header(&headers(&mail), "Message-ID").map(str::to_owned);
+    assert!(
+        id2.is_some_and(|id2| id2 != id1),
+        "each message has its own id: {mail}"
+    );
     let code2 = six_digits(mail.split("\r\n\r\n").nth(1).unwrap_or(&mail));
     app.clock.advance(601);
     let late = answer(&mut br2, &reused, &[("code", &code2)]).await;
@@ -710,6 +761,391 @@ async fn step_up_via_acr_values_puts_the_factor_in_amr(b: Backend) {
     assert_eq!(at["acr"], "urn:concierge:loa:2");
 }
 
+/// A `concierge serve` process on its own config and database, its log (stderr) captured in a
+/// file; killed when dropped.
+struct Served {
+    child: std::process::Child,
+    base: String,
+    config: PathBuf,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+    _db: crate::support::TestDb,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `concierge` binary without the test process's CONCIERGE__* settings.
+fn concierge_bin() -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_concierge"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CONCIERGE__") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+/// Runs `cmd` to the end, killing it (and failing) if it takes longer than `limit`.
+fn run_within(mut cmd: std::process::Command, limit: Duration) -> (std::process::Output, Duration) {
+    use std::process::Stdio;
+    let t = Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    while child.try_wait().unwrap().is_none() {
+        if t.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "{cmd:?} still running after {limit:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = t.elapsed();
+    (child.wait_with_output().unwrap(), took)
+}
+
+impl Served {
+    /// Writes a config (data folder, database of `b`, `extra` TOML), creates the database and
+    /// `users` (email, password), and starts `concierge serve` on a free port.
+    fn start(b: Backend, extra: &str, users: &[(&str, &str)]) -> Option<Self> {
+        use std::io::Write;
+        let db = crate::support::fresh_db(b)?;
+        let url = match &db.url {
+            concierge::config::DatabaseUrl::Sqlite(p) => format!("sqlite://{}", p.display()),
+            concierge::config::DatabaseUrl::Postgres(u) => u.clone(),
+        };
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let base = format!("http://127.0.0.1:{port}");
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("concierge.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "data_dir = {:?}\n[server]\nbind = \"127.0.0.1:{port}\"\npublic_url = \"{base}\"\n\
+                 [database]\nurl = \"{url}\"\n[provider]\nkey_encryption_key = \
+                 \"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"\n{extra}",
+                dir.path().display().to_string()
+            ),
+        )
+        .unwrap();
+        let cli = |args: &[&str], stdin: &str| {
+            let mut child = concierge_bin()
+                .env("CONCIERGE_CONFIG", &config)
+                .args(args)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(stdin.as_bytes())
+                .unwrap();
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "{args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        if !users.is_empty() {
+            cli(&["migrate"], "");
+        }
+        for (email, password) in users {
+            cli(&["users", "add", email], &format!("{password}\n"));
+        }
+        let log = dir.path().join("broker.log");
+        let child = concierge_bin()
+            .env("CONCIERGE_CONFIG", &config)
+            .arg("serve")
+            .stdout(std::fs::File::create(dir.path().join("stdout.log")).unwrap())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Some(Self {
+            child,
+            base,
+            config,
+            log,
+            _dir: dir,
+            _db: db,
+        })
+    }
+
+    /// Waits for `/healthz` to answer 200; fails after `limit`. Returns how long it took.
+    async fn healthy_within(&self, limit: Duration) -> Duration {
+        let t = Instant::now();
+        while t.elapsed() < limit {
+            if let Ok(r) = reqwest::get(format!("{}/healthz", self.base)).await
+                && r.status().is_success()
+            {
+                return t.elapsed();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "the broker did not answer /healthz within {limit:?}: {}",
+            self.log_text()
+        );
+    }
+
+    /// Everything the broker logged so far (stdout and stderr).
+    fn log_text(&self) -> String {
+        let out =
+            std::fs::read_to_string(self.log.with_file_name("stdout.log")).unwrap_or_default();
+        format!(
+            "{}{out}",
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        )
+    }
+
+    fn cli(&self) -> std::process::Command {
+        let mut c = concierge_bin();
+        c.env("CONCIERGE_CONFIG", &self.config);
+        c
+    }
+}
+
+/// A `describe()` that never returns is bounded by the manifest's timeout wherever the host
+/// asks it: the broker boots and answers at once with the plugin listed as unavailable (and
+/// why), and `concierge plugins list` and `plugins check` return. The fuel budget is large on
+/// purpose: it alone would hold each of them for far longer than the bounds here.
+async fn a_looping_describe_is_bounded_at_boot_and_in_the_cli(b: Backend) {
+    let file = plugin_dir().join("test/hostile-describe-loop.wasm");
+    let plugins = manifest(
+        "hostile-describe-loop",
+        &file,
+        &[],
+        "timeout = \"200ms\"\nfuel = 1000000000000",
+    );
+    let Some(broker) = Served::start(b, &mfa_config("optional", &plugins, ""), &[]) else {
+        return;
+    };
+    // Process start, migrations, two compilations of the plugin in a debug build, and the
+    // 200 ms deadline: seconds, not the minute or more the fuel alone would allow.
+    let took = broker.healthy_within(Duration::from_secs(30)).await;
+    eprintln!("broker with a looping describe() answered /healthz after {took:?}");
+    let log = broker.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("MFA plugin unavailable") && l.contains("hostile-describe-loop"))
+        .unwrap_or_else(|| panic!("the plugin is not marked unavailable: {log}"));
+    assert!(
+        line.contains("describe() did not return within its timeout (200ms)"),
+        "{line}"
+    );
+
+    let (out, took) = run_within(
+        {
+            let mut c = broker.cli();
+            c.args(["plugins", "list"]);
+            c
+        },
+        Duration::from_secs(30),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("plugins list took {took:?}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("UNAVAILABLE")
+            && text.contains("describe() did not return within its timeout (200ms)"),
+        "{text}"
+    );
+
+    // No manifest: the default budget (500 ms, 50,000,000 fuel); whichever ends first.
+    let (out, took) = run_within(
+        {
+            let mut c = concierge_bin();
+            c.args(["plugins", "check"]).arg(&file);
+            c
+        },
+        Duration::from_secs(30),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    eprintln!("plugins check took {took:?}");
+    assert!(!out.status.success());
+    assert!(
+        err.contains("describe() did not return within its timeout (500ms)")
+            || err.contains("describe() ran out of fuel"),
+        "{err}"
+    );
+}
+
+/// What `hostile-logger` logs: a line break, then what looks like an audit event
+/// (tests/plugins/hostile-logger/src/lib.rs).
+const FORGED_AUDIT: &str =
+    "INFO audit: audit event kind=\"mfa_succeeded\" user_id=\"forged-admin\"";
+
+/// A plugin's log text (and its error text, which the broker logs) stays on one escaped line:
+/// the broker's own log, read from the process's stderr, has no line the plugin started.
+async fn plugin_log_text_cannot_forge_log_lines(b: Backend) {
+    let plugins = manifest(
+        "hostile-logger",
+        &plugin_dir().join("test/hostile-logger.wasm"),
+        &["log"],
+        "",
+    );
+    let users = [("ana@example.com", "correct horse battery staple")];
+    let Some(broker) = Served::start(b, &mfa_config("required", &plugins, ""), &users) else {
+        return;
+    };
+    broker.healthy_within(Duration::from_secs(30)).await;
+    // describe() logged at load; challenge-begin and verify log, and 999999 makes verify fail
+    // with the same text as its internal error.
+    let mut br = Browser::at(&broker.base);
+    let page = br.login(users[0].0, users[0].1).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let page = if page.body.contains("name=\"code\"") {
+        page
+    } else {
+        choose(&mut br, &page, "hostile-logger", "challenge").await
+    };
+    assert_eq!(page.status, 200, "{}", page.body);
+    let failed = answer(&mut br, &page, &[("code", "999999")]).await;
+    assert_eq!(failed.status, 503, "{}", failed.body);
+    assert!(br.session_cookie().is_none());
+
+    let log = broker.log_text();
+    let escaped =
+        "hostile-logger says hello\\n1999-01-01T00:00:00.000000Z  INFO audit: audit event";
+    let plugin_lines: Vec<&str> = log.lines().filter(|l| l.contains(escaped)).collect();
+    // describe, challenge-begin, verify (log), and the failed factor's error.
+    assert!(plugin_lines.len() >= 4, "{log}");
+    assert!(
+        plugin_lines
+            .iter()
+            .any(|l| l.contains("\\r\\n\\u{1b}[2K\\u{2028}1999-01-01T00:00:01.000000Z")),
+        "{log}"
+    );
+    assert!(
+        plugin_lines.iter().any(|l| l.contains("MFA factor failed")),
+        "the factor's error is logged, escaped too: {log}"
+    );
+    for line in log.lines().filter(|l| l.contains("forged-admin")) {
+        assert!(
+            line.contains("hostile-logger says hello\\n"),
+            "a line the plugin started: {line:?}\n{log}"
+        );
+    }
+    assert!(
+        !log.contains('\u{1b}'),
+        "no raw escape sequence reaches the log"
+    );
+    assert!(
+        !log.contains('\u{2028}'),
+        "no raw line separator reaches the log"
+    );
+    assert!(
+        !log.lines().any(
+            |l| l.starts_with("1999-01-01T00:00:0") || l.trim_start().starts_with(FORGED_AUDIT)
+        ),
+        "{log}"
+    );
+}
+
+/// SMTP credentials over `tls = "none"`, and an SMS bearer token over plain http, are refused
+/// at config load unless the server is on a loopback address (as `server.public_url` is):
+/// `concierge config check` exits 2 naming the key.
+#[test]
+fn config_check_refuses_secrets_sent_in_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let smtp = |host: &str, tls: &str, creds: bool| {
+        format!(
+            "[mfa.smtp]\nhost = \"{host}\"\nport = 25\ntls = \"{tls}\"\nfrom = \"Concierge <no-reply@example.com>\"\n{}",
+            if creds {
+                "username = \"mailer\"\npassword = \"hunter2\"\n"
+            } else {
+                ""
+            }
+        )
+    };
+    let sms = |url: &str, token: bool| {
+        format!(
+            "[mfa.sms]\nurl = \"{url}\"\n{}",
+            if token { "token = \"gw-secret\"\n" } else { "" }
+        )
+    };
+    let refused = [
+        (
+            "smtp-none.toml",
+            smtp("smtp.example.com", "none", true),
+            "mfa.smtp.tls",
+        ),
+        (
+            "smtp-none-ip.toml",
+            smtp("192.0.2.25", "none", true),
+            "mfa.smtp.tls",
+        ),
+        (
+            "sms-http.toml",
+            sms("http://sms.example.com/send", true),
+            "mfa.sms.url",
+        ),
+    ];
+    for (name, body, key) in refused {
+        let p = dir.path().join(name);
+        std::fs::write(&p, body).unwrap();
+        let out = concierge_bin()
+            .args(["config", "check"])
+            .arg(&p)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {err}");
+        assert!(err.contains(key), "{name}: names `{key}`: {err}");
+        assert!(
+            !err.contains("hunter2") && !err.contains("gw-secret"),
+            "{err}"
+        );
+    }
+    let accepted = [
+        ("smtp-local.toml", smtp("127.0.0.1", "none", true)),
+        ("smtp-localhost.toml", smtp("localhost", "none", true)),
+        (
+            "smtp-starttls.toml",
+            smtp("smtp.example.com", "starttls", true),
+        ),
+        ("smtp-relay.toml", smtp("smtp.example.com", "none", false)),
+        ("sms-https.toml", sms("https://sms.example.com/send", true)),
+        ("sms-local.toml", sms("http://127.0.0.1:9000/send", true)),
+    ];
+    for (name, body) in accepted {
+        let p = dir.path().join(name);
+        std::fs::write(&p, body).unwrap();
+        let out = concierge_bin()
+            .args(["config", "check"])
+            .arg(&p)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 per_backend_async!(
     totp_enrolment_sign_in_lockout_replay_and_recovery,
     email_codes_through_a_real_smtp_server,
@@ -717,4 +1153,6 @@ per_backend_async!(
     hostile_plugins_fail_closed,
     hot_reload_serves_the_new_version,
     step_up_via_acr_values_puts_the_factor_in_amr,
+    a_looping_describe_is_bounded_at_boot_and_in_the_cli,
+    plugin_log_text_cannot_forge_log_lines,
 );

@@ -1,12 +1,18 @@
 //! Owns sending what plugins asked to send: email through lettre to the configured SMTP server,
 //! text messages through the configured HTTP SMS gateway. Credentials stay here.
 
-use lettre::message::{Mailbox, header::ContentType};
+use std::sync::Arc;
+
+use lettre::message::{
+    Mailbox,
+    header::{ContentType, MIME_VERSION_1_0},
+};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use super::host::Outgoing;
 use super::settings::{SmsSettings, SmtpSettings, SmtpTls};
+use crate::clock::Entropy;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeliveryError {
@@ -33,12 +39,15 @@ pub fn is_e164(s: &str) -> bool {
 pub struct Delivery {
     smtp: Option<(AsyncSmtpTransport<Tokio1Executor>, Mailbox)>,
     sms: Option<(SmsSettings, reqwest::Client)>,
+    /// For the `Message-ID` of each email.
+    entropy: Arc<dyn Entropy>,
 }
 
 impl Delivery {
     pub fn new(
         smtp: Option<&SmtpSettings>,
         sms: Option<&SmsSettings>,
+        entropy: Arc<dyn Entropy>,
     ) -> Result<Self, DeliveryError> {
         let smtp = match smtp {
             None => None,
@@ -77,7 +86,7 @@ impl Delivery {
                 Some((s.clone(), client))
             }
         };
-        Ok(Self { smtp, sms })
+        Ok(Self { smtp, sms, entropy })
     }
 
     pub fn can_email(&self) -> bool {
@@ -107,6 +116,9 @@ impl Delivery {
         let (transport, from) = self.smtp.as_ref().ok_or(DeliveryError::NoSmtp)?;
         let to: Mailbox = to.parse().map_err(|_| DeliveryError::BadRecipient)?;
         let message = Message::builder()
+            // RFC 2045 4: a MIME message (it has Content-Type) MUST say MIME-Version.
+            .header(MIME_VERSION_1_0)
+            .message_id(Some(message_id(self.entropy.as_ref(), from)))
             .from(from.clone())
             .to(to)
             .subject(subject)
@@ -144,9 +156,26 @@ impl Delivery {
     }
 }
 
+/// An RFC 5322 3.6.4 `Message-ID`: 128 random bits at the sender's domain.
+fn message_id(entropy: &dyn Entropy, from: &Mailbox) -> String {
+    let mut id = [0u8; 16];
+    entropy.fill(&mut id);
+    format!("<{}@{}>", hex::encode(id), from.email.domain())
+}
+
 #[cfg(test)]
 mod tests {
-    use super::is_e164;
+    use super::{is_e164, message_id};
+
+    #[test]
+    fn message_ids_are_unique_at_the_sender_domain() {
+        let from: lettre::message::Mailbox = "Concierge <no-reply@id.example.com>".parse().unwrap();
+        let a = message_id(&crate::clock::OsEntropy, &from);
+        let b = message_id(&crate::clock::OsEntropy, &from);
+        assert!(a.starts_with('<') && a.ends_with("@id.example.com>"), "{a}");
+        assert_eq!(a.len(), "<@id.example.com>".len() + 32);
+        assert_ne!(a, b);
+    }
 
     #[test]
     fn e164_numbers() {

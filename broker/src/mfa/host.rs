@@ -30,6 +30,32 @@ const MAX_RANDOM: u32 = 1024;
 const MAX_MESSAGES: usize = 3;
 const MAX_MESSAGE_BYTES: usize = 4096;
 const MAX_LOG_LINES: usize = 32;
+/// Characters of one plugin log message kept (before escaping).
+const MAX_LOG_CHARS: usize = 500;
+
+/// Plugin text made safe for one log line: at most `max_chars` characters, then control
+/// characters (CR, LF, ESC, NEL ...), the Unicode line and paragraph separators and `\` escaped,
+/// so a plugin cannot start a line of its own (a forged audit event) or drive a terminal.
+pub fn one_log_line(text: &str, max_chars: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max_chars * 4));
+    let mut chars = text.chars();
+    for c in chars.by_ref().take(max_chars) {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') => {
+                out.extend(c.escape_unicode());
+            }
+            c => out.push(c),
+        }
+    }
+    if chars.next().is_some() {
+        out.push_str("…");
+    }
+    out
+}
 
 /// A message a plugin asked to send; sent by the host after the call succeeded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -215,7 +241,7 @@ impl concierge::mfa::log::Host for CallState {
             return;
         }
         self.log_lines += 1;
-        let message: String = message.chars().take(500).collect();
+        let message = one_log_line(&message, MAX_LOG_CHARS);
         let plugin = self.plugin_id.as_str();
         match level {
             Level::Debug => tracing::debug!(target: "plugin", plugin, "{message}"),
@@ -223,5 +249,26 @@ impl concierge::mfa::log::Host for CallState {
             Level::Warn => tracing::warn!(target: "plugin", plugin, "{message}"),
             Level::Error => tracing::error!(target: "plugin", plugin, "{message}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_log_line;
+
+    #[test]
+    fn log_text_stays_on_one_line() {
+        let forged = "ok\n2026-12-01T20:00:00Z  INFO audit: audit event kind=\"mfa_succeeded\"\r\u{1b}[2K\u{85}\u{2028}x\\n";
+        let line = one_log_line(forged, 500);
+        assert!(
+            !line.chars().any(|c| c.is_control() || c == '\u{2028}'),
+            "{line}"
+        );
+        assert_eq!(
+            line,
+            "ok\\n2026-12-01T20:00:00Z  INFO audit: audit event kind=\"mfa_succeeded\"\\r\\u{1b}[2K\\u{85}\\u{2028}x\\\\n"
+        );
+        assert_eq!(one_log_line("héllo wörld", 5), "héllo…");
+        assert_eq!(one_log_line("plain text", 500), "plain text");
     }
 }

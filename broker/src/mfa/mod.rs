@@ -200,7 +200,6 @@ pub struct Mfa {
     lockout: Lockout,
     config_path: Option<PathBuf>,
     reload_generation: AtomicI64,
-    ticker: std::sync::Once,
 }
 
 impl Mfa {
@@ -217,7 +216,11 @@ impl Mfa {
         let engine = registry::engine()?;
         let registry = Registry::new(engine);
         registry.load_all(&settings.plugins);
-        let delivery = Delivery::new(settings.smtp.as_ref(), settings.sms.as_ref())?;
+        let delivery = Delivery::new(
+            settings.smtp.as_ref(),
+            settings.sms.as_ref(),
+            Arc::clone(&entropy),
+        )?;
         let window = settings.lockout;
         let lockout = Lockout::new(
             Arc::clone(&store),
@@ -231,7 +234,7 @@ impl Mfa {
             "mfa:",
         );
         let generation = store.signal_generation(RELOAD_SIGNAL)?;
-        let mfa = Self {
+        Ok(Self {
             registry,
             settings,
             store,
@@ -242,18 +245,7 @@ impl Mfa {
             lockout,
             config_path,
             reload_generation: AtomicI64::new(generation),
-            ticker: std::sync::Once::new(),
-        };
-        mfa.ensure_ticker();
-        Ok(mfa)
-    }
-
-    /// The epoch ticker (wall-time deadlines) runs once any plugin is configured.
-    fn ensure_ticker(&self) {
-        if !self.registry.snapshot().is_empty() {
-            self.ticker
-                .call_once(|| registry::spawn_epoch_ticker(self.registry.engine()));
-        }
+        })
     }
 
     pub fn settings(&self) -> &MfaSettings {
@@ -282,9 +274,7 @@ impl Mfa {
             },
             None => self.settings.plugins.clone(),
         };
-        let reloaded = self.registry.reload(&manifests, force);
-        self.ensure_ticker();
-        reloaded
+        self.registry.reload(&manifests, force)
     }
 
     /// Reloads if a file changed or `concierge plugins reload` raised the signal. Blocking.
@@ -364,7 +354,7 @@ impl Mfa {
         let m = &loaded.manifest;
         let (version, state) = self.read_state(&m.id, &user.id)?;
         let mut store = WasmStore::new(
-            self.registry.engine(),
+            self.registry.plugin_engine().running()?,
             CallState::new(
                 &m.id,
                 self.clock.now(),
@@ -670,7 +660,8 @@ fn plugin_error(plugin: &str, e: PluginError) -> MfaError {
     let reason = match e {
         PluginError::BadInput(_) => "bad input".to_owned(),
         PluginError::NotEnrolled => "not enrolled".to_owned(),
-        PluginError::Unavailable(s) | PluginError::Internal(s) => s.chars().take(200).collect(),
+        // Logged by the pages when the factor fails: one line, like the plugin's own log.
+        PluginError::Unavailable(s) | PluginError::Internal(s) => host::one_log_line(&s, 200),
     };
     MfaError::Failed {
         plugin: plugin.to_owned(),
@@ -696,9 +687,10 @@ fn classify(plugin: &str, e: &wasmtime::Error, memory_refused: bool) -> MfaError
             plugin: plugin.to_owned(),
             reason: t.to_string(),
         },
+        // The backtrace names the plugin's own functions: one line.
         None => MfaError::Trap {
             plugin: plugin.to_owned(),
-            reason: format!("{e:#}").chars().take(300).collect(),
+            reason: host::one_log_line(&format!("{e:#}"), 300),
         },
     }
 }

@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
@@ -94,12 +94,42 @@ impl FileStamp {
 
 /// The engine and the current plugins.
 pub struct Registry {
-    engine: Engine,
+    engine: PluginEngine,
     slots: RwLock<BTreeMap<String, Slot>>,
 }
 
-/// The engine every plugin runs on: component model, fuel, epoch interruption, pooling.
-pub fn engine() -> Result<Engine, MfaError> {
+/// The engine plugins run on, with the epoch ticker that makes wall-time deadlines real. Guest
+/// code (instantiation, `describe` at load and in the CLI, every call) only gets the engine
+/// through [`PluginEngine::running`], which starts the ticker first: without it an epoch
+/// deadline never arrives and a looping plugin is bounded by its fuel alone.
+pub struct PluginEngine {
+    engine: Engine,
+    /// Whether the ticker thread runs (set on the first `running`).
+    ticker: OnceLock<bool>,
+}
+
+impl PluginEngine {
+    /// The engine for compiling and linking (no guest code runs).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The engine for running guest code, with the epoch ticker started. Fails closed if the
+    /// ticker cannot run: no deadline could be enforced.
+    pub fn running(&self) -> Result<&Engine, MfaError> {
+        if *self.ticker.get_or_init(|| spawn_epoch_ticker(&self.engine)) {
+            Ok(&self.engine)
+        } else {
+            Err(MfaError::Engine(
+                "the epoch ticker is not running: plugin calls cannot be bounded".into(),
+            ))
+        }
+    }
+}
+
+/// The engine every plugin runs on: component model, fuel, epoch interruption, pooling. The
+/// ticker starts with the first guest call.
+pub fn engine() -> Result<PluginEngine, MfaError> {
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(POOL_INSTANCES)
         .total_core_instances(POOL_INSTANCES * 2)
@@ -118,7 +148,11 @@ pub fn engine() -> Result<Engine, MfaError> {
         .epoch_interruption(true)
         .max_wasm_stack(512 << 10)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-    Engine::new(&config).map_err(|e| MfaError::Engine(e.to_string()))
+    let engine = Engine::new(&config).map_err(|e| MfaError::Engine(e.to_string()))?;
+    Ok(PluginEngine {
+        engine,
+        ticker: OnceLock::new(),
+    })
 }
 
 /// A linker offering exactly the granted capabilities (and `types`/`config`, always).
@@ -163,7 +197,7 @@ pub struct Checked {
 }
 
 /// Reads, pins, compiles and links one plugin, and asks it who it is. Blocking (file, compile).
-pub fn load(engine: &Engine, manifest: &PluginManifest) -> Result<Loaded, MfaError> {
+pub fn load(engine: &PluginEngine, manifest: &PluginManifest) -> Result<Loaded, MfaError> {
     let stamp = FileStamp::of(&manifest.path);
     let bytes = std::fs::read(&manifest.path).map_err(|e| MfaError::Load {
         plugin: manifest.id.clone(),
@@ -182,6 +216,7 @@ pub fn load(engine: &Engine, manifest: &PluginManifest) -> Result<Loaded, MfaErr
         });
     }
     let checked = inspect(engine, &bytes, Some(manifest))?;
+    let engine = engine.engine();
     let component = Component::new(engine, &bytes).map_err(|e| MfaError::Load {
         plugin: manifest.id.clone(),
         reason: format!("not a valid component: {e}"),
@@ -244,7 +279,7 @@ fn link(
 /// Checks a component file without a manifest (all capabilities offered): its imports and what
 /// `describe` returns. Used by `concierge plugins check` and at load.
 pub fn inspect(
-    engine: &Engine,
+    plugin_engine: &PluginEngine,
     bytes: &[u8],
     manifest: Option<&PluginManifest>,
 ) -> Result<Checked, MfaError> {
@@ -253,6 +288,7 @@ pub fn inspect(
         plugin: id.clone(),
         reason,
     };
+    let engine = plugin_engine.engine();
     let component =
         Component::new(engine, bytes).map_err(|e| fail(format!("not a valid component: {e}")))?;
     let imports: Vec<String> = component
@@ -266,34 +302,43 @@ pub fn inspect(
         .map_err(|e| fail(format!("cannot be linked: {e:#}")))?;
     let pre = FactorPluginPre::new(pre)
         .map_err(|e| fail(format!("does not export the factor world: {e:#}")))?;
-    // describe() runs under the same kind of budget as any call, with no state.
-    let budget = manifest.map_or((Duration::from_millis(500), 50_000_000, 16 << 20), |m| {
+    // describe() runs under the same budget as any call (the manifest's, or a default without
+    // one), with no state and no config.
+    let limits = manifest.map_or((Duration::from_millis(500), 50_000_000, 16 << 20), |m| {
         (m.timeout, m.fuel, m.memory_bytes)
     });
+    // The epoch ticker runs before describe() starts, so the deadline is real.
     let mut store = Store::new(
-        engine,
+        plugin_engine.running()?,
         CallState::new(
             &id,
             0,
             Arc::new(crate::clock::OsEntropy),
             Arc::new(BTreeMap::new()),
             BTreeMap::new(),
-            budget.2,
+            limits.2,
         ),
     );
     store.limiter(|s| s.limiter());
     store
-        .set_fuel(budget.1)
+        .set_fuel(limits.1)
         .map_err(|e| fail(format!("fuel: {e}")))?;
-    store.set_epoch_deadline(ticks(budget.0));
+    store.set_epoch_deadline(ticks(limits.0));
     store.epoch_deadline_trap();
-    let plugin: FactorPlugin = pre
+    let outcome = pre
         .instantiate(&mut store)
-        .map_err(|e| fail(format!("cannot be instantiated: {e:#}")))?;
-    let description = plugin
-        .concierge_mfa_factor()
-        .call_describe(&mut store)
-        .map_err(|e| fail(format!("describe() failed: {e:#}")))?;
+        .and_then(|plugin: FactorPlugin| plugin.concierge_mfa_factor().call_describe(&mut store));
+    let description = outcome.map_err(|e| {
+        let why = match super::classify(&id, &e, store.data().memory_refused) {
+            MfaError::Budget { budget: "time", .. } => {
+                format!("did not return within its timeout ({:?})", limits.0)
+            }
+            MfaError::Budget { budget, .. } => format!("ran out of {budget}"),
+            MfaError::Trap { reason, .. } => format!("trapped: {reason}"),
+            other => other.to_string(),
+        };
+        fail(format!("describe() {why}"))
+    })?;
     check_description(&description).map_err(&fail)?;
     Ok(Checked {
         sha256: Sha256::digest(bytes).into(),
@@ -330,14 +375,20 @@ fn check_description(d: &Description) -> Result<(), String> {
 }
 
 impl Registry {
-    pub fn new(engine: Engine) -> Self {
+    pub fn new(engine: PluginEngine) -> Self {
         Self {
             engine,
             slots: RwLock::new(BTreeMap::new()),
         }
     }
 
+    /// The engine, for compiling and inspecting; guest code goes through `plugin_engine()`.
     pub fn engine(&self) -> &Engine {
+        self.engine.engine()
+    }
+
+    /// The engine with its epoch ticker (see [`PluginEngine::running`]).
+    pub fn plugin_engine(&self) -> &PluginEngine {
         &self.engine
     }
 
@@ -421,21 +472,33 @@ impl Registry {
     }
 }
 
-/// Advances the engine's epoch every tick, for as long as the engine lives.
-pub fn spawn_epoch_ticker(engine: &Engine) {
+/// Advances the engine's epoch once per elapsed tick, for as long as the engine lives; a late
+/// wake-up (a busy machine) catches up, so deadlines stay in wall time. Returns whether the
+/// thread started (without it no call could ever time out: `PluginEngine::running` refuses).
+fn spawn_epoch_ticker(engine: &Engine) -> bool {
     let weak = engine.weak();
     let spawned = std::thread::Builder::new()
         .name("mfa-epoch".into())
         .spawn(move || {
+            let start = Instant::now();
+            let tick = EPOCH_TICK.as_micros().max(1);
+            let mut done: u128 = 0;
             while let Some(engine) = weak.upgrade() {
-                engine.increment_epoch();
+                let due = start.elapsed().as_micros() / tick;
+                while done < due {
+                    engine.increment_epoch();
+                    done += 1;
+                }
                 drop(engine);
                 std::thread::sleep(EPOCH_TICK);
             }
         });
-    if let Err(e) = spawned {
-        // Without the ticker no call could ever time out: refuse calls rather than run them.
-        tracing::error!(error = %e, "cannot start the MFA epoch ticker");
+    match spawned {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the MFA epoch ticker");
+            false
+        }
     }
 }
 

@@ -249,6 +249,30 @@ pub fn valid_plugin_id(id: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
+/// `localhost` or a loopback IP address (`127.0.0.1`, `::1`, `[::1]`).
+fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The `config` key through which the host offers `[ui] product_name` to every plugin.
+pub const PRODUCT_NAME_KEY: &str = "product_name";
+
+impl MfaSettings {
+    /// Offers `[ui] product_name` to every plugin through its `config` capability, as
+    /// `product_name`, unless its manifest's `config` sets that key itself.
+    pub fn offer_product_name(&mut self, product_name: &str) {
+        for p in &mut self.plugins {
+            p.config
+                .entry(PRODUCT_NAME_KEY.to_owned())
+                .or_insert_with(|| product_name.trim().to_owned());
+        }
+    }
+}
+
 /// `4MiB`, `512KiB`, `1048576`.
 pub fn parse_bytes(s: &str) -> Option<usize> {
     let s = s.trim();
@@ -362,6 +386,16 @@ impl RawMfa {
                         ));
                     }
                 };
+                // Like `server.public_url`: no secret crosses a network in clear.
+                if tls == SmtpTls::None && credentials.is_some() && !is_loopback_host(&s.host) {
+                    return Err(invalid(
+                        "mfa.smtp.tls",
+                        format!(
+                            "`none` would send the SMTP password in clear to `{}`; use starttls or tls (none only with a relay on a loopback address)",
+                            s.host
+                        ),
+                    ));
+                }
                 Some(SmtpSettings {
                     host: s.host,
                     port: s.port,
@@ -385,6 +419,12 @@ impl RawMfa {
                     s.token_file.as_deref(),
                     &invalid,
                 )?;
+                if token.is_some() && !crate::config::https_or_loopback(&url) {
+                    return Err(invalid(
+                        "mfa.sms.url",
+                        "must be https when a token is set (the bearer token would travel in clear); plain http only to a gateway on a loopback address".into(),
+                    ));
+                }
                 Some(SmsSettings {
                     url,
                     token: token.as_ref().map(exposed),
@@ -464,6 +504,65 @@ mod tests {
         p.memory = "1TiB".into();
         raw.plugins = vec![p];
         assert!(check(raw).unwrap_err().contains("memory"));
+    }
+
+    fn smtp(host: &str, tls: &str, user: bool) -> RawSmtp {
+        RawSmtp {
+            host: host.into(),
+            port: 25,
+            tls: tls.into(),
+            username: user.then(|| "mailer".into()),
+            password: user.then(|| "hunter2".into()),
+            from: "Concierge <no-reply@example.com>".into(),
+            timeout: default_send_timeout(),
+        }
+    }
+
+    #[test]
+    fn secrets_are_not_sent_in_clear_off_loopback() {
+        let with = |smtp: RawSmtp| {
+            check(RawMfa {
+                smtp: Some(smtp),
+                ..RawMfa::default()
+            })
+        };
+        let err = with(smtp("smtp.example.com", "none", true)).unwrap_err();
+        assert!(err.starts_with("mfa.smtp.tls"), "{err}");
+        assert!(with(smtp("smtp.example.com", "none", false)).is_ok());
+        assert!(with(smtp("smtp.example.com", "starttls", true)).is_ok());
+        for host in ["127.0.0.1", "localhost", "::1", "[::1]", "127.0.0.2"] {
+            assert!(with(smtp(host, "none", true)).is_ok(), "{host}");
+        }
+        let sms = |url: &str, token: bool| {
+            check(RawMfa {
+                sms: Some(RawSms {
+                    url: url.into(),
+                    token: token.then(|| "gw-secret".into()),
+                    timeout: default_send_timeout(),
+                }),
+                ..RawMfa::default()
+            })
+        };
+        let err = sms("http://sms.example.com/send", true).unwrap_err();
+        assert!(err.starts_with("mfa.sms.url"), "{err}");
+        assert!(sms("http://sms.example.com/send", false).is_ok());
+        assert!(sms("https://sms.example.com/send", true).is_ok());
+        assert!(sms("http://127.0.0.1:9000/send", true).is_ok());
+    }
+
+    #[test]
+    fn the_product_name_is_offered_unless_the_manifest_sets_it() {
+        let mut own = plugin("b");
+        own.config
+            .insert(PRODUCT_NAME_KEY.into(), "Own Name".into());
+        let mut s = check(RawMfa {
+            plugins: vec![plugin("a"), own],
+            ..RawMfa::default()
+        })
+        .unwrap();
+        s.offer_product_name("Acme Sign-in");
+        assert_eq!(s.plugins[0].config[PRODUCT_NAME_KEY], "Acme Sign-in");
+        assert_eq!(s.plugins[1].config[PRODUCT_NAME_KEY], "Own Name");
     }
 
     #[test]

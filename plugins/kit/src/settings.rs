@@ -1,5 +1,6 @@
 //! Owns the settings of the code-sending plugins (email, SMS) from their manifest `config`
-//! table: `ttl_seconds`, `max_attempts`, `resend_seconds`, `issuer`.
+//! table: `ttl_seconds`, `max_attempts`, `resend_seconds`, `issuer` (else the broker's
+//! `product_name`, which the host offers every plugin through `config`).
 
 use alloc::string::String;
 
@@ -14,7 +15,8 @@ pub struct Settings {
     pub max_attempts: u8,
     /// `resend_seconds`: the least time between two codes (0..=600, default 30).
     pub resend_seconds: i64,
-    /// `issuer`: the service name in the message (default "Concierge").
+    /// `issuer`: the service name in the message; when unset, the `product_name` the host
+    /// offers (the broker's `[ui] product_name`); else "Concierge".
     pub issuer: String,
 }
 
@@ -32,9 +34,15 @@ impl Settings {
                 0,
                 600,
             )?,
-            issuer: get("issuer")
+            issuer: [get("issuer"), get("product_name")]
+                .into_iter()
+                .flatten()
                 .map(|issuer| String::from(issuer.trim()))
-                .filter(|issuer| !issuer.is_empty() && issuer.chars().count() <= 64)
+                .find(|issuer| {
+                    !issuer.is_empty()
+                        && issuer.chars().count() <= 64
+                        && !issuer.chars().any(char::is_control)
+                })
                 .unwrap_or_else(|| String::from("Concierge")),
         })
     }
@@ -66,6 +74,18 @@ mod tests {
             set.map(|s| (s.ttl_seconds, s.max_attempts, s.issuer)),
             Ok((300, 3, "Example".into()))
         );
+    }
+
+    #[test]
+    fn the_product_name_is_the_issuer_unless_one_is_set() {
+        let named = Settings::read(|key| (key == "product_name").then(|| "Acme Sign-in".into()));
+        assert_eq!(named.map(|s| s.issuer), Ok("Acme Sign-in".into()));
+        let both = Settings::read(|key| match key {
+            "issuer" => Some("Example".into()),
+            "product_name" => Some("Acme Sign-in".into()),
+            _ => None,
+        });
+        assert_eq!(both.map(|s| s.issuer), Ok("Example".into()));
     }
 
     #[test]
