@@ -479,15 +479,15 @@ fn spawn_background(
     let logout_sender = {
         let provider = Arc::clone(provider);
         tokio::spawn(async move {
-            let http = match crate::provider::logout::http_client() {
-                Ok(h) => h,
+            let sender = match crate::provider::logout::LogoutSender::new() {
+                Ok(s) => s,
                 Err(e) => {
                     tracing::error!(error = %e, "no HTTP client for back-channel logout");
                     return;
                 }
             };
             loop {
-                provider.deliver_logouts(&http).await;
+                provider.deliver_logouts(&sender).await;
                 let _ = tokio::time::timeout(
                     std::time::Duration::from_secs(2),
                     provider.logout_wakeup.notified(),

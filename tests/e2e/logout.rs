@@ -17,6 +17,15 @@ pub(crate) async fn receiver() -> (String, Arc<Mutex<Vec<String>>>) {
 
 /// Like `receiver`, answering 503 to the first `failures` requests (still recording them).
 async fn receiver_failing_first(failures: usize) -> (String, Arc<Mutex<Vec<String>>>) {
+    receiver_with(failures, false).await
+}
+
+/// Like `receiver`, recording each request and then never answering it (an app that hangs).
+async fn receiver_hanging() -> (String, Arc<Mutex<Vec<String>>>) {
+    receiver_with(0, true).await
+}
+
+async fn receiver_with(failures: usize, hang: bool) -> (String, Arc<Mutex<Vec<String>>>) {
     let got: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
     let g = got.clone();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -28,9 +37,15 @@ async fn receiver_failing_first(failures: usize) -> (String, Arc<Mutex<Vec<Strin
             actix_web::web::post().to(move |body: String| {
                 let g = g.clone();
                 async move {
-                    let mut got = g.lock().unwrap();
-                    got.push(body);
-                    if got.len() <= failures {
+                    let n = {
+                        let mut got = g.lock().unwrap();
+                        got.push(body);
+                        got.len()
+                    };
+                    if hang {
+                        tokio::time::sleep(std::time::Duration::from_secs(120)).await;
+                    }
+                    if n <= failures {
                         actix_web::HttpResponse::ServiceUnavailable().finish()
                     } else {
                         actix_web::HttpResponse::Ok().finish()
@@ -59,11 +74,16 @@ async fn id_token_for(app: &crate::helpers::TestApp, br: &mut Browser) -> String
 
 /// Code flow for the client `bcl` in this browser's session: the token response.
 async fn tokens_for(app: &crate::helpers::TestApp, br: &mut Browser) -> Value {
+    tokens_for_client(app, br, "bcl").await
+}
+
+/// Code flow for `client` (secret `SECRET`, redirect URI `https://<client>.example/cb`).
+async fn tokens_for_client(app: &crate::helpers::TestApp, br: &mut Browser, client: &str) -> Value {
     let challenge =
         URL_SAFE_NO_PAD.encode(<sha2::Sha256 as sha2::Digest>::digest(VERIFIER.as_bytes()));
     let res = br
         .get(&format!(
-            "/authorize?response_type=code&client_id=bcl&redirect_uri=https%3A%2F%2Fbcl.example%2Fcb&scope=openid&code_challenge={challenge}&code_challenge_method=S256"
+            "/authorize?response_type=code&client_id={client}&redirect_uri=https%3A%2F%2F{client}.example%2Fcb&scope=openid&code_challenge={challenge}&code_challenge_method=S256"
         ))
         .await;
     let loc = url::Url::parse(&res.location.unwrap()).unwrap();
@@ -73,13 +93,14 @@ async fn tokens_for(app: &crate::helpers::TestApp, br: &mut Browser) -> Value {
         .unwrap()
         .1
         .into_owned();
+    let redirect_uri = format!("https://{client}.example/cb");
     let res = reqwest::Client::new()
         .post(format!("{}/token", app.base))
-        .basic_auth("bcl", Some(SECRET))
+        .basic_auth(client, Some(SECRET))
         .form(&[
             ("grant_type", "authorization_code"),
             ("code", &code),
-            ("redirect_uri", "https://bcl.example/cb"),
+            ("redirect_uri", &redirect_uri),
             ("code_verifier", VERIFIER),
         ])
         .send()
@@ -308,7 +329,23 @@ pub(crate) async fn wait_for(got: &Arc<Mutex<Vec<String>>>, n: usize) -> bool {
     false
 }
 
-async fn a_failed_back_channel_delivery_is_retried(b: Backend) {
+/// The logout token in a back-channel POST body.
+fn logout_token_of(body: &str) -> String {
+    url::form_urlencoded::parse(body.as_bytes())
+        .find(|(k, _)| k == "logout_token")
+        .unwrap()
+        .1
+        .into_owned()
+}
+
+/// Ends the browser's broker session from the account page.
+async fn log_out(br: &mut Browser) {
+    let token = br.get("/account").await.field("csrf_token");
+    let res = br.post_form("/logout", &[("csrf_token", &token)]).await;
+    assert_eq!(res.status, 303);
+}
+
+async fn a_failed_back_channel_delivery_is_retried_with_a_fresh_token(b: Backend) {
     let (url, got) = receiver_failing_first(1).await;
     let extra = format!(
         "[[clients]]\nid = \"bcl\"\nsecret_sha256 = \"SECRET_HASH\"\nredirect_uris = [\"https://bcl.example/cb\"]\n\
@@ -320,23 +357,92 @@ async fn a_failed_back_channel_delivery_is_retried(b: Backend) {
     let mut br = Browser::new(&app);
     br.login("demo@example.com", "demo").await;
     id_token_for(&app, &mut br).await;
-    let token = br.get("/account").await.field("csrf_token");
-    br.post_form("/logout", &[("csrf_token", &token)]).await;
+    log_out(&mut br).await;
     assert!(wait_for(&got, 1).await, "first attempt");
     // The retry waits for its backoff (5 s on the broker's clock), not for wall time.
     tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
     assert_eq!(got.lock().unwrap().len(), 1, "no retry before the backoff");
-    app.clock.advance(6);
+    // The retry comes long after the first token's `exp` (a retry 5 minutes later is within
+    // the ~10 minutes of retries): the app must still receive a token it can accept
+    // (Back-Channel Logout 1.0 2.6: reject an expired one; 2.4: a fresh jti for each).
+    app.clock.advance(300);
     assert!(wait_for(&got, 2).await, "retried after the backoff");
+    let received_at = concierge::clock::Clock::now(app.clock.as_ref());
     let bodies = got.lock().unwrap().clone();
-    assert_eq!(bodies[0], bodies[1], "the same logout token");
+    let (_, first) = claims(&logout_token_of(&bodies[0]));
+    let (header, retry) = claims(&logout_token_of(&bodies[1]));
+    assert_eq!(header["typ"], "logout+jwt");
+    assert!(
+        retry["iat"].as_i64().unwrap() > first["iat"].as_i64().unwrap(),
+        "signed at the retry: {first} then {retry}"
+    );
+    assert_ne!(retry["jti"], first["jti"], "a fresh jti");
+    assert!(
+        retry["exp"].as_i64().unwrap() > received_at,
+        "unexpired when received at {received_at}: {retry}"
+    );
+    assert!(
+        first["exp"].as_i64().unwrap() < received_at,
+        "the old one would have been refused"
+    );
+    for k in ["iss", "aud", "sub", "sid", "events"] {
+        assert_eq!(retry[k], first[k], "{k}");
+    }
     tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
     assert_eq!(got.lock().unwrap().len(), 2, "delivered: no more attempts");
+}
+
+async fn an_app_that_hangs_does_not_delay_another(b: Backend) {
+    let (slow_url, slow_got) = receiver_hanging().await;
+    let (fast_url, fast_got) = receiver().await;
+    let client = |id: &str, url: &str| {
+        format!(
+            "[[clients]]\nid = \"{id}\"\nsecret_sha256 = \"SECRET_HASH\"\nredirect_uris = [\"https://{id}.example/cb\"]\n\
+             backchannel_logout_uri = \"{url}\"\n"
+        )
+    };
+    let extra = format!(
+        "{}\n{}",
+        client("slow", &slow_url),
+        client("fast", &fast_url)
+    );
+    let Some(app) = spawn_provider_with(b, &[], &extra).await else {
+        return;
+    };
+    let mut one = Browser::new(&app);
+    one.login("demo@example.com", "demo").await;
+    tokens_for_client(&app, &mut one, "slow").await;
+    let mut two = Browser::new(&app);
+    two.login("demo@example.com", "demo").await;
+    tokens_for_client(&app, &mut two, "fast").await;
+
+    log_out(&mut one).await;
+    assert!(
+        wait_for(&slow_got, 1).await,
+        "the slow app received its request (and hangs)"
+    );
+    // While that delivery waits for its 5 s timeout, another app's logout goes out at once.
+    let started = std::time::Instant::now();
+    log_out(&mut two).await;
+    assert!(
+        wait_for(&fast_got, 1).await,
+        "the fast app's logout arrived"
+    );
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_millis(3000),
+        "the fast app waited {took:?} behind the slow one (its timeout is 5 s)"
+    );
+    assert!(
+        slow_got.lock().unwrap().len() == 1,
+        "the slow one is not retried yet"
+    );
 }
 
 per_backend_async!(
     admin_revoke_all_ends_every_session_and_token_and_tells_the_apps,
     rp_initiated_logout_reaches_every_app,
     logout_without_a_hint_asks_first,
-    a_failed_back_channel_delivery_is_retried
+    a_failed_back_channel_delivery_is_retried_with_a_fresh_token,
+    an_app_that_hangs_does_not_delay_another
 );

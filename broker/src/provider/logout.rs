@@ -3,6 +3,7 @@
 //! token for every client that took part in an ended session, queued durably and delivered
 //! with retries in the background so the user never waits on an app.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
@@ -17,6 +18,19 @@ use crate::storage::{LogoutDelivery, SessionRecord};
 
 /// Deliveries are given up after this many attempts (retries 5 s apart, doubling: about 10 minutes in all).
 const MAX_ATTEMPTS: i64 = 8;
+
+/// Lifetime of a logout token, counted from the attempt that sends it.
+const LOGOUT_TOKEN_TTL: i64 = 120;
+
+/// Each attempt's own limit: an app that hangs costs its own slot this long, no other app's time.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How many deliveries are in flight at once.
+const PARALLEL_DELIVERIES: usize = 16;
+
+/// How long a claimed delivery is hidden from other instances (and later rounds): longer than
+/// one attempt.
+const LEASE: i64 = 30;
 
 /// What an RP-initiated logout request asked for, once checked.
 #[derive(Debug, Clone)]
@@ -83,8 +97,9 @@ impl Provider {
         })
     }
 
-    /// Queues a logout token for every client that took part in the ended session and has a
-    /// back-channel logout URI. Returns how many were queued.
+    /// Queues a back-channel logout for every client that took part in the ended session and
+    /// has a back-channel logout URI. Returns how many were queued. The tokens are signed when
+    /// sent (`deliver_logouts`), so that every attempt carries a fresh, unexpired one.
     pub fn session_ended(
         &self,
         session: &SessionRecord,
@@ -105,26 +120,14 @@ impl Provider {
             let Some(uri) = &client.backchannel_logout_uri else {
                 continue;
             };
-            let mut jti = [0u8; 18];
-            self.entropy.fill(&mut jti);
-            let claims = json!({
-                "iss": self.settings.issuer,
-                "aud": client.id,
-                "iat": now,
-                "exp": now + 120,
-                "jti": URL_SAFE_NO_PAD.encode(jti),
-                "sub": session.user_id.as_str(),
-                "sid": session.sid,
-                "events": { "http://schemas.openid.net/event/backchannel-logout": {} },
-            });
-            let token = self.sign_for(&client, "logout+jwt", &claims)?;
             let mut id = [0u8; 12];
             self.entropy.fill(&mut id);
             self.store.enqueue_logout(&LogoutDelivery {
                 id: URL_SAFE_NO_PAD.encode(id),
                 client_id: client.id.clone(),
                 uri: uri.to_string(),
-                logout_token: token,
+                sub: session.user_id.as_str().to_owned(),
+                sid: session.sid.clone(),
                 attempts: 0,
                 next_attempt_at: now,
                 created_at: now,
@@ -137,9 +140,34 @@ impl Provider {
         Ok(queued)
     }
 
-    /// Sends the logout tokens that are due; failures are retried with exponential backoff.
-    pub async fn deliver_logouts(self: &std::sync::Arc<Self>, http: &reqwest::Client) {
-        let this = std::sync::Arc::clone(self);
+    /// The logout token for one attempt of `d`, signed now: fresh `iat`, `exp` and `jti`.
+    /// `None` if the client no longer exists. Blocking (a client registered at run time is
+    /// read from storage; a missing key is created).
+    fn logout_token(&self, d: &LogoutDelivery) -> Result<Option<String>, OAuthError> {
+        let Some(client) = self.clients.get(&d.client_id)? else {
+            return Ok(None);
+        };
+        let now = self.now();
+        let mut jti = [0u8; 18];
+        self.entropy.fill(&mut jti);
+        let claims = json!({
+            "iss": self.settings.issuer,
+            "aud": client.id,
+            "iat": now,
+            "exp": now + LOGOUT_TOKEN_TTL,
+            "jti": URL_SAFE_NO_PAD.encode(jti),
+            "sub": d.sub,
+            "sid": d.sid,
+            "events": { "http://schemas.openid.net/event/backchannel-logout": {} },
+        });
+        self.sign_for(&client, "logout+jwt", &claims).map(Some)
+    }
+
+    /// Starts sending the deliveries that are due, each in its own task with its own timeout,
+    /// at most `LogoutSender`'s number at once: an app that hangs holds one slot until its
+    /// timeout and delays no other app. Failures are retried with exponential backoff.
+    pub async fn deliver_logouts(self: &Arc<Self>, sender: &LogoutSender) {
+        let this = Arc::clone(self);
         let now = self.now();
         let due = match tokio::task::spawn_blocking(move || this.store.due_logouts(now, 50)).await {
             Ok(Ok(d)) => d,
@@ -150,53 +178,100 @@ impl Provider {
             Err(_) => return,
         };
         for d in due {
-            // Several instances share the outbox: only the one that claims a row sends it.
-            let this = std::sync::Arc::clone(self);
-            let (id, seen) = (d.id.clone(), d.next_attempt_at);
-            let claimed =
-                tokio::task::spawn_blocking(move || this.store.claim_logout(&id, seen, now + 30))
-                    .await;
+            // Waits only while every slot is taken.
+            let Ok(slot) = Arc::clone(&sender.slots).acquire_owned().await else {
+                return;
+            };
+            // Several instances share the outbox: only the one that claims a row sends it. The
+            // lease outlasts the attempt's timeout.
+            let this = Arc::clone(self);
+            let (id, seen, lease_until) = (d.id.clone(), d.next_attempt_at, self.now() + LEASE);
+            let claimed = tokio::task::spawn_blocking(move || {
+                this.store.claim_logout(&id, seen, lease_until)
+            })
+            .await;
             if !matches!(claimed, Ok(Ok(true))) {
                 continue;
             }
-            let sent = http
+            let (this, http) = (Arc::clone(self), sender.http.clone());
+            tokio::spawn(async move {
+                this.deliver_one(&http, d).await;
+                drop(slot);
+            });
+        }
+    }
+
+    /// One attempt of one delivery, and what it leaves in the outbox.
+    async fn deliver_one(self: Arc<Self>, http: &reqwest::Client, d: LogoutDelivery) {
+        let (this, row) = (Arc::clone(&self), d.clone());
+        // `None`: nothing left to do (delivered, or the client is gone); else why it failed.
+        let failure = match tokio::task::spawn_blocking(move || this.logout_token(&row)).await {
+            Ok(Ok(Some(token))) => match http
                 .post(&d.uri)
-                .form(&[("logout_token", d.logout_token.as_str())])
+                .timeout(DELIVERY_TIMEOUT)
+                .form(&[("logout_token", token.as_str())])
                 .send()
                 .await
-                .map(|r| r.status().is_success());
-            let this = std::sync::Arc::clone(self);
-            let result = match sent {
-                Ok(true) => {
+            {
+                Ok(r) if r.status().is_success() => {
                     tracing::info!(client_id = %d.client_id, "back-channel logout delivered");
-                    tokio::task::spawn_blocking(move || this.store.delete_logout(&d.id)).await
+                    None
                 }
-                failure => {
-                    let attempts = d.attempts + 1;
-                    if attempts >= MAX_ATTEMPTS {
-                        tracing::warn!(client_id = %d.client_id, attempts, "back-channel logout given up");
-                        tokio::task::spawn_blocking(move || this.store.delete_logout(&d.id)).await
-                    } else {
-                        let delay = 5i64 << (attempts - 1).clamp(0, 10);
-                        tracing::info!(client_id = %d.client_id, attempts, retry_in_s = delay, ok = ?failure.as_ref().ok(), "back-channel logout failed; will retry");
-                        tokio::task::spawn_blocking(move || {
-                            this.store.reschedule_logout(&d.id, attempts, now + delay)
-                        })
-                        .await
-                    }
-                }
-            };
-            if let Ok(Err(e)) = result {
-                tracing::warn!(error = %e, "logout outbox update failed");
+                Ok(r) => Some(format!("status {}", r.status().as_u16())),
+                Err(e) => Some(e.to_string()),
+            },
+            Ok(Ok(None)) => {
+                tracing::info!(client_id = %d.client_id, "back-channel logout dropped: the client is gone");
+                None
             }
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(e) => Some(e.to_string()),
+        };
+        let this = Arc::clone(&self);
+        let now = self.now();
+        let attempts = d.attempts + 1;
+        let result = match failure {
+            None => tokio::task::spawn_blocking(move || this.store.delete_logout(&d.id)).await,
+            Some(_) if attempts >= MAX_ATTEMPTS => {
+                tracing::warn!(client_id = %d.client_id, attempts, "back-channel logout given up");
+                tokio::task::spawn_blocking(move || this.store.delete_logout(&d.id)).await
+            }
+            Some(error) => {
+                let delay = 5i64 << (attempts - 1).clamp(0, 10);
+                tracing::info!(client_id = %d.client_id, attempts, retry_in_s = delay, %error, "back-channel logout failed; will retry");
+                tokio::task::spawn_blocking(move || {
+                    this.store.reschedule_logout(&d.id, attempts, now + delay)
+                })
+                .await
+            }
+        };
+        if let Ok(Err(e)) = result {
+            tracing::warn!(error = %e, "logout outbox update failed");
         }
+    }
+}
+
+/// What the back-channel logout worker sends with: one HTTP client and the slots that bound
+/// how many deliveries are in flight.
+pub struct LogoutSender {
+    http: reqwest::Client,
+    slots: Arc<tokio::sync::Semaphore>,
+}
+
+impl LogoutSender {
+    pub fn new() -> Result<Self, reqwest::Error> {
+        Ok(Self {
+            http: http_client()?,
+            slots: Arc::new(tokio::sync::Semaphore::new(PARALLEL_DELIVERIES)),
+        })
     }
 }
 
 /// The HTTP client for back-channel deliveries: short timeouts, no redirects.
 pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
+        .connect_timeout(DELIVERY_TIMEOUT)
+        .timeout(DELIVERY_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("concierge/", env!("CARGO_PKG_VERSION")))
         .build()

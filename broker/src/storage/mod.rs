@@ -157,14 +157,17 @@ pub struct RefreshRecord {
     pub used_at_ms: Option<i64>,
 }
 
-/// A back-channel logout token waiting to be delivered.
+/// A back-channel logout waiting to be delivered: what its token is made of. The token is
+/// signed at each attempt, so a retry carries a fresh `iat`, `exp` and `jti`.
 #[derive(Debug, Clone, PartialEq, Eq, diesel::Queryable, diesel::Insertable)]
 #[diesel(table_name = schema::logout_deliveries)]
 pub struct LogoutDelivery {
     pub id: String,
     pub client_id: String,
     pub uri: String,
-    pub logout_token: String,
+    /// The `sub` and `sid` claims of the logout token.
+    pub sub: String,
+    pub sid: String,
     pub attempts: i64,
     pub next_attempt_at: UnixTime,
     pub created_at: UnixTime,

@@ -1,10 +1,12 @@
 //! Owns local accounts: argon2id password hashing with OWASP parameters, verification with a
 //! constant-time failure path for unknown users, and disabled accounts.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::TrySendError;
+use std::sync::{Arc, Mutex};
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::password_hash::{Output, PasswordHash, PasswordHasher, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use async_trait::async_trait;
 
 use super::{Identity, PasswordConnector, UpstreamError};
@@ -36,14 +38,149 @@ pub fn hash_password(
         .map_err(|e| UpstreamError::Unavailable(format!("hashing: {e}")))
 }
 
+#[cfg(test)]
 fn verify(password: &SecretString, phc: &str) -> bool {
+    verify_in(&mut Vec::new(), password, phc)
+}
+
+/// Verifies `password` against a PHC string with the parameters stored in it (so older hashes
+/// keep working), filling `memory` (grown to the hash's memory cost if smaller) instead of
+/// allocating: a thread that keeps its buffer allocates it once.
+fn verify_in(memory: &mut Vec<Block>, password: &SecretString, phc: &str) -> bool {
     let Ok(parsed) = PasswordHash::new(phc) else {
         return false;
     };
-    // Verify with the parameters stored in the hash, so older hashes keep working.
-    Argon2::default()
-        .verify_password(password.expose().as_bytes(), &parsed)
-        .is_ok()
+    let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
+        return false;
+    };
+    let Ok(algorithm) = Algorithm::try_from(parsed.algorithm) else {
+        return false;
+    };
+    let version = match parsed.version.map(Version::try_from).transpose() {
+        Ok(v) => v.unwrap_or_default(),
+        Err(_) => return false,
+    };
+    let Ok(params) = Params::try_from(&parsed) else {
+        return false;
+    };
+    let mut salt_buf = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_buf) else {
+        return false;
+    };
+    let blocks = params.block_count();
+    if memory.len() < blocks {
+        memory.resize(blocks, Block::default());
+    }
+    let mut out = vec![0u8; expected.len()];
+    let hashed = Argon2::new(algorithm, version, params).hash_password_into_with_memory(
+        password.expose().as_bytes(),
+        salt,
+        &mut out,
+        &mut memory[..blocks],
+    );
+    // `Output`'s equality is constant-time.
+    hashed.is_ok() && Output::new(&out).is_ok_and(|o| o == expected)
+}
+
+/// Runs password checks on a few dedicated threads, each reusing one argon2 block buffer.
+///
+/// A blocking thread that hashed once keeps its 19 MiB in the allocator (glibc raises its mmap
+/// threshold after the first such free, so later buffers come from per-thread arenas that are
+/// not trimmed): with checks on the runtime's blocking pool, memory grew by 19 MiB for every
+/// thread that ever checked a password. Here it is `threads` buffers, allocated once, and at
+/// most `threads` checks run at once; the rest wait in a bounded queue.
+pub struct HashPool {
+    jobs: std::sync::mpsc::SyncSender<Job>,
+    gauge: Arc<Gauge>,
+    threads: usize,
+}
+
+type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
+
+/// Checks waiting for a thread before new ones are refused (`Unavailable`).
+const HASH_QUEUE: usize = 1024;
+
+/// How many checks run now, and the most that ever ran at once.
+#[derive(Default)]
+struct Gauge {
+    busy: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+impl HashPool {
+    /// A pool of `threads` (at least one) hashing threads.
+    pub fn new(threads: usize) -> Result<Self, UpstreamError> {
+        let threads = threads.max(1);
+        let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(HASH_QUEUE);
+        let queue = Arc::new(Mutex::new(queue));
+        let gauge = Arc::new(Gauge::default());
+        for i in 0..threads {
+            let (queue, gauge) = (Arc::clone(&queue), Arc::clone(&gauge));
+            std::thread::Builder::new()
+                .name(format!("argon2-{i}"))
+                .spawn(move || {
+                    let mut memory = Vec::new();
+                    loop {
+                        // The pool is gone once every sender is dropped.
+                        let job = match queue.lock() {
+                            Ok(q) => q.recv(),
+                            Err(_) => return,
+                        };
+                        let Ok(job) = job else { return };
+                        let now = gauge.busy.fetch_add(1, Ordering::SeqCst) + 1;
+                        gauge.peak.fetch_max(now, Ordering::SeqCst);
+                        job(&mut memory);
+                        gauge.busy.fetch_sub(1, Ordering::SeqCst);
+                    }
+                })
+                .map_err(|e| UpstreamError::Unavailable(format!("password hashing thread: {e}")))?;
+        }
+        Ok(Self {
+            jobs,
+            gauge,
+            threads,
+        })
+    }
+
+    /// One thread per core.
+    pub fn per_core() -> Result<Self, UpstreamError> {
+        Self::new(std::thread::available_parallelism().map_or(1, usize::from))
+    }
+
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// The most checks that ran at once since the pool started.
+    pub fn peak(&self) -> usize {
+        self.gauge.peak.load(Ordering::SeqCst)
+    }
+
+    /// Runs `f` on a hashing thread with that thread's block buffer.
+    pub async fn run<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Vec<Block>) -> R + Send + 'static,
+    ) -> Result<R, UpstreamError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |memory| {
+            let _ = tx.send(f(memory));
+        });
+        self.jobs.try_send(job).map_err(|e| {
+            UpstreamError::Unavailable(match e {
+                TrySendError::Full(_) => "too many password checks waiting".into(),
+                TrySendError::Disconnected(_) => "no password hashing thread".into(),
+            })
+        })?;
+        rx.await
+            .map_err(|_| UpstreamError::Unavailable("password check ended early".into()))
+    }
+
+    /// Checks `password` against a PHC string on a hashing thread.
+    pub async fn verify(&self, password: &SecretString, phc: &str) -> Result<bool, UpstreamError> {
+        let (password, phc) = (password.clone(), phc.to_owned());
+        self.run(move |memory| verify_in(memory, &password, &phc))
+            .await
+    }
 }
 
 /// The local-accounts connector.
@@ -52,6 +189,8 @@ pub struct LocalAccounts {
     /// A hash of nothing in particular, verified against when the user is unknown so that the
     /// failure takes as long as a wrong password.
     dummy_hash: String,
+    /// Where passwords are checked.
+    pool: HashPool,
 }
 
 impl LocalAccounts {
@@ -59,25 +198,44 @@ impl LocalAccounts {
         let mut filler = [0u8; 24];
         entropy.fill(&mut filler);
         let dummy_hash = hash_password(&SecretString::new(hex::encode(filler)), entropy)?;
-        Ok(Self { store, dummy_hash })
+        Ok(Self {
+            store,
+            dummy_hash,
+            pool: HashPool::per_core()?,
+        })
     }
 
-    /// Blocking: checks the password against the store. Run it on a blocking thread.
+    /// The threads that check passwords (for their gauge).
+    pub fn pool(&self) -> &HashPool {
+        &self.pool
+    }
+
+    /// Blocking: checks the password against the store. Run it on a blocking thread; the
+    /// connector runs it on the hashing pool instead.
     pub fn authenticate_blocking(
         &self,
         login: &Email,
         password: &SecretString,
     ) -> Result<Identity, UpstreamError> {
+        self.authenticate_in(&mut Vec::new(), login, password)
+    }
+
+    fn authenticate_in(
+        &self,
+        memory: &mut Vec<Block>,
+        login: &Email,
+        password: &SecretString,
+    ) -> Result<Identity, UpstreamError> {
         let user = self.store.user_by_email(login)?;
         let Some(user) = user else {
-            let _ = verify(password, &self.dummy_hash);
+            let _ = verify_in(memory, password, &self.dummy_hash);
             return Err(UpstreamError::InvalidCredentials);
         };
         let Some(hash) = user.password_hash.as_deref() else {
-            let _ = verify(password, &self.dummy_hash);
+            let _ = verify_in(memory, password, &self.dummy_hash);
             return Err(UpstreamError::InvalidCredentials);
         };
-        if !verify(password, hash) {
+        if !verify_in(memory, password, hash) {
             return Err(UpstreamError::InvalidCredentials);
         }
         // Only after the password proved who they are do we tell them the account is disabled.
@@ -106,9 +264,10 @@ impl PasswordConnector for Arc<LocalAccounts> {
     ) -> Result<Identity, UpstreamError> {
         let this = Arc::clone(self);
         let (login, password) = (login.clone(), password.clone());
-        tokio::task::spawn_blocking(move || this.authenticate_blocking(&login, &password))
-            .await
-            .map_err(|e| UpstreamError::Unavailable(format!("password check task: {e}")))?
+        // The user lookup runs on the hashing thread too: one hop, and the check stays one unit.
+        self.pool
+            .run(move |memory| this.authenticate_in(memory, &login, &password))
+            .await?
     }
 }
 
@@ -222,5 +381,37 @@ mod tests {
         assert!(verify(&pw, &h));
         assert!(!verify(&SecretString::new("wrong".into()), &h));
         assert!(!verify(&pw, "not a phc string"));
+        // A hash with other parameters (an older one) verifies with its own.
+        let old = Argon2::new(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            Params::new(8 * 1024, 3, 1, None).unwrap(),
+        )
+        .hash_password(b"correct horse", &SaltString::encode_b64(&[7; 16]).unwrap())
+        .unwrap()
+        .to_string();
+        assert!(verify(&pw, &old));
+        assert!(!verify(&SecretString::new("wrong".into()), &old));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_checks_never_run_more_than_the_pool_size_at_once() {
+        let e = SeededEntropy::new(2);
+        let pw = SecretString::new("correct horse".into());
+        let h = hash_password(&pw, &e).unwrap();
+        let pool = Arc::new(HashPool::new(2).unwrap());
+        let mut tasks = Vec::new();
+        for i in 0..8 {
+            let (pool, h) = (Arc::clone(&pool), h.clone());
+            let guess =
+                SecretString::new(if i % 2 == 0 { "correct horse" } else { "wrong" }.into());
+            tasks.push(tokio::spawn(async move { pool.verify(&guess, &h).await }));
+        }
+        for (i, t) in tasks.into_iter().enumerate() {
+            assert_eq!(t.await.unwrap().unwrap(), i % 2 == 0, "check {i}");
+        }
+        // Eight checks were waiting at once: both threads ran, never a third.
+        assert_eq!(pool.peak(), 2);
+        assert_eq!(pool.threads(), 2);
     }
 }
