@@ -513,6 +513,7 @@ mod tests {
             tls: tls.into(),
             username: user.then(|| "mailer".into()),
             password: user.then(|| "hunter2".into()),
+            password_file: None,
             from: "Concierge <no-reply@example.com>".into(),
             timeout: default_send_timeout(),
         }
@@ -538,6 +539,7 @@ mod tests {
                 sms: Some(RawSms {
                     url: url.into(),
                     token: token.then(|| "gw-secret".into()),
+                    token_file: None,
                     timeout: default_send_timeout(),
                 }),
                 ..RawMfa::default()
