@@ -192,6 +192,66 @@ fn expired_sessions_are_swept_with_grace(b: Backend) {
     });
 }
 
+fn expired_sessions_are_taken_once_by_concurrent_sweeps(b: Backend) {
+    let Some(db) = fresh_db(b) else {
+        return;
+    };
+    // Two stores on one database: two instances sweeping.
+    let stores = [open_store(&db), open_store(&db)];
+    stores[0].insert_user(&user("u1", "a@example.com")).unwrap();
+    for k in 1..=40u8 {
+        // Half past their absolute end, half idle (at 1_000 with 10 s of grace); one live.
+        let (last_seen, expires_at) = if k % 2 == 0 {
+            (900, 950)
+        } else {
+            (100, 10_000)
+        };
+        stores[0]
+            .insert_session(&session(k, "u1", last_seen, 600, expires_at))
+            .unwrap();
+    }
+    stores[0]
+        .insert_session(&session(99, "u1", 900, 600, 10_000))
+        .unwrap();
+    let barrier = std::sync::Barrier::new(8);
+    let taken: Vec<SessionRecord> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                let (s, barrier) = (Arc::clone(&stores[i % 2]), &barrier);
+                scope.spawn(move || {
+                    barrier.wait();
+                    // Small batches, repeated, as the sweep does.
+                    let mut mine = Vec::new();
+                    loop {
+                        let batch = s.take_expired_sessions(1_000, 10, 7).unwrap();
+                        let done = batch.len() < 7;
+                        mine.extend(batch);
+                        if done {
+                            return mine;
+                        }
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    let mut keys: Vec<u8> = taken.iter().map(|r| r.key[0]).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, (1..=40).collect::<Vec<u8>>(), "each exactly once");
+    let k2 = taken.iter().find(|r| r.key[0] == 2).unwrap();
+    assert_eq!(k2, &session(2, "u1", 900, 600, 950), "returned whole");
+    assert!(stores[1].session(&[99; 32]).unwrap().is_some(), "live kept");
+    assert!(
+        stores[1]
+            .take_expired_sessions(1_000, 10, 100)
+            .unwrap()
+            .is_empty()
+    );
+}
+
 fn first_secret_wins(b: Backend) {
     with_store(b, |s| {
         assert_eq!(s.secret_or_insert("k", b"first", 1).unwrap(), b"first");
@@ -953,6 +1013,7 @@ fn pending_upstream_logins_are_taken_once_under_concurrency(b: Backend) {
 
 per_backend!(
     concurrent_sign_ins_never_exceed_the_session_limit,
+    expired_sessions_are_taken_once_by_concurrent_sweeps,
     pending_upstream_logins_are_taken_once_under_concurrency,
     mfa_state_is_written_compare_and_swap,
     mfa_enrolments_and_recovery_codes,

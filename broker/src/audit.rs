@@ -149,6 +149,9 @@ pub struct Auditor {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     pending: Mutex<Vec<AuditRecord>>,
+    /// Held through a whole flush: a flush that finds the rows taken by another (the background
+    /// writer) returns only once they are written, so a query after it sees them.
+    flushing: Mutex<()>,
     events: IntCounterVec,
     dropped: IntCounter,
 }
@@ -170,6 +173,7 @@ impl Auditor {
             store,
             clock,
             pending: Mutex::new(Vec::new()),
+            flushing: Mutex::new(()),
             events,
             dropped,
         })
@@ -226,6 +230,10 @@ impl Auditor {
     /// Writes the pending rows in one transaction. On failure they are kept for the next
     /// flush. Blocking.
     pub fn flush(&self) -> Result<usize, StorageError> {
+        let _flushing = match self.flushing.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
         let batch = std::mem::take(&mut *self.pending());
         if batch.is_empty() {
             return Ok(0);

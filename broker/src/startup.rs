@@ -229,12 +229,15 @@ impl Application {
         }
         let upstreams = Upstreams::new(list);
         let provider = Arc::new(build_provider(&settings, &deps, Arc::clone(&store))?);
-        let sessions = Arc::new(SessionManager::new(
-            Arc::clone(&store),
-            Arc::clone(&deps.clock),
-            Arc::clone(&deps.entropy),
-            &settings.session,
-        ));
+        let sessions = Arc::new(
+            SessionManager::new(
+                Arc::clone(&store),
+                Arc::clone(&deps.clock),
+                Arc::clone(&deps.entropy),
+                &settings.session,
+            )
+            .with_audit(Arc::clone(&provider.audit)),
+        );
         let metrics = Metrics::new()?;
         provider.audit.register(metrics.registry())?;
         let limiter = Arc::new(RateLimiter::new(

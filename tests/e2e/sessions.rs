@@ -275,8 +275,188 @@ async fn each_channel_has_its_own_lifetimes_and_limit(b: Backend) {
     );
 }
 
+/// The `session_ended` audit rows: (sid, reason), oldest first (through the admin API, which
+/// writes the pending rows first).
+async fn ended(app: &crate::helpers::TestApp) -> Vec<(String, String)> {
+    let http = crate::oidc::Http::new(app);
+    let admin = crate::control::admin_token(&http, "concierge:admin").await;
+    let (s, _, v) = crate::control::api(
+        app,
+        "GET",
+        "/admin/v1/audit?kind=session_ended&limit=100",
+        Some(&admin),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .map(|e| {
+            (
+                e["sid"].as_str().unwrap().to_owned(),
+                e["reason"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn sid_of(app: &crate::helpers::TestApp, br: &Browser) -> String {
+    let key = SessionToken::key_of(&br.session_cookie().unwrap()).unwrap();
+    app.store.session(&key).unwrap().unwrap().sid
+}
+
+async fn a_session_found_expired_is_audited_once_with_its_timeout(b: Backend) {
+    let Some(app) =
+        crate::helpers::spawn_provider_with(b, SHORT, crate::control::OPS_CLIENTS).await
+    else {
+        return;
+    };
+    let mut idle = Browser::new(&app);
+    idle.login("demo@example.com", "demo").await;
+    let idle_sid = sid_of(&app, &idle);
+    let mut active = Browser::new(&app);
+    active.login("demo@example.com", "demo").await;
+    let active_sid = sid_of(&app, &active);
+    for _ in 0..2 {
+        app.clock.advance(9 * 60);
+        assert_eq!(active.get("/account").await.status, 200);
+    }
+    // Idle for 18 minutes (10 allowed): found expired, ended, recorded; not twice.
+    assert_eq!(idle.get("/account").await.status, 303);
+    assert_eq!(idle.get("/account").await.status, 303);
+    assert_eq!(
+        ended(&app).await,
+        [(idle_sid.clone(), "idle_timeout".into())]
+    );
+    // Active until its absolute end (1 h).
+    for _ in 0..4 {
+        app.clock.advance(9 * 60);
+        assert_eq!(active.get("/account").await.status, 200);
+    }
+    app.clock.advance(6 * 60);
+    assert_eq!(active.get("/account").await.status, 303);
+    assert_eq!(
+        ended(&app).await,
+        [
+            (idle_sid, "idle_timeout".into()),
+            (active_sid, "absolute_timeout".into())
+        ]
+    );
+}
+
+async fn swept_sessions_are_audited_once_by_one_of_several_instances(b: Backend) {
+    // The broker's own sweeper runs at its start only (the interval is a day).
+    let env = [
+        ("CONCIERGE__SESSION__IDLE_TIMEOUT", "10m"),
+        ("CONCIERGE__SESSION__ABSOLUTE_TIMEOUT", "1h"),
+        ("CONCIERGE__SESSION__SWEEP_INTERVAL", "24h"),
+    ];
+    let Some(app) = spawn(b, &env).await else {
+        return;
+    };
+    let settings = concierge::config::Settings::load(
+        None,
+        env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    )
+    .unwrap();
+    // Four instances, each with its own audit writer, on the broker's database.
+    let instances: Vec<_> = (0..4)
+        .map(|_| {
+            let audit = std::sync::Arc::new(
+                concierge::audit::Auditor::new(app.store.clone(), app.clock.clone()).unwrap(),
+            );
+            let sessions = SessionManager::new(
+                app.store.clone(),
+                app.clock.clone(),
+                std::sync::Arc::new(OsEntropy),
+                &settings.session,
+            )
+            .with_audit(audit.clone());
+            (sessions, audit)
+        })
+        .collect();
+    let user = app
+        .store
+        .user_by_email(&concierge::domain::Email::parse("demo@example.com").unwrap())
+        .unwrap()
+        .unwrap()
+        .id;
+    let new = || NewSession {
+        user_id: user.clone(),
+        channel: Channel::Web,
+        user_agent: "ua".into(),
+        ip: "127.0.0.1".into(),
+        upstream: "local".into(),
+        amr: vec!["pwd".into()],
+        upstream_acr: None,
+    };
+    let mut idle = Vec::new();
+    for i in 0..12 {
+        idle.push(instances[i % 4].0.create(new()).unwrap().1.sid);
+    }
+    app.clock.advance(55 * 60);
+    let (keep, _) = instances[0].0.create(new()).unwrap();
+    // Past the absolute end of the first twelve; `keep` is live (and active)...
+    app.clock.advance(6 * 60);
+    assert!(
+        instances[0]
+            .0
+            .check(keep.as_cookie_value())
+            .unwrap()
+            .is_some()
+    );
+    // ...all four sweep at once.
+    let swept: u64 = std::thread::scope(|scope| {
+        let handles: Vec<_> = instances
+            .iter()
+            .map(|(s, _)| scope.spawn(move || s.sweep().unwrap()))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    assert_eq!(swept, 12, "each session swept once");
+    for (_, audit) in &instances {
+        audit.flush().unwrap();
+    }
+    let rows = app
+        .store
+        .audit_events(&concierge::storage::AuditQuery {
+            kind: Some("session_ended".into()),
+            limit: 100,
+            ..Default::default()
+        })
+        .unwrap();
+    let mut got: Vec<(String, String)> = rows
+        .into_iter()
+        .map(|r| (r.sid.unwrap(), r.reason.unwrap()))
+        .collect();
+    got.sort();
+    let mut want: Vec<(String, String)> = idle
+        .into_iter()
+        .map(|sid| (sid, "absolute_timeout".to_owned()))
+        .collect();
+    want.sort();
+    assert_eq!(got, want);
+    // Idle now (11 minutes after its last activity, within its absolute end): swept as idle.
+    app.clock.advance(11 * 60);
+    assert_eq!(instances[1].0.sweep().unwrap(), 1);
+    instances[1].1.flush().unwrap();
+    let rows = app
+        .store
+        .audit_events(&concierge::storage::AuditQuery {
+            kind: Some("session_ended".into()),
+            limit: 1,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(rows[0].reason.as_deref(), Some("idle_timeout"));
+}
+
 per_backend_async!(
     concurrent_sign_ins_stay_within_the_session_limit,
+    a_session_found_expired_is_audited_once_with_its_timeout,
+    swept_sessions_are_audited_once_by_one_of_several_instances,
     the_oldest_session_ends_when_a_user_is_over_the_limit,
     each_channel_has_its_own_lifetimes_and_limit,
     idle_sessions_expire_and_activity_keeps_them,

@@ -1,6 +1,7 @@
 //! Owns first-party sessions: creating them with a 256-bit random id (stored only as its
 //! SHA-256), checking them on every request against idle and absolute timeouts, batching
-//! last-seen updates in memory, ending them, and sweeping expired ones.
+//! last-seen updates in memory, ending them, and sweeping expired ones (each expiry audited
+//! once as `session_ended`, reason `idle_timeout` or `absolute_timeout`).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -11,6 +12,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
 
+use crate::audit::{Auditor, Event, EventKind};
 use crate::clock::{Clock, Entropy, UnixTime};
 use crate::config::{OnLimit, SessionLimit, SessionSettings};
 use crate::domain::{Channel, UserId};
@@ -99,6 +101,20 @@ pub struct SessionManager {
     touch_interval: Duration,
     /// Last-seen times not yet written, coalesced per session.
     pending: Mutex<HashMap<SessionKey, UnixTime>>,
+    /// Where the end of an expired session is recorded.
+    audit: Option<Arc<Auditor>>,
+}
+
+/// Expired sessions deleted per sweep query.
+const SWEEP_BATCH: i64 = 500;
+
+/// Why a session that is no longer live ended.
+fn expiry_reason(record: &SessionRecord, now: UnixTime) -> &'static str {
+    if now >= record.expires_at {
+        "absolute_timeout"
+    } else {
+        "idle_timeout"
+    }
 }
 
 fn secs(d: Duration) -> i64 {
@@ -119,6 +135,25 @@ impl SessionManager {
             policy: settings.clone(),
             touch_interval: settings.touch_interval,
             pending: Mutex::new(HashMap::new()),
+            audit: None,
+        }
+    }
+
+    /// Records the end of each session that expires (found expired, or swept) in `audit`.
+    pub fn with_audit(mut self, audit: Arc<Auditor>) -> Self {
+        self.audit = Some(audit);
+        self
+    }
+
+    /// Records that `record` ended by expiring (called by whoever deleted it, so once).
+    fn expired(&self, record: &SessionRecord, now: UnixTime) {
+        if let Some(audit) = &self.audit {
+            audit.record(
+                Event::new(EventKind::SessionEnded)
+                    .user(record.user_id.as_str())
+                    .sid(record.sid.as_str())
+                    .reason(expiry_reason(record, now)),
+            );
         }
     }
 
@@ -218,7 +253,9 @@ impl SessionManager {
         if now >= record.expires_at || now.saturating_sub(last_seen) >= record.idle_timeout {
             pending.remove(&key);
             drop(pending);
-            self.store.delete_session(&key)?;
+            if self.store.delete_session(&key)? {
+                self.expired(&record, now);
+            }
             return Ok(None);
         }
         if now > last_seen {
@@ -262,13 +299,23 @@ impl SessionManager {
         }
     }
 
-    /// Flushes, then deletes expired sessions. Safe to run on every instance at once.
+    /// Flushes, then deletes expired sessions, recording the end of each. Safe to run on every
+    /// instance at once (each session is deleted, and its end recorded, by one of them).
     pub fn sweep(&self) -> Result<u64, SessionError> {
         self.flush_touches()?;
         let grace = secs(self.touch_interval).saturating_mul(2);
-        Ok(self
-            .store
-            .delete_expired_sessions(self.clock.now(), grace)?)
+        let now = self.clock.now();
+        let mut swept = 0u64;
+        loop {
+            let ended = self.store.take_expired_sessions(now, grace, SWEEP_BATCH)?;
+            for record in &ended {
+                self.expired(record, now);
+            }
+            swept = swept.saturating_add(ended.len() as u64);
+            if ended.len() < usize::try_from(SWEEP_BATCH).unwrap_or(usize::MAX) {
+                return Ok(swept);
+            }
+        }
     }
 
     pub fn now(&self) -> UnixTime {

@@ -827,6 +827,60 @@ impl Store for DieselStore {
         })
     }
 
+    fn take_expired_sessions(
+        &self,
+        now: UnixTime,
+        grace_secs: i64,
+        limit: i64,
+    ) -> Result<Vec<SessionRecord>, StorageError> {
+        let idle_cutoff = now.saturating_sub(grace_secs);
+        // Read the expired ones, then delete each by key under the same condition: a session is
+        // this call's only if its delete removed it (another instance's sweep, or the request
+        // that found it expired, deletes nothing then). Keys in order: no lock cycles.
+        macro_rules! take {
+            ($c:expr) => {{
+                let expired = || {
+                    sessions::expires_at
+                        .le(now)
+                        .or((sessions::last_seen + sessions::idle_timeout).le(idle_cutoff))
+                };
+                let rows: Vec<SessionRow> = sessions::table
+                    .filter(expired())
+                    .order(sessions::id_hash.asc())
+                    .limit(limit)
+                    .load($c)?;
+                let mut taken = Vec::new();
+                for row in rows {
+                    let deleted = diesel::delete(
+                        sessions::table
+                            .filter(sessions::id_hash.eq(&row.id_hash))
+                            .filter(expired()),
+                    )
+                    .execute($c)?;
+                    if deleted == 1 {
+                        taken.push(row);
+                    }
+                }
+                Ok::<_, diesel::result::Error>(taken)
+            }};
+        }
+        let rows: Vec<SessionRow> = match &self.pools {
+            Pools::Sqlite(pool) => {
+                let _writer = self.writer.as_ref().map(|m| match m.lock() {
+                    Ok(g) => g,
+                    Err(p) => p.into_inner(),
+                });
+                let mut c = checkout(pool)?;
+                c.immediate_transaction(|c| take!(c)).map_err(query_err)?
+            }
+            Pools::Postgres(pool) => {
+                let mut c = checkout(pool)?;
+                c.transaction(|c| take!(c)).map_err(query_err)?
+            }
+        };
+        rows.into_iter().map(SessionRow::into_record).collect()
+    }
+
     fn session_by_sid(&self, sid: &str) -> Result<Option<SessionRecord>, StorageError> {
         let row: Option<SessionRow> = with_conn!(self, |c| {
             sessions::table

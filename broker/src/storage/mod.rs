@@ -351,6 +351,15 @@ pub trait Store: MfaStore + JourneyStore + Send + Sync + 'static {
     /// Deletes sessions past their absolute end, or idle for longer than their idle timeout
     /// plus `grace_secs` (the bound on not-yet-flushed last-seen updates of other instances).
     fn delete_expired_sessions(&self, now: UnixTime, grace_secs: i64) -> Result<u64, StorageError>;
+    /// Deletes what `delete_expired_sessions` would (at most `limit` sessions) and returns the
+    /// sessions this call deleted: each expired session is returned once, by exactly one call,
+    /// however many instances sweep at once (so its end is recorded once).
+    fn take_expired_sessions(
+        &self,
+        now: UnixTime,
+        grace_secs: i64,
+        limit: i64,
+    ) -> Result<Vec<SessionRecord>, StorageError>;
 
     fn session_by_sid(&self, sid: &str) -> Result<Option<SessionRecord>, StorageError>;
 

@@ -53,3 +53,26 @@ impl CookieNames {
         c
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cross_site_binding_cookie_is_samesite_none_and_secure_over_https() {
+        let https = CookieNames::new("concierge_session", true);
+        let c = https.build_cross_site(https.upstream.clone(), "v".into());
+        assert_eq!(c.name(), "__Host-concierge_upstream");
+        assert_eq!(c.same_site(), Some(SameSite::None));
+        assert_eq!(c.secure(), Some(true));
+        assert_eq!(c.http_only(), Some(true));
+        // Plain http (loopback development): browsers drop SameSite=None without Secure.
+        let http = CookieNames::new("concierge_session", false);
+        let c = http.build_cross_site(http.upstream.clone(), "v".into());
+        assert_eq!(c.same_site(), Some(SameSite::Lax));
+        assert_eq!(c.secure(), Some(false));
+        // Every other cookie stays Lax.
+        let s = https.build(https.session.clone(), "v".into());
+        assert_eq!(s.same_site(), Some(SameSite::Lax));
+    }
+}
