@@ -52,7 +52,7 @@ pub fn one_log_line(text: &str, max_chars: usize) -> String {
         }
     }
     if chars.next().is_some() {
-        out.push_str("…");
+        out.push('…');
     }
     out
 }
