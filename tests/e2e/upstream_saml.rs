@@ -968,10 +968,231 @@ async fn a_saml_email_links_an_existing_account_only_where_trusted(b: Backend) {
     );
 }
 
+/// The hostile `ds:Reference` and transform cases: what xmlsec would dereference or run before
+/// any key is checked (a file, a URL, an XSLT or XPath program), and signed documents that
+/// stray from the SAML profile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RefCase {
+    FileDevZero,
+    HttpUrl,
+    EmptyUri,
+    OtherElementSigned,
+    TwoReferences,
+    Xslt,
+    XPath,
+    XPathFilter2,
+    SignedExtraTransform,
+    BadSignatureMethod,
+}
+
+const ENVELOPED: &str =
+    r#"<ds:Transform Algorithm="http://www.w3.org/2000/09/xmldsig#enveloped-signature"/>"#;
+const EXC_C14N: &str = r#"<ds:Transform Algorithm="http://www.w3.org/2001/10/xml-exc-c14n#"/>"#;
+const XSLT_IDENTITY: &str = r#"<ds:Transform Algorithm="http://www.w3.org/TR/1999/REC-xslt-19991116"><xsl:stylesheet xmlns:xsl="http://www.w3.org/1999/XSL/Transform" version="1.0"><xsl:template match="@*|node()"><xsl:copy><xsl:apply-templates select="@*|node()"/></xsl:copy></xsl:template></xsl:stylesheet></ds:Transform>"#;
+
+impl Fixture {
+    /// A Response (answering `request_id`, carrying a properly signed assertion) with its own
+    /// `ds:Signature` bent as `case` says.
+    fn forge_reference(&self, case: RefCase, n: usize, request_id: &str, port: u16) -> String {
+        let a = self.good(n, request_id);
+        let rid = format!("_r{n}");
+        let signed_assertion = a.signed(&self.idp.key);
+        let template = signature_template(&rid);
+        let with = |sig: &str, inner: &str| {
+            response(&rid, &self.acs, Some(request_id), inner, true).replacen(&template, sig, 1)
+        };
+        let transforms = format!("<ds:Transforms>{ENVELOPED}{EXC_C14N}</ds:Transforms>");
+        let bent = |from: &str, to: &str| template.replacen(from, to, 1);
+        match case {
+            RefCase::FileDevZero => with(
+                &bent(&format!("URI=\"#{rid}\""), "URI=\"file:///dev/zero\""),
+                &signed_assertion,
+            ),
+            RefCase::HttpUrl => with(
+                &bent(
+                    &format!("URI=\"#{rid}\""),
+                    &format!("URI=\"http://127.0.0.1:{port}/reference\""),
+                ),
+                &signed_assertion,
+            ),
+            RefCase::EmptyUri => with(
+                &bent(&format!("URI=\"#{rid}\""), "URI=\"\""),
+                &signed_assertion,
+            ),
+            RefCase::OtherElementSigned => {
+                // Signed by the IdP's key, but the Response's signature covers the assertion.
+                let sig = bent(&format!("URI=\"#{rid}\""), &format!("URI=\"#{}\"", a.id));
+                sign(&with(&sig, &a.xml(false)), &self.idp.key)
+            }
+            RefCase::TwoReferences => {
+                let at = template.find("<ds:Reference").unwrap();
+                let end = template.find("</ds:Reference>").unwrap() + "</ds:Reference>".len();
+                let reference = &template[at..end];
+                with(
+                    &bent(reference, &format!("{reference}{reference}")),
+                    &signed_assertion,
+                )
+            }
+            RefCase::Xslt => {
+                // Nested recursion: exponential in its depth, were it ever run.
+                let bomb = concat!(
+                    r#"<ds:Transform Algorithm="http://www.w3.org/TR/1999/REC-xslt-19991116">"#,
+                    r#"<xsl:stylesheet xmlns:xsl="http://www.w3.org/1999/XSL/Transform" version="1.0">"#,
+                    r#"<xsl:template match="/"><xsl:call-template name="f"><xsl:with-param name="n" select="40"/></xsl:call-template></xsl:template>"#,
+                    r#"<xsl:template name="f"><xsl:param name="n"/><xsl:if test="$n &gt; 0"><xsl:call-template name="f"><xsl:with-param name="n" select="$n - 1"/></xsl:call-template><xsl:call-template name="f"><xsl:with-param name="n" select="$n - 1"/></xsl:call-template></xsl:if></xsl:template>"#,
+                    r#"</xsl:stylesheet></ds:Transform>"#
+                );
+                with(
+                    &bent(
+                        &transforms,
+                        &format!("<ds:Transforms>{ENVELOPED}{bomb}{EXC_C14N}</ds:Transforms>"),
+                    ),
+                    &signed_assertion,
+                )
+            }
+            RefCase::XPath => {
+                let xpath = r#"<ds:Transform Algorithm="http://www.w3.org/TR/1999/REC-xpath-19991116"><ds:XPath>count(//. | //@* | //namespace::*) &gt; 0</ds:XPath></ds:Transform>"#;
+                with(
+                    &bent(
+                        &transforms,
+                        &format!("<ds:Transforms>{ENVELOPED}{xpath}{EXC_C14N}</ds:Transforms>"),
+                    ),
+                    &signed_assertion,
+                )
+            }
+            RefCase::XPathFilter2 => {
+                let filter = r#"<ds:Transform Algorithm="http://www.w3.org/2002/06/xmldsig-filter2"><f:XPath xmlns:f="http://www.w3.org/2002/06/xmldsig-filter2" Filter="union">//. | //@* | //namespace::*</f:XPath></ds:Transform>"#;
+                with(
+                    &bent(
+                        &transforms,
+                        &format!("<ds:Transforms>{ENVELOPED}{filter}{EXC_C14N}</ds:Transforms>"),
+                    ),
+                    &signed_assertion,
+                )
+            }
+            RefCase::SignedExtraTransform => {
+                // A valid signature by the IdP's key: the consumed bytes would be the XSLT's.
+                let sig = bent(
+                    &transforms,
+                    &format!("<ds:Transforms>{ENVELOPED}{EXC_C14N}{XSLT_IDENTITY}</ds:Transforms>"),
+                );
+                sign(&with(&sig, &a.xml(false)), &self.idp.key)
+            }
+            RefCase::BadSignatureMethod => with(
+                &bent(
+                    "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256\"/>",
+                    "http://www.w3.org/2000/09/xmldsig#hmac-sha1\"><ds:HMACOutputLength>8</ds:HMACOutputLength></ds:SignatureMethod>",
+                ),
+                &signed_assertion,
+            ),
+        }
+    }
+}
+
+fn resident_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+async fn signature_references_and_transforms_are_refused_before_xmlsec(b: Backend) {
+    let Some(f) = fixture(b).await else {
+        return;
+    };
+    let app = &f.app;
+    // The address a hostile Reference names: nothing may ever connect to it.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let all = [
+        RefCase::FileDevZero,
+        RefCase::HttpUrl,
+        RefCase::EmptyUri,
+        RefCase::OtherElementSigned,
+        RefCase::TwoReferences,
+        RefCase::Xslt,
+        RefCase::XPath,
+        RefCase::XPathFilter2,
+        RefCase::SignedExtraTransform,
+        RefCase::BadSignatureMethod,
+    ];
+    // The broker runs in this process: its memory is ours.
+    let certs = [samael::crypto::CertificateDer::from(
+        STANDARD.decode(&f.idp.cert_b64).unwrap(),
+    )];
+    let rss_before = resident_kib();
+    let mut expected = Vec::new();
+    for (n, case) in all.into_iter().enumerate() {
+        let mut br = Browser::new(app);
+        let started = start_login(&mut br, "evil").await;
+        let xml = f.forge_reference(case, 100 + n, &started.request_id, port);
+        // The validation itself (pure CPU, what an attacker makes the broker spend)...
+        let t = std::time::Instant::now();
+        let direct = concierge::upstream::saml::response::validate(
+            &xml,
+            &concierge::upstream::saml::response::Expected {
+                idp_entity_id: IDP,
+                sp_entity_id: &f.audience,
+                acs_url: &f.acs,
+                certs: &certs,
+                request_id: Some(&started.request_id),
+                decryption_key: None,
+                name_id_format: "urn:oasis:names:tc:SAML:2.0:nameid-format:persistent",
+                now: START,
+            },
+        );
+        let validated_in = t.elapsed();
+        assert!(direct.is_err(), "{case:?}");
+        // ...and the whole request through the ACS (audit write, page) on a shared machine.
+        let t = std::time::Instant::now();
+        let res = post_response(&mut br, "evil", &xml, Some(&started.relay_state)).await;
+        let took = t.elapsed();
+        expected.push(match case {
+            RefCase::BadSignatureMethod => "rejected:algorithm",
+            _ => "rejected:reference",
+        });
+        assert_eq!(res.status, 400, "{case:?}: {}", res.body);
+        assert!(res.body.contains("login-error"), "{case:?}: a clear page");
+        assert!(br.session_cookie().is_none(), "{case:?}: no session");
+        assert!(
+            app.store
+                .upstream_link("evil", &format!("saml-user-{}", 100 + n))
+                .unwrap()
+                .is_none(),
+            "{case:?}: nothing linked"
+        );
+        assert!(
+            validated_in < std::time::Duration::from_millis(100),
+            "{case:?} took {validated_in:?} to refuse: refused before any work"
+        );
+        assert!(
+            took < std::time::Duration::from_secs(1),
+            "{case:?}: the ACS answered in {took:?}"
+        );
+    }
+    let grown = resident_kib().saturating_sub(rss_before);
+    assert!(grown < 64 * 1024, "the broker grew by {grown} KiB");
+    assert!(
+        matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the broker connected to the Reference URI"
+    );
+    assert_eq!(failure_reasons(app).await, expected);
+    // The same IdP's honest signed Response still signs in.
+    let mut br = Browser::new(app);
+    let started = start_login(&mut br, "evil").await;
+    let xml = f.forge(Case::ResponseSigned, 200, &started.request_id, "");
+    let res = post_response(&mut br, "evil", &xml, Some(&started.relay_state)).await;
+    assert_eq!(res.status, 303, "{}", res.body);
+}
+
 per_backend_async!(
     a_saml_email_links_an_existing_account_only_where_trusted,
     metadata_from_a_url_is_refreshed_and_the_last_good_copy_kept,
     idp_logout_requests_must_be_signed_by_the_idp,
     hostile_saml_responses_are_refused,
     assertions_are_single_use_and_unsolicited_responses_need_opt_in,
+    signature_references_and_transforms_are_refused_before_xmlsec,
 );

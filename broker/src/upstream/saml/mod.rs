@@ -4,6 +4,7 @@
 //! [`Identity`], and the SP metadata document.
 
 pub mod crypto;
+pub mod dsig;
 pub mod metadata;
 pub mod response;
 pub mod xml;
@@ -47,6 +48,10 @@ pub enum SamlError {
     Unsigned,
     #[error("signature: {0}")]
     Signature(String),
+    #[error("signature reference: {0}")]
+    Reference(String),
+    #[error("signature algorithm: {0}")]
+    Algorithm(String),
     #[error("Destination is not this ACS")]
     Destination,
     #[error("InResponseTo is not this browser's request")]
@@ -128,6 +133,8 @@ impl SamlError {
             Self::InResponseTo => "in_response_to",
             Self::Recipient => "recipient",
             Self::Audience => "audience",
+            Self::Reference(_) => "reference",
+            Self::Algorithm(_) => "algorithm",
             Self::Issuer => "issuer",
             Self::Expired(_) => "expired",
             Self::NotYetValid(_) => "not_yet_valid",

@@ -93,6 +93,9 @@ fn verified_element(
     name: &str,
     id: &str,
 ) -> Result<String, SamlError> {
+    // xmlsec dereferences every Reference and runs every transform a signature names before
+    // any key is checked: only the SAML profile gets that far (ADR 7).
+    super::dsig::check_profile(doc, id)?;
     let signed = Crypto::reduce_xml_to_signed_with_allowed_algorithms(
         doc,
         certs,
