@@ -176,34 +176,58 @@ fn response(
     )
 }
 
-/// An EncryptedAssertion of `assertion` for the SP's key (AES-128-CBC, RSA-OAEP).
-fn encrypt(assertion: &str, sp: &PKey<Private>) -> String {
+/// An EncryptedAssertion of `assertion` for the SP's key (RSA-OAEP; AES-128-GCM, or AES-128-CBC
+/// when `cbc`).
+fn encrypt(assertion: &str, sp: &PKey<Private>, cbc: bool) -> String {
     let mut cek = [0u8; 16];
-    let mut iv = [0u8; 16];
     openssl::rand::rand_bytes(&mut cek).unwrap();
-    openssl::rand::rand_bytes(&mut iv).unwrap();
-    let ct = openssl::symm::encrypt(
-        openssl::symm::Cipher::aes_128_cbc(),
-        &cek,
-        Some(&iv),
-        assertion.as_bytes(),
-    )
-    .unwrap();
+    let (method, data) = if cbc {
+        let mut iv = [0u8; 16];
+        openssl::rand::rand_bytes(&mut iv).unwrap();
+        let ct = openssl::symm::encrypt(
+            openssl::symm::Cipher::aes_128_cbc(),
+            &cek,
+            Some(&iv),
+            assertion.as_bytes(),
+        )
+        .unwrap();
+        (
+            "http://www.w3.org/2001/04/xmlenc#aes128-cbc",
+            [iv.as_slice(), ct.as_slice()].concat(),
+        )
+    } else {
+        let mut iv = [0u8; 12];
+        let mut tag = [0u8; 16];
+        openssl::rand::rand_bytes(&mut iv).unwrap();
+        let ct = openssl::symm::encrypt_aead(
+            openssl::symm::Cipher::aes_128_gcm(),
+            &cek,
+            Some(&iv),
+            &[],
+            assertion.as_bytes(),
+            &mut tag,
+        )
+        .unwrap();
+        (
+            "http://www.w3.org/2009/xmlenc11#aes128-gcm",
+            [iv.as_slice(), ct.as_slice(), tag.as_slice()].concat(),
+        )
+    };
     let rsa = sp.rsa().unwrap();
     let mut wrapped = vec![0u8; rsa.size() as usize];
     let n = rsa
         .public_encrypt(&cek, &mut wrapped, Padding::PKCS1_OAEP)
         .unwrap();
     wrapped.truncate(n);
-    let data = [iv.as_slice(), ct.as_slice()].concat();
     format!(
         concat!(
             r#"<saml:EncryptedAssertion><xenc:EncryptedData xmlns:xenc="http://www.w3.org/2001/04/xmlenc#" Type="http://www.w3.org/2001/04/xmlenc#Element">"#,
-            r#"<xenc:EncryptionMethod Algorithm="http://www.w3.org/2001/04/xmlenc#aes128-cbc"/>"#,
+            r#"<xenc:EncryptionMethod Algorithm="{m}"/>"#,
             r#"<ds:KeyInfo xmlns:ds="http://www.w3.org/2000/09/xmldsig#"><xenc:EncryptedKey><xenc:EncryptionMethod Algorithm="http://www.w3.org/2001/04/xmlenc#rsa-oaep-mgf1p"/>"#,
             r#"<xenc:CipherData><xenc:CipherValue>{k}</xenc:CipherValue></xenc:CipherData></xenc:EncryptedKey></ds:KeyInfo>"#,
             r#"<xenc:CipherData><xenc:CipherValue>{d}</xenc:CipherValue></xenc:CipherData></xenc:EncryptedData></saml:EncryptedAssertion>"#
         ),
+        m = method,
         k = STANDARD.encode(&wrapped),
         d = STANDARD.encode(&data),
     )
@@ -260,8 +284,12 @@ enum Case {
     /// Controls: an honest IdP.
     AssertionSigned,
     ResponseSigned,
+    /// AES-GCM: in an unsigned Response.
     Encrypted,
+    /// AES-CBC: only inside a signed Response.
+    EncryptedCbcSignedResponse,
     /// Hostile.
+    EncryptedCbcUnsigned,
     Unsigned,
     SignatureStripped,
     WrapBefore,
@@ -277,6 +305,8 @@ enum Case {
     OtherKey,
     CommentInNameId,
     EntityExpansion,
+    HolderOfKey,
+    EmptyResponse,
 }
 
 struct Fixture {
@@ -377,7 +407,20 @@ impl Fixture {
                 &response(&rid, &dest, Some(request_id), &a.xml(false), true),
                 &self.idp.key,
             ),
-            Case::Encrypted => plain(&encrypt(&a.signed(&self.idp.key), &self.sp_enc.key)),
+            Case::Encrypted => plain(&encrypt(&a.signed(&self.idp.key), &self.sp_enc.key, false)),
+            Case::EncryptedCbcSignedResponse => sign(
+                &response(
+                    &rid,
+                    &dest,
+                    Some(request_id),
+                    &encrypt(&a.signed(&self.idp.key), &self.sp_enc.key, true),
+                    true,
+                ),
+                &self.idp.key,
+            ),
+            Case::EncryptedCbcUnsigned => {
+                plain(&encrypt(&a.signed(&self.idp.key), &self.sp_enc.key, true))
+            }
             Case::Unsigned => plain(&a.xml(false)),
             Case::SignatureStripped => {
                 let s = a.signed(&self.idp.key);
@@ -460,6 +503,15 @@ impl Fixture {
                     ">user@evil.com<!---->.example.com<",
                 ))
             }
+            Case::HolderOfKey => {
+                // A holder-of-key confirmation (SAML Profiles 3.1): not the bearer one asked for.
+                let xml = a.xml(true).replace(
+                    "urn:oasis:names:tc:SAML:2.0:cm:bearer",
+                    "urn:oasis:names:tc:SAML:2.0:cm:holder-of-key",
+                );
+                plain(&sign(&xml, &self.idp.key))
+            }
+            Case::EmptyResponse => String::new(),
             Case::EntityExpansion => {
                 let mut s = plain(&a.signed(&self.idp.key));
                 s = s.replacen(
@@ -491,7 +543,13 @@ impl Case {
             Case::OtherKey => "signature",
             Case::CommentInNameId => "comment",
             Case::EntityExpansion => "dtd",
-            Case::AssertionSigned | Case::ResponseSigned | Case::Encrypted => "",
+            Case::HolderOfKey => "confirmation_method",
+            Case::EmptyResponse => "malformed",
+            Case::EncryptedCbcUnsigned => "cbc_unsigned",
+            Case::AssertionSigned
+            | Case::ResponseSigned
+            | Case::Encrypted
+            | Case::EncryptedCbcSignedResponse => "",
         }
     }
 }
@@ -540,9 +598,13 @@ async fn hostile_saml_responses_are_refused(b: Backend) {
         Case::OtherKey,
         Case::CommentInNameId,
         Case::EntityExpansion,
+        Case::HolderOfKey,
+        Case::EmptyResponse,
+        Case::EncryptedCbcUnsigned,
         Case::AssertionSigned,
         Case::ResponseSigned,
         Case::Encrypted,
+        Case::EncryptedCbcSignedResponse,
     ];
     for (n, case) in all.into_iter().enumerate() {
         let mut br = Browser::new(app);
@@ -553,7 +615,10 @@ async fn hostile_saml_responses_are_refused(b: Backend) {
         let res = post_response(&mut br, "evil", &xml, Some(&started.relay_state)).await;
         let control = matches!(
             case,
-            Case::AssertionSigned | Case::ResponseSigned | Case::Encrypted
+            Case::AssertionSigned
+                | Case::ResponseSigned
+                | Case::Encrypted
+                | Case::EncryptedCbcSignedResponse
         );
         if control {
             assert_eq!(res.status, 303, "{case:?} signs in: {}", res.body);

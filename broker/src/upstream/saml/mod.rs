@@ -58,6 +58,8 @@ pub enum SamlError {
     InResponseTo,
     #[error("SubjectConfirmationData Recipient is not this ACS")]
     Recipient,
+    #[error("no bearer SubjectConfirmation (only the bearer method is accepted)")]
+    ConfirmationMethod,
     #[error("the Audience is not this SP")]
     Audience,
     #[error("the Issuer is not the IdP")]
@@ -74,6 +76,8 @@ pub enum SamlError {
     NameIdFormat(String),
     #[error("decryption: {0}")]
     Decryption(String),
+    #[error("AES-CBC content in an unsigned Response (only AES-GCM is accepted there)")]
+    CbcUnsigned,
     #[error("an unsolicited response (IdP-initiated login is off)")]
     Unsolicited,
     #[error("the IdP answered with status {code} ({sub:?})")]
@@ -129,12 +133,13 @@ impl SamlError {
             Self::Wrapping(_) => "wrapping",
             Self::Unsigned => "unsigned",
             Self::Signature(_) => "signature",
+            Self::Reference(_) => "reference",
+            Self::Algorithm(_) => "algorithm",
             Self::Destination => "destination",
             Self::InResponseTo => "in_response_to",
             Self::Recipient => "recipient",
+            Self::ConfirmationMethod => "confirmation_method",
             Self::Audience => "audience",
-            Self::Reference(_) => "reference",
-            Self::Algorithm(_) => "algorithm",
             Self::Issuer => "issuer",
             Self::Expired(_) => "expired",
             Self::NotYetValid(_) => "not_yet_valid",
@@ -142,6 +147,7 @@ impl SamlError {
             Self::NoSubject => "subject",
             Self::NameIdFormat(_) => "name_id_format",
             Self::Decryption(_) => "decryption",
+            Self::CbcUnsigned => "cbc_unsigned",
             Self::Unsolicited => "unsolicited",
             Self::Status { .. } => "status",
             Self::Metadata(_) | Self::Unavailable(_) => "metadata",
@@ -461,6 +467,7 @@ impl PostConnector for SamlConnector {
     ) -> Result<Federated, UpstreamError> {
         let encoded = form
             .get("SAMLResponse")
+            .filter(|v| !v.trim().is_empty())
             .cloned()
             .ok_or(SamlError::Malformed("no SAMLResponse".into()))?;
         let request_id =

@@ -175,6 +175,9 @@ pub fn read_envelope(doc: &str) -> Result<Envelope, SamlError> {
             _ => {}
         }
     }
+    if responses == 0 {
+        return Err(SamlError::Malformed("no Response element".into()));
+    }
     if responses != 1 {
         return Err(SamlError::Wrapping("more than one Response element".into()));
     }
