@@ -625,8 +625,12 @@ impl PostConnector for SamlConnector {
     async fn idp_logout(&self, raw_query: &str) -> Result<IdpLogout, UpstreamError> {
         let idp = self.idp().await?;
         // A LogoutRequest ends sessions: only a signed one is believed.
-        let (r, relay_state): (samael::schema::LogoutRequest, _) =
+        let (r, msg): (samael::schema::LogoutRequest, _) =
             signed_redirect(raw_query, &idp, "SAMLRequest", "LogoutRequest")?;
+        let relay_state = msg.relay_state;
+        // SessionIndex is a child element (SAML Core 3.7.1): read out of the signed bytes. None
+        // named means every session of the NameID at this IdP.
+        let session_indexes = xml::session_indexes(&msg.xml)?;
         self.check_message(
             &idp.entity_id,
             r.issuer.as_ref(),
@@ -665,21 +669,21 @@ impl PostConnector for SamlConnector {
             crypto::redirect_query("SAMLResponse", &xml, relay_state.as_deref(), Some(key))?;
         Ok(IdpLogout {
             name_id,
-            session_indexes: r.session_index.into_iter().collect(),
+            session_indexes,
             respond_to: with_query(slo, &query),
         })
     }
 }
 
 /// A logout message over HTTP-Redirect: signed by the IdP's metadata keys (anything unsigned
-/// is refused), carried in `param`, whose root is the protocol element `element`; with its
-/// RelayState.
+/// is refused), carried in `param`, whose root is the protocol element `element`; with the
+/// message itself (its signed XML and its RelayState).
 fn signed_redirect<T>(
     raw_query: &str,
     idp: &IdpMetadata,
     param: &str,
     element: &str,
-) -> Result<(T, Option<String>), UpstreamError>
+) -> Result<(T, crypto::RedirectMessage), UpstreamError>
 where
     T: std::str::FromStr,
     T::Err: std::fmt::Display,
@@ -696,5 +700,5 @@ where
         .xml
         .parse()
         .map_err(|e| SamlError::Malformed(format!("{element}: {e}")))?;
-    Ok((parsed, msg.relay_state))
+    Ok((parsed, msg))
 }
