@@ -318,11 +318,12 @@ describe(`upstream SAML 2.0 through pysaml2 (${backend})`, () => {
       assert.equal(acct.status(), 200, `device ${i} is signed in`);
       devices.push({ context, page });
     }
-    // The user signs out at the IdP on the second device: its LogoutRequest names that
-    // device's SessionIndex only.
+    // The IdP ends its latest session (the second device's): its LogoutRequest names that
+    // SessionIndex only. It travels through the first device's browser, which must keep its
+    // own session and cookie.
     const [first, second] = devices;
-    await second.page.goto(`${idp.url}/logout-user?user=grace`);
-    await second.page.locator('#idp-logged-out').waitFor();
+    await first.page.goto(`${idp.url}/logout-user?user=grace`);
+    await first.page.locator('#idp-logged-out').waitFor();
     const log = await (await fetch(`${idp.url}/log`)).json();
     const request = log.filter((m) => m.kind === 'IdpLogoutRequest').at(-1);
     assert.equal(request.issued_session_indexes.length, 2, JSON.stringify(log));
