@@ -299,4 +299,38 @@ describe(`upstream SAML 2.0 through pysaml2 (${backend})`, () => {
       'a logout token for the session reached the app',
     );
   });
+
+  test("the IdP's LogoutRequest naming one SessionIndex ends only that device's session", async (t) => {
+    // Two devices (browser contexts) signed in as the same IdP user: two IdP sessions.
+    const devices = [];
+    for (let i = 0; i < 2; i += 1) {
+      const context = await browser.newContext();
+      t.after(() => context.close());
+      const page = await context.newPage();
+      const a = await authorization();
+      const arrived = rp.next();
+      await page.goto(a.url.href);
+      await page.click('a.upstream[data-upstream="corp-saml"]');
+      await atIdp(page, 'grace');
+      await arrived;
+      await page.waitForURL(`${rp.url}?**`);
+      const acct = await context.request.get(`${broker.url}/account`, { maxRedirects: 0 });
+      assert.equal(acct.status(), 200, `device ${i} is signed in`);
+      devices.push({ context, page });
+    }
+    // The IdP ends its latest session (the second device's): its LogoutRequest names that
+    // SessionIndex only. It travels through the first device's browser, which must keep its
+    // own session and cookie.
+    const [first, second] = devices;
+    await first.page.goto(`${idp.url}/logout-user?user=grace`);
+    await first.page.locator('#idp-logged-out').waitFor();
+    const log = await (await fetch(`${idp.url}/log`)).json();
+    const request = log.filter((m) => m.kind === 'IdpLogoutRequest').at(-1);
+    assert.equal(request.issued_session_indexes.length, 2, JSON.stringify(log));
+    assert.deepEqual(request.session_index, [request.issued_session_indexes[1]]);
+    const gone = await second.context.request.get(`${broker.url}/account`, { maxRedirects: 0 });
+    assert.equal(gone.status(), 303, "the second device's broker session is over");
+    const kept = await first.context.request.get(`${broker.url}/account`, { maxRedirects: 0 });
+    assert.equal(kept.status(), 200, 'the first device stays signed in');
+  });
 });

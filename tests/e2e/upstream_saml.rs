@@ -176,34 +176,58 @@ fn response(
     )
 }
 
-/// An EncryptedAssertion of `assertion` for the SP's key (AES-128-CBC, RSA-OAEP).
-fn encrypt(assertion: &str, sp: &PKey<Private>) -> String {
+/// An EncryptedAssertion of `assertion` for the SP's key (RSA-OAEP; AES-128-GCM, or AES-128-CBC
+/// when `cbc`).
+fn encrypt(assertion: &str, sp: &PKey<Private>, cbc: bool) -> String {
     let mut cek = [0u8; 16];
-    let mut iv = [0u8; 16];
     openssl::rand::rand_bytes(&mut cek).unwrap();
-    openssl::rand::rand_bytes(&mut iv).unwrap();
-    let ct = openssl::symm::encrypt(
-        openssl::symm::Cipher::aes_128_cbc(),
-        &cek,
-        Some(&iv),
-        assertion.as_bytes(),
-    )
-    .unwrap();
+    let (method, data) = if cbc {
+        let mut iv = [0u8; 16];
+        openssl::rand::rand_bytes(&mut iv).unwrap();
+        let ct = openssl::symm::encrypt(
+            openssl::symm::Cipher::aes_128_cbc(),
+            &cek,
+            Some(&iv),
+            assertion.as_bytes(),
+        )
+        .unwrap();
+        (
+            "http://www.w3.org/2001/04/xmlenc#aes128-cbc",
+            [iv.as_slice(), ct.as_slice()].concat(),
+        )
+    } else {
+        let mut iv = [0u8; 12];
+        let mut tag = [0u8; 16];
+        openssl::rand::rand_bytes(&mut iv).unwrap();
+        let ct = openssl::symm::encrypt_aead(
+            openssl::symm::Cipher::aes_128_gcm(),
+            &cek,
+            Some(&iv),
+            &[],
+            assertion.as_bytes(),
+            &mut tag,
+        )
+        .unwrap();
+        (
+            "http://www.w3.org/2009/xmlenc11#aes128-gcm",
+            [iv.as_slice(), ct.as_slice(), tag.as_slice()].concat(),
+        )
+    };
     let rsa = sp.rsa().unwrap();
     let mut wrapped = vec![0u8; rsa.size() as usize];
     let n = rsa
         .public_encrypt(&cek, &mut wrapped, Padding::PKCS1_OAEP)
         .unwrap();
     wrapped.truncate(n);
-    let data = [iv.as_slice(), ct.as_slice()].concat();
     format!(
         concat!(
             r#"<saml:EncryptedAssertion><xenc:EncryptedData xmlns:xenc="http://www.w3.org/2001/04/xmlenc#" Type="http://www.w3.org/2001/04/xmlenc#Element">"#,
-            r#"<xenc:EncryptionMethod Algorithm="http://www.w3.org/2001/04/xmlenc#aes128-cbc"/>"#,
+            r#"<xenc:EncryptionMethod Algorithm="{m}"/>"#,
             r#"<ds:KeyInfo xmlns:ds="http://www.w3.org/2000/09/xmldsig#"><xenc:EncryptedKey><xenc:EncryptionMethod Algorithm="http://www.w3.org/2001/04/xmlenc#rsa-oaep-mgf1p"/>"#,
             r#"<xenc:CipherData><xenc:CipherValue>{k}</xenc:CipherValue></xenc:CipherData></xenc:EncryptedKey></ds:KeyInfo>"#,
             r#"<xenc:CipherData><xenc:CipherValue>{d}</xenc:CipherValue></xenc:CipherData></xenc:EncryptedData></saml:EncryptedAssertion>"#
         ),
+        m = method,
         k = STANDARD.encode(&wrapped),
         d = STANDARD.encode(&data),
     )
@@ -260,8 +284,12 @@ enum Case {
     /// Controls: an honest IdP.
     AssertionSigned,
     ResponseSigned,
+    /// AES-GCM: in an unsigned Response.
     Encrypted,
+    /// AES-CBC: only inside a signed Response.
+    EncryptedCbcSignedResponse,
     /// Hostile.
+    EncryptedCbcUnsigned,
     Unsigned,
     SignatureStripped,
     WrapBefore,
@@ -277,6 +305,8 @@ enum Case {
     OtherKey,
     CommentInNameId,
     EntityExpansion,
+    HolderOfKey,
+    EmptyResponse,
 }
 
 struct Fixture {
@@ -380,7 +410,20 @@ impl Fixture {
                 &response(&rid, &dest, Some(request_id), &a.xml(false), true),
                 &self.idp.key,
             ),
-            Case::Encrypted => plain(&encrypt(&a.signed(&self.idp.key), &self.sp_enc.key)),
+            Case::Encrypted => plain(&encrypt(&a.signed(&self.idp.key), &self.sp_enc.key, false)),
+            Case::EncryptedCbcSignedResponse => sign(
+                &response(
+                    &rid,
+                    &dest,
+                    Some(request_id),
+                    &encrypt(&a.signed(&self.idp.key), &self.sp_enc.key, true),
+                    true,
+                ),
+                &self.idp.key,
+            ),
+            Case::EncryptedCbcUnsigned => {
+                plain(&encrypt(&a.signed(&self.idp.key), &self.sp_enc.key, true))
+            }
             Case::Unsigned => plain(&a.xml(false)),
             Case::SignatureStripped => {
                 let s = a.signed(&self.idp.key);
@@ -463,6 +506,15 @@ impl Fixture {
                     ">user@evil.com<!---->.example.com<",
                 ))
             }
+            Case::HolderOfKey => {
+                // A holder-of-key confirmation (SAML Profiles 3.1): not the bearer one asked for.
+                let xml = a.xml(true).replace(
+                    "urn:oasis:names:tc:SAML:2.0:cm:bearer",
+                    "urn:oasis:names:tc:SAML:2.0:cm:holder-of-key",
+                );
+                plain(&sign(&xml, &self.idp.key))
+            }
+            Case::EmptyResponse => String::new(),
             Case::EntityExpansion => {
                 let mut s = plain(&a.signed(&self.idp.key));
                 s = s.replacen(
@@ -494,7 +546,13 @@ impl Case {
             Case::OtherKey => "signature",
             Case::CommentInNameId => "comment",
             Case::EntityExpansion => "dtd",
-            Case::AssertionSigned | Case::ResponseSigned | Case::Encrypted => "",
+            Case::HolderOfKey => "confirmation_method",
+            Case::EmptyResponse => "malformed",
+            Case::EncryptedCbcUnsigned => "cbc_unsigned",
+            Case::AssertionSigned
+            | Case::ResponseSigned
+            | Case::Encrypted
+            | Case::EncryptedCbcSignedResponse => "",
         }
     }
 }
@@ -543,9 +601,13 @@ async fn hostile_saml_responses_are_refused(b: Backend) {
         Case::OtherKey,
         Case::CommentInNameId,
         Case::EntityExpansion,
+        Case::HolderOfKey,
+        Case::EmptyResponse,
+        Case::EncryptedCbcUnsigned,
         Case::AssertionSigned,
         Case::ResponseSigned,
         Case::Encrypted,
+        Case::EncryptedCbcSignedResponse,
     ];
     for (n, case) in all.into_iter().enumerate() {
         let mut br = Browser::new(app);
@@ -556,7 +618,10 @@ async fn hostile_saml_responses_are_refused(b: Backend) {
         let res = post_response(&mut br, "evil", &xml, Some(&started.relay_state)).await;
         let control = matches!(
             case,
-            Case::AssertionSigned | Case::ResponseSigned | Case::Encrypted
+            Case::AssertionSigned
+                | Case::ResponseSigned
+                | Case::Encrypted
+                | Case::EncryptedCbcSignedResponse
         );
         if control {
             assert_eq!(res.status, 303, "{case:?} signs in: {}", res.body);
@@ -1124,6 +1189,226 @@ async fn callback_endpoints_are_rate_limited_per_address(b: Backend) {
     );
 }
 
+/// The hostile `ds:Reference` and transform cases: what xmlsec would dereference or run before
+/// any key is checked (a file, a URL, an XSLT or XPath program), and signed documents that
+/// stray from the SAML profile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RefCase {
+    FileDevZero,
+    HttpUrl,
+    EmptyUri,
+    OtherElementSigned,
+    TwoReferences,
+    Xslt,
+    XPath,
+    XPathFilter2,
+    SignedExtraTransform,
+    BadSignatureMethod,
+}
+
+const ENVELOPED: &str =
+    r#"<ds:Transform Algorithm="http://www.w3.org/2000/09/xmldsig#enveloped-signature"/>"#;
+const EXC_C14N: &str = r#"<ds:Transform Algorithm="http://www.w3.org/2001/10/xml-exc-c14n#"/>"#;
+const XSLT_IDENTITY: &str = r#"<ds:Transform Algorithm="http://www.w3.org/TR/1999/REC-xslt-19991116"><xsl:stylesheet xmlns:xsl="http://www.w3.org/1999/XSL/Transform" version="1.0"><xsl:template match="@*|node()"><xsl:copy><xsl:apply-templates select="@*|node()"/></xsl:copy></xsl:template></xsl:stylesheet></ds:Transform>"#;
+
+impl Fixture {
+    /// A Response (answering `request_id`, carrying a properly signed assertion) with its own
+    /// `ds:Signature` bent as `case` says.
+    fn forge_reference(&self, case: RefCase, n: usize, request_id: &str, port: u16) -> String {
+        let a = self.good(n, request_id);
+        let rid = format!("_r{n}");
+        let signed_assertion = a.signed(&self.idp.key);
+        let template = signature_template(&rid);
+        let with = |sig: &str, inner: &str| {
+            response(&rid, &self.acs, Some(request_id), inner, true).replacen(&template, sig, 1)
+        };
+        let transforms = format!("<ds:Transforms>{ENVELOPED}{EXC_C14N}</ds:Transforms>");
+        let bent = |from: &str, to: &str| template.replacen(from, to, 1);
+        match case {
+            RefCase::FileDevZero => with(
+                &bent(&format!("URI=\"#{rid}\""), "URI=\"file:///dev/zero\""),
+                &signed_assertion,
+            ),
+            RefCase::HttpUrl => with(
+                &bent(
+                    &format!("URI=\"#{rid}\""),
+                    &format!("URI=\"http://127.0.0.1:{port}/reference\""),
+                ),
+                &signed_assertion,
+            ),
+            RefCase::EmptyUri => with(
+                &bent(&format!("URI=\"#{rid}\""), "URI=\"\""),
+                &signed_assertion,
+            ),
+            RefCase::OtherElementSigned => {
+                // Signed by the IdP's key, but the Response's signature covers the assertion.
+                let sig = bent(&format!("URI=\"#{rid}\""), &format!("URI=\"#{}\"", a.id));
+                sign(&with(&sig, &a.xml(false)), &self.idp.key)
+            }
+            RefCase::TwoReferences => {
+                let at = template.find("<ds:Reference").unwrap();
+                let end = template.find("</ds:Reference>").unwrap() + "</ds:Reference>".len();
+                let reference = &template[at..end];
+                with(
+                    &bent(reference, &format!("{reference}{reference}")),
+                    &signed_assertion,
+                )
+            }
+            RefCase::Xslt => {
+                // Nested recursion: exponential in its depth, were it ever run.
+                let bomb = concat!(
+                    r#"<ds:Transform Algorithm="http://www.w3.org/TR/1999/REC-xslt-19991116">"#,
+                    r#"<xsl:stylesheet xmlns:xsl="http://www.w3.org/1999/XSL/Transform" version="1.0">"#,
+                    r#"<xsl:template match="/"><xsl:call-template name="f"><xsl:with-param name="n" select="40"/></xsl:call-template></xsl:template>"#,
+                    r#"<xsl:template name="f"><xsl:param name="n"/><xsl:if test="$n &gt; 0"><xsl:call-template name="f"><xsl:with-param name="n" select="$n - 1"/></xsl:call-template><xsl:call-template name="f"><xsl:with-param name="n" select="$n - 1"/></xsl:call-template></xsl:if></xsl:template>"#,
+                    r#"</xsl:stylesheet></ds:Transform>"#
+                );
+                with(
+                    &bent(
+                        &transforms,
+                        &format!("<ds:Transforms>{ENVELOPED}{bomb}{EXC_C14N}</ds:Transforms>"),
+                    ),
+                    &signed_assertion,
+                )
+            }
+            RefCase::XPath => {
+                let xpath = r#"<ds:Transform Algorithm="http://www.w3.org/TR/1999/REC-xpath-19991116"><ds:XPath>count(//. | //@* | //namespace::*) &gt; 0</ds:XPath></ds:Transform>"#;
+                with(
+                    &bent(
+                        &transforms,
+                        &format!("<ds:Transforms>{ENVELOPED}{xpath}{EXC_C14N}</ds:Transforms>"),
+                    ),
+                    &signed_assertion,
+                )
+            }
+            RefCase::XPathFilter2 => {
+                let filter = r#"<ds:Transform Algorithm="http://www.w3.org/2002/06/xmldsig-filter2"><f:XPath xmlns:f="http://www.w3.org/2002/06/xmldsig-filter2" Filter="union">//. | //@* | //namespace::*</f:XPath></ds:Transform>"#;
+                with(
+                    &bent(
+                        &transforms,
+                        &format!("<ds:Transforms>{ENVELOPED}{filter}{EXC_C14N}</ds:Transforms>"),
+                    ),
+                    &signed_assertion,
+                )
+            }
+            RefCase::SignedExtraTransform => {
+                // A valid signature by the IdP's key: the consumed bytes would be the XSLT's.
+                let sig = bent(
+                    &transforms,
+                    &format!("<ds:Transforms>{ENVELOPED}{EXC_C14N}{XSLT_IDENTITY}</ds:Transforms>"),
+                );
+                sign(&with(&sig, &a.xml(false)), &self.idp.key)
+            }
+            RefCase::BadSignatureMethod => with(
+                &bent(
+                    "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256\"/>",
+                    "http://www.w3.org/2000/09/xmldsig#hmac-sha1\"><ds:HMACOutputLength>8</ds:HMACOutputLength></ds:SignatureMethod>",
+                ),
+                &signed_assertion,
+            ),
+        }
+    }
+}
+
+fn resident_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+async fn signature_references_and_transforms_are_refused_before_xmlsec(b: Backend) {
+    let Some(f) = fixture(b).await else {
+        return;
+    };
+    let app = &f.app;
+    // The address a hostile Reference names: nothing may ever connect to it.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let all = [
+        RefCase::FileDevZero,
+        RefCase::HttpUrl,
+        RefCase::EmptyUri,
+        RefCase::OtherElementSigned,
+        RefCase::TwoReferences,
+        RefCase::Xslt,
+        RefCase::XPath,
+        RefCase::XPathFilter2,
+        RefCase::SignedExtraTransform,
+        RefCase::BadSignatureMethod,
+    ];
+    // The broker runs in this process: its memory is ours.
+    let certs = [samael::crypto::CertificateDer::from(
+        STANDARD.decode(&f.idp.cert_b64).unwrap(),
+    )];
+    let rss_before = resident_kib();
+    let mut expected = Vec::new();
+    for (n, case) in all.into_iter().enumerate() {
+        let mut br = Browser::new(app);
+        let started = start_login(&mut br, "evil").await;
+        let xml = f.forge_reference(case, 100 + n, &started.request_id, port);
+        // The validation itself (pure CPU, what an attacker makes the broker spend)...
+        let t = std::time::Instant::now();
+        let direct = concierge::upstream::saml::response::validate(
+            &xml,
+            &concierge::upstream::saml::response::Expected {
+                idp_entity_id: IDP,
+                sp_entity_id: &f.audience,
+                acs_url: &f.acs,
+                certs: &certs,
+                request_id: Some(&started.request_id),
+                decryption_key: None,
+                name_id_format: "urn:oasis:names:tc:SAML:2.0:nameid-format:persistent",
+                now: START,
+            },
+        );
+        let validated_in = t.elapsed();
+        assert!(direct.is_err(), "{case:?}");
+        // ...and the whole request through the ACS (audit write, page) on a shared machine.
+        let t = std::time::Instant::now();
+        let res = post_response(&mut br, "evil", &xml, Some(&started.relay_state)).await;
+        let took = t.elapsed();
+        expected.push(match case {
+            RefCase::BadSignatureMethod => "rejected:algorithm",
+            _ => "rejected:reference",
+        });
+        assert_eq!(res.status, 400, "{case:?}: {}", res.body);
+        assert!(res.body.contains("login-error"), "{case:?}: a clear page");
+        assert!(br.session_cookie().is_none(), "{case:?}: no session");
+        assert!(
+            app.store
+                .upstream_link("evil", &format!("saml-user-{}", 100 + n))
+                .unwrap()
+                .is_none(),
+            "{case:?}: nothing linked"
+        );
+        assert!(
+            validated_in < std::time::Duration::from_millis(100),
+            "{case:?} took {validated_in:?} to refuse: refused before any work"
+        );
+        assert!(
+            took < std::time::Duration::from_secs(1),
+            "{case:?}: the ACS answered in {took:?}"
+        );
+    }
+    let grown = resident_kib().saturating_sub(rss_before);
+    assert!(grown < 64 * 1024, "the broker grew by {grown} KiB");
+    assert!(
+        matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the broker connected to the Reference URI"
+    );
+    assert_eq!(failure_reasons(app).await, expected);
+    // The same IdP's honest signed Response still signs in.
+    let mut br = Browser::new(app);
+    let started = start_login(&mut br, "evil").await;
+    let xml = f.forge(Case::ResponseSigned, 200, &started.request_id, "");
+    let res = post_response(&mut br, "evil", &xml, Some(&started.relay_state)).await;
+    assert_eq!(res.status, 303, "{}", res.body);
+}
+
 per_backend_async!(
     relay_states_that_match_no_pending_login_are_refused_and_audited,
     callback_endpoints_are_rate_limited_per_address,
@@ -1132,4 +1417,5 @@ per_backend_async!(
     idp_logout_requests_must_be_signed_by_the_idp,
     hostile_saml_responses_are_refused,
     assertions_are_single_use_and_unsolicited_responses_need_opt_in,
+    signature_references_and_transforms_are_refused_before_xmlsec,
 );

@@ -300,7 +300,18 @@ class Handler(BaseHTTPRequestHandler):
         user = self.query()["user"]
         with LOCK:
             sp, name_id = SESSIONS[user]
-        session_index = session_indexes(name_id)[-1]
+        issued = session_indexes(name_id)
+        # The user's latest session at the IdP (the device that is logging out).
+        session_index = issued[-1]
+        with LOCK:
+            LOG.append(
+                {
+                    "kind": "IdpLogoutRequest",
+                    "name_id": name_id,
+                    "session_index": [session_index],
+                    "issued_session_indexes": issued,
+                }
+            )
         destinations = IDP.metadata.single_logout_service(sp, BINDING_HTTP_REDIRECT, "spsso")
         destination = destinations[0]["location"]
         req_id, req = IDP.create_logout_request(

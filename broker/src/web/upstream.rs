@@ -630,10 +630,14 @@ pub async fn saml_slo(
             return Err(WebError::BadRequest);
         }
     };
+    // The browser carrying the request keeps its cookie unless its own session is one that ends.
+    let own_sid = super::current_session(&state, &req)
+        .await?
+        .map(|s| s.record.sid);
     let (store, provider) = (Arc::clone(&state.store), Arc::clone(&state.provider));
     let (upstream, name_id, indexes) = (id.clone(), logout.name_id, logout.session_indexes);
-    let ended = web::block(move || -> Result<usize, crate::flow::login::FlowError> {
-        let mut ended = 0;
+    let (ended, own_ended) = web::block(move || -> Result<_, crate::flow::login::FlowError> {
+        let (mut ended, mut own_ended) = (0, false);
         for s in store.upstream_sessions_by_name_id(&upstream, &name_id)? {
             let named = indexes.is_empty()
                 || s.session_index
@@ -645,9 +649,10 @@ pub async fn saml_slo(
             if let Some(record) = store.session_by_sid(&s.sid)? {
                 provider.end_session_record(&record, "upstream_logout")?;
                 ended += 1;
+                own_ended |= own_sid.as_deref() == Some(s.sid.as_str());
             }
         }
-        Ok(ended)
+        Ok((ended, own_ended))
     })
     .await?
     .map_err(WebError::internal)?;
@@ -658,7 +663,7 @@ pub async fn saml_slo(
             logout.respond_to.as_str(),
         ))
         .finish();
-    if ended > 0 {
+    if own_ended {
         res.add_cookie(&state.cookies.removal(state.cookies.session.clone()))
             .map_err(WebError::internal)?;
     }

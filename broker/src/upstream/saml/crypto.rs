@@ -1,6 +1,7 @@
 //! Owns the SAML cryptography that is not XML-DSig: the HTTP-Redirect binding (DEFLATE, base64,
 //! the RSA-SHA256 query signature, both ways) and decrypting an EncryptedAssertion (RSA-OAEP key
-//! transport, AES-CBC or AES-GCM content), with every length checked.
+//! transport, AES-GCM content, or AES-CBC inside a Response whose signature verified), with
+//! every length checked.
 
 use std::io::{Read, Write};
 
@@ -221,7 +222,14 @@ fn encrypted_parts(xml: &str) -> Result<Encrypted, SamlError> {
 }
 
 /// Decrypts the EncryptedAssertion in `xml` with the SP's key; returns the assertion's XML.
-pub fn decrypt_assertion(xml: &str, key: &PKey<Private>) -> Result<String, SamlError> {
+/// `cbc_allowed` only when `xml` is the verified bytes of a signed Response: unauthenticated
+/// AES-CBC is the XML-Encryption padding oracle, so otherwise only AES-GCM is decrypted, and the
+/// method is checked before any key is used.
+pub fn decrypt_assertion(
+    xml: &str,
+    key: &PKey<Private>,
+    cbc_allowed: bool,
+) -> Result<String, SamlError> {
     let fail = |m: &str| SamlError::Decryption(m.to_owned());
     let parts = encrypted_parts(xml)?;
     let (Some(key_method), Some(wrapped), Some(method), Some(data)) =
@@ -229,6 +237,18 @@ pub fn decrypt_assertion(xml: &str, key: &PKey<Private>) -> Result<String, SamlE
     else {
         return Err(fail("EncryptedData or EncryptedKey incomplete"));
     };
+    let (cipher, gcm) = match method.as_str() {
+        "http://www.w3.org/2001/04/xmlenc#aes128-cbc" => (Cipher::aes_128_cbc(), false),
+        "http://www.w3.org/2001/04/xmlenc#aes192-cbc" => (Cipher::aes_192_cbc(), false),
+        "http://www.w3.org/2001/04/xmlenc#aes256-cbc" => (Cipher::aes_256_cbc(), false),
+        "http://www.w3.org/2009/xmlenc11#aes128-gcm" => (Cipher::aes_128_gcm(), true),
+        "http://www.w3.org/2009/xmlenc11#aes192-gcm" => (Cipher::aes_192_gcm(), true),
+        "http://www.w3.org/2009/xmlenc11#aes256-gcm" => (Cipher::aes_256_gcm(), true),
+        other => return Err(fail(&format!("content encryption {other} refused"))),
+    };
+    if !gcm && !cbc_allowed {
+        return Err(SamlError::CbcUnsigned);
+    }
     // RSA PKCS#1 v1.5 key transport is refused: it is a decryption oracle (Bleichenbacher).
     if !matches!(
         key_method.as_str(),
@@ -247,15 +267,6 @@ pub fn decrypt_assertion(xml: &str, key: &PKey<Private>) -> Result<String, SamlE
         .map_err(|_| fail("the content key does not decrypt"))?;
     cek.truncate(n);
     let data = cipher_value(&data)?;
-    let (cipher, gcm) = match method.as_str() {
-        "http://www.w3.org/2001/04/xmlenc#aes128-cbc" => (Cipher::aes_128_cbc(), false),
-        "http://www.w3.org/2001/04/xmlenc#aes192-cbc" => (Cipher::aes_192_cbc(), false),
-        "http://www.w3.org/2001/04/xmlenc#aes256-cbc" => (Cipher::aes_256_cbc(), false),
-        "http://www.w3.org/2009/xmlenc11#aes128-gcm" => (Cipher::aes_128_gcm(), true),
-        "http://www.w3.org/2009/xmlenc11#aes192-gcm" => (Cipher::aes_192_gcm(), true),
-        "http://www.w3.org/2009/xmlenc11#aes256-gcm" => (Cipher::aes_256_gcm(), true),
-        other => return Err(fail(&format!("content encryption {other} refused"))),
-    };
     if cek.len() != cipher.key_len() {
         return Err(fail("the content key has the wrong length"));
     }

@@ -104,7 +104,10 @@ fn pem_body(pem: &str) -> String {
 }
 
 impl SpMetadata<'_> {
-    /// The `EntityDescriptor` an IdP administrator loads.
+    /// The `EntityDescriptor` an IdP administrator loads. `WantAssertionsSigned` is `false`
+    /// because that is what the ACS enforces: a signature over the Response or over the
+    /// Assertion is accepted (either covers the assertion, and only the verified bytes are
+    /// consumed); a Response with neither is refused.
     pub fn to_xml(&self) -> String {
         let key = |pem: &str, usage: &str| {
             format!(
@@ -133,7 +136,7 @@ impl SpMetadata<'_> {
                 "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n",
                 "<md:EntityDescriptor xmlns:md=\"urn:oasis:names:tc:SAML:2.0:metadata\" ",
                 "xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\" entityID=\"{entity}\">",
-                "<md:SPSSODescriptor AuthnRequestsSigned=\"{signed}\" WantAssertionsSigned=\"true\" ",
+                "<md:SPSSODescriptor AuthnRequestsSigned=\"{signed}\" WantAssertionsSigned=\"false\" ",
                 "protocolSupportEnumeration=\"urn:oasis:names:tc:SAML:2.0:protocol\">",
                 "{keys}{slo}<md:NameIDFormat>{fmt}</md:NameIDFormat>",
                 "<md:AssertionConsumerService Binding=\"{post}\" Location=\"{acs}\" index=\"0\" isDefault=\"true\"/>",
@@ -215,6 +218,8 @@ mod tests {
         );
         assert!(xml.contains("<ds:X509Certificate>QUJD</ds:X509Certificate>"));
         assert!(xml.contains("AuthnRequestsSigned=\"true\""));
+        // What the ACS enforces: a Response-only signature is accepted (ADR 7).
+        assert!(xml.contains("WantAssertionsSigned=\"false\""));
         let ed: EntityDescriptor = xml.parse().unwrap();
         assert!(ed.sp_sso_descriptors.is_some());
     }

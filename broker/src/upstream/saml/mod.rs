@@ -4,6 +4,7 @@
 //! [`Identity`], and the SP metadata document.
 
 pub mod crypto;
+pub mod dsig;
 pub mod metadata;
 pub mod response;
 pub mod xml;
@@ -47,12 +48,18 @@ pub enum SamlError {
     Unsigned,
     #[error("signature: {0}")]
     Signature(String),
+    #[error("signature reference: {0}")]
+    Reference(String),
+    #[error("signature algorithm: {0}")]
+    Algorithm(String),
     #[error("Destination is not this ACS")]
     Destination,
     #[error("InResponseTo is not this browser's request")]
     InResponseTo,
     #[error("SubjectConfirmationData Recipient is not this ACS")]
     Recipient,
+    #[error("no bearer SubjectConfirmation (only the bearer method is accepted)")]
+    ConfirmationMethod,
     #[error("the Audience is not this SP")]
     Audience,
     #[error("the Issuer is not the IdP")]
@@ -69,6 +76,8 @@ pub enum SamlError {
     NameIdFormat(String),
     #[error("decryption: {0}")]
     Decryption(String),
+    #[error("AES-CBC content in an unsigned Response (only AES-GCM is accepted there)")]
+    CbcUnsigned,
     #[error("an unsolicited response (IdP-initiated login is off)")]
     Unsolicited,
     #[error("the IdP answered with status {code} ({sub:?})")]
@@ -124,9 +133,12 @@ impl SamlError {
             Self::Wrapping(_) => "wrapping",
             Self::Unsigned => "unsigned",
             Self::Signature(_) => "signature",
+            Self::Reference(_) => "reference",
+            Self::Algorithm(_) => "algorithm",
             Self::Destination => "destination",
             Self::InResponseTo => "in_response_to",
             Self::Recipient => "recipient",
+            Self::ConfirmationMethod => "confirmation_method",
             Self::Audience => "audience",
             Self::Issuer => "issuer",
             Self::Expired(_) => "expired",
@@ -135,6 +147,7 @@ impl SamlError {
             Self::NoSubject => "subject",
             Self::NameIdFormat(_) => "name_id_format",
             Self::Decryption(_) => "decryption",
+            Self::CbcUnsigned => "cbc_unsigned",
             Self::Unsolicited => "unsolicited",
             Self::Status { .. } => "status",
             Self::Metadata(_) | Self::Unavailable(_) => "metadata",
@@ -454,6 +467,7 @@ impl PostConnector for SamlConnector {
     ) -> Result<Federated, UpstreamError> {
         let encoded = form
             .get("SAMLResponse")
+            .filter(|v| !v.trim().is_empty())
             .cloned()
             .ok_or(SamlError::Malformed("no SAMLResponse".into()))?;
         let request_id =
@@ -615,8 +629,12 @@ impl PostConnector for SamlConnector {
     async fn idp_logout(&self, raw_query: &str) -> Result<IdpLogout, UpstreamError> {
         let idp = self.idp().await?;
         // A LogoutRequest ends sessions: only a signed one is believed.
-        let (r, relay_state): (samael::schema::LogoutRequest, _) =
+        let (r, msg): (samael::schema::LogoutRequest, _) =
             signed_redirect(raw_query, &idp, "SAMLRequest", "LogoutRequest")?;
+        let relay_state = msg.relay_state;
+        // SessionIndex is a child element (SAML Core 3.7.1): read out of the signed bytes. None
+        // named means every session of the NameID at this IdP.
+        let session_indexes = xml::session_indexes(&msg.xml)?;
         self.check_message(
             &idp.entity_id,
             r.issuer.as_ref(),
@@ -655,21 +673,21 @@ impl PostConnector for SamlConnector {
             crypto::redirect_query("SAMLResponse", &xml, relay_state.as_deref(), Some(key))?;
         Ok(IdpLogout {
             name_id,
-            session_indexes: r.session_index.into_iter().collect(),
+            session_indexes,
             respond_to: with_query(slo, &query),
         })
     }
 }
 
 /// A logout message over HTTP-Redirect: signed by the IdP's metadata keys (anything unsigned
-/// is refused), carried in `param`, whose root is the protocol element `element`; with its
-/// RelayState.
+/// is refused), carried in `param`, whose root is the protocol element `element`; with the
+/// message itself (its signed XML and its RelayState).
 fn signed_redirect<T>(
     raw_query: &str,
     idp: &IdpMetadata,
     param: &str,
     element: &str,
-) -> Result<(T, Option<String>), UpstreamError>
+) -> Result<(T, crypto::RedirectMessage), UpstreamError>
 where
     T: std::str::FromStr,
     T::Err: std::fmt::Display,
@@ -686,5 +704,5 @@ where
         .xml
         .parse()
         .map_err(|e| SamlError::Malformed(format!("{element}: {e}")))?;
-    Ok((parsed, msg.relay_state))
+    Ok((parsed, msg))
 }

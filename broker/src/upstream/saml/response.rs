@@ -93,6 +93,9 @@ fn verified_element(
     name: &str,
     id: &str,
 ) -> Result<String, SamlError> {
+    // xmlsec dereferences every Reference and runs every transform a signature names before
+    // any key is checked: only the SAML profile gets that far (ADR 7).
+    super::dsig::check_profile(doc, id)?;
     let signed = Crypto::reduce_xml_to_signed_with_allowed_algorithms(
         doc,
         certs,
@@ -111,11 +114,16 @@ fn verified_element(
 }
 
 /// Decrypts the EncryptedAssertion of a Response document: the result must be one Assertion.
-fn decrypt(response_xml: &str, key: Option<&PKey<Private>>) -> Result<(String, String), SamlError> {
+/// AES-CBC only when `response_xml` is the verified bytes of the signed Response.
+fn decrypt(
+    response_xml: &str,
+    key: Option<&PKey<Private>>,
+    response_verified: bool,
+) -> Result<(String, String), SamlError> {
     let key = key.ok_or(SamlError::Decryption(
         "an EncryptedAssertion arrived but no decryption key is configured".into(),
     ))?;
-    let xml = super::crypto::decrypt_assertion(response_xml, key)?;
+    let xml = super::crypto::decrypt_assertion(response_xml, key, response_verified)?;
     refuse_dtd(&xml)?;
     let (root, count) = root_of(&xml)?;
     match root.id {
@@ -167,7 +175,7 @@ pub fn validate(doc: &str, exp: &Expected<'_>) -> Result<Verified, SamlError> {
         let signed = verified_element(doc, exp.certs, PROTOCOL_NS, "Response", &env.id)?;
         check_response(&read_envelope(&signed)?, exp)?;
         if env.encrypted {
-            parse_assertion(&decrypt(&signed, exp.decryption_key)?.0)?
+            parse_assertion(&decrypt(&signed, exp.decryption_key, true)?.0)?
         } else {
             let response: Response = signed
                 .parse()
@@ -178,7 +186,7 @@ pub fn validate(doc: &str, exp: &Expected<'_>) -> Result<Verified, SamlError> {
         }
     } else if env.encrypted {
         // Only the assertion inside can be signed.
-        let (xml, id) = decrypt(doc, exp.decryption_key)?;
+        let (xml, id) = decrypt(doc, exp.decryption_key, false)?;
         parse_assertion(&verified_element(
             &xml,
             exp.certs,
@@ -268,7 +276,9 @@ fn check_assertion(a: &Assertion, exp: &Expected<'_>) -> Result<Verified, SamlEr
     {
         return Err(SamlError::NameIdFormat(f.clone()));
     }
-    let mut why = SamlError::Recipient;
+    // Holder-of-key and sender-vouches confirmations are not supported: without a bearer one
+    // the subject is not confirmed at all.
+    let mut why = SamlError::ConfirmationMethod;
     let confirmed = subject
         .subject_confirmations
         .iter()

@@ -175,6 +175,9 @@ pub fn read_envelope(doc: &str) -> Result<Envelope, SamlError> {
             _ => {}
         }
     }
+    if responses == 0 {
+        return Err(SamlError::Malformed("no Response element".into()));
+    }
     if responses != 1 {
         return Err(SamlError::Wrapping("more than one Response element".into()));
     }
@@ -227,6 +230,81 @@ pub fn root_of(doc: &str) -> Result<(Root, usize), SamlError> {
     }
     root.map(|r| (r, assertions))
         .ok_or(SamlError::Malformed("no root element".into()))
+}
+
+/// The `samlp:SessionIndex` elements of a (verified) LogoutRequest: children of the root, each
+/// one's text (SAML Core 3.7.1; samael reads it as an attribute and never finds it).
+pub fn session_indexes(doc: &str) -> Result<Vec<String>, SamlError> {
+    let mut reader = NsReader::from_str(doc);
+    let (mut depth, mut current): (usize, Option<String>) = (0, None);
+    let mut out = Vec::new();
+    loop {
+        let (ns, event) = reader
+            .read_resolved_event()
+            .map_err(|e| SamlError::Malformed(e.to_string()))?;
+        match &event {
+            Event::Start(e) => {
+                if depth == 1
+                    && in_ns(&ns, PROTOCOL_NS)
+                    && e.local_name().as_ref() == b"SessionIndex"
+                {
+                    current = Some(String::new());
+                }
+                depth += 1;
+            }
+            Event::Empty(e)
+                if depth == 1
+                    && in_ns(&ns, PROTOCOL_NS)
+                    && e.local_name().as_ref() == b"SessionIndex" =>
+            {
+                return Err(SamlError::Malformed("an empty SessionIndex".into()));
+            }
+            Event::Text(t) => {
+                if let Some(c) = current.as_mut() {
+                    c.push_str(
+                        &t.decode()
+                            .map_err(|e| SamlError::Malformed(e.to_string()))?,
+                    );
+                }
+            }
+            Event::GeneralRef(r) => {
+                if let Some(c) = current.as_mut() {
+                    let name: &[u8] = r;
+                    let ch = r
+                        .resolve_char_ref()
+                        .ok()
+                        .flatten()
+                        .or(match name {
+                            b"amp" => Some('&'),
+                            b"lt" => Some('<'),
+                            b"gt" => Some('>'),
+                            b"quot" => Some('"'),
+                            b"apos" => Some('\''),
+                            _ => None,
+                        })
+                        .ok_or(SamlError::Dtd)?;
+                    c.push(ch);
+                }
+            }
+            Event::End(_) => {
+                depth = depth.saturating_sub(1);
+                if depth == 1
+                    && let Some(c) = current.take()
+                {
+                    let c = c.trim();
+                    if c.is_empty() {
+                        return Err(SamlError::Malformed("an empty SessionIndex".into()));
+                    }
+                    out.push(c.to_owned());
+                }
+            }
+            Event::Comment(_) => return Err(SamlError::Comment),
+            Event::DocType(_) => return Err(SamlError::Dtd),
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    Ok(out)
 }
 
 /// Escapes text for an XML attribute value or element content.
@@ -291,6 +369,17 @@ mod tests {
             read_envelope(&other_root),
             Err(SamlError::NotAResponse)
         ));
+    }
+
+    #[test]
+    fn session_indexes_are_the_child_elements() {
+        let req = r#"<samlp:LogoutRequest xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" ID="l1" SessionIndex="attr"><saml:Issuer>idp</saml:Issuer><saml:NameID>u</saml:NameID><samlp:SessionIndex>s-1</samlp:SessionIndex><samlp:SessionIndex> s&amp;2 </samlp:SessionIndex><samlp:Extensions><samlp:SessionIndex>nested</samlp:SessionIndex></samlp:Extensions></samlp:LogoutRequest>"#;
+        assert_eq!(session_indexes(req).unwrap(), ["s-1", "s&2"]);
+        let none =
+            r#"<samlp:LogoutRequest xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" ID="l1"/>"#;
+        assert!(session_indexes(none).unwrap().is_empty());
+        let empty = req.replace("s-1", "");
+        assert!(session_indexes(&empty).is_err());
     }
 
     #[test]
