@@ -439,34 +439,17 @@ impl Provider {
         client.require(Grant::AuthorizationCode)?;
         let now = self.now();
         let hash = sha256(code);
-        let rec = match self.store.consume_code(&hash, now)? {
-            CodeUse::Unknown => return Err(OAuthError::InvalidGrant("unknown code".into())),
-            CodeUse::Replayed(rec) => {
-                // A replayed code revokes everything it issued.
-                let family = hex::encode(rec.code_hash);
-                let revoked = self.store.delete_refresh_family(&family)?;
-                self.store.revoke_jti(
-                    &Self::code_jti(&rec.code_hash),
-                    now.saturating_add(self.max_token_ttl()),
-                )?;
-                tracing::warn!(client_id = %rec.client_id, refresh_revoked = revoked, "authorization code replayed; its tokens are revoked");
-                self.audit.record(
-                    Event::new(EventKind::CodeReplayed)
-                        .client(rec.client_id.as_str())
-                        .user(rec.user_id.as_str())
-                        .sid(rec.sid.as_str()),
-                );
-                return Err(OAuthError::InvalidGrant("code already used".into()));
-            }
-            CodeUse::First(rec) => rec,
-        };
+        // Who presents the code is checked before anything is spent: a wrong client, redirect
+        // URI or PKCE verifier gets invalid_grant and changes nothing (else anyone holding the
+        // code could burn it, or revoke its owner's tokens by replaying it).
+        let rec = self
+            .store
+            .code(&hash)?
+            .ok_or_else(|| OAuthError::InvalidGrant("unknown code".into()))?;
         if rec.client_id != client.id {
             return Err(OAuthError::InvalidGrant(
                 "code was issued to another client".into(),
             ));
-        }
-        if now >= rec.expires_at {
-            return Err(OAuthError::InvalidGrant("code expired".into()));
         }
         // RFC 6749 4.1.3: required, and identical, if the authorization request included it.
         let redirect_ok = match (rec.redirect_uri.is_empty(), redirect_uri) {
@@ -499,6 +482,13 @@ impl Provider {
                 }
             }
         }
+        // The rightful client replaying a redeemed code (RFC 6749 4.1.2, RFC 9700 4.5).
+        if rec.consumed_at.is_some() {
+            return Err(self.code_replayed(&rec)?);
+        }
+        if now >= rec.expires_at {
+            return Err(OAuthError::InvalidGrant("code expired".into()));
+        }
         // The session must still be live.
         let session = self.store.session_by_sid(&rec.sid)?;
         if session.is_none_or(|s| now >= s.expires_at) {
@@ -526,8 +516,12 @@ impl Provider {
             Some((family, absolute)),
             true,
         )?;
-        if let Some(r) = refresh {
-            self.store.insert_refresh(&r)?;
+        // One transaction spends the code and stores its refresh token: a crash in between
+        // cannot leave a spent code without its grant, nor a grant whose code can be redeemed.
+        match self.store.redeem_code(&hash, now, refresh.as_ref())? {
+            CodeUse::First(_) => {}
+            CodeUse::Replayed(rec) => return Err(self.code_replayed(&rec)?),
+            CodeUse::Unknown => return Err(OAuthError::InvalidGrant("unknown code".into())),
         }
         self.audit.record(
             Event::new(EventKind::TokenIssued)
@@ -537,6 +531,26 @@ impl Provider {
                 .reason("authorization_code"),
         );
         Ok(response)
+    }
+
+    /// A redeemed code came back from its own client: everything it issued is revoked.
+    fn code_replayed(&self, rec: &AuthCodeRecord) -> Result<OAuthError, OAuthError> {
+        let now = self.now();
+        let revoked = self
+            .store
+            .delete_refresh_family(&hex::encode(rec.code_hash))?;
+        self.store.revoke_jti(
+            &Self::code_jti(&rec.code_hash),
+            now.saturating_add(self.max_token_ttl()),
+        )?;
+        tracing::warn!(client_id = %rec.client_id, refresh_revoked = revoked, "authorization code replayed; its tokens are revoked");
+        self.audit.record(
+            Event::new(EventKind::CodeReplayed)
+                .client(rec.client_id.as_str())
+                .user(rec.user_id.as_str())
+                .sid(rec.sid.as_str()),
+        );
+        Ok(OAuthError::InvalidGrant("code already used".into()))
     }
 
     /// Signs the access token (and, for `openid`, the ID token) and stores a refresh token.
