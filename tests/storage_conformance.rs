@@ -386,12 +386,17 @@ fn refresh_rotation_spends_once_and_reuse_revokes_the_family(b: Backend) {
 
 fn access_token_revocations_are_remembered_until_expiry(b: Backend) {
     with_store(b, |s| {
-        assert!(!s.token_state("j1", None).unwrap().revoked);
+        assert!(!s.token_state("j1", None, None).unwrap().revoked);
         s.revoke_jti("j1", 500).unwrap();
         s.revoke_jti("j1", 500).unwrap();
-        assert!(s.token_state("j1", None).unwrap().revoked);
+        assert!(s.token_state("j1", None, None).unwrap().revoked);
         assert_eq!(s.delete_expired_grants(500).unwrap(), 1);
-        assert!(!s.token_state("j1", None).unwrap().revoked);
+        assert!(!s.token_state("j1", None, None).unwrap().revoked);
+        // A grant's key revokes every token of the grant.
+        s.revoke_jti("grant:g1", 700).unwrap();
+        assert!(s.token_state("j2", Some("grant:g1"), None).unwrap().revoked);
+        assert!(!s.token_state("j2", Some("grant:g2"), None).unwrap().revoked);
+        assert!(!s.token_state("grant:g2", None, None).unwrap().revoked);
     });
 }
 
@@ -528,7 +533,7 @@ fn sessions_are_found_by_their_public_id(b: Backend) {
         s.insert_user(&user("u1", "a@example.com")).unwrap();
         s.insert_session(&session(5, "u1", 100, 60, 1_000)).unwrap();
         assert_eq!(s.session_by_sid("sid-5").unwrap().unwrap().key, [5; 32]);
-        let state = s.token_state("nope", Some("sid-5")).unwrap();
+        let state = s.token_state("nope", None, Some("sid-5")).unwrap();
         assert_eq!(
             state,
             concierge::storage::TokenState {
@@ -541,7 +546,10 @@ fn sessions_are_found_by_their_public_id(b: Backend) {
                 })
             }
         );
-        assert_eq!(s.token_state("nope", Some("sid-6")).unwrap().session, None);
+        assert_eq!(
+            s.token_state("nope", None, Some("sid-6")).unwrap().session,
+            None
+        );
         assert!(s.session_by_sid("sid-6").unwrap().is_none());
     });
 }
@@ -558,7 +566,7 @@ fn token_epochs_only_move_forward_and_sessions_are_found_by_client(b: Backend) {
             "exists, but the epoch stays"
         );
         assert_eq!(
-            s.token_state("j", Some("sid-5"))
+            s.token_state("j", None, Some("sid-5"))
                 .unwrap()
                 .session
                 .unwrap()

@@ -981,6 +981,54 @@ async fn revocation_and_logout_end_tokens(b: Backend) {
     assert_eq!(s, 400);
 }
 
+async fn revoking_a_refresh_token_ends_its_grant(b: Backend) {
+    let Some(app) = spawn_provider(b, &[]).await else {
+        return;
+    };
+    let http = Http::new(&app);
+    let mut br = signed_in(&app).await;
+    let redirect = "https://webapp.example/cb";
+    let code = code_for(&mut br, "webapp", redirect).await;
+    let (_, t0) = http.exchange("webapp", &code, redirect).await;
+    let (s, t1) = http
+        .refresh("webapp", t0["refresh_token"].as_str().unwrap())
+        .await;
+    assert_eq!(s, 200, "{t1}");
+    // Another grant in the same session.
+    let code = code_for(&mut br, "webapp", redirect).await;
+    let (_, other) = http.exchange("webapp", &code, redirect).await;
+    let at = |t: &Value| t["access_token"].as_str().unwrap().to_owned();
+    for t in [&t0, &t1, &other] {
+        assert_eq!(http.introspect(&at(t)).await["active"], true);
+    }
+    let (s, _, _) = http
+        .post(
+            "/revoke",
+            Some(("webapp", SECRET)),
+            &[
+                ("token", t1["refresh_token"].as_str().unwrap()),
+                ("token_type_hint", "refresh_token"),
+            ],
+        )
+        .await;
+    assert_eq!(s, 200);
+    // RFC 7009 2.1: the access tokens of that grant end with it, from the code and the refresh.
+    for t in [&t0, &t1] {
+        assert_eq!(http.introspect(&at(t)).await["active"], false);
+        assert_eq!(http.get_json("/userinfo", Some(&at(t))).await.0, 401);
+    }
+    let (s, _) = http
+        .refresh("webapp", t1["refresh_token"].as_str().unwrap())
+        .await;
+    assert_eq!(s, 400);
+    // The other grant is untouched.
+    assert_eq!(http.introspect(&at(&other)).await["active"], true);
+    let (s, _) = http
+        .refresh("webapp", other["refresh_token"].as_str().unwrap())
+        .await;
+    assert_eq!(s, 200);
+}
+
 async fn prompt_and_response_modes(b: Backend) {
     let Some(app) = spawn_provider(b, &[]).await else {
         return;
@@ -1148,5 +1196,6 @@ per_backend_async!(
     refresh_reuse_grace_is_measured_in_milliseconds,
     client_credentials_for_the_api_channel,
     revocation_and_logout_end_tokens,
+    revoking_a_refresh_token_ends_its_grant,
     prompt_and_response_modes,
 );

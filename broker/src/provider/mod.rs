@@ -419,13 +419,37 @@ impl Provider {
         Ok(code)
     }
 
-    /// The jti of the access token issued directly for a code, so a replay can revoke it.
-    fn code_jti(code_hash: &[u8; 32]) -> String {
+    /// The public id of a grant (one code and the refresh token family it started), derived
+    /// from the family id. Every user access token of the grant carries it in its `jti`
+    /// (`<grant id>.<random>`), so revoking the grant ends them all.
+    fn grant_id(family_id: &str) -> String {
         let d = Sha256::new()
-            .chain_update(b"concierge-code-at:")
-            .chain_update(code_hash)
+            .chain_update(b"concierge-grant:")
+            .chain_update(family_id.as_bytes())
             .finalize();
         URL_SAFE_NO_PAD.encode(&d[..18])
+    }
+
+    /// The revoked-list key that ends every access token of the grant `grant_id`.
+    fn grant_key(grant_id: &str) -> String {
+        format!("grant:{grant_id}")
+    }
+
+    /// A fresh jti for a user access token of the grant of `family_id`.
+    fn grant_jti(&self, family_id: &str) -> String {
+        format!("{}.{}", Self::grant_id(family_id), self.random_token())
+    }
+
+    /// Ends a grant: its refresh tokens are deleted and its access tokens inactive (RFC 7009
+    /// 2.1). Returns the number of refresh tokens deleted.
+    fn revoke_grant(&self, family_id: &str) -> Result<u64, OAuthError> {
+        let n = self.store.delete_refresh_family(family_id)?;
+        // With the family gone no new access token of the grant can be issued: the key need
+        // outlive only those issued so far.
+        let until = self.now().saturating_add(self.max_token_ttl());
+        self.store
+            .revoke_jti(&Self::grant_key(&Self::grant_id(family_id)), until)?;
+        Ok(n)
     }
 
     /// `grant_type=authorization_code`.
@@ -512,7 +536,7 @@ impl Provider {
         let (response, refresh) = self.user_tokens(
             client,
             &grantee,
-            Self::code_jti(&rec.code_hash),
+            self.grant_jti(&family),
             Some((family, absolute)),
             true,
         )?;
@@ -535,14 +559,7 @@ impl Provider {
 
     /// A redeemed code came back from its own client: everything it issued is revoked.
     fn code_replayed(&self, rec: &AuthCodeRecord) -> Result<OAuthError, OAuthError> {
-        let now = self.now();
-        let revoked = self
-            .store
-            .delete_refresh_family(&hex::encode(rec.code_hash))?;
-        self.store.revoke_jti(
-            &Self::code_jti(&rec.code_hash),
-            now.saturating_add(self.max_token_ttl()),
-        )?;
+        let revoked = self.revoke_grant(&hex::encode(rec.code_hash))?;
         tracing::warn!(client_id = %rec.client_id, refresh_revoked = revoked, "authorization code replayed; its tokens are revoked");
         self.audit.record(
             Event::new(EventKind::CodeReplayed)
@@ -724,7 +741,7 @@ impl Provider {
         let (response, refresh) = self.user_tokens(
             client,
             &grantee,
-            self.random_token(),
+            self.grant_jti(&rec.family_id),
             Some((rec.family_id.clone(), rec.expires_at)),
             true,
         )?;
@@ -870,7 +887,12 @@ impl Provider {
             .and_then(Value::as_str)
             .ok_or(OAuthError::InvalidToken)?;
         let sid = claims.get("sid").and_then(Value::as_str);
-        let state = self.store.token_state(jti, sid)?;
+        // A user token's jti starts with its grant's id: a revoked grant ends it too.
+        let grant = jti
+            .split_once('.')
+            .filter(|_| sid.is_some())
+            .map(|(g, _)| Self::grant_key(g));
+        let state = self.store.token_state(jti, grant.as_deref(), sid)?;
         if state.revoked {
             return Err(OAuthError::InvalidToken);
         }
@@ -983,7 +1005,8 @@ impl Provider {
         Ok(Value::Object(out))
     }
 
-    /// RFC 7009: refresh tokens end their family; access tokens are denied until they expire.
+    /// RFC 7009: a refresh token ends its grant (its family and the grant's access tokens);
+    /// an access token is denied until it expires.
     /// Unknown or foreign tokens are ignored (the answer is the same).
     pub fn revoke(&self, client: &Client, token: &str) -> Result<(), OAuthError> {
         if token.matches('.').count() == 2 {
@@ -1010,7 +1033,7 @@ impl Provider {
         if let Some(rec) = self.store.refresh_token(&sha256(token))?
             && rec.client_id == client.id
         {
-            self.store.delete_refresh_family(&rec.family_id)?;
+            self.revoke_grant(&rec.family_id)?;
             self.audit.record(
                 Event::new(EventKind::TokenRevoked)
                     .client(client.id.as_str())

@@ -1095,10 +1095,16 @@ impl Store for DieselStore {
         })
     }
 
-    fn token_state(&self, jti: &str, sid: Option<&str>) -> Result<TokenState, StorageError> {
+    fn token_state(
+        &self,
+        jti: &str,
+        grant: Option<&str>,
+        sid: Option<&str>,
+    ) -> Result<TokenState, StorageError> {
+        let keys: Vec<&str> = std::iter::once(jti).chain(grant).collect();
         with_conn!(self, |c| {
             let revoked = revoked_tokens::table
-                .find(jti)
+                .filter(revoked_tokens::jti.eq_any(&keys))
                 .select(revoked_tokens::jti)
                 .first::<String>(c)
                 .optional()

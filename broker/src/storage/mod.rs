@@ -379,8 +379,14 @@ pub trait Store: MfaStore + Send + Sync + 'static {
 
     // Access tokens revoked before expiry.
     fn revoke_jti(&self, jti: &str, expires_at: UnixTime) -> Result<(), StorageError>;
-    /// Whether `jti` is revoked and, for `sid`, the session's liveness fields (one checkout).
-    fn token_state(&self, jti: &str, sid: Option<&str>) -> Result<TokenState, StorageError>;
+    /// Whether `jti` or the token's `grant` key is revoked (both are entries of the revoked
+    /// list) and, for `sid`, the session's liveness fields (one checkout).
+    fn token_state(
+        &self,
+        jti: &str,
+        grant: Option<&str>,
+        sid: Option<&str>,
+    ) -> Result<TokenState, StorageError>;
 
     // Back-channel logout.
     fn add_session_client(&self, sid: &str, client_id: &str) -> Result<(), StorageError>;
