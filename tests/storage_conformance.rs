@@ -312,6 +312,57 @@ fn codes_are_consumed_exactly_once(b: Backend) {
     });
 }
 
+fn a_code_is_redeemed_with_its_refresh_token_in_one_transaction(b: Backend) {
+    with_store(b, |s| {
+        s.insert_user(&user("u1", "a@example.com")).unwrap();
+        s.insert_code(&code(1)).unwrap();
+        // Reading a code spends nothing.
+        assert_eq!(s.code(&[1; 32]).unwrap().unwrap().consumed_at, None);
+        assert_eq!(s.code(&[2; 32]).unwrap(), None);
+        // The refresh token cannot be stored (its key is taken): the code stays unspent.
+        s.insert_refresh(&refresh(5, "other", "sid-1")).unwrap();
+        assert!(matches!(
+            s.redeem_code(&[1; 32], 110, Some(&refresh(5, "f1", "sid-1"))),
+            Err(StorageError::Conflict(_))
+        ));
+        assert_eq!(
+            s.code(&[1; 32]).unwrap().unwrap().consumed_at,
+            None,
+            "rolled back with the failed insert"
+        );
+        // Spent and stored together.
+        let CodeUse::First(c) = s
+            .redeem_code(&[1; 32], 111, Some(&refresh(6, "f1", "sid-1")))
+            .unwrap()
+        else {
+            panic!("first use")
+        };
+        assert_eq!(c.consumed_at, Some(111));
+        assert_eq!(s.refresh_token(&[6; 32]).unwrap().unwrap().family_id, "f1");
+        // A second redemption stores nothing.
+        let CodeUse::Replayed(c) = s
+            .redeem_code(&[1; 32], 112, Some(&refresh(7, "f1", "sid-1")))
+            .unwrap()
+        else {
+            panic!("replay")
+        };
+        assert_eq!(c.consumed_at, Some(111), "the first use is kept");
+        assert!(s.refresh_token(&[7; 32]).unwrap().is_none());
+        assert_eq!(
+            s.redeem_code(&[3; 32], 112, Some(&refresh(8, "f3", "sid-1")))
+                .unwrap(),
+            CodeUse::Unknown
+        );
+        assert!(s.refresh_token(&[8; 32]).unwrap().is_none());
+        // Without a refresh token (a client without the refresh grant).
+        s.insert_code(&code(4)).unwrap();
+        assert!(matches!(
+            s.redeem_code(&[4; 32], 113, None).unwrap(),
+            CodeUse::First(_)
+        ));
+    });
+}
+
 fn refresh(hash: u8, family: &str, sid: &str) -> RefreshRecord {
     RefreshRecord {
         token_hash: [hash; 32],
@@ -399,12 +450,17 @@ fn refresh_rotation_spends_once_and_reuse_revokes_the_family(b: Backend) {
 
 fn access_token_revocations_are_remembered_until_expiry(b: Backend) {
     with_store(b, |s| {
-        assert!(!s.token_state("j1", None).unwrap().revoked);
+        assert!(!s.token_state("j1", None, None).unwrap().revoked);
         s.revoke_jti("j1", 500).unwrap();
         s.revoke_jti("j1", 500).unwrap();
-        assert!(s.token_state("j1", None).unwrap().revoked);
+        assert!(s.token_state("j1", None, None).unwrap().revoked);
         assert_eq!(s.delete_expired_grants(500).unwrap(), 1);
-        assert!(!s.token_state("j1", None).unwrap().revoked);
+        assert!(!s.token_state("j1", None, None).unwrap().revoked);
+        // A grant's key revokes every token of the grant.
+        s.revoke_jti("grant:g1", 700).unwrap();
+        assert!(s.token_state("j2", Some("grant:g1"), None).unwrap().revoked);
+        assert!(!s.token_state("j2", Some("grant:g2"), None).unwrap().revoked);
+        assert!(!s.token_state("grant:g2", None, None).unwrap().revoked);
     });
 }
 
@@ -542,7 +598,7 @@ fn sessions_are_found_by_their_public_id(b: Backend) {
         s.insert_user(&user("u1", "a@example.com")).unwrap();
         s.insert_session(&session(5, "u1", 100, 60, 1_000)).unwrap();
         assert_eq!(s.session_by_sid("sid-5").unwrap().unwrap().key, [5; 32]);
-        let state = s.token_state("nope", Some("sid-5")).unwrap();
+        let state = s.token_state("nope", None, Some("sid-5")).unwrap();
         assert_eq!(
             state,
             concierge::storage::TokenState {
@@ -555,7 +611,10 @@ fn sessions_are_found_by_their_public_id(b: Backend) {
                 })
             }
         );
-        assert_eq!(s.token_state("nope", Some("sid-6")).unwrap().session, None);
+        assert_eq!(
+            s.token_state("nope", None, Some("sid-6")).unwrap().session,
+            None
+        );
         assert!(s.session_by_sid("sid-6").unwrap().is_none());
     });
 }
@@ -572,7 +631,7 @@ fn token_epochs_only_move_forward_and_sessions_are_found_by_client(b: Backend) {
             "exists, but the epoch stays"
         );
         assert_eq!(
-            s.token_state("j", Some("sid-5"))
+            s.token_state("j", None, Some("sid-5"))
                 .unwrap()
                 .session
                 .unwrap()
@@ -1025,6 +1084,7 @@ per_backend!(
     login_failures_count_in_a_window_and_lock,
     token_epochs_only_move_forward_and_sessions_are_found_by_client,
     codes_are_consumed_exactly_once,
+    a_code_is_redeemed_with_its_refresh_token_in_one_transaction,
     refresh_rotation_spends_once_and_reuse_revokes_the_family,
     access_token_revocations_are_remembered_until_expiry,
     signing_keys_are_stored_and_retired,

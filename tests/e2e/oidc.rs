@@ -598,6 +598,83 @@ async fn negative_token_requests_get_rfc_errors_and_no_tokens(b: Backend) {
     assert_eq!(v["error"], "invalid_request");
 }
 
+/// The ways someone other than the code's owner may present it: another confidential client,
+/// a public client (no credential at all), a wrong or missing PKCE verifier, another redirect.
+async fn wrong_presentations(http: &Http, code: &str, redirect: &str) {
+    let wrong_verifier = format!("{VERIFIER}x");
+    let form = |redirect: &str, verifier: Option<&str>, extra: &[(&str, &str)]| {
+        let mut f: Vec<(String, String)> = vec![
+            ("grant_type".into(), "authorization_code".into()),
+            ("code".into(), code.into()),
+            ("redirect_uri".into(), redirect.into()),
+        ];
+        f.extend(verifier.map(|v| ("code_verifier".into(), v.into())));
+        f.extend(extra.iter().map(|(k, v)| ((*k).into(), (*v).into())));
+        f
+    };
+    let webapp = Some(("webapp", SECRET));
+    let attempts = [
+        (
+            None,
+            form(redirect, Some(VERIFIER), &[("client_id", "native")]),
+        ),
+        (
+            None,
+            form(
+                redirect,
+                Some(VERIFIER),
+                &[("client_id", "second"), ("client_secret", SECRET)],
+            ),
+        ),
+        (webapp, form(redirect, Some(&wrong_verifier), &[])),
+        (webapp, form(redirect, None, &[])),
+        (
+            webapp,
+            form("https://webapp.example/other", Some(VERIFIER), &[]),
+        ),
+    ];
+    for (basic, f) in attempts {
+        let f: Vec<(&str, &str)> = f.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let (s, _, t) = http.post("/token", basic, &f).await;
+        assert_eq!(
+            (s, t["error"].as_str()),
+            (400, Some("invalid_grant")),
+            "{f:?}: {t}"
+        );
+        assert!(t.get("access_token").is_none());
+    }
+}
+
+async fn a_code_is_spent_only_by_its_owner(b: Backend) {
+    let Some(app) = spawn_provider(b, &[]).await else {
+        return;
+    };
+    let http = Http::new(&app);
+    let mut br = signed_in(&app).await;
+    let redirect = "https://webapp.example/cb";
+    // Before redemption: each wrong presentation fails and leaves the code to its owner.
+    let code = code_for(&mut br, "webapp", redirect).await;
+    wrong_presentations(&http, &code, redirect).await;
+    let (s, first) = http.exchange("webapp", &code, redirect).await;
+    assert_eq!(s, 200, "the owner still redeems it: {first}");
+    let at = first["access_token"].as_str().unwrap();
+    // After redemption: the same presentations are no replay; the owner's tokens live on.
+    wrong_presentations(&http, &code, redirect).await;
+    assert_eq!(http.introspect(at).await["active"], true);
+    let (s, next) = http
+        .refresh("webapp", first["refresh_token"].as_str().unwrap())
+        .await;
+    assert_eq!(s, 200, "{next}");
+    // The owner replaying it is a replay (RFC 6749 4.1.2): what it issued is revoked.
+    let (s, t) = http.exchange("webapp", &code, redirect).await;
+    assert_eq!((s, t["error"].as_str()), (400, Some("invalid_grant")));
+    assert_eq!(http.introspect(at).await["active"], false);
+    let (s, _) = http
+        .refresh("webapp", next["refresh_token"].as_str().unwrap())
+        .await;
+    assert_eq!(s, 400, "the grant's refresh tokens are gone");
+}
+
 async fn forged_tokens_are_inactive_everywhere(b: Backend) {
     let Some(app) = spawn_provider(b, &[]).await else {
         return;
@@ -904,6 +981,54 @@ async fn revocation_and_logout_end_tokens(b: Backend) {
     assert_eq!(s, 400);
 }
 
+async fn revoking_a_refresh_token_ends_its_grant(b: Backend) {
+    let Some(app) = spawn_provider(b, &[]).await else {
+        return;
+    };
+    let http = Http::new(&app);
+    let mut br = signed_in(&app).await;
+    let redirect = "https://webapp.example/cb";
+    let code = code_for(&mut br, "webapp", redirect).await;
+    let (_, t0) = http.exchange("webapp", &code, redirect).await;
+    let (s, t1) = http
+        .refresh("webapp", t0["refresh_token"].as_str().unwrap())
+        .await;
+    assert_eq!(s, 200, "{t1}");
+    // Another grant in the same session.
+    let code = code_for(&mut br, "webapp", redirect).await;
+    let (_, other) = http.exchange("webapp", &code, redirect).await;
+    let at = |t: &Value| t["access_token"].as_str().unwrap().to_owned();
+    for t in [&t0, &t1, &other] {
+        assert_eq!(http.introspect(&at(t)).await["active"], true);
+    }
+    let (s, _, _) = http
+        .post(
+            "/revoke",
+            Some(("webapp", SECRET)),
+            &[
+                ("token", t1["refresh_token"].as_str().unwrap()),
+                ("token_type_hint", "refresh_token"),
+            ],
+        )
+        .await;
+    assert_eq!(s, 200);
+    // RFC 7009 2.1: the access tokens of that grant end with it, from the code and the refresh.
+    for t in [&t0, &t1] {
+        assert_eq!(http.introspect(&at(t)).await["active"], false);
+        assert_eq!(http.get_json("/userinfo", Some(&at(t))).await.0, 401);
+    }
+    let (s, _) = http
+        .refresh("webapp", t1["refresh_token"].as_str().unwrap())
+        .await;
+    assert_eq!(s, 400);
+    // The other grant is untouched.
+    assert_eq!(http.introspect(&at(&other)).await["active"], true);
+    let (s, _) = http
+        .refresh("webapp", other["refresh_token"].as_str().unwrap())
+        .await;
+    assert_eq!(s, 200);
+}
+
 async fn prompt_and_response_modes(b: Backend) {
     let Some(app) = spawn_provider(b, &[]).await else {
         return;
@@ -1065,10 +1190,12 @@ per_backend_async!(
     native_apps_use_any_loopback_port_and_must_use_pkce,
     untrusted_redirects_get_a_page_not_a_redirect,
     negative_token_requests_get_rfc_errors_and_no_tokens,
+    a_code_is_spent_only_by_its_owner,
     forged_tokens_are_inactive_everywhere,
     refresh_rotates_and_reuse_revokes_the_family,
     refresh_reuse_grace_is_measured_in_milliseconds,
     client_credentials_for_the_api_channel,
     revocation_and_logout_end_tokens,
+    revoking_a_refresh_token_ends_its_grant,
     prompt_and_response_modes,
 );

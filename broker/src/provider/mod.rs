@@ -419,13 +419,37 @@ impl Provider {
         Ok(code)
     }
 
-    /// The jti of the access token issued directly for a code, so a replay can revoke it.
-    fn code_jti(code_hash: &[u8; 32]) -> String {
+    /// The public id of a grant (one code and the refresh token family it started), derived
+    /// from the family id. Every user access token of the grant carries it in its `jti`
+    /// (`<grant id>.<random>`), so revoking the grant ends them all.
+    fn grant_id(family_id: &str) -> String {
         let d = Sha256::new()
-            .chain_update(b"concierge-code-at:")
-            .chain_update(code_hash)
+            .chain_update(b"concierge-grant:")
+            .chain_update(family_id.as_bytes())
             .finalize();
         URL_SAFE_NO_PAD.encode(&d[..18])
+    }
+
+    /// The revoked-list key that ends every access token of the grant `grant_id`.
+    fn grant_key(grant_id: &str) -> String {
+        format!("grant:{grant_id}")
+    }
+
+    /// A fresh jti for a user access token of the grant of `family_id`.
+    fn grant_jti(&self, family_id: &str) -> String {
+        format!("{}.{}", Self::grant_id(family_id), self.random_token())
+    }
+
+    /// Ends a grant: its refresh tokens are deleted and its access tokens inactive (RFC 7009
+    /// 2.1). Returns the number of refresh tokens deleted.
+    fn revoke_grant(&self, family_id: &str) -> Result<u64, OAuthError> {
+        let n = self.store.delete_refresh_family(family_id)?;
+        // With the family gone no new access token of the grant can be issued: the key need
+        // outlive only those issued so far.
+        let until = self.now().saturating_add(self.max_token_ttl());
+        self.store
+            .revoke_jti(&Self::grant_key(&Self::grant_id(family_id)), until)?;
+        Ok(n)
     }
 
     /// `grant_type=authorization_code`.
@@ -439,34 +463,17 @@ impl Provider {
         client.require(Grant::AuthorizationCode)?;
         let now = self.now();
         let hash = sha256(code);
-        let rec = match self.store.consume_code(&hash, now)? {
-            CodeUse::Unknown => return Err(OAuthError::InvalidGrant("unknown code".into())),
-            CodeUse::Replayed(rec) => {
-                // A replayed code revokes everything it issued.
-                let family = hex::encode(rec.code_hash);
-                let revoked = self.store.delete_refresh_family(&family)?;
-                self.store.revoke_jti(
-                    &Self::code_jti(&rec.code_hash),
-                    now.saturating_add(self.max_token_ttl()),
-                )?;
-                tracing::warn!(client_id = %rec.client_id, refresh_revoked = revoked, "authorization code replayed; its tokens are revoked");
-                self.audit.record(
-                    Event::new(EventKind::CodeReplayed)
-                        .client(rec.client_id.as_str())
-                        .user(rec.user_id.as_str())
-                        .sid(rec.sid.as_str()),
-                );
-                return Err(OAuthError::InvalidGrant("code already used".into()));
-            }
-            CodeUse::First(rec) => rec,
-        };
+        // Who presents the code is checked before anything is spent: a wrong client, redirect
+        // URI or PKCE verifier gets invalid_grant and changes nothing (else anyone holding the
+        // code could burn it, or revoke its owner's tokens by replaying it).
+        let rec = self
+            .store
+            .code(&hash)?
+            .ok_or_else(|| OAuthError::InvalidGrant("unknown code".into()))?;
         if rec.client_id != client.id {
             return Err(OAuthError::InvalidGrant(
                 "code was issued to another client".into(),
             ));
-        }
-        if now >= rec.expires_at {
-            return Err(OAuthError::InvalidGrant("code expired".into()));
         }
         // RFC 6749 4.1.3: required, and identical, if the authorization request included it.
         let redirect_ok = match (rec.redirect_uri.is_empty(), redirect_uri) {
@@ -499,6 +506,13 @@ impl Provider {
                 }
             }
         }
+        // The rightful client replaying a redeemed code (RFC 6749 4.1.2, RFC 9700 4.5).
+        if rec.consumed_at.is_some() {
+            return Err(self.code_replayed(&rec)?);
+        }
+        if now >= rec.expires_at {
+            return Err(OAuthError::InvalidGrant("code expired".into()));
+        }
         // The session must still be live.
         let session = self.store.session_by_sid(&rec.sid)?;
         if session.is_none_or(|s| now >= s.expires_at) {
@@ -522,12 +536,16 @@ impl Provider {
         let (response, refresh) = self.user_tokens(
             client,
             &grantee,
-            Self::code_jti(&rec.code_hash),
+            self.grant_jti(&family),
             Some((family, absolute)),
             true,
         )?;
-        if let Some(r) = refresh {
-            self.store.insert_refresh(&r)?;
+        // One transaction spends the code and stores its refresh token: a crash in between
+        // cannot leave a spent code without its grant, nor a grant whose code can be redeemed.
+        match self.store.redeem_code(&hash, now, refresh.as_ref())? {
+            CodeUse::First(_) => {}
+            CodeUse::Replayed(rec) => return Err(self.code_replayed(&rec)?),
+            CodeUse::Unknown => return Err(OAuthError::InvalidGrant("unknown code".into())),
         }
         self.audit.record(
             Event::new(EventKind::TokenIssued)
@@ -537,6 +555,19 @@ impl Provider {
                 .reason("authorization_code"),
         );
         Ok(response)
+    }
+
+    /// A redeemed code came back from its own client: everything it issued is revoked.
+    fn code_replayed(&self, rec: &AuthCodeRecord) -> Result<OAuthError, OAuthError> {
+        let revoked = self.revoke_grant(&hex::encode(rec.code_hash))?;
+        tracing::warn!(client_id = %rec.client_id, refresh_revoked = revoked, "authorization code replayed; its tokens are revoked");
+        self.audit.record(
+            Event::new(EventKind::CodeReplayed)
+                .client(rec.client_id.as_str())
+                .user(rec.user_id.as_str())
+                .sid(rec.sid.as_str()),
+        );
+        Ok(OAuthError::InvalidGrant("code already used".into()))
     }
 
     /// Signs the access token (and, for `openid`, the ID token) and stores a refresh token.
@@ -710,7 +741,7 @@ impl Provider {
         let (response, refresh) = self.user_tokens(
             client,
             &grantee,
-            self.random_token(),
+            self.grant_jti(&rec.family_id),
             Some((rec.family_id.clone(), rec.expires_at)),
             true,
         )?;
@@ -856,7 +887,12 @@ impl Provider {
             .and_then(Value::as_str)
             .ok_or(OAuthError::InvalidToken)?;
         let sid = claims.get("sid").and_then(Value::as_str);
-        let state = self.store.token_state(jti, sid)?;
+        // A user token's jti starts with its grant's id: a revoked grant ends it too.
+        let grant = jti
+            .split_once('.')
+            .filter(|_| sid.is_some())
+            .map(|(g, _)| Self::grant_key(g));
+        let state = self.store.token_state(jti, grant.as_deref(), sid)?;
         if state.revoked {
             return Err(OAuthError::InvalidToken);
         }
@@ -969,7 +1005,8 @@ impl Provider {
         Ok(Value::Object(out))
     }
 
-    /// RFC 7009: refresh tokens end their family; access tokens are denied until they expire.
+    /// RFC 7009: a refresh token ends its grant (its family and the grant's access tokens);
+    /// an access token is denied until it expires.
     /// Unknown or foreign tokens are ignored (the answer is the same).
     pub fn revoke(&self, client: &Client, token: &str) -> Result<(), OAuthError> {
         if token.matches('.').count() == 2 {
@@ -996,7 +1033,7 @@ impl Provider {
         if let Some(rec) = self.store.refresh_token(&sha256(token))?
             && rec.client_id == client.id
         {
-            self.store.delete_refresh_family(&rec.family_id)?;
+            self.revoke_grant(&rec.family_id)?;
             self.audit.record(
                 Event::new(EventKind::TokenRevoked)
                     .client(client.id.as_str())

@@ -1083,6 +1083,55 @@ impl Store for DieselStore {
         })
     }
 
+    fn code(&self, code_hash: &[u8; 32]) -> Result<Option<AuthCodeRecord>, StorageError> {
+        let row: Option<AuthCodeRow> = with_conn!(self, |c| {
+            auth_codes::table
+                .find(&code_hash[..])
+                .first(c)
+                .optional()
+                .map_err(query_err)
+        })?;
+        row.map(AuthCodeRow::into_record).transpose()
+    }
+
+    fn redeem_code(
+        &self,
+        code_hash: &[u8; 32],
+        now: UnixTime,
+        refresh: Option<&RefreshRecord>,
+    ) -> Result<CodeUse, StorageError> {
+        let refresh = refresh.map(RefreshRow::from_record);
+        let (marked, row): (usize, Option<AuthCodeRow>) = with_conn!(write self, |c| {
+            c.transaction(|c| {
+                let marked = diesel::update(
+                    auth_codes::table
+                        .filter(auth_codes::code_hash.eq(&code_hash[..]))
+                        .filter(auth_codes::consumed_at.is_null()),
+                )
+                .set(auth_codes::consumed_at.eq(Some(now)))
+                .execute(c)?;
+                if marked == 1
+                    && let Some(r) = &refresh
+                {
+                    diesel::insert_into(refresh_tokens::table)
+                        .values(r)
+                        .execute(c)?;
+                }
+                let row = auth_codes::table
+                    .find(&code_hash[..])
+                    .first::<AuthCodeRow>(c)
+                    .optional()?;
+                Ok::<_, diesel::result::Error>((marked, row))
+            })
+            .map_err(query_err)
+        })?;
+        Ok(match (marked, row) {
+            (_, None) => CodeUse::Unknown,
+            (1, Some(r)) => CodeUse::First(r.into_record()?),
+            (_, Some(r)) => CodeUse::Replayed(r.into_record()?),
+        })
+    }
+
     fn insert_refresh(&self, token: &RefreshRecord) -> Result<(), StorageError> {
         let row = RefreshRow::from_record(token);
         with_conn!(write self, |c| {
@@ -1185,10 +1234,16 @@ impl Store for DieselStore {
         })
     }
 
-    fn token_state(&self, jti: &str, sid: Option<&str>) -> Result<TokenState, StorageError> {
+    fn token_state(
+        &self,
+        jti: &str,
+        grant: Option<&str>,
+        sid: Option<&str>,
+    ) -> Result<TokenState, StorageError> {
+        let keys: Vec<&str> = std::iter::once(jti).chain(grant).collect();
         with_conn!(self, |c| {
             let revoked = revoked_tokens::table
-                .find(jti)
+                .filter(revoked_tokens::jti.eq_any(&keys))
                 .select(revoked_tokens::jti)
                 .first::<String>(c)
                 .optional()

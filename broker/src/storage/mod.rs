@@ -391,6 +391,17 @@ pub trait Store: MfaStore + JourneyStore + Send + Sync + 'static {
     fn insert_code(&self, code: &AuthCodeRecord) -> Result<(), StorageError>;
     /// Atomically marks the code consumed; says whether this was its first use.
     fn consume_code(&self, code_hash: &[u8; 32], now: UnixTime) -> Result<CodeUse, StorageError>;
+    /// The code as stored, spent or not, without spending it (the checks on who presents it
+    /// come first: a wrong presentation must change nothing).
+    fn code(&self, code_hash: &[u8; 32]) -> Result<Option<AuthCodeRecord>, StorageError>;
+    /// In one transaction: marks the code consumed and stores the grant's first refresh token.
+    /// If the code had been consumed before, stores nothing and says `Replayed`.
+    fn redeem_code(
+        &self,
+        code_hash: &[u8; 32],
+        now: UnixTime,
+        refresh: Option<&RefreshRecord>,
+    ) -> Result<CodeUse, StorageError>;
 
     // Refresh tokens.
     fn insert_refresh(&self, token: &RefreshRecord) -> Result<(), StorageError>;
@@ -412,8 +423,14 @@ pub trait Store: MfaStore + JourneyStore + Send + Sync + 'static {
 
     // Access tokens revoked before expiry.
     fn revoke_jti(&self, jti: &str, expires_at: UnixTime) -> Result<(), StorageError>;
-    /// Whether `jti` is revoked and, for `sid`, the session's liveness fields (one checkout).
-    fn token_state(&self, jti: &str, sid: Option<&str>) -> Result<TokenState, StorageError>;
+    /// Whether `jti` or the token's `grant` key is revoked (both are entries of the revoked
+    /// list) and, for `sid`, the session's liveness fields (one checkout).
+    fn token_state(
+        &self,
+        jti: &str,
+        grant: Option<&str>,
+        sid: Option<&str>,
+    ) -> Result<TokenState, StorageError>;
 
     // Back-channel logout.
     fn add_session_client(&self, sid: &str, client_id: &str) -> Result<(), StorageError>;
