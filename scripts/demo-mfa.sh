@@ -12,6 +12,9 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 DATA="$ROOT/concierge-data/mfa-demo"
+# shellcheck source=scripts/toolchain.sh
+. "$ROOT/scripts/toolchain.sh"
+ensure_toolchain
 SMTP_PORT="${SMTP_PORT:-2525}"
 mkdir -p "$DATA"
 

@@ -64,26 +64,8 @@ if ! command -v cargo >/dev/null 2>&1 && [[ -f "$HOME/.cargo/env" ]]; then
 fi
 command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust with rustup (https://rustup.rs)"
 
-# rust-toolchain.toml names the exact toolchain (rust-version). Where rustup cannot download it
-# (offline CI) but the installed `stable` is that very version, make `stable` answer to that name
-# too. `rustup toolchain link` refuses official names such as 1.95.0, hence a symlink.
-ensure_toolchain() {
-  local want triple stable_version home
-  want="$(sed -n 's/^channel *= *"\(.*\)"/\1/p' "$ROOT/rust-toolchain.toml")"
-  command -v rustup >/dev/null 2>&1 && [[ -n "$want" ]] || return 0
-  if rustup toolchain list | grep "^$want-" >/dev/null; then
-    return 0
-  fi
-  stable_version="$(rustc +stable --version 2>/dev/null | cut -d' ' -f2)"
-  if [[ "$stable_version" != "$want" ]]; then
-    log "toolchain $want is not installed; rustup installs it on first use (needs the network)"
-    return 0
-  fi
-  triple="$(rustc +stable -vV | sed -n 's/^host: //p')"
-  home="${RUSTUP_HOME:-$HOME/.rustup}"
-  log "toolchain $want: linking the installed stable ($stable_version) as $want-$triple"
-  ln -s "$(rustc +stable --print sysroot)" "$home/toolchains/$want-$triple"
-}
+# shellcheck source=scripts/toolchain.sh
+. "$ROOT/scripts/toolchain.sh"
 ensure_toolchain
 
 # cargo-deny checks licenses, sources and bans (deny.toml); built from crates.io when missing.
