@@ -196,6 +196,7 @@ impl Application {
                     Connector::Redirect(Arc::new(OidcConnector::new(
                         &u.id,
                         cfg,
+                        &settings.http,
                         Arc::clone(&deps.clock),
                         Arc::clone(&deps.entropy),
                     )?))
@@ -205,6 +206,7 @@ impl Application {
                         &u.id,
                         cfg,
                         &settings.public_url,
+                        &settings.http,
                         Arc::clone(&store),
                         Arc::clone(&deps.clock),
                         Arc::clone(&deps.entropy),
@@ -468,8 +470,9 @@ fn spawn_background(
     };
     let logout_sender = {
         let provider = Arc::clone(provider);
+        let http = crate::provider::logout::http_client(&settings.http);
         tokio::spawn(async move {
-            let http = match crate::provider::logout::http_client() {
+            let http = match http {
                 Ok(h) => h,
                 Err(e) => {
                     tracing::error!(error = %e, "no HTTP client for back-channel logout");

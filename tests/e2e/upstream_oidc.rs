@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 
 use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use openssl::hash::MessageDigest;
 use openssl::pkey::{PKey, Private};
 use openssl::rsa::Rsa;
@@ -36,6 +36,24 @@ enum Forgery {
     /// Signed by the upstream's new key (kid k2), published only after the broker cached the
     /// JWKS: the broker must fetch the keys again.
     RotatedKey,
+    /// `nbf` an hour ahead (RFC 7519 4.1.5).
+    NotYetValid,
+    /// `azp` names another client (OIDC Core 3.1.3.7 step 5).
+    OtherAzp,
+    /// A validly signed 1.4 MB ID token, its token response sent with a Content-Length.
+    Huge,
+    /// The same, streamed in chunks without a Content-Length.
+    HugeChunked,
+    /// `email_verified: "true"` (a string, not the boolean OIDC Core 5.1 says) for the email of
+    /// an existing account: signs in, but the email counts as unverified (no linking).
+    StringVerified,
+}
+
+/// What the fake OP's token endpoint received.
+#[derive(Clone, Debug, Default)]
+struct TokenRequest {
+    authorization: Option<String>,
+    form: std::collections::BTreeMap<String, String>,
 }
 
 struct FakeOp {
@@ -44,6 +62,9 @@ struct FakeOp {
     other: PKey<Private>,
     next: Mutex<(Forgery, String)>,
     rotated: std::sync::atomic::AtomicBool,
+    /// Advertise `authorization_response_iss_parameter_supported` (RFC 9207).
+    iss_parameter: bool,
+    token_requests: Mutex<Vec<TokenRequest>>,
 }
 
 fn b64(v: &[u8]) -> String {
@@ -79,6 +100,16 @@ impl FakeOp {
                 claims["exp"] = json!(START - 500);
             }
             Forgery::IssuedInTheFuture => claims["iat"] = json!(START + 3600),
+            Forgery::NotYetValid => claims["nbf"] = json!(START + 3600),
+            Forgery::OtherAzp => claims["azp"] = json!("someone-else"),
+            Forgery::Huge | Forgery::HugeChunked => {
+                claims["pad"] = json!("A".repeat(1_400_000));
+            }
+            Forgery::StringVerified => {
+                claims["sub"] = json!("string-verified");
+                claims["email"] = json!("demo@example.com");
+                claims["email_verified"] = json!("true");
+            }
             Forgery::NoIdToken => return None,
             _ => {}
         }
@@ -125,6 +156,10 @@ impl FakeOp {
 }
 
 async fn start_fake_op() -> Arc<FakeOp> {
+    start_fake_op_with(false).await
+}
+
+async fn start_fake_op_with(iss_parameter: bool) -> Arc<FakeOp> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let issuer = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
     let key = || PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
@@ -134,6 +169,8 @@ async fn start_fake_op() -> Arc<FakeOp> {
         other: key(),
         next: Mutex::new((Forgery::None, String::new())),
         rotated: std::sync::atomic::AtomicBool::new(false),
+        iss_parameter,
+        token_requests: Mutex::new(Vec::new()),
     });
     let shared = op.clone();
     let server = actix_web::HttpServer::new(move || {
@@ -144,8 +181,10 @@ async fn start_fake_op() -> Arc<FakeOp> {
                 "/.well-known/openid-configuration",
                 actix_web::web::get().to(move || {
                     let i = o1.issuer.clone();
+                    let iss_parameter = o1.iss_parameter;
                     async move {
                         actix_web::HttpResponse::Ok().json(json!({
+                            "authorization_response_iss_parameter_supported": iss_parameter,
                             "issuer": i,
                             "authorization_endpoint": format!("{i}/authorize"),
                             "token_endpoint": format!("{i}/token"),
@@ -166,14 +205,40 @@ async fn start_fake_op() -> Arc<FakeOp> {
             )
             .route(
                 "/token",
-                actix_web::web::post().to(move || {
-                    let mut body = json!({"access_token": "at", "token_type": "Bearer",
-                        "expires_in": 300});
-                    if let Some(t) = o3.id_token() {
-                        body["id_token"] = json!(t);
-                    }
-                    async move { actix_web::HttpResponse::Ok().json(body) }
-                }),
+                actix_web::web::post().to(
+                    move |req: actix_web::HttpRequest,
+                          form: actix_web::web::Form<
+                        std::collections::BTreeMap<String, String>,
+                    >| {
+                        o3.token_requests.lock().unwrap().push(TokenRequest {
+                            authorization: req
+                                .headers()
+                                .get("authorization")
+                                .map(|v| v.to_str().unwrap().to_owned()),
+                            form: form.into_inner(),
+                        });
+                        let mut body = json!({"access_token": "at", "token_type": "Bearer",
+                            "expires_in": 300});
+                        if let Some(t) = o3.id_token() {
+                            body["id_token"] = json!(t);
+                        }
+                        let chunked = o3.next.lock().unwrap().0 == Forgery::HugeChunked;
+                        async move {
+                            if chunked {
+                                let bytes = actix_web::web::Bytes::from(body.to_string());
+                                let chunks: Vec<Result<_, actix_web::Error>> = bytes
+                                    .chunks(16 * 1024)
+                                    .map(|c| Ok(actix_web::web::Bytes::copy_from_slice(c)))
+                                    .collect();
+                                actix_web::HttpResponse::Ok()
+                                    .content_type("application/json")
+                                    .streaming(futures_util::stream::iter(chunks))
+                            } else {
+                                actix_web::HttpResponse::Ok().json(body)
+                            }
+                        }
+                    },
+                ),
             )
     })
     .listen(listener)
@@ -215,6 +280,11 @@ async fn forged_id_tokens_from_an_upstream_are_refused(b: Backend) {
         Forgery::AlgNone,
         Forgery::NoIdToken,
         Forgery::UnpublishedKey,
+        Forgery::NotYetValid,
+        Forgery::OtherAzp,
+        Forgery::Huge,
+        Forgery::HugeChunked,
+        Forgery::StringVerified,
         Forgery::None,
         Forgery::RotatedKey,
     ] {
@@ -239,12 +309,33 @@ async fn forged_id_tokens_from_an_upstream_are_refused(b: Backend) {
         let back = br
             .get(&format!("/upstream/evil/callback?code=c&state={state}"))
             .await;
-        if forgery == Forgery::RotatedKey {
+        if forgery == Forgery::StringVerified {
+            // The token response parses and the login goes on, but a string is no verification:
+            // the existing account with that email is not taken over, the user must prove it.
+            assert_eq!(back.status, 409, "{}", back.body);
+            assert!(back.body.contains("demo@example.com"));
+            assert!(br.session_cookie().is_none());
+            assert!(
+                app.store
+                    .upstream_link("evil", "string-verified")
+                    .unwrap()
+                    .is_none()
+            );
+        } else if forgery == Forgery::RotatedKey {
             assert_eq!(back.status, 303, "new upstream key fetched: {}", back.body);
             assert!(br.session_cookie().is_some());
         } else if forgery == Forgery::None {
             assert_eq!(back.status, 303, "the control case signs in: {}", back.body);
             assert!(br.session_cookie().is_some());
+            // The default client authentication: HTTP Basic (RFC 6749 2.3.1), no secret in the
+            // body.
+            let sent = op.token_requests.lock().unwrap().last().cloned().unwrap();
+            assert_eq!(
+                sent.authorization.as_deref(),
+                Some(format!("Basic {}", STANDARD.encode("concierge:s3cret")).as_str())
+            );
+            assert!(!sent.form.contains_key("client_secret"));
+            assert_eq!(sent.form["code_verifier"].len(), 43);
             let old = concierge::session::SessionToken::key_of(&previous.unwrap()).unwrap();
             assert!(
                 app.store.session(&old).unwrap().is_none(),
@@ -444,6 +535,139 @@ async fn upstream_errors_go_back_to_the_app(b: Backend) {
 
 per_backend_async!(
     upstream_errors_go_back_to_the_app,
+    a_missing_iss_is_refused_when_the_upstream_promises_it,
+    upstream_client_authentication_is_configurable,
     forged_id_tokens_from_an_upstream_are_refused,
     home_realm_discovery_routes_by_domain_and_hints,
 );
+
+/// A sign-in through upstream `id` of `op` with a correct ID token; `iss` is put in the
+/// authorization response when given. The callback's answer and the browser.
+async fn sign_in_through(
+    app: &crate::helpers::TestApp,
+    op: &FakeOp,
+    id: &str,
+    iss: Option<&str>,
+) -> (Browser, crate::helpers::Page) {
+    let mut br = Browser::new(app);
+    let to = br
+        .get(&format!("/upstream/{id}/start"))
+        .await
+        .location
+        .unwrap();
+    *op.next.lock().unwrap() = (Forgery::None, param(&to, "nonce"));
+    let mut callback = format!(
+        "/upstream/{id}/callback?code=c&state={}",
+        param(&to, "state")
+    );
+    if let Some(iss) = iss {
+        callback.push_str(&format!("&iss={}", urlencoding(iss)));
+    }
+    let back = br.get(&callback).await;
+    (br, back)
+}
+
+fn urlencoding(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// RFC 9207 2.4: an upstream that advertises `authorization_response_iss_parameter_supported`
+/// puts `iss` in every authorization response; one without it is refused (a mix-up attack
+/// strips it), one with it signs in.
+async fn a_missing_iss_is_refused_when_the_upstream_promises_it(b: Backend) {
+    let op = start_fake_op_with(true).await;
+    let extra = format!(
+        "[[upstreams]]\nid = \"strict\"\nkind = \"oidc\"\nissuer = \"{}\"\nclient_id = \"concierge\"\nclient_secret = \"s3cret\"\n",
+        op.issuer
+    );
+    let Some(app) = spawn_provider_with(b, &[], &extra).await else {
+        return;
+    };
+    let (br, back) = sign_in_through(&app, &op, "strict", None).await;
+    assert_eq!(back.status, 400, "{}", back.body);
+    assert!(back.body.contains("login-error"));
+    assert!(br.session_cookie().is_none());
+    assert!(
+        op.token_requests.lock().unwrap().is_empty(),
+        "refused before the code is spent"
+    );
+    let (br, back) = sign_in_through(&app, &op, "strict", Some(&op.issuer)).await;
+    assert_eq!(back.status, 303, "{}", back.body);
+    assert!(br.session_cookie().is_some());
+}
+
+/// `token_endpoint_auth_method`: client_secret_post puts the secret in the body (and no Basic
+/// header); private_key_jwt sends an RFC 7523 assertion signed by the configured key (checked
+/// here with its public half) and no secret at all.
+async fn upstream_client_authentication_is_configurable(b: Backend) {
+    let op = start_fake_op().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+    let key_file = dir.path().join("assertion.pem");
+    std::fs::write(&key_file, key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+    let extra = format!(
+        concat!(
+            "[[upstreams]]\nid = \"post\"\nkind = \"oidc\"\nissuer = \"{0}\"\nclient_id = \"concierge\"\nclient_secret = \"s3cret\"\ntoken_endpoint_auth_method = \"client_secret_post\"\n",
+            "[[upstreams]]\nid = \"pkjwt\"\nkind = \"oidc\"\nissuer = \"{0}\"\nclient_id = \"concierge\"\ntoken_endpoint_auth_method = \"private_key_jwt\"\nclient_assertion_key_file = {1:?}\nclient_assertion_kid = \"broker-1\"\nlink_by_verified_email = true\n",
+        ),
+        op.issuer,
+        key_file.display().to_string()
+    );
+    let Some(app) = spawn_provider_with(b, &[], &extra).await else {
+        return;
+    };
+
+    let (br, back) = sign_in_through(&app, &op, "post", None).await;
+    assert_eq!(back.status, 303, "{}", back.body);
+    assert!(br.session_cookie().is_some());
+    let sent = op.token_requests.lock().unwrap().pop().unwrap();
+    assert_eq!(sent.authorization, None);
+    assert_eq!(sent.form["client_id"], "concierge");
+    assert_eq!(sent.form["client_secret"], "s3cret");
+
+    let (br, back) = sign_in_through(&app, &op, "pkjwt", None).await;
+    assert_eq!(back.status, 303, "{}", back.body);
+    assert!(br.session_cookie().is_some());
+    let sent = op.token_requests.lock().unwrap().pop().unwrap();
+    assert_eq!(sent.authorization, None);
+    assert!(!sent.form.contains_key("client_secret"));
+    assert_eq!(sent.form["client_id"], "concierge");
+    assert_eq!(
+        sent.form["client_assertion_type"],
+        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+    );
+    let assertion = &sent.form["client_assertion"];
+    let parts: Vec<&str> = assertion.split('.').collect();
+    assert_eq!(parts.len(), 3);
+    let decode =
+        |p: &str| -> Value { serde_json::from_slice(&URL_SAFE_NO_PAD.decode(p).unwrap()).unwrap() };
+    let (header, claims) = (decode(parts[0]), decode(parts[1]));
+    assert_eq!(header["alg"], "RS256");
+    assert_eq!(header["kid"], "broker-1");
+    let mut v = openssl::sign::Verifier::new(MessageDigest::sha256(), &key).unwrap();
+    v.update(format!("{}.{}", parts[0], parts[1]).as_bytes())
+        .unwrap();
+    assert!(
+        v.verify(&URL_SAFE_NO_PAD.decode(parts[2]).unwrap())
+            .unwrap(),
+        "signed by the configured key"
+    );
+    assert_eq!(claims["iss"], "concierge");
+    assert_eq!(claims["sub"], "concierge");
+    assert_eq!(claims["aud"], format!("{}/token", op.issuer));
+    assert!(claims["jti"].as_str().unwrap().len() >= 32);
+    let (iat, exp) = (
+        claims["iat"].as_i64().unwrap(),
+        claims["exp"].as_i64().unwrap(),
+    );
+    assert_eq!(iat, START);
+    assert!(exp > iat && exp <= iat + 300, "short-lived");
+    // A fresh assertion each time (jti is single use at the OP).
+    let (_, back) = sign_in_through(&app, &op, "pkjwt", None).await;
+    assert_eq!(back.status, 303);
+    let again = op.token_requests.lock().unwrap().pop().unwrap();
+    assert_ne!(
+        decode(again.form["client_assertion"].split('.').nth(1).unwrap())["jti"],
+        claims["jti"]
+    );
+}

@@ -193,11 +193,10 @@ impl Provider {
     }
 }
 
-/// The HTTP client for back-channel deliveries: short timeouts, no redirects.
-pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("concierge/", env!("CARGO_PKG_VERSION")))
-        .build()
+/// The HTTP client for back-channel deliveries: short timeouts, no redirects, the broker's
+/// trust anchors.
+pub fn http_client(
+    trust: &crate::upstream::http::TrustAnchors,
+) -> Result<reqwest::Client, reqwest::Error> {
+    crate::upstream::http::client(Duration::from_secs(5), trust)
 }
