@@ -97,3 +97,96 @@ pub(super) fn validate(
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::UpstreamClientAuth;
+    use crate::config::{Settings, UpstreamKind};
+
+    fn load(dir: &std::path::Path, extra: &str) -> Result<Settings, String> {
+        let p = dir.join("c.toml");
+        std::fs::write(
+            &p,
+            format!(
+                "[[upstreams]]\nid = \"corp\"\nkind = \"oidc\"\nissuer = \"https://idp.example\"\nclient_id = \"c\"\n{extra}"
+            ),
+        )
+        .unwrap();
+        Settings::load(Some(&p), Vec::new()).map_err(|e| e.to_string())
+    }
+
+    fn auth(s: &Settings) -> &UpstreamClientAuth {
+        let UpstreamKind::Oidc(o) = &s.upstreams[0].kind else {
+            panic!("not oidc");
+        };
+        &o.client_auth
+    }
+
+    #[test]
+    fn client_authentication_is_checked_at_boot() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("k.pem");
+        let rsa = openssl::rsa::Rsa::generate(2048).unwrap();
+        std::fs::write(&key, rsa.private_key_to_pem().unwrap()).unwrap();
+        let small = dir.path().join("small.pem");
+        let rsa1024 = openssl::rsa::Rsa::generate(1024).unwrap();
+        std::fs::write(&small, rsa1024.private_key_to_pem().unwrap()).unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "not a certificate").unwrap();
+
+        let s = load(dir.path(), "client_secret = \"s\"\n").unwrap();
+        assert!(matches!(auth(&s), UpstreamClientAuth::ClientSecretBasic));
+        let s = load(
+            dir.path(),
+            "client_secret = \"s\"\ntoken_endpoint_auth_method = \"client_secret_post\"\n",
+        )
+        .unwrap();
+        assert!(matches!(auth(&s), UpstreamClientAuth::ClientSecretPost));
+        // private_key_jwt needs no secret.
+        let s = load(
+            dir.path(),
+            &format!(
+                "token_endpoint_auth_method = \"private_key_jwt\"\nclient_assertion_key_file = {key:?}\n"
+            ),
+        )
+        .unwrap();
+        assert!(matches!(
+            auth(&s),
+            UpstreamClientAuth::PrivateKeyJwt { kid: None, .. }
+        ));
+        assert!(!format!("{:?}", auth(&s)).contains("MII"), "key redacted");
+
+        for (extra, named) in [
+            (
+                "client_secret = \"s\"\ntoken_endpoint_auth_method = \"tls_client_auth\"\n"
+                    .to_owned(),
+                "token_endpoint_auth_method",
+            ),
+            (
+                "token_endpoint_auth_method = \"private_key_jwt\"\n".to_owned(),
+                "client_assertion_key_file",
+            ),
+            (
+                format!(
+                    "token_endpoint_auth_method = \"private_key_jwt\"\nclient_assertion_key_file = {small:?}\n"
+                ),
+                "client_assertion_key_file",
+            ),
+            (
+                format!("client_secret = \"s\"\nclient_assertion_key_file = {key:?}\n"),
+                "client_assertion_key_file",
+            ),
+            (
+                "token_endpoint_auth_method = \"client_secret_post\"\n".to_owned(),
+                "client_secret",
+            ),
+            (
+                format!("client_secret = \"s\"\n[http]\nca_file = {ca:?}\n"),
+                "http.ca_file",
+            ),
+        ] {
+            let m = load(dir.path(), &extra).unwrap_err();
+            assert!(m.contains(named), "{extra}: {m}");
+        }
+    }
+}
