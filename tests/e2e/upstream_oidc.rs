@@ -88,7 +88,7 @@ impl FakeOp {
         let mut claims = json!({
             "iss": self.issuer, "sub": "evil-user", "aud": "concierge", "iat": START,
             "exp": START + 300, "nonce": nonce, "email": "victim@example.com",
-            "email_verified": true,
+            "email_verified": true, "groups": ["staff", "admins"],
         });
         let header = json!({"alg": "RS256", "kid": "k1", "typ": "JWT"});
         match forgery {
@@ -534,6 +534,7 @@ async fn upstream_errors_go_back_to_the_app(b: Backend) {
 }
 
 per_backend_async!(
+    upstream_groups_and_verified_email_reach_the_app,
     upstream_errors_go_back_to_the_app,
     a_missing_iss_is_refused_when_the_upstream_promises_it,
     upstream_client_authentication_is_configurable,
@@ -670,4 +671,131 @@ async fn upstream_client_authentication_is_configurable(b: Backend) {
         decode(again.form["client_assertion"].split('.').nth(1).unwrap())["jti"],
         claims["jti"]
     );
+}
+
+/// The claims of a JWT (the broker's own tokens; their signatures are tested in oidc.rs).
+fn jwt_claims(token: &str) -> Value {
+    serde_json::from_slice(
+        &URL_SAFE_NO_PAD
+            .decode(token.split('.').nth(1).unwrap())
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+/// Groups from an upstream reach the app, with the `groups` scope only: in the ID token, the
+/// access token and userinfo. The email an upstream trusted for it (`link_by_verified_email`)
+/// verified is `email_verified: true` downstream.
+async fn upstream_groups_and_verified_email_reach_the_app(b: Backend) {
+    use sha2::Digest;
+    const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk-extra-entropy";
+    let op = start_fake_op().await;
+    let extra = format!(
+        "[[upstreams]]\nid = \"corp\"\nkind = \"oidc\"\nissuer = \"{}\"\nclient_id = \"concierge\"\nclient_secret = \"s3cret\"\nlink_by_verified_email = true\n",
+        op.issuer
+    );
+    let Some(app) = spawn_provider_with(b, &[], &extra).await else {
+        return;
+    };
+    let (mut br, back) = sign_in_through(&app, &op, "corp", None).await;
+    assert_eq!(back.status, 303, "{}", back.body);
+    let http = crate::oidc::Http::new(&app);
+    let redirect = "https://webapp.example/cb";
+    let challenge = URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(VERIFIER.as_bytes()));
+    for (scope, with_groups) in [("openid email groups", true), ("openid email", false)] {
+        let mut q = url::form_urlencoded::Serializer::new(String::new());
+        q.append_pair("response_type", "code")
+            .append_pair("client_id", "webapp")
+            .append_pair("redirect_uri", redirect)
+            .append_pair("scope", scope)
+            .append_pair("state", "st")
+            .append_pair("nonce", "n-1")
+            .append_pair("code_challenge", &challenge)
+            .append_pair("code_challenge_method", "S256");
+        let res = br.get(&format!("/authorize?{}", q.finish())).await;
+        assert_eq!(res.status, 302, "{}", res.body);
+        let code = param(&res.location.unwrap(), "code");
+        let (s, t) = http
+            .token(
+                "webapp",
+                &[
+                    ("grant_type", "authorization_code"),
+                    ("code", &code),
+                    ("redirect_uri", redirect),
+                    ("code_verifier", VERIFIER),
+                ],
+            )
+            .await;
+        assert_eq!(s, 200, "{t}");
+        let id = jwt_claims(t["id_token"].as_str().unwrap());
+        let at = t["access_token"].as_str().unwrap();
+        let access = jwt_claims(at);
+        let (s, _, info) = http.get_json("/userinfo", Some(at)).await;
+        assert_eq!(s, 200, "{info}");
+        for (what, claims) in [
+            ("ID token", &id),
+            ("access token", &access),
+            ("userinfo", &info),
+        ] {
+            if with_groups {
+                assert_eq!(
+                    claims["groups"],
+                    json!(["staff", "admins"]),
+                    "{what}: {claims}"
+                );
+            } else {
+                assert!(
+                    claims.get("groups").is_none(),
+                    "{what} without the scope: {claims}"
+                );
+            }
+        }
+        assert_eq!(id["email"], "victim@example.com");
+        assert_eq!(
+            id["email_verified"], true,
+            "verified upstream, trusted for it"
+        );
+        assert_eq!(info["email_verified"], true);
+    }
+    let discovery: Value =
+        serde_json::from_str(&br.get("/.well-known/openid-configuration").await.body).unwrap();
+    assert!(
+        discovery["scopes_supported"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("groups"))
+    );
+    assert!(
+        discovery["claims_supported"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("groups"))
+    );
+
+    // A local account: email_verified stays false (the broker does not verify emails).
+    let mut local = Browser::new(&app);
+    assert_eq!(local.login("demo@example.com", "demo").await.status, 303);
+    let mut q = url::form_urlencoded::Serializer::new(String::new());
+    q.append_pair("response_type", "code")
+        .append_pair("client_id", "webapp")
+        .append_pair("redirect_uri", redirect)
+        .append_pair("scope", "openid email groups")
+        .append_pair("code_challenge", &challenge)
+        .append_pair("code_challenge_method", "S256");
+    let res = local.get(&format!("/authorize?{}", q.finish())).await;
+    let code = param(&res.location.unwrap(), "code");
+    let (_, t) = http
+        .token(
+            "webapp",
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", redirect),
+                ("code_verifier", VERIFIER),
+            ],
+        )
+        .await;
+    let id = jwt_claims(t["id_token"].as_str().unwrap());
+    assert_eq!(id["email_verified"], false);
+    assert_eq!(id["groups"], json!([]));
 }
