@@ -16,8 +16,10 @@ use crate::provider::ProviderSettings;
 use crate::provider::clients::{Client, ClientConfig};
 use crate::provider::jwt::Alg;
 
+mod oidc_auth;
 mod saml;
 pub(crate) mod secret;
+pub use oidc_auth::UpstreamClientAuth;
 pub use saml::{
     NameIdFormat, SamlAttributeMapping, SamlMetadataSource, SamlUpstreamConfig, SpKeyPair,
 };
@@ -62,6 +64,17 @@ pub struct RawSettings {
     pub clients: Vec<ClientConfig>,
     /// Upstream identity providers (`[[upstreams]]` tables), in login-page order.
     pub upstreams: Vec<RawUpstream>,
+    /// Outbound HTTPS to upstreams and apps (`[http]`).
+    pub http: RawHttp,
+}
+
+/// `[http]`: what the broker's requests to other parties trust.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawHttp {
+    /// A PEM bundle of CA certificates trusted besides the public roots and the system store
+    /// (upstreams and apps behind a private CA).
+    pub ca_file: Option<PathBuf>,
 }
 
 /// One `[[upstreams]]` table as written.
@@ -122,6 +135,14 @@ pub struct RawUpstream {
     pub allow_idp_initiated: bool,
     #[serde(default)]
     pub attributes: SamlAttributeMapping,
+    // kind = "oidc": client authentication at the token endpoint (validated in
+    // `config/oidc_auth.rs`).
+    #[serde(default)]
+    pub token_endpoint_auth_method: Option<String>,
+    #[serde(default)]
+    pub client_assertion_key_file: Option<PathBuf>,
+    #[serde(default)]
+    pub client_assertion_kid: Option<String>,
 }
 
 /// One upstream identity provider, validated.
@@ -144,6 +165,7 @@ pub struct UpstreamConfig {
 }
 
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // built once at boot
 pub enum UpstreamKind {
     Oidc(OidcUpstreamConfig),
     Saml(Box<SamlUpstreamConfig>),
@@ -155,9 +177,12 @@ pub struct OidcUpstreamConfig {
     /// The upstream's issuer; `{issuer}/.well-known/openid-configuration` is read.
     pub issuer: String,
     pub client_id: String,
+    /// Empty with `private_key_jwt`.
     pub client_secret: SecretString,
     pub scopes: Vec<String>,
     pub claims: ClaimMapping,
+    /// How the broker authenticates at the upstream's token endpoint.
+    pub client_auth: UpstreamClientAuth,
 }
 
 fn default_upstream_scopes() -> Vec<String> {
@@ -527,6 +552,8 @@ pub struct Settings {
     pub admin: RawAdmin,
     pub upstreams: Vec<UpstreamConfig>,
     pub mfa: crate::mfa::settings::MfaSettings,
+    /// Trust anchors of outbound HTTPS (`[http] ca_file`).
+    pub http: crate::upstream::http::TrustAnchors,
     /// The file these settings came from (`None`: the embedded default); plugin hot reload
     /// re-reads its `[mfa]` pins.
     pub config_path: Option<PathBuf>,
@@ -932,25 +959,33 @@ impl Settings {
                             invalid(&key(k), "is required for kind = \"oidc\"".into())
                         })
                     };
+                    let client_auth = oidc_auth::validate(u, |k, m| invalid(&key(k), m))?;
                     let client_secret = secret::resolve(
                         &key("client_secret"),
                         u.client_secret.as_ref(),
                         u.client_secret_file.as_deref(),
                         invalid,
-                    )?
-                    .filter(|s| !s.expose_secret().is_empty())
-                    .ok_or_else(|| {
-                        invalid(
-                            &key("client_secret"),
-                            "is required for kind = \"oidc\"".into(),
-                        )
-                    })?;
+                    )?;
+                    let client_secret = match client_auth {
+                        UpstreamClientAuth::PrivateKeyJwt { .. } => {
+                            client_secret.unwrap_or_else(|| SecretString::from(String::new()))
+                        }
+                        _ => client_secret
+                            .filter(|s| !s.expose_secret().is_empty())
+                            .ok_or_else(|| {
+                                invalid(
+                                    &key("client_secret"),
+                                    "is required for kind = \"oidc\"".into(),
+                                )
+                            })?,
+                    };
                     let o = OidcUpstreamConfig {
                         issuer: required("issuer", &u.issuer)?,
                         client_id: required("client_id", &u.client_id)?,
                         client_secret,
                         scopes: u.scopes.clone(),
                         claims: u.claims.clone(),
+                        client_auth,
                     };
                     let url = Url::parse(&o.issuer).map_err(|e| {
                         invalid(&key("issuer"), format!("`{}` is not a URL: {e}", o.issuer))
@@ -961,7 +996,10 @@ impl Settings {
                             "must be https (http only on loopback)".into(),
                         ));
                     }
-                    if o.client_id.is_empty() || o.client_secret.expose_secret().is_empty() {
+                    if o.client_id.is_empty()
+                        || (o.client_secret.expose_secret().is_empty()
+                            && !matches!(o.client_auth, UpstreamClientAuth::PrivateKeyJwt { .. }))
+                    {
                         return Err(invalid(
                             &key("client_secret"),
                             "client_id and client_secret are required".into(),
@@ -1045,6 +1083,13 @@ impl Settings {
             admin: raw.admin,
             upstreams,
             mfa,
+            http: match &raw.http.ca_file {
+                None => Default::default(),
+                Some(path) => std::fs::read(path)
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))
+                    .and_then(|pem| crate::upstream::http::TrustAnchors::from_pem(&pem))
+                    .map_err(|m| invalid("http.ca_file", m))?,
+            },
             config_path: None,
         })
     }

@@ -206,6 +206,7 @@ impl Application {
                     Connector::Redirect(Arc::new(OidcConnector::new(
                         &u.id,
                         cfg,
+                        &settings.http,
                         Arc::clone(&deps.clock),
                         Arc::clone(&deps.entropy),
                     )?))
@@ -215,6 +216,7 @@ impl Application {
                         &u.id,
                         cfg,
                         &settings.public_url,
+                        &settings.http,
                         Arc::clone(&store),
                         Arc::clone(&deps.clock),
                         Arc::clone(&deps.entropy),
@@ -481,8 +483,9 @@ fn spawn_background(
     };
     let logout_sender = {
         let provider = Arc::clone(provider);
+        let sender = crate::provider::logout::LogoutSender::new(&settings.http);
         tokio::spawn(async move {
-            let sender = match crate::provider::logout::LogoutSender::new() {
+            let sender = match sender {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::error!(error = %e, "no HTTP client for back-channel logout");

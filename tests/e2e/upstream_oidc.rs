@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 
 use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use openssl::hash::MessageDigest;
 use openssl::pkey::{PKey, Private};
 use openssl::rsa::Rsa;
@@ -36,6 +36,24 @@ enum Forgery {
     /// Signed by the upstream's new key (kid k2), published only after the broker cached the
     /// JWKS: the broker must fetch the keys again.
     RotatedKey,
+    /// `nbf` an hour ahead (RFC 7519 4.1.5).
+    NotYetValid,
+    /// `azp` names another client (OIDC Core 3.1.3.7 step 5).
+    OtherAzp,
+    /// A validly signed 1.4 MB ID token, its token response sent with a Content-Length.
+    Huge,
+    /// The same, streamed in chunks without a Content-Length.
+    HugeChunked,
+    /// `email_verified: "true"` (a string, not the boolean OIDC Core 5.1 says) for the email of
+    /// an existing account: signs in, but the email counts as unverified (no linking).
+    StringVerified,
+}
+
+/// What the fake OP's token endpoint received.
+#[derive(Clone, Debug, Default)]
+struct TokenRequest {
+    authorization: Option<String>,
+    form: std::collections::BTreeMap<String, String>,
 }
 
 struct FakeOp {
@@ -44,6 +62,9 @@ struct FakeOp {
     other: PKey<Private>,
     next: Mutex<(Forgery, String)>,
     rotated: std::sync::atomic::AtomicBool,
+    /// Advertise `authorization_response_iss_parameter_supported` (RFC 9207).
+    iss_parameter: bool,
+    token_requests: Mutex<Vec<TokenRequest>>,
 }
 
 fn b64(v: &[u8]) -> String {
@@ -67,7 +88,7 @@ impl FakeOp {
         let mut claims = json!({
             "iss": self.issuer, "sub": "evil-user", "aud": "concierge", "iat": START,
             "exp": START + 300, "nonce": nonce, "email": "victim@example.com",
-            "email_verified": true,
+            "email_verified": true, "groups": ["staff", "admins"],
         });
         let header = json!({"alg": "RS256", "kid": "k1", "typ": "JWT"});
         match forgery {
@@ -79,6 +100,16 @@ impl FakeOp {
                 claims["exp"] = json!(START - 500);
             }
             Forgery::IssuedInTheFuture => claims["iat"] = json!(START + 3600),
+            Forgery::NotYetValid => claims["nbf"] = json!(START + 3600),
+            Forgery::OtherAzp => claims["azp"] = json!("someone-else"),
+            Forgery::Huge | Forgery::HugeChunked => {
+                claims["pad"] = json!("A".repeat(1_400_000));
+            }
+            Forgery::StringVerified => {
+                claims["sub"] = json!("string-verified");
+                claims["email"] = json!("demo@example.com");
+                claims["email_verified"] = json!("true");
+            }
             Forgery::NoIdToken => return None,
             _ => {}
         }
@@ -125,6 +156,10 @@ impl FakeOp {
 }
 
 async fn start_fake_op() -> Arc<FakeOp> {
+    start_fake_op_with(false).await
+}
+
+async fn start_fake_op_with(iss_parameter: bool) -> Arc<FakeOp> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let issuer = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
     let key = || PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
@@ -134,6 +169,8 @@ async fn start_fake_op() -> Arc<FakeOp> {
         other: key(),
         next: Mutex::new((Forgery::None, String::new())),
         rotated: std::sync::atomic::AtomicBool::new(false),
+        iss_parameter,
+        token_requests: Mutex::new(Vec::new()),
     });
     let shared = op.clone();
     let server = actix_web::HttpServer::new(move || {
@@ -144,8 +181,10 @@ async fn start_fake_op() -> Arc<FakeOp> {
                 "/.well-known/openid-configuration",
                 actix_web::web::get().to(move || {
                     let i = o1.issuer.clone();
+                    let iss_parameter = o1.iss_parameter;
                     async move {
                         actix_web::HttpResponse::Ok().json(json!({
+                            "authorization_response_iss_parameter_supported": iss_parameter,
                             "issuer": i,
                             "authorization_endpoint": format!("{i}/authorize"),
                             "token_endpoint": format!("{i}/token"),
@@ -166,14 +205,40 @@ async fn start_fake_op() -> Arc<FakeOp> {
             )
             .route(
                 "/token",
-                actix_web::web::post().to(move || {
-                    let mut body = json!({"access_token": "at", "token_type": "Bearer",
-                        "expires_in": 300});
-                    if let Some(t) = o3.id_token() {
-                        body["id_token"] = json!(t);
-                    }
-                    async move { actix_web::HttpResponse::Ok().json(body) }
-                }),
+                actix_web::web::post().to(
+                    move |req: actix_web::HttpRequest,
+                          form: actix_web::web::Form<
+                        std::collections::BTreeMap<String, String>,
+                    >| {
+                        o3.token_requests.lock().unwrap().push(TokenRequest {
+                            authorization: req
+                                .headers()
+                                .get("authorization")
+                                .map(|v| v.to_str().unwrap().to_owned()),
+                            form: form.into_inner(),
+                        });
+                        let mut body = json!({"access_token": "at", "token_type": "Bearer",
+                            "expires_in": 300});
+                        if let Some(t) = o3.id_token() {
+                            body["id_token"] = json!(t);
+                        }
+                        let chunked = o3.next.lock().unwrap().0 == Forgery::HugeChunked;
+                        async move {
+                            if chunked {
+                                let bytes = actix_web::web::Bytes::from(body.to_string());
+                                let chunks: Vec<Result<_, actix_web::Error>> = bytes
+                                    .chunks(16 * 1024)
+                                    .map(|c| Ok(actix_web::web::Bytes::copy_from_slice(c)))
+                                    .collect();
+                                actix_web::HttpResponse::Ok()
+                                    .content_type("application/json")
+                                    .streaming(futures_util::stream::iter(chunks))
+                            } else {
+                                actix_web::HttpResponse::Ok().json(body)
+                            }
+                        }
+                    },
+                ),
             )
     })
     .listen(listener)
@@ -215,6 +280,11 @@ async fn forged_id_tokens_from_an_upstream_are_refused(b: Backend) {
         Forgery::AlgNone,
         Forgery::NoIdToken,
         Forgery::UnpublishedKey,
+        Forgery::NotYetValid,
+        Forgery::OtherAzp,
+        Forgery::Huge,
+        Forgery::HugeChunked,
+        Forgery::StringVerified,
         Forgery::None,
         Forgery::RotatedKey,
     ] {
@@ -239,12 +309,33 @@ async fn forged_id_tokens_from_an_upstream_are_refused(b: Backend) {
         let back = br
             .get(&format!("/upstream/evil/callback?code=c&state={state}"))
             .await;
-        if forgery == Forgery::RotatedKey {
+        if forgery == Forgery::StringVerified {
+            // The token response parses and the login goes on, but a string is no verification:
+            // the existing account with that email is not taken over, the user must prove it.
+            assert_eq!(back.status, 409, "{}", back.body);
+            assert!(back.body.contains("demo@example.com"));
+            assert!(br.session_cookie().is_none());
+            assert!(
+                app.store
+                    .upstream_link("evil", "string-verified")
+                    .unwrap()
+                    .is_none()
+            );
+        } else if forgery == Forgery::RotatedKey {
             assert_eq!(back.status, 303, "new upstream key fetched: {}", back.body);
             assert!(br.session_cookie().is_some());
         } else if forgery == Forgery::None {
             assert_eq!(back.status, 303, "the control case signs in: {}", back.body);
             assert!(br.session_cookie().is_some());
+            // The default client authentication: HTTP Basic (RFC 6749 2.3.1), no secret in the
+            // body.
+            let sent = op.token_requests.lock().unwrap().last().cloned().unwrap();
+            assert_eq!(
+                sent.authorization.as_deref(),
+                Some(format!("Basic {}", STANDARD.encode("concierge:s3cret")).as_str())
+            );
+            assert!(!sent.form.contains_key("client_secret"));
+            assert_eq!(sent.form["code_verifier"].len(), 43);
             let old = concierge::session::SessionToken::key_of(&previous.unwrap()).unwrap();
             assert!(
                 app.store.session(&old).unwrap().is_none(),
@@ -607,7 +698,268 @@ async fn concurrent_callbacks_with_one_state_sign_in_once(b: Backend) {
 per_backend_async!(
     callbacks_that_match_no_pending_login_are_refused_and_audited,
     concurrent_callbacks_with_one_state_sign_in_once,
+    upstream_groups_and_verified_email_reach_the_app,
     upstream_errors_go_back_to_the_app,
+    a_missing_iss_is_refused_when_the_upstream_promises_it,
+    upstream_client_authentication_is_configurable,
     forged_id_tokens_from_an_upstream_are_refused,
     home_realm_discovery_routes_by_domain_and_hints,
 );
+
+/// A sign-in through upstream `id` of `op` with a correct ID token; `iss` is put in the
+/// authorization response when given. The callback's answer and the browser.
+async fn sign_in_through(
+    app: &crate::helpers::TestApp,
+    op: &FakeOp,
+    id: &str,
+    iss: Option<&str>,
+) -> (Browser, crate::helpers::Page) {
+    let mut br = Browser::new(app);
+    let to = br
+        .get(&format!("/upstream/{id}/start"))
+        .await
+        .location
+        .unwrap();
+    *op.next.lock().unwrap() = (Forgery::None, param(&to, "nonce"));
+    let mut callback = format!(
+        "/upstream/{id}/callback?code=c&state={}",
+        param(&to, "state")
+    );
+    if let Some(iss) = iss {
+        callback.push_str(&format!("&iss={}", urlencoding(iss)));
+    }
+    let back = br.get(&callback).await;
+    (br, back)
+}
+
+fn urlencoding(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// RFC 9207 2.4: an upstream that advertises `authorization_response_iss_parameter_supported`
+/// puts `iss` in every authorization response; one without it is refused (a mix-up attack
+/// strips it), one with it signs in.
+async fn a_missing_iss_is_refused_when_the_upstream_promises_it(b: Backend) {
+    let op = start_fake_op_with(true).await;
+    let extra = format!(
+        "[[upstreams]]\nid = \"strict\"\nkind = \"oidc\"\nissuer = \"{}\"\nclient_id = \"concierge\"\nclient_secret = \"s3cret\"\n",
+        op.issuer
+    );
+    let Some(app) = spawn_provider_with(b, &[], &extra).await else {
+        return;
+    };
+    let (br, back) = sign_in_through(&app, &op, "strict", None).await;
+    assert_eq!(back.status, 400, "{}", back.body);
+    assert!(back.body.contains("login-error"));
+    assert!(br.session_cookie().is_none());
+    assert!(
+        op.token_requests.lock().unwrap().is_empty(),
+        "refused before the code is spent"
+    );
+    let (br, back) = sign_in_through(&app, &op, "strict", Some(&op.issuer)).await;
+    assert_eq!(back.status, 303, "{}", back.body);
+    assert!(br.session_cookie().is_some());
+}
+
+/// `token_endpoint_auth_method`: client_secret_post puts the secret in the body (and no Basic
+/// header); private_key_jwt sends an RFC 7523 assertion signed by the configured key (checked
+/// here with its public half) and no secret at all.
+async fn upstream_client_authentication_is_configurable(b: Backend) {
+    let op = start_fake_op().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+    let key_file = dir.path().join("assertion.pem");
+    std::fs::write(&key_file, key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+    let extra = format!(
+        concat!(
+            "[[upstreams]]\nid = \"post\"\nkind = \"oidc\"\nissuer = \"{0}\"\nclient_id = \"concierge\"\nclient_secret = \"s3cret\"\ntoken_endpoint_auth_method = \"client_secret_post\"\n",
+            "[[upstreams]]\nid = \"pkjwt\"\nkind = \"oidc\"\nissuer = \"{0}\"\nclient_id = \"concierge\"\ntoken_endpoint_auth_method = \"private_key_jwt\"\nclient_assertion_key_file = {1:?}\nclient_assertion_kid = \"broker-1\"\nlink_by_verified_email = true\n",
+        ),
+        op.issuer,
+        key_file.display().to_string()
+    );
+    let Some(app) = spawn_provider_with(b, &[], &extra).await else {
+        return;
+    };
+
+    let (br, back) = sign_in_through(&app, &op, "post", None).await;
+    assert_eq!(back.status, 303, "{}", back.body);
+    assert!(br.session_cookie().is_some());
+    let sent = op.token_requests.lock().unwrap().pop().unwrap();
+    assert_eq!(sent.authorization, None);
+    assert_eq!(sent.form["client_id"], "concierge");
+    assert_eq!(sent.form["client_secret"], "s3cret");
+
+    let (br, back) = sign_in_through(&app, &op, "pkjwt", None).await;
+    assert_eq!(back.status, 303, "{}", back.body);
+    assert!(br.session_cookie().is_some());
+    let sent = op.token_requests.lock().unwrap().pop().unwrap();
+    assert_eq!(sent.authorization, None);
+    assert!(!sent.form.contains_key("client_secret"));
+    assert_eq!(sent.form["client_id"], "concierge");
+    assert_eq!(
+        sent.form["client_assertion_type"],
+        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+    );
+    let assertion = &sent.form["client_assertion"];
+    let parts: Vec<&str> = assertion.split('.').collect();
+    assert_eq!(parts.len(), 3);
+    let decode =
+        |p: &str| -> Value { serde_json::from_slice(&URL_SAFE_NO_PAD.decode(p).unwrap()).unwrap() };
+    let (header, claims) = (decode(parts[0]), decode(parts[1]));
+    assert_eq!(header["alg"], "RS256");
+    assert_eq!(header["kid"], "broker-1");
+    let mut v = openssl::sign::Verifier::new(MessageDigest::sha256(), &key).unwrap();
+    v.update(format!("{}.{}", parts[0], parts[1]).as_bytes())
+        .unwrap();
+    assert!(
+        v.verify(&URL_SAFE_NO_PAD.decode(parts[2]).unwrap())
+            .unwrap(),
+        "signed by the configured key"
+    );
+    assert_eq!(claims["iss"], "concierge");
+    assert_eq!(claims["sub"], "concierge");
+    assert_eq!(claims["aud"], format!("{}/token", op.issuer));
+    assert!(claims["jti"].as_str().unwrap().len() >= 32);
+    let (iat, exp) = (
+        claims["iat"].as_i64().unwrap(),
+        claims["exp"].as_i64().unwrap(),
+    );
+    assert_eq!(iat, START);
+    assert!(exp > iat && exp <= iat + 300, "short-lived");
+    // A fresh assertion each time (jti is single use at the OP).
+    let (_, back) = sign_in_through(&app, &op, "pkjwt", None).await;
+    assert_eq!(back.status, 303);
+    let again = op.token_requests.lock().unwrap().pop().unwrap();
+    assert_ne!(
+        decode(again.form["client_assertion"].split('.').nth(1).unwrap())["jti"],
+        claims["jti"]
+    );
+}
+
+/// The claims of a JWT (the broker's own tokens; their signatures are tested in oidc.rs).
+fn jwt_claims(token: &str) -> Value {
+    serde_json::from_slice(
+        &URL_SAFE_NO_PAD
+            .decode(token.split('.').nth(1).unwrap())
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+/// Groups from an upstream reach the app, with the `groups` scope only: in the ID token, the
+/// access token and userinfo. The email an upstream trusted for it (`link_by_verified_email`)
+/// verified is `email_verified: true` downstream.
+async fn upstream_groups_and_verified_email_reach_the_app(b: Backend) {
+    use sha2::Digest;
+    const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk-extra-entropy";
+    let op = start_fake_op().await;
+    let extra = format!(
+        "[[upstreams]]\nid = \"corp\"\nkind = \"oidc\"\nissuer = \"{}\"\nclient_id = \"concierge\"\nclient_secret = \"s3cret\"\nlink_by_verified_email = true\n",
+        op.issuer
+    );
+    let Some(app) = spawn_provider_with(b, &[], &extra).await else {
+        return;
+    };
+    let (mut br, back) = sign_in_through(&app, &op, "corp", None).await;
+    assert_eq!(back.status, 303, "{}", back.body);
+    let http = crate::oidc::Http::new(&app);
+    let redirect = "https://webapp.example/cb";
+    let challenge = URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(VERIFIER.as_bytes()));
+    for (scope, with_groups) in [("openid email groups", true), ("openid email", false)] {
+        let mut q = url::form_urlencoded::Serializer::new(String::new());
+        q.append_pair("response_type", "code")
+            .append_pair("client_id", "webapp")
+            .append_pair("redirect_uri", redirect)
+            .append_pair("scope", scope)
+            .append_pair("state", "st")
+            .append_pair("nonce", "n-1")
+            .append_pair("code_challenge", &challenge)
+            .append_pair("code_challenge_method", "S256");
+        let res = br.get(&format!("/authorize?{}", q.finish())).await;
+        assert_eq!(res.status, 302, "{}", res.body);
+        let code = param(&res.location.unwrap(), "code");
+        let (s, t) = http
+            .token(
+                "webapp",
+                &[
+                    ("grant_type", "authorization_code"),
+                    ("code", &code),
+                    ("redirect_uri", redirect),
+                    ("code_verifier", VERIFIER),
+                ],
+            )
+            .await;
+        assert_eq!(s, 200, "{t}");
+        let id = jwt_claims(t["id_token"].as_str().unwrap());
+        let at = t["access_token"].as_str().unwrap();
+        let access = jwt_claims(at);
+        let (s, _, info) = http.get_json("/userinfo", Some(at)).await;
+        assert_eq!(s, 200, "{info}");
+        for (what, claims) in [
+            ("ID token", &id),
+            ("access token", &access),
+            ("userinfo", &info),
+        ] {
+            if with_groups {
+                assert_eq!(
+                    claims["groups"],
+                    json!(["staff", "admins"]),
+                    "{what}: {claims}"
+                );
+            } else {
+                assert!(
+                    claims.get("groups").is_none(),
+                    "{what} without the scope: {claims}"
+                );
+            }
+        }
+        assert_eq!(id["email"], "victim@example.com");
+        assert_eq!(
+            id["email_verified"], true,
+            "verified upstream, trusted for it"
+        );
+        assert_eq!(info["email_verified"], true);
+    }
+    let discovery: Value =
+        serde_json::from_str(&br.get("/.well-known/openid-configuration").await.body).unwrap();
+    assert!(
+        discovery["scopes_supported"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("groups"))
+    );
+    assert!(
+        discovery["claims_supported"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("groups"))
+    );
+
+    // A local account: email_verified stays false (the broker does not verify emails).
+    let mut local = Browser::new(&app);
+    assert_eq!(local.login("demo@example.com", "demo").await.status, 303);
+    let mut q = url::form_urlencoded::Serializer::new(String::new());
+    q.append_pair("response_type", "code")
+        .append_pair("client_id", "webapp")
+        .append_pair("redirect_uri", redirect)
+        .append_pair("scope", "openid email groups")
+        .append_pair("code_challenge", &challenge)
+        .append_pair("code_challenge_method", "S256");
+    let res = local.get(&format!("/authorize?{}", q.finish())).await;
+    let code = param(&res.location.unwrap(), "code");
+    let (_, t) = http
+        .token(
+            "webapp",
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", redirect),
+                ("code_verifier", VERIFIER),
+            ],
+        )
+        .await;
+    let id = jwt_claims(t["id_token"].as_str().unwrap());
+    assert_eq!(id["email_verified"], false);
+    assert_eq!(id["groups"], json!([]));
+}

@@ -77,13 +77,30 @@ pub fn federated_user(
     identity: &Identity,
     link_by_verified_email: bool,
 ) -> Result<UserId, FlowError> {
+    // What the tokens of this session may say: the upstream's groups, and its verified email
+    // only when the upstream is trusted for verified email.
+    let remember = |store: &dyn Store| {
+        let verified = identity
+            .email
+            .as_ref()
+            .filter(|_| link_by_verified_email && identity.email_verified)
+            .map(Email::as_str);
+        store.set_upstream_claims(
+            &identity.upstream,
+            &identity.subject,
+            &identity.groups,
+            verified,
+        )
+    };
     if let Some(user) = store.upstream_link(&identity.upstream, &identity.subject)? {
+        remember(store)?;
         return Ok(user);
     }
     let email = identity.email.clone().ok_or(FlowError::NoEmail)?;
     if let Some(existing) = store.user_by_email(&email)? {
         if link_by_verified_email && identity.email_verified {
             store.insert_upstream_link(&identity.upstream, &identity.subject, &existing.id, now)?;
+            remember(store)?;
             return Ok(existing.id);
         }
         return Err(FlowError::LinkRequired {
@@ -102,6 +119,7 @@ pub fn federated_user(
         updated_at: now,
     };
     store.insert_user_with_link(&user, &identity.upstream, &identity.subject)?;
+    remember(store)?;
     Ok(user.id)
 }
 

@@ -105,6 +105,7 @@ mod tests {
                 client_secret: "s".into(),
                 scopes: vec![],
                 claims: Default::default(),
+                client_auth: Default::default(),
             }),
         }
     }

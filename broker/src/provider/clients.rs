@@ -79,7 +79,7 @@ fn default_grants() -> Vec<String> {
     vec!["authorization_code".into(), "refresh_token".into()]
 }
 fn default_scopes() -> Vec<String> {
-    ["openid", "profile", "email", "offline_access"]
+    ["openid", "profile", "email", "groups", "offline_access"]
         .map(String::from)
         .to_vec()
 }

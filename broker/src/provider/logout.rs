@@ -259,20 +259,18 @@ pub struct LogoutSender {
 }
 
 impl LogoutSender {
-    pub fn new() -> Result<Self, reqwest::Error> {
+    pub fn new(trust: &crate::upstream::http::TrustAnchors) -> Result<Self, reqwest::Error> {
         Ok(Self {
-            http: http_client()?,
+            http: http_client(trust)?,
             slots: Arc::new(tokio::sync::Semaphore::new(PARALLEL_DELIVERIES)),
         })
     }
 }
 
-/// The HTTP client for back-channel deliveries: short timeouts, no redirects.
-pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
-        .connect_timeout(DELIVERY_TIMEOUT)
-        .timeout(DELIVERY_TIMEOUT)
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("concierge/", env!("CARGO_PKG_VERSION")))
-        .build()
+/// The HTTP client for back-channel deliveries: short timeouts, no redirects, the broker's
+/// trust anchors.
+pub fn http_client(
+    trust: &crate::upstream::http::TrustAnchors,
+) -> Result<reqwest::Client, reqwest::Error> {
+    crate::upstream::http::client(DELIVERY_TIMEOUT, trust)
 }

@@ -281,8 +281,8 @@ impl Provider {
             "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
             "code_challenge_methods_supported": ["S256"],
             "acr_values_supported": [crate::flow::mfa::ACR_LOA1, crate::flow::mfa::ACR_LOA2],
-            "scopes_supported": ["openid", "profile", "email", "offline_access"],
-            "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "sid", "azp", "at_hash", "email", "email_verified", "name"],
+            "scopes_supported": ["openid", "profile", "email", "groups", "offline_access"],
+            "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "sid", "azp", "at_hash", "email", "email_verified", "name", "groups"],
             "prompt_values_supported": ["none", "login"],
             "ui_locales_supported": ["en", "ko"],
             "claims_parameter_supported": false,
@@ -606,9 +606,13 @@ impl Provider {
             at.insert("acr".into(), json!(acr));
         }
         at.insert("amr".into(), json!(g.amr));
+        let scopes: Vec<&str> = g.scope.split_whitespace().collect();
+        let (groups, email_verified) = self.federated_claims(&g.sid, &user, &scopes)?;
+        if scopes.contains(&"groups") {
+            at.insert("groups".into(), json!(groups));
+        }
         let access_token = self.sign_for(client, "at+jwt", &Value::Object(at))?;
 
-        let scopes: Vec<&str> = g.scope.split_whitespace().collect();
         let id_token = if with_id_token && scopes.contains(&"openid") {
             let mut id = Map::new();
             id.insert("iss".into(), json!(self.settings.issuer));
@@ -629,7 +633,10 @@ impl Provider {
             id.insert("amr".into(), json!(g.amr));
             if scopes.contains(&"email") {
                 id.insert("email".into(), json!(user.email.as_str()));
-                id.insert("email_verified".into(), json!(false));
+                id.insert("email_verified".into(), json!(email_verified));
+            }
+            if scopes.contains(&"groups") {
+                id.insert("groups".into(), json!(groups));
             }
             if scopes.contains(&"profile") && !user.name.is_empty() {
                 id.insert("name".into(), json!(user.name));
@@ -976,6 +983,25 @@ impl Provider {
         }))
     }
 
+    /// What the upstream of session `sid` said at its last sign-in, for tokens with the
+    /// `groups` or `email` scope: its groups, and whether it verified the user's current email
+    /// (only an upstream trusted for verified email records one). Local accounts: none, false.
+    fn federated_claims(
+        &self,
+        sid: &str,
+        user: &crate::storage::User,
+        scopes: &[&str],
+    ) -> Result<(Vec<String>, bool), OAuthError> {
+        if !scopes.contains(&"groups") && !scopes.contains(&"email") {
+            return Ok((Vec::new(), false));
+        }
+        let Some(session) = self.store.session_by_sid(sid)? else {
+            return Ok((Vec::new(), false));
+        };
+        let (groups, verified) = self.store.upstream_claims(&session.upstream, &user.id)?;
+        Ok((groups, verified.as_deref() == Some(user.email.as_str())))
+    }
+
     /// OIDC UserInfo for a bearer access token.
     pub fn userinfo(&self, token: &str) -> Result<Value, OAuthError> {
         let claims = self.active_access_token(token)?;
@@ -993,11 +1019,19 @@ impl Provider {
             .user_by_id(&UserId::from_stored(sub.to_owned()))?
             .filter(|u| !u.disabled)
             .ok_or(OAuthError::InvalidToken)?;
+        let sid = claims
+            .get("sid")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let (groups, email_verified) = self.federated_claims(sid, &user, &scopes)?;
         let mut out = Map::new();
         out.insert("sub".into(), json!(sub));
         if scopes.contains(&"email") {
             out.insert("email".into(), json!(user.email.as_str()));
-            out.insert("email_verified".into(), json!(false));
+            out.insert("email_verified".into(), json!(email_verified));
+        }
+        if scopes.contains(&"groups") {
+            out.insert("groups".into(), json!(groups));
         }
         if scopes.contains(&"profile") && !user.name.is_empty() {
             out.insert("name".into(), json!(user.name));

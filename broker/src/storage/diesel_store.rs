@@ -1614,6 +1614,46 @@ impl Store for DieselStore {
         Ok(id.map(UserId::from_stored))
     }
 
+    fn set_upstream_claims(
+        &self,
+        upstream: &str,
+        subject: &str,
+        groups: &[String],
+        verified_email: Option<&str>,
+    ) -> Result<(), StorageError> {
+        let groups =
+            serde_json::to_string(groups).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+        with_conn!(write self, |c| {
+            diesel::update(upstream_links::table.find((upstream, subject)))
+                .set((
+                    upstream_links::groups.eq(&groups),
+                    upstream_links::verified_email.eq(verified_email),
+                ))
+                .execute(c)
+                .map(|_| ())
+                .map_err(query_err)
+        })
+    }
+
+    fn upstream_claims(
+        &self,
+        upstream: &str,
+        user: &UserId,
+    ) -> Result<(Vec<String>, Option<String>), StorageError> {
+        let row: Option<(String, Option<String>)> = with_conn!(self, |c| {
+            upstream_links::table
+                .filter(upstream_links::upstream.eq(upstream))
+                .filter(upstream_links::user_id.eq(user.as_str()))
+                .select((upstream_links::groups, upstream_links::verified_email))
+                .first(c)
+                .optional()
+                .map_err(query_err)
+        })?;
+        Ok(row
+            .map(|(g, e)| (serde_json::from_str(&g).unwrap_or_default(), e))
+            .unwrap_or_default())
+    }
+
     fn insert_upstream_link(
         &self,
         upstream: &str,

@@ -363,6 +363,23 @@ pub trait Store: MfaStore + JourneyStore + Send + Sync + 'static {
 
     fn session_by_sid(&self, sid: &str) -> Result<Option<SessionRecord>, StorageError>;
 
+    /// Records what upstream `upstream` said about `subject` at this sign-in: its groups and
+    /// the email it verified (`None` unless the upstream is trusted for verified email).
+    fn set_upstream_claims(
+        &self,
+        upstream: &str,
+        subject: &str,
+        groups: &[String],
+        verified_email: Option<&str>,
+    ) -> Result<(), StorageError>;
+
+    /// The groups and verified email `upstream` last gave for `user` (empty, `None` if unknown).
+    fn upstream_claims(
+        &self,
+        upstream: &str,
+        user: &UserId,
+    ) -> Result<(Vec<String>, Option<String>), StorageError>;
+
     // Clients registered at run time (JSON documents owned by the provider module).
     fn insert_client(&self, id: &str, config_json: &str, now: UnixTime)
     -> Result<(), StorageError>;

@@ -165,6 +165,8 @@ diesel::table! {
         subject -> Text,
         user_id -> Text,
         created_at -> BigInt,
+        groups -> Text,
+        verified_email -> Nullable<Text>,
     }
 }
 

@@ -198,6 +198,7 @@ impl SamlConnector {
         id: &str,
         cfg: &SamlUpstreamConfig,
         public_url: &url::Url,
+        trust: &super::http::TrustAnchors,
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         entropy: Arc<dyn Entropy>,
@@ -208,10 +209,7 @@ impl SamlConnector {
                 .map(|u| u.to_string())
                 .map_err(|e| UpstreamError::Rejected(e.to_string()))
         };
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(10))
-            .build()
+        let http = super::http::client(Duration::from_secs(10), trust)
             .map_err(|e| UpstreamError::Unavailable(e.to_string()))?;
         let metadata = match &cfg.metadata {
             SamlMetadataSource::File { xml, .. } => Some((Arc::new(IdpMetadata::parse(xml)?), 0)),
@@ -285,14 +283,17 @@ impl SamlConnector {
             .get(url.clone())
             .send()
             .await
-            .map_err(|e| unavailable(&e))?;
+            .map_err(|e| unavailable(&super::http::describe(&e)))?;
         if !res.status().is_success() {
             return Err(unavailable(&res.status()));
         }
-        let body = res.bytes().await.map_err(|e| unavailable(&e))?;
-        if body.len() > MAX_METADATA {
-            return Err(SamlError::Metadata("larger than 1 MiB".into()));
-        }
+        let body = match super::http::read_capped(res, MAX_METADATA).await {
+            Ok(b) => b,
+            Err(super::http::ReadError::TooLarge(_)) => {
+                return Err(SamlError::Metadata("larger than 1 MiB".into()));
+            }
+            Err(e) => return Err(unavailable(&e)),
+        };
         let text =
             std::str::from_utf8(&body).map_err(|_| SamlError::Metadata("not UTF-8".into()))?;
         IdpMetadata::parse(text)

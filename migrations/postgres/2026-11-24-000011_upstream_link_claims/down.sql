@@ -1,0 +1,2 @@
+ALTER TABLE upstream_links DROP COLUMN verified_email;
+ALTER TABLE upstream_links DROP COLUMN groups;
