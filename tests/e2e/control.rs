@@ -29,6 +29,19 @@ pub(crate) async fn admin_token(http: &Http, scope: &str) -> String {
     v["access_token"].as_str().unwrap().to_owned()
 }
 
+/// The audit events of `kind`, oldest first, read through the admin API (which writes the
+/// pending rows first).
+pub(crate) async fn audit_events(app: &TestApp, kind: &str) -> Vec<Value> {
+    let http = Http::new(app);
+    let admin = admin_token(&http, "concierge:admin").await;
+    let path = format!("/admin/v1/audit?kind={kind}&limit=100");
+    let (s, _, v) = api(app, "GET", &path, Some(&admin)).await;
+    assert_eq!(s, 200, "{v}");
+    let mut events = v["events"].as_array().cloned().unwrap_or_default();
+    events.reverse();
+    events
+}
+
 /// An admin API call: status, headers, JSON body.
 pub(crate) async fn api(
     app: &TestApp,

@@ -278,21 +278,9 @@ async fn each_channel_has_its_own_lifetimes_and_limit(b: Backend) {
 /// The `session_ended` audit rows: (sid, reason), oldest first (through the admin API, which
 /// writes the pending rows first).
 async fn ended(app: &crate::helpers::TestApp) -> Vec<(String, String)> {
-    let http = crate::oidc::Http::new(app);
-    let admin = crate::control::admin_token(&http, "concierge:admin").await;
-    let (s, _, v) = crate::control::api(
-        app,
-        "GET",
-        "/admin/v1/audit?kind=session_ended&limit=100",
-        Some(&admin),
-    )
-    .await;
-    assert_eq!(s, 200, "{v}");
-    v["events"]
-        .as_array()
-        .unwrap()
+    crate::control::audit_events(app, "session_ended")
+        .await
         .iter()
-        .rev()
         .map(|e| {
             (
                 e["sid"].as_str().unwrap().to_owned(),

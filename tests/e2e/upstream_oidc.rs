@@ -535,21 +535,9 @@ async fn upstream_errors_go_back_to_the_app(b: Backend) {
 
 /// The reasons of the `login_failed` audit events, oldest first.
 async fn login_failures(app: &crate::helpers::TestApp) -> Vec<String> {
-    let http = crate::oidc::Http::new(app);
-    let admin = crate::control::admin_token(&http, "concierge:admin").await;
-    let (s, _, v) = crate::control::api(
-        app,
-        "GET",
-        "/admin/v1/audit?kind=login_failed&limit=100",
-        Some(&admin),
-    )
-    .await;
-    assert_eq!(s, 200, "{v}");
-    v["events"]
-        .as_array()
-        .unwrap()
+    crate::control::audit_events(app, "login_failed")
+        .await
         .iter()
-        .rev()
         .map(|e| e["reason"].as_str().unwrap_or("").to_owned())
         .collect()
 }

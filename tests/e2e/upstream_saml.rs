@@ -559,21 +559,9 @@ impl Case {
 
 /// The reasons of the `login_failed` audit events, oldest first.
 async fn failure_reasons(app: &TestApp) -> Vec<String> {
-    let http = crate::oidc::Http::new(app);
-    let admin = admin_token(&http, "concierge:admin").await;
-    let (s, _, v) = api(
-        app,
-        "GET",
-        "/admin/v1/audit?kind=login_failed&limit=100",
-        Some(&admin),
-    )
-    .await;
-    assert_eq!(s, 200, "{v}");
-    v["events"]
-        .as_array()
-        .unwrap()
+    crate::control::audit_events(app, "login_failed")
+        .await
         .iter()
-        .rev()
         .map(|e| e["reason"].as_str().unwrap_or("").to_owned())
         .collect()
 }
