@@ -122,6 +122,8 @@ pub struct Client {
     /// byte (RFC 9700 2.1; a parsed URL folds the host's case, default ports, dot segments).
     redirect_uri_strings: Vec<String>,
     pub post_logout_redirect_uris: Vec<Url>,
+    /// As registered: what `post_logout_redirect_uri` compares with, byte for byte.
+    post_logout_redirect_uri_strings: Vec<String>,
     pub backchannel_logout_uri: Option<Url>,
     pub grants: Vec<Grant>,
     pub scopes: Vec<String>,
@@ -317,6 +319,7 @@ impl Client {
             redirect_uris,
             redirect_uri_strings: c.redirect_uris.clone(),
             post_logout_redirect_uris,
+            post_logout_redirect_uri_strings: c.post_logout_redirect_uris.clone(),
             backchannel_logout_uri,
             grants,
             scopes: c.scopes.clone(),
@@ -388,11 +391,14 @@ impl Client {
         req.fragment().is_none().then_some(req)
     }
 
+    /// The registered post-logout redirect URI `requested` names, compared as strings byte for
+    /// byte like redirect URIs (RFC 9700 2.1): no case folding, no added slash.
     pub fn post_logout_redirect_uri(&self, requested: &str) -> Option<Url> {
-        self.post_logout_redirect_uris
+        self.post_logout_redirect_uri_strings
             .iter()
-            .find(|u| u.as_str() == requested)
-            .cloned()
+            .any(|r| r == requested)
+            .then(|| Url::parse(requested).ok())
+            .flatten()
     }
 
     /// Checks a presented secret in constant time.
@@ -546,6 +552,33 @@ mod tests {
         for b in bad {
             assert!(Client::parse(&cfg(b.clone())).is_err(), "{b}");
         }
+    }
+
+    #[test]
+    fn post_logout_redirect_uris_match_byte_for_byte() {
+        let c = Client::parse(&cfg(serde_json::json!({
+            "id": "a", "public": true, "redirect_uris": ["https://x.example/cb"],
+            "post_logout_redirect_uris": ["https://App.example/bye", "https://x.example"]
+        })))
+        .unwrap();
+        assert!(
+            c.post_logout_redirect_uri("https://App.example/bye")
+                .is_some()
+        );
+        assert!(
+            c.post_logout_redirect_uri("https://app.example/bye")
+                .is_none(),
+            "case folded"
+        );
+        assert!(c.post_logout_redirect_uri("https://x.example").is_some());
+        assert!(
+            c.post_logout_redirect_uri("https://x.example/").is_none(),
+            "slash added"
+        );
+        assert!(
+            c.post_logout_redirect_uri("https://x.example:443")
+                .is_none()
+        );
     }
 
     #[test]
