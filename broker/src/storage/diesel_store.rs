@@ -82,6 +82,31 @@ macro_rules! with_conn {
     };
 }
 
+/// Runs `$body` (an expression over `$c`) in one write transaction that may read before it writes:
+/// on SQLite under the in-process writer mutex with `BEGIN IMMEDIATE` (the write lock is taken
+/// before the first read, against other processes too), on PostgreSQL in a plain transaction
+/// (the body's own `DELETE`/`UPDATE` row counts decide who won). Yields the transaction's result.
+macro_rules! write_transaction {
+    ($self:expr, |$c:ident| $body:expr) => {
+        match &$self.pools {
+            Pools::Sqlite(pool) => {
+                let _writer = $self.writer.as_ref().map(|m| match m.lock() {
+                    Ok(g) => g,
+                    Err(p) => p.into_inner(),
+                });
+                let mut pooled = checkout(pool)?;
+                let conn: &mut SqliteConnection = &mut pooled;
+                conn.immediate_transaction(|$c| $body)
+            }
+            Pools::Postgres(pool) => {
+                let mut pooled = checkout(pool)?;
+                let conn: &mut PgConnection = &mut pooled;
+                conn.transaction(|$c| $body)
+            }
+        }
+    };
+}
+
 fn query_err(e: diesel::result::Error) -> StorageError {
     use diesel::result::{DatabaseErrorKind, Error};
     match e {
@@ -864,20 +889,7 @@ impl Store for DieselStore {
                 Ok::<_, diesel::result::Error>(taken)
             }};
         }
-        let rows: Vec<SessionRow> = match &self.pools {
-            Pools::Sqlite(pool) => {
-                let _writer = self.writer.as_ref().map(|m| match m.lock() {
-                    Ok(g) => g,
-                    Err(p) => p.into_inner(),
-                });
-                let mut c = checkout(pool)?;
-                c.immediate_transaction(|c| take!(c)).map_err(query_err)?
-            }
-            Pools::Postgres(pool) => {
-                let mut c = checkout(pool)?;
-                c.transaction(|c| take!(c)).map_err(query_err)?
-            }
-        };
+        let rows: Vec<SessionRow> = write_transaction!(self, |c| take!(c)).map_err(query_err)?;
         rows.into_iter().map(SessionRow::into_record).collect()
     }
 
@@ -1742,21 +1754,7 @@ impl Store for DieselStore {
                 }
             }};
         }
-        let row: Option<Row> = match &self.pools {
-            Pools::Sqlite(pool) => {
-                let _writer = self.writer.as_ref().map(|m| match m.lock() {
-                    Ok(g) => g,
-                    Err(p) => p.into_inner(),
-                });
-                let mut c = checkout(pool)?;
-                // IMMEDIATE: the write lock is taken before the read (other processes).
-                c.immediate_transaction(|c| take!(c)).map_err(query_err)?
-            }
-            Pools::Postgres(pool) => {
-                let mut c = checkout(pool)?;
-                c.transaction(|c| take!(c)).map_err(query_err)?
-            }
-        };
+        let row: Option<Row> = write_transaction!(self, |c| take!(c)).map_err(query_err)?;
         let Some((sh, upstream, bh, pending, return_to, expires_at)) = row else {
             return Ok(None);
         };
