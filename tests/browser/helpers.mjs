@@ -511,10 +511,7 @@ export async function startCallbackServer(path) {
       });
     },
     close() {
-      return new Promise((resolve) => {
-        server.closeAllConnections();
-        server.close(() => resolve());
-      });
+      return closeServer(server);
     },
   };
 }
@@ -706,4 +703,29 @@ export async function authorizationRequest(config, redirectUri, { scope = 'openi
     ...extra,
   });
   return { url, pkceCodeVerifier, expectedState, expectedNonce };
+}
+
+// --- Upstream peers ------------------------------------------------------------------------------------
+
+/** Closes an HTTP(S) server at once, its keep-alive connections included. */
+export function closeServer(server) {
+  return new Promise((resolve) => {
+    server.closeAllConnections();
+    server.close(() => resolve());
+  });
+}
+
+/** Signs in at npm oidc-provider's development login page (devInteractions) and consents. */
+export async function oidcProviderLogin(page, login) {
+  await page.locator('input[name="login"]').waitFor({ timeout: 10_000 });
+  await page.fill('input[name="login"]', login);
+  await page.fill('input[name="password"]', 'any');
+  await page.click('button[type="submit"]');
+  const consent = page.locator('button[type="submit"]', { hasText: /continue/i });
+  if (await consent.count().catch(() => 0)) await consent.click();
+  else {
+    await page.waitForLoadState('load');
+    const again = page.locator('button[type="submit"]');
+    if ((await again.count()) && /interaction/.test(page.url())) await again.first().click();
+  }
 }

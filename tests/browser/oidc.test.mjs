@@ -20,6 +20,7 @@ import {
   sha256Hex,
   backend,
   authorizationRequest,
+  closeServer,
 } from './helpers.mjs';
 
 const SCOPE = 'openid email profile offline_access';
@@ -48,10 +49,7 @@ async function startBackchannelReceiver(path) {
     url: `http://127.0.0.1:${server.address().port}${path}`,
     bodies,
     close() {
-      return new Promise((resolve) => {
-        server.closeAllConnections();
-        server.close(() => resolve());
-      });
+      return closeServer(server);
     },
   };
 }

@@ -23,6 +23,7 @@ import {
   sha256Hex,
   backend,
   authorizationRequest,
+  closeServer,
 } from './helpers.mjs';
 
 const APP_SECRET = randomBytes(24).toString('base64url');
@@ -42,7 +43,7 @@ async function startBackchannelReceiver() {
   return {
     url: `http://127.0.0.1:${server.address().port}/backchannel`,
     bodies,
-    close: () => new Promise((r) => { server.closeAllConnections(); server.close(() => r()); }),
+    close: () => closeServer(server),
   };
 }
 

@@ -24,6 +24,8 @@ import {
   sha256Hex,
   backend,
   authorizationRequest,
+  oidcProviderLogin as upstreamLogin,
+  closeServer,
 } from './helpers.mjs';
 
 const APP_SECRET = randomBytes(24).toString('base64url');
@@ -86,27 +88,10 @@ async function startHttpsUpstream(pki, callbacks) {
   await new Promise((r) => server.once('listening', r));
   return {
     issuer,
-    close: () =>
-      new Promise((r) => {
-        server.closeAllConnections();
-        server.close(() => r());
-      }),
+    close: () => closeServer(server),
   };
 }
 
-async function upstreamLogin(page, login) {
-  await page.locator('input[name="login"]').waitFor({ timeout: 10_000 });
-  await page.fill('input[name="login"]', login);
-  await page.fill('input[name="password"]', 'any');
-  await page.click('button[type="submit"]');
-  const consent = page.locator('button[type="submit"]', { hasText: /continue/i });
-  if (await consent.count().catch(() => 0)) await consent.click();
-  else {
-    await page.waitForLoadState('load');
-    const again = page.locator('button[type="submit"]');
-    if ((await again.count()) && /interaction/.test(page.url())) await again.first().click();
-  }
-}
 
 const upstreamToml = (issuer, pki, { withCa }) =>
   [
