@@ -263,6 +263,33 @@ impl Application {
             )
             .context("starting the MFA plugin host")?,
         );
+        // A sign-in journey lives as long as a second-factor step may take (each step extends it).
+        let journey_ttl = i64::try_from(settings.mfa.step_ttl.as_secs())
+            .unwrap_or(600)
+            .max(300);
+        let signin = Arc::new(crate::flow::signin::SignIn {
+            store: Arc::clone(&store),
+            sessions: Arc::clone(&sessions),
+            provider: Arc::clone(&provider),
+            mfa: Arc::clone(&mfa),
+            upstreams: upstreams.clone(),
+            journeys: crate::flow::journey::Journeys::new(
+                Arc::clone(&store),
+                Arc::clone(&deps.clock),
+                Arc::clone(&deps.entropy),
+                journey_ttl,
+            ),
+            limiter: Arc::clone(&limiter),
+            lockout: Arc::clone(&login_lockout),
+            clock: Arc::clone(&deps.clock),
+            entropy: Arc::clone(&deps.entropy),
+            settings: crate::flow::signin::SignInSettings {
+                public_url: settings.public_url.clone(),
+                mfa_default: settings.mfa.required,
+                session: settings.session.clone(),
+                upstreams: settings.upstreams.clone(),
+            },
+        });
         let state = web::Data::new(AppState {
             cookies: CookieNames::new(&settings.session.cookie_name, settings.https()),
             settings: settings.clone(),
@@ -278,6 +305,7 @@ impl Application {
             limiter,
             login_lockout: Arc::clone(&login_lockout),
             mfa: Arc::clone(&mfa),
+            signin,
         });
 
         let listener = TcpListener::bind(settings.bind)

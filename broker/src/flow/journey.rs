@@ -67,7 +67,17 @@ impl JourneyId {
     fn hash(&self) -> [u8; 32] {
         Sha256::digest(self.0.as_bytes()).into()
     }
+
+    /// What the database knows of this id (and what other rows point at it with).
+    pub fn key(&self) -> JourneyKey {
+        JourneyKey(self.hash())
+    }
 }
+
+/// The stored form of a [`JourneyId`] (its SHA-256): a row may point at a journey with it, but
+/// it opens nothing by itself; [`Journeys::rekey`] gives the browser a fresh id for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JourneyKey(pub [u8; 32]);
 
 /// A journey's state as read, with the version an update must match.
 #[derive(Debug, Clone)]
@@ -78,6 +88,7 @@ pub struct Loaded<S> {
 }
 
 /// The store of journeys, with the clock, randomness and lifetime they are made with.
+#[derive(Clone)]
 pub struct Journeys {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
@@ -126,9 +137,17 @@ impl Journeys {
 
     /// The journey if it is live: not finished, not expired.
     pub fn load<S: DeserializeOwned>(&self, id: &JourneyId) -> Result<Loaded<S>, JourneyError> {
+        self.load_key(&id.key())
+    }
+
+    /// Like [`Self::load`], for a journey another row points at.
+    pub fn load_key<S: DeserializeOwned>(
+        &self,
+        key: &JourneyKey,
+    ) -> Result<Loaded<S>, JourneyError> {
         let row = self
             .store
-            .login_transaction(&id.hash())?
+            .login_transaction(&key.0)?
             .ok_or(JourneyError::Unknown)?;
         if row.finished_at.is_some() {
             return Err(JourneyError::Finished);
@@ -172,6 +191,44 @@ impl Journeys {
             }
         }
         Err(JourneyError::Conflict)
+    }
+
+    /// Writes `state` if the journey is still at `version` (nobody else wrote since it was
+    /// read); returns the new version. For steps that did I/O between the read and the write
+    /// (and so cannot simply be re-run by [`Self::update`]).
+    pub fn save<S: Serialize>(
+        &self,
+        id: &JourneyId,
+        version: i64,
+        state: &S,
+    ) -> Result<i64, JourneyError> {
+        let now = self.clock.now();
+        if self.store.update_login_transaction(
+            &id.hash(),
+            version,
+            &Self::encode(state)?,
+            now.saturating_add(self.ttl_secs),
+            now,
+        )? {
+            Ok(version.saturating_add(1))
+        } else {
+            Err(JourneyError::Conflict)
+        }
+    }
+
+    /// Gives the journey behind `key` a fresh id (the old one stops working), if it is still at
+    /// `version`: a journey resumed from a pointer (an upstream's answer) continues under an
+    /// id only this answer's browser learns. Returns the new id and version.
+    pub fn rekey(&self, key: &JourneyKey, version: i64) -> Result<(JourneyId, i64), JourneyError> {
+        let id = JourneyId::new(self.entropy.as_ref());
+        if self
+            .store
+            .rekey_login_transaction(&key.0, version, &id.hash(), self.clock.now())?
+        {
+            Ok((id, version.saturating_add(1)))
+        } else {
+            Err(JourneyError::Conflict)
+        }
     }
 
     /// Ends the journey and returns its last state: for exactly one caller, however many race

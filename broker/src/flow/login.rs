@@ -4,6 +4,7 @@ use crate::audit::{Event, EventKind};
 use crate::clock::Entropy;
 use crate::config::{OnLimit, SessionLimit};
 use crate::domain::{Channel, Email, UserId};
+use crate::flow::machine::PendingLink;
 use crate::provider::{OAuthError, Provider};
 use crate::session::{NewSession, Opened, SessionError, SessionManager, SessionToken};
 use crate::storage::User;
@@ -76,7 +77,7 @@ pub fn federated_user(
     now: crate::clock::UnixTime,
     identity: &Identity,
     link_by_verified_email: bool,
-) -> Result<UserId, FlowError> {
+) -> Result<Mapped, FlowError> {
     // What the tokens of this session may say: the upstream's groups, and its verified email
     // only when the upstream is trusted for verified email.
     let remember = |store: &dyn Store| {
@@ -94,14 +95,26 @@ pub fn federated_user(
     };
     if let Some(user) = store.upstream_link(&identity.upstream, &identity.subject)? {
         remember(store)?;
-        return Ok(user);
+        return Ok(Mapped {
+            user_id: user,
+            link: None,
+        });
     }
     let email = identity.email.clone().ok_or(FlowError::NoEmail)?;
     if let Some(existing) = store.user_by_email(&email)? {
         if link_by_verified_email && identity.email_verified {
-            store.insert_upstream_link(&identity.upstream, &identity.subject, &existing.id, now)?;
-            remember(store)?;
-            return Ok(existing.id);
+            // Linked when the journey completes (after the account's second factor), not now.
+            return Ok(Mapped {
+                user_id: existing.id.clone(),
+                link: Some(PendingLink {
+                    upstream: identity.upstream.clone(),
+                    subject: identity.subject.clone(),
+                    email: email.as_str().to_owned(),
+                    user_id: Some(existing.id.as_str().to_owned()),
+                    groups: identity.groups.clone(),
+                    verified_email: Some(email.as_str().to_owned()),
+                }),
+            });
         }
         return Err(FlowError::LinkRequired {
             email,
@@ -120,7 +133,18 @@ pub fn federated_user(
     };
     store.insert_user_with_link(&user, &identity.upstream, &identity.subject)?;
     remember(store)?;
-    Ok(user.id)
+    Ok(Mapped {
+        user_id: user.id,
+        link: None,
+    })
+}
+
+/// The broker user an upstream identity maps to, and the link to write once the journey
+/// completes (an existing account claimed by a verified email from a trusted upstream).
+#[derive(Debug, Clone)]
+pub struct Mapped {
+    pub user_id: UserId,
+    pub link: Option<PendingLink>,
 }
 
 /// Opens a session for an authenticated user, within the concurrent-session policy.

@@ -6,4 +6,7 @@ pub mod admin;
 pub mod journey;
 pub mod login;
 pub mod logout;
+pub mod machine;
 pub mod mfa;
+pub mod signin;
+pub mod signout;

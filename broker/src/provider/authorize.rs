@@ -43,6 +43,92 @@ pub struct AuthorizeRequest {
     pub max_age: Option<i64>,
     pub login_hint: Option<String>,
     pub acr_values: Option<String>,
+    /// The upstream the app asks the user to sign in at (`idp_hint`, a broker extension).
+    pub idp_hint: Option<String>,
+    /// The app's preferred languages, carried to the sign-in pages.
+    pub ui_locales: Option<String>,
+}
+
+/// What of an authorization request a sign-in journey keeps to answer it at the end (issue
+/// #13: parsed once, at `/authorize`). The client is looked up again by id when the code is
+/// issued: a client removed meanwhile gets no code.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StoredRequest {
+    pub client_id: String,
+    /// The redirect URI the request resolved to (where the answer goes; its origin is where the
+    /// sign-in pages' forms may lead).
+    pub redirect_uri: String,
+    /// The redirect URI as the request wrote it; empty when it named none (the client's only one).
+    pub redirect_uri_presented: String,
+    pub form_post: bool,
+    pub state: Option<String>,
+    pub nonce: Option<String>,
+    pub scope: Vec<String>,
+    pub code_challenge: Option<String>,
+    pub acr_values: Option<String>,
+}
+
+impl AuthorizeRequest {
+    /// What a journey stores of this request.
+    pub fn stored(&self) -> StoredRequest {
+        StoredRequest {
+            client_id: self.client.id.clone(),
+            redirect_uri: self.redirect_uri.to_string(),
+            redirect_uri_presented: if self.redirect_uri_given {
+                self.redirect_uri_presented.clone()
+            } else {
+                String::new()
+            },
+            form_post: self.response_mode == ResponseMode::FormPost,
+            state: self.state.clone(),
+            nonce: self.nonce.clone(),
+            scope: self.scope.clone(),
+            code_challenge: self.code_challenge.clone(),
+            acr_values: self.acr_values.clone(),
+        }
+    }
+}
+
+impl StoredRequest {
+    /// The request again, with its client as registered now (`None`: the client or its redirect
+    /// URI is gone). Blocking for clients stored in the database.
+    pub fn resume(&self, clients: &ClientRegistry) -> Result<Option<AuthorizeRequest>, StorageError> {
+        let Some(client) = clients.get(&self.client_id)? else {
+            return Ok(None);
+        };
+        let given = !self.redirect_uri_presented.is_empty();
+        let redirect_uri = if given {
+            client.redirect_uri(&self.redirect_uri_presented)
+        } else if client.redirect_uris.len() == 1 {
+            client.redirect_uris.first().cloned()
+        } else {
+            None
+        };
+        let Some(redirect_uri) = redirect_uri else {
+            return Ok(None);
+        };
+        Ok(Some(AuthorizeRequest {
+            client,
+            redirect_uri,
+            redirect_uri_given: given,
+            redirect_uri_presented: self.redirect_uri_presented.clone(),
+            response_mode: if self.form_post {
+                ResponseMode::FormPost
+            } else {
+                ResponseMode::Query
+            },
+            state: self.state.clone(),
+            nonce: self.nonce.clone(),
+            scope: self.scope.clone(),
+            code_challenge: self.code_challenge.clone(),
+            prompt: Prompt::Default,
+            max_age: None,
+            login_hint: None,
+            acr_values: self.acr_values.clone(),
+            idp_hint: None,
+            ui_locales: None,
+        }))
+    }
 }
 
 /// An error to send back to the client.
@@ -234,6 +320,8 @@ pub fn parse(
         max_age,
         login_hint: get("login_hint").map(str::to_owned),
         acr_values: get("acr_values").map(str::to_owned),
+        idp_hint: get("idp_hint").map(str::to_owned),
+        ui_locales: get("ui_locales").map(str::to_owned),
     })
 }
 

@@ -1719,7 +1719,7 @@ impl Store for DieselStore {
                     upstream_requests::upstream.eq(&r.upstream),
                     upstream_requests::binding_hash.eq(&r.binding_hash[..]),
                     upstream_requests::pending.eq(&r.pending),
-                    upstream_requests::return_to.eq(&r.return_to),
+                    upstream_requests::return_to.eq(hex32(&r.journey_hash)), // TEMP until the split migration
                     upstream_requests::expires_at.eq(r.expires_at),
                 ))
                 .execute(c)
@@ -1766,7 +1766,7 @@ impl Store for DieselStore {
             upstream,
             binding_hash: hash32(bh, "upstream_requests.binding_hash")?,
             pending,
-            return_to,
+            journey_hash: unhex32(&return_to),
             expires_at,
         }))
     }
@@ -1834,4 +1834,19 @@ impl Store for DieselStore {
                 .map_err(query_err)
         })
     }
+}
+
+fn hex32(b: &[u8; 32]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex32(s: &str) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = s
+            .get(i * 2..i * 2 + 2)
+            .and_then(|h| u8::from_str_radix(h, 16).ok())
+            .unwrap_or(0);
+    }
+    out
 }

@@ -48,4 +48,14 @@ pub trait JourneyStore: Send + Sync {
         expected: i64,
         now: UnixTime,
     ) -> Result<bool, StorageError>;
+
+    /// Moves the transaction to a new id (`new_hash`) if its version is still `expected` and it
+    /// is not finished: true for exactly one caller. The version goes up by one.
+    fn rekey_login_transaction(
+        &self,
+        id_hash: &[u8; 32],
+        expected: i64,
+        new_hash: &[u8; 32],
+        now: UnixTime,
+    ) -> Result<bool, StorageError>;
 }

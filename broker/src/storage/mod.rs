@@ -239,7 +239,8 @@ pub struct UpstreamRequest {
     pub binding_hash: [u8; 32],
     /// The connector's pending values (JSON object of strings).
     pub pending: String,
-    pub return_to: String,
+    /// The login transaction this login continues (its [`crate::flow::journey::JourneyKey`]).
+    pub journey_hash: [u8; 32],
     pub expires_at: UnixTime,
 }
 

@@ -132,8 +132,8 @@ pub async fn show(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
         res.add_cookie(&c).map_err(WebError::internal)?;
     }
     // Signing out goes on, through redirects, to the upstream's logout: allow that form target.
-    use super::form_targets::{NextHop, form_targets};
-    form_targets(&state, &[NextHop::UpstreamLogout(&r.sid)])
+    use super::form_targets::form_targets;
+    form_targets(&state, &[crate::flow::signin::Hop::UpstreamLogout(r.sid.clone())])
         .await?
         .apply(&mut res);
     Ok(res)

@@ -8,8 +8,9 @@ use actix_web::cookie::{Cookie, SameSite, time::Duration as CookieDuration};
 pub struct CookieNames {
     pub session: String,
     pub csrf: String,
-    /// Binds a login waiting at an upstream to the browser that started it.
-    pub upstream: String,
+    /// Binds sign-in journeys (and the logins they leave waiting at upstreams) to the browser
+    /// that started them.
+    pub binding: String,
     secure: bool,
 }
 
@@ -19,7 +20,7 @@ impl CookieNames {
         Self {
             session: format!("{prefix}{base_session_name}"),
             csrf: format!("{prefix}concierge_csrf"),
-            upstream: format!("{prefix}concierge_upstream"),
+            binding: format!("{prefix}concierge_binding"),
             secure: https,
         }
     }
@@ -61,14 +62,14 @@ mod tests {
     #[test]
     fn the_cross_site_binding_cookie_is_samesite_none_and_secure_over_https() {
         let https = CookieNames::new("concierge_session", true);
-        let c = https.build_cross_site(https.upstream.clone(), "v".into());
-        assert_eq!(c.name(), "__Host-concierge_upstream");
+        let c = https.build_cross_site(https.binding.clone(), "v".into());
+        assert_eq!(c.name(), "__Host-concierge_binding");
         assert_eq!(c.same_site(), Some(SameSite::None));
         assert_eq!(c.secure(), Some(true));
         assert_eq!(c.http_only(), Some(true));
         // Plain http (loopback development): browsers drop SameSite=None without Secure.
         let http = CookieNames::new("concierge_session", false);
-        let c = http.build_cross_site(http.upstream.clone(), "v".into());
+        let c = http.build_cross_site(http.binding.clone(), "v".into());
         assert_eq!(c.same_site(), Some(SameSite::Lax));
         assert_eq!(c.secure(), Some(false));
         // Every other cookie stays Lax.

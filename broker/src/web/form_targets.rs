@@ -11,7 +11,7 @@ use actix_web::{HttpResponse, web};
 use url::Url;
 
 use super::AppState;
-use crate::domain::ReturnTo;
+use crate::flow::signin::Hop;
 use crate::error::WebError;
 use crate::upstream::Connector;
 
@@ -30,18 +30,6 @@ impl FormTargets {
     pub fn allow(&mut self, url: &Url) {
         if let Some(source) = source_of(url) {
             self.0.insert(source);
-        }
-    }
-
-    /// Allows a source computed earlier by [`source_of`] and carried since (e.g. in a signed
-    /// step ticket); anything that is not exactly such a source is ignored.
-    pub fn allow_source(&mut self, source: &str) {
-        let same = Url::parse(source)
-            .ok()
-            .and_then(|u| source_of(&u))
-            .is_some_and(|s| s == source);
-        if same {
-            self.0.insert(source.to_owned());
         }
     }
 
@@ -83,41 +71,23 @@ pub(crate) fn source_of(uri: &Url) -> Option<String> {
     }
 }
 
-/// Where the answer to a page's form may go next, besides this site.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum NextHop<'a> {
-    /// The app an `/authorize?…` return path ends at (its registered redirect URI).
-    App(Option<&'a ReturnTo>),
-    /// An exact URL (e.g. a checked post-logout redirect URI).
-    Url(&'a Url),
-    /// The sign-in endpoint of every upstream that home-realm discovery routes email
-    /// domains to (the login page's email alone can lead there).
-    RoutedUpstreams,
-    /// The upstream logout endpoint the session `sid` signs out through, if it came from one.
-    UpstreamLogout(&'a str),
-}
-
-/// The page's form targets for these next hops. Blocking work (client lookups) runs on the
-/// blocking pool; an upstream whose endpoint is unknown right now is left out (the page still
-/// works for everything else).
+/// The page's form targets for the journey's next hops ([`Hop`], computed by the flow). An
+/// upstream whose endpoint is unknown right now is left out (the page still works for
+/// everything else).
 pub(crate) async fn form_targets(
     state: &web::Data<AppState>,
-    hops: &[NextHop<'_>],
+    hops: &[Hop],
 ) -> Result<FormTargets, WebError> {
     let mut targets = FormTargets::same_site();
     for hop in hops {
-        match *hop {
-            NextHop::App(Some(rt)) if rt.as_str().starts_with("/authorize?") => {
-                let (provider, rt) = (Arc::clone(&state.provider), rt.as_str().to_owned());
-                if let Some((_, uri)) =
-                    web::block(move || super::authorize_target(&provider, &rt)).await?
-                {
-                    targets.allow(&uri);
+        match hop {
+            Hop::Url(url) => targets.allow(url),
+            Hop::Upstream(id) => {
+                if let Some(url) = login_endpoint(state, id).await {
+                    targets.allow(&url);
                 }
             }
-            NextHop::App(_) => {}
-            NextHop::Url(url) => targets.allow(url),
-            NextHop::RoutedUpstreams => {
+            Hop::RoutedUpstreams => {
                 let routed = state
                     .settings
                     .upstreams
@@ -129,7 +99,7 @@ pub(crate) async fn form_targets(
                     }
                 }
             }
-            NextHop::UpstreamLogout(sid) => {
+            Hop::UpstreamLogout(sid) => {
                 if let Some(url) = logout_endpoint(state, sid).await? {
                     targets.allow(&url);
                 }

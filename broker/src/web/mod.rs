@@ -13,6 +13,7 @@ mod mfa;
 mod middleware;
 mod oidc;
 mod ops;
+mod outcome;
 mod upstream;
 
 use std::sync::Arc;
@@ -95,6 +96,8 @@ pub struct AppState {
     pub login_lockout: Arc<Lockout>,
     /// Second factors (plugins, policy, lockout).
     pub mfa: Arc<crate::mfa::Mfa>,
+    /// The sign-in journey.
+    pub signin: Arc<crate::flow::signin::SignIn>,
 }
 
 /// Per-request facts set by the middleware.
@@ -265,31 +268,6 @@ pub(crate) fn set_csp(res: &mut HttpResponse, form_action: &[&str], scripts: boo
         res.headers_mut()
             .insert(actix_web::http::header::CONTENT_SECURITY_POLICY, v);
     }
-}
-
-/// The client and redirect URI of an `/authorize?...` return path, if both are valid.
-/// Blocking for clients stored in the database.
-pub(crate) fn authorize_target(
-    provider: &Provider,
-    return_to: &str,
-) -> Option<(Arc<crate::provider::clients::Client>, url::Url)> {
-    let query = return_to.strip_prefix("/authorize?")?;
-    let mut client_id = None;
-    let mut redirect_uri = None;
-    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
-        match k.as_ref() {
-            "client_id" => client_id = Some(v.into_owned()),
-            "redirect_uri" => redirect_uri = Some(v.into_owned()),
-            _ => {}
-        }
-    }
-    let client = provider.clients.get(&client_id?).ok()??;
-    let uri = match redirect_uri {
-        Some(r) => client.redirect_uri(&r)?,
-        None if client.redirect_uris.len() == 1 => client.redirect_uris[0].clone(),
-        None => return None,
-    };
-    Some((client, uri))
 }
 
 /// A CSP source expression for a URL (see [`form_targets::source_of`]).

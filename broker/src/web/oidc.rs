@@ -16,9 +16,12 @@ use base64::engine::general_purpose::STANDARD;
 use serde::Serialize;
 
 use super::form::well_formed;
-use super::{AppState, current_session, render, request_info};
+use super::form_targets::form_targets;
+use super::outcome::{browser, respond};
+use super::{AppState, current_session, render};
+use crate::flow::signin::Hop;
 use crate::error::WebError;
-use crate::provider::authorize::{self, AuthorizeError, AuthorizeRequest, Prompt, ResponseMode};
+use crate::provider::authorize;
 use crate::provider::{ClientCredentials, OAuthError, Provider};
 
 fn json_no_store<T: Serialize>(status: StatusCode, body: &T) -> HttpResponse {
@@ -277,97 +280,8 @@ struct FormField {
     value: String,
 }
 
-#[derive(Serialize)]
-struct FormPostPage {
-    action: String,
-    fields: Vec<FormField>,
-}
-
-/// Sends the authorization response to the client (query string or auto-submitted form).
-fn respond(
-    state: &AppState,
-    req: &HttpRequest,
-    redirect_uri: url::Url,
-    mode: ResponseMode,
-    params: &[(&str, &str)],
-) -> Result<HttpResponse, WebError> {
-    match mode {
-        ResponseMode::Query => {
-            let target = authorize::with_params(redirect_uri, params);
-            Ok(HttpResponse::Found()
-                .insert_header((header::LOCATION, target.as_str()))
-                .insert_header((header::CACHE_CONTROL, "no-store"))
-                .finish())
-        }
-        ResponseMode::FormPost => {
-            let vm = FormPostPage {
-                action: redirect_uri.to_string(),
-                fields: params
-                    .iter()
-                    .map(|(k, v)| FormField {
-                        name: (*k).to_owned(),
-                        value: (*v).to_owned(),
-                    })
-                    .collect(),
-            };
-            let mut res = render(state, req, StatusCode::OK, "form_post", false, &vm)?;
-            let target = super::origin_source(&redirect_uri).unwrap_or_else(|| "'none'".into());
-            super::set_csp(&mut res, &[&target], true);
-            Ok(res)
-        }
-    }
-}
-
-/// Error response parameters, with `iss` (RFC 9207) like every authorization response.
-fn error_params(e: &OAuthError, issuer: &str) -> Vec<(&'static str, String)> {
-    let mut p = vec![("error", e.code().to_owned())];
-    if let Some(d) = e.description() {
-        p.push(("error_description", d));
-    }
-    p.push(("iss", issuer.to_owned()));
-    p
-}
-
-/// Sends `error` to the app whose authorization request the return path `return_to`
-/// (`/authorize?...`) is: an authorization error response with its `state` and `iss`, in its
-/// response mode. `None` when the return path is not a valid authorization request (the caller
-/// then shows a page).
-pub(crate) async fn authorization_error(
-    state: &AppState,
-    req: &HttpRequest,
-    return_to: &str,
-    error: OAuthError,
-) -> Result<Option<HttpResponse>, WebError> {
-    let Some(query) = return_to.strip_prefix("/authorize?") else {
-        return Ok(None);
-    };
-    let raw = multi_params(query.as_bytes());
-    let provider = Arc::clone(&state.provider);
-    let Ok(ar) = web::block(move || authorize::parse(&raw, &provider.clients)).await? else {
-        return Ok(None);
-    };
-    let mut params = error_params(&error, &state.provider.settings.issuer);
-    if let Some(s) = ar.state {
-        params.push(("state", s));
-    }
-    let refs: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    respond(state, req, ar.redirect_uri, ar.response_mode, &refs).map(Some)
-}
-
-/// The query of this request without `prompt`, as the place to come back to after sign-in.
-fn return_to_authorize(raw: &BTreeMap<String, Vec<String>>) -> String {
-    let mut ser = url::form_urlencoded::Serializer::new(String::new());
-    for (k, vs) in raw {
-        if k == "prompt" {
-            continue;
-        }
-        for v in vs {
-            ser.append_pair(k, v);
-        }
-    }
-    format!("/authorize?{}", ser.finish())
-}
-
+/// `/authorize`: the request is parsed once and handed to the sign-in journey, which answers
+/// with the code (single sign-on), a step-up, or the sign-in page.
 pub async fn authorize(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -381,108 +295,8 @@ pub async fn authorize(
     } else {
         multi_params(req.query_string().as_bytes())
     };
-    let provider = Arc::clone(&state.provider);
-    let raw_for_parse = raw.clone();
-    let parsed = web::block(move || authorize::parse(&raw_for_parse, &provider.clients)).await?;
-    let ar: AuthorizeRequest = match parsed {
-        Ok(ar) => ar,
-        Err(AuthorizeError::Page(key)) => {
-            return Ok(super::message_page(StatusCode::BAD_REQUEST, key));
-        }
-        Err(AuthorizeError::Redirect(r)) => {
-            let authorize::RedirectError {
-                redirect_uri,
-                response_mode,
-                state: st,
-                error,
-            } = *r;
-            let mut params = error_params(&error, &state.provider.settings.issuer);
-            if let Some(s) = st {
-                params.push(("state", s));
-            }
-            let refs: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            return respond(&state, &req, redirect_uri, response_mode, &refs);
-        }
-        Err(AuthorizeError::Storage(e)) => return Err(e.into()),
-    };
-    let session = current_session(&state, &req).await?;
-    let now = state.clock.now();
-    if ar.needs_login(session.as_ref().map(|s| s.record.auth_time), now) {
-        if ar.prompt == Prompt::None {
-            let mut params =
-                error_params(&OAuthError::LoginRequired, &state.provider.settings.issuer);
-            if let Some(s) = &ar.state {
-                params.push(("state", s.clone()));
-            }
-            let refs: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            return respond(&state, &req, ar.redirect_uri, ar.response_mode, &refs);
-        }
-        let mut login = url::form_urlencoded::Serializer::new(String::new());
-        login.append_pair("return_to", &return_to_authorize(&raw));
-        if session.is_some() {
-            login.append_pair("force", "1");
-        }
-        if let Some(h) = &ar.login_hint {
-            login.append_pair("login_hint", h);
-        }
-        if let Some(h) = raw.get("idp_hint").and_then(|v| v.first()) {
-            login.append_pair("idp_hint", h);
-        }
-        if let Some(l) = raw.get("ui_locales").and_then(|v| v.first()) {
-            login.append_pair("ui_locales", l);
-        }
-        return Ok(super::see_other(&format!("/login?{}", login.finish())));
-    }
-    let Some(session) = session else {
-        return Err(WebError::Internal("session vanished".into()));
-    };
-    // Step-up: the app's client requires MFA, or its acr_values ask for more than the session has.
-    if super::mfa::needs_step_up(
-        state.settings.mfa.required,
-        ar.client.mfa,
-        ar.acr_values.as_deref(),
-        &session.record.amr,
-    ) {
-        if ar.prompt == Prompt::None {
-            let mut params = error_params(
-                &OAuthError::InteractionRequired,
-                &state.provider.settings.issuer,
-            );
-            if let Some(s) = &ar.state {
-                params.push(("state", s.clone()));
-            }
-            let refs: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            return respond(&state, &req, ar.redirect_uri, ar.response_mode, &refs);
-        }
-        let mut q = url::form_urlencoded::Serializer::new(String::new());
-        q.append_pair("return_to", &return_to_authorize(&raw));
-        return Ok(super::see_other(&format!(
-            "/login/mfa/step-up?{}",
-            q.finish()
-        )));
-    }
-    let provider = Arc::clone(&state.provider);
-    let ar2 = ar.clone();
-    let code = web::block(move || provider.issue_code(&ar2, &session.record)).await?;
-    let code = code.map_err(|e| match e {
-        OAuthError::TemporarilyUnavailable => WebError::Unavailable("database".into()),
-        other => WebError::Internal(other.to_string()),
-    })?;
-    let locale = request_info(&req, &state).locale;
-    tracing::info!(client_id = %ar.client.id, locale = locale.as_str(), acr_values = ar.acr_values.as_deref().unwrap_or(""), "authorization code issued");
-    let mut params = vec![("code", code.as_str())];
-    if let Some(s) = &ar.state {
-        params.push(("state", s.as_str()));
-    }
-    let iss = state.provider.settings.issuer.clone();
-    params.push(("iss", iss.as_str()));
-    respond(
-        &state,
-        &req,
-        ar.redirect_uri.clone(),
-        ar.response_mode,
-        &params,
-    )
+    let out = state.signin.authorize(&browser(&state, &req), raw).await?;
+    respond(&state, &req, out).await
 }
 
 #[derive(Serialize)]
@@ -587,20 +401,18 @@ pub async fn end_session(
         }
         // The confirmation form ends, through redirects, at the upstream's logout (when the
         // session came from one) and then the post-logout redirect URI.
-        use super::form_targets::{NextHop, form_targets};
-        let mut hops: Vec<NextHop<'_>> = request
+        let mut hops: Vec<Hop> = request
             .post_logout_redirect_uri
             .iter()
-            .map(NextHop::Url)
+            .cloned()
+            .map(Hop::Url)
             .collect();
         if let Some(s) = &session {
-            hops.push(NextHop::UpstreamLogout(&s.record.sid));
+            hops.push(Hop::UpstreamLogout(s.record.sid.clone()));
         }
         form_targets(&state, &hops).await?.apply(&mut res);
         return Ok(res);
     }
-    let upstream = super::upstream::upstream_session_of(&state, &req).await?;
-    let removal = super::end_current_session(&state, &req, "rp_logout").await?;
     let target = match request.post_logout_redirect_uri {
         Some(uri) => {
             let params: Vec<(&str, &str)> = request
@@ -613,8 +425,9 @@ pub async fn end_session(
         None => "/signed-out".to_owned(),
     };
     // Through the upstream's own logout first, when the session came from one.
-    let target = super::upstream::logout_location(&state, upstream, target).await?;
-    let mut res = super::see_other(&target);
-    res.add_cookie(&removal).map_err(WebError::internal)?;
-    Ok(res)
+    let out = state
+        .signin
+        .sign_out(&browser(&state, &req), "rp_logout", target)
+        .await?;
+    respond(&state, &req, out).await
 }

@@ -117,4 +117,29 @@ impl JourneyStore for DieselStore {
         })?;
         Ok(n == 1)
     }
+
+    fn rekey_login_transaction(
+        &self,
+        id_hash: &[u8; 32],
+        expected: i64,
+        new_hash: &[u8; 32],
+        now: UnixTime,
+    ) -> Result<bool, StorageError> {
+        let n = with_conn!(write self, |c| {
+            diesel::update(
+                lt::table
+                    .find(&id_hash[..])
+                    .filter(lt::version.eq(expected))
+                    .filter(lt::finished_at.is_null()),
+            )
+            .set((
+                lt::id_hash.eq(&new_hash[..]),
+                lt::version.eq(expected.saturating_add(1)),
+                lt::updated_at.eq(now),
+            ))
+            .execute(c)
+            .map_err(query_err)
+        })?;
+        Ok(n == 1)
+    }
 }

@@ -1,0 +1,249 @@
+//! Owns signing out through the browser: the broker session ends (its apps are told through
+//! back-channel logout) and the browser goes through the upstream's own logout (OIDC
+//! RP-initiated logout, SAML Single Logout) when the session came from one, coming back to where
+//! it was going; and the SAML IdP's own LogoutRequest, which ends the sessions it names.
+
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use super::signin::{Browser, CookieOp, Next, Outcome, SignIn, SignInError};
+use crate::audit::{Event, EventKind};
+use crate::storage::{UpstreamRequest, UpstreamSessionRecord};
+use crate::upstream::{Connector, UpstreamSession};
+
+/// How long a logout may wait at the upstream.
+const LOGOUT_TTL: i64 = 600;
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, SignInError> + Send + 'static,
+) -> Result<T, SignInError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| SignInError::Join(e.to_string()))?
+}
+
+impl SignIn {
+    /// What the browser's session needs to be ended at its upstream (read before the session
+    /// ends: the row goes with it).
+    pub async fn upstream_session_of(
+        &self,
+        browser: &Browser,
+    ) -> Result<Option<UpstreamSessionRecord>, SignInError> {
+        let Some(key) = browser
+            .session
+            .as_ref()
+            .and_then(|c| crate::session::SessionToken::key_of(c.expose()))
+        else {
+            return Ok(None);
+        };
+        let store = Arc::clone(&self.store);
+        blocking(move || {
+            let Some(s) = store.session(&key)? else {
+                return Ok(None);
+            };
+            Ok(store.upstream_session(&s.sid)?)
+        })
+        .await
+    }
+
+    /// Ends this browser's session (`reason` to the audit trail) and sends it through the
+    /// upstream's logout, then to `then`.
+    pub async fn sign_out(
+        &self,
+        browser: &Browser,
+        reason: &'static str,
+        then: String,
+    ) -> Result<Outcome, SignInError> {
+        let upstream = self.upstream_session_of(browser).await?;
+        if let Some(cookie) = browser.session.as_ref().map(|c| c.expose().to_owned()) {
+            let (sessions, provider) = (Arc::clone(&self.sessions), Arc::clone(&self.provider));
+            blocking(move || {
+                super::logout::end_session(&sessions, &provider, &cookie, reason)
+                    .map_err(SignInError::internal_of)
+            })
+            .await?;
+        }
+        let to = self.logout_location(upstream, then).await?;
+        Ok(Outcome::redirect(to).with(CookieOp::ClearSession))
+    }
+
+    /// After the broker session ended: where the browser goes. An upstream that cannot be
+    /// reached is skipped (the broker session is over either way).
+    pub async fn logout_location(
+        &self,
+        upstream: Option<UpstreamSessionRecord>,
+        then: String,
+    ) -> Result<String, SignInError> {
+        let Some(rec) = upstream else {
+            return Ok(then);
+        };
+        let session = match (&rec.id_token, &rec.name_id) {
+            (Some(t), _) => UpstreamSession::Oidc {
+                id_token: t.clone(),
+            },
+            (None, Some(n)) => UpstreamSession::Saml {
+                name_id: n.clone(),
+                name_id_format: rec.name_id_format.clone(),
+                session_index: rec.session_index.clone(),
+            },
+            (None, None) => return Ok(then),
+        };
+        let relay = super::signin::random_token(self.entropy.as_ref());
+        let id = rec.upstream.as_str();
+        let target = match self.upstreams.get(id).map(|u| &u.connector) {
+            Some(Connector::Redirect(c)) => {
+                let back = self
+                    .settings
+                    .public_url
+                    .join(&format!("/upstream/{id}/logged-out"))
+                    .map_err(SignInError::internal_of)?;
+                c.logout_url(&session, &back, &relay)
+                    .await
+                    .map(|u| u.map(|u| (u, String::new())))
+            }
+            Some(Connector::Post(c)) => c.logout_request(&session, &relay).await,
+            _ => Ok(None),
+        };
+        let (url, request_id) = match target {
+            Ok(Some(t)) => t,
+            Ok(None) => return Ok(then),
+            Err(e) => {
+                tracing::warn!(upstream = id, error = %e, "logout at the upstream skipped");
+                return Ok(then);
+            }
+        };
+        // Where to continue once the upstream sends the browser back (single use).
+        let record = UpstreamRequest {
+            state_hash: Sha256::digest(relay.as_bytes()).into(),
+            upstream: id.to_owned(),
+            binding_hash: [0; 32],
+            pending: serde_json::json!({ "logout": "1", "request_id": request_id, "then": then })
+                .to_string(),
+            journey_hash: [0; 32],
+            expires_at: self.clock.now().saturating_add(LOGOUT_TTL),
+        };
+        let store = Arc::clone(&self.store);
+        blocking(move || Ok(store.insert_upstream_request(&record)?)).await?;
+        Ok(url.to_string())
+    }
+
+    /// The logout continuation behind `relay` for upstream `id`, taken (single use): where to
+    /// go, and the SAML request id the answer must match.
+    async fn take_logout(
+        &self,
+        id: &str,
+        relay: &str,
+    ) -> Result<Option<(String, String)>, SignInError> {
+        let store = Arc::clone(&self.store);
+        let now = self.clock.now();
+        let hash: [u8; 32] = Sha256::digest(relay.as_bytes()).into();
+        let p = blocking(move || Ok(store.take_upstream_request(&hash, now)?)).await?;
+        Ok(p.filter(|p| p.upstream == id).and_then(|p| {
+            let v: serde_json::Value = serde_json::from_str(&p.pending).ok()?;
+            (v["logout"] == "1").then(|| {
+                (
+                    v["then"].as_str().unwrap_or("/signed-out").to_owned(),
+                    v["request_id"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+        }))
+    }
+
+    /// `GET /upstream/{id}/logged-out`: back from the upstream's RP-initiated logout.
+    pub async fn upstream_logged_out(&self, id: &str, relay: &str) -> Result<Outcome, SignInError> {
+        let to = match self.take_logout(id, relay).await? {
+            Some((then, _)) => then,
+            None => "/signed-out".to_owned(),
+        };
+        Ok(Outcome::redirect(to))
+    }
+
+    /// `GET /upstream/{id}/saml/slo`: a LogoutResponse answers the broker's own request (the
+    /// logout continues where it was going); a LogoutRequest from the IdP ends the broker
+    /// sessions it names and is answered with a signed LogoutResponse. `None`: not a SAML
+    /// upstream; `Err(Outcome)` for a refused request.
+    pub async fn saml_slo(
+        &self,
+        browser: &Browser,
+        id: &str,
+        raw_query: &str,
+    ) -> Result<Option<Outcome>, SignInError> {
+        let Some(Connector::Post(connector)) = self.upstreams.get(id).map(|u| &u.connector) else {
+            return Ok(None);
+        };
+        let params: std::collections::BTreeMap<String, String> =
+            url::form_urlencoded::parse(raw_query.as_bytes())
+                .into_owned()
+                .collect();
+        if params.contains_key("SAMLResponse") {
+            let relay = params.get("RelayState").cloned().unwrap_or_default();
+            let Some((then, request_id)) = self.take_logout(id, &relay).await? else {
+                return Ok(Some(Outcome::redirect("/signed-out".into())));
+            };
+            if let Err(e) = connector.logout_response(raw_query, &request_id).await {
+                // The broker session is over either way; the IdP's session may not be.
+                tracing::warn!(upstream = %id, error = %e, "SAML LogoutResponse refused");
+            }
+            return Ok(Some(Outcome::redirect(then)));
+        }
+        let logout = match connector.idp_logout(raw_query).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(upstream = %id, error = %e, "SAML LogoutRequest refused");
+                self.provider.audit.record(
+                    Event::new(EventKind::LoginFailed)
+                        .upstream(id)
+                        .ip(browser.ip.as_str())
+                        .reason("logout_request_refused"),
+                );
+                return Ok(Some(Outcome::message(400, "error_400_message")));
+            }
+        };
+        // The browser carrying the request keeps its cookie unless its own session ends.
+        let own_sid = self.current_sid(browser).await?;
+        let (store, provider) = (Arc::clone(&self.store), Arc::clone(&self.provider));
+        let (upstream, name_id, indexes) = (id.to_owned(), logout.name_id, logout.session_indexes);
+        let (ended, own_ended) = blocking(move || {
+            let (mut ended, mut own_ended) = (0, false);
+            for s in store.upstream_sessions_by_name_id(&upstream, &name_id)? {
+                let named = indexes.is_empty()
+                    || s.session_index
+                        .as_ref()
+                        .is_some_and(|i| indexes.contains(i));
+                if !named {
+                    continue;
+                }
+                if let Some(record) = store.session_by_sid(&s.sid)? {
+                    provider
+                        .end_session_record(&record, "upstream_logout")
+                        .map_err(SignInError::internal_of)?;
+                    ended += 1;
+                    own_ended |= own_sid.as_deref() == Some(s.sid.as_str());
+                }
+            }
+            Ok((ended, own_ended))
+        })
+        .await?;
+        tracing::info!(upstream = %id, ended, "sessions ended by the IdP's LogoutRequest");
+        let mut out = Outcome::new(Next::Found(logout.respond_to.to_string()));
+        if own_ended {
+            out = out.with(CookieOp::ClearSession);
+        }
+        Ok(Some(out))
+    }
+
+    async fn current_sid(&self, browser: &Browser) -> Result<Option<String>, SignInError> {
+        let Some(cookie) = browser.session.as_ref().map(|c| c.expose().to_owned()) else {
+            return Ok(None);
+        };
+        let sessions = Arc::clone(&self.sessions);
+        blocking(move || {
+            Ok(sessions
+                .check(&cookie)
+                .map_err(SignInError::internal_of)?
+                .map(|a| a.record.sid))
+        })
+        .await
+    }
+}
