@@ -1013,7 +1013,7 @@ fn pending_upstream_logins_are_taken_once_under_concurrency(b: Backend) {
         upstream: "corp".into(),
         binding_hash: [200; 32],
         pending: "{\"state\":\"x\"}".into(),
-        return_to: "/account".into(),
+        journey_hash: [7; 32],
         expires_at,
     };
     for round in 0..12u8 {

@@ -89,7 +89,7 @@ async fn refuse_mode_lists_sessions_and_ending_one_continues(b: Backend) {
     assert_eq!(first.get("/account").await.status, 200);
     assert_eq!(second.get("/account").await.status, 200);
 
-    // The ticket is bound to this browser: another browser cannot use it.
+    // The journey is bound to this browser: another browser cannot continue it.
     let mut thief = Browser::new(&app);
     let thief_page = thief.get("/login").await;
     let stolen = thief
@@ -97,9 +97,8 @@ async fn refuse_mode_lists_sessions_and_ending_one_continues(b: Backend) {
             "/login/session-limit",
             &[
                 ("csrf_token", &thief_page.field("csrf_token")),
-                ("ticket", &page.field("ticket")),
+                ("journey", &page.field("journey")),
                 ("sid", &listed[0]),
-                ("return_to", ""),
             ],
         )
         .await;
@@ -113,9 +112,8 @@ async fn refuse_mode_lists_sessions_and_ending_one_continues(b: Backend) {
             "/login/session-limit",
             &[
                 ("csrf_token", &page.field("csrf_token")),
-                ("ticket", &page.field("ticket")),
+                ("journey", &page.field("journey")),
                 ("sid", &listed[0]),
-                ("return_to", ""),
             ],
         )
         .await;
@@ -129,23 +127,23 @@ async fn refuse_mode_lists_sessions_and_ending_one_continues(b: Backend) {
     );
     assert_eq!(second.get("/account").await.status, 200);
 
-    // An expired ticket starts over.
+    // An expired journey (its lifetime is `[mfa] step_ttl`, ten minutes) starts over.
     let mut fourth = Browser::new(&app);
     let page = fourth.login("demo@example.com", "demo").await;
-    app.clock.advance(301);
+    app.clock.advance(601);
     let res = fourth
         .post_form(
             "/login/session-limit",
             &[
                 ("csrf_token", &page.field("csrf_token")),
-                ("ticket", &page.field("ticket")),
+                ("journey", &page.field("journey")),
                 ("sid", &sids(&page.body)[0]),
-                ("return_to", ""),
             ],
         )
         .await;
     assert_eq!(res.status, 400);
-    assert!(res.body.contains("id=\"login-form\""));
+    assert!(res.body.contains("Please sign in again"), "{}", res.body);
+    assert!(fourth.session_cookie().is_none());
 }
 
 async fn devices_page_lists_sessions_and_ends_them(b: Backend) {

@@ -271,10 +271,12 @@ impl Browser {
         let page = self.get("/login").await;
         assert_eq!(page.status, 200);
         let token = page.field("csrf_token");
+        let journey = page.field("journey");
         self.post_form(
             "/login",
             &[
                 ("csrf_token", &token),
+                ("journey", &journey),
                 ("email", email),
                 ("password", password),
             ],

@@ -79,8 +79,8 @@ fn oathtool(secret: &str, at: i64) -> String {
 
 async fn post_ticket(br: &mut Browser, page: &Page, path: &str, extra: &[(&str, &str)]) -> Page {
     let csrf = page.field("csrf_token");
-    let ticket = page.field("ticket");
-    let mut fields = vec![("csrf_token", csrf.as_str()), ("ticket", ticket.as_str())];
+    let journey = page.field("journey");
+    let mut fields = vec![("csrf_token", csrf.as_str()), ("journey", journey.as_str())];
     fields.extend_from_slice(extra);
     br.post_form(path, &fields).await
 }
@@ -731,14 +731,16 @@ async fn step_up_via_acr_values_puts_the_factor_in_amr(b: Backend) {
     let res = br.get(&path).await;
     assert_eq!(res.status, 303, "{}", res.body);
     let step = res.location.unwrap();
-    assert!(step.starts_with("/login/mfa/step-up?"), "{step}");
+    assert!(step.starts_with("/login?journey="), "{step}");
     let page = br.get(&step).await;
     assert_eq!(page.status, 200, "{}", page.body);
     let wrong = answer(&mut br, &page, &[("code", "999999")]).await;
     assert_eq!(wrong.status, 401);
     let done = answer(&mut br, &wrong, &[("code", "111111")]).await;
+    // The journey ends at the app: the code of the request that asked for the step-up.
     assert_eq!(done.status, 303, "{}", done.body);
-    assert!(done.location.as_deref().unwrap().starts_with("/authorize?"));
+    let back = done.location.as_deref().unwrap();
+    assert!(back.starts_with(redirect) && back.contains("code="), "{back}");
     let code = code_for_with(
         &mut br,
         "webapp",

@@ -1,7 +1,7 @@
-//! Nothing readable from the database signs anything (issue #13, hole 1): a step value forged
-//! with every secret stored in the database opens no session, while the same forgery made with
-//! the keys derived from the sealed root secret (which needs the key-encryption key) would, so
-//! the forging below is the real one.
+//! Nothing readable from the database continues anyone's sign-in (issue #13, hole 1): a journey
+//! id made from every stored secret and every stored journey opens no session, nor does the real
+//! id from another browser; the browser the journey belongs to continues it (the control). And
+//! no stored secret makes a CSRF token, while the key derived from the sealed root does.
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -9,13 +9,12 @@ use diesel::prelude::*;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::helpers::{Browser, TestApp, spawn_provider};
+use crate::helpers::{Browser, Page, TestApp, spawn_provider};
 use crate::per_backend_async;
 use crate::support::Backend;
 use concierge::config::DatabaseUrl;
 use concierge::secrets::{KeyEncryptionKey, Purpose, RootSecret};
 use concierge::startup::DEMO_EMAIL;
-use concierge::storage::Store;
 use concierge::storage::schema::secrets;
 
 /// The key-encryption key `spawn_provider` configures (not stored in the database).
@@ -44,65 +43,103 @@ fn mac(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
     m.finalize().into_bytes().to_vec()
 }
 
-/// Posts a forged "factor proven, continue" step for the demo user, made with `csrf_key` (the
-/// form token) and `binding_key` (the step value); true if it opened a session.
-async fn forge_continue(app: &TestApp, user_id: &str, csrf_key: &[u8], binding_key: &[u8]) -> bool {
+/// Every row of the `login_transactions` table: the stored form of each journey (the SHA-256 of
+/// its id, and its state), as a reader of a backup sees them.
+fn stored_journeys(app: &TestApp) -> Vec<(Vec<u8>, String)> {
+    use concierge::storage::schema::login_transactions as lt;
+    let q = lt::table.select((lt::id_hash, lt::state));
+    match app.db_url() {
+        DatabaseUrl::Sqlite(p) => {
+            let mut c = SqliteConnection::establish(&p.display().to_string()).unwrap();
+            q.load(&mut c).unwrap()
+        }
+        DatabaseUrl::Postgres(u) => {
+            let mut c = PgConnection::establish(u).unwrap();
+            q.load(&mut c).unwrap()
+        }
+    }
+}
+
+/// A browser at the session-limit page of a journey that proved the demo user's password.
+async fn at_the_limit(app: &TestApp) -> (Browser, Page) {
     let mut br = Browser::new(app);
-    let cookie = URL_SAFE_NO_PAD.encode([42u8; 32]);
-    br.cookies.insert("concierge_csrf".into(), cookie.clone());
-    let token = URL_SAFE_NO_PAD.encode(mac(csrf_key, &[b"concierge-csrf-v1:", cookie.as_bytes()]));
-    let ticket = serde_json::json!({
-        "user_id": user_id, "upstream": "local", "amr": ["pwd"], "return_to": "/account",
-        "required": false, "proven": ["otp", "mfa"], "exp": i64::MAX,
-    })
-    .to_string();
-    let sig = mac(
-        binding_key,
-        &[
-            b"concierge-signed-v1:",
-            b"mfa-step",
-            b":",
-            cookie.as_bytes(),
-            b":",
-            ticket.as_bytes(),
-        ],
-    );
-    let signed = format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(ticket.as_bytes()),
-        URL_SAFE_NO_PAD.encode(sig)
-    );
-    let page = br
+    let page = br.login(DEMO_EMAIL, "demo").await;
+    assert!(page.body.contains("id=\"session-limit\""), "{}", page.body);
+    (br, page)
+}
+
+/// Posts "end this session and continue" for journey `journey` from `br` (with its own valid
+/// CSRF token); true if that opened a session.
+async fn continue_as(br: &mut Browser, journey: &str, sid: &str) -> bool {
+    let login = br.get("/login").await;
+    let token = login.field("csrf_token");
+    let res = br
         .post_form(
-            "/login/mfa/continue",
-            &[("csrf_token", &token), ("ticket", &signed)],
+            "/login/session-limit",
+            &[("csrf_token", &token), ("journey", journey), ("sid", sid)],
         )
         .await;
-    br.session_cookie().is_some() && page.status == 303
+    br.session_cookie().is_some() && res.status == 303
 }
 
 async fn database_secrets_sign_nothing(b: Backend) {
-    let Some(app) = spawn_provider(b, &[]).await else {
+    let env = [
+        ("CONCIERGE__SESSION__MAX_PER_USER", "1"),
+        ("CONCIERGE__SESSION__ON_LIMIT", "refuse"),
+    ];
+    let Some(app) = spawn_provider(b, &env).await else {
         return;
     };
-    let user = app
-        .store
-        .user_by_email(&concierge::domain::Email::parse(DEMO_EMAIL).unwrap())
-        .unwrap()
-        .unwrap();
-    let uid = user.id.as_str().to_owned();
+    // The demo user has one session; a second sign-in waits at the limit page, its password
+    // proven, its state server-side.
+    let mut first = Browser::new(&app);
+    assert_eq!(first.login(DEMO_EMAIL, "demo").await.status, 303);
+    let (mut victim, page) = at_the_limit(&app).await;
+    let sid = page.body.split("data-sid=\"").nth(1).unwrap();
+    let sid = sid[..sid.find('"').unwrap()].to_owned();
+    let journey = page.field("journey");
 
+    // Everything a reader of the database has: the stored secrets (only the sealed root) and
+    // the journeys (the hash of each id, and the state).
     let rows = stored_secrets(&app);
     assert!(!rows.is_empty(), "the broker stores its root secret");
-    for (name, value) in &rows {
+    let journeys = stored_journeys(&app);
+    assert!(!journeys.is_empty(), "the journey is stored");
+    let mut forged: Vec<String> = vec![];
+    for (hash, state) in &journeys {
         assert!(
-            !forge_continue(&app, &uid, value, value).await,
-            "a step forged with the stored secret {name:?} opened a session"
+            !state.contains(&journey),
+            "the journey id is not stored in the clear"
+        );
+        forged.push(URL_SAFE_NO_PAD.encode(hash));
+        forged.push(hash.iter().map(|b| format!("{b:02x}")).collect());
+    }
+    for (_, value) in &rows {
+        forged.push(URL_SAFE_NO_PAD.encode(mac(value, &[journey.as_bytes()])));
+        forged.push(URL_SAFE_NO_PAD.encode(&value[..value.len().min(32)]));
+    }
+    let mut attacker = Browser::new(&app);
+    for f in &forged {
+        assert!(
+            !continue_as(&mut attacker, f, &sid).await,
+            "a journey id made from the database ({f}) opened a session"
         );
     }
+    // The real id alone (leaked from a URL or a log) is not enough: it is bound to the
+    // browser that started it.
+    assert!(!continue_as(&mut attacker, &journey, &sid).await);
+    // Nothing was ended on the way.
+    assert_eq!(first.get("/account").await.status, 200);
 
-    // The control: with the key-encryption key (which is not in the database) the root opens,
-    // and a step signed with its derived keys is accepted. So the refusals above are real.
+    // The control: the browser the journey belongs to continues it.
+    assert!(continue_as(&mut victim, &journey, &sid).await);
+    // Finished: the same step again opens nothing more (single use).
+    let mut again = Browser::new(&app);
+    again.cookies = victim.cookies.clone();
+    again.cookies.remove("concierge_session");
+    assert!(!continue_as(&mut again, &journey, &sid).await);
+
+    // The CSRF key is derived from the sealed root, which needs the key-encryption key.
     let kek = KeyEncryptionKey::new(STANDARD.decode(KEK_B64).unwrap().try_into().unwrap());
     let root = RootSecret::load_or_create(
         app.store.as_ref(),
@@ -112,13 +149,24 @@ async fn database_secrets_sign_nothing(b: Backend) {
     )
     .unwrap();
     let csrf = root.derive(Purpose::Csrf).unwrap();
-    let binding = root.derive(Purpose::BrowserBinding).unwrap();
-    assert!(
-        forge_continue(&app, &uid, csrf.bytes(), binding.bytes()).await,
-        "the control forgery with the real derived keys must open a session"
-    );
-    // Each key for its own purpose only: the CSRF key does not sign step values.
-    assert!(!forge_continue(&app, &uid, csrf.bytes(), csrf.bytes()).await);
+    let cookie = URL_SAFE_NO_PAD.encode([42u8; 32]);
+    let token_with = |key: &[u8]| {
+        URL_SAFE_NO_PAD.encode(mac(key, &[b"concierge-csrf-v1:", cookie.as_bytes()]))
+    };
+    for (name, value) in &rows {
+        let mut br = Browser::new(&app);
+        br.cookies.insert("concierge_csrf".into(), cookie.clone());
+        let res = br
+            .post_form("/logout", &[("csrf_token", &token_with(value))])
+            .await;
+        assert_eq!(res.status, 403, "a CSRF token made with the stored {name:?}");
+    }
+    let mut br = Browser::new(&app);
+    br.cookies.insert("concierge_csrf".into(), cookie.clone());
+    let res = br
+        .post_form("/logout", &[("csrf_token", &token_with(csrf.bytes()))])
+        .await;
+    assert_eq!(res.status, 303, "the control: the derived key makes a valid token");
 }
 
 per_backend_async!(database_secrets_sign_nothing);

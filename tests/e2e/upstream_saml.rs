@@ -718,7 +718,7 @@ async fn assertions_are_single_use_and_unsolicited_responses_need_opt_in(b: Back
         .unwrap();
     let start = br.get(&login).await.location.unwrap();
     assert!(
-        start.starts_with("/upstream/evil/start?return_to=%2Fauthorize"),
+        start.starts_with("/upstream/evil/start?journey="),
         "{start}"
     );
     let res = br.get(&start).await;
@@ -744,7 +744,8 @@ async fn assertions_are_single_use_and_unsolicited_responses_need_opt_in(b: Back
         query_param(&to, "RelayState").as_deref(),
     )
     .await;
-    assert_eq!(res.status, 302, "{}", res.body);
+    // The answer to a form post: 303, so the browser follows with GET (RFC 9700 4.12).
+    assert_eq!(res.status, 303, "{}", res.body);
     let back = url::Url::parse(&res.location.unwrap()).unwrap();
     let p: std::collections::BTreeMap<_, _> = back.query_pairs().into_owned().collect();
     assert_eq!(back.host_str(), Some("webapp.example"));

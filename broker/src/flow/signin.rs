@@ -602,16 +602,56 @@ impl SignIn {
 
     /// `POST /login`: an email (email-first routing) or an email and password. Rates and the
     /// lockout are checked before the password hash.
+    /// A form without a journey (a page cached from before, a plain HTML form elsewhere on the
+    /// site) starts one that ends at `return_to` (a local path) or `/account`.
     pub async fn password(
         &self,
         browser: &Browser,
         journey: &str,
+        return_to: Option<&str>,
         email: &str,
         password: Option<SecretString>,
     ) -> Result<Outcome, SignInError> {
-        let Some((id, mut loaded)) = self.resume(browser, journey).await? else {
-            return Ok(Outcome::expired());
+        let mut new_binding = None;
+        let (id, mut loaded) = if journey.is_empty() {
+            let local = return_to
+                .filter(|s| !s.is_empty())
+                .and_then(|s| ReturnTo::parse(s).ok())
+                .map(|r| r.as_str().to_owned())
+                .unwrap_or_else(|| "/account".into());
+            let (id, loaded, b) = self
+                .begin(browser, Journey::new(String::new(), Target::Local(local)))
+                .await?;
+            new_binding = b;
+            (id, loaded)
+        } else {
+            match self.resume(browser, journey).await? {
+                Some(x) => x,
+                None => return Ok(Outcome::expired()),
+            }
         };
+        let browser = &match &new_binding {
+            Some(b) => Browser {
+                binding: Some(SecretString::new(b.clone())),
+                ..browser.clone()
+            },
+            None => browser.clone(),
+        };
+        let mut out = self.password_in(browser, id, &mut loaded, email, password).await?;
+        if let Some(b) = new_binding {
+            out = out.with_cookie(CookieOp::Binding(b));
+        }
+        Ok(out)
+    }
+
+    async fn password_in(
+        &self,
+        browser: &Browser,
+        id: JourneyId,
+        loaded: &mut Loaded<Journey>,
+        email: &str,
+        password: Option<SecretString>,
+    ) -> Result<Outcome, SignInError> {
         let Some((_, connector)) = self.upstreams.password() else {
             return Ok(Outcome::message(404, "error_404_message"));
         };
@@ -668,7 +708,7 @@ impl SignIn {
             && let Some(up) = self.realm_of(parsed.as_str())
         {
             loaded.state.login_hint = Some(parsed.as_str().to_owned());
-            self.save(&id, &mut loaded).await?;
+            self.save(&id, loaded).await?;
             return Ok(Outcome::new(Next::Redirect(upstream_start_path(&up, &id))));
         }
         let (Ok(parsed), Some(password)) = (Email::parse(email), password) else {
@@ -724,7 +764,7 @@ impl SignIn {
         loaded
             .state
             .first_factor(who, identity.email.as_ref().map(Email::as_str));
-        self.drive(browser, &id, &mut loaded, None).await
+        self.drive(browser, &id, loaded, None).await
     }
 
     /// `GET /upstream/{id}/start`: leaves for the upstream with a pending login that points at
@@ -1420,6 +1460,22 @@ impl SignIn {
         status: u16,
         error: Option<Notice>,
     ) -> Result<Outcome, SignInError> {
+        self.choice_or_only(browser, id, loaded, who, status, error, false)
+            .await
+    }
+
+    /// The choice; with `auto`, straight to the only usable factor when nothing can be set up.
+    #[allow(clippy::too_many_arguments)]
+    async fn choice_or_only(
+        &self,
+        browser: &Browser,
+        id: &JourneyId,
+        loaded: &mut Loaded<Journey>,
+        who: &Proven,
+        status: u16,
+        error: Option<Notice>,
+        auto: bool,
+    ) -> Result<Outcome, SignInError> {
         let Some((facts, factors)) = self.facts(&loaded.state, browser.locale).await? else {
             return Ok(Outcome::expired());
         };
@@ -1429,7 +1485,7 @@ impl SignIn {
             .iter()
             .filter(|f| f.enrolled && f.available)
             .collect();
-        if error.is_none()
+        if auto
             && !may_enroll
             && let [only] = usable.as_slice()
         {
@@ -1570,8 +1626,15 @@ impl SignIn {
                 (503, "mfa_factor_failed", None)
             }
         };
-        let mut out = Box::pin(self.choice(browser, id, loaded, who, status, Some(Notice::Key(key))))
-            .await?;
+        let mut out = Box::pin(self.choice(
+            browser,
+            id,
+            loaded,
+            who,
+            status,
+            Some(Notice::Key(key)),
+        ))
+        .await?;
         out.retry_after = retry;
         Ok(out)
     }
@@ -1737,7 +1800,9 @@ impl SignIn {
                                 }
                                 MfaDecision::Ask => {
                                     loaded.state.mfa.required = required;
-                                    return self.choice(browser, id, loaded, &who, 200, None).await;
+                                    return self
+                                        .choice_or_only(browser, id, loaded, &who, 200, None, true)
+                                        .await;
                                 }
                             }
                         }

@@ -255,12 +255,12 @@ fn sample_view_models() -> Vec<(&'static str, Value)> {
     vec![
         (
             "login",
-            serde_json::json!({"csrf_token": "x", "return_to": "", "email": "", "error": null, "upstreams": [], "link": "", "email_first": false}),
+            serde_json::json!({"csrf_token": "x", "journey": "j", "email": "", "error": null, "upstreams": [], "email_first": false}),
         ),
         (
             "login",
-            serde_json::json!({"csrf_token": "x", "return_to": "/a", "email": "a@b", "error": "e",
-            "upstreams": [{"id": "corp", "name": "Corp", "url": "/u/corp"}], "link": "t", "email_first": true}),
+            serde_json::json!({"csrf_token": "x", "journey": "", "email": "a@b", "error": "e",
+            "upstreams": [{"id": "corp", "name": "Corp", "url": "/u/corp"}], "email_first": true}),
         ),
         (
             "account",
@@ -270,7 +270,7 @@ fn sample_view_models() -> Vec<(&'static str, Value)> {
         ),
         (
             "session_limit",
-            serde_json::json!({"csrf_token": "x", "ticket": "t", "return_to": "/a", "sessions": [device]}),
+            serde_json::json!({"csrf_token": "x", "journey": "j", "sessions": [device]}),
         ),
         (
             "error",
@@ -279,30 +279,30 @@ fn sample_view_models() -> Vec<(&'static str, Value)> {
         ("signed_out", serde_json::json!({})),
         (
             "mfa_choose",
-            serde_json::json!({"csrf_token": "x", "ticket": "t", "factors": [{"id": "totp", "name": "App", "kind": "totp"}],
+            serde_json::json!({"csrf_token": "x", "journey": "j", "factors": [{"id": "totp", "name": "App", "kind": "totp"}],
             "unavailable": [{"id": "sms", "name": "SMS", "kind": "sms-otp"}], "enroll": [{"id": "sms", "name": "SMS", "kind": "sms-otp"}],
             "recovery": true, "error": "e", "step_up": true}),
         ),
         (
             "mfa_choose",
-            serde_json::json!({"csrf_token": "x", "ticket": "t", "factors": [], "unavailable": [], "enroll": [],
+            serde_json::json!({"csrf_token": "x", "journey": "j", "factors": [], "unavailable": [], "enroll": [],
             "recovery": false, "error": null, "step_up": false}),
         ),
         (
             "mfa_form",
-            serde_json::json!({"csrf_token": "x", "ticket": "t", "factor": "totp", "factor_name": "App", "intro": "i",
+            serde_json::json!({"csrf_token": "x", "journey": "j", "factor": "totp", "factor_name": "App", "intro": "i",
             "fields": [{"name": "code", "label": "Code", "hint": "h", "input_type": "text", "inputmode": "numeric",
             "autocomplete": "one-time-code", "max_length": 6}], "qr_svg": "<svg></svg>", "secret": "ABC", "error": "e", "enrolling": true}),
         ),
         (
             "mfa_form",
-            serde_json::json!({"csrf_token": "x", "ticket": "t", "factor": "totp", "factor_name": "App", "intro": "i",
+            serde_json::json!({"csrf_token": "x", "journey": "j", "factor": "totp", "factor_name": "App", "intro": "i",
             "fields": [{"name": "code", "label": "Code", "hint": null, "input_type": "text", "inputmode": "numeric",
             "autocomplete": "one-time-code", "max_length": 6}], "qr_svg": null, "secret": null, "error": null, "enrolling": false}),
         ),
         (
             "mfa_recovery_codes",
-            serde_json::json!({"csrf_token": "x", "ticket": "t", "codes": ["abcde-fghjk"]}),
+            serde_json::json!({"csrf_token": "x", "journey": "j", "codes": ["abcde-fghjk"]}),
         ),
         (
             "form_post",

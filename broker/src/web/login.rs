@@ -35,6 +35,9 @@ pub struct LoginForm {
     csrf_token: String,
     #[serde(default)]
     journey: String,
+    /// Only for a form without a journey: where to go once signed in (a local path).
+    #[serde(default)]
+    return_to: Option<String>,
     #[serde(default)]
     email: String,
     #[serde(default)]
@@ -78,6 +81,7 @@ pub async fn submit(
         .password(
             &browser(&state, &req),
             &form.journey,
+            form.return_to.as_deref(),
             &form.email,
             form.password,
         )

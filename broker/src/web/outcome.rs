@@ -115,7 +115,13 @@ pub(crate) fn app_answer(
     if !a.form_post {
         let params: Vec<(&str, &str)> = a.params.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let target = crate::provider::authorize::with_params(a.redirect_uri, &params);
-        return Ok(HttpResponse::Found()
+        // After a form post, 303 so that the browser follows with GET (RFC 9700 4.12).
+        let mut res = if req.method() == actix_web::http::Method::POST {
+            HttpResponse::SeeOther()
+        } else {
+            HttpResponse::Found()
+        };
+        return Ok(res
             .insert_header((header::LOCATION, target.as_str()))
             .insert_header((header::CACHE_CONTROL, "no-store"))
             .finish());
