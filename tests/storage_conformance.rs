@@ -1012,8 +1012,8 @@ fn pending_upstream_logins_are_taken_once_under_concurrency(b: Backend) {
         state_hash: [n; 32],
         upstream: "corp".into(),
         binding_hash: [200; 32],
+        journey_hash: [201; 32],
         pending: "{\"state\":\"x\"}".into(),
-        return_to: "/account".into(),
         expires_at,
     };
     for round in 0..12u8 {

@@ -1718,8 +1718,8 @@ impl Store for DieselStore {
                     upstream_requests::state_hash.eq(&r.state_hash[..]),
                     upstream_requests::upstream.eq(&r.upstream),
                     upstream_requests::binding_hash.eq(&r.binding_hash[..]),
+                    upstream_requests::journey_hash.eq(&r.journey_hash[..]),
                     upstream_requests::pending.eq(&r.pending),
-                    upstream_requests::return_to.eq(&r.return_to),
                     upstream_requests::expires_at.eq(r.expires_at),
                 ))
                 .execute(c)
@@ -1733,7 +1733,7 @@ impl Store for DieselStore {
         state_hash: &[u8; 32],
         now: UnixTime,
     ) -> Result<Option<UpstreamRequest>, StorageError> {
-        type Row = (Vec<u8>, String, Vec<u8>, String, String, i64);
+        type Row = (Vec<u8>, String, Vec<u8>, Vec<u8>, String, i64);
         // Read, then delete by key: the row is this call's only if its delete removed it (a
         // concurrent taker that read it too deletes nothing: READ COMMITTED waits for the first
         // delete, then finds the row gone).
@@ -1755,7 +1755,7 @@ impl Store for DieselStore {
             }};
         }
         let row: Option<Row> = write_transaction!(self, |c| take!(c)).map_err(query_err)?;
-        let Some((sh, upstream, bh, pending, return_to, expires_at)) = row else {
+        let Some((sh, upstream, bh, jh, pending, expires_at)) = row else {
             return Ok(None);
         };
         if now >= expires_at {
@@ -1765,8 +1765,8 @@ impl Store for DieselStore {
             state_hash: hash32(sh, "upstream_requests.state_hash")?,
             upstream,
             binding_hash: hash32(bh, "upstream_requests.binding_hash")?,
+            journey_hash: hash32(jh, "upstream_requests.journey_hash")?,
             pending,
-            return_to,
             expires_at,
         }))
     }

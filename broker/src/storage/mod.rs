@@ -237,9 +237,10 @@ pub struct UpstreamRequest {
     pub upstream: String,
     /// SHA-256 of the random value in this browser's binding cookie.
     pub binding_hash: [u8; 32],
+    /// SHA-256 of the id of the sign-in journey this login belongs to.
+    pub journey_hash: [u8; 32],
     /// The connector's pending values (JSON object of strings).
     pub pending: String,
-    pub return_to: String,
     pub expires_at: UnixTime,
 }
 

@@ -25,6 +25,9 @@ use crate::upstream::{Connector, Federated, PendingUpstream, UpstreamError, Upst
 
 /// How long a login may wait at the upstream.
 const PENDING_TTL: i64 = 600;
+/// The pending login's return path, kept next to the connector's values until the journey
+/// carries it. replaced by the journey (#13)
+const RETURN_TO_KEY: &str = "return_to";
 
 #[derive(Debug, Deserialize)]
 pub struct StartQuery {
@@ -112,12 +115,18 @@ pub async fn start(
         .cloned()
         .ok_or_else(|| WebError::internal("connector returned no state"))?;
     let binding = URL_SAFE_NO_PAD.encode(state.entropy.bytes32());
+    let mut values = started.pending.values.clone();
+    // replaced by the journey (#13)
+    values.insert(
+        RETURN_TO_KEY.to_owned(),
+        rt.as_ref().map(ReturnTo::as_str).unwrap_or("").to_owned(),
+    );
     let record = UpstreamRequest {
         state_hash: Sha256::digest(state_value.as_bytes()).into(),
         upstream: id,
         binding_hash: Sha256::digest(binding.as_bytes()).into(),
-        pending: serde_json::to_string(&started.pending.values).map_err(WebError::internal)?,
-        return_to: rt.as_ref().map(ReturnTo::as_str).unwrap_or("").to_owned(),
+        journey_hash: [0; 32],
+        pending: serde_json::to_string(&values).map_err(WebError::internal)?,
         expires_at: state.clock.now().saturating_add(PENDING_TTL),
     };
     let store = Arc::clone(&state.store);
@@ -185,12 +194,11 @@ async fn take_pending(
         Some(p) if Some(p.binding_hash) != binding => return Ok(Err(NoPending::OtherBrowser)),
         Some(p) => p,
     };
-    let values: BTreeMap<String, String> =
+    let mut values: BTreeMap<String, String> =
         serde_json::from_str(&pending.pending).map_err(WebError::internal)?;
-    Ok(Ok((
-        return_to(Some(&pending.return_to)),
-        PendingUpstream { values },
-    )))
+    // replaced by the journey (#13)
+    let rt = values.remove(RETURN_TO_KEY).unwrap_or_default();
+    Ok(Ok((return_to(Some(&rt)), PendingUpstream { values })))
 }
 
 /// The page for an answer that matches no pending login of this browser; audited.
@@ -407,8 +415,8 @@ async fn remember_upstream_session(
         state_hash: session_key(&binding),
         upstream: id.to_owned(),
         binding_hash: Sha256::digest(binding.as_bytes()).into(),
+        journey_hash: [0; 32],
         pending: serde_json::to_string(session).map_err(WebError::internal)?,
-        return_to: String::new(),
         expires_at: state.clock.now().saturating_add(PENDING_TTL),
     };
     let store = Arc::clone(&state.store);
@@ -540,8 +548,9 @@ pub(crate) async fn logout_location(
         state_hash: Sha256::digest(relay.as_bytes()).into(),
         upstream: id.to_owned(),
         binding_hash: [0; 32],
-        pending: serde_json::json!({ "logout": "1", "request_id": request_id }).to_string(),
-        return_to: then,
+        journey_hash: [0; 32],
+        pending: serde_json::json!({ "logout": "1", "request_id": request_id, "then": then })
+            .to_string(),
         expires_at: state.clock.now().saturating_add(PENDING_TTL),
     };
     let store = Arc::clone(&state.store);
@@ -563,7 +572,7 @@ async fn take_logout(
         let v: serde_json::Value = serde_json::from_str(&p.pending).ok()?;
         (v["logout"] == "1").then(|| {
             (
-                p.return_to.clone(),
+                v["then"].as_str().unwrap_or("").to_owned(),
                 v["request_id"].as_str().unwrap_or("").to_owned(),
             )
         })
