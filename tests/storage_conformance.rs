@@ -5,6 +5,8 @@ mod support;
 
 #[path = "conformance/journey.rs"]
 mod journey;
+#[path = "conformance/logout_continuations.rs"]
+mod logout_continuations;
 
 use std::sync::Arc;
 
