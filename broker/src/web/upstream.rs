@@ -20,7 +20,7 @@ use crate::error::WebError;
 use crate::flow::login::{Authenticated, FlowError, federated_user};
 use crate::provider::OAuthError;
 use crate::ratelimit::Scope;
-use crate::storage::{UpstreamRequest, UpstreamSessionRecord};
+use crate::storage::{LogoutContinuation, UpstreamRequest, UpstreamSessionRecord};
 use crate::upstream::{Connector, Federated, PendingUpstream, UpstreamError, UpstreamSession};
 
 /// How long a login may wait at the upstream.
@@ -544,17 +544,15 @@ pub(crate) async fn logout_location(
         }
     };
     // Where to continue once the upstream sends the browser back (single use, ten minutes).
-    let record = UpstreamRequest {
-        state_hash: Sha256::digest(relay.as_bytes()).into(),
+    let record = LogoutContinuation {
+        relay_hash: Sha256::digest(relay.as_bytes()).into(),
         upstream: id.to_owned(),
-        binding_hash: [0; 32],
-        journey_hash: [0; 32],
-        pending: serde_json::json!({ "logout": "1", "request_id": request_id, "then": then })
-            .to_string(),
+        request_id,
+        then,
         expires_at: state.clock.now().saturating_add(PENDING_TTL),
     };
     let store = Arc::clone(&state.store);
-    web::block(move || store.insert_upstream_request(&record)).await??;
+    web::block(move || store.insert_logout_continuation(&record)).await??;
     Ok(url.to_string())
 }
 
@@ -567,16 +565,9 @@ async fn take_logout(
     let store = Arc::clone(&state.store);
     let now = state.clock.now();
     let hash: [u8; 32] = Sha256::digest(relay.as_bytes()).into();
-    let p = web::block(move || store.take_upstream_request(&hash, now)).await??;
-    Ok(p.filter(|p| p.upstream == id).and_then(|p| {
-        let v: serde_json::Value = serde_json::from_str(&p.pending).ok()?;
-        (v["logout"] == "1").then(|| {
-            (
-                v["then"].as_str().unwrap_or("").to_owned(),
-                v["request_id"].as_str().unwrap_or("").to_owned(),
-            )
-        })
-    }))
+    let l = web::block(move || store.take_logout_continuation(&hash, now)).await??;
+    Ok(l.filter(|l| l.upstream == id)
+        .map(|l| (l.then, l.request_id)))
 }
 
 #[derive(Debug, Deserialize)]
