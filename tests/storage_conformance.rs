@@ -5,6 +5,8 @@ mod support;
 
 #[path = "conformance/journey.rs"]
 mod journey;
+#[path = "conformance/logout_continuations.rs"]
+mod logout_continuations;
 
 use std::sync::Arc;
 
@@ -1012,8 +1014,8 @@ fn pending_upstream_logins_are_taken_once_under_concurrency(b: Backend) {
         state_hash: [n; 32],
         upstream: "corp".into(),
         binding_hash: [200; 32],
+        journey_hash: [201; 32],
         pending: "{\"state\":\"x\"}".into(),
-        journey_hash: [7; 32],
         expires_at,
     };
     for round in 0..12u8 {

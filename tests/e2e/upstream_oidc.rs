@@ -189,6 +189,7 @@ async fn start_fake_op_with(iss_parameter: bool) -> Arc<FakeOp> {
                             "authorization_endpoint": format!("{i}/authorize"),
                             "token_endpoint": format!("{i}/token"),
                             "jwks_uri": format!("{i}/jwks"),
+                            "end_session_endpoint": format!("{i}/session/end"),
                             "response_types_supported": ["code"],
                             "subject_types_supported": ["public"],
                             "id_token_signing_alg_values_supported": ["RS256"],
@@ -685,7 +686,116 @@ async fn concurrent_callbacks_with_one_state_sign_in_once(b: Backend) {
     assert_eq!(app.store.sessions_of_user(&user).unwrap().len(), 6);
 }
 
+/// Signs in through upstream `id` and logs out at the broker through an app's RP-initiated
+/// logout (confirmed, no hint): the broker sends the browser to the upstream's
+/// end_session_endpoint. Returns the browser and the relay `state` sent there.
+async fn logout_through(app: &TestApp, op: &FakeOp, id: &str) -> (Browser, String) {
+    let (mut br, back) = sign_in_through(app, op, id, None).await;
+    assert_eq!(back.status, 303, "{}", back.body);
+    let bye = "post_logout_redirect_uri=https%3A%2F%2Fwebapp.example%2Fbye";
+    let page = br
+        .get(&format!(
+            "/oidc/logout?client_id=webapp&{bye}&state=app-state"
+        ))
+        .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let out = br
+        .post_form(
+            "/oidc/logout",
+            &[
+                ("confirm", "1"),
+                ("csrf_token", &page.field("csrf_token")),
+                ("client_id", "webapp"),
+                ("post_logout_redirect_uri", "https://webapp.example/bye"),
+                ("state", "app-state"),
+            ],
+        )
+        .await;
+    assert_eq!(out.status, 303, "{}", out.body);
+    let to = out.location.unwrap();
+    assert!(
+        to.starts_with(&format!("{}/session/end?", op.issuer)),
+        "{to}"
+    );
+    let back = param(&to, "post_logout_redirect_uri");
+    assert!(
+        back.ends_with(&format!("/upstream/{id}/logged-out")),
+        "{back}"
+    );
+    assert_eq!(br.get("/account").await.status, 303, "the session is over");
+    (br, param(&to, "state"))
+}
+
+/// Where a logout through an upstream continues (OIDC RP-initiated logout, `state` as relay):
+/// to the app's post-logout redirect URI once, for that upstream only, within ten minutes; else
+/// /signed-out. Logout continuations and pending logins are apart: a relay presented as a login
+/// `state` neither signs in nor spends the logout, a login `state` presented as a relay does not
+/// spend the login.
+async fn a_logout_through_an_upstream_continues_once_where_it_was_going(b: Backend) {
+    let op = start_fake_op().await;
+    let limit = [("CONCIERGE__RATE_LIMIT__CALLBACK_PER_IP", "1000/1m")];
+    let Some(app) = two_upstreams(b, &op, &limit).await else {
+        return;
+    };
+    let continued = "https://webapp.example/bye?state=app-state";
+    let (mut br, relay) = logout_through(&app, &op, "evil").await;
+    // The relay as a login state: no pending login, and the logout is not spent by it.
+    let res = br
+        .get(&format!("/upstream/evil/callback?code=c&state={relay}"))
+        .await;
+    assert_eq!(res.status, 400, "{}", res.body);
+    assert_eq!(login_failures(&app).await, ["state_unknown"]);
+    assert!(br.session_cookie().is_none());
+    // A made-up relay goes nowhere in particular.
+    let res = br.get("/upstream/evil/logged-out?state=made-up").await;
+    assert_eq!(res.location.as_deref(), Some("/signed-out"));
+    // The upstream sends the browser back: on to the app, once.
+    let back = format!("/upstream/evil/logged-out?state={relay}");
+    assert_eq!(br.get(&back).await.location.as_deref(), Some(continued));
+    assert_eq!(
+        br.get(&back).await.location.as_deref(),
+        Some("/signed-out"),
+        "a relay is single use"
+    );
+
+    // A relay answered at another upstream: nowhere in particular, and spent.
+    let (mut br, relay) = logout_through(&app, &op, "evil").await;
+    let res = br
+        .get(&format!("/upstream/corp/logged-out?state={relay}"))
+        .await;
+    assert_eq!(res.location.as_deref(), Some("/signed-out"));
+    let res = br
+        .get(&format!("/upstream/evil/logged-out?state={relay}"))
+        .await;
+    assert_eq!(res.location.as_deref(), Some("/signed-out"));
+
+    // Ten minutes at the upstream is the limit.
+    let (mut br, relay) = logout_through(&app, &op, "evil").await;
+    app.clock.advance(601);
+    let res = br
+        .get(&format!("/upstream/evil/logged-out?state={relay}"))
+        .await;
+    assert_eq!(res.location.as_deref(), Some("/signed-out"));
+    app.clock.set(START);
+
+    // A pending login's state presented as a relay: the login is not spent by it.
+    let mut br = Browser::new(&app);
+    let to = br.get("/upstream/evil/start").await.location.unwrap();
+    let state = param(&to, "state");
+    let res = br
+        .get(&format!("/upstream/evil/logged-out?state={state}"))
+        .await;
+    assert_eq!(res.location.as_deref(), Some("/signed-out"));
+    *op.next.lock().unwrap() = (Forgery::None, param(&to, "nonce"));
+    let res = br
+        .get(&format!("/upstream/evil/callback?code=c&state={state}"))
+        .await;
+    assert_eq!(res.status, 303, "the login goes on: {}", res.body);
+    assert!(br.session_cookie().is_some());
+}
+
 per_backend_async!(
+    a_logout_through_an_upstream_continues_once_where_it_was_going,
     callbacks_that_match_no_pending_login_are_refused_and_audited,
     concurrent_callbacks_with_one_state_sign_in_once,
     upstream_groups_and_verified_email_reach_the_app,

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use super::signin::{Browser, CookieOp, Next, Outcome, SignIn, SignInError};
 use crate::audit::{Event, EventKind};
-use crate::storage::{UpstreamRequest, UpstreamSessionRecord};
+use crate::storage::{LogoutContinuation, UpstreamSessionRecord};
 use crate::upstream::{Connector, UpstreamSession};
 
 /// How long a logout may wait at the upstream.
@@ -114,17 +114,15 @@ impl SignIn {
             }
         };
         // Where to continue once the upstream sends the browser back (single use).
-        let record = UpstreamRequest {
-            state_hash: Sha256::digest(relay.as_bytes()).into(),
+        let record = LogoutContinuation {
+            relay_hash: Sha256::digest(relay.as_bytes()).into(),
             upstream: id.to_owned(),
-            binding_hash: [0; 32],
-            pending: serde_json::json!({ "logout": "1", "request_id": request_id, "then": then })
-                .to_string(),
-            journey_hash: [0; 32],
+            request_id,
+            then,
             expires_at: self.clock.now().saturating_add(LOGOUT_TTL),
         };
         let store = Arc::clone(&self.store);
-        blocking(move || Ok(store.insert_upstream_request(&record)?)).await?;
+        blocking(move || Ok(store.insert_logout_continuation(&record)?)).await?;
         Ok(url.to_string())
     }
 
@@ -138,16 +136,8 @@ impl SignIn {
         let store = Arc::clone(&self.store);
         let now = self.clock.now();
         let hash: [u8; 32] = Sha256::digest(relay.as_bytes()).into();
-        let p = blocking(move || Ok(store.take_upstream_request(&hash, now)?)).await?;
-        Ok(p.filter(|p| p.upstream == id).and_then(|p| {
-            let v: serde_json::Value = serde_json::from_str(&p.pending).ok()?;
-            (v["logout"] == "1").then(|| {
-                (
-                    v["then"].as_str().unwrap_or("/signed-out").to_owned(),
-                    v["request_id"].as_str().unwrap_or("").to_owned(),
-                )
-            })
-        }))
+        let p = blocking(move || Ok(store.take_logout_continuation(&hash, now)?)).await?;
+        Ok(p.filter(|p| p.upstream == id).map(|p| (p.then, p.request_id)))
     }
 
     /// `GET /upstream/{id}/logged-out`: back from the upstream's RP-initiated logout.

@@ -11,6 +11,8 @@ use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnectio
 use diesel::sqlite::SqliteConnection;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
+use super::LogoutContinuation;
+use super::schema::logout_continuations;
 use super::schema::{
     audit_events, auth_codes, clients, login_failures, logout_deliveries, refresh_tokens,
     revoked_tokens, saml_assertions, secrets, session_clients, sessions, signing_keys,
@@ -1409,6 +1411,11 @@ impl Store for DieselStore {
             )
             .execute(c)
             .map_err(query_err)?;
+            let logouts = diesel::delete(
+                logout_continuations::table.filter(logout_continuations::expires_at.le(now)),
+            )
+            .execute(c)
+            .map_err(query_err)?;
             let assertions = diesel::delete(
                 saml_assertions::table.filter(saml_assertions::expires_at.le(now)),
             )
@@ -1420,7 +1427,7 @@ impl Store for DieselStore {
             )
             .execute(c)
             .map_err(query_err)?;
-            Ok((codes + refresh + revoked + pending + assertions + journeys) as u64)
+            Ok((codes + refresh + revoked + pending + logouts + assertions + journeys) as u64)
         })
     }
 
@@ -1718,8 +1725,8 @@ impl Store for DieselStore {
                     upstream_requests::state_hash.eq(&r.state_hash[..]),
                     upstream_requests::upstream.eq(&r.upstream),
                     upstream_requests::binding_hash.eq(&r.binding_hash[..]),
+                    upstream_requests::journey_hash.eq(&r.journey_hash[..]),
                     upstream_requests::pending.eq(&r.pending),
-                    upstream_requests::return_to.eq(hex32(&r.journey_hash)), // TEMP until the split migration
                     upstream_requests::expires_at.eq(r.expires_at),
                 ))
                 .execute(c)
@@ -1733,7 +1740,7 @@ impl Store for DieselStore {
         state_hash: &[u8; 32],
         now: UnixTime,
     ) -> Result<Option<UpstreamRequest>, StorageError> {
-        type Row = (Vec<u8>, String, Vec<u8>, String, String, i64);
+        type Row = (Vec<u8>, String, Vec<u8>, Vec<u8>, String, i64);
         // Read, then delete by key: the row is this call's only if its delete removed it (a
         // concurrent taker that read it too deletes nothing: READ COMMITTED waits for the first
         // delete, then finds the row gone).
@@ -1755,7 +1762,7 @@ impl Store for DieselStore {
             }};
         }
         let row: Option<Row> = write_transaction!(self, |c| take!(c)).map_err(query_err)?;
-        let Some((sh, upstream, bh, pending, return_to, expires_at)) = row else {
+        let Some((sh, upstream, bh, jh, pending, expires_at)) = row else {
             return Ok(None);
         };
         if now >= expires_at {
@@ -1765,8 +1772,65 @@ impl Store for DieselStore {
             state_hash: hash32(sh, "upstream_requests.state_hash")?,
             upstream,
             binding_hash: hash32(bh, "upstream_requests.binding_hash")?,
+            journey_hash: hash32(jh, "upstream_requests.journey_hash")?,
             pending,
-            journey_hash: unhex32(&return_to),
+            expires_at,
+        }))
+    }
+
+    fn insert_logout_continuation(&self, l: &LogoutContinuation) -> Result<(), StorageError> {
+        with_conn!(write self, |c| {
+            diesel::insert_into(logout_continuations::table)
+                .values((
+                    logout_continuations::relay_hash.eq(&l.relay_hash[..]),
+                    logout_continuations::upstream.eq(&l.upstream),
+                    logout_continuations::request_id.eq(&l.request_id),
+                    logout_continuations::then_url.eq(&l.then),
+                    logout_continuations::expires_at.eq(l.expires_at),
+                ))
+                .execute(c)
+                .map(|_| ())
+                .map_err(query_err)
+        })
+    }
+
+    fn take_logout_continuation(
+        &self,
+        relay_hash: &[u8; 32],
+        now: UnixTime,
+    ) -> Result<Option<LogoutContinuation>, StorageError> {
+        type Row = (Vec<u8>, String, String, String, i64);
+        // As take_upstream_request: read, then delete by key; the row is this call's only if
+        // its delete removed it.
+        macro_rules! take {
+            ($c:expr) => {{
+                let row: Option<Row> = logout_continuations::table
+                    .find(&relay_hash[..])
+                    .first($c)
+                    .optional()?;
+                match row {
+                    Some(r) => {
+                        let deleted =
+                            diesel::delete(logout_continuations::table.find(&relay_hash[..]))
+                                .execute($c)?;
+                        Ok((deleted == 1).then_some(r))
+                    }
+                    None => Ok(None),
+                }
+            }};
+        }
+        let row: Option<Row> = write_transaction!(self, |c| take!(c)).map_err(query_err)?;
+        let Some((rh, upstream, request_id, then, expires_at)) = row else {
+            return Ok(None);
+        };
+        if now >= expires_at {
+            return Ok(None);
+        }
+        Ok(Some(LogoutContinuation {
+            relay_hash: hash32(rh, "logout_continuations.relay_hash")?,
+            upstream,
+            request_id,
+            then,
             expires_at,
         }))
     }
@@ -1836,17 +1900,3 @@ impl Store for DieselStore {
     }
 }
 
-fn hex32(b: &[u8; 32]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn unhex32(s: &str) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = s
-            .get(i * 2..i * 2 + 2)
-            .and_then(|h| u8::from_str_radix(h, 16).ok())
-            .unwrap_or(0);
-    }
-    out
-}

@@ -237,10 +237,23 @@ pub struct UpstreamRequest {
     pub upstream: String,
     /// SHA-256 of the random value in this browser's binding cookie.
     pub binding_hash: [u8; 32],
+    /// SHA-256 of the id of the sign-in journey this login belongs to.
+    pub journey_hash: [u8; 32],
     /// The connector's pending values (JSON object of strings).
     pub pending: String,
-    /// The login transaction this login continues (its [`crate::flow::journey::JourneyKey`]).
-    pub journey_hash: [u8; 32],
+    pub expires_at: UnixTime,
+}
+
+/// Where a logout continues once the upstream's own logout sends the browser back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogoutContinuation {
+    /// SHA-256 of the relay state (OIDC `state`, SAML `RelayState`) sent upstream.
+    pub relay_hash: [u8; 32],
+    pub upstream: String,
+    /// The ID of the SAML LogoutRequest sent (its LogoutResponse must answer it); '' for OIDC.
+    pub request_id: String,
+    /// Where the browser goes after the upstream logout.
+    pub then: String,
     pub expires_at: UnixTime,
 }
 
@@ -472,7 +485,9 @@ pub trait Store: MfaStore + JourneyStore + Send + Sync + 'static {
         next_attempt_at: UnixTime,
     ) -> Result<(), StorageError>;
 
-    /// Deletes expired codes, refresh tokens and revoked-token entries.
+    /// Deletes expired codes, refresh tokens and revoked-token entries (and the other expired
+    /// short-lived rows: pending upstream logins, logout continuations, SAML assertion ids,
+    /// login transactions).
     fn delete_expired_grants(&self, now: UnixTime) -> Result<u64, StorageError>;
 
     // Audit trail.
@@ -519,6 +534,14 @@ pub trait Store: MfaStore + JourneyStore + Send + Sync + 'static {
         state_hash: &[u8; 32],
         now: UnixTime,
     ) -> Result<Option<UpstreamRequest>, StorageError>;
+    fn insert_logout_continuation(&self, l: &LogoutContinuation) -> Result<(), StorageError>;
+    /// Removes and returns the logout continuation (single use: of concurrent takers exactly
+    /// one gets it), if it exists and has not expired.
+    fn take_logout_continuation(
+        &self,
+        relay_hash: &[u8; 32],
+        now: UnixTime,
+    ) -> Result<Option<LogoutContinuation>, StorageError>;
 
     // SAML replay cache and upstream sessions (logout propagation).
     /// Records that `assertion_id` from `upstream` was consumed, atomically across instances:

@@ -175,8 +175,18 @@ diesel::table! {
         state_hash -> Binary,
         upstream -> Text,
         binding_hash -> Binary,
+        journey_hash -> Binary,
         pending -> Text,
-        return_to -> Text,
+        expires_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    logout_continuations (relay_hash) {
+        relay_hash -> Binary,
+        upstream -> Text,
+        request_id -> Text,
+        then_url -> Text,
         expires_at -> BigInt,
     }
 }

@@ -1,0 +1,12 @@
+-- Rows live 10 minutes: dropped, not converted.
+DROP TABLE upstream_requests;
+CREATE TABLE upstream_requests (
+    state_hash   BLOB PRIMARY KEY NOT NULL,
+    upstream     TEXT NOT NULL,
+    binding_hash BLOB NOT NULL,
+    pending      TEXT NOT NULL,
+    return_to    TEXT NOT NULL,
+    expires_at   BIGINT NOT NULL
+);
+CREATE INDEX upstream_requests_expires_at ON upstream_requests (expires_at);
+DROP TABLE logout_continuations;
