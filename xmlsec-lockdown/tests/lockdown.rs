@@ -43,10 +43,18 @@ fn keypair() -> (PKey<Private>, CertificateDer) {
 
 /// A document signed by `key` whose one Reference is `uri` (`transforms` inside it).
 fn signed(uri: &str, transforms: &str, key: &PKey<Private>) -> String {
-    let xml = format!(
+    Crypto::sign_xml(
+        template(uri, transforms),
+        &key.private_key_to_der().unwrap(),
+    )
+    .unwrap()
+}
+
+/// The document `signed` signs, its Signature still a template.
+fn template(uri: &str, transforms: &str) -> String {
+    format!(
         r#"<doc xmlns="urn:test" ID="_doc"><ds:Signature xmlns:ds="http://www.w3.org/2000/09/xmldsig#"><ds:SignedInfo><ds:CanonicalizationMethod Algorithm="http://www.w3.org/2001/10/xml-exc-c14n#"/><ds:SignatureMethod Algorithm="http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"/><ds:Reference URI="{uri}">{transforms}<ds:DigestMethod Algorithm="http://www.w3.org/2001/04/xmlenc#sha256"/><ds:DigestValue></ds:DigestValue></ds:Reference></ds:SignedInfo><ds:SignatureValue></ds:SignatureValue></ds:Signature><v>signed</v></doc>"#
-    );
-    Crypto::sign_xml(xml, &key.private_key_to_der().unwrap()).unwrap()
+    )
 }
 
 /// What the broker calls (`upstream/saml/response.rs`): the bytes xmlsec hashed for the one
@@ -114,6 +122,30 @@ fn xmlsec_reads_files_and_urls_before_the_lockdown_and_nothing_after() {
         "#_doc",
         r#"<ds:Transforms><ds:Transform Algorithm="http://www.w3.org/2000/09/xmldsig#enveloped-signature"/><ds:Transform Algorithm="http://www.w3.org/2001/10/xml-exc-c14n#"/></ds:Transforms>"#,
         &key,
+    );
+
+    // XSLT's document() is the one way to I/O that does not pass through xmlsec's URI handlers
+    // (libxslt loads through libxml2): xmlsec's own libxslt security preferences refuse file and
+    // network reads even before the lockdown, so a stylesheet that reads either fails to run
+    // (it would run, and sign, were the read allowed: the file is XML).
+    let xml_file = dir.path().join("referenced.xml");
+    std::fs::write(&xml_file, "<secret>on the broker's disk</secret>").unwrap();
+    let reading = |uri: &str| {
+        let stylesheet = format!(
+            r#"<ds:Transforms><ds:Transform Algorithm="http://www.w3.org/2000/09/xmldsig#enveloped-signature"/><ds:Transform Algorithm="http://www.w3.org/TR/1999/REC-xslt-19991116"><xsl:stylesheet xmlns:xsl="http://www.w3.org/1999/XSL/Transform" version="1.0"><xsl:output method="text"/><xsl:template match="/"><xsl:value-of select="document('{uri}')"/></xsl:template></xsl:stylesheet></ds:Transform></ds:Transforms>"#
+        );
+        Crypto::sign_xml(
+            template("#_doc", &stylesheet),
+            &key.private_key_to_der().unwrap(),
+        )
+    };
+    let n = connections_so_far(port, &accepted);
+    assert!(reading(&format!("file://{}", xml_file.display())).is_err());
+    assert!(reading(&format!("http://127.0.0.1:{port}/xslt")).is_err());
+    assert_eq!(
+        connections_so_far(port, &accepted),
+        n + 1,
+        "only the sentinel"
     );
 
     // Before: xmlsec reads the file and fetches the URL; what it hashed is their content.
