@@ -148,6 +148,25 @@ fn xmlsec_reads_files_and_urls_before_the_lockdown_and_nothing_after() {
         "only the sentinel"
     );
 
+    // Nor does samael's parser (libxml2 without NOENT, DTDLOAD or DTDVALID) load an external
+    // DTD or entity, before the lockdown as after (the broker refuses a DOCTYPE before parsing).
+    let with_dtd = signed("#_doc", "", &key)
+        .replacen(
+            "<doc ",
+            &format!(
+                r#"<!DOCTYPE doc SYSTEM "http://127.0.0.1:{port}/dtd" [<!ENTITY e SYSTEM "http://127.0.0.1:{port}/entity">]><doc "#
+            ),
+            1,
+        )
+        .replacen("<v>signed</v>", "<v>signed&e;</v>", 1);
+    assert!(with_dtd.contains("<v>signed&e;</v>"), "{with_dtd}");
+    assert!(verify(&with_dtd, &cert).is_err());
+    assert_eq!(
+        connections_so_far(port, &accepted),
+        n + 2,
+        "only the sentinels"
+    );
+
     // Before: xmlsec reads the file and fetches the URL; what it hashed is their content.
     let n = connections_so_far(port, &accepted);
     assert_eq!(verify(&by_file, &cert).unwrap(), FILE_CONTENT);
