@@ -1398,6 +1398,66 @@ async fn signature_references_and_transforms_are_refused_before_xmlsec(b: Backen
     assert_eq!(res.status, 303, "{}", res.body);
 }
 
+/// Even code that skips the broker's reference pre-check (dsig.rs) and calls samael directly
+/// finds an xmlsec that opens no URI: building the app (its SAML connectors) locked xmlsec down
+/// for the whole process (ADR 7). xmlsec dereferences a Reference before it checks any
+/// signature value, so an unsigned template is enough to make it connect when it still can.
+async fn xmlsec_itself_opens_no_uri_once_the_app_is_built(b: Backend) {
+    let Some(f) = fixture(b).await else {
+        return;
+    };
+    // Answers like a web server (so an xmlsec that still fetches does not hang) and counts.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let _ = stream.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nhi");
+        }
+    });
+    let certs = [samael::crypto::CertificateDer::from(
+        STANDARD.decode(&f.idp.cert_b64).unwrap(),
+    )];
+    let template = signature_template("_x");
+    let signature = template
+        .replacen(
+            r##"URI="#_x""##,
+            &format!(r#"URI="http://127.0.0.1:{port}/reference""#),
+            1,
+        )
+        .replacen(
+            &format!("<ds:Transforms>{ENVELOPED}{EXC_C14N}</ds:Transforms>"),
+            "",
+            1,
+        );
+    assert_ne!(signature, template);
+    let xml = format!(r#"<doc xmlns="urn:test" ID="_x">{signature}</doc>"#);
+    let verified = Crypto::reduce_xml_to_signed_with_allowed_algorithms(
+        &xml,
+        &certs,
+        samael::crypto::ReduceMode::PreDigest,
+        None,
+    );
+    assert!(verified.is_err());
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "xmlsec connected to the Reference URI"
+    );
+    // Same-document references still verify: the IdP's honest Response signs in.
+    let mut br = Browser::new(&f.app);
+    let started = start_login(&mut br, "evil").await;
+    let xml = f.forge(Case::ResponseSigned, 300, &started.request_id, "");
+    let res = post_response(&mut br, "evil", &xml, Some(&started.relay_state)).await;
+    assert_eq!(res.status, 303, "{}", res.body);
+}
+
 per_backend_async!(
     relay_states_that_match_no_pending_login_are_refused_and_audited,
     callback_endpoints_are_rate_limited_per_address,
@@ -1407,4 +1467,5 @@ per_backend_async!(
     hostile_saml_responses_are_refused,
     assertions_are_single_use_and_unsolicited_responses_need_opt_in,
     signature_references_and_transforms_are_refused_before_xmlsec,
+    xmlsec_itself_opens_no_uri_once_the_app_is_built,
 );

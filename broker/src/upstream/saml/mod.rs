@@ -203,6 +203,9 @@ impl SamlConnector {
         clock: Arc<dyn Clock>,
         entropy: Arc<dyn Entropy>,
     ) -> Result<Self, UpstreamError> {
+        // xmlsec opens no URI from here on, before this connector can verify anything (ADR 7).
+        xmlsec_lockdown::forbid_external_references()
+            .map_err(|e| UpstreamError::Unavailable(format!("xmlsec lockdown: {e}")))?;
         let url = |path: &str| {
             public_url
                 .join(&format!("/upstream/{id}/saml/{path}"))

@@ -96,6 +96,9 @@ fn verified_element(
     // xmlsec dereferences every Reference and runs every transform a signature names before
     // any key is checked: only the SAML profile gets that far (ADR 7).
     super::dsig::check_profile(doc, id)?;
+    // And xmlsec itself can open no URI (done once per process; a no-op after that).
+    xmlsec_lockdown::forbid_external_references()
+        .map_err(|e| SamlError::Signature(format!("xmlsec lockdown: {e}")))?;
     let signed = Crypto::reduce_xml_to_signed_with_allowed_algorithms(
         doc,
         certs,
