@@ -740,7 +740,10 @@ async fn step_up_via_acr_values_puts_the_factor_in_amr(b: Backend) {
     // The journey ends at the app: the code of the request that asked for the step-up.
     assert_eq!(done.status, 303, "{}", done.body);
     let back = done.location.as_deref().unwrap();
-    assert!(back.starts_with(redirect) && back.contains("code="), "{back}");
+    assert!(
+        back.starts_with(redirect) && back.contains("code="),
+        "{back}"
+    );
     let code = code_for_with(
         &mut br,
         "webapp",

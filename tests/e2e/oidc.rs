@@ -1074,7 +1074,10 @@ async fn prompt_and_response_modes(b: Backend) {
         )
         .await;
     let back = res.location.unwrap();
-    assert!(back.starts_with(redirect) && back.contains("code="), "{back}");
+    assert!(
+        back.starts_with(redirect) && back.contains("code="),
+        "{back}"
+    );
 
     // prompt=login on a live session asks again.
     let res = anon

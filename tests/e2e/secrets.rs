@@ -150,23 +150,28 @@ async fn database_secrets_sign_nothing(b: Backend) {
     .unwrap();
     let csrf = root.derive(Purpose::Csrf).unwrap();
     let cookie = URL_SAFE_NO_PAD.encode([42u8; 32]);
-    let token_with = |key: &[u8]| {
-        URL_SAFE_NO_PAD.encode(mac(key, &[b"concierge-csrf-v1:", cookie.as_bytes()]))
-    };
+    let token_with =
+        |key: &[u8]| URL_SAFE_NO_PAD.encode(mac(key, &[b"concierge-csrf-v1:", cookie.as_bytes()]));
     for (name, value) in &rows {
         let mut br = Browser::new(&app);
         br.cookies.insert("concierge_csrf".into(), cookie.clone());
         let res = br
             .post_form("/logout", &[("csrf_token", &token_with(value))])
             .await;
-        assert_eq!(res.status, 403, "a CSRF token made with the stored {name:?}");
+        assert_eq!(
+            res.status, 403,
+            "a CSRF token made with the stored {name:?}"
+        );
     }
     let mut br = Browser::new(&app);
     br.cookies.insert("concierge_csrf".into(), cookie.clone());
     let res = br
         .post_form("/logout", &[("csrf_token", &token_with(csrf.bytes()))])
         .await;
-    assert_eq!(res.status, 303, "the control: the derived key makes a valid token");
+    assert_eq!(
+        res.status, 303,
+        "the control: the derived key makes a valid token"
+    );
 }
 
 per_backend_async!(database_secrets_sign_nothing);

@@ -369,7 +369,10 @@ mod tests {
         let mut j = Journey::new("b".into(), app(None));
         j.first_factor(pwd("u"), None);
         use MfaRequirement::*;
-        assert_eq!(mfa_need(Off, None, None, &j), MfaNeed::Met { add_amr: vec![] });
+        assert_eq!(
+            mfa_need(Off, None, None, &j),
+            MfaNeed::Met { add_amr: vec![] }
+        );
         assert_eq!(
             mfa_need(Off, Some(Optional), None, &j),
             MfaNeed::Facts { required: false }

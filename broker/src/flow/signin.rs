@@ -330,7 +330,10 @@ impl SignIn {
 
     /// Whether the login page offers email-first (some domains sign in elsewhere).
     pub fn email_first(&self) -> bool {
-        self.settings.upstreams.iter().any(|u| !u.domains.is_empty())
+        self.settings
+            .upstreams
+            .iter()
+            .any(|u| !u.domains.is_empty())
     }
 
     // --- loading and saving -----------------------------------------------------------------
@@ -450,7 +453,9 @@ impl SignIn {
                 .idp_hint
                 .clone()
                 .filter(|id| self.upstreams.buttons().any(|u| u.id == *id));
-            return self.start_and_drive(browser, j, ar.ui_locales.as_deref()).await;
+            return self
+                .start_and_drive(browser, j, ar.ui_locales.as_deref())
+                .await;
         }
         let Some(session) = session else {
             return Err(SignInError::Internal("session vanished".into()));
@@ -476,12 +481,10 @@ impl SignIn {
         let provider = Arc::clone(&self.provider);
         let ar2 = ar.clone();
         let code = blocking(move || {
-            provider
-                .issue_code(&ar2, &session)
-                .map_err(|e| match e {
-                    OAuthError::TemporarilyUnavailable => SignInError::Unavailable,
-                    other => SignInError::Internal(other.to_string()),
-                })
+            provider.issue_code(&ar2, &session).map_err(|e| match e {
+                OAuthError::TemporarilyUnavailable => SignInError::Unavailable,
+                other => SignInError::Internal(other.to_string()),
+            })
         })
         .await?;
         tracing::info!(client_id = %ar.client.id, acr_values = ar.acr_values.as_deref().unwrap_or(""), "authorization code issued");
@@ -586,7 +589,10 @@ impl SignIn {
         let Some(session) = self.current_session(browser).await? else {
             let mut q = url::form_urlencoded::Serializer::new(String::new());
             q.append_pair("return_to", &local);
-            return Ok(Outcome::new(Next::Redirect(format!("/login?{}", q.finish()))));
+            return Ok(Outcome::new(Next::Redirect(format!(
+                "/login?{}",
+                q.finish()
+            ))));
         };
         let mut j = Journey::new(String::new(), Target::Local(local));
         j.who = Some(proven_of(&session));
@@ -637,7 +643,9 @@ impl SignIn {
             },
             None => browser.clone(),
         };
-        let mut out = self.password_in(browser, id, &mut loaded, email, password).await?;
+        let mut out = self
+            .password_in(browser, id, &mut loaded, email, password)
+            .await?;
         if let Some(b) = new_binding {
             out = out.with_cookie(CookieOp::Binding(b));
         }
@@ -809,7 +817,11 @@ impl SignIn {
         };
         let started = match started {
             Ok(s) => s,
-            Err(e) => return self.upstream_failed(browser, Some((&id, loaded)), upstream, e).await,
+            Err(e) => {
+                return self
+                    .upstream_failed(browser, Some((&id, loaded)), upstream, e)
+                    .await;
+            }
         };
         let Some(state_value) = started.pending.values.get("state").cloned() else {
             return Err(SignInError::Internal("connector returned no state".into()));
@@ -928,9 +940,15 @@ impl SignIn {
         };
         let federated = match federated {
             Ok(f) => f,
-            Err(e) => return self.upstream_failed(browser, Some((&id, loaded)), upstream, e).await,
+            Err(e) => {
+                return self
+                    .upstream_failed(browser, Some((&id, loaded)), upstream, e)
+                    .await;
+            }
         };
-        let mut out = self.federated(browser, &id, &mut loaded, upstream, federated).await?;
+        let mut out = self
+            .federated(browser, &id, &mut loaded, upstream, federated)
+            .await?;
         if let Some(b) = new_binding {
             out = out.with_cookie(CookieOp::Binding(b));
         }
@@ -1160,7 +1178,11 @@ impl SignIn {
         let Some((id, loaded)) = self.resume(browser, raw).await? else {
             return Ok(Err(Outcome::expired()));
         };
-        let Some(who) = loaded.state.who.clone().filter(|_| loaded.state.stage == Stage::Mfa)
+        let Some(who) = loaded
+            .state
+            .who
+            .clone()
+            .filter(|_| loaded.state.stage == Stage::Mfa)
         else {
             return Ok(Err(Outcome::expired()));
         };
@@ -1197,7 +1219,9 @@ impl SignIn {
         if factor.is_empty() {
             loaded.state.mfa.factor = None;
             loaded.state.mfa.form = None;
-            return self.choice(browser, &id, &mut loaded, &who, 200, None).await;
+            return self
+                .choice(browser, &id, &mut loaded, &who, 200, None)
+                .await;
         }
         self.begin_factor(browser, &id, &mut loaded, &who, factor, enroll)
             .await
@@ -1235,7 +1259,10 @@ impl SignIn {
             })
             .collect();
         let enrolling = loaded.state.mfa.enrolling;
-        let (mfa, user) = (Arc::clone(&self.mfa), self.factor_user(&who, browser.locale).await?);
+        let (mfa, user) = (
+            Arc::clone(&self.mfa),
+            self.factor_user(&who, browser.locale).await?,
+        );
         let Some(user) = user else {
             return Ok(Outcome::expired());
         };
@@ -1250,7 +1277,13 @@ impl SignIn {
         .await?;
         match step {
             Step::Verify(Ok(VerifyOutcome::Accepted { amr })) => {
-                self.audit_mfa(browser, &loaded.state, EventKind::MfaSucceeded, &factor, None);
+                self.audit_mfa(
+                    browser,
+                    &loaded.state,
+                    EventKind::MfaSucceeded,
+                    &factor,
+                    None,
+                );
                 machine::second_factor_proven(&mut loaded.state, &amr);
                 self.drive(browser, &id, &mut loaded, None).await
             }
@@ -1270,22 +1303,44 @@ impl SignIn {
                 Ok(self.form_page(&id, &loaded.state, 401, error))
             }
             Step::Verify(Ok(VerifyOutcome::Locked(l))) => {
-                self.step_failed(browser, &id, &mut loaded, &who, &factor, StepError::Locked(l.retry_after_secs))
-                    .await
+                self.step_failed(
+                    browser,
+                    &id,
+                    &mut loaded,
+                    &who,
+                    &factor,
+                    StepError::Locked(l.retry_after_secs),
+                )
+                .await
             }
             Step::Verify(Err(e)) | Step::Enroll(Err(e)) => {
-                self.step_failed(browser, &id, &mut loaded, &who, &factor, StepError::Plugin(e))
-                    .await
+                self.step_failed(
+                    browser,
+                    &id,
+                    &mut loaded,
+                    &who,
+                    &factor,
+                    StepError::Plugin(e),
+                )
+                .await
             }
             Step::Enroll(Ok((outcome, outbox))) => {
                 if !outbox.is_empty()
                     && let Err(e) = self.mfa.delivery.send_all(&user.email, outbox).await
                 {
                     return self
-                        .step_failed(browser, &id, &mut loaded, &who, &factor, StepError::Plugin(e.into()))
+                        .step_failed(
+                            browser,
+                            &id,
+                            &mut loaded,
+                            &who,
+                            &factor,
+                            StepError::Plugin(e.into()),
+                        )
                         .await;
                 }
-                self.enrolled(browser, &id, &mut loaded, &factor, outcome).await
+                self.enrolled(browser, &id, &mut loaded, &factor, outcome)
+                    .await
             }
         }
     }
@@ -1396,8 +1451,15 @@ impl SignIn {
                 .await
             }
             VerifyOutcome::Locked(l) => {
-                self.step_failed(browser, &id, &mut loaded, &who, rid, StepError::Locked(l.retry_after_secs))
-                    .await
+                self.step_failed(
+                    browser,
+                    &id,
+                    &mut loaded,
+                    &who,
+                    rid,
+                    StepError::Locked(l.retry_after_secs),
+                )
+                .await
             }
         }
     }
@@ -1561,10 +1623,23 @@ impl SignIn {
             && let Err(e) = self.mfa.delivery.send_all(&user.email, outbox).await
         {
             return self
-                .step_failed(browser, id, loaded, who, factor, StepError::Plugin(e.into()))
+                .step_failed(
+                    browser,
+                    id,
+                    loaded,
+                    who,
+                    factor,
+                    StepError::Plugin(e.into()),
+                )
                 .await;
         }
-        self.audit_mfa(browser, &loaded.state, EventKind::MfaChallenged, factor, None);
+        self.audit_mfa(
+            browser,
+            &loaded.state,
+            EventKind::MfaChallenged,
+            factor,
+            None,
+        );
         loaded.state.stage = Stage::Mfa;
         loaded.state.mfa.factor = Some(factor.to_owned());
         loaded.state.mfa.form = Some(form);
@@ -1574,7 +1649,13 @@ impl SignIn {
         Ok(self.form_page(id, &loaded.state, 200, None))
     }
 
-    fn form_page(&self, id: &JourneyId, j: &Journey, status: u16, error: Option<Notice>) -> Outcome {
+    fn form_page(
+        &self,
+        id: &JourneyId,
+        j: &Journey,
+        status: u16,
+        error: Option<Notice>,
+    ) -> Outcome {
         let (Some(factor), Some(form)) = (j.mfa.factor.clone(), j.mfa.form.clone()) else {
             return Outcome::expired();
         };
@@ -1611,7 +1692,13 @@ impl SignIn {
                 (429, "mfa_locked", Some(*secs))
             }
             StepError::EnrolRefused => {
-                self.audit_mfa(browser, j, EventKind::MfaFailed, factor, Some("enrolment_refused"));
+                self.audit_mfa(
+                    browser,
+                    j,
+                    EventKind::MfaFailed,
+                    factor,
+                    Some("enrolment_refused"),
+                );
                 (403, "mfa_enrol_refused", None)
             }
             StepError::Plugin(MfaError::Delivery(d)) => {
@@ -1626,15 +1713,8 @@ impl SignIn {
                 (503, "mfa_factor_failed", None)
             }
         };
-        let mut out = Box::pin(self.choice(
-            browser,
-            id,
-            loaded,
-            who,
-            status,
-            Some(Notice::Key(key)),
-        ))
-        .await?;
+        let mut out =
+            Box::pin(self.choice(browser, id, loaded, who, status, Some(Notice::Key(key)))).await?;
         out.retry_after = retry;
         Ok(out)
     }
@@ -1776,8 +1856,12 @@ impl SignIn {
                     }
                     let client = self.client_mfa(&loaded.state).await?;
                     let upstream = self.upstream_config(&who.upstream);
-                    match machine::mfa_need(self.settings.mfa_default, client, upstream, &loaded.state)
-                    {
+                    match machine::mfa_need(
+                        self.settings.mfa_default,
+                        client,
+                        upstream,
+                        &loaded.state,
+                    ) {
                         MfaNeed::Met { add_amr } => {
                             machine::second_factor_proven(&mut loaded.state, &add_amr);
                             continue;
@@ -1861,7 +1945,13 @@ impl SignIn {
             {
                 tracing::warn!(error = %e, "ending the replaced session failed");
             }
-            Ok(open_session(store.as_ref(), &sessions, &provider, auth, ctx))
+            Ok(open_session(
+                store.as_ref(),
+                &sessions,
+                &provider,
+                auth,
+                ctx,
+            ))
         })
         .await?;
         let (token, record) = match opened {
@@ -2050,7 +2140,10 @@ impl SignIn {
         Ok(ctx)
     }
 
-    async fn current_session(&self, browser: &Browser) -> Result<Option<SessionRecord>, SignInError> {
+    async fn current_session(
+        &self,
+        browser: &Browser,
+    ) -> Result<Option<SessionRecord>, SignInError> {
         let Some(cookie) = browser.session.as_ref().map(|s| s.expose().to_owned()) else {
             return Ok(None);
         };
@@ -2086,7 +2179,13 @@ impl SignIn {
         out
     }
 
-    fn app_code(&self, redirect_uri: Url, form_post: bool, state: Option<String>, code: String) -> Outcome {
+    fn app_code(
+        &self,
+        redirect_uri: Url,
+        form_post: bool,
+        state: Option<String>,
+        code: String,
+    ) -> Outcome {
         let mut params = vec![("code", code)];
         if let Some(s) = state {
             params.push(("state", s));

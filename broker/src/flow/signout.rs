@@ -137,7 +137,8 @@ impl SignIn {
         let now = self.clock.now();
         let hash: [u8; 32] = Sha256::digest(relay.as_bytes()).into();
         let p = blocking(move || Ok(store.take_logout_continuation(&hash, now)?)).await?;
-        Ok(p.filter(|p| p.upstream == id).map(|p| (p.then, p.request_id)))
+        Ok(p.filter(|p| p.upstream == id)
+            .map(|p| (p.then, p.request_id)))
     }
 
     /// `GET /upstream/{id}/logged-out`: back from the upstream's RP-initiated logout.

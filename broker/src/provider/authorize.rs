@@ -92,7 +92,10 @@ impl AuthorizeRequest {
 impl StoredRequest {
     /// The request again, with its client as registered now (`None`: the client or its redirect
     /// URI is gone). Blocking for clients stored in the database.
-    pub fn resume(&self, clients: &ClientRegistry) -> Result<Option<AuthorizeRequest>, StorageError> {
+    pub fn resume(
+        &self,
+        clients: &ClientRegistry,
+    ) -> Result<Option<AuthorizeRequest>, StorageError> {
         let Some(client) = clients.get(&self.client_id)? else {
             return Ok(None);
         };

@@ -133,9 +133,12 @@ pub async fn show(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
     }
     // Signing out goes on, through redirects, to the upstream's logout: allow that form target.
     use super::form_targets::form_targets;
-    form_targets(&state, &[crate::flow::signin::Hop::UpstreamLogout(r.sid.clone())])
-        .await?
-        .apply(&mut res);
+    form_targets(
+        &state,
+        &[crate::flow::signin::Hop::UpstreamLogout(r.sid.clone())],
+    )
+    .await?
+    .apply(&mut res);
     Ok(res)
 }
 

@@ -11,8 +11,8 @@ use actix_web::{HttpResponse, web};
 use url::Url;
 
 use super::AppState;
-use crate::flow::signin::Hop;
 use crate::error::WebError;
+use crate::flow::signin::Hop;
 use crate::upstream::Connector;
 
 /// The sources a page's forms may lead to: always this site (`'self'`), plus exact origins

@@ -5,9 +5,9 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
+use super::AppState;
 use super::form::StrictForm;
 use super::outcome::{browser, respond};
-use super::AppState;
 use crate::error::WebError;
 
 #[derive(Debug, Deserialize)]
@@ -57,7 +57,9 @@ pub async fn answer(
             .map(|(_, v)| v.clone())
             .unwrap_or_default()
     };
-    state.csrf.verify(&req, &state.cookies, &get("csrf_token"))?;
+    state
+        .csrf
+        .verify(&req, &state.cookies, &get("csrf_token"))?;
     let journey = get("journey");
     let out = state
         .signin

@@ -19,8 +19,8 @@ use super::form::well_formed;
 use super::form_targets::form_targets;
 use super::outcome::{browser, respond};
 use super::{AppState, current_session, render};
-use crate::flow::signin::Hop;
 use crate::error::WebError;
+use crate::flow::signin::Hop;
 use crate::provider::authorize;
 use crate::provider::{ClientCredentials, OAuthError, Provider};
 

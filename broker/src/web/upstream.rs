@@ -89,7 +89,10 @@ pub async fn saml_acs(
 ) -> Result<HttpResponse, WebError> {
     // Counted before the body is read (the payload is taken as a stream for that).
     callback_rate(&state, &req, &id)?;
-    if !matches!(state.upstreams.get(&id).map(|u| &u.connector), Some(Connector::Post(_))) {
+    if !matches!(
+        state.upstreams.get(&id).map(|u| &u.connector),
+        Some(Connector::Post(_))
+    ) {
         return Err(WebError::NotFound);
     }
     let body = match payload.to_bytes_limited(MAX_SAML_FORM).await {
