@@ -124,7 +124,7 @@ async function submit(page, selector) {
 async function passwordStep(w, provider) {
   const here = new URL(w.page.url());
   assert.equal(`${here.origin}${here.pathname}`, `${provider.url}/login`, `the login page; ${w.trail()}`);
-  assert.match(here.searchParams.get('return_to') || '', /^\/authorize\?/);
+  assert.match(here.searchParams.get('journey') || '', /^[A-Za-z0-9_-]{43}$/);
   await w.page.fill('#email', provider.email);
   await w.page.fill('#password', provider.password);
   const res = await submit(w.page, '#login-submit');
