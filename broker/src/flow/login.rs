@@ -147,7 +147,8 @@ pub struct Mapped {
     pub link: Option<PendingLink>,
 }
 
-/// Opens a session for an authenticated user, within the concurrent-session policy.
+/// Opens a session for an authenticated user, within the concurrent-session policy
+/// (`user_checked`: the caller read the account, enabled, in this same request).
 /// Blocking (storage).
 pub fn open_session(
     store: &dyn Store,
@@ -155,16 +156,21 @@ pub fn open_session(
     provider: &Provider,
     who: Authenticated,
     ctx: ClientContext,
+    user_checked: bool,
 ) -> Result<(SessionToken, SessionRecord), FlowError> {
-    let user = store
-        .user_by_id(&who.user_id)?
-        .ok_or(FlowError::UnknownUser)?;
-    if user.disabled {
-        return Err(FlowError::Disabled);
+    // The account must still exist and be enabled (a journey may have waited minutes); a
+    // password checked in this very request already read it.
+    if !user_checked {
+        let user = store
+            .user_by_id(&who.user_id)?
+            .ok_or(FlowError::UnknownUser)?;
+        if user.disabled {
+            return Err(FlowError::Disabled);
+        }
     }
     let ip = ctx.ip.clone();
     let new = NewSession {
-        user_id: user.id,
+        user_id: who.user_id.clone(),
         channel: ctx.channel,
         user_agent: ctx.user_agent,
         ip: ctx.ip,

@@ -102,6 +102,10 @@ pub struct Journey {
     /// Raising this existing session (sid) to a second factor, rather than opening a new one.
     pub step_up: Option<String>,
     pub mfa: MfaProgress,
+    /// Not stored: the first factor was checked against the account in this very request (so
+    /// opening the session need not read the account again).
+    #[serde(skip)]
+    pub user_checked: bool,
 }
 
 impl Journey {
@@ -117,6 +121,7 @@ impl Journey {
             upstream_session: None,
             step_up: None,
             mfa: MfaProgress::default(),
+            user_checked: false,
         }
     }
 
@@ -145,6 +150,7 @@ impl Journey {
         }
         self.who = Some(who);
         self.mfa = MfaProgress::default();
+        self.user_checked = false;
     }
 
     /// An upstream identity claims an existing account: the account's password must be proven.

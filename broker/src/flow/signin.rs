@@ -263,11 +263,6 @@ fn binding_hash(binding: &str) -> String {
     hex(&Sha256::digest(binding.as_bytes()))
 }
 
-/// The query of the login page of journey `id`.
-fn login_path(id: &JourneyId) -> String {
-    format!("/login?journey={}", id.as_cookie_value())
-}
-
 /// What `/login` was opened with.
 #[derive(Debug, Clone, Default)]
 pub struct LoginQuery {
@@ -453,9 +448,7 @@ impl SignIn {
                 .idp_hint
                 .clone()
                 .filter(|id| self.upstreams.buttons().any(|u| u.id == *id));
-            return self
-                .start_and_drive(browser, j, ar.ui_locales.as_deref())
-                .await;
+            return self.start_and_drive(browser, j).await;
         }
         let Some(session) = session else {
             return Err(SignInError::Internal("session vanished".into()));
@@ -474,9 +467,7 @@ impl SignIn {
             }
             probe.step_up = Some(session.sid.clone());
             probe.stage = Stage::Mfa;
-            return self
-                .start_and_drive(browser, probe, ar.ui_locales.as_deref())
-                .await;
+            return self.start_and_drive(browser, probe).await;
         }
         let provider = Arc::clone(&self.provider);
         let ar2 = ar.clone();
@@ -519,20 +510,12 @@ impl SignIn {
         blocking(move || Ok(provider.clients.get(&id)?.and_then(|c| c.mfa))).await
     }
 
-    async fn start_and_drive(
-        &self,
-        browser: &Browser,
-        j: Journey,
-        ui_locales: Option<&str>,
-    ) -> Result<Outcome, SignInError> {
-        let (id, _loaded, new_binding) = self.begin(browser, j).await?;
-        let mut to = login_path(&id);
-        if let Some(l) = ui_locales {
-            let mut q = url::form_urlencoded::Serializer::new(String::new());
-            q.append_pair("ui_locales", l);
-            to = format!("{to}&{}", q.finish());
-        }
-        let mut out = Outcome::new(Next::Redirect(to));
+    /// Starts a journey and shows its first page right away (the sign-in page at the
+    /// `/authorize` URL itself: no extra redirect and read).
+    async fn start_and_drive(&self, browser: &Browser, j: Journey) -> Result<Outcome, SignInError> {
+        let (id, mut loaded, new_binding) = self.begin(browser, j).await?;
+        let browser = &bound_to(browser, new_binding.as_deref());
+        let mut out = self.drive(browser, &id, &mut loaded, None).await?;
         if let Some(b) = new_binding {
             out = out.with_cookie(CookieOp::Binding(b));
         }
@@ -772,6 +755,8 @@ impl SignIn {
         loaded
             .state
             .first_factor(who, identity.email.as_ref().map(Email::as_str));
+        // The password connector read the account (enabled) just now.
+        loaded.state.user_checked = true;
         self.drive(browser, &id, loaded, None).await
     }
 
@@ -1803,12 +1788,13 @@ impl SignIn {
             let want = machine::next(&loaded.state, |e| self.realm_of(e));
             match want {
                 Want::FirstFactor { route_to: Some(up) } => {
-                    self.save(id, loaded).await?;
                     return Ok(Outcome::new(Next::Redirect(upstream_start_path(&up, id))));
                 }
                 Want::FirstFactor { route_to: None } => {
-                    loaded.state.stage = Stage::FirstFactor;
-                    self.save(id, loaded).await?;
+                    if loaded.state.stage != Stage::FirstFactor {
+                        loaded.state.stage = Stage::FirstFactor;
+                        self.save(id, loaded).await?;
+                    }
                     let email = loaded.state.login_hint.clone().unwrap_or_default();
                     return Ok(self.page_outcome(
                         &loaded.state,
@@ -1925,6 +1911,7 @@ impl SignIn {
             return self.answer(&loaded.state, &record, vec![]).await;
         }
         let ctx = self.context(browser, &loaded.state).await?;
+        let user_checked = loaded.state.user_checked;
         let previous = browser.session.as_ref().map(|s| s.expose().to_owned());
         let (store, sessions, provider) = (
             Arc::clone(&self.store),
@@ -1951,6 +1938,7 @@ impl SignIn {
                 &provider,
                 auth,
                 ctx,
+                user_checked,
             ))
         })
         .await?;
@@ -2232,6 +2220,17 @@ enum StepError {
     /// Setting up a new factor needs the existing one first.
     EnrolRefused,
     Plugin(MfaError),
+}
+
+/// The browser as it will be once the binding cookie `new` is set.
+fn bound_to(browser: &Browser, new: Option<&str>) -> Browser {
+    match new {
+        Some(b) => Browser {
+            binding: Some(SecretString::new(b.to_owned())),
+            ..browser.clone()
+        },
+        None => browser.clone(),
+    }
 }
 
 fn proven_of(s: &SessionRecord) -> Proven {
