@@ -235,6 +235,16 @@ describe(`forms whose answer leaves the site (${backend})`, () => {
     return tokens.claims();
   }
 
+  /** Resolves with the app's callback URL (`arrived`); a session-limit page on the way (this
+   * broker allows one session per user) is answered by ending the other session. */
+  async function atApp(page, arrived) {
+    const limit = page.locator('#session-limit').waitFor({ timeout: 20_000 }).then(() => 'limit', () => 'none');
+    if ((await Promise.race([arrived.then(() => 'app'), limit])) === 'limit') {
+      await page.click('#limit-list button.limit-end');
+    }
+    return arrived;
+  }
+
   test('session-limit page (refuse): "end this session and continue" ends at the app with a code', async (t) => {
     const signIn = async () => {
       const context = await browser.newContext();
@@ -312,6 +322,17 @@ describe(`forms whose answer leaves the site (${backend})`, () => {
     const claims = await redeem(a, arrived);
     assert.equal(claims.email, 'alice@corp.example');
     assert.equal(claims.name, 'Alice (local)', 'the existing account, now linked');
+
+    // The link holds: the same upstream identity, in a fresh browser, goes straight to the app.
+    const other = await browser.newContext();
+    t.after(() => other.close());
+    const page2 = await other.newPage();
+    const second = await toLoginPage(page2);
+    await page2.click('a.upstream[data-upstream="corp"]');
+    const arrived2 = rp.next({ timeoutMs: 20_000 });
+    await upstreamLogin(page2, 'alice-unverified');
+    const again = await redeem(second.a, atApp(page2, arrived2));
+    assert.equal(again.sub, claims.sub, 'linked to the local account');
   });
 
   // Issue #13, hole 6: a domain routed to an upstream, and a local account of an address in it.
@@ -364,7 +385,7 @@ describe(`forms whose answer leaves the site (${backend})`, () => {
     await page2.waitForURL(`${upstream.issuer}/**`);
     const arrived2 = rp.next({ timeoutMs: 20_000 });
     await upstreamLogin(page2, 'alice@route.example-unverified');
-    const again = await redeem(second.a, arrived2);
+    const again = await redeem(second.a, atApp(page2, arrived2));
     assert.equal(again.sub, claims.sub, 'linked to the local account');
     assert.equal(again.name, 'Alice (routed, local)');
   });
