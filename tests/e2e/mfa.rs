@@ -77,12 +77,10 @@ pub(crate) fn oathtool(secret: &str, at: i64) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
+/// Submits the page's form for `path` with whatever hidden fields it carries (today a CSRF
+/// token and a step ticket), plus `extra`.
 async fn post_ticket(br: &mut Browser, page: &Page, path: &str, extra: &[(&str, &str)]) -> Page {
-    let csrf = page.field("csrf_token");
-    let ticket = page.field("ticket");
-    let mut fields = vec![("csrf_token", csrf.as_str()), ("ticket", ticket.as_str())];
-    fields.extend_from_slice(extra);
-    br.post_form(path, &fields).await
+    br.submit(page, path, extra).await
 }
 
 async fn choose(br: &mut Browser, page: &Page, factor: &str, action: &str) -> Page {
