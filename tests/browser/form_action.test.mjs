@@ -2,8 +2,9 @@
 // the page's CSP `form-action` to each redirect after a submission: the session-limit page
 // (refuse policy) continues to the app; the email-first page routes a domain to its OpenID
 // upstream (npm oidc-provider) and to its SAML upstream (pysaml2); the account-link proof
-// ends at the app; the logout confirmation goes through the upstream's end-session endpoint
+// ends at the app, also for an address of a routed domain; the logout confirmation goes through the upstream's end-session endpoint
 // to the post-logout redirect URI. Each page's policy lists exactly those origins, never `*`.
+// Every ID token the app gets has its signature verified against the broker's JWKS.
 
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -14,6 +15,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import Provider from 'oidc-provider';
 import * as client from 'openid-client';
+import * as jose from 'jose';
 import {
   REPO_ROOT,
   startProvider,
@@ -25,6 +27,7 @@ import {
   backend,
   authorizationRequest,
   oidcProviderLogin as upstreamLogin,
+  accountStatus,
   closeServer,
 } from './helpers.mjs';
 
@@ -32,10 +35,11 @@ const UPSTREAM_SECRET = randomBytes(24).toString('base64url');
 const APP_SECRET = randomBytes(24).toString('base64url');
 
 /** Upstream accounts: a login with `@` is the email itself (verified); `x-unverified` is
- * x@corp.example, unverified. */
+ * x@corp.example, unverified; `x@y-unverified` is x@y, unverified. */
 function account(id) {
   const unverified = id.endsWith('-unverified');
-  const email = id.includes('@') ? id : `${unverified ? id.slice(0, -'-unverified'.length) : id}@corp.example`;
+  const login = unverified ? id.slice(0, -'-unverified'.length) : id;
+  const email = login.includes('@') ? login : `${login}@corp.example`;
   return {
     accountId: id,
     async claims() {
@@ -149,6 +153,8 @@ describe(`forms whose answer leaves the site (${backend})`, () => {
       users: [
         { email: 'limit@example.com', name: 'Limit', password: 'limit-password-1' },
         { email: 'alice@corp.example', name: 'Alice (local)', password: 'alice-local-pw' },
+        // A local account in a domain routed to the OpenID upstream (issue #13, hole 6).
+        { email: 'alice@route.example', name: 'Alice (routed, local)', password: 'alice-route-pw' },
       ],
       clients: [
         {
@@ -187,8 +193,10 @@ describe(`forms whose answer leaves the site (${backend})`, () => {
       ...idpKeys,
       spMetadataUrl: `${broker.url}/upstream/corp-saml/saml/metadata`,
     });
+    // enableNonRepudiationChecks: every ID token the app redeems has its signature verified
+    // with the keys at the broker's jwks_uri (not only its claims).
     config = await client.discovery(new URL(broker.issuer), 'app', undefined, client.ClientSecretBasic(APP_SECRET), {
-      execute: [client.allowInsecureRequests],
+      execute: [client.allowInsecureRequests, client.enableNonRepudiationChecks],
     });
     browser = await launchBrowser();
   });
@@ -212,14 +220,29 @@ describe(`forms whose answer leaves the site (${backend})`, () => {
     return { a, login: await loginResponse };
   }
 
-  /** The app received a code: redeem it; returns the ID token claims. */
+  /** The app received a code: redeem it; returns the claims of the ID token, whose signature
+   * (jwks_uri), issuer, audience, nonce and expiry are verified. */
   async function redeem(a, arrived) {
     const tokens = await client.authorizationCodeGrant(config, await arrived, {
       pkceCodeVerifier: a.pkceCodeVerifier,
       expectedState: a.expectedState,
       expectedNonce: a.expectedNonce,
     });
+    // And once more, independently of openid-client: the signature against the published keys.
+    const jwks = jose.createRemoteJWKSet(new URL(config.serverMetadata().jwks_uri));
+    const { payload } = await jose.jwtVerify(tokens.id_token, jwks, { issuer: config.serverMetadata().issuer, audience: 'app' });
+    assert.equal(payload.nonce, a.expectedNonce);
     return tokens.claims();
+  }
+
+  /** Resolves with the app's callback URL (`arrived`); a session-limit page on the way (this
+   * broker allows one session per user) is answered by ending the other session. */
+  async function atApp(page, arrived) {
+    const limit = page.locator('#session-limit').waitFor({ timeout: 20_000 }).then(() => 'limit', () => 'none');
+    if ((await Promise.race([arrived.then(() => 'app'), limit])) === 'limit') {
+      await page.click('#limit-list button.limit-end');
+    }
+    return arrived;
   }
 
   test('session-limit page (refuse): "end this session and continue" ends at the app with a code', async (t) => {
@@ -299,6 +322,72 @@ describe(`forms whose answer leaves the site (${backend})`, () => {
     const claims = await redeem(a, arrived);
     assert.equal(claims.email, 'alice@corp.example');
     assert.equal(claims.name, 'Alice (local)', 'the existing account, now linked');
+
+    // The link holds: the same upstream identity, in a fresh browser, goes straight to the app.
+    const other = await browser.newContext();
+    t.after(() => other.close());
+    const page2 = await other.newPage();
+    const second = await toLoginPage(page2);
+    await page2.click('a.upstream[data-upstream="corp"]');
+    const arrived2 = rp.next({ timeoutMs: 20_000 });
+    await upstreamLogin(page2, 'alice-unverified');
+    const again = await redeem(second.a, atApp(page2, arrived2));
+    assert.equal(again.sub, claims.sub, 'linked to the local account');
+  });
+
+  // Issue #13, hole 6: a domain routed to an upstream, and a local account of an address in it.
+  // The upstream vouches for the address without verifying it, so the account must be proven
+  // with its password on the link page; that proof must finish the sign-in (at the app, the
+  // upstream identity now linked), not send the browser to the routed upstream again.
+  test('account-link proof on a routed domain: the password ends at the app and the link holds', async (t) => {
+    const context = await browser.newContext();
+    t.after(() => context.close());
+    const page = await context.newPage();
+    const { a } = await toLoginPage(page);
+    await page.fill('#email', 'alice@route.example');
+    await page.click('#login-submit');
+    await page.waitForURL(`${upstream.issuer}/**`);
+    await upstreamLogin(page, 'alice@route.example-unverified');
+    await page.locator('#login-error').waitFor();
+    assert.equal(new URL(page.url()).origin, broker.url, 'the link page is the broker\'s');
+    assert.equal(await page.inputValue('#email'), 'alice@route.example');
+    assert.equal((await accountStatus(context, broker.url)).status, 303, 'not signed in before the proof');
+
+    // Every request the tab makes from here on, redirects included.
+    const visited = [];
+    page.on('request', (r) => {
+      if (r.isNavigationRequest() && r.frame() === page.mainFrame()) visited.push(r.url());
+    });
+    await page.fill('#password', 'alice-route-pw');
+    const arrived = rp.next({ timeoutMs: 20_000 });
+    await page.click('#login-submit');
+    let callback;
+    try {
+      callback = await arrived;
+    } catch {
+      assert.fail(`the app never got a code after the link proof; the tab went: ${visited.join(' -> ')} ` +
+        `and shows ${page.url()}`);
+    }
+    assert.ok(!visited.some((u) => u.startsWith(upstream.issuer)),
+      `not sent to the routed upstream again: ${visited.join(' -> ')}`);
+    const claims = await redeem(a, callback);
+    assert.equal(claims.email, 'alice@route.example');
+    assert.equal(claims.name, 'Alice (routed, local)', 'the existing local account');
+
+    // The link holds: the same upstream identity, in a fresh browser, goes straight to the app
+    // as that account (no link page).
+    const other = await browser.newContext();
+    t.after(() => other.close());
+    const page2 = await other.newPage();
+    const second = await toLoginPage(page2);
+    await page2.fill('#email', 'alice@route.example');
+    await page2.click('#login-submit');
+    await page2.waitForURL(`${upstream.issuer}/**`);
+    const arrived2 = rp.next({ timeoutMs: 20_000 });
+    await upstreamLogin(page2, 'alice@route.example-unverified');
+    const again = await redeem(second.a, atApp(page2, arrived2));
+    assert.equal(again.sub, claims.sub, 'linked to the local account');
+    assert.equal(again.name, 'Alice (routed, local)');
   });
 
   test('logout confirmation: through the upstream end-session to the post-logout redirect URI', async (t) => {

@@ -154,6 +154,9 @@ pub struct Browser {
     pub base: String,
 }
 
+/// A form of a page: its action as written (unescaped) and its inputs as (type, name, value).
+pub type Form = (String, Vec<(String, String, String)>);
+
 pub struct Page {
     pub status: u16,
     pub location: Option<String>,
@@ -173,6 +176,140 @@ impl Page {
         let end = self.body[start..].find('"').unwrap() + start;
         self.body[start..end].to_owned()
     }
+
+    /// The forms of the page, in order: the action as written (unescaped) and the inputs, each
+    /// as (type, name, value).
+    pub fn forms(&self) -> Vec<Form> {
+        let mut out = Vec::new();
+        let mut rest = self.body.as_str();
+        while let Some(i) = rest.find("<form") {
+            rest = &rest[i..];
+            let close = rest.find("</form>").unwrap_or(rest.len());
+            let open_end = rest[..close].find('>').unwrap_or(close);
+            let action = attribute(&rest[..open_end], "action").unwrap_or_default();
+            let mut inputs = Vec::new();
+            let mut body = &rest[open_end..close];
+            while let Some(j) = body.find("<input") {
+                body = &body[j..];
+                let end = body.find('>').unwrap_or(body.len());
+                let tag = &body[..end];
+                if let Some(name) = attribute(tag, "name") {
+                    inputs.push((
+                        attribute(tag, "type").unwrap_or_else(|| "text".into()),
+                        name,
+                        attribute(tag, "value").unwrap_or_default(),
+                    ));
+                }
+                body = &body[end..];
+            }
+            out.push((action, inputs));
+            rest = &rest[close..];
+        }
+        out
+    }
+
+    /// The first form whose action is `action` (its path; a query on either side is ignored):
+    /// the action as written and its hidden inputs (name, value). What a browser submits without
+    /// the user typing anything, whatever the form carries (ticket, return path, journey id).
+    fn hidden_form(&self, action: &str) -> Option<(String, Vec<(String, String)>)> {
+        let path = |a: &str| a.split('?').next().unwrap_or_default().to_owned();
+        self.forms()
+            .into_iter()
+            .find(|(a, _)| path(a) == path(action))
+            .map(|(a, inputs)| {
+                let hidden = inputs
+                    .into_iter()
+                    .filter(|(t, _, _)| t.eq_ignore_ascii_case("hidden"))
+                    .map(|(_, n, v)| (n, v))
+                    .collect();
+                (a, hidden)
+            })
+    }
+
+    /// The hidden inputs (name, value) of the first form whose action is `action` (see
+    /// `hidden_form`); panics with the page when there is none.
+    pub fn form_fields(&self, action: &str) -> Vec<(String, String)> {
+        self.hidden_form(action)
+            .unwrap_or_else(|| panic!("no form with action {action} in {}", self.body))
+            .1
+    }
+
+    /// The action of the first form whose action is `action`, as written (with its query):
+    /// where a browser posts it.
+    pub fn form_action(&self, action: &str) -> String {
+        self.hidden_form(action)
+            .unwrap_or_else(|| panic!("no form with action {action} in {}", self.body))
+            .0
+    }
+
+    /// Whether the page has a form whose action is `action`.
+    pub fn has_form(&self, action: &str) -> bool {
+        self.hidden_form(action).is_some()
+    }
+
+    /// The `href` (unescaped) of the first link carrying `marker` in its tag (e.g.
+    /// `data-upstream="corp"`).
+    pub fn link(&self, marker: &str) -> Option<String> {
+        let mut rest = self.body.as_str();
+        while let Some(i) = rest.find("<a ") {
+            rest = &rest[i..];
+            let end = rest.find('>').unwrap_or(rest.len());
+            let tag = &rest[..end];
+            if tag.contains(marker) {
+                return attribute(tag, "href");
+            }
+            rest = &rest[end..];
+        }
+        None
+    }
+}
+
+/// The value of attribute `name` in a tag's text (double-quoted, as the templates write them),
+/// HTML-unescaped.
+fn attribute(tag: &str, name: &str) -> Option<String> {
+    let needle = format!(" {name}=\"");
+    let start = tag.find(&needle)? + needle.len();
+    let end = tag[start..].find('"')? + start;
+    Some(unescape_html(&tag[start..end]))
+}
+
+/// Undoes HTML escaping (handlebars writes `&amp;`, `&quot;`, `&#x27;`, `&#x3D;`, `&#x60;` ...).
+pub fn unescape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('&') {
+        out.push_str(&rest[..i]);
+        rest = &rest[i..];
+        let decoded = rest.find(';').and_then(|end| {
+            let entity = &rest[1..end];
+            let c = match entity {
+                "amp" => Some('&'),
+                "lt" => Some('<'),
+                "gt" => Some('>'),
+                "quot" => Some('"'),
+                "apos" => Some('\''),
+                _ => entity
+                    .strip_prefix("#x")
+                    .or_else(|| entity.strip_prefix("#X"))
+                    .and_then(|h| u32::from_str_radix(h, 16).ok())
+                    .or_else(|| entity.strip_prefix('#').and_then(|d| d.parse::<u32>().ok()))
+                    .and_then(char::from_u32),
+            };
+            c.map(|c| (c, end))
+        });
+        match decoded {
+            Some((c, end)) => {
+                out.push(c);
+                rest = &rest[end + 1..];
+            }
+            None => {
+                out.push('&');
+                rest = &rest[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 impl Browser {
@@ -266,22 +403,59 @@ impl Browser {
             .await
     }
 
-    /// Opens the login page and submits it.
+    /// Opens the login page and submits it (with whatever hidden fields its form carries).
     pub async fn login(&mut self, email: &str, password: &str) -> Page {
         let page = self.get("/login").await;
         assert_eq!(page.status, 200);
-        let token = page.field("csrf_token");
-        let journey = page.field("journey");
-        self.post_form(
-            "/login",
-            &[
-                ("csrf_token", &token),
-                ("journey", &journey),
-                ("email", email),
-                ("password", password),
-            ],
-        )
-        .await
+        self.submit(&page, "/login", &[("email", email), ("password", password)])
+            .await
+    }
+
+    /// Submits the first form of `page` whose action is `action` as a browser would: every
+    /// hidden input of that form, with `fields` added (or replacing hidden ones of the same
+    /// name), posted to the action as written.
+    pub async fn submit(&mut self, page: &Page, action: &str, fields: &[(&str, &str)]) -> Page {
+        let (to, mut all) = (page.form_action(action), page.form_fields(action));
+        for (name, value) in fields {
+            match all.iter().position(|(n, _)| n == name) {
+                Some(i) => all[i].1 = (*value).to_owned(),
+                None => all.push(((*name).to_owned(), (*value).to_owned())),
+            }
+        }
+        let to = to
+            .strip_prefix(self.base.as_str())
+            .unwrap_or(&to)
+            .to_owned();
+        let pairs: Vec<(&str, &str)> = all.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        self.post_form(&to, &pairs).await
+    }
+
+    /// Follows the redirects of `page` that stay on this broker (GET, at most 10); returns the
+    /// locations followed and the first answer that is not such a redirect (a page, or a
+    /// redirect elsewhere: an app, an upstream).
+    pub async fn follow(&mut self, page: Page) -> (Vec<String>, Page) {
+        let mut page = page;
+        let mut trail = Vec::new();
+        for _ in 0..10 {
+            let here = match (&page.location, page.status) {
+                (Some(l), 301..=303 | 307 | 308) => {
+                    if l.starts_with('/') && !l.starts_with("//") {
+                        l.clone()
+                    } else if let Some(p) = l
+                        .strip_prefix(self.base.as_str())
+                        .filter(|p| p.starts_with('/'))
+                    {
+                        p.to_owned()
+                    } else {
+                        break;
+                    }
+                }
+                _ => break,
+            };
+            trail.push(here.clone());
+            page = self.get(&here).await;
+        }
+        (trail, page)
     }
 
     pub fn session_cookie(&self) -> Option<String> {

@@ -188,7 +188,7 @@ impl Http {
 }
 
 /// Verifies a JWT against the keys the broker publishes at /jwks.
-async fn verify_with_jwks(http: &Http, token: &str) -> serde_json::Map<String, Value> {
+pub(crate) async fn verify_with_jwks(http: &Http, token: &str) -> serde_json::Map<String, Value> {
     let (_, _, jwks) = http.get_json("/jwks", None).await;
     let keys = jwks["keys"].as_array().unwrap().clone();
     let look = move |kid: &str| {

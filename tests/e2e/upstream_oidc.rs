@@ -14,9 +14,10 @@ use serde_json::{Value, json};
 
 use concierge::storage::Store;
 
-use crate::helpers::{Browser, START, TestApp, spawn_provider_with};
+use crate::helpers::{Browser, Page, START, TestApp, spawn_provider_with};
 use crate::per_backend_async;
 use crate::support::Backend;
+use concierge::startup::{DEMO_EMAIL, DEMO_PASSWORD};
 
 /// What the fake OP puts in the next ID token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,6 +48,9 @@ enum Forgery {
     /// `email_verified: "true"` (a string, not the boolean OIDC Core 5.1 says) for the email of
     /// an existing account: signs in, but the email counts as unverified (no linking).
     StringVerified,
+    /// `email_verified: false` for the email of the existing demo account (subject
+    /// `unverified-demo`): the account must be proven before it is linked.
+    UnverifiedLocalEmail,
 }
 
 /// What the fake OP's token endpoint received.
@@ -109,6 +113,11 @@ impl FakeOp {
                 claims["sub"] = json!("string-verified");
                 claims["email"] = json!("demo@example.com");
                 claims["email_verified"] = json!("true");
+            }
+            Forgery::UnverifiedLocalEmail => {
+                claims["sub"] = json!("unverified-demo");
+                claims["email"] = json!("demo@example.com");
+                claims["email_verified"] = json!(false);
             }
             Forgery::NoIdToken => return None,
             _ => {}
@@ -794,8 +803,220 @@ async fn a_logout_through_an_upstream_continues_once_where_it_was_going(b: Backe
     assert!(br.session_cookie().is_some());
 }
 
+/// Comes back from the fake OP, to which the broker sent the browser with `to`, with
+/// `forgery`'s identity: the broker's answer to its callback (at the `redirect_uri` it gave).
+async fn back_from_op(op: &FakeOp, br: &mut Browser, to: &str, forgery: Forgery) -> Page {
+    assert!(to.starts_with(&format!("{}/authorize?", op.issuer)), "{to}");
+    *op.next.lock().unwrap() = (forgery, param(to, "nonce"));
+    let callback = param(to, "redirect_uri");
+    let path = callback
+        .strip_prefix(br.base.as_str())
+        .unwrap_or(&callback)
+        .to_owned();
+    br.get(&format!("{path}?code=c&state={}", param(to, "state")))
+        .await
+}
+
+/// Starts a sign-in for `webapp` in `br`, picks upstream `id` on the login page and comes back
+/// from the fake OP with `forgery`'s identity: the broker's answer to the callback.
+async fn through_upstream_button(
+    op: &FakeOp,
+    br: &mut Browser,
+    id: &str,
+    forgery: Forgery,
+) -> Page {
+    let res = br
+        .get(&crate::oidc::authorize_path_with(
+            "webapp",
+            "https://webapp.example/cb",
+            &[],
+        ))
+        .await;
+    let (_, login) = br.follow(res).await;
+    assert_eq!(login.status, 200, "{}", login.body);
+    let start = login
+        .link(&format!("data-upstream=\"{id}\""))
+        .unwrap_or_else(|| panic!("no button for {id}: {}", login.body));
+    let res = br.get(&start).await;
+    let (_, res) = br.follow(res).await;
+    let to = res
+        .location
+        .unwrap_or_else(|| panic!("not sent to the upstream: {}", res.body));
+    back_from_op(op, br, &to, forgery).await
+}
+
+/// The code in the redirect to `redirect` that ends `trail`, redeemed by `webapp`: the claims of
+/// its ID token, signature verified against the broker's JWKS.
+async fn redeemed(app: &TestApp, done: Page, trail: &[String], redirect: &str) -> Value {
+    assert_eq!(done.status, 302, "{trail:?}: {}", done.body);
+    let at = done.location.unwrap();
+    assert!(at.starts_with(redirect), "{trail:?} -> {at}");
+    let code = param(&at, "code");
+    let http = crate::oidc::Http::new(app);
+    let (status, t) = http.exchange("webapp", &code, redirect).await;
+    assert_eq!(status, 200, "{t}");
+    Value::Object(crate::oidc::verify_with_jwks(&http, t["id_token"].as_str().unwrap()).await)
+}
+
+/// Issue #13, hole 3: the upstream identity is linked only when the whole sign-in succeeds.
+/// An upstream vouches, unverified, for the email of a local account that has TOTP enrolled
+/// (`[mfa]` required); an attacker who knows the password proves it on the link page, is asked
+/// the second factor, fails it and gives up: no link row, and the same upstream identity lands
+/// on the link page again, not signed in. The owner, with the factor, gets linked.
+async fn a_failed_second_factor_after_the_link_proof_links_nothing(b: Backend) {
+    let op = start_fake_op().await;
+    let extra = format!(
+        "[[upstreams]]\nid = \"corp\"\nkind = \"oidc\"\nissuer = \"{}\"\nclient_id = \"concierge\"\nclient_secret = \"s3cret\"\n{}",
+        op.issuer,
+        crate::mfa::mfa_config("required", &crate::mfa::totp_manifest(), "")
+    );
+    let Some(app) = spawn_provider_with(b, &[], &extra).await else {
+        return;
+    };
+    let (secret, _) = crate::mfa::enrol_totp(&app, "/login", START).await;
+    app.clock.advance(30);
+
+    let mut attacker = Browser::new(&app);
+    let link =
+        through_upstream_button(&op, &mut attacker, "corp", Forgery::UnverifiedLocalEmail).await;
+    assert_eq!(link.status, 409, "the link page: {}", link.body);
+    assert!(link.body.contains(DEMO_EMAIL), "{}", link.body);
+    // The password proves the account; the second factor is asked next.
+    let res = attacker
+        .submit(
+            &link,
+            "/login",
+            &[("email", DEMO_EMAIL), ("password", DEMO_PASSWORD)],
+        )
+        .await;
+    let (trail, page) = attacker.follow(res).await;
+    assert_eq!(
+        page.status, 200,
+        "the factor is asked ({trail:?}): {}",
+        page.body
+    );
+    assert!(attacker.session_cookie().is_none());
+    let page = crate::mfa::totp_challenge(&mut attacker, page).await;
+    let wrong = crate::mfa::wrong_totp(&secret, START + 30);
+    let failed = attacker
+        .submit(&page, "/login/mfa/answer", &[("code", &wrong)])
+        .await;
+    assert_eq!(failed.status, 401, "{}", failed.body);
+    assert!(attacker.session_cookie().is_none());
+    // The attacker gives up here.
+    assert!(
+        app.store
+            .upstream_link("corp", "unverified-demo")
+            .unwrap()
+            .is_none(),
+        "the upstream identity was linked to the account although its second factor failed"
+    );
+    let mut again = Browser::new(&app);
+    let page =
+        through_upstream_button(&op, &mut again, "corp", Forgery::UnverifiedLocalEmail).await;
+    assert_eq!(
+        page.status, 409,
+        "the same upstream identity must prove the account again: {}",
+        page.body
+    );
+    assert!(again.session_cookie().is_none());
+
+    // The owner, with the password and the factor: signed in at the app, and linked.
+    app.clock.advance(30);
+    let mut owner = Browser::new(&app);
+    let link =
+        through_upstream_button(&op, &mut owner, "corp", Forgery::UnverifiedLocalEmail).await;
+    assert_eq!(link.status, 409, "{}", link.body);
+    let res = owner
+        .submit(
+            &link,
+            "/login",
+            &[("email", DEMO_EMAIL), ("password", DEMO_PASSWORD)],
+        )
+        .await;
+    let (_, page) = owner.follow(res).await;
+    let page = crate::mfa::totp_challenge(&mut owner, page).await;
+    let res = owner
+        .submit(
+            &page,
+            "/login/mfa/answer",
+            &[("code", &crate::mfa::oathtool(&secret, START + 60))],
+        )
+        .await;
+    let (trail, done) = owner.follow(res).await;
+    let id = redeemed(&app, done, &trail, "https://webapp.example/cb").await;
+    assert_eq!(id["email"], DEMO_EMAIL);
+    let demo = app
+        .store
+        .user_by_email(&concierge::domain::Email::parse(DEMO_EMAIL).unwrap())
+        .unwrap()
+        .unwrap();
+    assert!(
+        app.store.upstream_link("corp", "unverified-demo").unwrap() == Some(demo.id),
+        "linked once the sign-in succeeded"
+    );
+}
+
+/// Issue #13, hole 6: a domain routed to an upstream and a local account in it. The upstream
+/// vouches, unverified, for that account's email; the password on the link page finishes the
+/// sign-in at the app (ID token verified) and links the identity, instead of sending the
+/// browser to the routed upstream again.
+async fn the_link_proof_on_a_routed_domain_ends_at_the_app(b: Backend) {
+    let op = start_fake_op().await;
+    let extra = format!(
+        "[[upstreams]]\nid = \"corp\"\nkind = \"oidc\"\nissuer = \"{}\"\nclient_id = \"concierge\"\nclient_secret = \"s3cret\"\ndomains = [\"example.com\"]\n",
+        op.issuer
+    );
+    let Some(app) = spawn_provider_with(b, &[], &extra).await else {
+        return;
+    };
+    let redirect = "https://webapp.example/cb";
+    let mut br = Browser::new(&app);
+    let res = br
+        .get(&crate::oidc::authorize_path_with("webapp", redirect, &[]))
+        .await;
+    let (_, login) = br.follow(res).await;
+    assert_eq!(login.status, 200, "{}", login.body);
+    // Email first: the address's domain is routed to the upstream.
+    let res = br.submit(&login, "/login", &[("email", DEMO_EMAIL)]).await;
+    let (trail, res) = br.follow(res).await;
+    let to = res
+        .location
+        .unwrap_or_else(|| panic!("not routed ({trail:?}): {}", res.body));
+    let link = back_from_op(&op, &mut br, &to, Forgery::UnverifiedLocalEmail).await;
+    assert_eq!(link.status, 409, "the link page: {}", link.body);
+    assert!(br.session_cookie().is_none());
+
+    let res = br
+        .submit(
+            &link,
+            "/login",
+            &[("email", DEMO_EMAIL), ("password", DEMO_PASSWORD)],
+        )
+        .await;
+    let (trail, done) = br.follow(res).await;
+    let went = done.location.clone().unwrap_or_default();
+    assert!(
+        !went.starts_with(&op.issuer),
+        "the proven password sends the browser to the routed upstream again: {trail:?} -> {went}"
+    );
+    let id = redeemed(&app, done, &trail, redirect).await;
+    assert_eq!(id["email"], DEMO_EMAIL);
+    let demo = app
+        .store
+        .user_by_email(&concierge::domain::Email::parse(DEMO_EMAIL).unwrap())
+        .unwrap()
+        .unwrap();
+    assert!(
+        app.store.upstream_link("corp", "unverified-demo").unwrap() == Some(demo.id),
+        "the upstream identity is linked to the proven account"
+    );
+}
+
 per_backend_async!(
     a_logout_through_an_upstream_continues_once_where_it_was_going,
+    a_failed_second_factor_after_the_link_proof_links_nothing,
+    the_link_proof_on_a_routed_domain_ends_at_the_app,
     callbacks_that_match_no_pending_login_are_refused_and_audited,
     concurrent_callbacks_with_one_state_sign_in_once,
     upstream_groups_and_verified_email_reach_the_app,
