@@ -215,9 +215,11 @@ describe(`forms whose answer leaves the site (${backend})`, () => {
    * page's response. */
   async function toLoginPage(page) {
     const a = await authorizationRequest(config, rp.url);
-    const loginResponse = page.waitForResponse((r) => new URL(r.url()).pathname === '/login');
-    await page.goto(a.url.href);
-    return { a, login: await loginResponse };
+    // The journey's sign-in page renders at /authorize itself.
+    const login = await page.goto(a.url.href);
+    assert.equal(new URL(login.url()).pathname, '/authorize');
+    await page.locator('#login-form').waitFor();
+    return { a, login };
   }
 
   /** The app received a code: redeem it; returns the claims of the ID token, whose signature

@@ -179,12 +179,14 @@ describe(`OpenID provider with openid-client (${backend}): code + PKCE, SSO, nat
       gaveUp.catch(() => {});
       await page.goto(url.href);
       const here = new URL(page.url());
-      const onLoginPage = here.origin === provider.url && here.pathname === '/login';
+      // The sign-in page of the journey renders at /authorize itself (or /login).
+      const onLoginPage = here.origin === provider.url && (await page.locator('#login-form').count()) > 0;
       if (login === 'required' || (login === 'if-shown' && onLoginPage)) {
         assert.ok(onLoginPage, `expected the broker's login page, the browser is at ${page.url()}`);
         await page.locator('#login-form').waitFor({ timeout: 5_000 });
         // The app's request is kept server-side; the page names only its sign-in journey.
-        assert.match(here.searchParams.get('journey') || '', /^[A-Za-z0-9_-]{43}$/, `journey of ${page.url()}`);
+        assert.match(await page.inputValue('#login-form input[name="journey"]'), /^[A-Za-z0-9_-]{43}$/, `journey of ${page.url()}`);
+        assert.equal(await page.locator('input[name="return_to"]').count(), 0, 'no return_to in the page');
         await page.fill('#email', provider.email);
         await page.fill('#password', provider.password);
         await page.click('#login-submit');

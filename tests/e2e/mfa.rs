@@ -234,7 +234,7 @@ async fn an_optional_client_asks_the_enrolled_factor_of_a_password_only_session(
     // The user enrols TOTP through the pages, signing in for the client that requires it.
     let strict = "https://strict.example/cb";
     let (secret, end) = enrol_totp(&app, &authorize_path_with("strict", strict, &[]), START).await;
-    assert_eq!(end.status, 302, "{}", end.body);
+    assert_eq!(end.status, 303, "{}", end.body);
     assert!(
         end.location
             .as_deref()
@@ -267,7 +267,7 @@ async fn an_optional_client_asks_the_enrolled_factor_of_a_password_only_session(
         )
         .await;
     let (trail, done) = br.follow(res).await;
-    assert_eq!(done.status, 302, "{trail:?}: {}", done.body);
+    assert_eq!(done.status, 303, "{trail:?}: {}", done.body);
     assert!(
         done.location
             .as_deref()
@@ -305,7 +305,7 @@ async fn optional_client_asks_the_factor(app: &TestApp, br: &mut Browser, secret
         )
         .await;
     let (trail, done) = br.follow(answered).await;
-    assert_eq!(done.status, 302, "{trail:?}: {}", done.body);
+    assert_eq!(done.status, 303, "{trail:?}: {}", done.body);
     let to = done.location.unwrap();
     assert!(to.starts_with(opt), "{to}");
     let code = url::Url::parse(&to)
@@ -945,11 +945,8 @@ async fn step_up_via_acr_values_puts_the_factor_in_amr(b: Backend) {
         redirect,
         &[("acr_values", "urn:concierge:loa:2")],
     );
-    let res = br.get(&path).await;
-    assert_eq!(res.status, 303, "{}", res.body);
-    let step = res.location.unwrap();
-    assert!(step.starts_with("/login?journey="), "{step}");
-    let page = br.get(&step).await;
+    // The step-up page of the journey, at /authorize itself.
+    let page = br.get(&path).await;
     assert_eq!(page.status, 200, "{}", page.body);
     let wrong = answer(&mut br, &page, &[("code", "999999")]).await;
     assert_eq!(wrong.status, 401);

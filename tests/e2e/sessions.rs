@@ -200,8 +200,7 @@ async fn mobile_sign_in(br: &mut Browser) -> String {
     let authorize = format!(
         "/authorize?response_type=code&client_id=native&redirect_uri=http%3A%2F%2F127.0.0.1%3A40111%2Fcallback&scope=openid&code_challenge={challenge}&code_challenge_method=S256"
     );
-    let to_login = br.get(&authorize).await.location.unwrap();
-    let page = br.get(&to_login).await;
+    let page = br.get(&authorize).await;
     let res = br
         .post_form(
             "/login",

@@ -453,14 +453,9 @@ async fn home_realm_discovery_routes_by_domain_and_hints(b: Backend) {
     let res = fresh
         .get("/authorize?response_type=code&client_id=webapp&redirect_uri=https%3A%2F%2Fwebapp.example%2Fcb&scope=openid&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256&idp_hint=corp")
         .await;
-    let login = res.location.unwrap();
-    assert!(login.starts_with("/login?journey="), "{login}");
-    let res = fresh.get(&login).await;
-    assert!(
-        res.location
-            .unwrap()
-            .starts_with("/upstream/corp/start?journey=")
-    );
+    // idp_hint at /authorize: straight on to the upstream's start, within the journey.
+    let start = res.location.unwrap();
+    assert!(start.starts_with("/upstream/corp/start?journey="), "{start}");
 }
 
 /// The query parameters of a redirect.
@@ -495,8 +490,8 @@ async fn upstream_errors_go_back_to_the_app(b: Backend) {
     };
     // The user says no at the upstream: the app gets access_denied with its state and iss.
     let mut br = Browser::new(&app);
-    let login = br.get(&authorize("corp")).await.location.unwrap();
-    let start = br.get(&login).await.location.unwrap();
+    // idp_hint: /authorize sends the browser straight on to the upstream's start.
+    let start = br.get(&authorize("corp")).await.location.unwrap();
     let to = br.get(&start).await.location.unwrap();
     let back = br
         .get(&format!(
@@ -517,8 +512,8 @@ async fn upstream_errors_go_back_to_the_app(b: Backend) {
     assert!(br.session_cookie().is_none());
 
     // An upstream error that is the broker's setup (invalid_scope) is a server_error.
-    let login = br.get(&authorize("corp")).await.location.unwrap();
-    let start = br.get(&login).await.location.unwrap();
+    // idp_hint: /authorize sends the browser straight on to the upstream's start.
+    let start = br.get(&authorize("corp")).await.location.unwrap();
     let to = br.get(&start).await.location.unwrap();
     let back = br
         .get(&format!(
@@ -529,8 +524,7 @@ async fn upstream_errors_go_back_to_the_app(b: Backend) {
     assert_eq!(params(&back.location.unwrap())["error"], "server_error");
 
     // An upstream that cannot be reached: temporarily_unavailable.
-    let login = br.get(&authorize("down")).await.location.unwrap();
-    let start = br.get(&login).await.location.unwrap();
+    let start = br.get(&authorize("down")).await.location.unwrap();
     let back = br.get(&start).await;
     assert_eq!(back.status, 302, "{}", back.body);
     let p = params(&back.location.unwrap());
@@ -808,13 +802,14 @@ async fn a_logout_through_an_upstream_continues_once_where_it_was_going(b: Backe
 async fn back_from_op(op: &FakeOp, br: &mut Browser, to: &str, forgery: Forgery) -> Page {
     assert!(to.starts_with(&format!("{}/authorize?", op.issuer)), "{to}");
     *op.next.lock().unwrap() = (forgery, param(to, "nonce"));
-    let callback = param(to, "redirect_uri");
-    let path = callback
-        .strip_prefix(br.base.as_str())
-        .unwrap_or(&callback)
-        .to_owned();
-    br.get(&format!("{path}?code=c&state={}", param(to, "state")))
-        .await
+    // The broker's public URL may name the host differently from the test's base: the path.
+    let callback = url::Url::parse(&param(to, "redirect_uri")).unwrap();
+    br.get(&format!(
+        "{}?code=c&state={}",
+        callback.path(),
+        param(to, "state")
+    ))
+    .await
 }
 
 /// Starts a sign-in for `webapp` in `br`, picks upstream `id` on the login page and comes back
@@ -848,7 +843,7 @@ async fn through_upstream_button(
 /// The code in the redirect to `redirect` that ends `trail`, redeemed by `webapp`: the claims of
 /// its ID token, signature verified against the broker's JWKS.
 async fn redeemed(app: &TestApp, done: Page, trail: &[String], redirect: &str) -> Value {
-    assert_eq!(done.status, 302, "{trail:?}: {}", done.body);
+    assert!(matches!(done.status, 302 | 303), "{trail:?}: {}", done.body);
     let at = done.location.unwrap();
     assert!(at.starts_with(redirect), "{trail:?} -> {at}");
     let code = param(&at, "code");

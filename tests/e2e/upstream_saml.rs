@@ -711,12 +711,11 @@ async fn assertions_are_single_use_and_unsolicited_responses_need_opt_in(b: Back
 
     // The IdP refuses (RequestDenied) a login an app asked for: the app gets access_denied.
     let mut br = Browser::new(app);
-    let login = br
+    let start = br
         .get("/authorize?response_type=code&client_id=webapp&redirect_uri=https%3A%2F%2Fwebapp.example%2Fcb&scope=openid&state=st-saml&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256&idp_hint=evil")
         .await
         .location
         .unwrap();
-    let start = br.get(&login).await.location.unwrap();
     assert!(
         start.starts_with("/upstream/evil/start?journey="),
         "{start}"
