@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Authorize with a live session -> code, BEFORE against AFTER, in one run (issue #13: absolute
+# figures on the project's machines vary 2x from day to day; a ratio within one run does not).
+#
+#   bench/compare.sh BEFORE_BIN AFTER_BIN [seconds per run, default 10]
+#
+# The setup of bench/provider.sh (bench/lib.sh): a release binary on SQLite with one HTTP worker,
+# pinned to core 0 with all its threads; wrk (one thread, 32 connections) on core 1, the same
+# GET /authorize with the session cookie again and again (302 with a fresh code each time). Each
+# run gets a fresh server and database; the session is made as a browser makes it
+# (bench/login_flow.py: /authorize, the login page's form with whatever hidden fields this build
+# renders, the redirects to the code), so a build whose form carries a `journey` instead of a
+# `return_to` is measured the same way. Runs BEFORE, AFTER, BEFORE, AFTER (interleaved: drift of
+# the machine's load hits both alike) and prints a Markdown table: each run's requests per
+# second and per CPU-second of the server process (/proc/PID/stat, user + system: what other
+# work takes from core 0 counts in neither, so it moves far less than req/s on a shared machine),
+# the mean of each binary and the ratio after/before (overall and per pair; the same binary's
+# two runs show the noise).
+# KEEP=1 keeps the temp dir (wrk output, server logs).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+[[ $# -ge 2 ]] || { sed -n '2,6p' "$0" >&2; exit 2; }
+BEFORE="$(realpath "$1")"
+AFTER="$(realpath "$2")"
+DUR="${3:-10}"
+CONNS=32
+PIDS=()
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+for b in "$BEFORE" "$AFTER"; do [[ -x $b ]] || { echo "not an executable: $b" >&2; exit 2; }; done
+bench_tools
+
+TMP="$(mktemp -d)"
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; [[ -n "${KEEP:-}" ]] && echo "kept $TMP" >&2 || rm -rf "$TMP"; }
+trap cleanup EXIT
+
+LOAD_START="$(cut -d' ' -f1-3 /proc/loadavg)"
+RUNS=(before after before after)
+declare -A RPS ERR LOADAVG PERCPU CORE
+# CPU time (user + system, clock ticks) the server process has used so far: requests per
+# server CPU-second is far less sensitive to other work on the machine than requests per second
+# (what the other work takes from core 0 is neither counted in the time nor in the requests).
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+for i in "${!RUNS[@]}"; do
+  which="${RUNS[$i]}"
+  bin="$BEFORE"; [[ $which == after ]] && bin="$AFTER"
+  dir="$TMP/run$i-$which"
+  concierge_start "$bin" "$dir"
+  concierge_sign_in "$dir"
+  t0="$(cpu_ticks "$CONCIERGE_PID")"
+  read -r RPS[$i] ERR[$i] < <(COOKIE="$(cat "$dir/cookie.txt")" load "run$i-$which" "$BASE$(cat "$dir/authorize.txt")" get.lua)
+  t1="$(cpu_ticks "$CONCIERGE_PID")"
+  n="$(awk '/ requests in / {print $1}' "$TMP/run$i-$which.wrk")"
+  PERCPU[$i]="$(awk -v n="$n" -v t="$((t1 - t0))" -v hz="$(getconf CLK_TCK)" 'BEGIN { if (t > 0) printf "%.0f", n / (t / hz); else print "-" }')"
+  CORE[$i]="$(awk -v t="$((t1 - t0))" -v hz="$(getconf CLK_TCK)" -v d="$DUR" 'BEGIN { printf "%.0f%%", 100 * t / hz / d }')"
+  LOADAVG[$i]="$(cut -d' ' -f1 /proc/loadavg)"
+  # The last answer must still be a code: a session lost mid-run would answer 302 to /login,
+  # which wrk counts as a success.
+  python3 - "$BASE" "$(cat "$dir/authorize.txt")" "$(cat "$dir/cookie.txt")" "$BENCH_REDIRECT_URI" <<'PY'
+import sys
+sys.path.insert(0, "bench")
+from login_flow import Browser
+base, authorize, cookie, redirect_uri = sys.argv[1:5]
+b = Browser(base)
+status, h, _ = b.call(authorize, headers={"Cookie": cookie})
+loc = h.get("Location") or h.get("location") or ""
+if status not in (302, 303) or not loc.startswith(redirect_uri) or "code=" not in loc:
+    raise SystemExit(f"compare.sh: after the run, authorize answered {status} {loc!r}, not a code")
+PY
+  concierge_stop
+  echo "run $((i + 1))/4 ($which): ${RPS[$i]} req/s, ${PERCPU[$i]} per server CPU-second, ${ERR[$i]} non-2xx/3xx" >&2
+done
+
+mean() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.0f", (a + b) / 2 }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "-" }'; }
+MB="$(mean "${RPS[0]}" "${RPS[2]}")"
+MA="$(mean "${RPS[1]}" "${RPS[3]}")"
+CB="$(mean "${PERCPU[0]}" "${PERCPU[2]}")"
+CA="$(mean "${PERCPU[1]}" "${PERCPU[3]}")"
+row() { echo "| $(($1 + 1)) | ${RUNS[$1]} | ${RPS[$1]} | ${PERCPU[$1]} | ${CORE[$1]} | ${ERR[$1]} | ${LOADAVG[$1]} |"; }
+cat <<MD
+| run (authorize with a live session -> code; server on core 0, wrk 1 thread / $CONNS connections on core 1, ${DUR}s each) | binary | req/s | req per server CPU-second | server CPU use | non-2xx/3xx | load average at the end |
+|---|---|---|---|---|---|---|
+$(row 0)
+$(row 1)
+$(row 2)
+$(row 3)
+| **mean** | before / after | **${MB}** / **${MA}** (after/before **$(ratio "$MA" "$MB")**) | **${CB}** / **${CA}** (after/before **$(ratio "$CA" "$CB")**) | | | |
+
+After/before per pair: req/s run 2/1 $(ratio "${RPS[1]}" "${RPS[0]}"), 4/3 $(ratio "${RPS[3]}" "${RPS[2]}"); per CPU-second 2/1 $(ratio "${PERCPU[1]}" "${PERCPU[0]}"), 4/3 $(ratio "${PERCPU[3]}" "${PERCPU[2]}"). Same binary twice (the noise): req/s before 3/1 $(ratio "${RPS[2]}" "${RPS[0]}"), after 4/2 $(ratio "${RPS[3]}" "${RPS[1]}"); per CPU-second before 3/1 $(ratio "${PERCPU[2]}" "${PERCPU[0]}"), after 4/2 $(ratio "${PERCPU[3]}" "${PERCPU[1]}").
+Before: \`$BEFORE\` (sha256 $(sha256sum "$BEFORE" | cut -c1-12)). After: \`$AFTER\` (sha256 $(sha256sum "$AFTER" | cut -c1-12)). Load average at the start: $LOAD_START; at the end: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) cores. A server CPU use well under 100% means other work took core 0: trust the per-CPU-second column then.
+MD
