@@ -99,11 +99,11 @@ def main():
 
         def trace(method, url, phase):
             if phase == "before":
-                marks["before"] = size()
+                marks["before"], marks["t0"] = size(), time.time()
             else:
-                at_answer = size()
+                at_answer, t1 = size(), time.time()
                 time.sleep(settle)
-                steps.append((method, url, marks["before"], at_answer, size()))
+                steps.append((method, url, marks["before"], at_answer, size(), marks["t0"], t1))
 
         return steps, trace
 
@@ -134,10 +134,10 @@ def main():
 
 def rows(b, steps, log, db):
     out = []
-    for (method, url, status), (_, _, o0, o1, o2) in zip(b.requests, steps):
+    for (method, url, status), (_, _, o0, o1, o2, t0, t1) in zip(b.requests, steps):
         path = urllib.parse.urlparse(url).path
         sync, later = count(log, db, o0, o1), count(log, db, o1, o2)
-        out.append({"request": f"{method} {path}", "status": status, "in_request": sync, "after_answer": later})
+        out.append({"request": f"{method} {path}", "status": status, "in_request": sync, "after_answer": later, "sent_at": t0, "answered_at": t1})
     return out
 
 
