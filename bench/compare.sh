@@ -3,6 +3,7 @@
 # figures on the project's machines vary 2x from day to day; a ratio within one run does not).
 #
 #   bench/compare.sh BEFORE_BIN AFTER_BIN [seconds per run, default 10]
+#   PAIRS=4 bench/compare.sh ...   # before/after pairs, default 2 (more pairs, less noise)
 #
 # The setup of bench/provider.sh (bench/lib.sh): a release binary on SQLite with one HTTP worker,
 # pinned to core 0 with all its threads; wrk (one thread, 32 connections) on core 1, the same
@@ -20,7 +21,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-[[ $# -ge 2 ]] || { sed -n '2,6p' "$0" >&2; exit 2; }
+[[ $# -ge 2 ]] || { sed -n '2,7p' "$0" >&2; exit 2; }
 BEFORE="$(realpath "$1")"
 AFTER="$(realpath "$2")"
 DUR="${3:-10}"
@@ -36,7 +37,9 @@ cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; [[ -n
 trap cleanup EXIT
 
 LOAD_START="$(cut -d' ' -f1-3 /proc/loadavg)"
-RUNS=(before after before after)
+PAIRS="${PAIRS:-2}"
+RUNS=()
+for _ in $(seq 1 "$PAIRS"); do RUNS+=(before after); done
 declare -A RPS ERR LOADAVG PERCPU CORE
 # CPU time (user + system, clock ticks) the server process has used so far: requests per
 # server CPU-second is far less sensitive to other work on the machine than requests per second
@@ -69,25 +72,34 @@ if status not in (302, 303) or not loc.startswith(redirect_uri) or "code=" not i
     raise SystemExit(f"compare.sh: after the run, authorize answered {status} {loc!r}, not a code")
 PY
   concierge_stop
-  echo "run $((i + 1))/4 ($which): ${RPS[$i]} req/s, ${PERCPU[$i]} per server CPU-second, ${ERR[$i]} non-2xx/3xx" >&2
+  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$which" "${RPS[$i]}" "${PERCPU[$i]}" "${CORE[$i]}" "${ERR[$i]}" "${LOADAVG[$i]}" >> "$TMP/runs.tsv"
+  echo "run $((i + 1))/${#RUNS[@]} ($which): ${RPS[$i]} req/s, ${PERCPU[$i]} per server CPU-second, ${ERR[$i]} non-2xx/3xx" >&2
 done
 
-mean() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.0f", (a + b) / 2 }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "-" }'; }
-MB="$(mean "${RPS[0]}" "${RPS[2]}")"
-MA="$(mean "${RPS[1]}" "${RPS[3]}")"
-CB="$(mean "${PERCPU[0]}" "${PERCPU[2]}")"
-CA="$(mean "${PERCPU[1]}" "${PERCPU[3]}")"
-row() { echo "| $(($1 + 1)) | ${RUNS[$1]} | ${RPS[$1]} | ${PERCPU[$1]} | ${CORE[$1]} | ${ERR[$1]} | ${LOADAVG[$1]} |"; }
+python3 - "$TMP/runs.tsv" "$DUR" "$CONNS" <<'PY'
+import statistics, sys
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
+dur, conns = sys.argv[2], sys.argv[3]
+num = lambda v: float(v) if v not in ("", "-") else float("nan")  # noqa: E731
+print(f"| run (authorize with a live session -> code; server on core 0, wrk 1 thread / {conns} connections on core 1, {dur}s each) | binary | req/s | req per server CPU-second | server CPU use | non-2xx/3xx | load average at the end |")
+print("|---|---|---|---|---|---|---|")
+for i, (which, rps, percpu, core, err, load) in enumerate(rows, 1):
+    print(f"| {i} | {which} | {rps} | {percpu} | {core} | {err} | {load} |")
+def col(which, k):
+    return [num(r[k]) for r in rows if r[0] == which]
+def ratio(a, b):
+    return f"{a / b:.3f}" if b > 0 else "-"
+mb, ma = statistics.mean(col("before", 1)), statistics.mean(col("after", 1))
+cb, ca = statistics.mean(col("before", 2)), statistics.mean(col("after", 2))
+print(f"| **mean** | before / after | **{mb:.0f}** / **{ma:.0f}** (after/before **{ratio(ma, mb)}**) | **{cb:.0f}** / **{ca:.0f}** (after/before **{ratio(ca, cb)}**) | | | |")
+print()
+pairs = [(rows[i], rows[i + 1]) for i in range(0, len(rows) - 1, 2)]
+print("After/before per pair (runs 2/1, 4/3, ...): req/s " + ", ".join(ratio(num(a[1]), num(b[1])) for b, a in pairs)
+      + "; per CPU-second " + ", ".join(ratio(num(a[2]), num(b[2])) for b, a in pairs) + ".")
+spread = lambda v: f"{max(v) / min(v) - 1:.0%}" if min(v) > 0 else "-"  # noqa: E731
+print(f"Noise, the same binary's runs (max/min - 1): req/s before {spread(col('before', 1))}, after {spread(col('after', 1))}; "
+      f"per CPU-second before {spread(col('before', 2))}, after {spread(col('after', 2))}.")
+PY
 cat <<MD
-| run (authorize with a live session -> code; server on core 0, wrk 1 thread / $CONNS connections on core 1, ${DUR}s each) | binary | req/s | req per server CPU-second | server CPU use | non-2xx/3xx | load average at the end |
-|---|---|---|---|---|---|---|
-$(row 0)
-$(row 1)
-$(row 2)
-$(row 3)
-| **mean** | before / after | **${MB}** / **${MA}** (after/before **$(ratio "$MA" "$MB")**) | **${CB}** / **${CA}** (after/before **$(ratio "$CA" "$CB")**) | | | |
-
-After/before per pair: req/s run 2/1 $(ratio "${RPS[1]}" "${RPS[0]}"), 4/3 $(ratio "${RPS[3]}" "${RPS[2]}"); per CPU-second 2/1 $(ratio "${PERCPU[1]}" "${PERCPU[0]}"), 4/3 $(ratio "${PERCPU[3]}" "${PERCPU[2]}"). Same binary twice (the noise): req/s before 3/1 $(ratio "${RPS[2]}" "${RPS[0]}"), after 4/2 $(ratio "${RPS[3]}" "${RPS[1]}"); per CPU-second before 3/1 $(ratio "${PERCPU[2]}" "${PERCPU[0]}"), after 4/2 $(ratio "${PERCPU[3]}" "${PERCPU[1]}").
 Before: \`$BEFORE\` (sha256 $(sha256sum "$BEFORE" | cut -c1-12)). After: \`$AFTER\` (sha256 $(sha256sum "$AFTER" | cut -c1-12)). Load average at the start: $LOAD_START; at the end: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) cores. A server CPU use well under 100% means other work took core 0: trust the per-CPU-second column then.
 MD
