@@ -4,11 +4,12 @@
     login_flow.py BASE EMAIL PASSWORD CLIENT_ID REDIRECT_URI OUT_DIR
 
 Starts where an app sends a browser: GET /authorize (code flow, scope `openid offline_access`),
-follows the redirects to the login page, fills its form without knowing its fields: every
-hidden input as served (csrf_token, return_to, journey, ... whatever this build renders) plus
-email and password, posts it to the form's own action, follows the redirects until one points
-at REDIRECT_URI with a code, keeping the cookies all the way. Then checks that the session alone
-gets a code (authorize again, one 302 to REDIRECT_URI) and writes to OUT_DIR:
+follows the redirects to the login page, fills its form without knowing its fields: every hidden
+input as served (csrf_token, return_to, journey, ... whatever this build renders), the password
+into its password input, the email into its email (or first text) input; posts it to the form's
+own action and follows the redirects until one points at REDIRECT_URI with a code, keeping the
+cookies all the way. Then checks that the session alone gets a code (authorize again, one 302 to
+REDIRECT_URI) and writes to OUT_DIR:
   cookie.txt     the Cookie header value for the broker (all its cookies)
   authorize.txt  the path and query of that authorize request
 
@@ -104,8 +105,18 @@ class Browser:
         form = login_form(page) if status == 200 else None
         if form is None:
             raise SystemExit(f"login_flow: no sign-in form at the end of {authorize} ({status} from {url})")
-        fields = [(n, v) for t, n, v in form["inputs"] if t == "hidden"]
-        fields += [("email", email), ("password", password)]
+        # Every hidden field as served; the password field gets the password, the visible
+        # email (or text) field the email.
+        fields = []
+        for t, n, v in form["inputs"]:
+            if t == "hidden":
+                fields.append((n, v))
+            elif t == "password":
+                fields.append((n, password))
+            elif t in ("email", "text") and not any(f == email for _, f in fields):
+                fields.append((n, email))
+        if not any(f == email for _, f in fields):
+            fields.append(("email", email))
         action = urllib.parse.urljoin(url, form["action"] or url)
         body = urllib.parse.urlencode(fields).encode()
         status, h, page, end = self.follow(
