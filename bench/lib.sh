@@ -1,4 +1,4 @@
-# Shared parts of the one-core load benchmarks (bench/provider.sh, bench/compare.sh). Sourced,
+# Shared parts of the benchmarks (bench/provider.sh, bench/compare.sh, bench/roundtrips.sh). Sourced,
 # not run: the caller sets `set -euo pipefail`, ROOT (the repository) and cds there, and sets
 # TMP (a temp dir it removes), DUR (seconds per wrk run) and CONNS (wrk connections).
 #
@@ -6,6 +6,8 @@
 # (one thread) on core 1. Concierge: release build, SQLite, one HTTP worker.
 
 BENCH_SECRET="bench-secret-bench-secret-bench-secret"
+# bench/login_flow.py is imported by the scripts' Python: no __pycache__ left in bench/.
+export PYTHONDONTWRITEBYTECODE=1
 BENCH_EMAIL="bench@example.com"
 BENCH_PASSWORD="bench-password"
 BENCH_REDIRECT_URI="http://127.0.0.1:9/cb"
