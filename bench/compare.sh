@@ -16,7 +16,9 @@
 # second and per CPU-second of the server process (/proc/PID/stat, user + system: what other
 # work takes from core 0 counts in neither, so it moves far less than req/s on a shared machine),
 # the mean of each binary and the ratio after/before (overall and per pair; the same binary's
-# two runs show the noise).
+# two runs show the noise). Then the same load side by side: both binaries serving at once on
+# core 0, each with its own wrk on core 1, PAIRS rounds: what else runs on the machine hits both
+# alike, so that ratio is the steadiest on a busy machine (NO_SIDE_BY_SIDE=1 skips it).
 # KEEP=1 keeps the temp dir (wrk output, server logs).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -103,3 +105,69 @@ PY
 cat <<MD
 Before: \`$BEFORE\` (sha256 $(sha256sum "$BEFORE" | cut -c1-12)). After: \`$AFTER\` (sha256 $(sha256sum "$AFTER" | cut -c1-12)). Load average at the start: $LOAD_START; at the end: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) cores. A server CPU use well under 100% means other work took core 0: trust the per-CPU-second column then.
 MD
+
+# --- Side by side: both binaries at once on core 0 ------------------------------------------------
+# Both servers pinned to core 0, each loaded by its own wrk (both on core 1), at the same time:
+# whatever else runs on the machine hits both alike, and the scheduler shares core 0 between
+# them, so their req/s ratio is the inverse ratio of their CPU cost per request. Same binary
+# twice on a machine at load average 11-14: rounds from 0.92 to 1.03 (the interleaved runs of
+# the same trials: 0.87 to 1.07 per CPU-second). PAIRS rounds of DUR seconds; the wrk started
+# first alternates. NO_SIDE_BY_SIDE=1 skips it.
+if [[ -z "${NO_SIDE_BY_SIDE:-}" ]]; then
+  concierge_start "$BEFORE" "$TMP/side-before"; PID_B="$CONCIERGE_PID"; BASE_B="$BASE"
+  concierge_sign_in "$TMP/side-before"
+  concierge_start "$AFTER" "$TMP/side-after"; PID_A="$CONCIERGE_PID"; BASE_A="$BASE"
+  concierge_sign_in "$TMP/side-after"
+  side() { # side NAME BASE DIR
+    COOKIE="$(cat "$3/cookie.txt")" taskset -c 1 wrk -t1 -c"$CONNS" -d"${DUR}s" -s bench/wrk/get.lua "$2$(cat "$3/authorize.txt")" >"$TMP/$1.wrk" 2>&1
+  }
+  : > "$TMP/side.tsv"
+  for r in $(seq 1 "$PAIRS"); do
+    b0="$(cpu_ticks "$PID_B")"; a0="$(cpu_ticks "$PID_A")"
+    if (( r % 2 )); then
+      side "side$r-before" "$BASE_B" "$TMP/side-before" & w1=$!
+      side "side$r-after" "$BASE_A" "$TMP/side-after" & w2=$!
+    else
+      side "side$r-after" "$BASE_A" "$TMP/side-after" & w1=$!
+      side "side$r-before" "$BASE_B" "$TMP/side-before" & w2=$!
+    fi
+    wait "$w1" "$w2"
+    b1="$(cpu_ticks "$PID_B")"; a1="$(cpu_ticks "$PID_A")"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" \
+      "$(rps < "$TMP/side$r-before.wrk")" "$(awk '/ requests in / {print $1}' "$TMP/side$r-before.wrk")" "$((b1 - b0))" "$(errors < "$TMP/side$r-before.wrk")" \
+      "$(rps < "$TMP/side$r-after.wrk")" "$(awk '/ requests in / {print $1}' "$TMP/side$r-after.wrk")" "$((a1 - a0))" "$(errors < "$TMP/side$r-after.wrk")" \
+      >> "$TMP/side.tsv"
+    printf '\t%s\n' "$(cut -d' ' -f1 /proc/loadavg)" >> "$TMP/side-load.txt"
+  done
+  for d in side-before side-after; do
+    python3 - "$(cat "$TMP/$d/authorize.txt")" "$(cat "$TMP/$d/cookie.txt")" "$BENCH_REDIRECT_URI" \
+      "$([[ $d == side-before ]] && echo "$BASE_B" || echo "$BASE_A")" <<'PY'
+import sys
+sys.path.insert(0, "bench")
+from login_flow import Browser
+authorize, cookie, redirect_uri, base = sys.argv[1:5]
+status, h, _ = Browser(base).call(authorize, headers={"Cookie": cookie})
+loc = h.get("Location") or h.get("location") or ""
+if status not in (302, 303) or not loc.startswith(redirect_uri) or "code=" not in loc:
+    raise SystemExit(f"compare.sh: after the side-by-side runs, authorize answered {status} {loc!r}, not a code")
+PY
+  done
+  echo
+  python3 - "$TMP/side.tsv" "$TMP/side-load.txt" "$DUR" "$CONNS" "$(getconf CLK_TCK)" <<'PY'
+import statistics, sys
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
+loads = [l.strip() for l in open(sys.argv[2])]
+dur, conns, hz = sys.argv[3], sys.argv[4], float(sys.argv[5])
+print(f"| side by side (both on core 0 at once, each with its own wrk 1 thread / {conns} connections on core 1, {dur}s) | before req/s | before req per CPU-second | after req/s | after req per CPU-second | after/before req/s | after/before per CPU-second | non-2xx/3xx | load average |")
+print("|---|---|---|---|---|---|---|---|---|")
+rr, rc = [], []
+for (r, brps, bn, bt, be, arps, an, at, ae), load in zip(rows, loads):
+    bc = float(bn) / (float(bt) / hz) if float(bt) > 0 else float("nan")
+    ac = float(an) / (float(at) / hz) if float(at) > 0 else float("nan")
+    rr.append(float(arps) / float(brps)); rc.append(ac / bc)
+    print(f"| round {r} | {brps} | {bc:.0f} | {arps} | {ac:.0f} | {rr[-1]:.3f} | {rc[-1]:.3f} | {be} / {ae} | {load} |")
+print(f"| **mean** | | | | | **{statistics.mean(rr):.3f}** | **{statistics.mean(rc):.3f}** | | |")
+print()
+print(f"Side by side, after/before req/s per round from {min(rr):.3f} to {max(rr):.3f} (the spread is the noise of this measure).")
+PY
+fi
