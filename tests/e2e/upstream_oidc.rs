@@ -455,7 +455,10 @@ async fn home_realm_discovery_routes_by_domain_and_hints(b: Backend) {
         .await;
     // idp_hint at /authorize: straight on to the upstream's start, within the journey.
     let start = res.location.unwrap();
-    assert!(start.starts_with("/upstream/corp/start?journey="), "{start}");
+    assert!(
+        start.starts_with("/upstream/corp/start?journey="),
+        "{start}"
+    );
 }
 
 /// The query parameters of a redirect.

@@ -139,6 +139,12 @@ pub enum View {
     SessionLimit {
         sessions: Vec<SessionRecord>,
     },
+    /// "Sign out of the broker?" for an app's logout request without a matching hint.
+    LogoutConfirm {
+        client_name: String,
+        /// The request's parameters, posted back with the confirmation.
+        fields: Vec<(String, String)>,
+    },
 }
 
 /// The authorization response an app receives (a code or an error), in its response mode.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use super::signin::{Browser, CookieOp, Next, Outcome, SignIn, SignInError};
+use super::signin::{Browser, CookieOp, Hop, Next, Outcome, SignIn, SignInError, View};
 use crate::audit::{Event, EventKind};
 use crate::storage::{LogoutContinuation, UpstreamSessionRecord};
 use crate::upstream::{Connector, UpstreamSession};
@@ -23,7 +23,104 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| SignInError::Join(e.to_string()))?
 }
 
+/// An RP-initiated logout request (OpenID Connect RP-Initiated Logout 1.0), as it arrived.
+#[derive(Debug, Clone, Default)]
+pub struct RpLogout {
+    pub id_token_hint: Option<String>,
+    pub client_id: Option<String>,
+    pub post_logout_redirect_uri: Option<String>,
+    pub state: Option<String>,
+    /// The user confirmed on the broker's own page (its CSRF token checked by the caller).
+    pub confirmed: bool,
+}
+
 impl SignIn {
+    /// `/oidc/logout`: with a valid `id_token_hint` for the current session (or no session at
+    /// all) it signs out at once, through the upstream's logout, to the checked post-logout
+    /// redirect URI; otherwise it asks the user first.
+    pub async fn rp_logout(&self, browser: &Browser, r: RpLogout) -> Result<Outcome, SignInError> {
+        let provider = Arc::clone(&self.provider);
+        let (hint, client_id, plru, st) = (
+            r.id_token_hint.clone(),
+            r.client_id.clone(),
+            r.post_logout_redirect_uri.clone(),
+            r.state.clone(),
+        );
+        let checked = blocking(move || {
+            Ok(provider.end_session_request(
+                hint.as_deref(),
+                client_id.as_deref(),
+                plru.as_deref(),
+                st.as_deref(),
+            ))
+        })
+        .await?;
+        let request = match checked {
+            Ok(req) => req,
+            Err(key) => return Ok(Outcome::message(400, key)),
+        };
+        let sid = self.current_sid(browser).await?;
+        let hint_matches = match (&sid, &request.hint_sid) {
+            (None, _) => true,
+            (Some(s), Some(h)) => s == h,
+            (Some(_), None) => false,
+        };
+        if let Some(sid) = sid.filter(|_| !hint_matches && !r.confirmed) {
+            let mut fields = vec![("confirm".to_owned(), "1".to_owned())];
+            let client_id = r
+                .client_id
+                .clone()
+                .or_else(|| request.client.as_ref().map(|c| c.id.clone()));
+            for (k, v) in [
+                ("client_id", client_id),
+                (
+                    "post_logout_redirect_uri",
+                    r.post_logout_redirect_uri.clone(),
+                ),
+                ("state", r.state.clone()),
+            ] {
+                if let Some(v) = v {
+                    fields.push((k.to_owned(), v));
+                }
+            }
+            // The confirmation ends, through redirects, at the upstream's logout (when the
+            // session came from one) and then the post-logout redirect URI.
+            let mut hops: Vec<Hop> = request
+                .post_logout_redirect_uri
+                .iter()
+                .cloned()
+                .map(Hop::Url)
+                .collect();
+            hops.push(Hop::UpstreamLogout(sid));
+            let mut out = Outcome::new(Next::Page {
+                status: 200,
+                journey: None,
+                view: View::LogoutConfirm {
+                    client_name: request
+                        .client
+                        .as_ref()
+                        .map(|c| c.name.clone())
+                        .unwrap_or_default(),
+                    fields,
+                },
+            });
+            out.hops = hops;
+            return Ok(out);
+        }
+        let target = match request.post_logout_redirect_uri {
+            Some(uri) => {
+                let params: Vec<(&str, &str)> = request
+                    .state
+                    .as_deref()
+                    .map(|s| vec![("state", s)])
+                    .unwrap_or_default();
+                crate::provider::authorize::with_params(uri, &params).to_string()
+            }
+            None => "/signed-out".to_owned(),
+        };
+        self.sign_out(browser, "rp_logout", target).await
+    }
+
     /// What the browser's session needs to be ended at its upstream (read before the session
     /// ends: the row goes with it).
     pub async fn upstream_session_of(

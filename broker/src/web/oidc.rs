@@ -15,13 +15,11 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::Serialize;
 
+use super::AppState;
 use super::form::well_formed;
-use super::form_targets::form_targets;
 use super::outcome::{browser, respond};
-use super::{AppState, current_session, render};
 use crate::error::WebError;
-use crate::flow::signin::Hop;
-use crate::provider::authorize;
+use crate::flow::signout::RpLogout;
 use crate::provider::{ClientCredentials, OAuthError, Provider};
 
 fn json_no_store<T: Serialize>(status: StatusCode, body: &T) -> HttpResponse {
@@ -274,12 +272,6 @@ pub async fn userinfo(
     Ok(json_no_store(StatusCode::OK, &claims))
 }
 
-#[derive(Serialize)]
-struct FormField {
-    name: String,
-    value: String,
-}
-
 /// `/authorize`: the request is parsed once and handed to the sign-in journey, which answers
 /// with the code (single sign-on), a step-up, or the sign-in page.
 pub async fn authorize(
@@ -297,13 +289,6 @@ pub async fn authorize(
     };
     let out = state.signin.authorize(&browser(&state, &req), raw).await?;
     respond(&state, &req, out).await
-}
-
-#[derive(Serialize)]
-struct LogoutConfirmPage {
-    csrf_token: String,
-    client_name: String,
-    fields: Vec<FormField>,
 }
 
 /// RP-Initiated Logout 1.0. With a valid `id_token_hint` for the current session (or no session
@@ -325,109 +310,25 @@ pub async fn end_session(
     let get = |k: &str| {
         raw.get(k)
             .and_then(|v| v.first())
-            .map(String::as_str)
             .filter(|s| !s.is_empty())
-    };
-    let (hint, client_id, plru, st) = (
-        get("id_token_hint").map(str::to_owned),
-        get("client_id").map(str::to_owned),
-        get("post_logout_redirect_uri").map(str::to_owned),
-        get("state").map(str::to_owned),
-    );
-    let provider = Arc::clone(&state.provider);
-    let checked = web::block(move || {
-        provider.end_session_request(
-            hint.as_deref(),
-            client_id.as_deref(),
-            plru.as_deref(),
-            st.as_deref(),
-        )
-    })
-    .await?;
-    let request = match checked {
-        Ok(r) => r,
-        Err(key) => {
-            return Ok(super::message_page(StatusCode::BAD_REQUEST, key));
-        }
-    };
-    let session = current_session(&state, &req).await?;
-    let confirmed = is_post && get("confirm") == Some("1");
-    if confirmed {
-        state
-            .csrf
-            .verify(&req, &state.cookies, get("csrf_token").unwrap_or(""))?;
-    }
-    let hint_matches = match (&session, &request.hint_sid) {
-        (None, _) => true,
-        (Some(s), Some(sid)) => &s.record.sid == sid,
-        (Some(_), None) => false,
-    };
-    if session.is_some() && !hint_matches && !confirmed {
-        let csrf = state
-            .csrf
-            .issue(&req, &state.cookies, state.entropy.as_ref())?;
-        let mut fields = vec![FormField {
-            name: "confirm".into(),
-            value: "1".into(),
-        }];
-        for k in ["client_id", "post_logout_redirect_uri", "state"] {
-            if let Some(v) = get(k) {
-                fields.push(FormField {
-                    name: k.into(),
-                    value: v.into(),
-                });
-            }
-        }
-        if let Some(c) = &request.client
-            && get("client_id").is_none()
-        {
-            fields.push(FormField {
-                name: "client_id".into(),
-                value: c.id.clone(),
-            });
-        }
-        let vm = LogoutConfirmPage {
-            csrf_token: csrf.token,
-            client_name: request
-                .client
-                .as_ref()
-                .map(|c| c.name.clone())
-                .unwrap_or_default(),
-            fields,
-        };
-        let mut res = render(&state, &req, StatusCode::OK, "logout_confirm", true, &vm)?;
-        if let Some(c) = csrf.new_cookie {
-            res.add_cookie(&c).map_err(WebError::internal)?;
-        }
-        // The confirmation form ends, through redirects, at the upstream's logout (when the
-        // session came from one) and then the post-logout redirect URI.
-        let mut hops: Vec<Hop> = request
-            .post_logout_redirect_uri
-            .iter()
             .cloned()
-            .map(Hop::Url)
-            .collect();
-        if let Some(s) = &session {
-            hops.push(Hop::UpstreamLogout(s.record.sid.clone()));
-        }
-        form_targets(&state, &hops).await?.apply(&mut res);
-        return Ok(res);
-    }
-    let target = match request.post_logout_redirect_uri {
-        Some(uri) => {
-            let params: Vec<(&str, &str)> = request
-                .state
-                .as_deref()
-                .map(|s| vec![("state", s)])
-                .unwrap_or_default();
-            authorize::with_params(uri, &params).to_string()
-        }
-        None => "/signed-out".to_owned(),
     };
-    // Through the upstream's own logout first, when the session came from one.
+    // Only a confirmation posted from the broker's own page (CSRF-checked) skips the question.
+    let confirmed = is_post && get("confirm").as_deref() == Some("1");
+    if confirmed {
+        let token = get("csrf_token").unwrap_or_default();
+        state.csrf.verify(&req, &state.cookies, &token)?;
+    }
+    let request = RpLogout {
+        id_token_hint: get("id_token_hint"),
+        client_id: get("client_id"),
+        post_logout_redirect_uri: get("post_logout_redirect_uri"),
+        state: get("state"),
+        confirmed,
+    };
     let out = state
         .signin
-        .sign_out(&browser(&state, &req), "rp_logout", target)
+        .rp_logout(&browser(&state, &req), request)
         .await?;
     respond(&state, &req, out).await
 }

@@ -227,6 +227,13 @@ struct RecoveryPage {
 }
 
 #[derive(Serialize)]
+struct LogoutConfirmPage {
+    csrf_token: String,
+    client_name: String,
+    fields: Vec<FormField>,
+}
+
+#[derive(Serialize)]
 struct SessionLimitPage {
     csrf_token: String,
     journey: String,
@@ -395,6 +402,20 @@ fn page(
                     .collect(),
             };
             render(state, req, status, "session_limit", false, &vm)?
+        }
+        View::LogoutConfirm {
+            client_name,
+            fields,
+        } => {
+            let vm = LogoutConfirmPage {
+                csrf_token: token,
+                client_name,
+                fields: fields
+                    .into_iter()
+                    .map(|(name, value)| FormField { name, value })
+                    .collect(),
+            };
+            render(state, req, status, "logout_confirm", true, &vm)?
         }
     };
     if let Some(c) = csrf.new_cookie {
