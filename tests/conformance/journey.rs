@@ -189,7 +189,72 @@ fn journeys_expire_and_ids_are_opaque(b: Backend) {
     });
 }
 
+/// `save` is a compare-and-swap for steps that did I/O between read and write (a stale version
+/// writes nothing); `rekey` moves a journey to a fresh id once (the old id, and a second rekey
+/// from the same read, find nothing), which is how a journey resumed from an upstream's answer
+/// continues: of two callbacks racing, one continues.
+fn saves_are_compare_and_swap_and_a_rekey_happens_once(b: Backend) {
+    with_store(b, |s| {
+        let clock = Arc::new(ManualClock::new(1_000));
+        let j = journeys(s, &clock);
+        let id = j.start(&Counter::default()).unwrap();
+        let read = j.load::<Counter>(&id).unwrap();
+        let v = j
+            .save(
+                &id,
+                read.version,
+                &Counter {
+                    n: 1,
+                    steps: vec![],
+                },
+            )
+            .unwrap();
+        assert_eq!(v, read.version + 1);
+        assert!(matches!(
+            j.save(&id, read.version, &Counter::default()),
+            Err(JourneyError::Conflict)
+        ));
+        assert_eq!(j.load::<Counter>(&id).unwrap().state.n, 1);
+
+        // Sixteen threads rekey from the same read: exactly one gets the new id.
+        let key = id.key();
+        let version = j.load::<Counter>(&id).unwrap().version;
+        let barrier = std::sync::Barrier::new(16);
+        let won: Vec<_> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..16)
+                .map(|_| {
+                    let (j, barrier) = (&j, &barrier);
+                    scope.spawn(move || {
+                        barrier.wait();
+                        j.rekey(&key, version).ok()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .filter_map(|h| h.join().unwrap())
+                .collect()
+        });
+        assert_eq!(won.len(), 1, "one rekey wins");
+        let (new_id, new_version) = won.into_iter().next().unwrap();
+        assert!(matches!(j.load::<Counter>(&id), Err(JourneyError::Unknown)));
+        let moved = j.load::<Counter>(&new_id).unwrap();
+        assert_eq!((moved.state.n, moved.version), (1, new_version));
+        // Finished: neither a save nor a rekey revives it.
+        j.finish::<Counter>(&new_id).unwrap();
+        assert!(matches!(
+            j.rekey(&new_id.key(), new_version + 1),
+            Err(JourneyError::Conflict)
+        ));
+        assert!(matches!(
+            j.finish::<Counter>(&new_id),
+            Err(JourneyError::Finished)
+        ));
+    });
+}
+
 crate::per_backend!(
+    saves_are_compare_and_swap_and_a_rekey_happens_once,
     rows_update_only_at_their_version_and_finish_once,
     concurrent_updates_lose_nothing_and_one_finish_wins,
     journeys_expire_and_ids_are_opaque,

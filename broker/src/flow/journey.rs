@@ -231,6 +231,23 @@ impl Journeys {
         }
     }
 
+    /// Ends the journey the caller read at `version` (no second read): for exactly one caller,
+    /// however many race; the others get [`JourneyError::Finished`] or
+    /// [`JourneyError::Conflict`].
+    pub fn finish_at(&self, id: &JourneyId, version: i64) -> Result<(), JourneyError> {
+        if self
+            .store
+            .finish_login_transaction(&id.hash(), version, self.clock.now())?
+        {
+            return Ok(());
+        }
+        match self.store.login_transaction(&id.hash())? {
+            Some(r) if r.finished_at.is_some() => Err(JourneyError::Finished),
+            Some(_) => Err(JourneyError::Conflict),
+            None => Err(JourneyError::Unknown),
+        }
+    }
+
     /// Ends the journey and returns its last state: for exactly one caller, however many race
     /// (the others get [`JourneyError::Finished`] or [`JourneyError::Conflict`]).
     pub fn finish<S: DeserializeOwned>(&self, id: &JourneyId) -> Result<S, JourneyError> {

@@ -1143,7 +1143,7 @@ impl SignIn {
             let provider = Arc::clone(&self.provider);
             let ar = blocking(move || Ok(req.resume(&provider.clients)?)).await?;
             if let Some(ar) = ar {
-                self.finish_quietly(id).await;
+                self.finish_quietly(id, loaded.version).await;
                 return Ok(self.app_error(
                     ar.redirect_uri,
                     ar.response_mode == authorize::ResponseMode::FormPost,
@@ -1908,7 +1908,7 @@ impl SignIn {
             else {
                 return Ok(Outcome::expired());
             };
-            self.finish(id).await?;
+            self.finish(id, loaded.version).await?;
             let store = Arc::clone(&self.store);
             let amr = crate::flow::mfa::merge_amr(&current.amr, &who.amr);
             let mut record = current.clone();
@@ -1973,7 +1973,7 @@ impl SignIn {
             Err(e) => return Err(e.into()),
         };
         // Single use: of two completions racing, one finishes; the other's session goes.
-        if let Err(e) = self.finish(id).await {
+        if let Err(e) = self.finish(id, loaded.version).await {
             let (provider, r) = (Arc::clone(&self.provider), record.clone());
             blocking(move || {
                 provider
@@ -2091,17 +2091,14 @@ impl SignIn {
         Ok(out)
     }
 
-    async fn finish(&self, id: &JourneyId) -> Result<(), SignInError> {
+    /// Finishes the journey as read (`version`): single use.
+    async fn finish(&self, id: &JourneyId, version: i64) -> Result<(), SignInError> {
         let (journeys, id) = (self.journeys.clone(), id.clone());
-        blocking(move || {
-            journeys.finish::<Journey>(&id)?;
-            Ok(())
-        })
-        .await
+        blocking(move || Ok(journeys.finish_at(&id, version)?)).await
     }
 
-    async fn finish_quietly(&self, id: &JourneyId) {
-        if let Err(e) = self.finish(id).await {
+    async fn finish_quietly(&self, id: &JourneyId, version: i64) {
+        if let Err(e) = self.finish(id, version).await {
             tracing::debug!(error = %e, "journey already finished");
         }
     }

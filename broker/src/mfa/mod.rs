@@ -104,7 +104,10 @@ pub fn check_form(f: &Form) -> Result<(), String> {
                 .name
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-            && !matches!(field.name.as_str(), "csrf_token" | "journey" | "ticket" | "factor");
+            && !matches!(
+                field.name.as_str(),
+                "csrf_token" | "journey" | "ticket" | "factor"
+            );
         if !ok || !names.insert(field.name.as_str()) {
             return Err(format!(
                 "field name `{}` is not 1-32 of a-z, 0-9, _ (or is reserved or repeated)",
