@@ -27,12 +27,14 @@ use std::time::{Duration, Instant};
 
 use concierge::clock::{Clock, Entropy, ManualClock, OsEntropy};
 use concierge::config::DatabaseUrl;
+use concierge::domain::auth::AMR_MFA;
+use concierge::domain::policy::MfaRequirement;
 use concierge::domain::{Email, Locale, UserId};
 use concierge::mfa::host::{CallState, EnrollStep, FactorPlugin, PluginError, User as WitUser};
 use concierge::mfa::host::{Form, Verdict};
 use concierge::mfa::registry::{self, Loaded, Slot};
-use concierge::mfa::settings::{MfaRequirement, RawMfa, RawPlugin};
-use concierge::mfa::{AMR_MFA, EnrollOutcome, FactorUser, Mfa, VerifyOutcome};
+use concierge::mfa::settings::{RawMfa, RawPlugin};
+use concierge::mfa::{EnrollOutcome, FactorUser, Mfa, VerifyOutcome};
 use concierge::provider::keys::KeyEncryptionKey;
 use concierge::storage::{DieselStore, Store, User};
 use sha2::{Digest, Sha256};

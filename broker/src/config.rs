@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::domain::Locale;
+use crate::domain::policy::{ChannelPolicy, MfaRequirement, OnLimit, SessionLimit};
 use crate::provider::ProviderSettings;
 use crate::provider::clients::{Client, ClientConfig};
 use crate::provider::jwt::Alg;
@@ -106,7 +107,7 @@ pub struct RawUpstream {
     pub domains: Vec<String>,
     /// Second factor for users of this upstream (raises the client's and `[mfa]`'s setting).
     #[serde(default)]
-    pub mfa: Option<crate::mfa::settings::MfaRequirement>,
+    pub mfa: Option<MfaRequirement>,
     /// Count the upstream's own MFA (its `amr`, or an `acr` in `mfa_acr_values`) as the factor.
     #[serde(default)]
     pub trust_upstream_mfa: bool,
@@ -158,7 +159,7 @@ pub struct UpstreamConfig {
     pub link_by_verified_email: bool,
     /// Lower-case email domains routed to this upstream.
     pub domains: Vec<String>,
-    pub mfa: Option<crate::mfa::settings::MfaRequirement>,
+    pub mfa: Option<MfaRequirement>,
     pub trust_upstream_mfa: bool,
     pub mfa_acr_values: Vec<String>,
     pub kind: UpstreamKind,
@@ -335,17 +336,6 @@ pub struct RawChannelSession {
     pub max_per_user: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub on_limit: Option<OnLimit>,
-}
-
-/// What a sign-in does when the user is at the session limit.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OnLimit {
-    /// The oldest session ends (its refresh tokens revoked, back-channel logout sent).
-    #[default]
-    EndOldest,
-    /// The sign-in stops at a page listing the sessions; the user ends one to continue.
-    Refuse,
 }
 
 impl Default for RawSession {
@@ -569,25 +559,6 @@ pub struct SessionSettings {
     pub web: ChannelPolicy,
     pub mobile: ChannelPolicy,
     pub api: ChannelPolicy,
-}
-
-/// The resolved session policy of one channel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ChannelPolicy {
-    pub idle_timeout: Duration,
-    pub absolute_timeout: Duration,
-    /// The limit and what it counts.
-    pub limit: SessionLimit,
-    pub on_limit: OnLimit,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SessionLimit {
-    None,
-    /// At most N sessions of the user in all channels.
-    AllChannels(u32),
-    /// At most N sessions of the user in this channel.
-    ThisChannel(u32),
 }
 
 impl SessionSettings {

@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::Store as WasmStore;
 
 use crate::clock::{Clock, Entropy};
+use crate::domain::auth::AMR_MFA;
 use crate::provider::keys::KeyEncryptionKey;
 use crate::ratelimit::{Limited, Lockout, LockoutPolicy};
 use crate::storage::{StorageError, Store};
@@ -30,8 +31,6 @@ use settings::{MfaSettings, PluginManifest};
 /// A plugin's key-value state for one user, as the plugin sees it.
 type PluginState = BTreeMap<String, Vec<u8>>;
 
-/// The amr value added to every session that passed a second factor.
-pub const AMR_MFA: &str = "mfa";
 /// The pseudo-factor id of recovery codes (not a plugin; ADR 0009).
 pub const RECOVERY_ID: &str = "recovery-code";
 /// The signal `concierge plugins reload` raises.

@@ -45,8 +45,8 @@ impl Loaded {
     /// The methods a session gains when this factor is proven: the plugin's own, and `mfa`.
     pub fn proven_amr(&self) -> Vec<String> {
         let mut amr = self.description.amr.clone();
-        if !amr.iter().any(|m| m == super::AMR_MFA) {
-            amr.push(super::AMR_MFA.to_owned());
+        if !amr.iter().any(|m| m == crate::domain::auth::AMR_MFA) {
+            amr.push(crate::domain::auth::AMR_MFA.to_owned());
         }
         amr
     }

@@ -8,18 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// Whether a sign-in needs a second factor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MfaRequirement {
-    /// Never asked.
-    #[default]
-    Off,
-    /// Asked when the user has enrolled a factor; users without one sign in without.
-    Optional,
-    /// Always asked; a user without a factor enrols one at this sign-in.
-    Required,
-}
+use crate::domain::policy::MfaRequirement;
 
 /// `[mfa]` as written.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -573,11 +562,5 @@ mod tests {
         assert_eq!(parse_bytes("1048576"), Some(1 << 20));
         assert_eq!(parse_bytes("4 MiB"), Some(4 << 20));
         assert_eq!(parse_bytes("4MB"), None);
-    }
-
-    #[test]
-    fn requirements_order_from_off_to_required() {
-        assert!(MfaRequirement::Off < MfaRequirement::Optional);
-        assert!(MfaRequirement::Optional < MfaRequirement::Required);
     }
 }

@@ -62,11 +62,11 @@ pub struct ClientConfig {
     pub max_sessions_per_user: Option<u32>,
     /// At the limit: `end_oldest` or `refuse` (default: the channel's `[session]` setting).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub on_session_limit: Option<crate::config::OnLimit>,
+    pub on_session_limit: Option<crate::domain::policy::OnLimit>,
     /// Second factor when signing in for this client: `off`, `optional`, `required`
     /// (default: `[mfa] required`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mfa: Option<crate::mfa::settings::MfaRequirement>,
+    pub mfa: Option<crate::domain::policy::MfaRequirement>,
 }
 
 fn default_channel() -> Channel {
@@ -133,8 +133,8 @@ pub struct Client {
     pub refresh_absolute_ttl: Option<Duration>,
     pub audience: Option<String>,
     pub max_sessions_per_user: Option<u32>,
-    pub on_session_limit: Option<crate::config::OnLimit>,
-    pub mfa: Option<crate::mfa::settings::MfaRequirement>,
+    pub on_session_limit: Option<crate::domain::policy::OnLimit>,
+    pub mfa: Option<crate::domain::policy::MfaRequirement>,
 }
 
 /// A client definition error: `field` names the key inside the client.

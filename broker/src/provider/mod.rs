@@ -177,10 +177,10 @@ struct Grantee {
 /// when the broker itself verified a second factor (or trusted an upstream's), which adds `mfa`.
 /// An upstream's own `amr` alone (e.g. `otp` from an untrusted upstream) does not count.
 pub fn acr_for(amr: &[String]) -> &'static str {
-    if crate::flow::mfa::session_level(amr) >= 2 {
-        crate::flow::mfa::ACR_LOA2
+    if crate::domain::auth::session_level(amr) >= 2 {
+        crate::domain::auth::ACR_LOA2
     } else {
-        crate::flow::mfa::ACR_LOA1
+        crate::domain::auth::ACR_LOA1
     }
 }
 
@@ -280,7 +280,7 @@ impl Provider {
             "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
             "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
             "code_challenge_methods_supported": ["S256"],
-            "acr_values_supported": [crate::flow::mfa::ACR_LOA1, crate::flow::mfa::ACR_LOA2],
+            "acr_values_supported": [crate::domain::auth::ACR_LOA1, crate::domain::auth::ACR_LOA2],
             "scopes_supported": ["openid", "profile", "email", "groups", "offline_access"],
             "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "sid", "azp", "at_hash", "email", "email_verified", "name", "groups"],
             "prompt_values_supported": ["none", "login"],

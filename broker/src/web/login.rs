@@ -402,8 +402,8 @@ fn for_client(
         let policy = policies.channel(client.channel);
         ctx.channel = client.channel;
         ctx.limit = match client.max_sessions_per_user {
-            Some(0) => crate::config::SessionLimit::None,
-            Some(n) => crate::config::SessionLimit::ThisChannel(n),
+            Some(0) => crate::domain::policy::SessionLimit::None,
+            Some(n) => crate::domain::policy::SessionLimit::ThisChannel(n),
             None => policy.limit,
         };
         ctx.on_limit = client.on_session_limit.unwrap_or(policy.on_limit);

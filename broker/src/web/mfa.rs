@@ -13,12 +13,12 @@ use super::form::StrictForm;
 use super::login::{return_to, sign_in_here, signed_in};
 use super::{AppState, client_ip, current_session, render, request_info, see_other};
 use crate::audit::{Event, EventKind};
+use crate::domain::policy::MfaRequirement;
 use crate::domain::{Locale, ReturnTo, UserId};
 use crate::error::WebError;
 use crate::flow::login::{Authenticated, open_session};
 use crate::flow::mfa as policy;
 use crate::mfa::host::{FieldKind, Form, Localized};
-use crate::mfa::settings::MfaRequirement;
 use crate::mfa::{EnrollOutcome, FactorStatus, FactorUser, MfaError, VerifyOutcome};
 use crate::ratelimit::Scope;
 
@@ -156,7 +156,7 @@ fn decide(
     if policy::upstream_mfa_trusted(upstream, &who.amr, who.acr.as_deref()) {
         return Ok(Decision::Proceed(policy::merge_amr(
             &who.amr,
-            &[crate::mfa::AMR_MFA.to_owned()],
+            &[crate::domain::auth::AMR_MFA.to_owned()],
         )));
     }
     // A missing or disabled account is refused by the session step, with its own page.
@@ -229,7 +229,8 @@ fn factor_user(state: &AppState, id: &UserId, locale: Locale) -> Result<FactorUs
 /// already passed a second factor (adding a method from the account page). Otherwise a stolen
 /// password could enrol the thief's own authenticator and pass as MFA.
 fn may_enroll(ticket: &MfaTicket, factors: &[FactorStatus]) -> bool {
-    ticket.amr.iter().any(|m| m == crate::mfa::AMR_MFA) || !factors.iter().any(|f| f.enrolled)
+    ticket.amr.iter().any(|m| m == crate::domain::auth::AMR_MFA)
+        || !factors.iter().any(|f| f.enrolled)
 }
 
 /// One enrolled factor: straight to its challenge; else the choice.
@@ -1071,7 +1072,7 @@ pub(crate) fn needs_step_up(
     acr_values: Option<&str>,
     session_amr: &[String],
 ) -> bool {
-    let level = policy::session_level(session_amr);
+    let level = crate::domain::auth::session_level(session_amr);
     if level >= 2 {
         return false;
     }
