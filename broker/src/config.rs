@@ -17,6 +17,7 @@ use crate::provider::ProviderSettings;
 use crate::provider::clients::{Client, ClientConfig};
 use crate::provider::jwt::Alg;
 
+pub mod mfa;
 mod oidc_auth;
 mod saml;
 pub(crate) mod secret;
@@ -60,7 +61,7 @@ pub struct RawSettings {
     pub audit: RawAudit,
     pub admin: RawAdmin,
     /// Multi-factor authentication: policy default, limits, plugins (`[mfa]`).
-    pub mfa: crate::mfa::settings::RawMfa,
+    pub mfa: mfa::RawMfa,
     /// Clients of the OpenID provider (`[[clients]]` tables).
     pub clients: Vec<ClientConfig>,
     /// Upstream identity providers (`[[upstreams]]` tables), in login-page order.
@@ -541,7 +542,7 @@ pub struct Settings {
     pub audit: RawAudit,
     pub admin: RawAdmin,
     pub upstreams: Vec<UpstreamConfig>,
-    pub mfa: crate::mfa::settings::MfaSettings,
+    pub mfa: mfa::MfaSettings,
     /// Trust anchors of outbound HTTPS (`[http] ca_file`).
     pub http: crate::upstream::http::TrustAnchors,
     /// The file these settings came from (`None`: the embedded default); plugin hot reload

@@ -527,7 +527,7 @@ fn plugins(config: Option<PathBuf>, command: PluginsCommand) -> anyhow::Result<(
                 }
             );
             println!("amr       {}", d.amr.join(" "));
-            let grants: Vec<&str> = concierge::mfa::settings::Capability::ALL
+            let grants: Vec<&str> = concierge::config::mfa::Capability::ALL
                 .iter()
                 .filter(|c| checked.imports.iter().any(|i| *i == c.interface()))
                 .map(|c| c.as_str())

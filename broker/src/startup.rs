@@ -259,7 +259,7 @@ impl Application {
                 Arc::clone(&deps.clock),
                 Arc::clone(&deps.entropy),
                 Arc::clone(&kek),
-                settings.config_path.clone(),
+                settings.config_path.clone().map(plugin_manifests),
             )
             .context("starting the MFA plugin host")?,
         );
@@ -332,6 +332,16 @@ impl Application {
         }
         result
     }
+}
+
+/// Where hot reload re-reads the plugin manifests: the config file (plus the environment, as
+/// at boot), parsed and validated whole, so an invalid edit keeps the loaded plugins.
+fn plugin_manifests(path: std::path::PathBuf) -> crate::mfa::ManifestSource {
+    Box::new(move || {
+        Settings::load(Some(&path), std::env::vars())
+            .map(|s| s.mfa.plugins)
+            .map_err(|e| e.to_string())
+    })
 }
 
 /// Hot reload: plugin files, their pins, and `concierge plugins reload` are checked every

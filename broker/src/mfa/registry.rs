@@ -3,7 +3,7 @@
 //! the manifest's grants, and the swap to a new version on hot reload.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -15,7 +15,7 @@ use wasmtime::{
 
 use super::MfaError;
 use super::host::{CallState, Description, FactorPlugin, FactorPluginPre, concierge};
-use super::settings::{Capability, PluginManifest, valid_plugin_id};
+use crate::config::mfa::{Capability, PluginManifest, valid_plugin_id};
 
 /// One epoch tick; a call's wall-time deadline is counted in ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(2);
@@ -500,11 +500,4 @@ fn spawn_epoch_ticker(engine: &Engine) -> bool {
             false
         }
     }
-}
-
-/// The manifests from `path`'s config (as at boot: file plus environment).
-pub fn manifests_from(path: Option<&PathBuf>) -> Result<Vec<PluginManifest>, String> {
-    crate::config::Settings::load(path.map(PathBuf::as_path), std::env::vars())
-        .map(|s| s.mfa.plugins)
-        .map_err(|e| e.to_string())
 }

@@ -359,7 +359,7 @@ impl RawMfa {
                 if s.from.parse::<lettre::message::Mailbox>().is_err() {
                     return Err(invalid("mfa.smtp.from", "is not a mailbox".into()));
                 }
-                let password = crate::config::secret::resolve(
+                let password = super::secret::resolve(
                     "mfa.smtp.password",
                     s.password.as_ref(),
                     s.password_file.as_deref(),
@@ -402,13 +402,13 @@ impl RawMfa {
                     .ok()
                     .filter(|u| matches!(u.scheme(), "http" | "https"))
                     .ok_or_else(|| invalid("mfa.sms.url", "is not an http(s) URL".into()))?;
-                let token = crate::config::secret::resolve(
+                let token = super::secret::resolve(
                     "mfa.sms.token",
                     s.token.as_ref(),
                     s.token_file.as_deref(),
                     &invalid,
                 )?;
-                if token.is_some() && !crate::config::https_or_loopback(&url) {
+                if token.is_some() && !super::https_or_loopback(&url) {
                     return Err(invalid(
                         "mfa.sms.url",
                         "must be https when a token is set (the bearer token would travel in clear); plain http only to a gateway on a loopback address".into(),
