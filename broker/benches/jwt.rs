@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use concierge::clock::OsEntropy;
 use concierge::config::DatabaseUrl;
-use concierge::provider::jwt::{self, Alg};
+use concierge::domain::jose::Alg;
+use concierge::provider::jwt;
 use concierge::provider::keys::{KeyEncryptionKey, KeyRing};
 use concierge::storage::{DieselStore, Store};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};

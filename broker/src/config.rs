@@ -12,13 +12,15 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::domain::Locale;
+use crate::domain::client::{Client, ClientConfig};
+use crate::domain::jose::Alg;
 use crate::domain::policy::{ChannelPolicy, MfaRequirement, OnLimit, SessionLimit};
-use crate::provider::ProviderSettings;
-use crate::provider::clients::{Client, ClientConfig};
-use crate::provider::jwt::Alg;
+use provider::ProviderSettings;
 
+pub mod http;
 pub mod mfa;
 mod oidc_auth;
+pub mod provider;
 mod saml;
 pub(crate) mod secret;
 pub use oidc_auth::UpstreamClientAuth;
@@ -544,7 +546,7 @@ pub struct Settings {
     pub upstreams: Vec<UpstreamConfig>,
     pub mfa: mfa::MfaSettings,
     /// Trust anchors of outbound HTTPS (`[http] ca_file`).
-    pub http: crate::upstream::http::TrustAnchors,
+    pub http: http::TrustAnchors,
     /// The file these settings came from (`None`: the embedded default); plugin hot reload
     /// re-reads its `[mfa]` pins.
     pub config_path: Option<PathBuf>,
@@ -1059,7 +1061,7 @@ impl Settings {
                 None => Default::default(),
                 Some(path) => std::fs::read(path)
                     .map_err(|e| format!("cannot read {}: {e}", path.display()))
-                    .and_then(|pem| crate::upstream::http::TrustAnchors::from_pem(&pem))
+                    .and_then(|pem| http::TrustAnchors::from_pem(&pem))
                     .map_err(|m| invalid("http.ca_file", m))?,
             },
             config_path: None,

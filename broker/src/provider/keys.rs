@@ -10,8 +10,9 @@ use ring::rand::SystemRandom;
 use ring::signature::{self, EcdsaKeyPair, Ed25519KeyPair};
 use serde_json::{Value, json};
 
-use super::jwt::{Alg, JwtError, Signer, Verifier};
+use super::jwt::{JwtError, Signer, Verifier};
 use crate::clock::{Entropy, UnixTime};
+use crate::domain::jose::Alg;
 use crate::storage::{SigningKeyRecord, StorageError, Store};
 
 #[derive(Debug, thiserror::Error)]

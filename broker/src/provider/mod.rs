@@ -19,12 +19,14 @@ use sha2::{Digest, Sha256};
 
 use crate::audit::{Auditor, Event, EventKind};
 use crate::clock::{Clock, Entropy, UnixTime};
+use crate::config::provider::ProviderSettings;
 use crate::domain::UserId;
+use crate::domain::client::{AuthMethod, Client, Grant};
+use crate::domain::jose::Alg;
 use crate::storage::{
     AuthCodeRecord, CodeUse, RefreshRecord, Rotation, SessionRecord, StorageError, Store,
 };
-use clients::{Client, ClientRegistry, Grant};
-use jwt::Alg;
+use clients::ClientRegistry;
 use keys::{KeyError, KeyRing};
 
 /// OAuth 2.0 / OIDC errors; each variant is an RFC error code.
@@ -117,21 +119,6 @@ impl From<KeyError> for OAuthError {
     fn from(e: KeyError) -> Self {
         Self::ServerError(e.to_string())
     }
-}
-
-/// Lifetimes and defaults of the provider.
-#[derive(Debug, Clone)]
-pub struct ProviderSettings {
-    pub issuer: String,
-    pub access_token_ttl: Duration,
-    pub id_token_ttl: Duration,
-    pub code_ttl: Duration,
-    pub refresh_idle_ttl: Duration,
-    pub refresh_absolute_ttl: Duration,
-    pub refresh_reuse_grace: Duration,
-    pub signing_alg: Alg,
-    pub jwks_max_age: Duration,
-    pub key_reload_interval: Duration,
 }
 
 fn secs(d: Duration) -> i64 {
@@ -316,13 +303,13 @@ impl Provider {
         };
         let client = self.clients.get(id)?.ok_or(OAuthError::InvalidClient)?;
         match client.auth_method {
-            clients::AuthMethod::None => {
+            AuthMethod::None => {
                 if secret.is_some_and(|s| !s.is_empty()) {
                     return Err(OAuthError::InvalidClient);
                 }
             }
-            clients::AuthMethod::SecretBasic | clients::AuthMethod::SecretPost => {
-                let expected_basic = client.auth_method == clients::AuthMethod::SecretBasic;
+            AuthMethod::SecretBasic | AuthMethod::SecretPost => {
+                let expected_basic = client.auth_method == AuthMethod::SecretBasic;
                 let ok =
                     secret.is_some_and(|s| client.secret_matches(s)) && via_basic == expected_basic;
                 if !ok {

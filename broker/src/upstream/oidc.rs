@@ -31,7 +31,8 @@ use super::{
 use crate::clock::{Clock, Entropy, UnixTime};
 use crate::config::{ClaimMapping, OidcUpstreamConfig, UpstreamClientAuth};
 use crate::domain::Email;
-use crate::provider::jwt::{self, Alg, Signer};
+use crate::domain::jose::Alg;
+use crate::provider::jwt::{self, Signer};
 
 /// How long discovery (and the upstream's JWKS) is trusted before it is fetched again.
 const METADATA_TTL: i64 = 3600;
@@ -167,7 +168,7 @@ impl OidcConnector {
     pub fn new(
         id: &str,
         cfg: &OidcUpstreamConfig,
-        trust: &http::TrustAnchors,
+        trust: &crate::config::http::TrustAnchors,
         clock: Arc<dyn Clock>,
         entropy: Arc<dyn Entropy>,
     ) -> Result<Self, UpstreamError> {

@@ -272,7 +272,7 @@ pub(crate) fn set_csp(res: &mut HttpResponse, form_action: &[&str], scripts: boo
 pub(crate) fn authorize_target(
     provider: &Provider,
     return_to: &str,
-) -> Option<(Arc<crate::provider::clients::Client>, url::Url)> {
+) -> Option<(Arc<crate::domain::client::Client>, url::Url)> {
     let query = return_to.strip_prefix("/authorize?")?;
     let mut client_id = None;
     let mut redirect_uri = None;

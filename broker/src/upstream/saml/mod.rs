@@ -198,7 +198,7 @@ impl SamlConnector {
         id: &str,
         cfg: &SamlUpstreamConfig,
         public_url: &url::Url,
-        trust: &super::http::TrustAnchors,
+        trust: &crate::config::http::TrustAnchors,
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         entropy: Arc<dyn Entropy>,
