@@ -600,6 +600,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             command: ConfigCommand::Check { file },
         } => {
             let settings = load(Some(&file))?;
+            startup::check_connectors(&settings)?;
             println!(
                 "{}: ok (listens on {}, database {})",
                 file.display(),

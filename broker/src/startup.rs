@@ -157,6 +157,30 @@ pub struct Application {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
+/// Checks what only connector code can parse, so a bad file is refused naming its key (at boot
+/// and by `concierge config check`) rather than when the connector is built: a SAML upstream's
+/// metadata file.
+pub fn check_connectors(settings: &Settings) -> Result<(), crate::config::ConfigError> {
+    let origin = match &settings.config_path {
+        Some(p) => format!("config file {}", p.display()),
+        None => "the embedded default configuration".to_owned(),
+    };
+    for (i, u) in settings.upstreams.iter().enumerate() {
+        if let crate::config::UpstreamKind::Saml(cfg) = &u.kind
+            && let crate::config::SamlMetadataSource::File { xml, .. } = &cfg.metadata
+        {
+            crate::upstream::saml::metadata::IdpMetadata::parse(xml).map_err(|e| {
+                crate::config::ConfigError::Invalid {
+                    origin: origin.clone(),
+                    key: format!("upstreams[{i}].metadata_file"),
+                    message: e.to_string(),
+                }
+            })?;
+        }
+    }
+    Ok(())
+}
+
 impl Application {
     /// Builds everything and binds the listener; call inside a Tokio runtime.
     pub fn build(settings: Settings, deps: Deps) -> anyhow::Result<Self> {
@@ -169,6 +193,7 @@ impl Application {
         deps: Deps,
         store: Arc<dyn Store>,
     ) -> anyhow::Result<Self> {
+        check_connectors(&settings)?;
         if settings.demo {
             ensure_demo_user(store.as_ref(), &deps)?;
         }
