@@ -540,7 +540,7 @@ pub struct Settings {
     /// `None`: use (or create) the key file in data_dir (SQLite only).
     pub key_encryption_key: Option<std::sync::Arc<SecretBox<[u8; 32]>>>,
     pub clients: Vec<Client>,
-    pub limits: crate::ratelimit::Limits,
+    pub limits: crate::domain::limits::Limits,
     pub audit: RawAudit,
     pub admin: RawAdmin,
     pub upstreams: Vec<UpstreamConfig>,
@@ -1080,8 +1080,8 @@ pub(crate) fn https_or_loopback(url: &Url) -> bool {
 fn rate_limits(
     r: &RawRateLimit,
     invalid: &impl Fn(&str, String) -> ConfigError,
-) -> Result<crate::ratelimit::Limits, ConfigError> {
-    use crate::ratelimit::{Cidr, Limits, LockoutPolicy, Rate};
+) -> Result<crate::domain::limits::Limits, ConfigError> {
+    use crate::domain::limits::{Cidr, Limits, LockoutPolicy, Rate};
     let rate =
         |key: &str, v: &str| Rate::parse(v).map_err(|m| invalid(&format!("rate_limit.{key}"), m));
     let mut trusted_proxies = Vec::new();

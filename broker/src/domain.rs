@@ -8,6 +8,7 @@ use serde::Serialize;
 pub mod auth;
 pub mod client;
 pub mod jose;
+pub mod limits;
 pub mod policy;
 
 /// A parse failure of a domain value; the message is safe to show to a user.
