@@ -8,6 +8,7 @@ use serde::Serialize;
 pub mod auth;
 pub mod client;
 pub mod jose;
+pub mod kek;
 pub mod limits;
 pub mod policy;
 

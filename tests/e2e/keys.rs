@@ -3,8 +3,9 @@
 
 use concierge::clock::OsEntropy;
 use concierge::domain::jose::Alg;
+use concierge::domain::kek::KeyEncryptionKey;
 use concierge::provider::jwt;
-use concierge::provider::keys::{KeyEncryptionKey, KeyRing};
+use concierge::provider::keys::KeyRing;
 use serde_json::{Value, json};
 
 use crate::helpers::{SECRET, START, spawn_provider};

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use super::jwt::{JwtError, Signer, Verifier};
 use crate::clock::{Entropy, UnixTime};
 use crate::domain::jose::Alg;
+use crate::domain::kek::KeyEncryptionKey;
 use crate::storage::{SigningKeyRecord, StorageError, Store};
 
 #[derive(Debug, thiserror::Error)]
@@ -26,12 +27,10 @@ pub enum KeyError {
     #[error("no signing key for {0}")]
     NoKey(&'static str),
     #[error(transparent)]
-    Seal(#[from] crate::secrets::SecretError),
+    Seal(#[from] crate::domain::kek::SealError),
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
-
-pub use crate::secrets::KeyEncryptionKey;
 
 /// A key loaded for use.
 pub struct LoadedKey {
