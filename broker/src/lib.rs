@@ -7,6 +7,8 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod flow;
+#[cfg(test)]
+mod layering;
 pub mod mfa;
 pub mod pages;
 pub mod provider;
