@@ -7,6 +7,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod flow;
+pub mod http;
 #[cfg(test)]
 mod layering;
 pub mod mfa;

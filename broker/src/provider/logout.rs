@@ -272,5 +272,5 @@ impl LogoutSender {
 pub fn http_client(
     trust: &crate::config::http::TrustAnchors,
 ) -> Result<reqwest::Client, reqwest::Error> {
-    crate::upstream::http::client(DELIVERY_TIMEOUT, trust)
+    crate::http::client(DELIVERY_TIMEOUT, trust)
 }

@@ -23,7 +23,6 @@ use secrecy::ExposeSecret;
 use serde_json::{Map, Value};
 use url::Url;
 
-use super::http;
 use super::{
     Federated, Identity, PendingUpstream, RedirectConnector, UpstreamError, UpstreamSession,
     UpstreamStart,
@@ -32,6 +31,7 @@ use crate::clock::{Clock, Entropy, UnixTime};
 use crate::config::{ClaimMapping, OidcUpstreamConfig, UpstreamClientAuth};
 use crate::domain::Email;
 use crate::domain::jose::Alg;
+use crate::http;
 use crate::provider::jwt::{self, Signer};
 
 /// How long discovery (and the upstream's JWKS) is trusted before it is fetched again.

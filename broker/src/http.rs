@@ -1,5 +1,5 @@
 //! Owns the broker's HTTP requests to other parties (upstream discovery, JWKS, token and
-//! userinfo endpoints, SAML metadata): one client builder (no redirects, timeouts, the trust
+//! userinfo endpoints, SAML metadata, back-channel logout to apps): one client builder (no redirects, timeouts, the trust
 //! anchors) and response bodies read with a size cap, refused before they are buffered whole.
 
 use std::time::Duration;
