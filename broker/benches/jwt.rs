@@ -9,7 +9,7 @@ use concierge::clock::OsEntropy;
 use concierge::config::DatabaseUrl;
 use concierge::domain::jose::Alg;
 use concierge::domain::kek::KeyEncryptionKey;
-use concierge::provider::jwt;
+use concierge::jwt;
 use concierge::provider::keys::KeyRing;
 use concierge::storage::{DieselStore, Store};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};

@@ -8,6 +8,7 @@ pub mod domain;
 pub mod error;
 pub mod flow;
 pub mod http;
+pub mod jwt;
 #[cfg(test)]
 mod layering;
 pub mod mfa;

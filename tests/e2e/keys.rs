@@ -4,7 +4,7 @@
 use concierge::clock::OsEntropy;
 use concierge::domain::jose::Alg;
 use concierge::domain::kek::KeyEncryptionKey;
-use concierge::provider::jwt;
+use concierge::jwt;
 use concierge::provider::keys::KeyRing;
 use serde_json::{Value, json};
 

@@ -4,7 +4,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use concierge::domain::jose::Alg;
-use concierge::provider::jwt::{self, Verifier};
+use concierge::jwt::{self, Verifier};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 

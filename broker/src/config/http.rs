@@ -1,5 +1,5 @@
 //! Owns `[http]` parsed: the certificate authorities the broker's outbound HTTPS trusts besides
-//! the public roots (the client that uses them is built in `crate::http`).
+//! the public roots (the client that uses them is built by the top-level `http` module).
 
 /// The certificate authorities https peers are checked against, besides the bundled public
 /// roots (webpki-roots) and the system store: the PEM bundle of `[http] ca_file`.

@@ -1,5 +1,5 @@
-//! Owns the JOSE names the broker signs and verifies with (the signing itself is
-//! `provider::jwt`).
+//! Owns the JOSE names the broker signs and verifies with (signing and verifying are in the
+//! top-level `jwt` module).
 
 use serde::{Deserialize, Serialize};
 

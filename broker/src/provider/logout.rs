@@ -10,10 +10,10 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 
-use super::jwt;
 use super::{OAuthError, Provider};
 use crate::audit::{Event, EventKind};
 use crate::domain::client::Client;
+use crate::jwt;
 use crate::storage::{LogoutDelivery, SessionRecord};
 
 /// Deliveries are given up after this many attempts (retries 5 s apart, doubling: about 10 minutes in all).

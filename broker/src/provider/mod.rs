@@ -5,7 +5,6 @@
 
 pub mod authorize;
 pub mod clients;
-pub mod jwt;
 pub mod keys;
 pub mod logout;
 
@@ -23,6 +22,7 @@ use crate::config::provider::ProviderSettings;
 use crate::domain::UserId;
 use crate::domain::client::{AuthMethod, Client, Grant};
 use crate::domain::jose::Alg;
+use crate::jwt;
 use crate::storage::{
     AuthCodeRecord, CodeUse, RefreshRecord, Rotation, SessionRecord, StorageError, Store,
 };

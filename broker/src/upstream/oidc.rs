@@ -32,7 +32,7 @@ use crate::config::{ClaimMapping, OidcUpstreamConfig, UpstreamClientAuth};
 use crate::domain::Email;
 use crate::domain::jose::Alg;
 use crate::http;
-use crate::provider::jwt::{self, Signer};
+use crate::jwt::{self, Signer};
 
 /// How long discovery (and the upstream's JWKS) is trusted before it is fetched again.
 const METADATA_TTL: i64 = 3600;
