@@ -89,6 +89,30 @@ fn mfa_does_not_load_the_whole_configuration() {
 }
 
 #[test]
+fn the_services_do_not_import_each_other_or_what_is_above_them() {
+    let services = ["provider", "upstream", "session", "mfa"];
+    for module in services {
+        let files = sources(module);
+        assert!(
+            files.len() > 1 || module == "session",
+            "no sources found for {module}"
+        );
+        let above: Vec<_> = crate_modules(&files)
+            .into_iter()
+            .filter(|(m, _)| {
+                m != module
+                    && (services.contains(&m.as_str())
+                        || ["flow", "web", "startup"].contains(&m.as_str()))
+            })
+            .collect();
+        assert!(
+            above.is_empty(),
+            "{module} names a sibling or a module above it: {above:#?}"
+        );
+    }
+}
+
+#[test]
 fn the_guard_sees_what_it_looks_for() {
     // The scan itself: a file naming a module above the domain is caught.
     let dir = tempfile::tempdir().unwrap();
