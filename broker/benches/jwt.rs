@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use concierge::clock::OsEntropy;
 use concierge::config::DatabaseUrl;
-use concierge::provider::jwt::{self, Alg};
-use concierge::provider::keys::{KeyEncryptionKey, KeyRing};
+use concierge::domain::jose::Alg;
+use concierge::domain::kek::KeyEncryptionKey;
+use concierge::jwt;
+use concierge::provider::keys::KeyRing;
 use concierge::storage::{DieselStore, Store};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 

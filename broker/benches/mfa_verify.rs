@@ -27,13 +27,15 @@ use std::time::{Duration, Instant};
 
 use concierge::clock::{Clock, Entropy, ManualClock, OsEntropy};
 use concierge::config::DatabaseUrl;
+use concierge::config::mfa::{RawMfa, RawPlugin};
+use concierge::domain::auth::AMR_MFA;
+use concierge::domain::kek::KeyEncryptionKey;
+use concierge::domain::policy::MfaRequirement;
 use concierge::domain::{Email, Locale, UserId};
 use concierge::mfa::host::{CallState, EnrollStep, FactorPlugin, PluginError, User as WitUser};
 use concierge::mfa::host::{Form, Verdict};
 use concierge::mfa::registry::{self, Loaded, Slot};
-use concierge::mfa::settings::{MfaRequirement, RawMfa, RawPlugin};
-use concierge::mfa::{AMR_MFA, EnrollOutcome, FactorUser, Mfa, VerifyOutcome};
-use concierge::provider::keys::KeyEncryptionKey;
+use concierge::mfa::{EnrollOutcome, FactorUser, Mfa, VerifyOutcome};
 use concierge::storage::{DieselStore, Store, User};
 use sha2::{Digest, Sha256};
 use wasmtime::Store as WasmStore;
@@ -67,7 +69,7 @@ fn plugin_dir() -> PathBuf {
 
 /// The two plugins as an operator would configure them (default limits: 100 ms, 50M fuel,
 /// 4 MiB), validated like the config file.
-fn settings(dir: &Path) -> concierge::mfa::settings::MfaSettings {
+fn settings(dir: &Path) -> concierge::config::mfa::MfaSettings {
     let plugin = |id: &str, file: &str, grants: &[&str]| {
         let path = dir.join(file);
         let bytes = std::fs::read(&path).unwrap();

@@ -12,11 +12,15 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::domain::Locale;
-use crate::provider::ProviderSettings;
-use crate::provider::clients::{Client, ClientConfig};
-use crate::provider::jwt::Alg;
+use crate::domain::client::{Client, ClientConfig};
+use crate::domain::jose::Alg;
+use crate::domain::policy::{ChannelPolicy, MfaRequirement, OnLimit, SessionLimit};
+use provider::ProviderSettings;
 
+pub mod http;
+pub mod mfa;
 mod oidc_auth;
+pub mod provider;
 mod saml;
 pub(crate) mod secret;
 pub use oidc_auth::UpstreamClientAuth;
@@ -59,7 +63,7 @@ pub struct RawSettings {
     pub audit: RawAudit,
     pub admin: RawAdmin,
     /// Multi-factor authentication: policy default, limits, plugins (`[mfa]`).
-    pub mfa: crate::mfa::settings::RawMfa,
+    pub mfa: mfa::RawMfa,
     /// Clients of the OpenID provider (`[[clients]]` tables).
     pub clients: Vec<ClientConfig>,
     /// Upstream identity providers (`[[upstreams]]` tables), in login-page order.
@@ -106,7 +110,7 @@ pub struct RawUpstream {
     pub domains: Vec<String>,
     /// Second factor for users of this upstream (raises the client's and `[mfa]`'s setting).
     #[serde(default)]
-    pub mfa: Option<crate::mfa::settings::MfaRequirement>,
+    pub mfa: Option<MfaRequirement>,
     /// Count the upstream's own MFA (its `amr`, or an `acr` in `mfa_acr_values`) as the factor.
     #[serde(default)]
     pub trust_upstream_mfa: bool,
@@ -158,7 +162,7 @@ pub struct UpstreamConfig {
     pub link_by_verified_email: bool,
     /// Lower-case email domains routed to this upstream.
     pub domains: Vec<String>,
-    pub mfa: Option<crate::mfa::settings::MfaRequirement>,
+    pub mfa: Option<MfaRequirement>,
     pub trust_upstream_mfa: bool,
     pub mfa_acr_values: Vec<String>,
     pub kind: UpstreamKind,
@@ -335,17 +339,6 @@ pub struct RawChannelSession {
     pub max_per_user: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub on_limit: Option<OnLimit>,
-}
-
-/// What a sign-in does when the user is at the session limit.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OnLimit {
-    /// The oldest session ends (its refresh tokens revoked, back-channel logout sent).
-    #[default]
-    EndOldest,
-    /// The sign-in stops at a page listing the sessions; the user ends one to continue.
-    Refuse,
 }
 
 impl Default for RawSession {
@@ -547,13 +540,13 @@ pub struct Settings {
     /// `None`: use (or create) the key file in data_dir (SQLite only).
     pub key_encryption_key: Option<std::sync::Arc<SecretBox<[u8; 32]>>>,
     pub clients: Vec<Client>,
-    pub limits: crate::ratelimit::Limits,
+    pub limits: crate::domain::limits::Limits,
     pub audit: RawAudit,
     pub admin: RawAdmin,
     pub upstreams: Vec<UpstreamConfig>,
-    pub mfa: crate::mfa::settings::MfaSettings,
+    pub mfa: mfa::MfaSettings,
     /// Trust anchors of outbound HTTPS (`[http] ca_file`).
-    pub http: crate::upstream::http::TrustAnchors,
+    pub http: http::TrustAnchors,
     /// The file these settings came from (`None`: the embedded default); plugin hot reload
     /// re-reads its `[mfa]` pins.
     pub config_path: Option<PathBuf>,
@@ -569,25 +562,6 @@ pub struct SessionSettings {
     pub web: ChannelPolicy,
     pub mobile: ChannelPolicy,
     pub api: ChannelPolicy,
-}
-
-/// The resolved session policy of one channel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ChannelPolicy {
-    pub idle_timeout: Duration,
-    pub absolute_timeout: Duration,
-    /// The limit and what it counts.
-    pub limit: SessionLimit,
-    pub on_limit: OnLimit,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SessionLimit {
-    None,
-    /// At most N sessions of the user in all channels.
-    AllChannels(u32),
-    /// At most N sessions of the user in this channel.
-    ThisChannel(u32),
 }
 
 impl SessionSettings {
@@ -1087,7 +1061,7 @@ impl Settings {
                 None => Default::default(),
                 Some(path) => std::fs::read(path)
                     .map_err(|e| format!("cannot read {}: {e}", path.display()))
-                    .and_then(|pem| crate::upstream::http::TrustAnchors::from_pem(&pem))
+                    .and_then(|pem| http::TrustAnchors::from_pem(&pem))
                     .map_err(|m| invalid("http.ca_file", m))?,
             },
             config_path: None,
@@ -1106,8 +1080,8 @@ pub(crate) fn https_or_loopback(url: &Url) -> bool {
 fn rate_limits(
     r: &RawRateLimit,
     invalid: &impl Fn(&str, String) -> ConfigError,
-) -> Result<crate::ratelimit::Limits, ConfigError> {
-    use crate::ratelimit::{Cidr, Limits, LockoutPolicy, Rate};
+) -> Result<crate::domain::limits::Limits, ConfigError> {
+    use crate::domain::limits::{Cidr, Limits, LockoutPolicy, Rate};
     let rate =
         |key: &str, v: &str| Rate::parse(v).map_err(|m| invalid(&format!("rate_limit.{key}"), m));
     let mut trusted_proxies = Vec::new();

@@ -5,6 +5,13 @@ use std::fmt;
 
 use serde::Serialize;
 
+pub mod auth;
+pub mod client;
+pub mod jose;
+pub mod kek;
+pub mod limits;
+pub mod policy;
+
 /// A parse failure of a domain value; the message is safe to show to a user.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]

@@ -7,6 +7,10 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod flow;
+pub mod http;
+pub mod jwt;
+#[cfg(test)]
+mod layering;
 pub mod mfa;
 pub mod pages;
 pub mod provider;

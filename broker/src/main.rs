@@ -372,7 +372,8 @@ fn sessions(config: Option<PathBuf>, command: SessionsCommand) -> anyhow::Result
 }
 
 fn clients(config: Option<PathBuf>, command: ClientsCommand) -> anyhow::Result<()> {
-    use concierge::provider::clients::{self, ClientConfig};
+    use concierge::domain::client::{self, ClientConfig};
+    use concierge::provider::clients;
     let settings = load(config.as_deref())?;
     let store = startup::open_store(&settings)?;
     let now = SystemClock.now();
@@ -405,7 +406,7 @@ fn clients(config: Option<PathBuf>, command: ClientsCommand) -> anyhow::Result<(
             cfg.channel = concierge::domain::Channel::parse(&channel)
                 .map_err(|e| anyhow::anyhow!("--channel: {e}"))?;
             cfg.public = public;
-            cfg.secret_sha256 = secret.as_deref().map(clients::hash_secret);
+            cfg.secret_sha256 = secret.as_deref().map(client::hash_secret);
             cfg.auth_method = auth_method;
             cfg.redirect_uris = redirect_uris;
             cfg.post_logout_redirect_uris = post_logout_redirect_uris;
@@ -417,7 +418,7 @@ fn clients(config: Option<PathBuf>, command: ClientsCommand) -> anyhow::Result<(
                 cfg.scopes = scopes;
             }
             cfg.signing_alg = signing_alg;
-            clients::Client::parse(&cfg)?.check_admin_scope(&settings.admin.scope)?;
+            client::Client::parse(&cfg)?.check_admin_scope(&settings.admin.scope)?;
             clients::register(store.as_ref(), &cfg, now)?;
             println!("registered client {}", cfg.id);
             if let Some(s) = secret {
@@ -461,7 +462,7 @@ fn keys(config: Option<PathBuf>, command: KeysCommand) -> anyhow::Result<()> {
     let deps = Deps::default();
     match command {
         KeysCommand::Rotate { alg } => {
-            let alg = concierge::provider::jwt::Alg::parse(&alg)
+            let alg = concierge::domain::jose::Alg::parse(&alg)
                 .ok_or_else(|| anyhow::anyhow!("--alg: use RS256, ES256 or EdDSA"))?;
             let ring = concierge::provider::keys::KeyRing::new(startup::key_encryption_key(
                 &settings, &deps,
@@ -527,7 +528,7 @@ fn plugins(config: Option<PathBuf>, command: PluginsCommand) -> anyhow::Result<(
                 }
             );
             println!("amr       {}", d.amr.join(" "));
-            let grants: Vec<&str> = concierge::mfa::settings::Capability::ALL
+            let grants: Vec<&str> = concierge::config::mfa::Capability::ALL
                 .iter()
                 .filter(|c| checked.imports.iter().any(|i| *i == c.interface()))
                 .map(|c| c.as_str())
@@ -599,6 +600,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             command: ConfigCommand::Check { file },
         } => {
             let settings = load(Some(&file))?;
+            startup::check_connectors(&settings)?;
             println!(
                 "{}: ok (listens on {}, database {})",
                 file.display(),

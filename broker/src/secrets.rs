@@ -1,14 +1,14 @@
-//! Owns the broker's own key material: the key-encryption key (AES-256-GCM, seals everything
-//! secret that is stored) and the root secret, one random 256-bit value kept in the database
-//! only sealed, from which every keyed MAC the broker uses gets its own key (HKDF-SHA256, one
-//! `info` label per purpose). Nothing readable from the database alone signs anything.
+//! Owns the broker's own key material: the root secret, one random 256-bit value kept in the
+//! database only sealed (under the key-encryption key, `domain::kek`), from which every keyed
+//! MAC the broker uses gets its own key (HKDF-SHA256, one `info` label per purpose). Nothing
+//! readable from the database alone signs anything.
 
 use std::fmt;
 
-use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::hkdf;
 
 use crate::clock::{Entropy, UnixTime};
+use crate::domain::kek::{KeyEncryptionKey, SealError};
 use crate::storage::{StorageError, Store};
 
 /// The name of the sealed root secret in the `secrets` table (also the AAD it is sealed under).
@@ -26,62 +26,12 @@ pub enum SecretError {
     Storage(#[from] StorageError),
 }
 
-/// The 256-bit key that encrypts private keys, plugin state and the root secret at rest.
-pub struct KeyEncryptionKey([u8; 32]);
-
-impl fmt::Debug for KeyEncryptionKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("KeyEncryptionKey(<redacted>)")
-    }
-}
-
-impl KeyEncryptionKey {
-    pub fn new(bytes: [u8; 32]) -> Self {
-        Self(bytes)
-    }
-
-    fn aead(&self) -> Result<LessSafeKey, SecretError> {
-        UnboundKey::new(&AES_256_GCM, &self.0)
-            .map(LessSafeKey::new)
-            .map_err(|_| SecretError::Seal)
-    }
-
-    /// `nonce || ciphertext || tag`, bound to `aad` (the record the value belongs to, so a
-    /// sealed value moved to another record does not open).
-    pub(crate) fn seal(
-        &self,
-        aad: &str,
-        plain: &[u8],
-        entropy: &dyn Entropy,
-    ) -> Result<Vec<u8>, SecretError> {
-        let mut nonce = [0u8; NONCE_LEN];
-        entropy.fill(&mut nonce);
-        let mut buf = plain.to_vec();
-        self.aead()?
-            .seal_in_place_append_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(aad.as_bytes()),
-                &mut buf,
-            )
-            .map_err(|_| SecretError::Seal)?;
-        let mut out = nonce.to_vec();
-        out.extend_from_slice(&buf);
-        Ok(out)
-    }
-
-    pub(crate) fn open(&self, aad: &str, sealed: &[u8]) -> Result<Vec<u8>, SecretError> {
-        let fail = || SecretError::Unseal(aad.to_owned());
-        if sealed.len() < NONCE_LEN {
-            return Err(fail());
+impl From<SealError> for SecretError {
+    fn from(e: SealError) -> Self {
+        match e {
+            SealError::Seal => Self::Seal,
+            SealError::Unseal(aad) => Self::Unseal(aad),
         }
-        let (nonce, ct) = sealed.split_at(NONCE_LEN);
-        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| fail())?;
-        let mut buf = ct.to_vec();
-        let plain = self
-            .aead()?
-            .open_in_place(nonce, Aad::from(aad.as_bytes()), &mut buf)
-            .map_err(|_| fail())?;
-        Ok(plain.to_vec())
     }
 }
 
@@ -177,17 +127,6 @@ impl RootSecret {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::OsEntropy;
-
-    #[test]
-    fn sealing_binds_the_record_and_needs_the_key() {
-        let kek = KeyEncryptionKey::new([7; 32]);
-        let sealed = kek.seal("a", b"plain", &OsEntropy).unwrap();
-        assert_eq!(kek.open("a", &sealed).unwrap(), b"plain");
-        assert!(kek.open("b", &sealed).is_err());
-        assert!(KeyEncryptionKey::new([8; 32]).open("a", &sealed).is_err());
-        assert!(kek.open("a", &sealed[..3]).is_err());
-    }
 
     #[test]
     fn purposes_get_unrelated_keys_and_derivation_is_stable() {

@@ -12,11 +12,12 @@ use anyhow::Context;
 use crate::audit::Auditor;
 use crate::clock::{Clock, Entropy, OsEntropy, SystemClock};
 use crate::config::Settings;
+use crate::domain::kek::KeyEncryptionKey;
 use crate::domain::{Email, SecretString, UserId};
 use crate::pages::Pages;
 use crate::provider::Provider;
 use crate::provider::clients::ClientRegistry;
-use crate::provider::keys::{KeyEncryptionKey, KeyRing};
+use crate::provider::keys::KeyRing;
 use crate::ratelimit::{Lockout, RateLimiter};
 use crate::session::SessionManager;
 use crate::storage::{DieselStore, Store, User};
@@ -157,6 +158,30 @@ pub struct Application {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
+/// Checks what only connector code can parse, so a bad file is refused naming its key (at boot
+/// and by `concierge config check`) rather than when the connector is built: a SAML upstream's
+/// metadata file.
+pub fn check_connectors(settings: &Settings) -> Result<(), crate::config::ConfigError> {
+    let origin = match &settings.config_path {
+        Some(p) => format!("config file {}", p.display()),
+        None => "the embedded default configuration".to_owned(),
+    };
+    for (i, u) in settings.upstreams.iter().enumerate() {
+        if let crate::config::UpstreamKind::Saml(cfg) = &u.kind
+            && let crate::config::SamlMetadataSource::File { xml, .. } = &cfg.metadata
+        {
+            crate::upstream::saml::metadata::IdpMetadata::parse(xml).map_err(|e| {
+                crate::config::ConfigError::Invalid {
+                    origin: origin.clone(),
+                    key: format!("upstreams[{i}].metadata_file"),
+                    message: e.to_string(),
+                }
+            })?;
+        }
+    }
+    Ok(())
+}
+
 impl Application {
     /// Builds everything and binds the listener; call inside a Tokio runtime.
     pub fn build(settings: Settings, deps: Deps) -> anyhow::Result<Self> {
@@ -169,6 +194,7 @@ impl Application {
         deps: Deps,
         store: Arc<dyn Store>,
     ) -> anyhow::Result<Self> {
+        check_connectors(&settings)?;
         if settings.demo {
             ensure_demo_user(store.as_ref(), &deps)?;
         }
@@ -259,7 +285,7 @@ impl Application {
                 Arc::clone(&deps.clock),
                 Arc::clone(&deps.entropy),
                 Arc::clone(&kek),
-                settings.config_path.clone(),
+                settings.config_path.clone().map(plugin_manifests),
             )
             .context("starting the MFA plugin host")?,
         );
@@ -360,6 +386,16 @@ impl Application {
         }
         result
     }
+}
+
+/// Where hot reload re-reads the plugin manifests: the config file (plus the environment, as
+/// at boot), parsed and validated whole, so an invalid edit keeps the loaded plugins.
+fn plugin_manifests(path: std::path::PathBuf) -> crate::mfa::ManifestSource {
+    Box::new(move || {
+        Settings::load(Some(&path), std::env::vars())
+            .map(|s| s.mfa.plugins)
+            .map_err(|e| e.to_string())
+    })
 }
 
 /// Hot reload: plugin files, their pins, and `concierge plugins reload` are checked every

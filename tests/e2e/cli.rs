@@ -94,6 +94,45 @@ fn config_check_names_the_file_and_the_key() {
     );
 }
 
+/// A SAML upstream's metadata file is parsed by the connector, not by the config loader; a
+/// file that is no SAML metadata is still refused naming the key, by `config check` and by
+/// `serve` before anything is served (exit 2, like every configuration error).
+#[test]
+fn saml_metadata_files_are_refused_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let metadata = dir.path().join("idp.xml");
+    std::fs::write(&metadata, "<EntityDescriptor/>").unwrap();
+    let p = dir.path().join("saml.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "data_dir = {:?}\n[[upstreams]]\nid = \"corp\"\nkind = \"saml\"\nmetadata_file = {:?}\n",
+            dir.path(),
+            metadata
+        ),
+    )
+    .unwrap();
+    let check = concierge()
+        .args(["config", "check"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    let serve = concierge()
+        .arg("serve")
+        .arg("--config")
+        .arg(&p)
+        .output()
+        .unwrap();
+    for (what, out) in [("config check", check), ("serve", serve)] {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{what}: {err}");
+        assert!(
+            err.contains("saml.toml") && err.contains("upstreams[0].metadata_file"),
+            "{what}: {err}"
+        );
+    }
+}
+
 #[test]
 fn users_can_be_added_changed_and_disabled_from_the_cli() {
     let dir = tempfile::tempdir().unwrap();

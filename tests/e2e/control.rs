@@ -572,7 +572,7 @@ async fn admin_api_refuses_user_tokens_whatever_their_scope(b: Backend) {
     let http = Http::new(&app);
     let json = LEGACY_ADMIN_CLIENT.replace(
         "SECRET_HASH",
-        &concierge::provider::clients::hash_secret(SECRET),
+        &concierge::domain::client::hash_secret(SECRET),
     );
     concierge::storage::Store::insert_client(app.store.as_ref(), "legacy", &json, 1).unwrap();
     // A user signs in at that app and consents to the admin scope.

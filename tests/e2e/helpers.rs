@@ -139,7 +139,7 @@ pub async fn spawn_provider_with(
         "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
         format!("{CLIENTS_TOML}\n{extra_toml}").replace(
             "SECRET_HASH",
-            &concierge::provider::clients::hash_secret(SECRET)
+            &concierge::domain::client::hash_secret(SECRET)
         )
     );
     let path = dir.path().join("concierge.toml");

@@ -136,7 +136,7 @@ grant_types = ["client_credentials"]
 scopes = ["concierge:admin"]
 "#,
             data = dir.path().display().to_string(),
-            hash = concierge::provider::clients::hash_secret(SECRET),
+            hash = concierge::domain::client::hash_secret(SECRET),
         ),
     )
     .unwrap();

@@ -2,8 +2,10 @@
 //! its tokens live; a client registered at run time gets a key for its algorithm on first use.
 
 use concierge::clock::OsEntropy;
-use concierge::provider::jwt::{self, Alg};
-use concierge::provider::keys::{KeyEncryptionKey, KeyRing};
+use concierge::domain::jose::Alg;
+use concierge::domain::kek::KeyEncryptionKey;
+use concierge::jwt;
+use concierge::provider::keys::KeyRing;
 use serde_json::{Value, json};
 
 use crate::helpers::{SECRET, START, spawn_provider};
@@ -80,8 +82,8 @@ async fn a_client_registered_at_run_time_gets_a_key_for_its_algorithm(b: Backend
     let Some(app) = spawn_provider(b, &[]).await else {
         return;
     };
-    let cfg: concierge::provider::clients::ClientConfig = serde_json::from_value(json!({
-        "id": "late", "channel": "api", "secret_sha256": concierge::provider::clients::hash_secret(SECRET),
+    let cfg: concierge::domain::client::ClientConfig = serde_json::from_value(json!({
+        "id": "late", "channel": "api", "secret_sha256": concierge::domain::client::hash_secret(SECRET),
         "grant_types": ["client_credentials"], "scopes": ["x"], "signing_alg": "EdDSA"
     }))
     .unwrap();

@@ -3,7 +3,8 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use concierge::provider::jwt::{self, Alg, Verifier};
+use concierge::domain::jose::Alg;
+use concierge::jwt::{self, Verifier};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 

@@ -13,7 +13,8 @@ use crate::helpers::{Browser, Page, TestApp, spawn_provider};
 use crate::per_backend_async;
 use crate::support::Backend;
 use concierge::config::DatabaseUrl;
-use concierge::secrets::{KeyEncryptionKey, Purpose, RootSecret};
+use concierge::domain::kek::KeyEncryptionKey;
+use concierge::secrets::{Purpose, RootSecret};
 use concierge::startup::DEMO_EMAIL;
 use concierge::storage::schema::secrets;
 

@@ -2,7 +2,7 @@
 
 use crate::audit::{Event, EventKind};
 use crate::clock::Entropy;
-use crate::config::{OnLimit, SessionLimit};
+use crate::domain::policy::{OnLimit, SessionLimit};
 use crate::domain::{Channel, Email, UserId};
 use crate::flow::machine::PendingLink;
 use crate::provider::{OAuthError, Provider};

@@ -10,9 +10,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::domain::policy::MfaRequirement;
 use crate::flow::mfa as policy;
 use crate::mfa::host::Form;
-use crate::mfa::settings::MfaRequirement;
 use crate::provider::authorize::StoredRequest;
 use crate::upstream::UpstreamSession;
 
@@ -196,12 +196,12 @@ pub fn mfa_need(
     if j.step_up.is_some() {
         required = MfaRequirement::Required;
     }
-    if required == MfaRequirement::Off || policy::session_level(&who.amr) >= 2 {
+    if required == MfaRequirement::Off || crate::domain::auth::session_level(&who.amr) >= 2 {
         return MfaNeed::Met { add_amr: vec![] };
     }
     if policy::upstream_mfa_trusted(upstream, &who.amr, who.acr.as_deref()) {
         return MfaNeed::Met {
-            add_amr: vec![crate::mfa::AMR_MFA.to_owned()],
+            add_amr: vec![crate::domain::auth::AMR_MFA.to_owned()],
         };
     }
     MfaNeed::Facts {
@@ -266,7 +266,7 @@ pub fn next(j: &Journey, routed: impl Fn(&str) -> Option<String>) -> Want {
 /// who already passed a second factor (adding a method from the account page). Otherwise a
 /// stolen password could enrol the thief's own authenticator and pass as MFA.
 pub fn may_enroll(who: &Proven, any_enrolled: bool) -> bool {
-    who.amr.iter().any(|m| m == crate::mfa::AMR_MFA) || !any_enrolled
+    who.amr.iter().any(|m| m == crate::domain::auth::AMR_MFA) || !any_enrolled
 }
 
 /// A factor was proven: its methods join the first factor's.
@@ -388,7 +388,7 @@ mod tests {
             MfaNeed::Facts { required: true }
         );
         // acr_values asking for the second level make it required.
-        let mut k = Journey::new("b".into(), app(Some(policy::ACR_LOA2)));
+        let mut k = Journey::new("b".into(), app(Some(crate::domain::auth::ACR_LOA2)));
         k.first_factor(pwd("u"), None);
         assert_eq!(
             mfa_need(Off, Some(Off), None, &k),
@@ -463,7 +463,7 @@ mod tests {
 
     #[test]
     fn the_state_survives_storage() {
-        let mut j = Journey::new("b".into(), app(Some(policy::ACR_LOA2)));
+        let mut j = Journey::new("b".into(), app(Some(crate::domain::auth::ACR_LOA2)));
         j.first_factor(pwd("u"), None);
         j.upstream_session = Some((
             "corp".into(),

@@ -3,33 +3,8 @@
 //! MFA is trusted), and the `acr_values` the app asked for. Pure.
 
 use crate::config::UpstreamConfig;
-use crate::mfa::AMR_MFA;
-use crate::mfa::settings::MfaRequirement;
-
-/// The single-factor and multi-factor authentication context classes the broker asserts.
-pub const ACR_LOA1: &str = "urn:concierge:loa:1";
-pub const ACR_LOA2: &str = "urn:concierge:loa:2";
-
-/// Methods an upstream's `amr` may name that count as a second factor when it is trusted.
-const UPSTREAM_MFA_AMR: &[&str] = &["mfa", "otp", "hwk", "swk", "sms", "face", "fpt", "iris"];
-
-/// The level an `acr` value stands for (unknown values: none).
-pub fn acr_level(acr: &str) -> Option<u8> {
-    match acr {
-        ACR_LOA1 => Some(1),
-        ACR_LOA2 => Some(2),
-        _ => None,
-    }
-}
-
-/// The level a session's methods reach.
-pub fn session_level(amr: &[String]) -> u8 {
-    if amr.iter().any(|m| m == AMR_MFA) {
-        2
-    } else {
-        1
-    }
-}
+use crate::domain::auth::{SECOND_FACTOR_AMR, acr_level};
+use crate::domain::policy::MfaRequirement;
 
 /// Whether `acr_values` (space separated, most preferred first) asks for more than `level`:
 /// the session satisfies the request when any value it names that the broker knows is at or
@@ -70,7 +45,7 @@ pub fn upstream_mfa_trusted(
     let Some(u) = upstream.filter(|u| u.trust_upstream_mfa) else {
         return false;
     };
-    amr.iter().any(|m| UPSTREAM_MFA_AMR.contains(&m.as_str()))
+    amr.iter().any(|m| SECOND_FACTOR_AMR.contains(&m.as_str()))
         || acr.is_some_and(|a| u.mfa_acr_values.iter().any(|v| v == a))
 }
 
@@ -88,6 +63,7 @@ pub fn merge_amr(amr: &[String], extra: &[String]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::auth::{ACR_LOA1, ACR_LOA2, session_level};
     use MfaRequirement::*;
 
     fn upstream(mfa: Option<MfaRequirement>, trust: bool) -> UpstreamConfig {

@@ -20,10 +20,11 @@ use super::machine::{
 };
 use crate::audit::{Event, EventKind};
 use crate::clock::{Clock, Entropy, UnixTime};
-use crate::config::{SessionLimit, SessionSettings, UpstreamConfig};
+use crate::config::{SessionSettings, UpstreamConfig};
+use crate::domain::policy::MfaRequirement;
+use crate::domain::policy::SessionLimit;
 use crate::domain::{Channel, Email, Locale, ReturnTo, SecretString, UserId};
 use crate::mfa::host::{Form, Localized};
-use crate::mfa::settings::MfaRequirement;
 use crate::mfa::{EnrollOutcome, FactorStatus, FactorUser, Mfa, MfaError, VerifyOutcome};
 use crate::provider::authorize::{self, AuthorizeError, Prompt};
 use crate::provider::{OAuthError, Provider};

@@ -11,8 +11,8 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use super::host::Outgoing;
-use super::settings::{SmsSettings, SmtpSettings, SmtpTls};
 use crate::clock::Entropy;
+use crate::config::mfa::{SmsSettings, SmtpSettings, SmtpTls};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeliveryError {

@@ -6,10 +6,8 @@
 pub mod delivery;
 pub mod host;
 pub mod registry;
-pub mod settings;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
@@ -19,19 +17,23 @@ use sha2::{Digest, Sha256};
 use wasmtime::Store as WasmStore;
 
 use crate::clock::{Clock, Entropy};
-use crate::provider::keys::KeyEncryptionKey;
-use crate::ratelimit::{Limited, Lockout, LockoutPolicy};
+use crate::config::mfa::{MfaSettings, PluginManifest};
+use crate::domain::auth::AMR_MFA;
+use crate::domain::kek::KeyEncryptionKey;
+use crate::domain::limits::LockoutPolicy;
+use crate::ratelimit::{Limited, Lockout};
 use crate::storage::{StorageError, Store};
 use delivery::Delivery;
 use host::{CallState, EnrollStep, FactorPlugin, Form, Localized, Outgoing, PluginError, Verdict};
 use registry::{Loaded, Registry, Slot};
-use settings::{MfaSettings, PluginManifest};
+
+/// Where hot reload reads the current manifests from (the caller's configuration, as at boot:
+/// file plus environment); `Err` is the reason it is not valid, and the loaded plugins stay.
+pub type ManifestSource = Box<dyn Fn() -> Result<Vec<PluginManifest>, String> + Send + Sync>;
 
 /// A plugin's key-value state for one user, as the plugin sees it.
 type PluginState = BTreeMap<String, Vec<u8>>;
 
-/// The amr value added to every session that passed a second factor.
-pub const AMR_MFA: &str = "mfa";
 /// The pseudo-factor id of recovery codes (not a plugin; ADR 0009).
 pub const RECOVERY_ID: &str = "recovery-code";
 /// The signal `concierge plugins reload` raises.
@@ -201,7 +203,7 @@ pub struct Mfa {
     kek: Arc<KeyEncryptionKey>,
     pub delivery: Delivery,
     lockout: Lockout,
-    config_path: Option<PathBuf>,
+    manifests: Option<ManifestSource>,
     reload_generation: AtomicI64,
 }
 
@@ -214,7 +216,7 @@ impl Mfa {
         clock: Arc<dyn Clock>,
         entropy: Arc<dyn Entropy>,
         kek: Arc<KeyEncryptionKey>,
-        config_path: Option<PathBuf>,
+        manifests: Option<ManifestSource>,
     ) -> Result<Self, MfaError> {
         let engine = registry::engine()?;
         let registry = Registry::new(engine);
@@ -246,7 +248,7 @@ impl Mfa {
             kek,
             delivery,
             lockout,
-            config_path,
+            manifests,
             reload_generation: AtomicI64::new(generation),
         })
     }
@@ -264,11 +266,12 @@ impl Mfa {
         !self.registry.snapshot().is_empty()
     }
 
-    /// Reloads changed plugins; re-reads the manifests from the config file first, so a new
-    /// pin takes effect with its file. With `force`, every plugin is reloaded. Blocking.
+    /// Reloads changed plugins; re-reads the manifests first (from the [`ManifestSource`] given
+    /// at start), so a new pin takes effect with its file. With `force`, every plugin is
+    /// reloaded. Blocking.
     pub fn reload(&self, force: bool) -> Vec<String> {
-        let manifests = match &self.config_path {
-            Some(_) => match registry::manifests_from(self.config_path.as_ref()) {
+        let manifests = match &self.manifests {
+            Some(source) => match source() {
                 Ok(m) => m,
                 Err(e) => {
                     tracing::error!(error = %e, "plugin reload: the configuration is not valid; keeping the loaded plugins");

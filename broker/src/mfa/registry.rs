@@ -3,7 +3,7 @@
 //! the manifest's grants, and the swap to a new version on hot reload.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -15,7 +15,7 @@ use wasmtime::{
 
 use super::MfaError;
 use super::host::{CallState, Description, FactorPlugin, FactorPluginPre, concierge};
-use super::settings::{Capability, PluginManifest, valid_plugin_id};
+use crate::config::mfa::{Capability, PluginManifest, valid_plugin_id};
 
 /// One epoch tick; a call's wall-time deadline is counted in ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(2);
@@ -45,8 +45,8 @@ impl Loaded {
     /// The methods a session gains when this factor is proven: the plugin's own, and `mfa`.
     pub fn proven_amr(&self) -> Vec<String> {
         let mut amr = self.description.amr.clone();
-        if !amr.iter().any(|m| m == super::AMR_MFA) {
-            amr.push(super::AMR_MFA.to_owned());
+        if !amr.iter().any(|m| m == crate::domain::auth::AMR_MFA) {
+            amr.push(crate::domain::auth::AMR_MFA.to_owned());
         }
         amr
     }
@@ -500,11 +500,4 @@ fn spawn_epoch_ticker(engine: &Engine) -> bool {
             false
         }
     }
-}
-
-/// The manifests from `path`'s config (as at boot: file plus environment).
-pub fn manifests_from(path: Option<&PathBuf>) -> Result<Vec<PluginManifest>, String> {
-    crate::config::Settings::load(path.map(PathBuf::as_path), std::env::vars())
-        .map(|s| s.mfa.plugins)
-        .map_err(|e| e.to_string())
 }

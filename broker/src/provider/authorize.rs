@@ -8,8 +8,9 @@ use std::sync::Arc;
 use url::Url;
 
 use super::OAuthError;
-use super::clients::{Client, ClientRegistry, Grant};
+use super::clients::ClientRegistry;
 use crate::clock::UnixTime;
+use crate::domain::client::{Client, Grant};
 use crate::storage::StorageError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,8 +10,10 @@ use ring::rand::SystemRandom;
 use ring::signature::{self, EcdsaKeyPair, Ed25519KeyPair};
 use serde_json::{Value, json};
 
-use super::jwt::{Alg, JwtError, Signer, Verifier};
 use crate::clock::{Entropy, UnixTime};
+use crate::domain::jose::Alg;
+use crate::domain::kek::KeyEncryptionKey;
+use crate::jwt::{JwtError, Signer, Verifier};
 use crate::storage::{SigningKeyRecord, StorageError, Store};
 
 #[derive(Debug, thiserror::Error)]
@@ -25,12 +27,10 @@ pub enum KeyError {
     #[error("no signing key for {0}")]
     NoKey(&'static str),
     #[error(transparent)]
-    Seal(#[from] crate::secrets::SecretError),
+    Seal(#[from] crate::domain::kek::SealError),
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
-
-pub use crate::secrets::KeyEncryptionKey;
 
 /// A key loaded for use.
 pub struct LoadedKey {
@@ -315,8 +315,8 @@ mod tests {
             let (der, jwk) = generate(alg, "k").unwrap();
             let signer = Signer::from_pkcs8(alg, &der).unwrap();
             let v = verifier_from_jwk(&jwk).unwrap();
-            let t = super::super::jwt::sign(&signer, alg, "k", "JWT", &json!({"a": 1})).unwrap();
-            super::super::jwt::verify(&t, |_| Some((alg, v.clone()))).unwrap();
+            let t = crate::jwt::sign(&signer, alg, "k", "JWT", &json!({"a": 1})).unwrap();
+            crate::jwt::verify(&t, |_| Some((alg, v.clone()))).unwrap();
         }
     }
 }

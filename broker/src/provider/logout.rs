@@ -10,10 +10,10 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 
-use super::clients::Client;
-use super::jwt;
 use super::{OAuthError, Provider};
 use crate::audit::{Event, EventKind};
+use crate::domain::client::Client;
+use crate::jwt;
 use crate::storage::{LogoutDelivery, SessionRecord};
 
 /// Deliveries are given up after this many attempts (retries 5 s apart, doubling: about 10 minutes in all).
@@ -259,7 +259,7 @@ pub struct LogoutSender {
 }
 
 impl LogoutSender {
-    pub fn new(trust: &crate::upstream::http::TrustAnchors) -> Result<Self, reqwest::Error> {
+    pub fn new(trust: &crate::config::http::TrustAnchors) -> Result<Self, reqwest::Error> {
         Ok(Self {
             http: http_client(trust)?,
             slots: Arc::new(tokio::sync::Semaphore::new(PARALLEL_DELIVERIES)),
@@ -270,7 +270,7 @@ impl LogoutSender {
 /// The HTTP client for back-channel deliveries: short timeouts, no redirects, the broker's
 /// trust anchors.
 pub fn http_client(
-    trust: &crate::upstream::http::TrustAnchors,
+    trust: &crate::config::http::TrustAnchors,
 ) -> Result<reqwest::Client, reqwest::Error> {
-    crate::upstream::http::client(DELIVERY_TIMEOUT, trust)
+    crate::http::client(DELIVERY_TIMEOUT, trust)
 }

@@ -5,7 +5,6 @@
 
 pub mod authorize;
 pub mod clients;
-pub mod jwt;
 pub mod keys;
 pub mod logout;
 
@@ -19,12 +18,15 @@ use sha2::{Digest, Sha256};
 
 use crate::audit::{Auditor, Event, EventKind};
 use crate::clock::{Clock, Entropy, UnixTime};
+use crate::config::provider::ProviderSettings;
 use crate::domain::UserId;
+use crate::domain::client::{AuthMethod, Client, Grant};
+use crate::domain::jose::Alg;
+use crate::jwt;
 use crate::storage::{
     AuthCodeRecord, CodeUse, RefreshRecord, Rotation, SessionRecord, StorageError, Store,
 };
-use clients::{Client, ClientRegistry, Grant};
-use jwt::Alg;
+use clients::ClientRegistry;
 use keys::{KeyError, KeyRing};
 
 /// OAuth 2.0 / OIDC errors; each variant is an RFC error code.
@@ -119,21 +121,6 @@ impl From<KeyError> for OAuthError {
     }
 }
 
-/// Lifetimes and defaults of the provider.
-#[derive(Debug, Clone)]
-pub struct ProviderSettings {
-    pub issuer: String,
-    pub access_token_ttl: Duration,
-    pub id_token_ttl: Duration,
-    pub code_ttl: Duration,
-    pub refresh_idle_ttl: Duration,
-    pub refresh_absolute_ttl: Duration,
-    pub refresh_reuse_grace: Duration,
-    pub signing_alg: Alg,
-    pub jwks_max_age: Duration,
-    pub key_reload_interval: Duration,
-}
-
 fn secs(d: Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }
@@ -177,10 +164,10 @@ struct Grantee {
 /// when the broker itself verified a second factor (or trusted an upstream's), which adds `mfa`.
 /// An upstream's own `amr` alone (e.g. `otp` from an untrusted upstream) does not count.
 pub fn acr_for(amr: &[String]) -> &'static str {
-    if crate::flow::mfa::session_level(amr) >= 2 {
-        crate::flow::mfa::ACR_LOA2
+    if crate::domain::auth::session_level(amr) >= 2 {
+        crate::domain::auth::ACR_LOA2
     } else {
-        crate::flow::mfa::ACR_LOA1
+        crate::domain::auth::ACR_LOA1
     }
 }
 
@@ -280,7 +267,7 @@ impl Provider {
             "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
             "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
             "code_challenge_methods_supported": ["S256"],
-            "acr_values_supported": [crate::flow::mfa::ACR_LOA1, crate::flow::mfa::ACR_LOA2],
+            "acr_values_supported": [crate::domain::auth::ACR_LOA1, crate::domain::auth::ACR_LOA2],
             "scopes_supported": ["openid", "profile", "email", "groups", "offline_access"],
             "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "sid", "azp", "at_hash", "email", "email_verified", "name", "groups"],
             "prompt_values_supported": ["none", "login"],
@@ -316,13 +303,13 @@ impl Provider {
         };
         let client = self.clients.get(id)?.ok_or(OAuthError::InvalidClient)?;
         match client.auth_method {
-            clients::AuthMethod::None => {
+            AuthMethod::None => {
                 if secret.is_some_and(|s| !s.is_empty()) {
                     return Err(OAuthError::InvalidClient);
                 }
             }
-            clients::AuthMethod::SecretBasic | clients::AuthMethod::SecretPost => {
-                let expected_basic = client.auth_method == clients::AuthMethod::SecretBasic;
+            AuthMethod::SecretBasic | AuthMethod::SecretPost => {
+                let expected_basic = client.auth_method == AuthMethod::SecretBasic;
                 let ok =
                     secret.is_some_and(|s| client.secret_matches(s)) && via_basic == expected_basic;
                 if !ok {

@@ -14,7 +14,8 @@ use sha2::{Digest, Sha256};
 
 use crate::audit::{Auditor, Event, EventKind};
 use crate::clock::{Clock, Entropy, UnixTime};
-use crate::config::{OnLimit, SessionLimit, SessionSettings};
+use crate::config::SessionSettings;
+use crate::domain::policy::{OnLimit, SessionLimit};
 use crate::domain::{Channel, UserId};
 use crate::storage::{CappedInsert, SessionCap, SessionKey, SessionRecord, StorageError, Store};
 

@@ -2,7 +2,6 @@
 //! kind implements (form-based local accounts, redirect-based OIDC, POST-based SAML), and the one
 //! [`Identity`] they all return. The rest of the broker never names a concrete connector.
 
-pub mod http;
 pub mod local;
 pub mod oidc;
 pub mod saml;

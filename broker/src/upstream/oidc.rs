@@ -23,7 +23,6 @@ use secrecy::ExposeSecret;
 use serde_json::{Map, Value};
 use url::Url;
 
-use super::http;
 use super::{
     Federated, Identity, PendingUpstream, RedirectConnector, UpstreamError, UpstreamSession,
     UpstreamStart,
@@ -31,7 +30,9 @@ use super::{
 use crate::clock::{Clock, Entropy, UnixTime};
 use crate::config::{ClaimMapping, OidcUpstreamConfig, UpstreamClientAuth};
 use crate::domain::Email;
-use crate::provider::jwt::{self, Alg, Signer};
+use crate::domain::jose::Alg;
+use crate::http;
+use crate::jwt::{self, Signer};
 
 /// How long discovery (and the upstream's JWKS) is trusted before it is fetched again.
 const METADATA_TTL: i64 = 3600;
@@ -167,7 +168,7 @@ impl OidcConnector {
     pub fn new(
         id: &str,
         cfg: &OidcUpstreamConfig,
-        trust: &http::TrustAnchors,
+        trust: &crate::config::http::TrustAnchors,
         clock: Arc<dyn Clock>,
         entropy: Arc<dyn Entropy>,
     ) -> Result<Self, UpstreamError> {

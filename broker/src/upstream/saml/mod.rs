@@ -198,7 +198,7 @@ impl SamlConnector {
         id: &str,
         cfg: &SamlUpstreamConfig,
         public_url: &url::Url,
-        trust: &super::http::TrustAnchors,
+        trust: &crate::config::http::TrustAnchors,
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         entropy: Arc<dyn Entropy>,
@@ -212,7 +212,7 @@ impl SamlConnector {
                 .map(|u| u.to_string())
                 .map_err(|e| UpstreamError::Rejected(e.to_string()))
         };
-        let http = super::http::client(Duration::from_secs(10), trust)
+        let http = crate::http::client(Duration::from_secs(10), trust)
             .map_err(|e| UpstreamError::Unavailable(e.to_string()))?;
         let metadata = match &cfg.metadata {
             SamlMetadataSource::File { xml, .. } => Some((Arc::new(IdpMetadata::parse(xml)?), 0)),
@@ -286,13 +286,13 @@ impl SamlConnector {
             .get(url.clone())
             .send()
             .await
-            .map_err(|e| unavailable(&super::http::describe(&e)))?;
+            .map_err(|e| unavailable(&crate::http::describe(&e)))?;
         if !res.status().is_success() {
             return Err(unavailable(&res.status()));
         }
-        let body = match super::http::read_capped(res, MAX_METADATA).await {
+        let body = match crate::http::read_capped(res, MAX_METADATA).await {
             Ok(b) => b,
-            Err(super::http::ReadError::TooLarge(_)) => {
+            Err(crate::http::ReadError::TooLarge(_)) => {
                 return Err(SamlError::Metadata("larger than 1 MiB".into()));
             }
             Err(e) => return Err(unavailable(&e)),

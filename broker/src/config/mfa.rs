@@ -8,18 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// Whether a sign-in needs a second factor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MfaRequirement {
-    /// Never asked.
-    #[default]
-    Off,
-    /// Asked when the user has enrolled a factor; users without one sign in without.
-    Optional,
-    /// Always asked; a user without a factor enrols one at this sign-in.
-    Required,
-}
+use crate::domain::policy::MfaRequirement;
 
 /// `[mfa]` as written.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -370,7 +359,7 @@ impl RawMfa {
                 if s.from.parse::<lettre::message::Mailbox>().is_err() {
                     return Err(invalid("mfa.smtp.from", "is not a mailbox".into()));
                 }
-                let password = crate::config::secret::resolve(
+                let password = super::secret::resolve(
                     "mfa.smtp.password",
                     s.password.as_ref(),
                     s.password_file.as_deref(),
@@ -413,13 +402,13 @@ impl RawMfa {
                     .ok()
                     .filter(|u| matches!(u.scheme(), "http" | "https"))
                     .ok_or_else(|| invalid("mfa.sms.url", "is not an http(s) URL".into()))?;
-                let token = crate::config::secret::resolve(
+                let token = super::secret::resolve(
                     "mfa.sms.token",
                     s.token.as_ref(),
                     s.token_file.as_deref(),
                     &invalid,
                 )?;
-                if token.is_some() && !crate::config::https_or_loopback(&url) {
+                if token.is_some() && !super::https_or_loopback(&url) {
                     return Err(invalid(
                         "mfa.sms.url",
                         "must be https when a token is set (the bearer token would travel in clear); plain http only to a gateway on a loopback address".into(),
@@ -573,11 +562,5 @@ mod tests {
         assert_eq!(parse_bytes("1048576"), Some(1 << 20));
         assert_eq!(parse_bytes("4 MiB"), Some(4 << 20));
         assert_eq!(parse_bytes("4MB"), None);
-    }
-
-    #[test]
-    fn requirements_order_from_off_to_required() {
-        assert!(MfaRequirement::Off < MfaRequirement::Optional);
-        assert!(MfaRequirement::Optional < MfaRequirement::Required);
     }
 }

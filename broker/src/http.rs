@@ -1,36 +1,14 @@
 //! Owns the broker's HTTP requests to other parties (upstream discovery, JWKS, token and
-//! userinfo endpoints, SAML metadata): one client builder (no redirects, timeouts, the trust
+//! userinfo endpoints, SAML metadata, back-channel logout to apps): one client builder (no redirects, timeouts, the trust
 //! anchors) and response bodies read with a size cap, refused before they are buffered whole.
 
 use std::time::Duration;
 
+use crate::config::http::TrustAnchors;
+
 /// The most the broker reads of an upstream's discovery document, JWKS, token or userinfo
 /// response.
 pub const MAX_RESPONSE: usize = 64 * 1024;
-
-/// The certificate authorities https peers are checked against, besides the bundled public
-/// roots (webpki-roots) and the system store: the PEM bundle of `[http] ca_file`.
-#[derive(Clone, Default)]
-pub struct TrustAnchors {
-    extra: Vec<reqwest::Certificate>,
-}
-
-impl std::fmt::Debug for TrustAnchors {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "TrustAnchors({} extra CA)", self.extra.len())
-    }
-}
-
-impl TrustAnchors {
-    /// The certificates of a PEM bundle; at least one.
-    pub fn from_pem(pem: &[u8]) -> Result<Self, String> {
-        let extra = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| e.to_string())?;
-        if extra.is_empty() {
-            return Err("holds no PEM certificate".into());
-        }
-        Ok(Self { extra })
-    }
-}
 
 /// A client for requests to other parties: redirects are never followed (SSRF, token leakage),
 /// every request ends within `timeout`, https peers are checked against the bundled public
@@ -41,7 +19,7 @@ pub fn client(timeout: Duration, trust: &TrustAnchors) -> Result<reqwest::Client
         .timeout(timeout)
         .tls_built_in_root_certs(true)
         .tls_built_in_native_certs(true);
-    for cert in &trust.extra {
+    for cert in trust.extra() {
         builder = builder.add_root_certificate(cert.clone());
     }
     builder.build()

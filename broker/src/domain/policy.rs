@@ -1,0 +1,61 @@
+//! Owns the policy values the configuration sets and the services apply: whether a sign-in needs
+//! a second factor, and each channel's session timeouts and concurrent-session limit.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Whether a sign-in needs a second factor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MfaRequirement {
+    /// Never asked.
+    #[default]
+    Off,
+    /// Asked when the user has enrolled a factor; users without one sign in without.
+    Optional,
+    /// Always asked; a user without a factor enrols one at this sign-in.
+    Required,
+}
+
+/// What a sign-in does when the user is at the session limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnLimit {
+    /// The oldest session ends (its refresh tokens revoked, back-channel logout sent).
+    #[default]
+    EndOldest,
+    /// The sign-in stops at a page listing the sessions; the user ends one to continue.
+    Refuse,
+}
+
+/// How many live sessions a user may have, counted over which sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionLimit {
+    None,
+    /// At most N sessions of the user in all channels.
+    AllChannels(u32),
+    /// At most N sessions of the user in this channel.
+    ThisChannel(u32),
+}
+
+/// The resolved session policy of one channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChannelPolicy {
+    pub idle_timeout: Duration,
+    pub absolute_timeout: Duration,
+    /// The limit and what it counts.
+    pub limit: SessionLimit,
+    pub on_limit: OnLimit,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requirements_order_from_off_to_required() {
+        assert!(MfaRequirement::Off < MfaRequirement::Optional);
+        assert!(MfaRequirement::Optional < MfaRequirement::Required);
+    }
+}
