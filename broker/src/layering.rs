@@ -112,6 +112,50 @@ fn the_services_do_not_import_each_other_or_what_is_above_them() {
     }
 }
 
+/// The handlers (issue #13): no handler module names another (`super::login`, `super::mfa` ...);
+/// the journey's pages are rendered by `web::outcome`, its steps run in `flow`.
+#[test]
+fn no_handler_module_imports_another() {
+    let handlers = [
+        "account",
+        "admin_api",
+        "login",
+        "mfa",
+        "oidc",
+        "ops",
+        "upstream",
+    ];
+    let web = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("src")
+        .join("web");
+    for h in handlers {
+        let text = std::fs::read_to_string(web.join(format!("{h}.rs"))).unwrap();
+        for other in handlers.iter().filter(|o| **o != h) {
+            for form in [
+                format!("super::{other}::"),
+                format!("super::{other};"),
+                format!("web::{other}::"),
+            ] {
+                assert!(
+                    !text.contains(&form),
+                    "web/{h}.rs names the handler module {other} (`{form}`)"
+                );
+            }
+        }
+        // And the journey's policy lives in flow, not in a handler.
+        assert!(!text.contains("fn decide("), "web/{h}.rs decides a policy");
+    }
+    // The flow has no HTTP in it.
+    for f in sources("flow") {
+        let text = std::fs::read_to_string(&f).unwrap();
+        assert!(
+            !text.contains("actix") && !text.contains("crate::web"),
+            "{} names actix or web",
+            f.display()
+        );
+    }
+}
+
 #[test]
 fn the_guard_sees_what_it_looks_for() {
     // The scan itself: a file naming a module above the domain is caught.
