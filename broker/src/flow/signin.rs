@@ -421,8 +421,21 @@ impl SignIn {
         browser: &Browser,
         raw: BTreeMap<String, Vec<String>>,
     ) -> Result<Outcome, SignInError> {
-        let provider = Arc::clone(&self.provider);
-        let parsed = blocking(move || Ok(authorize::parse(&raw, &provider.clients))).await?;
+        // One trip to the blocking pool: the request parsed, and the session (if any) checked.
+        let (provider, sessions) = (Arc::clone(&self.provider), Arc::clone(&self.sessions));
+        let cookie = browser.session.as_ref().map(|s| s.expose().to_owned());
+        let (parsed, session) = blocking(move || {
+            let parsed = authorize::parse(&raw, &provider.clients);
+            let session = match (&parsed, cookie) {
+                (Ok(_), Some(c)) => sessions
+                    .check(&c)
+                    .map_err(SignInError::internal)?
+                    .map(|a| a.record),
+                _ => None,
+            };
+            Ok((parsed, session))
+        })
+        .await?;
         let ar = match parsed {
             Ok(ar) => ar,
             Err(AuthorizeError::Page(key)) => return Ok(Outcome::message(400, key)),
@@ -437,7 +450,6 @@ impl SignIn {
             }
             Err(AuthorizeError::Storage(e)) => return Err(e.into()),
         };
-        let session = self.current_session(browser).await?;
         let now = self.now();
         let form_post = ar.response_mode == authorize::ResponseMode::FormPost;
         if ar.needs_login(session.as_ref().map(|s| s.auth_time), now) {
@@ -463,7 +475,7 @@ impl SignIn {
         // The MFA policy of the client receiving the code, again on single sign-on.
         let mut probe = Journey::new(String::new(), Target::App(ar.stored()));
         probe.who = Some(proven_of(&session));
-        if self.needs_second_factor(&probe).await? {
+        if self.needs_second_factor(&probe, ar.client.mfa).await? {
             if ar.prompt == Prompt::None {
                 return Ok(self.app_error(
                     ar.redirect_uri,
@@ -490,10 +502,13 @@ impl SignIn {
     }
 
     /// Whether the session `probe.who` describes must pass a second factor for the client of
-    /// `probe` (required, `acr_values`, or optional with a usable enrolled factor). Blocking
+    /// `probe`, whose own requirement is `client` (required, `acr_values`, or optional with a usable enrolled factor). Blocking
     /// reads only when the client's policy is optional.
-    async fn needs_second_factor(&self, probe: &Journey) -> Result<bool, SignInError> {
-        let client = self.client_mfa(probe).await?;
+    async fn needs_second_factor(
+        &self,
+        probe: &Journey,
+        client: Option<MfaRequirement>,
+    ) -> Result<bool, SignInError> {
         let upstream = probe
             .who
             .as_ref()
