@@ -41,15 +41,17 @@ impl From<SealError> for SecretError {
 pub enum Purpose {
     /// The CSRF form token (an HMAC of the browser's CSRF cookie).
     Csrf,
-    /// Values bound to one browser and one step of the sign-in journey.
-    BrowserBinding,
+    /// Retired with the client-held step tickets (ADR 11): its label is never to be reused.
+    #[cfg(test)]
+    RetiredBrowserBinding,
 }
 
 impl Purpose {
     fn label(self) -> &'static [u8] {
         match self {
             Purpose::Csrf => b"concierge/csrf/v1",
-            Purpose::BrowserBinding => b"concierge/browser-binding/v1",
+            #[cfg(test)]
+            Purpose::RetiredBrowserBinding => b"concierge/browser-binding/v1",
         }
     }
 }
@@ -132,7 +134,7 @@ mod tests {
     fn purposes_get_unrelated_keys_and_derivation_is_stable() {
         let root = RootSecret([1; 32]);
         let csrf = root.derive(Purpose::Csrf).unwrap();
-        let binding = root.derive(Purpose::BrowserBinding).unwrap();
+        let binding = root.derive(Purpose::RetiredBrowserBinding).unwrap();
         assert_ne!(csrf.bytes(), binding.bytes());
         assert_ne!(csrf.bytes(), &[1; 32]);
         assert_eq!(root.derive(Purpose::Csrf).unwrap().bytes(), csrf.bytes());

@@ -211,12 +211,7 @@ impl Application {
             deps.clock.now(),
         )
         .context("opening the root secret")?;
-        let csrf = Csrf::new(
-            *root.derive(crate::secrets::Purpose::Csrf)?.bytes(),
-            *root
-                .derive(crate::secrets::Purpose::BrowserBinding)?
-                .bytes(),
-        );
+        let csrf = Csrf::new(*root.derive(crate::secrets::Purpose::Csrf)?.bytes());
         let local_accounts = Arc::new(LocalAccounts::new(
             Arc::clone(&store),
             deps.entropy.as_ref(),

@@ -254,7 +254,7 @@ pub struct SignIn {
 }
 
 /// Runs blocking work (storage, plugins) off the async threads.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, SignInError> + Send + 'static,
 ) -> Result<T, SignInError> {
     tokio::task::spawn_blocking(f)
@@ -553,16 +553,11 @@ impl SignIn {
             };
             return self.drive(browser, &id, &mut loaded, None).await;
         }
-        let rt = q
-            .return_to
-            .as_deref()
-            .filter(|s| !s.is_empty())
-            .and_then(|s| ReturnTo::parse(s).ok());
-        let local = rt.as_ref().map(ReturnTo::as_str).unwrap_or("/account");
+        let local = local_target(q.return_to.as_deref());
         if !q.force && self.current_session(browser).await?.is_some() {
-            return Ok(Outcome::new(Next::Redirect(local.to_owned())));
+            return Ok(Outcome::new(Next::Redirect(local)));
         }
-        let mut j = Journey::new(String::new(), Target::Local(local.to_owned()));
+        let mut j = Journey::new(String::new(), Target::Local(local));
         j.login_hint = q
             .login_hint
             .as_deref()
@@ -571,12 +566,7 @@ impl SignIn {
         j.idp_hint = q
             .idp_hint
             .filter(|id| self.upstreams.buttons().any(|u| u.id == *id));
-        let (id, mut loaded, new_binding) = self.begin(browser, j).await?;
-        let mut out = self.drive(browser, &id, &mut loaded, None).await?;
-        if let Some(b) = new_binding {
-            out = out.with_cookie(CookieOp::Binding(b));
-        }
-        Ok(out)
+        self.start_and_drive(browser, j).await
     }
 
     /// `GET /login/mfa/step-up`: raise this browser's session to a second factor, then go on
@@ -586,11 +576,7 @@ impl SignIn {
         browser: &Browser,
         return_to: Option<&str>,
     ) -> Result<Outcome, SignInError> {
-        let local = return_to
-            .filter(|s| !s.is_empty())
-            .and_then(|s| ReturnTo::parse(s).ok())
-            .map(|r| r.as_str().to_owned())
-            .unwrap_or_else(|| "/account".into());
+        let local = local_target(return_to);
         let Some(session) = self.current_session(browser).await? else {
             let mut q = url::form_urlencoded::Serializer::new(String::new());
             q.append_pair("return_to", &local);
@@ -603,12 +589,7 @@ impl SignIn {
         j.who = Some(proven_of(&session));
         j.step_up = Some(session.sid.clone());
         j.stage = Stage::Mfa;
-        let (id, mut loaded, new_binding) = self.begin(browser, j).await?;
-        let mut out = self.drive(browser, &id, &mut loaded, None).await?;
-        if let Some(b) = new_binding {
-            out = out.with_cookie(CookieOp::Binding(b));
-        }
-        Ok(out)
+        self.start_and_drive(browser, j).await
     }
 
     /// `POST /login`: an email (email-first routing) or an email and password. Rates and the
@@ -625,11 +606,7 @@ impl SignIn {
     ) -> Result<Outcome, SignInError> {
         let mut new_binding = None;
         let (id, mut loaded) = if journey.is_empty() {
-            let local = return_to
-                .filter(|s| !s.is_empty())
-                .and_then(|s| ReturnTo::parse(s).ok())
-                .map(|r| r.as_str().to_owned())
-                .unwrap_or_else(|| "/account".into());
+            let local = local_target(return_to);
             let (id, loaded, b) = self
                 .begin(browser, Journey::new(String::new(), Target::Local(local)))
                 .await?;
@@ -798,11 +775,7 @@ impl SignIn {
                 None => return Ok(Outcome::expired()),
             },
             None => {
-                let local = return_to
-                    .filter(|s| !s.is_empty())
-                    .and_then(|s| ReturnTo::parse(s).ok())
-                    .map(|r| r.as_str().to_owned())
-                    .unwrap_or_else(|| "/account".into());
+                let local = local_target(return_to);
                 let (id, loaded, b) = self
                     .begin(browser, Journey::new(String::new(), Target::Local(local)))
                     .await?;
@@ -2239,6 +2212,15 @@ enum StepError {
     /// Setting up a new factor needs the existing one first.
     EnrolRefused,
     Plugin(MfaError),
+}
+
+/// A local return path (checked once, here), or `/account`.
+fn local_target(return_to: Option<&str>) -> String {
+    return_to
+        .filter(|s| !s.is_empty())
+        .and_then(|s| ReturnTo::parse(s).ok())
+        .map(|r| r.as_str().to_owned())
+        .unwrap_or_else(|| "/account".into())
 }
 
 /// The browser as it will be once the binding cookie `new` is set.

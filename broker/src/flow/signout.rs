@@ -7,21 +7,13 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use super::signin::{Browser, CookieOp, Hop, Next, Outcome, SignIn, SignInError, View};
+use super::signin::{Browser, CookieOp, Hop, Next, Outcome, SignIn, SignInError, View, blocking};
 use crate::audit::{Event, EventKind};
 use crate::storage::{LogoutContinuation, UpstreamSessionRecord};
 use crate::upstream::{Connector, UpstreamSession};
 
 /// How long a logout may wait at the upstream.
 const LOGOUT_TTL: i64 = 600;
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, SignInError> + Send + 'static,
-) -> Result<T, SignInError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| SignInError::Join(e.to_string()))?
-}
 
 /// An RP-initiated logout request (OpenID Connect RP-Initiated Logout 1.0), as it arrived.
 #[derive(Debug, Clone, Default)]
