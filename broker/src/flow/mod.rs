@@ -9,4 +9,5 @@ pub mod logout;
 pub mod machine;
 pub mod mfa;
 pub mod signin;
+mod signin_mfa;
 pub mod signout;

@@ -16,7 +16,7 @@ use url::Url;
 use super::journey::{JourneyError, JourneyId, JourneyKey, Journeys, Loaded};
 use super::login::{Authenticated, ClientContext, FlowError, federated_user, open_session};
 use super::machine::{
-    self, FactorFacts, Journey, MfaDecision, MfaNeed, PendingLink, Proven, Stage, Target, Want,
+    self, Journey, MfaDecision, MfaNeed, PendingLink, Proven, Stage, Target, Want,
 };
 use crate::audit::{Event, EventKind};
 use crate::clock::{Clock, Entropy, UnixTime};
@@ -25,7 +25,7 @@ use crate::domain::policy::MfaRequirement;
 use crate::domain::policy::SessionLimit;
 use crate::domain::{Channel, Email, Locale, ReturnTo, SecretString, UserId};
 use crate::mfa::host::{Form, Localized};
-use crate::mfa::{EnrollOutcome, FactorStatus, FactorUser, Mfa, MfaError, VerifyOutcome};
+use crate::mfa::{FactorStatus, Mfa, MfaError};
 use crate::provider::authorize::{self, AuthorizeError, Prompt};
 use crate::provider::{OAuthError, Provider};
 use crate::ratelimit::{Limited, Lockout, RateLimiter, Scope};
@@ -214,16 +214,16 @@ impl Outcome {
         self.with_cookie(c)
     }
 
-    fn expired() -> Self {
+    pub(super) fn expired() -> Self {
         Self::message(400, "mfa_expired_message")
     }
 
-    fn with_cookie(mut self, c: CookieOp) -> Self {
+    pub(super) fn with_cookie(mut self, c: CookieOp) -> Self {
         self.cookies.push(c);
         self
     }
 
-    fn slow(mut self, limited: Limited) -> Self {
+    pub(super) fn slow(mut self, limited: Limited) -> Self {
         self.retry_after = Some(limited.retry_after_secs);
         self
     }
@@ -370,7 +370,7 @@ impl SignIn {
 
     /// The live journey `raw` of this browser: its id must be well formed and known, and the
     /// browser must hold the binding cookie it was started with.
-    async fn resume(
+    pub(super) async fn resume(
         &self,
         browser: &Browser,
         raw: &str,
@@ -403,7 +403,11 @@ impl SignIn {
     }
 
     /// Writes the journey back if nobody else changed it since it was read.
-    async fn save(&self, id: &JourneyId, loaded: &mut Loaded<Journey>) -> Result<(), SignInError> {
+    pub(super) async fn save(
+        &self,
+        id: &JourneyId,
+        loaded: &mut Loaded<Journey>,
+    ) -> Result<(), SignInError> {
         let journeys = self.journeys.clone();
         let (id, state, version) = (id.clone(), loaded.state.clone(), loaded.version);
         let v = blocking(move || Ok(journeys.save(&id, version, &state)?)).await?;
@@ -1146,587 +1150,6 @@ impl SignIn {
         Ok(self.login_error(&loaded.state, id, key, status))
     }
 
-    // --- second factor ------------------------------------------------------------------------
-
-    /// A posted MFA step of journey `raw`, with the attempt rates counted: the journey at its
-    /// MFA stage, or the answer to give instead.
-    async fn mfa_step(
-        &self,
-        browser: &Browser,
-        raw: &str,
-    ) -> Result<Result<(JourneyId, Loaded<Journey>, Proven), Outcome>, SignInError> {
-        let Some((id, loaded)) = self.resume(browser, raw).await? else {
-            return Ok(Err(Outcome::expired()));
-        };
-        let Some(who) = loaded
-            .state
-            .who
-            .clone()
-            .filter(|_| loaded.state.stage == Stage::Mfa)
-        else {
-            return Ok(Err(Outcome::expired()));
-        };
-        for (scope, key) in [
-            (Scope::MfaPerIp, browser.ip.as_str()),
-            (Scope::MfaPerAccount, who.user_id.as_str()),
-        ] {
-            if let Err(l) = self.limiter.check(scope, key) {
-                self.provider.audit.record(
-                    Event::new(EventKind::RateLimited)
-                        .ip(browser.ip.as_str())
-                        .user(who.user_id.as_str())
-                        .reason(scope.as_str()),
-                );
-                return Ok(Err(Outcome::message(429, "error_429_message").slow(l)));
-            }
-        }
-        Ok(Ok((id, loaded, who)))
-    }
-
-    /// `POST /login/mfa/choose`: the chosen factor's challenge or enrolment (no factor: back to
-    /// the choice).
-    pub async fn mfa_choose(
-        &self,
-        browser: &Browser,
-        raw: &str,
-        factor: &str,
-        enroll: bool,
-    ) -> Result<Outcome, SignInError> {
-        let (id, mut loaded, who) = match self.mfa_step(browser, raw).await? {
-            Ok(x) => x,
-            Err(out) => return Ok(out),
-        };
-        if factor.is_empty() {
-            loaded.state.mfa.factor = None;
-            loaded.state.mfa.form = None;
-            return self
-                .choice(browser, &id, &mut loaded, &who, 200, None)
-                .await;
-        }
-        self.begin_factor(browser, &id, &mut loaded, &who, factor, enroll)
-            .await
-    }
-
-    /// `POST /login/mfa/answer`: the answer to the open challenge or enrolment form (only the
-    /// fields the plugin asked for, each cut to its length).
-    pub async fn mfa_answer(
-        &self,
-        browser: &Browser,
-        raw: &str,
-        fields: Vec<(String, String)>,
-    ) -> Result<Outcome, SignInError> {
-        let (id, mut loaded, who) = match self.mfa_step(browser, raw).await? {
-            Ok(x) => x,
-            Err(out) => return Ok(out),
-        };
-        let (Some(factor), Some(form)) = (
-            loaded.state.mfa.factor.clone(),
-            loaded.state.mfa.form.clone(),
-        ) else {
-            return Ok(Outcome::expired());
-        };
-        let answer: Vec<(String, String)> = form
-            .fields
-            .iter()
-            .map(|f| {
-                let v = fields
-                    .iter()
-                    .find(|(n, _)| *n == f.name)
-                    .map(|(_, v)| v.as_str())
-                    .unwrap_or("");
-                let max = usize::try_from(f.max_length).unwrap_or(256);
-                (f.name.clone(), v.trim().chars().take(max).collect())
-            })
-            .collect();
-        let enrolling = loaded.state.mfa.enrolling;
-        let (mfa, user) = (
-            Arc::clone(&self.mfa),
-            self.factor_user(&who, browser.locale).await?,
-        );
-        let Some(user) = user else {
-            return Ok(Outcome::expired());
-        };
-        let (f2, u2) = (factor.clone(), user.clone());
-        let step = blocking(move || {
-            Ok(if enrolling {
-                Step::Enroll(mfa.enroll_finish(&f2, &u2, answer))
-            } else {
-                Step::Verify(mfa.verify(&f2, &u2, answer))
-            })
-        })
-        .await?;
-        match step {
-            Step::Verify(Ok(VerifyOutcome::Accepted { amr })) => {
-                self.audit_mfa(
-                    browser,
-                    &loaded.state,
-                    EventKind::MfaSucceeded,
-                    &factor,
-                    None,
-                );
-                machine::second_factor_proven(&mut loaded.state, &amr);
-                self.drive(browser, &id, &mut loaded, None).await
-            }
-            Step::Verify(Ok(VerifyOutcome::Rejected { message })) => {
-                self.audit_mfa(
-                    browser,
-                    &loaded.state,
-                    EventKind::MfaFailed,
-                    &factor,
-                    Some("rejected"),
-                );
-                let error = Some(
-                    message
-                        .map(Notice::Plugin)
-                        .unwrap_or(Notice::Key("mfa_wrong_code")),
-                );
-                Ok(self.form_page(&id, &loaded.state, 401, error))
-            }
-            Step::Verify(Ok(VerifyOutcome::Locked(l))) => {
-                self.step_failed(
-                    browser,
-                    &id,
-                    &mut loaded,
-                    &who,
-                    &factor,
-                    StepError::Locked(l.retry_after_secs),
-                )
-                .await
-            }
-            Step::Verify(Err(e)) | Step::Enroll(Err(e)) => {
-                self.step_failed(
-                    browser,
-                    &id,
-                    &mut loaded,
-                    &who,
-                    &factor,
-                    StepError::Plugin(e),
-                )
-                .await
-            }
-            Step::Enroll(Ok((outcome, outbox))) => {
-                if !outbox.is_empty()
-                    && let Err(e) = self.mfa.delivery.send_all(&user.email, outbox).await
-                {
-                    return self
-                        .step_failed(
-                            browser,
-                            &id,
-                            &mut loaded,
-                            &who,
-                            &factor,
-                            StepError::Plugin(e.into()),
-                        )
-                        .await;
-                }
-                self.enrolled(browser, &id, &mut loaded, &factor, outcome)
-                    .await
-            }
-        }
-    }
-
-    async fn enrolled(
-        &self,
-        browser: &Browser,
-        id: &JourneyId,
-        loaded: &mut Loaded<Journey>,
-        factor: &str,
-        outcome: EnrollOutcome,
-    ) -> Result<Outcome, SignInError> {
-        match outcome {
-            EnrollOutcome::Next(form) => {
-                loaded.state.mfa.form = Some(form);
-                self.save(id, loaded).await?;
-                Ok(self.form_page(id, &loaded.state, 200, None))
-            }
-            EnrollOutcome::Retry(msg) => {
-                self.audit_mfa(
-                    browser,
-                    &loaded.state,
-                    EventKind::MfaFailed,
-                    factor,
-                    Some("enrolment_rejected"),
-                );
-                Ok(self.form_page(id, &loaded.state, 401, Some(Notice::Plugin(msg))))
-            }
-            EnrollOutcome::Done {
-                amr,
-                recovery_codes,
-            } => {
-                self.audit_mfa(browser, &loaded.state, EventKind::MfaEnrolled, factor, None);
-                if recovery_codes.is_empty() {
-                    machine::second_factor_proven(&mut loaded.state, &amr);
-                    return self.drive(browser, id, loaded, None).await;
-                }
-                loaded.state.mfa.form = None;
-                loaded.state.mfa.factor = None;
-                loaded.state.mfa.awaiting_codes_ack = Some(amr);
-                self.save(id, loaded).await?;
-                Ok(self.page_outcome(
-                    &loaded.state,
-                    Next::Page {
-                        status: 200,
-                        journey: Some(id.clone()),
-                        view: View::RecoveryCodes {
-                            codes: recovery_codes,
-                        },
-                    },
-                ))
-            }
-        }
-    }
-
-    /// `POST /login/mfa/continue`: after the recovery codes were shown.
-    pub async fn mfa_continue(&self, browser: &Browser, raw: &str) -> Result<Outcome, SignInError> {
-        let Some((id, mut loaded)) = self.resume(browser, raw).await? else {
-            return Ok(Outcome::expired());
-        };
-        let Some(amr) = loaded.state.mfa.awaiting_codes_ack.take() else {
-            return Ok(Outcome::expired());
-        };
-        machine::second_factor_proven(&mut loaded.state, &amr);
-        self.drive(browser, &id, &mut loaded, None).await
-    }
-
-    /// `POST /login/mfa/recovery`: a recovery code instead of a factor.
-    pub async fn mfa_recovery(
-        &self,
-        browser: &Browser,
-        raw: &str,
-        code: &str,
-    ) -> Result<Outcome, SignInError> {
-        let (id, mut loaded, who) = match self.mfa_step(browser, raw).await? {
-            Ok(x) => x,
-            Err(out) => return Ok(out),
-        };
-        let Some(user) = self.factor_user(&who, browser.locale).await? else {
-            return Ok(Outcome::expired());
-        };
-        let mfa = Arc::clone(&self.mfa);
-        let code: String = code.chars().take(32).collect();
-        let outcome = blocking(move || Ok(mfa.verify_recovery(&user, &code)?)).await?;
-        let rid = crate::mfa::RECOVERY_ID;
-        match outcome {
-            VerifyOutcome::Accepted { amr } => {
-                self.audit_mfa(browser, &loaded.state, EventKind::MfaSucceeded, rid, None);
-                machine::second_factor_proven(&mut loaded.state, &amr);
-                self.drive(browser, &id, &mut loaded, None).await
-            }
-            VerifyOutcome::Rejected { .. } => {
-                self.audit_mfa(
-                    browser,
-                    &loaded.state,
-                    EventKind::MfaFailed,
-                    rid,
-                    Some("rejected"),
-                );
-                self.choice(
-                    browser,
-                    &id,
-                    &mut loaded,
-                    &who,
-                    401,
-                    Some(Notice::Key("mfa_wrong_recovery")),
-                )
-                .await
-            }
-            VerifyOutcome::Locked(l) => {
-                self.step_failed(
-                    browser,
-                    &id,
-                    &mut loaded,
-                    &who,
-                    rid,
-                    StepError::Locked(l.retry_after_secs),
-                )
-                .await
-            }
-        }
-    }
-
-    async fn factor_user(
-        &self,
-        who: &Proven,
-        locale: Locale,
-    ) -> Result<Option<FactorUser>, SignInError> {
-        let store = Arc::clone(&self.store);
-        let uid = UserId::from_stored(who.user_id.clone());
-        blocking(move || {
-            Ok(store
-                .user_by_id(&uid)?
-                .filter(|u| !u.disabled)
-                .map(|u| FactorUser {
-                    id: u.id,
-                    email: u.email.as_str().to_owned(),
-                    locale,
-                }))
-        })
-        .await
-    }
-
-    /// The user's factors as the policy needs them (`None`: no such user, or disabled).
-    async fn facts(
-        &self,
-        j: &Journey,
-        locale: Locale,
-    ) -> Result<Option<(FactorFacts, Vec<FactorStatus>)>, SignInError> {
-        let Some(who) = &j.who else {
-            return Ok(None);
-        };
-        let Some(user) = self.factor_user(who, locale).await? else {
-            return Ok(None);
-        };
-        let mfa = Arc::clone(&self.mfa);
-        blocking(move || {
-            let factors = mfa.factors(&user)?;
-            let recovery_left = mfa.recovery_codes_left(&user.id)?;
-            Ok(Some((
-                FactorFacts {
-                    usable: factors.iter().any(|f| f.enrolled && f.available),
-                    enrollable: factors.iter().any(|f| f.available && !f.enrolled),
-                    recovery_left,
-                },
-                factors,
-            )))
-        })
-        .await
-    }
-
-    /// The choice of factors (one usable factor and nothing to set up: straight to it).
-    async fn choice(
-        &self,
-        browser: &Browser,
-        id: &JourneyId,
-        loaded: &mut Loaded<Journey>,
-        who: &Proven,
-        status: u16,
-        error: Option<Notice>,
-    ) -> Result<Outcome, SignInError> {
-        self.choice_or_only(browser, id, loaded, who, status, error, false)
-            .await
-    }
-
-    /// The choice; with `auto`, straight to the only usable factor when nothing can be set up.
-    #[allow(clippy::too_many_arguments)]
-    async fn choice_or_only(
-        &self,
-        browser: &Browser,
-        id: &JourneyId,
-        loaded: &mut Loaded<Journey>,
-        who: &Proven,
-        status: u16,
-        error: Option<Notice>,
-        auto: bool,
-    ) -> Result<Outcome, SignInError> {
-        let Some((facts, factors)) = self.facts(&loaded.state, browser.locale).await? else {
-            return Ok(Outcome::expired());
-        };
-        let any_enrolled = factors.iter().any(|f| f.enrolled);
-        let may_enroll = machine::may_enroll(who, any_enrolled);
-        let usable: Vec<&FactorStatus> = factors
-            .iter()
-            .filter(|f| f.enrolled && f.available)
-            .collect();
-        if auto
-            && !may_enroll
-            && let [only] = usable.as_slice()
-        {
-            let only = only.id.clone();
-            return self
-                .begin_factor(browser, id, loaded, who, &only, false)
-                .await;
-        }
-        loaded.state.stage = Stage::Mfa;
-        loaded.state.mfa.factor = None;
-        loaded.state.mfa.form = None;
-        loaded.state.mfa.enrolling = false;
-        self.save(id, loaded).await?;
-        Ok(self.page_outcome(
-            &loaded.state,
-            Next::Page {
-                status,
-                journey: Some(id.clone()),
-                view: View::MfaChoose {
-                    factors,
-                    may_enroll,
-                    recovery: facts.recovery_left > 0,
-                    error,
-                    step_up: loaded.state.step_up.is_some(),
-                },
-            },
-        ))
-    }
-
-    /// Starts a challenge (or an enrolment) of `factor`; messages the plugin asked to send are
-    /// sent first.
-    async fn begin_factor(
-        &self,
-        browser: &Browser,
-        id: &JourneyId,
-        loaded: &mut Loaded<Journey>,
-        who: &Proven,
-        factor: &str,
-        enroll: bool,
-    ) -> Result<Outcome, SignInError> {
-        let Some(user) = self.factor_user(who, browser.locale).await? else {
-            return Ok(Outcome::expired());
-        };
-        let (mfa, f, u, w) = (
-            Arc::clone(&self.mfa),
-            factor.to_owned(),
-            user.clone(),
-            who.clone(),
-        );
-        let began = blocking(move || {
-            if !enroll && let Some(l) = mfa.locked(&f, &u)? {
-                return Ok(Err(StepError::Locked(l.retry_after_secs)));
-            }
-            if enroll {
-                let any = mfa.factors(&u)?.iter().any(|x| x.enrolled);
-                if !machine::may_enroll(&w, any) {
-                    return Ok(Err(StepError::EnrolRefused));
-                }
-            }
-            let r = if enroll {
-                mfa.enroll_begin(&f, &u)
-            } else {
-                mfa.challenge_begin(&f, &u)
-            };
-            Ok(r.map_err(StepError::Plugin))
-        })
-        .await?;
-        let (form, outbox) = match began {
-            Ok(ok) => ok,
-            Err(e) => return self.step_failed(browser, id, loaded, who, factor, e).await,
-        };
-        if !outbox.is_empty()
-            && let Err(e) = self.mfa.delivery.send_all(&user.email, outbox).await
-        {
-            return self
-                .step_failed(
-                    browser,
-                    id,
-                    loaded,
-                    who,
-                    factor,
-                    StepError::Plugin(e.into()),
-                )
-                .await;
-        }
-        self.audit_mfa(
-            browser,
-            &loaded.state,
-            EventKind::MfaChallenged,
-            factor,
-            None,
-        );
-        loaded.state.stage = Stage::Mfa;
-        loaded.state.mfa.factor = Some(factor.to_owned());
-        loaded.state.mfa.form = Some(form);
-        loaded.state.mfa.enrolling = enroll;
-        loaded.state.mfa.awaiting_codes_ack = None;
-        self.save(id, loaded).await?;
-        Ok(self.form_page(id, &loaded.state, 200, None))
-    }
-
-    fn form_page(
-        &self,
-        id: &JourneyId,
-        j: &Journey,
-        status: u16,
-        error: Option<Notice>,
-    ) -> Outcome {
-        let (Some(factor), Some(form)) = (j.mfa.factor.clone(), j.mfa.form.clone()) else {
-            return Outcome::expired();
-        };
-        self.page_outcome(
-            j,
-            Next::Page {
-                status,
-                journey: Some(id.clone()),
-                view: View::MfaForm {
-                    factor,
-                    form,
-                    enrolling: j.mfa.enrolling,
-                    error,
-                },
-            },
-        )
-    }
-
-    /// A factor that failed (plugin failure, lockout): back to the choice with the reason.
-    /// Fails closed: nothing is signed in.
-    async fn step_failed(
-        &self,
-        browser: &Browser,
-        id: &JourneyId,
-        loaded: &mut Loaded<Journey>,
-        who: &Proven,
-        factor: &str,
-        e: StepError,
-    ) -> Result<Outcome, SignInError> {
-        let j = &loaded.state;
-        let (status, key, retry) = match &e {
-            StepError::Locked(secs) => {
-                self.audit_mfa(browser, j, EventKind::MfaLockedOut, factor, None);
-                (429, "mfa_locked", Some(*secs))
-            }
-            StepError::EnrolRefused => {
-                self.audit_mfa(
-                    browser,
-                    j,
-                    EventKind::MfaFailed,
-                    factor,
-                    Some("enrolment_refused"),
-                );
-                (403, "mfa_enrol_refused", None)
-            }
-            StepError::Plugin(MfaError::Delivery(d)) => {
-                tracing::warn!(plugin = factor, error = %d, "MFA message not sent");
-                self.audit_mfa(browser, j, EventKind::MfaFailed, factor, Some("delivery"));
-                (502, "mfa_not_sent", None)
-            }
-            StepError::Plugin(MfaError::Storage(_)) => return Err(SignInError::Unavailable),
-            StepError::Plugin(err) => {
-                tracing::warn!(plugin = factor, error = %err, "MFA factor failed");
-                self.audit_mfa(browser, j, EventKind::MfaFailed, factor, Some(err.code()));
-                (503, "mfa_factor_failed", None)
-            }
-        };
-        let mut out =
-            Box::pin(self.choice(browser, id, loaded, who, status, Some(Notice::Key(key)))).await?;
-        out.retry_after = retry;
-        Ok(out)
-    }
-
-    fn audit_mfa(
-        &self,
-        browser: &Browser,
-        j: &Journey,
-        kind: EventKind,
-        factor: &str,
-        why: Option<&str>,
-    ) {
-        let reason = match why {
-            Some(w) => format!("{factor}:{w}"),
-            None => factor.to_owned(),
-        };
-        let (user, upstream) = j
-            .who
-            .as_ref()
-            .map(|w| (w.user_id.as_str(), w.upstream.as_str()))
-            .unwrap_or(("", ""));
-        let mut e = Event::new(kind)
-            .user(user)
-            .ip(browser.ip.as_str())
-            .upstream(upstream)
-            .reason(reason);
-        if let Some(sid) = &j.step_up {
-            e = e.sid(sid.as_str());
-        }
-        self.provider.audit.record(e);
-    }
-
     // --- session limit ------------------------------------------------------------------------
 
     /// `POST /login/session-limit`: ends the session the user picked (one of their own), then
@@ -1772,7 +1195,7 @@ impl SignIn {
     // --- the journey's order ------------------------------------------------------------------
 
     /// Asks the machine what comes next and does it, until a page or the end.
-    async fn drive(
+    pub(super) async fn drive(
         &self,
         browser: &Browser,
         id: &JourneyId,
@@ -2141,7 +1564,7 @@ impl SignIn {
 
     /// Adds where the page's forms may lead: the app the journey ends at, the upstreams the
     /// login page can route to.
-    fn page_outcome(&self, j: &Journey, next: Next) -> Outcome {
+    pub(super) fn page_outcome(&self, j: &Journey, next: Next) -> Outcome {
         let mut out = Outcome::new(next);
         if let Target::App(req) = &j.target
             && let Ok(uri) = Url::parse(&req.redirect_uri)
@@ -2200,18 +1623,6 @@ impl SignIn {
             params,
         }))
     }
-}
-
-enum Step {
-    Verify(Result<VerifyOutcome, MfaError>),
-    Enroll(Result<(EnrollOutcome, Vec<crate::mfa::host::Outgoing>), MfaError>),
-}
-
-enum StepError {
-    Locked(u64),
-    /// Setting up a new factor needs the existing one first.
-    EnrolRefused,
-    Plugin(MfaError),
 }
 
 /// A local return path (checked once, here), or `/account`.
