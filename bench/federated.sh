@@ -60,6 +60,8 @@ url = "sqlite://$TMP/data/c.db"
 key_encryption_key = "$(openssl rand -base64 32)"
 [rate_limit]
 login_per_ip = "1000000/1s"
+journey_per_ip = "off"
+callback_per_ip = "off"
 [log]
 level = "warn"
 [[upstreams]]

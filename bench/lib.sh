@@ -59,6 +59,8 @@ idle_timeout = "12h"
 [rate_limit]
 # The load generator is one client hammering one endpoint: the per-client limit would be measured.
 token_per_client = "off"
+# Every login of the load starts a journey from the one loopback address.
+journey_per_ip = "off"
 [provider]
 key_encryption_key = "$kek"
 [[clients]]

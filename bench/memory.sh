@@ -58,6 +58,7 @@ url = "sqlite://$TMP/data/concierge.db"
 level = "warn"
 [rate_limit]
 login_per_ip = "off"
+journey_per_ip = "off"
 login_per_account = "off"
 token_per_client = "off"
 [provider]

@@ -114,6 +114,7 @@ max_per_user = $3
 # The load comes from one address and $LOGIN_USERS accounts: the in-memory rates would refuse
 # it. The lockout (one read per login, and a delete on success, in the database) stays on.
 login_per_ip = "off"
+journey_per_ip = "off"
 login_per_account = "off"
 [provider]
 key_encryption_key = "$KEK"

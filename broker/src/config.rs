@@ -371,6 +371,8 @@ pub struct RawRateLimit {
     pub token_per_client: String,
     /// Answers from upstreams (OIDC callback, SAML ACS and Single Logout) per client address.
     pub callback_per_ip: String,
+    /// Sign-in journeys started per client address (each is a stored login transaction).
+    pub journey_per_ip: String,
     /// Failed sign-ins (within `failure_window`) before the account is locked; 0: never.
     pub lockout_after: u32,
     #[serde(with = "humantime_serde")]
@@ -391,6 +393,7 @@ impl Default for RawRateLimit {
             mfa_per_account: "10/1m".into(),
             token_per_client: "1000/1s".into(),
             callback_per_ip: "30/1m".into(),
+            journey_per_ip: "60/1m".into(),
             lockout_after: 5,
             lockout_delay: Duration::from_secs(30),
             lockout_max_delay: Duration::from_secs(15 * 60),
@@ -1115,6 +1118,7 @@ fn rate_limits(
         mfa_per_account: rate("mfa_per_account", &r.mfa_per_account)?,
         token_per_client: rate("token_per_client", &r.token_per_client)?,
         callback_per_ip: rate("callback_per_ip", &r.callback_per_ip)?,
+        journey_per_ip: rate("journey_per_ip", &r.journey_per_ip)?,
         lockout: LockoutPolicy {
             after: r.lockout_after,
             delay: r.lockout_delay,

@@ -21,6 +21,8 @@ pub enum Scope {
     TokenPerClient,
     /// Answers from upstreams (OIDC callback, SAML ACS and Single Logout), per address.
     CallbackPerIp,
+    /// Sign-in journeys started (`/authorize` without a session, `/login`), per address.
+    JourneyPerIp,
 }
 
 impl Scope {
@@ -32,6 +34,7 @@ impl Scope {
             Self::MfaPerAccount => "mfa_per_account",
             Self::TokenPerClient => "token_per_client",
             Self::CallbackPerIp => "callback_per_ip",
+            Self::JourneyPerIp => "journey_per_ip",
         }
     }
 }
@@ -45,6 +48,7 @@ fn rate_of(limits: &Limits, scope: Scope) -> Option<Rate> {
         Scope::MfaPerAccount => limits.mfa_per_account,
         Scope::TokenPerClient => limits.token_per_client,
         Scope::CallbackPerIp => limits.callback_per_ip,
+        Scope::JourneyPerIp => limits.journey_per_ip,
     }
 }
 
@@ -243,6 +247,7 @@ mod tests {
             mfa_per_account: None,
             token_per_client: None,
             callback_per_ip: None,
+            journey_per_ip: None,
             lockout: LockoutPolicy {
                 after: 0,
                 delay: Duration::from_secs(1),

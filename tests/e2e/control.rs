@@ -226,6 +226,48 @@ async fn login_rates_answer_429_with_retry_after(b: Backend) {
     assert_eq!(br.login("demo@example.com", "demo").await.status, 303);
 }
 
+/// Each sign-in journey is a stored row: the journeys one address starts are limited
+/// (`journey_per_ip`), before the row is written; single sign-on with a live session starts
+/// none and is not counted.
+async fn journeys_started_per_address_are_limited(b: Backend) {
+    let env = [
+        ("CONCIERGE__RATE_LIMIT__JOURNEY_PER_IP", "3/1m"),
+        ("CONCIERGE__RATE_LIMIT__LOGIN_PER_IP", "off"),
+    ];
+    let Some(app) = spawn_provider_with(b, &env, OPS_CLIENTS).await else {
+        return;
+    };
+    let authorize = crate::oidc::authorize_path_with("webapp", "https://webapp.example/cb", &[]);
+    let mut br = Browser::new(&app);
+    // One journey for the sign-in, two more pages: three.
+    assert_eq!(br.login("demo@example.com", "demo").await.status, 303);
+    let mut other = Browser::new(&app);
+    for _ in 0..2 {
+        assert_eq!(other.get("/login").await.status, 200);
+    }
+    let refused = other.get("/login").await;
+    assert_eq!(refused.status, 429, "{}", refused.body);
+    assert_eq!(refused.headers["retry-after"], "20");
+    assert!(
+        !refused.body.contains("name=\"journey\""),
+        "no journey was started"
+    );
+    let refused = other.get(&authorize).await;
+    assert_eq!(refused.status, 429, "an app's sign-in is a journey too");
+    // Single sign-on starts no journey: not counted.
+    let sso = br.get(&authorize).await;
+    assert_eq!(sso.status, 302, "{}", sso.body);
+    assert!(sso.location.unwrap().contains("code="));
+    // Audited with the scope; after the interval a journey starts again.
+    let reasons = audit_events(&app, "rate_limited").await;
+    assert!(
+        reasons.iter().any(|e| e["reason"] == "journey_per_ip"),
+        "{reasons:?}"
+    );
+    app.clock.advance(20);
+    assert_eq!(other.get("/login").await.status, 200);
+}
+
 async fn forwarded_for_counts_only_behind_trusted_proxies(b: Backend) {
     let limited = [
         ("CONCIERGE__RATE_LIMIT__LOGIN_PER_IP", "1/1m"),
@@ -715,6 +757,7 @@ per_backend_async!(
     refuse_mode_lists_sessions_and_ending_one_continues,
     devices_page_lists_sessions_and_ends_them,
     login_rates_answer_429_with_retry_after,
+    journeys_started_per_address_are_limited,
     forwarded_for_counts_only_behind_trusted_proxies,
     lockout_grows_and_even_the_right_password_waits,
     token_endpoint_is_limited_per_client,

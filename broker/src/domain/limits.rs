@@ -47,6 +47,8 @@ pub struct Limits {
     pub mfa_per_account: Option<Rate>,
     pub token_per_client: Option<Rate>,
     pub callback_per_ip: Option<Rate>,
+    /// Sign-in journeys started (each a stored login transaction) per client address.
+    pub journey_per_ip: Option<Rate>,
     pub lockout: LockoutPolicy,
     pub trusted_proxies: Vec<Cidr>,
 }

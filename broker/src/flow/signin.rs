@@ -45,6 +45,9 @@ pub enum SignInError {
     Journey(#[from] JourneyError),
     #[error("the database is unavailable")]
     Unavailable,
+    /// Too many journeys started from this address: try again after this many seconds.
+    #[error("too many sign-ins started from this address")]
+    RateLimited(u64),
     #[error("{0}")]
     Internal(String),
     #[error("background task failed: {0}")]
@@ -346,6 +349,15 @@ impl SignIn {
         browser: &Browser,
         mut journey: Journey,
     ) -> Result<(JourneyId, Loaded<Journey>, Option<String>), SignInError> {
+        // Each journey is a stored row: counted per address before it is written.
+        if let Err(limited) = self.limiter.check(Scope::JourneyPerIp, &browser.ip) {
+            self.provider.audit.record(
+                Event::new(EventKind::RateLimited)
+                    .ip(browser.ip.as_str())
+                    .reason(Scope::JourneyPerIp.as_str()),
+            );
+            return Err(SignInError::RateLimited(limited.retry_after_secs));
+        }
         let (binding, new) = match &browser.binding {
             Some(b) if b.expose().len() == 43 => (b.expose().to_owned(), None),
             _ => {

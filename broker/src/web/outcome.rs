@@ -36,6 +36,7 @@ impl From<SignInError> for WebError {
         match e {
             SignInError::Storage(s) => s.into(),
             SignInError::Unavailable => WebError::Unavailable("database".into()),
+            SignInError::RateLimited(secs) => WebError::TooManyRequests(secs),
             other => WebError::internal(other),
         }
     }
