@@ -154,11 +154,13 @@ pub async fn end_one(
         return Ok(see_other("/login?return_to=%2Faccount"));
     };
     if form.sid == session.record.sid {
-        // Ending this very session is signing out.
-        let removal = super::end_current_session(&state, &req, "logout").await?;
-        let mut res = see_other("/signed-out");
-        res.add_cookie(&removal).map_err(WebError::internal)?;
-        return Ok(res);
+        // Ending this very session is signing out, as `/logout` does (through the upstream).
+        let browser = super::outcome::browser(&state, &req);
+        let out = state
+            .signin
+            .sign_out(&browser, "logout", "/signed-out".into())
+            .await?;
+        return super::outcome::respond(&state, &req, out).await;
     }
     let (store, provider) = (state.store.clone(), state.provider.clone());
     let owner = session.record.user_id.clone();

@@ -243,23 +243,6 @@ pub(crate) async fn current_session(
     Ok(session)
 }
 
-/// Ends this browser's session everywhere (tokens, back-channel logout) and returns the cookie
-/// that deletes it in the browser.
-pub(crate) async fn end_current_session(
-    state: &web::Data<AppState>,
-    req: &HttpRequest,
-    reason: &'static str,
-) -> Result<actix_web::cookie::Cookie<'static>, WebError> {
-    if let Some(cookie) = req.cookie(&state.cookies.session) {
-        let (sessions, provider) = (Arc::clone(&state.sessions), Arc::clone(&state.provider));
-        let value = cookie.value().to_owned();
-        web::block(move || crate::flow::logout::end_session(&sessions, &provider, &value, reason))
-            .await?
-            .map_err(WebError::internal)?;
-    }
-    Ok(state.cookies.removal(state.cookies.session.clone()))
-}
-
 /// Gives a page its own policy (see [`middleware::csp`]); the middleware keeps it.
 pub(crate) fn set_csp(res: &mut HttpResponse, form_action: &[&str], scripts: bool) {
     if let Ok(v) =
