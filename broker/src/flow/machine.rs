@@ -109,9 +109,11 @@ pub struct Journey {
 }
 
 impl Journey {
-    pub fn new(binding: String, target: Target) -> Self {
+    /// A journey to `target`; its browser binding is set when it is stored
+    /// (`SignIn::begin`).
+    pub fn new(target: Target) -> Self {
         Self {
-            binding,
+            binding: String::new(),
             target,
             login_hint: None,
             idp_hint: None,
@@ -313,7 +315,7 @@ mod tests {
 
     #[test]
     fn a_new_journey_asks_for_the_first_factor_or_routes_by_hint() {
-        let mut j = Journey::new("b".into(), app(None));
+        let mut j = Journey::new(app(None));
         assert_eq!(next(&j, no_route), Want::FirstFactor { route_to: None });
         j.login_hint = Some("bob@corp.example".into());
         let routed = |e: &str| e.ends_with("@corp.example").then(|| "corp".to_owned());
@@ -334,7 +336,7 @@ mod tests {
 
     #[test]
     fn a_pending_link_asks_for_the_password_even_on_a_routed_domain() {
-        let mut j = Journey::new("b".into(), app(None));
+        let mut j = Journey::new(app(None));
         j.needs_link_proof(PendingLink {
             upstream: "corp".into(),
             subject: "u1".into(),
@@ -357,7 +359,7 @@ mod tests {
 
     #[test]
     fn proving_another_account_drops_the_pending_link() {
-        let mut j = Journey::new("b".into(), app(None));
+        let mut j = Journey::new(app(None));
         j.needs_link_proof(PendingLink {
             upstream: "corp".into(),
             subject: "u1".into(),
@@ -372,7 +374,7 @@ mod tests {
 
     #[test]
     fn mfa_is_evaluated_for_the_client_receiving_the_code() {
-        let mut j = Journey::new("b".into(), app(None));
+        let mut j = Journey::new(app(None));
         j.first_factor(pwd("u"), None);
         use MfaRequirement::*;
         assert_eq!(
@@ -388,7 +390,7 @@ mod tests {
             MfaNeed::Facts { required: true }
         );
         // acr_values asking for the second level make it required.
-        let mut k = Journey::new("b".into(), app(Some(crate::domain::auth::ACR_LOA2)));
+        let mut k = Journey::new(app(Some(crate::domain::auth::ACR_LOA2)));
         k.first_factor(pwd("u"), None);
         assert_eq!(
             mfa_need(Off, Some(Off), None, &k),
@@ -428,7 +430,7 @@ mod tests {
 
     #[test]
     fn a_proven_second_factor_leads_to_the_session() {
-        let mut j = Journey::new("b".into(), Target::Local("/account".into()));
+        let mut j = Journey::new(Target::Local("/account".into()));
         j.first_factor(pwd("u"), None);
         assert_eq!(next(&j, no_route), Want::SecondFactor);
         second_factor_proven(&mut j, &["otp".into(), "mfa".into()]);
@@ -438,7 +440,7 @@ mod tests {
             Some(vec!["pwd".into(), "otp".into(), "mfa".into()])
         );
         // A session already at the second level needs nothing more.
-        let mut k = Journey::new("b".into(), app(None));
+        let mut k = Journey::new(app(None));
         k.first_factor(
             Proven {
                 amr: vec!["pwd".into(), "mfa".into()],
@@ -463,7 +465,7 @@ mod tests {
 
     #[test]
     fn the_state_survives_storage() {
-        let mut j = Journey::new("b".into(), app(Some(crate::domain::auth::ACR_LOA2)));
+        let mut j = Journey::new(app(Some(crate::domain::auth::ACR_LOA2)));
         j.first_factor(pwd("u"), None);
         j.upstream_session = Some((
             "corp".into(),

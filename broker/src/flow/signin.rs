@@ -21,12 +21,13 @@ use super::machine::{
 use crate::audit::{Event, EventKind};
 use crate::clock::{Clock, Entropy, UnixTime};
 use crate::config::{SessionSettings, UpstreamConfig};
+use crate::domain::client::Client;
 use crate::domain::policy::MfaRequirement;
 use crate::domain::policy::SessionLimit;
 use crate::domain::{Channel, Email, Locale, ReturnTo, SecretString, UserId};
 use crate::mfa::host::{Form, Localized};
 use crate::mfa::{FactorStatus, Mfa, MfaError};
-use crate::provider::authorize::{self, AuthorizeError, Prompt};
+use crate::provider::authorize::{self, AuthorizeError, AuthorizeRequest, Prompt};
 use crate::provider::{OAuthError, Provider};
 use crate::ratelimit::{Limited, Lockout, RateLimiter, Scope};
 use crate::session::{SessionManager, SessionToken};
@@ -100,8 +101,6 @@ pub struct Browser {
 pub enum Hop {
     /// An exact URL: the app's redirect URI, a post-logout redirect URI.
     Url(Url),
-    /// The sign-in endpoint of this upstream.
-    Upstream(String),
     /// The sign-in endpoint of every upstream that email domains are routed to.
     RoutedUpstreams,
     /// The logout endpoint of the upstream the session `sid` came from.
@@ -213,15 +212,11 @@ impl Outcome {
         Self::new(Next::Redirect(to))
     }
 
-    pub fn with(self, c: CookieOp) -> Self {
-        self.with_cookie(c)
-    }
-
     pub(super) fn expired() -> Self {
         Self::message(400, "mfa_expired_message")
     }
 
-    pub(super) fn with_cookie(mut self, c: CookieOp) -> Self {
+    pub fn with_cookie(mut self, c: CookieOp) -> Self {
         self.cookies.push(c);
         self
     }
@@ -477,7 +472,7 @@ impl SignIn {
                     &OAuthError::LoginRequired,
                 ));
             }
-            let mut j = Journey::new(String::new(), Target::App(ar.stored()));
+            let mut j = Journey::new(Target::App(ar.stored()));
             j.login_hint = ar.login_hint.clone();
             j.idp_hint = ar
                 .idp_hint
@@ -489,7 +484,7 @@ impl SignIn {
             return Err(SignInError::Internal("session vanished".into()));
         };
         // The MFA policy of the client receiving the code, again on single sign-on.
-        let mut probe = Journey::new(String::new(), Target::App(ar.stored()));
+        let mut probe = Journey::new(Target::App(ar.stored()));
         probe.who = Some(proven_of(&session));
         if self.needs_second_factor(&probe, ar.client.mfa).await? {
             if ar.prompt == Prompt::None {
@@ -553,7 +548,7 @@ impl SignIn {
     async fn start_and_drive(&self, browser: &Browser, j: Journey) -> Result<Outcome, SignInError> {
         let (id, mut loaded, new_binding) = self.begin(browser, j).await?;
         let browser = &bound_to(browser, new_binding.as_deref());
-        let mut out = self.drive(browser, &id, &mut loaded, None).await?;
+        let mut out = self.drive(browser, &id, &mut loaded).await?;
         if let Some(b) = new_binding {
             out = out.with_cookie(CookieOp::Binding(b));
         }
@@ -567,13 +562,13 @@ impl SignIn {
             let Some((id, mut loaded)) = self.resume(browser, raw).await? else {
                 return Ok(Outcome::expired());
             };
-            return self.drive(browser, &id, &mut loaded, None).await;
+            return self.drive(browser, &id, &mut loaded).await;
         }
         let local = local_target(q.return_to.as_deref());
         if !q.force && self.current_session(browser).await?.is_some() {
             return Ok(Outcome::new(Next::Redirect(local)));
         }
-        let mut j = Journey::new(String::new(), Target::Local(local));
+        let mut j = Journey::new(Target::Local(local));
         j.login_hint = q
             .login_hint
             .as_deref()
@@ -601,7 +596,7 @@ impl SignIn {
                 q.finish()
             ))));
         };
-        let mut j = Journey::new(String::new(), Target::Local(local));
+        let mut j = Journey::new(Target::Local(local));
         j.who = Some(proven_of(&session));
         j.step_up = Some(session.sid.clone());
         j.stage = Stage::Mfa;
@@ -624,7 +619,7 @@ impl SignIn {
         let (id, mut loaded) = if journey.is_empty() {
             let local = local_target(return_to);
             let (id, loaded, b) = self
-                .begin(browser, Journey::new(String::new(), Target::Local(local)))
+                .begin(browser, Journey::new(Target::Local(local)))
                 .await?;
             new_binding = b;
             (id, loaded)
@@ -772,7 +767,7 @@ impl SignIn {
             .first_factor(who, identity.email.as_ref().map(Email::as_str));
         // The password connector read the account (enabled) just now.
         loaded.state.user_checked = true;
-        self.drive(browser, &id, loaded, None).await
+        self.drive(browser, &id, loaded).await
     }
 
     /// `GET /upstream/{id}/start`: leaves for the upstream with a pending login that points at
@@ -793,7 +788,7 @@ impl SignIn {
             None => {
                 let local = local_target(return_to);
                 let (id, loaded, b) = self
-                    .begin(browser, Journey::new(String::new(), Target::Local(local)))
+                    .begin(browser, Journey::new(Target::Local(local)))
                     .await?;
                 new_binding = b;
                 (id, loaded)
@@ -926,10 +921,7 @@ impl SignIn {
             None => {
                 // An unsolicited login (configured to be accepted) starts its own journey.
                 let (id, l, b) = self
-                    .begin(
-                        browser,
-                        Journey::new(String::new(), Target::Local("/account".into())),
-                    )
+                    .begin(browser, Journey::new(Target::Local("/account".into())))
                     .await?;
                 (id, l, b)
             }
@@ -1045,7 +1037,7 @@ impl SignIn {
                     None,
                 );
                 loaded.state.link = mapped.link;
-                self.drive(browser, id, loaded, None).await
+                self.drive(browser, id, loaded).await
             }
             Err(FlowError::LinkRequired {
                 email,
@@ -1201,7 +1193,7 @@ impl SignIn {
         if !ended {
             return Ok(Outcome::message(404, "error_404_message"));
         }
-        self.drive(browser, &id, &mut loaded, None).await
+        self.drive(browser, &id, &mut loaded).await
     }
 
     // --- the journey's order ------------------------------------------------------------------
@@ -1212,7 +1204,6 @@ impl SignIn {
         browser: &Browser,
         id: &JourneyId,
         loaded: &mut Loaded<Journey>,
-        _error: Option<Notice>,
     ) -> Result<Outcome, SignInError> {
         loop {
             let want = machine::next(&loaded.state, |e| self.realm_of(e));
@@ -1325,6 +1316,18 @@ impl SignIn {
         let Some(who) = loaded.state.who.clone() else {
             return Ok(Outcome::expired());
         };
+        // The app's request as its client is registered now, read once for the session's
+        // channel and limits and for the code; a client gone meanwhile gets nothing.
+        let app = match &loaded.state.target {
+            Target::Local(_) => None,
+            Target::App(req) => {
+                let (req, provider) = (req.clone(), Arc::clone(&self.provider));
+                match blocking(move || Ok(req.resume(&provider.clients)?)).await? {
+                    Some(ar) => Some(ar),
+                    None => return Ok(Outcome::message(400, "error_authorize_client")),
+                }
+            }
+        };
         if let Some(sid) = loaded.state.step_up.clone() {
             let current = self.current_session(browser).await?;
             let Some(current) =
@@ -1338,9 +1341,9 @@ impl SignIn {
             let mut record = current.clone();
             record.amr = amr.clone();
             blocking(move || Ok(store.set_session_amr(&sid, &amr)?)).await?;
-            return self.answer(&loaded.state, &record, vec![]).await;
+            return self.answer(&loaded.state, app, &record, vec![]).await;
         }
-        let ctx = self.context(browser, &loaded.state).await?;
+        let ctx = self.context(browser, app.as_ref().map(|a| a.client.as_ref()));
         let user_checked = loaded.state.user_checked;
         let previous = browser.session.as_ref().map(|s| s.expose().to_owned());
         let (store, sessions, provider) = (
@@ -1412,7 +1415,7 @@ impl SignIn {
         }
         self.keep_after_sign_in(&loaded.state, &record).await?;
         tracing::info!(user_id = %record.user_id, upstream = %record.upstream, "login succeeded");
-        self.answer(&loaded.state, &record, vec![CookieOp::Session(token)])
+        self.answer(&loaded.state, app, &record, vec![CookieOp::Session(token)])
             .await
     }
 
@@ -1483,33 +1486,26 @@ impl SignIn {
     async fn answer(
         &self,
         j: &Journey,
+        app: Option<AuthorizeRequest>,
         record: &SessionRecord,
         cookies: Vec<CookieOp>,
     ) -> Result<Outcome, SignInError> {
-        let mut out = match &j.target {
-            Target::Local(path) => Outcome::new(Next::Redirect(path.clone())),
-            Target::App(req) => {
-                let (req, provider, r) = (req.clone(), Arc::clone(&self.provider), record.clone());
-                let issued = blocking(move || {
-                    let Some(ar) = req.resume(&provider.clients)? else {
-                        return Ok(None);
-                    };
-                    let code = provider.issue_code(&ar, &r).map_err(|e| match e {
+        let mut out = match (&j.target, app) {
+            (_, Some(ar)) => {
+                let (provider, r, ar2) = (Arc::clone(&self.provider), record.clone(), ar.clone());
+                let code = blocking(move || {
+                    provider.issue_code(&ar2, &r).map_err(|e| match e {
                         OAuthError::TemporarilyUnavailable => SignInError::Unavailable,
                         other => SignInError::Internal(other.to_string()),
-                    })?;
-                    Ok(Some((ar, code)))
+                    })
                 })
                 .await?;
-                match issued {
-                    Some((ar, code)) => {
-                        tracing::info!(client_id = %ar.client.id, "authorization code issued");
-                        let form_post = ar.response_mode == authorize::ResponseMode::FormPost;
-                        self.app_code(ar.redirect_uri, form_post, ar.state, code)
-                    }
-                    None => Outcome::message(400, "error_authorize_client"),
-                }
+                tracing::info!(client_id = %ar.client.id, "authorization code issued");
+                let form_post = ar.response_mode == authorize::ResponseMode::FormPost;
+                self.app_code(ar.redirect_uri, form_post, ar.state, code)
             }
+            (Target::Local(path), None) => Outcome::new(Next::Redirect(path.clone())),
+            (Target::App(_), None) => Outcome::message(400, "error_authorize_client"),
         };
         out.cookies.extend(cookies);
         Ok(out)
@@ -1528,7 +1524,7 @@ impl SignIn {
     }
 
     /// Where the session belongs: the channel and limits of the app the journey ends at.
-    async fn context(&self, browser: &Browser, j: &Journey) -> Result<ClientContext, SignInError> {
+    fn context(&self, browser: &Browser, client: Option<&Client>) -> ClientContext {
         let policies: SessionSettings = self.settings.session.clone();
         let mut ctx = ClientContext {
             channel: Channel::Web,
@@ -1537,11 +1533,6 @@ impl SignIn {
             user_agent: browser.user_agent.clone(),
             ip: browser.ip.clone(),
         };
-        let Some(client_id) = j.client_id().map(str::to_owned) else {
-            return Ok(ctx);
-        };
-        let provider = Arc::clone(&self.provider);
-        let client = blocking(move || Ok(provider.clients.get(&client_id)?)).await?;
         if let Some(client) = client {
             let policy = policies.channel(client.channel);
             ctx.channel = client.channel;
@@ -1552,10 +1543,10 @@ impl SignIn {
             };
             ctx.on_limit = client.on_session_limit.unwrap_or(policy.on_limit);
         }
-        Ok(ctx)
+        ctx
     }
 
-    async fn current_session(
+    pub(super) async fn current_session(
         &self,
         browser: &Browser,
     ) -> Result<Option<SessionRecord>, SignInError> {

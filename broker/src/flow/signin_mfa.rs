@@ -143,7 +143,7 @@ impl SignIn {
                     None,
                 );
                 machine::second_factor_proven(&mut loaded.state, &amr);
-                self.drive(browser, &id, &mut loaded, None).await
+                self.drive(browser, &id, &mut loaded).await
             }
             Step::Verify(Ok(VerifyOutcome::Rejected { message })) => {
                 self.audit_mfa(
@@ -234,7 +234,7 @@ impl SignIn {
                 self.audit_mfa(browser, &loaded.state, EventKind::MfaEnrolled, factor, None);
                 if recovery_codes.is_empty() {
                     machine::second_factor_proven(&mut loaded.state, &amr);
-                    return self.drive(browser, id, loaded, None).await;
+                    return self.drive(browser, id, loaded).await;
                 }
                 loaded.state.mfa.form = None;
                 loaded.state.mfa.factor = None;
@@ -263,7 +263,7 @@ impl SignIn {
             return Ok(Outcome::expired());
         };
         machine::second_factor_proven(&mut loaded.state, &amr);
-        self.drive(browser, &id, &mut loaded, None).await
+        self.drive(browser, &id, &mut loaded).await
     }
 
     /// `POST /login/mfa/recovery`: a recovery code instead of a factor.
@@ -288,7 +288,7 @@ impl SignIn {
             VerifyOutcome::Accepted { amr } => {
                 self.audit_mfa(browser, &loaded.state, EventKind::MfaSucceeded, rid, None);
                 machine::second_factor_proven(&mut loaded.state, &amr);
-                self.drive(browser, &id, &mut loaded, None).await
+                self.drive(browser, &id, &mut loaded).await
             }
             VerifyOutcome::Rejected { .. } => {
                 self.audit_mfa(

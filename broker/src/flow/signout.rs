@@ -51,7 +51,7 @@ impl SignIn {
             Ok(req) => req,
             Err(key) => return Ok(Outcome::message(400, key)),
         };
-        let sid = self.current_sid(browser).await?;
+        let sid = self.current_session(browser).await?.map(|s| s.sid);
         let hint_matches = match (&sid, &request.hint_sid) {
             (None, _) => true,
             (Some(s), Some(h)) => s == h,
@@ -154,7 +154,7 @@ impl SignIn {
             .await?;
         }
         let to = self.logout_location(upstream, then).await?;
-        Ok(Outcome::redirect(to).with(CookieOp::ClearSession))
+        Ok(Outcome::redirect(to).with_cookie(CookieOp::ClearSession))
     }
 
     /// After the broker session ended: where the browser goes. An upstream that cannot be
@@ -281,7 +281,7 @@ impl SignIn {
             }
         };
         // The browser carrying the request keeps its cookie unless its own session ends.
-        let own_sid = self.current_sid(browser).await?;
+        let own_sid = self.current_session(browser).await?.map(|s| s.sid);
         let (store, provider) = (Arc::clone(&self.store), Arc::clone(&self.provider));
         let (upstream, name_id, indexes) = (id.to_owned(), logout.name_id, logout.session_indexes);
         let (ended, own_ended) = blocking(move || {
@@ -308,22 +308,8 @@ impl SignIn {
         tracing::info!(upstream = %id, ended, "sessions ended by the IdP's LogoutRequest");
         let mut out = Outcome::new(Next::Found(logout.respond_to.to_string()));
         if own_ended {
-            out = out.with(CookieOp::ClearSession);
+            out = out.with_cookie(CookieOp::ClearSession);
         }
         Ok(Some(out))
-    }
-
-    async fn current_sid(&self, browser: &Browser) -> Result<Option<String>, SignInError> {
-        let Some(cookie) = browser.session.as_ref().map(|c| c.expose().to_owned()) else {
-            return Ok(None);
-        };
-        let sessions = Arc::clone(&self.sessions);
-        blocking(move || {
-            Ok(sessions
-                .check(&cookie)
-                .map_err(SignInError::internal_of)?
-                .map(|a| a.record.sid))
-        })
-        .await
     }
 }

@@ -82,11 +82,6 @@ pub(crate) async fn form_targets(
     for hop in hops {
         match hop {
             Hop::Url(url) => targets.allow(url),
-            Hop::Upstream(id) => {
-                if let Some(url) = login_endpoint(state, id).await {
-                    targets.allow(&url);
-                }
-            }
             Hop::RoutedUpstreams => {
                 let routed = state
                     .settings
