@@ -35,6 +35,7 @@ fn user(id: &str, email: &str) -> User {
         disabled: false,
         created_at: 1_000,
         updated_at: 1_000,
+        tokens_valid_after: 0,
     }
 }
 

@@ -373,6 +373,8 @@ pub struct RawRateLimit {
     pub callback_per_ip: String,
     /// Sign-in journeys started per client address (each is a stored login transaction).
     pub journey_per_ip: String,
+    /// Second-factor messages (email, SMS, push) sent per user.
+    pub mfa_send_per_account: String,
     /// Failed sign-ins (within `failure_window`) before the account is locked; 0: never.
     pub lockout_after: u32,
     #[serde(with = "humantime_serde")]
@@ -394,6 +396,7 @@ impl Default for RawRateLimit {
             token_per_client: "1000/1s".into(),
             callback_per_ip: "30/1m".into(),
             journey_per_ip: "60/1m".into(),
+            mfa_send_per_account: "5/10m".into(),
             lockout_after: 5,
             lockout_delay: Duration::from_secs(30),
             lockout_max_delay: Duration::from_secs(15 * 60),
@@ -1119,6 +1122,7 @@ fn rate_limits(
         token_per_client: rate("token_per_client", &r.token_per_client)?,
         callback_per_ip: rate("callback_per_ip", &r.callback_per_ip)?,
         journey_per_ip: rate("journey_per_ip", &r.journey_per_ip)?,
+        mfa_send_per_account: rate("mfa_send_per_account", &r.mfa_send_per_account)?,
         lockout: LockoutPolicy {
             after: r.lockout_after,
             delay: r.lockout_delay,

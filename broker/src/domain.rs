@@ -7,6 +7,7 @@ use serde::Serialize;
 
 pub mod auth;
 pub mod client;
+pub mod evidence;
 pub mod jose;
 pub mod kek;
 pub mod limits;

@@ -23,6 +23,8 @@ pub enum Scope {
     CallbackPerIp,
     /// Sign-in journeys started (`/authorize` without a session, `/login`), per address.
     JourneyPerIp,
+    /// Second-factor challenges that send a message (or a push), per user.
+    MfaSendPerAccount,
 }
 
 impl Scope {
@@ -35,6 +37,7 @@ impl Scope {
             Self::TokenPerClient => "token_per_client",
             Self::CallbackPerIp => "callback_per_ip",
             Self::JourneyPerIp => "journey_per_ip",
+            Self::MfaSendPerAccount => "mfa_send_per_account",
         }
     }
 }
@@ -49,6 +52,7 @@ fn rate_of(limits: &Limits, scope: Scope) -> Option<Rate> {
         Scope::TokenPerClient => limits.token_per_client,
         Scope::CallbackPerIp => limits.callback_per_ip,
         Scope::JourneyPerIp => limits.journey_per_ip,
+        Scope::MfaSendPerAccount => limits.mfa_send_per_account,
     }
 }
 
@@ -248,6 +252,7 @@ mod tests {
             token_per_client: None,
             callback_per_ip: None,
             journey_per_ip: None,
+            mfa_send_per_account: None,
             lockout: LockoutPolicy {
                 after: 0,
                 delay: Duration::from_secs(1),

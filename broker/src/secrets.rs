@@ -41,6 +41,8 @@ impl From<SealError> for SecretError {
 pub enum Purpose {
     /// The CSRF form token (an HMAC of the browser's CSRF cookie).
     Csrf,
+    /// Sealing the sign-in journeys' stored state (AES-256-GCM, the row's id hash as AAD).
+    JourneyState,
     /// Retired with the client-held step tickets (ADR 11): its label is never to be reused.
     #[cfg(test)]
     RetiredBrowserBinding,
@@ -50,6 +52,7 @@ impl Purpose {
     fn label(self) -> &'static [u8] {
         match self {
             Purpose::Csrf => b"concierge/csrf/v1",
+            Purpose::JourneyState => b"concierge/journey-state/v1",
             #[cfg(test)]
             Purpose::RetiredBrowserBinding => b"concierge/browser-binding/v1",
         }

@@ -80,6 +80,7 @@ pub fn ensure_demo_user(store: &dyn Store, deps: &Deps) -> anyhow::Result<()> {
         disabled: false,
         created_at: now,
         updated_at: now,
+        tokens_valid_after: 0,
     })?;
     Ok(())
 }
@@ -94,17 +95,27 @@ pub fn key_encryption_key(settings: &Settings, deps: &Deps) -> anyhow::Result<Ke
         ));
     }
     let path = settings.data_dir.join("key-encryption.key");
-    if let Ok(text) = std::fs::read_to_string(&path) {
+    let read = |path: &std::path::Path| -> anyhow::Result<KeyEncryptionKey> {
+        let text = std::fs::read_to_string(path)?;
         let bytes = STANDARD
             .decode(text.trim())
             .ok()
             .and_then(|b| <[u8; 32]>::try_from(b).ok())
             .ok_or_else(|| anyhow::anyhow!("{} does not hold 32 base64 bytes", path.display()))?;
-        return Ok(KeyEncryptionKey::new(bytes));
+        Ok(KeyEncryptionKey::new(bytes))
+    };
+    if path.exists() {
+        return read(&path);
     }
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("creating {}", settings.data_dir.display()))?;
     let key = deps.entropy.bytes32();
+    // Written whole under a private name, then linked into place: of several processes starting
+    // at once, one key wins and every other reads that one, never a half-written file.
+    let tmp = settings.data_dir.join(format!(
+        ".key-encryption.key.{}",
+        crate::flow::signin::random_token(deps.entropy.as_ref())
+    ));
     {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
@@ -112,12 +123,21 @@ pub fn key_encryption_key(settings: &Settings, deps: &Deps) -> anyhow::Result<Ke
             .write(true)
             .create_new(true)
             .mode(0o600)
-            .open(&path)
-            .with_context(|| format!("creating {}", path.display()))?;
+            .open(&tmp)
+            .with_context(|| format!("creating {}", tmp.display()))?;
         writeln!(f, "{}", STANDARD.encode(key))?;
+        f.sync_all()?;
     }
-    tracing::warn!(path = %path.display(), "created a key-encryption key file; back it up, or set provider.key_encryption_key");
-    Ok(KeyEncryptionKey::new(key))
+    let linked = std::fs::hard_link(&tmp, &path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {
+            tracing::warn!(path = %path.display(), "created a key-encryption key file; back it up, or set provider.key_encryption_key");
+            Ok(KeyEncryptionKey::new(key))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read(&path),
+        Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
+    }
 }
 
 /// Builds the OpenID provider and makes sure every algorithm in use has a signing key.
@@ -212,6 +232,8 @@ impl Application {
         )
         .context("opening the root secret")?;
         let csrf = Csrf::new(*root.derive(crate::secrets::Purpose::Csrf)?.bytes());
+        let journey_seal =
+            KeyEncryptionKey::new(*root.derive(crate::secrets::Purpose::JourneyState)?.bytes());
         let local_accounts = Arc::new(LocalAccounts::new(
             Arc::clone(&store),
             deps.entropy.as_ref(),
@@ -299,7 +321,9 @@ impl Application {
                 Arc::clone(&deps.clock),
                 Arc::clone(&deps.entropy),
                 journey_ttl,
-            ),
+                journey_seal,
+            )
+            .with_max_age(i64::try_from(settings.mfa.journey_max_age.as_secs()).unwrap_or(3600)),
             limiter: Arc::clone(&limiter),
             lockout: Arc::clone(&login_lockout),
             clock: Arc::clone(&deps.clock),
@@ -307,6 +331,7 @@ impl Application {
             settings: crate::flow::signin::SignInSettings {
                 public_url: settings.public_url.clone(),
                 mfa_default: settings.mfa.required,
+                optional_counts_implicit_factors: settings.mfa.optional_counts_implicit_factors,
                 session: settings.session.clone(),
                 upstreams: settings.upstreams.clone(),
             },

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use concierge::clock::{ManualClock, OsEntropy};
+use concierge::domain::kek::KeyEncryptionKey;
 use concierge::flow::journey::{JourneyError, JourneyId, Journeys};
 use concierge::storage::{DieselStore, JourneyStore, LoginTransactionRow, Store};
 use serde::{Deserialize, Serialize};
@@ -19,7 +20,13 @@ struct Counter {
 
 fn journeys(s: &Arc<DieselStore>, clock: &Arc<ManualClock>) -> Journeys {
     let store: Arc<dyn Store> = s.clone();
-    Journeys::new(store, clock.clone(), Arc::new(OsEntropy), 600)
+    Journeys::new(
+        store,
+        clock.clone(),
+        Arc::new(OsEntropy),
+        600,
+        KeyEncryptionKey::new([9; 32]),
+    )
 }
 
 fn rows_update_only_at_their_version_and_finish_once(b: Backend) {
@@ -199,34 +206,24 @@ fn saves_are_compare_and_swap_and_a_rekey_happens_once(b: Backend) {
         let j = journeys(s, &clock);
         let id = j.start(&Counter::default()).unwrap();
         let read = j.load::<Counter>(&id).unwrap();
-        let v = j
-            .save(
-                &id,
-                read.version,
-                &Counter {
-                    n: 1,
-                    steps: vec![],
-                },
-            )
-            .unwrap();
+        let mut changed = read.clone();
+        changed.state.n = 1;
+        let v = j.save(&id, &changed).unwrap();
         assert_eq!(v, read.version + 1);
-        assert!(matches!(
-            j.save(&id, read.version, &Counter::default()),
-            Err(JourneyError::Conflict)
-        ));
+        assert!(matches!(j.save(&id, &read), Err(JourneyError::Conflict)));
         assert_eq!(j.load::<Counter>(&id).unwrap().state.n, 1);
 
         // Sixteen threads rekey from the same read: exactly one gets the new id.
         let key = id.key();
-        let version = j.load::<Counter>(&id).unwrap().version;
+        let read = j.load::<Counter>(&id).unwrap();
         let barrier = std::sync::Barrier::new(16);
         let won: Vec<_> = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..16)
                 .map(|_| {
-                    let (j, barrier) = (&j, &barrier);
+                    let (j, barrier, read) = (&j, &barrier, &read);
                     scope.spawn(move || {
                         barrier.wait();
-                        j.rekey(&key, version).ok()
+                        j.rekey(&key, read).ok()
                     })
                 })
                 .collect();
@@ -242,8 +239,10 @@ fn saves_are_compare_and_swap_and_a_rekey_happens_once(b: Backend) {
         assert_eq!((moved.state.n, moved.version), (1, new_version));
         // Finished: neither a save nor a rekey revives it.
         j.finish::<Counter>(&new_id).unwrap();
+        let mut later = moved.clone();
+        later.version = new_version + 1;
         assert!(matches!(
-            j.rekey(&new_id.key(), new_version + 1),
+            j.rekey(&new_id.key(), &later),
             Err(JourneyError::Conflict)
         ));
         assert!(matches!(
@@ -253,7 +252,74 @@ fn saves_are_compare_and_swap_and_a_rekey_happens_once(b: Backend) {
     });
 }
 
+/// The stored state is sealed to its row (a database reader sees no secret, a state copied to
+/// another row does not open), carries its shape's version (a row of another shape is
+/// `Outdated`, never a panic or a 500), and a journey ends at its absolute lifetime however
+/// often it is stepped.
+fn states_are_sealed_versioned_and_capped(b: Backend) {
+    with_store(b, |s| {
+        let clock = Arc::new(ManualClock::new(1_000));
+        let j = journeys(s, &clock).with_max_age(1_000);
+        let secret = "JBSWY3DPEHPK3PXP-totp-seed";
+        let id = j
+            .start(&Counter {
+                n: 1,
+                steps: vec![secret.into()],
+            })
+            .unwrap();
+        let row = s.login_transaction(&id.key().0).unwrap().unwrap();
+        assert!(!row.state.contains(secret), "sealed: {}", row.state);
+        assert!(!row.state.contains("steps"));
+        // Another key (a rotated root secret) opens nothing: outdated, not corrupt.
+        let store: Arc<dyn Store> = s.clone();
+        let other = Journeys::new(
+            store,
+            clock.clone(),
+            Arc::new(OsEntropy),
+            600,
+            KeyEncryptionKey::new([8; 32]),
+        );
+        assert!(matches!(
+            other.load::<Counter>(&id),
+            Err(JourneyError::Outdated)
+        ));
+        // The sealed state copied into another row does not open there.
+        let copy = LoginTransactionRow {
+            id_hash: [5; 32],
+            ..row.clone()
+        };
+        s.insert_login_transaction(&copy).unwrap();
+        let copied = concierge::flow::journey::JourneyKey([5; 32]);
+        assert!(matches!(
+            j.load_key::<Counter>(&copied),
+            Err(JourneyError::Outdated)
+        ));
+        // A row of the previous release's shape (plain JSON) is outdated.
+        let old = LoginTransactionRow {
+            id_hash: [6; 32],
+            state: r#"{"n":1,"steps":[]}"#.into(),
+            ..row.clone()
+        };
+        s.insert_login_transaction(&old).unwrap();
+        assert!(matches!(
+            j.load_key::<Counter>(&concierge::flow::journey::JourneyKey([6; 32])),
+            Err(JourneyError::Outdated)
+        ));
+        // Stepped every 500 s (inside the sliding 600 s): still ends 1,000 s after it began.
+        for _ in 0..1 {
+            clock.advance(500);
+            let read = j.load::<Counter>(&id).unwrap();
+            j.save(&id, &read).unwrap();
+        }
+        clock.advance(499);
+        assert!(j.load::<Counter>(&id).is_ok());
+        clock.advance(1);
+        assert!(matches!(j.load::<Counter>(&id), Err(JourneyError::Expired)));
+    });
+}
+
 crate::per_backend!(
+    states_are_sealed_versioned_and_capped,
     saves_are_compare_and_swap_and_a_rekey_happens_once,
     rows_update_only_at_their_version_and_finish_once,
     concurrent_updates_lose_nothing_and_one_finish_wins,

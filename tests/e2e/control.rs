@@ -752,7 +752,112 @@ fn config_refuses_the_admin_scope_on_user_clients() {
     );
 }
 
+/// Issue #17, hole 4: a journey does not outlive a revocation. A sign-in parked at the session
+/// limit (its password proven), then the user's revoke-all (what `users passwd` and a disable
+/// do: the token epoch moves to now and every session ends): continuing that journey (the
+/// session-limit form, or the journey's page again) opens no session and issues nothing; it is
+/// audited. The control: a fresh sign-in after the revocation works. Then the same with the
+/// account disabled in between.
+async fn a_journey_parked_before_a_revocation_opens_nothing(b: Backend) {
+    let env = [
+        ("CONCIERGE__SESSION__MAX_PER_USER", "1"),
+        ("CONCIERGE__SESSION__ON_LIMIT", "refuse"),
+    ];
+    let Some(app) = spawn_provider_with(b, &env, OPS_CLIENTS).await else {
+        return;
+    };
+    let http = Http::new(&app);
+    let admin = admin_token(&http, "concierge:admin").await;
+    let mut first = signed_in(&app).await;
+    app.clock.advance(1);
+    let mut parked = Browser::new(&app);
+    let page = parked.login("demo@example.com", "demo").await;
+    assert!(page.body.contains("id=\"session-limit\""), "{}", page.body);
+    let listed = sids(&page.body);
+    let journey = page.field("journey");
+
+    // The password is reset / everything revoked (the admin API's revoke-all, on the broker's
+    // clock), a second later.
+    app.clock.advance(1);
+    let (_, _, v) = api(&app, "GET", "/admin/v1/sessions", Some(&admin)).await;
+    let user_id = v["sessions"][0]["user_id"].as_str().unwrap().to_owned();
+    let (s, _, v) = api(
+        &app,
+        "POST",
+        &format!("/admin/v1/users/{user_id}/revoke"),
+        Some(&admin),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(first.get("/account").await.status, 303);
+
+    // The parked journey, continued both ways: nothing opens.
+    let res = parked
+        .post_form(
+            "/login/session-limit",
+            &[
+                ("csrf_token", &page.field("csrf_token")),
+                ("journey", &journey),
+                ("sid", &listed[0]),
+            ],
+        )
+        .await;
+    assert!(parked.session_cookie().is_none(), "{}", res.body);
+    assert_ne!(res.status, 303, "{}", res.body);
+    let again = parked.get(&format!("/login?journey={journey}")).await;
+    assert!(
+        parked.session_cookie().is_none(),
+        "a journey proven before the revocation opened a session: {} {}",
+        again.status,
+        again.body
+    );
+    assert_ne!(again.status, 303, "{}", again.body);
+    let (_, _, v) = api(&app, "GET", "/admin/v1/sessions", Some(&admin)).await;
+    assert_eq!(v["sessions"].as_array().unwrap().len(), 0, "{v}");
+    let (_, _, v) = api(
+        &app,
+        "GET",
+        "/admin/v1/audit?kind=login_failed",
+        Some(&admin),
+    )
+    .await;
+    assert!(
+        v["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["reason"] == "proof_outdated"),
+        "{v}"
+    );
+
+    // Control: a sign-in after the revocation works.
+    app.clock.advance(1);
+    let mut fresh = signed_in(&app).await;
+    assert_eq!(fresh.get("/account").await.status, 200);
+
+    // Disabled in between: the parked journey opens nothing either.
+    app.clock.advance(1);
+    let mut parked = Browser::new(&app);
+    let page = parked.login("demo@example.com", "demo").await;
+    assert!(page.body.contains("id=\"session-limit\""), "{}", page.body);
+    let journey = page.field("journey");
+    let out = app
+        .cli()
+        .args(["users", "disable", "demo@example.com"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let again = parked.get(&format!("/login?journey={journey}")).await;
+    assert!(parked.session_cookie().is_none(), "{}", again.body);
+    assert_ne!(again.status, 303, "{}", again.body);
+}
+
 per_backend_async!(
+    a_journey_parked_before_a_revocation_opens_nothing,
     admin_api_refuses_user_tokens_whatever_their_scope,
     refuse_mode_lists_sessions_and_ending_one_continues,
     devices_page_lists_sessions_and_ends_them,

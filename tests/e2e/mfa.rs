@@ -648,6 +648,75 @@ async fn email_codes_through_a_real_smtp_server(b: Backend) {
     assert_eq!(late.status, 401, "{}", late.body);
 }
 
+impl SmtpSink {
+    /// How many messages arrived (after a pause for one in flight to land).
+    async fn count(&self) -> usize {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        std::fs::read_dir(self.dir.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "eml"))
+            })
+            .count()
+    }
+}
+
+/// Issue #17, hole 5: a GET never sends a second-factor challenge. A signed-in user (MFA off,
+/// the email plugin on) is navigated cross-site to `/authorize` with `acr_values` for the second
+/// level, and to the step-up route: the inbox of the real SMTP server stays empty and each page
+/// offers a "send the code" button; the POST of that button sends one code, which steps up.
+async fn a_get_never_sends_a_challenge(b: Backend) {
+    let smtp = smtp_sink();
+    let email = manifest(
+        "email-otp",
+        &plugin("email-otp.wasm"),
+        &["clock", "random", "state", "email"],
+        "",
+    );
+    let more = format!(
+        "[mfa.smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\nfrom = \"Concierge <no-reply@concierge.test>\"\n",
+        smtp.port
+    );
+    let Some(app) = spawn_provider_with(b, &[], &mfa_config("off", &email, &more)).await else {
+        return;
+    };
+    let redirect = "https://webapp.example/cb";
+    let mut br = Browser::new(&app);
+    let page = br.login(DEMO_EMAIL, DEMO_PASSWORD).await;
+    assert_eq!(page.status, 303, "MFA off: signed in: {}", page.body);
+    assert_eq!(smtp.count().await, 0);
+    // A bare navigation to /authorize asking for the second level.
+    let path = crate::oidc::authorize_path_with(
+        "webapp",
+        redirect,
+        &[("acr_values", "urn:concierge:loa:2")],
+    );
+    let page = br.get(&path).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert_eq!(smtp.count().await, 0, "a GET to /authorize sent a code");
+    assert!(page.has_form("/login/mfa/choose"), "{}", page.body);
+    // Again, and the step-up route: still nothing.
+    let again = br.get(&path).await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    let step_up = br.get("/login/mfa/step-up?return_to=/account").await;
+    assert_eq!(step_up.status, 200, "{}", step_up.body);
+    assert_eq!(smtp.count().await, 0, "a GET sent a code");
+    // The button (a POST with the CSRF token) sends one code; it steps the session up.
+    let sent = choose(&mut br, &page, "email-otp", "challenge").await;
+    assert_eq!(sent.status, 200, "{}", sent.body);
+    let mail = smtp.message(1).await;
+    assert_eq!(smtp.count().await, 1);
+    let code = six_digits(mail.split("\r\n\r\n").nth(1).unwrap_or(&mail));
+    let done = answer(&mut br, &sent, &[("code", &code)]).await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    let back = done.location.as_deref().unwrap();
+    assert!(
+        back.starts_with(redirect) && back.contains("code="),
+        "{back}"
+    );
+}
+
 /// A small SMS gateway: records each request's JSON body and Authorization header.
 async fn sms_gateway() -> (String, Arc<Mutex<Vec<(Value, String)>>>) {
     use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
@@ -1368,6 +1437,7 @@ fn config_check_refuses_secrets_sent_in_clear() {
 }
 
 per_backend_async!(
+    a_get_never_sends_a_challenge,
     totp_enrolment_sign_in_lockout_replay_and_recovery,
     email_codes_through_a_real_smtp_server,
     sms_enrolment_and_codes_through_the_gateway,

@@ -51,6 +51,9 @@ enum Forgery {
     /// `email_verified: false` for the email of the existing demo account (subject
     /// `unverified-demo`): the account must be proven before it is linked.
     UnverifiedLocalEmail,
+    /// `amr: ["pwd", "mfa"]` for a new identity (subject `claims-mfa`): the upstream says it
+    /// did a second factor.
+    ClaimsMfa,
 }
 
 /// What the fake OP's token endpoint received.
@@ -113,6 +116,11 @@ impl FakeOp {
                 claims["sub"] = json!("string-verified");
                 claims["email"] = json!("demo@example.com");
                 claims["email_verified"] = json!("true");
+            }
+            Forgery::ClaimsMfa => {
+                claims["sub"] = json!("claims-mfa");
+                claims["email"] = json!("mfa-claimer@example.com");
+                claims["amr"] = json!(["pwd", "mfa"]);
             }
             Forgery::UnverifiedLocalEmail => {
                 claims["sub"] = json!("unverified-demo");
@@ -1011,7 +1019,56 @@ async fn the_link_proof_on_a_routed_domain_ends_at_the_app(b: Backend) {
     );
 }
 
+/// Issue #17, hole 1: an upstream's `amr` is evidence of what it says, not the broker's MFA. An
+/// upstream not trusted for MFA says `amr: ["pwd","mfa"]`; with `[mfa]` required the broker asks
+/// its own factor (here: sets one up, the new user has none) and issues no code. The control: the
+/// same answer from an upstream trusted for MFA signs in at once, and the ID token says loa:2
+/// with `mfa` in `amr`.
+async fn an_untrusted_upstreams_mfa_claim_is_not_the_brokers_mfa(b: Backend) {
+    let redirect = "https://webapp.example/cb";
+    for trusted in [false, true] {
+        let op = start_fake_op().await;
+        let extra = format!(
+            "[[upstreams]]\nid = \"corp\"\nkind = \"oidc\"\nissuer = \"{}\"\nclient_id = \"concierge\"\nclient_secret = \"s3cret\"\ntrust_upstream_mfa = {trusted}\n{}",
+            op.issuer,
+            crate::mfa::mfa_config("required", &crate::mfa::totp_manifest(), "")
+        );
+        let Some(app) = spawn_provider_with(b, &[], &extra).await else {
+            return;
+        };
+        let mut br = Browser::new(&app);
+        let page = through_upstream_button(&op, &mut br, "corp", Forgery::ClaimsMfa).await;
+        let (trail, page) = br.follow(page).await;
+        if trusted {
+            let id = redeemed(&app, page, &trail, redirect).await;
+            assert_eq!(id["acr"], "urn:concierge:loa:2", "{id}");
+            assert!(
+                id["amr"].as_array().unwrap().iter().any(|m| m == "mfa"),
+                "{id}"
+            );
+            continue;
+        }
+        assert_eq!(
+            page.status, 200,
+            "the broker's own factor is asked ({trail:?}): {}",
+            page.body
+        );
+        let went = page.location.clone().unwrap_or_default();
+        assert!(!went.starts_with(redirect), "a code was issued: {went}");
+        assert!(
+            page.body.contains("data-factor=\"totp\""),
+            "the factor page: {}",
+            page.body
+        );
+        assert!(
+            br.session_cookie().is_none(),
+            "no session without the factor"
+        );
+    }
+}
+
 per_backend_async!(
+    an_untrusted_upstreams_mfa_claim_is_not_the_brokers_mfa,
     a_logout_through_an_upstream_continues_once_where_it_was_going,
     a_failed_second_factor_after_the_link_proof_links_nothing,
     the_link_proof_on_a_routed_domain_ends_at_the_app,

@@ -675,6 +675,8 @@ async fn assertions_are_single_use_and_unsolicited_responses_need_opt_in(b: Back
         ..f.good(1, "")
     };
     let xml = response("_r1", &acs, None, &a.signed(&f.idp.key), false);
+    // The identity signed in once through a login the broker asked for (which links it).
+    link_through_a_solicited_login(&f, "saml-user-1", "user1@saml.example", 9).await;
     // Unsolicited, where IdP-initiated login is on: signs in once.
     let mut first = Browser::new(app);
     let res = post_response(&mut first, "idpinit", &xml, None).await;
@@ -1023,6 +1025,142 @@ async fn a_saml_email_links_an_existing_account_only_where_trusted(b: Backend) {
         app.store.upstream_link("evil", "claims-demo").unwrap(),
         Some(demo_id)
     );
+}
+
+/// A login through `idpinit` that the broker asked for: the identity `name_id` is linked (a new
+/// account for `email` is made just in time).
+async fn link_through_a_solicited_login(f: &Fixture, name_id: &str, email: &str, n: usize) {
+    let app = &f.app;
+    let mut br = Browser::new(app);
+    let started = start_login(&mut br, "idpinit").await;
+    let acs = format!("{}/upstream/idpinit/saml/acs", app.base);
+    let a = Assertion {
+        recipient: acs.clone(),
+        audience: format!("{}/upstream/idpinit/saml/metadata", app.base),
+        name_id: name_id.into(),
+        email: email.into(),
+        ..f.good(n, &started.request_id)
+    };
+    let xml = response(
+        &format!("_r{n}"),
+        &acs,
+        Some(&started.request_id),
+        &a.signed(&f.idp.key),
+        false,
+    );
+    let res = post_response(&mut br, "idpinit", &xml, Some(&started.relay_state)).await;
+    assert_eq!(res.status, 303, "{}", res.body);
+    assert!(
+        app.store
+            .upstream_link("idpinit", name_id)
+            .unwrap()
+            .is_some()
+    );
+}
+
+/// Issue #17, hole 3: an unsolicited Response is never trusted to link. With IdP-initiated login
+/// on, an attacker auto-posts their own IdP's Response claiming the victim's email into the
+/// victim's browser: no link page (the victim's password is never asked), no link row, no
+/// account made just in time for a new identity; the refusal is audited. An unsolicited
+/// sign-in of an identity linked before asks "continue as X?" before it replaces the session
+/// the browser has, and the session changes only once the user confirms (a POST).
+async fn unsolicited_responses_never_link_and_ask_before_replacing_a_session(b: Backend) {
+    let Some(f) = fixture(b).await else {
+        return;
+    };
+    let app = &f.app;
+    let acs = format!("{}/upstream/idpinit/saml/acs", app.base);
+    let audience = format!("{}/upstream/idpinit/saml/metadata", app.base);
+    let unsolicited = |n: usize, name_id: &str, email: &str| {
+        let a = Assertion {
+            in_response_to: None,
+            recipient: acs.clone(),
+            audience: audience.clone(),
+            name_id: name_id.into(),
+            email: email.into(),
+            ..f.good(n, "")
+        };
+        response(&format!("_r{n}"), &acs, None, &a.signed(&f.idp.key), false)
+    };
+    // The victim is signed in; the attacker's Response claims the victim's email.
+    let mut victim = Browser::new(app);
+    assert_eq!(victim.login("demo@example.com", "demo").await.status, 303);
+    let before = victim.session_cookie();
+    let res = post_response(
+        &mut victim,
+        "idpinit",
+        &unsolicited(1, "attacker-sub", "demo@example.com"),
+        None,
+    )
+    .await;
+    let (trail, page) = victim.follow(res).await;
+    assert_eq!(page.status, 403, "{trail:?}: {}", page.body);
+    assert!(
+        !page.body.contains("name=\"password\""),
+        "the victim's password is asked: {}",
+        page.body
+    );
+    assert_eq!(victim.session_cookie(), before, "the session is untouched");
+    assert!(
+        app.store
+            .upstream_link("idpinit", "attacker-sub")
+            .unwrap()
+            .is_none()
+    );
+    // A new identity is not made an account either.
+    let mut other = Browser::new(app);
+    let res = post_response(
+        &mut other,
+        "idpinit",
+        &unsolicited(2, "newcomer", "newcomer@saml.example"),
+        None,
+    )
+    .await;
+    assert_eq!(res.status, 403, "{}", res.body);
+    assert!(other.session_cookie().is_none());
+    let newcomer = concierge::domain::Email::parse("newcomer@saml.example").unwrap();
+    assert!(app.store.user_by_email(&newcomer).unwrap().is_none());
+    assert!(
+        failure_reasons(app)
+            .await
+            .iter()
+            .any(|r| r == "unsolicited_not_linked")
+    );
+
+    // A linked identity: "continue as" first, then (POST) the session is replaced.
+    link_through_a_solicited_login(&f, "linked-sub", "linked@saml.example", 3).await;
+    let res = post_response(
+        &mut victim,
+        "idpinit",
+        &unsolicited(4, "linked-sub", "linked@saml.example"),
+        None,
+    )
+    .await;
+    let (trail, ask) = victim.follow(res).await;
+    assert_eq!(ask.status, 200, "{trail:?}: {}", ask.body);
+    assert!(ask.body.contains("id=\"continue-as\""), "{}", ask.body);
+    assert!(ask.body.contains("linked@saml.example"), "{}", ask.body);
+    assert_eq!(victim.session_cookie(), before, "nothing replaced yet");
+    let res = victim.submit(&ask, "/login/continue", &[]).await;
+    assert_eq!(res.status, 303, "{}", res.body);
+    assert_ne!(victim.session_cookie(), before, "replaced once confirmed");
+    let account = victim.get("/account").await;
+    assert!(
+        account.body.contains("linked@saml.example"),
+        "{}",
+        account.body
+    );
+    // Without a session, a linked identity signs in at once.
+    let mut fresh = Browser::new(app);
+    let res = post_response(
+        &mut fresh,
+        "idpinit",
+        &unsolicited(5, "linked-sub", "linked@saml.example"),
+        None,
+    )
+    .await;
+    assert_eq!(res.status, 303, "{}", res.body);
+    assert!(fresh.session_cookie().is_some());
 }
 
 async fn relay_states_that_match_no_pending_login_are_refused_and_audited(b: Backend) {
@@ -1465,6 +1603,7 @@ per_backend_async!(
     idp_logout_requests_must_be_signed_by_the_idp,
     hostile_saml_responses_are_refused,
     assertions_are_single_use_and_unsolicited_responses_need_opt_in,
+    unsolicited_responses_never_link_and_ask_before_replacing_a_session,
     signature_references_and_transforms_are_refused_before_xmlsec,
     xmlsec_itself_opens_no_uri_once_the_app_is_built,
 );

@@ -29,6 +29,12 @@ pub struct RawMfa {
     /// How long a started second-factor step stays valid.
     #[serde(with = "humantime_serde")]
     pub step_ttl: Duration,
+    /// However often it is stepped, a sign-in journey ends this long after it started.
+    #[serde(with = "humantime_serde")]
+    pub journey_max_age: Duration,
+    /// Under `optional`: whether a factor that needs no enrolment (an email code to the
+    /// account's address) counts as enrolled, so that every user with an email is asked.
+    pub optional_counts_implicit_factors: bool,
     pub smtp: Option<RawSmtp>,
     pub sms: Option<RawSms>,
     /// `[[mfa.plugins]]`: each plugin's manifest.
@@ -44,6 +50,8 @@ impl Default for RawMfa {
             reload_interval: Duration::from_secs(1),
             recovery_codes: 10,
             step_ttl: Duration::from_secs(10 * 60),
+            journey_max_age: Duration::from_secs(60 * 60),
+            optional_counts_implicit_factors: false,
             smtp: None,
             sms: None,
             plugins: Vec::new(),
@@ -225,6 +233,8 @@ pub struct MfaSettings {
     pub reload_interval: Duration,
     pub recovery_codes: u32,
     pub step_ttl: Duration,
+    pub journey_max_age: Duration,
+    pub optional_counts_implicit_factors: bool,
     pub smtp: Option<SmtpSettings>,
     pub sms: Option<SmsSettings>,
     pub plugins: Vec<PluginManifest>,
@@ -431,6 +441,8 @@ impl RawMfa {
             reload_interval: self.reload_interval,
             recovery_codes: self.recovery_codes.min(50),
             step_ttl: self.step_ttl,
+            journey_max_age: self.journey_max_age,
+            optional_counts_implicit_factors: self.optional_counts_implicit_factors,
             smtp,
             sms,
             plugins,

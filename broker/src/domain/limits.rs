@@ -49,6 +49,9 @@ pub struct Limits {
     pub callback_per_ip: Option<Rate>,
     /// Sign-in journeys started (each a stored login transaction) per client address.
     pub journey_per_ip: Option<Rate>,
+    /// Second-factor challenges that send something (email, SMS, push) per user, whatever
+    /// the plugin's own cooldown says.
+    pub mfa_send_per_account: Option<Rate>,
     pub lockout: LockoutPolicy,
     pub trusted_proxies: Vec<Cidr>,
 }

@@ -2,7 +2,10 @@
 //! when a journey starts, read and changed only through [`Journeys::update`] (compare-and-swap
 //! on its version, retried, dex's `UpdateAuthRequest(id, updater)`), finished at most once. The
 //! browser holds only the opaque [`JourneyId`]; the database only its SHA-256, so a database
-//! reader cannot resume anyone's journey. What the state holds is the caller's type.
+//! reader cannot resume anyone's journey. What the state holds is the caller's type, stored in a
+//! versioned envelope ([`FORMAT`]) and sealed (AES-256-GCM under a key derived for this purpose,
+//! the row's id hash as associated data): TOTP seeds and upstream ID tokens in flight are not
+//! readable from the database, and a sealed state moved to another row does not open.
 
 use std::fmt;
 use std::sync::Arc;
@@ -14,7 +17,17 @@ use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
 use crate::clock::{Clock, Entropy, UnixTime};
+use crate::domain::kek::KeyEncryptionKey;
 use crate::storage::{LoginTransactionRow, StorageError, Store};
+
+/// The shape of the stored journey. A row written in another shape (an older release's, or a
+/// newer one's during a rolling upgrade) is refused as [`JourneyError::Outdated`]: the sign-in
+/// starts again with a clear page instead of a 500. Raise it whenever the state's JSON changes
+/// incompatibly.
+pub const FORMAT: u32 = 2;
+
+/// Prefix of a sealed state (base64url of `nonce || ciphertext || tag` follows).
+const SEALED_PREFIX: &str = "s1.";
 
 /// How often [`Journeys::update`] re-reads and retries after losing a race.
 const MAX_ATTEMPTS: usize = 8;
@@ -34,6 +47,9 @@ pub enum JourneyError {
     Conflict,
     #[error("the stored sign-in journey cannot be read: {0}")]
     Corrupt(String),
+    /// Written in another shape, or under another key: the sign-in must start again.
+    #[error("the stored sign-in journey is from another version")]
+    Outdated,
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
@@ -85,6 +101,8 @@ pub struct Loaded<S> {
     pub state: S,
     pub version: i64,
     pub expires_at: UnixTime,
+    /// When the journey started (its absolute lifetime counts from here).
+    pub created_at: UnixTime,
 }
 
 /// The store of journeys, with the clock, randomness and lifetime they are made with.
@@ -94,29 +112,95 @@ pub struct Journeys {
     clock: Arc<dyn Clock>,
     entropy: Arc<dyn Entropy>,
     ttl_secs: i64,
+    /// However often it is extended, a journey ends this long after it started.
+    max_age_secs: i64,
+    seal: Arc<KeyEncryptionKey>,
+}
+
+/// The stored envelope: the shape's version and the caller's state.
+#[derive(Serialize)]
+struct Envelope<'a, S> {
+    v: u32,
+    s: &'a S,
+}
+
+#[derive(serde::Deserialize)]
+struct EnvelopeIn<S> {
+    v: u32,
+    s: S,
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 impl Journeys {
+    /// Journeys that live `ttl_secs` after their last step (and at most `max(4 * ttl, 1 h)`
+    /// after they started; see [`Journeys::with_max_age`]), their state sealed under `seal`.
     pub fn new(
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         entropy: Arc<dyn Entropy>,
         ttl_secs: i64,
+        seal: KeyEncryptionKey,
     ) -> Self {
         Self {
             store,
             clock,
             entropy,
             ttl_secs,
+            max_age_secs: ttl_secs.saturating_mul(4).max(3600),
+            seal: Arc::new(seal),
         }
     }
 
-    fn encode<S: Serialize>(state: &S) -> Result<String, JourneyError> {
-        serde_json::to_string(state).map_err(|e| JourneyError::Corrupt(e.to_string()))
+    /// The absolute lifetime: a journey that keeps being stepped still ends this long after it
+    /// started (never less than its sliding lifetime).
+    pub fn with_max_age(mut self, secs: i64) -> Self {
+        self.max_age_secs = secs.max(self.ttl_secs);
+        self
     }
 
-    fn decode<S: DeserializeOwned>(row: &LoginTransactionRow) -> Result<S, JourneyError> {
-        serde_json::from_str(&row.state).map_err(|e| JourneyError::Corrupt(e.to_string()))
+    /// When a journey read now expires: its sliding lifetime, capped by its absolute one.
+    fn expiry(&self, created_at: UnixTime, now: UnixTime) -> UnixTime {
+        now.saturating_add(self.ttl_secs)
+            .min(created_at.saturating_add(self.max_age_secs))
+    }
+
+    fn encode<S: Serialize>(&self, id_hash: &[u8; 32], state: &S) -> Result<String, JourneyError> {
+        let json = serde_json::to_vec(&Envelope {
+            v: FORMAT,
+            s: state,
+        })
+        .map_err(|e| JourneyError::Corrupt(e.to_string()))?;
+        let sealed = self
+            .seal
+            .seal(&hex(id_hash), &json, self.entropy.as_ref())
+            .map_err(|e| JourneyError::Corrupt(e.to_string()))?;
+        Ok(format!("{SEALED_PREFIX}{}", URL_SAFE_NO_PAD.encode(sealed)))
+    }
+
+    fn decode<S: DeserializeOwned>(&self, row: &LoginTransactionRow) -> Result<S, JourneyError> {
+        // Anything that is not a sealed envelope of this shape (a row of an older release, one
+        // sealed under a rotated key) is outdated: the sign-in starts again.
+        let sealed = row
+            .state
+            .strip_prefix(SEALED_PREFIX)
+            .and_then(|b| URL_SAFE_NO_PAD.decode(b).ok())
+            .ok_or(JourneyError::Outdated)?;
+        let json = self
+            .seal
+            .open(&hex(&row.id_hash), &sealed)
+            .map_err(|_| JourneyError::Outdated)?;
+        let version: serde_json::Value =
+            serde_json::from_slice(&json).map_err(|_| JourneyError::Outdated)?;
+        if version.get("v").and_then(serde_json::Value::as_u64) != Some(u64::from(FORMAT)) {
+            return Err(JourneyError::Outdated);
+        }
+        let env: EnvelopeIn<S> =
+            serde_json::from_value(version).map_err(|_| JourneyError::Outdated)?;
+        debug_assert_eq!(env.v, FORMAT);
+        Ok(env.s)
     }
 
     /// Stores a new journey in `state`; it lives `ttl` from now (each update extends it).
@@ -126,10 +210,10 @@ impl Journeys {
         self.store.insert_login_transaction(&LoginTransactionRow {
             id_hash: id.hash(),
             version: 1,
-            state: Self::encode(state)?,
+            state: self.encode(&id.hash(), state)?,
             created_at: now,
             updated_at: now,
-            expires_at: now.saturating_add(self.ttl_secs),
+            expires_at: self.expiry(now, now),
             finished_at: None,
         })?;
         Ok(id)
@@ -152,13 +236,15 @@ impl Journeys {
         if row.finished_at.is_some() {
             return Err(JourneyError::Finished);
         }
-        if row.expires_at <= self.clock.now() {
+        let now = self.clock.now();
+        if row.expires_at <= now || row.created_at.saturating_add(self.max_age_secs) <= now {
             return Err(JourneyError::Expired);
         }
         Ok(Loaded {
-            state: Self::decode(&row)?,
+            state: self.decode(&row)?,
             version: row.version,
             expires_at: row.expires_at,
+            created_at: row.created_at,
         })
     }
 
@@ -183,8 +269,8 @@ impl Journeys {
             if self.store.update_login_transaction(
                 &id.hash(),
                 loaded.version,
-                &Self::encode(&loaded.state)?,
-                now.saturating_add(self.ttl_secs),
+                &self.encode(&id.hash(), &loaded.state)?,
+                self.expiry(loaded.created_at, now),
                 now,
             )? {
                 return Ok(Ok(out));
@@ -199,17 +285,17 @@ impl Journeys {
     pub fn save<S: Serialize>(
         &self,
         id: &JourneyId,
-        version: i64,
-        state: &S,
+        loaded: &Loaded<S>,
     ) -> Result<i64, JourneyError> {
         let now = self.clock.now();
         if self.store.update_login_transaction(
             &id.hash(),
-            version,
-            &Self::encode(state)?,
-            now.saturating_add(self.ttl_secs),
+            loaded.version,
+            &self.encode(&id.hash(), &loaded.state)?,
+            self.expiry(loaded.created_at, now),
             now,
         )? {
+            let version = loaded.version;
             Ok(version.saturating_add(1))
         } else {
             Err(JourneyError::Conflict)
@@ -219,12 +305,22 @@ impl Journeys {
     /// Gives the journey behind `key` a fresh id (the old one stops working), if it is still at
     /// `version`: a journey resumed from a pointer (an upstream's answer) continues under an
     /// id only this answer's browser learns. Returns the new id and version.
-    pub fn rekey(&self, key: &JourneyKey, version: i64) -> Result<(JourneyId, i64), JourneyError> {
+    pub fn rekey<S: Serialize>(
+        &self,
+        key: &JourneyKey,
+        loaded: &Loaded<S>,
+    ) -> Result<(JourneyId, i64), JourneyError> {
         let id = JourneyId::new(self.entropy.as_ref());
-        if self
-            .store
-            .rekey_login_transaction(&key.0, version, &id.hash(), self.clock.now())?
-        {
+        // The state is sealed to its row's id: sealed again for the new one, in the same write.
+        let state = self.encode(&id.hash(), &loaded.state)?;
+        let version = loaded.version;
+        if self.store.rekey_login_transaction(
+            &key.0,
+            version,
+            &id.hash(),
+            &state,
+            self.clock.now(),
+        )? {
             Ok((id, version.saturating_add(1)))
         } else {
             Err(JourneyError::Conflict)

@@ -17,6 +17,9 @@ pub enum FlowError {
     UnknownUser,
     #[error("the account is disabled")]
     Disabled,
+    /// The proofs were made before the user's token epoch moved (password change, revoke-all).
+    #[error("the sign-in's proofs predate the account's last revocation")]
+    ProofOutdated,
     #[error("identities from upstream `{0}` cannot sign in yet")]
     UnsupportedUpstream(String),
     /// An account with the upstream's email exists, but the email is not trusted for linking:
@@ -30,6 +33,10 @@ pub enum FlowError {
     /// A first login from an upstream that gave no usable email: no account can be created.
     #[error("the upstream gave no email address")]
     NoEmail,
+    /// An unsolicited answer for an identity not linked to any account: nothing is linked or
+    /// created on an answer the broker did not ask for.
+    #[error("an unsolicited sign-in for an identity that is not linked")]
+    NotLinked,
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error(transparent)]
@@ -64,19 +71,24 @@ pub struct Authenticated {
     pub amr: Vec<String>,
     /// The upstream's authentication context (kept in the session).
     pub acr: Option<String>,
+    /// When the oldest proof behind this sign-in was made: older than the user's token epoch
+    /// (a password change, a revoke-all, a disable since), it opens nothing.
+    pub proven_since: crate::clock::UnixTime,
 }
 
 /// Maps an upstream identity to a broker user: through the link table; else, when the upstream
 /// is trusted for it and says the email is verified, by linking the account with that email;
 /// else, if no account has that email, by creating one (just in time). An existing account is
 /// never taken over on an email the upstream did not verify, or from an untrusted upstream.
-/// Blocking (storage).
+/// An `unsolicited` answer (SAML IdP-initiated) maps only through the link table: it never links
+/// nor creates an account ([`FlowError::NotLinked`]). Blocking (storage).
 pub fn federated_user(
     store: &dyn Store,
     entropy: &dyn Entropy,
     now: crate::clock::UnixTime,
     identity: &Identity,
     link_by_verified_email: bool,
+    unsolicited: bool,
 ) -> Result<Mapped, FlowError> {
     // What the tokens of this session may say: the upstream's groups, and its verified email
     // only when the upstream is trusted for verified email.
@@ -99,6 +111,9 @@ pub fn federated_user(
             user_id: user,
             link: None,
         });
+    }
+    if unsolicited {
+        return Err(FlowError::NotLinked);
     }
     let email = identity.email.clone().ok_or(FlowError::NoEmail)?;
     if let Some(existing) = store.user_by_email(&email)? {
@@ -130,6 +145,7 @@ pub fn federated_user(
         disabled: false,
         created_at: now,
         updated_at: now,
+        tokens_valid_after: 0,
     };
     store.insert_user_with_link(&user, &identity.upstream, &identity.subject)?;
     remember(store)?;
@@ -166,6 +182,9 @@ pub fn open_session(
             .ok_or(FlowError::UnknownUser)?;
         if user.disabled {
             return Err(FlowError::Disabled);
+        }
+        if who.proven_since < user.tokens_valid_after {
+            return Err(FlowError::ProofOutdated);
         }
     }
     let ip = ctx.ip.clone();

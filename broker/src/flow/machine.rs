@@ -10,6 +10,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::clock::UnixTime;
+use crate::domain::evidence::{self, Proof};
 use crate::domain::policy::MfaRequirement;
 use crate::flow::mfa as policy;
 use crate::mfa::host::Form;
@@ -26,15 +28,34 @@ pub enum Target {
     Local(String),
 }
 
-/// Who the first factor proved: the broker user, and how.
+/// Who the journey proved, and the evidence: each proof with its method, source and time
+/// (`amr` and the level are computed from it, [`crate::domain::evidence`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Proven {
     pub user_id: String,
     /// `local` for a password, else the upstream's id.
     pub upstream: String,
-    pub amr: Vec<String>,
-    /// The upstream's authentication context, kept in the session.
+    pub evidence: Vec<Proof>,
+    /// The upstream's authentication context, kept in the session (informative: its level
+    /// counts only through `trusted_for_mfa` in the evidence).
     pub acr: Option<String>,
+}
+
+impl Proven {
+    /// The `amr` the broker asserts for this evidence.
+    pub fn amr(&self) -> Vec<String> {
+        evidence::amr_of(&self.evidence)
+    }
+
+    /// The level of assurance reached.
+    pub fn level(&self) -> u8 {
+        evidence::level_of(&self.evidence)
+    }
+
+    /// When the oldest proof was made.
+    pub fn since(&self) -> Option<UnixTime> {
+        evidence::oldest(&self.evidence)
+    }
 }
 
 /// An upstream identity that claims an existing account by an email the broker may not trust
@@ -81,6 +102,57 @@ pub enum Stage {
     Mfa,
     /// The user is at the session limit and picks a session to end.
     SessionLimit,
+    /// An unsolicited upstream answer would replace this browser's session: "continue as X?".
+    ContinueAs,
+}
+
+/// What a request asks of a journey. Each is accepted only at the stage that expects it
+/// ([`accept`]), like Keycloak's execution id in each form: a stale or forged form of another
+/// step does nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event<'a> {
+    /// A posted email (email-first) or email and password.
+    Password,
+    /// Leaving for upstream `0`.
+    UpstreamStart(&'a str),
+    /// The answer of upstream `0`, through the pending login that points at this journey.
+    UpstreamAnswer(&'a str),
+    /// A factor chosen (its challenge or enrolment starts).
+    ChooseFactor,
+    /// The answer to the open challenge or enrolment form.
+    AnswerFactor,
+    /// A recovery code instead of a factor.
+    RecoveryCode,
+    /// The recovery codes were seen.
+    CodesSeen,
+    /// A session picked to end at the session limit.
+    EndSession,
+    /// "Continue as X" confirmed.
+    Continue,
+}
+
+/// Whether `event` is valid for the journey at its current stage.
+pub fn accept(j: &Journey, event: Event<'_>) -> bool {
+    match (&j.stage, event) {
+        // The first factor can be (re)tried while nothing else is proven: from the sign-in page,
+        // or back from an upstream the user left (the browser's back button).
+        (
+            Stage::FirstFactor | Stage::AtUpstream { .. },
+            Event::Password | Event::UpstreamStart(_),
+        ) => j.who.is_none() && j.link.is_none() && !j.unsolicited,
+        (Stage::AtUpstream { upstream }, Event::UpstreamAnswer(u)) => upstream == u,
+        (Stage::LinkProof, Event::Password) => j.link.is_some() && j.who.is_none(),
+        (Stage::Mfa, Event::ChooseFactor | Event::RecoveryCode) => {
+            j.who.is_some() && j.mfa.awaiting_codes_ack.is_none()
+        }
+        (Stage::Mfa, Event::AnswerFactor) => {
+            j.who.is_some() && j.mfa.factor.is_some() && j.mfa.form.is_some()
+        }
+        (Stage::Mfa, Event::CodesSeen) => j.mfa.awaiting_codes_ack.is_some(),
+        (Stage::SessionLimit, Event::EndSession) => j.who.is_some() && j.mfa.satisfied,
+        (Stage::ContinueAs, Event::Continue) => j.who.is_some(),
+        _ => false,
+    }
 }
 
 /// One sign-in journey, as stored server-side. The browser holds only its id (and the binding
@@ -101,6 +173,11 @@ pub struct Journey {
     pub upstream_session: Option<(String, UpstreamSession)>,
     /// Raising this existing session (sid) to a second factor, rather than opening a new one.
     pub step_up: Option<String>,
+    /// Started by an upstream's unsolicited answer (SAML IdP-initiated): it never proves an
+    /// account for linking and never creates one; it asks before replacing a session.
+    pub unsolicited: bool,
+    /// The user confirmed "continue as X" (an unsolicited sign-in replacing a session).
+    pub confirmed: bool,
     pub mfa: MfaProgress,
     /// Not stored: the first factor was checked against the account in this very request (so
     /// opening the session need not read the account again).
@@ -122,6 +199,8 @@ impl Journey {
             link: None,
             upstream_session: None,
             step_up: None,
+            unsolicited: false,
+            confirmed: false,
             mfa: MfaProgress::default(),
             user_checked: false,
         }
@@ -167,8 +246,11 @@ impl Journey {
 /// What the policy needs to know about the user's factors (read only when it matters).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FactorFacts {
-    /// An enrolled factor whose plugin can run.
+    /// An enrolled factor whose plugin can run (one that needs no enrolment, like an email
+    /// code to the account's address, counts when it can reach the user).
     pub usable: bool,
+    /// A factor the user set up themselves (enrolled, not implicit) whose plugin can run.
+    pub usable_enrolled: bool,
     /// A factor the user could set up now.
     pub enrollable: bool,
     pub recovery_left: i64,
@@ -177,8 +259,8 @@ pub struct FactorFacts {
 /// What the second-factor policy says for this journey.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MfaNeed {
-    /// Nothing (more) to ask; these methods are added to the session.
-    Met { add_amr: Vec<String> },
+    /// Nothing (more) to ask.
+    Met,
     /// The user's factors decide: read them, then call [`mfa_decision`].
     Facts { required: bool },
 }
@@ -198,13 +280,10 @@ pub fn mfa_need(
     if j.step_up.is_some() {
         required = MfaRequirement::Required;
     }
-    if required == MfaRequirement::Off || crate::domain::auth::session_level(&who.amr) >= 2 {
-        return MfaNeed::Met { add_amr: vec![] };
-    }
-    if policy::upstream_mfa_trusted(upstream, &who.amr, who.acr.as_deref()) {
-        return MfaNeed::Met {
-            add_amr: vec![crate::domain::auth::AMR_MFA.to_owned()],
-        };
+    // The level counts only what the evidence earns: an upstream's own `mfa` only where that
+    // upstream is trusted for it (decided when its answer was recorded).
+    if required == MfaRequirement::Off || who.level() >= 2 {
+        return MfaNeed::Met;
     }
     MfaNeed::Facts {
         required: required == MfaRequirement::Required,
@@ -222,9 +301,15 @@ pub enum MfaDecision {
     NoFactor,
 }
 
-/// `optional` with a usable enrolled factor asks for it; `required` asks or fails closed.
-pub fn mfa_decision(required: bool, f: FactorFacts) -> MfaDecision {
-    if !f.usable && !required {
+/// `optional` with a usable enrolled factor asks for it (a factor that needs no enrolment
+/// counts only when `implicit_counts`); `required` asks or fails closed.
+pub fn mfa_decision(required: bool, f: FactorFacts, implicit_counts: bool) -> MfaDecision {
+    let enrolled = if implicit_counts {
+        f.usable
+    } else {
+        f.usable_enrolled
+    };
+    if !required && !enrolled {
         return MfaDecision::Skip;
     }
     if !f.usable && !f.enrollable && f.recovery_left == 0 {
@@ -268,13 +353,15 @@ pub fn next(j: &Journey, routed: impl Fn(&str) -> Option<String>) -> Want {
 /// who already passed a second factor (adding a method from the account page). Otherwise a
 /// stolen password could enrol the thief's own authenticator and pass as MFA.
 pub fn may_enroll(who: &Proven, any_enrolled: bool) -> bool {
-    who.amr.iter().any(|m| m == crate::domain::auth::AMR_MFA) || !any_enrolled
+    who.level() >= 2 || !any_enrolled
 }
 
-/// A factor was proven: its methods join the first factor's.
-pub fn second_factor_proven(j: &mut Journey, amr: &[String]) {
+/// A factor was proven here at `at`: its methods join the evidence.
+pub fn second_factor_proven(j: &mut Journey, amr: &[String], at: UnixTime) {
     if let Some(who) = &mut j.who {
-        who.amr = policy::merge_amr(&who.amr, amr);
+        for m in amr {
+            who.evidence.push(Proof::local(m.clone(), at));
+        }
     }
     j.mfa = MfaProgress {
         satisfied: true,
@@ -304,7 +391,7 @@ mod tests {
         Proven {
             user_id: user.into(),
             upstream: "local".into(),
-            amr: vec!["pwd".into()],
+            evidence: vec![Proof::local("pwd", 100)],
             acr: None,
         }
     }
@@ -377,10 +464,7 @@ mod tests {
         let mut j = Journey::new(app(None));
         j.first_factor(pwd("u"), None);
         use MfaRequirement::*;
-        assert_eq!(
-            mfa_need(Off, None, None, &j),
-            MfaNeed::Met { add_amr: vec![] }
-        );
+        assert_eq!(mfa_need(Off, None, None, &j), MfaNeed::Met);
         assert_eq!(
             mfa_need(Off, Some(Optional), None, &j),
             MfaNeed::Facts { required: false }
@@ -408,24 +492,40 @@ mod tests {
     fn optional_with_an_enrolled_factor_asks_for_it() {
         let some = FactorFacts {
             usable: true,
+            usable_enrolled: true,
             enrollable: false,
             recovery_left: 0,
         };
         let none = FactorFacts {
             usable: false,
+            usable_enrolled: false,
             enrollable: true,
             recovery_left: 0,
         };
         let nothing = FactorFacts {
             usable: false,
+            usable_enrolled: false,
             enrollable: false,
             recovery_left: 0,
         };
-        assert_eq!(mfa_decision(false, some), MfaDecision::Ask);
-        assert_eq!(mfa_decision(false, none), MfaDecision::Skip);
-        assert_eq!(mfa_decision(true, none), MfaDecision::Ask);
-        assert_eq!(mfa_decision(true, nothing), MfaDecision::NoFactor);
-        assert_eq!(mfa_decision(false, nothing), MfaDecision::Skip);
+        // Only an email code, which needs no enrolment.
+        let implicit = FactorFacts {
+            usable: true,
+            usable_enrolled: false,
+            enrollable: true,
+            recovery_left: 0,
+        };
+        for counts in [false, true] {
+            assert_eq!(mfa_decision(false, some, counts), MfaDecision::Ask);
+            assert_eq!(mfa_decision(false, none, counts), MfaDecision::Skip);
+            assert_eq!(mfa_decision(true, none, counts), MfaDecision::Ask);
+            assert_eq!(mfa_decision(true, nothing, counts), MfaDecision::NoFactor);
+            assert_eq!(mfa_decision(false, nothing, counts), MfaDecision::Skip);
+            assert_eq!(mfa_decision(true, implicit, counts), MfaDecision::Ask);
+        }
+        // `optional` asks only users who enrolled a factor, unless implicit factors count.
+        assert_eq!(mfa_decision(false, implicit, false), MfaDecision::Skip);
+        assert_eq!(mfa_decision(false, implicit, true), MfaDecision::Ask);
     }
 
     #[test]
@@ -433,24 +533,65 @@ mod tests {
         let mut j = Journey::new(Target::Local("/account".into()));
         j.first_factor(pwd("u"), None);
         assert_eq!(next(&j, no_route), Want::SecondFactor);
-        second_factor_proven(&mut j, &["otp".into(), "mfa".into()]);
+        second_factor_proven(&mut j, &["otp".into(), "mfa".into()], 200);
         assert_eq!(next(&j, no_route), Want::Session);
         assert_eq!(
-            j.who.as_ref().map(|w| w.amr.clone()),
+            j.who.as_ref().map(Proven::amr),
             Some(vec!["pwd".into(), "otp".into(), "mfa".into()])
         );
+        assert_eq!(j.who.as_ref().and_then(Proven::since), Some(100));
         // A session already at the second level needs nothing more.
         let mut k = Journey::new(app(None));
-        k.first_factor(
+        let mut strong = pwd("u");
+        strong.evidence.push(Proof::local("mfa", 100));
+        k.first_factor(strong, None);
+        assert_eq!(
+            mfa_need(MfaRequirement::Required, None, None, &k),
+            MfaNeed::Met
+        );
+    }
+
+    #[test]
+    fn an_untrusted_upstream_saying_mfa_is_asked_for_the_broker_factor() {
+        use crate::domain::evidence::Proof;
+        let claims = vec!["pwd".to_owned(), "mfa".to_owned()];
+        let mut j = Journey::new(app(None));
+        j.first_factor(
             Proven {
-                amr: vec!["pwd".into(), "mfa".into()],
-                ..pwd("u")
+                user_id: "u".into(),
+                upstream: "corp".into(),
+                evidence: Proof::from_upstream("corp", &claims, false, 100),
+                acr: None,
             },
             None,
         );
         assert_eq!(
-            mfa_need(MfaRequirement::Required, None, None, &k),
-            MfaNeed::Met { add_amr: vec![] }
+            mfa_need(
+                MfaRequirement::Off,
+                Some(MfaRequirement::Required),
+                None,
+                &j
+            ),
+            MfaNeed::Facts { required: true }
+        );
+        let mut k = Journey::new(app(None));
+        k.first_factor(
+            Proven {
+                user_id: "u".into(),
+                upstream: "corp".into(),
+                evidence: Proof::from_upstream("corp", &claims, true, 100),
+                acr: None,
+            },
+            None,
+        );
+        assert_eq!(
+            mfa_need(
+                MfaRequirement::Off,
+                Some(MfaRequirement::Required),
+                None,
+                &k
+            ),
+            MfaNeed::Met
         );
     }
 
@@ -459,8 +600,103 @@ mod tests {
         assert!(may_enroll(&pwd("u"), false));
         assert!(!may_enroll(&pwd("u"), true));
         let mut strong = pwd("u");
-        strong.amr.push("mfa".into());
+        strong.evidence.push(Proof::local("mfa", 100));
         assert!(may_enroll(&strong, true));
+        // An upstream's word is not enough to add a factor.
+        let mut claimed = pwd("u");
+        claimed.evidence = Proof::from_upstream("corp", &["mfa".into()], false, 100);
+        assert!(!may_enroll(&claimed, true));
+    }
+
+    /// Every event outside the stage that expects it is refused.
+    #[test]
+    fn accept_refuses_every_event_outside_its_stage() {
+        let events = [
+            Event::Password,
+            Event::UpstreamStart("corp"),
+            Event::UpstreamAnswer("corp"),
+            Event::UpstreamAnswer("other"),
+            Event::ChooseFactor,
+            Event::AnswerFactor,
+            Event::RecoveryCode,
+            Event::CodesSeen,
+            Event::EndSession,
+            Event::Continue,
+        ];
+        let fresh = Journey::new(app(None));
+        let mut at_upstream = fresh.clone();
+        at_upstream.stage = Stage::AtUpstream {
+            upstream: "corp".into(),
+        };
+        let mut linking = fresh.clone();
+        linking.needs_link_proof(PendingLink {
+            upstream: "corp".into(),
+            subject: "s".into(),
+            email: "a@example.com".into(),
+            user_id: None,
+            groups: vec![],
+            verified_email: None,
+        });
+        let mut choosing = fresh.clone();
+        choosing.first_factor(pwd("u"), None);
+        choosing.stage = Stage::Mfa;
+        let mut answering = choosing.clone();
+        answering.mfa.factor = Some("totp".into());
+        answering.mfa.form = Some(crate::mfa::host::Form {
+            intro: crate::mfa::host::Localized {
+                en: String::new(),
+                ko: String::new(),
+            },
+            fields: vec![],
+            qr: None,
+            secret: None,
+        });
+        let mut codes = choosing.clone();
+        codes.mfa.awaiting_codes_ack = Some(vec!["mfa".into()]);
+        let mut limit = choosing.clone();
+        limit.mfa.satisfied = true;
+        limit.stage = Stage::SessionLimit;
+        let mut cont = choosing.clone();
+        cont.stage = Stage::ContinueAs;
+        let allowed: &[(&Journey, &[Event])] = &[
+            (&fresh, &[Event::Password, Event::UpstreamStart("corp")]),
+            (
+                &at_upstream,
+                &[
+                    Event::Password,
+                    Event::UpstreamStart("corp"),
+                    Event::UpstreamAnswer("corp"),
+                ],
+            ),
+            (&linking, &[Event::Password]),
+            (&choosing, &[Event::ChooseFactor, Event::RecoveryCode]),
+            (
+                &answering,
+                &[
+                    Event::ChooseFactor,
+                    Event::RecoveryCode,
+                    Event::AnswerFactor,
+                ],
+            ),
+            (&codes, &[Event::CodesSeen]),
+            (&limit, &[Event::EndSession]),
+            (&cont, &[Event::Continue]),
+        ];
+        for (j, ok) in allowed {
+            for e in events {
+                assert_eq!(
+                    accept(j, e),
+                    ok.contains(&e),
+                    "{e:?} at {:?} (factor open: {})",
+                    j.stage,
+                    j.mfa.factor.is_some()
+                );
+            }
+        }
+        // An unsolicited journey never takes a password (no link proof, no other account).
+        let mut unsolicited = fresh.clone();
+        unsolicited.unsolicited = true;
+        assert!(!accept(&unsolicited, Event::Password));
     }
 
     #[test]

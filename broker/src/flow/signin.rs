@@ -16,12 +16,13 @@ use url::Url;
 use super::journey::{JourneyError, JourneyId, JourneyKey, Journeys, Loaded};
 use super::login::{Authenticated, ClientContext, FlowError, federated_user, open_session};
 use super::machine::{
-    self, Journey, MfaDecision, MfaNeed, PendingLink, Proven, Stage, Target, Want,
+    self, Event as Step, Journey, MfaDecision, MfaNeed, PendingLink, Proven, Stage, Target, Want,
 };
 use crate::audit::{Event, EventKind};
 use crate::clock::{Clock, Entropy, UnixTime};
 use crate::config::{SessionSettings, UpstreamConfig};
 use crate::domain::client::Client;
+use crate::domain::evidence::Proof;
 use crate::domain::policy::MfaRequirement;
 use crate::domain::policy::SessionLimit;
 use crate::domain::{Channel, Email, Locale, ReturnTo, SecretString, UserId};
@@ -93,6 +94,9 @@ pub struct Browser {
     pub ip: String,
     pub user_agent: String,
     pub locale: Locale,
+    /// A POST from one of the broker's own pages whose CSRF token was verified: only such a
+    /// request may make the journey send something (a code by email or SMS, a push).
+    pub posted: bool,
 }
 
 /// Where a page's forms may lead next (browsers apply CSP `form-action` to the redirects after
@@ -147,6 +151,12 @@ pub enum View {
         client_name: String,
         /// The request's parameters, posted back with the confirmation.
         fields: Vec<(String, String)>,
+    },
+    /// An upstream's unsolicited sign-in would replace this browser's session: "continue as
+    /// `email`?".
+    ContinueAs {
+        email: String,
+        upstream: String,
     },
 }
 
@@ -232,6 +242,8 @@ impl Outcome {
 pub struct SignInSettings {
     pub public_url: Url,
     pub mfa_default: MfaRequirement,
+    /// Under `optional`, a factor that needs no enrolment (email) counts as enrolled.
+    pub optional_counts_implicit_factors: bool,
     pub session: SessionSettings,
     pub upstreams: Vec<UpstreamConfig>,
 }
@@ -370,6 +382,7 @@ impl SignIn {
                 state: journey,
                 version: 1,
                 expires_at: self.now(),
+                created_at: self.now(),
             },
             new,
         ))
@@ -389,8 +402,12 @@ impl SignIn {
         let id2 = id.clone();
         let loaded = match blocking(move || Ok(journeys.load::<Journey>(&id2)?)).await {
             Ok(l) => l,
+            // A journey written in another shape (an upgrade in between) restarts too.
             Err(SignInError::Journey(
-                JourneyError::Unknown | JourneyError::Expired | JourneyError::Finished,
+                JourneyError::Unknown
+                | JourneyError::Expired
+                | JourneyError::Finished
+                | JourneyError::Outdated,
             )) => return Ok(None),
             Err(e) => return Err(e),
         };
@@ -416,8 +433,8 @@ impl SignIn {
         loaded: &mut Loaded<Journey>,
     ) -> Result<(), SignInError> {
         let journeys = self.journeys.clone();
-        let (id, state, version) = (id.clone(), loaded.state.clone(), loaded.version);
-        let v = blocking(move || Ok(journeys.save(&id, version, &state)?)).await?;
+        let (id, copy) = (id.clone(), loaded.clone());
+        let v = blocking(move || Ok(journeys.save(&id, &copy)?)).await?;
         loaded.version = v;
         Ok(())
     }
@@ -529,7 +546,10 @@ impl SignIn {
             MfaNeed::Facts { required: true } => Ok(true),
             MfaNeed::Facts { required: false } => {
                 let facts = self.facts(probe, Locale::En).await?;
-                Ok(facts.is_some_and(|(f, _)| f.usable))
+                Ok(facts.is_some_and(|(f, _)| {
+                    machine::mfa_decision(false, f, self.settings.optional_counts_implicit_factors)
+                        == MfaDecision::Ask
+                }))
             }
         }
     }
@@ -629,13 +649,10 @@ impl SignIn {
                 None => return Ok(Outcome::expired()),
             }
         };
-        let browser = &match &new_binding {
-            Some(b) => Browser {
-                binding: Some(SecretString::new(b.clone())),
-                ..browser.clone()
-            },
-            None => browser.clone(),
-        };
+        let browser = &bound_to(browser, new_binding.as_deref());
+        if !machine::accept(&loaded.state, Step::Password) {
+            return self.stale(browser, &id, &mut loaded).await;
+        }
         let mut out = self
             .password_in(browser, id, &mut loaded, email, password)
             .await?;
@@ -754,10 +771,15 @@ impl SignIn {
             let lockout = Arc::clone(&self.lockout);
             blocking(move || Ok(lockout.succeeded(&account)?)).await?;
         }
+        let now = self.now();
         let who = Proven {
             user_id: identity.subject.clone(),
             upstream: identity.upstream.clone(),
-            amr: identity.amr.clone(),
+            evidence: identity
+                .amr
+                .iter()
+                .map(|m| Proof::local(m.clone(), now))
+                .collect(),
             acr: identity.acr.clone(),
         };
         // With a pending link for this account, the account is now proven: the link is written
@@ -799,6 +821,9 @@ impl SignIn {
             (None, Some(b)) => b.expose().to_owned(),
             (None, None) => return Ok(Outcome::expired()),
         };
+        if !machine::accept(&loaded.state, Step::UpstreamStart(upstream)) {
+            return self.stale(browser, &id, &mut loaded).await;
+        }
         let hint = loaded.state.login_hint.clone();
         let callback = self.callback_url(upstream)?;
         let started = match self.upstreams.get(upstream).map(|u| &u.connector) {
@@ -886,8 +911,11 @@ impl SignIn {
                     Err(SignInError::Journey(_)) => return Ok(Outcome::expired()),
                     Err(e) => return Err(e),
                 };
-                let (journeys, version) = (self.journeys.clone(), loaded.version);
-                let rekeyed = blocking(move || Ok(journeys.rekey(&key, version)?)).await;
+                if !machine::accept(&loaded.state, Step::UpstreamAnswer(upstream)) {
+                    return Ok(self.refused_answer(browser, upstream, NoPending::Unknown));
+                }
+                let (journeys, copy) = (self.journeys.clone(), loaded.clone());
+                let rekeyed = blocking(move || Ok(journeys.rekey(&key, &copy)?)).await;
                 let id = match rekeyed {
                     Ok((id, v)) => {
                         loaded.version = v;
@@ -919,10 +947,11 @@ impl SignIn {
         let (id, mut loaded, new_binding) = match journey {
             Some((l, id)) => (id, l, None),
             None => {
-                // An unsolicited login (configured to be accepted) starts its own journey.
-                let (id, l, b) = self
-                    .begin(browser, Journey::new(Target::Local("/account".into())))
-                    .await?;
+                // An unsolicited login (configured to be accepted) starts its own journey, which
+                // never links nor creates an account and asks before replacing a session.
+                let mut j = Journey::new(Target::Local("/account".into()));
+                j.unsolicited = true;
+                let (id, l, b) = self.begin(browser, j).await?;
                 (id, l, b)
             }
         };
@@ -1002,9 +1031,13 @@ impl SignIn {
         if let Some(session) = federated.session {
             loaded.state.upstream_session = Some((upstream.to_owned(), session));
         }
-        let link_by_email = self
-            .upstream_config(upstream)
-            .is_some_and(|u| u.link_by_verified_email);
+        let config = self.upstream_config(upstream);
+        let link_by_email = config.is_some_and(|u| u.link_by_verified_email);
+        // The upstream's own methods are evidence of what it says; they count as the broker's
+        // second factor only where the operator trusts this upstream for that.
+        let trusted_for_mfa =
+            crate::flow::mfa::upstream_mfa_trusted(config, &identity.amr, identity.acr.as_deref());
+        let unsolicited = loaded.state.unsolicited;
         let (store, entropy, now) = (
             Arc::clone(&self.store),
             Arc::clone(&self.entropy),
@@ -1017,27 +1050,41 @@ impl SignIn {
                 entropy.as_ref(),
                 now,
                 &ident,
-                link_by_email,
+                link_by_email && !unsolicited,
+                unsolicited,
             ))
         })
         .await?;
-        let mut amr = identity.amr.clone();
-        if amr.is_empty() {
-            amr.push("fed".into());
-        }
         match mapped {
             Ok(mapped) => {
                 loaded.state.first_factor(
                     Proven {
                         user_id: mapped.user_id.as_str().to_owned(),
                         upstream: identity.upstream.clone(),
-                        amr,
+                        evidence: Proof::from_upstream(
+                            &identity.upstream,
+                            &identity.amr,
+                            trusted_for_mfa,
+                            now,
+                        ),
                         acr: identity.acr.clone(),
                     },
                     None,
                 );
                 loaded.state.link = mapped.link;
                 self.drive(browser, id, loaded).await
+            }
+            Err(FlowError::NotLinked) => {
+                // Unsolicited: only an identity already linked here signs in; nothing is linked
+                // or created on an answer nobody here asked for.
+                self.provider.audit.record(
+                    Event::new(EventKind::LoginFailed)
+                        .upstream(upstream)
+                        .ip(browser.ip.as_str())
+                        .reason("unsolicited_not_linked"),
+                );
+                let _ = self.finish(id, loaded.version).await;
+                Ok(Outcome::message(403, "error_unsolicited_not_linked"))
             }
             Err(FlowError::LinkRequired {
                 email,
@@ -1167,12 +1214,10 @@ impl SignIn {
         let Some((id, mut loaded)) = self.resume(browser, raw).await? else {
             return Ok(Outcome::message(400, "error_session_limit_ticket"));
         };
-        let Some(who) = loaded
-            .state
-            .who
-            .clone()
-            .filter(|_| loaded.state.stage == Stage::SessionLimit)
-        else {
+        if !machine::accept(&loaded.state, Step::EndSession) {
+            return self.stale(browser, &id, &mut loaded).await;
+        }
+        let Some(who) = loaded.state.who.clone() else {
             return Ok(Outcome::expired());
         };
         let (store, provider, sid) = (
@@ -1194,6 +1239,36 @@ impl SignIn {
             return Ok(Outcome::message(404, "error_404_message"));
         }
         self.drive(browser, &id, &mut loaded).await
+    }
+
+    /// `POST /login/continue`: the user confirmed that an unsolicited sign-in replaces the
+    /// session this browser had.
+    pub async fn continue_as(&self, browser: &Browser, raw: &str) -> Result<Outcome, SignInError> {
+        let Some((id, mut loaded)) = self.resume(browser, raw).await? else {
+            return Ok(Outcome::expired());
+        };
+        if !machine::accept(&loaded.state, Step::Continue) {
+            return self.stale(browser, &id, &mut loaded).await;
+        }
+        loaded.state.confirmed = true;
+        self.drive(browser, &id, &mut loaded).await
+    }
+
+    /// A form of another step than the one the journey is at (a stale page, a second tab, a
+    /// forged post): it changes nothing, and the page of the current step is shown again,
+    /// without sending anything.
+    pub(super) async fn stale(
+        &self,
+        browser: &Browser,
+        id: &JourneyId,
+        loaded: &mut Loaded<Journey>,
+    ) -> Result<Outcome, SignInError> {
+        tracing::debug!(stage = ?loaded.state.stage, "event not valid at this stage");
+        let quiet = Browser {
+            posted: false,
+            ..browser.clone()
+        };
+        self.drive(&quiet, id, loaded).await
     }
 
     // --- the journey's order ------------------------------------------------------------------
@@ -1269,8 +1344,8 @@ impl SignIn {
                         upstream,
                         &loaded.state,
                     ) {
-                        MfaNeed::Met { add_amr } => {
-                            machine::second_factor_proven(&mut loaded.state, &add_amr);
+                        MfaNeed::Met => {
+                            machine::second_factor_proven(&mut loaded.state, &[], self.now());
                             continue;
                         }
                         MfaNeed::Facts { required } => {
@@ -1278,12 +1353,20 @@ impl SignIn {
                                 self.facts(&loaded.state, browser.locale).await?
                             else {
                                 // A missing or disabled account: the session step refuses it.
-                                machine::second_factor_proven(&mut loaded.state, &[]);
+                                machine::second_factor_proven(&mut loaded.state, &[], self.now());
                                 continue;
                             };
-                            match machine::mfa_decision(required, facts) {
+                            match machine::mfa_decision(
+                                required,
+                                facts,
+                                self.settings.optional_counts_implicit_factors,
+                            ) {
                                 MfaDecision::Skip => {
-                                    machine::second_factor_proven(&mut loaded.state, &[]);
+                                    machine::second_factor_proven(
+                                        &mut loaded.state,
+                                        &[],
+                                        self.now(),
+                                    );
                                     continue;
                                 }
                                 MfaDecision::NoFactor => {
@@ -1316,6 +1399,28 @@ impl SignIn {
         let Some(who) = loaded.state.who.clone() else {
             return Ok(Outcome::expired());
         };
+        // An unsolicited sign-in does not silently replace the session this browser has.
+        if loaded.state.unsolicited && !loaded.state.confirmed && browser.session.is_some() {
+            let current = self.current_session(browser).await?;
+            if current.is_some() {
+                if loaded.state.stage != Stage::ContinueAs {
+                    loaded.state.stage = Stage::ContinueAs;
+                    self.save(id, loaded).await?;
+                }
+                let email = self.email_of(&who.user_id).await?;
+                return Ok(self.page_outcome(
+                    &loaded.state,
+                    Next::Page {
+                        status: 200,
+                        journey: Some(id.clone()),
+                        view: View::ContinueAs {
+                            email,
+                            upstream: who.upstream.clone(),
+                        },
+                    },
+                ));
+            }
+        }
         // The app's request as its client is registered now, read once for the session's
         // channel and limits and for the code; a client gone meanwhile gets nothing.
         let app = match &loaded.state.target {
@@ -1337,7 +1442,7 @@ impl SignIn {
             };
             self.finish(id, loaded.version).await?;
             let store = Arc::clone(&self.store);
-            let amr = crate::flow::mfa::merge_amr(&current.amr, &who.amr);
+            let amr = crate::flow::mfa::merge_amr(&current.amr, &who.amr());
             let mut record = current.clone();
             record.amr = amr.clone();
             blocking(move || Ok(store.set_session_amr(&sid, &amr)?)).await?;
@@ -1354,8 +1459,9 @@ impl SignIn {
         let auth = Authenticated {
             user_id: UserId::from_stored(who.user_id.clone()),
             upstream: who.upstream.clone(),
-            amr: who.amr.clone(),
+            amr: who.amr(),
             acr: who.acr.clone(),
+            proven_since: who.since().unwrap_or_else(|| self.now()),
         };
         let opened = blocking(move || {
             // Re-authentication replaces the session this browser had (its apps are told).
@@ -1393,6 +1499,18 @@ impl SignIn {
             }
             Err(FlowError::Disabled) => {
                 return Ok(self.login_error(&loaded.state, id, "error_account_disabled", 403));
+            }
+            Err(FlowError::ProofOutdated) => {
+                // The password changed, or every session was revoked, after these proofs were
+                // made: they open nothing, and the sign-in starts again.
+                self.provider.audit.record(
+                    Event::new(EventKind::LoginFailed)
+                        .user(who.user_id.as_str())
+                        .ip(browser.ip.as_str())
+                        .reason("proof_outdated"),
+                );
+                self.finish_quietly(id, loaded.version).await;
+                return Ok(Outcome::message(401, "error_proof_outdated"));
             }
             Err(FlowError::UnknownUser) => {
                 return Ok(self.login_error(&loaded.state, id, "error_invalid_credentials", 401));
@@ -1546,6 +1664,21 @@ impl SignIn {
         ctx
     }
 
+    /// The email of account `user_id` (empty if it is gone).
+    async fn email_of(&self, user_id: &str) -> Result<String, SignInError> {
+        let (store, uid) = (
+            Arc::clone(&self.store),
+            UserId::from_stored(user_id.to_owned()),
+        );
+        blocking(move || {
+            Ok(store
+                .user_by_id(&uid)?
+                .map(|u| u.email.as_str().to_owned())
+                .unwrap_or_default())
+        })
+        .await
+    }
+
     pub(super) async fn current_session(
         &self,
         browser: &Browser,
@@ -1648,11 +1781,17 @@ fn bound_to(browser: &Browser, new: Option<&str>) -> Browser {
     }
 }
 
+/// What a session the broker opened proves: its methods, as the broker judged them when it
+/// opened the session, at its sign-in time.
 fn proven_of(s: &SessionRecord) -> Proven {
     Proven {
         user_id: s.user_id.as_str().to_owned(),
         upstream: s.upstream.clone(),
-        amr: s.amr.clone(),
+        evidence: s
+            .amr
+            .iter()
+            .map(|m| Proof::local(m.clone(), s.auth_time))
+            .collect(),
         acr: s.upstream_acr.clone(),
     }
 }

@@ -22,6 +22,8 @@ enum StepError {
     Locked(u64),
     /// Setting up a new factor needs the existing one first.
     EnrolRefused,
+    /// Too many messages sent to this user lately.
+    SendLimited(u64),
     Plugin(MfaError),
 }
 
@@ -32,16 +34,15 @@ impl SignIn {
         &self,
         browser: &Browser,
         raw: &str,
+        event: machine::Event<'_>,
     ) -> Result<Result<(JourneyId, Loaded<Journey>, Proven), Outcome>, SignInError> {
-        let Some((id, loaded)) = self.resume(browser, raw).await? else {
+        let Some((id, mut loaded)) = self.resume(browser, raw).await? else {
             return Ok(Err(Outcome::expired()));
         };
-        let Some(who) = loaded
-            .state
-            .who
-            .clone()
-            .filter(|_| loaded.state.stage == Stage::Mfa)
-        else {
+        if !machine::accept(&loaded.state, event) {
+            return Ok(Err(self.stale(browser, &id, &mut loaded).await?));
+        }
+        let Some(who) = loaded.state.who.clone() else {
             return Ok(Err(Outcome::expired()));
         };
         for (scope, key) in [
@@ -70,7 +71,10 @@ impl SignIn {
         factor: &str,
         enroll: bool,
     ) -> Result<Outcome, SignInError> {
-        let (id, mut loaded, who) = match self.mfa_step(browser, raw).await? {
+        let (id, mut loaded, who) = match self
+            .mfa_step(browser, raw, machine::Event::ChooseFactor)
+            .await?
+        {
             Ok(x) => x,
             Err(out) => return Ok(out),
         };
@@ -93,7 +97,10 @@ impl SignIn {
         raw: &str,
         fields: Vec<(String, String)>,
     ) -> Result<Outcome, SignInError> {
-        let (id, mut loaded, who) = match self.mfa_step(browser, raw).await? {
+        let (id, mut loaded, who) = match self
+            .mfa_step(browser, raw, machine::Event::AnswerFactor)
+            .await?
+        {
             Ok(x) => x,
             Err(out) => return Ok(out),
         };
@@ -142,7 +149,7 @@ impl SignIn {
                     &factor,
                     None,
                 );
-                machine::second_factor_proven(&mut loaded.state, &amr);
+                machine::second_factor_proven(&mut loaded.state, &amr, self.clock.now());
                 self.drive(browser, &id, &mut loaded).await
             }
             Step::Verify(Ok(VerifyOutcome::Rejected { message })) => {
@@ -233,7 +240,7 @@ impl SignIn {
             } => {
                 self.audit_mfa(browser, &loaded.state, EventKind::MfaEnrolled, factor, None);
                 if recovery_codes.is_empty() {
-                    machine::second_factor_proven(&mut loaded.state, &amr);
+                    machine::second_factor_proven(&mut loaded.state, &amr, self.clock.now());
                     return self.drive(browser, id, loaded).await;
                 }
                 loaded.state.mfa.form = None;
@@ -259,10 +266,13 @@ impl SignIn {
         let Some((id, mut loaded)) = self.resume(browser, raw).await? else {
             return Ok(Outcome::expired());
         };
+        if !machine::accept(&loaded.state, machine::Event::CodesSeen) {
+            return self.stale(browser, &id, &mut loaded).await;
+        }
         let Some(amr) = loaded.state.mfa.awaiting_codes_ack.take() else {
             return Ok(Outcome::expired());
         };
-        machine::second_factor_proven(&mut loaded.state, &amr);
+        machine::second_factor_proven(&mut loaded.state, &amr, self.clock.now());
         self.drive(browser, &id, &mut loaded).await
     }
 
@@ -273,7 +283,10 @@ impl SignIn {
         raw: &str,
         code: &str,
     ) -> Result<Outcome, SignInError> {
-        let (id, mut loaded, who) = match self.mfa_step(browser, raw).await? {
+        let (id, mut loaded, who) = match self
+            .mfa_step(browser, raw, machine::Event::RecoveryCode)
+            .await?
+        {
             Ok(x) => x,
             Err(out) => return Ok(out),
         };
@@ -287,7 +300,7 @@ impl SignIn {
         match outcome {
             VerifyOutcome::Accepted { amr } => {
                 self.audit_mfa(browser, &loaded.state, EventKind::MfaSucceeded, rid, None);
-                machine::second_factor_proven(&mut loaded.state, &amr);
+                machine::second_factor_proven(&mut loaded.state, &amr, self.clock.now());
                 self.drive(browser, &id, &mut loaded).await
             }
             VerifyOutcome::Rejected { .. } => {
@@ -361,6 +374,9 @@ impl SignIn {
             Ok(Some((
                 FactorFacts {
                     usable: factors.iter().any(|f| f.enrolled && f.available),
+                    usable_enrolled: factors
+                        .iter()
+                        .any(|f| f.enrolled && f.available && f.needs_enrollment),
                     enrollable: factors.iter().any(|f| f.available && !f.enrolled),
                     recovery_left,
                 },
@@ -405,9 +421,12 @@ impl SignIn {
             .iter()
             .filter(|f| f.enrolled && f.available)
             .collect();
+        // Straight to the only factor, unless it would send something on a request that is not
+        // a POST from the broker's page (a GET never sends: no code bombing, no push bombing).
         if auto
             && !may_enroll
             && let [only] = usable.as_slice()
+            && (browser.posted || !only.sends)
         {
             let only = only.id.clone();
             return self
@@ -449,6 +468,33 @@ impl SignIn {
         let Some(user) = self.factor_user(who, browser.locale).await? else {
             return Ok(Outcome::expired());
         };
+        if self.mfa.sends(factor) {
+            // Nothing is sent for a request the user did not make on the broker's own page.
+            if !browser.posted {
+                return Box::pin(self.choice(browser, id, loaded, who, 200, None)).await;
+            }
+            if let Err(l) = self
+                .limiter
+                .check(Scope::MfaSendPerAccount, who.user_id.as_str())
+            {
+                self.provider.audit.record(
+                    Event::new(EventKind::RateLimited)
+                        .ip(browser.ip.as_str())
+                        .user(who.user_id.as_str())
+                        .reason(Scope::MfaSendPerAccount.as_str()),
+                );
+                return self
+                    .step_failed(
+                        browser,
+                        id,
+                        loaded,
+                        who,
+                        factor,
+                        StepError::SendLimited(l.retry_after_secs),
+                    )
+                    .await;
+            }
+        }
         let (mfa, f, u, w) = (
             Arc::clone(&self.mfa),
             factor.to_owned(),
@@ -549,6 +595,7 @@ impl SignIn {
                 self.audit_mfa(browser, j, EventKind::MfaLockedOut, factor, None);
                 (429, "mfa_locked", Some(*secs))
             }
+            StepError::SendLimited(secs) => (429, "mfa_send_limited", Some(*secs)),
             StepError::EnrolRefused => {
                 self.audit_mfa(
                     browser,

@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::Store as WasmStore;
 
 use crate::clock::{Clock, Entropy};
-use crate::config::mfa::{MfaSettings, PluginManifest};
+use crate::config::mfa::{Capability, MfaSettings, PluginManifest};
 use crate::domain::auth::AMR_MFA;
 use crate::domain::kek::KeyEncryptionKey;
 use crate::domain::limits::LockoutPolicy;
@@ -166,6 +166,9 @@ pub struct FactorStatus {
     pub enrolled: bool,
     /// Configured and enrolled, but its plugin cannot run now.
     pub available: bool,
+    /// Its challenge may send something (an email, an SMS; later a push): it starts only on a
+    /// POST from the broker's own page, never on a GET.
+    pub sends: bool,
 }
 
 /// What checking an answer found.
@@ -391,6 +394,17 @@ impl Mfa {
     }
 
     /// The factors this user can use or set up, in id order. Blocking.
+    /// Whether `plugin`'s challenge may send something (it is granted email or SMS): such a
+    /// challenge starts only on a POST, within the per-user send rate.
+    pub fn sends(&self, plugin: &str) -> bool {
+        self.registry.get(plugin).is_some_and(|slot| {
+            slot.manifest()
+                .grants
+                .iter()
+                .any(|g| matches!(g, Capability::Email | Capability::Sms))
+        })
+    }
+
     pub fn factors(&self, user: &FactorUser) -> Result<Vec<FactorStatus>, MfaError> {
         let enrolled: std::collections::BTreeSet<String> = self
             .store
@@ -420,6 +434,11 @@ impl Mfa {
                         needs_enrollment: d.needs_enrollment,
                         enrolled: is_enrolled,
                         available: true,
+                        sends: l
+                            .manifest
+                            .grants
+                            .iter()
+                            .any(|g| matches!(g, Capability::Email | Capability::Sms)),
                     });
                 }
                 Slot::Failed(_) if enrolled.contains(&id) => out.push(FactorStatus {
@@ -432,6 +451,7 @@ impl Mfa {
                     needs_enrollment: true,
                     enrolled: true,
                     available: false,
+                    sends: false,
                 }),
                 Slot::Failed(_) => {}
             }

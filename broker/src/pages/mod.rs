@@ -15,13 +15,14 @@ mod embedded {
 }
 
 /// The pages every template set must provide.
-pub const PAGES: [&str; 10] = [
+pub const PAGES: [&str; 11] = [
     "login",
     "account",
     "error",
     "signed_out",
     "form_post",
     "logout_confirm",
+    "continue_as",
     "session_limit",
     "mfa_choose",
     "mfa_form",

@@ -281,7 +281,7 @@ impl UserRow {
             disabled: u.disabled,
             created_at: u.created_at,
             updated_at: u.updated_at,
-            tokens_valid_after: 0,
+            tokens_valid_after: u.tokens_valid_after,
         }
     }
     fn into_user(self) -> Result<User, StorageError> {
@@ -294,6 +294,7 @@ impl UserRow {
             disabled: self.disabled,
             created_at: self.created_at,
             updated_at: self.updated_at,
+            tokens_valid_after: self.tokens_valid_after,
         })
     }
 }

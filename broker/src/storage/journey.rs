@@ -50,12 +50,14 @@ pub trait JourneyStore: Send + Sync {
     ) -> Result<bool, StorageError>;
 
     /// Moves the transaction to a new id (`new_hash`) if its version is still `expected` and it
-    /// is not finished: true for exactly one caller. The version goes up by one.
+    /// is not finished: true for exactly one caller. The version goes up by one and the state
+    /// becomes `state` (sealed again for the new id).
     fn rekey_login_transaction(
         &self,
         id_hash: &[u8; 32],
         expected: i64,
         new_hash: &[u8; 32],
+        state: &str,
         now: UnixTime,
     ) -> Result<bool, StorageError>;
 }

@@ -42,6 +42,9 @@ pub struct User {
     pub disabled: bool,
     pub created_at: UnixTime,
     pub updated_at: UnixTime,
+    /// The token epoch: tokens issued, and proofs made, before it count for nothing (a password
+    /// change, a revoke-all or a disable moves it to now). Set by the store, 0 for a new user.
+    pub tokens_valid_after: UnixTime,
 }
 
 impl std::fmt::Debug for User {

@@ -318,6 +318,7 @@ pub mod admin {
             disabled: false,
             created_at: now,
             updated_at: now,
+            tokens_valid_after: 0,
         };
         store.insert_user(&user).map_err(|e| match e {
             StorageError::Conflict(_) => AdminError::Exists(email.to_string()),

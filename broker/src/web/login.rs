@@ -7,7 +7,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
 use super::form::StrictForm;
-use super::outcome::{browser, respond};
+use super::outcome::{browser, posted_browser, respond};
 use super::{AppState, render};
 use crate::domain::SecretString;
 use crate::error::WebError;
@@ -79,7 +79,7 @@ pub async fn submit(
     let out = state
         .signin
         .password(
-            &browser(&state, &req),
+            &posted_browser(&state, &req),
             &form.journey,
             form.return_to.as_deref(),
             &form.email,
@@ -109,7 +109,30 @@ pub async fn end_one_and_continue(
     state.csrf.verify(&req, &state.cookies, &form.csrf_token)?;
     let out = state
         .signin
-        .end_one(&browser(&state, &req), &form.journey, &form.sid)
+        .end_one(&posted_browser(&state, &req), &form.journey, &form.sid)
+        .await?;
+    respond(&state, &req, out).await
+}
+
+#[derive(Debug, Deserialize)]
+pub struct JourneyForm {
+    #[serde(default)]
+    csrf_token: String,
+    #[serde(default)]
+    journey: String,
+}
+
+/// `POST /login/continue`: "continue as X" confirmed for an unsolicited sign-in.
+pub async fn continue_as(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    form: StrictForm<JourneyForm>,
+) -> Result<HttpResponse, WebError> {
+    let form = form.into_inner();
+    state.csrf.verify(&req, &state.cookies, &form.csrf_token)?;
+    let out = state
+        .signin
+        .continue_as(&posted_browser(&state, &req), &form.journey)
         .await?;
     respond(&state, &req, out).await
 }
@@ -124,7 +147,11 @@ pub async fn logout(
     state.csrf.verify(&req, &state.cookies, &form.csrf_token)?;
     let out = state
         .signin
-        .sign_out(&browser(&state, &req), "logout", "/signed-out".into())
+        .sign_out(
+            &posted_browser(&state, &req),
+            "logout",
+            "/signed-out".into(),
+        )
         .await?;
     respond(&state, &req, out).await
 }

@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::form::StrictForm;
-use super::outcome::{browser, respond};
+use super::outcome::{browser, posted_browser, respond};
 use crate::error::WebError;
 
 #[derive(Debug, Deserialize)]
@@ -34,7 +34,7 @@ pub async fn choose(
     let out = state
         .signin
         .mfa_choose(
-            &browser(&state, &req),
+            &posted_browser(&state, &req),
             &form.journey,
             &form.factor,
             form.action == "enroll",
@@ -63,7 +63,7 @@ pub async fn answer(
     let journey = get("journey");
     let out = state
         .signin
-        .mfa_answer(&browser(&state, &req), &journey, pairs)
+        .mfa_answer(&posted_browser(&state, &req), &journey, pairs)
         .await?;
     respond(&state, &req, out).await
 }
@@ -88,7 +88,7 @@ pub async fn continue_after_codes(
     state.csrf.verify(&req, &state.cookies, &form.csrf_token)?;
     let out = state
         .signin
-        .mfa_continue(&browser(&state, &req), &form.journey)
+        .mfa_continue(&posted_browser(&state, &req), &form.journey)
         .await?;
     respond(&state, &req, out).await
 }
@@ -103,7 +103,7 @@ pub async fn recovery(
     state.csrf.verify(&req, &state.cookies, &form.csrf_token)?;
     let out = state
         .signin
-        .mfa_recovery(&browser(&state, &req), &form.journey, &form.code)
+        .mfa_recovery(&posted_browser(&state, &req), &form.journey, &form.code)
         .await?;
     respond(&state, &req, out).await
 }

@@ -124,6 +124,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, max_form_bytes: usize) {
             web::resource("/login/session-limit")
                 .route(web::post().to(login::end_one_and_continue)),
         )
+        .service(web::resource("/login/continue").route(web::post().to(login::continue_as)))
         .service(web::resource("/login/mfa/choose").route(web::post().to(mfa::choose)))
         .service(web::resource("/login/mfa/answer").route(web::post().to(mfa::answer)))
         .service(web::resource("/login/mfa/recovery").route(web::post().to(mfa::recovery)))

@@ -28,6 +28,16 @@ pub(crate) fn browser(state: &AppState, req: &HttpRequest) -> Browser {
         ip: super::client_ip(req, state),
         user_agent: super::user_agent(req),
         locale: request_info(req, state).locale,
+        posted: false,
+    }
+}
+
+/// The browser of a POST whose CSRF token the handler has just verified: a request the user
+/// made on one of the broker's own pages, so the journey may send a code or a push for it.
+pub(crate) fn posted_browser(state: &AppState, req: &HttpRequest) -> Browser {
+    Browser {
+        posted: true,
+        ..browser(state, req)
     }
 }
 
@@ -228,6 +238,13 @@ struct RecoveryPage {
 }
 
 #[derive(Serialize)]
+struct ContinueAsPage {
+    csrf_token: String,
+    journey: String,
+    email: String,
+}
+
+#[derive(Serialize)]
 struct LogoutConfirmPage {
     csrf_token: String,
     client_name: String,
@@ -417,6 +434,14 @@ fn page(
                     .collect(),
             };
             render(state, req, status, "logout_confirm", true, &vm)?
+        }
+        View::ContinueAs { email, .. } => {
+            let vm = ContinueAsPage {
+                csrf_token: token,
+                journey,
+                email,
+            };
+            render(state, req, status, "continue_as", false, &vm)?
         }
     };
     if let Some(c) = csrf.new_cookie {

@@ -123,6 +123,7 @@ impl JourneyStore for DieselStore {
         id_hash: &[u8; 32],
         expected: i64,
         new_hash: &[u8; 32],
+        state: &str,
         now: UnixTime,
     ) -> Result<bool, StorageError> {
         let n = with_conn!(write self, |c| {
@@ -134,6 +135,7 @@ impl JourneyStore for DieselStore {
             )
             .set((
                 lt::id_hash.eq(&new_hash[..]),
+                lt::state.eq(state),
                 lt::version.eq(expected.saturating_add(1)),
                 lt::updated_at.eq(now),
             ))
