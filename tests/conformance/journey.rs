@@ -65,12 +65,15 @@ fn rows_update_only_at_their_version_and_finish_once(b: Backend) {
         );
 
         assert!(
-            !s.finish_login_transaction(&[7; 32], 1, 13).unwrap(),
+            !s.finish_login_transaction(&[7; 32], 1, None, 13).unwrap(),
             "stale finish"
         );
-        assert!(s.finish_login_transaction(&[7; 32], 2, 13).unwrap());
         assert!(
-            !s.finish_login_transaction(&[7; 32], 3, 14).unwrap(),
+            s.finish_login_transaction(&[7; 32], 2, Some("{\"done\":1}"), 13)
+                .unwrap()
+        );
+        assert!(
+            !s.finish_login_transaction(&[7; 32], 3, None, 14).unwrap(),
             "finished once"
         );
         assert!(

@@ -331,7 +331,103 @@ async fn operations_endpoints_answer(b: Backend) {
     );
 }
 
+/// Issue #17, races: the last step of a sign-in submitted eight times at once from one browser
+/// (a double click, a nervous user) ends with one session and one code, and every answer is the
+/// same: the redirect to the app with that code and the session cookie (no "Bad request" page
+/// for the copies, never a 500). The code is redeemed once.
+async fn a_double_submit_of_the_last_step_signs_in_once(b: Backend) {
+    let Some(app) = crate::helpers::spawn_provider(b, &[]).await else {
+        return;
+    };
+    let redirect = "https://webapp.example/cb";
+    let mut br = Browser::new(&app);
+    let page = br
+        .get(&crate::oidc::authorize_path_with("webapp", redirect, &[]))
+        .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let mut fields = page.form_fields("/login");
+    fields.retain(|(k, _)| k != "email" && k != "password");
+    fields.push(("email".into(), "demo@example.com".into()));
+    fields.push(("password".into(), "demo".into()));
+    let cookie = br
+        .cookies
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let to = page.form_action("/login");
+    let url = if to.starts_with('/') {
+        format!("{}{to}", app.base)
+    } else {
+        to
+    };
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(8));
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let req = client
+            .post(&url)
+            .header("cookie", &cookie)
+            .header("origin", &app.base)
+            .form(&fields);
+        let barrier = barrier.clone();
+        set.spawn(async move {
+            barrier.wait().await;
+            let res = req.send().await.unwrap();
+            let session = res
+                .headers()
+                .get_all("set-cookie")
+                .iter()
+                .filter_map(|c| c.to_str().ok())
+                .find(|c| c.starts_with("concierge_session="))
+                .map(|c| c.split(';').next().unwrap().to_owned());
+            let location = res
+                .headers()
+                .get("location")
+                .map(|l| l.to_str().unwrap().to_owned());
+            (res.status().as_u16(), location, session)
+        });
+    }
+    let answers = set.join_all().await;
+    let first = answers[0].clone();
+    assert_eq!(first.0, 303, "{answers:?}");
+    assert!(
+        first
+            .1
+            .as_deref()
+            .is_some_and(|l| l.starts_with(redirect) && l.contains("code=")),
+        "{answers:?}"
+    );
+    assert!(first.2.is_some(), "{answers:?}");
+    for a in &answers {
+        assert_eq!(a, &first, "every copy gets the same answer: {answers:?}");
+    }
+    let demo = app
+        .store
+        .user_by_email(&Email::parse("demo@example.com").unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(app.store.sessions_of_user(&demo.id).unwrap().len(), 1);
+    let location = first.1.unwrap();
+    let code = url::Url::parse(&location)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .unwrap()
+        .1
+        .into_owned();
+    let http = crate::oidc::Http::new(&app);
+    let (status, t) = http.exchange("webapp", &code, redirect).await;
+    assert_eq!(status, 200, "{t}");
+    let (status, _) = http.exchange("webapp", &code, redirect).await;
+    assert_eq!(status, 400, "the code is single use");
+}
+
 per_backend_async!(
+    a_double_submit_of_the_last_step_signs_in_once,
     demo_login_opens_a_session_shown_on_the_account_page,
     wrong_password_and_unknown_user_set_no_session,
     logout_ends_the_session_server_side,

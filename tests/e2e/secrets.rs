@@ -5,6 +5,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use concierge::storage::Store;
 use diesel::prelude::*;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -134,11 +135,27 @@ async fn database_secrets_sign_nothing(b: Backend) {
 
     // The control: the browser the journey belongs to continues it.
     assert!(continue_as(&mut victim, &journey, &sid).await);
-    // Finished: the same step again opens nothing more (single use).
+    // Finished: the same step again (a double submit from the same browser) opens nothing
+    // more: it gets the same answer, the session already opened (issue #17: finishing is
+    // idempotent per browser binding); still one session of the user.
+    let opened = victim.session_cookie();
     let mut again = Browser::new(&app);
     again.cookies = victim.cookies.clone();
     again.cookies.remove("concierge_session");
-    assert!(!continue_as(&mut again, &journey, &sid).await);
+    assert!(continue_as(&mut again, &journey, &sid).await);
+    assert_eq!(
+        again.session_cookie(),
+        opened,
+        "the same session, not a new one"
+    );
+    let demo = app
+        .store
+        .user_by_email(&concierge::domain::Email::parse(DEMO_EMAIL).unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(app.store.sessions_of_user(&demo.id).unwrap().len(), 1);
+    // Another browser with the id only: nothing.
+    assert!(!continue_as(&mut Browser::new(&app), &journey, &sid).await);
 
     // The CSRF key is derived from the sealed root, which needs the key-encryption key.
     let kek = KeyEncryptionKey::new(STANDARD.decode(KEK_B64).unwrap().try_into().unwrap());

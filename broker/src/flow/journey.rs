@@ -327,13 +327,50 @@ impl Journeys {
         }
     }
 
+    /// Ends the journey as read (`loaded.version`), storing its final state (what the journey
+    /// answered, so that a second submit of the same last step gets the same answer): for
+    /// exactly one caller, however many race; the others get [`JourneyError::Finished`] or
+    /// [`JourneyError::Conflict`].
+    pub fn finish_with<S: Serialize>(
+        &self,
+        id: &JourneyId,
+        loaded: &Loaded<S>,
+    ) -> Result<(), JourneyError> {
+        let state = self.encode(&id.hash(), &loaded.state)?;
+        if self.store.finish_login_transaction(
+            &id.hash(),
+            loaded.version,
+            Some(&state),
+            self.clock.now(),
+        )? {
+            return Ok(());
+        }
+        match self.store.login_transaction(&id.hash())? {
+            Some(r) if r.finished_at.is_some() => Err(JourneyError::Finished),
+            Some(_) => Err(JourneyError::Conflict),
+            None => Err(JourneyError::Unknown),
+        }
+    }
+
+    /// The final state of a finished journey that has not expired (`None`: not finished, gone,
+    /// expired or unreadable).
+    pub fn finished<S: DeserializeOwned>(&self, id: &JourneyId) -> Result<Option<S>, JourneyError> {
+        let Some(row) = self.store.login_transaction(&id.hash())? else {
+            return Ok(None);
+        };
+        if row.finished_at.is_none() || row.expires_at <= self.clock.now() {
+            return Ok(None);
+        }
+        Ok(self.decode(&row).ok())
+    }
+
     /// Ends the journey the caller read at `version` (no second read): for exactly one caller,
     /// however many race; the others get [`JourneyError::Finished`] or
     /// [`JourneyError::Conflict`].
     pub fn finish_at(&self, id: &JourneyId, version: i64) -> Result<(), JourneyError> {
         if self
             .store
-            .finish_login_transaction(&id.hash(), version, self.clock.now())?
+            .finish_login_transaction(&id.hash(), version, None, self.clock.now())?
         {
             return Ok(());
         }
@@ -348,10 +385,12 @@ impl Journeys {
     /// (the others get [`JourneyError::Finished`] or [`JourneyError::Conflict`]).
     pub fn finish<S: DeserializeOwned>(&self, id: &JourneyId) -> Result<S, JourneyError> {
         let loaded = self.load::<S>(id)?;
-        if self
-            .store
-            .finish_login_transaction(&id.hash(), loaded.version, self.clock.now())?
-        {
+        if self.store.finish_login_transaction(
+            &id.hash(),
+            loaded.version,
+            None,
+            self.clock.now(),
+        )? {
             Ok(loaded.state)
         } else {
             // Someone finished or changed it in between: tell a replay from a race.

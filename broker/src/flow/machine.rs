@@ -178,6 +178,9 @@ pub struct Journey {
     pub unsolicited: bool,
     /// The user confirmed "continue as X" (an unsolicited sign-in replacing a session).
     pub confirmed: bool,
+    /// What the journey answered when it finished (kept with the finished row, sealed, until it
+    /// expires): a second submit of its last step from the same browser gets the same answer.
+    pub answer: Option<Answer>,
     pub mfa: MfaProgress,
     /// Not stored: the first factor was checked against the account in this very request (so
     /// opening the session need not read the account again).
@@ -201,6 +204,7 @@ impl Journey {
             step_up: None,
             unsolicited: false,
             confirmed: false,
+            answer: None,
             mfa: MfaProgress::default(),
             user_checked: false,
         }
@@ -241,6 +245,17 @@ impl Journey {
         self.who = None;
         self.stage = Stage::LinkProof;
     }
+}
+
+/// A finished journey's answer, kept so that a double submit is answered the same.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Answer {
+    /// The app's redirect URI with its parameters, or the local path.
+    pub to: String,
+    pub form_post: bool,
+    pub params: Vec<(String, String)>,
+    /// The session cookie value set with the answer.
+    pub session: Option<String>,
 }
 
 /// What the policy needs to know about the user's factors (read only when it matters).

@@ -263,6 +263,26 @@ pub struct SignIn {
     pub settings: SignInSettings,
 }
 
+/// Runs a journey step again when it lost a compare-and-swap race on the journey (another
+/// request of the same browser changed it between this one's read and write): the step starts
+/// over from the stored journey, where `accept` and the kept answer decide what it does. Never a
+/// 500 for a race.
+pub async fn retrying<F, Fut>(step: F) -> Result<Outcome, SignInError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<Outcome, SignInError>>,
+{
+    for _ in 0..3 {
+        match step().await {
+            Err(SignInError::Journey(JourneyError::Conflict)) => {
+                tracing::debug!("journey changed concurrently; the step runs again");
+            }
+            other => return other,
+        }
+    }
+    step().await
+}
+
 /// Runs blocking work (storage, plugins) off the async threads.
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, SignInError> + Send + 'static,
@@ -298,6 +318,16 @@ pub enum UpstreamAnswer {
     Redirect(BTreeMap<String, String>),
     /// SAML HTTP-POST: the form.
     Post(BTreeMap<String, String>),
+}
+
+/// A journey named by a request.
+pub(super) enum Resumed {
+    /// Live, and this browser's.
+    Live(JourneyId, Box<Loaded<Journey>>),
+    /// Finished: the answer it gave this browser.
+    Answered(Box<Outcome>),
+    /// Unknown, expired, outdated or another browser's.
+    Gone,
 }
 
 /// Why an answer matched no pending login of this browser (the audit reason).
@@ -390,31 +420,50 @@ impl SignIn {
 
     /// The live journey `raw` of this browser: its id must be well formed and known, and the
     /// browser must hold the binding cookie it was started with.
+    /// The live journey `raw` of this browser; or, when that journey already finished, the
+    /// answer it gave this browser (a double submit of its last step is answered the same).
     pub(super) async fn resume(
         &self,
         browser: &Browser,
         raw: &str,
-    ) -> Result<Option<(JourneyId, Loaded<Journey>)>, SignInError> {
+    ) -> Result<Resumed, SignInError> {
         let Some(id) = JourneyId::parse(raw) else {
-            return Ok(None);
+            return Ok(Resumed::Gone);
         };
         let journeys = self.journeys.clone();
         let id2 = id.clone();
         let loaded = match blocking(move || Ok(journeys.load::<Journey>(&id2)?)).await {
             Ok(l) => l,
+            Err(SignInError::Journey(JourneyError::Finished)) => {
+                return Ok(match self.kept_answer(browser, &id).await? {
+                    Some(out) => Resumed::Answered(Box::new(out)),
+                    None => Resumed::Gone,
+                });
+            }
             // A journey written in another shape (an upgrade in between) restarts too.
             Err(SignInError::Journey(
-                JourneyError::Unknown
-                | JourneyError::Expired
-                | JourneyError::Finished
-                | JourneyError::Outdated,
-            )) => return Ok(None),
+                JourneyError::Unknown | JourneyError::Expired | JourneyError::Outdated,
+            )) => return Ok(Resumed::Gone),
             Err(e) => return Err(e),
         };
         if !self.bound(browser, &loaded.state) {
-            return Ok(None);
+            return Ok(Resumed::Gone);
         }
-        Ok(Some((id, loaded)))
+        Ok(Resumed::Live(id, Box::new(loaded)))
+    }
+
+    /// The answer finished journey `id` gave this browser, if it kept one.
+    pub(super) async fn kept_answer(
+        &self,
+        browser: &Browser,
+        id: &JourneyId,
+    ) -> Result<Option<Outcome>, SignInError> {
+        let (journeys, id) = (self.journeys.clone(), id.clone());
+        let done = blocking(move || Ok(journeys.finished::<Journey>(&id)?)).await?;
+        let Some(j) = done.filter(|j| self.bound(browser, j)) else {
+            return Ok(None);
+        };
+        Ok(j.answer.as_ref().and_then(replay_answer))
     }
 
     fn bound(&self, browser: &Browser, j: &Journey) -> bool {
@@ -579,8 +628,10 @@ impl SignIn {
     /// on unless the form is forced).
     pub async fn show(&self, browser: &Browser, q: LoginQuery) -> Result<Outcome, SignInError> {
         if let Some(raw) = &q.journey {
-            let Some((id, mut loaded)) = self.resume(browser, raw).await? else {
-                return Ok(Outcome::expired());
+            let (id, mut loaded) = match self.resume(browser, raw).await? {
+                Resumed::Live(id, l) => (id, *l),
+                Resumed::Answered(out) => return Ok(*out),
+                Resumed::Gone => return Ok(Outcome::expired()),
             };
             return self.drive(browser, &id, &mut loaded).await;
         }
@@ -645,8 +696,9 @@ impl SignIn {
             (id, loaded)
         } else {
             match self.resume(browser, journey).await? {
-                Some(x) => x,
-                None => return Ok(Outcome::expired()),
+                Resumed::Live(id, l) => (id, *l),
+                Resumed::Answered(out) => return Ok(*out),
+                Resumed::Gone => return Ok(Outcome::expired()),
             }
         };
         let browser = &bound_to(browser, new_binding.as_deref());
@@ -804,8 +856,9 @@ impl SignIn {
         let mut new_binding = None;
         let (id, mut loaded) = match journey {
             Some(raw) => match self.resume(browser, raw).await? {
-                Some(x) => x,
-                None => return Ok(Outcome::expired()),
+                Resumed::Live(id, l) => (id, *l),
+                Resumed::Answered(out) => return Ok(*out),
+                Resumed::Gone => return Ok(Outcome::expired()),
             },
             None => {
                 let local = local_target(return_to);
@@ -1211,8 +1264,10 @@ impl SignIn {
         raw: &str,
         sid: &str,
     ) -> Result<Outcome, SignInError> {
-        let Some((id, mut loaded)) = self.resume(browser, raw).await? else {
-            return Ok(Outcome::message(400, "error_session_limit_ticket"));
+        let (id, mut loaded) = match self.resume(browser, raw).await? {
+            Resumed::Live(id, l) => (id, *l),
+            Resumed::Answered(out) => return Ok(*out),
+            Resumed::Gone => return Ok(Outcome::message(400, "error_session_limit_ticket")),
         };
         if !machine::accept(&loaded.state, Step::EndSession) {
             return self.stale(browser, &id, &mut loaded).await;
@@ -1244,8 +1299,10 @@ impl SignIn {
     /// `POST /login/continue`: the user confirmed that an unsolicited sign-in replaces the
     /// session this browser had.
     pub async fn continue_as(&self, browser: &Browser, raw: &str) -> Result<Outcome, SignInError> {
-        let Some((id, mut loaded)) = self.resume(browser, raw).await? else {
-            return Ok(Outcome::expired());
+        let (id, mut loaded) = match self.resume(browser, raw).await? {
+            Resumed::Live(id, l) => (id, *l),
+            Resumed::Answered(out) => return Ok(*out),
+            Resumed::Gone => return Ok(Outcome::expired()),
         };
         if !machine::accept(&loaded.state, Step::Continue) {
             return self.stale(browser, &id, &mut loaded).await;
@@ -1440,13 +1497,16 @@ impl SignIn {
             else {
                 return Ok(Outcome::expired());
             };
-            self.finish(id, loaded.version).await?;
             let store = Arc::clone(&self.store);
             let amr = crate::flow::mfa::merge_amr(&current.amr, &who.amr());
             let mut record = current.clone();
             record.amr = amr.clone();
             blocking(move || Ok(store.set_session_amr(&sid, &amr)?)).await?;
-            return self.answer(&loaded.state, app, &record, vec![]).await;
+            let out = self.answer(&loaded.state, app, &record, vec![]).await?;
+            let (out, _) = self
+                .finish_answering(browser, id, loaded, out, None)
+                .await?;
+            return Ok(out);
         }
         let ctx = self.context(browser, app.as_ref().map(|a| a.client.as_ref()));
         let user_checked = loaded.state.user_checked;
@@ -1517,24 +1577,63 @@ impl SignIn {
             }
             Err(e) => return Err(e.into()),
         };
-        // Single use: of two completions racing, one finishes; the other's session goes.
-        if let Err(e) = self.finish(id, loaded.version).await {
-            let (provider, r) = (Arc::clone(&self.provider), record.clone());
-            blocking(move || {
-                provider
-                    .end_session_record(&r, "journey_replayed")
-                    .map_err(SignInError::internal)
-            })
+        let out = self
+            .answer(
+                &loaded.state,
+                app,
+                &record,
+                vec![CookieOp::Session(token.clone())],
+            )
             .await?;
-            return match e {
-                SignInError::Journey(_) => Ok(Outcome::expired()),
-                other => Err(other),
-            };
+        let (out, won) = self
+            .finish_answering(browser, id, loaded, out, Some((&token, &record)))
+            .await?;
+        if won {
+            self.keep_after_sign_in(&loaded.state, &record).await?;
+            tracing::info!(user_id = %record.user_id, upstream = %record.upstream, "login succeeded");
         }
-        self.keep_after_sign_in(&loaded.state, &record).await?;
-        tracing::info!(user_id = %record.user_id, upstream = %record.upstream, "login succeeded");
-        self.answer(&loaded.state, app, &record, vec![CookieOp::Session(token)])
-            .await
+        Ok(out)
+    }
+
+    /// Finishes the journey (single use) with `out` kept as its answer. Of two completions
+    /// racing (a double submit), one finishes; the other's session (`opened`) ends and it answers
+    /// what the winner answered this browser, so the user sees the same page either way.
+    /// Also says whether this request finished the journey.
+    async fn finish_answering(
+        &self,
+        browser: &Browser,
+        id: &JourneyId,
+        loaded: &mut Loaded<Journey>,
+        out: Outcome,
+        opened: Option<(&SessionToken, &SessionRecord)>,
+    ) -> Result<(Outcome, bool), SignInError> {
+        let mut done = loaded.clone();
+        done.state.answer = keep_answer(&out, opened.map(|(t, _)| t));
+        let (journeys, id2, copy) = (self.journeys.clone(), id.clone(), done.clone());
+        match blocking(move || Ok(journeys.finish_with(&id2, &copy)?)).await {
+            Ok(()) => {
+                *loaded = done;
+                Ok((out, true))
+            }
+            Err(e) => {
+                if let Some((_, record)) = opened {
+                    let (provider, r) = (Arc::clone(&self.provider), record.clone());
+                    blocking(move || {
+                        provider
+                            .end_session_record(&r, "journey_replayed")
+                            .map_err(SignInError::internal)
+                    })
+                    .await?;
+                }
+                if let Some(same) = self.kept_answer(browser, id).await? {
+                    return Ok((same, false));
+                }
+                match e {
+                    SignInError::Journey(_) => Ok((Outcome::expired(), false)),
+                    other => Err(other),
+                }
+            }
+        }
     }
 
     /// What the journey leaves behind once the session exists: the upstream link proven in it,
@@ -1759,6 +1858,57 @@ impl SignIn {
             params,
         }))
     }
+}
+
+/// What a finished journey keeps of its answer (the app's redirect or the local path, and the
+/// session cookie it set), so that a double submit is answered the same.
+fn keep_answer(out: &Outcome, session: Option<&SessionToken>) -> Option<machine::Answer> {
+    let session = session.map(|t| t.as_cookie_value().to_owned());
+    match &out.next {
+        Next::App(a) => Some(machine::Answer {
+            to: a.redirect_uri.to_string(),
+            form_post: a.form_post,
+            params: a
+                .params
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect(),
+            session,
+        }),
+        Next::Redirect(path) => Some(machine::Answer {
+            to: path.clone(),
+            form_post: false,
+            params: vec![],
+            session,
+        }),
+        _ => None,
+    }
+}
+
+/// The outcome a kept answer stands for.
+fn replay_answer(a: &machine::Answer) -> Option<Outcome> {
+    const KEYS: [&str; 5] = ["code", "state", "iss", "error", "error_description"];
+    let mut out = if a.to.starts_with('/') && a.params.is_empty() {
+        Outcome::new(Next::Redirect(a.to.clone()))
+    } else {
+        let redirect_uri = Url::parse(&a.to).ok()?;
+        let params = a
+            .params
+            .iter()
+            .map(|(k, v)| KEYS.iter().find(|x| **x == k).map(|x| (*x, v.clone())))
+            .collect::<Option<Vec<_>>>()?;
+        let mut out = Outcome::new(Next::App(AppAnswer {
+            redirect_uri: redirect_uri.clone(),
+            form_post: a.form_post,
+            params,
+        }));
+        out.hops.push(Hop::Url(redirect_uri));
+        out
+    };
+    if let Some(s) = &a.session {
+        out = out.with_cookie(CookieOp::Session(SessionToken::from_kept(s.clone())));
+    }
+    Some(out)
 }
 
 /// A local return path (checked once, here), or `/account`.

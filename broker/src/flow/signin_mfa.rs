@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::journey::{JourneyId, Loaded};
 use super::machine::{self, FactorFacts, Journey, Proven, Stage};
-use super::signin::{Browser, Next, Notice, Outcome, SignIn, SignInError, View, blocking};
+use super::signin::{Browser, Next, Notice, Outcome, Resumed, SignIn, SignInError, View, blocking};
 use crate::audit::{Event, EventKind};
 use crate::domain::{Locale, UserId};
 use crate::mfa::{EnrollOutcome, FactorStatus, FactorUser, MfaError, VerifyOutcome};
@@ -36,8 +36,10 @@ impl SignIn {
         raw: &str,
         event: machine::Event<'_>,
     ) -> Result<Result<(JourneyId, Loaded<Journey>, Proven), Outcome>, SignInError> {
-        let Some((id, mut loaded)) = self.resume(browser, raw).await? else {
-            return Ok(Err(Outcome::expired()));
+        let (id, mut loaded) = match self.resume(browser, raw).await? {
+            Resumed::Live(id, l) => (id, *l),
+            Resumed::Answered(out) => return Ok(Err(*out)),
+            Resumed::Gone => return Ok(Err(Outcome::expired())),
         };
         if !machine::accept(&loaded.state, event) {
             return Ok(Err(self.stale(browser, &id, &mut loaded).await?));
@@ -153,6 +155,11 @@ impl SignIn {
                 self.drive(browser, &id, &mut loaded).await
             }
             Step::Verify(Ok(VerifyOutcome::Rejected { message })) => {
+                // A double submit whose twin finished the journey (and spent the code): the
+                // same answer, not an error.
+                if let Some(same) = self.kept_answer(browser, &id).await? {
+                    return Ok(same);
+                }
                 self.audit_mfa(
                     browser,
                     &loaded.state,
@@ -263,8 +270,10 @@ impl SignIn {
 
     /// `POST /login/mfa/continue`: after the recovery codes were shown.
     pub async fn mfa_continue(&self, browser: &Browser, raw: &str) -> Result<Outcome, SignInError> {
-        let Some((id, mut loaded)) = self.resume(browser, raw).await? else {
-            return Ok(Outcome::expired());
+        let (id, mut loaded) = match self.resume(browser, raw).await? {
+            Resumed::Live(id, l) => (id, *l),
+            Resumed::Answered(out) => return Ok(*out),
+            Resumed::Gone => return Ok(Outcome::expired()),
         };
         if !machine::accept(&loaded.state, machine::Event::CodesSeen) {
             return self.stale(browser, &id, &mut loaded).await;

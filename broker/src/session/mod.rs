@@ -33,6 +33,10 @@ impl SessionToken {
     pub fn as_cookie_value(&self) -> &str {
         &self.0
     }
+    /// A token kept sealed elsewhere (a finished journey's answer), as it was issued.
+    pub fn from_kept(value: String) -> Self {
+        Self(value)
+    }
     /// The storage key of a cookie value, or `None` if it cannot be one of ours.
     pub fn key_of(cookie_value: &str) -> Option<SessionKey> {
         if cookie_value.len() != 43 {

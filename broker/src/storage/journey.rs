@@ -46,6 +46,7 @@ pub trait JourneyStore: Send + Sync {
         &self,
         id_hash: &[u8; 32],
         expected: i64,
+        state: Option<&str>,
         now: UnixTime,
     ) -> Result<bool, StorageError>;
 

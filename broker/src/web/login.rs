@@ -12,6 +12,7 @@ use super::{AppState, render};
 use crate::domain::SecretString;
 use crate::error::WebError;
 use crate::flow::signin::LoginQuery;
+use crate::flow::signin::retrying;
 
 #[derive(Debug, Deserialize)]
 pub struct ShowQuery {
@@ -76,16 +77,17 @@ pub async fn submit(
 ) -> Result<HttpResponse, WebError> {
     let form = form.into_inner();
     state.csrf.verify(&req, &state.cookies, &form.csrf_token)?;
-    let out = state
-        .signin
-        .password(
-            &posted_browser(&state, &req),
+    let browser = posted_browser(&state, &req);
+    let out = retrying(|| {
+        state.signin.password(
+            &browser,
             &form.journey,
             form.return_to.as_deref(),
             &form.email,
-            form.password,
+            form.password.clone(),
         )
-        .await?;
+    })
+    .await?;
     respond(&state, &req, out).await
 }
 
@@ -107,10 +109,8 @@ pub async fn end_one_and_continue(
 ) -> Result<HttpResponse, WebError> {
     let form = form.into_inner();
     state.csrf.verify(&req, &state.cookies, &form.csrf_token)?;
-    let out = state
-        .signin
-        .end_one(&posted_browser(&state, &req), &form.journey, &form.sid)
-        .await?;
+    let browser = posted_browser(&state, &req);
+    let out = retrying(|| state.signin.end_one(&browser, &form.journey, &form.sid)).await?;
     respond(&state, &req, out).await
 }
 
@@ -130,10 +130,8 @@ pub async fn continue_as(
 ) -> Result<HttpResponse, WebError> {
     let form = form.into_inner();
     state.csrf.verify(&req, &state.cookies, &form.csrf_token)?;
-    let out = state
-        .signin
-        .continue_as(&posted_browser(&state, &req), &form.journey)
-        .await?;
+    let browser = posted_browser(&state, &req);
+    let out = retrying(|| state.signin.continue_as(&browser, &form.journey)).await?;
     respond(&state, &req, out).await
 }
 

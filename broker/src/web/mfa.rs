@@ -9,6 +9,7 @@ use super::AppState;
 use super::form::StrictForm;
 use super::outcome::{browser, posted_browser, respond};
 use crate::error::WebError;
+use crate::flow::signin::retrying;
 
 #[derive(Debug, Deserialize)]
 pub struct ChooseForm {
@@ -31,15 +32,16 @@ pub async fn choose(
 ) -> Result<HttpResponse, WebError> {
     let form = form.into_inner();
     state.csrf.verify(&req, &state.cookies, &form.csrf_token)?;
-    let out = state
-        .signin
-        .mfa_choose(
-            &posted_browser(&state, &req),
+    let browser = posted_browser(&state, &req);
+    let out = retrying(|| {
+        state.signin.mfa_choose(
+            &browser,
             &form.journey,
             &form.factor,
             form.action == "enroll",
         )
-        .await?;
+    })
+    .await?;
     respond(&state, &req, out).await
 }
 
@@ -61,10 +63,8 @@ pub async fn answer(
         .csrf
         .verify(&req, &state.cookies, &get("csrf_token"))?;
     let journey = get("journey");
-    let out = state
-        .signin
-        .mfa_answer(&posted_browser(&state, &req), &journey, pairs)
-        .await?;
+    let browser = posted_browser(&state, &req);
+    let out = retrying(|| state.signin.mfa_answer(&browser, &journey, pairs.clone())).await?;
     respond(&state, &req, out).await
 }
 
@@ -86,10 +86,8 @@ pub async fn continue_after_codes(
 ) -> Result<HttpResponse, WebError> {
     let form = form.into_inner();
     state.csrf.verify(&req, &state.cookies, &form.csrf_token)?;
-    let out = state
-        .signin
-        .mfa_continue(&posted_browser(&state, &req), &form.journey)
-        .await?;
+    let browser = posted_browser(&state, &req);
+    let out = retrying(|| state.signin.mfa_continue(&browser, &form.journey)).await?;
     respond(&state, &req, out).await
 }
 
@@ -101,10 +99,13 @@ pub async fn recovery(
 ) -> Result<HttpResponse, WebError> {
     let form = form.into_inner();
     state.csrf.verify(&req, &state.cookies, &form.csrf_token)?;
-    let out = state
-        .signin
-        .mfa_recovery(&posted_browser(&state, &req), &form.journey, &form.code)
-        .await?;
+    let browser = posted_browser(&state, &req);
+    let out = retrying(|| {
+        state
+            .signin
+            .mfa_recovery(&browser, &form.journey, &form.code)
+    })
+    .await?;
     respond(&state, &req, out).await
 }
 

@@ -98,21 +98,25 @@ impl JourneyStore for DieselStore {
         &self,
         id_hash: &[u8; 32],
         expected: i64,
+        state: Option<&str>,
         now: UnixTime,
     ) -> Result<bool, StorageError> {
         let n = with_conn!(write self, |c| {
-            diesel::update(
-                lt::table
-                    .find(&id_hash[..])
-                    .filter(lt::version.eq(expected))
-                    .filter(lt::finished_at.is_null()),
-            )
-            .set((
+            let target = lt::table
+                .find(&id_hash[..])
+                .filter(lt::version.eq(expected))
+                .filter(lt::finished_at.is_null());
+            let done = (
                 lt::version.eq(expected.saturating_add(1)),
                 lt::finished_at.eq(Some(now)),
                 lt::updated_at.eq(now),
-            ))
-            .execute(c)
+            );
+            match state {
+                Some(s) => diesel::update(target)
+                    .set((done, lt::state.eq(s)))
+                    .execute(c),
+                None => diesel::update(target).set(done).execute(c),
+            }
             .map_err(query_err)
         })?;
         Ok(n == 1)
