@@ -110,6 +110,7 @@ fn new_mfa(url: &DatabaseUrl, dir: &Path) -> (Mfa, FactorUser, Arc<ManualClock>)
         disabled: false,
         created_at: START,
         updated_at: START,
+        tokens_valid_after: 0,
     };
     store.insert_user(&user).unwrap();
     let mfa = Mfa::new(

@@ -26,6 +26,7 @@ fn setup(url: DatabaseUrl) -> (SessionManager, Vec<SessionToken>) {
         disabled: false,
         created_at: 0,
         updated_at: 0,
+        tokens_valid_after: 0,
     };
     store.insert_user(&user).unwrap();
     let settings = Settings::load(None, Vec::<(String, String)>::new()).unwrap();

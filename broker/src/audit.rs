@@ -31,6 +31,8 @@ pub enum EventKind {
     /// A challenge was started (code sent, page shown).
     MfaChallenged,
     MfaSucceeded,
+    /// A factor was removed by its user (reason: the plugin id).
+    MfaRemoved,
     /// A wrong, expired or reused answer, or a plugin failure (reason: `plugin:why`).
     MfaFailed,
     MfaLockedOut,
@@ -39,7 +41,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 19] = [
+    pub const ALL: [EventKind; 20] = [
         Self::LoginSucceeded,
         Self::LoginFailed,
         Self::SessionCreated,
@@ -56,6 +58,7 @@ impl EventKind {
         Self::MfaEnrolled,
         Self::MfaChallenged,
         Self::MfaSucceeded,
+        Self::MfaRemoved,
         Self::MfaFailed,
         Self::MfaLockedOut,
         Self::PluginReloaded,
@@ -79,6 +82,7 @@ impl EventKind {
             Self::MfaEnrolled => "mfa_enrolled",
             Self::MfaChallenged => "mfa_challenged",
             Self::MfaSucceeded => "mfa_succeeded",
+            Self::MfaRemoved => "mfa_removed",
             Self::MfaFailed => "mfa_failed",
             Self::MfaLockedOut => "mfa_locked_out",
             Self::PluginReloaded => "plugin_reloaded",

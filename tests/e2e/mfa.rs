@@ -16,8 +16,9 @@ use crate::helpers::{Browser, Page, START, TestApp, spawn_provider_with};
 use crate::oidc::{Http, authorize_path_with, code_for_with, verify_with_jwks};
 use crate::per_backend_async;
 use crate::support::Backend;
+use concierge::clock::Clock;
 use concierge::startup::{DEMO_EMAIL, DEMO_PASSWORD};
-use concierge::storage::Store;
+use concierge::storage::{MfaStore, Store};
 
 /// Where the built plugins are (`plugins/build.sh` writes them).
 fn plugin_dir() -> PathBuf {
@@ -715,6 +716,144 @@ async fn a_get_never_sends_a_challenge(b: Backend) {
         back.starts_with(redirect) && back.contains("code="),
         "{back}"
     );
+}
+
+/// Issue #17, item 11 (and the newcomer's report): a user who signed in with an email code
+/// (MFA required, email and TOTP plugins) manages factors from the account page: with that
+/// fresh second factor they add a TOTP authenticator (its secret checked with oathtool), which
+/// raises nothing they did not prove and lands back on the account page; the next sign-in offers
+/// it. Later (the proof no longer fresh) the page asks to prove a factor again before anything
+/// can be added or removed; after the proof the TOTP factor is removed (audited), the email
+/// factor, needed by the policy, stays, and the user's session keeps working.
+async fn factors_are_managed_from_the_account_page(b: Backend) {
+    let smtp = smtp_sink();
+    let email = manifest(
+        "email-otp",
+        &plugin("email-otp.wasm"),
+        &["clock", "random", "state", "email"],
+        "",
+    );
+    let more = format!(
+        "step_ttl = \"30m\"\n[mfa.smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\nfrom = \"Concierge <no-reply@concierge.test>\"\n",
+        smtp.port
+    );
+    let plugins = format!("{email}\n{}", totp_manifest());
+    let config = format!(
+        "{}\n{}",
+        mfa_config("required", &plugins, &more),
+        crate::control::OPS_CLIENTS
+    );
+    let Some(app) = spawn_provider_with(b, &[], &config).await else {
+        return;
+    };
+    let mut br = Browser::new(&app);
+    let page = br.login(DEMO_EMAIL, DEMO_PASSWORD).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    // The email code (the only usable factor: pressed, sent, answered).
+    let page = if page.has_form("/login/mfa/answer") {
+        page
+    } else {
+        choose(&mut br, &page, "email-otp", "challenge").await
+    };
+    let mail = smtp.message(1).await;
+    let code = six_digits(mail.split("\r\n\r\n").nth(1).unwrap_or(&mail));
+    let done = answer(&mut br, &page, &[("code", &code)]).await;
+    let (_, account) = br.follow(done).await;
+    assert_eq!(account.status, 200, "{}", account.body);
+    assert!(
+        account.body.contains("href=\"/account/factors\""),
+        "{}",
+        account.body
+    );
+
+    // From the account page: TOTP can be added at once (the email code was just proven).
+    let manage = br.get("/account/factors").await;
+    assert_eq!(manage.status, 200, "{}", manage.body);
+    assert!(
+        manage
+            .body
+            .contains("class=\"button enroll\" data-factor=\"totp\""),
+        "the account page offers to add TOTP: {}",
+        manage.body
+    );
+    assert_eq!(smtp.count().await, 1, "opening the page sent nothing");
+    let page = choose(&mut br, &manage, "totp", "enroll").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let secret = text_of(&page, "mfa-secret");
+    let at = app.clock.now();
+    let page = answer(&mut br, &page, &[("code", &oathtool(&secret, at))]).await;
+    let page = if page.has_form("/login/mfa/continue") {
+        br.submit(&page, "/login/mfa/continue", &[]).await
+    } else {
+        page
+    };
+    assert_eq!(page.status, 303, "{}", page.body);
+    assert_eq!(page.location.as_deref(), Some("/account"));
+    let enrolments = |app: &TestApp| {
+        let demo = app
+            .store
+            .user_by_email(&concierge::domain::Email::parse(DEMO_EMAIL).unwrap())
+            .unwrap()
+            .unwrap();
+        app.store
+            .mfa_enrollments(&demo.id)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.plugin_id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(enrolments(&app), ["totp"]);
+    // The next sign-in offers it.
+    app.clock.advance(60);
+    let mut next = Browser::new(&app);
+    let page = next.login(DEMO_EMAIL, DEMO_PASSWORD).await;
+    assert!(
+        page.body.contains("data-factor=\"totp\""),
+        "the next sign-in offers TOTP: {}",
+        page.body
+    );
+
+    // Ten minutes later the proof is old: nothing can be added or removed before a new one.
+    app.clock.advance(600);
+    let manage = br.get("/account/factors").await;
+    assert_eq!(manage.status, 200, "{}", manage.body);
+    assert!(
+        !manage.body.contains("class=\"button enroll\""),
+        "{}",
+        manage.body
+    );
+    assert!(
+        !manage.body.contains("/login/mfa/remove"),
+        "{}",
+        manage.body
+    );
+    let forced = br
+        .submit(
+            &manage,
+            "/login/mfa/choose",
+            &[("factor", "sms-otp"), ("action", "enroll")],
+        )
+        .await;
+    assert_ne!(forced.status, 200, "{}", forced.body);
+    let page = totp_challenge(&mut br, manage).await;
+    let page = answer(
+        &mut br,
+        &page,
+        &[("code", &oathtool(&secret, app.clock.now()))],
+    )
+    .await;
+    assert_eq!(page.status, 200, "back at the choice: {}", page.body);
+    assert!(page.body.contains("/login/mfa/remove"), "{}", page.body);
+    let removed = br
+        .submit(&page, "/login/mfa/remove", &[("factor", "totp")])
+        .await;
+    assert_eq!(removed.status, 200, "{}", removed.body);
+    assert!(enrolments(&app).is_empty());
+    let events = crate::control::audit_events(&app, "mfa_removed").await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["reason"], "totp");
+    assert_eq!(br.get("/account").await.status, 200, "still signed in");
+    assert_eq!(next.get("/login").await.status, 200);
 }
 
 /// A small SMS gateway: records each request's JSON body and Authorization header.
@@ -1437,6 +1576,7 @@ fn config_check_refuses_secrets_sent_in_clear() {
 }
 
 per_backend_async!(
+    factors_are_managed_from_the_account_page,
     a_get_never_sends_a_challenge,
     totp_enrolment_sign_in_lockout_replay_and_recovery,
     email_codes_through_a_real_smtp_server,

@@ -46,7 +46,6 @@ pub enum FlowError {
     /// The user is at the session limit and the policy is to let them choose one to end.
     #[error("the user is at the session limit")]
     SessionLimit {
-        who: Authenticated,
         /// The live sessions that count against the limit, oldest first.
         sessions: Vec<SessionRecord>,
     },
@@ -205,7 +204,7 @@ pub fn open_session(
             record,
             evicted,
         } => (token, *record, evicted),
-        Opened::Full(sessions) => return Err(FlowError::SessionLimit { who, sessions }),
+        Opened::Full(sessions) => return Err(FlowError::SessionLimit { sessions }),
     };
     for oldest in &evicted {
         tracing::info!(user_id = %oldest.user_id, sid = %oldest.sid, reason = "session_limit", "oldest session ended");

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::clock::UnixTime;
 use crate::domain::evidence::{self, Proof};
 use crate::domain::policy::MfaRequirement;
-use crate::flow::mfa as policy;
+use crate::flow::policy;
 use crate::mfa::host::Form;
 use crate::provider::authorize::StoredRequest;
 use crate::upstream::UpstreamSession;
@@ -129,6 +129,8 @@ pub enum Event<'a> {
     EndSession,
     /// "Continue as X" confirmed.
     Continue,
+    /// Remove an enrolled factor (a journey started to manage factors).
+    RemoveFactor,
 }
 
 /// Whether `event` is valid for the journey at its current stage.
@@ -151,6 +153,9 @@ pub fn accept(j: &Journey, event: Event<'_>) -> bool {
         (Stage::Mfa, Event::CodesSeen) => j.mfa.awaiting_codes_ack.is_some(),
         (Stage::SessionLimit, Event::EndSession) => j.who.is_some() && j.mfa.satisfied,
         (Stage::ContinueAs, Event::Continue) => j.who.is_some(),
+        (Stage::Mfa, Event::RemoveFactor) => {
+            j.manage && j.who.is_some() && j.mfa.awaiting_codes_ack.is_none()
+        }
         _ => false,
     }
 }
@@ -178,6 +183,11 @@ pub struct Journey {
     pub unsolicited: bool,
     /// The user confirmed "continue as X" (an unsolicited sign-in replacing a session).
     pub confirmed: bool,
+    /// Started from the account page to manage factors: every factor is offered whatever the
+    /// session's level, adding or removing one needs a second factor proven within
+    /// [`REPROOF_SECS`], and proving one does not end the journey.
+    #[serde(default)]
+    pub manage: bool,
     /// What the journey answered when it finished (kept with the finished row, sealed, until it
     /// expires): a second submit of its last step from the same browser gets the same answer.
     pub answer: Option<Answer>,
@@ -204,6 +214,7 @@ impl Journey {
             step_up: None,
             unsolicited: false,
             confirmed: false,
+            manage: false,
             answer: None,
             mfa: MfaProgress::default(),
             user_checked: false,
@@ -369,6 +380,34 @@ pub fn next(j: &Journey, routed: impl Fn(&str) -> Option<String>) -> Want {
 /// stolen password could enrol the thief's own authenticator and pass as MFA.
 pub fn may_enroll(who: &Proven, any_enrolled: bool) -> bool {
     who.level() >= 2 || !any_enrolled
+}
+
+/// How recent a second factor must be to add or remove one from the account page.
+pub const REPROOF_SECS: i64 = 300;
+
+/// Whether the user may add or remove a factor from the account page now: one with no factor
+/// yet, or one who proved a factor here within [`REPROOF_SECS`] (a session's old second factor is
+/// not enough: a borrowed unlocked browser must not add the borrower's authenticator).
+pub fn may_manage(who: &Proven, any_enrolled: bool, now: UnixTime) -> bool {
+    !any_enrolled
+        || who.evidence.iter().any(|p| {
+            p.source == crate::domain::evidence::Source::Local
+                && crate::domain::auth::SECOND_FACTOR_AMR.contains(&p.method.as_str())
+                && p.at >= now.saturating_sub(REPROOF_SECS)
+        })
+}
+
+/// A factor proven again in a journey that manages factors: its methods join the evidence, the
+/// journey stays at the choice (now allowed to add or remove one).
+pub fn factor_reproven(j: &mut Journey, amr: &[String], at: UnixTime) {
+    if let Some(who) = &mut j.who {
+        for m in amr {
+            who.evidence.push(Proof::local(m.clone(), at));
+        }
+    }
+    j.mfa.factor = None;
+    j.mfa.form = None;
+    j.mfa.enrolling = false;
 }
 
 /// A factor was proven here at `at`: its methods join the evidence.
@@ -623,6 +662,31 @@ mod tests {
         assert!(!may_enroll(&claimed, true));
     }
 
+    #[test]
+    fn managing_factors_needs_a_recent_factor_proven_here() {
+        let mut who = pwd("u");
+        assert!(may_manage(&who, false, 1_000), "nothing enrolled yet");
+        assert!(!may_manage(&who, true, 1_000));
+        // The session's second factor, an hour old: not enough.
+        who.evidence.push(Proof::local("otp", 1_000 - 3_600));
+        assert!(!may_manage(&who, true, 1_000));
+        // An upstream's word: never.
+        who.evidence
+            .extend(Proof::from_upstream("corp", &["otp".into()], true, 1_000));
+        assert!(!may_manage(&who, true, 1_000));
+        let mut j = Journey::new(Target::Local("/account".into()));
+        j.first_factor(who, None);
+        j.manage = true;
+        factor_reproven(&mut j, &["otp".into(), "mfa".into()], 990);
+        assert!(!j.mfa.satisfied, "the journey stays at the choice");
+        assert!(may_manage(j.who.as_ref().unwrap(), true, 1_000));
+        assert!(!may_manage(
+            j.who.as_ref().unwrap(),
+            true,
+            990 + REPROOF_SECS + 1
+        ));
+    }
+
     /// Every event outside the stage that expects it is refused.
     #[test]
     fn accept_refuses_every_event_outside_its_stage() {
@@ -637,6 +701,7 @@ mod tests {
             Event::CodesSeen,
             Event::EndSession,
             Event::Continue,
+            Event::RemoveFactor,
         ];
         let fresh = Journey::new(app(None));
         let mut at_upstream = fresh.clone();
@@ -673,6 +738,8 @@ mod tests {
         limit.stage = Stage::SessionLimit;
         let mut cont = choosing.clone();
         cont.stage = Stage::ContinueAs;
+        let mut managing = choosing.clone();
+        managing.manage = true;
         let allowed: &[(&Journey, &[Event])] = &[
             (&fresh, &[Event::Password, Event::UpstreamStart("corp")]),
             (
@@ -696,6 +763,14 @@ mod tests {
             (&codes, &[Event::CodesSeen]),
             (&limit, &[Event::EndSession]),
             (&cont, &[Event::Continue]),
+            (
+                &managing,
+                &[
+                    Event::ChooseFactor,
+                    Event::RecoveryCode,
+                    Event::RemoveFactor,
+                ],
+            ),
         ];
         for (j, ok) in allowed {
             for e in events {

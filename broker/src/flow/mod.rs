@@ -1,13 +1,20 @@
-//! Owns the login state machine: an upstream's [`Identity`](crate::upstream::Identity) becomes a
-//! broker user and a first-party session. Pure of HTTP; time and randomness come from the
-//! session manager it is given.
+//! Owns the login state machine: a start (how a journey begins), its steps (what the browser
+//! proves), the factors, and an answer (what the journey ends with), around one server-side
+//! journey record. Pure of HTTP; time and randomness come in. How to add a start, a step, a
+//! factor or an answer: `docs/architecture.md`, "The sign-in journey".
 
 pub mod admin;
+pub mod answer;
+pub mod binding;
+pub mod contract;
+pub mod drive;
+pub mod finish;
 pub mod journey;
 pub mod login;
 pub mod logout;
 pub mod machine;
-pub mod mfa;
+pub mod policy;
 pub mod signin;
-mod signin_mfa;
 pub mod signout;
+pub mod start;
+pub mod step;

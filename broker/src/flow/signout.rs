@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use super::signin::{Browser, CookieOp, Hop, Next, Outcome, SignIn, SignInError, View, blocking};
+use super::contract::{Browser, CookieOp, Hop, Next, Outcome, View};
+use super::signin::{SignIn, SignInError, blocking};
 use crate::audit::{Event, EventKind};
 use crate::storage::{LogoutContinuation, UpstreamSessionRecord};
 use crate::upstream::{Connector, UpstreamSession};
@@ -149,7 +150,7 @@ impl SignIn {
             let (sessions, provider) = (Arc::clone(&self.sessions), Arc::clone(&self.provider));
             blocking(move || {
                 super::logout::end_session(&sessions, &provider, &cookie, reason)
-                    .map_err(SignInError::internal_of)
+                    .map_err(SignInError::internal)
             })
             .await?;
         }
@@ -186,7 +187,7 @@ impl SignIn {
                     .settings
                     .public_url
                     .join(&format!("/upstream/{id}/logged-out"))
-                    .map_err(SignInError::internal_of)?;
+                    .map_err(SignInError::internal)?;
                 c.logout_url(&session, &back, &relay)
                     .await
                     .map(|u| u.map(|u| (u, String::new())))
@@ -297,7 +298,7 @@ impl SignIn {
                 if let Some(record) = store.session_by_sid(&s.sid)? {
                     provider
                         .end_session_record(&record, "upstream_logout")
-                        .map_err(SignInError::internal_of)?;
+                        .map_err(SignInError::internal)?;
                     ended += 1;
                     own_ended |= own_sid.as_deref() == Some(s.sid.as_str());
                 }

@@ -135,7 +135,7 @@ pub async fn show(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
     use super::form_targets::form_targets;
     form_targets(
         &state,
-        &[crate::flow::signin::Hop::UpstreamLogout(r.sid.clone())],
+        &[crate::flow::contract::Hop::UpstreamLogout(r.sid.clone())],
     )
     .await?
     .apply(&mut res);

@@ -12,7 +12,7 @@ use url::Url;
 
 use super::AppState;
 use crate::error::WebError;
-use crate::flow::signin::Hop;
+use crate::flow::contract::Hop;
 use crate::upstream::Connector;
 
 /// The sources a page's forms may lead to: always this site (`'self'`), plus exact origins

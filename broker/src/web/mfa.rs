@@ -127,3 +127,40 @@ pub async fn step_up(
         .await?;
     respond(&state, &req, out).await
 }
+
+#[derive(Debug, Deserialize)]
+pub struct RemoveForm {
+    #[serde(default)]
+    csrf_token: String,
+    #[serde(default)]
+    journey: String,
+    #[serde(default)]
+    factor: String,
+}
+
+/// `POST /login/mfa/remove`: remove a factor (a journey that manages factors).
+pub async fn remove(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    form: StrictForm<RemoveForm>,
+) -> Result<HttpResponse, WebError> {
+    let form = form.into_inner();
+    state.csrf.verify(&req, &state.cookies, &form.csrf_token)?;
+    let browser = posted_browser(&state, &req);
+    let out = retrying(|| {
+        state
+            .signin
+            .mfa_remove(&browser, &form.journey, &form.factor)
+    })
+    .await?;
+    respond(&state, &req, out).await
+}
+
+/// `GET /account/factors`: manage second factors (list, prove one again, add, remove).
+pub async fn manage(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, WebError> {
+    let out = state.signin.manage_factors(&browser(&state, &req)).await?;
+    respond(&state, &req, out).await
+}

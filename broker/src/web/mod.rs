@@ -125,6 +125,8 @@ pub fn routes(cfg: &mut web::ServiceConfig, max_form_bytes: usize) {
                 .route(web::post().to(login::end_one_and_continue)),
         )
         .service(web::resource("/login/continue").route(web::post().to(login::continue_as)))
+        .service(web::resource("/login/mfa/remove").route(web::post().to(mfa::remove)))
+        .service(web::resource("/account/factors").route(web::get().to(mfa::manage)))
         .service(web::resource("/login/mfa/choose").route(web::post().to(mfa::choose)))
         .service(web::resource("/login/mfa/answer").route(web::post().to(mfa::answer)))
         .service(web::resource("/login/mfa/recovery").route(web::post().to(mfa::recovery)))

@@ -12,7 +12,8 @@ use super::form_targets::form_targets;
 use super::{AppState, DeviceView, message_page, render, request_info, see_other};
 use crate::domain::{Locale, SecretString};
 use crate::error::WebError;
-use crate::flow::signin::{AppAnswer, Browser, CookieOp, Next, Notice, Outcome, SignInError, View};
+use crate::flow::contract::{AppAnswer, Browser, CookieOp, Next, Notice, Outcome, View};
+use crate::flow::signin::SignInError;
 use crate::mfa::FactorStatus;
 use crate::mfa::host::{FieldKind, Localized};
 
@@ -202,6 +203,8 @@ struct ChoosePage {
     recovery: bool,
     error: Option<String>,
     step_up: bool,
+    manage: bool,
+    removable: Vec<FactorButton>,
 }
 
 #[derive(Serialize)]
@@ -326,6 +329,7 @@ fn page(
             recovery,
             error,
             step_up,
+            manage,
         } => {
             let button = |f: &FactorStatus| FactorButton {
                 id: f.id.clone(),
@@ -353,6 +357,12 @@ fn page(
                 recovery,
                 error: notice(state, error, locale),
                 step_up,
+                manage,
+                removable: factors
+                    .iter()
+                    .filter(|f| manage && may_enroll && f.enrolled && f.needs_enrollment)
+                    .map(button)
+                    .collect(),
             };
             render(state, req, status, "mfa_choose", false, &vm)?
         }

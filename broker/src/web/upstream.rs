@@ -11,7 +11,7 @@ use super::AppState;
 use super::outcome::{browser, respond};
 use crate::audit::{Event, EventKind};
 use crate::error::WebError;
-use crate::flow::signin::UpstreamAnswer;
+use crate::flow::step::upstream::UpstreamAnswer;
 use crate::ratelimit::Scope;
 use crate::upstream::Connector;
 

@@ -5,11 +5,13 @@
 
 use std::sync::Arc;
 
-use super::journey::{JourneyId, Loaded};
-use super::machine::{self, FactorFacts, Journey, Proven, Stage};
-use super::signin::{Browser, Next, Notice, Outcome, Resumed, SignIn, SignInError, View, blocking};
 use crate::audit::{Event, EventKind};
 use crate::domain::{Locale, UserId};
+use crate::flow::binding::Resumed;
+use crate::flow::contract::{Browser, Next, Notice, Outcome, View};
+use crate::flow::journey::{JourneyId, Loaded};
+use crate::flow::machine::{self, FactorFacts, Journey, Proven, Stage};
+use crate::flow::signin::{SignIn, SignInError, blocking};
 use crate::mfa::{EnrollOutcome, FactorStatus, FactorUser, MfaError, VerifyOutcome};
 use crate::ratelimit::Scope;
 
@@ -151,6 +153,13 @@ impl SignIn {
                     &factor,
                     None,
                 );
+                if loaded.state.manage {
+                    machine::factor_reproven(&mut loaded.state, &amr, self.clock.now());
+                    let who = loaded.state.who.clone().unwrap_or(who);
+                    return self
+                        .choice(browser, &id, &mut loaded, &who, 200, None)
+                        .await;
+                }
                 machine::second_factor_proven(&mut loaded.state, &amr, self.clock.now());
                 self.drive(browser, &id, &mut loaded).await
             }
@@ -309,6 +318,13 @@ impl SignIn {
         match outcome {
             VerifyOutcome::Accepted { amr } => {
                 self.audit_mfa(browser, &loaded.state, EventKind::MfaSucceeded, rid, None);
+                if loaded.state.manage {
+                    machine::factor_reproven(&mut loaded.state, &amr, self.clock.now());
+                    let who = loaded.state.who.clone().unwrap_or(who);
+                    return self
+                        .choice(browser, &id, &mut loaded, &who, 200, None)
+                        .await;
+                }
                 machine::second_factor_proven(&mut loaded.state, &amr, self.clock.now());
                 self.drive(browser, &id, &mut loaded).await
             }
@@ -344,7 +360,7 @@ impl SignIn {
         }
     }
 
-    pub(super) async fn factor_user(
+    pub(crate) async fn factor_user(
         &self,
         who: &Proven,
         locale: Locale,
@@ -365,7 +381,7 @@ impl SignIn {
     }
 
     /// The user's factors as the policy needs them (`None`: no such user, or disabled).
-    pub(super) async fn facts(
+    pub(crate) async fn facts(
         &self,
         j: &Journey,
         locale: Locale,
@@ -396,7 +412,7 @@ impl SignIn {
     }
 
     /// The choice of factors (one usable factor and nothing to set up: straight to it).
-    async fn choice(
+    pub(crate) async fn choice(
         &self,
         browser: &Browser,
         id: &JourneyId,
@@ -411,7 +427,7 @@ impl SignIn {
 
     /// The choice; with `auto`, straight to the only usable factor when nothing can be set up.
     #[allow(clippy::too_many_arguments)]
-    pub(super) async fn choice_or_only(
+    pub(crate) async fn choice_or_only(
         &self,
         browser: &Browser,
         id: &JourneyId,
@@ -425,7 +441,11 @@ impl SignIn {
             return Ok(Outcome::expired());
         };
         let any_enrolled = factors.iter().any(|f| f.enrolled);
-        let may_enroll = machine::may_enroll(who, any_enrolled);
+        let may_enroll = if loaded.state.manage {
+            machine::may_manage(who, any_enrolled, self.clock.now())
+        } else {
+            machine::may_enroll(who, any_enrolled)
+        };
         let usable: Vec<&FactorStatus> = factors
             .iter()
             .filter(|f| f.enrolled && f.available)
@@ -458,6 +478,7 @@ impl SignIn {
                     recovery: facts.recovery_left > 0,
                     error,
                     step_up: loaded.state.step_up.is_some(),
+                    manage: loaded.state.manage,
                 },
             },
         ))
@@ -510,13 +531,19 @@ impl SignIn {
             user.clone(),
             who.clone(),
         );
+        let (manage, now) = (loaded.state.manage, self.clock.now());
         let began = blocking(move || {
             if !enroll && let Some(l) = mfa.locked(&f, &u)? {
                 return Ok(Err(StepError::Locked(l.retry_after_secs)));
             }
             if enroll {
                 let any = mfa.factors(&u)?.iter().any(|x| x.enrolled);
-                if !machine::may_enroll(&w, any) {
+                let may = if manage {
+                    machine::may_manage(&w, any, now)
+                } else {
+                    machine::may_enroll(&w, any)
+                };
+                if !may {
                     return Ok(Err(StepError::EnrolRefused));
                 }
             }
@@ -562,7 +589,7 @@ impl SignIn {
         Ok(self.form_page(id, &loaded.state, 200, None))
     }
 
-    pub(super) fn form_page(
+    pub(crate) fn form_page(
         &self,
         id: &JourneyId,
         j: &Journey,
@@ -633,7 +660,7 @@ impl SignIn {
         Ok(out)
     }
 
-    fn audit_mfa(
+    pub(crate) fn audit_mfa(
         &self,
         browser: &Browser,
         j: &Journey,

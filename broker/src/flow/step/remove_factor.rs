@@ -1,0 +1,91 @@
+//! Owns removing a second factor (`POST /login/mfa/remove`), a step of a journey that manages
+//! factors: only after a factor was proven here within `machine::REPROOF_SECS`, never the last
+//! one that can run where the policy requires a second factor; audited. The user's sessions keep working.
+
+use std::sync::Arc;
+
+use crate::audit::EventKind;
+use crate::domain::policy::MfaRequirement;
+use crate::flow::binding::Resumed;
+use crate::flow::contract::{Browser, Notice, Outcome};
+use crate::flow::machine::{self, Event};
+use crate::flow::signin::{SignIn, SignInError, blocking};
+
+impl SignIn {
+    /// `POST /login/mfa/remove`: removes `factor` from the journey's user, then shows the choice
+    /// again.
+    pub async fn mfa_remove(
+        &self,
+        browser: &Browser,
+        raw: &str,
+        factor: &str,
+    ) -> Result<Outcome, SignInError> {
+        let (id, mut loaded) = match self.resume(browser, raw).await? {
+            Resumed::Live(id, l) => (id, *l),
+            Resumed::Answered(out) => return Ok(*out),
+            Resumed::Gone => return Ok(Outcome::expired()),
+        };
+        if !machine::accept(&loaded.state, Event::RemoveFactor) {
+            return self.stale(browser, &id, &mut loaded).await;
+        }
+        let Some(who) = loaded.state.who.clone() else {
+            return Ok(Outcome::expired());
+        };
+        let Some((_, factors)) = self.facts(&loaded.state, browser.locale).await? else {
+            return Ok(Outcome::expired());
+        };
+        let enrolled: Vec<&str> = factors
+            .iter()
+            .filter(|f| f.enrolled && f.needs_enrollment)
+            .map(|f| f.id.as_str())
+            .collect();
+        if !enrolled.contains(&factor) {
+            return self
+                .choice(browser, &id, &mut loaded, &who, 404, None)
+                .await;
+        }
+        if !machine::may_manage(&who, true, self.now()) {
+            return self
+                .choice(
+                    browser,
+                    &id,
+                    &mut loaded,
+                    &who,
+                    403,
+                    Some(Notice::Key("mfa_reprove_first")),
+                )
+                .await;
+        }
+        // Where the policy requires a second factor, one must remain that can run (a factor
+        // that needs no enrolment, like an email code, counts).
+        let left = factors
+            .iter()
+            .filter(|f| f.enrolled && f.available && f.id != factor)
+            .count();
+        if self.settings.mfa_default == MfaRequirement::Required && left == 0 {
+            return self
+                .choice(
+                    browser,
+                    &id,
+                    &mut loaded,
+                    &who,
+                    409,
+                    Some(Notice::Key("mfa_remove_last")),
+                )
+                .await;
+        }
+        let (mfa, plugin) = (Arc::clone(&self.mfa), factor.to_owned());
+        let uid = crate::domain::UserId::from_stored(who.user_id.clone());
+        blocking(move || Ok(mfa.remove(&plugin, &uid)?)).await?;
+        self.audit_mfa(browser, &loaded.state, EventKind::MfaRemoved, factor, None);
+        self.choice(
+            browser,
+            &id,
+            &mut loaded,
+            &who,
+            200,
+            Some(Notice::Key("mfa_removed")),
+        )
+        .await
+    }
+}
