@@ -13,7 +13,7 @@ use openssl::hash::MessageDigest;
 use openssl::pkey::{PKey, Private};
 use openssl::rsa::Rsa;
 use openssl::x509::X509;
-use samael::crypto::{CertificateDer, Crypto, CryptoProvider};
+use samael::crypto::CertificateDer;
 
 const NOW: i64 = 1_800_000_000;
 const ACS: &str = "https://id.example.com/upstream/corp/saml/acs";
@@ -74,7 +74,12 @@ fn signed_response(key: &PKey<Private>) -> String {
         ]
         .concat(),
     );
-    let signed = Crypto::sign_xml(&assertion, &key.private_key_to_der().unwrap()).unwrap();
+    let signed = concierge::upstream::saml::dsig::sign(
+        &assertion,
+        "_a1",
+        &key.private_key_to_der().unwrap(),
+    )
+    .unwrap();
     let signed = signed
         .trim_start_matches("<?xml version=\"1.0\"?>\n")
         .trim_end();
