@@ -80,9 +80,13 @@ fn signed_response(key: &PKey<Private>) -> String {
         &key.private_key_to_der().unwrap(),
     )
     .unwrap();
-    let signed = signed
-        .trim_start_matches("<?xml version=\"1.0\"?>\n")
-        .trim_end();
+    // Without the XML declaration libxml2 adds (`encoding="UTF-8"` included): one inside the
+    // Response would not be well-formed.
+    let signed = match signed.strip_prefix("<?xml") {
+        Some(decl) => decl.split_once("?>").map_or(decl, |(_, rest)| rest),
+        None => signed.as_str(),
+    }
+    .trim();
     format!(
         concat!(
             r#"<samlp:Response xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" ID="_r1" Version="2.0" IssueInstant="{i}" Destination="{acs}" InResponseTo="_req">"#,

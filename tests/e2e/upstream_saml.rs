@@ -80,11 +80,18 @@ fn signature_template(id: &str) -> String {
 #[allow(clippy::disallowed_methods)]
 fn sign(xml: &str, key: &PKey<Private>) -> String {
     let signed = Crypto::sign_xml(xml, &key.private_key_to_der().unwrap()).unwrap();
-    // Drop the XML declaration libxml2 adds, so the document can be embedded.
-    match signed.strip_prefix("<?xml version=\"1.0\"?>\n") {
-        Some(rest) => rest.trim_end().to_owned(),
-        None => signed.trim_end().to_owned(),
-    }
+    without_declaration(&signed)
+}
+
+/// Drops the XML declaration libxml2 adds (`<?xml version="1.0" encoding="UTF-8"?>`), so the
+/// document can be embedded: a declaration inside a document is not well-formed XML (libxml2
+/// reads past it only in recovery mode, which the broker's strict parse refuses).
+fn without_declaration(signed: &str) -> String {
+    let rest = match signed.strip_prefix("<?xml") {
+        Some(decl) => &decl[decl.find("?>").unwrap() + 2..],
+        None => signed,
+    };
+    rest.trim().to_owned()
 }
 
 /// The fields of one assertion; `good()` is what an honest IdP sends for a request.
@@ -1329,11 +1336,7 @@ fn sign_outside(xml: &str, key: &PKey<Private>) -> String {
         "xmlsec1: {}",
         String::from_utf8_lossy(&run.stderr)
     );
-    let signed = std::fs::read_to_string(&output).unwrap();
-    match signed.strip_prefix("<?xml version=\"1.0\"?>\n") {
-        Some(rest) => rest.trim_end().to_owned(),
-        None => signed.trim_end().to_owned(),
-    }
+    without_declaration(&std::fs::read_to_string(&output).unwrap())
 }
 
 fn resident_kib() -> u64 {
