@@ -1485,7 +1485,7 @@ impl Fixture {
         let (open, transform) = if default_ns {
             (
                 r#"xmlns="http&#x3a;//www.w3.org/2000/09/xmldsig#""#,
-                r#"<ds:Transform Algorithm="http://www.w3.org/TR/1999/REC-xpath-19991116"><ds:XPath>count(//*[count(//node()) &gt; 0]) &gt;= 0</ds:XPath></ds:Transform>"#.to_owned(),
+                r#"<ds:Transform Algorithm="http://www.w3.org/TR/1999/REC-xpath-19991116"><ds:XPath>count(//*[count(//node()[count(//*) &gt; 0]) &gt; 0]) &gt;= 0</ds:XPath></ds:Transform>"#.to_owned(),
             )
         } else {
             (
@@ -1499,12 +1499,11 @@ impl Fixture {
                 &format!("<ds:Transforms>{ENVELOPED}{transform}{EXC_C14N}</ds:Transforms>"),
                 1,
             )
-            .replacen(
-                r#"xmlns:ds="http://www.w3.org/2000/09/xmldsig#""#,
-                open,
-                1,
+            .replacen(r#"xmlns:ds="http://www.w3.org/2000/09/xmldsig#""#, open, 1)
+            .replace(
+                "<ds:DigestValue></ds:DigestValue>",
+                "<ds:DigestValue>AAAA</ds:DigestValue>",
             )
-            .replace("<ds:DigestValue></ds:DigestValue>", "<ds:DigestValue>AAAA</ds:DigestValue>")
             .replace(
                 "<ds:SignatureValue></ds:SignatureValue>",
                 "<ds:SignatureValue>AAAA</ds:SignatureValue>",
@@ -1514,11 +1513,14 @@ impl Fixture {
         } else {
             hidden
         };
-        response(&rid, &self.acs, Some(request_id), &a.signed(&self.idp.key), false).replacen(
-            "<samlp:Status>",
-            &format!("{hidden}<samlp:Status>"),
-            1,
+        response(
+            &rid,
+            &self.acs,
+            Some(request_id),
+            &a.signed(&self.idp.key),
+            false,
         )
+        .replacen("<samlp:Status>", &format!("{hidden}<samlp:Status>"), 1)
     }
 }
 
@@ -1529,6 +1531,9 @@ impl Fixture {
 /// the namespace as libxml2 does. Each is refused before xmlsec is reached, in under 50 ms of
 /// CPU: measured on this thread for the validation itself (exact), and for the whole process
 /// around the POST through the ACS (the best of a few tries: other tests share the process).
+/// Without the namespace check and the transform allow-list (the code before issue #17) the
+/// XSLT case cost ~0.6 s and the XPath one ~0.4 s of CPU per POST on a test machine; with the
+/// allow-list alone, ~5 ms (xmlsec refuses the unknown transform, but is reached).
 async fn namespaces_written_with_references_are_refused_before_xmlsec(b: Backend) {
     let Some(f) = fixture(b).await else {
         return;
@@ -1565,10 +1570,16 @@ async fn namespaces_written_with_references_are_refused_before_xmlsec(b: Backend
             xmlsec_lockdown::calls_on_this_thread() - calls,
         );
         assert!(
-            matches!(direct, Err(concierge::upstream::saml::SamlError::Malformed(_))),
+            matches!(
+                direct,
+                Err(concierge::upstream::saml::SamlError::Malformed(_))
+            ),
             "default namespace: {default_ns}: {direct:?}"
         );
-        assert_eq!(calls, 0, "default namespace: {default_ns}: xmlsec was reached");
+        assert_eq!(
+            calls, 0,
+            "default namespace: {default_ns}: xmlsec was reached"
+        );
         assert!(
             cpu < limit,
             "default namespace: {default_ns}: refused after {cpu:?} of CPU"
@@ -1604,7 +1615,10 @@ async fn namespaces_written_with_references_are_refused_before_xmlsec(b: Backend
             "default namespace: {default_ns}: the broker spent at least {:?} of CPU",
             best.0
         );
-        assert_eq!(best.1, 0, "default namespace: {default_ns}: xmlsec was reached");
+        assert_eq!(
+            best.1, 0,
+            "default namespace: {default_ns}: xmlsec was reached"
+        );
         n += 1;
     }
     assert_eq!(failure_reasons(app).await, expected);

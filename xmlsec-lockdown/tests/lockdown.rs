@@ -217,11 +217,7 @@ fn xmlsec_reads_files_and_urls_before_the_lockdown_and_nothing_after() {
     assert!(verify(&by_xslt, &cert).is_err());
     assert!(verify(&by_xpath, &cert).is_err());
     assert!(
-        Crypto::sign_xml(
-            template("#_doc", &xslt),
-            &key.private_key_to_der().unwrap()
-        )
-        .is_err()
+        Crypto::sign_xml(template("#_doc", &xslt), &key.private_key_to_der().unwrap()).is_err()
     );
     let profile = format!("<ds:Transforms>{ENVELOPED}{EXC_C14N}</ds:Transforms>");
     let resigned = xmlsec_lockdown::sign(

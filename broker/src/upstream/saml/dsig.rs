@@ -15,10 +15,10 @@
 use std::collections::HashSet;
 
 use quick_xml::NsReader;
-use samael::crypto::{AllowedSignatureAlgorithm, CertificateDer};
-use xmlsec_lockdown::XmlsecError;
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::name::ResolveResult;
+use samael::crypto::{AllowedSignatureAlgorithm, CertificateDer};
+use xmlsec_lockdown::XmlsecError;
 
 use super::SamlError;
 use super::xml::{DSIG_NS, check_namespaces};
@@ -538,15 +538,30 @@ mod tests {
         // libxml2 expands references in a namespace declaration: each of these is the XML-DSig
         // namespace to it (and to xmlsec), and was invisible to the pre-check.
         let refused = [
-            hostile(r#"xmlns:ds="http&#58;//www.w3.org/2000/09/xmldsig#""#, "ds:"),
-            hostile(r#"xmlns:ds="http&#x3a;//www.w3.org/2000/09/xmldsig#""#, "ds:"),
-            hostile(r#"xmlns:ds="http&#x3A;//www.w3.org/2000/09/xmldsig&#35;""#, "ds:"),
-            hostile(r#"xmlns:ds="&#104;ttp://www.w3.org/2000/09/xmldsig#""#, "ds:"),
+            hostile(
+                r#"xmlns:ds="http&#58;//www.w3.org/2000/09/xmldsig#""#,
+                "ds:",
+            ),
+            hostile(
+                r#"xmlns:ds="http&#x3a;//www.w3.org/2000/09/xmldsig#""#,
+                "ds:",
+            ),
+            hostile(
+                r#"xmlns:ds="http&#x3A;//www.w3.org/2000/09/xmldsig&#35;""#,
+                "ds:",
+            ),
+            hostile(
+                r#"xmlns:ds="&#104;ttp://www.w3.org/2000/09/xmldsig#""#,
+                "ds:",
+            ),
             // The default namespace, written the same ways.
             hostile(r#"xmlns="http&#58;//www.w3.org/2000/09/xmldsig#""#, ""),
             hostile(r#"xmlns="http&#x3a;//www.w3.org/2000/09/xmldsig#""#, ""),
             // A predefined entity (libxml2 expands it too; no honest namespace needs one).
-            hostile(r#"xmlns:ds="http://www.w3.org/2000/09/xmldsig#&amp;""#, "ds:"),
+            hostile(
+                r#"xmlns:ds="http://www.w3.org/2000/09/xmldsig#&amp;""#,
+                "ds:",
+            ),
             // Whitespace libxml2 normalises in attribute values.
             hostile("xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\t\"", "ds:"),
             hostile("xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\n\"", "ds:"),
@@ -561,8 +576,11 @@ mod tests {
                 "<ds:SignedInfo>",
                 r#"<ds:SignedInfo xmlns:ds="urn:not-dsig">"#,
             ),
-            hostile(r#"xmlns="http://www.w3.org/2000/09/xmldsig#""#, "")
-                .replacen("<SignedInfo>", r#"<SignedInfo xmlns="">"#, 1),
+            hostile(r#"xmlns="http://www.w3.org/2000/09/xmldsig#""#, "").replacen(
+                "<SignedInfo>",
+                r#"<SignedInfo xmlns="">"#,
+                1,
+            ),
             // The reserved prefixes.
             hostile(
                 r#"xmlns:ds="http://www.w3.org/2000/09/xmldsig#" xmlns:xml="urn:x""#,
@@ -637,23 +655,26 @@ mod tests {
         let other_prefix = sig("a1", TRANSFORMS)
             .replace("ds:", "dsig:")
             .replace("xmlns:ds=", "xmlns:dsig=");
-        let on_root = doc(&sig("a1", TRANSFORMS).replace(
-            r#" xmlns:ds="http://www.w3.org/2000/09/xmldsig#""#,
-            "",
-        ))
-        .replacen(
-            "xmlns:r=\"urn:x\"",
-            "xmlns:r=\"urn:x\" xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\"",
-            1,
-        );
+        let on_root =
+            doc(&sig("a1", TRANSFORMS)
+                .replace(r#" xmlns:ds="http://www.w3.org/2000/09/xmldsig#""#, ""))
+            .replacen(
+                "xmlns:r=\"urn:x\"",
+                "xmlns:r=\"urn:x\" xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\"",
+                1,
+            );
         for d in [doc(&default_ns), doc(&other_prefix), on_root] {
             check_profile(&d, "a1").unwrap_or_else(|e| panic!("{e}: {d}"));
         }
-        let lang = doc(&sig("a1", TRANSFORMS)).replace("<a:Subject/>", r#"<a:Subject xml:lang="en"/>"#);
+        let lang =
+            doc(&sig("a1", TRANSFORMS)).replace("<a:Subject/>", r#"<a:Subject xml:lang="en"/>"#);
         check_profile(&lang, "a1").unwrap();
         // The same signature in the default namespace with an XSLT transform is seen, and
         // refused, as before.
-        let visible = beside(&hostile(r#"xmlns="http://www.w3.org/2000/09/xmldsig#""#, ""));
+        let visible = beside(&hostile(
+            r#"xmlns="http://www.w3.org/2000/09/xmldsig#""#,
+            "",
+        ));
         assert!(matches!(
             check_profile(&visible, "a1"),
             Err(SamlError::Reference(_))

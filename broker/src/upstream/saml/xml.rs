@@ -55,8 +55,7 @@ pub fn check_namespaces(e: &BytesStart<'_>, resolver: &NamespaceResolver) -> Res
         let a = a.map_err(|e| SamlError::Malformed(e.to_string()))?;
         let key = a.key;
         if let Some(declared) = key.as_namespace_binding() {
-            if a
-                .value
+            if a.value
                 .iter()
                 .any(|b| matches!(b, b'&' | b'<' | b'\t' | b'\n' | b'\r'))
             {
@@ -445,12 +444,24 @@ mod tests {
             "<saml:Assertion ID=\"a1\"/>",
             "<saml:Assertion ID=\"a1\"/><h:Assertion xmlns:h=\"urn&#58;oasis:names:tc:SAML:2.0:assertion\" ID=\"a2\"/>",
         );
-        assert!(matches!(read_envelope(&hidden), Err(SamlError::Malformed(_))));
+        assert!(matches!(
+            read_envelope(&hidden),
+            Err(SamlError::Malformed(_))
+        ));
         let unbound = OK.replace("<saml:Issuer>", "<saml:Issuer xmlns:saml=\"\">");
-        assert!(matches!(read_envelope(&unbound), Err(SamlError::Malformed(_))));
+        assert!(matches!(
+            read_envelope(&unbound),
+            Err(SamlError::Malformed(_))
+        ));
         let undeclared = OK.replace("<saml:Issuer>idp</saml:Issuer>", "<x:Issuer>idp</x:Issuer>");
-        assert!(matches!(read_envelope(&undeclared), Err(SamlError::Malformed(_))));
-        assert!(matches!(root_of(&hidden.replace("<samlp:Response ", "<samlp:Response xmlns:d=\"&amp;\" ")), Err(SamlError::Malformed(_))));
+        assert!(matches!(
+            read_envelope(&undeclared),
+            Err(SamlError::Malformed(_))
+        ));
+        assert!(matches!(
+            root_of(&hidden.replace("<samlp:Response ", "<samlp:Response xmlns:d=\"&amp;\" ")),
+            Err(SamlError::Malformed(_))
+        ));
     }
 
     #[test]
