@@ -1634,6 +1634,9 @@ async fn namespaces_written_with_references_are_refused_before_xmlsec(b: Backend
 /// finds an xmlsec that opens no URI: building the app (its SAML connectors) locked xmlsec down
 /// for the whole process (ADR 7). xmlsec dereferences a Reference before it checks any
 /// signature value, so an unsigned template is enough to make it connect when it still can.
+/// Nor does it run a transform off the allow-list: a Response correctly signed (by the `xmlsec1`
+/// program) with an extra XSLT transform no longer verifies, the same Response signed with the
+/// profile's transforms does.
 #[allow(clippy::disallowed_methods)] // skips the broker's door to xmlsec on purpose
 async fn xmlsec_itself_opens_no_uri_once_the_app_is_built(b: Backend) {
     let Some(f) = fixture(b).await else {
@@ -1683,6 +1686,24 @@ async fn xmlsec_itself_opens_no_uri_once_the_app_is_built(b: Backend) {
         0,
         "xmlsec connected to the Reference URI"
     );
+    let template = response("_xs", &f.acs, None, &f.good(301, "_q").xml(false), true);
+    let profile = format!("<ds:Transforms>{ENVELOPED}{EXC_C14N}</ds:Transforms>");
+    let with_xslt = template.replacen(
+        &profile,
+        &format!("<ds:Transforms>{ENVELOPED}{EXC_C14N}{XSLT_IDENTITY}</ds:Transforms>"),
+        1,
+    );
+    assert_ne!(with_xslt, template);
+    let reduce = |xml: &str| {
+        Crypto::reduce_xml_to_signed_with_allowed_algorithms(
+            xml,
+            &certs,
+            samael::crypto::ReduceMode::PreDigest,
+            None,
+        )
+    };
+    assert!(reduce(&sign_outside(&template, &f.idp.key)).is_ok());
+    assert!(reduce(&sign_outside(&with_xslt, &f.idp.key)).is_err());
     // Same-document references still verify: the IdP's honest Response signs in.
     let mut br = Browser::new(&f.app);
     let started = start_login(&mut br, "evil").await;
