@@ -13,7 +13,7 @@ use openssl::hash::MessageDigest;
 use openssl::pkey::{PKey, Private};
 use openssl::rsa::Rsa;
 use openssl::x509::X509;
-use samael::crypto::{CertificateDer, Crypto, CryptoProvider};
+use samael::crypto::CertificateDer;
 
 const NOW: i64 = 1_800_000_000;
 const ACS: &str = "https://id.example.com/upstream/corp/saml/acs";
@@ -74,10 +74,19 @@ fn signed_response(key: &PKey<Private>) -> String {
         ]
         .concat(),
     );
-    let signed = Crypto::sign_xml(&assertion, &key.private_key_to_der().unwrap()).unwrap();
-    let signed = signed
-        .trim_start_matches("<?xml version=\"1.0\"?>\n")
-        .trim_end();
+    let signed = concierge::upstream::saml::dsig::sign(
+        &assertion,
+        "_a1",
+        &key.private_key_to_der().unwrap(),
+    )
+    .unwrap();
+    // Without the XML declaration libxml2 adds (`encoding="UTF-8"` included): one inside the
+    // Response would not be well-formed.
+    let signed = match signed.strip_prefix("<?xml") {
+        Some(decl) => decl.split_once("?>").map_or(decl, |(_, rest)| rest),
+        None => signed.as_str(),
+    }
+    .trim();
     format!(
         concat!(
             r#"<samlp:Response xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" ID="_r1" Version="2.0" IssueInstant="{i}" Destination="{acs}" InResponseTo="_req">"#,

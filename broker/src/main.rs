@@ -619,6 +619,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // libxmlsec1 is locked down (no URI opened, only the SAML profile's transforms) here, before
+    // any runtime or thread exists: its lists are not locked (ADR 7). The SAML code calls it
+    // again (a no-op) as a second guard.
+    if let Err(e) = xmlsec_lockdown::lock_down() {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -75,14 +75,23 @@ fn signature_template(id: &str) -> String {
     )
 }
 
-/// Signs the first signature template of `xml` (xmlsec, through samael).
+/// Signs the first signature template of `xml` (xmlsec, through samael: the test is the IdP,
+/// so it does not go through the broker's door to xmlsec).
+#[allow(clippy::disallowed_methods)]
 fn sign(xml: &str, key: &PKey<Private>) -> String {
     let signed = Crypto::sign_xml(xml, &key.private_key_to_der().unwrap()).unwrap();
-    // Drop the XML declaration libxml2 adds, so the document can be embedded.
-    match signed.strip_prefix("<?xml version=\"1.0\"?>\n") {
-        Some(rest) => rest.trim_end().to_owned(),
-        None => signed.trim_end().to_owned(),
-    }
+    without_declaration(&signed)
+}
+
+/// Drops the XML declaration libxml2 adds (`<?xml version="1.0" encoding="UTF-8"?>`), so the
+/// document can be embedded: a declaration inside a document is not well-formed XML (libxml2
+/// reads past it only in recovery mode, which the broker's strict parse refuses).
+fn without_declaration(signed: &str) -> String {
+    let rest = match signed.strip_prefix("<?xml") {
+        Some(decl) => &decl[decl.find("?>").unwrap() + 2..],
+        None => signed,
+    };
+    rest.trim().to_owned()
 }
 
 /// The fields of one assertion; `good()` is what an honest IdP sends for a request.
@@ -1419,11 +1428,12 @@ impl Fixture {
             }
             RefCase::SignedExtraTransform => {
                 // A valid signature by the IdP's key: the consumed bytes would be the XSLT's.
+                // Signed by the xmlsec1 program: xmlsec in this process knows no XSLT any more.
                 let sig = bent(
                     &transforms,
                     &format!("<ds:Transforms>{ENVELOPED}{EXC_C14N}{XSLT_IDENTITY}</ds:Transforms>"),
                 );
-                sign(&with(&sig, &a.xml(false)), &self.idp.key)
+                sign_outside(&with(&sig, &a.xml(false)), &self.idp.key)
             }
             RefCase::BadSignatureMethod => with(
                 &bent(
@@ -1434,6 +1444,37 @@ impl Fixture {
             ),
         }
     }
+}
+
+/// Signs the first signature template of `xml` with Debian's `xmlsec1` program (scripts/test.sh
+/// installs it), whose xmlsec still runs every transform: the xmlsec of this process was locked
+/// down to the SAML profile's transforms when the first app was built (ADR 7).
+fn sign_outside(xml: &str, key: &PKey<Private>) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("key.pem");
+    std::fs::write(&key_file, key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+    let input = dir.path().join("in.xml");
+    std::fs::write(&input, xml).unwrap();
+    let output = dir.path().join("out.xml");
+    let run = std::process::Command::new("xmlsec1")
+        .arg("--sign")
+        .arg("--privkey-pem")
+        .arg(&key_file)
+        .args([
+            "--id-attr:ID",
+            "urn:oasis:names:tc:SAML:2.0:protocol:Response",
+            "--output",
+        ])
+        .arg(&output)
+        .arg(&input)
+        .output()
+        .expect("the xmlsec1 program (Debian package xmlsec1) signs the XSLT case");
+    assert!(
+        run.status.success(),
+        "xmlsec1: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    without_declaration(&std::fs::read_to_string(&output).unwrap())
 }
 
 fn resident_kib() -> u64 {
@@ -1535,10 +1576,206 @@ async fn signature_references_and_transforms_are_refused_before_xmlsec(b: Backen
     assert_eq!(res.status, 303, "{}", res.body);
 }
 
+/// CPU time this thread has run, from the scheduler's own accounting (nanoseconds).
+fn thread_cpu() -> std::time::Duration {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap();
+    std::time::Duration::from_nanos(stat.split_whitespace().next().unwrap().parse().unwrap())
+}
+
+/// CPU time every live thread of this process has run (the broker is in this process; its
+/// workers and blocking threads live as long as the app).
+fn process_cpu() -> std::time::Duration {
+    let mut ns = 0u64;
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        if let Ok(stat) = std::fs::read_to_string(task.path().join("schedstat")) {
+            ns += stat
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    std::time::Duration::from_nanos(ns)
+}
+
+/// An XSLT program whose cost doubles with `depth` (two recursive calls per level).
+fn xslt_bomb(depth: u32) -> String {
+    format!(
+        concat!(
+            r#"<ds:Transform Algorithm="http://www.w3.org/TR/1999/REC-xslt-19991116">"#,
+            r#"<xsl:stylesheet xmlns:xsl="http://www.w3.org/1999/XSL/Transform" version="1.0">"#,
+            r#"<xsl:template match="/"><xsl:call-template name="f"><xsl:with-param name="n" select="{depth}"/></xsl:call-template></xsl:template>"#,
+            r#"<xsl:template name="f"><xsl:param name="n"/><xsl:if test="$n &gt; 0"><xsl:call-template name="f"><xsl:with-param name="n" select="$n - 1"/></xsl:call-template><xsl:call-template name="f"><xsl:with-param name="n" select="$n - 1"/></xsl:call-template></xsl:if></xsl:template>"#,
+            r#"</xsl:stylesheet></ds:Transform>"#
+        ),
+        depth = depth
+    )
+}
+
+impl Fixture {
+    /// A Response carrying the IdP's properly signed assertion and, before it, a second
+    /// signature over the Response whose XML-DSig namespace is written with character
+    /// references: `xmlns:ds` with an XSLT transform, or the default namespace with an XPath
+    /// one. libxml2 (and so xmlsec) reads it as a signature and would run the transform.
+    fn forge_namespace(&self, default_ns: bool, n: usize, request_id: &str) -> String {
+        let a = self.good(n, request_id);
+        let rid = format!("_r{n}");
+        let (open, transform) = if default_ns {
+            (
+                r#"xmlns="http&#x3a;//www.w3.org/2000/09/xmldsig#""#,
+                r#"<ds:Transform Algorithm="http://www.w3.org/TR/1999/REC-xpath-19991116"><ds:XPath>count(//*[count(//node()[count(//*) &gt; 0]) &gt; 0]) &gt;= 0</ds:XPath></ds:Transform>"#.to_owned(),
+            )
+        } else {
+            (
+                r#"xmlns:ds="http&#58;//www.w3.org/2000/09/xmldsig#""#,
+                xslt_bomb(20),
+            )
+        };
+        let hidden = signature_template(&rid)
+            .replacen(
+                &format!("<ds:Transforms>{ENVELOPED}{EXC_C14N}</ds:Transforms>"),
+                &format!("<ds:Transforms>{ENVELOPED}{transform}{EXC_C14N}</ds:Transforms>"),
+                1,
+            )
+            .replacen(r#"xmlns:ds="http://www.w3.org/2000/09/xmldsig#""#, open, 1)
+            .replace(
+                "<ds:DigestValue></ds:DigestValue>",
+                "<ds:DigestValue>AAAA</ds:DigestValue>",
+            )
+            .replace(
+                "<ds:SignatureValue></ds:SignatureValue>",
+                "<ds:SignatureValue>AAAA</ds:SignatureValue>",
+            );
+        let hidden = if default_ns {
+            hidden.replace("ds:", "")
+        } else {
+            hidden
+        };
+        response(
+            &rid,
+            &self.acs,
+            Some(request_id),
+            &a.signed(&self.idp.key),
+            false,
+        )
+        .replacen("<samlp:Status>", &format!("{hidden}<samlp:Status>"), 1)
+    }
+}
+
+/// Issue #17, hole 2: a signature whose namespace is declared with character references (in
+/// `xmlns:ds`, and in the default namespace) beside the IdP's valid one. libxml2 expands the
+/// references, so xmlsec would find the signature and run its XSLT or XPath transform for
+/// hundreds of milliseconds of CPU per unauthenticated POST; the broker's pre-check must read
+/// the namespace as libxml2 does. Each is refused before xmlsec is reached, in under 50 ms of
+/// CPU: measured on this thread for the validation itself (exact), and for the whole process
+/// around the POST through the ACS (the best of a few tries: other tests share the process).
+/// Without the namespace check and the transform allow-list (the code before issue #17) the
+/// XSLT case cost ~0.6 s and the XPath one ~0.4 s of CPU per POST on a test machine; with the
+/// allow-list alone, ~5 ms (xmlsec refuses the unknown transform, but is reached).
+async fn namespaces_written_with_references_are_refused_before_xmlsec(b: Backend) {
+    let Some(f) = fixture(b).await else {
+        return;
+    };
+    let app = &f.app;
+    let certs = [samael::crypto::CertificateDer::from(
+        STANDARD.decode(&f.idp.cert_b64).unwrap(),
+    )];
+    let limit = std::time::Duration::from_millis(50);
+    let mut n = 400;
+    let mut expected = Vec::new();
+    for default_ns in [false, true] {
+        // The validation on this thread: exact CPU and exact count of calls into xmlsec.
+        let mut br = Browser::new(app);
+        let started = start_login(&mut br, "evil").await;
+        let xml = f.forge_namespace(default_ns, n, &started.request_id);
+        assert!(xml.contains("&#"), "{xml}");
+        let (cpu, calls) = (thread_cpu(), xmlsec_lockdown::calls_on_this_thread());
+        let direct = concierge::upstream::saml::response::validate(
+            &xml,
+            &concierge::upstream::saml::response::Expected {
+                idp_entity_id: IDP,
+                sp_entity_id: &f.audience,
+                acs_url: &f.acs,
+                certs: &certs,
+                request_id: Some(&started.request_id),
+                decryption_key: None,
+                name_id_format: "urn:oasis:names:tc:SAML:2.0:nameid-format:persistent",
+                now: START,
+            },
+        );
+        let (cpu, calls) = (
+            thread_cpu() - cpu,
+            xmlsec_lockdown::calls_on_this_thread() - calls,
+        );
+        assert!(
+            matches!(
+                direct,
+                Err(concierge::upstream::saml::SamlError::Malformed(_))
+            ),
+            "default namespace: {default_ns}: {direct:?}"
+        );
+        assert_eq!(
+            calls, 0,
+            "default namespace: {default_ns}: xmlsec was reached"
+        );
+        assert!(
+            cpu < limit,
+            "default namespace: {default_ns}: refused after {cpu:?} of CPU"
+        );
+        // The same document posted to the ACS.
+        let mut best = (std::time::Duration::MAX, u64::MAX);
+        for _ in 0..5 {
+            n += 1;
+            let mut br = Browser::new(app);
+            let started = start_login(&mut br, "evil").await;
+            let xml = f.forge_namespace(default_ns, n, &started.request_id);
+            let (cpu, calls) = (process_cpu(), xmlsec_lockdown::calls());
+            let res = post_response(&mut br, "evil", &xml, Some(&started.relay_state)).await;
+            let (cpu, calls) = (process_cpu() - cpu, xmlsec_lockdown::calls() - calls);
+            expected.push("rejected:malformed");
+            assert_eq!(res.status, 400, "{}", res.body);
+            assert!(res.body.contains("login-error"), "a clear page");
+            assert!(br.session_cookie().is_none(), "no session");
+            assert!(
+                app.store
+                    .upstream_link("evil", &format!("saml-user-{n}"))
+                    .unwrap()
+                    .is_none(),
+                "nothing linked"
+            );
+            best = (best.0.min(cpu), best.1.min(calls));
+            if best.0 < limit && best.1 == 0 {
+                break;
+            }
+        }
+        assert!(
+            best.0 < limit,
+            "default namespace: {default_ns}: the broker spent at least {:?} of CPU",
+            best.0
+        );
+        assert_eq!(
+            best.1, 0,
+            "default namespace: {default_ns}: xmlsec was reached"
+        );
+        n += 1;
+    }
+    assert_eq!(failure_reasons(app).await, expected);
+    // The same IdP's honest Response still signs in.
+    let mut br = Browser::new(app);
+    let started = start_login(&mut br, "evil").await;
+    let xml = f.forge(Case::AssertionSigned, n + 1, &started.request_id, "");
+    let res = post_response(&mut br, "evil", &xml, Some(&started.relay_state)).await;
+    assert_eq!(res.status, 303, "{}", res.body);
+}
+
 /// Even code that skips the broker's reference pre-check (dsig.rs) and calls samael directly
 /// finds an xmlsec that opens no URI: building the app (its SAML connectors) locked xmlsec down
 /// for the whole process (ADR 7). xmlsec dereferences a Reference before it checks any
 /// signature value, so an unsigned template is enough to make it connect when it still can.
+/// Nor does it run a transform off the allow-list: a Response correctly signed (by the `xmlsec1`
+/// program) with an extra XSLT transform no longer verifies, the same Response signed with the
+/// profile's transforms does.
+#[allow(clippy::disallowed_methods)] // skips the broker's door to xmlsec on purpose
 async fn xmlsec_itself_opens_no_uri_once_the_app_is_built(b: Backend) {
     let Some(f) = fixture(b).await else {
         return;
@@ -1587,6 +1824,24 @@ async fn xmlsec_itself_opens_no_uri_once_the_app_is_built(b: Backend) {
         0,
         "xmlsec connected to the Reference URI"
     );
+    let template = response("_xs", &f.acs, None, &f.good(301, "_q").xml(false), true);
+    let profile = format!("<ds:Transforms>{ENVELOPED}{EXC_C14N}</ds:Transforms>");
+    let with_xslt = template.replacen(
+        &profile,
+        &format!("<ds:Transforms>{ENVELOPED}{EXC_C14N}{XSLT_IDENTITY}</ds:Transforms>"),
+        1,
+    );
+    assert_ne!(with_xslt, template);
+    let reduce = |xml: &str| {
+        Crypto::reduce_xml_to_signed_with_allowed_algorithms(
+            xml,
+            &certs,
+            samael::crypto::ReduceMode::PreDigest,
+            None,
+        )
+    };
+    assert!(reduce(&sign_outside(&template, &f.idp.key)).is_ok());
+    assert!(reduce(&sign_outside(&with_xslt, &f.idp.key)).is_err());
     // Same-document references still verify: the IdP's honest Response signs in.
     let mut br = Browser::new(&f.app);
     let started = start_login(&mut br, "evil").await;
@@ -1606,4 +1861,5 @@ per_backend_async!(
     unsolicited_responses_never_link_and_ask_before_replacing_a_session,
     signature_references_and_transforms_are_refused_before_xmlsec,
     xmlsec_itself_opens_no_uri_once_the_app_is_built,
+    namespaces_written_with_references_are_refused_before_xmlsec,
 );

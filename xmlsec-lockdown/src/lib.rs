@@ -1,13 +1,20 @@
-//! Owns the process-wide restriction of libxmlsec1: after [`forbid_external_references`] xmlsec
-//! can open no URI at all (no file, no http, no ftp), so only same-document references resolve.
+//! Owns every call into libxmlsec1: the process-wide lockdown ([`lock_down`]: xmlsec opens no
+//! URI and knows only the SAML profile's transforms) and the two calls that use it, [`verify`]
+//! and [`sign`], the only way the workspace reaches samael's XML-DSig (clippy
+//! `disallowed-methods`; the broker reaches these two only through `upstream/saml/dsig.rs`, after
+//! its pre-check).
 //!
 //! The one crate of the workspace with `unsafe` (ADR 7): samael, which links libxmlsec1, exposes
-//! no setting for this, so the switch is flipped here through libxmlsec1's own C API.
+//! no setting for any of this, so the switches are flipped here through libxmlsec1's own C API.
 
-use std::ffi::{c_uint, c_void};
+use std::cell::Cell;
+use std::ffi::{CStr, c_char, c_int, c_uint, c_void};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use samael::crypto::{CertificateDer, Crypto, CryptoProvider};
+use samael::crypto::{
+    AllowedSignatureAlgorithm, CertificateDer, Crypto, CryptoProvider, ReduceMode,
+};
 
 /// Why the lockdown could not be applied; the caller must then refuse to verify anything.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -16,11 +23,50 @@ pub enum LockdownError {
     /// initialisation would register the default URI handlers again.
     #[error("libxmlsec1 is not initialised")]
     NotInitialised,
+    /// The libxmlsec1 loaded at run time is not ABI compatible with the 1.2 headers this crate
+    /// was checked against at build time (`build.rs`).
+    #[error("libxmlsec1 at run time is not compatible with {0}, the version built against")]
+    Version(&'static str),
+    /// A transform of the allow-list is not registered (or xmlsec's transform classes are not
+    /// laid out as this crate assumes): nothing would verify, so nothing is allowed to.
+    #[error("libxmlsec1 lacks the transforms {0:?}")]
+    Transforms(Vec<&'static str>),
+    /// xmlsec's transform list could not be rebuilt.
+    #[error("libxmlsec1's transform list could not be restricted")]
+    List,
 }
 
+/// Why [`verify`] or [`sign`] did not give a result.
+#[derive(Debug, thiserror::Error)]
+pub enum XmlsecError {
+    #[error("xmlsec lockdown: {0}")]
+    Lockdown(#[from] LockdownError),
+    /// libxml2, without recovery, does not read the document as well-formed XML.
+    #[error("the document is not well-formed XML")]
+    NotWellFormed,
+    #[error("no valid signature: {0}")]
+    Invalid(String),
+    #[error("signing failed: {0}")]
+    Sign(String),
+}
+
+/// The version of libxmlsec1 `build.rs` found (pkg-config) and checked the FFI against.
+pub const BUILT_WITH: &str = env!("XMLSEC_LOCKDOWN_VERSION");
+
 /// `xmlSecSize` of xmlsec 1.2: `unsigned int` when built with `XMLSEC_NO_SIZE_T`, which Debian's
-/// libxmlsec1 1.2.37 is (`pkg-config --cflags xmlsec1`).
+/// libxmlsec1 1.2.37 is (`build.rs` checks `pkg-config --cflags xmlsec1`).
 type XmlSecSize = c_uint;
+
+/// The first fields of xmlsec 1.2's `struct _xmlSecTransformKlass` (transforms.h), all this
+/// crate reads. The layout is checked at run time too: the allow-list's classes must be found
+/// with their known names.
+#[repr(C)]
+struct TransformKlassHead {
+    klass_size: XmlSecSize,
+    obj_size: XmlSecSize,
+    name: *const c_char,
+    href: *const c_char,
+}
 
 // libxmlsec1 is already on the link line (samael links it through pkg-config); naming it here
 // keeps this crate correct on its own.
@@ -31,45 +77,246 @@ unsafe extern "C" {
     /// `ds:Reference` or `RetrievalMethod` URI that is not `#...`, looks a handler up in that list
     /// only, so with the list empty every such URI fails before anything is opened.
     fn xmlSecIOCleanupCallbacks();
-    /// transforms.h: the global list of registered transforms (a static `xmlSecPtrList`).
+    /// transforms.h: the global list of registered transforms (a static `xmlSecPtrList`), the
+    /// one `xmlSecTransformNodeRead` looks every `Algorithm` URI of a document up in.
     fn xmlSecTransformIdsGet() -> *mut c_void;
     /// list.h: the number of items of a list; 0 for a list that was never initialised.
     fn xmlSecPtrListGetSize(list: *mut c_void) -> XmlSecSize;
+    /// list.h: the item at `pos` (null past the end).
+    fn xmlSecPtrListGetItem(list: *mut c_void, pos: XmlSecSize) -> *mut c_void;
+    /// list.h: removes every item (the transform id list has no item destructor: the ids are
+    /// static classes).
+    fn xmlSecPtrListEmpty(list: *mut c_void);
+    /// list.h: appends an item; 0 on success.
+    fn xmlSecPtrListAdd(list: *mut c_void, item: *mut c_void) -> c_int;
+    /// xmlsec.h: 1 when the library is compatible with the given version (mode 1: ABI
+    /// compatible, the library is that version or a later one of the same major and minor).
+    fn xmlSecCheckVersionExt(major: c_int, minor: c_int, subminor: c_int, mode: c_int) -> c_int;
 }
+
+/// The transforms xmlsec keeps after the lockdown, by `Algorithm` URI and xmlsec's own name for
+/// them: exclusive c14n without comments, enveloped signature, SHA-2 digests, RSA and ECDSA
+/// with SHA-2 (the SAML profile the broker's pre-check enforces, ADR 7). Nothing else (XSLT,
+/// XPath, XPath Filter 2, XPointer by `Algorithm`, inclusive c14n, base64, SHA-1, HMAC...) can be
+/// named by a document, even one the pre-check let through by mistake.
+pub const ALLOWED_TRANSFORMS: &[(&str, &str)] = &[
+    ("http://www.w3.org/2001/10/xml-exc-c14n#", "exc-c14n"),
+    (
+        "http://www.w3.org/2000/09/xmldsig#enveloped-signature",
+        "enveloped-signature",
+    ),
+    ("http://www.w3.org/2001/04/xmlenc#sha256", "sha256"),
+    ("http://www.w3.org/2001/04/xmldsig-more#sha384", "sha384"),
+    ("http://www.w3.org/2001/04/xmlenc#sha512", "sha512"),
+    (
+        "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256",
+        "rsa-sha256",
+    ),
+    (
+        "http://www.w3.org/2001/04/xmldsig-more#rsa-sha384",
+        "rsa-sha384",
+    ),
+    (
+        "http://www.w3.org/2001/04/xmldsig-more#rsa-sha512",
+        "rsa-sha512",
+    ),
+    (
+        "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256",
+        "ecdsa-sha256",
+    ),
+    (
+        "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha384",
+        "ecdsa-sha384",
+    ),
+    (
+        "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha512",
+        "ecdsa-sha512",
+    ),
+];
 
 static LOCKDOWN: OnceLock<Result<(), LockdownError>> = OnceLock::new();
-
-/// Initialises libxmlsec1 through samael (if samael has not yet) and removes every URI handler
-/// xmlsec has, for the rest of the process: a `ds:Reference URI="file:..."` or `"http://..."`
-/// then fails to dereference, so its signature does not verify, and nothing is read or
-/// connected to. Same-document references (`URI="#id"`) are untouched.
-///
-/// Idempotent and cheap after the first call (one atomic load). Irreversible: samael never
-/// shuts xmlsec down nor initialises it twice, so nothing registers the handlers again.
-///
-/// Call it before the first verification, from the code that verifies: xmlsec's lists are not
-/// locked, so the first call must not overlap an xmlsec operation on another thread that did not
-/// itself call this first (concurrent callers wait for the first call to finish).
-pub fn forbid_external_references() -> Result<(), LockdownError> {
-    LOCKDOWN.get_or_init(lock_down).clone()
+static CALLS: AtomicU64 = AtomicU64::new(0);
+thread_local! {
+    static THREAD_CALLS: Cell<u64> = const { Cell::new(0) };
 }
 
-fn lock_down() -> Result<(), LockdownError> {
+/// Initialises libxmlsec1 through samael (if samael has not yet) and restricts it for the rest
+/// of the process: every URI handler is removed (a `ds:Reference URI="file:..."` or
+/// `"http://..."` fails to dereference, so its signature does not verify, and nothing is read
+/// or connected to; `#id` references are untouched), and the global transform list is cut down
+/// to [`ALLOWED_TRANSFORMS`] (any other `Algorithm` is unknown to xmlsec, so the signature fails
+/// before that transform could run).
+///
+/// Idempotent and cheap after the first call (one atomic load). Irreversible: samael never
+/// shuts xmlsec down nor initialises it twice, so nothing registers handlers or transforms again.
+///
+/// Call it from `main()` before any thread is started, and again (a no-op) before every
+/// verification: xmlsec's lists are not locked, so the first call must not overlap an xmlsec
+/// operation on another thread that did not itself call this first (concurrent callers wait for
+/// the first call to finish).
+pub fn lock_down() -> Result<(), LockdownError> {
+    LOCKDOWN.get_or_init(apply).clone()
+}
+
+fn apply() -> Result<(), LockdownError> {
+    let sub: c_int = BUILT_WITH
+        .rsplit('.')
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(c_int::MAX);
+    // SAFETY: plain integers in, an integer out; reads libxmlsec1's compiled-in version.
+    if unsafe { xmlSecCheckVersionExt(1, 2, sub, 1) } != 1 {
+        return Err(LockdownError::Version(BUILT_WITH));
+    }
     initialise_through_samael();
     // SAFETY: `xmlSecTransformIdsGet` takes no argument and returns the address of a static
     // list inside libxmlsec1 (never null, valid for the life of the process);
     // `xmlSecPtrListGetSize` only reads that list (it checks the list is valid and returns 0 if
     // it was never initialised). No Rust memory is involved.
-    let registered = unsafe { xmlSecPtrListGetSize(xmlSecTransformIdsGet()) };
+    let list = unsafe { xmlSecTransformIdsGet() };
+    // SAFETY: as above.
+    let registered = unsafe { xmlSecPtrListGetSize(list) };
     if registered == 0 {
         return Err(LockdownError::NotInitialised);
     }
+    let mut keep: Vec<Option<*mut c_void>> = vec![None; ALLOWED_TRANSFORMS.len()];
+    for pos in 0..registered {
+        // SAFETY: `pos` is below the list's size, read just above; the item is a transform
+        // class (`xmlSecTransformId`), a static struct of libxmlsec1 or its crypto backend.
+        let item = unsafe { xmlSecPtrListGetItem(list, pos) };
+        if item.is_null() {
+            continue;
+        }
+        // SAFETY: a non-null item of the transform id list points to a `xmlSecTransformKlass`
+        // whose first fields are `TransformKlassHead` (xmlsec 1.2 with XMLSEC_NO_SIZE_T, checked
+        // by build.rs and by the version check above); its strings are static, NUL-terminated
+        // or null.
+        let (name, href) = unsafe {
+            let head = &*(item as *const TransformKlassHead);
+            (c_str(head.name), c_str(head.href))
+        };
+        if let Some(at) = ALLOWED_TRANSFORMS
+            .iter()
+            .position(|(h, n)| Some(*h) == href.as_deref() && Some(*n) == name.as_deref())
+            && keep[at].is_none()
+        {
+            keep[at] = Some(item);
+        }
+    }
+    let missing: Vec<&'static str> = ALLOWED_TRANSFORMS
+        .iter()
+        .zip(&keep)
+        .filter(|(_, k)| k.is_none())
+        .map(|((h, _), _)| *h)
+        .collect();
+    if !missing.is_empty() {
+        return Err(LockdownError::Transforms(missing));
+    }
     // SAFETY: no arguments; it empties a static list of libxmlsec1 that `xmlSecInit` set up
-    // (checked just above). Its precondition, that no xmlsec operation on another thread reads
-    // the list meanwhile, is this function's documented contract: it runs once (`OnceLock`),
-    // before the first verification, and every caller that verifies waits for it.
+    // (checked above). Its precondition, that no xmlsec operation on another thread reads the
+    // list meanwhile, is this function's documented contract: it runs once (`OnceLock`), before
+    // the first verification, and every caller that verifies waits for it.
     unsafe { xmlSecIOCleanupCallbacks() };
+    // SAFETY: the list is the transform id list checked above; emptying it frees nothing (ids
+    // are static) and adding back the ids read from it keeps them valid. Same contract as above:
+    // no other thread uses xmlsec meanwhile.
+    unsafe {
+        xmlSecPtrListEmpty(list);
+        for item in keep.into_iter().flatten() {
+            if xmlSecPtrListAdd(list, item) != 0 {
+                return Err(LockdownError::List);
+            }
+        }
+    }
     Ok(())
+}
+
+/// # Safety
+/// `p` is null or points to a NUL-terminated string that outlives the call.
+unsafe fn c_str(p: *const c_char) -> Option<String> {
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: non-null and NUL-terminated (the caller's contract).
+    Some(unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
+}
+
+/// The transforms libxmlsec1 knows now, by `Algorithm` URI (those with one): after
+/// [`lock_down`], exactly [`ALLOWED_TRANSFORMS`].
+pub fn registered_transforms() -> Vec<String> {
+    // SAFETY: as in `apply`: a static list, read only, its items static classes.
+    unsafe {
+        let list = xmlSecTransformIdsGet();
+        (0..xmlSecPtrListGetSize(list))
+            .map(|pos| xmlSecPtrListGetItem(list, pos))
+            .filter(|item| !item.is_null())
+            .filter_map(|item| c_str((*(item as *const TransformKlassHead)).href))
+            .collect()
+    }
+}
+
+/// How many times [`verify`] and [`sign`] reached xmlsec, in the whole process.
+pub fn calls() -> u64 {
+    CALLS.load(Ordering::Relaxed)
+}
+
+/// How many times [`verify`] and [`sign`] reached xmlsec on the calling thread.
+pub fn calls_on_this_thread() -> u64 {
+    THREAD_CALLS.with(Cell::get)
+}
+
+fn count() {
+    CALLS.fetch_add(1, Ordering::Relaxed);
+    THREAD_CALLS.with(|c| c.set(c.get() + 1));
+}
+
+/// libxml2 without recovery and without network access reads `xml` as well-formed. samael parses
+/// with libxml2's recovery on (not configurable), which for a well-formed document builds the
+/// same tree: so only documents both readings agree on reach it.
+fn well_formed(xml: &str) -> Result<(), XmlsecError> {
+    let options = libxml::parser::ParserOptions {
+        recover: false,
+        no_net: true,
+        no_error: true,
+        no_warning: true,
+        ..Default::default()
+    };
+    libxml::parser::Parser::default()
+        .parse_string_with_options(xml, options)
+        .map(drop)
+        .map_err(|_| XmlsecError::NotWellFormed)
+}
+
+/// Verifies every `ds:Signature` of `xml` against `certs` with xmlsec (locked down first) and
+/// returns xmlsec's pre-digest of the one verified reference: the canonical bytes that were
+/// hashed. Callers must have checked the signature profile first (the broker:
+/// `upstream/saml/dsig.rs`, the only caller).
+#[allow(clippy::disallowed_methods)] // the one call of samael's verification
+pub fn verify(
+    xml: &str,
+    certs: &[CertificateDer],
+    algorithms: &[AllowedSignatureAlgorithm],
+) -> Result<String, XmlsecError> {
+    lock_down()?;
+    well_formed(xml)?;
+    count();
+    Crypto::reduce_xml_to_signed_with_allowed_algorithms(
+        xml,
+        certs,
+        ReduceMode::PreDigest,
+        Some(algorithms),
+    )
+    .map_err(|e| XmlsecError::Invalid(e.to_string()))
+}
+
+/// Signs the signature template(s) of `xml` with `private_key_der` (xmlsec, locked down first:
+/// only the allow-listed transforms can be named), `ID` attributes being the references' targets.
+#[allow(clippy::disallowed_methods)] // the one call of samael's signing
+pub fn sign(xml: &str, private_key_der: &[u8]) -> Result<String, XmlsecError> {
+    lock_down()?;
+    well_formed(xml)?;
+    count();
+    Crypto::sign_xml(xml, private_key_der).map_err(|e| XmlsecError::Sign(e.to_string()))
 }
 
 /// samael initialises libxmlsec1 lazily, under its own lock, the first time it loads a key
@@ -78,6 +325,7 @@ fn lock_down() -> Result<(), LockdownError> {
 /// xmlsec), then no `ds:Signature` is found and nothing else happens. The certificate is a
 /// throwaway one (its private key was never kept); a certificate that fails to load would
 /// initialise xmlsec too, but xmlsec would print its load errors at every start.
+#[allow(clippy::disallowed_methods)] // no signature: initialises xmlsec, verifies nothing
 fn initialise_through_samael() {
     let der = openssl::x509::X509::from_pem(INITIALISATION_CERT.as_bytes())
         .and_then(|cert| cert.to_der())
@@ -102,15 +350,33 @@ F1UJF5qXn7UPBgIgYHsXScdaDVgy3AshWF/0VXbGmQ4ezYYjvQGSmrEQumY=
 ";
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)]
 mod tests {
     use super::*;
 
     #[test]
-    fn the_lockdown_initialises_xmlsec_and_is_idempotent() {
-        assert_eq!(forbid_external_references(), Ok(()));
-        assert_eq!(forbid_external_references(), Ok(()));
-        // SAFETY: as in `lock_down`.
-        let registered = unsafe { xmlSecPtrListGetSize(xmlSecTransformIdsGet()) };
-        assert!(registered > 0);
+    fn the_lockdown_initialises_xmlsec_and_keeps_only_the_allow_list() {
+        assert_eq!(lock_down(), Ok(()));
+        assert_eq!(lock_down(), Ok(()));
+        let mut left = registered_transforms();
+        left.sort();
+        let mut want: Vec<String> = ALLOWED_TRANSFORMS
+            .iter()
+            .map(|(h, _)| (*h).to_owned())
+            .collect();
+        want.sort();
+        assert_eq!(left, want);
+    }
+
+    #[test]
+    fn documents_libxml2_would_have_to_recover_are_refused() {
+        assert!(matches!(
+            verify("<a><b></a>", &[], &[]),
+            Err(XmlsecError::NotWellFormed)
+        ));
+        assert!(matches!(
+            verify("<a x=\"1\" x=\"2\"/>", &[], &[]),
+            Err(XmlsecError::NotWellFormed)
+        ));
     }
 }

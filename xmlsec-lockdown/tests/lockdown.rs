@@ -1,9 +1,13 @@
 //! samael's own verification (the call the broker makes, without the broker's reference
 //! pre-check) on signatures whose `ds:Reference` names a file and a local HTTP listener: xmlsec
 //! reads and connects before the lockdown and does neither after it. The lockdown is process-wide
-//! and irreversible, so "before" and "after" are one test in a test binary of its own.
+//! and irreversible, so "before" and "after" are one test in a test binary of its own. The same
+//! holds for transforms: a correctly signed document whose Reference runs an XSLT or XPath
+//! transform verifies before and not after (xmlsec no longer knows those transforms).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// samael's own calls, before and after the lockdown, are what is measured here.
+#![allow(clippy::disallowed_methods)]
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -179,8 +183,57 @@ fn xmlsec_reads_files_and_urls_before_the_lockdown_and_nothing_after() {
             .contains("<v>signed</v>")
     );
 
-    xmlsec_lockdown::forbid_external_references().unwrap();
-    xmlsec_lockdown::forbid_external_references().unwrap();
+    // Signed, and verified, while xmlsec still knows every transform.
+    const ENVELOPED: &str =
+        r#"<ds:Transform Algorithm="http://www.w3.org/2000/09/xmldsig#enveloped-signature"/>"#;
+    const EXC_C14N: &str = r#"<ds:Transform Algorithm="http://www.w3.org/2001/10/xml-exc-c14n#"/>"#;
+    let xslt = format!(
+        r#"<ds:Transforms>{ENVELOPED}{EXC_C14N}<ds:Transform Algorithm="http://www.w3.org/TR/1999/REC-xslt-19991116"><xsl:stylesheet xmlns:xsl="http://www.w3.org/1999/XSL/Transform" version="1.0"><xsl:template match="@*|node()"><xsl:copy><xsl:apply-templates select="@*|node()"/></xsl:copy></xsl:template></xsl:stylesheet></ds:Transform></ds:Transforms>"#
+    );
+    let xpath = format!(
+        r#"<ds:Transforms>{ENVELOPED}<ds:Transform Algorithm="http://www.w3.org/TR/1999/REC-xpath-19991116"><ds:XPath>true()</ds:XPath></ds:Transform>{EXC_C14N}</ds:Transforms>"#
+    );
+    let by_xslt = signed("#_doc", &xslt, &key);
+    let by_xpath = signed("#_doc", &xpath, &key);
+    assert!(verify(&by_xslt, &cert).is_ok());
+    assert!(verify(&by_xpath, &cert).is_ok());
+    assert!(
+        xmlsec_lockdown::registered_transforms().len() > xmlsec_lockdown::ALLOWED_TRANSFORMS.len()
+    );
+
+    xmlsec_lockdown::lock_down().unwrap();
+    xmlsec_lockdown::lock_down().unwrap();
+
+    // Only the allow-list is left: the documents that name XSLT or XPath no longer verify (nor
+    // can such a document be signed), while the SAML profile still signs and verifies.
+    let mut left = xmlsec_lockdown::registered_transforms();
+    left.sort();
+    let mut allowed: Vec<String> = xmlsec_lockdown::ALLOWED_TRANSFORMS
+        .iter()
+        .map(|(href, _)| (*href).to_owned())
+        .collect();
+    allowed.sort();
+    assert_eq!(left, allowed);
+    assert!(verify(&by_xslt, &cert).is_err());
+    assert!(verify(&by_xpath, &cert).is_err());
+    assert!(
+        Crypto::sign_xml(template("#_doc", &xslt), &key.private_key_to_der().unwrap()).is_err()
+    );
+    let profile = format!("<ds:Transforms>{ENVELOPED}{EXC_C14N}</ds:Transforms>");
+    let resigned = xmlsec_lockdown::sign(
+        &template("#_doc", &profile),
+        &key.private_key_to_der().unwrap(),
+    )
+    .unwrap();
+    assert!(
+        xmlsec_lockdown::verify(
+            &resigned,
+            std::slice::from_ref(&cert),
+            &[AllowedSignatureAlgorithm::RsaSha256]
+        )
+        .unwrap()
+        .contains("<v>signed</v>")
+    );
 
     // After: the same, correctly signed documents no longer verify, and nothing connected (the
     // sentinel is the only new connection).

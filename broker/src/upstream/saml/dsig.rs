@@ -4,16 +4,24 @@
 //! enveloped-signature and exclusive-c14n transforms, exclusive c14n as its canonicalization and
 //! a signature and digest method from the allow-list. Nothing else (no other URI, transform,
 //! `ds:Object`, `ds:Manifest` or `ds:RetrievalMethod`) reaches xmlsec, which would otherwise
-//! dereference and run whatever an unauthenticated document names (ADR 7).
+//! dereference and run whatever an unauthenticated document names (ADR 7). Namespaces are read
+//! as libxml2 reads them, or the document is refused (`xml::check_namespaces`, issue #17).
+//!
+//! Also the broker's one door to xmlsec: [`verify`] and [`sign`] run that check and then
+//! `xmlsec_lockdown` (locked down, strict parse); clippy's `disallowed-methods` keeps every
+//! other caller off samael's XML-DSig functions and off `xmlsec_lockdown::{verify, sign}`. The
+//! SAML IdP role signs and verifies through these two as well.
 
 use std::collections::HashSet;
 
 use quick_xml::NsReader;
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::name::ResolveResult;
+use samael::crypto::{AllowedSignatureAlgorithm, CertificateDer};
+use xmlsec_lockdown::XmlsecError;
 
 use super::SamlError;
-use super::xml::DSIG_NS;
+use super::xml::{DSIG_NS, check_namespaces};
 
 /// Exclusive XML canonicalization without comments: the only canonicalization and the only
 /// transform besides enveloped-signature.
@@ -36,6 +44,40 @@ pub const DIGEST_METHODS: &[&str] = &[
     "http://www.w3.org/2001/04/xmldsig-more#sha384",
     "http://www.w3.org/2001/04/xmlenc#sha512",
 ];
+
+/// [`SIGNATURE_METHODS`] as samael names them (it checks them again before xmlsec runs).
+const ALGORITHMS: &[AllowedSignatureAlgorithm] = &[
+    AllowedSignatureAlgorithm::RsaSha256,
+    AllowedSignatureAlgorithm::RsaSha384,
+    AllowedSignatureAlgorithm::RsaSha512,
+    AllowedSignatureAlgorithm::EcdsaSha256,
+    AllowedSignatureAlgorithm::EcdsaSha384,
+    AllowedSignatureAlgorithm::EcdsaSha512,
+];
+
+/// Verifies the signatures of `doc` (the exact bytes given) by `certs` only and returns the
+/// bytes xmlsec verified (the pre-digest of the one verified reference), which must then be
+/// the element `consumed` names (the caller checks). [`check_profile`] first: nothing outside
+/// the profile, or read otherwise by libxml2, reaches xmlsec.
+#[allow(clippy::disallowed_methods)] // the broker's one call of xmlsec verification
+pub fn verify(doc: &str, consumed: &str, certs: &[CertificateDer]) -> Result<String, SamlError> {
+    check_profile(doc, consumed)?;
+    xmlsec_lockdown::verify(doc, certs, ALGORITHMS).map_err(|e| match e {
+        XmlsecError::NotWellFormed => SamlError::Malformed(e.to_string()),
+        XmlsecError::Lockdown(e) => SamlError::Signature(format!("xmlsec lockdown: {e}")),
+        XmlsecError::Invalid(_) | XmlsecError::Sign(_) => {
+            SamlError::Signature("no valid signature by the IdP's metadata keys".into())
+        }
+    })
+}
+
+/// Signs `template`, a document whose `ds:Signature` templates (empty `DigestValue` and
+/// `SignatureValue`) keep the profile and sign the element `signed`, with `private_key_der`.
+#[allow(clippy::disallowed_methods)] // the broker's one call of xmlsec signing
+pub fn sign(template: &str, signed: &str, private_key_der: &[u8]) -> Result<String, SamlError> {
+    check_profile(template, signed)?;
+    xmlsec_lockdown::sign(template, private_key_der).map_err(|e| SamlError::Config(e.to_string()))
+}
 
 /// The elements a `ds:KeyInfo` may hold (the key that verifies is always one from the IdP's
 /// metadata; these are only read past). No `RetrievalMethod`, no `EncryptedKey`, nothing with a
@@ -162,13 +204,16 @@ pub fn check_profile(doc: &str, consumed: &str) -> Result<(), SamlError> {
     let mut signed: Vec<String> = Vec::new();
     let mut ids = HashSet::new();
     loop {
-        let (ns, event) = reader.read_resolved_event().map_err(malformed)?;
+        let event = reader.read_event().map_err(malformed)?;
         let (start, empty) = match &event {
             Event::Start(s) => (Some(s), false),
             Event::Empty(s) => (Some(s), true),
             _ => (None, false),
         };
         if let Some(e) = start {
+            // The namespaces libxml2 will see, or a refusal (issue #17).
+            check_namespaces(e, reader.resolver())?;
+            let (ns, _) = reader.resolver().resolve_element(e.name());
             let attrs = attributes(e)?;
             let local = String::from_utf8_lossy(e.local_name().as_ref()).into_owned();
             let dsig = bound_to(&ns, DSIG_NS);
@@ -473,5 +518,166 @@ mod tests {
         assert!(check_profile(&extra, "a1").is_err());
         let latin = doc(&sig("a1", TRANSFORMS)).replace("UTF-8", "ISO-8859-1");
         assert!(check_profile(&latin, "a1").is_err());
+    }
+
+    /// A second signature, over the Response, whose one transform is an XSLT program: what
+    /// xmlsec would run if it saw the signature and the pre-check did not (issue #17).
+    fn hostile(open: &str, prefix: &str) -> String {
+        format!(
+            r##"<{prefix}Signature {open}><{prefix}SignedInfo><{prefix}CanonicalizationMethod Algorithm="http://www.w3.org/2001/10/xml-exc-c14n#"/><{prefix}SignatureMethod Algorithm="http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"/><{prefix}Reference URI="#r1"><{prefix}Transforms><{prefix}Transform Algorithm="http://www.w3.org/TR/1999/REC-xslt-19991116"><xsl:stylesheet xmlns:xsl="http://www.w3.org/1999/XSL/Transform" version="1.0"/></{prefix}Transform><{prefix}Transform Algorithm="http://www.w3.org/TR/1999/REC-xpath-19991116"><{prefix}XPath>count(//.) &gt; 0</{prefix}XPath></{prefix}Transform></{prefix}Transforms><{prefix}DigestMethod Algorithm="http://www.w3.org/2001/04/xmlenc#sha256"/><{prefix}DigestValue>AA==</{prefix}DigestValue></{prefix}Reference></{prefix}SignedInfo><{prefix}SignatureValue>AA==</{prefix}SignatureValue></{prefix}Signature>"##
+        )
+    }
+
+    /// The valid document with `extra` as the Response's first child.
+    fn beside(extra: &str) -> String {
+        doc(&sig("a1", TRANSFORMS)).replacen("ID=\"r1\">", &format!("ID=\"r1\">{extra}"), 1)
+    }
+
+    #[test]
+    fn namespaces_are_read_as_libxml2_reads_them() {
+        // libxml2 expands references in a namespace declaration: each of these is the XML-DSig
+        // namespace to it (and to xmlsec), and was invisible to the pre-check.
+        let refused = [
+            hostile(
+                r#"xmlns:ds="http&#58;//www.w3.org/2000/09/xmldsig#""#,
+                "ds:",
+            ),
+            hostile(
+                r#"xmlns:ds="http&#x3a;//www.w3.org/2000/09/xmldsig#""#,
+                "ds:",
+            ),
+            hostile(
+                r#"xmlns:ds="http&#x3A;//www.w3.org/2000/09/xmldsig&#35;""#,
+                "ds:",
+            ),
+            hostile(
+                r#"xmlns:ds="&#104;ttp://www.w3.org/2000/09/xmldsig#""#,
+                "ds:",
+            ),
+            // The default namespace, written the same ways.
+            hostile(r#"xmlns="http&#58;//www.w3.org/2000/09/xmldsig#""#, ""),
+            hostile(r#"xmlns="http&#x3a;//www.w3.org/2000/09/xmldsig#""#, ""),
+            // A predefined entity (libxml2 expands it too; no honest namespace needs one).
+            hostile(
+                r#"xmlns:ds="http://www.w3.org/2000/09/xmldsig#&amp;""#,
+                "ds:",
+            ),
+            // Whitespace libxml2 normalises in attribute values.
+            hostile("xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\t\"", "ds:"),
+            hostile("xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\n\"", "ds:"),
+            hostile("xmlns:ds=\"\rhttp://www.w3.org/2000/09/xmldsig#\"", "ds:"),
+            // `xmlns:ds=""` cannot undeclare a prefix in XML Namespaces 1.0: libxml2 ignores it
+            // and keeps the outer binding (declared on the Response below), quick-xml unbinds.
+            hostile(r#"xmlns:ds="""#, "ds:"),
+            // An undeclared prefix (libxml2 keeps the element, in no namespace).
+            hostile("", "undeclared:"),
+            // The signature's own children rebound to another namespace, or out of the default.
+            sig("a1", TRANSFORMS).replace(
+                "<ds:SignedInfo>",
+                r#"<ds:SignedInfo xmlns:ds="urn:not-dsig">"#,
+            ),
+            hostile(r#"xmlns="http://www.w3.org/2000/09/xmldsig#""#, "").replacen(
+                "<SignedInfo>",
+                r#"<SignedInfo xmlns="">"#,
+                1,
+            ),
+            // The reserved prefixes.
+            hostile(
+                r#"xmlns:ds="http://www.w3.org/2000/09/xmldsig#" xmlns:xml="urn:x""#,
+                "ds:",
+            ),
+            hostile(
+                r#"xmlns:ds="http://www.w3.org/2000/09/xmldsig#" xmlns:xmlns="urn:x""#,
+                "ds:",
+            ),
+            // A declaration given twice on one element.
+            hostile(
+                r#"xmlns:ds="urn:x" xmlns:ds="http://www.w3.org/2000/09/xmldsig#""#,
+                "ds:",
+            ),
+        ];
+        for extra in &refused {
+            let d = beside(extra).replacen(
+                "xmlns:r=\"urn:x\"",
+                "xmlns:r=\"urn:x\" xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\"",
+                1,
+            );
+            assert!(check_profile(&d, "a1").is_err(), "accepted: {extra}");
+        }
+        // Namespaces anywhere else in the document, not only on a signature.
+        let elsewhere = [
+            doc(&sig("a1", TRANSFORMS)).replace(r#"xmlns:a="urn:y""#, r#"xmlns:a="urn&#58;y""#),
+            doc(&sig("a1", TRANSFORMS)).replace("<a:Subject/>", "<a:Subject xmlns=\"urn&amp;z\"/>"),
+            doc(&sig("a1", TRANSFORMS)).replace("<a:Subject/>", "<b:Subject/>"),
+        ];
+        for d in &elsewhere {
+            assert!(check_profile(d, "a1").is_err(), "accepted: {d}");
+        }
+    }
+
+    #[test]
+    fn attributes_are_read_as_libxml2_reads_them() {
+        // xmlsec reads `Algorithm` with xmlGetProp, which ignores the attribute's namespace, and
+        // samael registers IDs with xmlHasProp, which does too.
+        let refused = [
+            sig("a1", TRANSFORMS).replace(
+                r#"<ds:Transform Algorithm="http://www.w3.org/2000/09/xmldsig#enveloped-signature"/>"#,
+                r#"<ds:Transform xmlns:f="urn:f" f:Algorithm="http://www.w3.org/TR/1999/REC-xslt-19991116" Algorithm="http://www.w3.org/2000/09/xmldsig#enveloped-signature"/>"#,
+            ),
+            sig("a1", TRANSFORMS).replace(
+                r#"<ds:Transform Algorithm="http://www.w3.org/2000/09/xmldsig#enveloped-signature"/>"#,
+                r#"<ds:Transform ds:Algorithm="http://www.w3.org/2000/09/xmldsig#enveloped-signature"/>"#,
+            ),
+            sig("a1", TRANSFORMS).replace(
+                r#"<ds:Transform Algorithm="http://www.w3.org/2000/09/xmldsig#enveloped-signature"/>"#,
+                r#"<ds:Transform undeclared:Algorithm="http://www.w3.org/2000/09/xmldsig#enveloped-signature"/>"#,
+            ),
+        ];
+        for s in &refused {
+            assert!(check_profile(&doc(s), "a1").is_err(), "accepted: {s}");
+        }
+        // A prefixed `ID` is an ID to samael (xmlHasProp) but not to the pre-check.
+        let prefixed_id = doc(&sig("a1", TRANSFORMS))
+            .replace("<a:Subject/>", r#"<a:Subject xmlns:p="urn:p" p:ID="a1"/>"#);
+        assert!(check_profile(&prefixed_id, "a1").is_err());
+        let undeclared_id =
+            doc(&sig("a1", TRANSFORMS)).replace("<a:Subject/>", r#"<a:Subject q:ID="x"/>"#);
+        assert!(check_profile(&undeclared_id, "a1").is_err());
+    }
+
+    #[test]
+    fn honest_namespace_spellings_pass() {
+        // The signature in the default namespace, under another prefix, declared on the root,
+        // and the predefined `xml` prefix: all the XML-DSig namespace, all checked and accepted.
+        let default_ns = sig("a1", TRANSFORMS)
+            .replace("ds:", "")
+            .replace("xmlns:ds=", "xmlns=");
+        let other_prefix = sig("a1", TRANSFORMS)
+            .replace("ds:", "dsig:")
+            .replace("xmlns:ds=", "xmlns:dsig=");
+        let on_root =
+            doc(&sig("a1", TRANSFORMS)
+                .replace(r#" xmlns:ds="http://www.w3.org/2000/09/xmldsig#""#, ""))
+            .replacen(
+                "xmlns:r=\"urn:x\"",
+                "xmlns:r=\"urn:x\" xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\"",
+                1,
+            );
+        for d in [doc(&default_ns), doc(&other_prefix), on_root] {
+            check_profile(&d, "a1").unwrap_or_else(|e| panic!("{e}: {d}"));
+        }
+        let lang =
+            doc(&sig("a1", TRANSFORMS)).replace("<a:Subject/>", r#"<a:Subject xml:lang="en"/>"#);
+        check_profile(&lang, "a1").unwrap();
+        // The same signature in the default namespace with an XSLT transform is seen, and
+        // refused, as before.
+        let visible = beside(&hostile(
+            r#"xmlns="http://www.w3.org/2000/09/xmldsig#""#,
+            "",
+        ));
+        assert!(matches!(
+            check_profile(&visible, "a1"),
+            Err(SamlError::Reference(_))
+        ));
     }
 }

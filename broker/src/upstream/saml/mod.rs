@@ -203,8 +203,9 @@ impl SamlConnector {
         clock: Arc<dyn Clock>,
         entropy: Arc<dyn Entropy>,
     ) -> Result<Self, UpstreamError> {
-        // xmlsec opens no URI from here on, before this connector can verify anything (ADR 7).
-        xmlsec_lockdown::forbid_external_references()
+        // A second guard (main() locks xmlsec down before any thread starts): xmlsec opens no
+        // URI and runs no transform off the allow-list before this connector verifies (ADR 7).
+        xmlsec_lockdown::lock_down()
             .map_err(|e| UpstreamError::Unavailable(format!("xmlsec lockdown: {e}")))?;
         let url = |path: &str| {
             public_url

@@ -9,9 +9,7 @@ use std::collections::BTreeMap;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use openssl::pkey::{PKey, Private};
-use samael::crypto::{
-    AllowedSignatureAlgorithm, CertificateDer, Crypto, CryptoProvider, ReduceMode,
-};
+use samael::crypto::CertificateDer;
 use samael::schema::{Assertion, Response};
 
 use super::SamlError;
@@ -24,16 +22,6 @@ pub const SKEW: i64 = 60;
 pub const MAX_AGE: i64 = 600;
 
 const BEARER: &str = "urn:oasis:names:tc:SAML:2.0:cm:bearer";
-
-/// Signature algorithms accepted (no SHA-1).
-const ALGORITHMS: &[AllowedSignatureAlgorithm] = &[
-    AllowedSignatureAlgorithm::RsaSha256,
-    AllowedSignatureAlgorithm::RsaSha384,
-    AllowedSignatureAlgorithm::RsaSha512,
-    AllowedSignatureAlgorithm::EcdsaSha256,
-    AllowedSignatureAlgorithm::EcdsaSha384,
-    AllowedSignatureAlgorithm::EcdsaSha512,
-];
 
 /// What the broker expects of this response.
 pub struct Expected<'a> {
@@ -94,18 +82,9 @@ fn verified_element(
     id: &str,
 ) -> Result<String, SamlError> {
     // xmlsec dereferences every Reference and runs every transform a signature names before
-    // any key is checked: only the SAML profile gets that far (ADR 7).
-    super::dsig::check_profile(doc, id)?;
-    // And xmlsec itself can open no URI (done once per process; a no-op after that).
-    xmlsec_lockdown::forbid_external_references()
-        .map_err(|e| SamlError::Signature(format!("xmlsec lockdown: {e}")))?;
-    let signed = Crypto::reduce_xml_to_signed_with_allowed_algorithms(
-        doc,
-        certs,
-        ReduceMode::PreDigest,
-        Some(ALGORITHMS),
-    )
-    .map_err(|_| SamlError::Signature("no valid signature by the IdP's metadata keys".into()))?;
+    // any key is checked: only the SAML profile gets that far, to an xmlsec that can open no URI
+    // and run no other transform (ADR 7).
+    let signed = super::dsig::verify(doc, id, certs)?;
     let (root, _) = root_of(&signed)?;
     if root.ns != ns || root.name != name || root.id.as_deref() != Some(id) {
         return Err(SamlError::Wrapping(format!(

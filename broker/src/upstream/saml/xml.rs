@@ -6,7 +6,7 @@
 
 use quick_xml::NsReader;
 use quick_xml::events::{BytesStart, Event};
-use quick_xml::name::ResolveResult;
+use quick_xml::name::{NamespaceResolver, ResolveResult};
 
 use super::SamlError;
 
@@ -31,6 +31,67 @@ fn attr(e: &BytesStart<'_>, name: &str) -> Result<Option<String>, SamlError> {
         Ok(None) => Ok(None),
         Err(e) => Err(SamlError::Malformed(e.to_string())),
     }
+}
+
+/// Refuses a start tag whose names libxml2 (and so xmlsec and samael) could put in other
+/// namespaces than quick-xml's resolver does, which compares the raw bytes of declarations
+/// (issue #17, ADR 7). libxml2 expands character and entity references and normalises tabs and
+/// line ends in a declaration's value (`xmlns:ds="http&#58;//www.w3.org/2000/09/xmldsig#"` is
+/// XML-DSig to libxml2, an unknown namespace to the resolver); it ignores `xmlns:p=""` (XML
+/// Namespaces 1.0 cannot undeclare a prefix, so the outer binding stays) where the resolver
+/// unbinds; and it keeps an element or attribute with an undeclared prefix (in no namespace, or
+/// the attribute under its local name). So all of these are refused, and an `ID` attribute with
+/// a prefix too (samael registers IDs through `xmlHasProp`, which ignores the prefix). The
+/// reserved prefixes `xml` and `xmlns` are guarded by the resolver itself (an error).
+pub fn check_namespaces(e: &BytesStart<'_>, resolver: &NamespaceResolver) -> Result<(), SamlError> {
+    let refuse = |what: String| Err(SamlError::Malformed(what));
+    if let (ResolveResult::Unknown(p), _) = resolver.resolve_element(e.name()) {
+        return refuse(format!(
+            "the prefix {} is not declared",
+            String::from_utf8_lossy(&p)
+        ));
+    }
+    for a in e.attributes().with_checks(true) {
+        let a = a.map_err(|e| SamlError::Malformed(e.to_string()))?;
+        let key = a.key;
+        if let Some(declared) = key.as_namespace_binding() {
+            if a.value
+                .iter()
+                .any(|b| matches!(b, b'&' | b'<' | b'\t' | b'\n' | b'\r'))
+            {
+                return refuse(format!(
+                    "the namespace declaration {} is written with a reference or a tab or line end",
+                    String::from_utf8_lossy(key.as_ref())
+                ));
+            }
+            if a.value.is_empty()
+                && matches!(declared, quick_xml::name::PrefixDeclaration::Named(_))
+            {
+                return refuse(format!(
+                    "{}=\"\" (a prefix cannot be undeclared)",
+                    String::from_utf8_lossy(key.as_ref())
+                ));
+            }
+            continue;
+        }
+        if key.prefix().is_none() {
+            continue;
+        }
+        let (ns, local) = resolver.resolve_attribute(key);
+        if let ResolveResult::Unknown(p) = ns {
+            return refuse(format!(
+                "the prefix {} is not declared",
+                String::from_utf8_lossy(&p)
+            ));
+        }
+        if local.as_ref().eq_ignore_ascii_case(b"id") && !key.as_ref().starts_with(b"xml:") {
+            return refuse(format!(
+                "a prefixed ID attribute {}",
+                String::from_utf8_lossy(key.as_ref())
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Refuses what must never reach an XML parser that expands entities: a DOCTYPE or an ENTITY
@@ -87,8 +148,8 @@ pub fn read_envelope(doc: &str) -> Result<Envelope, SamlError> {
     let mut in_status: Option<usize> = None;
     let mut in_issuer = false;
     loop {
-        let (ns, event) = reader
-            .read_resolved_event()
+        let event = reader
+            .read_event()
             .map_err(|e| SamlError::Malformed(e.to_string()))?;
         let (start, empty) = match &event {
             Event::Start(s) => (Some(s), false),
@@ -96,6 +157,8 @@ pub fn read_envelope(doc: &str) -> Result<Envelope, SamlError> {
             _ => (None, false),
         };
         if let Some(e) = start {
+            check_namespaces(e, reader.resolver())?;
+            let (ns, _) = reader.resolver().resolve_element(e.name());
             let local = e.local_name();
             let local = local.as_ref();
             if depth == 0 {
@@ -199,11 +262,13 @@ pub fn root_of(doc: &str) -> Result<(Root, usize), SamlError> {
     let mut root = None;
     let mut assertions = 0;
     loop {
-        let (ns, event) = reader
-            .read_resolved_event()
+        let event = reader
+            .read_event()
             .map_err(|e| SamlError::Malformed(e.to_string()))?;
         match &event {
             Event::Start(e) | Event::Empty(e) => {
+                check_namespaces(e, reader.resolver())?;
+                let (ns, _) = reader.resolver().resolve_element(e.name());
                 let local = e.local_name();
                 let name = String::from_utf8_lossy(local.as_ref()).into_owned();
                 if in_ns(&ns, ASSERTION_NS) && (name == "Assertion" || name == "EncryptedAssertion")
@@ -368,6 +433,34 @@ mod tests {
         assert!(matches!(
             read_envelope(&other_root),
             Err(SamlError::NotAResponse)
+        ));
+    }
+
+    #[test]
+    fn namespaces_libxml2_reads_otherwise_are_refused() {
+        // An assertion libxml2 sees (its namespace written with a character reference) would
+        // otherwise not be counted.
+        let hidden = OK.replace(
+            "<saml:Assertion ID=\"a1\"/>",
+            "<saml:Assertion ID=\"a1\"/><h:Assertion xmlns:h=\"urn&#58;oasis:names:tc:SAML:2.0:assertion\" ID=\"a2\"/>",
+        );
+        assert!(matches!(
+            read_envelope(&hidden),
+            Err(SamlError::Malformed(_))
+        ));
+        let unbound = OK.replace("<saml:Issuer>", "<saml:Issuer xmlns:saml=\"\">");
+        assert!(matches!(
+            read_envelope(&unbound),
+            Err(SamlError::Malformed(_))
+        ));
+        let undeclared = OK.replace("<saml:Issuer>idp</saml:Issuer>", "<x:Issuer>idp</x:Issuer>");
+        assert!(matches!(
+            read_envelope(&undeclared),
+            Err(SamlError::Malformed(_))
+        ));
+        assert!(matches!(
+            root_of(&hidden.replace("<samlp:Response ", "<samlp:Response xmlns:d=\"&amp;\" ")),
+            Err(SamlError::Malformed(_))
         ));
     }
 
