@@ -2,7 +2,8 @@
 
 use crate::flow::contract::{Browser, Next, Outcome, View};
 use crate::flow::journey::{JourneyId, Loaded};
-use crate::flow::machine::{self, Journey, MfaDecision, MfaNeed, Stage, Want};
+use crate::flow::machine::{self, Journey, Stage, Want};
+use crate::flow::policy::{self, MfaDecision, MfaNeed};
 use crate::flow::signin::{SignIn, SignInError, upstream_start_path};
 
 impl SignIn {
@@ -77,7 +78,7 @@ impl SignIn {
                     }
                     let client = self.client_mfa(&loaded.state).await?;
                     let upstream = self.upstream_config(&who.upstream);
-                    match machine::mfa_need(
+                    match policy::mfa_need(
                         self.settings.mfa_default,
                         client,
                         upstream,
@@ -95,7 +96,7 @@ impl SignIn {
                                 machine::second_factor_proven(&mut loaded.state, &[], self.now());
                                 continue;
                             };
-                            match machine::mfa_decision(
+                            match policy::mfa_decision(
                                 required,
                                 facts,
                                 self.settings.optional_counts_implicit_factors,

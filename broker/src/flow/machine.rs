@@ -12,8 +12,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::UnixTime;
 use crate::domain::evidence::{self, Proof};
-use crate::domain::policy::MfaRequirement;
-use crate::flow::policy;
 use crate::mfa::host::Form;
 use crate::provider::authorize::StoredRequest;
 use crate::upstream::UpstreamSession;
@@ -269,81 +267,6 @@ pub struct Answer {
     pub session: Option<String>,
 }
 
-/// What the policy needs to know about the user's factors (read only when it matters).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FactorFacts {
-    /// An enrolled factor whose plugin can run (one that needs no enrolment, like an email
-    /// code to the account's address, counts when it can reach the user).
-    pub usable: bool,
-    /// A factor the user set up themselves (enrolled, not implicit) whose plugin can run.
-    pub usable_enrolled: bool,
-    /// A factor the user could set up now.
-    pub enrollable: bool,
-    pub recovery_left: i64,
-}
-
-/// What the second-factor policy says for this journey.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MfaNeed {
-    /// Nothing (more) to ask.
-    Met,
-    /// The user's factors decide: read them, then call [`mfa_decision`].
-    Facts { required: bool },
-}
-
-/// Evaluates the MFA policy for the client that will receive the code (and the upstream, and
-/// the `acr_values` the app asked for). Pure.
-pub fn mfa_need(
-    default: MfaRequirement,
-    client: Option<MfaRequirement>,
-    upstream: Option<&crate::config::UpstreamConfig>,
-    j: &Journey,
-) -> MfaNeed {
-    let Some(who) = &j.who else {
-        return MfaNeed::Facts { required: true };
-    };
-    let mut required = policy::requirement(default, client, upstream, j.acr_values());
-    if j.step_up.is_some() {
-        required = MfaRequirement::Required;
-    }
-    // The level counts only what the evidence earns: an upstream's own `mfa` only where that
-    // upstream is trusted for it (decided when its answer was recorded).
-    if required == MfaRequirement::Off || who.level() >= 2 {
-        return MfaNeed::Met;
-    }
-    MfaNeed::Facts {
-        required: required == MfaRequirement::Required,
-    }
-}
-
-/// What to do once the user's factors are known.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MfaDecision {
-    /// `optional` and nothing usable: sign in without a second factor.
-    Skip,
-    /// Ask: the choice (or the only factor's challenge).
-    Ask,
-    /// Required, and no factor can run or be set up: fail closed.
-    NoFactor,
-}
-
-/// `optional` with a usable enrolled factor asks for it (a factor that needs no enrolment
-/// counts only when `implicit_counts`); `required` asks or fails closed.
-pub fn mfa_decision(required: bool, f: FactorFacts, implicit_counts: bool) -> MfaDecision {
-    let enrolled = if implicit_counts {
-        f.usable
-    } else {
-        f.usable_enrolled
-    };
-    if !required && !enrolled {
-        return MfaDecision::Skip;
-    }
-    if !f.usable && !f.enrollable && f.recovery_left == 0 {
-        return MfaDecision::NoFactor;
-    }
-    MfaDecision::Ask
-}
-
 /// What the journey needs next.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Want {
@@ -375,28 +298,6 @@ pub fn next(j: &Journey, routed: impl Fn(&str) -> Option<String>) -> Want {
     Want::Session
 }
 
-/// Whether a user may set up a new factor in this journey: only one with no factor yet, or one
-/// who already passed a second factor (adding a method from the account page). Otherwise a
-/// stolen password could enrol the thief's own authenticator and pass as MFA.
-pub fn may_enroll(who: &Proven, any_enrolled: bool) -> bool {
-    who.level() >= 2 || !any_enrolled
-}
-
-/// How recent a second factor must be to add or remove one from the account page.
-pub const REPROOF_SECS: i64 = 300;
-
-/// Whether the user may add or remove a factor from the account page now: one with no factor
-/// yet, or one who proved a factor here within [`REPROOF_SECS`] (a session's old second factor is
-/// not enough: a borrowed unlocked browser must not add the borrower's authenticator).
-pub fn may_manage(who: &Proven, any_enrolled: bool, now: UnixTime) -> bool {
-    !any_enrolled
-        || who.evidence.iter().any(|p| {
-            p.source == crate::domain::evidence::Source::Local
-                && crate::domain::auth::SECOND_FACTOR_AMR.contains(&p.method.as_str())
-                && p.at >= now.saturating_sub(REPROOF_SECS)
-        })
-}
-
 /// A factor proven again in a journey that manages factors: its methods join the evidence, the
 /// journey stays at the choice (now allowed to add or remove one).
 pub fn factor_reproven(j: &mut Journey, amr: &[String], at: UnixTime) {
@@ -426,6 +327,8 @@ pub fn second_factor_proven(j: &mut Journey, amr: &[String], at: UnixTime) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::policy::MfaRequirement;
+    use crate::flow::policy::{MfaNeed, mfa_need};
 
     fn app(acr: Option<&str>) -> Target {
         Target::App(StoredRequest {
@@ -514,75 +417,6 @@ mod tests {
     }
 
     #[test]
-    fn mfa_is_evaluated_for_the_client_receiving_the_code() {
-        let mut j = Journey::new(app(None));
-        j.first_factor(pwd("u"), None);
-        use MfaRequirement::*;
-        assert_eq!(mfa_need(Off, None, None, &j), MfaNeed::Met);
-        assert_eq!(
-            mfa_need(Off, Some(Optional), None, &j),
-            MfaNeed::Facts { required: false }
-        );
-        assert_eq!(
-            mfa_need(Off, Some(Required), None, &j),
-            MfaNeed::Facts { required: true }
-        );
-        // acr_values asking for the second level make it required.
-        let mut k = Journey::new(app(Some(crate::domain::auth::ACR_LOA2)));
-        k.first_factor(pwd("u"), None);
-        assert_eq!(
-            mfa_need(Off, Some(Off), None, &k),
-            MfaNeed::Facts { required: true }
-        );
-        // A step-up is always required.
-        j.step_up = Some("sid".into());
-        assert_eq!(
-            mfa_need(Off, Some(Off), None, &j),
-            MfaNeed::Facts { required: true }
-        );
-    }
-
-    #[test]
-    fn optional_with_an_enrolled_factor_asks_for_it() {
-        let some = FactorFacts {
-            usable: true,
-            usable_enrolled: true,
-            enrollable: false,
-            recovery_left: 0,
-        };
-        let none = FactorFacts {
-            usable: false,
-            usable_enrolled: false,
-            enrollable: true,
-            recovery_left: 0,
-        };
-        let nothing = FactorFacts {
-            usable: false,
-            usable_enrolled: false,
-            enrollable: false,
-            recovery_left: 0,
-        };
-        // Only an email code, which needs no enrolment.
-        let implicit = FactorFacts {
-            usable: true,
-            usable_enrolled: false,
-            enrollable: true,
-            recovery_left: 0,
-        };
-        for counts in [false, true] {
-            assert_eq!(mfa_decision(false, some, counts), MfaDecision::Ask);
-            assert_eq!(mfa_decision(false, none, counts), MfaDecision::Skip);
-            assert_eq!(mfa_decision(true, none, counts), MfaDecision::Ask);
-            assert_eq!(mfa_decision(true, nothing, counts), MfaDecision::NoFactor);
-            assert_eq!(mfa_decision(false, nothing, counts), MfaDecision::Skip);
-            assert_eq!(mfa_decision(true, implicit, counts), MfaDecision::Ask);
-        }
-        // `optional` asks only users who enrolled a factor, unless implicit factors count.
-        assert_eq!(mfa_decision(false, implicit, false), MfaDecision::Skip);
-        assert_eq!(mfa_decision(false, implicit, true), MfaDecision::Ask);
-    }
-
-    #[test]
     fn a_proven_second_factor_leads_to_the_session() {
         let mut j = Journey::new(Target::Local("/account".into()));
         j.first_factor(pwd("u"), None);
@@ -603,88 +437,6 @@ mod tests {
             mfa_need(MfaRequirement::Required, None, None, &k),
             MfaNeed::Met
         );
-    }
-
-    #[test]
-    fn an_untrusted_upstream_saying_mfa_is_asked_for_the_broker_factor() {
-        use crate::domain::evidence::Proof;
-        let claims = vec!["pwd".to_owned(), "mfa".to_owned()];
-        let mut j = Journey::new(app(None));
-        j.first_factor(
-            Proven {
-                user_id: "u".into(),
-                upstream: "corp".into(),
-                evidence: Proof::from_upstream("corp", &claims, false, 100),
-                acr: None,
-            },
-            None,
-        );
-        assert_eq!(
-            mfa_need(
-                MfaRequirement::Off,
-                Some(MfaRequirement::Required),
-                None,
-                &j
-            ),
-            MfaNeed::Facts { required: true }
-        );
-        let mut k = Journey::new(app(None));
-        k.first_factor(
-            Proven {
-                user_id: "u".into(),
-                upstream: "corp".into(),
-                evidence: Proof::from_upstream("corp", &claims, true, 100),
-                acr: None,
-            },
-            None,
-        );
-        assert_eq!(
-            mfa_need(
-                MfaRequirement::Off,
-                Some(MfaRequirement::Required),
-                None,
-                &k
-            ),
-            MfaNeed::Met
-        );
-    }
-
-    #[test]
-    fn enrolment_needs_the_existing_factor_first() {
-        assert!(may_enroll(&pwd("u"), false));
-        assert!(!may_enroll(&pwd("u"), true));
-        let mut strong = pwd("u");
-        strong.evidence.push(Proof::local("mfa", 100));
-        assert!(may_enroll(&strong, true));
-        // An upstream's word is not enough to add a factor.
-        let mut claimed = pwd("u");
-        claimed.evidence = Proof::from_upstream("corp", &["mfa".into()], false, 100);
-        assert!(!may_enroll(&claimed, true));
-    }
-
-    #[test]
-    fn managing_factors_needs_a_recent_factor_proven_here() {
-        let mut who = pwd("u");
-        assert!(may_manage(&who, false, 1_000), "nothing enrolled yet");
-        assert!(!may_manage(&who, true, 1_000));
-        // The session's second factor, an hour old: not enough.
-        who.evidence.push(Proof::local("otp", 1_000 - 3_600));
-        assert!(!may_manage(&who, true, 1_000));
-        // An upstream's word: never.
-        who.evidence
-            .extend(Proof::from_upstream("corp", &["otp".into()], true, 1_000));
-        assert!(!may_manage(&who, true, 1_000));
-        let mut j = Journey::new(Target::Local("/account".into()));
-        j.first_factor(who, None);
-        j.manage = true;
-        factor_reproven(&mut j, &["otp".into(), "mfa".into()], 990);
-        assert!(!j.mfa.satisfied, "the journey stays at the choice");
-        assert!(may_manage(j.who.as_ref().unwrap(), true, 1_000));
-        assert!(!may_manage(
-            j.who.as_ref().unwrap(),
-            true,
-            990 + REPROOF_SECS + 1
-        ));
     }
 
     /// Every event outside the stage that expects it is refused.

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use crate::domain::Locale;
 use crate::domain::policy::MfaRequirement;
 use crate::flow::contract::{Browser, CookieOp, Outcome};
-use crate::flow::machine::{self, Journey, MfaDecision, MfaNeed, Stage, Target};
+use crate::flow::machine::{Journey, Stage, Target};
+use crate::flow::policy::{self, MfaDecision, MfaNeed};
 use crate::flow::signin::{SignIn, SignInError, blocking, bound_to, proven_of};
 use crate::provider::OAuthError;
 use crate::provider::authorize::{self, AuthorizeError, Prompt};
@@ -112,13 +113,13 @@ impl SignIn {
             .who
             .as_ref()
             .and_then(|w| self.upstream_config(&w.upstream));
-        match machine::mfa_need(self.settings.mfa_default, client, upstream, probe) {
+        match policy::mfa_need(self.settings.mfa_default, client, upstream, probe) {
             MfaNeed::Met => Ok(false),
             MfaNeed::Facts { required: true } => Ok(true),
             MfaNeed::Facts { required: false } => {
                 let facts = self.facts(probe, Locale::En).await?;
                 Ok(facts.is_some_and(|(f, _)| {
-                    machine::mfa_decision(false, f, self.settings.optional_counts_implicit_factors)
+                    policy::mfa_decision(false, f, self.settings.optional_counts_implicit_factors)
                         == MfaDecision::Ask
                 }))
             }

@@ -1,6 +1,6 @@
 //! Owns the account page's start for managing second factors (`GET /account/factors`): whatever
 //! level the session already has, the user sees their factors, proves one again (unless none is
-//! set up, or one was proven here within `machine::REPROOF_SECS`), then adds or removes one. The
+//! set up, or one was proven here within `policy::REPROOF_SECS`), then adds or removes one. The
 //! journey raises the session when a factor is added and ends at `/account`.
 
 use crate::flow::contract::{Browser, Next, Outcome};

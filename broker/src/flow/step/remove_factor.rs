@@ -1,5 +1,5 @@
 //! Owns removing a second factor (`POST /login/mfa/remove`), a step of a journey that manages
-//! factors: only after a factor was proven here within `machine::REPROOF_SECS`, never the last
+//! factors: only after a factor was proven here within `policy::REPROOF_SECS`, never the last
 //! one that can run where the policy requires a second factor; audited. The user's sessions keep working.
 
 use std::sync::Arc;
@@ -9,6 +9,7 @@ use crate::domain::policy::MfaRequirement;
 use crate::flow::binding::Resumed;
 use crate::flow::contract::{Browser, Notice, Outcome};
 use crate::flow::machine::{self, Event};
+use crate::flow::policy;
 use crate::flow::signin::{SignIn, SignInError, blocking};
 
 impl SignIn {
@@ -44,7 +45,7 @@ impl SignIn {
                 .choice(browser, &id, &mut loaded, &who, 404, None)
                 .await;
         }
-        if !machine::may_manage(&who, true, self.now()) {
+        if !policy::may_manage(&who, true, self.now()) {
             return self
                 .choice(
                     browser,

@@ -1,6 +1,6 @@
 //! Owns the second-factor steps of the sign-in journey (`impl SignIn`): the choice of factors,
 //! a plugin's challenge or enrolment, recovery codes, the attempt rates and the audit trail of
-//! each. The policy (whether a factor is asked) is `machine::mfa_need` / `mfa_decision`; these
+//! each. The policy (whether a factor is asked) is `policy::mfa_need` / `mfa_decision`; these
 //! steps run once it says so, and a proven factor goes back to `SignIn::drive`.
 
 use std::sync::Arc;
@@ -10,7 +10,8 @@ use crate::domain::{Locale, UserId};
 use crate::flow::binding::Resumed;
 use crate::flow::contract::{Browser, Next, Notice, Outcome, View};
 use crate::flow::journey::{JourneyId, Loaded};
-use crate::flow::machine::{self, FactorFacts, Journey, Proven, Stage};
+use crate::flow::machine::{self, Journey, Proven, Stage};
+use crate::flow::policy::{self, FactorFacts};
 use crate::flow::signin::{SignIn, SignInError, blocking};
 use crate::mfa::{EnrollOutcome, FactorStatus, FactorUser, MfaError, VerifyOutcome};
 use crate::ratelimit::Scope;
@@ -442,9 +443,9 @@ impl SignIn {
         };
         let any_enrolled = factors.iter().any(|f| f.enrolled);
         let may_enroll = if loaded.state.manage {
-            machine::may_manage(who, any_enrolled, self.clock.now())
+            policy::may_manage(who, any_enrolled, self.clock.now())
         } else {
-            machine::may_enroll(who, any_enrolled)
+            policy::may_enroll(who, any_enrolled)
         };
         let usable: Vec<&FactorStatus> = factors
             .iter()
@@ -539,9 +540,9 @@ impl SignIn {
             if enroll {
                 let any = mfa.factors(&u)?.iter().any(|x| x.enrolled);
                 let may = if manage {
-                    machine::may_manage(&w, any, now)
+                    policy::may_manage(&w, any, now)
                 } else {
-                    machine::may_enroll(&w, any)
+                    policy::may_enroll(&w, any)
                 };
                 if !may {
                     return Ok(Err(StepError::EnrolRefused));
