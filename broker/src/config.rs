@@ -292,6 +292,15 @@ pub struct RawDatabase {
     pub pool_size: u32,
     #[serde(with = "humantime_serde")]
     pub busy_timeout: Duration,
+    /// PostgreSQL: the longest a request waits for a connection (connecting included).
+    #[serde(with = "humantime_serde")]
+    pub pool_timeout: Duration,
+    /// PostgreSQL: `statement_timeout` of every connection.
+    #[serde(with = "humantime_serde")]
+    pub statement_timeout: Duration,
+    /// How long `/readyz` waits for the database before it answers "not ready".
+    #[serde(with = "humantime_serde")]
+    pub ready_timeout: Duration,
 }
 
 impl Default for RawDatabase {
@@ -300,6 +309,9 @@ impl Default for RawDatabase {
             url: String::new(),
             pool_size: 8,
             busy_timeout: Duration::from_secs(5),
+            pool_timeout: Duration::from_secs(2),
+            statement_timeout: Duration::from_secs(5),
+            ready_timeout: Duration::from_millis(500),
         }
     }
 }
@@ -536,6 +548,11 @@ pub struct Settings {
     pub database: DatabaseUrl,
     pub pool_size: u32,
     pub busy_timeout: Duration,
+    /// PostgreSQL: checkout wait and statement timeout (`[database]`).
+    pub pool_timeout: Duration,
+    pub statement_timeout: Duration,
+    /// `/readyz`'s own wait for the database.
+    pub ready_timeout: Duration,
     pub session: SessionSettings,
     pub ui: RawUi,
     pub log: RawLog,
@@ -710,6 +727,15 @@ impl Settings {
                 "database.pool_size",
                 "must be between 1 and 512".into(),
             ));
+        }
+        for (key, d, max) in [
+            ("database.pool_timeout", raw.database.pool_timeout, 60),
+            ("database.statement_timeout", raw.database.statement_timeout, 600),
+            ("database.ready_timeout", raw.database.ready_timeout, 30),
+        ] {
+            if d < Duration::from_millis(100) || d > Duration::from_secs(max) {
+                return Err(invalid(key, format!("must be between 100ms and {max}s")));
+            }
         }
         let s = &raw.session;
         let name_ok = !s.cookie_name.is_empty()
@@ -1040,6 +1066,9 @@ impl Settings {
             database,
             pool_size: raw.database.pool_size,
             busy_timeout: raw.database.busy_timeout,
+            pool_timeout: raw.database.pool_timeout,
+            statement_timeout: raw.database.statement_timeout,
+            ready_timeout: raw.database.ready_timeout,
             session: SessionSettings {
                 cookie_name: s.cookie_name.clone(),
                 idle_timeout: s.idle_timeout,
