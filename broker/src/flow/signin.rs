@@ -1119,6 +1119,9 @@ impl SignIn {
             UpstreamError::Unavailable(_) => {
                 ("error_upstream_unavailable", 502, "unavailable".to_owned())
             }
+            UpstreamError::Storage(StorageError::Unavailable(_)) => {
+                return Err(SignInError::Unavailable);
+            }
             UpstreamError::Storage(_) => return Err(SignInError::internal(e)),
             UpstreamError::Invalid { check, .. } => {
                 ("error_upstream_failed", 400, format!("rejected:{check}"))
