@@ -730,7 +730,11 @@ impl Settings {
         }
         for (key, d, max) in [
             ("database.pool_timeout", raw.database.pool_timeout, 60),
-            ("database.statement_timeout", raw.database.statement_timeout, 600),
+            (
+                "database.statement_timeout",
+                raw.database.statement_timeout,
+                600,
+            ),
             ("database.ready_timeout", raw.database.ready_timeout, 30),
         ] {
             if d < Duration::from_millis(100) || d > Duration::from_secs(max) {

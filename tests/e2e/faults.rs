@@ -39,7 +39,11 @@ impl PrivatePg {
     /// None (with a message) when the PostgreSQL server binaries are not installed.
     fn start() -> Option<Self> {
         let mut bins: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).collect())
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.path().join("bin"))
+                    .collect()
+            })
             .unwrap_or_default();
         bins.retain(|b| b.join("initdb").is_file() && b.join("pg_ctl").is_file());
         bins.sort_by_key(|b| {
@@ -81,7 +85,16 @@ impl PrivatePg {
             .run("initdb")
             .arg("-D")
             .arg(&data)
-            .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-locale", "--no-sync"])
+            .args([
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--no-locale",
+                "--no-sync",
+            ])
             .output()
             .unwrap();
         assert!(
@@ -381,7 +394,14 @@ async fn traffic(rec: Arc<Recorder>, route: &'static str, i: usize, base: String
     while rec.running() {
         match route {
             "readyz" => {
-                timed(&rec, route, i, Shape::Ready, http.get(format!("{base}/readyz"))).await;
+                timed(
+                    &rec,
+                    route,
+                    i,
+                    Shape::Ready,
+                    http.get(format!("{base}/readyz")),
+                )
+                .await;
             }
             "userinfo" => {
                 timed(
@@ -409,7 +429,10 @@ async fn traffic(rec: Arc<Recorder>, route: &'static str, i: usize, base: String
                 )
                 .await;
                 if status == 200 {
-                    refresh = json["refresh_token"].as_str().unwrap_or_default().to_owned();
+                    refresh = json["refresh_token"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned();
                 } else if status == 400 && last_was_503 {
                     // The rotation may have committed just before the server died: the
                     // answer was lost, so the old token is spent. Not the broker's fault;
@@ -655,7 +678,10 @@ redirect_uris = ["https://webapp.example/cb"]
     let mut problems = Vec::new();
     for s in &samples {
         if s.status == 500 || s.status == 0 {
-            problems.push(format!("{} on {} ({}): {}", s.status, s.route, s.instance, s.note));
+            problems.push(format!(
+                "{} on {} ({}): {}",
+                s.status, s.route, s.instance, s.note
+            ));
         }
         if !s.shape_ok {
             problems.push(format!(
@@ -720,7 +746,10 @@ redirect_uris = ["https://webapp.example/cb"]
     }
     assert_eq!(ko_page.status, 503, "{}", ko_page.body);
     if !ko_page.body.contains("서비스를 잠시 이용할 수 없습니다") {
-        problems.push(format!("the Korean page is not localised: {}", ko_page.body));
+        problems.push(format!(
+            "the Korean page is not localised: {}",
+            ko_page.body
+        ));
     }
     for (i, inst) in instances.iter().enumerate() {
         let text = reqwest::get(format!("{}/metrics", inst.base))
@@ -749,12 +778,17 @@ redirect_uris = ["https://webapp.example/cb"]
         if internal > 0 {
             problems.push(format!(
                 "instance {i}: {internal} internal errors logged, e.g. {}",
-                log.lines().find(|l| l.contains("internal error")).unwrap_or_default()
+                log.lines()
+                    .find(|l| l.contains("internal error"))
+                    .unwrap_or_default()
             ));
         }
         let ready = reqwest::get(format!("{}/readyz", inst.base)).await.unwrap();
         if ready.status() != 200 {
-            problems.push(format!("instance {i}: /readyz {} at the end", ready.status()));
+            problems.push(format!(
+                "instance {i}: /readyz {} at the end",
+                ready.status()
+            ));
         }
     }
     assert!(
@@ -820,7 +854,10 @@ async fn a_mail_server_that_is_down_leaves_no_challenge_and_the_next_press_sends
     assert_eq!(page.status, 502, "{}", page.body);
     assert!(page.body.contains(NOT_SENT), "{}", page.body);
     assert!(
-        app.store.mfa_state("email-otp", &user.id).unwrap().is_none(),
+        app.store
+            .mfa_state("email-otp", &user.id)
+            .unwrap()
+            .is_none(),
         "a failed send leaves no challenge"
     );
     // Pressing again while it is still down fails again, honestly.
@@ -878,13 +915,19 @@ async fn a_hung_mail_server_is_cut_at_the_timeout(b: Backend) {
         )
         .await;
     let took = started.elapsed();
-    eprintln!("hung SMTP server, timeout 2s: answered {} in {took:?}", page.status);
+    eprintln!(
+        "hung SMTP server, timeout 2s: answered {} in {took:?}",
+        page.status
+    );
     assert_eq!(page.status, 502, "{}", page.body);
     assert!(page.body.contains(NOT_SENT), "{}", page.body);
     // 2 s of timeout plus the sign-in's own work (argon2 on a busy test machine).
     assert!(took < Duration::from_secs(6), "answered after {took:?}");
     assert!(
-        app.store.mfa_state("email-otp", &user.id).unwrap().is_none(),
+        app.store
+            .mfa_state("email-otp", &user.id)
+            .unwrap()
+            .is_none(),
         "a timed-out send leaves no challenge"
     );
     // Replace the hung server with a real one on the same port.
@@ -989,7 +1032,10 @@ async fn a_failing_or_hung_sms_gateway_leaves_no_challenge(b: Backend) {
     let started = Instant::now();
     let page = choose(&mut br2, &page, "sms-otp", "challenge").await;
     let took = started.elapsed();
-    eprintln!("hung SMS gateway, timeout 2s: answered {} in {took:?}", page.status);
+    eprintln!(
+        "hung SMS gateway, timeout 2s: answered {} in {took:?}",
+        page.status
+    );
     assert_eq!(page.status, 502, "{}", page.body);
     assert!(took < Duration::from_secs(5), "answered after {took:?}");
     assert_eq!(

@@ -482,14 +482,7 @@ impl SignIn {
             && let Err(e) = self.mfa.deliver(&user.email, outbox).await
         {
             return self
-                .step_failed(
-                    browser,
-                    id,
-                    loaded,
-                    who,
-                    factor,
-                    StepError::Plugin(e),
-                )
+                .step_failed(browser, id, loaded, who, factor, StepError::Plugin(e))
                 .await;
         }
         self.audit_mfa(
