@@ -1316,6 +1316,37 @@ mod tests {
     }
 
     #[test]
+    fn database_waits_have_short_defaults_and_bounds() {
+        let s = Settings::load(None, env(&[])).unwrap();
+        assert_eq!(s.pool_timeout, Duration::from_secs(2));
+        assert_eq!(s.statement_timeout, Duration::from_secs(5));
+        assert_eq!(s.ready_timeout, Duration::from_millis(500));
+        let s = Settings::load(
+            None,
+            env(&[
+                ("CONCIERGE__DATABASE__POOL_TIMEOUT", "750ms"),
+                ("CONCIERGE__DATABASE__READY_TIMEOUT", "1s"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.pool_timeout, Duration::from_millis(750));
+        assert_eq!(s.ready_timeout, Duration::from_secs(1));
+        for (key, value) in [
+            ("CONCIERGE__DATABASE__POOL_TIMEOUT", "10ms"),
+            ("CONCIERGE__DATABASE__POOL_TIMEOUT", "2m"),
+            ("CONCIERGE__DATABASE__STATEMENT_TIMEOUT", "0s"),
+            ("CONCIERGE__DATABASE__READY_TIMEOUT", "1m"),
+        ] {
+            let e = Settings::load(None, env(&[(key, value)])).unwrap_err();
+            let field = key
+                .trim_start_matches("CONCIERGE__")
+                .replace("__", ".")
+                .to_lowercase();
+            assert!(e.to_string().contains(&field), "{key}={value}: {e}");
+        }
+    }
+
+    #[test]
     fn demo_mode_refuses_a_public_bind() {
         let e =
             Settings::load(None, env(&[("CONCIERGE__SERVER__BIND", "0.0.0.0:8080")])).unwrap_err();

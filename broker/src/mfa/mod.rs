@@ -63,11 +63,6 @@ impl Outbox {
     pub fn is_empty(&self) -> bool {
         self.messages.is_empty()
     }
-
-    /// The messages (tests).
-    pub fn messages(&self) -> &[Outgoing] {
-        &self.messages
-    }
 }
 
 impl std::fmt::Debug for Outbox {

@@ -2089,3 +2089,57 @@ impl Store for DieselStore {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{PoolSettings, is_outage_message, query_err, with_timeouts};
+    use crate::storage::StorageError;
+
+    #[test]
+    fn outage_messages_are_unavailable_not_query_errors() {
+        for m in [
+            "terminating connection due to administrator command",
+            "FATAL:  the database system is starting up",
+            "server closed the connection unexpectedly",
+            "canceling statement due to statement timeout",
+            "sorry, too many clients already",
+            "database is locked",
+        ] {
+            assert!(is_outage_message(m), "{m}");
+        }
+        for m in [
+            "syntax error at or near",
+            "duplicate key value",
+            "no such table: x",
+        ] {
+            assert!(!is_outage_message(m), "{m}");
+        }
+        assert!(matches!(
+            query_err(diesel::result::Error::BrokenTransactionManager),
+            StorageError::Unavailable(_)
+        ));
+        assert!(matches!(
+            query_err(diesel::result::Error::NotFound),
+            StorageError::Query(_)
+        ));
+    }
+
+    #[test]
+    fn postgres_urls_get_bounded_connects_unless_the_operator_chose() {
+        let s = PoolSettings::new(4, Duration::from_secs(5));
+        let u = with_timeouts("postgres://u:p@db.internal:5432/c?sslmode=require", &s);
+        let parsed = url::Url::parse(&u).unwrap();
+        let q: Vec<(String, String)> = parsed.query_pairs().into_owned().collect();
+        assert!(q.contains(&("sslmode".into(), "require".into())), "{u}");
+        assert!(q.contains(&("connect_timeout".into(), "2".into())), "{u}");
+        assert!(
+            q.contains(&("tcp_user_timeout".into(), "6000".into())),
+            "{u}"
+        );
+        assert_eq!(parsed.password(), Some("p"));
+        let own = with_timeouts("postgres://db/c?connect_timeout=9&tcp_user_timeout=1", &s);
+        assert_eq!(own, "postgres://db/c?connect_timeout=9&tcp_user_timeout=1");
+    }
+}

@@ -88,3 +88,22 @@ impl Metrics {
         String::from_utf8(buf).unwrap_or_default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Metrics;
+
+    #[test]
+    fn each_outage_is_reported_once_and_every_answer_counted() {
+        let m = Metrics::new().unwrap();
+        assert!(m.database_unavailable(1), "the first answer of outage 1");
+        assert!(!m.database_unavailable(1));
+        assert!(!m.database_unavailable(1));
+        assert!(m.database_unavailable(2), "a new outage");
+        assert!(!m.database_unavailable(2));
+        assert!(
+            m.render()
+                .contains("concierge_database_unavailable_total 5")
+        );
+    }
+}
