@@ -20,8 +20,9 @@ use crate::mfa::{
 use crate::oidc::{Http, code_for};
 use crate::per_backend_async;
 use crate::support::Backend;
+use concierge::config::DatabaseUrl;
 use concierge::startup::{DEMO_EMAIL, DEMO_PASSWORD};
-use concierge::storage::{MfaStore, Store};
+use concierge::storage::{AuditQuery, MfaStore, Store};
 
 // --- a private PostgreSQL server ------------------------------------------------------------
 
@@ -790,6 +791,35 @@ redirect_uris = ["https://webapp.example/cb"]
                 ready.status()
             ));
         }
+    }
+    // The audit rows recorded during the outage reach the table once it is back: one per
+    // instance, not one per refused request.
+    let store = concierge::storage::DieselStore::open(
+        &DatabaseUrl::Postgres(pg.url()),
+        1,
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let query = AuditQuery {
+        user_id: None,
+        kind: Some("database_unavailable".into()),
+        since: None,
+        until: None,
+        before_id: None,
+        limit: 100,
+    };
+    let mut rows = 0;
+    for _ in 0..100 {
+        rows = store.audit_events(&query).unwrap().len();
+        if rows >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if rows != 2 {
+        problems.push(format!(
+            "{rows} database_unavailable audit rows, not one per instance"
+        ));
     }
     assert!(
         problems.is_empty(),

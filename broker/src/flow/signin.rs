@@ -68,8 +68,18 @@ impl SignInError {
 impl From<FlowError> for SignInError {
     fn from(e: FlowError) -> Self {
         match e {
-            FlowError::Storage(s) => Self::Storage(s),
+            FlowError::Storage(s)
+            | FlowError::Session(crate::session::SessionError::Storage(s)) => Self::Storage(s),
+            FlowError::Provider(OAuthError::TemporarilyUnavailable) => Self::Unavailable,
             other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<crate::session::SessionError> for SignInError {
+    fn from(e: crate::session::SessionError) -> Self {
+        match e {
+            crate::session::SessionError::Storage(s) => Self::Storage(s),
         }
     }
 }
@@ -438,10 +448,7 @@ impl SignIn {
         let (parsed, session) = blocking(move || {
             let parsed = authorize::parse(&raw, &provider.clients);
             let session = match (&parsed, cookie) {
-                (Ok(_), Some(c)) => sessions
-                    .check(&c)
-                    .map_err(SignInError::internal)?
-                    .map(|a| a.record),
+                (Ok(_), Some(c)) => sessions.check(&c)?.map(|a| a.record),
                 _ => None,
             };
             Ok((parsed, session))
