@@ -38,10 +38,13 @@ pub enum EventKind {
     MfaLockedOut,
     /// A plugin was loaded, reloaded or refused (reason: `plugin:outcome`).
     PluginReloaded,
+    /// The database stopped answering: recorded once per outage (by the first request answered
+    /// 503 because of it), written when the database is back.
+    DatabaseUnavailable,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 20] = [
+    pub const ALL: [EventKind; 21] = [
         Self::LoginSucceeded,
         Self::LoginFailed,
         Self::SessionCreated,
@@ -62,6 +65,7 @@ impl EventKind {
         Self::MfaFailed,
         Self::MfaLockedOut,
         Self::PluginReloaded,
+        Self::DatabaseUnavailable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -86,6 +90,7 @@ impl EventKind {
             Self::MfaFailed => "mfa_failed",
             Self::MfaLockedOut => "mfa_locked_out",
             Self::PluginReloaded => "plugin_reloaded",
+            Self::DatabaseUnavailable => "database_unavailable",
         }
     }
 

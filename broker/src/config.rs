@@ -292,6 +292,15 @@ pub struct RawDatabase {
     pub pool_size: u32,
     #[serde(with = "humantime_serde")]
     pub busy_timeout: Duration,
+    /// PostgreSQL: the longest a request waits for a connection (connecting included).
+    #[serde(with = "humantime_serde")]
+    pub pool_timeout: Duration,
+    /// PostgreSQL: `statement_timeout` of every connection.
+    #[serde(with = "humantime_serde")]
+    pub statement_timeout: Duration,
+    /// How long `/readyz` waits for the database before it answers "not ready".
+    #[serde(with = "humantime_serde")]
+    pub ready_timeout: Duration,
 }
 
 impl Default for RawDatabase {
@@ -300,6 +309,9 @@ impl Default for RawDatabase {
             url: String::new(),
             pool_size: 8,
             busy_timeout: Duration::from_secs(5),
+            pool_timeout: Duration::from_secs(2),
+            statement_timeout: Duration::from_secs(5),
+            ready_timeout: Duration::from_millis(500),
         }
     }
 }
@@ -539,6 +551,11 @@ pub struct Settings {
     pub database: DatabaseUrl,
     pub pool_size: u32,
     pub busy_timeout: Duration,
+    /// PostgreSQL: checkout wait and statement timeout (`[database]`).
+    pub pool_timeout: Duration,
+    pub statement_timeout: Duration,
+    /// `/readyz`'s own wait for the database.
+    pub ready_timeout: Duration,
     pub session: SessionSettings,
     pub ui: RawUi,
     pub log: RawLog,
@@ -713,6 +730,19 @@ impl Settings {
                 "database.pool_size",
                 "must be between 1 and 512".into(),
             ));
+        }
+        for (key, d, max) in [
+            ("database.pool_timeout", raw.database.pool_timeout, 60),
+            (
+                "database.statement_timeout",
+                raw.database.statement_timeout,
+                600,
+            ),
+            ("database.ready_timeout", raw.database.ready_timeout, 30),
+        ] {
+            if d < Duration::from_millis(100) || d > Duration::from_secs(max) {
+                return Err(invalid(key, format!("must be between 100ms and {max}s")));
+            }
         }
         let s = &raw.session;
         let name_ok = !s.cookie_name.is_empty()
@@ -1043,6 +1073,9 @@ impl Settings {
             database,
             pool_size: raw.database.pool_size,
             busy_timeout: raw.database.busy_timeout,
+            pool_timeout: raw.database.pool_timeout,
+            statement_timeout: raw.database.statement_timeout,
+            ready_timeout: raw.database.ready_timeout,
             session: SessionSettings {
                 cookie_name: s.cookie_name.clone(),
                 idle_timeout: s.idle_timeout,
@@ -1284,6 +1317,37 @@ mod tests {
         assert_eq!(s.session.idle_timeout, Duration::from_secs(2));
         assert_eq!(s.pool_size, 3);
         assert_eq!(s.bind.port(), 9000);
+    }
+
+    #[test]
+    fn database_waits_have_short_defaults_and_bounds() {
+        let s = Settings::load(None, env(&[])).unwrap();
+        assert_eq!(s.pool_timeout, Duration::from_secs(2));
+        assert_eq!(s.statement_timeout, Duration::from_secs(5));
+        assert_eq!(s.ready_timeout, Duration::from_millis(500));
+        let s = Settings::load(
+            None,
+            env(&[
+                ("CONCIERGE__DATABASE__POOL_TIMEOUT", "750ms"),
+                ("CONCIERGE__DATABASE__READY_TIMEOUT", "1s"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.pool_timeout, Duration::from_millis(750));
+        assert_eq!(s.ready_timeout, Duration::from_secs(1));
+        for (key, value) in [
+            ("CONCIERGE__DATABASE__POOL_TIMEOUT", "10ms"),
+            ("CONCIERGE__DATABASE__POOL_TIMEOUT", "2m"),
+            ("CONCIERGE__DATABASE__STATEMENT_TIMEOUT", "0s"),
+            ("CONCIERGE__DATABASE__READY_TIMEOUT", "1m"),
+        ] {
+            let e = Settings::load(None, env(&[(key, value)])).unwrap_err();
+            let field = key
+                .trim_start_matches("CONCIERGE__")
+                .replace("__", ".")
+                .to_lowercase();
+            assert!(e.to_string().contains(&field), "{key}={value}: {e}");
+        }
     }
 
     #[test]

@@ -9,6 +9,14 @@ use actix_web::{HttpResponse, ResponseError};
 #[derive(Debug, Clone, Copy)]
 pub struct ErrorMessage(pub &'static str);
 
+/// Marks an answer given because the database is unavailable (a response extension): the
+/// middleware counts it and audits the outage once.
+#[derive(Debug, Clone, Copy)]
+pub struct DatabaseUnavailable;
+
+/// `Retry-After` (seconds) of every "the database is unavailable" answer.
+pub const UNAVAILABLE_RETRY_AFTER: &str = "5";
+
 #[derive(Debug, thiserror::Error)]
 pub enum WebError {
     #[error("bad request")]
@@ -153,6 +161,15 @@ impl ResponseError for WebError {
             res.extensions_mut()
                 .insert(ErrorMessage("error_csrf_message"));
         }
+        if let Self::Unavailable(_) = self {
+            res.extensions_mut()
+                .insert(ErrorMessage("error_db_unavailable_message"));
+            res.extensions_mut().insert(DatabaseUnavailable);
+            res.headers_mut().insert(
+                actix_web::http::header::RETRY_AFTER,
+                actix_web::http::header::HeaderValue::from_static(UNAVAILABLE_RETRY_AFTER),
+            );
+        }
         if let Self::TooManyRequests(secs) = self
             && let Ok(v) = actix_web::http::header::HeaderValue::from_str(&secs.to_string())
         {
@@ -194,6 +211,13 @@ fn oauth_response(e: &crate::provider::OAuthError, bearer: bool) -> HttpResponse
     }
     let mut res = HttpResponse::build(status);
     res.insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"));
+    let unavailable = matches!(e, E::TemporarilyUnavailable);
+    if unavailable {
+        res.insert_header((
+            actix_web::http::header::RETRY_AFTER,
+            UNAVAILABLE_RETRY_AFTER,
+        ));
+    }
     if bearer {
         let desc = e.description().unwrap_or_default().replace('"', "'");
         let value = if matches!(e, E::InvalidRequest(_)) && desc.is_empty() {
@@ -215,5 +239,9 @@ fn oauth_response(e: &crate::provider::OAuthError, bearer: bool) -> HttpResponse
     if let Some(d) = e.description() {
         body["error_description"] = serde_json::Value::String(d);
     }
-    res.json(body)
+    let mut res = res.json(body);
+    if unavailable {
+        res.extensions_mut().insert(DatabaseUnavailable);
+    }
+    res
 }

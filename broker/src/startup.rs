@@ -20,7 +20,7 @@ use crate::provider::clients::ClientRegistry;
 use crate::provider::keys::KeyRing;
 use crate::ratelimit::{Lockout, RateLimiter};
 use crate::session::SessionManager;
-use crate::storage::{DieselStore, Store, User};
+use crate::storage::{DieselStore, PoolSettings, Store, User};
 use crate::upstream::local::{self, LOCAL_UPSTREAM_ID, LocalAccounts};
 use crate::upstream::oidc::OidcConnector;
 use crate::upstream::saml::SamlConnector;
@@ -48,10 +48,14 @@ impl Default for Deps {
 
 /// Opens the configured database and applies pending migrations.
 pub fn open_store(settings: &Settings) -> anyhow::Result<Arc<DieselStore>> {
-    let store = DieselStore::open(
+    let store = DieselStore::open_with(
         &settings.database,
-        settings.pool_size,
-        settings.busy_timeout,
+        &PoolSettings {
+            size: settings.pool_size,
+            busy_timeout: settings.busy_timeout,
+            pool_timeout: settings.pool_timeout,
+            statement_timeout: settings.statement_timeout,
+        },
     )
     .with_context(|| format!("opening database {}", settings.database.redacted()))?;
     let applied = store.migrate().context("applying migrations")?;

@@ -8,6 +8,7 @@ mod support;
 mod bad_input;
 mod cli;
 mod control;
+mod faults;
 mod helpers;
 mod instances;
 mod keys;

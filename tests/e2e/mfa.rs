@@ -33,7 +33,7 @@ fn plugin_dir() -> PathBuf {
     dir
 }
 
-fn plugin(file: &str) -> PathBuf {
+pub(crate) fn plugin(file: &str) -> PathBuf {
     plugin_dir().join(file)
 }
 
@@ -42,7 +42,7 @@ fn sha256_hex(path: &Path) -> String {
 }
 
 /// One `[[mfa.plugins]]` table pinned to the file as it is now.
-fn manifest(id: &str, path: &Path, grants: &[&str], extra: &str) -> String {
+pub(crate) fn manifest(id: &str, path: &Path, grants: &[&str], extra: &str) -> String {
     let grants: Vec<String> = grants.iter().map(|g| format!("\"{g}\"")).collect();
     format!(
         "[[mfa.plugins]]\nid = \"{id}\"\npath = {:?}\nsha256 = \"{}\"\ngrants = [{}]\n{extra}\n",
@@ -84,7 +84,7 @@ async fn post_ticket(br: &mut Browser, page: &Page, path: &str, extra: &[(&str, 
     br.submit(page, path, extra).await
 }
 
-async fn choose(br: &mut Browser, page: &Page, factor: &str, action: &str) -> Page {
+pub(crate) async fn choose(br: &mut Browser, page: &Page, factor: &str, action: &str) -> Page {
     post_ticket(
         br,
         page,
@@ -94,7 +94,7 @@ async fn choose(br: &mut Browser, page: &Page, factor: &str, action: &str) -> Pa
     .await
 }
 
-async fn answer(br: &mut Browser, page: &Page, fields: &[(&str, &str)]) -> Page {
+pub(crate) async fn answer(br: &mut Browser, page: &Page, fields: &[(&str, &str)]) -> Page {
     post_ticket(br, page, "/login/mfa/answer", fields).await
 }
 
@@ -477,10 +477,10 @@ async fn totp_enrolment_sign_in_lockout_replay_and_recovery(b: Backend) {
 }
 
 /// Starts aiosmtpd (tests/peers/smtp_sink.py); messages land in the returned folder.
-struct SmtpSink {
+pub(crate) struct SmtpSink {
     child: std::process::Child,
-    port: u16,
-    dir: tempfile::TempDir,
+    pub(crate) port: u16,
+    pub(crate) dir: tempfile::TempDir,
 }
 
 impl Drop for SmtpSink {
@@ -508,12 +508,20 @@ fn dirs_cache() -> PathBuf {
 }
 
 fn smtp_sink() -> SmtpSink {
+    smtp_sink_on(None)
+}
+
+/// The SMTP sink, on `port` when given (a server restarted where the broker expects it).
+pub(crate) fn smtp_sink_on(port: Option<u16>) -> SmtpSink {
     use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/peers/smtp_sink.py");
-    let mut child = std::process::Command::new(python())
-        .arg(script)
-        .arg(dir.path())
+    let mut cmd = std::process::Command::new(python());
+    cmd.arg(script).arg(dir.path());
+    if let Some(p) = port {
+        cmd.arg(p.to_string());
+    }
+    let mut child = cmd
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("python with aiosmtpd (scripts/test.sh installs tests/peers/requirements.txt)");
@@ -530,7 +538,7 @@ fn smtp_sink() -> SmtpSink {
 
 impl SmtpSink {
     /// The n-th message received (1-based), waiting for it.
-    async fn message(&self, n: usize) -> String {
+    pub(crate) async fn message(&self, n: usize) -> String {
         let path = self.dir.path().join(format!("{n}.eml"));
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
@@ -564,7 +572,7 @@ fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
     if found.next().is_some() { None } else { first }
 }
 
-fn six_digits(text: &str) -> String {
+pub(crate) fn six_digits(text: &str) -> String {
     text.split(|c: char| !c.is_ascii_digit())
         .find(|w| w.len() == 6)
         .unwrap_or_else(|| panic!("no 6-digit code in {text}"))
@@ -857,7 +865,7 @@ async fn factors_are_managed_from_the_account_page(b: Backend) {
 }
 
 /// A small SMS gateway: records each request's JSON body and Authorization header.
-async fn sms_gateway() -> (String, Arc<Mutex<Vec<(Value, String)>>>) {
+pub(crate) async fn sms_gateway() -> (String, Arc<Mutex<Vec<(Value, String)>>>) {
     use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
     let got: Arc<Mutex<Vec<(Value, String)>>> = Arc::default();
     let seen = Arc::clone(&got);

@@ -1,7 +1,9 @@
 """A real SMTP server for the tests (aiosmtpd): accepts mail on 127.0.0.1 and writes each
 message, as received, to DIR/<n>.eml. Prints the port it listens on, then serves until killed.
 
-    python smtp_sink.py DIR
+    python smtp_sink.py DIR [PORT]
+
+With PORT it listens there (a test that restarts the server on the port the broker knows).
 """
 import asyncio
 import pathlib
@@ -37,7 +39,7 @@ def free_port() -> int:
 def main() -> None:
     out = pathlib.Path(sys.argv[1])
     out.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = int(sys.argv[2]) if len(sys.argv) > 2 else free_port()
     controller = Controller(Sink(out), hostname="127.0.0.1", port=port)
     controller.start()
     print(port, flush=True)

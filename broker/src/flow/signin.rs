@@ -22,6 +22,7 @@ use crate::domain::policy::SessionLimit;
 use crate::domain::{Channel, Email, ReturnTo, SecretString, UserId};
 use crate::flow::contract::{Browser, Hop, Next, Outcome, View};
 use crate::mfa::{Mfa, MfaError};
+use crate::provider::OAuthError;
 use crate::provider::Provider;
 use crate::ratelimit::{Lockout, RateLimiter};
 use crate::session::SessionManager;
@@ -54,8 +55,18 @@ impl SignInError {
 impl From<FlowError> for SignInError {
     fn from(e: FlowError) -> Self {
         match e {
-            FlowError::Storage(s) => Self::Storage(s),
+            FlowError::Storage(s)
+            | FlowError::Session(crate::session::SessionError::Storage(s)) => Self::Storage(s),
+            FlowError::Provider(OAuthError::TemporarilyUnavailable) => Self::Unavailable,
             other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<crate::session::SessionError> for SignInError {
+    fn from(e: crate::session::SessionError) -> Self {
+        match e {
+            crate::session::SessionError::Storage(s) => Self::Storage(s),
         }
     }
 }
@@ -238,13 +249,7 @@ impl SignIn {
             return Ok(None);
         };
         let sessions = Arc::clone(&self.sessions);
-        blocking(move || {
-            Ok(sessions
-                .check(&cookie)
-                .map_err(SignInError::internal)?
-                .map(|a| a.record))
-        })
-        .await
+        blocking(move || Ok(sessions.check(&cookie)?.map(|a| a.record))).await
     }
 
     // --- answers ------------------------------------------------------------------------------

@@ -2,11 +2,13 @@
 //! text messages through the configured HTTP SMS gateway. Credentials stay here.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use lettre::message::{
     Mailbox,
     header::{ContentType, MIME_VERSION_1_0},
 };
+use lettre::transport::smtp::PoolConfig;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
@@ -37,7 +39,8 @@ pub fn is_e164(s: &str) -> bool {
 /// Sends plugin messages. Cheap to clone.
 #[derive(Clone)]
 pub struct Delivery {
-    smtp: Option<(AsyncSmtpTransport<Tokio1Executor>, Mailbox)>,
+    /// The transport, the sender, and the bound on one whole send.
+    smtp: Option<(AsyncSmtpTransport<Tokio1Executor>, Mailbox, Duration)>,
     sms: Option<(SmsSettings, reqwest::Client)>,
     /// For the `Message-ID` of each email.
     entropy: Arc<dyn Entropy>,
@@ -63,7 +66,13 @@ impl Delivery {
                     SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&s.host)
                         .map_err(|e| DeliveryError::Smtp(e.to_string()))?,
                 };
-                let mut builder = builder.port(s.port).timeout(Some(s.timeout));
+                // `timeout` bounds the connect here and the whole send in `email`. No pooled
+                // connections: a send cut at its deadline drops its connection mid-command, and
+                // lettre would park it for the next send.
+                let mut builder = builder
+                    .port(s.port)
+                    .timeout(Some(s.timeout))
+                    .pool_config(PoolConfig::new().max_size(0));
                 if let Some((user, pass)) = &s.credentials {
                     builder =
                         builder.credentials(Credentials::new(user.clone(), pass.expose().into()));
@@ -72,7 +81,7 @@ impl Delivery {
                     .from
                     .parse()
                     .map_err(|_| DeliveryError::Smtp("from is not a mailbox".into()))?;
-                Some((builder.build(), from))
+                Some((builder.build(), from, s.timeout))
             }
         };
         let sms = match sms {
@@ -113,7 +122,7 @@ impl Delivery {
     }
 
     async fn email(&self, to: &str, subject: String, body: String) -> Result<(), DeliveryError> {
-        let (transport, from) = self.smtp.as_ref().ok_or(DeliveryError::NoSmtp)?;
+        let (transport, from, deadline) = self.smtp.as_ref().ok_or(DeliveryError::NoSmtp)?;
         let to: Mailbox = to.parse().map_err(|_| DeliveryError::BadRecipient)?;
         let message = Message::builder()
             // RFC 2045 4: a MIME message (it has Content-Type) MUST say MIME-Version.
@@ -125,11 +134,15 @@ impl Delivery {
             .header(ContentType::TEXT_PLAIN)
             .body(body)
             .map_err(|e| DeliveryError::Smtp(e.to_string()))?;
-        transport
-            .send(message)
-            .await
-            .map(|_| ())
-            .map_err(|e| DeliveryError::Smtp(e.to_string()))
+        // lettre bounds only the connect; a server that accepts and then never answers would
+        // hold the request for the kernel's TCP timeouts. The whole exchange gets the deadline.
+        match tokio::time::timeout(*deadline, transport.send(message)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(DeliveryError::Smtp(e.to_string())),
+            Err(_) => Err(DeliveryError::Smtp(format!(
+                "no answer from the SMTP server within {deadline:?}"
+            ))),
+        }
     }
 
     async fn sms(&self, to: &str, body: String) -> Result<(), DeliveryError> {
@@ -142,10 +155,17 @@ impl Delivery {
         if let Some(token) = &settings.token {
             req = req.bearer_auth(token.expose());
         }
-        let res = req
-            .send()
-            .await
-            .map_err(|e| DeliveryError::Sms(e.without_url().to_string()))?;
+        // The client's timeout covers connect, request and response headers; the body is never
+        // read. The outer bound is the same deadline, for a gateway that trickles.
+        let res = match tokio::time::timeout(settings.timeout, req.send()).await {
+            Ok(r) => r.map_err(|e| DeliveryError::Sms(e.without_url().to_string()))?,
+            Err(_) => {
+                return Err(DeliveryError::Sms(format!(
+                    "no answer from the gateway within {:?}",
+                    settings.timeout
+                )));
+            }
+        };
         if !res.status().is_success() {
             return Err(DeliveryError::Sms(format!(
                 "gateway answered {}",

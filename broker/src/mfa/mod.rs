@@ -34,6 +34,46 @@ pub type ManifestSource = Box<dyn Fn() -> Result<Vec<PluginManifest>, String> + 
 /// A plugin's key-value state for one user, as the plugin sees it.
 type PluginState = BTreeMap<String, Vec<u8>>;
 
+/// What a plugin call asked to send, and the state it left: the state is written only after
+/// every message was accepted ([`Mfa::deliver`]), so a failed or timed-out send leaves no
+/// challenge behind and the next attempt sends again.
+#[must_use = "an outbox holds unwritten state: deliver it"]
+pub struct Outbox {
+    messages: Vec<Outgoing>,
+    pending: Option<PendingState>,
+}
+
+/// A state change waiting for its messages to be sent.
+struct PendingState {
+    plugin: String,
+    user: crate::domain::UserId,
+    version: Option<i64>,
+    state: PluginState,
+}
+
+impl Outbox {
+    fn empty() -> Self {
+        Self {
+            messages: Vec::new(),
+            pending: None,
+        }
+    }
+
+    /// Nothing to send (and so nothing pending).
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox")
+            .field("messages", &self.messages.len())
+            .field("pending", &self.pending.is_some())
+            .finish()
+    }
+}
+
 /// The pseudo-factor id of recovery codes (not a plugin; ADR 0009).
 pub const RECOVERY_ID: &str = "recovery-code";
 /// The signal `concierge plugins reload` raises.
@@ -352,14 +392,15 @@ impl Mfa {
     }
 
     /// One call into a plugin: a fresh instance with the user's state, under the manifest's
-    /// fuel, wall-time and memory limits. State changes are written (compare-and-swap) and the
-    /// messages returned only when the call completed. Blocking.
+    /// fuel, wall-time and memory limits. Only a call that completed changes anything: its state
+    /// is written (compare-and-swap) now if it sends nothing, else it travels in the returned
+    /// [`Outbox`] and is written once the messages are sent. Blocking.
     fn call<R>(
         &self,
         loaded: &Loaded,
         user: &FactorUser,
         f: impl FnOnce(&FactorPlugin, &mut WasmStore<CallState>, &host::User) -> wasmtime::Result<R>,
-    ) -> Result<(R, Vec<Outgoing>), MfaError> {
+    ) -> Result<(R, Outbox), MfaError> {
         let m = &loaded.manifest;
         let (version, state) = self.read_state(&m.id, &user.id)?;
         let mut store = WasmStore::new(
@@ -387,10 +428,53 @@ impl Mfa {
             Err(e) => return Err(classify(&m.id, &e, store.data().memory_refused)),
         };
         let data = store.into_data();
-        if data.dirty {
-            self.write_state(&m.id, &user.id, version, &data.state)?;
+        if data.outbox.is_empty() {
+            if data.dirty {
+                self.write_state(&m.id, &user.id, version, &data.state)?;
+            }
+            return Ok((value, Outbox::empty()));
         }
-        Ok((value, data.outbox))
+        let pending = data.dirty.then(|| PendingState {
+            plugin: m.id.clone(),
+            user: user.id.clone(),
+            version,
+            state: data.state,
+        });
+        Ok((
+            value,
+            Outbox {
+                messages: data.outbox,
+                pending,
+            },
+        ))
+    }
+
+    /// Writes an outbox's state without sending its messages (calls whose messages are not
+    /// sent, such as verification). Blocking.
+    fn settle(&self, outbox: Outbox) -> Result<(), MfaError> {
+        match outbox.pending {
+            Some(p) => self.write_state(&p.plugin, &p.user, p.version, &p.state),
+            None => Ok(()),
+        }
+    }
+
+    /// Sends an outbox's messages to the user (email to `email_to`), then, only if every one
+    /// was accepted by the mail server or the SMS gateway, writes the state the call left (the
+    /// challenge, its resend window). A failed or timed-out send writes nothing, so pressing
+    /// again runs the plugin from the same state and really sends. Each send is bounded by its
+    /// transport's `timeout`.
+    pub async fn deliver(self: &Arc<Self>, email_to: &str, outbox: Outbox) -> Result<(), MfaError> {
+        let Outbox { messages, pending } = outbox;
+        self.delivery.send_all(email_to, messages).await?;
+        let Some(p) = pending else {
+            return Ok(());
+        };
+        let this = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            this.write_state(&p.plugin, &p.user, p.version, &p.state)
+        })
+        .await
+        .map_err(|e| MfaError::Engine(format!("state write did not finish: {e}")))?
     }
 
     /// The factors this user can use or set up, in id order. Blocking.
@@ -424,7 +508,7 @@ impl Mfa {
                         self.call(&l, user, |p, s, u| {
                             p.concierge_mfa_factor().call_is_enrolled(s, u)
                         })
-                        .map(|(b, _)| b)
+                        .and_then(|(b, outbox)| self.settle(outbox).map(|()| b))
                         .unwrap_or(false)
                     };
                     out.push(FactorStatus {
@@ -464,18 +548,19 @@ impl Mfa {
         &self,
         plugin: &str,
         user: &FactorUser,
-    ) -> Result<(Form, Vec<Outgoing>), MfaError> {
+    ) -> Result<(Form, Outbox), MfaError> {
         self.form_call(plugin, user, |p, s, u| {
             p.concierge_mfa_factor().call_enroll_begin(s, u)
         })
     }
 
-    /// Starts a challenge: the page to show and the messages to send. Blocking.
+    /// Starts a challenge: the page to show and the messages to send (with the challenge's
+    /// state, written by [`Mfa::deliver`] once they are sent). Blocking.
     pub fn challenge_begin(
         &self,
         plugin: &str,
         user: &FactorUser,
-    ) -> Result<(Form, Vec<Outgoing>), MfaError> {
+    ) -> Result<(Form, Outbox), MfaError> {
         self.form_call(plugin, user, |p, s, u| {
             p.concierge_mfa_factor().call_challenge_begin(s, u)
         })
@@ -491,7 +576,7 @@ impl Mfa {
             &mut WasmStore<CallState>,
             &host::User,
         ) -> wasmtime::Result<Result<Form, PluginError>>,
-    ) -> Result<(Form, Vec<Outgoing>), MfaError> {
+    ) -> Result<(Form, Outbox), MfaError> {
         let l = self.loaded(plugin)?;
         let (r, outbox) = self.call(&l, user, f)?;
         let form = plugin_result(plugin, r)?;
@@ -506,7 +591,7 @@ impl Mfa {
         plugin: &str,
         user: &FactorUser,
         answer: Vec<(String, String)>,
-    ) -> Result<(EnrollOutcome, Vec<Outgoing>), MfaError> {
+    ) -> Result<(EnrollOutcome, Outbox), MfaError> {
         let l = self.loaded(plugin)?;
         let (r, outbox) = self.call(&l, user, |p, s, u| {
             p.concierge_mfa_factor().call_enroll_finish(s, u, &answer)
@@ -564,9 +649,11 @@ impl Mfa {
             return Ok(VerifyOutcome::Locked(l));
         }
         let outcome = self.loaded(plugin).and_then(|l| {
-            let (r, _) = self.call(&l, user, |p, s, u| {
+            let (r, outbox) = self.call(&l, user, |p, s, u| {
                 p.concierge_mfa_factor().call_verify(s, u, &answer)
             })?;
+            // Verification sends nothing; its state (a spent code) is written at once.
+            self.settle(outbox)?;
             Ok((l, r))
         });
         let rejected = |message: Option<Localized>| -> Result<VerifyOutcome, MfaError> {

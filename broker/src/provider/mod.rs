@@ -101,6 +101,9 @@ impl OAuthError {
             | Self::InvalidScope(m) => Some(m.clone()),
             Self::InvalidClient => Some("client authentication failed".into()),
             Self::InvalidToken => Some("the access token is not valid".into()),
+            Self::TemporarilyUnavailable => {
+                Some("temporarily unavailable; try again in a moment".into())
+            }
             _ => None,
         }
     }

@@ -45,16 +45,85 @@ pub struct DieselStore {
     pools: Pools,
     /// SQLite only: serialises this process's writers.
     writer: Option<std::sync::Mutex<()>>,
+    health: Health,
+    /// PostgreSQL: the `statement_timeout` every pooled connection runs with.
+    statement_timeout_ms: u128,
 }
 
+/// How the pool waits and how long a statement may run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolSettings {
+    pub size: u32,
+    /// SQLite: `PRAGMA busy_timeout` and the checkout wait (at least 1 s).
+    pub busy_timeout: Duration,
+    /// PostgreSQL: the longest a request waits for a pooled connection, connecting included.
+    pub pool_timeout: Duration,
+    /// PostgreSQL: `statement_timeout` of every connection.
+    pub statement_timeout: Duration,
+}
+
+impl PoolSettings {
+    /// The defaults of `[database]`.
+    pub fn new(size: u32, busy_timeout: Duration) -> Self {
+        Self {
+            size,
+            busy_timeout,
+            pool_timeout: Duration::from_secs(2),
+            statement_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Whether the database answered last time, and how many outages this process has seen (an
+/// outage starts at the first failed checkout after a good one and ends at the next good one).
+#[derive(Debug, Default)]
+struct Health {
+    down: std::sync::atomic::AtomicBool,
+    outages: std::sync::atomic::AtomicU64,
+}
+
+impl Health {
+    fn failed(&self) {
+        use std::sync::atomic::Ordering;
+        if !self.down.swap(true, Ordering::AcqRel) {
+            self.outages.fetch_add(1, Ordering::AcqRel);
+            tracing::warn!("database unavailable: answering 503 until it is back");
+        }
+    }
+
+    fn answered(&self) {
+        use std::sync::atomic::Ordering;
+        if self.down.load(Ordering::Relaxed) && self.down.swap(false, Ordering::AcqRel) {
+            tracing::info!("database available again");
+        }
+    }
+}
+
+/// A pooled connection, waiting at most `wait`. On PostgreSQL the pool tests each connection
+/// before handing it out (`SELECT 1`), so one broken by a restart is replaced, not used.
 fn checkout<C>(
+    health: &Health,
     pool: &Pool<ConnectionManager<C>>,
+    wait: Option<Duration>,
 ) -> Result<PooledConnection<ConnectionManager<C>>, StorageError>
 where
     C: diesel::r2d2::R2D2Connection + 'static,
 {
-    pool.get()
-        .map_err(|e| StorageError::Unavailable(e.to_string()))
+    let got = match wait {
+        Some(w) => pool.get_timeout(w),
+        None => pool.get(),
+    };
+    match got {
+        Ok(c) => {
+            health.answered();
+            Ok(c)
+        }
+        Err(e) => {
+            health.failed();
+            // The r2d2 text names the last connection error; libpq's never carries a password.
+            Err(StorageError::Unavailable(e.to_string()))
+        }
+    }
 }
 
 /// Runs `$body` with `$c: &mut Connection` on whichever backend this store uses. `write` marks
@@ -71,12 +140,12 @@ macro_rules! with_conn {
     ($self:expr, |$c:ident| $body:expr) => {
         match &$self.pools {
             Pools::Sqlite(pool) => {
-                let mut pooled = checkout(pool)?;
+                let mut pooled = checkout(&$self.health, pool, None)?;
                 let $c: &mut SqliteConnection = &mut pooled;
                 $body
             }
             Pools::Postgres(pool) => {
-                let mut pooled = checkout(pool)?;
+                let mut pooled = checkout(&$self.health, pool, None)?;
                 let $c: &mut PgConnection = &mut pooled;
                 $body
             }
@@ -96,12 +165,12 @@ macro_rules! write_transaction {
                     Ok(g) => g,
                     Err(p) => p.into_inner(),
                 });
-                let mut pooled = checkout(pool)?;
+                let mut pooled = checkout(&$self.health, pool, None)?;
                 let conn: &mut SqliteConnection = &mut pooled;
                 conn.immediate_transaction(|$c| $body)
             }
             Pools::Postgres(pool) => {
-                let mut pooled = checkout(pool)?;
+                let mut pooled = checkout(&$self.health, pool, None)?;
                 let conn: &mut PgConnection = &mut pooled;
                 conn.transaction(|$c| $body)
             }
@@ -115,11 +184,84 @@ fn query_err(e: diesel::result::Error) -> StorageError {
         Error::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => {
             StorageError::Conflict("unique key")
         }
-        Error::DatabaseError(DatabaseErrorKind::ClosedConnection, info) => {
+        Error::DatabaseError(
+            DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+            info,
+        ) => StorageError::Unavailable(info.message().to_owned()),
+        Error::DatabaseError(_, info) if is_outage_message(info.message()) => {
             StorageError::Unavailable(info.message().to_owned())
+        }
+        Error::BrokenTransactionManager => {
+            StorageError::Unavailable("the connection was lost in a transaction".into())
         }
         other => StorageError::Query(other.to_string()),
     }
+}
+
+/// Server messages that say the database, not the query, is the problem: a shutdown or restart
+/// (SQLSTATE 57P01-57P03), a lost connection, too many connections (53300), the statement
+/// timeout (57014), and SQLite's busy or locked database. diesel keeps no SQLSTATE, so the
+/// messages (stable in PostgreSQL and SQLite, English in the server's default `lc_messages`) decide.
+fn is_outage_message(m: &str) -> bool {
+    const SIGNS: [&str; 12] = [
+        "terminating connection",
+        "the database system is",
+        "server closed the connection",
+        "could not receive data from server",
+        "could not send data to server",
+        "no connection to the server",
+        "connection to server",
+        "too many clients",
+        "remaining connection slots",
+        "canceling statement due to statement timeout",
+        "database is locked",
+        "database is busy",
+    ];
+    SIGNS.iter().any(|s| m.contains(s))
+}
+
+/// Statement timeout of every PostgreSQL connection of the pool, set when it connects.
+#[derive(Debug)]
+struct PgSession {
+    statement_timeout_ms: u128,
+}
+
+impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for PgSession {
+    fn on_acquire(&self, conn: &mut PgConnection) -> Result<(), diesel::r2d2::Error> {
+        conn.batch_execute(&format!(
+            "SET statement_timeout = {}",
+            self.statement_timeout_ms
+        ))
+        .map_err(diesel::r2d2::Error::QueryError)
+    }
+}
+
+/// The PostgreSQL URL with libpq's `connect_timeout` (whole seconds, at least 2) and
+/// `tcp_user_timeout` added unless the operator set them: a server that does not answer (a
+/// dropped network, not a refused port) fails a connection attempt or an unacknowledged
+/// send in bounded time instead of holding a pool thread for the kernel's minutes.
+fn with_timeouts(url: &str, settings: &PoolSettings) -> String {
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return url.to_owned();
+    };
+    let has = |k: &str| parsed.query_pairs().any(|(name, _)| name == k);
+    let (connect, user) = (has("connect_timeout"), has("tcp_user_timeout"));
+    {
+        let mut q = parsed.query_pairs_mut();
+        if !connect {
+            let secs = settings.pool_timeout.as_secs_f64().ceil().max(2.0);
+            q.append_pair("connect_timeout", &format!("{secs:.0}"));
+        }
+        if !user {
+            let ms = settings
+                .statement_timeout
+                .max(settings.pool_timeout)
+                .as_millis()
+                .saturating_add(1000);
+            q.append_pair("tcp_user_timeout", &ms.to_string());
+        }
+    }
+    parsed.into()
 }
 
 #[derive(Debug)]
@@ -144,6 +286,13 @@ impl DieselStore {
         pool_size: u32,
         busy_timeout: Duration,
     ) -> Result<Self, StorageError> {
+        Self::open_with(url, &PoolSettings::new(pool_size, busy_timeout))
+    }
+
+    /// Opens a pool to `url` with these waits (creating the SQLite file and its folder if
+    /// needed). Does not migrate.
+    pub fn open_with(url: &DatabaseUrl, settings: &PoolSettings) -> Result<Self, StorageError> {
+        let (pool_size, busy_timeout) = (settings.size, settings.busy_timeout);
         let pools = match url {
             DatabaseUrl::Sqlite(path) => {
                 if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -179,11 +328,16 @@ impl DieselStore {
                 Pools::Sqlite(pool)
             }
             DatabaseUrl::Postgres(u) => {
-                let manager = ConnectionManager::<PgConnection>::new(u.clone());
+                let manager = ConnectionManager::<PgConnection>::new(with_timeouts(u, settings));
                 let pool = Pool::builder()
                     .max_size(pool_size)
-                    .test_on_check_out(false)
-                    .connection_timeout(Duration::from_secs(10))
+                    // One round trip per checkout buys never handing out a connection the
+                    // server closed (restart, failover, idle kill): it is replaced instead.
+                    .test_on_check_out(true)
+                    .connection_timeout(settings.pool_timeout)
+                    .connection_customizer(Box::new(PgSession {
+                        statement_timeout_ms: settings.statement_timeout.as_millis(),
+                    }))
                     .build(manager)
                     // The r2d2 error text may echo the URL; keep the password out of it.
                     .map_err(|_| {
@@ -193,7 +347,12 @@ impl DieselStore {
             }
         };
         let writer = matches!(pools, Pools::Sqlite(_)).then(|| std::sync::Mutex::new(()));
-        Ok(Self { pools, writer })
+        Ok(Self {
+            pools,
+            writer,
+            health: Health::default(),
+            statement_timeout_ms: settings.statement_timeout.as_millis(),
+        })
     }
 }
 
@@ -526,12 +685,15 @@ impl Store for DieselStore {
             |e: Box<dyn std::error::Error + Send + Sync>| StorageError::Migration(e.to_string());
         match &self.pools {
             Pools::Sqlite(pool) => {
-                let mut c = checkout(pool)?;
+                let mut c = checkout(&self.health, pool, None)?;
                 let applied = c.run_pending_migrations(SQLITE_MIGRATIONS).map_err(mig)?;
                 Ok(applied.iter().map(|v| v.to_string()).collect())
             }
             Pools::Postgres(pool) => {
-                let mut c = checkout(pool)?;
+                let mut c = checkout(&self.health, pool, None)?;
+                // Migrations (and waiting for another instance's) may take longer than a request.
+                c.batch_execute("SET statement_timeout = 0")
+                    .map_err(query_err)?;
                 c.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK_ID})"))
                     .map_err(query_err)?;
                 let result = c
@@ -540,8 +702,13 @@ impl Store for DieselStore {
                     .map_err(mig);
                 let unlock =
                     c.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_ID})"));
+                let reset = c.batch_execute(&format!(
+                    "SET statement_timeout = {}",
+                    self.statement_timeout_ms
+                ));
                 let applied = result?;
                 unlock.map_err(query_err)?;
+                reset.map_err(query_err)?;
                 Ok(applied)
             }
         }
@@ -549,6 +716,29 @@ impl Store for DieselStore {
 
     fn ping(&self) -> Result<(), StorageError> {
         with_conn!(self, |c| c.batch_execute("SELECT 1").map_err(query_err))
+    }
+
+    fn ping_within(&self, wait: Duration) -> Result<(), StorageError> {
+        match &self.pools {
+            Pools::Sqlite(pool) => {
+                let mut pooled = checkout(&self.health, pool, Some(wait))?;
+                pooled.batch_execute("SELECT 1").map_err(query_err)
+            }
+            Pools::Postgres(pool) => {
+                let mut pooled = checkout(&self.health, pool, Some(wait))?;
+                pooled.batch_execute("SELECT 1").map_err(query_err)
+            }
+        }
+    }
+
+    fn outages(&self) -> u64 {
+        self.health
+            .outages
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn outage_ongoing(&self) -> bool {
+        self.health.down.load(std::sync::atomic::Ordering::Acquire)
     }
 
     fn insert_user(&self, user: &User) -> Result<(), StorageError> {
@@ -680,12 +870,12 @@ impl Store for DieselStore {
                     Ok(g) => g,
                     Err(p) => p.into_inner(),
                 });
-                let mut c = checkout(pool)?;
+                let mut c = checkout(&self.health, pool, None)?;
                 // IMMEDIATE: the write lock is taken before the count (other processes too).
                 c.immediate_transaction(|c| capped!(c)).map_err(query_err)?
             }
             Pools::Postgres(pool) => {
-                let mut c = checkout(pool)?;
+                let mut c = checkout(&self.health, pool, None)?;
                 c.transaction(|c| {
                     // Sign-ins of one user queue here until this one commits.
                     users::table
@@ -742,7 +932,7 @@ impl Store for DieselStore {
             // every row lock of the batch for that long. Chunks are their own transactions.
             Pools::Postgres(pool) => {
                 use diesel::sql_types::{Array, BigInt, Binary};
-                let mut c = checkout(pool)?;
+                let mut c = checkout(&self.health, pool, None)?;
                 for chunk in touches.chunks(1_000) {
                     let keys: Vec<Vec<u8>> = chunk.iter().map(|(k, _)| k.to_vec()).collect();
                     let times: Vec<i64> = chunk.iter().map(|(_, t)| *t).collect();
@@ -986,13 +1176,13 @@ impl Store for DieselStore {
                     Ok(g) => g,
                     Err(p) => p.into_inner(),
                 });
-                let mut c = checkout(pool)?;
+                let mut c = checkout(&self.health, pool, None)?;
                 // IMMEDIATE: the write lock is taken before the check (other processes, e.g. the CLI).
                 c.immediate_transaction(|c| first_key!(c))
                     .map_err(query_err)
             }
             Pools::Postgres(pool) => {
-                let mut c = checkout(pool)?;
+                let mut c = checkout(&self.health, pool, None)?;
                 c.transaction(|c| {
                     c.batch_execute(&format!("SELECT pg_advisory_xact_lock({KEYS_LOCK_ID})"))?;
                     first_key!(c)
@@ -1898,5 +2088,59 @@ impl Store for DieselStore {
                 .load(c)
                 .map_err(query_err)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{PoolSettings, is_outage_message, query_err, with_timeouts};
+    use crate::storage::StorageError;
+
+    #[test]
+    fn outage_messages_are_unavailable_not_query_errors() {
+        for m in [
+            "terminating connection due to administrator command",
+            "FATAL:  the database system is starting up",
+            "server closed the connection unexpectedly",
+            "canceling statement due to statement timeout",
+            "sorry, too many clients already",
+            "database is locked",
+        ] {
+            assert!(is_outage_message(m), "{m}");
+        }
+        for m in [
+            "syntax error at or near",
+            "duplicate key value",
+            "no such table: x",
+        ] {
+            assert!(!is_outage_message(m), "{m}");
+        }
+        assert!(matches!(
+            query_err(diesel::result::Error::BrokenTransactionManager),
+            StorageError::Unavailable(_)
+        ));
+        assert!(matches!(
+            query_err(diesel::result::Error::NotFound),
+            StorageError::Query(_)
+        ));
+    }
+
+    #[test]
+    fn postgres_urls_get_bounded_connects_unless_the_operator_chose() {
+        let s = PoolSettings::new(4, Duration::from_secs(5));
+        let u = with_timeouts("postgres://u:p@db.internal:5432/c?sslmode=require", &s);
+        let parsed = url::Url::parse(&u).unwrap();
+        let q: Vec<(String, String)> = parsed.query_pairs().into_owned().collect();
+        assert!(q.contains(&("sslmode".into(), "require".into())), "{u}");
+        assert!(q.contains(&("connect_timeout".into(), "2".into())), "{u}");
+        assert!(
+            q.contains(&("tcp_user_timeout".into(), "6000".into())),
+            "{u}"
+        );
+        assert_eq!(parsed.password(), Some("p"));
+        let own = with_timeouts("postgres://db/c?connect_timeout=9&tcp_user_timeout=1", &s);
+        assert_eq!(own, "postgres://db/c?connect_timeout=9&tcp_user_timeout=1");
     }
 }

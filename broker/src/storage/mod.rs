@@ -7,7 +7,7 @@ mod journey;
 mod mfa;
 pub mod schema;
 
-pub use diesel_store::DieselStore;
+pub use diesel_store::{DieselStore, PoolSettings};
 pub use journey::{JourneyStore, LoginTransactionRow};
 pub use mfa::{MfaEnrollment, MfaStateRow, MfaStore};
 
@@ -324,6 +324,20 @@ pub trait Store: MfaStore + JourneyStore + Send + Sync + 'static {
     fn migrate(&self) -> Result<Vec<String>, StorageError>;
     /// Cheap round trip for readiness checks.
     fn ping(&self) -> Result<(), StorageError>;
+    /// A round trip that waits at most `wait` for a connection (readiness probes).
+    fn ping_within(&self, wait: std::time::Duration) -> Result<(), StorageError> {
+        let _ = wait;
+        self.ping()
+    }
+    /// How many database outages this process has seen (each counted once, when the first
+    /// request fails to get a connection after a good one).
+    fn outages(&self) -> u64 {
+        0
+    }
+    /// Whether the last attempt to reach the database failed.
+    fn outage_ongoing(&self) -> bool {
+        false
+    }
 
     fn insert_user(&self, user: &User) -> Result<(), StorageError>;
     fn user_by_email(&self, email: &Email) -> Result<Option<User>, StorageError>;

@@ -14,7 +14,7 @@ use tracing::Instrument;
 
 use super::{AppState, RequestInfo};
 use crate::domain::Locale;
-use crate::error::ErrorMessage;
+use crate::error::{DatabaseUnavailable, ErrorMessage};
 
 /// The one Content-Security-Policy of the hosted pages. `form_action` lists the sources a form
 /// may lead to (browsers apply `form-action` to the whole redirect chain after a submission);
@@ -98,6 +98,30 @@ pub async fn observe(
         }
     };
 
+    if res.status() == StatusCode::INTERNAL_SERVER_ERROR
+        && is_bare_error(&res)
+        && state.store.outage_ongoing()
+    {
+        // A failure some layer did not recognise as the database's, while the database is
+        // known to be down: the one honest answer is the outage's.
+        let mut out = HttpResponse::ServiceUnavailable().finish();
+        out.extensions_mut()
+            .insert(ErrorMessage("error_db_unavailable_message"));
+        out.extensions_mut().insert(DatabaseUnavailable);
+        out.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from_static(crate::error::UNAVAILABLE_RETRY_AFTER),
+        );
+        res = out;
+    }
+    if res.extensions().get::<DatabaseUnavailable>().is_some()
+        && state.metrics.database_unavailable(state.store.outages())
+    {
+        state.provider.audit.record(
+            crate::audit::Event::new(crate::audit::EventKind::DatabaseUnavailable)
+                .reason("database_unavailable"),
+        );
+    }
     if is_bare_error(&res) {
         let message = res.extensions().get::<ErrorMessage>().copied();
         let retry_after = res.headers().get(header::RETRY_AFTER).cloned();

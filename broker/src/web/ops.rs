@@ -10,19 +10,40 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
 }
 
+/// Ready when the database answers within `[database] ready_timeout`; otherwise 503 "not
+/// ready" at that deadline, whatever the pool or the network is doing (the probe's own bound,
+/// well under a load balancer's probe timeout).
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let store = state.store.clone();
-    match web::block(move || store.ping()).await {
-        Ok(Ok(())) => HttpResponse::Ok()
-            .json(serde_json::json!({"status": "ready", "database": state.store.backend()})),
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "readiness check failed");
-            HttpResponse::ServiceUnavailable().json(
-                serde_json::json!({"status": "unavailable", "database": state.store.backend()}),
-            )
+    let wait = state.settings.ready_timeout;
+    // The checkout waits `wait`; the outer bound also covers a blocking pool that is busy.
+    let answer = tokio::time::timeout(
+        wait + std::time::Duration::from_millis(100),
+        web::block(move || store.ping_within(wait)),
+    )
+    .await;
+    let backend = state.store.backend();
+    match answer {
+        Ok(Ok(Ok(()))) => {
+            HttpResponse::Ok().json(serde_json::json!({"status": "ready", "database": backend}))
         }
-        Err(_) => {
-            HttpResponse::ServiceUnavailable().json(serde_json::json!({"status": "unavailable"}))
+        other => {
+            let why = match other {
+                Ok(Ok(Err(e))) => e.to_string(),
+                Ok(Err(e)) => e.to_string(),
+                _ => format!("no answer within {wait:?}"),
+            };
+            tracing::warn!(error = %why, "readiness check failed");
+            let mut res = HttpResponse::ServiceUnavailable();
+            res.insert_header((header::RETRY_AFTER, "1"));
+            res.insert_header((header::CACHE_CONTROL, "no-store"));
+            let mut res = res.json(serde_json::json!({
+                "status": "unavailable",
+                "database": backend,
+            }));
+            res.extensions_mut()
+                .insert(crate::error::DatabaseUnavailable);
+            res
         }
     }
 }

@@ -45,7 +45,8 @@ pub(crate) fn posted_browser(state: &AppState, req: &HttpRequest) -> Browser {
 impl From<SignInError> for WebError {
     fn from(e: SignInError) -> Self {
         match e {
-            SignInError::Storage(s) => s.into(),
+            SignInError::Storage(s)
+            | SignInError::Journey(crate::flow::journey::JourneyError::Storage(s)) => s.into(),
             SignInError::Unavailable => WebError::Unavailable("database".into()),
             SignInError::RateLimited(secs) => WebError::TooManyRequests(secs),
             other => WebError::internal(other),

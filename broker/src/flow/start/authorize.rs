@@ -27,10 +27,7 @@ impl SignIn {
         let (parsed, session) = blocking(move || {
             let parsed = authorize::parse(&raw, &provider.clients);
             let session = match (&parsed, cookie) {
-                (Ok(_), Some(c)) => sessions
-                    .check(&c)
-                    .map_err(SignInError::internal)?
-                    .map(|a| a.record),
+                (Ok(_), Some(c)) => sessions.check(&c)?.map(|a| a.record),
                 _ => None,
             };
             Ok((parsed, session))

@@ -18,7 +18,7 @@ use crate::ratelimit::Scope;
 
 enum Step {
     Verify(Result<VerifyOutcome, MfaError>),
-    Enroll(Result<(EnrollOutcome, Vec<crate::mfa::host::Outgoing>), MfaError>),
+    Enroll(Result<(EnrollOutcome, crate::mfa::Outbox), MfaError>),
 }
 
 enum StepError {
@@ -208,7 +208,7 @@ impl SignIn {
             }
             Step::Enroll(Ok((outcome, outbox))) => {
                 if !outbox.is_empty()
-                    && let Err(e) = self.mfa.delivery.send_all(&user.email, outbox).await
+                    && let Err(e) = self.mfa.deliver(&user.email, outbox).await
                 {
                     return self
                         .step_failed(
@@ -217,7 +217,7 @@ impl SignIn {
                             &mut loaded,
                             &who,
                             &factor,
-                            StepError::Plugin(e.into()),
+                            StepError::Plugin(e),
                         )
                         .await;
                 }
@@ -560,18 +560,12 @@ impl SignIn {
             Ok(ok) => ok,
             Err(e) => return self.step_failed(browser, id, loaded, who, factor, e).await,
         };
+        // The challenge is recorded only once its message was accepted (Mfa::deliver).
         if !outbox.is_empty()
-            && let Err(e) = self.mfa.delivery.send_all(&user.email, outbox).await
+            && let Err(e) = self.mfa.deliver(&user.email, outbox).await
         {
             return self
-                .step_failed(
-                    browser,
-                    id,
-                    loaded,
-                    who,
-                    factor,
-                    StepError::Plugin(e.into()),
-                )
+                .step_failed(browser, id, loaded, who, factor, StepError::Plugin(e))
                 .await;
         }
         self.audit_mfa(

@@ -16,7 +16,7 @@ use crate::flow::machine::{self, Event as Step, Journey, PendingLink, Proven, St
 use crate::flow::signin::{SignIn, SignInError, blocking, local_target};
 use crate::provider::OAuthError;
 use crate::provider::authorize::{self};
-use crate::storage::UpstreamRequest;
+use crate::storage::{StorageError, UpstreamRequest};
 use crate::upstream::{Connector, Federated, PendingUpstream, UpstreamError};
 
 /// How long a login may wait at the upstream.
@@ -437,6 +437,9 @@ impl SignIn {
             }
             UpstreamError::Unavailable(_) => {
                 ("error_upstream_unavailable", 502, "unavailable".to_owned())
+            }
+            UpstreamError::Storage(StorageError::Unavailable(_)) => {
+                return Err(SignInError::Unavailable);
             }
             UpstreamError::Storage(_) => return Err(SignInError::internal(e)),
             UpstreamError::Invalid { check, .. } => {
