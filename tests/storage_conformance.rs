@@ -1065,11 +1065,34 @@ fn pending_upstream_logins_are_taken_once_under_concurrency(b: Backend) {
     stores[0]
         .insert_upstream_request(&pending(50, 200))
         .unwrap();
+    // Reading does not spend it (the broker checks the browser and upstream first).
+    let read = stores[0].upstream_request(&[50; 32], 100).unwrap();
+    assert_eq!(read, Some(pending(50, 200)));
+    assert!(
+        stores[0]
+            .upstream_request(&[50; 32], 200)
+            .unwrap()
+            .is_none(),
+        "expired"
+    );
+    assert!(
+        stores[0]
+            .upstream_request(&[98; 32], 100)
+            .unwrap()
+            .is_none()
+    );
     assert!(
         stores[0]
             .take_upstream_request(&[50; 32], 100)
             .unwrap()
             .is_some()
+    );
+    assert!(
+        stores[0]
+            .upstream_request(&[50; 32], 100)
+            .unwrap()
+            .is_none(),
+        "taken"
     );
 }
 

@@ -1926,6 +1926,35 @@ impl Store for DieselStore {
         })
     }
 
+    fn upstream_request(
+        &self,
+        state_hash: &[u8; 32],
+        now: UnixTime,
+    ) -> Result<Option<UpstreamRequest>, StorageError> {
+        type Row = (Vec<u8>, String, Vec<u8>, Vec<u8>, String, i64);
+        let row: Option<Row> = with_conn!(self, |c| {
+            upstream_requests::table
+                .find(&state_hash[..])
+                .first(c)
+                .optional()
+                .map_err(query_err)
+        })?;
+        let Some((sh, upstream, bh, jh, pending, expires_at)) = row else {
+            return Ok(None);
+        };
+        if now >= expires_at {
+            return Ok(None);
+        }
+        Ok(Some(UpstreamRequest {
+            state_hash: hash32(sh, "upstream_requests.state_hash")?,
+            upstream,
+            binding_hash: hash32(bh, "upstream_requests.binding_hash")?,
+            journey_hash: hash32(jh, "upstream_requests.journey_hash")?,
+            pending,
+            expires_at,
+        }))
+    }
+
     fn take_upstream_request(
         &self,
         state_hash: &[u8; 32],

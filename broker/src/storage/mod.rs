@@ -545,6 +545,13 @@ pub trait Store: MfaStore + JourneyStore + Send + Sync + 'static {
         subject: &str,
     ) -> Result<(), StorageError>;
     fn insert_upstream_request(&self, r: &UpstreamRequest) -> Result<(), StorageError>;
+    /// The pending login, without spending it (`None`: unknown or expired): read first so that an
+    /// answer from another browser or for another upstream spends nothing.
+    fn upstream_request(
+        &self,
+        state_hash: &[u8; 32],
+        now: UnixTime,
+    ) -> Result<Option<UpstreamRequest>, StorageError>;
     /// Removes and returns the pending login (single use), if it exists and has not expired.
     fn take_upstream_request(
         &self,

@@ -260,16 +260,27 @@ impl SignIn {
         let store = Arc::clone(&self.store);
         let now = self.now();
         let hash: [u8; 32] = Sha256::digest(state_value.as_bytes()).into();
-        let pending = blocking(move || Ok(store.take_upstream_request(&hash, now)?)).await?;
         let binding = browser
             .binding
             .as_ref()
             .map(|b| -> [u8; 32] { Sha256::digest(b.expose().as_bytes()).into() });
+        // Checked before it is spent: an answer from another browser (a leaked or forged
+        // state) or for another upstream takes nothing from the browser it belongs to.
+        let up = upstream.to_owned();
+        let pending = blocking(move || {
+            Ok(match store.upstream_request(&hash, now)? {
+                None => Err(NoPending::Unknown),
+                Some(p) if p.upstream != up => Err(NoPending::OtherUpstream),
+                Some(p) if Some(p.binding_hash) != binding => Err(NoPending::OtherBrowser),
+                Some(_) => store
+                    .take_upstream_request(&hash, now)?
+                    .ok_or(NoPending::Unknown),
+            })
+        })
+        .await?;
         let p = match pending {
-            None => return Ok(Err(NoPending::Unknown)),
-            Some(p) if p.upstream != upstream => return Ok(Err(NoPending::OtherUpstream)),
-            Some(p) if Some(p.binding_hash) != binding => return Ok(Err(NoPending::OtherBrowser)),
-            Some(p) => p,
+            Ok(p) => p,
+            Err(why) => return Ok(Err(why)),
         };
         let values: BTreeMap<String, String> =
             serde_json::from_str(&p.pending).map_err(SignInError::internal)?;
