@@ -340,6 +340,23 @@ impl Application {
                 upstreams: settings.upstreams.clone(),
             },
         });
+        // The routed upstreams' sign-in endpoints, for the login page's CSP: found in the
+        // background (now, then every minute), never while a page renders.
+        let routed = crate::upstream::RoutedEndpoints::default();
+        let routed_task = {
+            let (routed, upstreams) = (routed.clone(), upstreams.clone());
+            let ids = crate::web::routed_upstreams(&settings.upstreams);
+            (!ids.is_empty()).then(|| {
+                tokio::spawn(async move {
+                    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    loop {
+                        tick.tick().await;
+                        routed.refresh(&upstreams, &ids).await;
+                    }
+                })
+            })
+        };
         let state = web::Data::new(AppState {
             cookies: CookieNames::new(&settings.session.cookie_name, settings.https()),
             settings: settings.clone(),
@@ -356,6 +373,7 @@ impl Application {
             login_lockout: Arc::clone(&login_lockout),
             mfa: Arc::clone(&mfa),
             signin,
+            routed: routed.clone(),
         });
 
         let listener = TcpListener::bind(settings.bind)
@@ -378,6 +396,7 @@ impl Application {
         server = server.worker_max_blocking_threads(blocking);
         let server = server.run();
         let mut tasks = spawn_background(&sessions, &provider, &store, &login_lockout, &settings);
+        tasks.extend(routed_task);
         if let Some(t) = spawn_plugin_reload(&mfa, &provider) {
             tasks.push(t);
         }

@@ -336,11 +336,33 @@ async fn operations_endpoints_answer(b: Backend) {
 /// same: the redirect to the app with that code and the session cookie (no "Bad request" page
 /// for the copies, never a 500). The code is redeemed once.
 async fn a_double_submit_of_the_last_step_signs_in_once(b: Backend) {
-    let Some(app) = crate::helpers::spawn_provider(b, &[]).await else {
-        return;
-    };
+    // No session limit; a limit of one (the losing copy must not end the winner's session as
+    // the oldest); a limit of two with the user signed in elsewhere (it must not end that one).
+    for (limit, elsewhere) in [(None, false), (Some("1"), false), (Some("2"), true)] {
+        let env: Vec<(&str, &str)> = limit
+            .map(|l| vec![("CONCIERGE__SESSION__MAX_PER_USER", l)])
+            .unwrap_or_default();
+        let Some(app) = crate::helpers::spawn_provider(b, &env).await else {
+            return;
+        };
+        let mut other = Browser::new(&app);
+        if elsewhere {
+            assert_eq!(other.login("demo@example.com", "demo").await.status, 303);
+        }
+        double_submit(&app, limit, elsewhere).await;
+        if elsewhere {
+            assert_eq!(
+                other.get("/account").await.status,
+                200,
+                "limit {limit:?}: the other device's session was ended"
+            );
+        }
+    }
+}
+
+async fn double_submit(app: &crate::helpers::TestApp, limit: Option<&str>, elsewhere: bool) {
     let redirect = "https://webapp.example/cb";
-    let mut br = Browser::new(&app);
+    let mut br = Browser::new(app);
     let page = br
         .get(&crate::oidc::authorize_path_with("webapp", redirect, &[]))
         .await;
@@ -393,7 +415,7 @@ async fn a_double_submit_of_the_last_step_signs_in_once(b: Backend) {
     }
     let answers = set.join_all().await;
     let first = answers[0].clone();
-    assert_eq!(first.0, 303, "{answers:?}");
+    assert_eq!(first.0, 303, "limit {limit:?}: {answers:?}");
     assert!(
         first
             .1
@@ -403,14 +425,38 @@ async fn a_double_submit_of_the_last_step_signs_in_once(b: Backend) {
     );
     assert!(first.2.is_some(), "{answers:?}");
     for a in &answers {
-        assert_eq!(a, &first, "every copy gets the same answer: {answers:?}");
+        assert_eq!(
+            a, &first,
+            "limit {limit:?}: every copy gets the same answer: {answers:?}"
+        );
     }
     let demo = app
         .store
         .user_by_email(&Email::parse("demo@example.com").unwrap())
         .unwrap()
         .unwrap();
-    assert_eq!(app.store.sessions_of_user(&demo.id).unwrap().len(), 1);
+    let live = app.store.sessions_of_user(&demo.id).unwrap().len();
+    assert_eq!(
+        live,
+        1 + usize::from(elsewhere),
+        "limit {limit:?}: sessions"
+    );
+    // The session the answer set is alive, and its code redeems once.
+    let (name, value) = first
+        .2
+        .clone()
+        .unwrap()
+        .split_once('=')
+        .map(|(n, v)| (n.to_owned(), v.to_owned()))
+        .unwrap();
+    let mut me = Browser::new(app);
+    me.cookies = br.cookies.clone();
+    me.cookies.insert(name, value);
+    assert_eq!(
+        me.get("/account").await.status,
+        200,
+        "limit {limit:?}: the answer's session"
+    );
     let location = first.1.unwrap();
     let code = url::Url::parse(&location)
         .unwrap()
@@ -419,9 +465,9 @@ async fn a_double_submit_of_the_last_step_signs_in_once(b: Backend) {
         .unwrap()
         .1
         .into_owned();
-    let http = crate::oidc::Http::new(&app);
+    let http = crate::oidc::Http::new(app);
     let (status, t) = http.exchange("webapp", &code, redirect).await;
-    assert_eq!(status, 200, "{t}");
+    assert_eq!(status, 200, "limit {limit:?}: {t}");
     let (status, _) = http.exchange("webapp", &code, redirect).await;
     assert_eq!(status, 400, "the code is single use");
 }

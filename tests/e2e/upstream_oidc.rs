@@ -1069,7 +1069,57 @@ async fn an_untrusted_upstreams_mfa_claim_is_not_the_brokers_mfa(b: Backend) {
     }
 }
 
+/// Issue #17, item 8: rendering the sign-in page does no network I/O for a routed upstream. Its
+/// issuer is a server that accepts connections and never answers (a dead IdP): after the first
+/// page (which may wait for the endpoint once, bounded), ten more renders of the email-first page
+/// open no connection to it (the endpoint is known as unknown until the background refresh), and
+/// each page still renders, without that upstream in `form-action`.
+async fn a_dead_routed_upstream_is_not_asked_while_pages_render(b: Backend) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            held.push(socket);
+        }
+    });
+    let extra = format!(
+        "[[upstreams]]\nid = \"dead\"\nkind = \"oidc\"\nissuer = \"http://127.0.0.1:{port}\"\nclient_id = \"concierge\"\nclient_secret = \"s3cret\"\ndomains = [\"dead.example\"]\n"
+    );
+    let Some(app) = spawn_provider_with(b, &[], &extra).await else {
+        return;
+    };
+    let mut br = Browser::new(&app);
+    for _ in 0..2 {
+        let page = br.get("/login").await;
+        assert_eq!(page.status, 200, "{}", page.body);
+    }
+    let before = accepted.load(Ordering::SeqCst);
+    for _ in 0..10 {
+        let page = br.get("/login").await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        let csp = page
+            .headers
+            .get("content-security-policy")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(!csp.contains(&format!("127.0.0.1:{port}")), "{csp}");
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        before,
+        "rendering a page connected to the dead upstream"
+    );
+}
+
 per_backend_async!(
+    a_dead_routed_upstream_is_not_asked_while_pages_render,
     an_untrusted_upstreams_mfa_claim_is_not_the_brokers_mfa,
     a_logout_through_an_upstream_continues_once_where_it_was_going,
     a_failed_second_factor_after_the_link_proof_links_nothing,

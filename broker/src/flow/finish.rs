@@ -6,8 +6,10 @@ use url::Url;
 
 use crate::audit::{Event, EventKind};
 use crate::domain::UserId;
+use crate::domain::policy::SessionLimit;
+use crate::flow::binding::Resumed;
 use crate::flow::contract::{AppAnswer, Browser, CookieOp, Hop, Next, Outcome, View};
-use crate::flow::journey::{JourneyId, Loaded};
+use crate::flow::journey::{JourneyError, JourneyId, Loaded};
 use crate::flow::login::{Authenticated, FlowError, open_session};
 use crate::flow::machine::{self, Journey, Stage, Target};
 use crate::flow::signin::{SignIn, SignInError, blocking};
@@ -134,6 +136,24 @@ impl SignIn {
             return Ok(out);
         }
         let ctx = self.context(browser, app.as_ref().map(|a| a.client.as_ref()));
+        // Under a session limit, the copy that would lose a double submit must not open a
+        // session at all (it would end the winner's, or another device's, as the oldest): the
+        // journey is claimed first (compare-and-swap), and a copy that finds it claimed waits
+        // for the winner's answer. Without a limit an extra session is harmless (the loser ends
+        // it), and the claim would cost a write per sign-in.
+        if ctx.limit != SessionLimit::None {
+            if loaded.state.finishing {
+                return self.await_answer(browser, id).await;
+            }
+            loaded.state.finishing = true;
+            match self.save(id, loaded).await {
+                Ok(()) => {}
+                Err(SignInError::Journey(JourneyError::Conflict)) => {
+                    return self.await_answer(browser, id).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
         let user_checked = loaded.state.user_checked;
         let previous = browser.session.as_ref().map(|s| s.expose().to_owned());
         let (store, sessions, provider) = (
@@ -170,6 +190,7 @@ impl SignIn {
             Ok(ok) => ok,
             Err(FlowError::SessionLimit { sessions, .. }) => {
                 loaded.state.stage = Stage::SessionLimit;
+                loaded.state.finishing = false;
                 self.save(id, loaded).await?;
                 return Ok(self
                     .page_outcome(
@@ -218,6 +239,29 @@ impl SignIn {
             tracing::info!(user_id = %record.user_id, upstream = %record.upstream, "login succeeded");
         }
         Ok(out)
+    }
+
+    /// A copy of a step that found the journey claimed by another copy: the winner's answer
+    /// once it is kept (the same page for both), the page the journey is at if the winner did
+    /// not finish (the session limit), or the expired page after a few seconds.
+    async fn await_answer(
+        &self,
+        browser: &Browser,
+        id: &JourneyId,
+    ) -> Result<Outcome, SignInError> {
+        for _ in 0..60 {
+            match self.resume(browser, id.as_cookie_value()).await? {
+                Resumed::Answered(out) => return Ok(*out),
+                Resumed::Live(id, mut l) if !l.state.finishing => {
+                    return Box::pin(self.stale(browser, &id, &mut l)).await;
+                }
+                Resumed::Live(..) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                Resumed::Gone => break,
+            }
+        }
+        Ok(Outcome::expired())
     }
 
     /// Finishes the journey (single use) with `out` kept as its answer. Of two completions

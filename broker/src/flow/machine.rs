@@ -186,6 +186,10 @@ pub struct Journey {
     /// [`REPROOF_SECS`], and proving one does not end the journey.
     #[serde(default)]
     pub manage: bool,
+    /// Claimed by the request that opens the session (under a session limit): a concurrent
+    /// copy of the last step waits for its answer instead of opening a session of its own.
+    #[serde(default)]
+    pub finishing: bool,
     /// What the journey answered when it finished (kept with the finished row, sealed, until it
     /// expires): a second submit of its last step from the same browser gets the same answer.
     pub answer: Option<Answer>,
@@ -213,6 +217,7 @@ impl Journey {
             unsolicited: false,
             confirmed: false,
             manage: false,
+            finishing: false,
             answer: None,
             mfa: MfaProgress::default(),
             user_checked: false,

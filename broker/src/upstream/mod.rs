@@ -236,3 +236,75 @@ impl Upstreams {
             .filter(|u| !matches!(u.connector, Connector::Password(_)))
     }
 }
+
+/// Owns the sign-in endpoints of the upstreams that email domains are routed to, as the login
+/// page's CSP `form-action` needs them: kept here, refreshed in the background, so rendering a
+/// page does no network I/O (only an endpoint never tried yet is fetched once, bounded). A dead
+/// upstream is remembered as unknown until the next refresh (a negative cache): it slows no
+/// sign-in page.
+#[derive(Clone, Default)]
+pub struct RoutedEndpoints {
+    known: Arc<std::sync::RwLock<std::collections::BTreeMap<String, Option<Url>>>>,
+}
+
+/// How long one upstream's endpoint may take to be found.
+const ENDPOINT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl RoutedEndpoints {
+    async fn fetch(upstreams: &Upstreams, id: &str) -> Option<Url> {
+        let endpoint = match upstreams.get(id).map(|u| &u.connector) {
+            Some(Connector::Redirect(c)) => {
+                tokio::time::timeout(ENDPOINT_WAIT, c.login_endpoint()).await
+            }
+            Some(Connector::Post(c)) => {
+                tokio::time::timeout(ENDPOINT_WAIT, c.login_endpoint()).await
+            }
+            _ => return None,
+        };
+        match endpoint {
+            Ok(Ok(url)) => url,
+            Ok(Err(e)) => {
+                tracing::warn!(upstream = id, error = %e, "upstream sign-in endpoint unknown");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(
+                    upstream = id,
+                    "upstream sign-in endpoint: no answer in time"
+                );
+                None
+            }
+        }
+    }
+
+    /// Fetches every endpoint of `ids` again (the background refresh).
+    pub async fn refresh(&self, upstreams: &Upstreams, ids: &[String]) {
+        for id in ids {
+            let url = Self::fetch(upstreams, id).await;
+            if let Ok(mut known) = self.known.write() {
+                known.insert(id.clone(), url);
+            }
+        }
+    }
+
+    /// The endpoints of `ids` as known now; one never tried is fetched once (bounded), and a
+    /// failure is remembered until the next refresh.
+    pub async fn endpoints(&self, upstreams: &Upstreams, ids: &[String]) -> Vec<Url> {
+        let mut out = Vec::new();
+        for id in ids {
+            let cached = self.known.read().ok().and_then(|k| k.get(id).cloned());
+            let url = match cached {
+                Some(url) => url,
+                None => {
+                    let url = Self::fetch(upstreams, id).await;
+                    if let Ok(mut known) = self.known.write() {
+                        known.insert(id.clone(), url.clone());
+                    }
+                    url
+                }
+            };
+            out.extend(url);
+        }
+        out
+    }
+}

@@ -83,15 +83,9 @@ pub(crate) async fn form_targets(
         match hop {
             Hop::Url(url) => targets.allow(url),
             Hop::RoutedUpstreams => {
-                let routed = state
-                    .settings
-                    .upstreams
-                    .iter()
-                    .filter(|u| !u.domains.is_empty());
-                for u in routed {
-                    if let Some(url) = login_endpoint(state, &u.id).await {
-                        targets.allow(&url);
-                    }
+                let ids = routed_upstreams(&state.settings.upstreams);
+                for url in state.routed.endpoints(&state.upstreams, &ids).await {
+                    targets.allow(&url);
                 }
             }
             Hop::UpstreamLogout(sid) => {
@@ -104,21 +98,14 @@ pub(crate) async fn form_targets(
     Ok(targets)
 }
 
-/// Where `/upstream/{id}/start` sends the browser: the authorization endpoint (OIDC) or the
-/// SSO service (SAML), from the upstream's cached metadata.
-async fn login_endpoint(state: &AppState, id: &str) -> Option<Url> {
-    let endpoint = match state.upstreams.get(id).map(|u| &u.connector) {
-        Some(Connector::Redirect(c)) => c.login_endpoint().await,
-        Some(Connector::Post(c)) => c.login_endpoint().await,
-        _ => return None,
-    };
-    match endpoint {
-        Ok(url) => url,
-        Err(e) => {
-            tracing::warn!(upstream = id, error = %e, "upstream sign-in endpoint unknown");
-            None
-        }
-    }
+/// The upstreams that email domains are routed to (the login page may send the browser to
+/// their sign-in endpoints).
+pub(crate) fn routed_upstreams(upstreams: &[crate::config::UpstreamConfig]) -> Vec<String> {
+    upstreams
+        .iter()
+        .filter(|u| !u.domains.is_empty())
+        .map(|u| u.id.clone())
+        .collect()
 }
 
 /// The logout endpoint of the upstream the session `sid` came from, if it has one.

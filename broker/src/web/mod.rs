@@ -23,6 +23,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use serde::Serialize;
 
+pub(crate) use form_targets::routed_upstreams;
 pub use middleware::observe;
 
 use crate::clock::{Clock, Entropy, UnixTime};
@@ -98,6 +99,8 @@ pub struct AppState {
     pub mfa: Arc<crate::mfa::Mfa>,
     /// The sign-in journey.
     pub signin: Arc<crate::flow::signin::SignIn>,
+    /// The routed upstreams' sign-in endpoints (refreshed in the background).
+    pub routed: crate::upstream::RoutedEndpoints,
 }
 
 /// Per-request facts set by the middleware.
