@@ -107,8 +107,8 @@ describe(`second factors from the account page, and double submits, in Chromium 
   });
 
   /** A test with its own broker (`start(opts)`: startProvider); a failure carries its output. */
-  const test = (name, fn) =>
-    it(name, { timeout: 180_000 }, async (t) => {
+  const test = (name, fn, opts = {}) =>
+    it(name, { timeout: 180_000, ...opts }, async (t) => {
       let provider;
       const start = async (opts) => {
         provider = await startProvider(opts);
@@ -250,7 +250,12 @@ describe(`second factors from the account page, and double submits, in Chromium 
     assert.deepEqual(w.problems, [], 'no CSP violation or script error');
   });
 
-  test('a double submit of the last step in Chromium ends with one session, one code, and the user signed in', async ({ t, start, context }) => {
+  /**
+   * An app's sign-in whose password form is submitted twice by two mouse clicks, the second while
+   * the first POST is on its way; `env` configures the broker. Ends with the browser back at the
+   * app with a code that redeems once, one session (this browser's), and every copy redirected.
+   */
+  async function doubleSubmit({ t, start, context, env = {} }) {
     const callback = await startCallbackServer('/cb');
     t.after(() => callback.close());
     const provider = await start({
@@ -258,6 +263,7 @@ describe(`second factors from the account page, and double submits, in Chromium 
         { id: 'webapp', name: 'Web App', secret_sha256: sha256Hex(APP_SECRET), redirect_uris: [callback.url] },
         opsClient(OPS_SECRET),
       ],
+      env,
     });
     const admin = adminApi(provider, OPS_SECRET);
     const config = await client.discovery(new URL(provider.issuer), 'webapp', undefined, client.ClientSecretBasic(APP_SECRET), {
@@ -312,7 +318,6 @@ describe(`second factors from the account page, and double submits, in Chromium 
     assert.ok(served.length >= 2, `the broker answered the form twice: ${served.join(' | ')}`);
     // The copy the browser gave up on was answered too, and with the same redirect, not an error.
     for (const line of served) assert.match(line, /status=303$/, `every copy is redirected: ${served.join(' | ')}`);
-    if (process.env.DEBUG_FACTORS) t.diagnostic(provider.logs());
     t.diagnostic(`POST /login: ${posts.length} sent, ${answers.length} answers seen by the browser, broker: ${served.map((l) => l.slice(-3)).join(', ')}`);
 
     // The browser is back at the app with a code, and every answer it saw was that redirect.
@@ -358,5 +363,18 @@ describe(`second factors from the account page, and double submits, in Chromium 
     assert.equal(sessions.length, 1, `exactly one session for the user: ${JSON.stringify(sessions)}`);
     if (claims.sid) assert.equal(sessions[0].sid, claims.sid, 'the session the ID token names');
     assert.deepEqual(w.problems, [], 'no CSP violation or script error');
-  });
+  }
+
+  test('a double submit of the last step in Chromium ends with one session, one code, and the user signed in', (ctx) =>
+    doubleSubmit(ctx));
+
+  // Known broker bug (issue #17 item 3, found by this test): the copy that loses the race still
+  // opens its own session before it learns it lost; at the session limit with on_limit =
+  // "end_oldest" that ends the winner's session (reason session_limit), then the loser ends its
+  // own (journey_replayed) and answers the winner's redirect: no session is left, and the code
+  // is refused at /token ("the session has ended"). Reported as todo so the suite stays green
+  // until the broker is fixed; drop `todo` then.
+  test('a double submit at the session limit (max_per_user = 1, end_oldest) still ends with the user signed in', (ctx) =>
+    doubleSubmit({ ...ctx, env: { CONCIERGE__SESSION__MAX_PER_USER: '1', CONCIERGE__SESSION__ON_LIMIT: 'end_oldest' } }),
+  { todo: 'broker bug: the losing copy of a double submit ends the winner\'s session at the session limit' });
 });
