@@ -254,8 +254,9 @@ describe(`second factors from the account page, and double submits, in Chromium 
    * An app's sign-in whose password form is submitted twice by two mouse clicks, the second while
    * the first POST is on its way; `env` configures the broker. Ends with the browser back at the
    * app with a code that redeems once, one session (this browser's), and every copy redirected.
+   * With `otherDevice`, the user is first signed in on another browser, which must stay signed in.
    */
-  async function doubleSubmit({ t, start, context, env = {} }) {
+  async function doubleSubmit({ t, start, context, env = {}, otherDevice = false }) {
     const callback = await startCallbackServer('/cb');
     t.after(() => callback.close());
     const provider = await start({
@@ -287,15 +288,31 @@ describe(`second factors from the account page, and double submits, in Chromium 
       answers.push({ status: r.status(), location: headers.location, cookie: (headers['set-cookie'] ?? '').split(';')[0] });
     });
 
+    let other;
+    if (otherDevice) {
+      other = await context();
+      const o = await watchedPage(other);
+      await o.page.goto(`${provider.url}/login`);
+      await passwordStep(o, provider);
+      await o.page.waitForURL(`${provider.url}/account`);
+      await o.page.close();
+    }
+
     await page.goto(req.url.href);
     await page.locator('#login-form').waitFor({ timeout: 10_000 });
     await page.fill('#email', provider.email);
     await page.fill('#password', provider.password);
 
-    // The double click: the second press while the first POST is on its way.
+    // The broker's request log of POST /login (one line per answered request), without the other
+    // browser's sign-in.
+    const loginLines = () =>
+      provider.logs({ max: Infinity }).match(/method=POST path=\/login\}: concierge::web::middleware: request status=\d+/g) ?? [];
+    const earlier = loginLines().length;
+
+    // The double click: two real mouse clicks on the button, the second while the first POST is
+    // on its way (nothing waits for the navigation in between).
     const arrived = callback.next({ timeoutMs: 20_000 });
     arrived.catch(() => {});
-    // Real mouse clicks on the button (nothing waits for the navigation in between).
     const box = await page.locator('#login-submit').boundingBox();
     const [x, y] = [box.x + box.width / 2, box.y + box.height / 2];
     const firstSent = page.waitForRequest(isLoginPost);
@@ -310,9 +327,9 @@ describe(`second factors from the account page, and double submits, in Chromium 
     await page.waitForURL((u) => u.href.startsWith(callback.url), { timeout: 10_000 });
     await page.locator('#callback').waitFor();
     assert.ok(posts.length >= 2, `the browser sent the form twice (sent ${posts.length}); ${w.trail()}`);
-    // ...and both reached the broker (its request log: one line per answered request). The copy
-    // the browser gave up on may still be running when the browser is back at the app: wait.
-    const answered = () => provider.logs().match(/method=POST path=\/login\}: concierge::web::middleware: request status=\d+/g) ?? [];
+    // ...and both reached the broker. The copy the browser gave up on may still be running when
+    // the browser is back at the app: wait for its answer.
+    const answered = () => loginLines().slice(earlier);
     for (const deadline = Date.now() + 10_000; answered().length < posts.length && Date.now() < deadline; ) await sleep(100);
     const served = answered();
     assert.ok(served.length >= 2, `the broker answered the form twice: ${served.join(' | ')}`);
@@ -357,11 +374,16 @@ describe(`second factors from the account page, and double submits, in Chromium 
     await page.goto(`${provider.url}/account`);
     await page.locator('main#account').waitFor({ timeout: 10_000 });
     assert.equal(await text(page, '#user-email'), provider.email);
-    assert.equal(await page.locator('#device-list li.device').count(), 1, 'one device on the account page');
-    assert.equal(await page.locator('#device-list li.device-current').count(), 1, 'and it is this browser');
+    const devices = otherDevice ? 2 : 1;
+    assert.equal(await page.locator('#device-list li.device').count(), devices, 'one device on the account page per browser');
+    assert.equal(await page.locator('#device-list li.device-current').count(), 1, 'one of them this browser');
     const { sessions } = await admin.get(`/admin/v1/sessions?email=${encodeURIComponent(provider.email)}`);
-    assert.equal(sessions.length, 1, `exactly one session for the user: ${JSON.stringify(sessions)}`);
-    if (claims.sid) assert.equal(sessions[0].sid, claims.sid, 'the session the ID token names');
+    assert.equal(sessions.length, devices, `exactly one session per browser: ${JSON.stringify(sessions)}`);
+    if (claims.sid) assert.ok(sessions.some((x) => x.sid === claims.sid), 'the session the ID token names is one');
+    if (other) {
+      const r = await other.request.get(`${provider.url}/account`, { maxRedirects: 0 });
+      assert.equal(r.status(), 200, 'the other browser is still signed in');
+    }
     assert.deepEqual(w.problems, [], 'no CSP violation or script error');
   }
 
@@ -372,9 +394,17 @@ describe(`second factors from the account page, and double submits, in Chromium 
   // opens its own session before it learns it lost; at the session limit with on_limit =
   // "end_oldest" that ends the winner's session (reason session_limit), then the loser ends its
   // own (journey_replayed) and answers the winner's redirect: no session is left, and the code
-  // is refused at /token ("the session has ended"). Reported as todo so the suite stays green
-  // until the broker is fixed; drop `todo` then.
+  // is refused at /token ("the session has ended"). It needs the loser to open its session after
+  // the winner did, which is what both backends do nearly every run (the copy the browser gives
+  // up on is the slower one). Reported as todo so the suite stays green until the broker is
+  // fixed; drop `todo` then.
   test('a double submit at the session limit (max_per_user = 1, end_oldest) still ends with the user signed in', (ctx) =>
     doubleSubmit({ ...ctx, env: { CONCIERGE__SESSION__MAX_PER_USER: '1', CONCIERGE__SESSION__ON_LIMIT: 'end_oldest' } }),
   { todo: 'broker bug: the losing copy of a double submit ends the winner\'s session at the session limit' });
+
+  // The same bug one session below the limit: the loser's session pushes the user over it and
+  // ends the oldest, a session of another browser that had nothing to do with this sign-in.
+  test('a double submit one session below the limit (max_per_user = 2, end_oldest) leaves the other browser signed in', (ctx) =>
+    doubleSubmit({ ...ctx, otherDevice: true, env: { CONCIERGE__SESSION__MAX_PER_USER: '2', CONCIERGE__SESSION__ON_LIMIT: 'end_oldest' } }),
+  { todo: 'broker bug: the losing copy of a double submit ends the oldest other session at the session limit' });
 });

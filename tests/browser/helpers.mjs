@@ -123,7 +123,7 @@ process.on('exit', () => {
 /**
  * Starts `concierge serve` (no config file: demo mode) on a free loopback port and a fresh database.
  * `env` adds or overrides variables (e.g. CONCIERGE__SESSION__IDLE_TIMEOUT).
- * Returns { url, port, logs(), stop() }.
+ * Returns { url, port, logs({ max }), stop() }; logs() keeps the last `max` characters (20 000).
  */
 export async function startBroker({ env = {}, timeoutMs = 30_000 } = {}) {
   return launch({ env, timeoutMs });
@@ -201,9 +201,8 @@ async function launch({ env = {}, timeoutMs = 30_000, prepare, port: fixedPort }
     });
   });
 
-  const logs = () => {
+  const logs = ({ max = 20_000 } = {}) => {
     const text = output.join('');
-    const max = 20_000;
     const shown = text.length > max ? `...(${text.length - max} chars cut)...\n${text.slice(-max)}` : text;
     return `--- broker (${bin} ${args.join(' ')}, ${BACKEND}, ${url}) output ---\n${shown}\n--- end of broker output ---`;
   };
