@@ -123,7 +123,7 @@ process.on('exit', () => {
 /**
  * Starts `concierge serve` (no config file: demo mode) on a free loopback port and a fresh database.
  * `env` adds or overrides variables (e.g. CONCIERGE__SESSION__IDLE_TIMEOUT).
- * Returns { url, port, logs(), stop() }.
+ * Returns { url, port, logs({ max }), stop() }; logs() keeps the last `max` characters (20 000).
  */
 export async function startBroker({ env = {}, timeoutMs = 30_000 } = {}) {
   return launch({ env, timeoutMs });
@@ -201,9 +201,8 @@ async function launch({ env = {}, timeoutMs = 30_000, prepare, port: fixedPort }
     });
   });
 
-  const logs = () => {
+  const logs = ({ max = 20_000 } = {}) => {
     const text = output.join('');
-    const max = 20_000;
     const shown = text.length > max ? `...(${text.length - max} chars cut)...\n${text.slice(-max)}` : text;
     return `--- broker (${bin} ${args.join(' ')}, ${BACKEND}, ${url}) output ---\n${shown}\n--- end of broker output ---`;
   };
@@ -728,4 +727,49 @@ export async function oidcProviderLogin(page, login) {
     const again = page.locator('button[type="submit"]');
     if ((await again.count()) && /interaction/.test(page.url())) await again.first().click();
   }
+}
+
+// --- Admin API ----------------------------------------------------------------------------------------
+
+/**
+ * A `[[clients]]` entry (for startProvider's `clients`) of an API client that may call the admin
+ * API: client_credentials with the scope `concierge:admin`, authenticated by `secret`.
+ */
+export function opsClient(secret, id = 'ops') {
+  return {
+    id,
+    channel: 'api',
+    secret_sha256: sha256Hex(secret),
+    grant_types: ['client_credentials'],
+    scopes: ['concierge:admin'],
+  };
+}
+
+/**
+ * The admin API of `broker` as the client opsClient(secret, id) describes: `get(path)` resolves
+ * with the JSON of a 200 answer to GET `path` (e.g. `/admin/v1/audit?kind=mfa_removed`) and
+ * throws on any other status. A fresh client_credentials token per call.
+ */
+export function adminApi(broker, secret, id = 'ops') {
+  const token = async () => {
+    const r = await fetch(`${broker.url}/token`, {
+      method: 'POST',
+      headers: {
+        authorization: `Basic ${Buffer.from(`${encodeURIComponent(id)}:${encodeURIComponent(secret)}`).toString('base64')}`,
+        'content-type': 'application/x-www-form-urlencoded',
+      },
+      body: new URLSearchParams({ grant_type: 'client_credentials', scope: 'concierge:admin' }),
+    });
+    const body = await r.text();
+    if (r.status !== 200) throw new Error(`client_credentials token for ${id}: ${r.status} ${body}`);
+    return JSON.parse(body).access_token;
+  };
+  return {
+    async get(path) {
+      const r = await fetch(`${broker.url}${path}`, { headers: { authorization: `Bearer ${await token()}` } });
+      const body = await r.text();
+      if (r.status !== 200) throw new Error(`GET ${path}: ${r.status} ${body}`);
+      return JSON.parse(body);
+    },
+  };
 }
