@@ -390,21 +390,15 @@ describe(`second factors from the account page, and double submits, in Chromium 
   test('a double submit of the last step in Chromium ends with one session, one code, and the user signed in', (ctx) =>
     doubleSubmit(ctx));
 
-  // Known broker bug (issue #17 item 3, found by this test): the copy that loses the race still
-  // opens its own session before it learns it lost; at the session limit with on_limit =
-  // "end_oldest" that ends the winner's session (reason session_limit), then the loser ends its
-  // own (journey_replayed) and answers the winner's redirect: no session is left, and the code
-  // is refused at /token ("the session has ended"). It needs the loser to open its session after
-  // the winner did, which is what both backends do nearly every run (the copy the browser gives
-  // up on is the slower one). Reported as todo so the suite stays green until the broker is
-  // fixed; drop `todo` then.
+  // Found by this test (issue #17 item 3): the copy that lost the race used to open its own
+  // session before it learned it lost; at the session limit (end_oldest) that ended the winner's
+  // session, or another browser's. Under a limit the journey is now claimed before a session
+  // opens, and the losing copy waits for the winner's answer.
   test('a double submit at the session limit (max_per_user = 1, end_oldest) still ends with the user signed in', (ctx) =>
-    doubleSubmit({ ...ctx, env: { CONCIERGE__SESSION__MAX_PER_USER: '1', CONCIERGE__SESSION__ON_LIMIT: 'end_oldest' } }),
-  { todo: 'broker bug: the losing copy of a double submit ends the winner\'s session at the session limit' });
+    doubleSubmit({ ...ctx, env: { CONCIERGE__SESSION__MAX_PER_USER: '1', CONCIERGE__SESSION__ON_LIMIT: 'end_oldest' } }));
 
-  // The same bug one session below the limit: the loser's session pushes the user over it and
-  // ends the oldest, a session of another browser that had nothing to do with this sign-in.
+  // One session below the limit: the loser's session must not push the user over it and end
+  // the oldest, a session of another browser that has nothing to do with this sign-in.
   test('a double submit one session below the limit (max_per_user = 2, end_oldest) leaves the other browser signed in', (ctx) =>
-    doubleSubmit({ ...ctx, otherDevice: true, env: { CONCIERGE__SESSION__MAX_PER_USER: '2', CONCIERGE__SESSION__ON_LIMIT: 'end_oldest' } }),
-  { todo: 'broker bug: the losing copy of a double submit ends the oldest other session at the session limit' });
+    doubleSubmit({ ...ctx, otherDevice: true, env: { CONCIERGE__SESSION__MAX_PER_USER: '2', CONCIERGE__SESSION__ON_LIMIT: 'end_oldest' } }));
 });
