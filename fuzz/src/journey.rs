@@ -83,7 +83,9 @@ pub fn check(data: &[u8]) -> Result<(), String> {
         .map_err(|e| format!("a saved journey does not load: {e}"))?;
     let second = serde_json::to_string(&again.state).map_err(|e| format!("serialise: {e}"))?;
     if first != second {
-        return Err(format!("round trip changed the journey: {first} -> {second}"));
+        return Err(format!(
+            "round trip changed the journey: {first} -> {second}"
+        ));
     }
     Ok(())
 }

@@ -54,7 +54,11 @@ pub fn signed(data: &[u8]) -> String {
         parts.next().unwrap_or_default(),
         parts.next().unwrap_or_default(),
     );
-    let input = format!("{}.{}", URL_SAFE_NO_PAD.encode(h), URL_SAFE_NO_PAD.encode(p));
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(h),
+        URL_SAFE_NO_PAD.encode(p)
+    );
     let sig = signing_key().sign(input.as_bytes());
     format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref()))
 }

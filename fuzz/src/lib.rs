@@ -22,7 +22,10 @@ pub fn debug(what: impl FnOnce() -> String) {
 }
 
 /// Reports a failed oracle the way the targets and scripts/fuzz.sh expect.
-#[allow(clippy::panic, reason = "libFuzzer records a failing input by its panic")]
+#[allow(
+    clippy::panic,
+    reason = "libFuzzer records a failing input by its panic"
+)]
 pub fn fail(kind: &str, target: &str, detail: &str) -> ! {
     panic!("{kind} in {target}: {detail}")
 }

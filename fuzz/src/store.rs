@@ -5,8 +5,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use concierge::config::DatabaseUrl;
-use concierge::storage::Store;
 use concierge::storage::DieselStore;
+use concierge::storage::Store;
 
 /// The process's store, created on first use.
 pub fn store() -> Arc<dyn Store> {
