@@ -28,7 +28,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 FUZZ="$ROOT/fuzz"
-ALL_TARGETS=(saml_precheck jwt form_body authorize_query journey_json)
+ALL_TARGETS=(saml_precheck jwt id_token form_body authorize_query journey_json)
 
 log() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 2; }
@@ -63,7 +63,7 @@ done
 max_len() {
   case "$1" in
     saml_precheck) echo 12000 ;;
-    jwt) echo 17000 ;;
+    jwt|id_token) echo 17000 ;;
     journey_json) echo 8192 ;;
     *) echo 4096 ;;
   esac

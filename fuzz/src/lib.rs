@@ -7,6 +7,7 @@
 #![allow(clippy::expect_used, reason = "fuzz harness setup, not library code")]
 
 pub mod forms;
+pub mod id_token;
 pub mod journey;
 pub mod jwt;
 pub mod saml;
