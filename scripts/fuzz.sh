@@ -122,7 +122,8 @@ for t in "${TARGETS[@]}"; do
         SUMMARY+=("ok    regression $rel")
       fi
     else
-      why="$(grep -m1 -oE "(DISAGREEMENT|FAILURE) in [a-z_]+: .{0,300}|panicked at .{0,200}" <<<"$out" || echo "exit status")"
+      why="$(grep -m1 -oE "(DISAGREEMENT|FAILURE) in [a-z_]+: .{0,300}" <<<"$out" ||
+        grep -m1 -A1 -E "panicked at" <<<"$out" | tr '\n' ' ' || echo "exit status")"
       if expected_failure "$rel"; then
         SUMMARY+=("XFAIL regression $rel (known): $why")
       else
@@ -134,6 +135,10 @@ for t in "${TARGETS[@]}"; do
 done
 
 # --- fuzzing ---------------------------------------------------------------------------------------
+# Known classes of disagreement pass while their fix is pending (the regressions above ran strict).
+CONCIERGE_FUZZ_KNOWN="$(sed -e 's/#.*//' "$FUZZ/KNOWN-DISAGREEMENTS" 2>/dev/null | tr -s ' \n' ',' |
+  sed -e 's/^,//' -e 's/,$//')"
+export CONCIERGE_FUZZ_KNOWN
 # Runs one target; leaves its figures in $WORK/<target>.result.
 run_target() {
   local t="$1" dir="$WORK/$t" seeds="$FUZZ/seeds/$t" corpus="$FUZZ/corpus/$t" dict=() rc=0
@@ -186,8 +191,9 @@ for t in "${TARGETS[@]}"; do
     printf '(%s log kept at fuzz/artifacts/%s/log)\n' "$t" "$t" >&2
     mkdir -p "$FUZZ/artifacts/$t" && cp "$WORK/$t/log" "$FUZZ/artifacts/$t/log"
   fi
-  SUMMARY+=("$(printf '%-5s %-16s %5s s  %10s execs  %s crashes  %s disagreements' \
-    "$status" "$t" "$secs" "$execs" "$crashes" "$disagreements")")
+  met="$(sed -n 's/^KNOWN DISAGREEMENT met (let pass): //p' "$WORK/$t/log" | sort -u | paste -sd, -)"
+  SUMMARY+=("$(printf '%-5s %-16s %5s s  %10s execs  %s crashes  %s disagreements%s' \
+    "$status" "$t" "$secs" "$execs" "$crashes" "$disagreements" "${met:+  (known met: $met)}")")
   if [[ $MERGE -eq 1 && $status == ok ]]; then
     # Minimised: only inputs that add coverage, hand-written seeds not copied.
     out="$WORK/$t.merged"
@@ -203,7 +209,7 @@ done
 
 printf '\n==================== fuzz summary ====================\n' >&2
 printf '%s\n' "${SUMMARY[@]}" >&2
-[[ $MERGE -eq 1 ]] && printf 'corpus: %s\n' "$(du -sh "$FUZZ/corpus" | cut -f1)" >&2
+[[ $MERGE -eq 1 ]] && printf 'corpus: %s\n' "$(du -sh --apparent-size "$FUZZ/corpus" | cut -f1)" >&2
 if [[ $FAILED -ne 0 ]]; then
   printf 'FUZZING FAILED (%s)\n' "$FAILED" >&2
   exit 1

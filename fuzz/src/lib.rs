@@ -22,6 +22,33 @@ pub fn debug(what: impl FnOnce() -> String) {
     }
 }
 
+/// The known classes of disagreement to let pass (`CONCIERGE_FUZZ_KNOWN`, comma-separated).
+pub fn known() -> &'static [&'static str] {
+    static KNOWN: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    KNOWN.get_or_init(|| {
+        let list = std::env::var("CONCIERGE_FUZZ_KNOWN").unwrap_or_default();
+        list.split(',')
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(|c| &*Box::leak(c.to_owned().into_boxed_str()))
+            .collect()
+    })
+}
+
+/// Notes on stderr, once per class and process, that an input of a known class of disagreement
+/// was let pass (scripts/fuzz.sh reports which classes a run met).
+pub fn tolerated(class: &'static str) {
+    static SEEN: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+    let mut seen = SEEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !seen.contains(&class) {
+        seen.push(class);
+        eprintln!("KNOWN DISAGREEMENT met (let pass): {class}");
+    }
+    debug(|| format!("known disagreement {class} let pass"));
+}
+
 /// Reports a failed oracle the way the targets and scripts/fuzz.sh expect.
 #[allow(
     clippy::panic,
