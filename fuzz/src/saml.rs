@@ -16,7 +16,7 @@ use concierge::upstream::saml::dsig::{
     DIGEST_METHODS, ENVELOPED, EXC_C14N, SIGNATURE_METHODS, check_profile,
 };
 use concierge::upstream::saml::xml::{DSIG_NS, MAX_DOCUMENT, refuse_dtd};
-use libxml::parser::Parser;
+use libxml::parser::{Parser, ParserOptions};
 use libxml::tree::Node;
 use quick_xml::events::Event;
 
@@ -213,20 +213,25 @@ pub fn check(data: &[u8]) -> Result<(), String> {
 /// The known class of disagreement `doc` belongs to, if it is listed in `CONCIERGE_FUZZ_KNOWN`
 /// (comma-separated; scripts/fuzz.sh sets it from fuzz/KNOWN-DISAGREEMENTS while a fix is
 /// pending, so that fuzzing goes on past them):
+/// - `not-well-formed`: libxml2 refuses the document without recovery (a NUL, a bad attribute
+///   name, ...): quick-xml passed it, and samael's recover mode reads something else;
 /// - `xmlns-charref`: a reference (`&...;`) in a namespace declaration's value, which quick-xml
 ///   compares raw and libxml2 decodes;
 /// - `prefixed-id`: an attribute `prefix:ID`, which libxml2's `xmlGetProp("ID")` (samael's ID
-///   lookup) may take for the element's ID and the pre-check does not;
-/// - `invalid-char`: a character XML 1.0 forbids (C0 controls but tab, LF, CR), which quick-xml
-///   passes through and libxml2's recovery drops with whatever follows.
+///   lookup) may take for the element's ID and the pre-check does not.
 fn known_class(doc: &str) -> Option<&'static str> {
     let known = crate::known();
-    if known.contains(&"invalid-char")
-        && doc
-            .bytes()
-            .any(|b| b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r'))
-    {
-        return Some("invalid-char");
+    if known.contains(&"not-well-formed") {
+        let strict = ParserOptions {
+            recover: false,
+            ..ParserOptions::default()
+        };
+        if Parser::default()
+            .parse_string_with_options(doc, strict)
+            .is_err()
+        {
+            return Some("not-well-formed");
+        }
     }
     let mut reader = quick_xml::Reader::from_str(doc);
     while let Ok(ev) = reader.read_event() {
