@@ -22,8 +22,8 @@
 #   CONCIERGE_FUZZ_DEBUG=1 <target dir>/<triple>/release/<target> fuzz/artifacts/<target>/<file>
 #
 # Environment: CARGO_TARGET_DIR (default: target/; the targets build in <dir>/<triple>/release,
-# apart from the broker's own debug build); CONCIERGE_FUZZ_CORPUS_KB, what a merged corpus keeps
-# per target (default 64, smallest inputs first).
+# apart from the broker's own debug build); CONCIERGE_FUZZ_CORPUS_KB and _FILES, what a merged
+# corpus keeps per target (default 48 KB and 300 files, smallest inputs first).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -60,7 +60,8 @@ done
 [[ -n "$SECONDS_PER_TARGET" ]] || SECONDS_PER_TARGET=$([[ $CI -eq 1 ]] && echo 20 || echo 600)
 [[ ${#TARGETS[@]} -gt 0 ]] || TARGETS=("${ALL_TARGETS[@]}")
 # What a merged corpus may keep in git, per target.
-CORPUS_BUDGET_KB="${CONCIERGE_FUZZ_CORPUS_KB:-64}"
+CORPUS_BUDGET_KB="${CONCIERGE_FUZZ_CORPUS_KB:-48}"
+CORPUS_BUDGET_FILES="${CONCIERGE_FUZZ_CORPUS_FILES:-300}"
 
 # Longest input per target: a SAML Response of a few KB, tokens past the 16 KiB limit.
 max_len() {
@@ -208,9 +209,11 @@ for t in "${TARGETS[@]}"; do
     done
     # Kept small in git: the smallest inputs first, up to the budget per target.
     total=0
+    count=0
     while read -r size f; do
       total=$((total + size))
-      [[ $total -le $((CORPUS_BUDGET_KB * 1024)) ]] || rm -f "$f"
+      count=$((count + 1))
+      [[ $total -le $((CORPUS_BUDGET_KB * 1024)) && $count -le $CORPUS_BUDGET_FILES ]] || rm -f "$f"
     done < <(find "$out" -type f -printf '%s %p\n' | sort -n)
     rm -rf "$FUZZ/corpus/$t" && mv "$out" "$FUZZ/corpus/$t"
   fi
