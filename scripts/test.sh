@@ -12,6 +12,7 @@
 #   CARGO_TARGET_DIR            where cargo builds (default: target/)
 #   CONCIERGE_TEST_PG_URL       use this PostgreSQL admin URL instead of starting a private server
 #   CONCIERGE_TEST_SKIP_BROWSER=1  skip the browser suite (e.g. on a machine without Chromium)
+#   CONCIERGE_TEST_SKIP_FUZZ=1     skip the brief fuzzing step (scripts/fuzz.sh --ci)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -242,6 +243,15 @@ if [[ $BUILD_OK -eq 1 ]]; then
   step "cargo test --locked --workspace" cargo test --locked --workspace
 else
   not_run "cargo test --locked --workspace" "the build failed"
+fi
+
+# --- fuzz targets, briefly ----------------------------------------------------------------------
+# Every fuzz target for 20 s after its regressions (scripts/fuzz.sh, ADR 12). The first run builds
+# the instrumented targets (a second build of the dependency tree, in release).
+if [[ "${CONCIERGE_TEST_SKIP_FUZZ:-}" == 1 ]]; then
+  skip "scripts/fuzz.sh --ci" "CONCIERGE_TEST_SKIP_FUZZ=1"
+else
+  step "scripts/fuzz.sh --ci (regressions + 20 s per target)" "$ROOT/scripts/fuzz.sh" --ci
 fi
 
 TARGET_DIR="${CARGO_TARGET_DIR:-target}"

@@ -509,6 +509,27 @@ impl OidcConnector {
         Ok(claims)
     }
 
+    /// The ID-token check against a discovery document and a JWKS given as JSON, for the fuzz
+    /// targets in fuzz/ only (not an API): `Ok(claims)` when the token is accepted, `Err` with
+    /// the reason otherwise.
+    #[doc(hidden)]
+    pub fn check_id_token_for_fuzzing(
+        &self,
+        metadata: &str,
+        jwks: &str,
+        token: &str,
+        nonce: &str,
+    ) -> Result<Map<String, Value>, String> {
+        let d = Discovery {
+            meta: serde_json::from_str(metadata).map_err(|e| e.to_string())?,
+            jwks: serde_json::from_str(jwks).map_err(|e| e.to_string())?,
+            iss_parameter: false,
+            end_session: None,
+        };
+        self.verify_id_token(&d, token, nonce)
+            .map_err(|e| e.into_upstream().to_string())
+    }
+
     /// Claims from the userinfo endpoint, if it has one; its `sub` must be the ID token's.
     async fn userinfo(
         &self,

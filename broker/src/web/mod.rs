@@ -16,6 +16,13 @@ mod ops;
 mod outcome;
 mod upstream;
 
+/// The request parsers of this layer, for the fuzz targets in fuzz/ only (not an API).
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use super::form::{StrictForm, well_formed};
+    pub use super::oidc::{multi_params, oauth_form};
+}
+
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 

@@ -42,8 +42,9 @@ pub async fn jwks(state: web::Data<AppState>) -> HttpResponse {
         .json(state.provider.jwks())
 }
 
-/// Every value of every parameter, so that repeated parameters can be refused.
-fn multi_params(raw: &[u8]) -> BTreeMap<String, Vec<String>> {
+/// Every value of every parameter, so that repeated parameters can be refused. (`pub` for the
+/// fuzz targets in fuzz/.)
+pub fn multi_params(raw: &[u8]) -> BTreeMap<String, Vec<String>> {
     let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (k, v) in url::form_urlencoded::parse(raw) {
         map.entry(k.into_owned()).or_default().push(v.into_owned());
@@ -51,8 +52,9 @@ fn multi_params(raw: &[u8]) -> BTreeMap<String, Vec<String>> {
     map
 }
 
-/// A urlencoded OAuth request body: well-formed, no repeated parameters.
-fn oauth_form(req: &HttpRequest, body: &[u8]) -> Result<BTreeMap<String, String>, OAuthError> {
+/// A urlencoded OAuth request body: well-formed, no repeated parameters. (`pub` for the fuzz
+/// targets in fuzz/.)
+pub fn oauth_form(req: &HttpRequest, body: &[u8]) -> Result<BTreeMap<String, String>, OAuthError> {
     let urlencoded = req
         .headers()
         .get(header::CONTENT_TYPE)
