@@ -42,6 +42,8 @@ trap 'kill $SMTP_PID 2>/dev/null || true' EXIT
 pin() { sha256sum "$1" | cut -d' ' -f1; }
 DIST="$ROOT/plugins/dist"
 CONFIG="$DATA/concierge.toml"
+KEK_FILE="$DATA/../concierge-demo-mfa.kek"
+[[ -s $KEK_FILE ]] || (umask 077 && openssl rand -base64 32 >"$KEK_FILE")
 cat >"$CONFIG" <<TOML
 data_dir = "$DATA"
 
@@ -51,6 +53,9 @@ public_url = "http://127.0.0.1:8080"
 
 [database]
 url = "sqlite://$DATA/concierge.db"
+
+[provider]
+key_encryption_key_file = "$KEK_FILE"
 
 [mfa]
 required = "required"

@@ -109,7 +109,16 @@ pub fn key_encryption_key(settings: &Settings, deps: &Deps) -> anyhow::Result<Ke
         Ok(KeyEncryptionKey::new(bytes))
     };
     if path.exists() {
+        if !settings.demo {
+            tracing::warn!(path = %path.display(), "the key-encryption key is read from a file next to the data (a backup of data_dir then holds the key to everything in it): set provider.key_encryption_key_file to a file kept elsewhere");
+        }
         return read(&path);
+    }
+    // Outside demo mode the key is the operator's to keep apart from the data: none is made.
+    if !settings.demo {
+        anyhow::bail!(
+            "no key-encryption key: set provider.key_encryption_key_file (a file kept apart from              data_dir) or CONCIERGE__PROVIDER__KEY_ENCRYPTION_KEY, e.g. from `openssl rand -base64 32`;              a key file next to the data is made only in demo mode"
+        );
     }
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("creating {}", settings.data_dir.display()))?;

@@ -205,3 +205,34 @@ fn demo_mode_refuses_a_public_address() {
         "{err}"
     );
 }
+
+/// Issue #17, item 9: outside demo mode no key-encryption key file is made next to the data: a
+/// config without a key fails at start with an error naming the setting, and writes no key.
+#[test]
+fn serve_without_a_key_encryption_key_names_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = dir.path().join("concierge.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\n[server]\nbind = \"127.0.0.1:0\"\n[database]\nurl = \"sqlite://{}/c.db\"\n",
+            data.display().to_string(),
+            data.display()
+        ),
+    )
+    .unwrap();
+    let out = concierge()
+        .args(["serve", "--config"])
+        .arg(&config)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("provider.key_encryption_key_file"),
+        "the error names the setting: {err}"
+    );
+    assert!(!data.join("key-encryption.key").exists(), "no key file made");
+}
