@@ -234,5 +234,8 @@ fn serve_without_a_key_encryption_key_names_the_setting() {
         err.contains("provider.key_encryption_key_file"),
         "the error names the setting: {err}"
     );
-    assert!(!data.join("key-encryption.key").exists(), "no key file made");
+    assert!(
+        !data.join("key-encryption.key").exists(),
+        "no key file made"
+    );
 }

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::UnixTime;
 use crate::domain::evidence::{self, Proof};
-use crate::mfa::host::Form;
+use crate::mfa::factor::Prompt;
 use crate::provider::authorize::StoredRequest;
 use crate::upstream::UpstreamSession;
 
@@ -82,7 +82,8 @@ pub struct MfaProgress {
     /// The factor whose challenge or enrolment form is open.
     pub factor: Option<String>,
     pub enrolling: bool,
-    pub form: Option<Form>,
+    /// What the open factor shows (a plugin's form; a native factor's own prompt).
+    pub prompt: Option<Prompt>,
     /// A factor was just enrolled: its methods, added once the recovery codes were seen.
     pub awaiting_codes_ack: Option<Vec<String>>,
 }
@@ -146,7 +147,7 @@ pub fn accept(j: &Journey, event: Event<'_>) -> bool {
             j.who.is_some() && j.mfa.awaiting_codes_ack.is_none()
         }
         (Stage::Mfa, Event::AnswerFactor) => {
-            j.who.is_some() && j.mfa.factor.is_some() && j.mfa.form.is_some()
+            j.who.is_some() && j.mfa.factor.is_some() && j.mfa.prompt.is_some()
         }
         (Stage::Mfa, Event::CodesSeen) => j.mfa.awaiting_codes_ack.is_some(),
         (Stage::SessionLimit, Event::EndSession) => j.who.is_some() && j.mfa.satisfied,
@@ -312,7 +313,7 @@ pub fn factor_reproven(j: &mut Journey, amr: &[String], at: UnixTime) {
         }
     }
     j.mfa.factor = None;
-    j.mfa.form = None;
+    j.mfa.prompt = None;
     j.mfa.enrolling = false;
 }
 
@@ -479,7 +480,7 @@ mod tests {
         choosing.stage = Stage::Mfa;
         let mut answering = choosing.clone();
         answering.mfa.factor = Some("totp".into());
-        answering.mfa.form = Some(crate::mfa::host::Form {
+        answering.mfa.prompt = Some(Prompt::Form(crate::mfa::host::Form {
             intro: crate::mfa::host::Localized {
                 en: String::new(),
                 ko: String::new(),
@@ -487,7 +488,7 @@ mod tests {
             fields: vec![],
             qr: None,
             secret: None,
-        });
+        }));
         let mut codes = choosing.clone();
         codes.mfa.awaiting_codes_ack = Some(vec!["mfa".into()]);
         let mut limit = choosing.clone();

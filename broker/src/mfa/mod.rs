@@ -4,6 +4,7 @@
 //! failure is a failed factor.
 
 pub mod delivery;
+pub mod factor;
 pub mod host;
 pub mod registry;
 

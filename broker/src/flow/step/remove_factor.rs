@@ -2,8 +2,6 @@
 //! factors: only after a factor was proven here within `policy::REPROOF_SECS`, never the last
 //! one that can run where the policy requires a second factor; audited. The user's sessions keep working.
 
-use std::sync::Arc;
-
 use crate::audit::EventKind;
 use crate::domain::policy::MfaRequirement;
 use crate::flow::binding::Resumed;
@@ -75,9 +73,13 @@ impl SignIn {
                 )
                 .await;
         }
-        let (mfa, plugin) = (Arc::clone(&self.mfa), factor.to_owned());
+        let Some(f) = self.mfa.factor(factor) else {
+            return self
+                .choice(browser, &id, &mut loaded, &who, 404, None)
+                .await;
+        };
         let uid = crate::domain::UserId::from_stored(who.user_id.clone());
-        blocking(move || Ok(mfa.remove(&plugin, &uid)?)).await?;
+        blocking(move || Ok(f.remove(&uid)?)).await?;
         self.audit_mfa(browser, &loaded.state, EventKind::MfaRemoved, factor, None);
         self.choice(
             browser,

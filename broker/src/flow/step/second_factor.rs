@@ -13,6 +13,7 @@ use crate::flow::journey::{JourneyId, Loaded};
 use crate::flow::machine::{self, Journey, Proven, Stage};
 use crate::flow::policy::{self, FactorFacts};
 use crate::flow::signin::{SignIn, SignInError, blocking};
+use crate::mfa::factor::Prompt;
 use crate::mfa::{EnrollOutcome, FactorStatus, FactorUser, MfaError, VerifyOutcome};
 use crate::ratelimit::Scope;
 
@@ -85,7 +86,7 @@ impl SignIn {
         };
         if factor.is_empty() {
             loaded.state.mfa.factor = None;
-            loaded.state.mfa.form = None;
+            loaded.state.mfa.prompt = None;
             return self
                 .choice(browser, &id, &mut loaded, &who, 200, None)
                 .await;
@@ -109,14 +110,14 @@ impl SignIn {
             Ok(x) => x,
             Err(out) => return Ok(out),
         };
-        let (Some(factor), Some(form)) = (
+        let (Some(factor), Some(prompt)) = (
             loaded.state.mfa.factor.clone(),
-            loaded.state.mfa.form.clone(),
+            loaded.state.mfa.prompt.clone(),
         ) else {
             return Ok(Outcome::expired());
         };
-        let answer: Vec<(String, String)> = form
-            .fields
+        let answer: Vec<(String, String)> = prompt
+            .fields()
             .iter()
             .map(|f| {
                 let v = fields
@@ -129,19 +130,27 @@ impl SignIn {
             })
             .collect();
         let enrolling = loaded.state.mfa.enrolling;
-        let (mfa, user) = (
-            Arc::clone(&self.mfa),
-            self.factor_user(&who, browser.locale).await?,
-        );
-        let Some(user) = user else {
+        let Some(user) = self.factor_user(&who, browser.locale).await? else {
             return Ok(Outcome::expired());
         };
-        let (f2, u2) = (factor.clone(), user.clone());
+        let Some(f) = self.mfa.factor(&factor) else {
+            return self
+                .step_failed(
+                    browser,
+                    &id,
+                    &mut loaded,
+                    &who,
+                    &factor,
+                    StepError::Plugin(MfaError::Unavailable(factor.clone())),
+                )
+                .await;
+        };
+        let u2 = user.clone();
         let step = blocking(move || {
             Ok(if enrolling {
-                Step::Enroll(mfa.enroll_finish(&f2, &u2, answer))
+                Step::Enroll(f.enroll_finish(&u2, &prompt, answer))
             } else {
-                Step::Verify(mfa.verify(&f2, &u2, answer))
+                Step::Verify(f.verify(&u2, &prompt, answer))
             })
         })
         .await?;
@@ -237,7 +246,7 @@ impl SignIn {
     ) -> Result<Outcome, SignInError> {
         match outcome {
             EnrollOutcome::Next(form) => {
-                loaded.state.mfa.form = Some(form);
+                loaded.state.mfa.prompt = Some(Prompt::Form(form));
                 self.save(id, loaded).await?;
                 Ok(self.form_page(id, &loaded.state, 200, None))
             }
@@ -260,7 +269,7 @@ impl SignIn {
                     machine::second_factor_proven(&mut loaded.state, &amr, self.clock.now());
                     return self.drive(browser, id, loaded).await;
                 }
-                loaded.state.mfa.form = None;
+                loaded.state.mfa.prompt = None;
                 loaded.state.mfa.factor = None;
                 loaded.state.mfa.awaiting_codes_ack = Some(amr);
                 self.save(id, loaded).await?;
@@ -465,7 +474,7 @@ impl SignIn {
         }
         loaded.state.stage = Stage::Mfa;
         loaded.state.mfa.factor = None;
-        loaded.state.mfa.form = None;
+        loaded.state.mfa.prompt = None;
         loaded.state.mfa.enrolling = false;
         self.save(id, loaded).await?;
         Ok(self.page_outcome(
@@ -499,7 +508,19 @@ impl SignIn {
         let Some(user) = self.factor_user(who, browser.locale).await? else {
             return Ok(Outcome::expired());
         };
-        if self.mfa.sends(factor) {
+        let Some(f) = self.mfa.factor(factor) else {
+            return self
+                .step_failed(
+                    browser,
+                    id,
+                    loaded,
+                    who,
+                    factor,
+                    StepError::Plugin(MfaError::Unavailable(factor.to_owned())),
+                )
+                .await;
+        };
+        if f.sends() {
             // Nothing is sent for a request the user did not make on the broker's own page.
             if !browser.posted {
                 return Box::pin(self.choice(browser, id, loaded, who, 200, None)).await;
@@ -526,15 +547,10 @@ impl SignIn {
                     .await;
             }
         }
-        let (mfa, f, u, w) = (
-            Arc::clone(&self.mfa),
-            factor.to_owned(),
-            user.clone(),
-            who.clone(),
-        );
+        let (mfa, u, w) = (Arc::clone(&self.mfa), user.clone(), who.clone());
         let (manage, now) = (loaded.state.manage, self.clock.now());
         let began = blocking(move || {
-            if !enroll && let Some(l) = mfa.locked(&f, &u)? {
+            if !enroll && let Some(l) = f.locked(&u)? {
                 return Ok(Err(StepError::Locked(l.retry_after_secs)));
             }
             if enroll {
@@ -548,15 +564,10 @@ impl SignIn {
                     return Ok(Err(StepError::EnrolRefused));
                 }
             }
-            let r = if enroll {
-                mfa.enroll_begin(&f, &u)
-            } else {
-                mfa.challenge_begin(&f, &u)
-            };
-            Ok(r.map_err(StepError::Plugin))
+            Ok(f.begin(&u, enroll).map_err(StepError::Plugin))
         })
         .await?;
-        let (form, outbox) = match began {
+        let (prompt, outbox) = match began {
             Ok(ok) => ok,
             Err(e) => return self.step_failed(browser, id, loaded, who, factor, e).await,
         };
@@ -577,7 +588,7 @@ impl SignIn {
         );
         loaded.state.stage = Stage::Mfa;
         loaded.state.mfa.factor = Some(factor.to_owned());
-        loaded.state.mfa.form = Some(form);
+        loaded.state.mfa.prompt = Some(prompt);
         loaded.state.mfa.enrolling = enroll;
         loaded.state.mfa.awaiting_codes_ack = None;
         self.save(id, loaded).await?;
@@ -591,7 +602,8 @@ impl SignIn {
         status: u16,
         error: Option<Notice>,
     ) -> Outcome {
-        let (Some(factor), Some(form)) = (j.mfa.factor.clone(), j.mfa.form.clone()) else {
+        let (Some(factor), Some(Prompt::Form(form))) = (j.mfa.factor.clone(), j.mfa.prompt.clone())
+        else {
             return Outcome::expired();
         };
         self.page_outcome(
