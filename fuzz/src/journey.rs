@@ -32,6 +32,7 @@ fn fixture() -> &'static Fixture {
                 updated_at: NOW,
                 expires_at: NOW + 3600,
                 finished_at: None,
+                binding_hash: None,
             })
             .expect("insert the journey row");
         let journeys = Journeys::new(

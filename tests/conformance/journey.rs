@@ -39,6 +39,7 @@ fn rows_update_only_at_their_version_and_finish_once(b: Backend) {
             updated_at: 10,
             expires_at: 100,
             finished_at: None,
+            binding_hash: None,
         };
         s.insert_login_transaction(&row).unwrap();
         assert!(s.insert_login_transaction(&row).is_err(), "ids are unique");
@@ -321,7 +322,32 @@ fn states_are_sealed_versioned_and_capped(b: Backend) {
     });
 }
 
+/// A browser's journeys end together (sign-out): every unfinished one bound to its binding, and
+/// no other browser's.
+fn a_browsers_journeys_end_together(b: Backend) {
+    with_store(b, |s| {
+        let clock = Arc::new(ManualClock::new(1_000));
+        let j = journeys(s, &clock);
+        let mine = [
+            j.start_bound(&Counter::default(), Some([1; 32])).unwrap(),
+            j.start_bound(&Counter::default(), Some([1; 32])).unwrap(),
+        ];
+        let theirs = j.start_bound(&Counter::default(), Some([2; 32])).unwrap();
+        let unbound = j.start(&Counter::default()).unwrap();
+        j.finish::<Counter>(&mine[1]).unwrap();
+        assert_eq!(j.end_browser(&[1; 32]).unwrap(), 1, "the one still live");
+        assert!(matches!(
+            j.load::<Counter>(&mine[0]),
+            Err(JourneyError::Finished)
+        ));
+        assert!(j.load::<Counter>(&theirs).is_ok());
+        assert!(j.load::<Counter>(&unbound).is_ok());
+        assert_eq!(j.end_browser(&[1; 32]).unwrap(), 0);
+    });
+}
+
 crate::per_backend!(
+    a_browsers_journeys_end_together,
     states_are_sealed_versioned_and_capped,
     saves_are_compare_and_swap_and_a_rekey_happens_once,
     rows_update_only_at_their_version_and_finish_once,

@@ -472,7 +472,50 @@ async fn double_submit(app: &crate::helpers::TestApp, limit: Option<&str>, elsew
     assert_eq!(status, 400, "the code is single use");
 }
 
+/// Issue #17, item 4: signing out ends the browser's sign-ins under way. A signed-in browser
+/// opens the sign-in page again (a second tab, `force`), signs out in the first, then submits the
+/// password on that page: no session is opened (the journey ended with the sign-out). Another
+/// browser's journey is untouched (the control).
+async fn signing_out_ends_the_browsers_journeys(b: Backend) {
+    let Some(app) = spawn(b, &[]).await else {
+        return;
+    };
+    let mut br = Browser::new(&app);
+    assert_eq!(br.login("demo@example.com", "demo").await.status, 303);
+    let tab = br.get("/login?force=1").await;
+    assert_eq!(tab.status, 200, "{}", tab.body);
+    let mut other = Browser::new(&app);
+    let other_page = other.get("/login").await;
+    let account = br.get("/account").await;
+    let out = br.submit(&account, "/logout", &[]).await;
+    assert_eq!(out.status, 303, "{}", out.body);
+    assert!(br.session_cookie().is_none());
+    let res = br
+        .submit(
+            &tab,
+            "/login",
+            &[("email", "demo@example.com"), ("password", "demo")],
+        )
+        .await;
+    assert!(
+        br.session_cookie().is_none(),
+        "a sign-in started before the sign-out opened a session: {} {}",
+        res.status,
+        res.body
+    );
+    let res = other
+        .submit(
+            &other_page,
+            "/login",
+            &[("email", "demo@example.com"), ("password", "demo")],
+        )
+        .await;
+    assert_eq!(res.status, 303, "{}", res.body);
+    assert!(other.session_cookie().is_some());
+}
+
 per_backend_async!(
+    signing_out_ends_the_browsers_journeys,
     a_double_submit_of_the_last_step_signs_in_once,
     demo_login_opens_a_session_shown_on_the_account_page,
     wrong_password_and_unknown_user_set_no_session,

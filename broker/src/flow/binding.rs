@@ -55,7 +55,8 @@ impl SignIn {
         journey.binding = binding_hash(&binding);
         let j = journey.clone();
         let journeys = self.journeys.clone();
-        let id = blocking(move || Ok(journeys.start(&j)?)).await?;
+        let bound: [u8; 32] = Sha256::digest(binding.as_bytes()).into();
+        let id = blocking(move || Ok(journeys.start_bound(&j, Some(bound))?)).await?;
         Ok((
             id,
             Loaded {

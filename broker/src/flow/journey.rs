@@ -205,6 +205,16 @@ impl Journeys {
 
     /// Stores a new journey in `state`; it lives `ttl` from now (each update extends it).
     pub fn start<S: Serialize>(&self, state: &S) -> Result<JourneyId, JourneyError> {
+        self.start_bound(state, None)
+    }
+
+    /// Starts a journey that belongs to the browser whose binding cookie hashes (SHA-256) to
+    /// `binding_hash`: [`Journeys::end_browser`] ends it at sign-out.
+    pub fn start_bound<S: Serialize>(
+        &self,
+        state: &S,
+        binding_hash: Option<[u8; 32]>,
+    ) -> Result<JourneyId, JourneyError> {
         let id = JourneyId::new(self.entropy.as_ref());
         let now = self.clock.now();
         self.store.insert_login_transaction(&LoginTransactionRow {
@@ -215,8 +225,17 @@ impl Journeys {
             updated_at: now,
             expires_at: self.expiry(now, now),
             finished_at: None,
+            binding_hash,
         })?;
         Ok(id)
+    }
+
+    /// Finishes every live journey of the browser whose binding cookie hashes to `binding_hash`
+    /// (sign-out): a sign-in started before cannot open a session after. Returns how many.
+    pub fn end_browser(&self, binding_hash: &[u8; 32]) -> Result<usize, JourneyError> {
+        Ok(self
+            .store
+            .finish_login_transactions_of(binding_hash, self.clock.now())?)
     }
 
     /// The journey if it is live: not finished, not expired.

@@ -146,6 +146,12 @@ impl SignIn {
         then: String,
     ) -> Result<Outcome, SignInError> {
         let upstream = self.upstream_session_of(browser).await?;
+        // Every sign-in this browser had under way ends too: none finishes after the sign-out.
+        if let Some(b) = &browser.binding {
+            let bound: [u8; 32] = Sha256::digest(b.expose().as_bytes()).into();
+            let journeys = self.journeys.clone();
+            blocking(move || Ok(journeys.end_browser(&bound)?)).await?;
+        }
         if let Some(cookie) = browser.session.as_ref().map(|c| c.expose().to_owned()) {
             let (sessions, provider) = (Arc::clone(&self.sessions), Arc::clone(&self.provider));
             blocking(move || {

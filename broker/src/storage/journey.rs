@@ -15,10 +15,21 @@ pub struct LoginTransactionRow {
     pub updated_at: UnixTime,
     pub expires_at: UnixTime,
     pub finished_at: Option<UnixTime>,
+    /// SHA-256 of the browser binding cookie the journey belongs to (ending a browser's
+    /// journeys at sign-out).
+    pub binding_hash: Option<[u8; 32]>,
 }
 
 /// The journey part of the store; every [`super::Store`] implements it.
 pub trait JourneyStore: Send + Sync {
+    /// Finishes every unfinished transaction of the browser whose binding hash is
+    /// `binding_hash` (sign-out): none of them can open a session afterwards. Returns how many.
+    fn finish_login_transactions_of(
+        &self,
+        binding_hash: &[u8; 32],
+        now: UnixTime,
+    ) -> Result<usize, StorageError>;
+
     /// Stores a new transaction (version as given, normally 1). A duplicate id is an error.
     fn insert_login_transaction(&self, row: &LoginTransactionRow) -> Result<(), StorageError>;
 

@@ -255,5 +255,6 @@ diesel::table! {
         updated_at -> BigInt,
         expires_at -> BigInt,
         finished_at -> Nullable<BigInt>,
+        binding_hash -> Nullable<Binary>,
     }
 }

@@ -9,9 +9,39 @@ use crate::clock::UnixTime;
 use diesel::pg::PgConnection;
 use diesel::sqlite::SqliteConnection;
 
-type Row = (Vec<u8>, i64, String, i64, i64, i64, Option<i64>);
+type Row = (
+    Vec<u8>,
+    i64,
+    String,
+    i64,
+    i64,
+    i64,
+    Option<i64>,
+    Option<Vec<u8>>,
+);
 
 impl JourneyStore for DieselStore {
+    fn finish_login_transactions_of(
+        &self,
+        binding_hash: &[u8; 32],
+        now: UnixTime,
+    ) -> Result<usize, StorageError> {
+        with_conn!(write self, |c| {
+            diesel::update(
+                lt::table
+                    .filter(lt::binding_hash.eq(&binding_hash[..]))
+                    .filter(lt::finished_at.is_null()),
+            )
+            .set((
+                lt::version.eq(lt::version + 1),
+                lt::finished_at.eq(Some(now)),
+                lt::updated_at.eq(now),
+            ))
+            .execute(c)
+            .map_err(query_err)
+        })
+    }
+
     fn insert_login_transaction(&self, row: &LoginTransactionRow) -> Result<(), StorageError> {
         with_conn!(write self, |c| {
             diesel::insert_into(lt::table)
@@ -23,6 +53,7 @@ impl JourneyStore for DieselStore {
                     lt::updated_at.eq(row.updated_at),
                     lt::expires_at.eq(row.expires_at),
                     lt::finished_at.eq(row.finished_at),
+                    lt::binding_hash.eq(row.binding_hash.as_ref().map(|h| &h[..])),
                 ))
                 .execute(c)
                 .map(|_| ())
@@ -45,13 +76,14 @@ impl JourneyStore for DieselStore {
                     lt::updated_at,
                     lt::expires_at,
                     lt::finished_at,
+                    lt::binding_hash,
                 ))
                 .first(c)
                 .optional()
                 .map_err(query_err)
         })?;
         Ok(row.map(
-            |(_, version, state, created_at, updated_at, expires_at, finished_at)| {
+            |(_, version, state, created_at, updated_at, expires_at, finished_at, binding)| {
                 LoginTransactionRow {
                     id_hash: *id_hash,
                     version,
@@ -60,6 +92,7 @@ impl JourneyStore for DieselStore {
                     updated_at,
                     expires_at,
                     finished_at,
+                    binding_hash: binding.and_then(|b| <[u8; 32]>::try_from(b).ok()),
                 }
             },
         ))
