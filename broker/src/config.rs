@@ -1,6 +1,5 @@
-//! Owns the configuration: one TOML file, every key overridable by `CONCIERGE__SECTION__KEY`
-//! environment variables, validated once at start into typed [`Settings`] whose errors name the
-//! key and where it came from.
+//! Owns the configuration: one TOML file, each key overridable by `CONCIERGE__SECTION__KEY`,
+//! validated once at start into typed [`Settings`]; errors name the key and where it came from.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
