@@ -1,0 +1,348 @@
+//! Owns the unit tests of loading the configuration: the file, the environment overlay and
+//! validation.
+
+use secrecy::ExposeSecret;
+
+use super::*;
+use crate::domain::policy::SessionLimit;
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).into(), (*v).into()))
+        .collect()
+}
+
+#[test]
+fn embedded_default_is_demo_on_loopback_sqlite() {
+    let s = Settings::load(None, env(&[])).unwrap();
+    assert!(s.demo);
+    assert_eq!(s.bind.to_string(), "127.0.0.1:8080");
+    assert_eq!(
+        s.database,
+        DatabaseUrl::Sqlite("concierge-data/concierge.db".into())
+    );
+    assert!(!s.https());
+}
+
+#[test]
+fn environment_overrides_keys_with_their_types() {
+    let s = Settings::load(
+        None,
+        env(&[
+            ("CONCIERGE__SESSION__IDLE_TIMEOUT", "2s"),
+            ("CONCIERGE__DATABASE__POOL_SIZE", "3"),
+            ("CONCIERGE__SERVER__BIND", "127.0.0.1:9000"),
+            ("UNRELATED", "x"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(s.session.idle_timeout, Duration::from_secs(2));
+    assert_eq!(s.pool_size, 3);
+    assert_eq!(s.bind.port(), 9000);
+}
+
+#[test]
+fn database_waits_have_short_defaults_and_bounds() {
+    let s = Settings::load(None, env(&[])).unwrap();
+    assert_eq!(s.pool_timeout, Duration::from_secs(2));
+    assert_eq!(s.statement_timeout, Duration::from_secs(5));
+    assert_eq!(s.ready_timeout, Duration::from_millis(500));
+    let s = Settings::load(
+        None,
+        env(&[
+            ("CONCIERGE__DATABASE__POOL_TIMEOUT", "750ms"),
+            ("CONCIERGE__DATABASE__READY_TIMEOUT", "1s"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(s.pool_timeout, Duration::from_millis(750));
+    assert_eq!(s.ready_timeout, Duration::from_secs(1));
+    for (key, value) in [
+        ("CONCIERGE__DATABASE__POOL_TIMEOUT", "10ms"),
+        ("CONCIERGE__DATABASE__POOL_TIMEOUT", "2m"),
+        ("CONCIERGE__DATABASE__STATEMENT_TIMEOUT", "0s"),
+        ("CONCIERGE__DATABASE__READY_TIMEOUT", "1m"),
+    ] {
+        let e = Settings::load(None, env(&[(key, value)])).unwrap_err();
+        let field = key
+            .trim_start_matches("CONCIERGE__")
+            .replace("__", ".")
+            .to_lowercase();
+        assert!(e.to_string().contains(&field), "{key}={value}: {e}");
+    }
+}
+
+#[test]
+fn demo_mode_refuses_a_public_bind() {
+    let e = Settings::load(None, env(&[("CONCIERGE__SERVER__BIND", "0.0.0.0:8080")])).unwrap_err();
+    let m = e.to_string();
+    assert!(
+        m.contains("server.bind") && m.contains("CONCIERGE__SERVER__BIND"),
+        "{m}"
+    );
+}
+
+#[test]
+fn errors_name_the_file_and_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("c.toml");
+    std::fs::write(&p, "[session]\nidle_timeout = \"soon\"\n").unwrap();
+    let m = Settings::load(Some(&p), env(&[])).unwrap_err().to_string();
+    assert!(
+        m.contains("c.toml") && m.contains("session.idle_timeout"),
+        "{m}"
+    );
+
+    std::fs::write(&p, "[sesion]\nidle_timeout = \"1m\"\n").unwrap();
+    let m = Settings::load(Some(&p), env(&[])).unwrap_err().to_string();
+    assert!(m.contains("sesion"), "{m}");
+
+    std::fs::write(&p, "[session\n").unwrap();
+    let m = Settings::load(Some(&p), env(&[])).unwrap_err().to_string();
+    assert!(m.contains("not valid TOML"), "{m}");
+
+    std::fs::write(
+        &p,
+        "[session]\nidle_timeout = \"2h\"\nabsolute_timeout = \"1h\"\n",
+    )
+    .unwrap();
+    let m = Settings::load(Some(&p), env(&[])).unwrap_err().to_string();
+    assert!(m.contains("session.idle_timeout"), "{m}");
+}
+
+#[test]
+fn plain_http_only_on_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("c.toml");
+    std::fs::write(
+        &p,
+        "[server]\nbind = \"0.0.0.0:80\"\npublic_url = \"http://id.example.com\"\n",
+    )
+    .unwrap();
+    let m = Settings::load(Some(&p), env(&[])).unwrap_err().to_string();
+    assert!(m.contains("server.public_url"), "{m}");
+    std::fs::write(
+        &p,
+        "[server]\nbind = \"0.0.0.0:80\"\npublic_url = \"https://id.example.com\"\n",
+    )
+    .unwrap();
+    let s = Settings::load(Some(&p), env(&[])).unwrap();
+    assert!(s.https() && !s.demo);
+}
+
+#[test]
+fn channels_inherit_and_override_session_policy() {
+    use crate::domain::Channel;
+    let s = Settings::load(
+        None,
+        env(&[
+            ("CONCIERGE__SESSION__MAX_PER_USER", "3"),
+            ("CONCIERGE__SESSION__MOBILE__IDLE_TIMEOUT", "7d"),
+            ("CONCIERGE__SESSION__MOBILE__ABSOLUTE_TIMEOUT", "30d"),
+            ("CONCIERGE__SESSION__API__MAX_PER_USER", "0"),
+        ]),
+    )
+    .unwrap();
+    let web = s.session.channel(Channel::Web);
+    assert_eq!(
+        (web.idle_timeout, web.limit),
+        (Duration::from_secs(1800), SessionLimit::AllChannels(3))
+    );
+    assert_eq!(
+        s.session.channel(Channel::Mobile).idle_timeout,
+        Duration::from_secs(7 * 86400)
+    );
+    assert_eq!(s.session.channel(Channel::Api).limit, SessionLimit::None);
+    let m = Settings::load(
+        None,
+        env(&[("CONCIERGE__SESSION__MOBILE__IDLE_TIMEOUT", "13h")]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(m.contains("session.mobile.idle_timeout"), "{m}");
+}
+
+#[test]
+fn provider_rules_name_their_keys() {
+    for (var, value, key) in [
+        (
+            "CONCIERGE__PROVIDER__JWKS_MAX_AGE",
+            "30s",
+            "provider.jwks_max_age",
+        ),
+        (
+            "CONCIERGE__PROVIDER__ISSUER",
+            "https://id.example.com/tenant",
+            "provider.issuer",
+        ),
+        (
+            "CONCIERGE__PROVIDER__ISSUER",
+            "http://id.example.com",
+            "provider.issuer",
+        ),
+        (
+            "CONCIERGE__PROVIDER__SIGNING_ALG",
+            "HS256",
+            "provider.signing_alg",
+        ),
+        (
+            "CONCIERGE__PROVIDER__KEY_ENCRYPTION_KEY",
+            "c2hvcnQ=",
+            "provider.key_encryption_key",
+        ),
+    ] {
+        let m = Settings::load(None, env(&[(var, value)]))
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains(key) && m.contains(var), "{m}");
+    }
+    let s = Settings::load(
+        None,
+        env(&[("CONCIERGE__PROVIDER__ISSUER", "https://id.example.com/")]),
+    )
+    .unwrap();
+    assert_eq!(s.provider.issuer, "https://id.example.com");
+}
+
+/// Every secret of the configuration, set to a marker (inline, from a `*_file` and from the
+/// environment): neither the raw nor the validated settings show it in `Debug`.
+#[test]
+fn no_debug_of_the_settings_shows_a_secret() {
+    use base64::Engine;
+    const MARK: &str = "MARKER-5ecret";
+    let kek = [0x5a_u8; 32];
+    let kek_b64 = base64::engine::general_purpose::STANDARD.encode(kek);
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, content: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, content).unwrap();
+        p
+    };
+    let sms_token = file("sms-token", &format!("{MARK}-sms\n"));
+    let corp_secret = file("corp-secret", &format!("{MARK}-file\n"));
+    let toml = format!(
+        r#"
+[server]
+public_url = "http://127.0.0.1:8080"
+[provider]
+key_encryption_key = "{kek_b64}"
+[mfa.smtp]
+host = "smtp.example.com"
+from = "Concierge <no-reply@example.com>"
+username = "concierge"
+password = "{MARK}-smtp"
+[mfa.sms]
+url = "https://sms.example.com/send"
+token_file = "{}"
+[[upstreams]]
+id = "google"
+kind = "oidc"
+issuer = "https://accounts.example.com"
+client_id = "broker"
+client_secret = "{MARK}-inline"
+[[upstreams]]
+id = "corp"
+kind = "oidc"
+issuer = "https://corp.example.com"
+client_id = "broker"
+client_secret_file = "{}"
+[[upstreams]]
+id = "azure"
+kind = "oidc"
+issuer = "https://azure.example.com"
+client_id = "broker"
+"#,
+        sms_token.display(),
+        corp_secret.display()
+    );
+    let config = file("c.toml", &toml);
+    let env = env(&[(
+        "CONCIERGE__UPSTREAMS__AZURE__CLIENT_SECRET",
+        "MARKER-5ecret-env",
+    )]);
+
+    let raw: RawSettings = toml::from_str(&toml).unwrap();
+    let s = Settings::load(Some(&config), env).unwrap();
+    let secrets: Vec<String> = s
+        .upstreams
+        .iter()
+        .map(|u| match &u.kind {
+            UpstreamKind::Oidc(o) => o.client_secret.expose_secret().to_owned(),
+            UpstreamKind::Saml(_) => String::new(),
+        })
+        .collect();
+    assert_eq!(
+        secrets,
+        [
+            format!("{MARK}-inline"),
+            format!("{MARK}-file"),
+            format!("{MARK}-env")
+        ]
+    );
+    let smtp = s.mfa.smtp.as_ref().unwrap().credentials.as_ref().unwrap();
+    assert_eq!(smtp.1.expose(), format!("{MARK}-smtp"));
+    let sms = s.mfa.sms.as_ref().unwrap().token.as_ref().unwrap();
+    assert_eq!(sms.expose(), format!("{MARK}-sms"));
+    assert_eq!(
+        s.key_encryption_key.as_ref().map(|k| *k.expose_secret()),
+        Some(kek)
+    );
+
+    let kek_debug = format!("{kek:?}");
+    for debug in [
+        format!("{s:?}"),
+        format!("{s:#?}"),
+        format!("{raw:?}"),
+        format!("{raw:#?}"),
+    ] {
+        assert!(!debug.contains(MARK), "{debug}");
+        assert!(!debug.contains(&kek_b64), "{debug}");
+        assert!(!debug.contains(&kek_debug[1..20]), "{debug}");
+    }
+}
+
+#[test]
+fn a_numeric_secret_from_the_environment_stays_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("c.toml");
+    std::fs::write(
+            &p,
+            "[[upstreams]]\nid = \"corp\"\nkind = \"oidc\"\nissuer = \"https://corp.example.com\"\nclient_id = \"b\"\n",
+        )
+        .unwrap();
+    let s = Settings::load(
+        Some(&p),
+        env(&[("CONCIERGE__UPSTREAMS__0__CLIENT_SECRET", "0123456789")]),
+    )
+    .unwrap();
+    let UpstreamKind::Oidc(o) = &s.upstreams[0].kind else {
+        panic!("oidc")
+    };
+    assert_eq!(o.client_secret.expose_secret(), "0123456789");
+    // Both ways at once is refused, naming the key and the variable.
+    let m = Settings::load(
+        Some(&p),
+        env(&[
+            ("CONCIERGE__UPSTREAMS__CORP__CLIENT_SECRET", "x"),
+            (
+                "CONCIERGE__UPSTREAMS__CORP__CLIENT_SECRET_FILE",
+                "/nonexistent",
+            ),
+        ]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        m.contains("upstreams[0].client_secret_file")
+            && m.contains("CONCIERGE__UPSTREAMS__CORP__CLIENT_SECRET")
+            && !m.contains("`x`"),
+        "{m}"
+    );
+}
+
+#[test]
+fn postgres_password_is_redacted() {
+    let u = DatabaseUrl::parse("postgres://app:s3cret@db:5432/concierge").unwrap();
+    assert!(!u.redacted().contains("s3cret"));
+}
