@@ -331,12 +331,12 @@ pub fn second_factor_proven(j: &mut Journey, amr: &[String], at: UnixTime) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::domain::policy::MfaRequirement;
     use crate::flow::policy::{MfaNeed, mfa_need};
 
-    fn app(acr: Option<&str>) -> Target {
+    pub(crate) fn app(acr: Option<&str>) -> Target {
         Target::App(StoredRequest {
             client_id: "web".into(),
             redirect_uri: "https://app.example/cb".into(),
@@ -350,7 +350,7 @@ mod tests {
         })
     }
 
-    fn pwd(user: &str) -> Proven {
+    pub(crate) fn pwd(user: &str) -> Proven {
         Proven {
             user_id: user.into(),
             upstream: "local".into(),

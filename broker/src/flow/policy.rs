@@ -166,31 +166,8 @@ mod tests {
     use MfaRequirement::*;
 
     use crate::domain::evidence::Proof;
+    use crate::flow::machine::tests::{app, pwd};
     use crate::flow::machine::{Target, factor_reproven};
-    use crate::provider::authorize::StoredRequest;
-
-    fn app(acr: Option<&str>) -> Target {
-        Target::App(StoredRequest {
-            client_id: "web".into(),
-            redirect_uri: "https://app.example/cb".into(),
-            redirect_uri_presented: "https://app.example/cb".into(),
-            form_post: false,
-            state: Some("s".into()),
-            nonce: None,
-            scope: vec!["openid".into()],
-            code_challenge: None,
-            acr_values: acr.map(str::to_owned),
-        })
-    }
-
-    fn pwd(user: &str) -> Proven {
-        Proven {
-            user_id: user.into(),
-            upstream: "local".into(),
-            evidence: vec![Proof::local("pwd", 100)],
-            acr: None,
-        }
-    }
 
     #[test]
     fn mfa_is_evaluated_for_the_client_receiving_the_code() {

@@ -98,28 +98,14 @@ impl DieselStore {
         state_hash: &[u8; 32],
         now: UnixTime,
     ) -> Result<Option<UpstreamRequest>, StorageError> {
-        type Row = (Vec<u8>, String, Vec<u8>, Vec<u8>, String, i64);
-        let row: Option<Row> = with_conn!(self, |c| {
+        let row: Option<RequestRow> = with_conn!(self, |c| {
             upstream_requests::table
                 .find(&state_hash[..])
                 .first(c)
                 .optional()
                 .map_err(query_err)
         })?;
-        let Some((sh, upstream, bh, jh, pending, expires_at)) = row else {
-            return Ok(None);
-        };
-        if now >= expires_at {
-            return Ok(None);
-        }
-        Ok(Some(UpstreamRequest {
-            state_hash: hash32(sh, "upstream_requests.state_hash")?,
-            upstream,
-            binding_hash: hash32(bh, "upstream_requests.binding_hash")?,
-            journey_hash: hash32(jh, "upstream_requests.journey_hash")?,
-            pending,
-            expires_at,
-        }))
+        live_request(row, now)
     }
 
     pub(super) fn take_upstream_request(
@@ -127,13 +113,12 @@ impl DieselStore {
         state_hash: &[u8; 32],
         now: UnixTime,
     ) -> Result<Option<UpstreamRequest>, StorageError> {
-        type Row = (Vec<u8>, String, Vec<u8>, Vec<u8>, String, i64);
         // Read, then delete by key: the row is this call's only if its delete removed it (a
         // concurrent taker that read it too deletes nothing: READ COMMITTED waits for the first
         // delete, then finds the row gone).
         macro_rules! take {
             ($c:expr) => {{
-                let row: Option<Row> = upstream_requests::table
+                let row: Option<RequestRow> = upstream_requests::table
                     .find(&state_hash[..])
                     .first($c)
                     .optional()?;
@@ -148,21 +133,8 @@ impl DieselStore {
                 }
             }};
         }
-        let row: Option<Row> = write_transaction!(self, |c| take!(c)).map_err(query_err)?;
-        let Some((sh, upstream, bh, jh, pending, expires_at)) = row else {
-            return Ok(None);
-        };
-        if now >= expires_at {
-            return Ok(None);
-        }
-        Ok(Some(UpstreamRequest {
-            state_hash: hash32(sh, "upstream_requests.state_hash")?,
-            upstream,
-            binding_hash: hash32(bh, "upstream_requests.binding_hash")?,
-            journey_hash: hash32(jh, "upstream_requests.journey_hash")?,
-            pending,
-            expires_at,
-        }))
+        let row: Option<RequestRow> = write_transaction!(self, |c| take!(c)).map_err(query_err)?;
+        live_request(row, now)
     }
 
     pub(super) fn use_saml_assertion(
@@ -234,4 +206,28 @@ impl DieselStore {
                 .map_err(query_err)
         })
     }
+}
+
+/// A pending upstream login as stored.
+type RequestRow = (Vec<u8>, String, Vec<u8>, Vec<u8>, String, i64);
+
+/// The pending login of `row`, unless it expired by `now`.
+fn live_request(
+    row: Option<RequestRow>,
+    now: UnixTime,
+) -> Result<Option<UpstreamRequest>, StorageError> {
+    let Some((sh, upstream, bh, jh, pending, expires_at)) = row else {
+        return Ok(None);
+    };
+    if now >= expires_at {
+        return Ok(None);
+    }
+    Ok(Some(UpstreamRequest {
+        state_hash: hash32(sh, "upstream_requests.state_hash")?,
+        upstream,
+        binding_hash: hash32(bh, "upstream_requests.binding_hash")?,
+        journey_hash: hash32(jh, "upstream_requests.journey_hash")?,
+        pending,
+        expires_at,
+    }))
 }
