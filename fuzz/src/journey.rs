@@ -1,13 +1,17 @@
-//! Owns the oracle of the journey target: whatever bytes the `login_transactions.state` column
-//! holds, loading them as a [`Journey`] through [`Journeys::load`] (the broker's own decode, so a
-//! change of the stored form is followed) never panics; and a journey that loads is saved and
-//! loaded again to the same JSON (the round trip is stable).
+//! Owns the oracle of the journey target: whatever journey JSON the (sealed, versioned)
+//! `login_transactions.state` column holds, loading it as a [`Journey`] through
+//! [`Journeys::load`] (the broker's own decode, so a change of the stored form is followed) never
+//! panics; and a journey that loads is saved and loaded again to the same JSON (the round trip is
+//! stable). The input is the journey's JSON; the harness wraps it in the envelope of
+//! [`concierge::flow::journey::FORMAT`] and seals it as the broker does (every other stored form
+//! is refused as outdated before any JSON is read).
 
 use std::cell::Cell;
 use std::sync::{Arc, OnceLock};
 
 use concierge::clock::{ManualClock, SeededEntropy};
-use concierge::flow::journey::{JourneyId, Journeys};
+use concierge::domain::kek::KeyEncryptionKey;
+use concierge::flow::journey::{FORMAT, JourneyId, Journeys};
 use concierge::flow::machine::Journey;
 use concierge::storage::LoginTransactionRow;
 
@@ -40,6 +44,7 @@ fn fixture() -> &'static Fixture {
             Arc::new(ManualClock::new(NOW)),
             Arc::new(SeededEntropy::new(1)),
             3600,
+            KeyEncryptionKey::new([7; 32]),
         );
         Fixture { journeys, id }
     })
@@ -57,8 +62,13 @@ pub fn check(data: &[u8]) -> Result<(), String> {
     let f = fixture();
     let store = crate::store::store();
     let version = VERSION.get();
+    let envelope = format!("{{\"v\":{FORMAT},\"s\":{state}}}");
+    let sealed = f
+        .journeys
+        .seal_raw(&f.id, envelope.as_bytes())
+        .map_err(|e| format!("harness: cannot seal: {e}"))?;
     let written = store
-        .update_login_transaction(&f.id.key().0, version, state, NOW + 3600, NOW)
+        .update_login_transaction(&f.id.key().0, version, &sealed, NOW + 3600, NOW)
         .map_err(|e| format!("harness: cannot write the row: {e}"))?;
     if !written {
         return Err("harness: the row's version moved".into());
@@ -75,7 +85,7 @@ pub fn check(data: &[u8]) -> Result<(), String> {
     let first = serde_json::to_string(&loaded.state).map_err(|e| format!("serialise: {e}"))?;
     let saved = f
         .journeys
-        .save(&f.id, loaded.version, &loaded.state)
+        .save(&f.id, &loaded)
         .map_err(|e| format!("save a loaded journey: {e}"))?;
     VERSION.set(saved);
     let again = f

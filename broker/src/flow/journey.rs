@@ -180,6 +180,18 @@ impl Journeys {
         Ok(format!("{SEALED_PREFIX}{}", URL_SAFE_NO_PAD.encode(sealed)))
     }
 
+    /// The stored form of `json` (an envelope's bytes, as [`FORMAT`] writes it) for row `id`:
+    /// sealed as the broker seals it. For the fuzz harness, which feeds the decoder arbitrary
+    /// envelopes.
+    #[doc(hidden)]
+    pub fn seal_raw(&self, id: &JourneyId, json: &[u8]) -> Result<String, JourneyError> {
+        let sealed = self
+            .seal
+            .seal(&hex(&id.hash()), json, self.entropy.as_ref())
+            .map_err(|e| JourneyError::Corrupt(e.to_string()))?;
+        Ok(format!("{SEALED_PREFIX}{}", URL_SAFE_NO_PAD.encode(sealed)))
+    }
+
     fn decode<S: DeserializeOwned>(&self, row: &LoginTransactionRow) -> Result<S, JourneyError> {
         // Anything that is not a sealed envelope of this shape (a row of an older release, one
         // sealed under a rotated key) is outdated: the sign-in starts again.
