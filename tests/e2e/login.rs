@@ -1,7 +1,7 @@
 //! Sign-in, sign-out, account page, CSRF, languages and headers.
 
 use concierge::domain::Email;
-use concierge::storage::Store;
+use concierge::storage::{JourneyStore, Store};
 use concierge::upstream::local::admin;
 
 use crate::helpers::{Browser, assert_error_page, spawn};
@@ -515,6 +515,7 @@ async fn signing_out_ends_the_browsers_journeys(b: Backend) {
 }
 
 per_backend_async!(
+    a_journey_of_the_previous_shape_restarts_cleanly,
     signing_out_ends_the_browsers_journeys,
     a_double_submit_of_the_last_step_signs_in_once,
     demo_login_opens_a_session_shown_on_the_account_page,
@@ -528,3 +529,48 @@ per_backend_async!(
     https_deployments_get_host_prefixed_secure_cookies_and_hsts,
     operations_endpoints_answer,
 );
+
+/// Issue #17: a journey row written by the previous release's shape (plain JSON, no envelope,
+/// not sealed) is refused cleanly after an upgrade: its page says to start again (400), never a
+/// 500, and nothing is signed in.
+async fn a_journey_of_the_previous_shape_restarts_cleanly(b: Backend) {
+    use sha2::Digest;
+    let Some(app) = spawn(b, &[]).await else {
+        return;
+    };
+    let id = "B".repeat(43);
+    let now = 1_800_000_000;
+    app.store
+        .insert_login_transaction(&concierge::storage::LoginTransactionRow {
+            id_hash: sha2::Sha256::digest(id.as_bytes()).into(),
+            version: 1,
+            state: r#"{"binding":"","target":{"Local":"/account"},"stage":"FirstFactor","who":{"user_id":"u","upstream":"local","amr":["pwd"],"acr":null},"mfa":{"satisfied":true}}"#.into(),
+            created_at: now,
+            updated_at: now,
+            expires_at: now + 600,
+            finished_at: None,
+            binding_hash: None,
+        })
+        .unwrap();
+    let mut br = Browser::new(&app);
+    let page = br.get(&format!("/login?journey={id}")).await;
+    assert_eq!(page.status, 400, "{}", page.body);
+    assert!(
+        page.body.contains("start signing in again"),
+        "{}",
+        page.body
+    );
+    let login = br.get("/login").await;
+    let res = br
+        .post_form(
+            "/login/session-limit",
+            &[
+                ("csrf_token", &login.field("csrf_token")),
+                ("journey", &id),
+                ("sid", "x"),
+            ],
+        )
+        .await;
+    assert_ne!(res.status, 500, "{}", res.body);
+    assert!(br.session_cookie().is_none());
+}
