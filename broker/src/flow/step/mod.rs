@@ -3,6 +3,7 @@
 
 pub mod continue_as;
 pub mod password;
+pub mod recovery_code;
 pub mod remove_factor;
 pub mod second_factor;
 pub mod session_limit;

@@ -1,6 +1,6 @@
 //! Owns the second-factor steps of the sign-in journey (`impl SignIn`): the choice of factors,
-//! a plugin's challenge or enrolment, recovery codes, the attempt rates and the audit trail of
-//! each. The policy (whether a factor is asked) is `policy::mfa_need` / `mfa_decision`; these
+//! a factor's challenge or enrolment (through `mfa::factor::Factor`), the attempt rates and the
+//! audit trail of each (recovery codes: `recovery_code.rs`). The policy (whether a factor is asked) is `policy::mfa_need` / `mfa_decision`; these
 //! steps run once it says so, and a proven factor goes back to `SignIn::drive`.
 
 use std::sync::Arc;
@@ -22,7 +22,7 @@ enum Step {
     Enroll(Result<(EnrollOutcome, crate::mfa::Outbox), MfaError>),
 }
 
-enum StepError {
+pub(crate) enum StepError {
     Locked(u64),
     /// Setting up a new factor needs the existing one first.
     EnrolRefused,
@@ -34,7 +34,7 @@ enum StepError {
 impl SignIn {
     /// A posted MFA step of journey `raw`, with the attempt rates counted: the journey at its
     /// MFA stage, or the answer to give instead.
-    async fn mfa_step(
+    pub(crate) async fn mfa_step(
         &self,
         browser: &Browser,
         raw: &str,
@@ -283,89 +283,6 @@ impl SignIn {
                         },
                     },
                 ))
-            }
-        }
-    }
-
-    /// `POST /login/mfa/continue`: after the recovery codes were shown.
-    pub async fn mfa_continue(&self, browser: &Browser, raw: &str) -> Result<Outcome, SignInError> {
-        let (id, mut loaded) = match self.resume(browser, raw).await? {
-            Resumed::Live(id, l) => (id, *l),
-            Resumed::Answered(out) => return Ok(*out),
-            Resumed::Gone => return Ok(Outcome::expired()),
-        };
-        if !machine::accept(&loaded.state, machine::Event::CodesSeen) {
-            return self.stale(browser, &id, &mut loaded).await;
-        }
-        let Some(amr) = loaded.state.mfa.awaiting_codes_ack.take() else {
-            return Ok(Outcome::expired());
-        };
-        machine::second_factor_proven(&mut loaded.state, &amr, self.clock.now());
-        self.drive(browser, &id, &mut loaded).await
-    }
-
-    /// `POST /login/mfa/recovery`: a recovery code instead of a factor.
-    pub async fn mfa_recovery(
-        &self,
-        browser: &Browser,
-        raw: &str,
-        code: &str,
-    ) -> Result<Outcome, SignInError> {
-        let (id, mut loaded, who) = match self
-            .mfa_step(browser, raw, machine::Event::RecoveryCode)
-            .await?
-        {
-            Ok(x) => x,
-            Err(out) => return Ok(out),
-        };
-        let Some(user) = self.factor_user(&who, browser.locale).await? else {
-            return Ok(Outcome::expired());
-        };
-        let mfa = Arc::clone(&self.mfa);
-        let code: String = code.chars().take(32).collect();
-        let outcome = blocking(move || Ok(mfa.verify_recovery(&user, &code)?)).await?;
-        let rid = crate::mfa::RECOVERY_ID;
-        match outcome {
-            VerifyOutcome::Accepted { amr } => {
-                self.audit_mfa(browser, &loaded.state, EventKind::MfaSucceeded, rid, None);
-                if loaded.state.manage {
-                    machine::factor_reproven(&mut loaded.state, &amr, self.clock.now());
-                    let who = loaded.state.who.clone().unwrap_or(who);
-                    return self
-                        .choice(browser, &id, &mut loaded, &who, 200, None)
-                        .await;
-                }
-                machine::second_factor_proven(&mut loaded.state, &amr, self.clock.now());
-                self.drive(browser, &id, &mut loaded).await
-            }
-            VerifyOutcome::Rejected { .. } => {
-                self.audit_mfa(
-                    browser,
-                    &loaded.state,
-                    EventKind::MfaFailed,
-                    rid,
-                    Some("rejected"),
-                );
-                self.choice(
-                    browser,
-                    &id,
-                    &mut loaded,
-                    &who,
-                    401,
-                    Some(Notice::Key("mfa_wrong_recovery")),
-                )
-                .await
-            }
-            VerifyOutcome::Locked(l) => {
-                self.step_failed(
-                    browser,
-                    &id,
-                    &mut loaded,
-                    &who,
-                    rid,
-                    StepError::Locked(l.retry_after_secs),
-                )
-                .await
             }
         }
     }
@@ -623,7 +540,7 @@ impl SignIn {
 
     /// A factor that failed (plugin failure, lockout): back to the choice with the reason.
     /// Fails closed: nothing is signed in.
-    async fn step_failed(
+    pub(crate) async fn step_failed(
         &self,
         browser: &Browser,
         id: &JourneyId,
