@@ -239,19 +239,34 @@ impl Upstreams {
 
 /// Owns the sign-in endpoints of the upstreams that email domains are routed to, as the login
 /// page's CSP `form-action` needs them: kept here, refreshed in the background, so rendering a
-/// page does no network I/O (only an endpoint never tried yet is fetched once, bounded). A dead
-/// upstream is remembered as unknown until the next refresh (a negative cache): it slows no
-/// sign-in page.
+/// page does not wait on an upstream. A dead upstream (one that did not answer in time) is
+/// remembered as unknown until the next refresh (a negative cache): it slows no sign-in page. Only
+/// an endpoint never tried, or one whose last try failed at once (a refused connection: an
+/// upstream starting up), is fetched while a page renders, bounded, and such a quick failure is
+/// tried again at most every [`QUICK_RETRY`].
 #[derive(Clone, Default)]
 pub struct RoutedEndpoints {
-    known: Arc<std::sync::RwLock<std::collections::BTreeMap<String, Option<Url>>>>,
+    known: Arc<std::sync::RwLock<std::collections::BTreeMap<String, Known>>>,
+}
+
+#[derive(Clone)]
+struct Known {
+    url: Option<Url>,
+    at: std::time::Instant,
+    /// The last try failed without waiting (refused, not found): cheap to try again.
+    quick_failure: bool,
 }
 
 /// How long one upstream's endpoint may take to be found.
 const ENDPOINT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// A failure shorter than this was not a wait on a dead upstream.
+const QUICK: std::time::Duration = std::time::Duration::from_millis(200);
+/// How often a quickly failed endpoint may be tried again while pages render.
+const QUICK_RETRY: std::time::Duration = std::time::Duration::from_millis(250);
 
 impl RoutedEndpoints {
-    async fn fetch(upstreams: &Upstreams, id: &str) -> Option<Url> {
+    async fn fetch(upstreams: &Upstreams, id: &str) -> Known {
+        let started = std::time::Instant::now();
         let endpoint = match upstreams.get(id).map(|u| &u.connector) {
             Some(Connector::Redirect(c)) => {
                 tokio::time::timeout(ENDPOINT_WAIT, c.login_endpoint()).await
@@ -259,9 +274,9 @@ impl RoutedEndpoints {
             Some(Connector::Post(c)) => {
                 tokio::time::timeout(ENDPOINT_WAIT, c.login_endpoint()).await
             }
-            _ => return None,
+            _ => Ok(Ok(None)),
         };
-        match endpoint {
+        let url = match endpoint {
             Ok(Ok(url)) => url,
             Ok(Err(e)) => {
                 tracing::warn!(upstream = id, error = %e, "upstream sign-in endpoint unknown");
@@ -274,32 +289,44 @@ impl RoutedEndpoints {
                 );
                 None
             }
+        };
+        let at = std::time::Instant::now();
+        Known {
+            quick_failure: url.is_none() && at.duration_since(started) < QUICK,
+            url,
+            at,
+        }
+    }
+
+    fn remember(&self, id: &str, known: Known) {
+        if let Ok(mut map) = self.known.write() {
+            map.insert(id.to_owned(), known);
         }
     }
 
     /// Fetches every endpoint of `ids` again (the background refresh).
     pub async fn refresh(&self, upstreams: &Upstreams, ids: &[String]) {
         for id in ids {
-            let url = Self::fetch(upstreams, id).await;
-            if let Ok(mut known) = self.known.write() {
-                known.insert(id.clone(), url);
-            }
+            let known = Self::fetch(upstreams, id).await;
+            self.remember(id, known);
         }
     }
 
-    /// The endpoints of `ids` as known now; one never tried is fetched once (bounded), and a
-    /// failure is remembered until the next refresh.
+    /// The endpoints of `ids` as known now (see the type for when one is fetched).
     pub async fn endpoints(&self, upstreams: &Upstreams, ids: &[String]) -> Vec<Url> {
         let mut out = Vec::new();
         for id in ids {
             let cached = self.known.read().ok().and_then(|k| k.get(id).cloned());
-            let url = match cached {
-                Some(url) => url,
-                None => {
-                    let url = Self::fetch(upstreams, id).await;
-                    if let Ok(mut known) = self.known.write() {
-                        known.insert(id.clone(), url.clone());
-                    }
+            let fetch = match &cached {
+                None => true,
+                Some(k) => k.quick_failure && k.at.elapsed() >= QUICK_RETRY,
+            };
+            let url = match (fetch, cached) {
+                (false, Some(k)) => k.url,
+                _ => {
+                    let known = Self::fetch(upstreams, id).await;
+                    let url = known.url.clone();
+                    self.remember(id, known);
                     url
                 }
             };
