@@ -159,6 +159,16 @@ pub fn may_manage(who: &Proven, any_enrolled: bool, now: UnixTime) -> bool {
         })
 }
 
+/// Whether a factor may be set up in journey `j` now: [`may_manage`] in a journey started to
+/// manage factors, else [`may_enroll`].
+pub fn may_add(j: &Journey, who: &Proven, any_enrolled: bool, now: UnixTime) -> bool {
+    if j.manage {
+        may_manage(who, any_enrolled, now)
+    } else {
+        may_enroll(who, any_enrolled)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -368,11 +368,7 @@ impl SignIn {
             return Ok(Outcome::expired());
         };
         let any_enrolled = factors.iter().any(|f| f.enrolled);
-        let may_enroll = if loaded.state.manage {
-            policy::may_manage(who, any_enrolled, self.clock.now())
-        } else {
-            policy::may_enroll(who, any_enrolled)
-        };
+        let may_enroll = policy::may_add(&loaded.state, who, any_enrolled, self.clock.now());
         let usable: Vec<&FactorStatus> = factors
             .iter()
             .filter(|f| f.enrolled && f.available)
@@ -465,19 +461,14 @@ impl SignIn {
             }
         }
         let (mfa, u, w) = (Arc::clone(&self.mfa), user.clone(), who.clone());
-        let (manage, now) = (loaded.state.manage, self.clock.now());
+        let (j, now) = (loaded.state.clone(), self.clock.now());
         let began = blocking(move || {
             if !enroll && let Some(l) = f.locked(&u)? {
                 return Ok(Err(StepError::Locked(l.retry_after_secs)));
             }
             if enroll {
                 let any = mfa.factors(&u)?.iter().any(|x| x.enrolled);
-                let may = if manage {
-                    policy::may_manage(&w, any, now)
-                } else {
-                    policy::may_enroll(&w, any)
-                };
-                if !may {
+                if !policy::may_add(&j, &w, any, now) {
                     return Ok(Err(StepError::EnrolRefused));
                 }
             }
