@@ -12,6 +12,7 @@ pub mod jose;
 pub mod kek;
 pub mod limits;
 pub mod policy;
+pub mod relying_party;
 
 /// A parse failure of a domain value; the message is safe to show to a user.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -94,7 +94,7 @@ pub enum View {
 pub struct AppAnswer {
     pub redirect_uri: Url,
     pub form_post: bool,
-    pub params: Vec<(&'static str, String)>,
+    pub params: Vec<(String, String)>,
 }
 
 #[derive(Clone)]

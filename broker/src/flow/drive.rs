@@ -76,7 +76,8 @@ impl SignIn {
                             .choice_or_only(browser, id, loaded, &who, 200, None, false)
                             .await;
                     }
-                    let client = self.client_mfa(&loaded.state).await?;
+                    let party = self.party(&loaded.state).await?;
+                    let client = party.policy().and_then(|p| p.mfa);
                     let upstream = self.upstream_config(&who.upstream);
                     match policy::mfa_need(
                         self.settings.mfa_default,

@@ -7,12 +7,13 @@ use url::Url;
 use crate::audit::{Event, EventKind};
 use crate::domain::UserId;
 use crate::domain::policy::SessionLimit;
+use crate::flow::answer::Resolved;
 use crate::flow::binding::Resumed;
 use crate::flow::contract::{AppAnswer, Browser, CookieOp, Hop, Next, Outcome, View};
 use crate::flow::journey::{JourneyError, JourneyId, Loaded};
 use crate::flow::login::{Authenticated, FlowError, open_session};
 use crate::flow::machine::{self, Journey, Stage, Target};
-use crate::flow::signin::{SignIn, SignInError, blocking};
+use crate::flow::signin::{Party, SignIn, SignInError, blocking};
 use crate::session::SessionToken;
 use crate::storage::{SessionRecord, UpstreamSessionRecord};
 
@@ -27,11 +28,7 @@ pub(crate) fn keep_answer(
         Next::App(a) => Some(machine::Answer {
             to: a.redirect_uri.to_string(),
             form_post: a.form_post,
-            params: a
-                .params
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), v.clone()))
-                .collect(),
+            params: a.params.clone(),
             session,
         }),
         Next::Redirect(path) => Some(machine::Answer {
@@ -46,20 +43,14 @@ pub(crate) fn keep_answer(
 
 /// The outcome a kept answer stands for.
 pub(crate) fn replay_answer(a: &machine::Answer) -> Option<Outcome> {
-    const KEYS: [&str; 5] = ["code", "state", "iss", "error", "error_description"];
     let mut out = if a.to.starts_with('/') && a.params.is_empty() {
         Outcome::new(Next::Redirect(a.to.clone()))
     } else {
         let redirect_uri = Url::parse(&a.to).ok()?;
-        let params = a
-            .params
-            .iter()
-            .map(|(k, v)| KEYS.iter().find(|x| **x == k).map(|x| (*x, v.clone())))
-            .collect::<Option<Vec<_>>>()?;
         let mut out = Outcome::new(Next::App(AppAnswer {
             redirect_uri: redirect_uri.clone(),
             form_post: a.form_post,
-            params,
+            params: a.params.clone(),
         }));
         out.hops.push(Hop::Url(redirect_uri));
         out
@@ -71,6 +62,27 @@ pub(crate) fn replay_answer(a: &machine::Answer) -> Option<Outcome> {
 }
 
 impl SignIn {
+    /// The end of a journey: the relying party's answer (its protocol's, [`crate::flow::answer`]),
+    /// or the local page.
+    pub(crate) async fn answer(
+        &self,
+        j: &Journey,
+        app: Option<Box<dyn Resolved>>,
+        record: &SessionRecord,
+        cookies: Vec<CookieOp>,
+    ) -> Result<Outcome, SignInError> {
+        let mut out = match (&j.target, app) {
+            (_, Some(party)) => {
+                let (env, r) = (self.answer_env(), record.clone());
+                blocking(move || Ok(party.answer(&env, &r)?)).await?
+            }
+            (Target::Local(path), None) => Outcome::new(Next::Redirect(path.clone())),
+            (Target::App(_), None) => Outcome::message(400, "error_authorize_client"),
+        };
+        out.cookies.extend(cookies);
+        Ok(out)
+    }
+
     /// Everything is proven: the session opens (within the limit) or is raised (step-up), the
     /// journey finishes (single use), the pending link and the upstream session are written,
     /// and the browser goes on to its target.
@@ -105,17 +117,12 @@ impl SignIn {
                 ));
             }
         }
-        // The app's request as its client is registered now, read once for the session's
-        // channel and limits and for the code; a client gone meanwhile gets nothing.
-        let app = match &loaded.state.target {
-            Target::Local(_) => None,
-            Target::App(req) => {
-                let (req, provider) = (req.clone(), Arc::clone(&self.provider));
-                match blocking(move || Ok(req.resume(&provider.clients)?)).await? {
-                    Some(ar) => Some(ar),
-                    None => return Ok(Outcome::message(400, "error_authorize_client")),
-                }
-            }
+        // The relying party as registered now, read once for the session's channel and limits
+        // and for the answer; a party gone meanwhile gets nothing.
+        let app = match self.party(&loaded.state).await? {
+            Party::Local => None,
+            Party::Found(r) => Some(r),
+            Party::Gone => return Ok(Outcome::message(400, "error_authorize_client")),
         };
         if let Some(sid) = loaded.state.step_up.clone() {
             let current = self.current_session(browser).await?;
@@ -135,7 +142,7 @@ impl SignIn {
                 .await?;
             return Ok(out);
         }
-        let ctx = self.context(browser, app.as_ref().map(|a| a.client.as_ref()));
+        let ctx = self.context(browser, app.as_ref().map(|a| a.party()));
         // Under a session limit, the copy that would lose a double submit must not open a
         // session at all (it would end the winner's, or another device's, as the oldest): the
         // journey is claimed first (compare-and-swap), and a copy that finds it claimed waits

@@ -24,7 +24,7 @@ use crate::storage::{LoginTransactionRow, StorageError, Store};
 /// newer one's during a rolling upgrade) is refused as [`JourneyError::Outdated`]: the sign-in
 /// starts again with a clear page instead of a 500. Raise it whenever the state's JSON changes
 /// incompatibly.
-pub const FORMAT: u32 = 2;
+pub const FORMAT: u32 = 3;
 
 /// Prefix of a sealed state (base64url of `nonce || ciphertext || tag` follows).
 const SEALED_PREFIX: &str = "s1.";

@@ -12,16 +12,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::UnixTime;
 use crate::domain::evidence::{self, Proof};
+use crate::flow::answer::Request;
 use crate::mfa::factor::Prompt;
-use crate::provider::authorize::StoredRequest;
 use crate::upstream::UpstreamSession;
 
 /// Where the journey ends.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Target {
-    /// An app's authorization request, parsed once at `/authorize`: it ends with a code (or an
-    /// error) at the app's redirect URI.
-    App(StoredRequest),
+    /// A relying party's request, parsed once where it came in (`/authorize` today): the journey
+    /// ends with its protocol's answer ([`crate::flow::answer`]).
+    App(Request),
     /// A page of the broker's own (`/account`): a local path, checked when the journey began.
     Local(String),
 }
@@ -225,18 +225,10 @@ impl Journey {
         }
     }
 
-    /// The app's requested `acr_values`, if the journey ends at an app.
+    /// The levels the relying party asks for, if the journey ends at one.
     pub fn acr_values(&self) -> Option<&str> {
         match &self.target {
-            Target::App(r) => r.acr_values.as_deref(),
-            Target::Local(_) => None,
-        }
-    }
-
-    /// The id of the client that receives the code, if any.
-    pub fn client_id(&self) -> Option<&str> {
-        match &self.target {
-            Target::App(r) => Some(r.client_id.as_str()),
+            Target::App(r) => r.answerer().acr_values(),
             Target::Local(_) => None,
         }
     }
@@ -335,9 +327,10 @@ pub(crate) mod tests {
     use super::*;
     use crate::domain::policy::MfaRequirement;
     use crate::flow::policy::{MfaNeed, mfa_need};
+    use crate::provider::authorize::StoredRequest;
 
     pub(crate) fn app(acr: Option<&str>) -> Target {
-        Target::App(StoredRequest {
+        Target::App(Request::Openid(StoredRequest {
             client_id: "web".into(),
             redirect_uri: "https://app.example/cb".into(),
             redirect_uri_presented: "https://app.example/cb".into(),
@@ -347,7 +340,7 @@ pub(crate) mod tests {
             scope: vec!["openid".into()],
             code_challenge: None,
             acr_values: acr.map(str::to_owned),
-        })
+        }))
     }
 
     pub(crate) fn pwd(user: &str) -> Proven {

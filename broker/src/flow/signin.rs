@@ -10,15 +10,16 @@ use std::sync::Arc;
 
 use url::Url;
 
+use super::answer::{AnswerEnv, AnswerError, Resolved};
 use super::journey::{JourneyError, JourneyId, Journeys};
 use super::login::{ClientContext, FlowError};
 use super::machine::{Journey, Proven, Target};
 use crate::clock::{Clock, Entropy, UnixTime};
 use crate::config::{SessionSettings, UpstreamConfig};
-use crate::domain::client::Client;
 use crate::domain::evidence::Proof;
 use crate::domain::policy::MfaRequirement;
 use crate::domain::policy::SessionLimit;
+use crate::domain::relying_party::RelyingParty;
 use crate::domain::{Channel, Email, ReturnTo, SecretString, UserId};
 use crate::flow::contract::{Browser, Hop, Next, Outcome, View};
 use crate::mfa::{Mfa, MfaError};
@@ -59,6 +60,16 @@ impl From<FlowError> for SignInError {
             | FlowError::Session(crate::session::SessionError::Storage(s)) => Self::Storage(s),
             FlowError::Provider(OAuthError::TemporarilyUnavailable) => Self::Unavailable,
             other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<AnswerError> for SignInError {
+    fn from(e: AnswerError) -> Self {
+        match e {
+            AnswerError::Storage(s) => Self::Storage(s),
+            AnswerError::Unavailable => Self::Unavailable,
+            AnswerError::Internal(m) => Self::Internal(m),
         }
     }
 }
@@ -204,7 +215,7 @@ impl SignIn {
     // --- the journey's order ------------------------------------------------------------------
 
     /// Where the session belongs: the channel and limits of the app the journey ends at.
-    pub(crate) fn context(&self, browser: &Browser, client: Option<&Client>) -> ClientContext {
+    pub(crate) fn context(&self, browser: &Browser, party: Option<&RelyingParty>) -> ClientContext {
         let policies: SessionSettings = self.settings.session.clone();
         let mut ctx = ClientContext {
             channel: Channel::Web,
@@ -213,15 +224,15 @@ impl SignIn {
             user_agent: browser.user_agent.clone(),
             ip: browser.ip.clone(),
         };
-        if let Some(client) = client {
-            let policy = policies.channel(client.channel);
-            ctx.channel = client.channel;
-            ctx.limit = match client.max_sessions_per_user {
+        if let Some(party) = party {
+            let policy = policies.channel(party.channel);
+            ctx.channel = party.channel;
+            ctx.limit = match party.max_sessions_per_user {
                 Some(0) => SessionLimit::None,
                 Some(n) => SessionLimit::ThisChannel(n),
                 None => policy.limit,
             };
-            ctx.on_limit = client.on_session_limit.unwrap_or(policy.on_limit);
+            ctx.on_limit = party.on_session_limit.unwrap_or(policy.on_limit);
         }
         ctx
     }
@@ -254,12 +265,33 @@ impl SignIn {
 
     // --- answers ------------------------------------------------------------------------------
 
+    /// What the journey's answerers use.
+    pub(crate) fn answer_env(&self) -> AnswerEnv {
+        AnswerEnv {
+            provider: Arc::clone(&self.provider),
+        }
+    }
+
+    /// The relying party the journey answers, as registered now.
+    pub(crate) async fn party(&self, j: &Journey) -> Result<Party, SignInError> {
+        let Target::App(req) = &j.target else {
+            return Ok(Party::Local);
+        };
+        let (req, env) = (req.clone(), self.answer_env());
+        Ok(
+            match blocking(move || Ok(req.answerer().resolve(&env)?)).await? {
+                Some(r) => Party::Found(r),
+                None => Party::Gone,
+            },
+        )
+    }
+
     /// Adds where the page's forms may lead: the app the journey ends at, the upstreams the
     /// login page can route to.
     pub(crate) fn page_outcome(&self, j: &Journey, next: Next) -> Outcome {
         let mut out = Outcome::new(next);
         if let Target::App(req) = &j.target
-            && let Ok(uri) = Url::parse(&req.redirect_uri)
+            && let Some(uri) = req.answerer().destination()
         {
             out.hops.push(Hop::Url(uri));
         }
@@ -272,6 +304,26 @@ impl SignIn {
             out.hops.push(Hop::RoutedUpstreams);
         }
         out
+    }
+}
+
+/// Whom a journey answers, as registered now.
+pub(crate) enum Party {
+    /// A page of the broker's own.
+    Local,
+    /// A relying party, ready to be answered.
+    Found(Box<dyn Resolved>),
+    /// The relying party (or where it is answered) is gone: nothing is answered.
+    Gone,
+}
+
+impl Party {
+    /// The party's policy, if there is one.
+    pub(crate) fn policy(&self) -> Option<&RelyingParty> {
+        match self {
+            Party::Found(r) => Some(r.party()),
+            _ => None,
+        }
     }
 }
 

@@ -126,7 +126,11 @@ pub(crate) fn app_answer(
     a: AppAnswer,
 ) -> Result<HttpResponse, WebError> {
     if !a.form_post {
-        let params: Vec<(&str, &str)> = a.params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let params: Vec<(&str, &str)> = a
+            .params
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         let target = crate::provider::authorize::with_params(a.redirect_uri, &params);
         // After a form post, 303 so that the browser follows with GET (RFC 9700 4.12).
         let mut res = if req.method() == actix_web::http::Method::POST {
@@ -145,7 +149,7 @@ pub(crate) fn app_answer(
             .params
             .iter()
             .map(|(k, v)| FormField {
-                name: (*k).to_owned(),
+                name: k.clone(),
                 value: v.clone(),
             })
             .collect(),

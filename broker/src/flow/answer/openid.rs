@@ -1,86 +1,124 @@
-//! Owns the OpenID answer: the authorization response an app receives at its redirect URI (a code, or an error with `state` and `iss`, RFC 9207), in its response mode.
-
-use std::sync::Arc;
+//! Owns the OpenID answer: the authorization response an app receives at its redirect URI (a
+//! code, or an error with `state` and `iss`, RFC 9207), in its response mode.
 
 use url::Url;
 
-use crate::flow::contract::{AppAnswer, CookieOp, Next, Outcome};
-use crate::flow::machine::{Journey, Target};
-use crate::flow::signin::{SignIn, SignInError, blocking};
+use super::{Answer, AnswerEnv, AnswerError, Refusal, Resolved};
+use crate::domain::relying_party::RelyingParty;
+use crate::flow::contract::{AppAnswer, Next, Outcome};
 use crate::provider::OAuthError;
-use crate::provider::authorize::{self, AuthorizeRequest};
+use crate::provider::authorize::{AuthorizeRequest, ResponseMode, StoredRequest};
 use crate::storage::SessionRecord;
 
-impl SignIn {
-    /// The end of a journey: the app's code (the request stored at `/authorize`, its client as
-    /// registered now), or the local page.
-    pub(crate) async fn answer(
-        &self,
-        j: &Journey,
-        app: Option<AuthorizeRequest>,
-        record: &SessionRecord,
-        cookies: Vec<CookieOp>,
-    ) -> Result<Outcome, SignInError> {
-        let mut out = match (&j.target, app) {
-            (_, Some(ar)) => {
-                let (provider, r, ar2) = (Arc::clone(&self.provider), record.clone(), ar.clone());
-                let code = blocking(move || {
-                    provider.issue_code(&ar2, &r).map_err(|e| match e {
-                        OAuthError::TemporarilyUnavailable => SignInError::Unavailable,
-                        other => SignInError::Internal(other.to_string()),
-                    })
-                })
-                .await?;
-                tracing::info!(client_id = %ar.client.id, "authorization code issued");
-                let form_post = ar.response_mode == authorize::ResponseMode::FormPost;
-                self.app_code(ar.redirect_uri, form_post, ar.state, code)
-            }
-            (Target::Local(path), None) => Outcome::new(Next::Redirect(path.clone())),
-            (Target::App(_), None) => Outcome::message(400, "error_authorize_client"),
+impl Answer for StoredRequest {
+    fn party_key(&self) -> String {
+        format!("openid:{}", self.client_id)
+    }
+
+    fn acr_values(&self) -> Option<&str> {
+        self.acr_values.as_deref()
+    }
+
+    fn destination(&self) -> Option<Url> {
+        Url::parse(&self.redirect_uri).ok()
+    }
+
+    fn resolve(&self, env: &AnswerEnv) -> Result<Option<Box<dyn Resolved>>, AnswerError> {
+        Ok(self
+            .resume(&env.provider.clients)?
+            .map(|ar| Box::new(ready(ar)) as Box<dyn Resolved>))
+    }
+}
+
+/// An authorization request with its client as registered now.
+pub struct Ready {
+    party: RelyingParty,
+    ar: AuthorizeRequest,
+}
+
+/// `ar` (parsed at `/authorize`, or resumed from a journey) ready to be answered.
+pub fn ready(ar: AuthorizeRequest) -> Ready {
+    Ready {
+        party: RelyingParty::openid(&ar.client),
+        ar,
+    }
+}
+
+impl Resolved for Ready {
+    fn party(&self) -> &RelyingParty {
+        &self.party
+    }
+
+    fn answer(
+        self: Box<Self>,
+        env: &AnswerEnv,
+        session: &SessionRecord,
+    ) -> Result<Outcome, AnswerError> {
+        let code = env
+            .provider
+            .issue_code(&self.ar, session)
+            .map_err(|e| match e {
+                OAuthError::TemporarilyUnavailable => AnswerError::Unavailable,
+                other => AnswerError::Internal(other.to_string()),
+            })?;
+        let ar = self.ar;
+        tracing::info!(
+            client_id = %ar.client.id,
+            acr_values = ar.acr_values.as_deref().unwrap_or(""),
+            "authorization code issued"
+        );
+        let form_post = ar.response_mode == ResponseMode::FormPost;
+        let mut params = vec![("code".to_owned(), code)];
+        if let Some(s) = ar.state {
+            params.push(("state".into(), s));
+        }
+        params.push(("iss".into(), env.provider.settings.issuer.clone()));
+        Ok(Outcome::new(Next::App(AppAnswer {
+            redirect_uri: ar.redirect_uri,
+            form_post,
+            params,
+        })))
+    }
+
+    fn refuse(self: Box<Self>, env: &AnswerEnv, why: &Refusal) -> Outcome {
+        let e = match why {
+            Refusal::LoginRequired => OAuthError::LoginRequired,
+            Refusal::InteractionRequired => OAuthError::InteractionRequired,
+            Refusal::AccessDenied => OAuthError::AccessDenied,
+            Refusal::Unavailable => OAuthError::TemporarilyUnavailable,
+            Refusal::UpstreamFailed(reason) => OAuthError::ServerError(reason.clone()),
         };
-        out.cookies.extend(cookies);
-        Ok(out)
+        let ar = self.ar;
+        error_answer(
+            &env.provider.settings.issuer,
+            ar.redirect_uri,
+            ar.response_mode == ResponseMode::FormPost,
+            ar.state,
+            &e,
+        )
     }
+}
 
-    pub(crate) fn app_code(
-        &self,
-        redirect_uri: Url,
-        form_post: bool,
-        state: Option<String>,
-        code: String,
-    ) -> Outcome {
-        let mut params = vec![("code", code)];
-        if let Some(s) = state {
-            params.push(("state", s));
-        }
-        params.push(("iss", self.provider.settings.issuer.clone()));
-        Outcome::new(Next::App(AppAnswer {
-            redirect_uri,
-            form_post,
-            params,
-        }))
+/// An authorization error response with its `state` and `iss` (RFC 9207), for a request that
+/// failed before it could be answered otherwise (a bad parameter with a valid redirect URI).
+pub fn error_answer(
+    issuer: &str,
+    redirect_uri: Url,
+    form_post: bool,
+    state: Option<String>,
+    e: &OAuthError,
+) -> Outcome {
+    let mut params = vec![("error".to_owned(), e.code().to_owned())];
+    if let Some(d) = e.description() {
+        params.push(("error_description".into(), d));
     }
-
-    /// An authorization error response with its `state` and `iss` (RFC 9207).
-    pub fn app_error(
-        &self,
-        redirect_uri: Url,
-        form_post: bool,
-        state: Option<String>,
-        e: &OAuthError,
-    ) -> Outcome {
-        let mut params = vec![("error", e.code().to_owned())];
-        if let Some(d) = e.description() {
-            params.push(("error_description", d));
-        }
-        params.push(("iss", self.provider.settings.issuer.clone()));
-        if let Some(s) = state {
-            params.push(("state", s));
-        }
-        Outcome::new(Next::App(AppAnswer {
-            redirect_uri,
-            form_post,
-            params,
-        }))
+    params.push(("iss".into(), issuer.to_owned()));
+    if let Some(s) = state {
+        params.push(("state".into(), s));
     }
+    Outcome::new(Next::App(AppAnswer {
+        redirect_uri,
+        form_post,
+        params,
+    }))
 }

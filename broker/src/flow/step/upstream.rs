@@ -8,14 +8,13 @@ use url::Url;
 
 use crate::audit::{Event, EventKind};
 use crate::domain::evidence::Proof;
+use crate::flow::answer::Refusal;
 use crate::flow::binding::Resumed;
 use crate::flow::contract::{Browser, CookieOp, Next, Outcome, View};
 use crate::flow::journey::{JourneyId, JourneyKey, Loaded};
 use crate::flow::login::{FlowError, federated_user};
 use crate::flow::machine::{self, Event as Step, Journey, PendingLink, Proven, Stage, Target};
-use crate::flow::signin::{SignIn, SignInError, blocking, local_target};
-use crate::provider::OAuthError;
-use crate::provider::authorize::{self};
+use crate::flow::signin::{Party, SignIn, SignInError, blocking, local_target};
 use crate::storage::{StorageError, UpstreamRequest};
 use crate::upstream::{Connector, Federated, PendingUpstream, UpstreamError};
 
@@ -51,20 +50,21 @@ impl NoPending {
     }
 }
 
-/// The OAuth error an app receives for an upstream failure, if it is one to pass on.
-pub(crate) fn downstream_error(e: &UpstreamError) -> Option<OAuthError> {
+/// The refusal a relying party receives for an upstream failure, if it is one to pass on
+/// (each protocol words it: an OAuth error, a SAML status).
+pub(crate) fn refusal(e: &UpstreamError) -> Option<Refusal> {
     match e {
         UpstreamError::Refused { code, .. } => Some(match code.as_str() {
-            "login_required" => OAuthError::LoginRequired,
-            "temporarily_unavailable" => OAuthError::TemporarilyUnavailable,
-            "server_error" => OAuthError::ServerError("upstream server_error".into()),
+            "login_required" => Refusal::LoginRequired,
+            "temporarily_unavailable" => Refusal::Unavailable,
+            "server_error" => Refusal::UpstreamFailed("upstream server_error".into()),
             "access_denied"
             | "interaction_required"
             | "consent_required"
-            | "account_selection_required" => OAuthError::AccessDenied,
-            _ => OAuthError::ServerError(format!("upstream error {code}")),
+            | "account_selection_required" => Refusal::AccessDenied,
+            _ => Refusal::UpstreamFailed(format!("upstream error {code}")),
         }),
-        UpstreamError::Unavailable(_) => Some(OAuthError::TemporarilyUnavailable),
+        UpstreamError::Unavailable(_) => Some(Refusal::Unavailable),
         _ => None,
     }
 }
@@ -468,19 +468,11 @@ impl SignIn {
         let Some((id, mut loaded)) = journey else {
             return Ok(Outcome::message(status, key));
         };
-        if let (Target::App(req), Some(error)) = (&loaded.state.target, downstream_error(&e)) {
-            let req = req.clone();
-            let provider = Arc::clone(&self.provider);
-            let ar = blocking(move || Ok(req.resume(&provider.clients)?)).await?;
-            if let Some(ar) = ar {
-                self.finish_quietly(id, loaded.version).await;
-                return Ok(self.app_error(
-                    ar.redirect_uri,
-                    ar.response_mode == authorize::ResponseMode::FormPost,
-                    ar.state,
-                    &error,
-                ));
-            }
+        if let Some(why) = refusal(&e)
+            && let Party::Found(party) = self.party(&loaded.state).await?
+        {
+            self.finish_quietly(id, loaded.version).await;
+            return Ok(party.refuse(&self.answer_env(), &why));
         }
         loaded.state.stage = Stage::FirstFactor;
         self.save(id, &mut loaded).await?;
