@@ -5,13 +5,12 @@ use std::sync::Arc;
 use url::Url;
 
 use crate::audit::{Event, EventKind};
-use crate::domain::UserId;
 use crate::domain::policy::SessionLimit;
 use crate::flow::answer::Resolved;
 use crate::flow::binding::Resumed;
 use crate::flow::contract::{AppAnswer, Browser, CookieOp, Hop, Next, Outcome, View};
 use crate::flow::journey::{JourneyError, JourneyId, Loaded};
-use crate::flow::login::{Authenticated, FlowError, open_session};
+use crate::flow::login::{FlowError, open_session};
 use crate::flow::machine::{self, Journey, Stage, Target};
 use crate::flow::signin::{Party, SignIn, SignInError, blocking};
 use crate::session::SessionToken;
@@ -168,18 +167,12 @@ impl SignIn {
             Arc::clone(&self.sessions),
             Arc::clone(&self.provider),
         );
-        let auth = Authenticated {
-            user_id: UserId::from_stored(who.user_id.clone()),
-            upstream: who.upstream.clone(),
-            amr: who.amr(),
-            acr: who.acr.clone(),
-            proven_since: who.since().unwrap_or_else(|| self.now()),
-        };
+        let (who2, now) = (who.clone(), self.now());
         let opened = blocking(move || {
             // Re-authentication replaces the session this browser had (its apps are told).
             if let Some(old) = previous
                 && let Err(e) =
-                    crate::flow::logout::end_session(&sessions, &provider, &old, "reauthenticated")
+                    crate::flow::signout::end_session(&sessions, &provider, &old, "reauthenticated")
             {
                 tracing::warn!(error = %e, "ending the replaced session failed");
             }
@@ -187,9 +180,10 @@ impl SignIn {
                 store.as_ref(),
                 &sessions,
                 &provider,
-                auth,
+                &who2,
                 ctx,
                 user_checked,
+                now,
             ))
         })
         .await?;

@@ -2,9 +2,10 @@
 
 use crate::audit::{Event, EventKind};
 use crate::clock::Entropy;
+use crate::clock::UnixTime;
 use crate::domain::policy::{OnLimit, SessionLimit};
 use crate::domain::{Channel, Email, UserId};
-use crate::flow::machine::PendingLink;
+use crate::flow::machine::{PendingLink, Proven};
 use crate::provider::{OAuthError, Provider};
 use crate::session::{NewSession, Opened, SessionError, SessionManager, SessionToken};
 use crate::storage::User;
@@ -60,19 +61,6 @@ pub struct ClientContext {
     pub on_limit: OnLimit,
     pub user_agent: String,
     pub ip: String,
-}
-
-/// Who signs in once the upstream has vouched: the broker user, how they authenticated.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Authenticated {
-    pub user_id: UserId,
-    pub upstream: String,
-    pub amr: Vec<String>,
-    /// The upstream's authentication context (kept in the session).
-    pub acr: Option<String>,
-    /// When the oldest proof behind this sign-in was made: older than the user's token epoch
-    /// (a password change, a revoke-all, a disable since), it opens nothing.
-    pub proven_since: crate::clock::UnixTime,
 }
 
 /// Maps an upstream identity to a broker user: through the link table; else, when the upstream
@@ -162,38 +150,41 @@ pub struct Mapped {
     pub link: Option<PendingLink>,
 }
 
-/// Opens a session for an authenticated user, within the concurrent-session policy
+/// Opens a session for the user a journey proved (`amr` computed from the evidence), within the concurrent-session policy
 /// (`user_checked`: the caller read the account, enabled, in this same request).
 /// Blocking (storage).
 pub fn open_session(
     store: &dyn Store,
     sessions: &SessionManager,
     provider: &Provider,
-    who: Authenticated,
+    who: &Proven,
     ctx: ClientContext,
     user_checked: bool,
+    now: UnixTime,
 ) -> Result<(SessionToken, SessionRecord), FlowError> {
+    let user_id = UserId::from_stored(who.user_id.clone());
+    // When the oldest proof behind this sign-in was made: older than the user's token epoch (a
+    // password change, a revoke-all, a disable since), it opens nothing.
+    let proven_since = who.since().unwrap_or(now);
     // The account must still exist and be enabled (a journey may have waited minutes); a
     // password checked in this very request already read it.
     if !user_checked {
-        let user = store
-            .user_by_id(&who.user_id)?
-            .ok_or(FlowError::UnknownUser)?;
+        let user = store.user_by_id(&user_id)?.ok_or(FlowError::UnknownUser)?;
         if user.disabled {
             return Err(FlowError::Disabled);
         }
-        if who.proven_since < user.tokens_valid_after {
+        if proven_since < user.tokens_valid_after {
             return Err(FlowError::ProofOutdated);
         }
     }
     let ip = ctx.ip.clone();
     let new = NewSession {
-        user_id: who.user_id.clone(),
+        user_id,
         channel: ctx.channel,
         user_agent: ctx.user_agent,
         ip: ctx.ip,
         upstream: who.upstream.clone(),
-        amr: who.amr.clone(),
+        amr: who.amr(),
         upstream_acr: who.acr.clone(),
     };
     // Count, end the oldest (or refuse) and insert in one transaction: concurrent sign-ins of

@@ -11,7 +11,6 @@ pub mod drive;
 pub mod finish;
 pub mod journey;
 pub mod login;
-pub mod logout;
 pub mod machine;
 pub mod policy;
 pub mod signin;

@@ -1,7 +1,8 @@
-//! Owns signing out through the browser: the broker session ends (its apps are told through
-//! back-channel logout) and the browser goes through the upstream's own logout (OIDC
-//! RP-initiated logout, SAML Single Logout) when the session came from one, coming back to where
-//! it was going; and the SAML IdP's own LogoutRequest, which ends the sessions it names.
+//! Owns signing out: ending a first-party session ([`end_session`]: the record and its refresh
+//! tokens go, every app that took part is told through back-channel logout); signing out through
+//! the browser (the broker session ends, then the browser goes through the upstream's own logout,
+//! OIDC RP-initiated logout or SAML Single Logout, when the session came from one, coming back to
+//! where it was going); and the SAML IdP's own LogoutRequest, which ends the sessions it names.
 
 use std::sync::Arc;
 
@@ -10,8 +11,34 @@ use sha2::{Digest, Sha256};
 use super::contract::{Browser, CookieOp, Hop, Next, Outcome, View};
 use super::signin::{SignIn, SignInError, blocking};
 use crate::audit::{Event, EventKind};
-use crate::storage::{LogoutContinuation, UpstreamSessionRecord};
+use crate::provider::{OAuthError, Provider};
+use crate::session::{SessionError, SessionManager};
+use crate::storage::{LogoutContinuation, SessionRecord, UpstreamSessionRecord};
 use crate::upstream::{Connector, UpstreamSession};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SignOutError {
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    #[error(transparent)]
+    Provider(#[from] OAuthError),
+}
+
+/// Ends the session behind a cookie value (if any); `reason` goes to the audit trail.
+/// Blocking (storage).
+pub fn end_session(
+    sessions: &SessionManager,
+    provider: &Provider,
+    cookie_value: &str,
+    reason: &str,
+) -> Result<Option<SessionRecord>, SignOutError> {
+    let Some(record) = sessions.end(cookie_value)? else {
+        return Ok(None);
+    };
+    let queued = provider.session_ended(&record, reason)?;
+    tracing::info!(sid = %record.sid, backchannel = queued, "session ended");
+    Ok(Some(record))
+}
 
 /// How long a logout may wait at the upstream.
 const LOGOUT_TTL: i64 = 600;
@@ -155,8 +182,7 @@ impl SignIn {
         if let Some(cookie) = browser.session.as_ref().map(|c| c.expose().to_owned()) {
             let (sessions, provider) = (Arc::clone(&self.sessions), Arc::clone(&self.provider));
             blocking(move || {
-                super::logout::end_session(&sessions, &provider, &cookie, reason)
-                    .map_err(SignInError::internal)
+                end_session(&sessions, &provider, &cookie, reason).map_err(SignInError::internal)
             })
             .await?;
         }
