@@ -812,6 +812,25 @@ async fn a_journey_parked_before_a_revocation_opens_nothing(b: Backend) {
         again.body
     );
     assert_ne!(again.status, 303, "{}", again.body);
+    // A GET stops at a page; the POST from it finishes nothing either.
+    assert!(
+        again.body.contains("id=\"continue-ready\""),
+        "{}",
+        again.body
+    );
+    {
+        let res = parked
+            .post_form(
+                "/login/continue",
+                &[
+                    ("csrf_token", &again.field("csrf_token")),
+                    ("journey", &again.field("journey")),
+                ],
+            )
+            .await;
+        assert!(parked.session_cookie().is_none(), "{}", res.body);
+        assert_ne!(res.status, 303, "{}", res.body);
+    }
     let (_, _, v) = api(&app, "GET", "/admin/v1/sessions", Some(&admin)).await;
     assert_eq!(v["sessions"].as_array().unwrap().len(), 0, "{v}");
     let (_, _, v) = api(
@@ -856,7 +875,63 @@ async fn a_journey_parked_before_a_revocation_opens_nothing(b: Backend) {
     assert_ne!(again.status, 303, "{}", again.body);
 }
 
+/// A GET never finishes a journey: a sign-in parked at the session limit, whose other session
+/// ended meanwhile, reached again by `GET /login?journey=` shows a page to continue from (no
+/// session, nothing changed); the POST from that page finishes it.
+async fn a_get_never_finishes_a_journey(b: Backend) {
+    let env = [
+        ("CONCIERGE__SESSION__MAX_PER_USER", "1"),
+        ("CONCIERGE__SESSION__ON_LIMIT", "refuse"),
+    ];
+    let Some(app) = spawn(b, &env).await else {
+        return;
+    };
+    let mut first = signed_in(&app).await;
+    let mut parked = Browser::new(&app);
+    let page = parked.login("demo@example.com", "demo").await;
+    assert!(page.body.contains("id=\"session-limit\""), "{}", page.body);
+    let journey = page.field("journey");
+    // The other session ends elsewhere: the limit no longer stands in the way.
+    let account = first.get("/account").await;
+    let out = first
+        .post_form("/logout", &[("csrf_token", &account.field("csrf_token"))])
+        .await;
+    assert_eq!(out.status, 303, "{}", out.body);
+    assert_eq!(first.get("/account").await.status, 303);
+
+    let again = parked.get(&format!("/login?journey={journey}")).await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert!(
+        again.body.contains("id=\"continue-ready\""),
+        "{}",
+        again.body
+    );
+    assert!(
+        parked.session_cookie().is_none(),
+        "a GET opened a session: {}",
+        again.body
+    );
+    // Reloading changes nothing either.
+    let reload = parked.get(&format!("/login?journey={journey}")).await;
+    assert_eq!(reload.status, 200, "{}", reload.body);
+    assert!(parked.session_cookie().is_none());
+
+    let done = parked
+        .post_form(
+            "/login/continue",
+            &[
+                ("csrf_token", &again.field("csrf_token")),
+                ("journey", &again.field("journey")),
+            ],
+        )
+        .await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    assert!(parked.session_cookie().is_some());
+    assert_eq!(parked.get("/account").await.status, 200);
+}
+
 per_backend_async!(
+    a_get_never_finishes_a_journey,
     a_journey_parked_before_a_revocation_opens_nothing,
     admin_api_refuses_user_tokens_whatever_their_scope,
     refuse_mode_lists_sessions_and_ending_one_continues,

@@ -81,11 +81,13 @@ pub enum View {
         /// The request's parameters, posted back with the confirmation.
         fields: Vec<(String, String)>,
     },
-    /// An upstream's unsolicited sign-in would replace this browser's session: "continue as
-    /// `email`?".
+    /// "Continue as `email`?": an upstream's unsolicited sign-in would replace this browser's
+    /// session (`unsolicited`), or a proven sign-in was reached by a GET, which never finishes a
+    /// journey (the user finishes it with a POST from this page).
     ContinueAs {
         email: String,
         upstream: String,
+        unsolicited: bool,
     },
 }
 

@@ -111,6 +111,7 @@ impl SignIn {
                         view: View::ContinueAs {
                             email,
                             upstream: who.upstream.clone(),
+                            unsolicited: true,
                         },
                     },
                 ));

@@ -250,6 +250,7 @@ struct ContinueAsPage {
     csrf_token: String,
     journey: String,
     email: String,
+    unsolicited: bool,
 }
 
 #[derive(Serialize)]
@@ -450,11 +451,14 @@ fn page(
             };
             render(state, req, status, "logout_confirm", true, &vm)?
         }
-        View::ContinueAs { email, .. } => {
+        View::ContinueAs {
+            email, unsolicited, ..
+        } => {
             let vm = ContinueAsPage {
                 csrf_token: token,
                 journey,
                 email,
+                unsolicited,
             };
             render(state, req, status, "continue_as", false, &vm)?
         }
