@@ -87,3 +87,82 @@ pub fn rewrap(
     }
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::OsEntropy;
+    use crate::domain::kek::KeyEncryptionKey;
+    use crate::domain::{Email, UserId};
+    use crate::storage::{DieselStore, MfaStore, SigningKeyRecord, User};
+
+    #[test]
+    fn rewrap_reseals_every_kind_under_the_current_key_and_is_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = crate::config::DatabaseUrl::Sqlite(dir.path().join("t.db"));
+        let store = DieselStore::open(&url, 2, std::time::Duration::from_secs(5)).unwrap();
+        store.migrate().unwrap();
+        let a = KeyEncryptionKeys::from(KeyEncryptionKey::new([1; 32]));
+        store
+            .replace_secret(
+                "root_secret.v1",
+                &a.seal("root_secret.v1", b"root", &OsEntropy).unwrap(),
+                1,
+            )
+            .unwrap();
+        store
+            .insert_signing_key(&SigningKeyRecord {
+                kid: "k1".into(),
+                alg: "ES256".into(),
+                private_key_enc: a.seal("k1", b"der", &OsEntropy).unwrap(),
+                public_jwk: "{}".into(),
+                created_at: 1,
+                active_at: 1,
+                retired_at: None,
+            })
+            .unwrap();
+        let user = UserId::from_stored("u1".into());
+        store
+            .insert_user(&User {
+                id: user.clone(),
+                email: Email::parse("u1@example.com").unwrap(),
+                name: "U".into(),
+                password_hash: None,
+                disabled: false,
+                created_at: 1,
+                updated_at: 1,
+                tokens_valid_after: 0,
+            })
+            .unwrap();
+        let aad_state = crate::mfa::state_aad("totp", "u1");
+        let state = a.seal(&aad_state, b"seed", &OsEntropy).unwrap();
+        assert!(store.put_mfa_state("totp", &user, None, &state, 1).unwrap());
+
+        // Without the old key nothing opens: every value fails and is left alone.
+        let b_only = KeyEncryptionKeys::from(KeyEncryptionKey::new([2; 32]));
+        let report = rewrap(&store, &b_only, &OsEntropy).unwrap();
+        assert!(!report.complete());
+        assert_eq!(report.failures.len(), 3);
+
+        let b_then_a = KeyEncryptionKeys::new(
+            KeyEncryptionKey::new([2; 32]),
+            vec![KeyEncryptionKey::new([1; 32])],
+        );
+        let report = rewrap(&store, &b_then_a, &OsEntropy).unwrap();
+        assert!(report.complete(), "{report:?}");
+        for kind in ["secrets", "signing keys", "mfa states"] {
+            assert_eq!(report.kinds[kind].rewrapped, 1, "{kind}");
+        }
+        // Now B alone opens everything, with the same plain text.
+        for v in store.sealed_values().unwrap() {
+            assert!(b_only.is_current(&v.value));
+            let plain = b_only.open(&aad(&v.at), &v.value).unwrap();
+            assert!([&b"root"[..], b"der", b"seed"].contains(&plain.as_slice()));
+        }
+        // Run again: nothing to do.
+        let report = rewrap(&store, &b_then_a, &OsEntropy).unwrap();
+        assert!(report.complete());
+        assert_eq!(report.kinds["secrets"].current, 1);
+        assert_eq!(report.kinds["mfa states"].rewrapped, 0);
+    }
+}

@@ -225,6 +225,78 @@ mod tests {
         );
     }
 
+    fn store() -> (tempfile::TempDir, crate::storage::DieselStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = crate::config::DatabaseUrl::Sqlite(dir.path().join("t.db"));
+        let store =
+            crate::storage::DieselStore::open(&url, 2, std::time::Duration::from_secs(5)).unwrap();
+        store.migrate().unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn rotation_keeps_the_previous_root_for_the_overlap_only() {
+        use crate::clock::OsEntropy;
+        let (_dir, store) = store();
+        let kek = KeyEncryptionKeys::from(KeyEncryptionKey::new([5; 32]));
+        let first = RootSecrets::load(&store, &kek, &OsEntropy, 100, 3600).unwrap();
+        assert!(first.previous.is_none());
+        let old_csrf = first.current.derive(Purpose::Csrf).unwrap();
+        let old_journeys = first.journey_keys().unwrap();
+        let in_flight = old_journeys.seal("row", b"state", &OsEntropy).unwrap();
+
+        RootSecret::rotate(&store, &kek, &OsEntropy, 1_000).unwrap();
+        let after = RootSecrets::load(&store, &kek, &OsEntropy, 1_001, 3600).unwrap();
+        let (csrf, previous) = after.derive(Purpose::Csrf).unwrap();
+        assert_ne!(csrf.bytes(), old_csrf.bytes(), "a new root, new keys");
+        let (previous, until) = previous.unwrap();
+        assert_eq!(previous.bytes(), old_csrf.bytes());
+        assert_eq!(until, 1_000 + 3600, "the overlap counts from the rotation");
+        // A journey sealed before the rotation opens within the overlap, not after it.
+        let journeys = after.journey_keys().unwrap();
+        assert_eq!(
+            journeys.open_at("row", &in_flight, 4_599).unwrap(),
+            b"state"
+        );
+        assert!(journeys.open_at("row", &in_flight, 4_600).is_err());
+        // New journeys are sealed under the new root's key.
+        let fresh = journeys.seal("row", b"new", &OsEntropy).unwrap();
+        assert!(old_journeys.open("row", &fresh).is_err());
+        // An instance started after the overlap has no previous root at all.
+        let late = RootSecrets::load(&store, &kek, &OsEntropy, 4_600, 3600).unwrap();
+        assert!(late.previous.is_none());
+        assert_eq!(
+            late.current.derive(Purpose::Csrf).unwrap().bytes(),
+            csrf.bytes()
+        );
+        // A second rotation makes the first rotation's root the previous one.
+        RootSecret::rotate(&store, &kek, &OsEntropy, 5_000).unwrap();
+        let again = RootSecrets::load(&store, &kek, &OsEntropy, 5_000, 3600).unwrap();
+        let (_, previous) = again.derive(Purpose::Csrf).unwrap();
+        assert_eq!(previous.unwrap().0.bytes(), csrf.bytes());
+    }
+
+    #[test]
+    fn a_root_sealed_under_a_key_no_longer_configured_names_the_setting() {
+        use crate::clock::OsEntropy;
+        let (_dir, store) = store();
+        let a = KeyEncryptionKeys::from(KeyEncryptionKey::new([5; 32]));
+        RootSecrets::load(&store, &a, &OsEntropy, 100, 3600).unwrap();
+        let b = KeyEncryptionKeys::from(KeyEncryptionKey::new([6; 32]));
+        let e = RootSecrets::load(&store, &b, &OsEntropy, 100, 3600).unwrap_err();
+        let m = e.to_string();
+        assert!(m.contains("previous_key_encryption_keys"), "{m}");
+        assert!(
+            m.contains(&KeyEncryptionKey::new([5; 32]).kid().to_string()),
+            "{m}"
+        );
+        let both = KeyEncryptionKeys::new(
+            KeyEncryptionKey::new([6; 32]),
+            vec![KeyEncryptionKey::new([5; 32])],
+        );
+        RootSecrets::load(&store, &both, &OsEntropy, 100, 3600).unwrap();
+    }
+
     #[test]
     fn secrets_never_show_in_debug() {
         let root = RootSecret([0xab; 32]);

@@ -113,3 +113,46 @@ impl Csrf {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use actix_web::test::TestRequest;
+    use std::sync::Arc;
+
+    #[test]
+    fn a_token_of_the_previous_root_is_accepted_until_the_overlap_ends() {
+        let names = CookieNames::new("concierge_session", false);
+        let cookie = URL_SAFE_NO_PAD.encode([42u8; 32]);
+        let req = TestRequest::default()
+            .cookie(Cookie::new(names.csrf.clone(), cookie.clone()))
+            .to_http_request();
+        let old = Csrf::new([1; 32]);
+        let token = old
+            .issue(&req, &names, &crate::clock::OsEntropy)
+            .unwrap()
+            .token;
+        assert!(old.verify(&req, &names, &token).is_ok());
+        let clock = Arc::new(ManualClock::new(999));
+        let rotated =
+            Csrf::new([2; 32]).with_previous([1; 32], 1_000, Arc::clone(&clock) as Arc<dyn Clock>);
+        assert!(
+            rotated.verify(&req, &names, &token).is_ok(),
+            "within the overlap"
+        );
+        let fresh = rotated
+            .issue(&req, &names, &crate::clock::OsEntropy)
+            .unwrap()
+            .token;
+        assert_ne!(fresh, token, "new tokens are made with the new key");
+        assert!(rotated.verify(&req, &names, &fresh).is_ok());
+        clock.set(1_000);
+        assert!(
+            rotated.verify(&req, &names, &token).is_err(),
+            "after the overlap"
+        );
+        assert!(rotated.verify(&req, &names, &fresh).is_ok());
+        assert!(Csrf::new([2; 32]).verify(&req, &names, &token).is_err());
+    }
+}
