@@ -360,9 +360,53 @@ async fn forms_and_sign_ins_begun_before_rotate_root_finish_within_the_overlap(b
     assert_eq!(fresh.login("demo@example.com", "demo").await.status, 303);
 }
 
+/// A user's TOTP factor, enrolled under KEK A through the pages, still signs in through the real
+/// plugin on an instance that has only KEK B after `keys rewrap`.
+async fn a_totp_factor_signs_in_after_the_rewrap_to_a_new_key(b: Backend) {
+    use crate::mfa::{answer, enrol_totp, mfa_config, oathtool, totp_challenge, totp_manifest};
+    let config = mfa_config("required", &totp_manifest(), "");
+    let Some(app) = crate::helpers::spawn_provider_with(b, &[], &config).await else {
+        return;
+    };
+    let (secret, _) = enrol_totp(&app, "/login", START).await;
+    let (a64, b64_) = (b64(&KEK_A), b64(&[0x42u8; 32]));
+    let previous = format!("[\"{a64}\"]");
+    let b_then_a = [
+        ("CONCIERGE__PROVIDER__KEY_ENCRYPTION_KEY", b64_.as_str()),
+        (
+            "CONCIERGE__PROVIDER__PREVIOUS_KEY_ENCRYPTION_KEYS",
+            previous.as_str(),
+        ),
+    ];
+    let mut c = app.cli();
+    for (k, v) in b_then_a {
+        c.env(k, v);
+    }
+    let out = c.args(["keys", "rewrap"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("mfa states: 1 rewrapped"), "{stdout}");
+
+    let at = START + 90;
+    let b_alone = instance(
+        &app,
+        &[("CONCIERGE__PROVIDER__KEY_ENCRYPTION_KEY", b64_.as_str())],
+        at,
+    )
+    .unwrap();
+    let mut br = crate::helpers::Browser::at(&b_alone);
+    let page = br.login("demo@example.com", "demo").await;
+    assert!(br.session_cookie().is_none(), "the factor first");
+    let page = totp_challenge(&mut br, page).await;
+    let done = answer(&mut br, &page, &[("code", &oathtool(&secret, at))]).await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    assert!(br.session_cookie().is_some());
+}
+
 per_backend_async!(
     rotation_publishes_first_and_retires_late,
     a_client_registered_at_run_time_gets_a_key_for_its_algorithm,
     rewrap_moves_every_sealed_value_to_a_new_key,
-    forms_and_sign_ins_begun_before_rotate_root_finish_within_the_overlap
+    forms_and_sign_ins_begun_before_rotate_root_finish_within_the_overlap,
+    a_totp_factor_signs_in_after_the_rewrap_to_a_new_key
 );
