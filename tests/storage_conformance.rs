@@ -266,6 +266,71 @@ fn first_secret_wins(b: Backend) {
     });
 }
 
+fn sealed_values_are_listed_and_resealed_compare_and_set(b: Backend) {
+    use concierge::storage::{SealedRef, SealedValue};
+    with_store(b, |s| {
+        assert!(s.sealed_values().unwrap().is_empty());
+        assert_eq!(s.secret("root").unwrap(), None);
+        s.replace_secret("root", b"r1", 5).unwrap();
+        assert_eq!(s.secret("root").unwrap(), Some((b"r1".to_vec(), 5)));
+        s.insert_signing_key(&SigningKeyRecord {
+            kid: "k1".into(),
+            alg: "ES256".into(),
+            private_key_enc: vec![0, 1, 255],
+            public_jwk: "{}".into(),
+            created_at: 1,
+            active_at: 1,
+            retired_at: None,
+        })
+        .unwrap();
+        s.insert_user(&user("u1", "u1@example.com")).unwrap();
+        let u = UserId::from_stored("u1".into());
+        assert!(s.put_mfa_state("totp", &u, None, b"seed", 10).unwrap());
+        let secret = SealedRef::Secret {
+            name: "root".into(),
+        };
+        let key = SealedRef::SigningKey { kid: "k1".into() };
+        let state = SealedRef::MfaState {
+            plugin: "totp".into(),
+            user: "u1".into(),
+        };
+        let all = s.sealed_values().unwrap();
+        assert_eq!(
+            all,
+            vec![
+                SealedValue {
+                    at: secret.clone(),
+                    value: b"r1".to_vec()
+                },
+                SealedValue {
+                    at: key.clone(),
+                    value: vec![0, 1, 255]
+                },
+                SealedValue {
+                    at: state.clone(),
+                    value: b"seed".to_vec()
+                },
+            ]
+        );
+        // Replaced only while the value is still the one read.
+        assert!(s.reseal_value(&secret, b"r1", b"r1'").unwrap());
+        assert!(!s.reseal_value(&secret, b"r1", b"lost").unwrap());
+        assert_eq!(s.secret("root").unwrap(), Some((b"r1'".to_vec(), 5)));
+        assert!(s.reseal_value(&key, &[0, 1, 255], &[9]).unwrap());
+        assert!(!s.reseal_value(&key, &[0, 1, 255], &[8]).unwrap());
+        assert_eq!(s.signing_keys().unwrap()[0].private_key_enc, vec![9]);
+        assert!(s.reseal_value(&state, b"seed", b"seed'").unwrap());
+        assert!(!s.reseal_value(&state, b"seed", b"x").unwrap());
+        // A plugin state keeps its version: a writer that read it may still write.
+        let row = s.mfa_state("totp", &u).unwrap().unwrap();
+        assert_eq!((row.version, row.data.as_slice()), (1, &b"seed'"[..]));
+        assert!(s.put_mfa_state("totp", &u, Some(1), b"next", 11).unwrap());
+        // A record that does not exist is not replaced.
+        let gone = SealedRef::SigningKey { kid: "k2".into() };
+        assert!(!s.reseal_value(&gone, &[9], &[7]).unwrap());
+    });
+}
+
 fn sessions_require_an_existing_user(b: Backend) {
     with_store(b, |s| {
         s.insert_user(&user("u1", "a@example.com")).unwrap();
@@ -1125,6 +1190,7 @@ per_backend!(
     sessions_of_a_user_are_listed_and_ended_together,
     expired_sessions_are_swept_with_grace,
     first_secret_wins,
+    sealed_values_are_listed_and_resealed_compare_and_set,
     sessions_require_an_existing_user,
 );
 

@@ -118,7 +118,7 @@ fn new_mfa(url: &DatabaseUrl, dir: &Path) -> (Mfa, FactorUser, Arc<ManualClock>)
         Arc::clone(&store),
         Arc::clone(&clock) as Arc<dyn Clock>,
         Arc::new(OsEntropy),
-        Arc::new(KeyEncryptionKey::new([7u8; 32])),
+        Arc::new(KeyEncryptionKey::new([7u8; 32]).into()),
         None,
     )
     .unwrap();

@@ -158,6 +158,8 @@ pub struct Settings {
     pub provider: ProviderSettings,
     /// `None`: use (or create) the key file in data_dir (SQLite only).
     pub key_encryption_key: Option<std::sync::Arc<SecretBox<[u8; 32]>>>,
+    /// Keys that only open (`provider.previous_key_encryption_keys` and `…_files`).
+    pub previous_key_encryption_keys: Vec<std::sync::Arc<SecretBox<[u8; 32]>>>,
     pub clients: Vec<Client>,
     pub limits: crate::domain::limits::Limits,
     pub audit: RawAudit,

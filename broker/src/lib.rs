@@ -15,6 +15,7 @@ pub mod mfa;
 pub mod pages;
 pub mod provider;
 pub mod ratelimit;
+pub mod rewrap;
 pub mod secrets;
 pub mod session;
 pub mod startup;

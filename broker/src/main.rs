@@ -148,9 +148,13 @@ enum KeysCommand {
     },
     /// List signing keys.
     List,
-    /// Replace the root secret (sealed in the database) that every CSRF and browser-binding key
-    /// is derived from. Restart every instance afterwards; forms open at that moment fail once.
+    /// Replace the root secret (sealed in the database) that every CSRF and journey-state key
+    /// is derived from. Restart every instance afterwards; forms and sign-ins begun before keep
+    /// working for provider.root_overlap.
     RotateRoot,
+    /// Re-seal every sealed value in the database (root secrets, signing keys, plugin states)
+    /// under the current key-encryption key, so that the previous ones can be removed.
+    Rewrap,
 }
 
 #[derive(Subcommand)]
@@ -464,7 +468,7 @@ fn keys(config: Option<PathBuf>, command: KeysCommand) -> anyhow::Result<()> {
         KeysCommand::Rotate { alg } => {
             let alg = concierge::domain::jose::Alg::parse(&alg)
                 .ok_or_else(|| anyhow::anyhow!("--alg: use RS256, ES256 or EdDSA"))?;
-            let ring = concierge::provider::keys::KeyRing::new(startup::key_encryption_key(
+            let ring = concierge::provider::keys::KeyRing::new(startup::key_encryption_keys(
                 &settings, &deps,
             )?);
             let delay = i64::try_from(settings.provider.jwks_max_age.as_secs()).unwrap_or(i64::MAX);
@@ -483,11 +487,39 @@ fn keys(config: Option<PathBuf>, command: KeysCommand) -> anyhow::Result<()> {
         KeysCommand::RotateRoot => {
             concierge::secrets::RootSecret::rotate(
                 store.as_ref(),
-                &startup::key_encryption_key(&settings, &deps)?,
+                &startup::key_encryption_keys(&settings, &deps)?,
                 deps.entropy.as_ref(),
                 deps.clock.now(),
             )?;
-            println!("new root secret stored; restart every instance to use it");
+            println!(
+                "new root secret stored; restart every instance to use it (forms and sign-ins \
+                 begun before keep working for provider.root_overlap, {})",
+                humantime::format_duration(settings.provider.root_overlap)
+            );
+        }
+        KeysCommand::Rewrap => {
+            let ring = startup::key_encryption_keys(&settings, &deps)?;
+            let report = concierge::rewrap::rewrap(store.as_ref(), &ring, deps.entropy.as_ref())?;
+            for (kind, c) in &report.kinds {
+                println!(
+                    "{kind}: {} rewrapped, {} already current, {} changed meanwhile, {} failed",
+                    c.rewrapped, c.current, c.changed, c.failed
+                );
+            }
+            for (at, e) in &report.failures {
+                eprintln!("{at:?}: {e}");
+            }
+            if !report.complete() {
+                anyhow::bail!(
+                    "not every value is sealed under the current key {} yet: keep the previous \
+                     keys configured and run `concierge keys rewrap` again",
+                    ring.current().kid()
+                );
+            }
+            println!(
+                "every sealed value is under key {}; the previous keys may be removed",
+                ring.current().kid()
+            );
         }
         KeysCommand::List => {
             for k in store.signing_keys()? {

@@ -8,11 +8,14 @@ use std::fmt;
 use ring::hkdf;
 
 use crate::clock::{Entropy, UnixTime};
-use crate::domain::kek::{KeyEncryptionKey, SealError};
+use crate::domain::kek::{KeyEncryptionKey, KeyEncryptionKeys, SealError};
 use crate::storage::{StorageError, Store};
 
 /// The name of the sealed root secret in the `secrets` table (also the AAD it is sealed under).
 pub const ROOT_SECRET: &str = "root_secret.v1";
+/// The root secret a rotation replaced (its row's `created_at` is the rotation's time): its keys
+/// still accept what was made before the rotation for `provider.root_overlap`.
+pub const PREVIOUS_ROOT_SECRET: &str = "root_secret.previous.v1";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
@@ -20,6 +23,8 @@ pub enum SecretError {
     Seal,
     #[error("{0} cannot be decrypted: wrong key_encryption_key or corrupt data")]
     Unseal(String),
+    #[error(transparent)]
+    UnknownKey(SealError),
     #[error("key derivation failed")]
     Derive,
     #[error(transparent)]
@@ -31,6 +36,7 @@ impl From<SealError> for SecretError {
         match e {
             SealError::Seal => Self::Seal,
             SealError::Unseal(aad) => Self::Unseal(aad),
+            e @ SealError::UnknownKey { .. } => Self::UnknownKey(e),
         }
     }
 }
@@ -84,38 +90,110 @@ impl fmt::Debug for RootSecret {
     }
 }
 
+/// The root secrets in use: the current one, and the one a rotation replaced while its overlap
+/// lasts.
+pub struct RootSecrets {
+    pub current: RootSecret,
+    /// The previous root secret and when it stops being accepted.
+    pub previous: Option<(RootSecret, UnixTime)>,
+}
+
+impl fmt::Debug for RootSecrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RootSecrets")
+            .field("previous_until", &self.previous.as_ref().map(|p| p.1))
+            .finish_non_exhaustive()
+    }
+}
+
+impl RootSecrets {
+    /// The current root secret (created sealed by whichever instance starts first) and the
+    /// previous one if it was replaced less than `overlap_secs` before `now`.
+    pub fn load(
+        store: &dyn Store,
+        kek: &KeyEncryptionKeys,
+        entropy: &dyn Entropy,
+        now: UnixTime,
+        overlap_secs: i64,
+    ) -> Result<Self, SecretError> {
+        let current = RootSecret::load_or_create(store, kek, entropy, now)?;
+        let previous = match store.secret(PREVIOUS_ROOT_SECRET)? {
+            Some((sealed, rotated_at)) if now < rotated_at.saturating_add(overlap_secs) => Some((
+                RootSecret::open_as(kek, PREVIOUS_ROOT_SECRET, &sealed)?,
+                rotated_at.saturating_add(overlap_secs),
+            )),
+            _ => None,
+        };
+        Ok(Self { current, previous })
+    }
+
+    /// The keys of `purpose`: the current root's, then the previous root's with the end of
+    /// its overlap.
+    pub fn derive(
+        &self,
+        purpose: Purpose,
+    ) -> Result<(DerivedKey, Option<(DerivedKey, UnixTime)>), SecretError> {
+        let current = self.current.derive(purpose)?;
+        let previous = match &self.previous {
+            Some((root, until)) => Some((root.derive(purpose)?, *until)),
+            None => None,
+        };
+        Ok((current, previous))
+    }
+
+    /// The journey-state sealing keys: the current root's, and the previous root's until its
+    /// overlap ends.
+    pub fn journey_keys(&self) -> Result<KeyEncryptionKeys, SecretError> {
+        let (current, previous) = self.derive(Purpose::JourneyState)?;
+        let ring = KeyEncryptionKeys::from(KeyEncryptionKey::new(*current.bytes()));
+        Ok(match previous {
+            Some((key, until)) => {
+                ring.with_previous_until(KeyEncryptionKey::new(*key.bytes()), until)
+            }
+            None => ring,
+        })
+    }
+}
+
 impl RootSecret {
     /// The root secret every instance shares: the sealed row in `secrets`, created (sealed
     /// under `kek`) by whichever instance starts first.
     pub fn load_or_create(
         store: &dyn Store,
-        kek: &KeyEncryptionKey,
+        kek: &KeyEncryptionKeys,
         entropy: &dyn Entropy,
         now: UnixTime,
     ) -> Result<Self, SecretError> {
         let candidate = kek.seal(ROOT_SECRET, &entropy.bytes32(), entropy)?;
         let sealed = store.secret_or_insert(ROOT_SECRET, &candidate, now)?;
-        Self::open(kek, &sealed)
+        Self::open_as(kek, ROOT_SECRET, &sealed)
     }
 
-    /// Replaces the stored root secret with a new random one (every derived key changes; pages
-    /// and step values issued before stop working once each instance has restarted).
+    /// Replaces the stored root secret with a new random one, keeping the replaced one as
+    /// [`PREVIOUS_ROOT_SECRET`] (stored now: its overlap counts from now). Each instance uses
+    /// the new one once restarted; pages and journeys made under the previous one keep working
+    /// for `provider.root_overlap`.
     pub fn rotate(
         store: &dyn Store,
-        kek: &KeyEncryptionKey,
+        kek: &KeyEncryptionKeys,
         entropy: &dyn Entropy,
         now: UnixTime,
     ) -> Result<Self, SecretError> {
+        if let Some((sealed, _)) = store.secret(ROOT_SECRET)? {
+            let old = Self::open_as(kek, ROOT_SECRET, &sealed)?;
+            let resealed = kek.seal(PREVIOUS_ROOT_SECRET, &old.0, entropy)?;
+            store.replace_secret(PREVIOUS_ROOT_SECRET, &resealed, now)?;
+        }
         let sealed = kek.seal(ROOT_SECRET, &entropy.bytes32(), entropy)?;
         store.replace_secret(ROOT_SECRET, &sealed, now)?;
-        Self::open(kek, &sealed)
+        Self::open_as(kek, ROOT_SECRET, &sealed)
     }
 
-    fn open(kek: &KeyEncryptionKey, sealed: &[u8]) -> Result<Self, SecretError> {
-        let plain = kek.open(ROOT_SECRET, sealed)?;
+    fn open_as(kek: &KeyEncryptionKeys, name: &str, sealed: &[u8]) -> Result<Self, SecretError> {
+        let plain = kek.open(name, sealed)?;
         <[u8; 32]>::try_from(plain.as_slice())
             .map(Self)
-            .map_err(|_| SecretError::Unseal(ROOT_SECRET.to_owned()))
+            .map_err(|_| SecretError::Unseal(name.to_owned()))
     }
 
     /// HKDF-SHA256 (RFC 5869) of the root secret with the purpose's label as `info`.
@@ -147,6 +225,78 @@ mod tests {
         );
     }
 
+    fn store() -> (tempfile::TempDir, crate::storage::DieselStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = crate::config::DatabaseUrl::Sqlite(dir.path().join("t.db"));
+        let store =
+            crate::storage::DieselStore::open(&url, 2, std::time::Duration::from_secs(5)).unwrap();
+        store.migrate().unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn rotation_keeps_the_previous_root_for_the_overlap_only() {
+        use crate::clock::OsEntropy;
+        let (_dir, store) = store();
+        let kek = KeyEncryptionKeys::from(KeyEncryptionKey::new([5; 32]));
+        let first = RootSecrets::load(&store, &kek, &OsEntropy, 100, 3600).unwrap();
+        assert!(first.previous.is_none());
+        let old_csrf = first.current.derive(Purpose::Csrf).unwrap();
+        let old_journeys = first.journey_keys().unwrap();
+        let in_flight = old_journeys.seal("row", b"state", &OsEntropy).unwrap();
+
+        RootSecret::rotate(&store, &kek, &OsEntropy, 1_000).unwrap();
+        let after = RootSecrets::load(&store, &kek, &OsEntropy, 1_001, 3600).unwrap();
+        let (csrf, previous) = after.derive(Purpose::Csrf).unwrap();
+        assert_ne!(csrf.bytes(), old_csrf.bytes(), "a new root, new keys");
+        let (previous, until) = previous.unwrap();
+        assert_eq!(previous.bytes(), old_csrf.bytes());
+        assert_eq!(until, 1_000 + 3600, "the overlap counts from the rotation");
+        // A journey sealed before the rotation opens within the overlap, not after it.
+        let journeys = after.journey_keys().unwrap();
+        assert_eq!(
+            journeys.open_at("row", &in_flight, 4_599).unwrap(),
+            b"state"
+        );
+        assert!(journeys.open_at("row", &in_flight, 4_600).is_err());
+        // New journeys are sealed under the new root's key.
+        let fresh = journeys.seal("row", b"new", &OsEntropy).unwrap();
+        assert!(old_journeys.open("row", &fresh).is_err());
+        // An instance started after the overlap has no previous root at all.
+        let late = RootSecrets::load(&store, &kek, &OsEntropy, 4_600, 3600).unwrap();
+        assert!(late.previous.is_none());
+        assert_eq!(
+            late.current.derive(Purpose::Csrf).unwrap().bytes(),
+            csrf.bytes()
+        );
+        // A second rotation makes the first rotation's root the previous one.
+        RootSecret::rotate(&store, &kek, &OsEntropy, 5_000).unwrap();
+        let again = RootSecrets::load(&store, &kek, &OsEntropy, 5_000, 3600).unwrap();
+        let (_, previous) = again.derive(Purpose::Csrf).unwrap();
+        assert_eq!(previous.unwrap().0.bytes(), csrf.bytes());
+    }
+
+    #[test]
+    fn a_root_sealed_under_a_key_no_longer_configured_names_the_setting() {
+        use crate::clock::OsEntropy;
+        let (_dir, store) = store();
+        let a = KeyEncryptionKeys::from(KeyEncryptionKey::new([5; 32]));
+        RootSecrets::load(&store, &a, &OsEntropy, 100, 3600).unwrap();
+        let b = KeyEncryptionKeys::from(KeyEncryptionKey::new([6; 32]));
+        let e = RootSecrets::load(&store, &b, &OsEntropy, 100, 3600).unwrap_err();
+        let m = e.to_string();
+        assert!(m.contains("previous_key_encryption_keys"), "{m}");
+        assert!(
+            m.contains(&KeyEncryptionKey::new([5; 32]).kid().to_string()),
+            "{m}"
+        );
+        let both = KeyEncryptionKeys::new(
+            KeyEncryptionKey::new([6; 32]),
+            vec![KeyEncryptionKey::new([5; 32])],
+        );
+        RootSecrets::load(&store, &both, &OsEntropy, 100, 3600).unwrap();
+    }
+
     #[test]
     fn secrets_never_show_in_debug() {
         let root = RootSecret([0xab; 32]);
@@ -155,6 +305,6 @@ mod tests {
             root.derive(Purpose::Csrf).unwrap(),
             KeyEncryptionKey::new([0xab; 32])
         );
-        assert!(!shown.contains("171") && !shown.contains("ab"), "{shown}");
+        assert!(!shown.contains("171") && !shown.contains("abab"), "{shown}");
     }
 }

@@ -12,7 +12,7 @@ use anyhow::Context;
 use crate::audit::Auditor;
 use crate::clock::{Clock, Entropy, OsEntropy, SystemClock};
 use crate::config::Settings;
-use crate::domain::kek::KeyEncryptionKey;
+use crate::domain::kek::{KeyEncryptionKey, KeyEncryptionKeys};
 use crate::domain::{Email, SecretString, UserId};
 use crate::pages::Pages;
 use crate::provider::Provider;
@@ -153,13 +153,26 @@ pub fn key_encryption_key(settings: &Settings, deps: &Deps) -> anyhow::Result<Ke
     }
 }
 
+/// The key-encryption keys: the current one ([`key_encryption_key`]), which seals, and
+/// `provider.previous_key_encryption_keys`, which only open.
+pub fn key_encryption_keys(settings: &Settings, deps: &Deps) -> anyhow::Result<KeyEncryptionKeys> {
+    let current = key_encryption_key(settings, deps)?;
+    let previous = settings
+        .previous_key_encryption_keys
+        .iter()
+        .map(|k| KeyEncryptionKey::new(*secrecy::ExposeSecret::expose_secret(&**k)))
+        .filter(|k| k.kid() != current.kid())
+        .collect();
+    Ok(KeyEncryptionKeys::new(current, previous))
+}
+
 /// Builds the OpenID provider and makes sure every algorithm in use has a signing key.
 pub fn build_provider(
     settings: &Settings,
     deps: &Deps,
     store: Arc<dyn Store>,
 ) -> anyhow::Result<Provider> {
-    let keys = KeyRing::new(key_encryption_key(settings, deps)?);
+    let keys = KeyRing::new(key_encryption_keys(settings, deps)?);
     let clients = ClientRegistry::new(settings.clients.clone(), Arc::clone(&store));
     let audit = Arc::new(Auditor::new(Arc::clone(&store), Arc::clone(&deps.clock))?);
     let provider = Provider::new(
@@ -236,17 +249,24 @@ impl Application {
             &settings.ui.product_name,
         )
         .context("loading page templates")?;
-        let kek = Arc::new(key_encryption_key(&settings, &deps)?);
-        let root = crate::secrets::RootSecret::load_or_create(
+        let kek = Arc::new(key_encryption_keys(&settings, &deps)?);
+        let roots = crate::secrets::RootSecrets::load(
             store.as_ref(),
             &kek,
             deps.entropy.as_ref(),
             deps.clock.now(),
+            i64::try_from(settings.provider.root_overlap.as_secs()).unwrap_or(i64::MAX),
         )
         .context("opening the root secret")?;
-        let csrf = Csrf::new(*root.derive(crate::secrets::Purpose::Csrf)?.bytes());
-        let journey_seal =
-            KeyEncryptionKey::new(*root.derive(crate::secrets::Purpose::JourneyState)?.bytes());
+        let csrf = match roots.derive(crate::secrets::Purpose::Csrf)? {
+            (current, None) => Csrf::new(*current.bytes()),
+            (current, Some((previous, until))) => Csrf::new(*current.bytes()).with_previous(
+                *previous.bytes(),
+                until,
+                Arc::clone(&deps.clock),
+            ),
+        };
+        let journey_seal = roots.journey_keys()?;
         let local_accounts = Arc::new(LocalAccounts::new(
             Arc::clone(&store),
             deps.entropy.as_ref(),

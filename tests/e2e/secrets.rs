@@ -161,7 +161,7 @@ async fn database_secrets_sign_nothing(b: Backend) {
     let kek = KeyEncryptionKey::new(STANDARD.decode(KEK_B64).unwrap().try_into().unwrap());
     let root = RootSecret::load_or_create(
         app.store.as_ref(),
-        &kek,
+        &kek.into(),
         &concierge::clock::OsEntropy,
         crate::helpers::START,
     )

@@ -17,4 +17,6 @@ pub struct ProviderSettings {
     pub signing_alg: Alg,
     pub jwks_max_age: Duration,
     pub key_reload_interval: Duration,
+    /// How long the previous root secret still opens journeys and CSRF tokens after a rotation.
+    pub root_overlap: Duration,
 }

@@ -160,6 +160,16 @@ pub struct RawProvider {
     pub key_encryption_key: Option<SecretString>,
     /// A file holding `key_encryption_key` (one trailing newline is removed).
     pub key_encryption_key_file: Option<PathBuf>,
+    /// Earlier key-encryption keys (base64 of 32 bytes each): they only open values sealed
+    /// under them, until `concierge keys rewrap` has sealed everything under the current key.
+    #[serde(skip_serializing)]
+    pub previous_key_encryption_keys: Vec<SecretString>,
+    /// Files each holding one previous key-encryption key.
+    pub previous_key_encryption_key_files: Vec<PathBuf>,
+    /// After `concierge keys rotate-root`, how long the previous root secret's keys still
+    /// accept CSRF tokens and sign-in journeys made before the rotation.
+    #[serde(with = "humantime_serde")]
+    pub root_overlap: Duration,
     #[serde(with = "humantime_serde")]
     pub jwks_max_age: Duration,
     /// How often each instance reloads signing keys from the database (rotation by another
@@ -181,6 +191,9 @@ impl Default for RawProvider {
             signing_alg: "RS256".into(),
             key_encryption_key: None,
             key_encryption_key_file: None,
+            previous_key_encryption_keys: Vec::new(),
+            previous_key_encryption_key_files: Vec::new(),
+            root_overlap: Duration::from_secs(60 * 60),
             jwks_max_age: Duration::from_secs(600),
             key_reload_interval: Duration::from_secs(60),
         }

@@ -346,3 +346,69 @@ fn postgres_password_is_redacted() {
     let u = DatabaseUrl::parse("postgres://app:s3cret@db:5432/concierge").unwrap();
     assert!(!u.redacted().contains("s3cret"));
 }
+
+/// Previous key-encryption keys come inline, from files or from the environment (a TOML list);
+/// a bad one is refused naming its place; none shows in `Debug`.
+#[test]
+fn previous_key_encryption_keys_are_read_from_every_source() {
+    use base64::Engine;
+    let b64 = |b: u8| base64::engine::general_purpose::STANDARD.encode([b; 32]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("old.key");
+    std::fs::write(&file, format!("{}\n", b64(3))).unwrap();
+    let toml = format!(
+        "[provider]\nkey_encryption_key = \"{}\"\nprevious_key_encryption_keys = [\"{}\"]\n\
+         previous_key_encryption_key_files = [\"{}\"]\nroot_overlap = \"30m\"\n",
+        b64(1),
+        b64(2),
+        file.display()
+    );
+    let config = dir.path().join("c.toml");
+    std::fs::write(&config, &toml).unwrap();
+    let s = Settings::load(Some(&config), env(&[])).unwrap();
+    let previous: Vec<[u8; 32]> = s
+        .previous_key_encryption_keys
+        .iter()
+        .map(|k| *k.expose_secret())
+        .collect();
+    assert_eq!(previous, vec![[2; 32], [3; 32]]);
+    assert_eq!(
+        s.provider.root_overlap,
+        std::time::Duration::from_secs(1800)
+    );
+    let debug = format!("{s:?}");
+    assert!(
+        !debug.contains(&b64(2)) && !debug.contains(&b64(3)),
+        "{debug}"
+    );
+
+    let s = Settings::load(
+        None,
+        env(&[(
+            "CONCIERGE__PROVIDER__PREVIOUS_KEY_ENCRYPTION_KEYS",
+            &format!("[\"{}\"]", b64(4)),
+        )]),
+    )
+    .unwrap();
+    assert_eq!(s.previous_key_encryption_keys.len(), 1);
+    assert_eq!(*s.previous_key_encryption_keys[0].expose_secret(), [4; 32]);
+
+    std::fs::write(
+        &config,
+        "[provider]\nprevious_key_encryption_keys = [\"c2hvcnQ=\"]\n",
+    )
+    .unwrap();
+    let m = Settings::load(Some(&config), env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        m.contains("provider.previous_key_encryption_keys[0]"),
+        "{m}"
+    );
+    assert!(!m.contains("c2hvcnQ"), "{m}");
+    std::fs::write(&config, "[provider]\nroot_overlap = \"8d\"\n").unwrap();
+    let m = Settings::load(Some(&config), env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(m.contains("provider.root_overlap"), "{m}");
+}

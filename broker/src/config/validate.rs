@@ -262,6 +262,51 @@ impl Settings {
             }
             None => None,
         };
+        let mut previous_key_encryption_keys = Vec::new();
+        let previous = p
+            .previous_key_encryption_keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                (
+                    format!("provider.previous_key_encryption_keys[{i}]"),
+                    Ok::<_, ConfigError>(k.clone()),
+                )
+            })
+            .chain(
+                p.previous_key_encryption_key_files
+                    .iter()
+                    .enumerate()
+                    .map(|(i, path)| {
+                        let key = format!("provider.previous_key_encryption_key_files[{i}]");
+                        let read = std::fs::read_to_string(path)
+                            .map(SecretString::from)
+                            .map_err(|e| {
+                                invalid(&key, format!("cannot read {}: {e}", path.display()))
+                            });
+                        (key, read)
+                    }),
+            );
+        for (key, value) in previous {
+            use base64::Engine;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(value?.expose_secret().trim())
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                .ok_or_else(|| {
+                    invalid(
+                        &key,
+                        "must be 32 bytes, base64 (e.g. `openssl rand -base64 32`)".into(),
+                    )
+                })?;
+            previous_key_encryption_keys.push(std::sync::Arc::new(SecretBox::new(Box::new(bytes))));
+        }
+        if p.root_overlap > Duration::from_secs(7 * 86400) {
+            return Err(invalid(
+                "provider.root_overlap",
+                "must be at most 7d".into(),
+            ));
+        }
         if key_encryption_key.is_none() && !demo && matches!(database, DatabaseUrl::Postgres(_)) {
             return Err(invalid(
                 "provider.key_encryption_key",
@@ -292,6 +337,7 @@ impl Settings {
             signing_alg,
             jwks_max_age: p.jwks_max_age,
             key_reload_interval: p.key_reload_interval,
+            root_overlap: p.root_overlap,
         };
         let limits = rate_limits(&raw.rate_limit, &invalid)?;
         let mut mfa = raw.mfa.clone().validate(invalid)?;
@@ -463,6 +509,7 @@ impl Settings {
             log: raw.log,
             provider,
             key_encryption_key,
+            previous_key_encryption_keys,
             clients,
             limits,
             audit: raw.audit,

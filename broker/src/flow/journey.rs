@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
 use crate::clock::{Clock, Entropy, UnixTime};
-use crate::domain::kek::KeyEncryptionKey;
+use crate::domain::kek::KeyEncryptionKeys;
 use crate::storage::{LoginTransactionRow, StorageError, Store};
 
 /// The shape of the stored journey. A row written in another shape (an older release's, or a
@@ -114,7 +114,7 @@ pub struct Journeys {
     ttl_secs: i64,
     /// However often it is extended, a journey ends this long after it started.
     max_age_secs: i64,
-    seal: Arc<KeyEncryptionKey>,
+    seal: Arc<KeyEncryptionKeys>,
 }
 
 /// The stored envelope: the shape's version and the caller's state.
@@ -142,7 +142,7 @@ impl Journeys {
         clock: Arc<dyn Clock>,
         entropy: Arc<dyn Entropy>,
         ttl_secs: i64,
-        seal: KeyEncryptionKey,
+        seal: impl Into<KeyEncryptionKeys>,
     ) -> Self {
         Self {
             store,
@@ -150,7 +150,7 @@ impl Journeys {
             entropy,
             ttl_secs,
             max_age_secs: ttl_secs.saturating_mul(4).max(3600),
-            seal: Arc::new(seal),
+            seal: Arc::new(seal.into()),
         }
     }
 
@@ -202,7 +202,7 @@ impl Journeys {
             .ok_or(JourneyError::Outdated)?;
         let json = self
             .seal
-            .open(&hex(&row.id_hash), &sealed)
+            .open_at(&hex(&row.id_hash), &sealed, self.clock.now())
             .map_err(|_| JourneyError::Outdated)?;
         let version: serde_json::Value =
             serde_json::from_slice(&json).map_err(|_| JourneyError::Outdated)?;

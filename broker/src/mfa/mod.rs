@@ -20,7 +20,7 @@ use wasmtime::Store as WasmStore;
 use crate::clock::{Clock, Entropy};
 use crate::config::mfa::{Capability, MfaSettings, PluginManifest};
 use crate::domain::auth::AMR_MFA;
-use crate::domain::kek::KeyEncryptionKey;
+use crate::domain::kek::KeyEncryptionKeys;
 use crate::domain::limits::LockoutPolicy;
 use crate::ratelimit::{Limited, Lockout};
 use crate::storage::{StorageError, Store};
@@ -237,6 +237,11 @@ pub enum EnrollOutcome {
     Retry(Localized),
 }
 
+/// The AAD a plugin's state for a user is sealed under (the record it belongs to).
+pub fn state_aad(plugin: &str, user: &str) -> String {
+    format!("mfa-state/{plugin}/{user}")
+}
+
 /// The MFA service: plugins, their state, limits and lockout.
 pub struct Mfa {
     registry: Registry,
@@ -244,7 +249,7 @@ pub struct Mfa {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     entropy: Arc<dyn Entropy>,
-    kek: Arc<KeyEncryptionKey>,
+    kek: Arc<KeyEncryptionKeys>,
     pub delivery: Delivery,
     lockout: Lockout,
     manifests: Option<ManifestSource>,
@@ -259,7 +264,7 @@ impl Mfa {
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         entropy: Arc<dyn Entropy>,
-        kek: Arc<KeyEncryptionKey>,
+        kek: Arc<KeyEncryptionKeys>,
         manifests: Option<ManifestSource>,
     ) -> Result<Self, MfaError> {
         let engine = registry::engine()?;
@@ -342,7 +347,7 @@ impl Mfa {
     }
 
     fn aad(plugin: &str, user: &crate::domain::UserId) -> String {
-        format!("mfa-state/{plugin}/{}", user.as_str())
+        state_aad(plugin, user.as_str())
     }
 
     fn read_state(

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::clock::{Entropy, UnixTime};
 use crate::domain::jose::Alg;
-use crate::domain::kek::KeyEncryptionKey;
+use crate::domain::kek::{KeyEncryptionKeys, SealError};
 use crate::jwt::{JwtError, Signer, Verifier};
 use crate::storage::{SigningKeyRecord, StorageError, Store};
 
@@ -110,14 +110,14 @@ fn generate(alg: Alg, kid: &str) -> Result<(Vec<u8>, Value), KeyError> {
 
 /// The keys in memory, reloaded from storage so that every instance serves the same set.
 pub struct KeyRing {
-    kek: KeyEncryptionKey,
+    kek: KeyEncryptionKeys,
     keys: RwLock<Vec<LoadedKey>>,
 }
 
 impl KeyRing {
-    pub fn new(kek: KeyEncryptionKey) -> Self {
+    pub fn new(kek: impl Into<KeyEncryptionKeys>) -> Self {
         Self {
-            kek,
+            kek: kek.into(),
             keys: RwLock::new(Vec::new()),
         }
     }
@@ -168,7 +168,10 @@ impl KeyRing {
             let der = self
                 .kek
                 .open(&r.kid, &r.private_key_enc)
-                .map_err(|_| KeyError::Decrypt { kid: r.kid.clone() })?;
+                .map_err(|e| match e {
+                    e @ SealError::UnknownKey { .. } => KeyError::Seal(e),
+                    _ => KeyError::Decrypt { kid: r.kid.clone() },
+                })?;
             let signer = Signer::from_pkcs8(alg, &der).map_err(|source| KeyError::Parse {
                 kid: r.kid.clone(),
                 source,
@@ -293,6 +296,7 @@ impl KeyRing {
 mod tests {
     use super::*;
     use crate::clock::OsEntropy;
+    use crate::domain::kek::KeyEncryptionKey;
 
     #[test]
     fn sealing_binds_the_kid_and_needs_the_key() {

@@ -316,6 +316,36 @@ pub enum CappedInsert {
     Full(Vec<SessionRecord>),
 }
 
+/// Where a value sealed under the key-encryption key lives (what `concierge keys rewrap`
+/// re-seals).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SealedRef {
+    /// A row of `secrets` (the root secret), by name.
+    Secret { name: String },
+    /// A signing key's private key, by kid.
+    SigningKey { kid: String },
+    /// A plugin's state for a user.
+    MfaState { plugin: String, user: String },
+}
+
+impl SealedRef {
+    /// The kind, as `concierge keys rewrap` counts them.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Secret { .. } => "secrets",
+            Self::SigningKey { .. } => "signing keys",
+            Self::MfaState { .. } => "mfa states",
+        }
+    }
+}
+
+/// A sealed value and where it lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedValue {
+    pub at: SealedRef,
+    pub value: Vec<u8>,
+}
+
 /// The persistence the broker needs. Synchronous: call it from a blocking thread.
 pub trait Store: MfaStore + JourneyStore + Send + Sync + 'static {
     /// `sqlite` or `postgres`.
@@ -598,4 +628,21 @@ pub trait Store: MfaStore + JourneyStore + Send + Sync + 'static {
 
     /// Stores `value` as the broker-wide secret `name`, replacing any earlier one.
     fn replace_secret(&self, name: &str, value: &[u8], now: UnixTime) -> Result<(), StorageError>;
+
+    /// The broker-wide secret `name` and when it was stored, if there is one.
+    fn secret(&self, name: &str) -> Result<Option<(Vec<u8>, UnixTime)>, StorageError>;
+
+    /// Every value sealed under the key-encryption key: secrets, signing keys' private keys,
+    /// plugin states.
+    fn sealed_values(&self) -> Result<Vec<SealedValue>, StorageError>;
+
+    /// Replaces a sealed value if it still is `expected` (compare-and-set: a value another
+    /// writer changed meanwhile is left alone). Changes nothing else of the row (a plugin
+    /// state keeps its version: its content is the same). False if not replaced.
+    fn reseal_value(
+        &self,
+        at: &SealedRef,
+        expected: &[u8],
+        value: &[u8],
+    ) -> Result<bool, StorageError>;
 }

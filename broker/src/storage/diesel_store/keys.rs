@@ -1,11 +1,12 @@
-//! Owns the diesel implementation of signing keys (first key, rotation, retirement) and named
-//! secrets in [`Store`](crate::storage::Store).
+//! Owns the diesel implementation of signing keys (first key, rotation, retirement), named
+//! secrets, and the listing and compare-and-set re-sealing of every sealed value (`keys rewrap`)
+//! in [`Store`](crate::storage::Store).
 
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 
-use super::super::schema::{secrets, signing_keys};
-use super::super::{SigningKeyRecord, StorageError};
+use super::super::schema::{mfa_state, secrets, signing_keys};
+use super::super::{SealedRef, SealedValue, SigningKeyRecord, StorageError};
 use super::{DieselStore, KEYS_LOCK_ID, Pools, checkout, query_err};
 use crate::clock::UnixTime;
 use diesel::pg::PgConnection;
@@ -191,6 +192,89 @@ impl DieselStore {
                 .execute(c)
                 .map(|_| ())
                 .map_err(query_err)
+        })
+    }
+
+    pub(super) fn secret(&self, name: &str) -> Result<Option<(Vec<u8>, UnixTime)>, StorageError> {
+        with_conn!(self, |c| {
+            secrets::table
+                .find(name)
+                .select((secrets::value, secrets::created_at))
+                .first::<(Vec<u8>, i64)>(c)
+                .optional()
+                .map_err(query_err)
+        })
+    }
+
+    pub(super) fn sealed_values(&self) -> Result<Vec<SealedValue>, StorageError> {
+        let (secret_rows, key_rows, state_rows) = with_conn!(self, |c| {
+            let secret_rows = secrets::table
+                .select((secrets::name, secrets::value))
+                .order(secrets::name.asc())
+                .load::<(String, Vec<u8>)>(c)
+                .map_err(query_err)?;
+            let key_rows = signing_keys::table
+                .select((signing_keys::kid, signing_keys::private_key_enc))
+                .order(signing_keys::kid.asc())
+                .load::<(String, Vec<u8>)>(c)
+                .map_err(query_err)?;
+            let state_rows = mfa_state::table
+                .select((mfa_state::plugin_id, mfa_state::user_id, mfa_state::data))
+                .order((mfa_state::plugin_id.asc(), mfa_state::user_id.asc()))
+                .load::<(String, String, Vec<u8>)>(c)
+                .map_err(query_err)?;
+            Ok::<_, StorageError>((secret_rows, key_rows, state_rows))
+        })?;
+        let secrets = secret_rows.into_iter().map(|(name, value)| SealedValue {
+            at: SealedRef::Secret { name },
+            value,
+        });
+        let keys = key_rows.into_iter().map(|(kid, value)| SealedValue {
+            at: SealedRef::SigningKey { kid },
+            value,
+        });
+        let states = state_rows
+            .into_iter()
+            .map(|(plugin, user, value)| SealedValue {
+                at: SealedRef::MfaState { plugin, user },
+                value,
+            });
+        Ok(secrets.chain(keys).chain(states).collect())
+    }
+
+    pub(super) fn reseal_value(
+        &self,
+        at: &SealedRef,
+        expected: &[u8],
+        value: &[u8],
+    ) -> Result<bool, StorageError> {
+        with_conn!(write self, |c| {
+            match at {
+                SealedRef::Secret { name } => diesel::update(
+                    secrets::table
+                        .filter(secrets::name.eq(name))
+                        .filter(secrets::value.eq(expected)),
+                )
+                .set(secrets::value.eq(value))
+                .execute(c),
+                SealedRef::SigningKey { kid } => diesel::update(
+                    signing_keys::table
+                        .filter(signing_keys::kid.eq(kid))
+                        .filter(signing_keys::private_key_enc.eq(expected)),
+                )
+                .set(signing_keys::private_key_enc.eq(value))
+                .execute(c),
+                SealedRef::MfaState { plugin, user } => diesel::update(
+                    mfa_state::table
+                        .filter(mfa_state::plugin_id.eq(plugin))
+                        .filter(mfa_state::user_id.eq(user))
+                        .filter(mfa_state::data.eq(expected)),
+                )
+                .set(mfa_state::data.eq(value))
+                .execute(c),
+            }
+            .map(|n| n == 1)
+            .map_err(query_err)
         })
     }
 }

@@ -343,6 +343,23 @@ impl Store for DieselStore {
         DieselStore::replace_secret(self, name, value, now)
     }
 
+    fn secret(&self, name: &str) -> Result<Option<(Vec<u8>, UnixTime)>, StorageError> {
+        DieselStore::secret(self, name)
+    }
+
+    fn sealed_values(&self) -> Result<Vec<crate::storage::SealedValue>, StorageError> {
+        DieselStore::sealed_values(self)
+    }
+
+    fn reseal_value(
+        &self,
+        at: &crate::storage::SealedRef,
+        expected: &[u8],
+        value: &[u8],
+    ) -> Result<bool, StorageError> {
+        DieselStore::reseal_value(self, at, expected, value)
+    }
+
     fn insert_audit_events(&self, events: &[AuditRecord]) -> Result<(), StorageError> {
         DieselStore::insert_audit_events(self, events)
     }
