@@ -15,6 +15,7 @@ mod oidc;
 mod ops;
 mod outcome;
 mod upstream;
+mod views;
 
 /// The request parsers of this layer, for the fuzz targets in fuzz/ only (not an API).
 #[doc(hidden)]
