@@ -27,10 +27,9 @@ pub use oidc_auth::UpstreamClientAuth;
 pub use raw::{
     ClaimMapping, LogFormat, RawAdmin, RawAudit, RawChannelSession, RawDatabase, RawHttp, RawLog,
     RawProvider, RawRateLimit, RawServer, RawSession, RawSettings, RawUi, RawUpstream,
+    SamlAttributeMapping,
 };
-pub use saml::{
-    NameIdFormat, SamlAttributeMapping, SamlMetadataSource, SamlUpstreamConfig, SpKeyPair,
-};
+pub use saml::{NameIdFormat, SamlMetadataSource, SamlUpstreamConfig, SpKeyPair};
 
 pub const ENV_PREFIX: &str = "CONCIERGE__";
 

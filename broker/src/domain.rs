@@ -1,5 +1,5 @@
 //! Owns the domain newtypes that raw strings are parsed into at the edge: emails, user ids,
-//! channels, locales, return paths and redacted secrets.
+//! channels, locales, phone numbers, return paths and redacted secrets.
 
 use std::fmt;
 
@@ -163,6 +163,27 @@ impl Locale {
     }
 }
 
+/// A phone number in E.164 form: `+` and 8 to 15 digits, nothing else (`+821012345678`).
+/// What a text message may be sent to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PhoneNumber(String);
+
+impl PhoneNumber {
+    pub fn parse(raw: &str) -> Result<Self, ParseError> {
+        let ok = raw
+            .strip_prefix('+')
+            .is_some_and(|d| (8..=15).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit()));
+        if ok {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(ParseError("not an E.164 number like +821012345678"))
+        }
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// A same-origin path to return to after sign-in. Never an absolute URL, never `//host`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ReturnTo(String);
@@ -224,6 +245,15 @@ mod tests {
         assert!(Email::parse("a b@example.com").is_err());
         assert!(Email::parse("@example.com").is_err());
         assert!(Email::parse("a@").is_err());
+    }
+
+    #[test]
+    fn phone_numbers_are_e164() {
+        assert!(PhoneNumber::parse("+821012345678").is_ok());
+        assert!(PhoneNumber::parse("01012345678").is_err());
+        assert!(PhoneNumber::parse("+82 10 1234").is_err());
+        assert!(PhoneNumber::parse("+1234567").is_err());
+        assert!(PhoneNumber::parse("+1234567890123456").is_err());
     }
 
     #[test]

@@ -2,6 +2,9 @@
 //! | mfa -> storage -> domain): reads the sources of the low layers and fails when one of them
 //! names a module above it. Test only.
 
+mod cycles;
+mod paths;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 

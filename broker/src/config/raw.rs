@@ -1,7 +1,7 @@
 //! Owns the configuration file as written ([`RawSettings`] and its sections): serde structs
 //! with their defaults, before the environment overlay and validation.
 
-use super::{SamlAttributeMapping, mfa};
+use super::mfa;
 use crate::domain::Locale;
 use crate::domain::client::ClientConfig;
 use crate::domain::policy::{MfaRequirement, OnLimit};
@@ -131,6 +131,28 @@ impl Default for ClaimMapping {
             subject: "sub".into(),
             email: "email".into(),
             name: "name".into(),
+            groups: "groups".into(),
+        }
+    }
+}
+
+/// Which SAML attributes (by `Name` or `FriendlyName`) become the identity's fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SamlAttributeMapping {
+    /// Default: the NameID.
+    pub subject: Option<String>,
+    pub email: String,
+    pub name: String,
+    pub groups: String,
+}
+
+impl Default for SamlAttributeMapping {
+    fn default() -> Self {
+        Self {
+            subject: None,
+            email: "mail".into(),
+            name: "displayName".into(),
             groups: "groups".into(),
         }
     }

@@ -1,13 +1,13 @@
 //! Owns the `kind = "saml"` keys of `[[upstreams]]`: IdP metadata source, SP keys read and
-//! checked at boot, NameID format, IdP-initiated login, attribute mapping.
+//! checked at boot, NameID format, IdP-initiated login, attribute mapping (whose file shape,
+//! [`SamlAttributeMapping`], is in `raw.rs` with the OIDC claim mapping).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use url::Url;
 
-use super::RawUpstream;
+use super::{RawUpstream, SamlAttributeMapping};
 use crate::domain::SecretString;
 
 /// Where the IdP's metadata comes from.
@@ -41,28 +41,6 @@ impl NameIdFormat {
             Self::Persistent => "urn:oasis:names:tc:SAML:2.0:nameid-format:persistent",
             Self::EmailAddress => "urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress",
             Self::Transient => "urn:oasis:names:tc:SAML:2.0:nameid-format:transient",
-        }
-    }
-}
-
-/// Which SAML attributes (by `Name` or `FriendlyName`) become the identity's fields.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SamlAttributeMapping {
-    /// Default: the NameID.
-    pub subject: Option<String>,
-    pub email: String,
-    pub name: String,
-    pub groups: String,
-}
-
-impl Default for SamlAttributeMapping {
-    fn default() -> Self {
-        Self {
-            subject: None,
-            email: "mail".into(),
-            name: "displayName".into(),
-            groups: "groups".into(),
         }
     }
 }

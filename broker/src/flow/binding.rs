@@ -2,14 +2,15 @@
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use url::Url;
 
 use crate::audit::{Event, EventKind};
-use crate::flow::contract::{Browser, Outcome};
-use crate::flow::finish::replay_answer;
+use crate::flow::contract::{AppAnswer, Browser, CookieOp, Hop, Next, Outcome};
 use crate::flow::journey::{JourneyError, JourneyId, Loaded};
-use crate::flow::machine::Journey;
+use crate::flow::machine::{self, Journey};
 use crate::flow::signin::{SignIn, SignInError, base64_url, blocking};
 use crate::ratelimit::Scope;
+use crate::session::SessionToken;
 
 pub(crate) fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
@@ -27,6 +28,26 @@ pub enum Resumed {
     Answered(Box<Outcome>),
     /// Unknown, expired, outdated or another browser's.
     Gone,
+}
+
+/// The outcome a kept answer stands for.
+fn replay_answer(a: &machine::Answer) -> Option<Outcome> {
+    let mut out = if a.to.starts_with('/') && a.params.is_empty() {
+        Outcome::new(Next::Redirect(a.to.clone()))
+    } else {
+        let redirect_uri = Url::parse(&a.to).ok()?;
+        let mut out = Outcome::new(Next::App(AppAnswer {
+            redirect_uri: redirect_uri.clone(),
+            form_post: a.form_post,
+            params: a.params.clone(),
+        }));
+        out.hops.push(Hop::Url(redirect_uri));
+        out
+    };
+    if let Some(s) = &a.session {
+        out = out.with_cookie(CookieOp::Session(SessionToken::from_kept(s.clone())));
+    }
+    Some(out)
 }
 
 impl SignIn {

@@ -2,13 +2,11 @@
 
 use std::sync::Arc;
 
-use url::Url;
-
 use crate::audit::{Event, EventKind};
 use crate::domain::policy::SessionLimit;
 use crate::flow::answer::Resolved;
 use crate::flow::binding::Resumed;
-use crate::flow::contract::{AppAnswer, Browser, CookieOp, Hop, Next, Outcome, View};
+use crate::flow::contract::{Browser, CookieOp, Next, Outcome, View};
 use crate::flow::journey::{JourneyError, JourneyId, Loaded};
 use crate::flow::login::{FlowError, open_session};
 use crate::flow::machine::{self, Journey, Stage, Target};
@@ -38,26 +36,6 @@ pub(crate) fn keep_answer(
         }),
         _ => None,
     }
-}
-
-/// The outcome a kept answer stands for.
-pub(crate) fn replay_answer(a: &machine::Answer) -> Option<Outcome> {
-    let mut out = if a.to.starts_with('/') && a.params.is_empty() {
-        Outcome::new(Next::Redirect(a.to.clone()))
-    } else {
-        let redirect_uri = Url::parse(&a.to).ok()?;
-        let mut out = Outcome::new(Next::App(AppAnswer {
-            redirect_uri: redirect_uri.clone(),
-            form_post: a.form_post,
-            params: a.params.clone(),
-        }));
-        out.hops.push(Hop::Url(redirect_uri));
-        out
-    };
-    if let Some(s) = &a.session {
-        out = out.with_cookie(CookieOp::Session(SessionToken::from_kept(s.clone())));
-    }
-    Some(out)
 }
 
 impl SignIn {

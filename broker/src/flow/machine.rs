@@ -325,8 +325,6 @@ pub fn second_factor_proven(j: &mut Journey, amr: &[String], at: UnixTime) {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::domain::policy::MfaRequirement;
-    use crate::flow::policy::{MfaNeed, mfa_need};
     use crate::provider::authorize::StoredRequest;
 
     pub(crate) fn app(acr: Option<&str>) -> Target {
@@ -427,15 +425,6 @@ pub(crate) mod tests {
             Some(vec!["pwd".into(), "otp".into(), "mfa".into()])
         );
         assert_eq!(j.who.as_ref().and_then(Proven::since), Some(100));
-        // A session already at the second level needs nothing more.
-        let mut k = Journey::new(app(None));
-        let mut strong = pwd("u");
-        strong.evidence.push(Proof::local("mfa", 100));
-        k.first_factor(strong, None);
-        assert_eq!(
-            mfa_need(MfaRequirement::Required, None, None, &k),
-            MfaNeed::Met
-        );
     }
 
     /// Every event outside the stage that expects it is refused.

@@ -180,6 +180,15 @@ mod tests {
     use crate::flow::machine::{Target, factor_reproven};
 
     #[test]
+    fn a_session_already_at_the_second_level_needs_nothing_more() {
+        let mut k = Journey::new(app(None));
+        let mut strong = pwd("u");
+        strong.evidence.push(Proof::local("mfa", 100));
+        k.first_factor(strong, None);
+        assert_eq!(mfa_need(Required, None, None, &k), MfaNeed::Met);
+    }
+
+    #[test]
     fn mfa_is_evaluated_for_the_client_receiving_the_code() {
         let mut j = Journey::new(app(None));
         j.first_factor(pwd("u"), None);

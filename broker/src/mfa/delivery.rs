@@ -15,6 +15,7 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use super::host::Outgoing;
 use crate::clock::Entropy;
 use crate::config::mfa::{SmsSettings, SmtpSettings, SmtpTls};
+use crate::domain::PhoneNumber;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeliveryError {
@@ -28,12 +29,6 @@ pub enum DeliveryError {
     Smtp(String),
     #[error("text message not sent: {0}")]
     Sms(String),
-}
-
-/// `+` and 8 to 15 digits.
-pub fn is_e164(s: &str) -> bool {
-    s.strip_prefix('+')
-        .is_some_and(|d| (8..=15).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Sends plugin messages. Cheap to clone.
@@ -145,9 +140,9 @@ impl Delivery {
         }
     }
 
-    async fn sms(&self, to: &str, body: String) -> Result<(), DeliveryError> {
+    async fn sms(&self, to: &PhoneNumber, body: String) -> Result<(), DeliveryError> {
         let (settings, client) = self.sms.as_ref().ok_or(DeliveryError::NoSms)?;
-        let payload = serde_json::json!({ "to": to, "body": body }).to_string();
+        let payload = serde_json::json!({ "to": to.as_str(), "body": body }).to_string();
         let mut req = client
             .post(settings.url.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -185,7 +180,7 @@ fn message_id(entropy: &dyn Entropy, from: &Mailbox) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{is_e164, message_id};
+    use super::message_id;
 
     #[test]
     fn message_ids_are_unique_at_the_sender_domain() {
@@ -195,13 +190,5 @@ mod tests {
         assert!(a.starts_with('<') && a.ends_with("@id.example.com>"), "{a}");
         assert_eq!(a.len(), "<@id.example.com>".len() + 32);
         assert_ne!(a, b);
-    }
-
-    #[test]
-    fn e164_numbers() {
-        assert!(is_e164("+821012345678"));
-        assert!(!is_e164("01012345678"));
-        assert!(!is_e164("+82 10 1234"));
-        assert!(!is_e164("+1234567"));
     }
 }

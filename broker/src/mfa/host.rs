@@ -9,6 +9,7 @@ use std::sync::Arc;
 use wasmtime::{ResourceLimiter, StoreLimits};
 
 use crate::clock::Entropy;
+use crate::domain::PhoneNumber;
 
 wasmtime::component::bindgen!({
     path: "../plugins/wit",
@@ -61,7 +62,7 @@ pub fn one_log_line(text: &str, max_chars: usize) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outgoing {
     Email { subject: String, body: String },
-    Sms { to: String, body: String },
+    Sms { to: PhoneNumber, body: String },
 }
 
 /// Everything one call may touch. A fresh one per call.
@@ -226,9 +227,9 @@ impl concierge::mfa::email::Host for CallState {
 
 impl concierge::mfa::sms::Host for CallState {
     fn send_sms(&mut self, to: String, body: String) -> Result<(), String> {
-        if !crate::mfa::delivery::is_e164(&to) {
+        let Ok(to) = PhoneNumber::parse(&to) else {
             return Err("`to` is not an E.164 number like +821012345678".into());
-        }
+        };
         let len = body.len();
         self.queue(Outgoing::Sms { to, body }, len)
     }

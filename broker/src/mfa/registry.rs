@@ -329,7 +329,7 @@ pub fn inspect(
         .instantiate(&mut store)
         .and_then(|plugin: FactorPlugin| plugin.concierge_mfa_factor().call_describe(&mut store));
     let description = outcome.map_err(|e| {
-        let why = match super::classify(&id, &e, store.data().memory_refused) {
+        let why = match super::error::classify(&id, &e, store.data().memory_refused) {
             MfaError::Budget { budget: "time", .. } => {
                 format!("did not return within its timeout ({:?})", limits.0)
             }

@@ -1,0 +1,63 @@
+//! Owns the values the MFA service takes and gives: who a call is about ([`FactorUser`]), a
+//! factor as the pages list it ([`FactorStatus`]) and what verifying or enrolling came to.
+
+use super::host::{self, Form, Localized};
+use crate::ratelimit::Limited;
+
+/// Who a plugin call is about.
+#[derive(Debug, Clone)]
+pub struct FactorUser {
+    pub id: crate::domain::UserId,
+    pub email: String,
+    pub locale: crate::domain::Locale,
+}
+
+impl FactorUser {
+    pub(super) fn wit(&self) -> host::User {
+        host::User {
+            id: self.id.as_str().to_owned(),
+            email: self.email.clone(),
+            locale: self.locale.as_str().to_owned(),
+        }
+    }
+}
+
+/// A factor as the pages list it for one user.
+#[derive(Clone)]
+pub struct FactorStatus {
+    pub id: String,
+    pub name: Localized,
+    pub kind: host::FactorKind,
+    pub needs_enrollment: bool,
+    pub enrolled: bool,
+    /// Configured and enrolled, but its plugin cannot run now.
+    pub available: bool,
+    /// Its challenge may send something (an email, an SMS; later a push): it starts only on a
+    /// POST from the broker's own page, never on a GET.
+    pub sends: bool,
+}
+
+/// What checking an answer found.
+#[derive(Debug, Clone)]
+pub enum VerifyOutcome {
+    /// The factor is proven; these amr values go into the session.
+    Accepted { amr: Vec<String> },
+    /// Wrong, expired or reused (the message, if the plugin gave one).
+    Rejected { message: Option<Localized> },
+    /// Too many wrong answers: the factor is locked for the user.
+    Locked(Limited),
+}
+
+/// The result of one enrolment step.
+#[derive(Debug, Clone)]
+pub enum EnrollOutcome {
+    Done {
+        /// The methods the session gains: setting the factor up proved it.
+        amr: Vec<String>,
+        /// Recovery codes handed out now (first enrolment only), to show once.
+        recovery_codes: Vec<String>,
+    },
+    Next(Form),
+    /// The answer was not accepted; the message is shown on the same page.
+    Retry(Localized),
+}

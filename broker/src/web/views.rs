@@ -1,0 +1,330 @@
+//! Owns the sign-in journey's step pages: one `Serialize` view-model per page (login, factor
+//! choice, factor form, recovery codes, session limit, logout confirmation, continue as), and how
+//! a step's [`View`] becomes its page, in the browser's language, with a CSRF token.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse};
+use serde::Serialize;
+
+use super::{AppState, DeviceView, render, request_info};
+use crate::domain::Locale;
+use crate::error::WebError;
+use crate::flow::contract::{Notice, View};
+use crate::mfa::FactorStatus;
+use crate::mfa::host::{FieldKind, Localized};
+
+/// A hidden field of an auto-submitted form.
+#[derive(Serialize)]
+pub(super) struct FormField {
+    pub(super) name: String,
+    pub(super) value: String,
+}
+
+fn localized(l: &Localized, locale: Locale) -> String {
+    match locale {
+        Locale::Ko if !l.ko.is_empty() => l.ko.clone(),
+        _ => l.en.clone(),
+    }
+}
+
+fn notice(state: &AppState, n: Option<Notice>, locale: Locale) -> Option<String> {
+    n.map(|n| match n {
+        Notice::Key(k) => state.pages.text(locale, k),
+        Notice::Plugin(l) => localized(&l, locale),
+    })
+}
+
+#[derive(Serialize)]
+struct UpstreamButton {
+    id: String,
+    name: String,
+    url: String,
+}
+
+#[derive(Serialize)]
+struct LoginPage {
+    csrf_token: String,
+    journey: String,
+    email: String,
+    error: Option<String>,
+    upstreams: Vec<UpstreamButton>,
+    email_first: bool,
+}
+
+#[derive(Serialize)]
+struct FactorButton {
+    id: String,
+    name: String,
+    kind: &'static str,
+}
+
+#[derive(Serialize)]
+struct ChoosePage {
+    csrf_token: String,
+    journey: String,
+    factors: Vec<FactorButton>,
+    unavailable: Vec<FactorButton>,
+    enroll: Vec<FactorButton>,
+    recovery: bool,
+    error: Option<String>,
+    step_up: bool,
+    manage: bool,
+    removable: Vec<FactorButton>,
+}
+
+#[derive(Serialize)]
+struct FieldView {
+    name: String,
+    label: String,
+    hint: Option<String>,
+    input_type: &'static str,
+    inputmode: &'static str,
+    autocomplete: &'static str,
+    max_length: u32,
+}
+
+#[derive(Serialize)]
+struct FormPage {
+    csrf_token: String,
+    journey: String,
+    factor: String,
+    factor_name: String,
+    intro: String,
+    fields: Vec<FieldView>,
+    /// Inline SVG of the QR code (generated here, never by the plugin).
+    qr_svg: Option<String>,
+    secret: Option<String>,
+    error: Option<String>,
+    enrolling: bool,
+}
+
+#[derive(Serialize)]
+struct RecoveryPage {
+    csrf_token: String,
+    journey: String,
+    codes: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct ContinueAsPage {
+    csrf_token: String,
+    journey: String,
+    email: String,
+    unsolicited: bool,
+}
+
+#[derive(Serialize)]
+struct LogoutConfirmPage {
+    csrf_token: String,
+    client_name: String,
+    fields: Vec<FormField>,
+}
+
+#[derive(Serialize)]
+struct SessionLimitPage {
+    csrf_token: String,
+    journey: String,
+    sessions: Vec<DeviceView>,
+}
+
+fn kind_name(k: crate::mfa::host::FactorKind) -> &'static str {
+    use crate::mfa::host::FactorKind as K;
+    match k {
+        K::Totp => "totp",
+        K::EmailOtp => "email-otp",
+        K::SmsOtp => "sms-otp",
+        K::Other => "other",
+    }
+}
+
+fn qr_svg(data: &str) -> Option<String> {
+    let code = qrcode::QrCode::new(data.as_bytes()).ok()?;
+    Some(
+        code.render::<qrcode::render::svg::Color<'_>>()
+            .min_dimensions(200, 200)
+            .quiet_zone(true)
+            .build(),
+    )
+}
+
+/// Renders a step's page with a CSRF token for this browser.
+pub(super) fn page(
+    state: &AppState,
+    req: &HttpRequest,
+    status: StatusCode,
+    journey: &str,
+    view: View,
+) -> Result<HttpResponse, WebError> {
+    let locale = request_info(req, state).locale;
+    let csrf = state
+        .csrf
+        .issue(req, &state.cookies, state.entropy.as_ref())?;
+    let token = csrf.token.clone();
+    let journey = journey.to_owned();
+    let mut res = match view {
+        View::Login {
+            email,
+            error,
+            linking: _,
+        } => {
+            let vm = LoginPage {
+                csrf_token: token,
+                email,
+                error: error.map(|k| state.pages.text(locale, k)),
+                upstreams: state
+                    .upstreams
+                    .buttons()
+                    .map(|u| UpstreamButton {
+                        id: u.id.clone(),
+                        name: u.display_name.clone(),
+                        url: if journey.is_empty() {
+                            format!("/upstream/{}/start", u.id)
+                        } else {
+                            format!("/upstream/{}/start?journey={journey}", u.id)
+                        },
+                    })
+                    .collect(),
+                email_first: state.signin.email_first(),
+                journey,
+            };
+            render(state, req, status, "login", false, &vm)?
+        }
+        View::MfaChoose {
+            factors,
+            may_enroll,
+            recovery,
+            error,
+            step_up,
+            manage,
+        } => {
+            let button = |f: &FactorStatus| FactorButton {
+                id: f.id.clone(),
+                name: localized(&f.name, locale),
+                kind: kind_name(f.kind),
+            };
+            let vm = ChoosePage {
+                csrf_token: token,
+                journey,
+                factors: factors
+                    .iter()
+                    .filter(|f| f.enrolled && f.available)
+                    .map(button)
+                    .collect(),
+                unavailable: factors
+                    .iter()
+                    .filter(|f| f.enrolled && !f.available)
+                    .map(button)
+                    .collect(),
+                enroll: factors
+                    .iter()
+                    .filter(|f| may_enroll && f.available && !f.enrolled && f.needs_enrollment)
+                    .map(button)
+                    .collect(),
+                recovery,
+                error: notice(state, error, locale),
+                step_up,
+                manage,
+                removable: factors
+                    .iter()
+                    .filter(|f| manage && may_enroll && f.enrolled && f.needs_enrollment)
+                    .map(button)
+                    .collect(),
+            };
+            render(state, req, status, "mfa_choose", false, &vm)?
+        }
+        View::MfaForm {
+            factor,
+            form,
+            enrolling,
+            error,
+        } => {
+            let factor_name = match state.mfa.registry().get(&factor) {
+                Some(crate::mfa::registry::Slot::Ready(l)) => {
+                    localized(&l.description.name, locale)
+                }
+                _ => factor.clone(),
+            };
+            let fields = form
+                .fields
+                .iter()
+                .map(|f| {
+                    let (input_type, inputmode, autocomplete) = match f.kind {
+                        FieldKind::Code => ("text", "numeric", "one-time-code"),
+                        FieldKind::Phone => ("tel", "tel", "tel"),
+                        FieldKind::Text => ("text", "text", "off"),
+                    };
+                    FieldView {
+                        name: f.name.clone(),
+                        label: localized(&f.label, locale),
+                        hint: f.hint.as_ref().map(|h| localized(h, locale)),
+                        input_type,
+                        inputmode,
+                        autocomplete,
+                        max_length: f.max_length,
+                    }
+                })
+                .collect();
+            let vm = FormPage {
+                csrf_token: token,
+                journey,
+                factor,
+                factor_name,
+                intro: localized(&form.intro, locale),
+                fields,
+                qr_svg: form.qr.as_deref().and_then(qr_svg),
+                secret: form.secret.clone(),
+                error: notice(state, error, locale),
+                enrolling,
+            };
+            render(state, req, status, "mfa_form", false, &vm)?
+        }
+        View::RecoveryCodes { codes } => {
+            let vm = RecoveryPage {
+                csrf_token: token,
+                journey,
+                codes,
+            };
+            render(state, req, status, "mfa_recovery_codes", false, &vm)?
+        }
+        View::SessionLimit { sessions } => {
+            let vm = SessionLimitPage {
+                csrf_token: token,
+                journey,
+                sessions: sessions
+                    .iter()
+                    .map(|s| DeviceView::of(state, locale, s, false, s.last_seen))
+                    .collect(),
+            };
+            render(state, req, status, "session_limit", false, &vm)?
+        }
+        View::LogoutConfirm {
+            client_name,
+            fields,
+        } => {
+            let vm = LogoutConfirmPage {
+                csrf_token: token,
+                client_name,
+                fields: fields
+                    .into_iter()
+                    .map(|(name, value)| FormField { name, value })
+                    .collect(),
+            };
+            render(state, req, status, "logout_confirm", true, &vm)?
+        }
+        View::ContinueAs {
+            email, unsolicited, ..
+        } => {
+            let vm = ContinueAsPage {
+                csrf_token: token,
+                journey,
+                email,
+                unsolicited,
+            };
+            render(state, req, status, "continue_as", false, &vm)?
+        }
+    };
+    if let Some(c) = csrf.new_cookie {
+        res.add_cookie(&c).map_err(WebError::internal)?;
+    }
+    Ok(res)
+}
