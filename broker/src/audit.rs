@@ -33,6 +33,8 @@ pub enum EventKind {
     MfaSucceeded,
     /// A factor was removed by its user (reason: the plugin id).
     MfaRemoved,
+    /// The user replaced their recovery codes with new ones (the old ones stop working).
+    RecoveryCodesRenewed,
     /// A wrong, expired or reused answer, or a plugin failure (reason: `plugin:why`).
     MfaFailed,
     MfaLockedOut,
@@ -44,7 +46,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 21] = [
+    pub const ALL: [EventKind; 22] = [
         Self::LoginSucceeded,
         Self::LoginFailed,
         Self::SessionCreated,
@@ -62,6 +64,7 @@ impl EventKind {
         Self::MfaChallenged,
         Self::MfaSucceeded,
         Self::MfaRemoved,
+        Self::RecoveryCodesRenewed,
         Self::MfaFailed,
         Self::MfaLockedOut,
         Self::PluginReloaded,
@@ -87,6 +90,7 @@ impl EventKind {
             Self::MfaChallenged => "mfa_challenged",
             Self::MfaSucceeded => "mfa_succeeded",
             Self::MfaRemoved => "mfa_removed",
+            Self::RecoveryCodesRenewed => "recovery_codes_renewed",
             Self::MfaFailed => "mfa_failed",
             Self::MfaLockedOut => "mfa_locked_out",
             Self::PluginReloaded => "plugin_reloaded",

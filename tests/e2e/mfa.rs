@@ -856,6 +856,13 @@ async fn factors_are_managed_from_the_account_page(b: Backend) {
         .submit(&page, "/login/mfa/remove", &[("factor", "totp")])
         .await;
     assert_eq!(removed.status, 200, "{}", removed.body);
+    assert!(
+        removed
+            .body
+            .contains("class=\"alert alert-success\" role=\"status\" id=\"mfa-done\""),
+        "the removal is told as a success, not an error: {}",
+        removed.body
+    );
     assert!(enrolments(&app).is_empty());
     let events = crate::control::audit_events(&app, "mfa_removed").await;
     assert_eq!(events.len(), 1, "{events:?}");
@@ -1583,7 +1590,94 @@ fn config_check_refuses_secrets_sent_in_clear() {
     }
 }
 
+/// The recovery codes shown on one page, in order.
+fn codes_on(page: &Page) -> Vec<String> {
+    page.body
+        .split("<li><code>")
+        .skip(1)
+        .map(|s| s[..s.find('<').unwrap()].to_owned())
+        .collect()
+}
+
+/// Issue #17 item 11: new recovery codes from the account page, right after a factor was proven
+/// there; the old ones stop working, the new ones work once; audited; never without a recent
+/// proof.
+async fn recovery_codes_are_renewed_from_the_account_page(b: Backend) {
+    let config = format!(
+        "{}\n{}",
+        mfa_config("required", &totp_manifest(), ""),
+        crate::control::OPS_CLIENTS
+    );
+    let Some(app) = spawn_provider_with(b, &[], &config).await else {
+        return;
+    };
+    let mut br = Browser::new(&app);
+    let page = br.login(DEMO_EMAIL, DEMO_PASSWORD).await;
+    let page = choose(&mut br, &page, "totp", "enroll").await;
+    let secret = text_of(&page, "mfa-secret");
+    let page = answer(&mut br, &page, &[("code", &oathtool(&secret, START))]).await;
+    let old = codes_on(&page);
+    assert_eq!(old.len(), 10, "{}", page.body);
+    let done = br.submit(&page, "/login/mfa/continue", &[]).await;
+    assert_eq!(done.status, 303, "{}", done.body);
+
+    // Managing factors ten minutes later: prove TOTP again, then new codes.
+    app.clock.advance(600);
+    let manage = br.get("/account/factors").await;
+    assert_eq!(manage.status, 200, "{}", manage.body);
+    assert!(
+        !manage.body.contains("id=\"mfa-codes-renew\""),
+        "the last proof is ten minutes old: {}",
+        manage.body
+    );
+    let forced = br
+        .post_form(
+            "/login/mfa/recovery-codes",
+            &[
+                ("csrf_token", &manage.field("csrf_token")),
+                ("journey", &manage.field("journey")),
+            ],
+        )
+        .await;
+    assert_eq!(forced.status, 403, "{}", forced.body);
+    assert!(forced.body.contains("id=\"mfa-error\""), "{}", forced.body);
+    let page = totp_challenge(&mut br, forced).await;
+    let page = answer(&mut br, &page, &[("code", &oathtool(&secret, START + 600))]).await;
+    assert_eq!(page.status, 200, "back at the choice: {}", page.body);
+    assert!(
+        page.body.contains("id=\"mfa-codes-renew\""),
+        "{}",
+        page.body
+    );
+    let page = br.submit(&page, "/login/mfa/recovery-codes", &[]).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let new = codes_on(&page);
+    assert_eq!(new.len(), 10, "{}", page.body);
+    assert!(new.iter().all(|c| !old.contains(c)), "{old:?} {new:?}");
+    let done = br.submit(&page, "/login/mfa/continue", &[]).await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    assert_eq!(done.location.as_deref(), Some("/account"));
+    let events = crate::control::audit_events(&app, "recovery_codes_renewed").await;
+    assert_eq!(events.len(), 1, "{events:?}");
+
+    // The next sign-ins: an old code is refused, a new one works.
+    let mut other = Browser::new(&app);
+    let page = other.login(DEMO_EMAIL, DEMO_PASSWORD).await;
+    let choice = choose(&mut other, &page, "", "").await;
+    let refused = other
+        .submit(&choice, "/login/mfa/recovery", &[("code", &old[0])])
+        .await;
+    assert_eq!(refused.status, 401, "{}", refused.body);
+    assert!(other.session_cookie().is_none());
+    let ok = other
+        .submit(&refused, "/login/mfa/recovery", &[("code", &new[0])])
+        .await;
+    assert_eq!(ok.status, 303, "{}", ok.body);
+    assert!(other.session_cookie().is_some());
+}
+
 per_backend_async!(
+    recovery_codes_are_renewed_from_the_account_page,
     factors_are_managed_from_the_account_page,
     a_get_never_sends_a_challenge,
     totp_enrolment_sign_in_lockout_replay_and_recovery,

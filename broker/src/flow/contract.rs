@@ -37,11 +37,13 @@ pub enum Hop {
     UpstreamLogout(String),
 }
 
-/// A message shown on a page: a text of the locale files, or the plugin's own.
+/// A message shown on a page: a text of the locale files, or the plugin's own; `Done` says
+/// something worked (shown as a status, not as an error).
 #[derive(Clone)]
 pub enum Notice {
     Key(&'static str),
     Plugin(Localized),
+    Done(&'static str),
 }
 
 /// The page a journey step shows (the web layer renders it in the browser's language).

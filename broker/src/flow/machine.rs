@@ -130,6 +130,8 @@ pub enum Event<'a> {
     Continue,
     /// Remove an enrolled factor (a journey started to manage factors).
     RemoveFactor,
+    /// New recovery codes instead of the old ones (a journey started to manage factors).
+    RenewRecoveryCodes,
 }
 
 /// Whether `event` is valid for the journey at its current stage.
@@ -152,7 +154,7 @@ pub fn accept(j: &Journey, event: Event<'_>) -> bool {
         (Stage::Mfa, Event::CodesSeen) => j.mfa.awaiting_codes_ack.is_some(),
         (Stage::SessionLimit, Event::EndSession) => j.who.is_some() && j.mfa.satisfied,
         (Stage::ContinueAs, Event::Continue) => j.who.is_some(),
-        (Stage::Mfa, Event::RemoveFactor) => {
+        (Stage::Mfa, Event::RemoveFactor | Event::RenewRecoveryCodes) => {
             j.manage && j.who.is_some() && j.mfa.awaiting_codes_ack.is_none()
         }
         _ => false,
@@ -442,6 +444,7 @@ pub(crate) mod tests {
             Event::EndSession,
             Event::Continue,
             Event::RemoveFactor,
+            Event::RenewRecoveryCodes,
         ];
         let fresh = Journey::new(app(None));
         let mut at_upstream = fresh.clone();
@@ -509,6 +512,7 @@ pub(crate) mod tests {
                     Event::ChooseFactor,
                     Event::RecoveryCode,
                     Event::RemoveFactor,
+                    Event::RenewRecoveryCodes,
                 ],
             ),
         ];

@@ -67,6 +67,15 @@ pub const TEXT_KEYS: &[&str] = &[
     "error_upstream_failed",
     "error_upstream_unavailable",
     "error_upstream_expired",
+    "error_proof_outdated",
+    "error_unsolicited_not_linked",
+    "mfa_unavailable_message",
+    "mfa_removed",
+    "mfa_codes_need_factor",
+    "mfa_remove_last",
+    "mfa_reprove_first",
+    "mfa_wrong_code",
+    "mfa_wrong_recovery",
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -156,6 +156,19 @@ pub async fn remove(
     respond(&state, &req, out).await
 }
 
+/// `POST /login/mfa/recovery-codes`: new recovery codes (a journey that manages factors).
+pub async fn renew_codes(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    form: StrictForm<StepForm>,
+) -> Result<HttpResponse, WebError> {
+    let form = form.into_inner();
+    state.csrf.verify(&req, &state.cookies, &form.csrf_token)?;
+    let browser = posted_browser(&state, &req);
+    let out = retrying(|| state.signin.mfa_renew_codes(&browser, &form.journey)).await?;
+    respond(&state, &req, out).await
+}
+
 /// `GET /account/factors`: manage second factors (list, prove one again, add, remove).
 pub async fn manage(
     state: web::Data<AppState>,

@@ -97,6 +97,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, max_form_bytes: usize) {
         )
         .service(web::resource("/login/continue").route(web::post().to(login::continue_as)))
         .service(web::resource("/login/mfa/remove").route(web::post().to(mfa::remove)))
+        .service(web::resource("/login/mfa/recovery-codes").route(web::post().to(mfa::renew_codes)))
         .service(web::resource("/account/factors").route(web::get().to(mfa::manage)))
         .service(web::resource("/login/mfa/choose").route(web::post().to(mfa::choose)))
         .service(web::resource("/login/mfa/answer").route(web::post().to(mfa::answer)))

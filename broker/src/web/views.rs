@@ -29,9 +29,21 @@ fn localized(l: &Localized, locale: Locale) -> String {
 
 fn notice(state: &AppState, n: Option<Notice>, locale: Locale) -> Option<String> {
     n.map(|n| match n {
-        Notice::Key(k) => state.pages.text(locale, k),
+        Notice::Key(k) | Notice::Done(k) => state.pages.text(locale, k),
         Notice::Plugin(l) => localized(&l, locale),
     })
+}
+
+/// A notice split into what went wrong (`error`) and what worked (`done`).
+fn error_or_done(
+    state: &AppState,
+    n: Option<Notice>,
+    locale: Locale,
+) -> (Option<String>, Option<String>) {
+    match n {
+        Some(Notice::Done(k)) => (None, Some(state.pages.text(locale, k))),
+        other => (notice(state, other, locale), None),
+    }
 }
 
 #[derive(Serialize)]
@@ -70,6 +82,9 @@ struct ChoosePage {
     step_up: bool,
     manage: bool,
     removable: Vec<FactorButton>,
+    done: Option<String>,
+    /// New recovery codes may be asked for (managing, a factor set up, proven just now).
+    renew_codes: bool,
 }
 
 #[derive(Serialize)]
@@ -202,6 +217,7 @@ pub(super) fn page(
                 name: localized(&f.name, locale),
                 kind: kind_name(f.kind),
             };
+            let (error, done) = error_or_done(state, error, locale);
             let vm = ChoosePage {
                 csrf_token: token,
                 journey,
@@ -221,9 +237,15 @@ pub(super) fn page(
                     .map(button)
                     .collect(),
                 recovery,
-                error: notice(state, error, locale),
+                error,
+                done,
                 step_up,
                 manage,
+                renew_codes: manage
+                    && may_enroll
+                    && factors
+                        .iter()
+                        .any(|f| f.enrolled && f.available && f.needs_enrollment),
                 removable: factors
                     .iter()
                     .filter(|f| manage && may_enroll && f.enrolled && f.needs_enrollment)

@@ -5,6 +5,7 @@ pub mod continue_as;
 pub mod password;
 pub mod recovery_code;
 pub mod remove_factor;
+pub mod renew_recovery_codes;
 pub mod second_factor;
 pub mod session_limit;
 pub mod upstream;

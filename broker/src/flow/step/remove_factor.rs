@@ -87,7 +87,7 @@ impl SignIn {
             &mut loaded,
             &who,
             200,
-            Some(Notice::Key("mfa_removed")),
+            Some(Notice::Done("mfa_removed")),
         )
         .await
     }
