@@ -845,6 +845,16 @@ fn mfa_enrolments_and_recovery_codes(b: Backend) {
         assert_eq!(e.len(), 2);
         assert_eq!(e[0].plugin_id, "email-otp");
         assert_eq!(e[1].created_at, 10, "enrolling again keeps the first time");
+        assert_eq!(e[1].last_used_at, None);
+        s.touch_mfa_enrollment(&u, "totp", 40).unwrap();
+        s.touch_mfa_enrollment(&u, "sms-otp", 40).unwrap();
+        let e = s.mfa_enrollments(&u).unwrap();
+        assert_eq!(
+            e.len(),
+            2,
+            "touching a factor that is not enrolled adds nothing"
+        );
+        assert_eq!((e[0].last_used_at, e[1].last_used_at), (None, Some(40)));
         s.put_mfa_state("totp", &u, None, b"x", 10).unwrap();
         assert!(s.delete_mfa_enrollment(&u, "totp").unwrap());
         assert_eq!(

@@ -1641,8 +1641,24 @@ async fn recovery_codes_are_renewed_from_the_account_page(b: Backend) {
         .await;
     assert_eq!(forced.status, 403, "{}", forced.body);
     assert!(forced.body.contains("id=\"mfa-error\""), "{}", forced.body);
+    // The factor list says when TOTP was added and last used (set up at the first sign-in, not
+    // used since).
+    let times = |p: &Page| {
+        let at = p
+            .body
+            .find("class=\"hint factor-times\" data-factor=\"totp\"")?;
+        Some(p.body[at..at + p.body[at..].find("</p>")?].to_owned())
+    };
+    let listed = times(&forced).unwrap_or_else(|| panic!("{}", forced.body));
+    assert!(listed.contains("2027-01-15T08:00:00Z"), "{listed}");
+    assert!(listed.contains("not yet"), "{listed}");
     let page = totp_challenge(&mut br, forced).await;
     let page = answer(&mut br, &page, &[("code", &oathtool(&secret, START + 600))]).await;
+    let listed = times(&page).unwrap_or_else(|| panic!("{}", page.body));
+    assert!(
+        listed.contains("2027-01-15T08:10:00Z"),
+        "proving it here counts as a use: {listed}"
+    );
     assert_eq!(page.status, 200, "back at the choice: {}", page.body);
     assert!(
         page.body.contains("id=\"mfa-codes-renew\""),

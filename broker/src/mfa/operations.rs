@@ -30,19 +30,24 @@ impl Mfa {
 
     /// The factors this user can use or set up, in id order. Blocking.
     pub fn factors(&self, user: &FactorUser) -> Result<Vec<FactorStatus>, MfaError> {
-        let enrolled: std::collections::BTreeSet<String> = self
+        let enrolled: std::collections::BTreeMap<String, (i64, Option<i64>)> = self
             .store
             .mfa_enrollments(&user.id)?
             .into_iter()
-            .map(|e| e.plugin_id)
+            .map(|e| (e.plugin_id, (e.created_at, e.last_used_at)))
             .collect();
+        let times = |id: &str| {
+            enrolled
+                .get(id)
+                .map_or((None, None), |(added, used)| (Some(*added), *used))
+        };
         let mut out = Vec::new();
         for (id, slot) in self.registry.snapshot() {
             match slot {
                 Slot::Ready(l) => {
                     let d = &l.description;
                     let is_enrolled = if d.needs_enrollment {
-                        enrolled.contains(&id)
+                        enrolled.contains_key(&id)
                     } else {
                         // Factors without enrolment (email) say whether they can reach the user.
                         self.call(&l, user, |p, s, u| {
@@ -51,7 +56,10 @@ impl Mfa {
                         .and_then(|(b, outbox)| self.settle(outbox).map(|()| b))
                         .unwrap_or(false)
                     };
+                    let (added, last_used) = times(&id);
                     out.push(FactorStatus {
+                        added,
+                        last_used,
                         id,
                         name: d.name.clone(),
                         kind: d.kind,
@@ -65,7 +73,9 @@ impl Mfa {
                             .any(|g| matches!(g, Capability::Email | Capability::Sms)),
                     });
                 }
-                Slot::Failed(_) if enrolled.contains(&id) => out.push(FactorStatus {
+                Slot::Failed(_) if enrolled.contains_key(&id) => out.push(FactorStatus {
+                    added: times(&id).0,
+                    last_used: times(&id).1,
                     name: Localized {
                         en: id.clone(),
                         ko: id.clone(),
@@ -206,6 +216,14 @@ impl Mfa {
             Ok((l, Ok(Verdict::Accepted))) => {
                 if lock.has_failures {
                     self.lockout.succeeded(&key)?;
+                }
+                // "Last used" on the account's factor list; never a reason to fail the sign-in.
+                if l.description.needs_enrollment
+                    && let Err(e) =
+                        self.store
+                            .touch_mfa_enrollment(&user.id, plugin, self.clock.now())
+                {
+                    tracing::warn!(plugin, error = %e, "recording when a factor was used failed");
                 }
                 Ok(VerifyOutcome::Accepted {
                     amr: l.proven_amr(),

@@ -32,6 +32,10 @@ pub struct FactorStatus {
     pub enrolled: bool,
     /// Configured and enrolled, but its plugin cannot run now.
     pub available: bool,
+    /// When the user set it up, and when it last proved a sign-in (factors that need an
+    /// enrolment).
+    pub added: Option<crate::clock::UnixTime>,
+    pub last_used: Option<crate::clock::UnixTime>,
     /// Its challenge may send something (an email, an SMS; later a push): it starts only on a
     /// POST from the broker's own page, never on a GET.
     pub sends: bool,

@@ -18,6 +18,8 @@ pub struct MfaStateRow {
 pub struct MfaEnrollment {
     pub plugin_id: String,
     pub created_at: UnixTime,
+    /// When it last proved a sign-in (`None`: not since it was set up).
+    pub last_used_at: Option<UnixTime>,
 }
 
 /// The MFA part of the store; every [`super::Store`] implements it.
@@ -41,6 +43,13 @@ pub trait MfaStore: Send + Sync {
         user: &UserId,
         plugin: &str,
         now: UnixTime,
+    ) -> Result<(), StorageError>;
+    /// Records that the factor proved a sign-in at `at` (nothing if it is not enrolled).
+    fn touch_mfa_enrollment(
+        &self,
+        user: &UserId,
+        plugin: &str,
+        at: UnixTime,
     ) -> Result<(), StorageError>;
     /// Removes the enrolment and the plugin's state for the user.
     fn delete_mfa_enrollment(&self, user: &UserId, plugin: &str) -> Result<bool, StorageError>;

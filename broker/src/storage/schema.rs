@@ -206,6 +206,7 @@ diesel::table! {
         user_id -> Text,
         plugin_id -> Text,
         created_at -> BigInt,
+        last_used_at -> Nullable<BigInt>,
     }
 }
 

@@ -68,6 +68,9 @@ struct FactorButton {
     id: String,
     name: String,
     kind: &'static str,
+    /// When it was set up and last used (shown while managing factors).
+    added: Option<String>,
+    last_used: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -216,6 +219,8 @@ pub(super) fn page(
                 id: f.id.clone(),
                 name: localized(&f.name, locale),
                 kind: kind_name(f.kind),
+                added: f.added.filter(|_| manage).map(super::format_time),
+                last_used: f.last_used.filter(|_| manage).map(super::format_time),
             };
             let (error, done) = error_or_done(state, error, locale);
             let vm = ChoosePage {

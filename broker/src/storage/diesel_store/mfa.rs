@@ -63,19 +63,24 @@ impl MfaStore for DieselStore {
     }
 
     fn mfa_enrollments(&self, user: &UserId) -> Result<Vec<MfaEnrollment>, StorageError> {
-        let rows: Vec<(String, i64)> = with_conn!(self, |c| {
+        let rows: Vec<(String, i64, Option<i64>)> = with_conn!(self, |c| {
             mfa_enrollments::table
                 .filter(mfa_enrollments::user_id.eq(user.as_str()))
                 .order(mfa_enrollments::plugin_id)
-                .select((mfa_enrollments::plugin_id, mfa_enrollments::created_at))
+                .select((
+                    mfa_enrollments::plugin_id,
+                    mfa_enrollments::created_at,
+                    mfa_enrollments::last_used_at,
+                ))
                 .load(c)
                 .map_err(query_err)
         })?;
         Ok(rows
             .into_iter()
-            .map(|(plugin_id, created_at)| MfaEnrollment {
+            .map(|(plugin_id, created_at, last_used_at)| MfaEnrollment {
                 plugin_id,
                 created_at,
+                last_used_at,
             })
             .collect())
     }
@@ -94,6 +99,21 @@ impl MfaStore for DieselStore {
                     mfa_enrollments::created_at.eq(now),
                 ))
                 .on_conflict_do_nothing()
+                .execute(c)
+                .map(|_| ())
+                .map_err(query_err)
+        })
+    }
+
+    fn touch_mfa_enrollment(
+        &self,
+        user: &UserId,
+        plugin: &str,
+        at: UnixTime,
+    ) -> Result<(), StorageError> {
+        with_conn!(write self, |c| {
+            diesel::update(mfa_enrollments::table.find((user.as_str(), plugin)))
+                .set(mfa_enrollments::last_used_at.eq(Some(at)))
                 .execute(c)
                 .map(|_| ())
                 .map_err(query_err)

@@ -1,0 +1,1 @@
+ALTER TABLE mfa_enrollments DROP COLUMN last_used_at;
