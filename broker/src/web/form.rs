@@ -1,17 +1,20 @@
 //! Owns strict parsing of urlencoded form bodies: the right content type, well-formed `%XX`
 //! escapes and UTF-8 throughout, or a 400 before any handler sees the request. (The framework's
-//! own form extractor silently repairs malformed input, which hides garbage behind a 401.)
+//! own form extractor silently repairs malformed input, which hides garbage behind a 401.) And
+//! the OAuth bodies and queries: every value of every parameter, repeated ones refused.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 
 use actix_web::dev::Payload;
-use actix_web::http::header::CONTENT_TYPE;
+use actix_web::http::header::{self, CONTENT_TYPE};
 use actix_web::web::Bytes;
 use actix_web::{FromRequest, HttpRequest};
 use serde::de::DeserializeOwned;
 
 use crate::error::WebError;
+use crate::provider::OAuthError;
 
 pub struct StrictForm<T>(pub T);
 
@@ -102,6 +105,47 @@ impl<T: DeserializeOwned + 'static> FromRequest for StrictForm<T> {
                 .map_err(|_| WebError::BadRequest.into())
         })
     }
+}
+
+/// Every value of every parameter, so that repeated parameters can be refused.
+pub fn multi_params(raw: &[u8]) -> BTreeMap<String, Vec<String>> {
+    let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (k, v) in url::form_urlencoded::parse(raw) {
+        map.entry(k.into_owned()).or_default().push(v.into_owned());
+    }
+    map
+}
+
+/// A urlencoded OAuth request body: well-formed, no repeated parameters.
+pub fn oauth_form(req: &HttpRequest, body: &[u8]) -> Result<BTreeMap<String, String>, OAuthError> {
+    let urlencoded = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| {
+            v.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
+    if !urlencoded || !well_formed(body) {
+        return Err(OAuthError::InvalidRequest(
+            "the body must be application/x-www-form-urlencoded".into(),
+        ));
+    }
+    let mut out = BTreeMap::new();
+    for (k, v) in multi_params(body) {
+        match v.as_slice() {
+            [one] => {
+                out.insert(k, one.clone());
+            }
+            _ => {
+                return Err(OAuthError::InvalidRequest(format!(
+                    "`{k}` given more than once"
+                )));
+            }
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -20,8 +20,7 @@ mod views;
 /// The request parsers of this layer, for the fuzz targets in fuzz/ only (not an API).
 #[doc(hidden)]
 pub mod fuzzing {
-    pub use super::form::{StrictForm, well_formed};
-    pub use super::oidc::{multi_params, oauth_form};
+    pub use super::form::{StrictForm, multi_params, oauth_form, well_formed};
 }
 
 use std::sync::Arc;

@@ -16,7 +16,7 @@ use base64::engine::general_purpose::STANDARD;
 use serde::Serialize;
 
 use super::AppState;
-use super::form::well_formed;
+use super::form::{multi_params, oauth_form, well_formed};
 use super::outcome::{browser, respond};
 use crate::error::WebError;
 use crate::flow::signout::RpLogout;
@@ -40,49 +40,6 @@ pub async fn jwks(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, format!("public, max-age={max_age}")))
         .json(state.provider.jwks())
-}
-
-/// Every value of every parameter, so that repeated parameters can be refused. (`pub` for the
-/// fuzz targets in fuzz/.)
-pub fn multi_params(raw: &[u8]) -> BTreeMap<String, Vec<String>> {
-    let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (k, v) in url::form_urlencoded::parse(raw) {
-        map.entry(k.into_owned()).or_default().push(v.into_owned());
-    }
-    map
-}
-
-/// A urlencoded OAuth request body: well-formed, no repeated parameters. (`pub` for the fuzz
-/// targets in fuzz/.)
-pub fn oauth_form(req: &HttpRequest, body: &[u8]) -> Result<BTreeMap<String, String>, OAuthError> {
-    let urlencoded = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| {
-            v.trim()
-                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-        });
-    if !urlencoded || !well_formed(body) {
-        return Err(OAuthError::InvalidRequest(
-            "the body must be application/x-www-form-urlencoded".into(),
-        ));
-    }
-    let mut out = BTreeMap::new();
-    for (k, v) in multi_params(body) {
-        match v.as_slice() {
-            [one] => {
-                out.insert(k, one.clone());
-            }
-            _ => {
-                return Err(OAuthError::InvalidRequest(format!(
-                    "`{k}` given more than once"
-                )));
-            }
-        }
-    }
-    Ok(out)
 }
 
 fn credentials(
