@@ -77,11 +77,11 @@ impl SignIn {
                             .await;
                     }
                     let party = self.party(&loaded.state).await?;
-                    let client = party.policy().and_then(|p| p.mfa);
+                    let party_mfa = party.policy().and_then(|p| p.mfa);
                     let upstream = self.upstream_config(&who.upstream);
                     match policy::mfa_need(
                         self.settings.mfa_default,
-                        client,
+                        party_mfa,
                         upstream,
                         &loaded.state,
                     ) {

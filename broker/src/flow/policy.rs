@@ -1,6 +1,7 @@
 //! Owns the MFA policy: whether a sign-in (or an app's authorization on an existing session)
-//! needs a second factor, from the `[mfa]` default, the client, the upstream (and whether its own
-//! MFA is trusted), and the `acr_values` the app asked for. Pure.
+//! needs a second factor, from the `[mfa]` default, the relying party's own requirement (an
+//! OpenID client's `mfa` today; a SAML service provider's the same way: `domain::RelyingParty`),
+//! the upstream (and whether its own MFA is trusted), and the levels the party asked for. Pure.
 
 use crate::clock::UnixTime;
 use crate::config::UpstreamConfig;
@@ -23,11 +24,11 @@ pub fn acr_values_need_more(acr_values: Option<&str>, level: u8) -> bool {
 /// What the policy asks of this sign-in.
 pub fn requirement(
     default: MfaRequirement,
-    client: Option<MfaRequirement>,
+    party: Option<MfaRequirement>,
     upstream: Option<&UpstreamConfig>,
     acr_values: Option<&str>,
 ) -> MfaRequirement {
-    let mut r = client.unwrap_or(default);
+    let mut r = party.unwrap_or(default);
     if let Some(u) = upstream.and_then(|u| u.mfa) {
         r = r.max(u);
     }
@@ -84,18 +85,18 @@ pub enum MfaNeed {
     Facts { required: bool },
 }
 
-/// Evaluates the MFA policy for the client that will receive the code (and the upstream, and
-/// the `acr_values` the app asked for). Pure.
+/// Evaluates the MFA policy for the relying party the journey answers (and the upstream, and
+/// the levels the party asked for). Pure.
 pub fn mfa_need(
     default: MfaRequirement,
-    client: Option<MfaRequirement>,
+    party: Option<MfaRequirement>,
     upstream: Option<&crate::config::UpstreamConfig>,
     j: &Journey,
 ) -> MfaNeed {
     let Some(who) = &j.who else {
         return MfaNeed::Facts { required: true };
     };
-    let mut required = requirement(default, client, upstream, j.acr_values());
+    let mut required = requirement(default, party, upstream, j.acr_values());
     if j.step_up.is_some() {
         required = MfaRequirement::Required;
     }
