@@ -76,23 +76,7 @@ impl SignIn {
         if loaded.state.unsolicited && !loaded.state.confirmed && browser.session.is_some() {
             let current = self.current_session(browser).await?;
             if current.is_some() {
-                if loaded.state.stage != Stage::ContinueAs {
-                    loaded.state.stage = Stage::ContinueAs;
-                    self.save(id, loaded).await?;
-                }
-                let email = self.email_of(&who.user_id).await?;
-                return Ok(self.page_outcome(
-                    &loaded.state,
-                    Next::Page {
-                        status: 200,
-                        journey: Some(id.clone()),
-                        view: View::ContinueAs {
-                            email,
-                            upstream: who.upstream.clone(),
-                            unsolicited: true,
-                        },
-                    },
-                ));
+                return self.continue_page(id, loaded, true).await;
             }
         }
         // The relying party as registered now, read once for the session's channel and limits

@@ -2,9 +2,8 @@
 
 use crate::domain::Email;
 use crate::flow::binding::Resumed;
-use crate::flow::contract::{Browser, Next, Outcome, View};
-use crate::flow::journey::{JourneyId, Loaded};
-use crate::flow::machine::{self, Journey, Stage, Target, Want};
+use crate::flow::contract::{Browser, Next, Outcome};
+use crate::flow::machine::{self, Journey, Target, Want};
 use crate::flow::signin::{LoginQuery, SignIn, SignInError, local_target};
 
 impl SignIn {
@@ -21,7 +20,9 @@ impl SignIn {
             // a form posted from this browser): everything proven, the user continues from a
             // page with a POST.
             if machine::next(&loaded.state, |e| self.realm_of(e)) == Want::Session {
-                return self.continue_page(browser, &id, &mut loaded).await;
+                // The warning that a session is replaced, when one is.
+                let unsolicited = loaded.state.unsolicited && browser.session.is_some();
+                return self.continue_page(&id, &mut loaded, unsolicited).await;
             }
             return self.drive(browser, &id, &mut loaded).await;
         }
@@ -39,35 +40,5 @@ impl SignIn {
             .idp_hint
             .filter(|id| self.upstreams.buttons().any(|u| u.id == *id));
         self.start_and_drive(browser, j).await
-    }
-
-    /// The "finish signing in" page of a proven journey (its form posts `Continue`).
-    async fn continue_page(
-        &self,
-        browser: &Browser,
-        id: &JourneyId,
-        loaded: &mut Loaded<Journey>,
-    ) -> Result<Outcome, SignInError> {
-        let Some(who) = loaded.state.who.clone() else {
-            return Ok(Outcome::expired());
-        };
-        if loaded.state.stage != Stage::ContinueAs {
-            loaded.state.stage = Stage::ContinueAs;
-            self.save(id, loaded).await?;
-        }
-        let email = self.email_of(&who.user_id).await?;
-        Ok(self.page_outcome(
-            &loaded.state,
-            Next::Page {
-                status: 200,
-                journey: Some(id.clone()),
-                view: View::ContinueAs {
-                    email,
-                    upstream: who.upstream,
-                    // The warning that a session is replaced, when one is.
-                    unsolicited: loaded.state.unsolicited && browser.session.is_some(),
-                },
-            },
-        ))
     }
 }

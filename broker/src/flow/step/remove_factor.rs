@@ -4,11 +4,10 @@
 
 use crate::audit::EventKind;
 use crate::domain::policy::MfaRequirement;
-use crate::flow::binding::Resumed;
 use crate::flow::contract::{Browser, Notice, Outcome};
-use crate::flow::machine::{self, Event};
-use crate::flow::policy;
+use crate::flow::machine::Event;
 use crate::flow::signin::{SignIn, SignInError, blocking};
+use crate::flow::step::Managing;
 
 impl SignIn {
     /// `POST /login/mfa/remove`: removes `factor` from the journey's user, then shows the choice
@@ -19,40 +18,22 @@ impl SignIn {
         raw: &str,
         factor: &str,
     ) -> Result<Outcome, SignInError> {
-        let (id, mut loaded) = match self.resume(browser, raw).await? {
-            Resumed::Live(id, l) => (id, *l),
-            Resumed::Answered(out) => return Ok(*out),
-            Resumed::Gone => return Ok(Outcome::expired()),
+        let Managing {
+            id,
+            mut loaded,
+            who,
+            factors,
+            ..
+        } = match self.managing(browser, raw, Event::RemoveFactor).await? {
+            Ok(m) => m,
+            Err(page) => return Ok(page),
         };
-        if !machine::accept(&loaded.state, Event::RemoveFactor) {
-            return self.stale(browser, &id, &mut loaded).await;
-        }
-        let Some(who) = loaded.state.who.clone() else {
-            return Ok(Outcome::expired());
-        };
-        let Some((_, factors)) = self.facts(&loaded.state, browser.locale).await? else {
-            return Ok(Outcome::expired());
-        };
-        let enrolled: Vec<&str> = factors
+        let enrolled = factors
             .iter()
-            .filter(|f| f.enrolled && f.needs_enrollment)
-            .map(|f| f.id.as_str())
-            .collect();
-        if !enrolled.contains(&factor) {
+            .any(|f| f.enrolled && f.needs_enrollment && f.id == factor);
+        if !enrolled {
             return self
                 .choice(browser, &id, &mut loaded, &who, 404, None)
-                .await;
-        }
-        if !policy::may_manage(&who, true, self.now()) {
-            return self
-                .choice(
-                    browser,
-                    &id,
-                    &mut loaded,
-                    &who,
-                    403,
-                    Some(Notice::Key("mfa_reprove_first")),
-                )
                 .await;
         }
         // Where the policy requires a second factor, one must remain that can run (a factor

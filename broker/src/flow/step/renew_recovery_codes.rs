@@ -7,11 +7,10 @@ use std::sync::Arc;
 
 use crate::audit::EventKind;
 use crate::domain::UserId;
-use crate::flow::binding::Resumed;
 use crate::flow::contract::{Browser, Next, Notice, Outcome, View};
-use crate::flow::machine::{self, Event};
-use crate::flow::policy;
+use crate::flow::machine::Event;
 use crate::flow::signin::{SignIn, SignInError, blocking};
+use crate::flow::step::Managing;
 
 impl SignIn {
     /// `POST /login/mfa/recovery-codes`: new recovery codes for the journey's user, shown once.
@@ -20,44 +19,25 @@ impl SignIn {
         browser: &Browser,
         raw: &str,
     ) -> Result<Outcome, SignInError> {
-        let (id, mut loaded) = match self.resume(browser, raw).await? {
-            Resumed::Live(id, l) => (id, *l),
-            Resumed::Answered(out) => return Ok(*out),
-            Resumed::Gone => return Ok(Outcome::expired()),
-        };
-        if !machine::accept(&loaded.state, Event::RenewRecoveryCodes) {
-            return self.stale(browser, &id, &mut loaded).await;
-        }
-        let Some(who) = loaded.state.who.clone() else {
-            return Ok(Outcome::expired());
-        };
-        let Some((facts, _)) = self.facts(&loaded.state, browser.locale).await? else {
-            return Ok(Outcome::expired());
+        let Managing {
+            id,
+            mut loaded,
+            who,
+            facts,
+            ..
+        } = match self
+            .managing(browser, raw, Event::RenewRecoveryCodes)
+            .await?
+        {
+            Ok(m) => m,
+            Err(page) => return Ok(page),
         };
         // Recovery codes stand in for a factor: without one set up they would be the only
         // second step, and anyone holding them could add one.
         if !facts.usable_enrolled {
+            let notice = Some(Notice::Key("mfa_codes_need_factor"));
             return self
-                .choice(
-                    browser,
-                    &id,
-                    &mut loaded,
-                    &who,
-                    409,
-                    Some(Notice::Key("mfa_codes_need_factor")),
-                )
-                .await;
-        }
-        if !policy::may_manage(&who, true, self.now()) {
-            return self
-                .choice(
-                    browser,
-                    &id,
-                    &mut loaded,
-                    &who,
-                    403,
-                    Some(Notice::Key("mfa_reprove_first")),
-                )
+                .choice(browser, &id, &mut loaded, &who, 409, notice)
                 .await;
         }
         let (mfa, uid) = (
