@@ -15,6 +15,7 @@ mod error;
 pub mod factor;
 pub mod host;
 mod operations;
+pub mod passkey;
 mod recovery;
 pub mod registry;
 mod values;
@@ -62,6 +63,8 @@ pub struct Mfa {
     lockout: Lockout,
     manifests: Option<ManifestSource>,
     reload_generation: AtomicI64,
+    /// Factors built into the broker (`factor::NativeFactor`), beside the plugins.
+    native: Vec<Arc<dyn factor::NativeFactor>>,
 }
 
 impl Mfa {
@@ -107,6 +110,7 @@ impl Mfa {
             lockout,
             manifests,
             reload_generation: AtomicI64::new(generation),
+            native: Vec::new(),
         })
     }
 
@@ -118,9 +122,9 @@ impl Mfa {
         &self.registry
     }
 
-    /// Whether any factor plugin is configured at all.
+    /// Whether any factor (a plugin or a built-in one) is configured at all.
     pub fn configured(&self) -> bool {
-        !self.registry.snapshot().is_empty()
+        !self.registry.snapshot().is_empty() || !self.native.is_empty()
     }
 
     /// Reloads changed plugins; re-reads the manifests first (from the [`ManifestSource`] given
