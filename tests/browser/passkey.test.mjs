@@ -12,10 +12,21 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { startProvider, launchBrowser, sessionCookie, backend, LEAK_PATTERN, REPO_ROOT } from './helpers.mjs';
+import { randomBytes } from 'node:crypto';
+import {
+  startProvider,
+  launchBrowser,
+  sessionCookie,
+  opsClient,
+  adminApi,
+  backend,
+  LEAK_PATTERN,
+  REPO_ROOT,
+} from './helpers.mjs';
 
 const EN = JSON.parse(readFileSync(join(REPO_ROOT, 'templates', 'locales', 'en.json'), 'utf8'));
 
+const OPS_SECRET = randomBytes(24).toString('base64url');
 const PASSKEY_TOML = ['[mfa]', 'required = "optional"', '', '[mfa.passkey]', 'enabled = true'].join('\n');
 
 /** A page with a virtual authenticator; returns { page, cdp, authenticatorId, problems }. */
@@ -61,6 +72,15 @@ async function assertNoLeak(page) {
   assert.doesNotMatch(await page.locator('body').innerText(), LEAK_PATTERN, `no internal error text at ${page.url()}`);
 }
 
+/** Signs in with the password, then the passkey page (straight to it, or through the choice). */
+async function toPasskeyPage(page, base, provider) {
+  await signInWithPassword(page, base, provider);
+  if (await page.locator('main#mfa-choose').count()) {
+    await submit(page, 'button.factor[data-factor="passkey"]');
+  }
+  await page.locator('main#mfa-form[data-factor="passkey"]').waitFor({ timeout: 10_000 });
+}
+
 /** Enrols a passkey from /account/factors (signed in already); ends back at /account. */
 async function enrolPasskey(page, base) {
   await page.goto(`${base}/account`);
@@ -96,7 +116,11 @@ describe(`passkeys as a second factor in Chromium (${backend})`, () => {
     it(name, { timeout: 120_000 }, async (t) => {
       let provider;
       const start = async () => {
-        provider = await startProvider({ extraToml: PASSKEY_TOML, publicHost: 'localhost' });
+        provider = await startProvider({
+          extraToml: PASSKEY_TOML,
+          publicHost: 'localhost',
+          clients: [opsClient(OPS_SECRET)],
+        });
         t.after(() => provider.stop());
         return provider;
       };
@@ -194,5 +218,57 @@ describe(`passkeys as a second factor in Chromium (${backend})`, () => {
     assert.equal(await page.locator('#passkey-cancelled').innerText(), EN.passkey_cancelled);
     await assertNoLeak(page);
     assert.equal(await sessionCookie(context), undefined, 'not signed in');
+  });
+  test('an authenticator whose signature counter goes back (a cloned key) is refused and audited', async ({ t, start }) => {
+    const provider = await start();
+    const base = provider.url;
+    const admin = adminApi(provider, OPS_SECRET);
+    const context = await browser.newContext();
+    t.after(() => context.close());
+    const { page, cdp, authenticatorId } = await pageWithAuthenticator(context);
+    await signInWithPassword(page, base, provider);
+    await page.waitForURL(`${base}/account`, { timeout: 10_000 });
+    await enrolPasskey(page, base);
+    await submit(page, '#logout-submit');
+    // One good sign-in: the broker now knows the counter the authenticator reached.
+    await toPasskeyPage(page, base, provider);
+    await submit(page, '#passkey-start');
+    await page.waitForURL(`${base}/account`, { timeout: 10_000 });
+    await submit(page, '#logout-submit');
+
+    // The "clone": the same key with its counter back at zero.
+    const { credentials } = await cdp.send('WebAuthn.getCredentials', { authenticatorId });
+    assert.equal(credentials.length, 1);
+    assert.ok(credentials[0].signCount >= 1, `counter ${credentials[0].signCount}`);
+    await cdp.send('WebAuthn.clearCredentials', { authenticatorId });
+    await cdp.send('WebAuthn.addCredential', { authenticatorId, credential: { ...credentials[0], signCount: 0 } });
+
+    await toPasskeyPage(page, base, provider);
+    const refused = await submit(page, '#passkey-start');
+    assert.equal(refused.status(), 401, 'a counter that went back is refused');
+    await page.locator('main#mfa-form[data-factor="passkey"]').waitFor();
+    assert.match(await page.locator('#mfa-error').innerText(), /copied/, 'the page says why');
+    await assertNoLeak(page);
+    assert.equal(await sessionCookie(context), undefined, 'not signed in');
+    const { events } = await admin.get('/admin/v1/audit?kind=mfa_failed');
+    assert.ok(
+      events.some((e) => e.reason === 'passkey:counter_regressed' && e.user_id),
+      `an mfa_failed event for the counter: ${JSON.stringify(events)}`,
+    );
+  });
+
+  it('with an IP address in public_url the broker warns at start and offers no passkey', { timeout: 60_000 }, async (t) => {
+    const provider = await startProvider({ extraToml: PASSKEY_TOML });
+    t.after(() => provider.stop());
+    assert.match(provider.url, /^http:\/\/127\.0\.0\.1:/);
+    const logs = provider.logs();
+    assert.match(logs, /server\.public_url/, 'the warning names server.public_url');
+    assert.match(logs, /passkeys are not offered/);
+    const context = await browser.newContext();
+    t.after(() => context.close());
+    const page = await context.newPage();
+    await signInWithPassword(page, provider.url, provider);
+    await page.waitForURL(`${provider.url}/account`, { timeout: 10_000 });
+    assert.equal(await page.locator('a#mfa-setup').count(), 0, 'no second factor to set up');
   });
 });
