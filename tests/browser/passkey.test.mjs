@@ -1,8 +1,10 @@
 // Issue #19 (first slice) in headless Chromium: a passkey as a native second factor. With the
 // DevTools virtual authenticator (CTAP2, internal, resident keys, user verification), a user adds
 // a passkey from the account page's factors journey, signs out, signs in with the password, is
-// asked for the passkey, passes it, and the session's amr has `hwk` (and `mfa`). Without the
-// authenticator, or with a forged credential, the page says so: never a 500, never signed in.
+// asked for the passkey, passes it, and the session's amr and an app's ID token have `hwk` (and
+// `mfa`). Without the authenticator, or with a forged credential, the page says so: never a 500,
+// never signed in. A counter that goes back is refused and audited; an IP-literal public_url
+// offers no passkey.
 //
 // The broker's public_url is http://localhost:PORT (an IP address cannot be a WebAuthn RP id).
 //
@@ -13,8 +15,12 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import * as client from 'openid-client';
 import {
   startProvider,
+  startCallbackServer,
+  authorizationRequest,
+  sha256Hex,
   launchBrowser,
   sessionCookie,
   opsClient,
@@ -27,6 +33,7 @@ import {
 const EN = JSON.parse(readFileSync(join(REPO_ROOT, 'templates', 'locales', 'en.json'), 'utf8'));
 
 const OPS_SECRET = randomBytes(24).toString('base64url');
+const APP_SECRET = randomBytes(24).toString('base64url');
 const PASSKEY_TOML = ['[mfa]', 'required = "optional"', '', '[mfa.passkey]', 'enabled = true'].join('\n');
 
 /** A page with a virtual authenticator; returns { page, cdp, authenticatorId, problems }. */
@@ -115,11 +122,11 @@ describe(`passkeys as a second factor in Chromium (${backend})`, () => {
   const test = (name, fn) =>
     it(name, { timeout: 120_000 }, async (t) => {
       let provider;
-      const start = async () => {
+      const start = async (clients = []) => {
         provider = await startProvider({
           extraToml: PASSKEY_TOML,
           publicHost: 'localhost',
-          clients: [opsClient(OPS_SECRET)],
+          clients: [opsClient(OPS_SECRET), ...clients],
         });
         t.after(() => provider.stop());
         return provider;
@@ -132,8 +139,12 @@ describe(`passkeys as a second factor in Chromium (${backend})`, () => {
       }
     });
 
-  test('a user adds a passkey from the account page, signs out, signs in with the password and the passkey, and the session amr has hwk', async ({ t, start }) => {
-    const provider = await start();
+  test('a user adds a passkey from the account page, signs out, signs in with the password and the passkey, and the session and ID token amr have hwk', async ({ t, start }) => {
+    const callback = await startCallbackServer('/cb');
+    t.after(() => callback.close());
+    const provider = await start([
+      { id: 'webapp', name: 'Web App', secret_sha256: sha256Hex(APP_SECRET), redirect_uris: [callback.url] },
+    ]);
     const base = provider.url;
     assert.match(base, /^http:\/\/localhost:\d+$/);
     const context = await browser.newContext();
@@ -166,6 +177,22 @@ describe(`passkeys as a second factor in Chromium (${backend})`, () => {
     assert.match(amr, /\bpwd\b/, `the session amr: ${amr}`);
     const after = await cdp.send('WebAuthn.getCredentials', { authenticatorId });
     assert.ok(after.credentials[0].signCount >= 1, 'the authenticator counted the assertion');
+
+    // An app's sign-in on this session: its ID token says the same (computed from the evidence).
+    const config = await client.discovery(new URL(provider.issuer), 'webapp', undefined, client.ClientSecretBasic(APP_SECRET), {
+      execute: [client.allowInsecureRequests],
+    });
+    const req = await authorizationRequest(config, callback.url);
+    const arrived = callback.next({ timeoutMs: 20_000 });
+    await page.goto(req.url.href);
+    const back = await arrived;
+    const tokens = await client.authorizationCodeGrant(config, back, {
+      pkceCodeVerifier: req.pkceCodeVerifier,
+      expectedState: req.expectedState,
+      expectedNonce: req.expectedNonce,
+    });
+    const claims = tokens.claims();
+    assert.ok(claims.amr.includes('hwk') && claims.amr.includes('mfa'), `ID token amr: ${JSON.stringify(claims.amr)}`);
     assert.deepEqual(problems, [], 'no CSP violation or script error');
   });
 
