@@ -533,6 +533,14 @@ mod tests {
     }
 
     #[test]
+    fn passkeys_are_off_unless_enabled() {
+        assert!(!check(RawMfa::default()).unwrap().passkey.enabled);
+        let raw: RawMfa = toml::from_str("[passkey]\nenabled = true").unwrap();
+        assert!(check(raw).unwrap().passkey.enabled);
+        assert!(toml::from_str::<RawMfa>("[passkey]\nrp_id = \"x\"").is_err());
+    }
+
+    #[test]
     fn secrets_are_not_sent_in_clear_off_loopback() {
         let with = |smtp: RawSmtp| {
             check(RawMfa {

@@ -6,7 +6,8 @@
 //! [`Mfa`] (the service, its reload) is here; one file per role: `call` (one plugin call, its
 //! state and [`Outbox`]), `operations` (list, enrol, challenge, verify), `recovery` (recovery
 //! codes), `checks` (what a plugin returns), `values`, `error`; and `host`, `registry`,
-//! `delivery`, `factor`.
+//! `delivery`, `factor` (the one trait the journey uses; native factors), `passkey` (the built-in
+//! passkey factor, ADR 15).
 
 mod call;
 mod checks;
