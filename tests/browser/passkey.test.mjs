@@ -196,7 +196,7 @@ describe(`passkeys as a second factor in Chromium (${backend})`, () => {
     assert.deepEqual(problems, [], 'no CSP violation or script error');
   });
 
-  test('without the authenticator, or with a forged credential, the passkey page says so and nothing is signed in (never a 500)', async ({ t, start }) => {
+  test('without the authenticator, or with a forged credential, the passkey page says so and nothing is signed in (never a 500); five wrong answers lock it', async ({ t, start }) => {
     const provider = await start();
     const base = provider.url;
     const context = await browser.newContext();
@@ -214,19 +214,24 @@ describe(`passkeys as a second factor in Chromium (${backend})`, () => {
     await page.locator('main#mfa-form[data-factor="passkey"]').waitFor({ timeout: 10_000 });
 
     // A forged credential posted through the page's own form: refused with the page, 401.
-    await page.evaluate(() => {
-      document.getElementById('passkey-credential').value = JSON.stringify({
-        id: 'AAAA',
-        rawId: 'AAAA',
-        type: 'public-key',
-        response: { authenticatorData: 'AAAA', clientDataJSON: 'AAAA', signature: 'AAAA', userHandle: null },
+    const postForged = async () => {
+      await page.evaluate(() => {
+        document.getElementById('passkey-credential').value = JSON.stringify({
+          id: 'AAAA',
+          rawId: 'AAAA',
+          type: 'public-key',
+          response: { authenticatorData: 'AAAA', clientDataJSON: 'AAAA', signature: 'AAAA', userHandle: null },
+        });
       });
-    });
-    const forged = await Promise.all([
-      page.waitForResponse((r) => r.request().method() === 'POST'),
-      page.evaluate(() => document.getElementById('mfa-answer').submit()),
-    ]).then(([r]) => r);
-    await page.waitForLoadState('load');
+      // Submitted after evaluate returns (the navigation must not end the evaluation); resolves
+      // once the answer's page has loaded, so the next evaluation runs in it.
+      const [res] = await Promise.all([
+        page.waitForNavigation({ waitUntil: 'load' }),
+        page.evaluate(() => setTimeout(() => document.getElementById('mfa-answer').submit(), 0)),
+      ]);
+      return res;
+    };
+    const forged = await postForged();
     assert.equal(forged.status(), 401, 'a forged credential is refused');
     await page.locator('main#mfa-form[data-factor="passkey"]').waitFor();
     assert.ok((await page.locator('#mfa-error').innerText()).length > 0, 'the page says why');
@@ -245,7 +250,19 @@ describe(`passkeys as a second factor in Chromium (${backend})`, () => {
     assert.equal(await page.locator('#passkey-cancelled').innerText(), EN.passkey_cancelled);
     await assertNoLeak(page);
     assert.equal(await sessionCookie(context), undefined, 'not signed in');
+
+    // The host's attempt limit holds for a native factor too: the fifth wrong answer locks it.
+    for (let i = 2; i <= 4; i++) {
+      assert.equal((await postForged()).status(), 401, `forged answer ${i}`);
+    }
+    const locked = await postForged();
+    assert.equal(locked.status(), 429, 'the fifth wrong answer locks the passkey');
+    await page.locator('main#mfa-choose').waitFor();
+    assert.equal(await page.locator('#mfa-error').innerText(), EN.mfa_locked);
+    await assertNoLeak(page);
+    assert.equal(await sessionCookie(context), undefined, 'not signed in');
   });
+
   test('an authenticator whose signature counter goes back (a cloned key) is refused and audited', async ({ t, start }) => {
     const provider = await start();
     const base = provider.url;
