@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Try the MFA plugins: builds them (plugins/build.sh), starts a local SMTP server that prints every
 # email it receives to this terminal, writes a config that pins the built plugins and requires a
-# second factor, creates demo@example.com / demo-demo, and runs the broker on http://127.0.0.1:8080.
+# second factor, creates demo@example.com / demo-demo, and runs the broker on http://localhost:8080
+# (passkeys on too).
 #
 #   scripts/demo-mfa.sh
 #
@@ -49,7 +50,8 @@ data_dir = "$DATA"
 
 [server]
 bind = "127.0.0.1:8080"
-public_url = "http://127.0.0.1:8080"
+# localhost, not 127.0.0.1: browsers offer passkeys to a host name only.
+public_url = "http://localhost:8080"
 
 [database]
 url = "sqlite://$DATA/concierge.db"
@@ -59,6 +61,9 @@ key_encryption_key_file = "$KEK_FILE"
 
 [mfa]
 required = "required"
+
+[mfa.passkey]
+enabled = true
 
 [mfa.smtp]
 host = "127.0.0.1"
@@ -84,5 +89,5 @@ export CONCIERGE_CONFIG="$CONFIG"
 if ! out="$(printf 'demo-demo\n' | "$CONCIERGE_BIN" users add demo@example.com --name "Demo User" 2>&1)"; then
   grep -qi "exists" <<<"$out" || { echo "$out" >&2; exit 1; }
 fi
-echo "==> http://127.0.0.1:8080  (demo@example.com / demo-demo; emails are printed below)" >&2
+echo "==> http://localhost:8080  (demo@example.com / demo-demo; emails are printed below)" >&2
 "$CONCIERGE_BIN" serve

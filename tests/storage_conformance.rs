@@ -7,6 +7,8 @@ mod support;
 mod journey;
 #[path = "conformance/logout_continuations.rs"]
 mod logout_continuations;
+#[path = "conformance/webauthn.rs"]
+mod webauthn;
 
 use std::sync::Arc;
 

@@ -337,7 +337,15 @@ impl Application {
                 Arc::clone(&kek),
                 settings.config_path.clone().map(plugin_manifests),
             )
-            .context("starting the MFA plugin host")?,
+            .context("starting the MFA plugin host")?
+            .with_native(crate::mfa::passkey::offer(
+                &settings.mfa.passkey,
+                &settings.public_url,
+                &settings.ui.product_name,
+                Arc::clone(&store),
+                Arc::clone(&deps.clock),
+                Arc::clone(&provider.audit),
+            )),
         );
         // A sign-in journey lives as long as a second-factor step may take (each step extends it).
         let journey_ttl = i64::try_from(settings.mfa.step_ttl.as_secs())

@@ -284,7 +284,8 @@ function tomlTable(header, obj) {
  * entry of `clients` (keys as in the config file, e.g. { id, secret_sha256, redirect_uris }).
  * Before the broker starts, `concierge users add` creates each of `users` ({ email, name,
  * password }; default: demo@example.com / PROVIDER_PASSWORD). `env` overrides as for startBroker;
- * `extraToml` is appended to the config file (e.g. [[upstreams]] tables); `port` fixes the port.
+ * `extraToml` is appended to the config file (e.g. [[upstreams]] tables); `port` fixes the port;
+ * `publicHost` (e.g. `localhost`, for WebAuthn) replaces 127.0.0.1 in public_url and the url returned.
  * Returns startBroker's object plus { issuer, configPath, email, password }.
  */
 export async function startProvider({
@@ -295,6 +296,7 @@ export async function startProvider({
   timeoutMs = 30_000,
   extraToml = '',
   port,
+  publicHost,
 } = {}) {
   // The binary is rebuilt from time to time; wait a little if it is being replaced.
   const bin = brokerBinary();
@@ -310,7 +312,7 @@ export async function startProvider({
       configPath = join(tmp, 'concierge.toml');
       const text = [
         `data_dir = ${tomlValue(dataDir)}`,
-        tomlTable('[server]', { bind: `127.0.0.1:${port}`, public_url: url }),
+        tomlTable('[server]', { bind: `127.0.0.1:${port}`, public_url: publicHost ? `http://${publicHost}:${port}` : url }),
         tomlTable('[database]', { url: db.url }),
         tomlTable('[provider]', { key_encryption_key: randomBytes(32).toString('base64'), ...provider }),
         ...clients.map((c) => tomlTable('[[clients]]', c)),
@@ -336,6 +338,7 @@ export async function startProvider({
       return ['serve', '--config', configPath];
     },
   });
+  if (publicHost) broker.url = `http://${publicHost}:${broker.port}`;
   broker.issuer = broker.url; // public_url without the trailing slash
   broker.configPath = configPath;
   broker.email = users[0]?.email;

@@ -39,6 +39,15 @@ pub struct RawMfa {
     pub sms: Option<RawSms>,
     /// `[[mfa.plugins]]`: each plugin's manifest.
     pub plugins: Vec<RawPlugin>,
+    /// `[mfa.passkey]`: the native passkey / security key factor (`mfa::passkey`).
+    pub passkey: PasskeySettings,
+}
+
+/// `[mfa.passkey]`: whether passkeys and security keys are offered as a second factor.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PasskeySettings {
+    pub enabled: bool,
 }
 
 impl Default for RawMfa {
@@ -55,6 +64,7 @@ impl Default for RawMfa {
             smtp: None,
             sms: None,
             plugins: Vec::new(),
+            passkey: PasskeySettings::default(),
         }
     }
 }
@@ -238,6 +248,7 @@ pub struct MfaSettings {
     pub smtp: Option<SmtpSettings>,
     pub sms: Option<SmsSettings>,
     pub plugins: Vec<PluginManifest>,
+    pub passkey: PasskeySettings,
 }
 
 /// A plugin id: `[a-z0-9-]{1,32}`.
@@ -446,6 +457,7 @@ impl RawMfa {
             smtp,
             sms,
             plugins,
+            passkey: self.passkey,
         })
     }
 }
@@ -518,6 +530,14 @@ mod tests {
             from: "Concierge <no-reply@example.com>".into(),
             timeout: default_send_timeout(),
         }
+    }
+
+    #[test]
+    fn passkeys_are_off_unless_enabled() {
+        assert!(!check(RawMfa::default()).unwrap().passkey.enabled);
+        let raw: RawMfa = toml::from_str("[passkey]\nenabled = true").unwrap();
+        assert!(check(raw).unwrap().passkey.enabled);
+        assert!(toml::from_str::<RawMfa>("[passkey]\nrp_id = \"x\"").is_err());
     }
 
     #[test]

@@ -33,6 +33,7 @@ fn environment_overrides_keys_with_their_types() {
             ("CONCIERGE__SESSION__IDLE_TIMEOUT", "2s"),
             ("CONCIERGE__DATABASE__POOL_SIZE", "3"),
             ("CONCIERGE__SERVER__BIND", "127.0.0.1:9000"),
+            ("CONCIERGE__MFA__PASSKEY__ENABLED", "true"),
             ("UNRELATED", "x"),
         ]),
     )
@@ -40,6 +41,7 @@ fn environment_overrides_keys_with_their_types() {
     assert_eq!(s.session.idle_timeout, Duration::from_secs(2));
     assert_eq!(s.pool_size, 3);
     assert_eq!(s.bind.port(), 9000);
+    assert!(s.mfa.passkey.enabled);
 }
 
 #[test]

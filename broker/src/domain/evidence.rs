@@ -172,6 +172,14 @@ mod tests {
     }
 
     #[test]
+    fn a_local_security_key_is_hwk_and_a_second_factor() {
+        // A passkey's pass (mfa::passkey) proves `hwk`; the `mfa` is computed, not copied.
+        let e = vec![Proof::local("pwd", 10), Proof::local("hwk", 20)];
+        assert_eq!(amr(&e), ["pwd", "hwk", "mfa"]);
+        assert_eq!(level_of(&e), 2);
+    }
+
+    #[test]
     fn an_untrusted_upstream_never_earns_mfa_whatever_it_says() {
         for claimed in [
             &["pwd", "mfa"][..],

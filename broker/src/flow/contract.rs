@@ -71,6 +71,14 @@ pub enum View {
         enrolling: bool,
         error: Option<Notice>,
     },
+    /// A native factor's own page (`templates/pages/{page}.hbs`), with its script.
+    MfaNative {
+        factor: String,
+        page: String,
+        data: serde_json::Value,
+        enrolling: bool,
+        error: Option<Notice>,
+    },
     RecoveryCodes {
         codes: Vec<String>,
     },

@@ -1,15 +1,19 @@
 //! Owns the one interface the sign-in journey's second-factor step talks to ([`Factor`]): start a
-//! challenge or an enrolment, check the answer, remove it from a user. Today's WebAssembly plugins
-//! are one implementation ([`PluginFactor`], through the plugin host); a native factor (passkeys,
-//! issue #19) is another, with a [`Prompt`] of its own rendered by its own view.
+//! challenge or an enrolment, check the answer, remove it from a user. WebAssembly plugins are one
+//! implementation ([`PluginFactor`], through the plugin host); a factor built into the broker
+//! ([`NativeFactor`], e.g. `passkey`) is another ([`NativeHost`]), registered once at startup
+//! ([`Mfa::with_native`]), with a [`Prompt::Native`] page of its own. Either way the host keeps
+//! the attempt limit, the enrolment record and the recovery codes.
 
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::host::{Field, Form};
-use super::{EnrollOutcome, FactorUser, Mfa, MfaError, Outbox, VerifyOutcome};
+use super::host::{Field, Form, Localized};
+use super::{EnrollOutcome, FactorStatus, FactorUser, Mfa, MfaError, Outbox, VerifyOutcome};
+use super::{lock_key, values};
 use crate::domain::UserId;
+use crate::domain::auth::AMR_MFA;
 use crate::ratelimit::Limited;
 
 /// What a factor shows the user while its challenge or enrolment is open (kept in the journey
@@ -18,6 +22,18 @@ use crate::ratelimit::Limited;
 pub enum Prompt {
     /// A plugin's form: fields, a text, a QR code or a secret to copy.
     Form(Form),
+    /// A native factor's own page.
+    Native {
+        /// The page (`templates/pages/{page}.hbs`) that renders it.
+        page: String,
+        /// What the page shows (its view-model's `data`).
+        data: serde_json::Value,
+        /// The fields the answer may carry.
+        fields: Vec<Field>,
+        /// The factor's own state between the page and the answer (a ceremony's challenge):
+        /// kept in the sealed journey, never shown.
+        state: serde_json::Value,
+    },
 }
 
 impl Prompt {
@@ -25,7 +41,177 @@ impl Prompt {
     pub fn fields(&self) -> &[Field] {
         match self {
             Prompt::Form(f) => &f.fields,
+            Prompt::Native { fields, .. } => fields,
         }
+    }
+}
+
+/// What a native factor made of an answer to its challenge.
+#[derive(Debug, Clone)]
+pub enum NativeVerdict {
+    Accepted,
+    /// Wrong (the message to show, if any); counts against the attempt limit.
+    Rejected(Option<Localized>),
+}
+
+/// What a native factor made of an answer to its enrolment page.
+#[derive(Debug, Clone)]
+pub enum NativeEnrolled {
+    Done,
+    /// Not set up; the message is shown on the same page.
+    Retry(Localized),
+}
+
+/// A factor built into the broker. It owns its ceremony and what it stores; the host
+/// ([`NativeHost`]) adds the attempt limit and lockout, the enrolment record, the first
+/// enrolment's recovery codes and `mfa` in the amr. Calls block (storage).
+pub trait NativeFactor: Send + Sync {
+    /// The factor's id (never a plugin's: the native one wins).
+    fn id(&self) -> &str;
+    fn name(&self) -> Localized;
+    /// The RFC 8176 methods a pass proves (`mfa` is added by the host).
+    fn amr(&self) -> Vec<String>;
+    /// Whether the user has set it up.
+    fn enrolled(&self, user: &UserId) -> Result<bool, MfaError>;
+    /// The page of a challenge (`enroll` false) or of an enrolment.
+    fn begin(&self, user: &FactorUser, enroll: bool) -> Result<Prompt, MfaError>;
+    fn verify(
+        &self,
+        user: &FactorUser,
+        prompt: &Prompt,
+        answer: &[(String, String)],
+    ) -> Result<NativeVerdict, MfaError>;
+    fn enroll_finish(
+        &self,
+        user: &FactorUser,
+        prompt: &Prompt,
+        answer: &[(String, String)],
+    ) -> Result<NativeEnrolled, MfaError>;
+    /// Removes what it keeps for the user; whether there was anything.
+    fn remove(&self, user: &UserId) -> Result<bool, MfaError>;
+}
+
+/// A [`NativeFactor`] as a [`Factor`], under the host's limits and records.
+pub struct NativeHost {
+    mfa: Arc<Mfa>,
+    factor: Arc<dyn NativeFactor>,
+}
+
+impl NativeHost {
+    fn proven_amr(&self) -> Vec<String> {
+        let mut amr = self.factor.amr();
+        if !amr.iter().any(|m| m == AMR_MFA) {
+            amr.push(AMR_MFA.to_owned());
+        }
+        amr
+    }
+}
+
+impl Factor for NativeHost {
+    fn id(&self) -> &str {
+        self.factor.id()
+    }
+
+    fn sends(&self) -> bool {
+        false
+    }
+
+    fn locked(&self, user: &FactorUser) -> Result<Option<Limited>, MfaError> {
+        self.mfa.locked(self.factor.id(), user)
+    }
+
+    fn begin(&self, user: &FactorUser, enroll: bool) -> Result<(Prompt, Outbox), MfaError> {
+        Ok((self.factor.begin(user, enroll)?, Outbox::empty()))
+    }
+
+    fn verify(
+        &self,
+        user: &FactorUser,
+        prompt: &Prompt,
+        answer: Vec<(String, String)>,
+    ) -> Result<VerifyOutcome, MfaError> {
+        let key = lock_key(self.factor.id(), user);
+        let lock = self.mfa.lockout.check(&key)?;
+        if let Some(l) = lock.locked {
+            return Ok(VerifyOutcome::Locked(l));
+        }
+        let rejected = |message: Option<Localized>| -> Result<VerifyOutcome, MfaError> {
+            match self.mfa.lockout.failed(&key)? {
+                Some(l) => Ok(VerifyOutcome::Locked(l)),
+                None => Ok(VerifyOutcome::Rejected { message }),
+            }
+        };
+        match self.factor.verify(user, prompt, &answer) {
+            Ok(NativeVerdict::Accepted) => {
+                if lock.has_failures {
+                    self.mfa.lockout.succeeded(&key)?;
+                }
+                Ok(VerifyOutcome::Accepted {
+                    amr: self.proven_amr(),
+                })
+            }
+            Ok(NativeVerdict::Rejected(message)) => rejected(message),
+            Err(e) => {
+                // Still not a pass, and it counts: a failure cannot be used to probe for free.
+                let _ = rejected(None)?;
+                Err(e)
+            }
+        }
+    }
+
+    fn enroll_finish(
+        &self,
+        user: &FactorUser,
+        prompt: &Prompt,
+        answer: Vec<(String, String)>,
+    ) -> Result<(EnrollOutcome, Outbox), MfaError> {
+        let outcome = match self.factor.enroll_finish(user, prompt, &answer)? {
+            NativeEnrolled::Retry(msg) => EnrollOutcome::Retry(msg),
+            NativeEnrolled::Done => EnrollOutcome::Done {
+                amr: self.proven_amr(),
+                recovery_codes: self.mfa.record_enrollment(&user.id, self.factor.id())?,
+            },
+        };
+        Ok((outcome, Outbox::empty()))
+    }
+
+    fn remove(&self, user: &UserId) -> Result<bool, MfaError> {
+        let kept = self.factor.remove(user)?;
+        Ok(self.mfa.remove(self.factor.id(), user)? || kept)
+    }
+}
+
+impl Mfa {
+    /// Registers factors built into the broker (at startup, before the service is shared).
+    pub fn with_native(mut self, factors: impl IntoIterator<Item = Arc<dyn NativeFactor>>) -> Self {
+        for f in factors {
+            if self.registry.get(f.id()).is_some() {
+                tracing::warn!(
+                    factor = f.id(),
+                    "a plugin has the id of a built-in factor; the built-in one is used"
+                );
+            }
+            self.native.push(f);
+        }
+        self
+    }
+
+    /// How a native factor stands for this user, as the pages list it.
+    pub(super) fn native_statuses(&self, user: &FactorUser) -> Result<Vec<FactorStatus>, MfaError> {
+        self.native
+            .iter()
+            .map(|f| {
+                Ok(values::FactorStatus {
+                    id: f.id().to_owned(),
+                    name: f.name(),
+                    kind: super::host::FactorKind::Other,
+                    needs_enrollment: true,
+                    enrolled: f.enrolled(&user.id)?,
+                    available: true,
+                    sends: false,
+                })
+            })
+            .collect()
     }
 }
 
@@ -113,6 +299,12 @@ impl Factor for PluginFactor {
 impl Mfa {
     /// The factor `id` (`None`: no such factor is configured).
     pub fn factor(self: &Arc<Self>, id: &str) -> Option<Arc<dyn Factor>> {
+        if let Some(f) = self.native.iter().find(|f| f.id() == id) {
+            return Some(Arc::new(NativeHost {
+                mfa: Arc::clone(self),
+                factor: Arc::clone(f),
+            }));
+        }
         self.registry.get(id).map(|_| {
             Arc::new(PluginFactor {
                 mfa: Arc::clone(self),

@@ -6,7 +6,8 @@
 //! [`Mfa`] (the service, its reload) is here; one file per role: `call` (one plugin call, its
 //! state and [`Outbox`]), `operations` (list, enrol, challenge, verify), `recovery` (recovery
 //! codes), `checks` (what a plugin returns), `values`, `error`; and `host`, `registry`,
-//! `delivery`, `factor`.
+//! `delivery`, `factor` (the one trait the journey uses; native factors), `passkey` (the built-in
+//! passkey factor, ADR 15).
 
 mod call;
 mod checks;
@@ -15,6 +16,7 @@ mod error;
 pub mod factor;
 pub mod host;
 mod operations;
+pub mod passkey;
 mod recovery;
 pub mod registry;
 mod values;
@@ -62,6 +64,8 @@ pub struct Mfa {
     lockout: Lockout,
     manifests: Option<ManifestSource>,
     reload_generation: AtomicI64,
+    /// Factors built into the broker (`factor::NativeFactor`), beside the plugins.
+    native: Vec<Arc<dyn factor::NativeFactor>>,
 }
 
 impl Mfa {
@@ -107,6 +111,7 @@ impl Mfa {
             lockout,
             manifests,
             reload_generation: AtomicI64::new(generation),
+            native: Vec::new(),
         })
     }
 
@@ -118,9 +123,9 @@ impl Mfa {
         &self.registry
     }
 
-    /// Whether any factor plugin is configured at all.
+    /// Whether any factor (a plugin or a built-in one) is configured at all.
     pub fn configured(&self) -> bool {
-        !self.registry.snapshot().is_empty()
+        !self.registry.snapshot().is_empty() || !self.native.is_empty()
     }
 
     /// Reloads changed plugins; re-reads the manifests first (from the [`ManifestSource`] given

@@ -90,6 +90,9 @@ impl Mfa {
                 Slot::Failed(_) => {}
             }
         }
+        out.retain(|f| !self.native.iter().any(|n| n.id() == f.id));
+        out.extend(self.native_statuses(user)?);
+        out.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(out)
     }
 
@@ -160,14 +163,7 @@ impl Mfa {
                 Ok((EnrollOutcome::Next(form), outbox))
             }
             EnrollStep::Done => {
-                let first = self.store.mfa_enrollments(&user.id)?.is_empty();
-                self.store
-                    .insert_mfa_enrollment(&user.id, plugin, self.clock.now())?;
-                let recovery_codes = if first {
-                    self.new_recovery_codes(&user.id)?
-                } else {
-                    Vec::new()
-                };
+                let recovery_codes = self.record_enrollment(&user.id, plugin)?;
                 let amr = l.proven_amr();
                 Ok((
                     EnrollOutcome::Done {
@@ -177,6 +173,23 @@ impl Mfa {
                     outbox,
                 ))
             }
+        }
+    }
+
+    /// Records that the user set up `factor`; a user's first factor comes with fresh recovery
+    /// codes (returned to show once). Blocking.
+    pub(super) fn record_enrollment(
+        &self,
+        user: &crate::domain::UserId,
+        factor: &str,
+    ) -> Result<Vec<String>, MfaError> {
+        let first = self.store.mfa_enrollments(user)?.is_empty();
+        self.store
+            .insert_mfa_enrollment(user, factor, self.clock.now())?;
+        if first {
+            self.new_recovery_codes(user)
+        } else {
+            Ok(Vec::new())
         }
     }
 

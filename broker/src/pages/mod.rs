@@ -351,6 +351,16 @@ fn sample_view_models() -> Vec<(&'static str, Value)> {
             "autocomplete": "one-time-code", "max_length": 6}], "qr_svg": null, "secret": null, "error": null, "enrolling": false}),
         ),
         (
+            "mfa_passkey",
+            serde_json::json!({"csrf_token": "x", "journey": "j", "factor": "passkey", "enrolling": true, "error": "e",
+            "data": {"mode": "register", "options": "{\"publicKey\":{}}"}}),
+        ),
+        (
+            "mfa_passkey",
+            serde_json::json!({"csrf_token": "x", "journey": "j", "factor": "passkey", "enrolling": false, "error": null,
+            "data": {"mode": "authenticate", "options": "{}"}}),
+        ),
+        (
             "mfa_recovery_codes",
             serde_json::json!({"csrf_token": "x", "journey": "j", "codes": ["abcde-fghjk"]}),
         ),

@@ -22,6 +22,31 @@ pub struct MfaEnrollment {
     pub last_used_at: Option<UnixTime>,
 }
 
+/// A WebAuthn credential (a passkey or a security key) a user registered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebAuthnCredential {
+    pub credential_id: Vec<u8>,
+    /// The credential as webauthn-rs serialises it (JSON; a public key, no secret).
+    pub passkey: String,
+    pub name: String,
+    pub created_at: UnixTime,
+    pub last_used_at: Option<UnixTime>,
+    pub sign_count: i64,
+    pub backup_eligible: bool,
+    pub backup_state: bool,
+}
+
+/// What using a WebAuthn credential came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialUse {
+    /// Recorded: the counter moved forward (or the authenticator keeps none).
+    Recorded,
+    /// The counter did not move forward: possibly a cloned authenticator; nothing written.
+    CounterRegressed,
+    /// No such credential for this user.
+    Unknown,
+}
+
 /// The MFA part of the store; every [`super::Store`] implements it.
 pub trait MfaStore: Send + Sync {
     fn mfa_state(&self, plugin: &str, user: &UserId) -> Result<Option<MfaStateRow>, StorageError>;
@@ -53,6 +78,28 @@ pub trait MfaStore: Send + Sync {
     ) -> Result<(), StorageError>;
     /// Removes the enrolment and the plugin's state for the user.
     fn delete_mfa_enrollment(&self, user: &UserId, plugin: &str) -> Result<bool, StorageError>;
+
+    /// The user's WebAuthn credentials, oldest first.
+    fn webauthn_credentials(&self, user: &UserId) -> Result<Vec<WebAuthnCredential>, StorageError>;
+    /// Registers a credential; false if its id is registered already (to anyone).
+    fn insert_webauthn_credential(
+        &self,
+        user: &UserId,
+        credential: &WebAuthnCredential,
+    ) -> Result<bool, StorageError>;
+    /// Records a use: the new serialised credential, counter and backup state, written only if
+    /// the counter moved forward (both zero: an authenticator without a counter), compare-and-set.
+    fn use_webauthn_credential(
+        &self,
+        user: &UserId,
+        credential_id: &[u8],
+        passkey: &str,
+        sign_count: i64,
+        backup_state: bool,
+        now: UnixTime,
+    ) -> Result<CredentialUse, StorageError>;
+    /// Removes every WebAuthn credential of the user; how many there were.
+    fn delete_webauthn_credentials(&self, user: &UserId) -> Result<usize, StorageError>;
 
     /// Replaces the user's recovery codes (SHA-256 of each).
     fn replace_recovery_codes(

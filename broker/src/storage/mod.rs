@@ -9,7 +9,7 @@ pub mod schema;
 
 pub use diesel_store::{DieselStore, PoolSettings};
 pub use journey::{JourneyStore, LoginTransactionRow};
-pub use mfa::{MfaEnrollment, MfaStateRow, MfaStore};
+pub use mfa::{CredentialUse, MfaEnrollment, MfaStateRow, MfaStore, WebAuthnCredential};
 
 use crate::clock::UnixTime;
 use crate::domain::{Channel, Email, UserId};

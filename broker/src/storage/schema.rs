@@ -259,3 +259,17 @@ diesel::table! {
         binding_hash -> Nullable<Binary>,
     }
 }
+
+diesel::table! {
+    webauthn_credentials (credential_id) {
+        credential_id -> Binary,
+        user_id -> Text,
+        passkey -> Text,
+        name -> Text,
+        created_at -> BigInt,
+        last_used_at -> Nullable<BigInt>,
+        sign_count -> BigInt,
+        backup_eligible -> Bool,
+        backup_state -> Bool,
+    }
+}

@@ -138,7 +138,7 @@ pub async fn show(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
         &[crate::flow::contract::Hop::UpstreamLogout(r.sid.clone())],
     )
     .await?
-    .apply(&mut res);
+    .apply(&mut res, false);
     Ok(res)
 }
 

@@ -40,14 +40,15 @@ impl FormTargets {
             .collect()
     }
 
-    /// The page's whole policy (see [`super::middleware::csp`]).
-    pub fn policy(&self) -> String {
-        super::middleware::csp(&self.sources(), false)
+    /// The page's whole policy (see [`super::middleware::csp`]); `scripts`: the page loads
+    /// this site's own script files (a native factor's page).
+    pub fn policy(&self, scripts: bool) -> String {
+        super::middleware::csp(&self.sources(), scripts)
     }
 
     /// Sets the policy on a rendered page; the middleware keeps it.
-    pub fn apply(&self, res: &mut HttpResponse) {
-        if let Ok(v) = HeaderValue::from_str(&self.policy()) {
+    pub fn apply(&self, res: &mut HttpResponse, scripts: bool) {
+        if let Ok(v) = HeaderValue::from_str(&self.policy(scripts)) {
             res.headers_mut().insert(CONTENT_SECURITY_POLICY, v);
         }
     }
@@ -150,9 +151,9 @@ mod tests {
                 "https://app.example.com:8443",
             ]
         );
-        assert!(!t.policy().contains('*'));
+        assert!(!t.policy(false).contains('*'));
         assert!(
-            t.policy()
+            t.policy(false)
                 .contains("form-action 'self' com.example.app: http://127.0.0.1:40111 ")
         );
     }

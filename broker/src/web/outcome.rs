@@ -14,7 +14,7 @@ use super::views::{FormField, page};
 use super::{AppState, message_page, render, request_info, see_other};
 use crate::domain::SecretString;
 use crate::error::WebError;
-use crate::flow::contract::{AppAnswer, Browser, CookieOp, Next, Outcome};
+use crate::flow::contract::{AppAnswer, Browser, CookieOp, Next, Outcome, View};
 use crate::flow::signin::SignInError;
 
 /// What the journey may know about the browser behind `req`.
@@ -74,8 +74,11 @@ pub(crate) async fn respond(
                 .as_ref()
                 .map(|j| j.as_cookie_value().to_owned())
                 .unwrap_or_default();
+            let scripts = matches!(view, View::MfaNative { .. });
             let mut res = page(state, req, status(code), &journey, view)?;
-            form_targets(state, &out.hops).await?.apply(&mut res);
+            form_targets(state, &out.hops)
+                .await?
+                .apply(&mut res, scripts);
             res
         }
         Next::Message { status: code, key } => message_page(status(code), key),

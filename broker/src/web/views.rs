@@ -63,6 +63,17 @@ struct LoginPage {
     email_first: bool,
 }
 
+/// A native factor's page: its own `data` under the journey's fields.
+#[derive(Serialize)]
+struct NativePage {
+    csrf_token: String,
+    journey: String,
+    factor: String,
+    enrolling: bool,
+    error: Option<String>,
+    data: serde_json::Value,
+}
+
 #[derive(Serialize)]
 struct FactorButton {
     id: String,
@@ -304,6 +315,23 @@ pub(super) fn page(
                 enrolling,
             };
             render(state, req, status, "mfa_form", false, &vm)?
+        }
+        View::MfaNative {
+            factor,
+            page,
+            data,
+            enrolling,
+            error,
+        } => {
+            let vm = NativePage {
+                csrf_token: token,
+                journey,
+                factor,
+                enrolling,
+                error: notice(state, error, locale),
+                data,
+            };
+            render(state, req, status, &page, false, &vm)?
         }
         View::RecoveryCodes { codes } => {
             let vm = RecoveryPage {

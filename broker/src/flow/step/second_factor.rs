@@ -510,21 +510,31 @@ impl SignIn {
         status: u16,
         error: Option<Notice>,
     ) -> Outcome {
-        let (Some(factor), Some(Prompt::Form(form))) = (j.mfa.factor.clone(), j.mfa.prompt.clone())
-        else {
+        let (Some(factor), Some(prompt)) = (j.mfa.factor.clone(), j.mfa.prompt.clone()) else {
             return Outcome::expired();
+        };
+        let enrolling = j.mfa.enrolling;
+        let view = match prompt {
+            Prompt::Form(form) => View::MfaForm {
+                factor,
+                form,
+                enrolling,
+                error,
+            },
+            Prompt::Native { page, data, .. } => View::MfaNative {
+                factor,
+                page,
+                data,
+                enrolling,
+                error,
+            },
         };
         self.page_outcome(
             j,
             Next::Page {
                 status,
                 journey: Some(id.clone()),
-                view: View::MfaForm {
-                    factor,
-                    form,
-                    enrolling: j.mfa.enrolling,
-                    error,
-                },
+                view,
             },
         )
     }

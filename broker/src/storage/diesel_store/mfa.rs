@@ -3,9 +3,11 @@
 use diesel::prelude::*;
 
 use super::super::schema::{
-    control_signals, mfa_enrollments, mfa_recovery_codes, mfa_state, sessions,
+    control_signals, mfa_enrollments, mfa_recovery_codes, mfa_state, sessions, webauthn_credentials,
 };
-use super::super::{MfaEnrollment, MfaStateRow, MfaStore, StorageError};
+use super::super::{
+    CredentialUse, MfaEnrollment, MfaStateRow, MfaStore, StorageError, WebAuthnCredential,
+};
 use super::{DieselStore, Pools, checkout, query_err};
 use crate::clock::UnixTime;
 use crate::domain::UserId;
@@ -127,6 +129,122 @@ impl MfaStore for DieselStore {
                 diesel::delete(mfa_enrollments::table.find((user.as_str(), plugin))).execute(c)
             })
             .map(|n| n > 0)
+            .map_err(query_err)
+        })
+    }
+
+    fn webauthn_credentials(&self, user: &UserId) -> Result<Vec<WebAuthnCredential>, StorageError> {
+        type Row = (Vec<u8>, String, String, i64, Option<i64>, i64, bool, bool);
+        let rows: Vec<Row> = with_conn!(self, |c| {
+            webauthn_credentials::table
+                .filter(webauthn_credentials::user_id.eq(user.as_str()))
+                .order((
+                    webauthn_credentials::created_at,
+                    webauthn_credentials::credential_id,
+                ))
+                .select((
+                    webauthn_credentials::credential_id,
+                    webauthn_credentials::passkey,
+                    webauthn_credentials::name,
+                    webauthn_credentials::created_at,
+                    webauthn_credentials::last_used_at,
+                    webauthn_credentials::sign_count,
+                    webauthn_credentials::backup_eligible,
+                    webauthn_credentials::backup_state,
+                ))
+                .load(c)
+                .map_err(query_err)
+        })?;
+        Ok(rows
+            .into_iter()
+            .map(|r| WebAuthnCredential {
+                credential_id: r.0,
+                passkey: r.1,
+                name: r.2,
+                created_at: r.3,
+                last_used_at: r.4,
+                sign_count: r.5,
+                backup_eligible: r.6,
+                backup_state: r.7,
+            })
+            .collect())
+    }
+
+    fn insert_webauthn_credential(
+        &self,
+        user: &UserId,
+        credential: &WebAuthnCredential,
+    ) -> Result<bool, StorageError> {
+        with_conn!(write self, |c| {
+            diesel::insert_into(webauthn_credentials::table)
+                .values((
+                    webauthn_credentials::credential_id.eq(credential.credential_id.as_slice()),
+                    webauthn_credentials::user_id.eq(user.as_str()),
+                    webauthn_credentials::passkey.eq(&credential.passkey),
+                    webauthn_credentials::name.eq(&credential.name),
+                    webauthn_credentials::created_at.eq(credential.created_at),
+                    webauthn_credentials::last_used_at.eq(credential.last_used_at),
+                    webauthn_credentials::sign_count.eq(credential.sign_count),
+                    webauthn_credentials::backup_eligible.eq(credential.backup_eligible),
+                    webauthn_credentials::backup_state.eq(credential.backup_state),
+                ))
+                .on_conflict_do_nothing()
+                .execute(c)
+                .map(|n| n == 1)
+                .map_err(query_err)
+        })
+    }
+
+    fn use_webauthn_credential(
+        &self,
+        user: &UserId,
+        credential_id: &[u8],
+        passkey: &str,
+        sign_count: i64,
+        backup_state: bool,
+        now: UnixTime,
+    ) -> Result<CredentialUse, StorageError> {
+        with_conn!(write self, |c| {
+            c.transaction(|c| {
+                let mine = webauthn_credentials::table
+                    .filter(webauthn_credentials::credential_id.eq(credential_id))
+                    .filter(webauthn_credentials::user_id.eq(user.as_str()));
+                let values = (
+                    webauthn_credentials::passkey.eq(passkey),
+                    webauthn_credentials::sign_count.eq(sign_count),
+                    webauthn_credentials::backup_state.eq(backup_state),
+                    webauthn_credentials::last_used_at.eq(Some(now)),
+                );
+                // Forward only; an authenticator that keeps no counter says 0 every time.
+                let n = if sign_count == 0 {
+                    diesel::update(mine.filter(webauthn_credentials::sign_count.eq(0i64)))
+                        .set(values)
+                        .execute(c)?
+                } else {
+                    diesel::update(mine.filter(webauthn_credentials::sign_count.lt(sign_count)))
+                        .set(values)
+                        .execute(c)?
+                };
+                if n == 1 {
+                    return Ok(CredentialUse::Recorded);
+                }
+                let exists: i64 = mine.count().get_result(c)?;
+                Ok(if exists > 0 {
+                    CredentialUse::CounterRegressed
+                } else {
+                    CredentialUse::Unknown
+                })
+            })
+            .map_err(query_err)
+        })
+    }
+
+    fn delete_webauthn_credentials(&self, user: &UserId) -> Result<usize, StorageError> {
+        with_conn!(write self, |c| {
+            diesel::delete(
+                webauthn_credentials::table.filter(webauthn_credentials::user_id.eq(user.as_str())),
+            )
+            .execute(c)
             .map_err(query_err)
         })
     }

@@ -1,0 +1,384 @@
+//! Owns passkeys and security keys as a native second factor (issue #19): the WebAuthn
+//! ceremonies (webauthn-rs), the relying party taken from `server.public_url`, the ceremony state
+//! kept in the sealed journey between the page and the answer (never in memory: several
+//! instances), and the user's credentials in the store. A user-verifying assertion proves `hwk`;
+//! a signature counter that does not move forward (a possibly cloned authenticator) is refused and
+//! audited.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use url::{Host, Url};
+use webauthn_rs::prelude::{
+    CredentialID, Passkey, PasskeyAuthentication, PasskeyRegistration, PublicKeyCredential,
+    RegisterPublicKeyCredential, Uuid, Webauthn, WebauthnBuilder, WebauthnError,
+};
+
+use super::factor::{NativeEnrolled, NativeFactor, NativeVerdict, Prompt};
+use super::host::{Field, FieldKind, Localized};
+use super::{FactorUser, MfaError};
+use crate::audit::{Auditor, Event, EventKind};
+use crate::clock::Clock;
+use crate::config::mfa::PasskeySettings;
+use crate::domain::UserId;
+use crate::storage::{CredentialUse, Store, WebAuthnCredential};
+
+/// The factor's id.
+pub const ID: &str = "passkey";
+/// Its page: `templates/pages/mfa_passkey.hbs` (with `static/passkey.js`).
+const PAGE: &str = "mfa_passkey";
+/// The one answer field: the credential as JSON, posted by `passkey.js`.
+const FIELD: &str = "credential";
+/// An attestation without certificates or an assertion is well under this.
+const MAX_CREDENTIAL_JSON: u32 = 8192;
+
+fn text(en: &str, ko: &str) -> Localized {
+    Localized {
+        en: en.to_owned(),
+        ko: ko.to_owned(),
+    }
+}
+
+/// The relying party a public URL makes: its id (the host name) and origin. `None` when the
+/// host is an IP literal (or missing): browsers refuse an IP address as an RP id.
+pub fn relying_party(public_url: &Url) -> Option<(String, Url)> {
+    match public_url.host()? {
+        Host::Domain(d) if !d.is_empty() => {
+            let origin = Url::parse(&public_url.origin().ascii_serialization()).ok()?;
+            Some((d.to_ascii_lowercase(), origin))
+        }
+        _ => None,
+    }
+}
+
+/// The WebAuthn user handle of a user: derived from the user id (stable, reveals nothing).
+fn user_handle(user: &UserId) -> Uuid {
+    let digest = Sha256::digest(format!("concierge/webauthn-user/{}", user.as_str()));
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    Uuid::from_bytes(bytes)
+}
+
+/// The counter and backup flags of a credential as webauthn-rs serialises it (`{"cred": {...}}`).
+fn counter_and_flags(passkey: &Value) -> (i64, bool, bool) {
+    let cred = &passkey["cred"];
+    (
+        cred["counter"].as_i64().unwrap_or(0),
+        cred["backup_eligible"].as_bool().unwrap_or(false),
+        cred["backup_state"].as_bool().unwrap_or(false),
+    )
+}
+
+/// The value of the answer field (empty if it is missing).
+fn answer_of(answer: &[(String, String)]) -> &str {
+    answer
+        .iter()
+        .find(|(n, _)| n == FIELD)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("")
+}
+
+fn failed(reason: impl std::fmt::Display) -> MfaError {
+    MfaError::Failed {
+        plugin: ID.to_owned(),
+        reason: reason.to_string(),
+    }
+}
+
+/// The passkey factor.
+pub struct Passkeys {
+    webauthn: Webauthn,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    audit: Arc<Auditor>,
+}
+
+/// The passkey factor `[mfa.passkey]` asks for, or none: disabled, or a public URL that cannot
+/// be a relying party (then a warning at boot names `server.public_url`).
+pub fn offer(
+    settings: &PasskeySettings,
+    public_url: &Url,
+    product_name: &str,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    audit: Arc<Auditor>,
+) -> Option<Arc<dyn NativeFactor>> {
+    if !settings.enabled {
+        return None;
+    }
+    let Some((rp_id, origin)) = relying_party(public_url) else {
+        tracing::warn!(
+            public_url = %public_url,
+            "mfa.passkey is enabled, but server.public_url has an IP address for a host: browsers offer passkeys only to a domain name (http://localhost works); passkeys are not offered"
+        );
+        return None;
+    };
+    let webauthn = match WebauthnBuilder::new(&rp_id, &origin)
+        .map(|b| b.rp_name(product_name))
+        .and_then(|b| b.build())
+    {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!(public_url = %public_url, error = %e, "server.public_url cannot be a WebAuthn relying party; passkeys are not offered");
+            return None;
+        }
+    };
+    Some(Arc::new(Passkeys {
+        webauthn,
+        store,
+        clock,
+        audit,
+    }))
+}
+
+impl Passkeys {
+    fn page(
+        &self,
+        mode: &str,
+        options: &impl serde::Serialize,
+        state: Value,
+    ) -> Result<Prompt, MfaError> {
+        let options = serde_json::to_string(options).map_err(failed)?;
+        Ok(Prompt::Native {
+            page: PAGE.to_owned(),
+            data: json!({ "mode": mode, "options": options }),
+            fields: vec![Field {
+                name: FIELD.to_owned(),
+                kind: FieldKind::Text,
+                label: text("Passkey", "패스키"),
+                hint: None,
+                max_length: MAX_CREDENTIAL_JSON,
+            }],
+            state,
+        })
+    }
+
+    fn regressed(&self, user: &FactorUser) -> NativeVerdict {
+        tracing::warn!(
+            user = user.id.as_str(),
+            "passkey signature counter did not move forward: possibly a cloned authenticator; refused"
+        );
+        self.audit.record(
+            Event::new(EventKind::MfaFailed)
+                .user(user.id.as_str())
+                .reason(format!("{ID}:counter_regressed")),
+        );
+        NativeVerdict::Rejected(Some(text(
+            "This passkey cannot be used: it may have been copied. Use another way to sign in and contact your administrator.",
+            "이 패스키는 복제되었을 수 있어 사용할 수 없습니다. 다른 방법으로 로그인하고 관리자에게 문의하세요.",
+        )))
+    }
+}
+
+fn not_accepted() -> NativeVerdict {
+    NativeVerdict::Rejected(Some(text(
+        "That passkey was not accepted. Try again, or choose another way.",
+        "패스키가 확인되지 않았습니다. 다시 시도하거나 다른 방법을 선택하세요.",
+    )))
+}
+
+impl NativeFactor for Passkeys {
+    fn id(&self) -> &str {
+        ID
+    }
+
+    fn name(&self) -> Localized {
+        text("Passkey or security key", "패스키 또는 보안 키")
+    }
+
+    fn amr(&self) -> Vec<String> {
+        vec!["hwk".to_owned()]
+    }
+
+    fn enrolled(&self, user: &UserId) -> Result<bool, MfaError> {
+        Ok(!self.store.webauthn_credentials(user)?.is_empty())
+    }
+
+    fn begin(&self, user: &FactorUser, enroll: bool) -> Result<Prompt, MfaError> {
+        let stored = self.store.webauthn_credentials(&user.id)?;
+        if enroll {
+            let exclude: Vec<CredentialID> = stored
+                .iter()
+                .map(|c| CredentialID::from(c.credential_id.clone()))
+                .collect();
+            let (options, registration) = self
+                .webauthn
+                .start_passkey_registration(
+                    user_handle(&user.id),
+                    &user.email,
+                    &user.email,
+                    Some(exclude),
+                )
+                .map_err(failed)?;
+            let state = serde_json::to_value(&registration).map_err(failed)?;
+            return self.page("register", &options, state);
+        }
+        let passkeys: Vec<Passkey> = stored
+            .iter()
+            .filter_map(|c| serde_json::from_str(&c.passkey).ok())
+            .collect();
+        if passkeys.is_empty() {
+            return Err(MfaError::Unavailable(ID.to_owned()));
+        }
+        let (options, authentication) = self
+            .webauthn
+            .start_passkey_authentication(&passkeys)
+            .map_err(failed)?;
+        let state = serde_json::to_value(&authentication).map_err(failed)?;
+        self.page("authenticate", &options, state)
+    }
+
+    fn verify(
+        &self,
+        user: &FactorUser,
+        prompt: &Prompt,
+        answer: &[(String, String)],
+    ) -> Result<NativeVerdict, MfaError> {
+        let Prompt::Native { state, .. } = prompt else {
+            return Err(MfaError::State);
+        };
+        let authentication: PasskeyAuthentication =
+            serde_json::from_value(state.clone()).map_err(|_| MfaError::State)?;
+        let Ok(credential) = serde_json::from_str::<PublicKeyCredential>(answer_of(answer)) else {
+            return Ok(not_accepted());
+        };
+        let result = match self
+            .webauthn
+            .finish_passkey_authentication(&credential, &authentication)
+        {
+            Ok(r) => r,
+            Err(WebauthnError::CredentialPossibleCompromise) => return Ok(self.regressed(user)),
+            Err(e) => {
+                tracing::info!(user = user.id.as_str(), error = %e, "passkey assertion refused");
+                return Ok(not_accepted());
+            }
+        };
+        if !result.user_verified() {
+            return Ok(not_accepted());
+        }
+        let id: &[u8] = result.cred_id().as_ref();
+        let stored = self.store.webauthn_credentials(&user.id)?;
+        let Some(row) = stored.iter().find(|c| c.credential_id == id) else {
+            return Ok(not_accepted());
+        };
+        let mut passkey: Passkey =
+            serde_json::from_str(&row.passkey).map_err(|_| MfaError::State)?;
+        passkey.update_credential(&result);
+        let serialised = serde_json::to_string(&passkey).map_err(failed)?;
+        match self.store.use_webauthn_credential(
+            &user.id,
+            id,
+            &serialised,
+            i64::from(result.counter()),
+            result.backup_state(),
+            self.clock.now(),
+        )? {
+            CredentialUse::Recorded => Ok(NativeVerdict::Accepted),
+            CredentialUse::CounterRegressed => Ok(self.regressed(user)),
+            CredentialUse::Unknown => Ok(not_accepted()),
+        }
+    }
+
+    fn enroll_finish(
+        &self,
+        user: &FactorUser,
+        prompt: &Prompt,
+        answer: &[(String, String)],
+    ) -> Result<NativeEnrolled, MfaError> {
+        let Prompt::Native { state, .. } = prompt else {
+            return Err(MfaError::State);
+        };
+        let registration: PasskeyRegistration =
+            serde_json::from_value(state.clone()).map_err(|_| MfaError::State)?;
+        let retry = || {
+            NativeEnrolled::Retry(text(
+                "The passkey could not be registered. Try again.",
+                "패스키를 등록하지 못했습니다. 다시 시도하세요.",
+            ))
+        };
+        let Ok(credential) = serde_json::from_str::<RegisterPublicKeyCredential>(answer_of(answer))
+        else {
+            return Ok(retry());
+        };
+        let passkey = match self
+            .webauthn
+            .finish_passkey_registration(&credential, &registration)
+        {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::info!(user = user.id.as_str(), error = %e, "passkey registration refused");
+                return Ok(retry());
+            }
+        };
+        let value = serde_json::to_value(&passkey).map_err(failed)?;
+        let (sign_count, backup_eligible, backup_state) = counter_and_flags(&value);
+        let count = self.store.webauthn_credentials(&user.id)?.len();
+        let row = WebAuthnCredential {
+            credential_id: passkey.cred_id().as_ref().to_vec(),
+            passkey: value.to_string(),
+            name: format!("Passkey {}", count + 1),
+            created_at: self.clock.now(),
+            last_used_at: None,
+            sign_count,
+            backup_eligible,
+            backup_state,
+        };
+        if !self.store.insert_webauthn_credential(&user.id, &row)? {
+            return Ok(NativeEnrolled::Retry(text(
+                "This passkey is registered already.",
+                "이미 등록된 패스키입니다.",
+            )));
+        }
+        Ok(NativeEnrolled::Done)
+    }
+
+    fn remove(&self, user: &UserId) -> Result<bool, MfaError> {
+        Ok(self.store.delete_webauthn_credentials(user)? > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_relying_party_is_the_public_host_and_never_an_ip_address() {
+        let rp = |u: &str| relying_party(&Url::parse(u).unwrap());
+        let (id, origin) = rp("https://Login.Example.com/broker/").unwrap();
+        assert_eq!(id, "login.example.com");
+        assert_eq!(origin.as_str(), "https://login.example.com/");
+        let (id, origin) = rp("http://localhost:8080").unwrap();
+        assert_eq!(
+            (id.as_str(), origin.as_str()),
+            ("localhost", "http://localhost:8080/")
+        );
+        assert!(rp("http://127.0.0.1:8080").is_none());
+        assert!(rp("https://[::1]:8443/").is_none());
+    }
+
+    #[test]
+    fn user_handles_are_stable_and_distinct() {
+        let a = UserId::from_stored("a".into());
+        let b = UserId::from_stored("b".into());
+        assert_eq!(user_handle(&a), user_handle(&a));
+        assert_ne!(user_handle(&a), user_handle(&b));
+    }
+
+    #[test]
+    fn counter_and_flags_are_read_from_the_serialised_credential() {
+        let v = json!({"cred": {"counter": 7, "backup_eligible": true, "backup_state": false}});
+        assert_eq!(counter_and_flags(&v), (7, true, false));
+        assert_eq!(counter_and_flags(&json!({})), (0, false, false));
+    }
+
+    #[test]
+    fn the_answer_is_the_credential_field_only() {
+        let a = vec![
+            ("other".to_owned(), "x".to_owned()),
+            (FIELD.to_owned(), "{}".to_owned()),
+        ];
+        assert_eq!(answer_of(&a), "{}");
+        assert_eq!(answer_of(&[]), "");
+    }
+}

@@ -1,0 +1,2 @@
+DROP INDEX webauthn_credentials_user;
+DROP TABLE webauthn_credentials;
