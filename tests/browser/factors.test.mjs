@@ -231,7 +231,10 @@ describe(`second factors from the account page, and double submits, in Chromium 
     assert.equal(removed.status(), 200, `POST /login/mfa/remove; ${w.trail()}`);
     await page.locator('main#mfa-choose').waitFor();
     await assertNoLeak(page);
-    assert.equal(await text(page, '#mfa-error'), EN.mfa_removed, 'the page says it was removed');
+    assert.equal(await text(page, '#mfa-done'), EN.mfa_removed, 'the page says it was removed');
+    assert.equal(await page.locator('#mfa-done').getAttribute('role'), 'status', 'as a status');
+    assert.match(await page.locator('#mfa-done').getAttribute('class'), /alert-success/, 'styled as a success');
+    assert.equal(await page.locator('#mfa-error').count(), 0, 'not as an error');
     assert.equal(await page.locator('button.factor[data-factor="totp"]').count(), 0, 'TOTP is no longer listed');
     assert.equal(await page.locator('button.remove[data-factor="totp"]').count(), 0);
     assert.equal(await page.locator('button.factor[data-factor="email-otp"]').count(), 1, 'the email code stays');

@@ -146,6 +146,7 @@ impl Factor for NativeHost {
                 if lock.has_failures {
                     self.mfa.lockout.succeeded(&key)?;
                 }
+                self.mfa.record_use(&user.id, self.factor.id());
                 Ok(VerifyOutcome::Accepted {
                     amr: self.proven_amr(),
                 })
@@ -197,11 +198,19 @@ impl Mfa {
     }
 
     /// How a native factor stands for this user, as the pages list it.
-    pub(super) fn native_statuses(&self, user: &FactorUser) -> Result<Vec<FactorStatus>, MfaError> {
+    /// `times` gives when a factor was set up and last used.
+    pub(super) fn native_statuses(
+        &self,
+        user: &FactorUser,
+        times: impl Fn(&str) -> (Option<i64>, Option<i64>),
+    ) -> Result<Vec<FactorStatus>, MfaError> {
         self.native
             .iter()
             .map(|f| {
+                let (added, last_used) = times(f.id());
                 Ok(values::FactorStatus {
+                    added,
+                    last_used,
                     id: f.id().to_owned(),
                     name: f.name(),
                     kind: super::host::FactorKind::Other,

@@ -91,7 +91,7 @@ impl Mfa {
             }
         }
         out.retain(|f| !self.native.iter().any(|n| n.id() == f.id));
-        out.extend(self.native_statuses(user)?);
+        out.extend(self.native_statuses(user, times)?);
         out.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(out)
     }
@@ -176,6 +176,17 @@ impl Mfa {
         }
     }
 
+    /// Records when `factor` proved a sign-in ("last used" on the account's factor list); never
+    /// a reason to fail the sign-in. Blocking.
+    pub(super) fn record_use(&self, user: &crate::domain::UserId, factor: &str) {
+        if let Err(e) = self
+            .store
+            .touch_mfa_enrollment(user, factor, self.clock.now())
+        {
+            tracing::warn!(factor, error = %e, "recording when a factor was used failed");
+        }
+    }
+
     /// Records that the user set up `factor`; a user's first factor comes with fresh recovery
     /// codes (returned to show once). Blocking.
     pub(super) fn record_enrollment(
@@ -230,13 +241,8 @@ impl Mfa {
                 if lock.has_failures {
                     self.lockout.succeeded(&key)?;
                 }
-                // "Last used" on the account's factor list; never a reason to fail the sign-in.
-                if l.description.needs_enrollment
-                    && let Err(e) =
-                        self.store
-                            .touch_mfa_enrollment(&user.id, plugin, self.clock.now())
-                {
-                    tracing::warn!(plugin, error = %e, "recording when a factor was used failed");
+                if l.description.needs_enrollment {
+                    self.record_use(&user.id, plugin);
                 }
                 Ok(VerifyOutcome::Accepted {
                     amr: l.proven_amr(),
