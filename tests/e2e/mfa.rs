@@ -490,7 +490,7 @@ impl Drop for SmtpSink {
     }
 }
 
-fn python() -> String {
+pub(crate) fn python() -> String {
     std::env::var("CONCIERGE_TEST_PYTHON").unwrap_or_else(|_| {
         let venv = dirs_cache().join("concierge/pyvenv/bin/python");
         if venv.is_file() {

@@ -1,0 +1,283 @@
+//! The broker as a SAML 2.0 IdP, against a real service provider (tests/peers/saml_sp.py:
+//! pysaml2, signatures checked by xmlsec1 with the certificate of the broker's metadata): an
+//! SP-initiated sign-in over HTTP-Redirect ends with a Response the SP accepts (signature,
+//! issuer, audience, recipient, InResponseTo, time) naming the user by email; a second sign-in
+//! to the same SP is answered from the broker session; an unknown SP or ACS gets a page, never
+//! a Response; IsPassive without a session is answered with a NoPassive status.
+
+use std::io::BufRead;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde_json::Value;
+
+use concierge::startup::{DEMO_EMAIL, DEMO_PASSWORD};
+
+use crate::helpers::{Browser, Page, TestApp, assert_error_page, spawn_provider_with};
+use crate::mfa::python;
+use crate::per_backend_async;
+use crate::support::Backend;
+
+/// The SP peer (pysaml2), on a port of its own.
+struct Sp {
+    child: std::process::Child,
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Drop for Sp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn saml_sp() -> Sp {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/peers/saml_sp.py");
+    let mut child = std::process::Command::new(python())
+        .arg(script)
+        .args(["--port", "0"])
+        .stdout(std::process::Stdio::piped())
+        // pysaml2 prints each refusal; the JSON answer says why.
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("python with pysaml2 (scripts/test.sh installs tests/peers/requirements.txt)");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("ready ")
+        .unwrap_or_else(|| panic!("the SP said {line:?}"))
+        .to_owned();
+    Sp {
+        child,
+        base,
+        http: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+    }
+}
+
+impl Sp {
+    fn entity_id(&self) -> String {
+        format!("{}/metadata", self.base)
+    }
+
+    fn acs(&self) -> String {
+        format!("{}/acs", self.base)
+    }
+
+    /// The SP's AuthnRequest: the path and query it sends the browser to at the broker, and
+    /// the request's ID.
+    async fn login(&self, app: &TestApp, extra: &str) -> (String, String) {
+        let res = self
+            .http
+            .get(format!(
+                "{}/login?idp={}/saml/idp/metadata{extra}",
+                self.base, app.base
+            ))
+            .send()
+            .await
+            .unwrap();
+        let id = res
+            .headers()
+            .get("x-request-id")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let location = res
+            .headers()
+            .get("location")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let (Some(id), Some(location)) = (id, location) else {
+            panic!("the SP did not redirect: {}", res.text().await.unwrap());
+        };
+        let url = url::Url::parse(&location).unwrap();
+        assert_eq!(url.path(), "/saml/idp/sso", "{location}");
+        (format!("/saml/idp/sso?{}", url.query().unwrap()), id)
+    }
+
+    /// Posts the auto-submitting form of `page` to the SP's ACS, as the browser would: the SP's
+    /// verdict (200 and what it read, or 400 and why).
+    async fn post(&self, fields: &[(String, String)]) -> (u16, Value) {
+        let res = self
+            .http
+            .post(self.acs())
+            .form(fields)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        let text = res.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+}
+
+/// The fields of the page's auto-posted form to the SP's ACS (and that it is one).
+fn answer_form(sp: &Sp, page: &Page) -> Vec<(String, String)> {
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        page.has_form(&sp.acs()),
+        "no form to the ACS: {}",
+        page.body
+    );
+    let fields = page.form_fields(&sp.acs());
+    assert!(
+        fields.iter().any(|(k, _)| k == "SAMLResponse"),
+        "{fields:?}"
+    );
+    fields
+}
+
+/// A broker with the SP registered, its clock at the wall clock (the SP checks times against
+/// its own).
+async fn broker(b: Backend, sp: &Sp) -> Option<TestApp> {
+    let toml = format!(
+        "[[saml_apps]]\nentity_id = \"{}\"\nname = \"pysaml2 SP\"\nacs_urls = [\"{}\"]\n",
+        sp.entity_id(),
+        sp.acs()
+    );
+    let app = spawn_provider_with(b, &[], &toml).await?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    app.clock.set(i64::try_from(now.as_secs()).unwrap());
+    Some(app)
+}
+
+async fn sp_initiated_sign_in_and_single_sign_on(b: Backend) {
+    let sp = saml_sp();
+    let Some(app) = broker(b, &sp).await else {
+        return;
+    };
+    let mut br = Browser::new(&app);
+    let (path, request_id) = sp.login(&app, "").await;
+    let page = br.get(&path).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("name=\"password\""), "{}", page.body);
+    let page = br
+        .submit(
+            &page,
+            "/login",
+            &[("email", DEMO_EMAIL), ("password", DEMO_PASSWORD)],
+        )
+        .await;
+    let (_, page) = br.follow(page).await;
+    let fields = answer_form(&sp, &page);
+
+    // The SP really checks the signature: the same Response with another email is refused.
+    let response = &fields.iter().find(|(k, _)| k == "SAMLResponse").unwrap().1;
+    let xml = String::from_utf8(STANDARD.decode(response).unwrap()).unwrap();
+    assert!(xml.contains(DEMO_EMAIL), "{xml}");
+    let forged: Vec<(String, String)> = fields
+        .iter()
+        .map(|(k, v)| match k.as_str() {
+            "SAMLResponse" => (
+                k.clone(),
+                STANDARD.encode(xml.replace(DEMO_EMAIL, "mallory@example.com")),
+            ),
+            _ => (k.clone(), v.clone()),
+        })
+        .collect();
+    let (status, why) = sp.post(&forged).await;
+    assert_eq!(status, 400, "a forged Response was accepted: {why}");
+
+    let (status, got) = sp.post(&fields).await;
+    assert_eq!(status, 200, "the SP refused the Response: {got}");
+    assert_eq!(got["name_id"], DEMO_EMAIL, "{got}");
+    assert_eq!(
+        got["name_id_format"],
+        "urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress"
+    );
+    assert_eq!(got["in_response_to"], request_id.as_str());
+    assert_eq!(got["relay_state"], "rs-1");
+    assert_eq!(got["ava"]["email"][0], DEMO_EMAIL, "{got}");
+    assert_eq!(
+        got["class_ref"],
+        "urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTransport"
+    );
+    let sid = got["session_index"].as_str().unwrap().to_owned();
+    assert!(!sid.is_empty());
+
+    // Single sign-on: the next request of the SP is answered at once, from the same session.
+    let (path, second_id) = sp.login(&app, "").await;
+    let page = br.get(&path).await;
+    assert!(!page.body.contains("name=\"password\""), "{}", page.body);
+    let (status, got) = sp.post(&answer_form(&sp, &page)).await;
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(got["in_response_to"], second_id.as_str());
+    assert_eq!(got["name_id"], DEMO_EMAIL);
+    assert_eq!(got["session_index"], sid.as_str());
+}
+
+async fn an_unknown_sp_or_acs_gets_a_page(b: Backend) {
+    let sp = saml_sp();
+    let Some(app) = broker(b, &sp).await else {
+        return;
+    };
+    let request = |issuer: &str, acs: &str| {
+        let xml = format!(
+            concat!(
+                r#"<samlp:AuthnRequest xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" "#,
+                r#"ID="_unknown1" Version="2.0" IssueInstant="2026-12-07T00:00:00Z" AssertionConsumerServiceURL="{acs}">"#,
+                r#"<saml:Issuer>{issuer}</saml:Issuer></samlp:AuthnRequest>"#
+            ),
+            issuer = issuer,
+            acs = acs
+        );
+        let q = concierge::upstream::saml::crypto::redirect_query(
+            "SAMLRequest",
+            &xml,
+            Some("rs"),
+            None,
+        )
+        .unwrap();
+        format!("/saml/idp/sso?{q}")
+    };
+    let mut br = Browser::new(&app);
+    // Sign in first: a session changes nothing for a party the broker does not know.
+    let page = br.login(DEMO_EMAIL, DEMO_PASSWORD).await;
+    assert!(br.session_cookie().is_some(), "{}", page.body);
+    for path in [
+        request("https://unknown.example/sp", "https://unknown.example/acs"),
+        request(&sp.entity_id(), "https://evil.example/acs"),
+    ] {
+        let page = br.get(&path).await;
+        assert_error_page(&page, 400);
+        assert!(!page.body.contains("SAMLResponse"), "{}", page.body);
+        assert!(page.location.is_none());
+    }
+    // Nor is a broken request answered.
+    let page = br.get("/saml/idp/sso?SAMLRequest=not-deflate").await;
+    assert_error_page(&page, 400);
+}
+
+async fn is_passive_without_a_session_is_no_passive(b: Backend) {
+    let sp = saml_sp();
+    let Some(app) = broker(b, &sp).await else {
+        return;
+    };
+    let mut br = Browser::new(&app);
+    let (path, _) = sp.login(&app, "&passive=1").await;
+    let page = br.get(&path).await;
+    assert!(!page.body.contains("name=\"password\""), "{}", page.body);
+    let fields = answer_form(&sp, &page);
+    let response = &fields.iter().find(|(k, _)| k == "SAMLResponse").unwrap().1;
+    let xml = String::from_utf8(STANDARD.decode(response).unwrap()).unwrap();
+    assert!(
+        xml.contains("urn:oasis:names:tc:SAML:2.0:status:NoPassive") && !xml.contains("Assertion"),
+        "{xml}"
+    );
+    let (status, got) = sp.post(&fields).await;
+    assert_eq!(status, 400, "{got}");
+    assert_eq!(got["error"], "StatusNoPassive", "{got}");
+}
+
+per_backend_async!(
+    sp_initiated_sign_in_and_single_sign_on,
+    an_unknown_sp_or_acs_gets_a_page,
+    is_passive_without_a_session_is_no_passive,
+);
