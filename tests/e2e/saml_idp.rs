@@ -99,6 +99,29 @@ impl Sp {
         (format!("/saml/idp/sso?{}", url.query().unwrap()), id)
     }
 
+    /// The SP's AuthnRequest over HTTP-POST: the path at the broker, the form's fields, and the
+    /// request's ID.
+    async fn login_post(&self, app: &TestApp) -> (String, Vec<(String, String)>, String) {
+        let res = self
+            .http
+            .get(format!(
+                "{}/login?idp={}/saml/idp/metadata&binding=post",
+                self.base, app.base
+            ))
+            .send()
+            .await
+            .unwrap();
+        let id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+        let form: Value = serde_json::from_str(&res.text().await.unwrap()).unwrap();
+        let action = url::Url::parse(form["action"].as_str().unwrap()).unwrap();
+        assert_eq!(action.path(), "/saml/idp/sso");
+        let fields = ["SAMLRequest", "RelayState"]
+            .iter()
+            .map(|k| ((*k).to_owned(), form[*k].as_str().unwrap().to_owned()))
+            .collect();
+        (action.path().to_owned(), fields, id)
+    }
+
     /// Posts the auto-submitting form of `page` to the SP's ACS, as the browser would: the SP's
     /// verdict (200 and what it read, or 400 and why).
     async fn post(&self, fields: &[(String, String)]) -> (u16, Value) {
@@ -134,11 +157,23 @@ fn answer_form(sp: &Sp, page: &Page) -> Vec<(String, String)> {
     fields
 }
 
+fn refs(fields: &[(String, String)]) -> Vec<(&str, &str)> {
+    fields
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect()
+}
+
 /// A broker with the SP registered, its clock at the wall clock (the SP checks times against
 /// its own).
 async fn broker(b: Backend, sp: &Sp) -> Option<TestApp> {
+    broker_with(b, sp, "email").await
+}
+
+/// Same, the SP getting NameIDs of `name_id_format`.
+async fn broker_with(b: Backend, sp: &Sp, name_id_format: &str) -> Option<TestApp> {
     let toml = format!(
-        "[[saml_apps]]\nentity_id = \"{}\"\nname = \"pysaml2 SP\"\nacs_urls = [\"{}\"]\n",
+        "[[saml_apps]]\nentity_id = \"{}\"\nname = \"pysaml2 SP\"\nacs_urls = [\"{}\"]\nname_id_format = \"{name_id_format}\"\n",
         sp.entity_id(),
         sp.acs()
     );
@@ -276,8 +311,104 @@ async fn is_passive_without_a_session_is_no_passive(b: Backend) {
     assert_eq!(got["error"], "StatusNoPassive", "{got}");
 }
 
+async fn the_http_post_binding_signs_in_and_single_signs_on(b: Backend) {
+    let sp = saml_sp();
+    let Some(app) = broker(b, &sp).await else {
+        return;
+    };
+    let mut br = Browser::new(&app);
+    let (path, fields, id) = sp.login_post(&app).await;
+    // Without the session cookie (SameSite=Lax: a cross-site POST does not carry it) the
+    // request comes back as the same request over HTTP-Redirect, a GET that carries it.
+    let page = br.post_form(&path, &refs(&fields)).await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    let location = url::Url::parse(page.location.as_deref().unwrap()).unwrap();
+    assert_eq!(location.path(), "/saml/idp/sso");
+    let page = br
+        .get(&format!("/saml/idp/sso?{}", location.query().unwrap()))
+        .await;
+    assert!(page.body.contains("name=\"password\""), "{}", page.body);
+    let page = br
+        .submit(
+            &page,
+            "/login",
+            &[("email", DEMO_EMAIL), ("password", DEMO_PASSWORD)],
+        )
+        .await;
+    let (_, page) = br.follow(page).await;
+    let (status, got) = sp.post(&answer_form(&sp, &page)).await;
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(got["in_response_to"], id.as_str());
+    assert_eq!(got["relay_state"], "rs-1");
+    assert_eq!(got["name_id"], DEMO_EMAIL);
+
+    // With the session cookie, a POST is answered at once.
+    let (path, fields, id) = sp.login_post(&app).await;
+    let page = br.post_form(&path, &refs(&fields)).await;
+    let (status, got) = sp.post(&answer_form(&sp, &page)).await;
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(got["in_response_to"], id.as_str());
+}
+
+async fn persistent_name_ids_are_opaque_and_stable(b: Backend) {
+    const PERSISTENT: &str = "urn:oasis:names:tc:SAML:2.0:nameid-format:persistent";
+    let sp = saml_sp();
+    let Some(app) = broker_with(b, &sp, "persistent").await else {
+        return;
+    };
+    let mut br = Browser::new(&app);
+    let asks = format!("&nameid={PERSISTENT}");
+    let (path, _) = sp.login(&app, &asks).await;
+    let page = br.get(&path).await;
+    let page = br
+        .submit(
+            &page,
+            "/login",
+            &[("email", DEMO_EMAIL), ("password", DEMO_PASSWORD)],
+        )
+        .await;
+    let (_, page) = br.follow(page).await;
+    let (status, got) = sp.post(&answer_form(&sp, &page)).await;
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(got["name_id_format"], PERSISTENT);
+    let name_id = got["name_id"].as_str().unwrap().to_owned();
+    assert_eq!(name_id.len(), 43, "{name_id}");
+    assert!(
+        !name_id.contains('@') && !name_id.contains("demo"),
+        "{name_id}"
+    );
+    // The email is still an attribute; the NameID is the same at the next sign-in.
+    assert_eq!(got["ava"]["email"][0], DEMO_EMAIL, "{got}");
+    let (path, _) = sp.login(&app, &asks).await;
+    let page = br.get(&path).await;
+    let (status, got) = sp.post(&answer_form(&sp, &page)).await;
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(got["name_id"], name_id.as_str());
+
+    // Asking for the email format, which this SP does not get: InvalidNameIDPolicy.
+    let (path, _) = sp
+        .login(
+            &app,
+            "&nameid=urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress",
+        )
+        .await;
+    let page = br.get(&path).await;
+    let fields = answer_form(&sp, &page);
+    let response = &fields.iter().find(|(k, _)| k == "SAMLResponse").unwrap().1;
+    let xml = String::from_utf8(STANDARD.decode(response).unwrap()).unwrap();
+    assert!(
+        xml.contains("urn:oasis:names:tc:SAML:2.0:status:InvalidNameIDPolicy")
+            && !xml.contains("Assertion"),
+        "{xml}"
+    );
+    let (status, got) = sp.post(&fields).await;
+    assert_eq!(status, 400, "{got}");
+}
+
 per_backend_async!(
     sp_initiated_sign_in_and_single_sign_on,
+    the_http_post_binding_signs_in_and_single_signs_on,
+    persistent_name_ids_are_opaque_and_stable,
     an_unknown_sp_or_acs_gets_a_page,
     is_passive_without_a_session_is_no_passive,
 );

@@ -6,9 +6,11 @@ metadata only). Listens on 127.0.0.1 only.
   saml_sp.py --port P        (0: any free port)
 
 Endpoints:
-  GET  /login?idp=URL[&passive=1][&force=1][&nameid=FORMAT]
+  GET  /login?idp=URL[&passive=1][&force=1][&nameid=FORMAT][&binding=post]
                    the IdP's metadata is read from URL (once), then an AuthnRequest over
-                   HTTP-Redirect: a 302 to the IdP's single sign-on endpoint, RelayState "rs-1"
+                   HTTP-Redirect: a 302 to the IdP's single sign-on endpoint, RelayState "rs-1";
+                   with binding=post, 200 with JSON {action, SAMLRequest, RelayState}: the
+                   fields of the HTTP-POST form the browser would submit
   POST /acs        the IdP's Response (HTTP-POST): validated by pysaml2 (signature, issuer,
                    audience, recipient, InResponseTo against the requests this SP sent, time);
                    200 with JSON {name_id, name_id_format, ava, in_response_to, session_index,
@@ -17,7 +19,9 @@ It prints "ready <base>" on stdout when it listens.
 """
 
 import argparse
+import html
 import json
+import re
 import sys
 import tempfile
 import threading
@@ -104,11 +108,25 @@ class Handler(BaseHTTPRequestHandler):
                 extra["force_authn"] = "true"
             if q.get("nameid"):
                 extra["nameid_format"] = q["nameid"]
+            binding = BINDING_HTTP_POST if q.get("binding") == "post" else BINDING_HTTP_REDIRECT
             reqid, info = client.prepare_for_authenticate(
-                entityid=idp, relay_state="rs-1", binding=BINDING_HTTP_REDIRECT, **extra
+                entityid=idp, relay_state="rs-1", binding=binding, **extra
             )
             with LOCK:
                 STATE["outstanding"][reqid] = "/"
+            if binding == BINDING_HTTP_POST:
+                form = info["data"]
+                fields = {
+                    "action": html.unescape(re.search(r'action="([^"]*)"', form).group(1)),
+                    "SAMLRequest": html.unescape(
+                        re.search(r'name="SAMLRequest" value="([^"]*)"', form).group(1)
+                    ),
+                    "RelayState": html.unescape(
+                        re.search(r'name="RelayState" value="([^"]*)"', form).group(1)
+                    ),
+                }
+                headers = [("Content-Type", "application/json"), ("X-Request-Id", reqid)]
+                return self.send(200, headers, json.dumps(fields))
             location = dict(info["headers"])["Location"]
             return self.send(302, [("Location", location), ("X-Request-Id", reqid)], "")
         except Exception as e:  # a test peer: show what went wrong
