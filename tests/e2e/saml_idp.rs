@@ -285,6 +285,23 @@ async fn an_unknown_sp_or_acs_gets_a_page(b: Backend) {
         assert!(!page.body.contains("SAMLResponse"), "{}", page.body);
         assert!(page.location.is_none());
     }
+    // Over HTTP-POST, with or without the session cookie: a page, not even a redirect.
+    let unknown = STANDARD.encode(format!(
+        concat!(
+            r#"<samlp:AuthnRequest xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" "#,
+            r#"ID="_unknown2" Version="2.0" IssueInstant="2026-12-07T00:00:00Z">"#,
+            r#"<saml:Issuer>{}</saml:Issuer></samlp:AuthnRequest>"#
+        ),
+        "https://unknown.example/sp"
+    ));
+    for mut who in [Browser::new(&app), br] {
+        let page = who
+            .post_form("/saml/idp/sso", &[("SAMLRequest", unknown.as_str())])
+            .await;
+        assert_error_page(&page, 400);
+        assert!(page.location.is_none());
+    }
+    let mut br = Browser::new(&app);
     // Nor is a broken request answered.
     let page = br.get("/saml/idp/sso?SAMLRequest=not-deflate").await;
     assert_error_page(&page, 400);

@@ -53,6 +53,11 @@ pub fn from_redirect(raw_query: &str) -> Result<(AuthnRequest, Option<String>), 
 
 /// The request of an HTTP-POST form's `SAMLRequest` (base64).
 pub fn from_post(saml_request: &str) -> Result<AuthnRequest, SamlError> {
+    parse(&decode_post(saml_request)?)
+}
+
+/// The document of an HTTP-POST form's `SAMLRequest`, not yet read.
+pub fn decode_post(saml_request: &str) -> Result<String, SamlError> {
     if saml_request.len() > MAX_DOCUMENT * 4 / 3 + 4 {
         return Err(SamlError::TooLarge);
     }
@@ -63,8 +68,7 @@ pub fn from_post(saml_request: &str) -> Result<AuthnRequest, SamlError> {
     let bytes = STANDARD
         .decode(clean)
         .map_err(|_| SamlError::Malformed("SAMLRequest is not base64".into()))?;
-    let xml = String::from_utf8(bytes).map_err(|_| SamlError::Malformed("not UTF-8".into()))?;
-    parse(&xml)
+    String::from_utf8(bytes).map_err(|_| SamlError::Malformed("not UTF-8".into()))
 }
 
 fn attr(e: &BytesStart<'_>, name: &str) -> Result<Option<String>, SamlError> {

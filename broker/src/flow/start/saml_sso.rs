@@ -46,12 +46,14 @@ enum Parsed {
     Ok(Box<Checked>),
     /// A page (a message key), with why for the log.
     Page(&'static str, String),
-    /// A cross-site POST came without the session cookie (SameSite=Lax): the same request
-    /// again as a top-level GET, which carries it.
+    /// A good request came by a POST without the session cookie (SameSite=Lax: a cross-site
+    /// POST does not carry it): the same request again as a top-level GET, which carries it.
     AsRedirect(String),
 }
 
 fn check(idp: &SamlIdp, binding: SamlBinding, has_session_cookie: bool) -> Parsed {
+    // A POST's document, to send back as HTTP-Redirect once the request is known good.
+    let mut resend = None;
     let (ar, relay_state) = match binding {
         SamlBinding::Redirect(q) => match authn_request::from_redirect(&q) {
             Ok(r) => r,
@@ -61,27 +63,15 @@ fn check(idp: &SamlIdp, binding: SamlBinding, has_session_cookie: bool) -> Parse
             saml_request,
             relay_state,
         } => {
-            let ar = match authn_request::from_post(&saml_request) {
-                Ok(ar) => ar,
+            let read = authn_request::decode_post(&saml_request)
+                .and_then(|xml| Ok((authn_request::parse(&xml)?, xml)));
+            match read {
+                Ok((ar, xml)) => {
+                    resend = (!has_session_cookie).then_some(xml);
+                    (ar, relay_state)
+                }
                 Err(e) => return Parsed::Page("error_400_message", e.to_string()),
-            };
-            if !has_session_cookie {
-                let xml = match base64::Engine::decode(
-                    &base64::engine::general_purpose::STANDARD,
-                    saml_request
-                        .chars()
-                        .filter(|c| !c.is_ascii_whitespace())
-                        .collect::<String>(),
-                ) {
-                    Ok(b) => String::from_utf8_lossy(&b).into_owned(),
-                    Err(e) => return Parsed::Page("error_400_message", e.to_string()),
-                };
-                return match redirect_query("SAMLRequest", &xml, relay_state.as_deref(), None) {
-                    Ok(q) => Parsed::AsRedirect(format!("{}?{q}", idp.sso_url)),
-                    Err(e) => Parsed::Page("error_400_message", e.to_string()),
-                };
             }
-            (ar, relay_state)
         }
     };
     let Some(app) = idp.app(&ar.issuer) else {
@@ -126,6 +116,12 @@ fn check(idp: &SamlIdp, binding: SamlBinding, has_session_cookie: bool) -> Parse
         .is_some_and(|r| r.len() > MAX_RELAY_STATE)
     {
         return Parsed::Page("error_400_message", "RelayState too long".into());
+    }
+    if let Some(xml) = resend {
+        return match redirect_query("SAMLRequest", &xml, relay_state.as_deref(), None) {
+            Ok(q) => Parsed::AsRedirect(format!("{}?{q}", idp.sso_url)),
+            Err(e) => Parsed::Page("error_400_message", e.to_string()),
+        };
     }
     let wanted = match app.name_id_format {
         SamlAppNameId::Email => NAMEID_EMAIL,
