@@ -111,3 +111,51 @@ impl SamlApp {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(acs: &[&str]) -> RawSamlApp {
+        RawSamlApp {
+            entity_id: "https://sp.example/meta".into(),
+            name: None,
+            acs_urls: acs.iter().map(|s| (*s).to_owned()).collect(),
+            name_id_format: SamlAppNameId::default(),
+            sign: SamlSign::default(),
+            channel: Channel::Web,
+            mfa: None,
+            max_sessions_per_user: None,
+            on_session_limit: None,
+        }
+    }
+
+    #[test]
+    fn acs_urls_are_https_or_local_http() {
+        let app = SamlApp::parse(&raw(&[
+            "https://sp.example/acs",
+            "http://127.0.0.1:8000/acs",
+        ]))
+        .unwrap();
+        assert_eq!(app.name, "https://sp.example/meta");
+        assert_eq!(app.sign, SamlSign::Both);
+        assert_eq!(app.name_id_format, SamlAppNameId::Email);
+        for bad in [
+            "http://sp.example/acs",
+            "https://sp.example/acs#x",
+            "https://user@sp.example/acs",
+            "/acs",
+            "javascript:alert(1)",
+        ] {
+            assert_eq!(
+                SamlApp::parse(&raw(&[bad])).unwrap_err().0,
+                "acs_urls",
+                "{bad}"
+            );
+        }
+        assert_eq!(SamlApp::parse(&raw(&[])).unwrap_err().0, "acs_urls");
+        let mut no_id = raw(&["https://sp.example/acs"]);
+        no_id.entity_id = " ".into();
+        assert_eq!(SamlApp::parse(&no_id).unwrap_err().0, "entity_id");
+    }
+}
