@@ -15,7 +15,7 @@ use serde_json::Value;
 use concierge::startup::{DEMO_EMAIL, DEMO_PASSWORD};
 
 use crate::helpers::{Browser, Page, TestApp, assert_error_page, spawn_provider_with};
-use crate::mfa::python;
+use crate::mfa::{mfa_config, oathtool, python, text_of, totp_manifest};
 use crate::per_backend_async;
 use crate::support::Backend;
 
@@ -167,13 +167,13 @@ fn refs(fields: &[(String, String)]) -> Vec<(&str, &str)> {
 /// A broker with the SP registered, its clock at the wall clock (the SP checks times against
 /// its own).
 async fn broker(b: Backend, sp: &Sp) -> Option<TestApp> {
-    broker_with(b, sp, "email").await
+    broker_with(b, sp, "", "").await
 }
 
-/// Same, the SP getting NameIDs of `name_id_format`.
-async fn broker_with(b: Backend, sp: &Sp, name_id_format: &str) -> Option<TestApp> {
+/// Same, with more keys for the SP's table (`app`) and more configuration after it (`more`).
+async fn broker_with(b: Backend, sp: &Sp, app: &str, more: &str) -> Option<TestApp> {
     let toml = format!(
-        "[[saml_apps]]\nentity_id = \"{}\"\nname = \"pysaml2 SP\"\nacs_urls = [\"{}\"]\nname_id_format = \"{name_id_format}\"\n",
+        "[[saml_apps]]\nentity_id = \"{}\"\nname = \"pysaml2 SP\"\nacs_urls = [\"{}\"]\n{app}\n{more}",
         sp.entity_id(),
         sp.acs()
     );
@@ -370,7 +370,7 @@ async fn the_http_post_binding_signs_in_and_single_signs_on(b: Backend) {
 async fn persistent_name_ids_are_opaque_and_stable(b: Backend) {
     const PERSISTENT: &str = "urn:oasis:names:tc:SAML:2.0:nameid-format:persistent";
     let sp = saml_sp();
-    let Some(app) = broker_with(b, &sp, "persistent").await else {
+    let Some(app) = broker_with(b, &sp, "name_id_format = \"persistent\"", "").await else {
         return;
     };
     let mut br = Browser::new(&app);
@@ -422,8 +422,70 @@ async fn persistent_name_ids_are_opaque_and_stable(b: Backend) {
     assert_eq!(status, 400, "{got}");
 }
 
+async fn a_requested_mfa_context_steps_the_session_up(b: Backend) {
+    use concierge::clock::Clock;
+    let sp = saml_sp();
+    let more = mfa_config("optional", &totp_manifest(), "");
+    let Some(app) = broker_with(b, &sp, "", &more).await else {
+        return;
+    };
+    let mut br = Browser::new(&app);
+    // A password is enough for this SP (the demo user has no factor yet).
+    let (path, _) = sp.login(&app, "").await;
+    let page = br.get(&path).await;
+    let page = br
+        .submit(
+            &page,
+            "/login",
+            &[("email", DEMO_EMAIL), ("password", DEMO_PASSWORD)],
+        )
+        .await;
+    let (_, page) = br.follow(page).await;
+    let (status, got) = sp.post(&answer_form(&sp, &page)).await;
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(
+        got["class_ref"],
+        "urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTransport"
+    );
+    let sid = got["session_index"].as_str().unwrap().to_owned();
+
+    // The SP asks for MFA: not answered from the session, which is stepped up first (here by
+    // setting up a factor), then answered with the MFA class, in the same session.
+    let (path, id) = sp.login(&app, "&mfa=1").await;
+    let page = br.get(&path).await;
+    assert!(!page.body.contains("SAMLResponse"), "{}", page.body);
+    assert!(page.has_form("/login/mfa/choose"), "{}", page.body);
+    let page = br
+        .submit(
+            &page,
+            "/login/mfa/choose",
+            &[("factor", "totp"), ("action", "enroll")],
+        )
+        .await;
+    let secret = text_of(&page, "mfa-secret");
+    let page = br
+        .submit(
+            &page,
+            "/login/mfa/answer",
+            &[("code", &oathtool(&secret, app.clock.now()))],
+        )
+        .await;
+    let page = if page.has_form("/login/mfa/continue") {
+        br.submit(&page, "/login/mfa/continue", &[]).await
+    } else {
+        page
+    };
+    let (_, page) = br.follow(page).await;
+    let (status, got) = sp.post(&answer_form(&sp, &page)).await;
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(got["in_response_to"], id.as_str());
+    assert_eq!(got["class_ref"], "https://refeds.org/profile/mfa");
+    assert_eq!(got["session_index"], sid.as_str());
+}
+
 per_backend_async!(
     sp_initiated_sign_in_and_single_sign_on,
+    a_requested_mfa_context_steps_the_session_up,
     the_http_post_binding_signs_in_and_single_signs_on,
     persistent_name_ids_are_opaque_and_stable,
     an_unknown_sp_or_acs_gets_a_page,

@@ -6,9 +6,10 @@ metadata only). Listens on 127.0.0.1 only.
   saml_sp.py --port P        (0: any free port)
 
 Endpoints:
-  GET  /login?idp=URL[&passive=1][&force=1][&nameid=FORMAT][&binding=post]
+  GET  /login?idp=URL[&passive=1][&force=1][&nameid=FORMAT][&mfa=1][&binding=post]
                    the IdP's metadata is read from URL (once), then an AuthnRequest over
                    HTTP-Redirect: a 302 to the IdP's single sign-on endpoint, RelayState "rs-1";
+                   mfa=1 asks for https://refeds.org/profile/mfa (RequestedAuthnContext);
                    with binding=post, 200 with JSON {action, SAMLRequest, RelayState}: the
                    fields of the HTTP-POST form the browser would submit
   POST /acs        the IdP's Response (HTTP-POST): validated by pysaml2 (signature, issuer,
@@ -32,7 +33,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT
 from saml2.client import Saml2Client
 from saml2.config import SPConfig
-from saml2.saml import NAMEID_FORMAT_EMAILADDRESS
+from saml2.saml import NAMEID_FORMAT_EMAILADDRESS, AuthnContextClassRef
+from saml2.samlp import RequestedAuthnContext
+
+REFEDS_MFA = "https://refeds.org/profile/mfa"
 
 p = argparse.ArgumentParser()
 p.add_argument("--port", type=int, default=0)
@@ -106,6 +110,11 @@ class Handler(BaseHTTPRequestHandler):
                 extra["is_passive"] = "true"
             if q.get("force") == "1":
                 extra["force_authn"] = "true"
+            if q.get("mfa") == "1":
+                extra["requested_authn_context"] = RequestedAuthnContext(
+                    authn_context_class_ref=[AuthnContextClassRef(text=REFEDS_MFA)],
+                    comparison="exact",
+                )
             if q.get("nameid"):
                 extra["nameid_format"] = q["nameid"]
             binding = BINDING_HTTP_POST if q.get("binding") == "post" else BINDING_HTTP_REDIRECT
