@@ -34,10 +34,16 @@ impl Drop for Sp {
 }
 
 fn saml_sp() -> Sp {
+    saml_sp_with(&[])
+}
+
+/// The SP peer with more arguments (`--key`, `--cert`: it signs its requests).
+fn saml_sp_with(args: &[&str]) -> Sp {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/peers/saml_sp.py");
     let mut child = std::process::Command::new(python())
         .arg(script)
         .args(["--port", "0"])
+        .args(args)
         .stdout(std::process::Stdio::piped())
         // pysaml2 prints each refusal; the JSON answer says why.
         .stderr(std::process::Stdio::null())
@@ -483,8 +489,80 @@ async fn a_requested_mfa_context_steps_the_session_up(b: Backend) {
     assert_eq!(got["session_index"], sid.as_str());
 }
 
+async fn an_sp_with_a_certificate_must_sign_its_requests(b: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let pair = crate::upstream_saml::key_pair("pysaml2 SP");
+    let (key, cert) = (dir.path().join("sp.key"), dir.path().join("sp.crt"));
+    std::fs::write(&key, pair.key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+    std::fs::write(&cert, &pair.cert_pem).unwrap();
+    let sp = saml_sp_with(&[
+        "--key",
+        key.to_str().unwrap(),
+        "--cert",
+        cert.to_str().unwrap(),
+    ]);
+    let Some(app) = broker_with(b, &sp, &format!("signing_cert_file = {cert:?}"), "").await else {
+        return;
+    };
+    let mut br = Browser::new(&app);
+    let (path, id) = sp.login(&app, "").await;
+    assert!(path.contains("&Signature="), "{path}");
+    // Without its signature, or with another RelayState than it signed: a page.
+    let unsigned: Vec<&str> = path
+        .split('&')
+        .filter(|p| !p.starts_with("SigAlg=") && !p.starts_with("Signature="))
+        .collect();
+    let tampered = path.replace("RelayState=rs-1", "RelayState=rs-2");
+    assert_ne!(tampered, path);
+    for p in [unsigned.join("&"), tampered] {
+        let page = br.get(&p).await;
+        assert_error_page(&page, 400);
+        assert!(!page.body.contains("name=\"password\""), "{}", page.body);
+    }
+    // As signed: the sign-in, and the Response.
+    let page = br.get(&path).await;
+    let page = br
+        .submit(
+            &page,
+            "/login",
+            &[("email", DEMO_EMAIL), ("password", DEMO_PASSWORD)],
+        )
+        .await;
+    let (_, page) = br.follow(page).await;
+    let (status, got) = sp.post(&answer_form(&sp, &page)).await;
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(got["in_response_to"], id.as_str());
+
+    // Over HTTP-POST (an enveloped signature): from a browser without the session cookie it
+    // comes back as HTTP-Redirect, its signature still checked; with it, it is answered.
+    let (path, fields, _) = sp.login_post(&app).await;
+    let xml = String::from_utf8(STANDARD.decode(&fields[0].1).unwrap()).unwrap();
+    assert!(xml.contains("SignatureValue"), "{xml}");
+    let mut fresh = Browser::new(&app);
+    let page = fresh.post_form(&path, &refs(&fields)).await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    let location = url::Url::parse(page.location.as_deref().unwrap()).unwrap();
+    let page = fresh
+        .get(&format!("/saml/idp/sso?{}", location.query().unwrap()))
+        .await;
+    assert!(page.body.contains("name=\"password\""), "{}", page.body);
+    let page = br.post_form(&path, &refs(&fields)).await;
+    let (status, got) = sp.post(&answer_form(&sp, &page)).await;
+    assert_eq!(status, 200, "{got}");
+    // The same document with a changed ACS no longer verifies.
+    let forged = STANDARD.encode(xml.replace("/acs", "/acs2"));
+    let page = br
+        .post_form(
+            &path,
+            &[("SAMLRequest", forged.as_str()), ("RelayState", "rs-1")],
+        )
+        .await;
+    assert_error_page(&page, 400);
+}
+
 per_backend_async!(
     sp_initiated_sign_in_and_single_sign_on,
+    an_sp_with_a_certificate_must_sign_its_requests,
     a_requested_mfa_context_steps_the_session_up,
     the_http_post_binding_signs_in_and_single_signs_on,
     persistent_name_ids_are_opaque_and_stable,

@@ -3,7 +3,8 @@
 `pysaml2` (signatures checked by Debian's `xmlsec1`, against the certificate of the broker's
 metadata only). Listens on 127.0.0.1 only.
 
-  saml_sp.py --port P        (0: any free port)
+  saml_sp.py --port P [--key K --cert C]    (port 0: any free port; with a key pair, the
+                                            AuthnRequests are signed, RSA-SHA256)
 
 Endpoints:
   GET  /login?idp=URL[&passive=1][&force=1][&nameid=FORMAT][&mfa=1][&binding=post]
@@ -35,11 +36,15 @@ from saml2.client import Saml2Client
 from saml2.config import SPConfig
 from saml2.saml import NAMEID_FORMAT_EMAILADDRESS, AuthnContextClassRef
 from saml2.samlp import RequestedAuthnContext
+from saml2.sigver import SIG_RSA_SHA256
+from saml2.xmldsig import DIGEST_SHA256
 
 REFEDS_MFA = "https://refeds.org/profile/mfa"
 
 p = argparse.ArgumentParser()
 p.add_argument("--port", type=int, default=0)
+p.add_argument("--key")
+p.add_argument("--cert")
 ARGS = p.parse_args()
 
 LOCK = threading.Lock()
@@ -55,6 +60,14 @@ def client_for(base, idp_metadata_url):
         f = tempfile.NamedTemporaryFile(suffix=".xml", delete=False)
         f.write(md)
         f.close()
+        signing = {}
+        if ARGS.key:
+            signing = {
+                "key_file": ARGS.key,
+                "cert_file": ARGS.cert,
+                "signing_algorithm": SIG_RSA_SHA256,
+                "digest_algorithm": DIGEST_SHA256,
+            }
         conf = SPConfig()
         conf.load(
             {
@@ -66,7 +79,7 @@ def client_for(base, idp_metadata_url):
                         },
                         "want_response_signed": True,
                         "want_assertions_signed": True,
-                        "authn_requests_signed": False,
+                        "authn_requests_signed": bool(ARGS.key),
                         "allow_unsolicited": False,
                         "name_id_format": NAMEID_FORMAT_EMAILADDRESS,
                     }
@@ -74,6 +87,7 @@ def client_for(base, idp_metadata_url):
                 "metadata": {"local": [f.name]},
                 "xmlsec_binary": "/usr/bin/xmlsec1",
                 "allow_unknown_attributes": True,
+                **signing,
             }
         )
         client = Saml2Client(config=conf)
@@ -115,6 +129,10 @@ class Handler(BaseHTTPRequestHandler):
                     authn_context_class_ref=[AuthnContextClassRef(text=REFEDS_MFA)],
                     comparison="exact",
                 )
+            if ARGS.key:
+                # pysaml2 would sign with SHA-1, which the broker refuses.
+                extra["sigalg"] = SIG_RSA_SHA256
+                extra["digest_alg"] = DIGEST_SHA256
             if q.get("nameid"):
                 extra["nameid_format"] = q["nameid"]
             binding = BINDING_HTTP_POST if q.get("binding") == "post" else BINDING_HTTP_REDIRECT

@@ -1,6 +1,8 @@
 //! Owns `[[saml_apps]]`: the service providers the broker answers as a SAML 2.0 IdP (entity ID,
-//! the ACS URLs it may post to, the NameID it gets, what is signed, and its sign-in policy like
-//! a client's), parsed and checked at boot.
+//! the ACS URLs it may post to, the NameID it gets, what is signed, the certificates its
+//! requests are signed with, and its sign-in policy like a client's), parsed and checked at boot.
+
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use url::Url;
@@ -55,6 +57,10 @@ pub struct RawSamlApp {
     pub max_sessions_per_user: Option<u32>,
     #[serde(default)]
     pub on_session_limit: Option<OnLimit>,
+    /// PEM file of the certificate(s) the SP signs its AuthnRequests with: when set, every
+    /// AuthnRequest of this SP must be signed by one of them.
+    #[serde(default)]
+    pub signing_cert_file: Option<PathBuf>,
 }
 
 /// A service provider, checked.
@@ -70,6 +76,9 @@ pub struct SamlApp {
     pub mfa: Option<MfaRequirement>,
     pub max_sessions_per_user: Option<u32>,
     pub on_session_limit: Option<OnLimit>,
+    /// DER certificates its AuthnRequests must be signed with (empty: unsigned requests
+    /// accepted, a signature ignored).
+    pub signing_certs: Vec<Vec<u8>>,
 }
 
 impl SamlApp {
@@ -98,6 +107,26 @@ impl SamlApp {
             }
             acs_urls.push(url);
         }
+        let signing_certs = match &raw.signing_cert_file {
+            None => Vec::new(),
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|e| {
+                    (
+                        "signing_cert_file",
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?;
+                let certs = openssl::x509::X509::stack_from_pem(&pem)
+                    .ok()
+                    .filter(|c| !c.is_empty())
+                    .ok_or(("signing_cert_file", "holds no PEM certificate".to_owned()))?;
+                certs
+                    .iter()
+                    .map(|c| c.to_der())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| ("signing_cert_file", e.to_string()))?
+            }
+        };
         Ok(Self {
             entity_id: raw.entity_id.clone(),
             name: raw.name.clone().unwrap_or_else(|| raw.entity_id.clone()),
@@ -108,6 +137,7 @@ impl SamlApp {
             mfa: raw.mfa,
             max_sessions_per_user: raw.max_sessions_per_user,
             on_session_limit: raw.on_session_limit,
+            signing_certs,
         })
     }
 }
@@ -127,6 +157,7 @@ mod tests {
             mfa: None,
             max_sessions_per_user: None,
             on_session_limit: None,
+            signing_cert_file: None,
         }
     }
 

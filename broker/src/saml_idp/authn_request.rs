@@ -2,9 +2,9 @@
 //! upstream side's hardened reader) or HTTP-POST (base64): size limits first, no DTD, no
 //! comments, namespaces read as libxml2 would read them, and only what the IdP uses taken out
 //! (ID, Issuer, ACS, binding, ForceAuthn, IsPassive, NameIDPolicy, RequestedAuthnContext).
-//! Nothing here is trusted until the Issuer and the ACS are found in the registry. The
-//! request's own signature is not checked (yet): the ACS allow-list is what protects the
-//! answer.
+//! Nothing here is trusted until the Issuer and the ACS are found in the registry; an SP with
+//! registered certificates must sign its requests (`verify_redirect`, `verify_post`), and what
+//! its signature covers is what is used.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -12,8 +12,11 @@ use quick_xml::events::{BytesStart, Event};
 use quick_xml::name::ResolveResult;
 use quick_xml::reader::NsReader;
 
+use samael::crypto::CertificateDer;
+
 use crate::upstream::saml::SamlError;
 use crate::upstream::saml::crypto::read_redirect;
+use crate::upstream::saml::dsig;
 use crate::upstream::saml::xml::{
     ASSERTION_NS, MAX_DOCUMENT, PROTOCOL_NS, check_namespaces, refuse_dtd,
 };
@@ -49,6 +52,46 @@ pub fn from_redirect(raw_query: &str) -> Result<(AuthnRequest, Option<String>), 
         return Err(SamlError::Malformed("no SAMLRequest".into()));
     }
     Ok((parse(&m.xml)?, m.relay_state))
+}
+
+/// The request of an HTTP-Redirect query string whose signature verifies under one of `certs`
+/// (an SP's registered certificates), over the parameters exactly as they were sent; without a
+/// query signature, the document's enveloped one (an HTTP-POST request the broker sent back
+/// as HTTP-Redirect). Unsigned is refused.
+pub fn verify_redirect(
+    raw_query: &str,
+    certs: &[CertificateDer],
+) -> Result<AuthnRequest, SamlError> {
+    let m = read_redirect(raw_query, certs)?;
+    if m.signed {
+        return parse(&m.xml);
+    }
+    let id = parse(&m.xml)?.id;
+    verify_post(&m.xml, &id, certs)
+        .map_err(|_| SamlError::Signature("the request is not signed by the SP".into()))
+}
+
+/// The request of an HTTP-POST document `xml` as its enveloped signature by one of `certs`
+/// covers it (through the one door to xmlsec, `dsig::verify`): read again from the bytes xmlsec
+/// verified, which must be the request `id` itself.
+pub fn verify_post(
+    xml: &str,
+    id: &str,
+    certs: &[CertificateDer],
+) -> Result<AuthnRequest, SamlError> {
+    let verified = dsig::verify(xml, id, certs).map_err(|e| match e {
+        SamlError::Signature(_) => {
+            SamlError::Signature("no valid signature by the SP's certificates".into())
+        }
+        other => other,
+    })?;
+    let ar = parse(&verified)?;
+    if ar.id != id {
+        return Err(SamlError::Reference(
+            "the signature covers another element".into(),
+        ));
+    }
+    Ok(ar)
 }
 
 /// The request of an HTTP-POST form's `SAMLRequest` (base64).

@@ -1,10 +1,13 @@
 //! Owns the SAML start: an SP's AuthnRequest (HTTP-Redirect or HTTP-POST) read once
 //! (`saml_idp::authn_request`), its Issuer and ACS found in the registry (an unknown SP or ACS
 //! gets a page, never a Response: there is nowhere trusted to send one), then handed to the
-//! protocol-neutral arrival (`single_sign_on.rs`) as an [`Arrival`]. The request's signature is
-//! not checked yet.
+//! protocol-neutral arrival (`single_sign_on.rs`) as an [`Arrival`]. An SP with registered
+//! certificates (`signing_cert_file`) must sign its requests; the others' signatures are not
+//! checked.
 
 use std::sync::Arc;
+
+use samael::crypto::CertificateDer;
 
 use super::single_sign_on::Arrival;
 use crate::config::saml_apps::SamlAppNameId;
@@ -14,6 +17,7 @@ use crate::flow::contract::{Browser, Outcome};
 use crate::flow::signin::{SignIn, SignInError, blocking};
 use crate::saml_idp::authn_request;
 use crate::saml_idp::{NAMEID_EMAIL, NAMEID_PERSISTENT, NAMEID_UNSPECIFIED, SamlIdp};
+use crate::upstream::saml::SamlError;
 use crate::upstream::saml::crypto::redirect_query;
 use crate::upstream::saml::metadata::POST_BINDING;
 
@@ -54,8 +58,8 @@ enum Parsed {
 fn check(idp: &SamlIdp, binding: SamlBinding, has_session_cookie: bool) -> Parsed {
     // A POST's document, to send back as HTTP-Redirect once the request is known good.
     let mut resend = None;
-    let (ar, relay_state) = match binding {
-        SamlBinding::Redirect(q) => match authn_request::from_redirect(&q) {
+    let (ar, relay_state) = match &binding {
+        SamlBinding::Redirect(q) => match authn_request::from_redirect(q) {
             Ok(r) => r,
             Err(e) => return Parsed::Page("error_400_message", e.to_string()),
         },
@@ -63,12 +67,12 @@ fn check(idp: &SamlIdp, binding: SamlBinding, has_session_cookie: bool) -> Parse
             saml_request,
             relay_state,
         } => {
-            let read = authn_request::decode_post(&saml_request)
+            let read = authn_request::decode_post(saml_request)
                 .and_then(|xml| Ok((authn_request::parse(&xml)?, xml)));
             match read {
                 Ok((ar, xml)) => {
-                    resend = (!has_session_cookie).then_some(xml);
-                    (ar, relay_state)
+                    resend = Some(xml);
+                    (ar, relay_state.clone())
                 }
                 Err(e) => return Parsed::Page("error_400_message", e.to_string()),
             }
@@ -79,6 +83,31 @@ fn check(idp: &SamlIdp, binding: SamlBinding, has_session_cookie: bool) -> Parse
             "error_authorize_client",
             format!("unknown SP `{}`", ar.issuer),
         );
+    };
+    // An SP with registered certificates signs its requests: what the signature covers is
+    // what counts.
+    let ar = if app.signing_certs.is_empty() {
+        ar
+    } else {
+        let certs: Vec<CertificateDer> = app
+            .signing_certs
+            .iter()
+            .map(|der| CertificateDer::from(der.clone()))
+            .collect();
+        let verified = match (&binding, &resend) {
+            (SamlBinding::Redirect(q), _) => authn_request::verify_redirect(q, &certs),
+            (SamlBinding::Post { .. }, Some(xml)) => {
+                authn_request::verify_post(xml, &ar.id, &certs)
+            }
+            (SamlBinding::Post { .. }, None) => Err(SamlError::Malformed("no document".into())),
+        };
+        match verified {
+            Ok(v) if v.issuer == ar.issuer => v,
+            Ok(_) => return Parsed::Page("error_400_message", "the signed Issuer differs".into()),
+            Err(e) => {
+                return Parsed::Page("error_400_message", format!("`{}`: {e}", app.entity_id));
+            }
+        }
     };
     let acs = match (&ar.acs_url, ar.acs_index) {
         (Some(u), _) => app
@@ -117,7 +146,7 @@ fn check(idp: &SamlIdp, binding: SamlBinding, has_session_cookie: bool) -> Parse
     {
         return Parsed::Page("error_400_message", "RelayState too long".into());
     }
-    if let Some(xml) = resend {
+    if let Some(xml) = resend.filter(|_| !has_session_cookie) {
         return match redirect_query("SAMLRequest", &xml, relay_state.as_deref(), None) {
             Ok(q) => Parsed::AsRedirect(format!("{}?{q}", idp.sso_url)),
             Err(e) => Parsed::Page("error_400_message", e.to_string()),
