@@ -2,8 +2,10 @@
 //! pysaml2, signatures checked by xmlsec1 with the certificate of the broker's metadata): an
 //! SP-initiated sign-in over HTTP-Redirect ends with a Response the SP accepts (signature,
 //! issuer, audience, recipient, InResponseTo, time) naming the user by email; a second sign-in
-//! to the same SP is answered from the broker session; an unknown SP or ACS gets a page, never
-//! a Response; IsPassive without a session is answered with a NoPassive status.
+//! to the same SP is answered from the broker session, and ForceAuthn asks again; an unknown SP
+//! or ACS gets a page, never a Response; IsPassive without a session is answered with a
+//! NoPassive status. Also the HTTP-POST binding, persistent NameIDs, a requested MFA context,
+//! and SPs that sign their requests.
 
 use std::io::BufRead;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -252,6 +254,22 @@ async fn sp_initiated_sign_in_and_single_sign_on(b: Backend) {
     assert_eq!(got["in_response_to"], second_id.as_str());
     assert_eq!(got["name_id"], DEMO_EMAIL);
     assert_eq!(got["session_index"], sid.as_str());
+
+    // ForceAuthn: the password again, whatever the session; then the Response.
+    let (path, third_id) = sp.login(&app, "&force=1").await;
+    let page = br.get(&path).await;
+    assert!(page.body.contains("name=\"password\""), "{}", page.body);
+    let page = br
+        .submit(
+            &page,
+            "/login",
+            &[("email", DEMO_EMAIL), ("password", DEMO_PASSWORD)],
+        )
+        .await;
+    let (_, page) = br.follow(page).await;
+    let (status, got) = sp.post(&answer_form(&sp, &page)).await;
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(got["in_response_to"], third_id.as_str());
 }
 
 async fn an_unknown_sp_or_acs_gets_a_page(b: Backend) {
