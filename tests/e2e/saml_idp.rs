@@ -193,7 +193,7 @@ async fn broker_with(b: Backend, sp: &Sp, app: &str, more: &str) -> Option<TestA
 
 async fn sp_initiated_sign_in_and_single_sign_on(b: Backend) {
     let sp = saml_sp();
-    let Some(app) = broker(b, &sp).await else {
+    let Some(app) = broker_with(b, &sp, "", crate::control::OPS_CLIENTS).await else {
         return;
     };
     let mut br = Browser::new(&app);
@@ -244,6 +244,22 @@ async fn sp_initiated_sign_in_and_single_sign_on(b: Backend) {
     );
     let sid = got["session_index"].as_str().unwrap().to_owned();
     assert!(!sid.is_empty());
+    // Audited as a token issued to the SP, for this session.
+    let party = format!("saml:{}", sp.entity_id());
+    let mut audited = false;
+    for _ in 0..30 {
+        let events = crate::control::audit_events(&app, "token_issued").await;
+        audited = events.iter().any(|e| {
+            e["client_id"] == party.as_str()
+                && e["reason"] == "saml_response"
+                && e["sid"] == sid.as_str()
+        });
+        if audited {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(audited, "no token_issued event for {party}");
 
     // Single sign-on: the next request of the SP is answered at once, from the same session.
     let (path, second_id) = sp.login(&app, "").await;

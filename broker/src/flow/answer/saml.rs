@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use super::{Answer, AnswerEnv, AnswerError, Refusal, Resolved};
+use crate::audit::{Event, EventKind};
 use crate::config::saml_apps::{SamlApp, SamlAppNameId, SamlSign};
 use crate::domain::auth::{ACR_LOA1, ACR_LOA2, AMR_PWD, session_level};
 use crate::domain::relying_party::RelyingParty;
@@ -304,6 +305,14 @@ impl Resolved for Ready {
             sp = %self.app.entity_id,
             acs = %self.acs,
             "SAML Response issued"
+        );
+        // The assertion is the SAML token: audited as one, the party key naming the SP.
+        env.provider.audit.record(
+            Event::new(EventKind::TokenIssued)
+                .client(&self.party.key)
+                .user(user.id.as_str())
+                .sid(&session.sid)
+                .reason("saml_response"),
         );
         let status =
             format!(r#"<samlp:Status><samlp:StatusCode Value="{SUCCESS}"/></samlp:Status>"#);
