@@ -208,12 +208,16 @@ impl SignIn {
             return Ok(Outcome::message(400, "error_authorize_client"));
         };
         if !c.name_id_ok {
-            return Ok(ready.status_answer(
-                &self.answer_env(),
-                REQUESTER,
-                Some(INVALID_NAME_ID_POLICY),
-                Some("this NameID format is not configured for this SP"),
-            ));
+            let env = self.answer_env();
+            return blocking(move || {
+                Ok(ready.status_answer(
+                    &env,
+                    REQUESTER,
+                    Some(INVALID_NAME_ID_POLICY),
+                    Some("this NameID format is not configured for this SP"),
+                ))
+            })
+            .await;
         }
         let arrival = Arrival {
             request: Request::Saml(c.request),
