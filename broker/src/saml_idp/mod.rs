@@ -250,3 +250,64 @@ impl SamlIdp {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::{ManualClock, OsEntropy};
+    use crate::domain::kek::KeyEncryptionKey;
+    use crate::upstream::saml::metadata::IdpMetadata;
+
+    fn idp(store: Arc<dyn Store>) -> SamlIdp {
+        let kek = KeyEncryptionKeys::from(KeyEncryptionKey::new([7; 32]));
+        SamlIdp::load(
+            &Url::parse("https://id.example.com").unwrap(),
+            Vec::new(),
+            store,
+            &kek,
+            Arc::new(ManualClock::new(1_800_000_000)),
+            Arc::new(OsEntropy),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn keys_are_made_once_and_the_metadata_is_what_signs() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = crate::config::DatabaseUrl::Sqlite(dir.path().join("t.db"));
+        let store =
+            crate::storage::DieselStore::open(&url, 2, std::time::Duration::from_secs(5)).unwrap();
+        store.migrate().unwrap();
+        let store: Arc<dyn Store> = Arc::new(store);
+        let (first, again) = (idp(Arc::clone(&store)), idp(Arc::clone(&store)));
+        // Another start (or instance) reads the same key pair and pairwise key.
+        assert_eq!(first.metadata(), again.metadata());
+        assert_eq!(
+            first.pairwise_id("u1", "https://sp.example").unwrap(),
+            again.pairwise_id("u1", "https://sp.example").unwrap()
+        );
+        assert_ne!(
+            first.pairwise_id("u1", "https://sp.example").unwrap(),
+            first.pairwise_id("u1", "https://other.example").unwrap()
+        );
+        // Sealed at rest: the stored rows are not the PEM.
+        let (sealed, _) = store.secret(SIGNING_SECRET).unwrap().unwrap();
+        assert!(!String::from_utf8_lossy(&sealed).contains("BEGIN"));
+
+        // The metadata reads back (as the broker reads an IdP's), and its certificate verifies
+        // what the IdP signs.
+        let md = IdpMetadata::parse(&first.metadata()).unwrap();
+        assert_eq!(md.entity_id, "https://id.example.com/saml/idp/metadata");
+        assert_eq!(md.sso_url.as_str(), "https://id.example.com/saml/idp/sso");
+        assert_eq!(md.certs.len(), 1);
+        let id = first.new_id();
+        let doc = format!(
+            r#"<saml:Assertion xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" ID="{id}" Version="2.0"><saml:Issuer>x</saml:Issuer>{}</saml:Assertion>"#,
+            SamlIdp::signature_template(&id)
+        );
+        let signed = first.sign(&doc, &id).unwrap();
+        assert!(!signed.starts_with("<?xml"), "{signed}");
+        dsig::verify(&signed, &id, &md.certs).unwrap();
+        assert!(dsig::verify(&signed.replace(">x<", ">y<"), &id, &md.certs).is_err());
+    }
+}
