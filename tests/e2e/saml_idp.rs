@@ -594,8 +594,46 @@ async fn an_sp_with_a_certificate_must_sign_its_requests(b: Backend) {
     assert_error_page(&page, 400);
 }
 
+/// `sign = "response"` and `sign = "assertion"`, each to an SP that requires exactly that
+/// signed (and not the other, which it would otherwise also check).
+async fn what_is_signed_follows_the_sp_registration(b: Backend) {
+    for (sign, in_the_assertion) in [("response", false), ("assertion", true)] {
+        let sp = saml_sp_with(&["--signed", sign]);
+        let Some(app) = broker_with(b, &sp, &format!("sign = \"{sign}\""), "").await else {
+            return;
+        };
+        let mut br = Browser::new(&app);
+        let (path, id) = sp.login(&app, "").await;
+        let page = br.get(&path).await;
+        let page = br
+            .submit(
+                &page,
+                "/login",
+                &[("email", DEMO_EMAIL), ("password", DEMO_PASSWORD)],
+            )
+            .await;
+        let (_, page) = br.follow(page).await;
+        let fields = answer_form(&sp, &page);
+        let response = &fields.iter().find(|(k, _)| k == "SAMLResponse").unwrap().1;
+        let xml = String::from_utf8(STANDARD.decode(response).unwrap()).unwrap();
+        // One signature, in the element named.
+        assert_eq!(xml.matches("<ds:SignatureValue>").count(), 1, "{xml}");
+        let assertion_at = xml.find("<saml:Assertion").unwrap();
+        let signature_at = xml.find("<ds:Signature").unwrap();
+        assert_eq!(
+            signature_at > assertion_at,
+            in_the_assertion,
+            "{sign}: {xml}"
+        );
+        let (status, got) = sp.post(&fields).await;
+        assert_eq!(status, 200, "{sign}: {got}");
+        assert_eq!(got["in_response_to"], id.as_str());
+    }
+}
+
 per_backend_async!(
     sp_initiated_sign_in_and_single_sign_on,
+    what_is_signed_follows_the_sp_registration,
     an_sp_with_a_certificate_must_sign_its_requests,
     a_requested_mfa_context_steps_the_session_up,
     the_http_post_binding_signs_in_and_single_signs_on,

@@ -3,8 +3,9 @@
 `pysaml2` (signatures checked by Debian's `xmlsec1`, against the certificate of the broker's
 metadata only). Listens on 127.0.0.1 only.
 
-  saml_sp.py --port P [--key K --cert C]    (port 0: any free port; with a key pair, the
-                                            AuthnRequests are signed, RSA-SHA256)
+  saml_sp.py --port P [--key K --cert C] [--signed both|response|assertion]
+                   port 0: any free port; with a key pair, the AuthnRequests are signed
+                   (RSA-SHA256); --signed: what the SP requires signed (default both)
 
 Endpoints:
   GET  /login?idp=URL[&passive=1][&force=1][&nameid=FORMAT][&mfa=1][&binding=post]
@@ -44,6 +45,8 @@ REFEDS_MFA = "https://refeds.org/profile/mfa"
 p = argparse.ArgumentParser()
 p.add_argument("--port", type=int, default=0)
 p.add_argument("--key")
+p.add_argument("--signed", choices=["both", "response", "assertion"], default="both",
+               help="what the SP requires signed")
 p.add_argument("--cert")
 ARGS = p.parse_args()
 
@@ -77,8 +80,8 @@ def client_for(base, idp_metadata_url):
                         "endpoints": {
                             "assertion_consumer_service": [(f"{base}/acs", BINDING_HTTP_POST)]
                         },
-                        "want_response_signed": True,
-                        "want_assertions_signed": True,
+                        "want_response_signed": ARGS.signed in ("both", "response"),
+                        "want_assertions_signed": ARGS.signed in ("both", "assertion"),
                         "authn_requests_signed": bool(ARGS.key),
                         "allow_unsolicited": False,
                         "name_id_format": NAMEID_FORMAT_EMAILADDRESS,
