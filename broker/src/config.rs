@@ -19,6 +19,7 @@ mod oidc_auth;
 pub mod provider;
 mod raw;
 mod saml;
+pub mod saml_apps;
 pub(crate) mod secret;
 mod validate;
 
@@ -160,6 +161,8 @@ pub struct Settings {
     /// Keys that only open (`provider.previous_key_encryption_keys` and `…_files`).
     pub previous_key_encryption_keys: Vec<std::sync::Arc<SecretBox<[u8; 32]>>>,
     pub clients: Vec<Client>,
+    /// The service providers of the SAML IdP (`[[saml_apps]]`).
+    pub saml_apps: Vec<saml_apps::SamlApp>,
     pub limits: crate::domain::limits::Limits,
     pub audit: RawAudit,
     pub admin: RawAdmin,

@@ -16,6 +16,7 @@ pub mod pages;
 pub mod provider;
 pub mod ratelimit;
 pub mod rewrap;
+pub mod saml_idp;
 pub mod secrets;
 pub mod session;
 pub mod startup;

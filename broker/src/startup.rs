@@ -351,10 +351,22 @@ impl Application {
         let journey_ttl = i64::try_from(settings.mfa.step_ttl.as_secs())
             .unwrap_or(600)
             .max(300);
+        let saml = Arc::new(
+            crate::saml_idp::SamlIdp::load(
+                &settings.public_url,
+                settings.saml_apps.clone(),
+                Arc::clone(&store),
+                &kek,
+                Arc::clone(&deps.clock),
+                Arc::clone(&deps.entropy),
+            )
+            .context("preparing the SAML IdP key")?,
+        );
         let signin = Arc::new(crate::flow::signin::SignIn {
             store: Arc::clone(&store),
             sessions: Arc::clone(&sessions),
             provider: Arc::clone(&provider),
+            saml,
             mfa: Arc::clone(&mfa),
             upstreams: upstreams.clone(),
             journeys: crate::flow::journey::Journeys::new(

@@ -53,7 +53,7 @@ pub(crate) fn manifest(id: &str, path: &Path, grants: &[&str], extra: &str) -> S
 }
 
 /// The text of the element with this id (up to the next tag).
-fn text_of(page: &Page, id: &str) -> String {
+pub(crate) fn text_of(page: &Page, id: &str) -> String {
     let needle = format!("id=\"{id}\">");
     let start = page
         .body
@@ -490,7 +490,7 @@ impl Drop for SmtpSink {
     }
 }
 
-fn python() -> String {
+pub(crate) fn python() -> String {
     std::env::var("CONCIERGE_TEST_PYTHON").unwrap_or_else(|_| {
         let venv = dirs_cache().join("concierge/pyvenv/bin/python");
         if venv.is_file() {

@@ -28,13 +28,13 @@ const SSO: &str = "https://idp.test/sso";
 const SLO: &str = "https://idp.test/slo";
 const SAML_NS: &str = "urn:oasis:names:tc:SAML:2.0:assertion";
 
-struct KeyPair {
-    key: PKey<Private>,
-    cert_pem: String,
+pub(crate) struct KeyPair {
+    pub(crate) key: PKey<Private>,
+    pub(crate) cert_pem: String,
     cert_b64: String,
 }
 
-fn key_pair(cn: &str) -> KeyPair {
+pub(crate) fn key_pair(cn: &str) -> KeyPair {
     let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
     let mut name = X509NameBuilder::new().unwrap();
     name.append_entry_by_text("CN", cn).unwrap();

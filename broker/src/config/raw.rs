@@ -28,6 +28,8 @@ pub struct RawSettings {
     pub mfa: mfa::RawMfa,
     /// Clients of the OpenID provider (`[[clients]]` tables).
     pub clients: Vec<ClientConfig>,
+    /// Service providers of the SAML IdP (`[[saml_apps]]` tables).
+    pub saml_apps: Vec<super::saml_apps::RawSamlApp>,
     /// Upstream identity providers (`[[upstreams]]` tables), in login-page order.
     pub upstreams: Vec<RawUpstream>,
     /// Outbound HTTPS to upstreams and apps (`[http]`).

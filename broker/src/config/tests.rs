@@ -414,3 +414,38 @@ fn previous_key_encryption_keys_are_read_from_every_source() {
         .to_string();
     assert!(m.contains("provider.root_overlap"), "{m}");
 }
+
+#[test]
+fn saml_apps_are_checked_and_named_by_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("c.toml");
+    let app = "[[saml_apps]]\nentity_id = \"https://sp.example/meta\"\nacs_urls = [\"https://sp.example/acs\"]\n";
+    std::fs::write(
+        &p,
+        format!("{app}name_id_format = \"persistent\"\nsign = \"assertion\"\nmfa = \"required\"\n"),
+    )
+    .unwrap();
+    let s = Settings::load(Some(&p), env(&[])).unwrap();
+    assert_eq!(s.saml_apps.len(), 1);
+    assert_eq!(s.saml_apps[0].sign, saml_apps::SamlSign::Assertion);
+    assert_eq!(s.saml_apps[0].mfa, Some(MfaRequirement::Required));
+
+    std::fs::write(&p, format!("{app}{app}")).unwrap();
+    let m = Settings::load(Some(&p), env(&[])).unwrap_err().to_string();
+    assert!(
+        m.contains("saml_apps[1].entity_id") && m.contains("twice"),
+        "{m}"
+    );
+
+    std::fs::write(
+        &p,
+        app.replace("https://sp.example/acs", "http://sp.example/acs"),
+    )
+    .unwrap();
+    let m = Settings::load(Some(&p), env(&[])).unwrap_err().to_string();
+    assert!(m.contains("saml_apps[0].acs_urls"), "{m}");
+
+    std::fs::write(&p, format!("{app}sign = \"neither\"\n")).unwrap();
+    let m = Settings::load(Some(&p), env(&[])).unwrap_err().to_string();
+    assert!(m.contains("saml_apps"), "{m}");
+}

@@ -326,6 +326,21 @@ impl Settings {
             }
             clients.push(client);
         }
+        let mut saml_apps = Vec::new();
+        for (i, a) in raw.saml_apps.iter().enumerate() {
+            let app = super::saml_apps::SamlApp::parse(a)
+                .map_err(|(key, m)| invalid(&format!("saml_apps[{i}].{key}"), m))?;
+            if saml_apps
+                .iter()
+                .any(|x: &super::saml_apps::SamlApp| x.entity_id == app.entity_id)
+            {
+                return Err(invalid(
+                    &format!("saml_apps[{i}].entity_id"),
+                    format!("`{}` is defined twice", app.entity_id),
+                ));
+            }
+            saml_apps.push(app);
+        }
         let provider = ProviderSettings {
             issuer,
             access_token_ttl: p.access_token_ttl,
@@ -511,6 +526,7 @@ impl Settings {
             key_encryption_key,
             previous_key_encryption_keys,
             clients,
+            saml_apps,
             limits,
             audit: raw.audit,
             admin: raw.admin,

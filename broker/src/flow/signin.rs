@@ -107,6 +107,7 @@ pub struct SignIn {
     pub store: Arc<dyn Store>,
     pub sessions: Arc<SessionManager>,
     pub provider: Arc<Provider>,
+    pub saml: Arc<crate::saml_idp::SamlIdp>,
     pub mfa: Arc<Mfa>,
     pub upstreams: Upstreams,
     pub journeys: Journeys,
@@ -269,6 +270,7 @@ impl SignIn {
     pub(crate) fn answer_env(&self) -> AnswerEnv {
         AnswerEnv {
             provider: Arc::clone(&self.provider),
+            saml: Arc::clone(&self.saml),
         }
     }
 

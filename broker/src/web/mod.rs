@@ -14,6 +14,7 @@ mod middleware;
 mod oidc;
 mod ops;
 mod outcome;
+mod saml_idp;
 mod upstream;
 mod views;
 
@@ -123,6 +124,13 @@ pub fn routes(cfg: &mut web::ServiceConfig, max_form_bytes: usize) {
         .service(
             web::resource("/upstream/{id}/saml/metadata")
                 .route(web::get().to(upstream::saml_metadata)),
+        )
+        .service(web::resource("/saml/idp/metadata").route(web::get().to(saml_idp::metadata)))
+        .service(
+            web::resource("/saml/idp/sso")
+                .app_data(web::PayloadConfig::default().limit(saml_idp::MAX_SAML_FORM))
+                .route(web::get().to(saml_idp::sso_redirect))
+                .route(web::post().to(saml_idp::sso_post)),
         )
         .service(
             web::resource("/upstream/{id}/saml/acs")

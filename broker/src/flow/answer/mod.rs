@@ -18,9 +18,11 @@ use crate::domain::relying_party::RelyingParty;
 use crate::flow::contract::Outcome;
 use crate::provider::Provider;
 use crate::provider::authorize::StoredRequest;
+use crate::saml_idp::SamlIdp;
 use crate::storage::{SessionRecord, StorageError};
 
 pub mod openid;
+pub mod saml;
 
 /// The request a journey answers, as kept in the journey (parsed once, where it came in).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,6 +30,8 @@ pub mod openid;
 pub enum Request {
     /// An OpenID Connect authorization request (`openid.rs`).
     Openid(StoredRequest),
+    /// A SAML AuthnRequest (`saml.rs`).
+    Saml(saml::SamlRequest),
 }
 
 impl Request {
@@ -35,6 +39,7 @@ impl Request {
     pub fn answerer(&self) -> &dyn Answer {
         match self {
             Request::Openid(r) => r,
+            Request::Saml(r) => r,
         }
     }
 }
@@ -103,4 +108,5 @@ pub enum AnswerError {
 #[derive(Clone)]
 pub struct AnswerEnv {
     pub provider: Arc<Provider>,
+    pub saml: Arc<SamlIdp>,
 }

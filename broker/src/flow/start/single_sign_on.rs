@@ -42,7 +42,8 @@ impl SignIn {
             Some(s) if !a.needs_login => s,
             _ => {
                 if a.passive {
-                    return Ok(a.party.refuse(&env, &Refusal::LoginRequired));
+                    let party = a.party;
+                    return blocking(move || Ok(party.refuse(&env, &Refusal::LoginRequired))).await;
                 }
                 let mut j = Journey::new(Target::App(a.request));
                 j.login_hint = a.login_hint;
@@ -60,7 +61,9 @@ impl SignIn {
             .await?
         {
             if a.passive {
-                return Ok(a.party.refuse(&env, &Refusal::InteractionRequired));
+                let party = a.party;
+                return blocking(move || Ok(party.refuse(&env, &Refusal::InteractionRequired)))
+                    .await;
             }
             probe.step_up = Some(session.sid.clone());
             probe.stage = Stage::Mfa;

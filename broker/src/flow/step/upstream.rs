@@ -472,7 +472,8 @@ impl SignIn {
             && let Party::Found(party) = self.party(&loaded.state).await?
         {
             self.finish_quietly(id, loaded.version).await;
-            return Ok(party.refuse(&self.answer_env(), &why));
+            let env = self.answer_env();
+            return blocking(move || Ok(party.refuse(&env, &why))).await;
         }
         loaded.state.stage = Stage::FirstFactor;
         self.save(id, &mut loaded).await?;

@@ -1,0 +1,233 @@
+//! Owns the SAML start: an SP's AuthnRequest (HTTP-Redirect or HTTP-POST) read once
+//! (`saml_idp::authn_request`), its Issuer and ACS found in the registry (an unknown SP or ACS
+//! gets a page, never a Response: there is nowhere trusted to send one), then handed to the
+//! protocol-neutral arrival (`single_sign_on.rs`) as an [`Arrival`]. An SP with registered
+//! certificates (`signing_cert_file`) must sign its requests; the others' signatures are not
+//! checked.
+
+use std::sync::Arc;
+
+use samael::crypto::CertificateDer;
+
+use super::single_sign_on::Arrival;
+use crate::config::saml_apps::SamlAppNameId;
+use crate::flow::answer::Request;
+use crate::flow::answer::saml::{self, INVALID_NAME_ID_POLICY, REQUESTER, SamlRequest};
+use crate::flow::contract::{Browser, Outcome};
+use crate::flow::signin::{SignIn, SignInError, blocking};
+use crate::saml_idp::authn_request;
+use crate::saml_idp::{NAMEID_EMAIL, NAMEID_PERSISTENT, NAMEID_UNSPECIFIED, SamlIdp};
+use crate::upstream::saml::SamlError;
+use crate::upstream::saml::crypto::redirect_query;
+use crate::upstream::saml::metadata::POST_BINDING;
+
+/// The longest RelayState carried back (SAML Bindings says 80 bytes; some SPs send more).
+const MAX_RELAY_STATE: usize = 1024;
+
+/// How the AuthnRequest came.
+pub enum SamlBinding {
+    /// The raw query string of a GET.
+    Redirect(String),
+    /// The form fields of a POST.
+    Post {
+        saml_request: String,
+        relay_state: Option<String>,
+    },
+}
+
+/// A request of a registered SP, for a registered ACS.
+struct Checked {
+    request: SamlRequest,
+    force_authn: bool,
+    is_passive: bool,
+    /// The NameID format asked for (if any) is the SP's.
+    name_id_ok: bool,
+}
+
+/// What the request turned out to be.
+enum Parsed {
+    /// Registered SP and ACS.
+    Ok(Box<Checked>),
+    /// A page (a message key), with why for the log.
+    Page(&'static str, String),
+    /// A good request came by a POST without the session cookie (SameSite=Lax: a cross-site
+    /// POST does not carry it): the same request again as a top-level GET, which carries it.
+    AsRedirect(String),
+}
+
+fn check(idp: &SamlIdp, binding: SamlBinding, has_session_cookie: bool) -> Parsed {
+    // A POST's document, to send back as HTTP-Redirect once the request is known good.
+    let mut resend = None;
+    let (ar, relay_state) = match &binding {
+        SamlBinding::Redirect(q) => match authn_request::from_redirect(q) {
+            Ok(r) => r,
+            Err(e) => return Parsed::Page("error_400_message", e.to_string()),
+        },
+        SamlBinding::Post {
+            saml_request,
+            relay_state,
+        } => {
+            let read = authn_request::decode_post(saml_request)
+                .and_then(|xml| Ok((authn_request::parse(&xml)?, xml)));
+            match read {
+                Ok((ar, xml)) => {
+                    resend = Some(xml);
+                    (ar, relay_state.clone())
+                }
+                Err(e) => return Parsed::Page("error_400_message", e.to_string()),
+            }
+        }
+    };
+    let Some(app) = idp.app(&ar.issuer) else {
+        return Parsed::Page(
+            "error_authorize_client",
+            format!("unknown SP `{}`", ar.issuer),
+        );
+    };
+    // An SP with registered certificates signs its requests: what the signature covers is
+    // what counts.
+    let ar = if app.signing_certs.is_empty() {
+        ar
+    } else {
+        let certs: Vec<CertificateDer> = app
+            .signing_certs
+            .iter()
+            .map(|der| CertificateDer::from(der.clone()))
+            .collect();
+        let verified = match (&binding, &resend) {
+            (SamlBinding::Redirect(q), _) => authn_request::verify_redirect(q, &certs),
+            (SamlBinding::Post { .. }, Some(xml)) => {
+                authn_request::verify_post(xml, &ar.id, &certs)
+            }
+            (SamlBinding::Post { .. }, None) => Err(SamlError::Malformed("no document".into())),
+        };
+        match verified {
+            Ok(v) if v.issuer == ar.issuer => v,
+            Ok(_) => return Parsed::Page("error_400_message", "the signed Issuer differs".into()),
+            Err(e) => {
+                return Parsed::Page("error_400_message", format!("`{}`: {e}", app.entity_id));
+            }
+        }
+    };
+    let acs = match (&ar.acs_url, ar.acs_index) {
+        (Some(u), _) => app
+            .acs_urls
+            .iter()
+            .find(|r| url::Url::parse(u).is_ok_and(|u| u == **r)),
+        (None, Some(i)) => app.acs_urls.get(i),
+        (None, None) => app.acs_urls.first(),
+    };
+    let Some(acs) = acs else {
+        return Parsed::Page(
+            "error_authorize_redirect",
+            format!("ACS not registered for `{}`", app.entity_id),
+        );
+    };
+    if ar
+        .destination
+        .as_deref()
+        .is_some_and(|d| d != idp.sso_url.as_str())
+    {
+        return Parsed::Page("error_400_message", "Destination is not this IdP".into());
+    }
+    if ar
+        .protocol_binding
+        .as_deref()
+        .is_some_and(|b| b != POST_BINDING)
+    {
+        return Parsed::Page(
+            "error_400_message",
+            "only the HTTP-POST binding answers".into(),
+        );
+    }
+    if relay_state
+        .as_ref()
+        .is_some_and(|r| r.len() > MAX_RELAY_STATE)
+    {
+        return Parsed::Page("error_400_message", "RelayState too long".into());
+    }
+    if let Some(xml) = resend.filter(|_| !has_session_cookie) {
+        return match redirect_query("SAMLRequest", &xml, relay_state.as_deref(), None) {
+            Ok(q) => Parsed::AsRedirect(format!("{}?{q}", idp.sso_url)),
+            Err(e) => Parsed::Page("error_400_message", e.to_string()),
+        };
+    }
+    let wanted = match app.name_id_format {
+        SamlAppNameId::Email => NAMEID_EMAIL,
+        SamlAppNameId::Persistent => NAMEID_PERSISTENT,
+    };
+    let name_id_ok = ar
+        .name_id_format
+        .as_deref()
+        .is_none_or(|f| f == NAMEID_UNSPECIFIED || f == wanted);
+    let request = SamlRequest {
+        sp: app.entity_id.clone(),
+        acs: acs.to_string(),
+        request_id: ar.id.clone(),
+        relay_state,
+        name_id_format: ar.name_id_format.clone(),
+        acr_values: saml::acr_values_of(&ar.class_refs),
+    };
+    Parsed::Ok(Box::new(Checked {
+        request,
+        force_authn: ar.force_authn,
+        is_passive: ar.is_passive,
+        name_id_ok,
+    }))
+}
+
+impl SignIn {
+    /// The SAML single sign-on endpoint: the AuthnRequest is read and checked once. With a
+    /// good-enough session the SP gets its Response (after a step-up when its MFA policy or its
+    /// RequestedAuthnContext want more); else a journey starts at the sign-in page.
+    pub async fn saml_sso(
+        &self,
+        browser: &Browser,
+        binding: SamlBinding,
+    ) -> Result<Outcome, SignInError> {
+        let (idp, sessions) = (Arc::clone(&self.saml), Arc::clone(&self.sessions));
+        let cookie = browser.session.as_ref().map(|s| s.expose().to_owned());
+        let (parsed, session) = blocking(move || {
+            let parsed = check(&idp, binding, cookie.is_some());
+            let session = match (&parsed, cookie) {
+                (Parsed::Ok(..), Some(c)) => sessions.check(&c)?.map(|a| a.record),
+                _ => None,
+            };
+            Ok((parsed, session))
+        })
+        .await?;
+        let c = match parsed {
+            Parsed::Ok(c) => *c,
+            Parsed::Page(key, why) => {
+                tracing::info!(reason = %why, "SAML AuthnRequest refused");
+                return Ok(Outcome::message(400, key));
+            }
+            Parsed::AsRedirect(to) => return Ok(Outcome::redirect(to)),
+        };
+        let Some(ready) = c.request.ready(&self.saml) else {
+            return Ok(Outcome::message(400, "error_authorize_client"));
+        };
+        if !c.name_id_ok {
+            let env = self.answer_env();
+            return blocking(move || {
+                Ok(ready.status_answer(
+                    &env,
+                    REQUESTER,
+                    Some(INVALID_NAME_ID_POLICY),
+                    Some("this NameID format is not configured for this SP"),
+                ))
+            })
+            .await;
+        }
+        let arrival = Arrival {
+            request: Request::Saml(c.request),
+            party: Box::new(ready),
+            session,
+            needs_login: c.force_authn,
+            passive: c.is_passive,
+            login_hint: None,
+            idp_hint: None,
+        };
+        self.arrive(browser, arrival).await
+    }
+}

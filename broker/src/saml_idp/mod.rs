@@ -1,0 +1,313 @@
+//! Owns the broker as a SAML 2.0 identity provider to its own service providers: its entity ID
+//! and endpoints, its signing key and self-signed certificate (made at the first start, kept
+//! sealed in `secrets`), the registry of SPs (`[[saml_apps]]`), its metadata document, the
+//! pairwise persistent NameIDs, and signing through the one XML-DSig door
+//! (`upstream::saml::dsig`). Reading an AuthnRequest is `authn_request.rs`.
+
+use std::fmt;
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use hmac::{Hmac, Mac};
+use openssl::asn1::{Asn1Integer, Asn1Time};
+use openssl::bn::BigNum;
+use openssl::hash::MessageDigest;
+use openssl::pkey::PKey;
+use openssl::rsa::Rsa;
+use openssl::x509::{X509, X509NameBuilder};
+use sha2::Sha256;
+use url::Url;
+
+use crate::clock::{Clock, Entropy, UnixTime};
+use crate::config::saml_apps::SamlApp;
+use crate::domain::kek::KeyEncryptionKeys;
+use crate::storage::{StorageError, Store};
+use crate::upstream::saml::SamlError;
+use crate::upstream::saml::dsig;
+use crate::upstream::saml::metadata::{POST_BINDING, REDIRECT_BINDING};
+use crate::upstream::saml::xml::escape;
+
+pub mod authn_request;
+
+/// The sealed row in `secrets` holding the IdP's certificate and private key (PEM), also the
+/// AAD it is sealed under.
+pub const SIGNING_SECRET: &str = "saml_idp.signing.v1";
+/// The sealed row holding the key of the pairwise persistent NameIDs. Its own random value, not
+/// a key derived from the root secret: a root rotation must not change every SP's NameIDs.
+pub const PAIRWISE_SECRET: &str = "saml_idp.pairwise.v1";
+
+pub const NAMEID_EMAIL: &str = "urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress";
+pub const NAMEID_PERSISTENT: &str = "urn:oasis:names:tc:SAML:2.0:nameid-format:persistent";
+pub const NAMEID_UNSPECIFIED: &str = "urn:oasis:names:tc:SAML:1.1:nameid-format:unspecified";
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdpError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("the SAML IdP key: {0}")]
+    Key(String),
+}
+
+/// The broker's SAML IdP.
+pub struct SamlIdp {
+    pub entity_id: String,
+    /// The single sign-on endpoint (both bindings).
+    pub sso_url: Url,
+    key_der: Vec<u8>,
+    /// The certificate, DER in base64 (as in metadata).
+    cert_b64: String,
+    pairwise: [u8; 32],
+    apps: Vec<SamlApp>,
+    pub clock: Arc<dyn Clock>,
+    pub entropy: Arc<dyn Entropy>,
+    pub store: Arc<dyn Store>,
+}
+
+impl fmt::Debug for SamlIdp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SamlIdp")
+            .field("entity_id", &self.entity_id)
+            .finish_non_exhaustive()
+    }
+}
+
+fn key_err(e: impl fmt::Display) -> IdpError {
+    IdpError::Key(e.to_string())
+}
+
+/// A new RSA-2048 key and a self-signed certificate for it (ten years), as one PEM text.
+fn new_key_pair(entropy: &dyn Entropy) -> Result<Vec<u8>, IdpError> {
+    let key = PKey::from_rsa(Rsa::generate(2048).map_err(key_err)?).map_err(key_err)?;
+    let mut name = X509NameBuilder::new().map_err(key_err)?;
+    name.append_entry_by_text("CN", "Concierge SAML IdP")
+        .map_err(key_err)?;
+    let name = name.build();
+    let mut serial = [0u8; 16];
+    entropy.fill(&mut serial);
+    serial[0] &= 0x7f;
+    let serial = BigNum::from_slice(&serial)
+        .and_then(|n| Asn1Integer::from_bn(&n))
+        .map_err(key_err)?;
+    let mut b = X509::builder().map_err(key_err)?;
+    b.set_version(2).map_err(key_err)?;
+    b.set_serial_number(&serial).map_err(key_err)?;
+    b.set_subject_name(&name).map_err(key_err)?;
+    b.set_issuer_name(&name).map_err(key_err)?;
+    b.set_pubkey(&key).map_err(key_err)?;
+    let (from, to) = (
+        Asn1Time::days_from_now(0).map_err(key_err)?,
+        Asn1Time::days_from_now(3650).map_err(key_err)?,
+    );
+    b.set_not_before(&from).map_err(key_err)?;
+    b.set_not_after(&to).map_err(key_err)?;
+    b.sign(&key, MessageDigest::sha256()).map_err(key_err)?;
+    let mut pem = b.build().to_pem().map_err(key_err)?;
+    pem.extend(key.private_key_to_pem_pkcs8().map_err(key_err)?);
+    Ok(pem)
+}
+
+/// The sealed secret `name`, made by `make` and stored by whichever instance gets there first.
+fn sealed_secret(
+    store: &dyn Store,
+    kek: &KeyEncryptionKeys,
+    entropy: &dyn Entropy,
+    now: UnixTime,
+    name: &str,
+    make: impl FnOnce() -> Result<Vec<u8>, IdpError>,
+) -> Result<Vec<u8>, IdpError> {
+    let sealed = match store.secret(name)? {
+        Some((s, _)) => s,
+        None => {
+            let candidate = kek.seal(name, &make()?, entropy).map_err(key_err)?;
+            store.secret_or_insert(name, &candidate, now)?
+        }
+    };
+    kek.open(name, &sealed).map_err(key_err)
+}
+
+impl SamlIdp {
+    /// The IdP of `public_url`, its key pair and pairwise key loaded (or made at the first
+    /// start, sealed under `kek`).
+    pub fn load(
+        public_url: &Url,
+        apps: Vec<SamlApp>,
+        store: Arc<dyn Store>,
+        kek: &KeyEncryptionKeys,
+        clock: Arc<dyn Clock>,
+        entropy: Arc<dyn Entropy>,
+    ) -> Result<Self, IdpError> {
+        let now = clock.now();
+        let url = |p: &str| public_url.join(p).map_err(key_err);
+        let pem = sealed_secret(
+            store.as_ref(),
+            kek,
+            entropy.as_ref(),
+            now,
+            SIGNING_SECRET,
+            || new_key_pair(entropy.as_ref()),
+        )?;
+        let cert = X509::from_pem(&pem).map_err(key_err)?;
+        let key = PKey::private_key_from_pem(&pem).map_err(key_err)?;
+        let pairwise = sealed_secret(
+            store.as_ref(),
+            kek,
+            entropy.as_ref(),
+            now,
+            PAIRWISE_SECRET,
+            || Ok(entropy.bytes32().to_vec()),
+        )?;
+        Ok(Self {
+            entity_id: url("/saml/idp/metadata")?.to_string(),
+            sso_url: url("/saml/idp/sso")?,
+            key_der: key.private_key_to_der().map_err(key_err)?,
+            cert_b64: STANDARD.encode(cert.to_der().map_err(key_err)?),
+            pairwise: <[u8; 32]>::try_from(pairwise.as_slice()).map_err(key_err)?,
+            apps,
+            clock,
+            entropy,
+            store,
+        })
+    }
+
+    /// The SP registered as `entity_id`.
+    pub fn app(&self, entity_id: &str) -> Option<&SamlApp> {
+        self.apps.iter().find(|a| a.entity_id == entity_id)
+    }
+
+    /// The SP's persistent NameID for `user_id`: an HMAC of both under the pairwise key, so one
+    /// user is unlinkable across SPs and the id never changes for one SP.
+    pub fn pairwise_id(&self, user_id: &str, sp: &str) -> Result<String, IdpError> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.pairwise).map_err(key_err)?;
+        mac.update(user_id.as_bytes());
+        mac.update(&[0]);
+        mac.update(sp.as_bytes());
+        Ok(URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+    }
+
+    /// A fresh `ID` for a Response or an Assertion (an NCName).
+    pub fn new_id(&self) -> String {
+        let mut b = [0u8; 20];
+        self.entropy.fill(&mut b);
+        format!("_{}", hex::encode(b))
+    }
+
+    /// The enveloped RSA-SHA256, exclusive-c14n signature template of the element with ID `id`.
+    pub fn signature_template(id: &str) -> String {
+        format!(
+            concat!(
+                r#"<ds:Signature xmlns:ds="http://www.w3.org/2000/09/xmldsig#"><ds:SignedInfo>"#,
+                r#"<ds:CanonicalizationMethod Algorithm="{c14n}"/>"#,
+                r#"<ds:SignatureMethod Algorithm="http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"/>"#,
+                r##"<ds:Reference URI="#{id}"><ds:Transforms>"##,
+                r#"<ds:Transform Algorithm="{env}"/><ds:Transform Algorithm="{c14n}"/></ds:Transforms>"#,
+                r#"<ds:DigestMethod Algorithm="http://www.w3.org/2001/04/xmlenc#sha256"/>"#,
+                r#"<ds:DigestValue></ds:DigestValue></ds:Reference></ds:SignedInfo>"#,
+                r#"<ds:SignatureValue></ds:SignatureValue></ds:Signature>"#
+            ),
+            c14n = dsig::EXC_C14N,
+            env = dsig::ENVELOPED,
+            id = id,
+        )
+    }
+
+    /// Signs the template in `doc` that signs the element `id` (through `upstream::saml::dsig`,
+    /// the one door to xmlsec), without the XML declaration libxml2 adds.
+    pub fn sign(&self, doc: &str, id: &str) -> Result<String, SamlError> {
+        let signed = dsig::sign(doc, id, &self.key_der)?;
+        let body = match signed.strip_prefix("<?xml") {
+            Some(decl) => decl.split_once("?>").map_or(decl, |(_, rest)| rest),
+            None => signed.as_str(),
+        };
+        Ok(body.trim().to_owned())
+    }
+
+    /// The IdP's metadata: entity ID, signing certificate, NameID formats, and the single
+    /// sign-on endpoint for HTTP-Redirect and HTTP-POST. AuthnRequests need not be signed (their
+    /// signature is not checked yet).
+    pub fn metadata(&self) -> String {
+        let sso = escape(self.sso_url.as_str());
+        format!(
+            concat!(
+                r#"<?xml version="1.0" encoding="UTF-8"?>"#,
+                "\n",
+                r#"<md:EntityDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata" xmlns:ds="http://www.w3.org/2000/09/xmldsig#" entityID="{id}">"#,
+                r#"<md:IDPSSODescriptor WantAuthnRequestsSigned="false" protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol">"#,
+                r#"<md:KeyDescriptor use="signing"><ds:KeyInfo><ds:X509Data><ds:X509Certificate>{cert}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor>"#,
+                r#"<md:NameIDFormat>{email}</md:NameIDFormat><md:NameIDFormat>{persistent}</md:NameIDFormat>"#,
+                r#"<md:SingleSignOnService Binding="{redirect}" Location="{sso}"/>"#,
+                r#"<md:SingleSignOnService Binding="{post}" Location="{sso}"/>"#,
+                r#"</md:IDPSSODescriptor></md:EntityDescriptor>"#,
+                "\n"
+            ),
+            id = escape(&self.entity_id),
+            cert = self.cert_b64,
+            email = NAMEID_EMAIL,
+            persistent = NAMEID_PERSISTENT,
+            redirect = REDIRECT_BINDING,
+            post = POST_BINDING,
+            sso = sso,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::{ManualClock, OsEntropy};
+    use crate::domain::kek::KeyEncryptionKey;
+    use crate::upstream::saml::metadata::IdpMetadata;
+
+    fn idp(store: Arc<dyn Store>) -> SamlIdp {
+        let kek = KeyEncryptionKeys::from(KeyEncryptionKey::new([7; 32]));
+        SamlIdp::load(
+            &Url::parse("https://id.example.com").unwrap(),
+            Vec::new(),
+            store,
+            &kek,
+            Arc::new(ManualClock::new(1_800_000_000)),
+            Arc::new(OsEntropy),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn keys_are_made_once_and_the_metadata_is_what_signs() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = crate::config::DatabaseUrl::Sqlite(dir.path().join("t.db"));
+        let store =
+            crate::storage::DieselStore::open(&url, 2, std::time::Duration::from_secs(5)).unwrap();
+        store.migrate().unwrap();
+        let store: Arc<dyn Store> = Arc::new(store);
+        let (first, again) = (idp(Arc::clone(&store)), idp(Arc::clone(&store)));
+        // Another start (or instance) reads the same key pair and pairwise key.
+        assert_eq!(first.metadata(), again.metadata());
+        assert_eq!(
+            first.pairwise_id("u1", "https://sp.example").unwrap(),
+            again.pairwise_id("u1", "https://sp.example").unwrap()
+        );
+        assert_ne!(
+            first.pairwise_id("u1", "https://sp.example").unwrap(),
+            first.pairwise_id("u1", "https://other.example").unwrap()
+        );
+        // Sealed at rest: the stored rows are not the PEM.
+        let (sealed, _) = store.secret(SIGNING_SECRET).unwrap().unwrap();
+        assert!(!String::from_utf8_lossy(&sealed).contains("BEGIN"));
+
+        // The metadata reads back (as the broker reads an IdP's), and its certificate verifies
+        // what the IdP signs.
+        let md = IdpMetadata::parse(&first.metadata()).unwrap();
+        assert_eq!(md.entity_id, "https://id.example.com/saml/idp/metadata");
+        assert_eq!(md.sso_url.as_str(), "https://id.example.com/saml/idp/sso");
+        assert_eq!(md.certs.len(), 1);
+        let id = first.new_id();
+        let doc = format!(
+            r#"<saml:Assertion xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" ID="{id}" Version="2.0"><saml:Issuer>x</saml:Issuer>{}</saml:Assertion>"#,
+            SamlIdp::signature_template(&id)
+        );
+        let signed = first.sign(&doc, &id).unwrap();
+        assert!(!signed.starts_with("<?xml"), "{signed}");
+        dsig::verify(&signed, &id, &md.certs).unwrap();
+        assert!(dsig::verify(&signed.replace(">x<", ">y<"), &id, &md.certs).is_err());
+    }
+}

@@ -1,0 +1,62 @@
+//! Owns the SAML IdP's HTTP surface: its metadata, and the single sign-on endpoint of the
+//! HTTP-Redirect (GET) and HTTP-POST (POST) bindings, each handed to the SAML start.
+
+use std::collections::BTreeMap;
+
+use actix_web::web::Bytes;
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use super::AppState;
+use super::form::well_formed;
+use super::outcome::{browser, respond};
+use crate::error::WebError;
+use crate::flow::start::saml_sso::SamlBinding;
+
+/// The largest HTTP-POST AuthnRequest form read.
+pub const MAX_SAML_FORM: usize = 512 * 1024;
+
+/// `GET /saml/idp/metadata`.
+pub async fn metadata(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/samlmetadata+xml")
+        .insert_header((actix_web::http::header::CACHE_CONTROL, "max-age=3600"))
+        .body(state.signin.saml.metadata())
+}
+
+/// `GET /saml/idp/sso`: an AuthnRequest over HTTP-Redirect.
+pub async fn sso_redirect(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, WebError> {
+    let binding = SamlBinding::Redirect(req.query_string().to_owned());
+    let out = state
+        .signin
+        .saml_sso(&browser(&state, &req), binding)
+        .await?;
+    respond(&state, &req, out).await
+}
+
+/// `POST /saml/idp/sso`: an AuthnRequest over HTTP-POST.
+pub async fn sso_post(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: Bytes,
+) -> Result<HttpResponse, WebError> {
+    if !well_formed(&body) {
+        return Err(WebError::BadRequest);
+    }
+    let mut form: BTreeMap<String, String> =
+        serde_urlencoded::from_bytes(&body).map_err(|_| WebError::BadRequest)?;
+    let Some(saml_request) = form.remove("SAMLRequest") else {
+        return Err(WebError::BadRequest);
+    };
+    let binding = SamlBinding::Post {
+        saml_request,
+        relay_state: form.remove("RelayState"),
+    };
+    let out = state
+        .signin
+        .saml_sso(&browser(&state, &req), binding)
+        .await?;
+    respond(&state, &req, out).await
+}

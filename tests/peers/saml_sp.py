@@ -1,0 +1,197 @@
+#!/usr/bin/env python3
+"""A real SAML 2.0 service provider for the tests of the broker as an IdP, built on PyPI
+`pysaml2` (signatures checked by Debian's `xmlsec1`, against the certificate of the broker's
+metadata only). Listens on 127.0.0.1 only.
+
+  saml_sp.py --port P [--key K --cert C] [--signed both|response|assertion]
+                   port 0: any free port; with a key pair, the AuthnRequests are signed
+                   (RSA-SHA256); --signed: what the SP requires signed (default both)
+
+Endpoints:
+  GET  /login?idp=URL[&passive=1][&force=1][&nameid=FORMAT][&mfa=1][&binding=post]
+                   the IdP's metadata is read from URL (once), then an AuthnRequest over
+                   HTTP-Redirect: a 302 to the IdP's single sign-on endpoint, RelayState "rs-1";
+                   mfa=1 asks for https://refeds.org/profile/mfa (RequestedAuthnContext);
+                   with binding=post, 200 with JSON {action, SAMLRequest, RelayState}: the
+                   fields of the HTTP-POST form the browser would submit
+  POST /acs        the IdP's Response (HTTP-POST): validated by pysaml2 (signature, issuer,
+                   audience, recipient, InResponseTo against the requests this SP sent, time);
+                   200 with JSON {name_id, name_id_format, ava, in_response_to, session_index,
+                   class_ref, relay_state}, or 400 with JSON {error, detail}
+It prints "ready <base>" on stdout when it listens.
+"""
+
+import argparse
+import html
+import json
+import re
+import sys
+import tempfile
+import threading
+import urllib.parse
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT
+from saml2.client import Saml2Client
+from saml2.config import SPConfig
+from saml2.saml import NAMEID_FORMAT_EMAILADDRESS, AuthnContextClassRef
+from saml2.samlp import RequestedAuthnContext
+from saml2.sigver import SIG_RSA_SHA256
+from saml2.xmldsig import DIGEST_SHA256
+
+REFEDS_MFA = "https://refeds.org/profile/mfa"
+
+p = argparse.ArgumentParser()
+p.add_argument("--port", type=int, default=0)
+p.add_argument("--key")
+p.add_argument("--signed", choices=["both", "response", "assertion"], default="both",
+               help="what the SP requires signed")
+p.add_argument("--cert")
+ARGS = p.parse_args()
+
+LOCK = threading.Lock()
+STATE = {"client": None, "idp": None, "outstanding": {}}
+
+
+def client_for(base, idp_metadata_url):
+    with LOCK:
+        if STATE["client"] is not None:
+            return STATE["client"], STATE["idp"]
+        with urllib.request.urlopen(idp_metadata_url, timeout=10) as r:
+            md = r.read()
+        f = tempfile.NamedTemporaryFile(suffix=".xml", delete=False)
+        f.write(md)
+        f.close()
+        signing = {}
+        if ARGS.key:
+            signing = {
+                "key_file": ARGS.key,
+                "cert_file": ARGS.cert,
+                "signing_algorithm": SIG_RSA_SHA256,
+                "digest_algorithm": DIGEST_SHA256,
+            }
+        conf = SPConfig()
+        conf.load(
+            {
+                "entityid": f"{base}/metadata",
+                "service": {
+                    "sp": {
+                        "endpoints": {
+                            "assertion_consumer_service": [(f"{base}/acs", BINDING_HTTP_POST)]
+                        },
+                        "want_response_signed": ARGS.signed in ("both", "response"),
+                        "want_assertions_signed": ARGS.signed in ("both", "assertion"),
+                        "authn_requests_signed": bool(ARGS.key),
+                        "allow_unsolicited": False,
+                        "name_id_format": NAMEID_FORMAT_EMAILADDRESS,
+                    }
+                },
+                "metadata": {"local": [f.name]},
+                "xmlsec_binary": "/usr/bin/xmlsec1",
+                "allow_unknown_attributes": True,
+                **signing,
+            }
+        )
+        client = Saml2Client(config=conf)
+        idp = next(iter(conf.metadata.identity_providers()))
+        STATE["client"], STATE["idp"] = client, idp
+        return client, idp
+
+
+class Handler(BaseHTTPRequestHandler):
+    def log_message(self, fmt, *args):  # quiet
+        pass
+
+    def send(self, status, headers, body):
+        data = body.encode() if isinstance(body, str) else body
+        self.send_response(status)
+        for k, v in headers:
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def base(self):
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def do_GET(self):
+        url = urllib.parse.urlsplit(self.path)
+        if url.path != "/login":
+            return self.send(404, [], "not found")
+        q = dict(urllib.parse.parse_qsl(url.query))
+        try:
+            client, idp = client_for(self.base(), q["idp"])
+            extra = {}
+            if q.get("passive") == "1":
+                extra["is_passive"] = "true"
+            if q.get("force") == "1":
+                extra["force_authn"] = "true"
+            if q.get("mfa") == "1":
+                extra["requested_authn_context"] = RequestedAuthnContext(
+                    authn_context_class_ref=[AuthnContextClassRef(text=REFEDS_MFA)],
+                    comparison="exact",
+                )
+            if ARGS.key:
+                # pysaml2 would sign with SHA-1, which the broker refuses.
+                extra["sigalg"] = SIG_RSA_SHA256
+                extra["digest_alg"] = DIGEST_SHA256
+            if q.get("nameid"):
+                extra["nameid_format"] = q["nameid"]
+            binding = BINDING_HTTP_POST if q.get("binding") == "post" else BINDING_HTTP_REDIRECT
+            reqid, info = client.prepare_for_authenticate(
+                entityid=idp, relay_state="rs-1", binding=binding, **extra
+            )
+            with LOCK:
+                STATE["outstanding"][reqid] = "/"
+            if binding == BINDING_HTTP_POST:
+                form = info["data"]
+                fields = {
+                    "action": html.unescape(re.search(r'action="([^"]*)"', form).group(1)),
+                    "SAMLRequest": html.unescape(
+                        re.search(r'name="SAMLRequest" value="([^"]*)"', form).group(1)
+                    ),
+                    "RelayState": html.unescape(
+                        re.search(r'name="RelayState" value="([^"]*)"', form).group(1)
+                    ),
+                }
+                headers = [("Content-Type", "application/json"), ("X-Request-Id", reqid)]
+                return self.send(200, headers, json.dumps(fields))
+            location = dict(info["headers"])["Location"]
+            return self.send(302, [("Location", location), ("X-Request-Id", reqid)], "")
+        except Exception as e:  # a test peer: show what went wrong
+            return self.send(500, [("Content-Type", "text/plain")], f"SP error: {e!r}")
+
+    def do_POST(self):
+        if urllib.parse.urlsplit(self.path).path != "/acs":
+            return self.send(404, [], "not found")
+        length = int(self.headers.get("Content-Length", "0"))
+        form = dict(urllib.parse.parse_qsl(self.rfile.read(length).decode()))
+        client = STATE["client"]
+        try:
+            with LOCK:
+                outstanding = dict(STATE["outstanding"])
+            resp = client.parse_authn_request_response(
+                form["SAMLResponse"], BINDING_HTTP_POST, outstanding=outstanding
+            )
+            if resp is None:
+                raise ValueError("no response")
+            statement = resp.assertion.authn_statement[0]
+            body = {
+                "name_id": resp.name_id.text,
+                "name_id_format": resp.name_id.format,
+                "ava": resp.ava,
+                "in_response_to": resp.in_response_to,
+                "session_index": statement.session_index,
+                "class_ref": statement.authn_context.authn_context_class_ref.text,
+                "relay_state": form.get("RelayState"),
+            }
+            return self.send(200, [("Content-Type", "application/json")], json.dumps(body))
+        except Exception as e:
+            body = {"error": type(e).__name__, "detail": str(e)}
+            return self.send(400, [("Content-Type", "application/json")], json.dumps(body))
+
+
+server = ThreadingHTTPServer(("127.0.0.1", ARGS.port), Handler)
+print(f"ready http://127.0.0.1:{server.server_address[1]}", flush=True)
+server.serve_forever()
