@@ -11,6 +11,7 @@ use crate::flow::signin::{SignIn, SignInError};
 use crate::mfa::FactorStatus;
 
 pub mod continue_as;
+pub mod factor_choice;
 pub mod password;
 pub mod recovery_code;
 pub mod remove_factor;

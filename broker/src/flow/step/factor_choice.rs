@@ -1,0 +1,136 @@
+//! Owns the factor choice page of the second-factor steps and what it is built from: the
+//! journey's user as a factor sees them ([`SignIn::factor_user`]), their factors and the facts the
+//! policy reads ([`SignIn::facts`]), and the choice itself (straight to the only factor when there
+//! is nothing to choose).
+
+use std::sync::Arc;
+
+use crate::domain::{Locale, UserId};
+use crate::flow::contract::{Browser, Next, Notice, Outcome, View};
+use crate::flow::journey::{JourneyId, Loaded};
+use crate::flow::machine::{Journey, Proven, Stage};
+use crate::flow::policy::{self, FactorFacts};
+use crate::flow::signin::{SignIn, SignInError, blocking};
+use crate::mfa::{FactorStatus, FactorUser};
+
+impl SignIn {
+    pub(crate) async fn factor_user(
+        &self,
+        who: &Proven,
+        locale: Locale,
+    ) -> Result<Option<FactorUser>, SignInError> {
+        let store = Arc::clone(&self.store);
+        let uid = UserId::from_stored(who.user_id.clone());
+        blocking(move || {
+            Ok(store
+                .user_by_id(&uid)?
+                .filter(|u| !u.disabled)
+                .map(|u| FactorUser {
+                    id: u.id,
+                    email: u.email.as_str().to_owned(),
+                    locale,
+                }))
+        })
+        .await
+    }
+
+    /// The user's factors as the policy needs them (`None`: no such user, or disabled).
+    pub(crate) async fn facts(
+        &self,
+        j: &Journey,
+        locale: Locale,
+    ) -> Result<Option<(FactorFacts, Vec<FactorStatus>)>, SignInError> {
+        let Some(who) = &j.who else {
+            return Ok(None);
+        };
+        let Some(user) = self.factor_user(who, locale).await? else {
+            return Ok(None);
+        };
+        let mfa = Arc::clone(&self.mfa);
+        blocking(move || {
+            let factors = mfa.factors(&user)?;
+            let recovery_left = mfa.recovery_codes_left(&user.id)?;
+            Ok(Some((
+                FactorFacts {
+                    usable: factors.iter().any(|f| f.enrolled && f.available),
+                    usable_enrolled: factors
+                        .iter()
+                        .any(|f| f.enrolled && f.available && f.needs_enrollment),
+                    enrollable: factors.iter().any(|f| f.available && !f.enrolled),
+                    recovery_left,
+                },
+                factors,
+            )))
+        })
+        .await
+    }
+
+    /// The choice of factors (one usable factor and nothing to set up: straight to it).
+    pub(crate) async fn choice(
+        &self,
+        browser: &Browser,
+        id: &JourneyId,
+        loaded: &mut Loaded<Journey>,
+        who: &Proven,
+        status: u16,
+        error: Option<Notice>,
+    ) -> Result<Outcome, SignInError> {
+        self.choice_or_only(browser, id, loaded, who, status, error, false)
+            .await
+    }
+
+    /// The choice; with `auto`, straight to the only usable factor when nothing can be set up.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn choice_or_only(
+        &self,
+        browser: &Browser,
+        id: &JourneyId,
+        loaded: &mut Loaded<Journey>,
+        who: &Proven,
+        status: u16,
+        error: Option<Notice>,
+        auto: bool,
+    ) -> Result<Outcome, SignInError> {
+        let Some((facts, factors)) = self.facts(&loaded.state, browser.locale).await? else {
+            return Ok(Outcome::expired());
+        };
+        let any_enrolled = factors.iter().any(|f| f.enrolled);
+        let may_enroll = policy::may_add(&loaded.state, who, any_enrolled, self.clock.now());
+        let usable: Vec<&FactorStatus> = factors
+            .iter()
+            .filter(|f| f.enrolled && f.available)
+            .collect();
+        // Straight to the only factor, unless it would send something on a request that is not
+        // a POST from the broker's page (a GET never sends: no code bombing, no push bombing).
+        if auto
+            && !may_enroll
+            && let [only] = usable.as_slice()
+            && (browser.posted || !only.sends)
+        {
+            let only = only.id.clone();
+            return self
+                .begin_factor(browser, id, loaded, who, &only, false)
+                .await;
+        }
+        loaded.state.stage = Stage::Mfa;
+        loaded.state.mfa.factor = None;
+        loaded.state.mfa.prompt = None;
+        loaded.state.mfa.enrolling = false;
+        self.save(id, loaded).await?;
+        Ok(self.page_outcome(
+            &loaded.state,
+            Next::Page {
+                status,
+                journey: Some(id.clone()),
+                view: View::MfaChoose {
+                    factors,
+                    may_enroll,
+                    recovery: facts.recovery_left > 0,
+                    error,
+                    step_up: loaded.state.step_up.is_some(),
+                    manage: loaded.state.manage,
+                },
+            },
+        ))
+    }
+}
