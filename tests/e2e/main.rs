@@ -16,6 +16,7 @@ mod login;
 mod logout;
 mod mfa;
 mod oidc;
+mod plugin_http;
 mod secrets;
 mod sessions;
 mod upstream_oidc;
