@@ -463,6 +463,156 @@ mod tests {
         }
     }
 
+    fn origin(s: &str) -> Origin {
+        Origin::parse(s).unwrap()
+    }
+
+    fn http() -> PluginHttp {
+        let pi = origin("https://pi.example");
+        let grant = HttpGrant {
+            origins: [pi.clone(), origin("https://other.example")].into(),
+            secrets: vec![
+                PluginSecret {
+                    name: "token".into(),
+                    value: crate::domain::SecretString::new("t0ken/value+1".into()),
+                    origins: [pi.clone()].into(),
+                    slot: SecretSlot::Header("authorization".into()),
+                },
+                PluginSecret {
+                    name: "pass".into(),
+                    value: crate::domain::SecretString::new("p&ss w0rd".into()),
+                    origins: [pi].into(),
+                    slot: SecretSlot::Field("pass".into()),
+                },
+            ],
+        };
+        PluginHttp::new("p", grant, &TrustAnchors::default()).unwrap()
+    }
+
+    fn request(url: &str, headers: Vec<(&str, wit::SecretRef)>, body: wit::Body) -> wit::Request {
+        wit::Request {
+            method: "POST".into(),
+            url: url.into(),
+            headers: headers
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+            body,
+        }
+    }
+
+    fn secret(name: &str) -> wit::SecretRef {
+        wit::SecretRef::Secret(name.into())
+    }
+
+    #[test]
+    fn secrets_are_written_only_where_they_are_bound() {
+        let h = http();
+        let p = h
+            .prepare(request(
+                "https://pi.example/validate/check",
+                vec![("Authorization", secret("token"))],
+                wit::Body::Form(vec![
+                    ("user".into(), wit::SecretRef::Literal("alice".into())),
+                    ("pass".into(), secret("pass")),
+                ]),
+            ))
+            .unwrap();
+        let auth = &p.headers["authorization"];
+        assert_eq!(auth.to_str().unwrap(), "t0ken/value+1");
+        assert!(auth.is_sensitive());
+        assert_eq!(p.body.unwrap(), b"user=alice&pass=p%26ss+w0rd");
+        let refused = |r: Result<Prepared, wit::HttpError>| match r {
+            Err(wit::HttpError::Refused(why)) => why,
+            Err(e) => panic!("{e:?}"),
+            Ok(_) => panic!("not refused"),
+        };
+        for (req, why) in [
+            (
+                request("https://evil.example/", vec![], wit::Body::None),
+                "not listed",
+            ),
+            (
+                request("http://pi.example/", vec![], wit::Body::None),
+                "not listed",
+            ),
+            (
+                request("https://pi.example:8443/", vec![], wit::Body::None),
+                "not listed",
+            ),
+            (
+                request("https://u:p@pi.example/", vec![], wit::Body::None),
+                "user info",
+            ),
+            (
+                request(
+                    "https://other.example/",
+                    vec![("authorization", secret("token"))],
+                    wit::Body::None,
+                ),
+                "not bound",
+            ),
+            (
+                request(
+                    "https://pi.example/",
+                    vec![("x-token", secret("token"))],
+                    wit::Body::None,
+                ),
+                "not bound",
+            ),
+            (
+                request(
+                    "https://pi.example/",
+                    vec![],
+                    wit::Body::Form(vec![("password".into(), secret("pass"))]),
+                ),
+                "not bound",
+            ),
+            (
+                request(
+                    "https://pi.example/",
+                    vec![("authorization", secret("pass"))],
+                    wit::Body::None,
+                ),
+                "not bound",
+            ),
+            (
+                request(
+                    "https://pi.example/",
+                    vec![("Host", wit::SecretRef::Literal("x".into()))],
+                    wit::Body::None,
+                ),
+                "set by the host",
+            ),
+        ] {
+            let got = refused(h.prepare(req));
+            assert!(got.contains(why), "{why}: {got}");
+        }
+        let mut trace = request("https://pi.example/", vec![], wit::Body::None);
+        trace.method = "TRACE".into();
+        assert!(refused(h.prepare(trace)).contains("method"));
+        let big = request(
+            "https://pi.example/",
+            vec![],
+            wit::Body::Raw(vec![0; MAX_REQUEST]),
+        );
+        assert!(matches!(h.prepare(big), Err(wit::HttpError::TooLarge(_))));
+    }
+
+    #[test]
+    fn responses_lose_every_secret() {
+        let r = http().redact(wit::Response {
+            status: 200,
+            headers: vec![("x-echo".into(), "Bearer t0ken/value+1".into())],
+            body: b"auth=t0ken/value+1 form=pass=p%26ss+w0rd raw=p&ss w0rd".to_vec(),
+        });
+        assert_eq!(r.headers[0].1, "Bearer [redacted]");
+        assert_eq!(
+            String::from_utf8(r.body).unwrap(),
+            "auth=[redacted] form=pass=[redacted] raw=[redacted]"
+        );
+    }
+
     #[test]
     fn secrets_are_replaced_in_bytes() {
         assert_eq!(
