@@ -110,6 +110,26 @@ async fn broker(
     spawn_provider_with(b, &[], &config).await
 }
 
+/// The reasons of the `plugin_http` audit events, once there are `at_least` of them (they are
+/// written in batches) or after 5 s.
+async fn http_audit(app: &TestApp, at_least: usize) -> Vec<String> {
+    let t = Instant::now();
+    loop {
+        let rows = app
+            .store
+            .audit_events(&AuditQuery {
+                kind: Some("plugin_http".into()),
+                limit: 100,
+                ..AuditQuery::default()
+            })
+            .unwrap();
+        if rows.len() >= at_least || t.elapsed() > Duration::from_secs(5) {
+            return rows.into_iter().filter_map(|r| r.reason).collect();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Signs in with the password, picks `test-http` and answers with `fields`.
 async fn attempt(app: &TestApp, fields: &[(&str, &str)]) -> (Browser, Page) {
     let mut br = Browser::new(app);
@@ -284,22 +304,7 @@ async fn http_capability_allows_listed_origins_and_keeps_secrets_in_the_host(b: 
     assert_eq!(ok.status, 303, "{}", ok.body);
 
     // Every request the host made is audited, without secrets.
-    // (written in batches: wait for the flush).
-    let t = Instant::now();
-    let reasons: Vec<String> = loop {
-        let rows = app
-            .store
-            .audit_events(&AuditQuery {
-                kind: Some("plugin_http".into()),
-                limit: 100,
-                ..AuditQuery::default()
-            })
-            .unwrap();
-        if rows.len() >= 10 || t.elapsed() > Duration::from_secs(5) {
-            break rows.into_iter().filter_map(|r| r.reason).collect();
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let reasons = http_audit(&app, 10).await;
     assert!(
         reasons
             .iter()
@@ -339,6 +344,16 @@ async fn a_name_resolving_to_loopback_is_refused(b: Backend) {
     .await;
     failed_closed("localhost", &br, &page);
     assert!(hits.lock().unwrap().is_empty(), "connected to loopback");
+    // Refused by the host (the resolved address), not a transport failure.
+    let reasons = http_audit(&app, 1).await;
+    assert_eq!(reasons.len(), 1, "{reasons:?}");
+    assert!(
+        reasons[0].starts_with(&format!(
+            "test-http GET {}:{port} refused ",
+            "http://localhost"
+        )),
+        "{reasons:?}"
+    );
 }
 
 per_backend_async!(
