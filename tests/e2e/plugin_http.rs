@@ -3,7 +3,8 @@
 //! allowed origin with a host-held secret in its bound header, refusals (unlisted origin,
 //! redirect off the list, link-local and name-resolved loopback addresses, a secret outside its
 //! binding), size and time limits, redaction of secrets from what the plugin reads, the
-//! `plugin_http` audit, and a 0.1 plugin working beside it. Every refusal fails the factor
+//! `plugin_http` audit, https peers checked with `[http] ca_file`, and a 0.1 plugin working
+//! beside it. Every refusal fails the factor
 //! closed: no session, never a 500.
 
 use std::sync::{Arc, Mutex};
@@ -83,6 +84,17 @@ async fn broker(
     bound: &str,
     dir: &std::path::Path,
 ) -> Option<TestApp> {
+    broker_with(b, origins, bound, dir, "").await
+}
+
+/// [`broker`] with more top-level TOML (e.g. `[http] ca_file`).
+async fn broker_with(
+    b: Backend,
+    origins: &[String],
+    bound: &str,
+    dir: &std::path::Path,
+    more: &str,
+) -> Option<TestApp> {
     std::fs::write(dir.join("pi"), format!("{SECRET}\n")).unwrap();
     std::fs::write(dir.join("pass"), PASS).unwrap();
     let origins: Vec<String> = origins.iter().map(|o| format!("{o:?}")).collect();
@@ -105,7 +117,7 @@ async fn broker(
     let config = format!(
         "[rate_limit]\nlogin_per_account = \"100/1m\"\nmfa_per_account = \"100/1m\"\n\
          mfa_send_per_account = \"100/1m\"\n\
-         [mfa]\nrequired = \"required\"\nmax_attempts = 50\nlockout = \"5m\"\n{plugins}"
+         {more}\n[mfa]\nrequired = \"required\"\nmax_attempts = 50\nlockout = \"5m\"\n{plugins}"
     );
     spawn_provider_with(b, &[], &config).await
 }
@@ -356,7 +368,183 @@ async fn a_name_resolving_to_loopback_is_refused(b: Backend) {
     );
 }
 
+/// A TLS peer (Python's `http.server` under `ssl`) with a certificate for 127.0.0.1 from a CA
+/// made here with `openssl`: `/accept` answers `accept` when the secret came in
+/// `authorization`. Killed on drop.
+struct TlsPeer {
+    child: std::process::Child,
+    port: u16,
+    ca: std::path::PathBuf,
+}
+
+impl Drop for TlsPeer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const TLS_PEER: &str = r#"
+import http.server, ssl, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        ok = self.headers.get("Authorization") == sys.argv[3]
+        body = b"accept" if ok else b"no"
+        self.send_response(200 if ok else 403)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+srv = http.server.HTTPServer(("127.0.0.1", 0), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(sys.argv[1], sys.argv[2])
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+print(srv.server_address[1], flush=True)
+srv.serve_forever()
+"#;
+
+fn tls_peer(dir: &std::path::Path) -> TlsPeer {
+    use std::io::BufRead;
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl is installed");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=concierge test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign",
+        ],
+    ]
+    .concat());
+    run(&[
+        &["req"][..],
+        &ec,
+        &[
+            "-keyout",
+            "leaf.key",
+            "-out",
+            "leaf.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    ]
+    .concat());
+    std::fs::write(
+        dir.join("leaf.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "leaf.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "leaf.ext",
+    ]);
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", TLS_PEER])
+        .arg(dir.join("leaf.pem"))
+        .arg(dir.join("leaf.key"))
+        .arg(SECRET)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = line
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("no port: {line:?}"));
+    TlsPeer {
+        child,
+        port,
+        ca: dir.join("ca.pem"),
+    }
+}
+
+/// https peers are verified with the broker's own trust settings: a peer whose CA is in
+/// `[http] ca_file` is reached (with the secret), the same peer without it fails closed.
+async fn https_peers_are_checked_with_the_brokers_trust_settings(b: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let peer = tls_peer(dir.path());
+    let origin = format!("https://127.0.0.1:{}", peer.port);
+    let fields = [
+        ("url", format!("{origin}/accept")),
+        ("secret", "pi".into()),
+        ("secret_header", "Authorization".into()),
+    ];
+    let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let trusted = format!("[http]\nca_file = {:?}\n", peer.ca.display().to_string());
+    let Some(app) = broker_with(
+        b,
+        std::slice::from_ref(&origin),
+        &origin,
+        dir.path(),
+        &trusted,
+    )
+    .await
+    else {
+        return;
+    };
+    let (br, ok) = attempt(&app, &fields).await;
+    assert_eq!(ok.status, 303, "{}", ok.body);
+    assert!(br.session_cookie().is_some());
+    drop(app);
+    let other = tempfile::tempdir().unwrap();
+    let Some(app) = broker(b, std::slice::from_ref(&origin), &origin, other.path()).await else {
+        return;
+    };
+    let (br, page) = attempt(&app, &fields).await;
+    failed_closed("unknown CA", &br, &page);
+    let reasons = http_audit(&app, 1).await;
+    assert!(
+        reasons[0].starts_with(&format!("test-http GET {origin} failed ")),
+        "{reasons:?}"
+    );
+}
+
 per_backend_async!(
+    https_peers_are_checked_with_the_brokers_trust_settings,
     http_capability_allows_listed_origins_and_keeps_secrets_in_the_host,
     a_name_resolving_to_loopback_is_refused,
 );
