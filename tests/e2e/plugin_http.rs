@@ -4,8 +4,7 @@
 //! redirect off the list, link-local and name-resolved loopback addresses, a secret outside its
 //! binding), size and time limits, redaction of secrets from what the plugin reads, the
 //! `plugin_http` audit, https peers checked with `[http] ca_file`, and a 0.1 plugin working
-//! beside it. Every refusal fails the factor
-//! closed: no session, never a 500.
+//! beside it. Every refusal fails the factor closed: no session, never a 500.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
