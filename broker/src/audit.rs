@@ -40,13 +40,16 @@ pub enum EventKind {
     MfaLockedOut,
     /// A plugin was loaded, reloaded or refused (reason: `plugin:outcome`).
     PluginReloaded,
+    /// A plugin's outbound request through the `http` capability (reason: `plugin METHOD
+    /// origin status|refused|too_large|timeout|failed duration`; never bodies or secrets).
+    PluginHttp,
     /// The database stopped answering: recorded once per outage (by the first request answered
     /// 503 because of it), written when the database is back.
     DatabaseUnavailable,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 22] = [
+    pub const ALL: [EventKind; 23] = [
         Self::LoginSucceeded,
         Self::LoginFailed,
         Self::SessionCreated,
@@ -68,6 +71,7 @@ impl EventKind {
         Self::MfaFailed,
         Self::MfaLockedOut,
         Self::PluginReloaded,
+        Self::PluginHttp,
         Self::DatabaseUnavailable,
     ];
 
@@ -94,6 +98,7 @@ impl EventKind {
             Self::MfaFailed => "mfa_failed",
             Self::MfaLockedOut => "mfa_locked_out",
             Self::PluginReloaded => "plugin_reloaded",
+            Self::PluginHttp => "plugin_http",
             Self::DatabaseUnavailable => "database_unavailable",
         }
     }

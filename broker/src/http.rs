@@ -14,15 +14,19 @@ pub const MAX_RESPONSE: usize = 64 * 1024;
 /// every request ends within `timeout`, https peers are checked against the bundled public
 /// roots, the system store and `trust`.
 pub fn client(timeout: Duration, trust: &TrustAnchors) -> Result<reqwest::Client, reqwest::Error> {
+    builder(trust).timeout(timeout).build()
+}
+
+/// The builder behind [`client`]: no redirects, the trust anchors; no timeout yet.
+pub fn builder(trust: &TrustAnchors) -> reqwest::ClientBuilder {
     let mut builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
-        .timeout(timeout)
         .tls_built_in_root_certs(true)
         .tls_built_in_native_certs(true);
     for cert in trust.extra() {
         builder = builder.add_root_certificate(cert.clone());
     }
-    builder.build()
+    builder
 }
 
 /// Why a response body was not read.

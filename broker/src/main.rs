@@ -579,7 +579,7 @@ fn plugins(config: Option<PathBuf>, command: PluginsCommand) -> anyhow::Result<(
             let settings = load(config.as_deref())?;
             let engine = registry::engine()?;
             for m in &settings.mfa.plugins {
-                let status = match registry::load(&engine, m) {
+                let status = match registry::load(&engine, m, &settings.http) {
                     Ok(l) => format!("ok ({})", l.description.name.en),
                     Err(e) => format!("UNAVAILABLE: {e}"),
                 };

@@ -338,6 +338,7 @@ impl Application {
                 settings.config_path.clone().map(plugin_manifests),
             )
             .context("starting the MFA plugin host")?
+            .with_audit(Arc::clone(&provider.audit))
             .with_native(crate::mfa::passkey::offer(
                 &settings.mfa.passkey,
                 &settings.public_url,

@@ -143,6 +143,46 @@ pub struct RawPlugin {
     /// Values the plugin reads through the `config` import.
     #[serde(default)]
     pub config: BTreeMap<String, String>,
+    /// `[mfa.plugins.http]`: where the `http` capability (contract 0.2) may go, and the secrets
+    /// the host substitutes for the plugin. Required with the `http` grant.
+    #[serde(default)]
+    pub http: Option<RawPluginHttp>,
+}
+
+/// `[mfa.plugins.http]` as written.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPluginHttp {
+    /// Origins requests may go to: `https://pi.example` or `http://127.0.0.1:8080` (scheme,
+    /// host and port, compared exactly; no path).
+    #[serde(default)]
+    pub origins: Vec<String>,
+    /// Credentials the host holds and substitutes when the plugin names them.
+    #[serde(default)]
+    pub secrets: Vec<RawPluginSecret>,
+}
+
+/// One `[[mfa.plugins.http.secrets]]`: a credential bound to one header or one form field and
+/// to some of the plugin's origins. Its value comes from `env` or `file`, never the file itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPluginSecret {
+    /// What the plugin calls it (`secret-ref.secret(name)`).
+    pub name: String,
+    /// The environment variable holding the value.
+    #[serde(default)]
+    pub env: Option<String>,
+    /// A file holding the value (one trailing newline is removed).
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    /// The origins it may be sent to (each one of `http.origins`).
+    pub origins: Vec<String>,
+    /// The request header it may fill (e.g. `Authorization`)...
+    #[serde(default)]
+    pub header: Option<String>,
+    /// ... or the form field (e.g. `pass`): exactly one of the two.
+    #[serde(default)]
+    pub field: Option<String>,
 }
 
 fn default_timeout() -> Duration {
@@ -164,16 +204,19 @@ pub enum Capability {
     Email,
     Sms,
     Log,
+    /// Outbound HTTP to listed origins (contract 0.2).
+    Http,
 }
 
 impl Capability {
-    pub const ALL: [Capability; 6] = [
+    pub const ALL: [Capability; 7] = [
         Self::Clock,
         Self::Random,
         Self::State,
         Self::Email,
         Self::Sms,
         Self::Log,
+        Self::Http,
     ];
 
     pub fn parse(s: &str) -> Option<Self> {
@@ -188,13 +231,101 @@ impl Capability {
             Self::Email => "email",
             Self::Sms => "sms",
             Self::Log => "log",
+            Self::Http => "http",
+        }
+    }
+
+    /// The contract version that introduced this capability.
+    pub fn version(self) -> &'static str {
+        match self {
+            Self::Http => "0.2.0",
+            _ => "0.1.0",
         }
     }
 
     /// The component import that needs this grant.
     pub fn interface(self) -> String {
-        format!("concierge:mfa/{}@0.1.0", self.as_str())
+        format!("concierge:mfa/{}@{}", self.as_str(), self.version())
     }
+}
+
+/// An origin requests may go to: scheme (`http`, `https`), host (lower case; an IPv6 address in
+/// brackets, as in a URL) and port (explicit or the scheme's default), compared exactly.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Origin {
+    pub scheme: String,
+    pub host: String,
+    pub port: u16,
+}
+
+impl Origin {
+    /// The origin of an absolute http(s) URL without user info.
+    pub fn of(url: &url::Url) -> Option<Self> {
+        if !matches!(url.scheme(), "http" | "https")
+            || !url.username().is_empty()
+            || url.password().is_some()
+        {
+            return None;
+        }
+        Some(Self {
+            scheme: url.scheme().to_owned(),
+            host: url.host_str()?.to_ascii_lowercase(),
+            port: url.port_or_known_default()?,
+        })
+    }
+
+    /// An origin as written in the manifest: `scheme://host[:port]`, nothing after it but `/`.
+    pub fn parse(s: &str) -> Option<Self> {
+        let url = url::Url::parse(s).ok()?;
+        if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+            return None;
+        }
+        Self::of(&url)
+    }
+
+    /// The host as an IP address when it is one.
+    pub fn ip(&self) -> Option<std::net::IpAddr> {
+        self.host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse()
+            .ok()
+    }
+
+    fn is_loopback(&self) -> bool {
+        is_loopback_host(&self.host)
+    }
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}://{}:{}", self.scheme, self.host, self.port)
+    }
+}
+
+/// Where a secret may be written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSlot {
+    /// A request header (name in lower case).
+    Header(String),
+    /// A form field of a `form` body.
+    Field(String),
+}
+
+/// A host-held credential for the `http` capability.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginSecret {
+    pub name: String,
+    pub value: crate::domain::SecretString,
+    pub origins: BTreeSet<Origin>,
+    pub slot: SecretSlot,
+}
+
+/// `[mfa.plugins.http]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HttpGrant {
+    pub origins: BTreeSet<Origin>,
+    pub secrets: Vec<PluginSecret>,
 }
 
 /// A plugin's manifest, validated.
@@ -208,6 +339,8 @@ pub struct PluginManifest {
     pub fuel: u64,
     pub memory_bytes: usize,
     pub config: BTreeMap<String, String>,
+    /// What the `http` capability may do (set exactly when `http` is granted).
+    pub http: Option<HttpGrant>,
 }
 
 #[derive(Debug, Clone)]
@@ -249,6 +382,9 @@ pub struct MfaSettings {
     pub sms: Option<SmsSettings>,
     pub plugins: Vec<PluginManifest>,
     pub passkey: PasskeySettings,
+    /// `[http]`'s trust anchors, for the plugins' `http` capability (set from the whole
+    /// configuration after validation).
+    pub trust: super::http::TrustAnchors,
 }
 
 /// A plugin id: `[a-z0-9-]{1,32}`.
@@ -304,6 +440,111 @@ fn exposed(s: &secrecy::SecretString) -> crate::domain::SecretString {
     crate::domain::SecretString::new(secrecy::ExposeSecret::expose_secret(s).to_owned())
 }
 
+/// `[mfa.plugins.http]` checked: origins parse, each secret has one value source, one slot,
+/// and only listed origins; a secret never goes over plain http off loopback.
+fn http_grant<E>(
+    raw: RawPluginHttp,
+    key: &dyn Fn(&str) -> String,
+    invalid: &impl Fn(&str, String) -> E,
+) -> Result<HttpGrant, E> {
+    let mut origins = BTreeSet::new();
+    for o in &raw.origins {
+        let origin = Origin::parse(o).ok_or_else(|| {
+            invalid(
+                &key("http.origins"),
+                format!("`{o}` is not an origin like https://mfa.example or http://127.0.0.1:8080"),
+            )
+        })?;
+        origins.insert(origin);
+    }
+    if origins.is_empty() {
+        return Err(invalid(
+            &key("http.origins"),
+            "lists no origin: the plugin could reach nothing".into(),
+        ));
+    }
+    let mut secrets: Vec<PluginSecret> = Vec::new();
+    for (j, s) in raw.secrets.into_iter().enumerate() {
+        let skey = |k: &str| key(&format!("http.secrets[{j}].{k}"));
+        if s.name.is_empty() || s.name.len() > 64 || secrets.iter().any(|x| x.name == s.name) {
+            return Err(invalid(
+                &skey("name"),
+                "must be 1-64 bytes and unique".into(),
+            ));
+        }
+        let value = match (&s.env, &s.file) {
+            (Some(var), None) => std::env::var(var)
+                .map_err(|_| invalid(&skey("env"), format!("the variable `{var}` is not set")))?,
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    invalid(
+                        &skey("file"),
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?;
+                text.strip_suffix("\r\n")
+                    .or_else(|| text.strip_suffix('\n'))
+                    .unwrap_or(&text)
+                    .to_owned()
+            }
+            _ => {
+                return Err(invalid(
+                    &skey("env"),
+                    "set exactly one of `env` and `file`".into(),
+                ));
+            }
+        };
+        if value.is_empty() || value.contains(['\r', '\n', '\0']) {
+            return Err(invalid(
+                &skey("env"),
+                "the value is empty or holds a line break".into(),
+            ));
+        }
+        let slot = match (s.header, s.field) {
+            (Some(h), None) if reqwest::header::HeaderName::from_bytes(h.as_bytes()).is_ok() => {
+                SecretSlot::Header(h.to_ascii_lowercase())
+            }
+            (None, Some(f)) if !f.is_empty() => SecretSlot::Field(f),
+            _ => {
+                return Err(invalid(
+                    &skey("header"),
+                    "set exactly one of `header` (a header name) and `field`".into(),
+                ));
+            }
+        };
+        let mut bound = BTreeSet::new();
+        for o in &s.origins {
+            let origin = Origin::parse(o)
+                .filter(|origin| origins.contains(origin))
+                .ok_or_else(|| {
+                    invalid(
+                        &skey("origins"),
+                        format!("`{o}` is not one of `http.origins`"),
+                    )
+                })?;
+            if origin.scheme != "https" && !origin.is_loopback() {
+                return Err(invalid(
+                    &skey("origins"),
+                    format!(
+                        "`{o}` would carry the secret in clear: https, or http only to a loopback address"
+                    ),
+                ));
+            }
+            bound.insert(origin);
+        }
+        if bound.is_empty() {
+            return Err(invalid(&skey("origins"), "lists no origin".into()));
+        }
+        secrets.push(PluginSecret {
+            name: s.name,
+            value: crate::domain::SecretString::new(value),
+            origins: bound,
+            slot,
+        });
+    }
+    Ok(HttpGrant { origins, secrets })
+}
+
 impl RawMfa {
     /// Validates; `invalid(key, message)` builds the error naming the key.
     pub fn validate<E>(self, invalid: impl Fn(&str, String) -> E) -> Result<MfaSettings, E> {
@@ -330,7 +571,7 @@ impl RawMfa {
                 let c = Capability::parse(g).ok_or_else(|| {
                     invalid(
                         &key("grants"),
-                        format!("`{g}` is not one of clock, random, state, email, sms, log"),
+                        format!("`{g}` is not one of clock, random, state, email, sms, log, http"),
                     )
                 })?;
                 grants.insert(c);
@@ -352,6 +593,22 @@ impl RawMfa {
                         "must be like `4MiB`, between 64KiB and 256MiB".into(),
                     )
                 })?;
+            let http = match (grants.contains(&Capability::Http), p.http) {
+                (false, None) => None,
+                (true, Some(h)) => Some(http_grant(h, &key, &invalid)?),
+                (true, None) => {
+                    return Err(invalid(
+                        &key("http"),
+                        "the `http` grant needs `[mfa.plugins.http] origins`".into(),
+                    ));
+                }
+                (false, Some(_)) => {
+                    return Err(invalid(
+                        &key("http"),
+                        "is set but `grants` does not list `http`".into(),
+                    ));
+                }
+            };
             plugins.push(PluginManifest {
                 id: p.id,
                 path: p.path,
@@ -361,6 +618,7 @@ impl RawMfa {
                 fuel: p.fuel,
                 memory_bytes,
                 config: p.config,
+                http,
             });
         }
         let smtp = match self.smtp {
@@ -458,6 +716,7 @@ impl RawMfa {
             sms,
             plugins,
             passkey: self.passkey,
+            trust: super::http::TrustAnchors::default(),
         })
     }
 }
@@ -476,6 +735,96 @@ mod tests {
             fuel: default_fuel(),
             memory: default_memory(),
             config: BTreeMap::new(),
+            http: None,
+        }
+    }
+
+    #[test]
+    fn the_http_grant_needs_origins_and_bound_secrets() {
+        let secret = |origins: &[&str], header: Option<&str>| RawPluginSecret {
+            name: "pi".into(),
+            env: Some("PATH".into()),
+            file: None,
+            origins: origins.iter().map(|o| (*o).to_owned()).collect(),
+            header: header.map(str::to_owned),
+            field: None,
+        };
+        let with = |http: Option<RawPluginHttp>, grant: bool| {
+            let mut p = plugin("p");
+            if grant {
+                p.grants.push("http".into());
+            }
+            p.http = http;
+            check(RawMfa {
+                plugins: vec![p],
+                ..RawMfa::default()
+            })
+        };
+        let http = |origins: &[&str], secrets: Vec<RawPluginSecret>| {
+            Some(RawPluginHttp {
+                origins: origins.iter().map(|o| (*o).to_owned()).collect(),
+                secrets,
+            })
+        };
+        let ok = with(
+            http(
+                &["https://PI.example", "http://127.0.0.1:8080"],
+                vec![secret(&["https://pi.example:443"], Some("Authorization"))],
+            ),
+            true,
+        )
+        .unwrap();
+        let grant = ok.plugins[0].http.as_ref().unwrap();
+        assert!(ok.plugins[0].grants.contains(&Capability::Http));
+        assert_eq!(
+            grant
+                .origins
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            ["http://127.0.0.1:8080", "https://pi.example:443"]
+        );
+        assert_eq!(
+            grant.secrets[0].slot,
+            SecretSlot::Header("authorization".into())
+        );
+        assert!(!format!("{grant:?}").contains(&std::env::var("PATH").unwrap()));
+        for (http, grant, why) in [
+            (None, true, "needs"),
+            (http(&["https://a.example"], vec![]), false, "does not list"),
+            (http(&[], vec![]), true, "no origin"),
+            (
+                http(&["https://a.example/path"], vec![]),
+                true,
+                "not an origin",
+            ),
+            (
+                http(
+                    &["https://a.example"],
+                    vec![secret(&["https://b.example"], Some("x"))],
+                ),
+                true,
+                "not one of",
+            ),
+            (
+                http(
+                    &["http://a.example"],
+                    vec![secret(&["http://a.example"], Some("x"))],
+                ),
+                true,
+                "in clear",
+            ),
+            (
+                http(
+                    &["https://a.example"],
+                    vec![secret(&["https://a.example"], None)],
+                ),
+                true,
+                "exactly one",
+            ),
+        ] {
+            let e = with(http, grant).unwrap_err();
+            assert!(e.contains(why), "{why}: {e}");
         }
     }
 

@@ -356,6 +356,13 @@ impl Settings {
         };
         let limits = rate_limits(&raw.rate_limit, &invalid)?;
         let mut mfa = raw.mfa.clone().validate(invalid)?;
+        let trust: http::TrustAnchors = match &raw.http.ca_file {
+            None => Default::default(),
+            Some(path) => std::fs::read(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))
+                .and_then(|pem| http::TrustAnchors::from_pem(&pem))
+                .map_err(|m| invalid("http.ca_file", m))?,
+        };
         mfa.offer_product_name(&raw.ui.product_name);
         let mut upstream_ids: Vec<&str> = Vec::new();
         let mut upstreams = Vec::new();
@@ -531,14 +538,11 @@ impl Settings {
             audit: raw.audit,
             admin: raw.admin,
             upstreams,
-            mfa,
-            http: match &raw.http.ca_file {
-                None => Default::default(),
-                Some(path) => std::fs::read(path)
-                    .map_err(|e| format!("cannot read {}: {e}", path.display()))
-                    .and_then(|pem| http::TrustAnchors::from_pem(&pem))
-                    .map_err(|m| invalid("http.ca_file", m))?,
+            mfa: super::mfa::MfaSettings {
+                trust: trust.clone(),
+                ..mfa
             },
+            http: trust,
             config_path: None,
         })
     }

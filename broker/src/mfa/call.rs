@@ -129,6 +129,7 @@ impl Mfa {
     ) -> Result<(R, Outbox), MfaError> {
         let m = &loaded.manifest;
         let (version, state) = self.read_state(&m.id, &user.id)?;
+        let deadline = std::time::Instant::now() + m.timeout;
         let mut store = WasmStore::new(
             self.registry.plugin_engine().running()?,
             CallState::new(
@@ -140,6 +141,12 @@ impl Mfa {
                 m.memory_bytes,
             ),
         );
+        store.data_mut().http = loaded.http.as_ref().map(|http| host::HttpCall {
+            http: Arc::clone(http) as Arc<dyn host::HttpSender>,
+            deadline,
+            audit: self.audit.clone(),
+            user: user.id.as_str().to_owned(),
+        });
         store.limiter(|s| s.limiter());
         let engine_err = |e: wasmtime::Error| MfaError::Engine(e.to_string());
         store.set_fuel(m.fuel).map_err(engine_err)?;
@@ -154,6 +161,13 @@ impl Mfa {
             Err(e) => return Err(classify(&m.id, &e, store.data().memory_refused)),
         };
         let data = store.into_data();
+        // A request the host refused by policy fails the call, whatever the plugin made of it.
+        if let Some(why) = data.http_refused {
+            return Err(MfaError::Failed {
+                plugin: m.id.clone(),
+                reason: format!("http request refused: {why}"),
+            });
+        }
         if data.outbox.is_empty() {
             if data.dirty {
                 self.write_state(&m.id, &user.id, version, &data.state)?;

@@ -1,5 +1,6 @@
-//! Owns the host side of one plugin call: the generated bindings of `concierge:mfa@0.1.0`,
-//! the per-call store data, and each capability a plugin can import (one `impl Host` each).
+//! Owns the host side of one plugin call: the generated bindings of `concierge:mfa@0.1.0` and
+//! of `0.2.0` (0.1's world plus `http`, whose requests `outbound` makes), the per-call store
+//! data, and each capability a plugin can import (one `impl Host` each).
 //! Capabilities work on a snapshot: state writes and outgoing messages take effect only when
 //! the call returns normally, so a trap or timeout leaves nothing half done.
 
@@ -17,6 +18,29 @@ wasmtime::component::bindgen!({
     // Forms travel in the signed step ticket between the pages.
     additional_derives: [serde::Serialize, serde::Deserialize],
 });
+
+/// The bindings of `concierge:mfa@0.2.0` (plugins/wit/0.2): 0.1's world plus the `http`
+/// interface. The 0.1 interfaces are the ones above (`with`), so a 0.2 component is
+/// instantiated, called and given capabilities exactly like a 0.1 one; only `http` is new.
+pub mod v02 {
+    wasmtime::component::bindgen!({
+        path: ["../plugins/wit/mfa.wit", "../plugins/wit/0.2"],
+        world: "concierge:mfa/factor-plugin@0.2.0",
+        with: {
+            "concierge:mfa/types@0.1.0": super::concierge::mfa::types,
+            "concierge:mfa/config@0.1.0": super::concierge::mfa::config,
+            "concierge:mfa/clock@0.1.0": super::concierge::mfa::clock,
+            "concierge:mfa/random@0.1.0": super::concierge::mfa::random,
+            "concierge:mfa/state@0.1.0": super::concierge::mfa::state,
+            "concierge:mfa/email@0.1.0": super::concierge::mfa::email,
+            "concierge:mfa/sms@0.1.0": super::concierge::mfa::sms,
+            "concierge:mfa/log@0.1.0": super::concierge::mfa::log,
+        },
+    });
+}
+
+/// The `http` interface of contract 0.2.
+pub use v02::concierge::mfa0_2_0::http;
 
 pub use concierge::mfa::types::{
     Description, EnrollStep, FactorKind, Field, FieldKind, Form, Localized, PluginError, User,
@@ -79,6 +103,38 @@ pub struct CallState {
     limits: StoreLimits,
     /// Whether memory growth was refused (reported as an exhausted memory budget).
     pub memory_refused: bool,
+    /// The `http` capability of this call, when the plugin has it.
+    pub http: Option<HttpCall>,
+    /// Requests made this call.
+    http_requests: usize,
+    /// Why the host refused a request by policy: the call then fails closed whatever the plugin
+    /// returns.
+    pub http_refused: Option<String>,
+}
+
+/// Requests per call through the `http` capability.
+pub const MAX_HTTP_REQUESTS: usize = 8;
+
+/// Sends one request of a plugin (the `http` capability; `outbound::PluginHttp`): checks it
+/// against the grant, ends by `deadline`, audits it, and redacts secrets from the response.
+pub trait HttpSender: Send + Sync {
+    fn send(
+        &self,
+        request: http::Request,
+        deadline: std::time::Instant,
+        audit: Option<&crate::audit::Auditor>,
+        user: &str,
+    ) -> Result<http::Response, http::HttpError>;
+}
+
+/// What the `http` capability needs for one call.
+pub struct HttpCall {
+    pub http: Arc<dyn HttpSender>,
+    /// The call's wall-time deadline (the epoch deadline's, in `Instant`s).
+    pub deadline: std::time::Instant,
+    pub audit: Option<Arc<crate::audit::Auditor>>,
+    /// The user the call is about (audited).
+    pub user: String,
 }
 
 impl CallState {
@@ -107,6 +163,9 @@ impl CallState {
                 .table_elements(10_000)
                 .build(),
             memory_refused: false,
+            http: None,
+            http_requests: 0,
+            http_refused: None,
         }
     }
 }
@@ -250,6 +309,31 @@ impl concierge::mfa::log::Host for CallState {
             Level::Warn => tracing::warn!(target: "plugin", plugin, "{message}"),
             Level::Error => tracing::error!(target: "plugin", plugin, "{message}"),
         }
+    }
+}
+
+impl http::Host for CallState {
+    fn send(&mut self, request: http::Request) -> Result<http::Response, http::HttpError> {
+        use http::HttpError;
+        let outcome = match &self.http {
+            None => Err(HttpError::Refused(
+                "http is not available in this call".into(),
+            )),
+            Some(_) if self.http_requests >= MAX_HTTP_REQUESTS => Err(HttpError::Refused(format!(
+                "at most {} requests per call",
+                MAX_HTTP_REQUESTS
+            ))),
+            Some(h) => {
+                self.http_requests += 1;
+                h.http
+                    .send(request, h.deadline, h.audit.as_deref(), &h.user)
+            }
+        };
+        if let Err(HttpError::Refused(why)) = &outcome {
+            self.http_refused
+                .get_or_insert_with(|| one_log_line(why, 300));
+        }
+        outcome
     }
 }
 

@@ -16,6 +16,7 @@ mod error;
 pub mod factor;
 pub mod host;
 mod operations;
+pub mod outbound;
 pub mod passkey;
 mod recovery;
 pub mod registry;
@@ -66,6 +67,8 @@ pub struct Mfa {
     reload_generation: AtomicI64,
     /// Factors built into the broker (`factor::NativeFactor`), beside the plugins.
     native: Vec<Arc<dyn factor::NativeFactor>>,
+    /// Where plugins' outbound requests are audited (`plugin_http`).
+    audit: Option<Arc<crate::audit::Auditor>>,
 }
 
 impl Mfa {
@@ -80,7 +83,7 @@ impl Mfa {
         manifests: Option<ManifestSource>,
     ) -> Result<Self, MfaError> {
         let engine = registry::engine()?;
-        let registry = Registry::new(engine);
+        let registry = Registry::new(engine, settings.trust.clone());
         registry.load_all(&settings.plugins);
         let delivery = Delivery::new(
             settings.smtp.as_ref(),
@@ -112,7 +115,15 @@ impl Mfa {
             manifests,
             reload_generation: AtomicI64::new(generation),
             native: Vec::new(),
+            audit: None,
         })
+    }
+
+    /// Audits the plugins' outbound requests (`plugin_http`) to `audit`.
+    #[must_use]
+    pub fn with_audit(mut self, audit: Arc<crate::audit::Auditor>) -> Self {
+        self.audit = Some(audit);
+        self
     }
 
     pub fn settings(&self) -> &MfaSettings {

@@ -15,6 +15,8 @@ use wasmtime::{
 
 use super::MfaError;
 use super::host::{CallState, Description, FactorPlugin, FactorPluginPre, concierge};
+use super::outbound::PluginHttp;
+use crate::config::http::TrustAnchors;
 use crate::config::mfa::{Capability, PluginManifest, valid_plugin_id};
 
 /// One epoch tick; a call's wall-time deadline is counted in ticks.
@@ -37,6 +39,8 @@ pub struct Loaded {
     pub description: Description,
     pub pre: FactorPluginPre<CallState>,
     pub config: Arc<BTreeMap<String, String>>,
+    /// The `http` capability (contract 0.2), when granted.
+    pub http: Option<Arc<PluginHttp>>,
     /// What the file looked like when it was loaded (hot reload compares).
     pub stamp: FileStamp,
 }
@@ -96,6 +100,8 @@ impl FileStamp {
 pub struct Registry {
     engine: PluginEngine,
     slots: RwLock<BTreeMap<String, Slot>>,
+    /// The broker's trust settings, for the plugins' `http` capability.
+    trust: TrustAnchors,
 }
 
 /// The engine plugins run on, with the epoch ticker that makes wall-time deadlines real. Guest
@@ -182,6 +188,7 @@ fn linker(
             }
             Capability::Sms => concierge::mfa::sms::add_to_linker::<CallState, D>(&mut l, |s| s),
             Capability::Log => concierge::mfa::log::add_to_linker::<CallState, D>(&mut l, |s| s),
+            Capability::Http => super::host::http::add_to_linker::<CallState, D>(&mut l, |s| s),
         }
         .map_err(err)?;
     }
@@ -196,8 +203,13 @@ pub struct Checked {
     pub description: Description,
 }
 
-/// Reads, pins, compiles and links one plugin, and asks it who it is. Blocking (file, compile).
-pub fn load(engine: &PluginEngine, manifest: &PluginManifest) -> Result<Loaded, MfaError> {
+/// Reads, pins, compiles and links one plugin, and asks it who it is. `trust` checks the https
+/// peers of its `http` capability. Blocking (file, compile).
+pub fn load(
+    engine: &PluginEngine,
+    manifest: &PluginManifest,
+    trust: &TrustAnchors,
+) -> Result<Loaded, MfaError> {
     let stamp = FileStamp::of(&manifest.path);
     let bytes = std::fs::read(&manifest.path).map_err(|e| MfaError::Load {
         plugin: manifest.id.clone(),
@@ -231,11 +243,21 @@ pub fn load(engine: &PluginEngine, manifest: &PluginManifest) -> Result<Loaded, 
             ),
         });
     }
+    let http = match &manifest.http {
+        None => None,
+        Some(grant) => Some(Arc::new(
+            PluginHttp::new(&manifest.id, grant.clone(), trust).map_err(|e| MfaError::Load {
+                plugin: manifest.id.clone(),
+                reason: format!("http client: {e}"),
+            })?,
+        )),
+    };
     Ok(Loaded {
         manifest: manifest.clone(),
         description: checked.description,
         pre,
         config: Arc::new(manifest.config.clone()),
+        http,
         stamp: stamp.unwrap_or(FileStamp {
             len: 0,
             modified: None,
@@ -375,10 +397,11 @@ fn check_description(d: &Description) -> Result<(), String> {
 }
 
 impl Registry {
-    pub fn new(engine: PluginEngine) -> Self {
+    pub fn new(engine: PluginEngine, trust: TrustAnchors) -> Self {
         Self {
             engine,
             slots: RwLock::new(BTreeMap::new()),
+            trust,
         }
     }
 
@@ -404,7 +427,7 @@ impl Registry {
     }
 
     fn load_slot(&self, m: &PluginManifest) -> Slot {
-        match load(&self.engine, m) {
+        match load(&self.engine, m, &self.trust) {
             Ok(l) => {
                 tracing::info!(plugin = %m.id, file = %m.path.display(), "MFA plugin loaded");
                 Slot::Ready(Arc::new(l))
