@@ -508,6 +508,19 @@ fn refresh_rotation_spends_once_and_reuse_revokes_the_family(b: Backend) {
         for gone in [1u8, 2, 5, 6, 7] {
             assert!(s.refresh_token(&[gone; 32]).unwrap().is_none(), "{gone}");
         }
+        // A request that read the token before its family went (a concurrent reuse, a
+        // revocation) finds it gone: nothing is stored, no error.
+        let r = s
+            .rotate_refresh(
+                &[2; 32],
+                150_500,
+                150_000,
+                &refresh(8, "f1", "sid-a"),
+                [9; 32],
+            )
+            .unwrap();
+        assert_eq!(r, Rotation::Gone);
+        assert!(s.refresh_token(&[8; 32]).unwrap().is_none());
         assert!(
             s.refresh_token(&[3; 32]).unwrap().is_some(),
             "other families stay"

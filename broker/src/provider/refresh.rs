@@ -90,6 +90,11 @@ impl Provider {
                 Ok(response)
             }
             Rotation::ReuseDetected => Err(self.reuse_detected(client, &rec)?),
+            // Deleted since it was read (a concurrent reuse detection, a revocation): what that
+            // request did stands; this one gets nothing.
+            Rotation::Gone => Err(OAuthError::InvalidGrant(
+                "the refresh token is no longer valid".into(),
+            )),
         }
     }
 

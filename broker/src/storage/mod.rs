@@ -292,6 +292,9 @@ pub enum Rotation {
     Rotated,
     /// The old token had been spent before the reuse cut-off: its whole family is deleted.
     ReuseDetected,
+    /// The old token is no longer stored (its family was deleted meanwhile: a reuse detected by
+    /// a concurrent request, a revocation, the session's end): nothing is stored.
+    Gone,
 }
 
 /// A concurrent-session limit as [`Store::insert_session_within`] applies it: at most `max`

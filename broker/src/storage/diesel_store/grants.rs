@@ -273,10 +273,14 @@ impl DieselStore {
                 .set(refresh_tokens::used_at_ms.eq(Some(now_ms)))
                 .execute(c)?;
                 if spent_now == 0 {
-                    let (family, used_at) = refresh_tokens::table
+                    let Some((family, used_at)) = refresh_tokens::table
                         .find(&old[..])
                         .select((refresh_tokens::family_id, refresh_tokens::used_at_ms))
-                        .first::<(String, Option<i64>)>(c)?;
+                        .first::<(String, Option<i64>)>(c)
+                        .optional()?
+                    else {
+                        return Ok(Rotation::Gone);
+                    };
                     if used_at.is_some_and(|t| t <= reuse_cutoff_ms) {
                         diesel::delete(
                             refresh_tokens::table.filter(refresh_tokens::family_id.eq(family)),
