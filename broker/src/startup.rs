@@ -328,6 +328,14 @@ impl Application {
             settings.limits.lockout,
             "login:",
         ));
+        let passkeys = crate::mfa::passkey::offer(
+            &settings.mfa.passkey,
+            &settings.public_url,
+            &settings.ui.product_name,
+            Arc::clone(&store),
+            Arc::clone(&deps.clock),
+            Arc::clone(&provider.audit),
+        );
         let mfa = Arc::new(
             crate::mfa::Mfa::new(
                 settings.mfa.clone(),
@@ -339,14 +347,12 @@ impl Application {
             )
             .context("starting the MFA plugin host")?
             .with_audit(Arc::clone(&provider.audit))
-            .with_native(crate::mfa::passkey::offer(
-                &settings.mfa.passkey,
-                &settings.public_url,
-                &settings.ui.product_name,
-                Arc::clone(&store),
-                Arc::clone(&deps.clock),
-                Arc::clone(&provider.audit),
-            )),
+            .with_native(
+                passkeys
+                    .clone()
+                    .map(|p| p as Arc<dyn crate::mfa::factor::NativeFactor>),
+            )
+            .with_passwordless(passkeys.map(|p| p as Arc<dyn crate::mfa::factor::Passwordless>)),
         );
         // A sign-in journey lives as long as a second-factor step may take (each step extends it).
         let journey_ttl = i64::try_from(settings.mfa.step_ttl.as_secs())

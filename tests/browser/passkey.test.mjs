@@ -36,9 +36,19 @@ const OPS_SECRET = randomBytes(24).toString('base64url');
 const APP_SECRET = randomBytes(24).toString('base64url');
 const PASSKEY_TOML = ['[mfa]', 'required = "optional"', '', '[mfa.passkey]', 'enabled = true'].join('\n');
 
-/** A page with a virtual authenticator; returns { page, cdp, authenticatorId, problems }. */
+/**
+ * A page with a virtual authenticator; returns { page, cdp, authenticatorId, problems }. These
+ * tests use the passkey as a second factor: the user does not pick it from the sign-in page's
+ * autofill (the virtual authenticator would pick it at once; passwordless.test.mjs covers that),
+ * so the page is shown no conditional UI.
+ */
 async function pageWithAuthenticator(context) {
   const page = await context.newPage();
+  await page.addInitScript(() => {
+    if (window.PublicKeyCredential) {
+      window.PublicKeyCredential.isConditionalMediationAvailable = () => Promise.resolve(false);
+    }
+  });
   const problems = [];
   page.on('console', (m) => {
     if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) problems.push(m.text());

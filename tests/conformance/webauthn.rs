@@ -44,6 +44,15 @@ fn credentials_are_registered_once_and_used_forward_only(b: Backend) {
                 .unwrap(),
             "a credential id belongs to one user"
         );
+        assert_eq!(
+            s.webauthn_credential_owner(&[1; 16]).unwrap(),
+            Some(u1.clone())
+        );
+        assert_eq!(
+            s.webauthn_credential_owner(&[2; 16]).unwrap(),
+            Some(u1.clone())
+        );
+        assert_eq!(s.webauthn_credential_owner(&[9; 16]).unwrap(), None);
         let listed = s.webauthn_credentials(&u1).unwrap();
         assert_eq!(listed, vec![credential(1, 10, 0), credential(2, 20, 5)]);
         assert!(s.webauthn_credentials(&u2).unwrap().is_empty());

@@ -19,4 +19,6 @@ pub struct ProviderSettings {
     pub key_reload_interval: Duration,
     /// How long the previous root secret still opens journeys and CSRF tokens after a rotation.
     pub root_overlap: Duration,
+    /// Passkeys are enabled (`[mfa.passkey]`): the phishing-resistant level is offered.
+    pub phishing_resistant: bool,
 }

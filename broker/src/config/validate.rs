@@ -353,6 +353,7 @@ impl Settings {
             jwks_max_age: p.jwks_max_age,
             key_reload_interval: p.key_reload_interval,
             root_overlap: p.root_overlap,
+            phishing_resistant: raw.mfa.passkey.enabled,
         };
         let limits = rate_limits(&raw.rate_limit, &invalid)?;
         let mut mfa = raw.mfa.clone().validate(invalid)?;

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::auth::{AMR_MFA, SECOND_FACTOR_AMR, session_level};
+use super::auth::{AMR_MFA, AMR_PHR, SECOND_FACTOR_AMR, session_level};
 use crate::clock::UnixTime;
 
 /// The `amr` of an upstream sign-in whose own methods do not count here (RFC 8176 has no name
@@ -72,8 +72,13 @@ impl Proof {
     }
 
     /// Whether this proof may stand in the broker's `amr`: everything checked here, everything
-    /// a trusted upstream said, and an untrusted upstream's methods except second factors.
+    /// a trusted upstream said, and an untrusted upstream's methods except second factors. An
+    /// upstream's `phr` never counts: phishing resistance is the broker's own check of an
+    /// assertion bound to its origin.
     fn counts(&self) -> bool {
+        if self.method == AMR_PHR && self.source != Source::Local {
+            return false;
+        }
         match &self.source {
             Source::Local => true,
             Source::Upstream {
@@ -177,6 +182,24 @@ mod tests {
         let e = vec![Proof::local("pwd", 10), Proof::local("hwk", 20)];
         assert_eq!(amr(&e), ["pwd", "hwk", "mfa"]);
         assert_eq!(level_of(&e), 2);
+    }
+
+    #[test]
+    fn only_the_broker_s_own_webauthn_check_earns_the_phishing_resistant_level() {
+        let e = vec![
+            Proof::local("pwd", 10),
+            Proof::local("hwk", 20),
+            Proof::local("phr", 20),
+        ];
+        assert_eq!(amr(&e), ["pwd", "hwk", "phr", "mfa"]);
+        assert_eq!(level_of(&e), 3);
+        // A trusted upstream's word reaches multi-factor, never phishing resistance.
+        let e = up("corp", &["hwk", "phr", "mfa"], true);
+        assert_eq!(amr(&e), ["hwk", "mfa"]);
+        assert_eq!(level_of(&e), 2);
+        let e = up("corp", &["phr"], false);
+        assert_eq!(amr(&e), ["fed"]);
+        assert_eq!(level_of(&e), 1);
     }
 
     #[test]

@@ -16,6 +16,26 @@ pub enum MfaRequirement {
     Optional,
     /// Always asked; a user without a factor enrols one at this sign-in.
     Required,
+    /// Always asked, and only a passkey or security key counts (`urn:concierge:loa:3`): a user
+    /// without one sets one up, after passing a factor they have.
+    #[serde(rename = "phishing_resistant")]
+    PhishingResistant,
+}
+
+impl MfaRequirement {
+    /// Whether a second factor is always asked.
+    pub fn always(self) -> bool {
+        self >= MfaRequirement::Required
+    }
+
+    /// The level of assurance a sign-in under this requirement must reach (none asked: 1).
+    pub fn level(self) -> u8 {
+        match self {
+            MfaRequirement::Off | MfaRequirement::Optional => 1,
+            MfaRequirement::Required => 2,
+            MfaRequirement::PhishingResistant => 3,
+        }
+    }
 }
 
 /// What a sign-in does when the user is at the session limit.
@@ -57,5 +77,13 @@ mod tests {
     fn requirements_order_from_off_to_required() {
         assert!(MfaRequirement::Off < MfaRequirement::Optional);
         assert!(MfaRequirement::Optional < MfaRequirement::Required);
+        assert!(MfaRequirement::Required < MfaRequirement::PhishingResistant);
+        assert!(MfaRequirement::PhishingResistant.always());
+        assert!(!MfaRequirement::Optional.always());
+        assert_eq!(MfaRequirement::PhishingResistant.level(), 3);
+        let r: std::collections::HashMap<String, MfaRequirement> =
+            toml::from_str("a = \"phishing_resistant\"\nb = \"required\"").unwrap();
+        assert_eq!(r["a"], MfaRequirement::PhishingResistant);
+        assert_eq!(r["b"], MfaRequirement::Required);
     }
 }

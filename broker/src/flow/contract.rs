@@ -54,6 +54,9 @@ pub enum View {
         error: Option<&'static str>,
         /// Proving this account links an upstream identity to it.
         linking: bool,
+        /// The journey's passkey challenge (options for the page's script), when passkeys sign
+        /// in without a password. Filled by `SignIn::page_outcome`.
+        passkey: Option<String>,
     },
     MfaChoose {
         factors: Vec<FactorStatus>,
@@ -64,6 +67,9 @@ pub enum View {
         /// A journey that manages factors: enrolled factors can be removed (after a recent
         /// proof), and the page links back to the account.
         manage: bool,
+        /// The party asks for the phishing-resistant level: `Some(true)` when only passkeys are
+        /// offered, `Some(false)` when the user first passes a factor they have.
+        phishing_resistant: Option<bool>,
     },
     MfaForm {
         factor: String,

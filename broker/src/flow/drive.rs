@@ -21,8 +21,10 @@ impl SignIn {
                     return Ok(Outcome::new(Next::Redirect(upstream_start_path(&up, id))));
                 }
                 Want::FirstFactor { route_to: None } => {
-                    if loaded.state.stage != Stage::FirstFactor {
-                        loaded.state.stage = Stage::FirstFactor;
+                    let mut changed = loaded.state.stage != Stage::FirstFactor;
+                    loaded.state.stage = Stage::FirstFactor;
+                    changed |= self.offer_passkey(&mut loaded.state).await?;
+                    if changed {
                         self.save(id, loaded).await?;
                     }
                     let email = loaded.state.login_hint.clone().unwrap_or_default();
@@ -35,6 +37,7 @@ impl SignIn {
                                 email,
                                 error: None,
                                 linking: false,
+                                passkey: None,
                             },
                         },
                     ));
@@ -55,6 +58,7 @@ impl SignIn {
                                 email,
                                 error: Some("error_link_required"),
                                 linking: true,
+                                passkey: None,
                             },
                         },
                     ));
@@ -86,15 +90,16 @@ impl SignIn {
                         &loaded.state,
                     ) {
                         MfaNeed::Met => {
-                            machine::second_factor_proven(&mut loaded.state, &[], self.now());
+                            machine::second_factor_settled(&mut loaded.state);
                             continue;
                         }
-                        MfaNeed::Facts { required } => {
+                        MfaNeed::Facts { required, level } => {
+                            loaded.state.mfa.level = level;
                             let Some((facts, _)) =
                                 self.facts(&loaded.state, browser.locale).await?
                             else {
                                 // A missing or disabled account: the session step refuses it.
-                                machine::second_factor_proven(&mut loaded.state, &[], self.now());
+                                machine::second_factor_settled(&mut loaded.state);
                                 continue;
                             };
                             match policy::mfa_decision(
@@ -103,11 +108,7 @@ impl SignIn {
                                 self.settings.optional_counts_implicit_factors,
                             ) {
                                 MfaDecision::Skip => {
-                                    machine::second_factor_proven(
-                                        &mut loaded.state,
-                                        &[],
-                                        self.now(),
-                                    );
+                                    machine::second_factor_settled(&mut loaded.state);
                                     continue;
                                 }
                                 MfaDecision::NoFactor => {

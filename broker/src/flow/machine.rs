@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::clock::UnixTime;
 use crate::domain::evidence::{self, Proof};
 use crate::flow::answer::Request;
-use crate::mfa::factor::Prompt;
+use crate::mfa::factor::{FirstFactorChallenge, Prompt};
 use crate::upstream::UpstreamSession;
 
 /// Where the journey ends.
@@ -86,6 +86,10 @@ pub struct MfaProgress {
     pub prompt: Option<Prompt>,
     /// A factor was just enrolled: its methods, added once the recovery codes were seen.
     pub awaiting_codes_ack: Option<Vec<String>>,
+    /// The level the policy asked for (3: only a phishing-resistant factor ends the step; a
+    /// factor that reaches less is kept as evidence and the policy asks again). 0: not set.
+    #[serde(default)]
+    pub level: u8,
 }
 
 /// What the journey waits for from the browser.
@@ -112,6 +116,8 @@ pub enum Stage {
 pub enum Event<'a> {
     /// A posted email (email-first) or email and password.
     Password,
+    /// A passkey's answer to the sign-in page's challenge (no password).
+    Passkey,
     /// Leaving for upstream `0`.
     UpstreamStart(&'a str),
     /// The answer of upstream `0`, through the pending login that points at this journey.
@@ -141,7 +147,7 @@ pub fn accept(j: &Journey, event: Event<'_>) -> bool {
         // or back from an upstream the user left (the browser's back button).
         (
             Stage::FirstFactor | Stage::AtUpstream { .. },
-            Event::Password | Event::UpstreamStart(_),
+            Event::Password | Event::Passkey | Event::UpstreamStart(_),
         ) => j.who.is_none() && j.link.is_none() && !j.unsolicited,
         (Stage::AtUpstream { upstream }, Event::UpstreamAnswer(u)) => upstream == u,
         (Stage::LinkProof, Event::Password) => j.link.is_some() && j.who.is_none(),
@@ -197,6 +203,9 @@ pub struct Journey {
     /// expires): a second submit of its last step from the same browser gets the same answer.
     pub answer: Option<Answer>,
     pub mfa: MfaProgress,
+    /// The sign-in page's passkey challenge (passwordless), while the first factor is asked.
+    #[serde(default)]
+    pub passkey: Option<FirstFactorChallenge>,
     /// Not stored: the first factor was checked against the account in this very request (so
     /// opening the session need not read the account again).
     #[serde(skip)]
@@ -223,6 +232,7 @@ impl Journey {
             finishing: false,
             answer: None,
             mfa: MfaProgress::default(),
+            passkey: None,
             user_checked: false,
         }
     }
@@ -244,6 +254,7 @@ impl Journey {
         }
         self.who = Some(who);
         self.mfa = MfaProgress::default();
+        self.passkey = None;
         self.user_checked = false;
     }
 
@@ -311,13 +322,25 @@ pub fn factor_reproven(j: &mut Journey, amr: &[String], at: UnixTime) {
     j.mfa.enrolling = false;
 }
 
-/// A factor was proven here at `at`: its methods join the evidence.
+/// A factor was proven here at `at`: its methods join the evidence. The step is over when the
+/// evidence reaches the level the policy asked for; otherwise (a one-time code where a passkey
+/// is asked) the policy is asked again with what was proven.
 pub fn second_factor_proven(j: &mut Journey, amr: &[String], at: UnixTime) {
+    let mut reached = 0;
     if let Some(who) = &mut j.who {
         for m in amr {
             who.evidence.push(Proof::local(m.clone(), at));
         }
+        reached = who.level();
     }
+    j.mfa = MfaProgress {
+        satisfied: reached >= j.mfa.level,
+        ..MfaProgress::default()
+    };
+}
+
+/// Nothing (more) is asked: the policy is met, or `optional` found nothing to ask.
+pub fn second_factor_settled(j: &mut Journey) {
     j.mfa = MfaProgress {
         satisfied: true,
         ..MfaProgress::default()

@@ -32,8 +32,10 @@ pub fn requirement(
     if let Some(u) = upstream.and_then(|u| u.mfa) {
         r = r.max(u);
     }
-    if acr_values_need_more(acr_values, 1) {
-        r = MfaRequirement::Required;
+    if acr_values_need_more(acr_values, 2) {
+        r = MfaRequirement::PhishingResistant;
+    } else if acr_values_need_more(acr_values, 1) {
+        r = r.max(MfaRequirement::Required);
     }
     r
 }
@@ -81,8 +83,9 @@ pub struct FactorFacts {
 pub enum MfaNeed {
     /// Nothing (more) to ask.
     Met,
-    /// The user's factors decide: read them, then call [`mfa_decision`].
-    Facts { required: bool },
+    /// The user's factors decide: read them, then call [`mfa_decision`]. `level` is the level
+    /// the journey must reach (3: only a phishing-resistant factor ends it).
+    Facts { required: bool, level: u8 },
 }
 
 /// Evaluates the MFA policy for the relying party the journey answers (and the upstream, and
@@ -94,19 +97,24 @@ pub fn mfa_need(
     j: &Journey,
 ) -> MfaNeed {
     let Some(who) = &j.who else {
-        return MfaNeed::Facts { required: true };
+        return MfaNeed::Facts {
+            required: true,
+            level: 2,
+        };
     };
     let mut required = requirement(default, party, upstream, j.acr_values());
     if j.step_up.is_some() {
-        required = MfaRequirement::Required;
+        required = required.max(MfaRequirement::Required);
     }
+    let level = required.level().max(2);
     // The level counts only what the evidence earns: an upstream's own `mfa` only where that
     // upstream is trusted for it (decided when its answer was recorded).
-    if required == MfaRequirement::Off || who.level() >= 2 {
+    if required == MfaRequirement::Off || who.level() >= level {
         return MfaNeed::Met;
     }
     MfaNeed::Facts {
-        required: required == MfaRequirement::Required,
+        required: required.always(),
+        level,
     }
 }
 
@@ -197,24 +205,79 @@ mod tests {
         assert_eq!(mfa_need(Off, None, None, &j), MfaNeed::Met);
         assert_eq!(
             mfa_need(Off, Some(Optional), None, &j),
-            MfaNeed::Facts { required: false }
+            MfaNeed::Facts {
+                required: false,
+                level: 2
+            }
         );
         assert_eq!(
             mfa_need(Off, Some(Required), None, &j),
-            MfaNeed::Facts { required: true }
+            MfaNeed::Facts {
+                required: true,
+                level: 2
+            }
         );
         // acr_values asking for the second level make it required.
         let mut k = Journey::new(app(Some(crate::domain::auth::ACR_LOA2)));
         k.first_factor(pwd("u"), None);
         assert_eq!(
             mfa_need(Off, Some(Off), None, &k),
-            MfaNeed::Facts { required: true }
+            MfaNeed::Facts {
+                required: true,
+                level: 2
+            }
         );
         // A step-up is always required.
         j.step_up = Some("sid".into());
         assert_eq!(
             mfa_need(Off, Some(Off), None, &j),
-            MfaNeed::Facts { required: true }
+            MfaNeed::Facts {
+                required: true,
+                level: 2
+            }
+        );
+    }
+
+    #[test]
+    fn the_phishing_resistant_level_is_asked_by_the_party_or_its_acr_values() {
+        use crate::domain::auth::{ACR_LOA2, ACR_LOA3};
+        use MfaRequirement::*;
+        let at_two = {
+            let mut w = pwd("u");
+            w.evidence.push(Proof::local("otp", 100));
+            w
+        };
+        let at_three = {
+            let mut w = at_two.clone();
+            w.evidence.push(Proof::local("hwk", 100));
+            w.evidence.push(Proof::local("phr", 100));
+            w
+        };
+        let three = MfaNeed::Facts {
+            required: true,
+            level: 3,
+        };
+        for (acr, party) in [(Some(ACR_LOA3), None), (None, Some(PhishingResistant))] {
+            let mut j = Journey::new(app(acr));
+            j.first_factor(pwd("u"), None);
+            assert_eq!(mfa_need(Off, party, None, &j), three, "{acr:?} {party:?}");
+            j.first_factor(at_two.clone(), None);
+            assert_eq!(mfa_need(Off, party, None, &j), three, "{acr:?} {party:?}");
+            j.first_factor(at_three.clone(), None);
+            assert_eq!(mfa_need(Off, party, None, &j), MfaNeed::Met);
+        }
+        // Preferences: a list that names a level the session has is met by it.
+        let mut j = Journey::new(app(Some(&format!("{ACR_LOA3} {ACR_LOA2}"))));
+        j.first_factor(at_two.clone(), None);
+        assert_eq!(mfa_need(Off, None, None, &j), MfaNeed::Met);
+        // A step-up keeps the party's higher level.
+        let mut j = Journey::new(app(None));
+        j.first_factor(at_two, None);
+        j.step_up = Some("sid".into());
+        assert_eq!(mfa_need(Off, Some(PhishingResistant), None, &j), three);
+        assert_eq!(
+            requirement(Required, None, None, Some(ACR_LOA3)),
+            PhishingResistant
         );
     }
 
@@ -279,7 +342,10 @@ mod tests {
                 None,
                 &j
             ),
-            MfaNeed::Facts { required: true }
+            MfaNeed::Facts {
+                required: true,
+                level: 2
+            }
         );
         let mut k = Journey::new(app(None));
         k.first_factor(

@@ -206,6 +206,7 @@ impl SignIn {
                     email: String::new(),
                     error: Some(key),
                     linking: false,
+                    passkey: None,
                 },
             },
         )
@@ -304,6 +305,18 @@ impl SignIn {
             && self.email_first()
         {
             out.hops.push(Hop::RoutedUpstreams);
+        }
+        if let Next::Page {
+            view:
+                View::Login {
+                    linking: false,
+                    passkey,
+                    ..
+                },
+            ..
+        } = &mut out.next
+        {
+            *passkey = j.passkey.as_ref().map(|c| c.options.clone());
         }
         out
     }

@@ -91,6 +91,39 @@ pub trait NativeFactor: Send + Sync {
     fn remove(&self, user: &UserId) -> Result<bool, MfaError>;
 }
 
+/// A challenge of a first factor without a password: the options the page's script gives the
+/// browser, and the state its answer is checked against (kept in the sealed journey).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FirstFactorChallenge {
+    pub options: String,
+    pub state: serde_json::Value,
+}
+
+/// What a passwordless answer proved.
+#[derive(Debug, Clone)]
+pub enum Identified {
+    /// This user, by these RFC 8176 methods (the broker computes `mfa` from them).
+    User { user: UserId, amr: Vec<String> },
+    /// Not accepted: a short reason for the audit trail (never a secret), and the page's text.
+    Refused {
+        reason: &'static str,
+        message: Localized,
+    },
+}
+
+/// A first factor that proves who the user is without a password or an email typed (a passkey:
+/// a discoverable WebAuthn credential). Calls block (storage).
+pub trait Passwordless: Send + Sync {
+    /// A new challenge.
+    fn challenge(&self) -> Result<FirstFactorChallenge, MfaError>;
+    /// Who answered `challenge` with `answer`, and what it proves.
+    fn identify(
+        &self,
+        challenge: &FirstFactorChallenge,
+        answer: &str,
+    ) -> Result<Identified, MfaError>;
+}
+
 /// A [`NativeFactor`] as a [`Factor`], under the host's limits and records.
 pub struct NativeHost {
     mfa: Arc<Mfa>,
@@ -197,6 +230,17 @@ impl Mfa {
         self
     }
 
+    /// Registers the first factor without a password (at startup).
+    pub fn with_passwordless(mut self, f: Option<Arc<dyn Passwordless>>) -> Self {
+        self.passwordless = f;
+        self
+    }
+
+    /// The first factor without a password, when one is offered.
+    pub fn passwordless(&self) -> Option<Arc<dyn Passwordless>> {
+        self.passwordless.clone()
+    }
+
     /// How a native factor stands for this user, as the pages list it.
     /// `times` gives when a factor was set up and last used.
     pub(super) fn native_statuses(
@@ -218,6 +262,7 @@ impl Mfa {
                     enrolled: f.enrolled(&user.id)?,
                     available: true,
                     sends: false,
+                    phishing_resistant: f.amr().iter().any(|m| m == crate::domain::auth::AMR_PHR),
                 })
             })
             .collect()

@@ -67,6 +67,8 @@ pub struct Mfa {
     reload_generation: AtomicI64,
     /// Factors built into the broker (`factor::NativeFactor`), beside the plugins.
     native: Vec<Arc<dyn factor::NativeFactor>>,
+    /// A first factor without a password (passkeys), when offered.
+    passwordless: Option<Arc<dyn factor::Passwordless>>,
     /// Where plugins' outbound requests are audited (`plugin_http`).
     audit: Option<Arc<crate::audit::Auditor>>,
 }
@@ -115,6 +117,7 @@ impl Mfa {
             manifests,
             reload_generation: AtomicI64::new(generation),
             native: Vec::new(),
+            passwordless: None,
             audit: None,
         })
     }

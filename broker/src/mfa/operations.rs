@@ -71,6 +71,8 @@ impl Mfa {
                             .grants
                             .iter()
                             .any(|g| matches!(g, Capability::Email | Capability::Sms)),
+                        // A plugin may not claim `phr` (refused at load).
+                        phishing_resistant: false,
                     });
                 }
                 Slot::Failed(_) if enrolled.contains_key(&id) => out.push(FactorStatus {
@@ -86,6 +88,7 @@ impl Mfa {
                     enrolled: true,
                     available: false,
                     sends: false,
+                    phishing_resistant: false,
                 }),
                 Slot::Failed(_) => {}
             }

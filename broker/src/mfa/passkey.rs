@@ -1,9 +1,11 @@
 //! Owns passkeys and security keys as a native second factor (issue #19): the WebAuthn
 //! ceremonies (webauthn-rs), the relying party taken from `server.public_url`, the ceremony state
 //! kept in the sealed journey between the page and the answer (never in memory: several
-//! instances), and the user's credentials in the store. A user-verifying assertion proves `hwk`;
-//! a signature counter that does not move forward (a possibly cloned authenticator) is refused and
-//! audited.
+//! instances), and the user's credentials in the store. A user-verifying assertion proves `hwk`
+//! and `phr` (phishing resistant: the level above multi-factor); a signature counter that does
+//! not move forward (a possibly cloned authenticator) is refused and audited. The same
+//! credentials sign in without a password ([`Passwordless`]): discoverable credentials, offered
+//! by the sign-in page's button and by the browser's autofill (conditional UI).
 
 use std::sync::Arc;
 
@@ -11,17 +13,22 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use url::{Host, Url};
 use webauthn_rs::prelude::{
-    CredentialID, Passkey, PasskeyAuthentication, PasskeyRegistration, PublicKeyCredential,
-    RegisterPublicKeyCredential, Uuid, Webauthn, WebauthnBuilder, WebauthnError,
+    CredentialID, DiscoverableAuthentication, DiscoverableKey, Passkey, PasskeyAuthentication,
+    PasskeyRegistration, PublicKeyCredential, RegisterPublicKeyCredential, Uuid, Webauthn,
+    WebauthnBuilder, WebauthnError,
 };
 
-use super::factor::{NativeEnrolled, NativeFactor, NativeVerdict, Prompt};
+use super::factor::{
+    FirstFactorChallenge, Identified, NativeEnrolled, NativeFactor, NativeVerdict, Passwordless,
+    Prompt,
+};
 use super::host::{Field, FieldKind, Localized};
 use super::{FactorUser, MfaError};
 use crate::audit::{Auditor, Event, EventKind};
 use crate::clock::Clock;
 use crate::config::mfa::PasskeySettings;
 use crate::domain::UserId;
+use crate::domain::auth::AMR_PHR;
 use crate::storage::{CredentialUse, Store, WebAuthnCredential};
 
 /// The factor's id.
@@ -103,7 +110,7 @@ pub fn offer(
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     audit: Arc<Auditor>,
-) -> Option<Arc<dyn NativeFactor>> {
+) -> Option<Arc<Passkeys>> {
     if !settings.enabled {
         return None;
     }
@@ -154,20 +161,55 @@ impl Passkeys {
         })
     }
 
-    fn regressed(&self, user: &FactorUser) -> NativeVerdict {
+    /// A signature counter that did not move forward: possibly a cloned authenticator.
+    fn counter_regressed(&self, user: &UserId) {
         tracing::warn!(
-            user = user.id.as_str(),
+            user = user.as_str(),
             "passkey signature counter did not move forward: possibly a cloned authenticator; refused"
         );
         self.audit.record(
             Event::new(EventKind::MfaFailed)
-                .user(user.id.as_str())
+                .user(user.as_str())
                 .reason(format!("{ID}:counter_regressed")),
         );
+    }
+
+    fn regressed(&self, user: &FactorUser) -> NativeVerdict {
+        self.counter_regressed(&user.id);
         NativeVerdict::Rejected(Some(text(
             "This passkey cannot be used: it may have been copied. Use another way to sign in and contact your administrator.",
             "이 패스키는 복제되었을 수 있어 사용할 수 없습니다. 다른 방법으로 로그인하고 관리자에게 문의하세요.",
         )))
+    }
+}
+
+/// The registration options with a discoverable credential preferred (webauthn-rs asks for
+/// none): such a credential also signs in without a password. Only what the browser is asked
+/// changes; the answer is checked against the same state.
+fn discoverable_preferred(options: &impl serde::Serialize) -> Result<Value, MfaError> {
+    let mut v = serde_json::to_value(options).map_err(failed)?;
+    if let Some(sel) = v
+        .get_mut("publicKey")
+        .and_then(|p| p.get_mut("authenticatorSelection"))
+        .and_then(Value::as_object_mut)
+    {
+        sel.insert("residentKey".to_owned(), json!("preferred"));
+        sel.insert("requireResidentKey".to_owned(), json!(false));
+    }
+    Ok(v)
+}
+
+/// The methods a passwordless sign-in proves: a key held by an authenticator, the user verified
+/// by it (RFC 8176 `user`), phishing resistant (`mfa` is computed from them).
+const PASSWORDLESS_AMR: [&str; 3] = ["hwk", "user", AMR_PHR];
+
+fn refused(reason: &'static str) -> Identified {
+    Identified::Refused {
+        reason,
+        message: text(
+            "That passkey was not accepted. Try again, or sign in with your email and password.",
+            "패스키가 확인되지 않았습니다. 다시 시도하거나 이메일과 비밀번호로 로그인하세요.",
+        ),
     }
 }
 
@@ -188,7 +230,9 @@ impl NativeFactor for Passkeys {
     }
 
     fn amr(&self) -> Vec<String> {
-        vec!["hwk".to_owned()]
+        // A user-verified assertion bound to this origin: a key held by an authenticator, and
+        // phishing resistant (the level above multi-factor, domain::auth::AMR_PHR).
+        vec!["hwk".to_owned(), AMR_PHR.to_owned()]
     }
 
     fn enrolled(&self, user: &UserId) -> Result<bool, MfaError> {
@@ -212,7 +256,7 @@ impl NativeFactor for Passkeys {
                 )
                 .map_err(failed)?;
             let state = serde_json::to_value(&registration).map_err(failed)?;
-            return self.page("register", &options, state);
+            return self.page("register", &discoverable_preferred(&options)?, state);
         }
         let passkeys: Vec<Passkey> = stored
             .iter()
@@ -335,6 +379,89 @@ impl NativeFactor for Passkeys {
 
     fn remove(&self, user: &UserId) -> Result<bool, MfaError> {
         Ok(self.store.delete_webauthn_credentials(user)? > 0)
+    }
+}
+
+impl Passwordless for Passkeys {
+    fn challenge(&self) -> Result<FirstFactorChallenge, MfaError> {
+        let (options, state) = self
+            .webauthn
+            .start_discoverable_authentication()
+            .map_err(failed)?;
+        Ok(FirstFactorChallenge {
+            options: serde_json::to_string(&options).map_err(failed)?,
+            state: serde_json::to_value(&state).map_err(failed)?,
+        })
+    }
+
+    fn identify(
+        &self,
+        challenge: &FirstFactorChallenge,
+        answer: &str,
+    ) -> Result<Identified, MfaError> {
+        let state: DiscoverableAuthentication =
+            serde_json::from_value(challenge.state.clone()).map_err(|_| MfaError::State)?;
+        let Ok(credential) = serde_json::from_str::<PublicKeyCredential>(answer) else {
+            return Ok(refused("malformed"));
+        };
+        let Ok((handle, id)) = self
+            .webauthn
+            .identify_discoverable_authentication(&credential)
+        else {
+            return Ok(refused("no_user_handle"));
+        };
+        let Some(user) = self.store.webauthn_credential_owner(id)? else {
+            return Ok(refused("unknown_credential"));
+        };
+        // The authenticator's user handle is the one made for this credential's owner.
+        if handle != user_handle(&user) {
+            return Ok(refused("user_handle_mismatch"));
+        }
+        let stored = self.store.webauthn_credentials(&user)?;
+        let Some(row) = stored.iter().find(|c| c.credential_id == id) else {
+            return Ok(refused("unknown_credential"));
+        };
+        let mut passkey: Passkey =
+            serde_json::from_str(&row.passkey).map_err(|_| MfaError::State)?;
+        let key = DiscoverableKey::from(&passkey);
+        let result = match self.webauthn.finish_discoverable_authentication(
+            &credential,
+            state,
+            &[key],
+        ) {
+            Ok(r) => r,
+            Err(WebauthnError::CredentialPossibleCompromise) => {
+                self.counter_regressed(&user);
+                return Ok(refused("counter_regressed"));
+            }
+            Err(e) => {
+                tracing::info!(user = user.as_str(), error = %e, "passwordless passkey assertion refused");
+                return Ok(refused("assertion_refused"));
+            }
+        };
+        if !result.user_verified() {
+            return Ok(refused("not_user_verified"));
+        }
+        passkey.update_credential(&result);
+        let serialised = serde_json::to_string(&passkey).map_err(failed)?;
+        match self.store.use_webauthn_credential(
+            &user,
+            id,
+            &serialised,
+            i64::from(result.counter()),
+            result.backup_state(),
+            self.clock.now(),
+        )? {
+            CredentialUse::Recorded => Ok(Identified::User {
+                user,
+                amr: PASSWORDLESS_AMR.iter().map(|m| (*m).to_owned()).collect(),
+            }),
+            CredentialUse::CounterRegressed => {
+                self.counter_regressed(&user);
+                Ok(refused("counter_regressed"))
+            }
+            CredentialUse::Unknown => Ok(refused("unknown_credential")),
+        }
     }
 }
 

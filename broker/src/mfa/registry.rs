@@ -393,6 +393,13 @@ fn check_description(d: &Description) -> Result<(), String> {
     {
         return Err("describe() returned malformed amr values".into());
     }
+    // Phishing resistance is proven only by a built-in WebAuthn factor (domain::auth::AMR_PHR).
+    if d.amr.iter().any(|a| a == crate::domain::auth::AMR_PHR) {
+        return Err(format!(
+            "describe() claims the amr `{}`, which only a built-in factor proves",
+            crate::domain::auth::AMR_PHR
+        ));
+    }
     Ok(())
 }
 
@@ -522,5 +529,32 @@ fn spawn_epoch_ticker(engine: &Engine) -> bool {
             tracing::error!(error = %e, "cannot start the MFA epoch ticker");
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mfa::host::{FactorKind, Localized};
+
+    fn described(amr: &[&str]) -> Description {
+        Description {
+            id: "otp-like".into(),
+            name: Localized {
+                en: "A factor".into(),
+                ko: "인증".into(),
+            },
+            kind: FactorKind::Totp,
+            needs_enrollment: true,
+            amr: amr.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_plugin_may_not_claim_phishing_resistance() {
+        assert!(check_description(&described(&["otp"])).is_ok());
+        assert!(check_description(&described(&["hwk"])).is_ok());
+        let refused = check_description(&described(&["hwk", "phr"])).unwrap_err();
+        assert!(refused.contains("phr"), "{refused}");
     }
 }

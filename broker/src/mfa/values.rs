@@ -39,6 +39,9 @@ pub struct FactorStatus {
     /// Its challenge may send something (an email, an SMS; later a push): it starts only on a
     /// POST from the broker's own page, never on a GET.
     pub sends: bool,
+    /// Its pass proves phishing resistance (`phr`: a built-in WebAuthn factor), the only kind
+    /// that reaches `urn:concierge:loa:3`.
+    pub phishing_resistant: bool,
 }
 
 /// What checking an answer found.

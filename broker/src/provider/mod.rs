@@ -77,11 +77,7 @@ struct Grantee {
 /// when the broker itself verified a second factor (or trusted an upstream's), which adds `mfa`.
 /// An upstream's own `amr` alone (e.g. `otp` from an untrusted upstream) does not count.
 pub fn acr_for(amr: &[String]) -> &'static str {
-    if crate::domain::auth::session_level(amr) >= 2 {
-        crate::domain::auth::ACR_LOA2
-    } else {
-        crate::domain::auth::ACR_LOA1
-    }
+    crate::domain::auth::acr_of_level(crate::domain::auth::session_level(amr))
 }
 
 fn sha256(s: &str) -> [u8; 32] {
@@ -162,6 +158,11 @@ impl Provider {
 
     pub fn discovery(&self) -> Value {
         let i = &self.settings.issuer;
+        let mut acr_values_supported =
+            vec![crate::domain::auth::ACR_LOA1, crate::domain::auth::ACR_LOA2];
+        if self.settings.phishing_resistant {
+            acr_values_supported.push(crate::domain::auth::ACR_LOA3);
+        }
         json!({
             "issuer": i,
             "authorization_endpoint": format!("{i}/authorize"),
@@ -180,7 +181,7 @@ impl Provider {
             "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
             "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
             "code_challenge_methods_supported": ["S256"],
-            "acr_values_supported": [crate::domain::auth::ACR_LOA1, crate::domain::auth::ACR_LOA2],
+            "acr_values_supported": acr_values_supported,
             "scopes_supported": ["openid", "profile", "email", "groups", "offline_access"],
             "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "sid", "azp", "at_hash", "email", "email_verified", "name", "groups"],
             "prompt_values_supported": ["none", "login"],

@@ -98,6 +98,11 @@ pub trait MfaStore: Send + Sync {
         backup_state: bool,
         now: UnixTime,
     ) -> Result<CredentialUse, StorageError>;
+    /// Whose credential this is (a passwordless sign-in names only the credential).
+    fn webauthn_credential_owner(
+        &self,
+        credential_id: &[u8],
+    ) -> Result<Option<UserId>, StorageError>;
     /// Removes every WebAuthn credential of the user; how many there were.
     fn delete_webauthn_credentials(&self, user: &UserId) -> Result<usize, StorageError>;
 

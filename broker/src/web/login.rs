@@ -92,6 +92,34 @@ pub async fn submit(
 }
 
 #[derive(Debug, Deserialize)]
+pub struct PasskeyForm {
+    #[serde(default)]
+    csrf_token: String,
+    #[serde(default)]
+    journey: String,
+    #[serde(default)]
+    credential: String,
+}
+
+/// `POST /login/passkey`: a passkey's answer to the sign-in page's challenge (no password).
+pub async fn passkey(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    form: StrictForm<PasskeyForm>,
+) -> Result<HttpResponse, WebError> {
+    let form = form.into_inner();
+    state.csrf.verify(&req, &state.cookies, &form.csrf_token)?;
+    let browser = posted_browser(&state, &req);
+    let out = retrying(|| {
+        state
+            .signin
+            .passkey(&browser, &form.journey, &form.credential)
+    })
+    .await?;
+    respond(&state, &req, out).await
+}
+
+#[derive(Debug, Deserialize)]
 pub struct EndOneForm {
     #[serde(default)]
     csrf_token: String,

@@ -96,6 +96,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, max_form_bytes: usize) {
                 .route(web::post().to(login::end_one_and_continue)),
         )
         .service(web::resource("/login/continue").route(web::post().to(login::continue_as)))
+        .service(web::resource("/login/passkey").route(web::post().to(login::passkey)))
         .service(web::resource("/login/mfa/remove").route(web::post().to(mfa::remove)))
         .service(web::resource("/login/mfa/recovery-codes").route(web::post().to(mfa::renew_codes)))
         .service(web::resource("/account/factors").route(web::get().to(mfa::manage)))

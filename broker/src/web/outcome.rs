@@ -74,7 +74,14 @@ pub(crate) async fn respond(
                 .as_ref()
                 .map(|j| j.as_cookie_value().to_owned())
                 .unwrap_or_default();
-            let scripts = matches!(view, View::MfaNative { .. });
+            let scripts = matches!(
+                view,
+                View::MfaNative { .. }
+                    | View::Login {
+                        passkey: Some(_),
+                        ..
+                    }
+            );
             let mut res = page(state, req, status(code), &journey, view)?;
             form_targets(state, &out.hops)
                 .await?

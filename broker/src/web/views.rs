@@ -61,6 +61,9 @@ struct LoginPage {
     error: Option<String>,
     upstreams: Vec<UpstreamButton>,
     email_first: bool,
+    /// The passkey challenge's options (JSON) for `static/passkey_login.js`, when passkeys sign
+    /// in without a password.
+    passkey_options: Option<String>,
 }
 
 /// A native factor's page: its own `data` under the journey's fields.
@@ -95,6 +98,10 @@ struct ChoosePage {
     error: Option<String>,
     step_up: bool,
     manage: bool,
+    /// Only passkeys are offered (the app asks for the phishing-resistant level).
+    phr_only: bool,
+    /// The app asks for it and the user first passes a factor they have.
+    phr_first: bool,
     removable: Vec<FactorButton>,
     done: Option<String>,
     /// New recovery codes may be asked for (managing, a factor set up, proven just now).
@@ -195,6 +202,7 @@ pub(super) fn page(
             email,
             error,
             linking: _,
+            passkey,
         } => {
             let vm = LoginPage {
                 csrf_token: token,
@@ -214,6 +222,7 @@ pub(super) fn page(
                     })
                     .collect(),
                 email_first: state.signin.email_first(),
+                passkey_options: passkey.filter(|_| !journey.is_empty()),
                 journey,
             };
             render(state, req, status, "login", false, &vm)?
@@ -225,6 +234,7 @@ pub(super) fn page(
             error,
             step_up,
             manage,
+            phishing_resistant,
         } => {
             let button = |f: &FactorStatus| FactorButton {
                 id: f.id.clone(),
@@ -257,6 +267,8 @@ pub(super) fn page(
                 done,
                 step_up,
                 manage,
+                phr_only: phishing_resistant == Some(true),
+                phr_first: phishing_resistant == Some(false),
                 renew_codes: manage
                     && may_enroll
                     && factors

@@ -87,8 +87,10 @@ impl SignIn {
             .and_then(|w| self.upstream_config(&w.upstream));
         match policy::mfa_need(self.settings.mfa_default, party_mfa, upstream, probe) {
             MfaNeed::Met => Ok(false),
-            MfaNeed::Facts { required: true } => Ok(true),
-            MfaNeed::Facts { required: false } => {
+            MfaNeed::Facts { required: true, .. } => Ok(true),
+            MfaNeed::Facts {
+                required: false, ..
+            } => {
                 let facts = self.facts(probe, Locale::En).await?;
                 Ok(facts.is_some_and(|(f, _)| {
                     policy::mfa_decision(false, f, self.settings.optional_counts_implicit_factors)

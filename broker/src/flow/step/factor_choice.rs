@@ -47,8 +47,24 @@ impl SignIn {
             return Ok(None);
         };
         let mfa = Arc::clone(&self.mfa);
+        let (j, who, now) = (j.clone(), who.clone(), self.clock.now());
         blocking(move || {
-            let factors = mfa.factors(&user)?;
+            let mut factors = mfa.factors(&user)?;
+            if j.mfa.level >= 3 {
+                // Only a phishing-resistant factor ends this step. The user passes one they
+                // have, or sets one up when allowed now; else they first pass a factor they
+                // have (reaching multi-factor allows setting one up) and the policy asks again.
+                let any_enrolled = factors.iter().any(|f| f.enrolled);
+                let phr: Vec<FactorStatus> = factors
+                    .iter()
+                    .filter(|f| f.phishing_resistant)
+                    .cloned()
+                    .collect();
+                let usable_phr = phr.iter().any(|f| f.enrolled && f.available);
+                if phr.is_empty() || usable_phr || policy::may_add(&j, &who, any_enrolled, now) {
+                    factors = phr;
+                }
+            }
             let recovery_left = mfa.recovery_codes_left(&user.id)?;
             Ok(Some((
                 FactorFacts {
@@ -112,6 +128,8 @@ impl SignIn {
                 .begin_factor(browser, id, loaded, who, &only, false)
                 .await;
         }
+        let phishing_resistant =
+            (loaded.state.mfa.level >= 3).then(|| factors.iter().all(|f| f.phishing_resistant));
         loaded.state.stage = Stage::Mfa;
         loaded.state.mfa.factor = None;
         loaded.state.mfa.prompt = None;
@@ -129,6 +147,7 @@ impl SignIn {
                     error,
                     step_up: loaded.state.step_up.is_some(),
                     manage: loaded.state.manage,
+                    phishing_resistant,
                 },
             },
         ))

@@ -1,5 +1,5 @@
 //! Owns what the browser proves in a journey: one file per step (password, upstream, second
-//! factor, recovery codes, removing a factor, renewing the codes, session limit, "continue
+//! factor, a passkey without a password, recovery codes, removing a factor, renewing the codes, session limit, "continue
 //! as"), and what the steps of a journey that manages factors share ([`SignIn::managing`]).
 
 use crate::flow::binding::Resumed;
@@ -12,6 +12,7 @@ use crate::mfa::FactorStatus;
 
 pub mod continue_as;
 pub mod factor_choice;
+pub mod passkey_sign_in;
 pub mod password;
 pub mod recovery_code;
 pub mod remove_factor;

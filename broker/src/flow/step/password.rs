@@ -79,6 +79,7 @@ impl SignIn {
                 email: shown.clone(),
                 error: Some(key),
                 linking,
+                passkey: None,
             },
         };
         let linking = loaded.state.link.is_some();

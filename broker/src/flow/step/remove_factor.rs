@@ -3,7 +3,6 @@
 //! one that can run where the policy requires a second factor; audited. The user's sessions keep working.
 
 use crate::audit::EventKind;
-use crate::domain::policy::MfaRequirement;
 use crate::flow::contract::{Browser, Notice, Outcome};
 use crate::flow::machine::Event;
 use crate::flow::signin::{SignIn, SignInError, blocking};
@@ -42,7 +41,7 @@ impl SignIn {
             .iter()
             .filter(|f| f.enrolled && f.available && f.id != factor)
             .count();
-        if self.settings.mfa_default == MfaRequirement::Required && left == 0 {
+        if self.settings.mfa_default.always() && left == 0 {
             return self
                 .choice(
                     browser,

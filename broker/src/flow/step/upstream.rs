@@ -308,6 +308,7 @@ impl SignIn {
                 email: String::new(),
                 error: Some("error_upstream_expired"),
                 linking: false,
+                passkey: None,
             },
         })
     }
@@ -408,6 +409,7 @@ impl SignIn {
                             email: email.as_str().to_owned(),
                             error: Some("error_link_required"),
                             linking: true,
+                            passkey: None,
                         },
                     },
                 ))

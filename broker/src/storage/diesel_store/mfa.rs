@@ -239,6 +239,21 @@ impl MfaStore for DieselStore {
         })
     }
 
+    fn webauthn_credential_owner(
+        &self,
+        credential_id: &[u8],
+    ) -> Result<Option<UserId>, StorageError> {
+        let owner: Option<String> = with_conn!(self, |c| {
+            webauthn_credentials::table
+                .filter(webauthn_credentials::credential_id.eq(credential_id))
+                .select(webauthn_credentials::user_id)
+                .first(c)
+                .optional()
+                .map_err(query_err)
+        })?;
+        Ok(owner.map(UserId::from_stored))
+    }
+
     fn delete_webauthn_credentials(&self, user: &UserId) -> Result<usize, StorageError> {
         with_conn!(write self, |c| {
             diesel::delete(
