@@ -154,6 +154,20 @@ impl Passkeys {
         })
     }
 
+    /// A refused ceremony: logged and audited with its short reason (never the credential).
+    fn refused(&self, user: &FactorUser, ceremony: &str, reason: &str) {
+        tracing::info!(
+            user = user.id.as_str(),
+            reason,
+            "passkey {ceremony} refused"
+        );
+        self.audit.record(
+            Event::new(EventKind::MfaFailed)
+                .user(user.id.as_str())
+                .reason(format!("{ID}:{reason}")),
+        );
+    }
+
     fn regressed(&self, user: &FactorUser) -> NativeVerdict {
         tracing::warn!(
             user = user.id.as_str(),
@@ -176,6 +190,42 @@ fn not_accepted() -> NativeVerdict {
         "That passkey was not accepted. Try again, or choose another way.",
         "패스키가 확인되지 않았습니다. 다시 시도하거나 다른 방법을 선택하세요.",
     )))
+}
+
+/// The short, secret-free reason a refused ceremony is audited with (`passkey:<reason>`).
+fn refusal(e: &WebauthnError) -> &'static str {
+    match e {
+        WebauthnError::InvalidRPOrigin => "origin",
+        WebauthnError::InvalidRPIDHash => "rp_id",
+        WebauthnError::MismatchedChallenge => "challenge",
+        WebauthnError::InvalidClientDataType => "type",
+        WebauthnError::CredentialCrossOrigin => "cross_origin",
+        WebauthnError::UserNotVerified => "user_not_verified",
+        WebauthnError::UserNotPresent => "user_not_present",
+        WebauthnError::AuthenticationFailure => "signature",
+        WebauthnError::CredentialNotFound => "unknown_credential",
+        WebauthnError::CredentialAlteredAlgFromRequest
+        | WebauthnError::COSEKeyInvalidType
+        | WebauthnError::COSEKeyInvalidAlgorithm => "algorithm",
+        WebauthnError::AttestationStatementSigInvalid
+        | WebauthnError::AttestationStatementSigMissing
+        | WebauthnError::AttestationStatementAlgMismatch
+        | WebauthnError::AttestationStatementAlgInvalid
+        | WebauthnError::AttestationStatementAlgMissing
+        | WebauthnError::AttestationNotSupported
+        | WebauthnError::AttestationNotVerifiable => "attestation",
+        _ => "invalid",
+    }
+}
+
+/// Whether the client data says the ceremony ran in a cross-origin frame (`crossOrigin: true`,
+/// or a `topOrigin`, WebAuthn L3 §5.8.1). The broker's pages are never framed (`frame-ancestors
+/// 'none'`), so such a credential was not made on them; webauthn-rs checks `crossOrigin` at
+/// registration only. Client data that is not JSON is refused later by webauthn-rs.
+fn cross_origin(client_data_json: &[u8]) -> bool {
+    serde_json::from_slice::<Value>(client_data_json).is_ok_and(|c| {
+        c.get("crossOrigin").and_then(Value::as_bool) == Some(true) || c.get("topOrigin").is_some()
+    })
 }
 
 impl NativeFactor for Passkeys {
@@ -241,8 +291,13 @@ impl NativeFactor for Passkeys {
         let authentication: PasskeyAuthentication =
             serde_json::from_value(state.clone()).map_err(|_| MfaError::State)?;
         let Ok(credential) = serde_json::from_str::<PublicKeyCredential>(answer_of(answer)) else {
+            self.refused(user, "assertion", "malformed");
             return Ok(not_accepted());
         };
+        if cross_origin(credential.response.client_data_json.as_ref()) {
+            self.refused(user, "assertion", "cross_origin");
+            return Ok(not_accepted());
+        }
         let result = match self
             .webauthn
             .finish_passkey_authentication(&credential, &authentication)
@@ -250,16 +305,19 @@ impl NativeFactor for Passkeys {
             Ok(r) => r,
             Err(WebauthnError::CredentialPossibleCompromise) => return Ok(self.regressed(user)),
             Err(e) => {
-                tracing::info!(user = user.id.as_str(), error = %e, "passkey assertion refused");
+                tracing::debug!(error = %e, "passkey assertion refused by webauthn-rs");
+                self.refused(user, "assertion", refusal(&e));
                 return Ok(not_accepted());
             }
         };
         if !result.user_verified() {
+            self.refused(user, "assertion", "user_not_verified");
             return Ok(not_accepted());
         }
         let id: &[u8] = result.cred_id().as_ref();
         let stored = self.store.webauthn_credentials(&user.id)?;
         let Some(row) = stored.iter().find(|c| c.credential_id == id) else {
+            self.refused(user, "assertion", "unknown_credential");
             return Ok(not_accepted());
         };
         let mut passkey: Passkey =
@@ -276,7 +334,10 @@ impl NativeFactor for Passkeys {
         )? {
             CredentialUse::Recorded => Ok(NativeVerdict::Accepted),
             CredentialUse::CounterRegressed => Ok(self.regressed(user)),
-            CredentialUse::Unknown => Ok(not_accepted()),
+            CredentialUse::Unknown => {
+                self.refused(user, "assertion", "unknown_credential");
+                Ok(not_accepted())
+            }
         }
     }
 
@@ -299,15 +360,21 @@ impl NativeFactor for Passkeys {
         };
         let Ok(credential) = serde_json::from_str::<RegisterPublicKeyCredential>(answer_of(answer))
         else {
+            self.refused(user, "registration", "malformed");
             return Ok(retry());
         };
+        if cross_origin(credential.response.client_data_json.as_ref()) {
+            self.refused(user, "registration", "cross_origin");
+            return Ok(retry());
+        }
         let passkey = match self
             .webauthn
             .finish_passkey_registration(&credential, &registration)
         {
             Ok(p) => p,
             Err(e) => {
-                tracing::info!(user = user.id.as_str(), error = %e, "passkey registration refused");
+                tracing::debug!(error = %e, "passkey registration refused by webauthn-rs");
+                self.refused(user, "registration", refusal(&e));
                 return Ok(retry());
             }
         };
@@ -325,6 +392,7 @@ impl NativeFactor for Passkeys {
             backup_state,
         };
         if !self.store.insert_webauthn_credential(&user.id, &row)? {
+            self.refused(user, "registration", "registered_already");
             return Ok(NativeEnrolled::Retry(text(
                 "This passkey is registered already.",
                 "이미 등록된 패스키입니다.",

@@ -1,0 +1,600 @@
+//! Passkeys (issue #19) over HTTP with an independent software authenticator
+//! (tests/peers/soft_authenticator.py, on cbor2 + cryptography): enrolment and sign-in, then the
+//! hostile corpus. Every hostile case is refused with the passkey page (never a 500, nothing
+//! internal), audited (`mfa_failed`, `passkey:<reason>`), and leaves the stored credentials as
+//! they were; then the same ceremony, answered without the tampering, is accepted (so no case
+//! passes for a reason other than its tampering). Two instances on one PostgreSQL share the
+//! ceremonies.
+
+use std::io::Write;
+use std::process::Stdio;
+
+use serde_json::{Value, json};
+
+use crate::control::{OPS_CLIENTS, audit_events};
+use crate::helpers::{Browser, Page, TestApp, spawn_provider_with, unescape_html};
+use crate::per_backend_async;
+use crate::support::{Backend, fresh_db};
+use concierge::domain::{Email, UserId};
+use concierge::startup::{DEMO_EMAIL, DEMO_PASSWORD};
+use concierge::storage::{MfaStore, Store, WebAuthnCredential};
+
+/// The broker's public URL, hence the WebAuthn origin and RP id (`localhost`: an IP address
+/// cannot be an RP id). The client data carries it; the test client reaches the bound address.
+const PUBLIC: &str = "http://localhost:18443";
+const BOB: &str = "bob@example.com";
+const BOB_PASSWORD: &str = "bob's long passphrase";
+
+fn passkey_toml() -> String {
+    format!("{OPS_CLIENTS}\n[mfa]\nrequired = \"optional\"\n\n[mfa.passkey]\nenabled = true\n")
+}
+
+async fn passkey_app(b: Backend) -> Option<TestApp> {
+    // Many sign-ins from one address in a minute of a manual clock: the rate limits (tested in
+    // control.rs) are off here.
+    spawn_provider_with(
+        b,
+        &[
+            ("CONCIERGE__SERVER__PUBLIC_URL", PUBLIC),
+            ("CONCIERGE__RATE_LIMIT__LOGIN_PER_IP", "off"),
+            ("CONCIERGE__RATE_LIMIT__LOGIN_PER_ACCOUNT", "off"),
+            ("CONCIERGE__RATE_LIMIT__JOURNEY_PER_IP", "off"),
+            ("CONCIERGE__RATE_LIMIT__MFA_PER_IP", "off"),
+            ("CONCIERGE__RATE_LIMIT__MFA_PER_ACCOUNT", "off"),
+        ],
+        &passkey_toml(),
+    )
+    .await
+}
+
+/// One request to the software authenticator: JSON in, JSON out.
+fn authenticator(request: &Value) -> Value {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/peers/soft_authenticator.py");
+    let mut child = std::process::Command::new(crate::mfa::python())
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the Python test peers (scripts/test.sh installs them)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(request.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "soft_authenticator: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The WebAuthn options the passkey page carries (the answer form's `data-options`).
+fn options(page: &Page) -> Value {
+    let needle = "data-options=\"";
+    let start = page
+        .body
+        .find(needle)
+        .unwrap_or_else(|| panic!("no passkey options in {}", page.body))
+        + needle.len();
+    let end = page.body[start..].find('"').unwrap() + start;
+    serde_json::from_str(&unescape_html(&page.body[start..end])).unwrap()
+}
+
+fn challenge(page: &Page) -> String {
+    options(page)["publicKey"]["challenge"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// A request to the authenticator for `page`'s ceremony, with `extra` members (knobs) on top.
+fn request(op: &str, page: &Page, key: Option<&Value>, extra: &Value) -> Value {
+    let mut req = json!({ "op": op, "origin": PUBLIC, "options": options(page) });
+    if let Some(k) = key {
+        req["key"] = k.clone();
+    }
+    for (k, v) in extra.as_object().unwrap() {
+        req[k] = v.clone();
+    }
+    req
+}
+
+/// A new credential for the registration page: (the credential JSON to post, the key state).
+fn create(page: &Page, extra: &Value) -> (String, Value) {
+    assert!(
+        page.body.contains("data-mode=\"register\""),
+        "{}",
+        page.body
+    );
+    let out = authenticator(&request("create", page, None, extra));
+    (out["credential"].to_string(), out["key"].clone())
+}
+
+/// An assertion for the sign-in page with `key`: (the credential JSON, the key state after).
+fn get(page: &Page, key: &Value, extra: &Value) -> (String, Value) {
+    assert!(
+        page.body.contains("data-mode=\"authenticate\""),
+        "{}",
+        page.body
+    );
+    let out = authenticator(&request("get", page, Some(key), extra));
+    (out["credential"].to_string(), out["key"].clone())
+}
+
+async fn post(br: &mut Browser, page: &Page, credential: &str) -> Page {
+    br.submit(page, "/login/mfa/answer", &[("credential", credential)])
+        .await
+}
+
+fn user(app: &TestApp, email: &str) -> UserId {
+    app.store
+        .user_by_email(&Email::parse(email).unwrap())
+        .unwrap()
+        .unwrap()
+        .id
+}
+
+fn stored(app: &TestApp, email: &str) -> Vec<WebAuthnCredential> {
+    app.store.webauthn_credentials(&user(app, email)).unwrap()
+}
+
+/// The reasons of the `mfa_failed` events so far, oldest first.
+async fn failures(app: &TestApp) -> Vec<String> {
+    audit_events(app, "mfa_failed")
+        .await
+        .iter()
+        .map(|e| e["reason"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+fn add_user(app: &TestApp, email: &str, password: &str) {
+    let mut child = app
+        .cli()
+        .args(["users", "add", email])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{password}\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A page refusing a passkey: the passkey page again with its message, 401, nothing internal,
+/// no session.
+fn assert_refused(br: &Browser, page: &Page, case: &str) {
+    assert_eq!(page.status, 401, "{case}: {}", page.body);
+    assert!(
+        page.body.contains("data-factor=\"passkey\"") && page.body.contains("id=\"mfa-error\""),
+        "{case}: the passkey page says why: {}",
+        page.body
+    );
+    for leak in [
+        "panicked", "diesel", "src/", "actix", "Error {", "serde", "webauthn", "Webauthn",
+    ] {
+        assert!(
+            !page.body.contains(leak),
+            "{case}: leaks `{leak}`: {}",
+            page.body
+        );
+    }
+    assert!(br.session_cookie().is_none(), "{case}: not signed in");
+}
+
+/// The passkey registration page of a signed-in browser (the account's factors journey).
+async fn registration_page(br: &mut Browser) -> Page {
+    let factors = br.get("/account/factors").await;
+    assert_eq!(factors.status, 200, "{}", factors.body);
+    assert!(
+        factors
+            .body
+            .contains("class=\"button enroll\" data-factor=\"passkey\""),
+        "adding a passkey is offered: {}",
+        factors.body
+    );
+    let page = crate::mfa::choose(br, &factors, "passkey", "enroll").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    page
+}
+
+/// Answers a registration page with `credential`, which must be accepted: through the recovery
+/// codes (first factor) back to the account.
+async fn registered(br: &mut Browser, page: &Page, credential: &str) {
+    let done = post(br, page, credential).await;
+    assert!(
+        done.status == 303 || done.has_form("/login/mfa/continue"),
+        "registration accepted: {} {}",
+        done.status,
+        done.body
+    );
+    let done = if done.has_form("/login/mfa/continue") {
+        br.submit(&done, "/login/mfa/continue", &[]).await
+    } else {
+        done
+    };
+    let (trail, end) = br.follow(done).await;
+    assert_eq!(end.status, 200, "{trail:?}: {}", end.body);
+}
+
+/// Signs in with the password: the passkey page (straight to it, or chosen).
+async fn assertion_page(app: &TestApp, email: &str, password: &str) -> (Browser, Page) {
+    let mut br = Browser::new(app);
+    let page = br.login(email, password).await;
+    assert_eq!(
+        page.status, 200,
+        "the second factor is asked: {}",
+        page.body
+    );
+    let page = if page.body.contains("data-mode=\"authenticate\"") {
+        page
+    } else {
+        crate::mfa::choose(&mut br, &page, "passkey", "challenge").await
+    };
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        br.session_cookie().is_none(),
+        "no session before the passkey"
+    );
+    (br, page)
+}
+
+/// Answers a sign-in page with an accepted assertion: the account, signed in with hwk and mfa.
+async fn signed_in(br: &mut Browser, page: &Page, credential: &str) {
+    let done = post(br, page, credential).await;
+    assert_eq!(done.status, 303, "assertion accepted: {}", done.body);
+    let (trail, account) = br.follow(done).await;
+    assert_eq!(account.status, 200, "{trail:?}: {}", account.body);
+    assert!(br.session_cookie().is_some(), "signed in");
+    let amr = amr_of(&account);
+    for m in ["pwd", "hwk", "mfa"] {
+        assert!(amr.split([' ', ',']).any(|a| a == m), "amr {amr} has {m}");
+    }
+}
+
+/// The session's amr as the account page shows it.
+fn amr_of(account: &Page) -> String {
+    let needle = "data-field=\"amr\">";
+    let start = account
+        .body
+        .find(needle)
+        .unwrap_or_else(|| panic!("no amr on {}", account.body))
+        + needle.len();
+    let end = account.body[start..].find('<').unwrap() + start;
+    account.body[start..end].to_owned()
+}
+
+/// `email`, signed in with the password (no factor yet: MFA is optional), adds a passkey from
+/// the account page with the authenticator's `knobs` (honest ones). Returns the key state.
+async fn enrol(app: &TestApp, email: &str, password: &str, knobs: &Value) -> Value {
+    let mut br = Browser::new(app);
+    let first = br.login(email, password).await;
+    assert_eq!(
+        first.status, 303,
+        "no factor yet, MFA optional: {}",
+        first.body
+    );
+    let page = registration_page(&mut br).await;
+    let (credential, key) = create(&page, knobs);
+    registered(&mut br, &page, &credential).await;
+    let rows = stored(app, email);
+    assert_eq!(rows.len(), 1, "one credential stored");
+    assert_eq!(rows[0].last_used_at, None);
+    key
+}
+
+/// The demo user enrols a passkey, then signs in with the password and the passkey. Returns
+/// the key state.
+async fn enrol_and_sign_in(app: &TestApp) -> Value {
+    let key = enrol(app, DEMO_EMAIL, DEMO_PASSWORD, &json!({})).await;
+    let (mut br, page) = assertion_page(app, DEMO_EMAIL, DEMO_PASSWORD).await;
+    let (credential, key) = get(&page, &key, &json!({}));
+    signed_in(&mut br, &page, &credential).await;
+    let rows = stored(app, DEMO_EMAIL);
+    assert_eq!(rows[0].sign_count, key["counter"].as_i64().unwrap());
+    assert!(rows[0].last_used_at.is_some(), "its use recorded");
+    key
+}
+
+async fn a_passkey_is_enrolled_and_signs_in_with_hwk(b: Backend) {
+    let Some(app) = passkey_app(b).await else {
+        return;
+    };
+    enrol_and_sign_in(&app).await;
+    assert!(
+        audit_events(&app, "mfa_succeeded")
+            .await
+            .iter()
+            .any(|e| e["reason"] == "passkey"),
+        "the passkey sign-in is audited"
+    );
+    // Packed self attestation (WebAuthn §8.2, no x5c) is accepted too, and signs in.
+    add_user(&app, BOB, BOB_PASSWORD);
+    let key = enrol(&app, BOB, BOB_PASSWORD, &json!({"attestation": "packed"})).await;
+    let (mut br, page) = assertion_page(&app, BOB, BOB_PASSWORD).await;
+    let (credential, _) = get(&page, &key, &json!({}));
+    signed_in(&mut br, &page, &credential).await;
+}
+
+/// One hostile case: knobs for the authenticator, the reason the audit must carry.
+struct Case {
+    name: &'static str,
+    knobs: Value,
+    reason: &'static str,
+}
+
+fn case(name: &'static str, knobs: Value, reason: &'static str) -> Case {
+    Case {
+        name,
+        knobs,
+        reason,
+    }
+}
+
+/// Checks after a refusal: the page, a new `mfa_failed` event with the reason, nothing stored
+/// changed.
+async fn check_refused(
+    app: &TestApp,
+    email: &str,
+    br: &Browser,
+    page: &Page,
+    c: &Case,
+    audited_before: usize,
+    stored_before: &[WebAuthnCredential],
+) {
+    assert_refused(br, page, c.name);
+    let reasons = failures(app).await;
+    let new = &reasons[audited_before..];
+    let want = format!("passkey:{}", c.reason);
+    assert!(
+        new.iter().any(|r| *r == want),
+        "{}: audited with {want}: {new:?}",
+        c.name
+    );
+    assert_eq!(
+        stored(app, email),
+        stored_before,
+        "{}: nothing stored changed",
+        c.name
+    );
+}
+
+fn sign_in_cases() -> Vec<Case> {
+    vec![
+        case(
+            "wrong origin",
+            json!({"origin": "https://evil.example"}),
+            "origin",
+        ),
+        case(
+            "origin on another port",
+            json!({"origin": "http://localhost:18444"}),
+            "origin",
+        ),
+        case(
+            "rpIdHash of another RP id",
+            json!({"tamper": {"rp_id": "evil.example"}}),
+            "rp_id",
+        ),
+        case(
+            "a challenge this ceremony never issued",
+            json!({"tamper": {"challenge": "Y2hhbGxlbmdlLW5vdC1pc3N1ZWQtYnktdGhlLWJyb2tlcg"}}),
+            "challenge",
+        ),
+        case(
+            "authenticatorData changed after signing",
+            json!({"tamper": {"auth_data": true}}),
+            "signature",
+        ),
+        case(
+            "clientDataJSON changed after signing",
+            json!({"tamper": {"client_data": true}}),
+            "signature",
+        ),
+        case(
+            "signed by another key",
+            json!({"tamper": {"other_key": true}}),
+            "signature",
+        ),
+        case(
+            "user verification missing",
+            json!({"tamper": {"uv": false}}),
+            "user_not_verified",
+        ),
+        case(
+            "user presence missing",
+            json!({"tamper": {"up": false}}),
+            "user_not_present",
+        ),
+        case(
+            "a credential id never registered",
+            json!({"tamper": {"unknown_credential": true, "ignore_allow": true}}),
+            "unknown_credential",
+        ),
+        case(
+            "a cross-origin iframe",
+            json!({"tamper": {"cross_origin": true, "top_origin": "https://evil.example"}}),
+            "cross_origin",
+        ),
+        case(
+            "crossOrigin without a topOrigin",
+            json!({"tamper": {"cross_origin": true}}),
+            "cross_origin",
+        ),
+        case(
+            "a topOrigin alone",
+            json!({"tamper": {"top_origin": "https://evil.example"}}),
+            "cross_origin",
+        ),
+        case(
+            "client data of a registration",
+            json!({"tamper": {"type": "webauthn.create"}}),
+            "type",
+        ),
+    ]
+}
+
+async fn hostile_assertions_are_refused_audited_and_change_nothing(b: Backend) {
+    let Some(app) = passkey_app(b).await else {
+        return;
+    };
+    let mut key = enrol_and_sign_in(&app).await;
+    for c in sign_in_cases() {
+        let (mut br, page) = assertion_page(&app, DEMO_EMAIL, DEMO_PASSWORD).await;
+        let (audited, before) = (failures(&app).await.len(), stored(&app, DEMO_EMAIL));
+        let (hostile, _) = get(&page, &key, &c.knobs);
+        let refused = post(&mut br, &page, &hostile).await;
+        check_refused(&app, DEMO_EMAIL, &br, &refused, &c, audited, &before).await;
+        // The same ceremony without the tampering: accepted.
+        let (honest, next) = get(&refused, &key, &json!({}));
+        signed_in(&mut br, &refused, &honest).await;
+        key = next;
+    }
+}
+
+fn registration_cases() -> Vec<Case> {
+    vec![
+        case(
+            "wrong origin",
+            json!({"origin": "https://evil.example"}),
+            "origin",
+        ),
+        case(
+            "rpIdHash of another RP id",
+            json!({"tamper": {"rp_id": "evil.example"}}),
+            "rp_id",
+        ),
+        case(
+            "a challenge this ceremony never issued",
+            json!({"tamper": {"challenge": "Y2hhbGxlbmdlLW5vdC1pc3N1ZWQtYnktdGhlLWJyb2tlcg"}}),
+            "challenge",
+        ),
+        case(
+            "authenticatorData changed after the packed signature",
+            json!({"attestation": "packed", "tamper": {"auth_data": true}}),
+            "attestation",
+        ),
+        case(
+            "clientDataJSON changed after the packed signature",
+            json!({"attestation": "packed", "tamper": {"client_data": true}}),
+            "attestation",
+        ),
+        case(
+            "packed self attestation signed by another key",
+            json!({"attestation": "packed", "tamper": {"other_key": true}}),
+            "attestation",
+        ),
+        case(
+            "packed attestation over other bytes",
+            json!({"attestation": "packed", "tamper": {"att_sig": true}}),
+            "attestation",
+        ),
+        case(
+            "user verification missing",
+            json!({"tamper": {"uv": false}}),
+            "user_not_verified",
+        ),
+        case(
+            "a cross-origin iframe",
+            json!({"tamper": {"cross_origin": true, "top_origin": "https://evil.example"}}),
+            "cross_origin",
+        ),
+        case(
+            "a topOrigin alone",
+            json!({"tamper": {"top_origin": "https://evil.example"}}),
+            "cross_origin",
+        ),
+        case("EdDSA, not offered", json!({"alg": -8}), "algorithm"),
+        case("RS1, not offered", json!({"alg": -65535}), "algorithm"),
+        case(
+            "client data of a sign-in",
+            json!({"tamper": {"type": "webauthn.get"}}),
+            "type",
+        ),
+    ]
+}
+
+async fn hostile_registrations_are_refused_audited_and_change_nothing(b: Backend) {
+    let Some(app) = passkey_app(b).await else {
+        return;
+    };
+    // One user per case, signed in with the password and no factor yet (a user with a passkey
+    // adds none from the account page: the factor is enrolled once).
+    for (i, c) in registration_cases().into_iter().enumerate() {
+        let email = format!("reg{i}@example.com");
+        add_user(&app, &email, BOB_PASSWORD);
+        let mut br = Browser::new(&app);
+        assert_eq!(br.login(&email, BOB_PASSWORD).await.status, 303);
+        let page = registration_page(&mut br).await;
+        let (audited, before) = (failures(&app).await.len(), stored(&app, &email));
+        let (hostile, _) = create(&page, &c.knobs);
+        let refused = post(&mut br, &page, &hostile).await;
+        check_refused_registration(&app, &email, &refused, &c, audited, &before).await;
+        // The same ceremony without the tampering (same attestation format): accepted.
+        let honest_knobs = match c.knobs.get("attestation") {
+            Some(f) => json!({ "attestation": f }),
+            None => json!({}),
+        };
+        let (honest, _) = create(&refused, &honest_knobs);
+        registered(&mut br, &refused, &honest).await;
+        assert_eq!(stored(&app, &email).len(), 1, "{}", c.name);
+    }
+}
+
+/// Checks after a refused registration: the passkey page says why (401, nothing internal; the
+/// password session stays), a new `mfa_failed` event with the reason, nothing stored.
+async fn check_refused_registration(
+    app: &TestApp,
+    email: &str,
+    page: &Page,
+    c: &Case,
+    audited_before: usize,
+    stored_before: &[WebAuthnCredential],
+) {
+    assert_eq!(page.status, 401, "{}: {}", c.name, page.body);
+    assert!(
+        page.body.contains("data-mode=\"register\"") && page.body.contains("id=\"mfa-error\""),
+        "{}: the passkey page says why: {}",
+        c.name,
+        page.body
+    );
+    for leak in [
+        "panicked", "diesel", "src/", "actix", "Error {", "serde", "webauthn",
+    ] {
+        assert!(!page.body.contains(leak), "{}: leaks `{leak}`", c.name);
+    }
+    let reasons = failures(app).await;
+    let new = &reasons[audited_before..];
+    let want = format!("passkey:{}", c.reason);
+    assert!(
+        new.iter().any(|r| *r == want),
+        "{}: audited with {want}: {new:?}",
+        c.name
+    );
+    assert_eq!(
+        stored(app, email),
+        stored_before,
+        "{}: nothing stored",
+        c.name
+    );
+}
+
+per_backend_async!(
+    a_passkey_is_enrolled_and_signs_in_with_hwk,
+    hostile_assertions_are_refused_audited_and_change_nothing,
+    hostile_registrations_are_refused_audited_and_change_nothing,
+);
