@@ -12,7 +12,9 @@ use std::process::Stdio;
 use serde_json::{Value, json};
 
 use crate::control::{OPS_CLIENTS, audit_events};
-use crate::helpers::{Browser, Page, TestApp, spawn_provider_with, unescape_html};
+use crate::helpers::{
+    Browser, Page, TestApp, assert_error_page, spawn_provider_with, unescape_html,
+};
 use crate::per_backend_async;
 use crate::support::{Backend, fresh_db};
 use concierge::domain::{Email, UserId};
@@ -593,8 +595,237 @@ async fn check_refused_registration(
     );
 }
 
+fn sessions(app: &TestApp, email: &str) -> usize {
+    app.store.sessions_of_user(&user(app, email)).unwrap().len()
+}
+
+/// An accepted assertion, posted again: to its own finished ceremony (a double submit: no second
+/// use recorded, no second session) and into a new ceremony (refused: not its challenge). A
+/// registration answer made for one ceremony, posted to a newer one: refused.
+async fn replayed_answers_are_refused(b: Backend) {
+    let Some(app) = passkey_app(b).await else {
+        return;
+    };
+    let key = enrol_and_sign_in(&app).await;
+    let (mut br, page) = assertion_page(&app, DEMO_EMAIL, DEMO_PASSWORD).await;
+    let (accepted, key) = get(&page, &key, &json!({}));
+    signed_in(&mut br, &page, &accepted).await;
+    let (before, live) = (stored(&app, DEMO_EMAIL), sessions(&app, DEMO_EMAIL));
+
+    let again = post(&mut br, &page, &accepted).await;
+    assert!(again.status < 500, "{}", again.body);
+    assert_eq!(stored(&app, DEMO_EMAIL), before, "no second use recorded");
+    assert_eq!(sessions(&app, DEMO_EMAIL), live, "no second session");
+
+    let (mut br, page) = assertion_page(&app, DEMO_EMAIL, DEMO_PASSWORD).await;
+    let c = case(
+        "an accepted assertion in a new ceremony",
+        json!({}),
+        "challenge",
+    );
+    let audited = failures(&app).await.len();
+    let refused = post(&mut br, &page, &accepted).await;
+    check_refused(&app, DEMO_EMAIL, &br, &refused, &c, audited, &before).await;
+    assert_eq!(sessions(&app, DEMO_EMAIL), live, "no session");
+    let (honest, _) = get(&refused, &key, &json!({}));
+    signed_in(&mut br, &refused, &honest).await;
+
+    // Registration: the answer to a first ceremony, posted to a second one.
+    add_user(&app, BOB, BOB_PASSWORD);
+    let mut br = Browser::new(&app);
+    assert_eq!(br.login(BOB, BOB_PASSWORD).await.status, 303);
+    let first = registration_page(&mut br).await;
+    let (made_for_first, _) = create(&first, &json!({}));
+    let second = registration_page(&mut br).await;
+    assert_ne!(
+        challenge(&first),
+        challenge(&second),
+        "a new challenge per ceremony"
+    );
+    let c = case(
+        "a registration answer in a newer ceremony",
+        json!({}),
+        "challenge",
+    );
+    let audited = failures(&app).await.len();
+    let refused = post(&mut br, &second, &made_for_first).await;
+    check_refused_registration(&app, BOB, &refused, &c, audited, &[]).await;
+    let (honest, _) = create(&refused, &json!({}));
+    registered(&mut br, &refused, &honest).await;
+    assert_eq!(stored(&app, BOB).len(), 1);
+}
+
+/// Another user's ceremony: its challenge signed by this user's passkey, or this user's passkey
+/// answering the other user's ceremony; the same for registration.
+async fn another_users_ceremony_is_refused(b: Backend) {
+    let Some(app) = passkey_app(b).await else {
+        return;
+    };
+    let demo = enrol_and_sign_in(&app).await;
+    add_user(&app, BOB, BOB_PASSWORD);
+    let bob = enrol(&app, BOB, BOB_PASSWORD, &json!({})).await;
+
+    let (mut on_demo, demo_page) = assertion_page(&app, DEMO_EMAIL, DEMO_PASSWORD).await;
+    let (mut on_bob, bob_page) = assertion_page(&app, BOB, BOB_PASSWORD).await;
+    // Demo's passkey signs Bob's challenge, posted in Demo's ceremony.
+    let c = case(
+        "the challenge of another user's ceremony",
+        json!({"tamper": {"challenge": challenge(&bob_page)}}),
+        "challenge",
+    );
+    let (audited, before) = (failures(&app).await.len(), stored(&app, DEMO_EMAIL));
+    let (hostile, _) = get(&demo_page, &demo, &c.knobs);
+    let refused = post(&mut on_demo, &demo_page, &hostile).await;
+    check_refused(&app, DEMO_EMAIL, &on_demo, &refused, &c, audited, &before).await;
+    // Demo's passkey answers Bob's ceremony (his challenge, his page).
+    let c = case(
+        "another user's passkey",
+        json!({"tamper": {"ignore_allow": true}}),
+        "unknown_credential",
+    );
+    let (audited, before) = (failures(&app).await.len(), stored(&app, BOB));
+    let demo_before = stored(&app, DEMO_EMAIL);
+    let (hostile, _) = get(&bob_page, &demo, &c.knobs);
+    let refused_bob = post(&mut on_bob, &bob_page, &hostile).await;
+    check_refused(&app, BOB, &on_bob, &refused_bob, &c, audited, &before).await;
+    assert_eq!(stored(&app, DEMO_EMAIL), demo_before);
+    // Both ceremonies, answered honestly: accepted.
+    let (honest, _) = get(&refused, &demo, &json!({}));
+    signed_in(&mut on_demo, &refused, &honest).await;
+    let (honest, _) = get(&refused_bob, &bob, &json!({}));
+    signed_in(&mut on_bob, &refused_bob, &honest).await;
+
+    // Registration: Carol's ceremony answered with Dave's challenge.
+    let (carol, dave) = ("carol@example.com", "dave@example.com");
+    add_user(&app, carol, BOB_PASSWORD);
+    add_user(&app, dave, BOB_PASSWORD);
+    let (mut on_carol, mut on_dave) = (Browser::new(&app), Browser::new(&app));
+    assert_eq!(on_carol.login(carol, BOB_PASSWORD).await.status, 303);
+    assert_eq!(on_dave.login(dave, BOB_PASSWORD).await.status, 303);
+    let carol_page = registration_page(&mut on_carol).await;
+    let dave_page = registration_page(&mut on_dave).await;
+    let c = case(
+        "the challenge of another user's registration",
+        json!({"tamper": {"challenge": challenge(&dave_page)}}),
+        "challenge",
+    );
+    let audited = failures(&app).await.len();
+    let (hostile, _) = create(&carol_page, &c.knobs);
+    let refused = post(&mut on_carol, &carol_page, &hostile).await;
+    check_refused_registration(&app, carol, &refused, &c, audited, &[]).await;
+    assert!(stored(&app, dave).is_empty());
+    let (honest, _) = create(&refused, &json!({}));
+    registered(&mut on_carol, &refused, &honest).await;
+    let (honest, _) = create(&dave_page, &json!({}));
+    registered(&mut on_dave, &dave_page, &honest).await;
+}
+
+/// A counter-keeping authenticator whose counter does not move forward (the same value, or
+/// back to zero): a possibly cloned key, refused with its own message and audited.
+async fn a_signature_counter_that_goes_back_is_refused(b: Backend) {
+    let Some(app) = passkey_app(b).await else {
+        return;
+    };
+    let key = enrol_and_sign_in(&app).await;
+    let reached = key["counter"].as_i64().unwrap();
+    assert!(reached >= 1, "the authenticator counts: {key}");
+    for (name, counter) in [("the same counter", reached), ("back to zero", 0)] {
+        let (mut br, page) = assertion_page(&app, DEMO_EMAIL, DEMO_PASSWORD).await;
+        let c = case(name, json!({ "counter": counter }), "counter_regressed");
+        let (audited, before) = (failures(&app).await.len(), stored(&app, DEMO_EMAIL));
+        let (hostile, _) = get(&page, &key, &c.knobs);
+        let refused = post(&mut br, &page, &hostile).await;
+        check_refused(&app, DEMO_EMAIL, &br, &refused, &c, audited, &before).await;
+        assert!(refused.body.contains("copied"), "{name}: {}", refused.body);
+    }
+    let (mut br, page) = assertion_page(&app, DEMO_EMAIL, DEMO_PASSWORD).await;
+    let (honest, key) = get(&page, &key, &json!({}));
+    signed_in(&mut br, &page, &honest).await;
+    assert_eq!(
+        stored(&app, DEMO_EMAIL)[0].sign_count,
+        key["counter"].as_i64().unwrap()
+    );
+}
+
+/// The user is disabled between the password and the passkey: the passkey, however valid, signs
+/// nobody in, and its use is not recorded. Through `concierge users disable` (which revokes
+/// what the user has: the journey's proofs open nothing), and in the store alone (the factor
+/// itself must not accept a disabled user's credential).
+async fn a_user_disabled_before_the_passkey_is_not_signed_in(b: Backend) {
+    let Some(app) = passkey_app(b).await else {
+        return;
+    };
+    let key = enrol_and_sign_in(&app).await;
+
+    // Disabled in the store alone (no revocation), or through the CLI (which also revokes what
+    // the user has): the journey's answer is refused before the factor runs.
+    let id = user(&app, DEMO_EMAIL);
+    let cli = |app: &TestApp| {
+        let out = app
+            .cli()
+            .args(["users", "disable", DEMO_EMAIL])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    for how in ["store", "cli"] {
+        let (mut br, page) = assertion_page(&app, DEMO_EMAIL, DEMO_PASSWORD).await;
+        if how == "store" {
+            assert!(
+                app.store
+                    .set_disabled(&id, true, crate::helpers::START)
+                    .unwrap()
+            );
+        } else {
+            cli(&app);
+        }
+        let (audited, before) = (failures(&app).await.len(), stored(&app, DEMO_EMAIL));
+        let live = sessions(&app, DEMO_EMAIL);
+        let (valid, _) = get(&page, &key, &json!({}));
+        let refused = post(&mut br, &page, &valid).await;
+        let (trail, end) = br.follow(refused).await;
+        assert!(
+            br.session_cookie().is_none(),
+            "{how} {trail:?}: {}",
+            end.body
+        );
+        assert_eq!(sessions(&app, DEMO_EMAIL), live, "{how}: no new session");
+        assert_error_page(&end, 400);
+        assert_eq!(
+            stored(&app, DEMO_EMAIL),
+            before,
+            "{how}: nothing stored changed"
+        );
+        let reasons = failures(&app).await;
+        assert!(
+            reasons[audited..]
+                .iter()
+                .any(|r| r == "passkey:account_disabled"),
+            "{how}: audited: {:?}",
+            &reasons[audited..]
+        );
+        assert!(
+            app.store
+                .set_disabled(&id, false, crate::helpers::START)
+                .unwrap()
+        );
+    }
+    // Enabled again: the same passkey signs in (the refusals were the account's, not the key's).
+    let (mut br, page) = assertion_page(&app, DEMO_EMAIL, DEMO_PASSWORD).await;
+    let (valid, _) = get(&page, &key, &json!({}));
+    signed_in(&mut br, &page, &valid).await;
+}
+
 per_backend_async!(
     a_passkey_is_enrolled_and_signs_in_with_hwk,
     hostile_assertions_are_refused_audited_and_change_nothing,
     hostile_registrations_are_refused_audited_and_change_nothing,
+    replayed_answers_are_refused,
+    another_users_ceremony_is_refused,
+    a_signature_counter_that_goes_back_is_refused,
+    a_user_disabled_before_the_passkey_is_not_signed_in,
 );
