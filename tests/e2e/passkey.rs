@@ -363,7 +363,7 @@ async fn check_refused(
     let new = &reasons[audited_before..];
     let want = format!("passkey:{}", c.reason);
     assert!(
-        new.iter().any(|r| *r == want),
+        new.contains(&want),
         "{}: audited with {want}: {new:?}",
         c.name
     );
@@ -583,7 +583,7 @@ async fn check_refused_registration(
     let new = &reasons[audited_before..];
     let want = format!("passkey:{}", c.reason);
     assert!(
-        new.iter().any(|r| *r == want),
+        new.contains(&want),
         "{}: audited with {want}: {new:?}",
         c.name
     );
@@ -829,3 +829,85 @@ per_backend_async!(
     a_signature_counter_that_goes_back_is_refused,
     a_user_disabled_before_the_passkey_is_not_signed_in,
 );
+
+/// Two `concierge serve` instances on one PostgreSQL: the ceremony state lives in the journey
+/// (the database), not in an instance's memory. A registration begun on A completes on B; a
+/// sign-in begun on B completes on A.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passkey_ceremonies_cross_instances_on_one_postgres() {
+    use crate::instances::{concierge, start, wait_ready};
+    let Some(db) = fresh_db(Backend::Postgres) else {
+        return;
+    };
+    let concierge::config::DatabaseUrl::Postgres(url) = &db.url else {
+        unreachable!()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("concierge.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"data_dir = {data:?}
+[server]
+public_url = "{PUBLIC}"
+[database]
+url = "{url}"
+[provider]
+key_encryption_key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+[mfa]
+required = "optional"
+[mfa.passkey]
+enabled = true
+"#,
+            data = dir.path().display().to_string(),
+        ),
+    )
+    .unwrap();
+    let (log_a, log_b) = (dir.path().join("a.log"), dir.path().join("b.log"));
+    let a = start(&config, &log_a);
+    let b = start(&config, &log_b);
+    wait_ready(&a, &log_a).await;
+    wait_ready(&b, &log_b).await;
+    let mut add = concierge(&config)
+        .args(["users", "add", BOB])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    add.stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{BOB_PASSWORD}\n").as_bytes())
+        .unwrap();
+    assert!(add.wait().unwrap().success());
+
+    // Registration: the page from A, the answer to B.
+    let mut br = Browser::at(&a.base);
+    assert_eq!(br.login(BOB, BOB_PASSWORD).await.status, 303);
+    let page = registration_page(&mut br).await;
+    let (credential, key) = create(&page, &json!({}));
+    br.base = b.base.clone();
+    registered(&mut br, &page, &credential).await;
+
+    // Sign-in: the password and the passkey page on B, the answer to A.
+    let mut br = Browser::at(&b.base);
+    let page = br.login(BOB, BOB_PASSWORD).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let page = if page.body.contains("data-mode=\"authenticate\"") {
+        page
+    } else {
+        crate::mfa::choose(&mut br, &page, "passkey", "challenge").await
+    };
+    let (assertion, _) = get(&page, &key, &json!({}));
+    br.base = a.base.clone();
+    signed_in(&mut br, &page, &assertion).await;
+    // The session is one: B knows it.
+    br.base = b.base.clone();
+    let account = br.get("/account").await;
+    assert_eq!(account.status, 200, "{}", account.body);
+    assert!(amr_of(&account).contains("hwk"));
+    for log in [&log_a, &log_b] {
+        let text = std::fs::read_to_string(log).unwrap();
+        assert!(!text.contains("ERROR"), "{text}");
+    }
+}

@@ -441,6 +441,28 @@ mod tests {
     }
 
     #[test]
+    fn client_data_from_a_cross_origin_frame_is_recognised() {
+        let cd = |j: &str| cross_origin(j.as_bytes());
+        assert!(!cd(r#"{"type":"webauthn.get","crossOrigin":false}"#));
+        assert!(!cd(r#"{"type":"webauthn.get"}"#));
+        assert!(cd(r#"{"type":"webauthn.get","crossOrigin":true}"#));
+        assert!(cd(
+            r#"{"type":"webauthn.get","crossOrigin":false,"topOrigin":"https://evil.example"}"#
+        ));
+        assert!(!cd("not json"), "left to webauthn-rs, which refuses it");
+    }
+
+    #[test]
+    fn refusals_have_short_reasons() {
+        assert_eq!(refusal(&WebauthnError::InvalidRPOrigin), "origin");
+        assert_eq!(refusal(&WebauthnError::COSEKeyInvalidType), "algorithm");
+        assert_eq!(
+            refusal(&WebauthnError::ChallengePersistenceError),
+            "invalid"
+        );
+    }
+
+    #[test]
     fn the_answer_is_the_credential_field_only() {
         let a = vec![
             ("other".to_owned(), "x".to_owned()),
