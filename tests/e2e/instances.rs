@@ -16,9 +16,9 @@ use crate::oidc::{Http, code_for};
 use crate::support::{Backend, fresh_db};
 
 /// A broker process, killed when dropped.
-struct Instance {
+pub(crate) struct Instance {
     child: Child,
-    base: String,
+    pub(crate) base: String,
 }
 
 impl Drop for Instance {
@@ -28,7 +28,7 @@ impl Drop for Instance {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -36,7 +36,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn concierge(config: &std::path::Path) -> Command {
+pub(crate) fn concierge(config: &std::path::Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_concierge"));
     for (k, _) in std::env::vars() {
         if k.starts_with("CONCIERGE__") {
@@ -47,7 +47,7 @@ fn concierge(config: &std::path::Path) -> Command {
     c
 }
 
-fn start(config: &std::path::Path, log: &std::path::Path) -> Instance {
+pub(crate) fn start(config: &std::path::Path, log: &std::path::Path) -> Instance {
     let port = free_port();
     let child = concierge(config)
         .arg("serve")
@@ -62,7 +62,7 @@ fn start(config: &std::path::Path, log: &std::path::Path) -> Instance {
     }
 }
 
-async fn wait_ready(i: &Instance, log: &std::path::Path) {
+pub(crate) async fn wait_ready(i: &Instance, log: &std::path::Path) {
     for _ in 0..200 {
         if let Ok(r) = reqwest::get(format!("{}/readyz", i.base)).await
             && r.status().is_success()

@@ -16,6 +16,7 @@ mod login;
 mod logout;
 mod mfa;
 mod oidc;
+mod passkey;
 mod plugin_http;
 mod saml_idp;
 mod secrets;

@@ -161,6 +161,20 @@ impl Passkeys {
         })
     }
 
+    /// A refused ceremony: logged and audited with its short reason (never the credential).
+    fn audit_refusal(&self, user: &FactorUser, ceremony: &str, reason: &str) {
+        tracing::info!(
+            user = user.id.as_str(),
+            reason,
+            "passkey {ceremony} refused"
+        );
+        self.audit.record(
+            Event::new(EventKind::MfaFailed)
+                .user(user.id.as_str())
+                .reason(format!("{ID}:{reason}")),
+        );
+    }
+
     /// A signature counter that did not move forward: possibly a cloned authenticator.
     fn counter_regressed(&self, user: &UserId) {
         tracing::warn!(
@@ -218,6 +232,42 @@ fn not_accepted() -> NativeVerdict {
         "That passkey was not accepted. Try again, or choose another way.",
         "패스키가 확인되지 않았습니다. 다시 시도하거나 다른 방법을 선택하세요.",
     )))
+}
+
+/// The short, secret-free reason a refused ceremony is audited with (`passkey:<reason>`).
+fn refusal(e: &WebauthnError) -> &'static str {
+    match e {
+        WebauthnError::InvalidRPOrigin => "origin",
+        WebauthnError::InvalidRPIDHash => "rp_id",
+        WebauthnError::MismatchedChallenge => "challenge",
+        WebauthnError::InvalidClientDataType => "type",
+        WebauthnError::CredentialCrossOrigin => "cross_origin",
+        WebauthnError::UserNotVerified => "user_not_verified",
+        WebauthnError::UserNotPresent => "user_not_present",
+        WebauthnError::AuthenticationFailure => "signature",
+        WebauthnError::CredentialNotFound => "unknown_credential",
+        WebauthnError::CredentialAlteredAlgFromRequest
+        | WebauthnError::COSEKeyInvalidType
+        | WebauthnError::COSEKeyInvalidAlgorithm => "algorithm",
+        WebauthnError::AttestationStatementSigInvalid
+        | WebauthnError::AttestationStatementSigMissing
+        | WebauthnError::AttestationStatementAlgMismatch
+        | WebauthnError::AttestationStatementAlgInvalid
+        | WebauthnError::AttestationStatementAlgMissing
+        | WebauthnError::AttestationNotSupported
+        | WebauthnError::AttestationNotVerifiable => "attestation",
+        _ => "invalid",
+    }
+}
+
+/// Whether the client data says the ceremony ran in a cross-origin frame (`crossOrigin: true`,
+/// or a `topOrigin`, WebAuthn L3 §5.8.1). The broker's pages are never framed (`frame-ancestors
+/// 'none'`), so such a credential was not made on them; webauthn-rs checks `crossOrigin` at
+/// registration only. Client data that is not JSON is refused later by webauthn-rs.
+fn cross_origin(client_data_json: &[u8]) -> bool {
+    serde_json::from_slice::<Value>(client_data_json).is_ok_and(|c| {
+        c.get("crossOrigin").and_then(Value::as_bool) == Some(true) || c.get("topOrigin").is_some()
+    })
 }
 
 impl NativeFactor for Passkeys {
@@ -285,8 +335,13 @@ impl NativeFactor for Passkeys {
         let authentication: PasskeyAuthentication =
             serde_json::from_value(state.clone()).map_err(|_| MfaError::State)?;
         let Ok(credential) = serde_json::from_str::<PublicKeyCredential>(answer_of(answer)) else {
+            self.audit_refusal(user, "assertion", "malformed");
             return Ok(not_accepted());
         };
+        if cross_origin(credential.response.client_data_json.as_ref()) {
+            self.audit_refusal(user, "assertion", "cross_origin");
+            return Ok(not_accepted());
+        }
         let result = match self
             .webauthn
             .finish_passkey_authentication(&credential, &authentication)
@@ -294,16 +349,19 @@ impl NativeFactor for Passkeys {
             Ok(r) => r,
             Err(WebauthnError::CredentialPossibleCompromise) => return Ok(self.regressed(user)),
             Err(e) => {
-                tracing::info!(user = user.id.as_str(), error = %e, "passkey assertion refused");
+                tracing::debug!(error = %e, "passkey assertion refused by webauthn-rs");
+                self.audit_refusal(user, "assertion", refusal(&e));
                 return Ok(not_accepted());
             }
         };
         if !result.user_verified() {
+            self.audit_refusal(user, "assertion", "user_not_verified");
             return Ok(not_accepted());
         }
         let id: &[u8] = result.cred_id().as_ref();
         let stored = self.store.webauthn_credentials(&user.id)?;
         let Some(row) = stored.iter().find(|c| c.credential_id == id) else {
+            self.audit_refusal(user, "assertion", "unknown_credential");
             return Ok(not_accepted());
         };
         let mut passkey: Passkey =
@@ -320,7 +378,10 @@ impl NativeFactor for Passkeys {
         )? {
             CredentialUse::Recorded => Ok(NativeVerdict::Accepted),
             CredentialUse::CounterRegressed => Ok(self.regressed(user)),
-            CredentialUse::Unknown => Ok(not_accepted()),
+            CredentialUse::Unknown => {
+                self.audit_refusal(user, "assertion", "unknown_credential");
+                Ok(not_accepted())
+            }
         }
     }
 
@@ -343,15 +404,21 @@ impl NativeFactor for Passkeys {
         };
         let Ok(credential) = serde_json::from_str::<RegisterPublicKeyCredential>(answer_of(answer))
         else {
+            self.audit_refusal(user, "registration", "malformed");
             return Ok(retry());
         };
+        if cross_origin(credential.response.client_data_json.as_ref()) {
+            self.audit_refusal(user, "registration", "cross_origin");
+            return Ok(retry());
+        }
         let passkey = match self
             .webauthn
             .finish_passkey_registration(&credential, &registration)
         {
             Ok(p) => p,
             Err(e) => {
-                tracing::info!(user = user.id.as_str(), error = %e, "passkey registration refused");
+                tracing::debug!(error = %e, "passkey registration refused by webauthn-rs");
+                self.audit_refusal(user, "registration", refusal(&e));
                 return Ok(retry());
             }
         };
@@ -369,6 +436,7 @@ impl NativeFactor for Passkeys {
             backup_state,
         };
         if !self.store.insert_webauthn_credential(&user.id, &row)? {
+            self.audit_refusal(user, "registration", "registered_already");
             return Ok(NativeEnrolled::Retry(text(
                 "This passkey is registered already.",
                 "이미 등록된 패스키입니다.",
@@ -404,6 +472,9 @@ impl Passwordless for Passkeys {
         let Ok(credential) = serde_json::from_str::<PublicKeyCredential>(answer) else {
             return Ok(refused("malformed"));
         };
+        if cross_origin(credential.response.client_data_json.as_ref()) {
+            return Ok(refused("cross_origin"));
+        }
         let Ok((handle, id)) = self
             .webauthn
             .identify_discoverable_authentication(&credential)
@@ -435,12 +506,12 @@ impl Passwordless for Passkeys {
                 return Ok(refused("counter_regressed"));
             }
             Err(e) => {
-                tracing::info!(user = user.as_str(), error = %e, "passwordless passkey assertion refused");
-                return Ok(refused("assertion_refused"));
+                tracing::debug!(error = %e, "passwordless passkey assertion refused by webauthn-rs");
+                return Ok(refused(refusal(&e)));
             }
         };
         if !result.user_verified() {
-            return Ok(refused("not_user_verified"));
+            return Ok(refused("user_not_verified"));
         }
         passkey.update_credential(&result);
         let serialised = serde_json::to_string(&passkey).map_err(failed)?;
@@ -497,6 +568,28 @@ mod tests {
         let v = json!({"cred": {"counter": 7, "backup_eligible": true, "backup_state": false}});
         assert_eq!(counter_and_flags(&v), (7, true, false));
         assert_eq!(counter_and_flags(&json!({})), (0, false, false));
+    }
+
+    #[test]
+    fn client_data_from_a_cross_origin_frame_is_recognised() {
+        let cd = |j: &str| cross_origin(j.as_bytes());
+        assert!(!cd(r#"{"type":"webauthn.get","crossOrigin":false}"#));
+        assert!(!cd(r#"{"type":"webauthn.get"}"#));
+        assert!(cd(r#"{"type":"webauthn.get","crossOrigin":true}"#));
+        assert!(cd(
+            r#"{"type":"webauthn.get","crossOrigin":false,"topOrigin":"https://evil.example"}"#
+        ));
+        assert!(!cd("not json"), "left to webauthn-rs, which refuses it");
+    }
+
+    #[test]
+    fn refusals_have_short_reasons() {
+        assert_eq!(refusal(&WebauthnError::InvalidRPOrigin), "origin");
+        assert_eq!(refusal(&WebauthnError::COSEKeyInvalidType), "algorithm");
+        assert_eq!(
+            refusal(&WebauthnError::ChallengePersistenceError),
+            "invalid"
+        );
     }
 
     #[test]

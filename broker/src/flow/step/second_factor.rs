@@ -130,6 +130,15 @@ impl SignIn {
             .collect();
         let enrolling = loaded.state.mfa.enrolling;
         let Some(user) = self.factor_user(&who, browser.locale).await? else {
+            // Disabled (or gone) since the password: the factor does not run, and the refusal
+            // is on the audit trail.
+            self.audit_mfa(
+                browser,
+                &loaded.state,
+                EventKind::MfaFailed,
+                &factor,
+                Some("account_disabled"),
+            );
             return Ok(Outcome::expired());
         };
         let Some(f) = self.mfa.factor(&factor) else {
