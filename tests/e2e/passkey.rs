@@ -23,15 +23,15 @@ use concierge::storage::{MfaStore, Store, WebAuthnCredential};
 
 /// The broker's public URL, hence the WebAuthn origin and RP id (`localhost`: an IP address
 /// cannot be an RP id). The client data carries it; the test client reaches the bound address.
-const PUBLIC: &str = "http://localhost:18443";
-const BOB: &str = "bob@example.com";
-const BOB_PASSWORD: &str = "bob's long passphrase";
+pub(crate) const PUBLIC: &str = "http://localhost:18443";
+pub(crate) const BOB: &str = "bob@example.com";
+pub(crate) const BOB_PASSWORD: &str = "bob's long passphrase";
 
 fn passkey_toml() -> String {
     format!("{OPS_CLIENTS}\n[mfa]\nrequired = \"optional\"\n\n[mfa.passkey]\nenabled = true\n")
 }
 
-async fn passkey_app(b: Backend) -> Option<TestApp> {
+pub(crate) async fn passkey_app(b: Backend) -> Option<TestApp> {
     // Many sign-ins from one address in a minute of a manual clock: the rate limits (tested in
     // control.rs) are off here.
     spawn_provider_with(
@@ -50,7 +50,7 @@ async fn passkey_app(b: Backend) -> Option<TestApp> {
 }
 
 /// One request to the software authenticator: JSON in, JSON out.
-fn authenticator(request: &Value) -> Value {
+pub(crate) fn authenticator(request: &Value) -> Value {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../tests/peers/soft_authenticator.py");
     let mut child = std::process::Command::new(crate::mfa::python())
@@ -76,7 +76,7 @@ fn authenticator(request: &Value) -> Value {
 }
 
 /// The WebAuthn options the passkey page carries (the answer form's `data-options`).
-fn options(page: &Page) -> Value {
+pub(crate) fn options(page: &Page) -> Value {
     let needle = "data-options=\"";
     let start = page
         .body
@@ -133,7 +133,7 @@ async fn post(br: &mut Browser, page: &Page, credential: &str) -> Page {
         .await
 }
 
-fn user(app: &TestApp, email: &str) -> UserId {
+pub(crate) fn user(app: &TestApp, email: &str) -> UserId {
     app.store
         .user_by_email(&Email::parse(email).unwrap())
         .unwrap()
@@ -141,7 +141,7 @@ fn user(app: &TestApp, email: &str) -> UserId {
         .id
 }
 
-fn stored(app: &TestApp, email: &str) -> Vec<WebAuthnCredential> {
+pub(crate) fn stored(app: &TestApp, email: &str) -> Vec<WebAuthnCredential> {
     app.store.webauthn_credentials(&user(app, email)).unwrap()
 }
 
@@ -154,7 +154,7 @@ async fn failures(app: &TestApp) -> Vec<String> {
         .collect()
 }
 
-fn add_user(app: &TestApp, email: &str, password: &str) {
+pub(crate) fn add_user(app: &TestApp, email: &str, password: &str) {
     let mut child = app
         .cli()
         .args(["users", "add", email])
@@ -269,7 +269,7 @@ async fn signed_in(br: &mut Browser, page: &Page, credential: &str) {
 }
 
 /// The session's amr as the account page shows it.
-fn amr_of(account: &Page) -> String {
+pub(crate) fn amr_of(account: &Page) -> String {
     let needle = "data-field=\"amr\">";
     let start = account
         .body
@@ -282,7 +282,7 @@ fn amr_of(account: &Page) -> String {
 
 /// `email`, signed in with the password (no factor yet: MFA is optional), adds a passkey from
 /// the account page with the authenticator's `knobs` (honest ones). Returns the key state.
-async fn enrol(app: &TestApp, email: &str, password: &str, knobs: &Value) -> Value {
+pub(crate) async fn enrol(app: &TestApp, email: &str, password: &str, knobs: &Value) -> Value {
     let mut br = Browser::new(app);
     let first = br.login(email, password).await;
     assert_eq!(
@@ -333,10 +333,10 @@ async fn a_passkey_is_enrolled_and_signs_in_with_hwk(b: Backend) {
 }
 
 /// One hostile case: knobs for the authenticator, the reason the audit must carry.
-struct Case {
-    name: &'static str,
-    knobs: Value,
-    reason: &'static str,
+pub(crate) struct Case {
+    pub name: &'static str,
+    pub knobs: Value,
+    pub reason: &'static str,
 }
 
 fn case(name: &'static str, knobs: Value, reason: &'static str) -> Case {
@@ -375,7 +375,7 @@ async fn check_refused(
     );
 }
 
-fn sign_in_cases() -> Vec<Case> {
+pub(crate) fn sign_in_cases() -> Vec<Case> {
     vec![
         case(
             "wrong origin",
@@ -595,7 +595,7 @@ async fn check_refused_registration(
     );
 }
 
-fn sessions(app: &TestApp, email: &str) -> usize {
+pub(crate) fn sessions(app: &TestApp, email: &str) -> usize {
     app.store.sessions_of_user(&user(app, email)).unwrap().len()
 }
 

@@ -513,6 +513,18 @@ impl Passwordless for Passkeys {
         if !result.user_verified() {
             return Ok(refused("user_not_verified"));
         }
+        // The account as it is now, checked only once the key proved itself (a credential id is
+        // not a secret: its account's state is not told to whoever sends one).
+        match self.store.user_by_id(&user)? {
+            Some(account) if !account.disabled => {}
+            Some(_) => {
+                return Ok(Identified::Refused {
+                    reason: "account_disabled",
+                    message: text("This account is disabled.", "비활성화된 계정입니다."),
+                });
+            }
+            None => return Ok(refused("unknown_account")),
+        }
         passkey.update_credential(&result);
         let serialised = serde_json::to_string(&passkey).map_err(failed)?;
         match self.store.use_webauthn_credential(

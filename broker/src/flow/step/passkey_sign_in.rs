@@ -5,10 +5,7 @@
 //! multi-factor by itself (`hwk`, `user`, `phr`: the MFA policy asks nothing more). A refused
 //! answer gets a fresh challenge, is audited and counted against the address's sign-in rate.
 
-use std::sync::Arc;
-
 use crate::audit::{Event, EventKind};
-use crate::domain::UserId;
 use crate::domain::evidence::Proof;
 use crate::flow::binding::Resumed;
 use crate::flow::contract::{Browser, Next, Outcome, View};
@@ -78,57 +75,33 @@ impl SignIn {
         // The challenge answers once, whatever comes of it.
         loaded.state.passkey = None;
         let answer: String = credential.chars().take(16 * 1024).collect();
-        let store = Arc::clone(&self.store);
-        let identified = blocking(move || {
-            let identified = passwordless.identify(&challenge, &answer)?;
-            // The account behind the credential, as it is now.
-            let user = match &identified {
-                Identified::User { user, .. } => store.user_by_id(user)?,
-                Identified::Refused { .. } => None,
-            };
-            Ok((identified, user))
-        })
-        .await?;
-        let failed = |reason: &str, user: Option<&UserId>| {
-            let mut e = Event::new(EventKind::LoginFailed)
-                .ip(ip.as_str())
-                .upstream(LOCAL_UPSTREAM_ID)
-                .reason(format!("passkey:{reason}"));
-            if let Some(u) = user {
-                e = e.user(u.as_str());
-            }
-            self.provider.audit.record(e);
-        };
+        let identified = blocking(move || Ok(passwordless.identify(&challenge, &answer)?)).await?;
         let (user, amr) = match identified {
-            (Identified::Refused { reason, .. }, _) => {
-                failed(reason, None);
-                return self
-                    .refused(&id, &mut loaded, "error_passkey_refused", 401)
-                    .await;
+            Identified::User { user, amr } => (user, amr),
+            Identified::Refused { reason, .. } => {
+                self.provider.audit.record(
+                    Event::new(EventKind::LoginFailed)
+                        .ip(ip.as_str())
+                        .upstream(LOCAL_UPSTREAM_ID)
+                        .reason(format!("passkey:{reason}")),
+                );
+                let (key, status) = if reason == "account_disabled" {
+                    ("error_account_disabled", 403)
+                } else {
+                    ("error_passkey_refused", 401)
+                };
+                return self.refused(&id, &mut loaded, key, status).await;
             }
-            (Identified::User { user, .. }, None) => {
-                failed("unknown_account", Some(&user));
-                return self
-                    .refused(&id, &mut loaded, "error_passkey_refused", 401)
-                    .await;
-            }
-            (Identified::User { user, .. }, Some(account)) if account.disabled => {
-                failed("account_disabled", Some(&user));
-                return self
-                    .refused(&id, &mut loaded, "error_account_disabled", 403)
-                    .await;
-            }
-            (Identified::User { amr, .. }, Some(account)) => (account, amr),
         };
         let now = self.now();
         let who = Proven {
-            user_id: user.id.as_str().to_owned(),
+            user_id: user.as_str().to_owned(),
             upstream: LOCAL_UPSTREAM_ID.to_owned(),
             evidence: amr.iter().map(|m| Proof::local(m.clone(), now)).collect(),
             acr: None,
         };
-        loaded.state.first_factor(who, Some(user.email.as_str()));
-        // The account was read (enabled) just now.
+        loaded.state.first_factor(who, None);
+        // The account was read (enabled) just now, once the key proved itself.
         loaded.state.user_checked = true;
         self.drive(browser, &id, &mut loaded).await
     }

@@ -1,0 +1,282 @@
+//! Passkeys without a password (issue #19) over HTTP with the independent software authenticator
+//! (tests/peers/soft_authenticator.py): the sign-in page's challenge answered by a discoverable
+//! credential signs in with `hwk user phr mfa` and no `pwd`; then the hostile corpus of the
+//! second-factor ceremony (passkey.rs) against this entry point, plus what only it has (the user
+//! handle names the account; no password was checked before): each refused with the sign-in page
+//! (never a 500, nothing internal), audited (`login_failed`, `passkey:<reason>`), nothing stored
+//! changed, no session; then the refused page's fresh challenge, answered honestly, signs in.
+
+use serde_json::{Value, json};
+
+use crate::control::audit_events;
+use crate::helpers::{Browser, Page, TestApp};
+use crate::passkey::{
+    BOB, BOB_PASSWORD, PUBLIC, add_user, amr_of, authenticator, enrol, options, passkey_app,
+    sessions, sign_in_cases, stored, user,
+};
+use crate::per_backend_async;
+use crate::support::Backend;
+use concierge::startup::{DEMO_EMAIL, DEMO_PASSWORD};
+use concierge::storage::Store;
+
+/// The sign-in page of a new journey, with its passkey challenge.
+async fn login_page(br: &mut Browser) -> Page {
+    let page = br.get("/login").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        page.body.contains("id=\"passkey-login-form\"")
+            && page.body.contains("autocomplete=\"username webauthn\""),
+        "the sign-in page offers passkeys: {}",
+        page.body
+    );
+    page
+}
+
+/// An assertion for the sign-in page's challenge with `key`: (credential JSON, key after).
+fn assert_with(page: &Page, key: &Value, extra: &Value) -> (Value, Value) {
+    let mut req = json!({ "op": "get", "origin": PUBLIC, "options": options(page), "key": key });
+    for (k, v) in extra.as_object().unwrap() {
+        req[k] = v.clone();
+    }
+    let out = authenticator(&req);
+    assert_eq!(
+        options(page)["publicKey"]["allowCredentials"],
+        json!([]),
+        "a discoverable request names no credential"
+    );
+    (out["credential"].clone(), out["key"].clone())
+}
+
+async fn post(br: &mut Browser, page: &Page, credential: &Value) -> Page {
+    br.submit(
+        page,
+        "/login/passkey",
+        &[("credential", &credential.to_string())],
+    )
+    .await
+}
+
+/// The reasons of the `login_failed` events so far, oldest first.
+async fn failures(app: &TestApp) -> Vec<String> {
+    audit_events(app, "login_failed")
+        .await
+        .iter()
+        .map(|e| e["reason"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// An accepted answer: the account, signed in by the passkey alone.
+async fn signed_in(br: &mut Browser, page: &Page, credential: &Value) {
+    let done = post(br, page, credential).await;
+    assert_eq!(done.status, 303, "passkey accepted: {}", done.body);
+    let (trail, account) = br.follow(done).await;
+    assert_eq!(account.status, 200, "{trail:?}: {}", account.body);
+    assert!(br.session_cookie().is_some(), "signed in");
+    let amr = amr_of(&account);
+    let has = |m: &str| amr.split([' ', ',']).any(|a| a == m);
+    for m in ["hwk", "user", "phr", "mfa"] {
+        assert!(has(m), "amr {amr} has {m}");
+    }
+    assert!(!has("pwd"), "no password in {amr}");
+}
+
+/// A refusal: the sign-in page with its message and a fresh challenge, audited with `reason`,
+/// nothing stored changed, no session.
+async fn check_refused(
+    app: &TestApp,
+    br: &Browser,
+    page: &Page,
+    case: &str,
+    reason: &str,
+    status: u16,
+    audited_before: usize,
+    stored_before: &[concierge::storage::WebAuthnCredential],
+    sessions_before: usize,
+) {
+    assert_eq!(page.status, status, "{case}: {}", page.body);
+    assert!(
+        page.body.contains("id=\"login-error\"") && page.body.contains("id=\"passkey-login-form\""),
+        "{case}: the sign-in page says why and offers a new challenge: {}",
+        page.body
+    );
+    // (`webauthn` itself is in the page: the email field's `autocomplete="username webauthn"`.)
+    for leak in [
+        "panicked",
+        "diesel",
+        "src/",
+        "actix",
+        "Error {",
+        "serde",
+        "webauthn_rs",
+        "Webauthn",
+    ] {
+        assert!(!page.body.contains(leak), "{case}: leaks `{leak}`");
+    }
+    assert!(br.session_cookie().is_none(), "{case}: not signed in");
+    let reasons = failures(app).await;
+    let want = format!("passkey:{reason}");
+    assert!(
+        reasons[audited_before..].contains(&want),
+        "{case}: audited with {want}: {:?}",
+        &reasons[audited_before..]
+    );
+    assert_eq!(
+        stored(app, DEMO_EMAIL),
+        stored_before,
+        "{case}: nothing stored changed"
+    );
+    assert_eq!(
+        sessions(app, DEMO_EMAIL),
+        sessions_before,
+        "{case}: no session"
+    );
+}
+
+async fn a_passkey_signs_in_without_a_password(b: Backend) {
+    let Some(app) = passkey_app(b).await else {
+        return;
+    };
+    let key = enrol(&app, DEMO_EMAIL, DEMO_PASSWORD, &json!({})).await;
+    let mut br = Browser::new(&app);
+    let page = login_page(&mut br).await;
+    let (credential, key) = assert_with(&page, &key, &json!({}));
+    signed_in(&mut br, &page, &credential).await;
+    let rows = stored(&app, DEMO_EMAIL);
+    assert_eq!(rows[0].sign_count, key["counter"].as_i64().unwrap());
+    assert!(rows[0].last_used_at.is_some(), "its use recorded");
+
+    // The accepted answer again, to a new sign-in page: its challenge is not this one.
+    let mut other = Browser::new(&app);
+    let page = login_page(&mut other).await;
+    let (audited, before, live) = (
+        failures(&app).await.len(),
+        stored(&app, DEMO_EMAIL),
+        sessions(&app, DEMO_EMAIL),
+    );
+    let replayed = post(&mut other, &page, &credential).await;
+    check_refused(
+        &app,
+        &other,
+        &replayed,
+        "a replayed assertion",
+        "challenge",
+        401,
+        audited,
+        &before,
+        live,
+    )
+    .await;
+    // And the refused page's own challenge, answered once, cannot be answered twice.
+    let (fresh, _) = assert_with(&replayed, &key, &json!({}));
+    signed_in(&mut other, &replayed, &fresh).await;
+    let again = post(&mut other, &replayed, &fresh).await;
+    assert_ne!(again.status, 500, "{}", again.body);
+    assert_eq!(
+        sessions(&app, DEMO_EMAIL),
+        live + 1,
+        "one session for one answer"
+    );
+}
+
+async fn hostile_passwordless_answers_are_refused_audited_and_change_nothing(b: Backend) {
+    let Some(app) = passkey_app(b).await else {
+        return;
+    };
+    let mut key = enrol(&app, DEMO_EMAIL, DEMO_PASSWORD, &json!({})).await;
+    let user_handle = |h: &str| -> Box<dyn Fn(&mut Value)> {
+        let h = h.to_owned();
+        Box::new(move |c: &mut Value| c["response"]["userHandle"] = json!(h))
+    };
+    // The second factor's corpus, and what only a passwordless answer has: the user handle.
+    let mut cases: Vec<(String, Value, String, Box<dyn Fn(&mut Value)>)> = sign_in_cases()
+        .into_iter()
+        .map(|c| {
+            let edit: Box<dyn Fn(&mut Value)> = Box::new(|_| {});
+            (c.name.to_owned(), c.knobs, c.reason.to_owned(), edit)
+        })
+        .collect();
+    cases.push((
+        "the user handle of another account".into(),
+        json!({}),
+        "user_handle_mismatch".into(),
+        user_handle("AAECAwQFBgcICQoLDA0ODw"),
+    ));
+    cases.push((
+        "no user handle".into(),
+        json!({}),
+        "no_user_handle".into(),
+        Box::new(|c: &mut Value| c["response"]["userHandle"] = Value::Null),
+    ));
+    cases.push((
+        "not a credential".into(),
+        json!({}),
+        "malformed".into(),
+        Box::new(|c: &mut Value| *c = json!({"id": "AAAA", "type": "public-key"})),
+    ));
+    for (name, knobs, reason, edit) in cases {
+        let mut br = Browser::new(&app);
+        let page = login_page(&mut br).await;
+        let (audited, before, live) = (
+            failures(&app).await.len(),
+            stored(&app, DEMO_EMAIL),
+            sessions(&app, DEMO_EMAIL),
+        );
+        let (mut hostile, _) = assert_with(&page, &key, &knobs);
+        edit(&mut hostile);
+        let refused = post(&mut br, &page, &hostile).await;
+        check_refused(
+            &app, &br, &refused, &name, &reason, 401, audited, &before, live,
+        )
+        .await;
+        // The fresh challenge of the refused page, answered without the tampering: accepted.
+        let (honest, next) = assert_with(&refused, &key, &json!({}));
+        signed_in(&mut br, &refused, &honest).await;
+        key = next;
+    }
+
+    // Another user's passkey signs in that user, never the demo user (the handle names it).
+    add_user(&app, BOB, BOB_PASSWORD);
+    let bob_key = enrol(&app, BOB, BOB_PASSWORD, &json!({})).await;
+    let mut br = Browser::new(&app);
+    let page = login_page(&mut br).await;
+    let (credential, _) = assert_with(&page, &bob_key, &json!({}));
+    let done = post(&mut br, &page, &credential).await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    let (_, account) = br.follow(done).await;
+    assert!(account.body.contains(BOB), "signed in as bob");
+    assert!(!account.body.contains(DEMO_EMAIL), "not as the demo user");
+
+    // A disabled account: refused once the key proved itself, audited, nothing recorded.
+    let id = user(&app, DEMO_EMAIL);
+    assert!(
+        app.store
+            .set_disabled(&id, true, crate::helpers::START)
+            .unwrap()
+    );
+    let mut br = Browser::new(&app);
+    let page = login_page(&mut br).await;
+    let (audited, before, live) = (
+        failures(&app).await.len(),
+        stored(&app, DEMO_EMAIL),
+        sessions(&app, DEMO_EMAIL),
+    );
+    let (valid, _) = assert_with(&page, &key, &json!({}));
+    let refused = post(&mut br, &page, &valid).await;
+    check_refused(
+        &app,
+        &br,
+        &refused,
+        "a disabled account",
+        "account_disabled",
+        403,
+        audited,
+        &before,
+        live,
+    )
+    .await;
+}
+
+per_backend_async!(
+    a_passkey_signs_in_without_a_password,
+    hostile_passwordless_answers_are_refused_audited_and_change_nothing,
+);
