@@ -82,17 +82,32 @@ async fn signed_in(br: &mut Browser, page: &Page, credential: &Value) {
 
 /// A refusal: the sign-in page with its message and a fresh challenge, audited with `reason`,
 /// nothing stored changed, no session.
+/// What a refusal must leave as it was.
+struct Before {
+    audited: usize,
+    stored: Vec<concierge::storage::WebAuthnCredential>,
+    sessions: usize,
+}
+
+async fn before(app: &TestApp) -> Before {
+    Before {
+        audited: failures(app).await.len(),
+        stored: stored(app, DEMO_EMAIL),
+        sessions: sessions(app, DEMO_EMAIL),
+    }
+}
+
+/// A hostile case: its name, the authenticator's knobs, an edit of the answer, the reason.
+type Case = (String, Value, Box<dyn Fn(&mut Value)>, String);
+
 async fn check_refused(
     app: &TestApp,
     br: &Browser,
     page: &Page,
-    case: &str,
-    reason: &str,
-    status: u16,
-    audited_before: usize,
-    stored_before: &[concierge::storage::WebAuthnCredential],
-    sessions_before: usize,
+    (case, reason, status): (&str, &str, u16),
+    was: &Before,
 ) {
+    let (audited_before, stored_before, sessions_before) = (was.audited, &was.stored, was.sessions);
     assert_eq!(page.status, status, "{case}: {}", page.body);
     assert!(
         page.body.contains("id=\"login-error\"") && page.body.contains("id=\"passkey-login-form\""),
@@ -121,7 +136,7 @@ async fn check_refused(
         &reasons[audited_before..]
     );
     assert_eq!(
-        stored(app, DEMO_EMAIL),
+        &stored(app, DEMO_EMAIL),
         stored_before,
         "{case}: nothing stored changed"
     );
@@ -148,22 +163,15 @@ async fn a_passkey_signs_in_without_a_password(b: Backend) {
     // The accepted answer again, to a new sign-in page: its challenge is not this one.
     let mut other = Browser::new(&app);
     let page = login_page(&mut other).await;
-    let (audited, before, live) = (
-        failures(&app).await.len(),
-        stored(&app, DEMO_EMAIL),
-        sessions(&app, DEMO_EMAIL),
-    );
+    let was = before(&app).await;
+    let live = was.sessions;
     let replayed = post(&mut other, &page, &credential).await;
     check_refused(
         &app,
         &other,
         &replayed,
-        "a replayed assertion",
-        "challenge",
-        401,
-        audited,
-        &before,
-        live,
+        ("a replayed assertion", "challenge", 401),
+        &was,
     )
     .await;
     // And the refused page's own challenge, answered once, cannot be answered twice.
@@ -188,46 +196,39 @@ async fn hostile_passwordless_answers_are_refused_audited_and_change_nothing(b: 
         Box::new(move |c: &mut Value| c["response"]["userHandle"] = json!(h))
     };
     // The second factor's corpus, and what only a passwordless answer has: the user handle.
-    let mut cases: Vec<(String, Value, String, Box<dyn Fn(&mut Value)>)> = sign_in_cases()
+    let mut cases: Vec<Case> = sign_in_cases()
         .into_iter()
         .map(|c| {
             let edit: Box<dyn Fn(&mut Value)> = Box::new(|_| {});
-            (c.name.to_owned(), c.knobs, c.reason.to_owned(), edit)
+            (c.name.to_owned(), c.knobs, edit, c.reason.to_owned())
         })
         .collect();
     cases.push((
         "the user handle of another account".into(),
         json!({}),
-        "user_handle_mismatch".into(),
         user_handle("AAECAwQFBgcICQoLDA0ODw"),
+        "user_handle_mismatch".into(),
     ));
     cases.push((
         "no user handle".into(),
         json!({}),
-        "no_user_handle".into(),
         Box::new(|c: &mut Value| c["response"]["userHandle"] = Value::Null),
+        "no_user_handle".into(),
     ));
     cases.push((
         "not a credential".into(),
         json!({}),
-        "malformed".into(),
         Box::new(|c: &mut Value| *c = json!({"id": "AAAA", "type": "public-key"})),
+        "malformed".into(),
     ));
-    for (name, knobs, reason, edit) in cases {
+    for (name, knobs, edit, reason) in cases {
         let mut br = Browser::new(&app);
         let page = login_page(&mut br).await;
-        let (audited, before, live) = (
-            failures(&app).await.len(),
-            stored(&app, DEMO_EMAIL),
-            sessions(&app, DEMO_EMAIL),
-        );
+        let was = before(&app).await;
         let (mut hostile, _) = assert_with(&page, &key, &knobs);
         edit(&mut hostile);
         let refused = post(&mut br, &page, &hostile).await;
-        check_refused(
-            &app, &br, &refused, &name, &reason, 401, audited, &before, live,
-        )
-        .await;
+        check_refused(&app, &br, &refused, (&name, &reason, 401), &was).await;
         // The fresh challenge of the refused page, answered without the tampering: accepted.
         let (honest, next) = assert_with(&refused, &key, &json!({}));
         signed_in(&mut br, &refused, &honest).await;
@@ -255,23 +256,15 @@ async fn hostile_passwordless_answers_are_refused_audited_and_change_nothing(b: 
     );
     let mut br = Browser::new(&app);
     let page = login_page(&mut br).await;
-    let (audited, before, live) = (
-        failures(&app).await.len(),
-        stored(&app, DEMO_EMAIL),
-        sessions(&app, DEMO_EMAIL),
-    );
+    let was = before(&app).await;
     let (valid, _) = assert_with(&page, &key, &json!({}));
     let refused = post(&mut br, &page, &valid).await;
     check_refused(
         &app,
         &br,
         &refused,
-        "a disabled account",
-        "account_disabled",
-        403,
-        audited,
-        &before,
-        live,
+        ("a disabled account", "account_disabled", 403),
+        &was,
     )
     .await;
 }
