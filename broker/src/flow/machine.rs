@@ -457,6 +457,7 @@ pub(crate) mod tests {
     fn accept_refuses_every_event_outside_its_stage() {
         let events = [
             Event::Password,
+            Event::Passkey,
             Event::UpstreamStart("corp"),
             Event::UpstreamAnswer("corp"),
             Event::UpstreamAnswer("other"),
@@ -507,11 +508,19 @@ pub(crate) mod tests {
         let mut managing = choosing.clone();
         managing.manage = true;
         let allowed: &[(&Journey, &[Event])] = &[
-            (&fresh, &[Event::Password, Event::UpstreamStart("corp")]),
+            (
+                &fresh,
+                &[
+                    Event::Password,
+                    Event::Passkey,
+                    Event::UpstreamStart("corp"),
+                ],
+            ),
             (
                 &at_upstream,
                 &[
                     Event::Password,
+                    Event::Passkey,
                     Event::UpstreamStart("corp"),
                     Event::UpstreamAnswer("corp"),
                 ],
@@ -554,6 +563,29 @@ pub(crate) mod tests {
         let mut unsolicited = fresh.clone();
         unsolicited.unsolicited = true;
         assert!(!accept(&unsolicited, Event::Password));
+        // Nor a passkey: it would prove an account for a sign-in the user did not start.
+        assert!(!accept(&unsolicited, Event::Passkey));
+    }
+
+    #[test]
+    fn a_factor_below_the_asked_level_is_kept_and_the_step_goes_on() {
+        let mut j = Journey::new(app(Some(crate::domain::auth::ACR_LOA3)));
+        j.first_factor(pwd("u"), None);
+        j.mfa.level = 3;
+        second_factor_proven(&mut j, &["otp".into(), "mfa".into()], 20);
+        assert!(!j.mfa.satisfied, "a one-time code does not reach level 3");
+        assert_eq!(j.who.as_ref().map(Proven::level), Some(2), "but it is kept");
+        assert_eq!(next(&j, |_| None), Want::SecondFactor);
+        j.mfa.level = 3;
+        second_factor_proven(&mut j, &["hwk".into(), "phr".into(), "mfa".into()], 30);
+        assert!(j.mfa.satisfied);
+        assert_eq!(j.who.as_ref().map(Proven::level), Some(3));
+        // Nothing asked (met, or optional with nothing to ask): settled whatever the level.
+        let mut k = Journey::new(app(None));
+        k.first_factor(pwd("u"), None);
+        second_factor_settled(&mut k);
+        assert!(k.mfa.satisfied);
+        assert_eq!(next(&k, |_| None), Want::Session);
     }
 
     #[test]
