@@ -35,6 +35,8 @@ import {
 } from './helpers.mjs';
 
 const EN = JSON.parse(readFileSync(join(REPO_ROOT, 'templates', 'locales', 'en.json'), 'utf8'));
+const KO = JSON.parse(readFileSync(join(REPO_ROOT, 'templates', 'locales', 'ko.json'), 'utf8'));
+const MOBILE = { viewport: { width: 360, height: 740 }, isMobile: true, hasTouch: true, deviceScaleFactor: 2 };
 const LOA2 = 'urn:concierge:loa:2';
 const LOA3 = 'urn:concierge:loa:3';
 const OPS_SECRET = randomBytes(24).toString('base64url');
@@ -206,6 +208,33 @@ describe(`passkeys without a password, and the phishing-resistant level, in Chro
     }
     assert.ok(!claims.amr.includes('pwd'), `no password: ${JSON.stringify(claims.amr)}`);
     assert.ok(await sessionCookie(context), 'a session');
+    assert.deepEqual(problems, [], 'no CSP violation or script error');
+  });
+
+  test('on a 360 px phone in Korean the sign-in page offers the passkey in Korean, fits the screen, and signs in with it', async ({ t, start }) => {
+    const provider = await start();
+    const base = provider.url;
+    const context = await browser.newContext({ ...MOBILE, locale: 'ko-KR' });
+    t.after(() => context.close());
+    const { page, problems } = await pageWithAuthenticator(context, { autofill: false });
+    await page.goto(`${base}/login`);
+    await passwordStep(page, provider);
+    await page.waitForURL(`${base}/account`, { timeout: 10_000 });
+    await addPasskey(page, base);
+    await submit(page, '#logout-submit');
+    await page.goto(`${base}/login`);
+    const button = page.locator('#passkey-login');
+    await button.waitFor({ state: 'visible' });
+    assert.equal(await button.innerText(), KO.passkey_sign_in);
+    const box = await button.boundingBox();
+    assert.ok(box && box.x >= 0 && box.x + box.width <= 360, `the button fits: ${JSON.stringify(box)}`);
+    const scrollWidth = await page.evaluate(() => document.documentElement.scrollWidth);
+    assert.ok(scrollWidth <= 360, `no sideways scroll (scrollWidth ${scrollWidth})`);
+    await submit(page, '#passkey-login');
+    await page.waitForURL(`${base}/account`, { timeout: 10_000 });
+    const amr = await page.locator('#session-info [data-field="amr"]').innerText();
+    assert.match(amr, /\bphr\b/, `the session amr: ${amr}`);
+    assert.doesNotMatch(amr, /\bpwd\b/, `no password: ${amr}`);
     assert.deepEqual(problems, [], 'no CSP violation or script error');
   });
 
