@@ -11,7 +11,7 @@ use url::Url;
 use super::{Answer, AnswerEnv, AnswerError, Refusal, Resolved};
 use crate::audit::{Event, EventKind};
 use crate::config::saml_apps::{SamlApp, SamlAppNameId, SamlSign};
-use crate::domain::auth::{ACR_LOA1, ACR_LOA2, AMR_PWD, session_level};
+use crate::domain::auth::{ACR_LOA1, ACR_LOA2, ACR_LOA3, AMR_PWD, session_level};
 use crate::domain::relying_party::RelyingParty;
 use crate::flow::contract::{AppAnswer, Next, Outcome};
 use crate::saml_idp::{NAMEID_EMAIL, NAMEID_PERSISTENT, SamlIdp};
@@ -58,6 +58,7 @@ pub fn acr_values_of(class_refs: &[String]) -> Option<String> {
     let mut out: Vec<&str> = Vec::new();
     for c in class_refs {
         let acr = match c.as_str() {
+            ACR_LOA3 => ACR_LOA3,
             CLASS_MFA | ACR_LOA2 => ACR_LOA2,
             CLASS_PASSWORD | ACR_LOA1 => ACR_LOA1,
             _ => continue,
@@ -338,6 +339,7 @@ mod tests {
     fn requested_classes_map_to_levels() {
         let v = |c: &[&str]| acr_values_of(&c.iter().map(|s| s.to_string()).collect::<Vec<_>>());
         assert_eq!(v(&[CLASS_MFA]).as_deref(), Some(ACR_LOA2));
+        assert_eq!(v(&[ACR_LOA3]).as_deref(), Some(ACR_LOA3));
         assert_eq!(
             v(&[CLASS_PASSWORD, "urn:x", CLASS_MFA]).as_deref(),
             Some("urn:concierge:loa:1 urn:concierge:loa:2")
