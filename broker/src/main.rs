@@ -195,6 +195,10 @@ enum UsersCommand {
     Disable { email: String },
     /// Re-enable a disabled account.
     Enable { email: String },
+    /// List a user's passkeys (id, name, added, last used).
+    Passkeys { email: String },
+    /// Remove one of a user's passkeys, by the id `passkeys` lists (audited).
+    RemovePasskey { email: String, id: String },
 }
 
 fn load(config: Option<&Path>) -> Result<Settings, ConfigError> {
@@ -308,6 +312,35 @@ fn users(config: Option<PathBuf>, command: UsersCommand) -> anyhow::Result<()> {
             let email = parse_email(&email)?;
             admin::set_disabled(store.as_ref(), &revoke, now, &email, false)?;
             println!("enabled {email}");
+        }
+        UsersCommand::Passkeys { email } => {
+            let user = user_by_email(store.as_ref(), &email)?;
+            let when = |t: i64| {
+                let secs = u64::try_from(t).unwrap_or(0);
+                humantime::format_rfc3339_seconds(
+                    std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs),
+                )
+                .to_string()
+            };
+            for p in admin_flow::passkeys(store.as_ref(), &user.id)? {
+                println!(
+                    "{}\t{}\tadded {}\tlast used {}\t{}",
+                    p.id,
+                    p.name,
+                    when(p.created_at),
+                    p.last_used_at.map_or_else(|| "never".to_owned(), when),
+                    if p.backup_eligible {
+                        "synced"
+                    } else {
+                        "device-bound"
+                    },
+                );
+            }
+        }
+        UsersCommand::RemovePasskey { email, id } => {
+            let user = user_by_email(store.as_ref(), &email)?;
+            let left = admin_flow::remove_passkey(store.as_ref(), &provider, &user.id, &id, "cli")?;
+            println!("removed the passkey of {}; {left} left", user.email);
         }
     }
     provider.audit.flush()?;

@@ -53,8 +53,27 @@ fn credentials_are_registered_once_and_used_forward_only(b: Backend) {
             Some(u1.clone())
         );
         assert_eq!(s.webauthn_credential_owner(&[9; 16]).unwrap(), None);
+        // Renaming and removing one touch only the owner's credential.
+        assert!(
+            s.rename_webauthn_credential(&u1, &[1; 16], "Laptop")
+                .unwrap()
+        );
+        assert!(!s.rename_webauthn_credential(&u2, &[1; 16], "Mine").unwrap());
+        assert_eq!(s.delete_webauthn_credential(&u2, &[1; 16]).unwrap(), None);
+        assert!(
+            s.insert_webauthn_credential(&u1, &credential(3, 30, 0))
+                .unwrap()
+        );
+        assert_eq!(
+            s.delete_webauthn_credential(&u1, &[3; 16]).unwrap(),
+            Some(2)
+        );
+        assert_eq!(s.delete_webauthn_credential(&u1, &[3; 16]).unwrap(), None);
+        assert_eq!(s.webauthn_credential_owner(&[3; 16]).unwrap(), None);
         let listed = s.webauthn_credentials(&u1).unwrap();
-        assert_eq!(listed, vec![credential(1, 10, 0), credential(2, 20, 5)]);
+        let mut renamed = credential(1, 10, 0);
+        renamed.name = "Laptop".into();
+        assert_eq!(listed, vec![renamed, credential(2, 20, 5)]);
         assert!(s.webauthn_credentials(&u2).unwrap().is_empty());
 
         // Forward: recorded, with the new serialised credential and flags.

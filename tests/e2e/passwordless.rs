@@ -8,8 +8,9 @@
 
 use serde_json::{Value, json};
 
-use crate::control::audit_events;
+use crate::control::{admin_token, api, audit_events};
 use crate::helpers::{Browser, Page, TestApp};
+use crate::oidc::Http;
 use crate::passkey::{
     BOB, BOB_PASSWORD, PUBLIC, add_user, amr_of, authenticator, enrol, options, passkey_app,
     sessions, sign_in_cases, stored, user,
@@ -269,7 +270,97 @@ async fn hostile_passwordless_answers_are_refused_audited_and_change_nothing(b: 
     .await;
 }
 
+/// The admin API and the CLI list a user's passkeys and remove one; a removed passkey signs in
+/// no more, the removal is audited with who did it, and the last one takes the factor with it.
+async fn admins_list_and_remove_a_users_passkeys(b: Backend) {
+    let Some(app) = passkey_app(b).await else {
+        return;
+    };
+    let key = enrol(&app, DEMO_EMAIL, DEMO_PASSWORD, &json!({})).await;
+    let uid = user(&app, DEMO_EMAIL);
+    let http = Http::new(&app);
+    let admin = admin_token(&http, "concierge:admin").await;
+    let path = format!("/admin/v1/users/{}/passkeys", uid.as_str());
+    let (s, _, listed) = api(&app, "GET", &path, Some(&admin)).await;
+    assert_eq!(s, 200, "{listed}");
+    let passkeys = listed["passkeys"].as_array().unwrap();
+    assert_eq!(passkeys.len(), 1, "{listed}");
+    let id = passkeys[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(passkeys[0]["name"], "Passkey 1");
+    assert!(passkeys[0]["last_used_at"].is_null());
+    // The CLI lists the same one.
+    let out = app
+        .cli()
+        .args(["users", "passkeys", DEMO_EMAIL])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with(&format!("{id}\tPasskey 1\t")), "{text}");
+    // Unknown user, unknown passkey, no token: refused; nothing removed.
+    let (s, _, _) = api(&app, "GET", "/admin/v1/users/nobody/passkeys", Some(&admin)).await;
+    assert_eq!(s, 404);
+    let (s, _, v) = api(&app, "DELETE", &format!("{path}/AAAA"), Some(&admin)).await;
+    assert_eq!((s, v["error"].as_str()), (404, Some("not_found")), "{v}");
+    let (s, _, _) = api(&app, "DELETE", &format!("{path}/{id}"), None).await;
+    assert_eq!(s, 401);
+    assert_eq!(stored(&app, DEMO_EMAIL).len(), 1, "nothing removed yet");
+    // Removed through the API: the key signs in no more.
+    let (s, _, v) = api(&app, "DELETE", &format!("{path}/{id}"), Some(&admin)).await;
+    assert_eq!((s, v["left"].as_u64()), (200, Some(0)), "{v}");
+    assert!(stored(&app, DEMO_EMAIL).is_empty());
+    let removed = audit_events(&app, "mfa_removed").await;
+    assert!(
+        removed.iter().any(|e| e["user_id"] == uid.as_str()
+            && e["reason"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("passkey by admin:api:ops")),
+        "{removed:?}"
+    );
+    let mut br = Browser::new(&app);
+    let page = login_page(&mut br).await;
+    let (credential, _) = assert_with(&page, &key, &json!({}));
+    let refused = post(&mut br, &page, &credential).await;
+    assert_eq!(refused.status, 401, "{}", refused.body);
+    assert!(br.session_cookie().is_none());
+    // The factor went with the last passkey: the account page offers to add one again.
+    let mut br = Browser::new(&app);
+    assert_eq!(
+        br.login(DEMO_EMAIL, DEMO_PASSWORD).await.status,
+        303,
+        "no factor left to ask"
+    );
+    // Removed through the CLI.
+    enrol(&app, DEMO_EMAIL, DEMO_PASSWORD, &json!({})).await;
+    let (_, _, listed) = api(&app, "GET", &path, Some(&admin)).await;
+    let id = listed["passkeys"][0]["id"].as_str().unwrap().to_owned();
+    let out = app
+        .cli()
+        .args(["users", "remove-passkey", DEMO_EMAIL, &id])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stored(&app, DEMO_EMAIL).is_empty());
+    let out = app
+        .cli()
+        .args(["users", "remove-passkey", DEMO_EMAIL, &id])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a second removal fails");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no such passkey"));
+}
+
 per_backend_async!(
+    admins_list_and_remove_a_users_passkeys,
     a_passkey_signs_in_without_a_password,
     hostile_passwordless_answers_are_refused_audited_and_change_nothing,
 );

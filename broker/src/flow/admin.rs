@@ -1,9 +1,12 @@
-//! Owns the admin actions on sessions, shared by the CLI and the admin REST API: which
-//! sessions a query selects, and ending them (one, a user's with revoke-all, a client's, all),
-//! each action written to the audit trail with who did it.
+//! Owns the admin actions on sessions and passkeys, shared by the CLI and the admin REST API:
+//! which sessions a query selects, and ending them (one, a user's with revoke-all, a client's,
+//! all); a user's passkeys listed and removed one by one (`mfa::passkey_list`); each action
+//! written to the audit trail with who did it.
 
 use crate::audit::{Event, EventKind};
 use crate::domain::UserId;
+use crate::mfa::MfaError;
+use crate::mfa::passkey_list::{self, PasskeyInfo, Removed};
 use crate::provider::{OAuthError, Provider};
 use crate::storage::{SessionRecord, StorageError, Store};
 
@@ -13,6 +16,10 @@ pub enum AdminError {
     UnknownSession,
     #[error("no such user")]
     UnknownUser,
+    #[error("no such passkey")]
+    UnknownPasskey,
+    #[error(transparent)]
+    Mfa(#[from] MfaError),
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error(transparent)]
@@ -111,4 +118,31 @@ pub fn revoke(
         .audit
         .record(event.reason(format!("{what} by {actor}")));
     Ok(ended)
+}
+
+/// The passkeys of a user, oldest first. Blocking.
+pub fn passkeys(store: &dyn Store, user: &UserId) -> Result<Vec<PasskeyInfo>, AdminError> {
+    if store.user_by_id(user)?.is_none() {
+        return Err(AdminError::UnknownUser);
+    }
+    Ok(passkey_list::list(store, user)?)
+}
+
+/// Removes one passkey of a user (`id`: base64url, as listed); `actor` names who asked. Their
+/// sessions stay (a removed key signs in no more; `sessions revoke --user` ends the rest).
+/// Returns how many passkeys are left. Blocking.
+pub fn remove_passkey(
+    store: &dyn Store,
+    provider: &Provider,
+    user: &UserId,
+    id: &str,
+    actor: &str,
+) -> Result<usize, AdminError> {
+    if store.user_by_id(user)?.is_none() {
+        return Err(AdminError::UnknownUser);
+    }
+    match passkey_list::remove(store, &provider.audit, user, id, &format!("admin:{actor}"))? {
+        Removed::Left(n) => Ok(n),
+        Removed::NotFound => Err(AdminError::UnknownPasskey),
+    }
 }

@@ -103,6 +103,20 @@ pub trait MfaStore: Send + Sync {
         &self,
         credential_id: &[u8],
     ) -> Result<Option<UserId>, StorageError>;
+    /// Renames one of the user's credentials; whether it was theirs.
+    fn rename_webauthn_credential(
+        &self,
+        user: &UserId,
+        credential_id: &[u8],
+        name: &str,
+    ) -> Result<bool, StorageError>;
+    /// Removes one of the user's credentials; how many of theirs are left (`None`: it was not
+    /// theirs, nothing removed).
+    fn delete_webauthn_credential(
+        &self,
+        user: &UserId,
+        credential_id: &[u8],
+    ) -> Result<Option<usize>, StorageError>;
     /// Removes every WebAuthn credential of the user; how many there were.
     fn delete_webauthn_credentials(&self, user: &UserId) -> Result<usize, StorageError>;
 

@@ -29,6 +29,13 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     )
     .service(web::resource("/admin/v1/sessions/{sid}").route(web::delete().to(revoke_one)))
     .service(web::resource("/admin/v1/users/{user_id}/revoke").route(web::post().to(revoke_user)))
+    .service(
+        web::resource("/admin/v1/users/{user_id}/passkeys").route(web::get().to(list_passkeys)),
+    )
+    .service(
+        web::resource("/admin/v1/users/{user_id}/passkeys/{credential_id}")
+            .route(web::delete().to(remove_passkey)),
+    )
     .service(web::resource("/admin/v1/audit").route(web::get().to(audit)))
     .service(web::resource("/admin/v1/openapi.json").route(web::get().to(openapi)));
 }
@@ -96,7 +103,10 @@ fn admin_error(e: AdminError) -> WebError {
     match e {
         AdminError::UnknownSession => not_found("no such session"),
         AdminError::UnknownUser => not_found("no such user"),
+        AdminError::UnknownPasskey => not_found("no such passkey"),
         AdminError::Storage(s) => s.into(),
+        AdminError::Mfa(crate::mfa::MfaError::Storage(s)) => s.into(),
+        AdminError::Mfa(m) => WebError::internal(m),
         AdminError::Provider(p) => WebError::internal(p),
     }
 }
@@ -279,6 +289,48 @@ async fn revoke_user(
     let actor = authorize(&state, &req).await?;
     let user = UserId::from_stored(user_id.into_inner());
     run_revoke(&state, actor, move |_| Ok(Target::User(user))).await
+}
+
+/// `GET /admin/v1/users/{user_id}/passkeys`: the user's passkeys, oldest first.
+async fn list_passkeys(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    user_id: web::Path<String>,
+) -> Result<HttpResponse, WebError> {
+    authorize(&state, &req).await?;
+    let (store, user) = (
+        Arc::clone(&state.store),
+        UserId::from_stored(user_id.into_inner()),
+    );
+    let passkeys =
+        web::block(move || admin::passkeys(store.as_ref(), &user).map_err(admin_error)).await??;
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({ "passkeys": passkeys }),
+    ))
+}
+
+/// `DELETE /admin/v1/users/{user_id}/passkeys/{credential_id}`: removes one (audited).
+async fn remove_passkey(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, WebError> {
+    let actor = authorize(&state, &req).await?;
+    let (user, id) = path.into_inner();
+    let (store, provider) = (Arc::clone(&state.store), Arc::clone(&state.provider));
+    let left = web::block(move || {
+        admin::remove_passkey(
+            store.as_ref(),
+            &provider,
+            &UserId::from_stored(user),
+            &id,
+            &format!("api:{actor}"),
+        )
+        .map_err(admin_error)
+    })
+    .await??;
+    Ok(json(StatusCode::OK, &serde_json::json!({ "left": left })))
 }
 
 #[derive(Debug, Deserialize)]

@@ -254,6 +254,51 @@ impl MfaStore for DieselStore {
         Ok(owner.map(UserId::from_stored))
     }
 
+    fn rename_webauthn_credential(
+        &self,
+        user: &UserId,
+        credential_id: &[u8],
+        name: &str,
+    ) -> Result<bool, StorageError> {
+        let n = with_conn!(write self, |c| {
+            diesel::update(
+                webauthn_credentials::table
+                    .filter(webauthn_credentials::credential_id.eq(credential_id))
+                    .filter(webauthn_credentials::user_id.eq(user.as_str())),
+            )
+            .set(webauthn_credentials::name.eq(name))
+            .execute(c)
+            .map_err(query_err)
+        })?;
+        Ok(n == 1)
+    }
+
+    fn delete_webauthn_credential(
+        &self,
+        user: &UserId,
+        credential_id: &[u8],
+    ) -> Result<Option<usize>, StorageError> {
+        with_conn!(write self, |c| {
+            c.transaction(|c| {
+                let n = diesel::delete(
+                    webauthn_credentials::table
+                        .filter(webauthn_credentials::credential_id.eq(credential_id))
+                        .filter(webauthn_credentials::user_id.eq(user.as_str())),
+                )
+                .execute(c)?;
+                if n == 0 {
+                    return Ok(None);
+                }
+                let left: i64 = webauthn_credentials::table
+                    .filter(webauthn_credentials::user_id.eq(user.as_str()))
+                    .count()
+                    .get_result(c)?;
+                Ok(Some(usize::try_from(left).unwrap_or(0)))
+            })
+            .map_err(query_err)
+        })
+    }
+
     fn delete_webauthn_credentials(&self, user: &UserId) -> Result<usize, StorageError> {
         with_conn!(write self, |c| {
             diesel::delete(
