@@ -190,6 +190,15 @@ describe(`passkeys without a password, and the phishing-resistant level, in Chro
     await passwordStep(page, provider);
     await page.waitForURL(`${base}/account`, { timeout: 10_000 });
     await addPasskey(page, base);
+    // The account page lists it; the user names it.
+    const row = page.locator('#passkey-list li.passkey');
+    assert.equal(await row.count(), 1, 'one passkey listed');
+    assert.equal(await row.locator('[data-field="name"]').innerText(), 'Passkey 1');
+    assert.match(await row.locator('[data-field="last_used"]').innerText(), new RegExp(EN.passkey_never_used));
+    await row.locator('input[name="name"]').fill('Work laptop');
+    await submit(page, '#passkey-list li.passkey .passkey-rename-submit');
+    await page.waitForURL(`${base}/account#passkeys`);
+    assert.equal(await page.locator('#passkey-list li.passkey [data-field="name"]').innerText(), 'Work laptop');
     await submit(page, '#logout-submit');
     assert.equal(await sessionCookie(context), undefined, 'signed out');
 
@@ -208,6 +217,9 @@ describe(`passkeys without a password, and the phishing-resistant level, in Chro
     }
     assert.ok(!claims.amr.includes('pwd'), `no password: ${JSON.stringify(claims.amr)}`);
     assert.ok(await sessionCookie(context), 'a session');
+    // Its use is on the account page now.
+    await page.goto(`${base}/account`);
+    assert.doesNotMatch(await page.locator('#passkey-list [data-field="last_used"]').innerText(), new RegExp(EN.passkey_never_used));
     assert.deepEqual(problems, [], 'no CSP violation or script error');
   });
 

@@ -359,7 +359,64 @@ async fn admins_list_and_remove_a_users_passkeys(b: Backend) {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no such passkey"));
 }
 
+/// The account page lists the user's passkeys and renames one of theirs; a name that is empty,
+/// too long or carries control or bidirectional-override characters is refused, and another
+/// user's passkey cannot be renamed (its id is not a secret).
+async fn a_user_renames_only_their_own_passkeys(b: Backend) {
+    use base64::Engine;
+    let Some(app) = passkey_app(b).await else {
+        return;
+    };
+    let key = enrol(&app, DEMO_EMAIL, DEMO_PASSWORD, &json!({})).await;
+    add_user(&app, BOB, BOB_PASSWORD);
+    enrol(&app, BOB, BOB_PASSWORD, &json!({})).await;
+    let bobs = stored(&app, BOB);
+    let mut br = Browser::new(&app);
+    let page = login_page(&mut br).await;
+    let (credential, _) = assert_with(&page, &key, &json!({}));
+    signed_in(&mut br, &page, &credential).await;
+    let account = br.get("/account").await;
+    assert!(
+        account.body.contains("id=\"passkey-list\"") && account.body.contains("Passkey 1"),
+        "{}",
+        account.body
+    );
+    let b64 = |raw: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
+    let mine = b64(&stored(&app, DEMO_EMAIL)[0].credential_id);
+    let long = "a".repeat(65);
+    for (id, name, want) in [
+        (&mine, "  Work laptop ", 303),
+        (&mine, "   ", 400),
+        (&mine, "evil\u{202e}eman", 400),
+        (&mine, "line\nbreak", 400),
+        (&mine, long.as_str(), 400),
+        (&b64(&bobs[0].credential_id), "Mine now", 404),
+        (&"not base64!".to_owned(), "x", 404),
+    ] {
+        let done = br
+            .submit(
+                &account,
+                "/account/passkeys/rename",
+                &[("id", id.as_str()), ("name", name)],
+            )
+            .await;
+        assert_eq!(done.status, want, "{name:?}: {}", done.body);
+    }
+    assert_eq!(stored(&app, DEMO_EMAIL)[0].name, "Work laptop");
+    assert_eq!(stored(&app, BOB), bobs, "bob's passkey untouched");
+    // Without the CSRF token: refused, nothing renamed.
+    let forged = br
+        .post_form(
+            "/account/passkeys/rename",
+            &[("id", mine.as_str()), ("name", "x")],
+        )
+        .await;
+    assert_eq!(forged.status, 403, "{}", forged.body);
+    assert_eq!(stored(&app, DEMO_EMAIL)[0].name, "Work laptop");
+}
+
 per_backend_async!(
+    a_user_renames_only_their_own_passkeys,
     admins_list_and_remove_a_users_passkeys,
     a_passkey_signs_in_without_a_password,
     hostile_passwordless_answers_are_refused_audited_and_change_nothing,

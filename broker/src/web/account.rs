@@ -1,5 +1,6 @@
-//! Owns the account page: who is signed in, the details of the current session, and "your
-//! devices": every session of the user, with end-this and end-all-others.
+//! Owns the account page: who is signed in, the details of the current session, the user's
+//! passkeys (renamed here; added and removed in the factors journey), and "your devices": every
+//! session of the user, with end-this and end-all-others.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -9,6 +10,7 @@ use super::form::StrictForm;
 
 use super::{AppState, DeviceView, current_session, format_time, render, request_info, see_other};
 use crate::error::WebError;
+use crate::mfa::passkey_list;
 use crate::upstream::local::LOCAL_UPSTREAM_ID;
 
 #[derive(Serialize)]
@@ -31,6 +33,15 @@ struct SessionView {
 }
 
 #[derive(Serialize)]
+struct PasskeyView {
+    id: String,
+    name: String,
+    added: String,
+    last_used: Option<String>,
+    synced: bool,
+}
+
+#[derive(Serialize)]
 struct AccountPage {
     csrf_token: String,
     user: UserView,
@@ -39,6 +50,18 @@ struct AccountPage {
     others: bool,
     /// Second factors can be set up here (plugins are configured).
     mfa: bool,
+    passkeys: Vec<PasskeyView>,
+    passkey_name_max: usize,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RenameForm {
+    #[serde(default)]
+    csrf_token: String,
+    #[serde(default)]
+    id: String,
+    #[serde(default)]
+    name: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -68,10 +91,11 @@ pub async fn show(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
     };
     let store = state.store.clone();
     let user_id = session.record.user_id.clone();
-    let (user, mut all) = web::block(move || {
-        Ok::<_, crate::storage::StorageError>((
+    let (user, mut all, passkeys) = web::block(move || {
+        Ok::<_, WebError>((
             store.user_by_id(&user_id)?,
             store.sessions_of_user(&user_id)?,
+            passkey_list::list(store.as_ref(), &user_id).map_err(WebError::internal)?,
         ))
     })
     .await??;
@@ -117,6 +141,17 @@ pub async fn show(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
         },
         others: all.iter().any(|s| s.sid != r.sid),
         mfa: state.mfa.configured(),
+        passkeys: passkeys
+            .into_iter()
+            .map(|p| PasskeyView {
+                id: p.id,
+                name: p.name,
+                added: format_time(p.created_at),
+                last_used: p.last_used_at.map(format_time),
+                synced: p.backup_eligible,
+            })
+            .collect(),
+        passkey_name_max: passkey_list::MAX_NAME,
         devices: all
             .iter()
             .map(|s| {
@@ -205,4 +240,34 @@ pub async fn end_others(
     })
     .await??;
     Ok(see_other("/account#devices"))
+}
+
+/// `POST /account/passkeys/rename`: names one of the signed-in user's passkeys.
+pub async fn rename_passkey(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    form: StrictForm<RenameForm>,
+) -> Result<HttpResponse, WebError> {
+    let form = form.into_inner();
+    state.csrf.verify(&req, &state.cookies, &form.csrf_token)?;
+    let Some(session) = current_session(&state, &req).await? else {
+        return Ok(see_other("/login?return_to=%2Faccount"));
+    };
+    let Some(name) = passkey_list::parse_name(&form.name) else {
+        return Ok(super::message_page(
+            StatusCode::BAD_REQUEST,
+            "passkey_name_invalid",
+        ));
+    };
+    let store = state.store.clone();
+    let renamed = web::block(move || {
+        passkey_list::rename(store.as_ref(), &session.record.user_id, &form.id, &name)
+    })
+    .await?
+    .map_err(WebError::internal)?;
+    if !renamed {
+        // Not one of this user's passkeys: nothing to say about it.
+        return Err(WebError::NotFound);
+    }
+    Ok(see_other("/account#passkeys"))
 }

@@ -112,6 +112,10 @@ pub fn routes(cfg: &mut web::ServiceConfig, max_form_bytes: usize) {
         .service(web::resource("/account").route(web::get().to(account::show)))
         .service(web::resource("/account/sessions/end").route(web::post().to(account::end_one)))
         .service(
+            web::resource("/account/passkeys/rename")
+                .route(web::post().to(account::rename_passkey)),
+        )
+        .service(
             web::resource("/account/sessions/end-others")
                 .route(web::post().to(account::end_others)),
         )
