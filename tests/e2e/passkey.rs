@@ -107,7 +107,7 @@ fn request(op: &str, page: &Page, key: Option<&Value>, extra: &Value) -> Value {
 }
 
 /// A new credential for the registration page: (the credential JSON to post, the key state).
-fn create(page: &Page, extra: &Value) -> (String, Value) {
+pub(crate) fn create(page: &Page, extra: &Value) -> (String, Value) {
     assert!(
         page.body.contains("data-mode=\"register\""),
         "{}",
@@ -199,7 +199,7 @@ fn assert_refused(br: &Browser, page: &Page, case: &str) {
 }
 
 /// The passkey registration page of a signed-in browser (the account's factors journey).
-async fn registration_page(br: &mut Browser) -> Page {
+pub(crate) async fn registration_page(br: &mut Browser) -> Page {
     let factors = br.get("/account/factors").await;
     assert_eq!(factors.status, 200, "{}", factors.body);
     assert!(
@@ -216,7 +216,7 @@ async fn registration_page(br: &mut Browser) -> Page {
 
 /// Answers a registration page with `credential`, which must be accepted: through the recovery
 /// codes (first factor) back to the account.
-async fn registered(br: &mut Browser, page: &Page, credential: &str) {
+pub(crate) async fn registered(br: &mut Browser, page: &Page, credential: &str) {
     let done = post(br, page, credential).await;
     assert!(
         done.status == 303 || done.has_form("/login/mfa/continue"),

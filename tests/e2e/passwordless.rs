@@ -12,8 +12,8 @@ use crate::control::{admin_token, api, audit_events};
 use crate::helpers::{Browser, Page, TestApp};
 use crate::oidc::Http;
 use crate::passkey::{
-    BOB, BOB_PASSWORD, PUBLIC, add_user, amr_of, authenticator, enrol, options, passkey_app,
-    sessions, sign_in_cases, stored, user,
+    BOB, BOB_PASSWORD, PUBLIC, add_user, amr_of, authenticator, create, enrol, options,
+    passkey_app, registered, registration_page, sessions, sign_in_cases, stored, user,
 };
 use crate::per_backend_async;
 use crate::support::Backend;
@@ -415,7 +415,51 @@ async fn a_user_renames_only_their_own_passkeys(b: Backend) {
     assert_eq!(stored(&app, DEMO_EMAIL)[0].name, "Work laptop");
 }
 
+/// A second passkey (another device) is added from the account page after a recent proof; both
+/// sign in without a password, each recorded on its own.
+async fn a_user_adds_a_second_passkey(b: Backend) {
+    let Some(app) = passkey_app(b).await else {
+        return;
+    };
+    let first = enrol(&app, DEMO_EMAIL, DEMO_PASSWORD, &json!({})).await;
+    let mut br = Browser::new(&app);
+    let page = login_page(&mut br).await;
+    let (credential, first) = assert_with(&page, &first, &json!({}));
+    signed_in(&mut br, &page, &credential).await;
+    let page = registration_page(&mut br).await;
+    let (credential, second) = create(&page, &json!({}));
+    registered(&mut br, &page, &credential).await;
+    let rows = stored(&app, DEMO_EMAIL);
+    assert_eq!(rows.len(), 2, "two passkeys");
+    let mut names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["Passkey 1", "Passkey 2"]);
+    let row_of = |key: &Value| {
+        use base64::Engine;
+        let id = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(key["id"].as_str().unwrap())
+            .unwrap();
+        stored(&app, DEMO_EMAIL)
+            .into_iter()
+            .find(|r| r.credential_id == id)
+            .unwrap()
+    };
+    assert!(row_of(&second).last_used_at.is_none(), "not used yet");
+    for key in [&first, &second] {
+        let mut br = Browser::new(&app);
+        let page = login_page(&mut br).await;
+        let (credential, _) = assert_with(&page, key, &json!({}));
+        signed_in(&mut br, &page, &credential).await;
+        assert!(row_of(key).last_used_at.is_some());
+    }
+    // The same authenticator's credential again: the registration page excludes it.
+    let page = registration_page(&mut br).await;
+    let excluded = options(&page)["publicKey"]["excludeCredentials"].clone();
+    assert_eq!(excluded.as_array().map(Vec::len), Some(2), "{excluded}");
+}
+
 per_backend_async!(
+    a_user_adds_a_second_passkey,
     a_user_renames_only_their_own_passkeys,
     admins_list_and_remove_a_users_passkeys,
     a_passkey_signs_in_without_a_password,

@@ -89,6 +89,11 @@ pub trait NativeFactor: Send + Sync {
     ) -> Result<NativeEnrolled, MfaError>;
     /// Removes what it keeps for the user; whether there was anything.
     fn remove(&self, user: &UserId) -> Result<bool, MfaError>;
+    /// Whether a user may set up more than one (each enrolment adds one, e.g. a passkey per
+    /// device).
+    fn repeatable(&self) -> bool {
+        false
+    }
 }
 
 /// A challenge of a first factor without a password: the options the page's script gives the
@@ -263,6 +268,7 @@ impl Mfa {
                     available: true,
                     sends: false,
                     phishing_resistant: f.amr().iter().any(|m| m == crate::domain::auth::AMR_PHR),
+                    repeatable: f.repeatable(),
                 })
             })
             .collect()

@@ -73,6 +73,7 @@ impl Mfa {
                             .any(|g| matches!(g, Capability::Email | Capability::Sms)),
                         // A plugin may not claim `phr` (refused at load).
                         phishing_resistant: false,
+                        repeatable: false,
                     });
                 }
                 Slot::Failed(_) if enrolled.contains_key(&id) => out.push(FactorStatus {
@@ -89,6 +90,7 @@ impl Mfa {
                     available: false,
                     sends: false,
                     phishing_resistant: false,
+                    repeatable: false,
                 }),
                 Slot::Failed(_) => {}
             }

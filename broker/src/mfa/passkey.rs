@@ -445,6 +445,10 @@ impl NativeFactor for Passkeys {
         Ok(NativeEnrolled::Done)
     }
 
+    fn repeatable(&self) -> bool {
+        true
+    }
+
     fn remove(&self, user: &UserId) -> Result<bool, MfaError> {
         Ok(self.store.delete_webauthn_credentials(user)? > 0)
     }

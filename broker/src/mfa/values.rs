@@ -42,6 +42,8 @@ pub struct FactorStatus {
     /// Its pass proves phishing resistance (`phr`: a built-in WebAuthn factor), the only kind
     /// that reaches `urn:concierge:loa:3`.
     pub phishing_resistant: bool,
+    /// The user may set up more than one (passkeys: one per device), from the account page.
+    pub repeatable: bool,
 }
 
 /// What checking an answer found.

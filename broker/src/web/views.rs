@@ -259,7 +259,12 @@ pub(super) fn page(
                     .collect(),
                 enroll: factors
                     .iter()
-                    .filter(|f| may_enroll && f.available && !f.enrolled && f.needs_enrollment)
+                    .filter(|f| {
+                        may_enroll
+                            && f.available
+                            && f.needs_enrollment
+                            && (!f.enrolled || (manage && f.repeatable))
+                    })
                     .map(button)
                     .collect(),
                 recovery,
