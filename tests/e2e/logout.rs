@@ -78,7 +78,11 @@ async fn tokens_for(app: &crate::helpers::TestApp, br: &mut Browser) -> Value {
 }
 
 /// Code flow for `client` (secret `SECRET`, redirect URI `https://<client>.example/cb`).
-async fn tokens_for_client(app: &crate::helpers::TestApp, br: &mut Browser, client: &str) -> Value {
+pub(crate) async fn tokens_for_client(
+    app: &crate::helpers::TestApp,
+    br: &mut Browser,
+    client: &str,
+) -> Value {
     let challenge =
         URL_SAFE_NO_PAD.encode(<sha2::Sha256 as sha2::Digest>::digest(VERIFIER.as_bytes()));
     let res = br

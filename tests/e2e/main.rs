@@ -20,6 +20,7 @@ mod passkey;
 mod passwordless;
 mod plugin_http;
 mod saml_idp;
+mod saml_idp_slo;
 mod secrets;
 mod sessions;
 mod upstream_oidc;

@@ -22,10 +22,10 @@ use crate::per_backend_async;
 use crate::support::Backend;
 
 /// The SP peer (pysaml2), on a port of its own.
-struct Sp {
+pub(crate) struct Sp {
     child: std::process::Child,
-    base: String,
-    http: reqwest::Client,
+    pub(crate) base: String,
+    pub(crate) http: reqwest::Client,
 }
 
 impl Drop for Sp {
@@ -35,12 +35,12 @@ impl Drop for Sp {
     }
 }
 
-fn saml_sp() -> Sp {
+pub(crate) fn saml_sp() -> Sp {
     saml_sp_with(&[])
 }
 
 /// The SP peer with more arguments (`--key`, `--cert`: it signs its requests).
-fn saml_sp_with(args: &[&str]) -> Sp {
+pub(crate) fn saml_sp_with(args: &[&str]) -> Sp {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/peers/saml_sp.py");
     let mut child = std::process::Command::new(python())
         .arg(script)
@@ -71,7 +71,7 @@ fn saml_sp_with(args: &[&str]) -> Sp {
 }
 
 impl Sp {
-    fn entity_id(&self) -> String {
+    pub(crate) fn entity_id(&self) -> String {
         format!("{}/metadata", self.base)
     }
 
@@ -81,7 +81,7 @@ impl Sp {
 
     /// The SP's AuthnRequest: the path and query it sends the browser to at the broker, and
     /// the request's ID.
-    async fn login(&self, app: &TestApp, extra: &str) -> (String, String) {
+    pub(crate) async fn login(&self, app: &TestApp, extra: &str) -> (String, String) {
         let res = self
             .http
             .get(format!(
@@ -109,7 +109,10 @@ impl Sp {
 
     /// The SP's AuthnRequest over HTTP-POST: the path at the broker, the form's fields, and the
     /// request's ID.
-    async fn login_post(&self, app: &TestApp) -> (String, Vec<(String, String)>, String) {
+    pub(crate) async fn login_post(
+        &self,
+        app: &TestApp,
+    ) -> (String, Vec<(String, String)>, String) {
         let res = self
             .http
             .get(format!(
@@ -132,7 +135,7 @@ impl Sp {
 
     /// Posts the auto-submitting form of `page` to the SP's ACS, as the browser would: the SP's
     /// verdict (200 and what it read, or 400 and why).
-    async fn post(&self, fields: &[(String, String)]) -> (u16, Value) {
+    pub(crate) async fn post(&self, fields: &[(String, String)]) -> (u16, Value) {
         let res = self
             .http
             .post(self.acs())
@@ -150,7 +153,7 @@ impl Sp {
 }
 
 /// The fields of the page's auto-posted form to the SP's ACS (and that it is one).
-fn answer_form(sp: &Sp, page: &Page) -> Vec<(String, String)> {
+pub(crate) fn answer_form(sp: &Sp, page: &Page) -> Vec<(String, String)> {
     assert_eq!(page.status, 200, "{}", page.body);
     assert!(
         page.has_form(&sp.acs()),
@@ -165,7 +168,7 @@ fn answer_form(sp: &Sp, page: &Page) -> Vec<(String, String)> {
     fields
 }
 
-fn refs(fields: &[(String, String)]) -> Vec<(&str, &str)> {
+pub(crate) fn refs(fields: &[(String, String)]) -> Vec<(&str, &str)> {
     fields
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
@@ -179,7 +182,7 @@ async fn broker(b: Backend, sp: &Sp) -> Option<TestApp> {
 }
 
 /// Same, with more keys for the SP's table (`app`) and more configuration after it (`more`).
-async fn broker_with(b: Backend, sp: &Sp, app: &str, more: &str) -> Option<TestApp> {
+pub(crate) async fn broker_with(b: Backend, sp: &Sp, app: &str, more: &str) -> Option<TestApp> {
     let toml = format!(
         "[[saml_apps]]\nentity_id = \"{}\"\nname = \"pysaml2 SP\"\nacs_urls = [\"{}\"]\n{app}\n{more}",
         sp.entity_id(),
@@ -580,6 +583,11 @@ async fn an_sp_with_a_certificate_must_sign_its_requests(b: Backend) {
         .get(&format!("/saml/idp/sso?{}", location.query().unwrap()))
         .await;
     assert!(page.body.contains("name=\"password\""), "{}", page.body);
+    // That request's ID is used (its sign-in began): the same request again is a replay.
+    let page = br.post_form(&path, &refs(&fields)).await;
+    assert_error_page(&page, 400);
+    let (path, fields, _) = sp.login_post(&app).await;
+    let xml = String::from_utf8(STANDARD.decode(&fields[0].1).unwrap()).unwrap();
     let page = br.post_form(&path, &refs(&fields)).await;
     let (status, got) = sp.post(&answer_form(&sp, &page)).await;
     assert_eq!(status, 200, "{got}");

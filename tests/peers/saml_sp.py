@@ -18,6 +18,17 @@ Endpoints:
                    audience, recipient, InResponseTo against the requests this SP sent, time);
                    200 with JSON {name_id, name_id_format, ava, in_response_to, session_index,
                    class_ref, relay_state}, or 400 with JSON {error, detail}
+  GET  /logout?name_id=N[&format=F][&session_index=S][&binding=post][&sign=0|1]
+                 [&destination=URL][&id=ID]
+                   a LogoutRequest (pysaml2 create_logout_request) to the IdP's
+                   SingleLogoutService of metadata (or `destination`), RelayState "rs-lo",
+                   signed when the SP has a key (unless sign=0): over HTTP-Redirect a 302 with
+                   X-Request-Id; over HTTP-POST 200 with JSON {action, SAMLRequest, RelayState}
+  GET  /sls        the IdP's LogoutResponse (HTTP-Redirect): read by pysaml2
+                   (parse_logout_request_response: issuer, destination, status) and its query
+                   signature checked against the IdP's metadata certificate (required);
+                   200 with JSON {in_response_to, status, sub_status, relay_state,
+                   signature_ok}, or 400 with JSON {error, detail}
 It prints "ready <base>" on stdout when it listens.
 """
 
@@ -35,9 +46,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT
 from saml2.client import Saml2Client
 from saml2.config import SPConfig
-from saml2.saml import NAMEID_FORMAT_EMAILADDRESS, AuthnContextClassRef
+from saml2.saml import NAMEID_FORMAT_EMAILADDRESS, AuthnContextClassRef, NameID
 from saml2.samlp import RequestedAuthnContext
-from saml2.sigver import SIG_RSA_SHA256
+from saml2.sigver import SIG_RSA_SHA256, RSACrypto, verify_redirect_signature
 from saml2.xmldsig import DIGEST_SHA256
 
 REFEDS_MFA = "https://refeds.org/profile/mfa"
@@ -78,7 +89,8 @@ def client_for(base, idp_metadata_url):
                 "service": {
                     "sp": {
                         "endpoints": {
-                            "assertion_consumer_service": [(f"{base}/acs", BINDING_HTTP_POST)]
+                            "assertion_consumer_service": [(f"{base}/acs", BINDING_HTTP_POST)],
+                            "single_logout_service": [(f"{base}/sls", BINDING_HTTP_REDIRECT)],
                         },
                         "want_response_signed": ARGS.signed in ("both", "response"),
                         "want_assertions_signed": ARGS.signed in ("both", "assertion"),
@@ -115,8 +127,92 @@ class Handler(BaseHTTPRequestHandler):
     def base(self):
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
+    def logout(self, q):
+        client, idp = STATE["client"], STATE["idp"]
+        binding = BINDING_HTTP_POST if q.get("binding") == "post" else BINDING_HTTP_REDIRECT
+        sign = bool(ARGS.key) and q.get("sign") != "0"
+        destination = q.get("destination") or next(
+            iter(client.metadata.single_logout_service(idp, binding, "idpsso"))
+        )["location"]
+        name_id = NameID(text=q["name_id"], format=q.get("format", NAMEID_FORMAT_EMAILADDRESS))
+        extra = {}
+        if q.get("session_index"):
+            extra["session_indexes"] = [q["session_index"]]
+        if q.get("id"):
+            extra["message_id"] = q["id"]
+        reqid, request = client.create_logout_request(
+            destination,
+            idp,
+            name_id=name_id,
+            sign=sign and binding == BINDING_HTTP_POST,
+            sign_alg=SIG_RSA_SHA256,
+            digest_alg=DIGEST_SHA256,
+            **extra,
+        )
+        info = client.apply_binding(
+            binding,
+            str(request),
+            destination,
+            "rs-lo",
+            sign=sign and binding == BINDING_HTTP_REDIRECT,
+            sigalg=SIG_RSA_SHA256,
+        )
+        if binding == BINDING_HTTP_POST:
+            form = info["data"]
+            fields = {
+                "action": html.unescape(re.search(r'action="([^"]*)"', form).group(1)),
+                "SAMLRequest": html.unescape(
+                    re.search(r'name="SAMLRequest" value="([^"]*)"', form).group(1)
+                ),
+                "RelayState": html.unescape(
+                    re.search(r'name="RelayState" value="([^"]*)"', form).group(1)
+                ),
+            }
+            headers = [("Content-Type", "application/json"), ("X-Request-Id", reqid)]
+            return self.send(200, headers, json.dumps(fields))
+        location = dict(info["headers"])["Location"]
+        return self.send(302, [("Location", location), ("X-Request-Id", reqid)], "")
+
+    def sls(self, query):
+        client, idp = STATE["client"], STATE["idp"]
+        msg = dict(urllib.parse.parse_qsl(query))
+        try:
+            certs = [c for _, c in client.metadata.certs(idp, "idpsso", "signing")]
+            if "Signature" not in msg or "SigAlg" not in msg:
+                raise ValueError("the LogoutResponse is not signed")
+            signature_ok = any(
+                verify_redirect_signature(msg, client.sec.sec_backend or RSACrypto(None), cert)
+                for cert in certs
+            )
+            if not signature_ok:
+                raise ValueError("the LogoutResponse's signature does not verify")
+            resp = client.parse_logout_request_response(msg["SAMLResponse"], BINDING_HTTP_REDIRECT)
+            if resp is None:
+                raise ValueError("no response")
+            status = resp.response.status.status_code
+            sub = status.status_code.value if status.status_code is not None else None
+            body = {
+                "in_response_to": resp.in_response_to,
+                "issuer": resp.response.issuer.text,
+                "status": status.value,
+                "sub_status": sub,
+                "relay_state": msg.get("RelayState"),
+                "signature_ok": signature_ok,
+            }
+            return self.send(200, [("Content-Type", "application/json")], json.dumps(body))
+        except Exception as e:
+            body = {"error": type(e).__name__, "detail": str(e)}
+            return self.send(400, [("Content-Type", "application/json")], json.dumps(body))
+
     def do_GET(self):
         url = urllib.parse.urlsplit(self.path)
+        if url.path == "/sls":
+            return self.sls(url.query)
+        if url.path == "/logout":
+            try:
+                return self.logout(dict(urllib.parse.parse_qsl(url.query)))
+            except Exception as e:  # a test peer: show what went wrong
+                return self.send(500, [("Content-Type", "text/plain")], f"SP error: {e!r}")
         if url.path != "/login":
             return self.send(404, [], "not found")
         q = dict(urllib.parse.parse_qsl(url.query))

@@ -1,5 +1,5 @@
 //! Owns `[[saml_apps]]`: the service providers the broker answers as a SAML 2.0 IdP (entity ID,
-//! the ACS URLs it may post to, the NameID it gets, what is signed, the certificates its
+//! the ACS URLs it may post to, its SingleLogoutService, the NameID it gets, what is signed, the certificates its
 //! requests are signed with, and its sign-in policy like a client's), parsed and checked at boot.
 
 use std::path::PathBuf;
@@ -61,6 +61,10 @@ pub struct RawSamlApp {
     /// AuthnRequest of this SP must be signed by one of them.
     #[serde(default)]
     pub signing_cert_file: Option<PathBuf>,
+    /// The SP's SingleLogoutService (HTTP-Redirect): where its LogoutRequests are answered.
+    /// Without it the SP cannot log out through the broker.
+    #[serde(default)]
+    pub slo_url: Option<String>,
 }
 
 /// A service provider, checked.
@@ -79,6 +83,26 @@ pub struct SamlApp {
     /// DER certificates its AuthnRequests must be signed with (empty: unsigned requests
     /// accepted, a signature ignored).
     pub signing_certs: Vec<Vec<u8>>,
+    /// Where its LogoutRequests are answered (a LogoutResponse, HTTP-Redirect binding).
+    pub slo_url: Option<Url>,
+}
+
+/// An endpoint of an SP: https (http only on localhost), no fragment, no user info.
+fn endpoint(key: &'static str, u: &str) -> Result<Url, (&'static str, String)> {
+    let url = Url::parse(u).map_err(|e| (key, format!("`{u}`: {e}")))?;
+    let local = matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
+    if !(url.scheme() == "https" || url.scheme() == "http" && local)
+        || url.fragment().is_some()
+        || !url.username().is_empty()
+    {
+        return Err((
+            key,
+            format!(
+                "`{u}` must be https (http only on localhost), without a fragment or user info"
+            ),
+        ));
+    }
+    Ok(url)
 }
 
 impl SamlApp {
@@ -90,23 +114,16 @@ impl SamlApp {
         if raw.acs_urls.is_empty() {
             return Err(("acs_urls", "needs at least one URL".into()));
         }
-        let mut acs_urls = Vec::new();
-        for u in &raw.acs_urls {
-            let url = Url::parse(u).map_err(|e| ("acs_urls", format!("`{u}`: {e}")))?;
-            let local = matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
-            if !(url.scheme() == "https" || url.scheme() == "http" && local)
-                || url.fragment().is_some()
-                || !url.username().is_empty()
-            {
-                return Err((
-                    "acs_urls",
-                    format!(
-                        "`{u}` must be https (http only on localhost), without a fragment or user info"
-                    ),
-                ));
-            }
-            acs_urls.push(url);
-        }
+        let acs_urls = raw
+            .acs_urls
+            .iter()
+            .map(|u| endpoint("acs_urls", u))
+            .collect::<Result<Vec<_>, _>>()?;
+        let slo_url = raw
+            .slo_url
+            .as_deref()
+            .map(|u| endpoint("slo_url", u))
+            .transpose()?;
         let signing_certs = match &raw.signing_cert_file {
             None => Vec::new(),
             Some(path) => {
@@ -138,6 +155,7 @@ impl SamlApp {
             max_sessions_per_user: raw.max_sessions_per_user,
             on_session_limit: raw.on_session_limit,
             signing_certs,
+            slo_url,
         })
     }
 }
@@ -158,6 +176,7 @@ mod tests {
             max_sessions_per_user: None,
             on_session_limit: None,
             signing_cert_file: None,
+            slo_url: None,
         }
     }
 
@@ -185,6 +204,9 @@ mod tests {
             );
         }
         assert_eq!(SamlApp::parse(&raw(&[])).unwrap_err().0, "acs_urls");
+        let mut slo = raw(&["https://sp.example/acs"]);
+        slo.slo_url = Some("http://sp.example/slo".into());
+        assert_eq!(SamlApp::parse(&slo).unwrap_err().0, "slo_url");
         let mut no_id = raw(&["https://sp.example/acs"]);
         no_id.entity_id = " ".into();
         assert_eq!(SamlApp::parse(&no_id).unwrap_err().0, "entity_id");

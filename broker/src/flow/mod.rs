@@ -13,6 +13,7 @@ pub mod journey;
 pub mod login;
 pub mod machine;
 pub mod policy;
+pub mod saml_slo;
 pub mod signin;
 pub mod signout;
 pub mod start;

@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use super::contract::{Browser, CookieOp, Hop, Next, Outcome, View};
 use super::signin::{SignIn, SignInError, blocking};
 use crate::audit::{Event, EventKind};
+use crate::provider::logout::SessionEnded;
 use crate::provider::{OAuthError, Provider};
 use crate::session::{SessionError, SessionManager};
 use crate::storage::{LogoutContinuation, SessionRecord, UpstreamSessionRecord};
@@ -31,13 +32,28 @@ pub fn end_session(
     provider: &Provider,
     cookie_value: &str,
     reason: &str,
-) -> Result<Option<SessionRecord>, SignOutError> {
+) -> Result<Option<(SessionRecord, SessionEnded)>, SignOutError> {
     let Some(record) = sessions.end(cookie_value)? else {
         return Ok(None);
     };
-    let queued = provider.session_ended(&record, reason)?;
-    tracing::info!(sid = %record.sid, backchannel = queued, "session ended");
-    Ok(Some(record))
+    let ended = provider.session_ended(&record, reason)?;
+    tracing::info!(sid = %record.sid, backchannel = ended.queued, untold = ended.untold.len(), "session ended");
+    Ok(Some((record, ended)))
+}
+
+/// Where the browser goes to end its session at the upstream.
+pub enum UpstreamLogout {
+    /// Nothing to end there (no upstream session, or the upstream has no logout).
+    Nothing,
+    /// The upstream has a logout but it could not be started (its session goes on).
+    Skipped,
+    /// To `url`; the answer comes back with `relay` (and answers `request_id`).
+    Go {
+        url: String,
+        upstream: String,
+        request_id: String,
+        relay: String,
+    },
 }
 
 /// How long a logout may wait at the upstream.
@@ -172,6 +188,19 @@ impl SignIn {
         reason: &'static str,
         then: String,
     ) -> Result<Outcome, SignInError> {
+        let (upstream, _) = self.end_browser_session(browser, reason).await?;
+        let to = self.logout_location(upstream, then).await?;
+        Ok(Outcome::redirect(to).with_cookie(CookieOp::ClearSession))
+    }
+
+    /// Ends this browser's session and every sign-in it had under way (`reason` to the audit
+    /// trail): what ending it at its upstream needs (read before the session ends: the row goes
+    /// with it), and what ending it told its apps (`None`: there was no session).
+    pub async fn end_browser_session(
+        &self,
+        browser: &Browser,
+        reason: &'static str,
+    ) -> Result<(Option<UpstreamSessionRecord>, Option<SessionEnded>), SignInError> {
         let upstream = self.upstream_session_of(browser).await?;
         // Every sign-in this browser had under way ends too: none finishes after the sign-out.
         if let Some(b) = &browser.binding {
@@ -179,15 +208,16 @@ impl SignIn {
             let journeys = self.journeys.clone();
             blocking(move || Ok(journeys.end_browser(&bound)?)).await?;
         }
+        let mut ended = None;
         if let Some(cookie) = browser.session.as_ref().map(|c| c.expose().to_owned()) {
             let (sessions, provider) = (Arc::clone(&self.sessions), Arc::clone(&self.provider));
-            blocking(move || {
+            ended = blocking(move || {
                 end_session(&sessions, &provider, &cookie, reason).map_err(SignInError::internal)
             })
-            .await?;
+            .await?
+            .map(|(_, e)| e);
         }
-        let to = self.logout_location(upstream, then).await?;
-        Ok(Outcome::redirect(to).with_cookie(CookieOp::ClearSession))
+        Ok((upstream, ended))
     }
 
     /// After the broker session ended: where the browser goes. An upstream that cannot be
@@ -197,8 +227,17 @@ impl SignIn {
         upstream: Option<UpstreamSessionRecord>,
         then: String,
     ) -> Result<String, SignInError> {
+        let hop = self.upstream_logout(upstream).await?;
+        self.then_upstream(hop, then).await
+    }
+
+    /// The logout at the upstream of a session (its record read before the session ended).
+    pub async fn upstream_logout(
+        &self,
+        upstream: Option<UpstreamSessionRecord>,
+    ) -> Result<UpstreamLogout, SignInError> {
         let Some(rec) = upstream else {
-            return Ok(then);
+            return Ok(UpstreamLogout::Nothing);
         };
         let session = match (&rec.id_token, &rec.name_id) {
             (Some(t), _) => UpstreamSession::Oidc {
@@ -209,7 +248,7 @@ impl SignIn {
                 name_id_format: rec.name_id_format.clone(),
                 session_index: rec.session_index.clone(),
             },
-            (None, None) => return Ok(then),
+            (None, None) => return Ok(UpstreamLogout::Nothing),
         };
         let relay = super::signin::random_token(self.entropy.as_ref());
         let id = rec.upstream.as_str();
@@ -227,25 +266,48 @@ impl SignIn {
             Some(Connector::Post(c)) => c.logout_request(&session, &relay).await,
             _ => Ok(None),
         };
-        let (url, request_id) = match target {
-            Ok(Some(t)) => t,
-            Ok(None) => return Ok(then),
+        Ok(match target {
+            Ok(Some((url, request_id))) => UpstreamLogout::Go {
+                url: url.to_string(),
+                upstream: id.to_owned(),
+                request_id,
+                relay,
+            },
+            Ok(None) => UpstreamLogout::Nothing,
             Err(e) => {
                 tracing::warn!(upstream = id, error = %e, "logout at the upstream skipped");
-                return Ok(then);
+                UpstreamLogout::Skipped
             }
+        })
+    }
+
+    /// Where the browser goes: through the upstream's logout (when there is one to go to), then
+    /// to `then`.
+    pub async fn then_upstream(
+        &self,
+        hop: UpstreamLogout,
+        then: String,
+    ) -> Result<String, SignInError> {
+        let UpstreamLogout::Go {
+            url,
+            upstream,
+            request_id,
+            relay,
+        } = hop
+        else {
+            return Ok(then);
         };
         // Where to continue once the upstream sends the browser back (single use).
         let record = LogoutContinuation {
             relay_hash: Sha256::digest(relay.as_bytes()).into(),
-            upstream: id.to_owned(),
+            upstream,
             request_id,
             then,
             expires_at: self.clock.now().saturating_add(LOGOUT_TTL),
         };
         let store = Arc::clone(&self.store);
         blocking(move || Ok(store.insert_logout_continuation(&record)?)).await?;
-        Ok(url.to_string())
+        Ok(url)
     }
 
     /// The logout continuation behind `relay` for upstream `id`, taken (single use): where to

@@ -42,6 +42,15 @@ pub struct EndSession {
     pub state: Option<String>,
 }
 
+/// What ending a session told its apps.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionEnded {
+    /// Back-channel logouts queued.
+    pub queued: usize,
+    /// The parties (client ids, or `saml:<entity id>`) that took part but were not told.
+    pub untold: Vec<String>,
+}
+
 impl Provider {
     /// Checks an end-session request. Errors are locale keys for the error page: nothing is
     /// redirected to an address that is not registered.
@@ -98,13 +107,15 @@ impl Provider {
     }
 
     /// Queues a back-channel logout for every client that took part in the ended session and
-    /// has a back-channel logout URI. Returns how many were queued. The tokens are signed when
-    /// sent (`deliver_logouts`), so that every attempt carries a fresh, unexpired one.
+    /// has a back-channel logout URI. Returns how many were queued, and the parties that took
+    /// part but were not told (no back-channel logout URI, or not an OpenID client: a SAML SP's
+    /// party key). The tokens are signed when sent (`deliver_logouts`), so that every attempt
+    /// carries a fresh, unexpired one.
     pub fn session_ended(
         &self,
         session: &SessionRecord,
         reason: &str,
-    ) -> Result<usize, OAuthError> {
+    ) -> Result<SessionEnded, OAuthError> {
         self.audit.record(
             Event::new(EventKind::SessionEnded)
                 .user(session.user_id.as_str())
@@ -112,12 +123,14 @@ impl Provider {
                 .reason(reason),
         );
         let now = self.now();
-        let mut queued = 0;
+        let (mut queued, mut untold) = (0, Vec::new());
         for client_id in self.store.take_session_clients(&session.sid)? {
             let Some(client) = self.clients.get(&client_id)? else {
+                untold.push(client_id);
                 continue;
             };
             let Some(uri) = &client.backchannel_logout_uri else {
+                untold.push(client_id);
                 continue;
             };
             let mut id = [0u8; 12];
@@ -137,7 +150,7 @@ impl Provider {
         if queued > 0 {
             self.logout_wakeup.notify_one();
         }
-        Ok(queued)
+        Ok(SessionEnded { queued, untold })
     }
 
     /// The logout token for one attempt of `d`, signed now: fresh `iat`, `exp` and `jti`.

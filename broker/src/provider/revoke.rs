@@ -32,7 +32,11 @@ impl Provider {
 
     /// Ends one stored session everywhere: the record, its refresh tokens, and back-channel
     /// logout to its apps.
-    pub fn end_session_record(&self, s: &SessionRecord, reason: &str) -> Result<usize, OAuthError> {
+    pub fn end_session_record(
+        &self,
+        s: &SessionRecord,
+        reason: &str,
+    ) -> Result<super::logout::SessionEnded, OAuthError> {
         self.store.delete_session(&s.key)?;
         self.store.delete_refresh_for_sid(&s.sid)?;
         self.session_ended(s, reason)

@@ -1,7 +1,7 @@
 //! Owns reading an SP's AuthnRequest as it arrives, over HTTP-Redirect (DEFLATE, through the
 //! upstream side's hardened reader) or HTTP-POST (base64): size limits first, no DTD, no
 //! comments, namespaces read as libxml2 would read them, and only what the IdP uses taken out
-//! (ID, Issuer, ACS, binding, ForceAuthn, IsPassive, NameIDPolicy, RequestedAuthnContext).
+//! (ID, IssueInstant, Issuer, ACS, binding, ForceAuthn, IsPassive, NameIDPolicy, RequestedAuthnContext).
 //! Nothing here is trusted until the Issuer and the ACS are found in the registry; an SP with
 //! registered certificates must sign its requests (`verify_redirect`, `verify_post`), and what
 //! its signature covers is what is used.
@@ -27,6 +27,8 @@ pub struct AuthnRequest {
     pub id: String,
     pub issuer: String,
     pub destination: Option<String>,
+    /// `IssueInstant`, in Unix seconds.
+    pub issue_instant: Option<i64>,
     pub acs_url: Option<String>,
     pub acs_index: Option<usize>,
     pub protocol_binding: Option<String>,
@@ -37,9 +39,9 @@ pub struct AuthnRequest {
     pub class_refs: Vec<String>,
 }
 
-/// The request of an HTTP-Redirect query string, and its RelayState. A query signature
-/// (`SigAlg`, `Signature`) is set aside unchecked.
-pub fn from_redirect(raw_query: &str) -> Result<(AuthnRequest, Option<String>), SamlError> {
+/// The document of an HTTP-Redirect query string (inflated within the limits), and its
+/// RelayState. A query signature (`SigAlg`, `Signature`) is set aside unchecked.
+pub fn redirect_document(raw_query: &str) -> Result<(String, Option<String>), SamlError> {
     if raw_query.len() > MAX_DOCUMENT {
         return Err(SamlError::TooLarge);
     }
@@ -51,7 +53,14 @@ pub fn from_redirect(raw_query: &str) -> Result<(AuthnRequest, Option<String>), 
     if m.param != "SAMLRequest" {
         return Err(SamlError::Malformed("no SAMLRequest".into()));
     }
-    Ok((parse(&m.xml)?, m.relay_state))
+    Ok((m.xml, m.relay_state))
+}
+
+/// The request of an HTTP-Redirect query string, and its RelayState. A query signature
+/// (`SigAlg`, `Signature`) is set aside unchecked.
+pub fn from_redirect(raw_query: &str) -> Result<(AuthnRequest, Option<String>), SamlError> {
+    let (xml, relay_state) = redirect_document(raw_query)?;
+    Ok((parse(&xml)?, relay_state))
 }
 
 /// The request of an HTTP-Redirect query string whose signature verifies under one of `certs`
@@ -62,13 +71,7 @@ pub fn verify_redirect(
     raw_query: &str,
     certs: &[CertificateDer],
 ) -> Result<AuthnRequest, SamlError> {
-    let m = read_redirect(raw_query, certs)?;
-    if m.signed {
-        return parse(&m.xml);
-    }
-    let id = parse(&m.xml)?.id;
-    verify_post(&m.xml, &id, certs)
-        .map_err(|_| SamlError::Signature("the request is not signed by the SP".into()))
+    verified_redirect(raw_query, certs, parse, |r| &r.id)
 }
 
 /// The request of an HTTP-POST document `xml` as its enveloped signature by one of `certs`
@@ -79,19 +82,49 @@ pub fn verify_post(
     id: &str,
     certs: &[CertificateDer],
 ) -> Result<AuthnRequest, SamlError> {
+    verified_post(xml, id, certs, parse, |r| &r.id)
+}
+
+/// Any SP request (`read` reads it, `id_of` names its `ID`) of an HTTP-Redirect query string
+/// as signed by one of `certs`: the query signature over the parameters exactly as they were
+/// sent, or without one the document's enveloped signature. Unsigned is refused.
+pub fn verified_redirect<T>(
+    raw_query: &str,
+    certs: &[CertificateDer],
+    read: impl Fn(&str) -> Result<T, SamlError>,
+    id_of: impl Fn(&T) -> &str,
+) -> Result<T, SamlError> {
+    let m = read_redirect(raw_query, certs)?;
+    if m.signed {
+        return read(&m.xml);
+    }
+    let unverified = read(&m.xml)?;
+    verified_post(&m.xml, id_of(&unverified), certs, read, id_of)
+        .map_err(|_| SamlError::Signature("the request is not signed by the SP".into()))
+}
+
+/// Any SP request of an HTTP-POST document as its enveloped signature by one of `certs` covers
+/// it: read again from the bytes xmlsec verified, which must be the element `id` itself.
+pub fn verified_post<T>(
+    xml: &str,
+    id: &str,
+    certs: &[CertificateDer],
+    read: impl Fn(&str) -> Result<T, SamlError>,
+    id_of: impl Fn(&T) -> &str,
+) -> Result<T, SamlError> {
     let verified = dsig::verify(xml, id, certs).map_err(|e| match e {
         SamlError::Signature(_) => {
             SamlError::Signature("no valid signature by the SP's certificates".into())
         }
         other => other,
     })?;
-    let ar = parse(&verified)?;
-    if ar.id != id {
+    let r = read(&verified)?;
+    if id_of(&r) != id {
         return Err(SamlError::Reference(
             "the signature covers another element".into(),
         ));
     }
-    Ok(ar)
+    Ok(r)
 }
 
 /// The request of an HTTP-POST form's `SAMLRequest` (base64).
@@ -131,6 +164,13 @@ fn boolean(v: Option<String>) -> Result<bool, SamlError> {
         Some("true" | "1") => Ok(true),
         Some(other) => Err(SamlError::Malformed(format!("`{other}` is not a boolean"))),
     }
+}
+
+/// An `xs:dateTime` (as SAML writes it: RFC 3339, UTC or an offset) in Unix seconds.
+pub fn instant(t: &str) -> Result<i64, SamlError> {
+    chrono::DateTime::parse_from_rfc3339(t.trim())
+        .map(|d| d.timestamp())
+        .map_err(|_| SamlError::Malformed("IssueInstant is not a dateTime".into()))
 }
 
 fn is(ns: &ResolveResult<'_>, want: &str) -> bool {
@@ -176,6 +216,8 @@ pub fn parse(xml: &str) -> Result<AuthnRequest, SamlError> {
                         .filter(|id| !id.is_empty() && id.len() <= 256)
                         .ok_or(SamlError::Malformed("no ID".into()))?;
                     out.destination = attr(e, "Destination")?;
+                    out.issue_instant =
+                        attr(e, "IssueInstant")?.map(|t| instant(&t)).transpose()?;
                     out.acs_url = attr(e, "AssertionConsumerServiceURL")?;
                     out.acs_index = attr(e, "AssertionConsumerServiceIndex")?
                         .map(|i| i.parse::<usize>())
@@ -252,6 +294,7 @@ mod tests {
     fn reads_what_the_idp_uses() {
         let r = parse(REQ).unwrap();
         assert_eq!(r.id, "_abc");
+        assert_eq!(r.issue_instant, Some(1_796_601_600));
         assert_eq!(r.issuer, "https://sp.example/meta & more");
         assert_eq!(r.acs_url.as_deref(), Some("https://sp.example/acs"));
         assert!(r.is_passive && !r.force_authn);

@@ -2,7 +2,8 @@
 //! and endpoints, its signing key and self-signed certificate (made at the first start, kept
 //! sealed in `secrets`), the registry of SPs (`[[saml_apps]]`), its metadata document, the
 //! pairwise persistent NameIDs, and signing through the one XML-DSig door
-//! (`upstream::saml::dsig`). Reading an AuthnRequest is `authn_request.rs`.
+//! (`upstream::saml::dsig`). Reading an AuthnRequest is `authn_request.rs`, a LogoutRequest
+//! `logout_request.rs`; the IDs of both are used once (`use_request_id`).
 
 use std::fmt;
 use std::sync::Arc;
@@ -20,15 +21,18 @@ use sha2::Sha256;
 use url::Url;
 
 use crate::clock::{Clock, Entropy, UnixTime};
-use crate::config::saml_apps::SamlApp;
+use crate::config::saml_apps::{SamlApp, SamlAppNameId};
 use crate::domain::kek::KeyEncryptionKeys;
 use crate::storage::{StorageError, Store};
-use crate::upstream::saml::SamlError;
+use crate::upstream::saml::crypto::redirect_query;
 use crate::upstream::saml::dsig;
 use crate::upstream::saml::metadata::{POST_BINDING, REDIRECT_BINDING};
+use crate::upstream::saml::xml::STATUS_SUCCESS;
 use crate::upstream::saml::xml::escape;
+use crate::upstream::saml::{SamlError, replay_until};
 
 pub mod authn_request;
+pub mod logout_request;
 
 /// The sealed row in `secrets` holding the IdP's certificate and private key (PEM), also the
 /// AAD it is sealed under.
@@ -40,6 +44,22 @@ pub const PAIRWISE_SECRET: &str = "saml_idp.pairwise.v1";
 pub const NAMEID_EMAIL: &str = "urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress";
 pub const NAMEID_PERSISTENT: &str = "urn:oasis:names:tc:SAML:2.0:nameid-format:persistent";
 pub const NAMEID_UNSPECIFIED: &str = "urn:oasis:names:tc:SAML:1.1:nameid-format:unspecified";
+/// The second-level status of a LogoutResponse when some session participant was not reached.
+pub const PARTIAL_LOGOUT: &str = "urn:oasis:names:tc:SAML:2.0:status:PartialLogout";
+pub const UNKNOWN_PRINCIPAL: &str = "urn:oasis:names:tc:SAML:2.0:status:UnknownPrincipal";
+const REQUESTER: &str = "urn:oasis:names:tc:SAML:2.0:status:Requester";
+
+/// How a LogoutRequest went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogoutStatus {
+    /// The session ended and every participant was told.
+    Success,
+    /// The session ended, but some participant (another SP, an app without back-channel
+    /// logout, the upstream) could not be told: Success with the second-level PartialLogout.
+    Partial,
+    /// No session of the broker is the one named (Requester, UnknownPrincipal).
+    UnknownPrincipal,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdpError {
@@ -54,6 +74,8 @@ pub struct SamlIdp {
     pub entity_id: String,
     /// The single sign-on endpoint (both bindings).
     pub sso_url: Url,
+    /// The single logout endpoint (both bindings).
+    pub slo_url: Url,
     key_der: Vec<u8>,
     /// The certificate, DER in base64 (as in metadata).
     cert_b64: String,
@@ -160,6 +182,7 @@ impl SamlIdp {
         Ok(Self {
             entity_id: url("/saml/idp/metadata")?.to_string(),
             sso_url: url("/saml/idp/sso")?,
+            slo_url: url("/saml/idp/slo")?,
             key_der: key.private_key_to_der().map_err(key_err)?,
             cert_b64: STANDARD.encode(cert.to_der().map_err(key_err)?),
             pairwise: <[u8; 32]>::try_from(pairwise.as_slice()).map_err(key_err)?,
@@ -183,6 +206,92 @@ impl SamlIdp {
         mac.update(&[0]);
         mac.update(sp.as_bytes());
         Ok(URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+    }
+
+    /// The NameID (format and value) the SP `app` gets for the account `user_id`, `email`.
+    pub fn name_id_for(
+        &self,
+        app: &SamlApp,
+        user_id: &str,
+        email: &str,
+    ) -> Result<(&'static str, String), IdpError> {
+        Ok(match app.name_id_format {
+            SamlAppNameId::Email => (NAMEID_EMAIL, email.to_owned()),
+            SamlAppNameId::Persistent => (
+                NAMEID_PERSISTENT,
+                self.pairwise_id(user_id, &app.entity_id)?,
+            ),
+        })
+    }
+
+    /// Records that the SP `sp` used the request `id` (`kind`: `AuthnRequest`, `LogoutRequest`)
+    /// issued at `issued` (already within the skew), atomically across instances, in the
+    /// upstream side's replay cache: false if it was used before. Remembered as long as
+    /// `check_issued` would accept it.
+    pub fn use_request_id(
+        &self,
+        sp: &str,
+        kind: &str,
+        id: &str,
+        issued: UnixTime,
+    ) -> Result<bool, StorageError> {
+        // Upstream ids are `[a-z0-9_-]`: a key with a colon is never one of theirs.
+        self.store.use_saml_assertion(
+            &format!("sp:{sp}"),
+            &format!("{kind}:{id}"),
+            replay_until(issued),
+            self.clock.now(),
+        )
+    }
+
+    /// The LogoutResponse to `app`'s LogoutRequest `in_response_to`, HTTP-Redirect binding to
+    /// its SingleLogoutService, signed (RSA-SHA256 query signature).
+    pub fn logout_response(
+        &self,
+        app: &SamlApp,
+        in_response_to: &str,
+        relay_state: Option<&str>,
+        status: LogoutStatus,
+    ) -> Result<Url, SamlError> {
+        let slo = app
+            .slo_url
+            .clone()
+            .ok_or(SamlError::Config("the SP has no slo_url".into()))?;
+        let (top, sub) = match status {
+            LogoutStatus::Success => (STATUS_SUCCESS, None),
+            LogoutStatus::Partial => (STATUS_SUCCESS, Some(PARTIAL_LOGOUT)),
+            LogoutStatus::UnknownPrincipal => (REQUESTER, Some(UNKNOWN_PRINCIPAL)),
+        };
+        let sub = sub
+            .map(|s| format!(r#"<samlp:StatusCode Value="{s}"/>"#))
+            .unwrap_or_default();
+        let xml = format!(
+            concat!(
+                r#"<samlp:LogoutResponse xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" "#,
+                r#"ID="{id}" Version="2.0" IssueInstant="{now}" Destination="{dest}" InResponseTo="{irt}">"#,
+                r#"<saml:Issuer>{issuer}</saml:Issuer><samlp:Status><samlp:StatusCode Value="{ok}">{sub}</samlp:StatusCode>"#,
+                r#"</samlp:Status></samlp:LogoutResponse>"#
+            ),
+            id = self.new_id(),
+            now = chrono::DateTime::<chrono::Utc>::from_timestamp(self.clock.now(), 0)
+                .unwrap_or_default()
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            dest = escape(slo.as_str()),
+            irt = escape(in_response_to),
+            issuer = escape(&self.entity_id),
+            ok = top,
+            sub = sub,
+        );
+        let key = PKey::private_key_from_der(&self.key_der)
+            .map_err(|e| SamlError::Config(e.to_string()))?;
+        let query = redirect_query("SAMLResponse", &xml, relay_state, Some(&key))?;
+        let mut to = slo;
+        let q = match to.query() {
+            Some(existing) if !existing.is_empty() => format!("{existing}&{query}"),
+            _ => query,
+        };
+        to.set_query(Some(&q));
+        Ok(to)
     }
 
     /// A fresh `ID` for a Response or an Assertion (an NCName).
@@ -223,10 +332,11 @@ impl SamlIdp {
     }
 
     /// The IdP's metadata: entity ID, signing certificate, NameID formats, and the single
-    /// sign-on endpoint for HTTP-Redirect and HTTP-POST. AuthnRequests need not be signed (their
-    /// signature is not checked yet).
+    /// logout and single sign-on endpoints for HTTP-Redirect and HTTP-POST. AuthnRequests need
+    /// not be signed (only those of SPs with registered certificates must be).
     pub fn metadata(&self) -> String {
         let sso = escape(self.sso_url.as_str());
+        let slo = escape(self.slo_url.as_str());
         format!(
             concat!(
                 r#"<?xml version="1.0" encoding="UTF-8"?>"#,
@@ -234,6 +344,8 @@ impl SamlIdp {
                 r#"<md:EntityDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata" xmlns:ds="http://www.w3.org/2000/09/xmldsig#" entityID="{id}">"#,
                 r#"<md:IDPSSODescriptor WantAuthnRequestsSigned="false" protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol">"#,
                 r#"<md:KeyDescriptor use="signing"><ds:KeyInfo><ds:X509Data><ds:X509Certificate>{cert}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor>"#,
+                r#"<md:SingleLogoutService Binding="{redirect}" Location="{slo}"/>"#,
+                r#"<md:SingleLogoutService Binding="{post}" Location="{slo}"/>"#,
                 r#"<md:NameIDFormat>{email}</md:NameIDFormat><md:NameIDFormat>{persistent}</md:NameIDFormat>"#,
                 r#"<md:SingleSignOnService Binding="{redirect}" Location="{sso}"/>"#,
                 r#"<md:SingleSignOnService Binding="{post}" Location="{sso}"/>"#,
@@ -247,6 +359,7 @@ impl SamlIdp {
             redirect = REDIRECT_BINDING,
             post = POST_BINDING,
             sso = sso,
+            slo = slo,
         )
     }
 }
@@ -299,6 +412,10 @@ mod tests {
         let md = IdpMetadata::parse(&first.metadata()).unwrap();
         assert_eq!(md.entity_id, "https://id.example.com/saml/idp/metadata");
         assert_eq!(md.sso_url.as_str(), "https://id.example.com/saml/idp/sso");
+        assert_eq!(
+            md.slo_url.as_ref().map(Url::as_str),
+            Some("https://id.example.com/saml/idp/slo")
+        );
         assert_eq!(md.certs.len(), 1);
         let id = first.new_id();
         let doc = format!(

@@ -138,6 +138,12 @@ pub fn routes(cfg: &mut web::ServiceConfig, max_form_bytes: usize) {
                 .route(web::post().to(saml_idp::sso_post)),
         )
         .service(
+            web::resource("/saml/idp/slo")
+                .app_data(web::PayloadConfig::default().limit(saml_idp::MAX_SAML_FORM))
+                .route(web::get().to(saml_idp::slo_redirect))
+                .route(web::post().to(saml_idp::slo_post)),
+        )
+        .service(
             web::resource("/upstream/{id}/saml/acs")
                 .app_data(web::PayloadConfig::default().limit(upstream::MAX_SAML_FORM))
                 .route(web::post().to(upstream::saml_acs)),

@@ -1,5 +1,6 @@
-//! Owns the SAML IdP's HTTP surface: its metadata, and the single sign-on endpoint of the
-//! HTTP-Redirect (GET) and HTTP-POST (POST) bindings, each handed to the SAML start.
+//! Owns the SAML IdP's HTTP surface: its metadata, and the single sign-on and single logout
+//! endpoints of the HTTP-Redirect (GET) and HTTP-POST (POST) bindings, handed to the SAML start
+//! and to SP-initiated logout.
 
 use std::collections::BTreeMap;
 
@@ -36,24 +37,56 @@ pub async fn sso_redirect(
     respond(&state, &req, out).await
 }
 
+/// The `SAMLRequest` and `RelayState` of an HTTP-POST form.
+fn posted(body: &Bytes) -> Result<SamlBinding, WebError> {
+    if !well_formed(body) {
+        return Err(WebError::BadRequest);
+    }
+    let mut form: BTreeMap<String, String> =
+        serde_urlencoded::from_bytes(body).map_err(|_| WebError::BadRequest)?;
+    let Some(saml_request) = form.remove("SAMLRequest") else {
+        return Err(WebError::BadRequest);
+    };
+    Ok(SamlBinding::Post {
+        saml_request,
+        relay_state: form.remove("RelayState"),
+    })
+}
+
+/// `GET /saml/idp/slo`: an SP's LogoutRequest over HTTP-Redirect.
+pub async fn slo_redirect(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, WebError> {
+    let binding = SamlBinding::Redirect(req.query_string().to_owned());
+    let out = state
+        .signin
+        .saml_idp_slo(&browser(&state, &req), binding)
+        .await?;
+    respond(&state, &req, out).await
+}
+
+/// `POST /saml/idp/slo`: an SP's LogoutRequest over HTTP-POST.
+pub async fn slo_post(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: Bytes,
+) -> Result<HttpResponse, WebError> {
+    let binding = posted(&body)?;
+    let out = state
+        .signin
+        .saml_idp_slo(&browser(&state, &req), binding)
+        .await?;
+    respond(&state, &req, out).await
+}
+
 /// `POST /saml/idp/sso`: an AuthnRequest over HTTP-POST.
 pub async fn sso_post(
     state: web::Data<AppState>,
     req: HttpRequest,
     body: Bytes,
 ) -> Result<HttpResponse, WebError> {
-    if !well_formed(&body) {
-        return Err(WebError::BadRequest);
-    }
-    let mut form: BTreeMap<String, String> =
-        serde_urlencoded::from_bytes(&body).map_err(|_| WebError::BadRequest)?;
-    let Some(saml_request) = form.remove("SAMLRequest") else {
-        return Err(WebError::BadRequest);
-    };
-    let binding = SamlBinding::Post {
-        saml_request,
-        relay_state: form.remove("RelayState"),
-    };
+    let binding = posted(&body)?;
     let out = state
         .signin
         .saml_sso(&browser(&state, &req), binding)

@@ -10,11 +10,11 @@ use url::Url;
 
 use super::{Answer, AnswerEnv, AnswerError, Refusal, Resolved};
 use crate::audit::{Event, EventKind};
-use crate::config::saml_apps::{SamlApp, SamlAppNameId, SamlSign};
+use crate::config::saml_apps::{SamlApp, SamlSign};
 use crate::domain::auth::{ACR_LOA1, ACR_LOA2, ACR_LOA3, AMR_PWD, session_level};
 use crate::domain::relying_party::RelyingParty;
 use crate::flow::contract::{AppAnswer, Next, Outcome};
-use crate::saml_idp::{NAMEID_EMAIL, NAMEID_PERSISTENT, SamlIdp};
+use crate::saml_idp::SamlIdp;
 use crate::storage::SessionRecord;
 use crate::upstream::saml::xml::escape;
 
@@ -236,14 +236,12 @@ impl Resolved for Ready {
             .store
             .user_by_id(&session.user_id)?
             .ok_or_else(|| internal("the session's account is gone"))?;
-        let (format, name_id) = match self.app.name_id_format {
-            SamlAppNameId::Email => (NAMEID_EMAIL, user.email.as_str().to_owned()),
-            SamlAppNameId::Persistent => (
-                NAMEID_PERSISTENT,
-                idp.pairwise_id(user.id.as_str(), &self.app.entity_id)
-                    .map_err(internal)?,
-            ),
-        };
+        let (format, name_id) = idp
+            .name_id_for(&self.app, user.id.as_str(), user.email.as_str())
+            .map_err(internal)?;
+        // The SP takes part in the session: a logout of it tells whether the SP was reached.
+        idp.store
+            .add_session_client(&session.sid, &self.party.key)?;
         let now = idp.clock.now();
         let id = idp.new_id();
         let attribute = |name: &str, value: &str| {

@@ -1,7 +1,8 @@
 //! Owns the SAML start: an SP's AuthnRequest (HTTP-Redirect or HTTP-POST) read once
 //! (`saml_idp::authn_request`), its Issuer and ACS found in the registry (an unknown SP or ACS
 //! gets a page, never a Response: there is nowhere trusted to send one), then handed to the
-//! protocol-neutral arrival (`single_sign_on.rs`) as an [`Arrival`]. An SP with registered
+//! protocol-neutral arrival (`single_sign_on.rs`) as an [`Arrival`]. Its IssueInstant must be
+//! within the bounded skew and its ID is used once per SP (a replay gets a page). An SP with registered
 //! certificates (`signing_cert_file`) must sign its requests; the others' signatures are not
 //! checked.
 
@@ -17,9 +18,9 @@ use crate::flow::contract::{Browser, Outcome};
 use crate::flow::signin::{SignIn, SignInError, blocking};
 use crate::saml_idp::authn_request;
 use crate::saml_idp::{NAMEID_EMAIL, NAMEID_PERSISTENT, NAMEID_UNSPECIFIED, SamlIdp};
-use crate::upstream::saml::SamlError;
 use crate::upstream::saml::crypto::redirect_query;
 use crate::upstream::saml::metadata::POST_BINDING;
+use crate::upstream::saml::{SamlError, check_issued};
 
 /// The longest RelayState carried back (SAML Bindings says 80 bytes; some SPs send more).
 const MAX_RELAY_STATE: usize = 1024;
@@ -38,6 +39,8 @@ pub enum SamlBinding {
 /// A request of a registered SP, for a registered ACS.
 struct Checked {
     request: SamlRequest,
+    /// The request's IssueInstant (within the skew).
+    issued: i64,
     force_authn: bool,
     is_passive: bool,
     /// The NameID format asked for (if any) is the SP's.
@@ -146,6 +149,12 @@ fn check(idp: &SamlIdp, binding: SamlBinding, has_session_cookie: bool) -> Parse
     {
         return Parsed::Page("error_400_message", "RelayState too long".into());
     }
+    if let Err(e) = check_issued(ar.issue_instant, idp.clock.now()) {
+        return Parsed::Page("error_400_message", format!("`{}`: {e}", app.entity_id));
+    }
+    let Some(issued) = ar.issue_instant else {
+        return Parsed::Page("error_400_message", "no IssueInstant".into());
+    };
     if let Some(xml) = resend.filter(|_| !has_session_cookie) {
         return match redirect_query("SAMLRequest", &xml, relay_state.as_deref(), None) {
             Ok(q) => Parsed::AsRedirect(format!("{}?{q}", idp.sso_url)),
@@ -170,6 +179,7 @@ fn check(idp: &SamlIdp, binding: SamlBinding, has_session_cookie: bool) -> Parse
     };
     Parsed::Ok(Box::new(Checked {
         request,
+        issued,
         force_authn: ar.force_authn,
         is_passive: ar.is_passive,
         name_id_ok,
@@ -188,7 +198,22 @@ impl SignIn {
         let (idp, sessions) = (Arc::clone(&self.saml), Arc::clone(&self.sessions));
         let cookie = browser.session.as_ref().map(|s| s.expose().to_owned());
         let (parsed, session) = blocking(move || {
-            let parsed = check(&idp, binding, cookie.is_some());
+            let mut parsed = check(&idp, binding, cookie.is_some());
+            // The request's ID is used once, here, where the sign-in is made of it (not when a
+            // POST is sent back as HTTP-Redirect, the same request again).
+            if let Parsed::Ok(c) = &parsed
+                && !idp.use_request_id(
+                    &c.request.sp,
+                    "AuthnRequest",
+                    &c.request.request_id,
+                    c.issued,
+                )?
+            {
+                parsed = Parsed::Page(
+                    "error_400_message",
+                    format!("`{}`: {}", c.request.sp, SamlError::Replayed),
+                );
+            }
             let session = match (&parsed, cookie) {
                 (Parsed::Ok(..), Some(c)) => sessions.check(&c)?.map(|a| a.record),
                 _ => None,

@@ -384,19 +384,7 @@ impl SamlConnector {
         {
             return Err(SamlError::Destination);
         }
-        let now = self.clock.now();
-        let issued = issued
-            .map(|t| t.timestamp())
-            .ok_or(SamlError::Malformed("no IssueInstant".into()))?;
-        if issued > now + response::SKEW {
-            return Err(SamlError::NotYetValid(
-                "IssueInstant is in the future".into(),
-            ));
-        }
-        if issued < now - response::MAX_AGE {
-            return Err(SamlError::Expired("IssueInstant is too old".into()));
-        }
-        Ok(())
+        check_issued(issued.map(|t| t.timestamp()), self.clock.now())
     }
 
     /// The SP metadata document for this upstream.
@@ -684,6 +672,49 @@ impl PostConnector for SamlConnector {
     }
 }
 
+/// The clock-skew bound of every request or logout message: its IssueInstant no more than the
+/// skew ahead of `now` and no older than the maximum age (so a replay cache keyed by its ID need
+/// only remember it until `issued + MAX_AGE + SKEW`, [`replay_until`]).
+pub fn check_issued(issued: Option<UnixTime>, now: UnixTime) -> Result<(), SamlError> {
+    let issued = issued.ok_or(SamlError::Malformed("no IssueInstant".into()))?;
+    if issued > now + response::SKEW {
+        return Err(SamlError::NotYetValid(
+            "IssueInstant is in the future".into(),
+        ));
+    }
+    if issued < now - response::MAX_AGE {
+        return Err(SamlError::Expired("IssueInstant is too old".into()));
+    }
+    Ok(())
+}
+
+/// Until when the ID of a message issued at `issued` (past [`check_issued`]) is remembered.
+pub fn replay_until(issued: UnixTime) -> UnixTime {
+    issued
+        .saturating_add(response::MAX_AGE)
+        .saturating_add(response::SKEW)
+}
+
+/// A protocol message (a LogoutRequest or LogoutResponse) read from `doc`: no DTD, its root the
+/// protocol element `element` (namespaces checked as libxml2 reads them, no comments), then
+/// parsed by samael.
+pub fn protocol_message<T>(doc: &str, element: &str) -> Result<T, SamlError>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    if doc.len() > xml::MAX_DOCUMENT {
+        return Err(SamlError::TooLarge);
+    }
+    xml::refuse_dtd(doc)?;
+    let (root, _) = xml::root_of(doc)?;
+    if root.ns != xml::PROTOCOL_NS || root.name != element {
+        return Err(SamlError::Malformed(format!("not a {element}")));
+    }
+    doc.parse()
+        .map_err(|e| SamlError::Malformed(format!("{element}: {e}")))
+}
+
 /// A logout message over HTTP-Redirect: signed by the IdP's metadata keys (anything unsigned
 /// is refused), carried in `param`, whose root is the protocol element `element`; with the
 /// message itself (its signed XML and its RelayState).
@@ -701,13 +732,6 @@ where
     if !msg.signed || msg.param != param {
         return Err(SamlError::Unsigned.into());
     }
-    let (root, _) = xml::root_of(&msg.xml)?;
-    if root.ns != xml::PROTOCOL_NS || root.name != element {
-        return Err(SamlError::Malformed(format!("not a {element}")).into());
-    }
-    let parsed = msg
-        .xml
-        .parse()
-        .map_err(|e| SamlError::Malformed(format!("{element}: {e}")))?;
+    let parsed = protocol_message(&msg.xml, element)?;
     Ok((parsed, msg))
 }

@@ -1,0 +1,416 @@
+//! SP-initiated SAML Single Logout at the broker's IdP, against the real pysaml2 SP
+//! (tests/peers/saml_sp.py: it makes the LogoutRequest with pysaml2 and reads the broker's
+//! LogoutResponse with pysaml2, its query signature checked against the broker's metadata): the
+//! LogoutRequest (HTTP-Redirect and HTTP-POST, signed and not) ends the broker session, the
+//! OpenID app of the same session is told by back-channel logout and its refresh token no longer
+//! works; hostile requests (unknown issuer, unsigned or tampered when a signature is required,
+//! a replayed ID, another Destination, a DTD, a deflate bomb, an oversized query, another user's
+//! NameID) each get a page and end nothing. Also a replayed AuthnRequest ID.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde_json::Value;
+
+use concierge::startup::{DEMO_EMAIL, DEMO_PASSWORD};
+use concierge::upstream::saml::crypto::{deflate_b64, redirect_query};
+
+use crate::helpers::{Browser, SECRET, TestApp, assert_error_page};
+use crate::logout::{receiver, tokens_for_client, wait_for};
+use crate::per_backend_async;
+use crate::saml_idp::{Sp, answer_form, broker_with, refs, saml_sp, saml_sp_with};
+use crate::support::Backend;
+
+const SUCCESS: &str = "urn:oasis:names:tc:SAML:2.0:status:Success";
+
+impl Sp {
+    fn sls(&self) -> String {
+        format!("{}/sls", self.base)
+    }
+
+    /// The SP's LogoutRequest over HTTP-Redirect (`extra`: more query parameters of the peer's
+    /// `/logout`): the path and query at the broker, and the request's ID.
+    async fn logout(&self, name_id: &str, extra: &str) -> (String, String) {
+        let res = self
+            .http
+            .get(format!(
+                "{}/logout?name_id={}{extra}",
+                self.base,
+                urlencoding(name_id)
+            ))
+            .send()
+            .await
+            .unwrap();
+        let id = res
+            .headers()
+            .get("x-request-id")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let location = res
+            .headers()
+            .get("location")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let (Some(id), Some(location)) = (id, location) else {
+            panic!("the SP did not redirect: {}", res.text().await.unwrap());
+        };
+        let url = url::Url::parse(&location).unwrap();
+        (format!("{}?{}", url.path(), url.query().unwrap()), id)
+    }
+
+    /// The SP's LogoutRequest over HTTP-POST: the form's fields, and the request's ID.
+    async fn logout_post(&self, name_id: &str, extra: &str) -> (Vec<(String, String)>, String) {
+        let res = self
+            .http
+            .get(format!(
+                "{}/logout?name_id={}&binding=post{extra}",
+                self.base,
+                urlencoding(name_id)
+            ))
+            .send()
+            .await
+            .unwrap();
+        let id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+        let form: Value = serde_json::from_str(&res.text().await.unwrap()).unwrap();
+        assert!(form["action"].as_str().unwrap().ends_with("/saml/idp/slo"));
+        let fields = ["SAMLRequest", "RelayState"]
+            .iter()
+            .map(|k| ((*k).to_owned(), form[*k].as_str().unwrap().to_owned()))
+            .collect();
+        (fields, id)
+    }
+
+    /// The SP's reading of the broker's answer (a redirect to its `/sls`): 200 and what it
+    /// read, or 400 and why.
+    async fn logged_out(&self, location: &str) -> (u16, Value) {
+        assert!(location.starts_with(&self.sls()), "{location}");
+        let res = self.http.get(location).send().await.unwrap();
+        let status = res.status().as_u16();
+        let text = res.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+}
+
+/// The single logout endpoint in the IdP's metadata (the broker's public URL).
+fn slo_of(md: &str) -> url::Url {
+    let at = md.find("SingleLogoutService").unwrap();
+    let loc = &md[at..];
+    let start = loc.find("Location=\"").unwrap() + "Location=\"".len();
+    let end = start + loc[start..].find('"').unwrap();
+    url::Url::parse(&loc[start..end]).unwrap()
+}
+
+fn urlencoding(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// A broker with the SP registered (its SingleLogoutService too, and `app` keys more) and an
+/// OpenID client `bcl` with back-channel logout to `backchannel`.
+async fn broker(b: Backend, sp: &Sp, app: &str, backchannel: &str) -> Option<TestApp> {
+    let app_keys = format!("slo_url = \"{}\"\n{app}", sp.sls());
+    let clients = format!(
+        "[[clients]]\nid = \"bcl\"\nsecret_sha256 = \"SECRET_HASH\"\nredirect_uris = [\"https://bcl.example/cb\"]\n\
+         backchannel_logout_uri = \"{backchannel}\"\n"
+    );
+    broker_with(b, sp, &app_keys, &clients).await
+}
+
+/// Signs in through the SP: the session index (the broker's `sid`) the SP got.
+async fn sign_in(app: &TestApp, sp: &Sp, br: &mut Browser) -> String {
+    let (path, _) = sp.login(app, "").await;
+    let page = br.get(&path).await;
+    let page = br
+        .submit(
+            &page,
+            "/login",
+            &[("email", DEMO_EMAIL), ("password", DEMO_PASSWORD)],
+        )
+        .await;
+    let (_, page) = br.follow(page).await;
+    let (status, got) = sp.post(&answer_form(sp, &page)).await;
+    assert_eq!(status, 200, "{got}");
+    got["session_index"].as_str().unwrap().to_owned()
+}
+
+/// The refresh grant of `bcl` with `refresh`: its status.
+async fn refresh(app: &TestApp, refresh: &str) -> u16 {
+    reqwest::Client::new()
+        .post(format!("{}/token", app.base))
+        .basic_auth("bcl", Some(SECRET))
+        .form(&[("grant_type", "refresh_token"), ("refresh_token", refresh)])
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// A hand-made LogoutRequest over HTTP-Redirect (unsigned).
+fn handmade(issuer: &str, destination: &str, id: &str, before: &str) -> String {
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let xml = format!(
+        concat!(
+            r#"{before}<samlp:LogoutRequest xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" "#,
+            r#"ID="{id}" Version="2.0" IssueInstant="{now}" Destination="{dest}"><saml:Issuer>{issuer}</saml:Issuer>"#,
+            r#"<saml:NameID>{email}</saml:NameID></samlp:LogoutRequest>"#
+        ),
+        before = before,
+        id = id,
+        now = now,
+        dest = destination,
+        issuer = issuer,
+        email = DEMO_EMAIL,
+    );
+    let q = redirect_query("SAMLRequest", &xml, Some("rs"), None).unwrap();
+    format!("/saml/idp/slo?{q}")
+}
+
+/// The request was refused with a page, and the browser's session goes on.
+async fn refused(br: &mut Browser, page: crate::helpers::Page, what: &str) {
+    assert_eq!(page.status, 400, "{what}: {}", page.body);
+    assert_error_page(&page, 400);
+    assert!(page.location.is_none(), "{what}");
+    assert_eq!(
+        br.get("/account").await.status,
+        200,
+        "{what}: a session ended"
+    );
+}
+
+async fn sp_initiated_logout_ends_the_session_everywhere(b: Backend) {
+    let (url, got) = receiver().await;
+    let sp = saml_sp();
+    let Some(app) = broker(b, &sp, "", &url).await else {
+        return;
+    };
+    // The metadata names the endpoint, for both bindings.
+    let md = reqwest::get(format!("{}/saml/idp/metadata", app.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(md.matches("SingleLogoutService").count(), 2, "{md}");
+    assert_eq!(slo_of(&md).path(), "/saml/idp/slo", "{md}");
+
+    let mut br = Browser::new(&app);
+    let sid = sign_in(&app, &sp, &mut br).await;
+    let tokens = tokens_for_client(&app, &mut br, "bcl").await;
+    let refresh_token = tokens["refresh_token"].as_str().unwrap().to_owned();
+
+    // Another user's NameID, or another session's index: nothing of this browser's ends.
+    let (path, id) = sp.logout("mallory@example.com", "").await;
+    let page = br.get(&path).await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    // The SP reads it (its signature checked first) as a refusal: UnknownPrincipal.
+    let location = page.location.as_deref().unwrap();
+    let (status, answer) = sp.logged_out(location).await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["error"], "StatusUnknownPrincipal", "{answer}");
+    let q = url::Url::parse(location).unwrap();
+    let xml = concierge::upstream::saml::crypto::inflate_b64(
+        &q.query_pairs()
+            .find(|(k, _)| k == "SAMLResponse")
+            .unwrap()
+            .1,
+    )
+    .unwrap();
+    assert!(xml.contains(&format!("InResponseTo=\"{id}\"")), "{xml}");
+    assert_eq!(br.get("/account").await.status, 200);
+    let (path, _) = sp.logout(DEMO_EMAIL, "&session_index=another-sid").await;
+    let page = br.get(&path).await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    assert_eq!(br.get("/account").await.status, 200);
+
+    // The SP's LogoutRequest for this user and session.
+    let (path, id) = sp
+        .logout(DEMO_EMAIL, &format!("&session_index={sid}"))
+        .await;
+    let page = br.get(&path).await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    let (status, answer) = sp.logged_out(page.location.as_deref().unwrap()).await;
+    assert_eq!(status, 200, "the SP refused the LogoutResponse: {answer}");
+    assert_eq!(answer["in_response_to"], id.as_str());
+    assert_eq!(answer["status"], SUCCESS, "{answer}");
+    assert_eq!(answer["sub_status"], Value::Null, "{answer}");
+    assert_eq!(answer["relay_state"], "rs-lo");
+    assert_eq!(answer["signature_ok"], true);
+    // The session is over here, and for the OpenID app of the same session.
+    assert!(br.session_cookie().is_none());
+    assert_eq!(br.get("/account").await.status, 303, "the session ended");
+    assert_eq!(refresh(&app, &refresh_token).await, 400);
+    assert!(wait_for(&got, 1).await, "no back-channel logout");
+    assert!(got.lock().unwrap()[0].contains("logout_token"));
+
+    // The same request again: a replay, refused.
+    let mut again = Browser::new(&app);
+    let page = again.get(&path).await;
+    assert_error_page(&page, 400);
+    assert!(page.location.is_none());
+}
+
+async fn the_http_post_binding_and_a_signing_sp(b: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let pair = crate::upstream_saml::key_pair("pysaml2 SP");
+    let (key, cert) = (dir.path().join("sp.key"), dir.path().join("sp.crt"));
+    std::fs::write(&key, pair.key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+    std::fs::write(&cert, &pair.cert_pem).unwrap();
+    let sp = saml_sp_with(&[
+        "--key",
+        key.to_str().unwrap(),
+        "--cert",
+        cert.to_str().unwrap(),
+    ]);
+    let (url, got) = receiver().await;
+    let Some(app) = broker(b, &sp, &format!("signing_cert_file = {cert:?}"), &url).await else {
+        return;
+    };
+    let mut br = Browser::new(&app);
+    let sid = sign_in(&app, &sp, &mut br).await;
+    let with_sid = format!("&session_index={sid}");
+    let tokens = tokens_for_client(&app, &mut br, "bcl").await;
+    let refresh_token = tokens["refresh_token"].as_str().unwrap().to_owned();
+
+    // Refused, each with a page, ending nothing:
+    let (signed, _) = sp.logout(DEMO_EMAIL, &with_sid).await;
+    assert!(signed.contains("&Signature="), "{signed}");
+    // unsigned (the SP must sign), or with another RelayState than it signed;
+    let unsigned: Vec<&str> = signed
+        .split('&')
+        .filter(|p| !p.starts_with("SigAlg=") && !p.starts_with("Signature="))
+        .collect();
+    let page = br.get(&unsigned.join("&")).await;
+    refused(&mut br, page, "unsigned").await;
+    let page = br
+        .get(&signed.replace("RelayState=rs-lo", "RelayState=rs-2"))
+        .await;
+    refused(&mut br, page, "tampered").await;
+    // the SP's own request, signed, for another Destination;
+    let (elsewhere, _) = sp
+        .logout(
+            DEMO_EMAIL,
+            &format!(
+                "{with_sid}&destination={}",
+                urlencoding("https://elsewhere.example/slo")
+            ),
+        )
+        .await;
+    let q = elsewhere.split_once('?').unwrap().1;
+    let page = br.get(&format!("/saml/idp/slo?{q}")).await;
+    refused(&mut br, page, "destination").await;
+    // an unknown issuer; a DTD; a deflate bomb; an oversized query; not a LogoutRequest.
+    let md = reqwest::get(format!("{}/saml/idp/metadata", app.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let slo = slo_of(&md).to_string();
+    let page = br
+        .get(&handmade("https://unknown.example/sp", &slo, "_u1", ""))
+        .await;
+    refused(&mut br, page, "unknown issuer").await;
+    let dtd = r#"<!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]>"#;
+    let page = br.get(&handmade(&sp.entity_id(), &slo, "_d1", dtd)).await;
+    refused(&mut br, page, "dtd").await;
+    let bomb = deflate_b64(&" ".repeat(4 * 1024 * 1024)).unwrap();
+    let page = br
+        .get(&format!("/saml/idp/slo?SAMLRequest={}", urlencoding(&bomb)))
+        .await;
+    refused(&mut br, page, "deflate bomb").await;
+    let big = "A".repeat(400 * 1024);
+    let page = br
+        .post_form("/saml/idp/slo", &[("SAMLRequest", big.as_str())])
+        .await;
+    refused(&mut br, page, "oversized").await;
+    let page = br.get("/saml/idp/slo?SAMLRequest=not-deflate").await;
+    refused(&mut br, page, "malformed").await;
+    assert!(got.lock().unwrap().is_empty());
+
+    // Over HTTP-POST (an enveloped signature): a browser without the session cookie gets the
+    // same request back as HTTP-Redirect; with it, the session ends.
+    let (fields, id) = sp.logout_post(DEMO_EMAIL, &with_sid).await;
+    let xml = String::from_utf8(STANDARD.decode(&fields[0].1).unwrap()).unwrap();
+    assert!(xml.contains("SignatureValue"), "{xml}");
+    // A forged document (another NameID) no longer verifies.
+    let forged = STANDARD.encode(xml.replace(DEMO_EMAIL, "other@example.com"));
+    let page = br
+        .post_form(
+            "/saml/idp/slo",
+            &[("SAMLRequest", forged.as_str()), ("RelayState", "rs-lo")],
+        )
+        .await;
+    refused(&mut br, page, "forged post").await;
+    let mut fresh = Browser::new(&app);
+    let page = fresh.post_form("/saml/idp/slo", &refs(&fields)).await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    let location = url::Url::parse(page.location.as_deref().unwrap()).unwrap();
+    assert_eq!(location.path(), "/saml/idp/slo");
+    assert_eq!(br.get("/account").await.status, 200);
+    let page = br.post_form("/saml/idp/slo", &refs(&fields)).await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    let (status, answer) = sp.logged_out(page.location.as_deref().unwrap()).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["in_response_to"], id.as_str());
+    assert_eq!(answer["status"], SUCCESS, "{answer}");
+    assert_eq!(br.get("/account").await.status, 303, "the session ended");
+    assert_eq!(refresh(&app, &refresh_token).await, 400);
+    assert!(wait_for(&got, 1).await, "no back-channel logout");
+    // Replayed (sent back as HTTP-Redirect, the browser has no session now): refused.
+    let page = br.post_form("/saml/idp/slo", &refs(&fields)).await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    let location = url::Url::parse(page.location.as_deref().unwrap()).unwrap();
+    let page = br
+        .get(&format!("/saml/idp/slo?{}", location.query().unwrap()))
+        .await;
+    assert_error_page(&page, 400);
+}
+
+async fn a_replayed_authn_request_is_refused(b: Backend) {
+    let sp = saml_sp();
+    let Some(app) = broker_with(b, &sp, "", "").await else {
+        return;
+    };
+    let mut br = Browser::new(&app);
+    let (path, id) = sp.login(&app, "").await;
+    let page = br.get(&path).await;
+    let page = br
+        .submit(
+            &page,
+            "/login",
+            &[("email", DEMO_EMAIL), ("password", DEMO_PASSWORD)],
+        )
+        .await;
+    let (_, page) = br.follow(page).await;
+    let (status, got) = sp.post(&answer_form(&sp, &page)).await;
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(got["in_response_to"], id.as_str());
+    // The same AuthnRequest again, from the signed-in browser or another: no Response.
+    for mut who in [Browser::new(&app), br] {
+        let page = who.get(&path).await;
+        assert_error_page(&page, 400);
+        assert!(!page.body.contains("SAMLResponse"), "{}", page.body);
+        assert!(!page.body.contains("name=\"password\""), "{}", page.body);
+    }
+    // A new request signs in as ever.
+    let mut br = Browser::new(&app);
+    let (path, id) = sp.login(&app, "").await;
+    let page = br.get(&path).await;
+    let page = br
+        .submit(
+            &page,
+            "/login",
+            &[("email", DEMO_EMAIL), ("password", DEMO_PASSWORD)],
+        )
+        .await;
+    let (_, page) = br.follow(page).await;
+    let (status, got) = sp.post(&answer_form(&sp, &page)).await;
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(got["in_response_to"], id.as_str());
+}
+
+per_backend_async!(
+    sp_initiated_logout_ends_the_session_everywhere,
+    the_http_post_binding_and_a_signing_sp,
+    a_replayed_authn_request_is_refused,
+);
