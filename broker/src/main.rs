@@ -340,7 +340,10 @@ fn users(config: Option<PathBuf>, command: UsersCommand) -> anyhow::Result<()> {
         UsersCommand::RemovePasskey { email, id } => {
             let user = user_by_email(store.as_ref(), &email)?;
             let left = admin_flow::remove_passkey(store.as_ref(), &provider, &user.id, &id, "cli")?;
-            println!("removed the passkey of {}; {left} left", user.email);
+            println!(
+                "removed the passkey of {}; {left} left; the user's sessions ended",
+                user.email
+            );
         }
     }
     provider.audit.flush()?;

@@ -18,29 +18,8 @@
     return;
   }
 
-  var fromB64u = function (s) {
-    var b64 = s.replace(/-/g, "+").replace(/_/g, "/");
-    while (b64.length % 4) {
-      b64 += "=";
-    }
-    var bin = atob(b64);
-    var out = new Uint8Array(bin.length);
-    for (var i = 0; i < bin.length; i++) {
-      out[i] = bin.charCodeAt(i);
-    }
-    return out.buffer;
-  };
-  var toB64u = function (buf) {
-    if (!buf) {
-      return null;
-    }
-    var bytes = new Uint8Array(buf);
-    var bin = "";
-    for (var i = 0; i < bytes.length; i++) {
-      bin += String.fromCharCode(bytes[i]);
-    }
-    return btoa(bin).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
-  };
+  var fromB64u = window.conciergeB64u.decode;
+  var toB64u = window.conciergeB64u.encode;
   var withIds = function (list) {
     return (list || []).map(function (c) {
       var copy = Object.assign({}, c);

@@ -776,3 +776,39 @@ export function adminApi(broker, secret, id = 'ops') {
     },
   };
 }
+
+/**
+ * A page with a DevTools virtual authenticator (CTAP2, internal transport, resident keys, user
+ * verification unless `uv` is false); returns { page, cdp, authenticatorId, problems } (console
+ * errors and page errors: CSP violations show there). `autofill: false` is a user who does not
+ * pick the passkey the browser offers in the sign-in page's email autofill (the virtual
+ * authenticator would pick it at once): the page sees no conditional UI.
+ */
+export async function pageWithAuthenticator(context, { uv = true, autofill = true } = {}) {
+  const page = await context.newPage();
+  if (!autofill) {
+    await page.addInitScript(() => {
+      if (window.PublicKeyCredential) {
+        window.PublicKeyCredential.isConditionalMediationAvailable = () => Promise.resolve(false);
+      }
+    });
+  }
+  const problems = [];
+  page.on('console', (m) => {
+    if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) problems.push(m.text());
+  });
+  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+  const cdp = await context.newCDPSession(page);
+  await cdp.send('WebAuthn.enable');
+  const { authenticatorId } = await cdp.send('WebAuthn.addVirtualAuthenticator', {
+    options: {
+      protocol: 'ctap2',
+      transport: 'internal',
+      hasResidentKey: true,
+      hasUserVerification: uv,
+      isUserVerified: uv,
+      automaticPresenceSimulation: true,
+    },
+  });
+  return { page, cdp, authenticatorId, problems };
+}

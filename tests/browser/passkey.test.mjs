@@ -26,6 +26,7 @@ import {
   opsClient,
   adminApi,
   backend,
+  pageWithAuthenticator,
   LEAK_PATTERN,
   REPO_ROOT,
 } from './helpers.mjs';
@@ -37,36 +38,10 @@ const APP_SECRET = randomBytes(24).toString('base64url');
 const PASSKEY_TOML = ['[mfa]', 'required = "optional"', '', '[mfa.passkey]', 'enabled = true'].join('\n');
 
 /**
- * A page with a virtual authenticator; returns { page, cdp, authenticatorId, problems }. These
- * tests use the passkey as a second factor: the user does not pick it from the sign-in page's
- * autofill (the virtual authenticator would pick it at once; passwordless.test.mjs covers that),
- * so the page is shown no conditional UI.
+ * These tests use the passkey as a second factor: the user does not pick it from the sign-in
+ * page's autofill (passwordless.test.mjs covers that).
  */
-async function pageWithAuthenticator(context) {
-  const page = await context.newPage();
-  await page.addInitScript(() => {
-    if (window.PublicKeyCredential) {
-      window.PublicKeyCredential.isConditionalMediationAvailable = () => Promise.resolve(false);
-    }
-  });
-  const problems = [];
-  page.on('console', (m) => {
-    if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) problems.push(m.text());
-  });
-  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
-  const cdp = await context.newCDPSession(page);
-  await cdp.send('WebAuthn.enable');
-  const { authenticatorId } = await cdp.send('WebAuthn.addVirtualAuthenticator', {
-    options: {
-      protocol: 'ctap2',
-      transport: 'internal',
-      hasResidentKey: true,
-      hasUserVerification: true,
-      isUserVerified: true,
-    },
-  });
-  return { page, cdp, authenticatorId, problems };
-}
+const withAuthenticator = (context) => pageWithAuthenticator(context, { autofill: false });
 
 async function submit(page, selector) {
   const [res] = await Promise.all([
@@ -159,7 +134,7 @@ describe(`passkeys as a second factor in Chromium (${backend})`, () => {
     assert.match(base, /^http:\/\/localhost:\d+$/);
     const context = await browser.newContext();
     t.after(() => context.close());
-    const { page, cdp, authenticatorId, problems } = await pageWithAuthenticator(context);
+    const { page, cdp, authenticatorId, problems } = await withAuthenticator(context);
 
     // First sign-in: no factor yet, and MFA is optional: straight to the account.
     await signInWithPassword(page, base, provider);
@@ -211,7 +186,7 @@ describe(`passkeys as a second factor in Chromium (${backend})`, () => {
     const base = provider.url;
     const context = await browser.newContext();
     t.after(() => context.close());
-    const { page, cdp, authenticatorId } = await pageWithAuthenticator(context);
+    const { page, cdp, authenticatorId } = await withAuthenticator(context);
     await signInWithPassword(page, base, provider);
     await page.waitForURL(`${base}/account`, { timeout: 10_000 });
     await enrolPasskey(page, base);
@@ -279,7 +254,7 @@ describe(`passkeys as a second factor in Chromium (${backend})`, () => {
     const admin = adminApi(provider, OPS_SECRET);
     const context = await browser.newContext();
     t.after(() => context.close());
-    const { page, cdp, authenticatorId } = await pageWithAuthenticator(context);
+    const { page, cdp, authenticatorId } = await withAuthenticator(context);
     await signInWithPassword(page, base, provider);
     await page.waitForURL(`${base}/account`, { timeout: 10_000 });
     await enrolPasskey(page, base);

@@ -29,6 +29,7 @@ import {
   adminApi,
   pluginManifest,
   oathtool,
+  pageWithAuthenticator,
   backend,
   LEAK_PATTERN,
   REPO_ROOT,
@@ -42,40 +43,6 @@ const LOA3 = 'urn:concierge:loa:3';
 const OPS_SECRET = randomBytes(24).toString('base64url');
 const APP_SECRET = randomBytes(24).toString('base64url');
 const TOTP = () => pluginManifest('totp', { grants: ['clock', 'random', 'state', 'log'] });
-
-/**
- * A page with a virtual authenticator. `autofill: false` is a user who does not pick the passkey
- * the browser offers in the email field's autofill (the virtual authenticator would pick it at
- * once): the page sees no conditional UI, and the password or the button are used instead.
- */
-async function pageWithAuthenticator(context, { uv = true, autofill = true } = {}) {
-  const page = await context.newPage();
-  if (!autofill) {
-    await page.addInitScript(() => {
-      if (window.PublicKeyCredential) {
-        window.PublicKeyCredential.isConditionalMediationAvailable = () => Promise.resolve(false);
-      }
-    });
-  }
-  const problems = [];
-  page.on('console', (m) => {
-    if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) problems.push(m.text());
-  });
-  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
-  const cdp = await context.newCDPSession(page);
-  await cdp.send('WebAuthn.enable');
-  const { authenticatorId } = await cdp.send('WebAuthn.addVirtualAuthenticator', {
-    options: {
-      protocol: 'ctap2',
-      transport: 'internal',
-      hasResidentKey: true,
-      hasUserVerification: uv,
-      isUserVerified: uv,
-      automaticPresenceSimulation: true,
-    },
-  });
-  return { page, cdp, authenticatorId, problems };
-}
 
 async function submit(page, selector) {
   const [res] = await Promise.all([

@@ -309,10 +309,13 @@ async fn admins_list_and_remove_a_users_passkeys(b: Backend) {
     let (s, _, _) = api(&app, "DELETE", &format!("{path}/{id}"), None).await;
     assert_eq!(s, 401);
     assert_eq!(stored(&app, DEMO_EMAIL).len(), 1, "nothing removed yet");
-    // Removed through the API: the key signs in no more.
+    // Removed through the API: the key signs in no more, and what it may have opened ends (as
+    // a password change: revoke-all).
+    assert!(sessions(&app, DEMO_EMAIL) > 0, "signed in before");
     let (s, _, v) = api(&app, "DELETE", &format!("{path}/{id}"), Some(&admin)).await;
     assert_eq!((s, v["left"].as_u64()), (200, Some(0)), "{v}");
     assert!(stored(&app, DEMO_EMAIL).is_empty());
+    assert_eq!(sessions(&app, DEMO_EMAIL), 0, "the user's sessions ended");
     let removed = audit_events(&app, "mfa_removed").await;
     assert!(
         removed.iter().any(|e| e["user_id"] == uid.as_str()

@@ -79,31 +79,52 @@ impl Sp {
         format!("{}/acs", self.base)
     }
 
-    /// The SP's AuthnRequest: the path and query it sends the browser to at the broker, and
-    /// the request's ID.
-    pub(crate) async fn login(&self, app: &TestApp, extra: &str) -> (String, String) {
+    /// The SP's answer to `GET {base}{path}` that sends the browser on with the Redirect
+    /// binding: where to (a URL at the broker), and the ID of the request it carries.
+    pub(crate) async fn redirected(&self, path: &str) -> (url::Url, String) {
         let res = self
             .http
-            .get(format!(
-                "{}/login?idp={}/saml/idp/metadata{extra}",
-                self.base, app.base
-            ))
+            .get(format!("{}{path}", self.base))
             .send()
             .await
             .unwrap();
-        let id = res
-            .headers()
-            .get("x-request-id")
-            .map(|v| v.to_str().unwrap().to_owned());
-        let location = res
-            .headers()
-            .get("location")
-            .map(|v| v.to_str().unwrap().to_owned());
-        let (Some(id), Some(location)) = (id, location) else {
+        let header = |name: &str| {
+            res.headers()
+                .get(name)
+                .map(|v| v.to_str().unwrap().to_owned())
+        };
+        let (Some(id), Some(location)) = (header("x-request-id"), header("location")) else {
             panic!("the SP did not redirect: {}", res.text().await.unwrap());
         };
-        let url = url::Url::parse(&location).unwrap();
-        assert_eq!(url.path(), "/saml/idp/sso", "{location}");
+        (url::Url::parse(&location).unwrap(), id)
+    }
+
+    /// The SP's answer to `GET {base}{path}` that sends the browser on with the POST binding:
+    /// the form's action, its fields, and the ID of the request it carries.
+    pub(crate) async fn posting(&self, path: &str) -> (url::Url, Vec<(String, String)>, String) {
+        let res = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        let id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+        let form: Value = serde_json::from_str(&res.text().await.unwrap()).unwrap();
+        let action = url::Url::parse(form["action"].as_str().unwrap()).unwrap();
+        let fields = ["SAMLRequest", "RelayState"]
+            .iter()
+            .map(|k| ((*k).to_owned(), form[*k].as_str().unwrap().to_owned()))
+            .collect();
+        (action, fields, id)
+    }
+
+    /// The SP's AuthnRequest: the path and query it sends the browser to at the broker, and
+    /// the request's ID.
+    pub(crate) async fn login(&self, app: &TestApp, extra: &str) -> (String, String) {
+        let (url, id) = self
+            .redirected(&format!("/login?idp={}/saml/idp/metadata{extra}", app.base))
+            .await;
+        assert_eq!(url.path(), "/saml/idp/sso", "{url}");
         (format!("/saml/idp/sso?{}", url.query().unwrap()), id)
     }
 
@@ -113,23 +134,13 @@ impl Sp {
         &self,
         app: &TestApp,
     ) -> (String, Vec<(String, String)>, String) {
-        let res = self
-            .http
-            .get(format!(
-                "{}/login?idp={}/saml/idp/metadata&binding=post",
-                self.base, app.base
+        let (action, fields, id) = self
+            .posting(&format!(
+                "/login?idp={}/saml/idp/metadata&binding=post",
+                app.base
             ))
-            .send()
-            .await
-            .unwrap();
-        let id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
-        let form: Value = serde_json::from_str(&res.text().await.unwrap()).unwrap();
-        let action = url::Url::parse(form["action"].as_str().unwrap()).unwrap();
+            .await;
         assert_eq!(action.path(), "/saml/idp/sso");
-        let fields = ["SAMLRequest", "RelayState"]
-            .iter()
-            .map(|k| ((*k).to_owned(), form[*k].as_str().unwrap().to_owned()))
-            .collect();
         (action.path().to_owned(), fields, id)
     }
 

@@ -30,50 +30,21 @@ impl Sp {
     /// The SP's LogoutRequest over HTTP-Redirect (`extra`: more query parameters of the peer's
     /// `/logout`): the path and query at the broker, and the request's ID.
     async fn logout(&self, name_id: &str, extra: &str) -> (String, String) {
-        let res = self
-            .http
-            .get(format!(
-                "{}/logout?name_id={}{extra}",
-                self.base,
-                urlencoding(name_id)
-            ))
-            .send()
-            .await
-            .unwrap();
-        let id = res
-            .headers()
-            .get("x-request-id")
-            .map(|v| v.to_str().unwrap().to_owned());
-        let location = res
-            .headers()
-            .get("location")
-            .map(|v| v.to_str().unwrap().to_owned());
-        let (Some(id), Some(location)) = (id, location) else {
-            panic!("the SP did not redirect: {}", res.text().await.unwrap());
-        };
-        let url = url::Url::parse(&location).unwrap();
+        let (url, id) = self
+            .redirected(&format!("/logout?name_id={}{extra}", urlencoding(name_id)))
+            .await;
         (format!("{}?{}", url.path(), url.query().unwrap()), id)
     }
 
     /// The SP's LogoutRequest over HTTP-POST: the form's fields, and the request's ID.
     async fn logout_post(&self, name_id: &str, extra: &str) -> (Vec<(String, String)>, String) {
-        let res = self
-            .http
-            .get(format!(
-                "{}/logout?name_id={}&binding=post{extra}",
-                self.base,
+        let (action, fields, id) = self
+            .posting(&format!(
+                "/logout?name_id={}&binding=post{extra}",
                 urlencoding(name_id)
             ))
-            .send()
-            .await
-            .unwrap();
-        let id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
-        let form: Value = serde_json::from_str(&res.text().await.unwrap()).unwrap();
-        assert!(form["action"].as_str().unwrap().ends_with("/saml/idp/slo"));
-        let fields = ["SAMLRequest", "RelayState"]
-            .iter()
-            .map(|k| ((*k).to_owned(), form[*k].as_str().unwrap().to_owned()))
-            .collect();
+            .await;
+        assert!(action.path().ends_with("/saml/idp/slo"), "{action}");
         (fields, id)
     }
 

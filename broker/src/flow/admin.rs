@@ -128,8 +128,9 @@ pub fn passkeys(store: &dyn Store, user: &UserId) -> Result<Vec<PasskeyInfo>, Ad
     Ok(passkey_list::list(store, user)?)
 }
 
-/// Removes one passkey of a user (`id`: base64url, as listed); `actor` names who asked. Their
-/// sessions stay (a removed key signs in no more; `sessions revoke --user` ends the rest).
+/// Removes one passkey of a user (`id`: base64url, as listed); `actor` names who asked. As a
+/// password change does, it ends the user's sessions everywhere and moves their token epoch (a
+/// passkey is removed because a device was lost or stolen: what it opened ends with it).
 /// Returns how many passkeys are left. Blocking.
 pub fn remove_passkey(
     store: &dyn Store,
@@ -142,7 +143,10 @@ pub fn remove_passkey(
         return Err(AdminError::UnknownUser);
     }
     match passkey_list::remove(store, &provider.audit, user, id, &format!("admin:{actor}"))? {
-        Removed::Left(n) => Ok(n),
+        Removed::Left(n) => {
+            provider.revoke_user(user, "passkey_removed")?;
+            Ok(n)
+        }
         Removed::NotFound => Err(AdminError::UnknownPasskey),
     }
 }

@@ -313,10 +313,17 @@ fn sample_view_models() -> Vec<(&'static str, Value)> {
             "upstreams": [{"id": "corp", "name": "Corp", "url": "/u/corp"}], "email_first": true}),
         ),
         (
+            "login",
+            serde_json::json!({"csrf_token": "x", "journey": "j", "email": "", "error": null, "upstreams": [],
+            "email_first": false, "passkey_options": "{\"publicKey\":{}}"}),
+        ),
+        (
             "account",
             serde_json::json!({"csrf_token": "x", "user": {"email": "a@b", "name": ""}, "session": session,
             "devices": [device.clone(), {"sid": "s2", "current": false, "channel": "web", "user_agent": "ua",
-            "ip": "::1", "auth_time": "t", "last_seen": "t"}], "others": true, "mfa": true}),
+            "ip": "::1", "auth_time": "t", "last_seen": "t"}], "others": true, "mfa": true,
+            "passkeys": [{"id": "AQID", "name": "Laptop", "added": "t", "last_used": null, "synced": true},
+            {"id": "BAUG", "name": "Key", "added": "t", "last_used": "t", "synced": false}], "passkey_name_max": 64}),
         ),
         (
             "session_limit",
@@ -331,7 +338,12 @@ fn sample_view_models() -> Vec<(&'static str, Value)> {
             "mfa_choose",
             serde_json::json!({"csrf_token": "x", "journey": "j", "factors": [{"id": "totp", "name": "App", "kind": "totp"}],
             "unavailable": [{"id": "sms", "name": "SMS", "kind": "sms-otp"}], "enroll": [{"id": "sms", "name": "SMS", "kind": "sms-otp"}],
-            "recovery": true, "error": "e", "step_up": true}),
+            "recovery": true, "error": "e", "step_up": true, "phr_only": true}),
+        ),
+        (
+            "mfa_choose",
+            serde_json::json!({"csrf_token": "x", "journey": "j", "factors": [{"id": "totp", "name": "App", "kind": "totp"}],
+            "unavailable": [], "enroll": [], "recovery": false, "error": null, "step_up": false, "phr_first": true}),
         ),
         (
             "mfa_choose",

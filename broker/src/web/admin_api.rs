@@ -330,6 +330,7 @@ async fn remove_passkey(
         .map_err(admin_error)
     })
     .await??;
+    state.provider.logout_wakeup.notify_one();
     Ok(json(StatusCode::OK, &serde_json::json!({ "left": left })))
 }
 
