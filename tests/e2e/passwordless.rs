@@ -448,17 +448,59 @@ async fn a_user_adds_a_second_passkey(b: Backend) {
             .unwrap()
     };
     assert!(row_of(&second).last_used_at.is_none(), "not used yet");
+    let mut used = Vec::new();
     for key in [&first, &second] {
         let mut br = Browser::new(&app);
         let page = login_page(&mut br).await;
-        let (credential, _) = assert_with(&page, key, &json!({}));
+        let (credential, after) = assert_with(&page, key, &json!({}));
         signed_in(&mut br, &page, &credential).await;
         assert!(row_of(key).last_used_at.is_some());
+        used.push(after);
     }
+    let (first, second) = (used[0].clone(), used[1].clone());
     // The same authenticator's credential again: the registration page excludes it.
     let page = registration_page(&mut br).await;
     let excluded = options(&page)["publicKey"]["excludeCredentials"].clone();
     assert_eq!(excluded.as_array().map(Vec::len), Some(2), "{excluded}");
+
+    // One lost device: its passkey is removed alone, from the factors page (after the recent
+    // proof above); the other one still signs in.
+    let factors = br.get("/account/factors").await;
+    assert_eq!(factors.status, 200, "{}", factors.body);
+    assert_eq!(
+        factors.body.matches("data-credential=\"").count(),
+        2,
+        "each passkey has its own remove button: {}",
+        factors.body
+    );
+    let lost = first["id"].as_str().unwrap();
+    let done = br
+        .submit(
+            &factors,
+            "/login/mfa/remove",
+            &[("factor", "passkey"), ("credential", lost)],
+        )
+        .await;
+    assert_eq!(done.status, 200, "{}", done.body);
+    assert_eq!(stored(&app, DEMO_EMAIL).len(), 1, "one passkey left");
+    assert!(
+        !done.body.contains("data-credential=\""),
+        "the last one is removed with the factor: {}",
+        done.body
+    );
+    let removed = audit_events(&app, "mfa_removed").await;
+    assert!(
+        removed.iter().any(|e| e["reason"] == "passkey by user"),
+        "{removed:?}"
+    );
+    let mut gone = Browser::new(&app);
+    let page = login_page(&mut gone).await;
+    let (credential, _) = assert_with(&page, &first, &json!({}));
+    assert_eq!(post(&mut gone, &page, &credential).await.status, 401);
+    let mut kept = Browser::new(&app);
+    let page = login_page(&mut kept).await;
+    let (credential, _) = assert_with(&page, &second, &json!({}));
+    signed_in(&mut kept, &page, &credential).await;
 }
 
 per_backend_async!(

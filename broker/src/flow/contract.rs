@@ -70,6 +70,8 @@ pub enum View {
         /// The party asks for the phishing-resistant level: `Some(true)` when only passkeys are
         /// offered, `Some(false)` when the user first passes a factor they have.
         phishing_resistant: Option<bool>,
+        /// The user's passkeys, one by one (managing factors: each can be removed alone).
+        passkeys: Vec<crate::mfa::passkey_list::PasskeyInfo>,
     },
     MfaForm {
         factor: String,

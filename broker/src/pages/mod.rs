@@ -348,6 +348,13 @@ fn sample_view_models() -> Vec<(&'static str, Value)> {
         (
             "mfa_choose",
             serde_json::json!({"csrf_token": "x", "journey": "j", "factors": [], "unavailable": [], "enroll": [],
+            "recovery": false, "error": null, "step_up": false, "manage": true, "any_removable": true,
+            "removable": [{"id": "totp", "name": "App", "kind": "totp"}],
+            "removable_passkeys": [{"id": "AQID", "name": "Laptop"}, {"id": "BAUG", "name": "Key"}]}),
+        ),
+        (
+            "mfa_choose",
+            serde_json::json!({"csrf_token": "x", "journey": "j", "factors": [], "unavailable": [], "enroll": [],
             "recovery": false, "error": null, "step_up": false}),
         ),
         (

@@ -136,6 +136,9 @@ pub struct RemoveForm {
     journey: String,
     #[serde(default)]
     factor: String,
+    /// One passkey of several (its id), instead of the whole factor.
+    #[serde(default)]
+    credential: String,
 }
 
 /// `POST /login/mfa/remove`: remove a factor (a journey that manages factors).
@@ -150,7 +153,7 @@ pub async fn remove(
     let out = retrying(|| {
         state
             .signin
-            .mfa_remove(&browser, &form.journey, &form.factor)
+            .mfa_remove(&browser, &form.journey, &form.factor, &form.credential)
     })
     .await?;
     respond(&state, &req, out).await

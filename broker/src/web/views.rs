@@ -88,6 +88,12 @@ struct FactorButton {
 }
 
 #[derive(Serialize)]
+struct PasskeyButton {
+    id: String,
+    name: String,
+}
+
+#[derive(Serialize)]
 struct ChoosePage {
     csrf_token: String,
     journey: String,
@@ -103,6 +109,9 @@ struct ChoosePage {
     /// The app asks for it and the user first passes a factor they have.
     phr_first: bool,
     removable: Vec<FactorButton>,
+    /// The user's passkeys one by one, when there are several (each removed alone).
+    removable_passkeys: Vec<PasskeyButton>,
+    any_removable: bool,
     done: Option<String>,
     /// New recovery codes may be asked for (managing, a factor set up, proven just now).
     renew_codes: bool,
@@ -235,6 +244,7 @@ pub(super) fn page(
             step_up,
             manage,
             phishing_resistant,
+            passkeys,
         } => {
             let button = |f: &FactorStatus| FactorButton {
                 id: f.id.clone(),
@@ -244,6 +254,8 @@ pub(super) fn page(
                 last_used: f.last_used.filter(|_| manage).map(super::format_time),
             };
             let (error, done) = error_or_done(state, error, locale);
+            // Several passkeys: each is removed alone (one lost device), not all at once.
+            let one_by_one = manage && may_enroll && passkeys.len() > 1;
             let vm = ChoosePage {
                 csrf_token: token,
                 journey,
@@ -282,8 +294,23 @@ pub(super) fn page(
                 removable: factors
                     .iter()
                     .filter(|f| manage && may_enroll && f.enrolled && f.needs_enrollment)
+                    .filter(|f| !(one_by_one && f.id == crate::mfa::passkey::ID))
                     .map(button)
                     .collect(),
+                removable_passkeys: if one_by_one {
+                    passkeys
+                        .into_iter()
+                        .map(|p| PasskeyButton {
+                            id: p.id,
+                            name: p.name,
+                        })
+                        .collect()
+                } else {
+                    Vec::new()
+                },
+                any_removable: manage
+                    && may_enroll
+                    && factors.iter().any(|f| f.enrolled && f.needs_enrollment),
             };
             render(state, req, status, "mfa_choose", false, &vm)?
         }

@@ -11,6 +11,7 @@ use crate::flow::journey::{JourneyId, Loaded};
 use crate::flow::machine::{Journey, Proven, Stage};
 use crate::flow::policy::{self, FactorFacts};
 use crate::flow::signin::{SignIn, SignInError, blocking};
+use crate::mfa::passkey_list;
 use crate::mfa::{FactorStatus, FactorUser};
 
 impl SignIn {
@@ -130,6 +131,15 @@ impl SignIn {
         }
         let phishing_resistant =
             (loaded.state.mfa.level >= 3).then(|| factors.iter().all(|f| f.phishing_resistant));
+        let passkeys = if loaded.state.manage {
+            let (store, uid) = (
+                Arc::clone(&self.store),
+                UserId::from_stored(who.user_id.clone()),
+            );
+            blocking(move || Ok(passkey_list::list(store.as_ref(), &uid)?)).await?
+        } else {
+            Vec::new()
+        };
         loaded.state.stage = Stage::Mfa;
         loaded.state.mfa.factor = None;
         loaded.state.mfa.prompt = None;
@@ -148,6 +158,7 @@ impl SignIn {
                     step_up: loaded.state.step_up.is_some(),
                     manage: loaded.state.manage,
                     phishing_resistant,
+                    passkeys,
                 },
             },
         ))
