@@ -380,8 +380,115 @@ async fn a_replayed_authn_request_is_refused(b: Backend) {
     assert_eq!(got["in_response_to"], id.as_str());
 }
 
+/// The broker's own sign-out (`POST /logout`) through the SP: its signed LogoutRequest to the
+/// SP's `/sls`, answered by pysaml2, whose LogoutResponse brings the browser back to the broker;
+/// where the broker then sends it.
+async fn sign_out_through(br: &mut Browser, sp: &Sp) -> String {
+    let token = br.get("/account").await.field("csrf_token");
+    let out = br.post_form("/logout", &[("csrf_token", &token)]).await;
+    assert!(br.session_cookie().is_none(), "cookie cleared");
+    let to_sp = out.location.clone().unwrap();
+    assert!(to_sp.starts_with(&format!("{}?", sp.sls())), "{to_sp}");
+    assert!(
+        to_sp.contains("SAMLRequest=") && to_sp.contains("&Signature="),
+        "{to_sp}"
+    );
+    let res = sp.http.get(&to_sp).send().await.unwrap();
+    let status = res.status().as_u16();
+    let location = res
+        .headers()
+        .get("location")
+        .map(|l| l.to_str().unwrap().to_owned());
+    let body = res.text().await.unwrap();
+    assert_eq!(status, 302, "the SP refused the LogoutRequest: {body}");
+    let back = url::Url::parse(&location.unwrap()).unwrap();
+    assert_eq!(back.path(), "/saml/idp/slo");
+    assert!(back.query().unwrap().contains("SAMLResponse="));
+    let page = br
+        .get(&format!("{}?{}", back.path(), back.query().unwrap()))
+        .await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    page.location.unwrap()
+}
+
+async fn the_brokers_sign_out_logs_out_of_the_sp(b: Backend) {
+    let (url, got) = receiver().await;
+    let sp = saml_sp();
+    let Some(app) = broker(b, &sp, "", &url).await else {
+        return;
+    };
+    let mut br = Browser::new(&app);
+    sign_in(&app, &sp, &mut br).await;
+    let tokens = tokens_for_client(&app, &mut br, "bcl").await;
+    let refresh_token = tokens["refresh_token"].as_str().unwrap().to_owned();
+
+    let end = sign_out_through(&mut br, &sp).await;
+    assert_eq!(end, "/signed-out");
+    let page = br.get(&end).await;
+    assert_eq!(page.status, 200);
+    assert!(!page.body.contains("partial-logout"), "{}", page.body);
+    // The session is over, for the OpenID app of the same session too.
+    assert_eq!(br.get("/account").await.status, 303, "the session ended");
+    assert_eq!(refresh(&app, &refresh_token).await, 400);
+    assert!(wait_for(&got, 1).await, "no back-channel logout");
+
+    // An answer of no logout under way (the same again) gets a page.
+    let (path, _) = sp.logout(DEMO_EMAIL, "").await;
+    let mut other = Browser::new(&app);
+    let stale = path.replace("SAMLRequest", "SAMLResponse");
+    assert_error_page(&other.get(&stale).await, 400);
+}
+
+async fn a_bad_answer_of_a_signing_sp_is_a_partial_logout(b: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let pair = crate::upstream_saml::key_pair("pysaml2 SP");
+    let (key, cert) = (dir.path().join("sp.key"), dir.path().join("sp.crt"));
+    std::fs::write(&key, pair.key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+    std::fs::write(&cert, &pair.cert_pem).unwrap();
+    let sp = saml_sp_with(&[
+        "--key",
+        key.to_str().unwrap(),
+        "--cert",
+        cert.to_str().unwrap(),
+    ]);
+    let (url, _got) = receiver().await;
+    let Some(app) = broker(b, &sp, &format!("signing_cert_file = {cert:?}"), &url).await else {
+        return;
+    };
+    for (mode, end) in [
+        ("signed", "/signed-out"),
+        ("unsigned", "/signed-out?partial=1"),
+        ("badsig", "/signed-out?partial=1"),
+    ] {
+        let res = sp
+            .http
+            .get(format!("{}/answer?mode={mode}", sp.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 204);
+        let mut br = Browser::new(&app);
+        sign_in(&app, &sp, &mut br).await;
+        assert_eq!(sign_out_through(&mut br, &sp).await, end, "{mode}");
+        let page = br.get(end).await;
+        assert_eq!(page.status, 200);
+        assert_eq!(
+            page.body.contains("partial-logout"),
+            mode != "signed",
+            "{mode}"
+        );
+        assert_eq!(
+            br.get("/account").await.status,
+            303,
+            "{mode}: the session ended"
+        );
+    }
+}
+
 per_backend_async!(
     sp_initiated_logout_ends_the_session_everywhere,
     the_http_post_binding_and_a_signing_sp,
     a_replayed_authn_request_is_refused,
+    the_brokers_sign_out_logs_out_of_the_sp,
+    a_bad_answer_of_a_signing_sp_is_a_partial_logout,
 );

@@ -24,6 +24,12 @@ Endpoints:
                    SingleLogoutService of metadata (or `destination`), RelayState "rs-lo",
                    signed when the SP has a key (unless sign=0): over HTTP-Redirect a 302 with
                    X-Request-Id; over HTTP-POST 200 with JSON {action, SAMLRequest, RelayState}
+  GET  /answer?mode=signed|unsigned|badsig
+                   how /sls answers the IdP's LogoutRequests from now on (204)
+  GET  /sls?SAMLRequest=…  the IdP's LogoutRequest (HTTP-Redirect, its query signature
+                   required): answered by pysaml2 (handle_logout_request: the signature checked
+                   against the metadata, the NameID the one /acs got) with a 302 back to the
+                   IdP, a LogoutResponse signed when the SP has a key (per /answer); or 400 JSON
   GET  /sls        the IdP's LogoutResponse (HTTP-Redirect): read by pysaml2
                    (parse_logout_request_response: issuer, destination, status) and its query
                    signature checked against the IdP's metadata certificate (required);
@@ -173,9 +179,48 @@ class Handler(BaseHTTPRequestHandler):
         location = dict(info["headers"])["Location"]
         return self.send(302, [("Location", location), ("X-Request-Id", reqid)], "")
 
+    def idp_logout(self, msg):
+        """The IdP's LogoutRequest: its query signature checked by pysaml2 against the IdP's
+        metadata certificate, the NameID the one this SP got at /acs; the answer (pysaml2
+        handle_logout_request) a 302 back to the IdP, signed unless STATE["answer"] says
+        "unsigned", its Signature spoilt for "badsig"."""
+        client = STATE["client"]
+        try:
+            if "Signature" not in msg or "SigAlg" not in msg:
+                raise ValueError("the LogoutRequest is not signed")
+            certs = [c for _, c in client.metadata.certs(STATE["idp"], "idpsso", "signing")]
+            if not any(
+                verify_redirect_signature(msg, client.sec.sec_backend or RSACrypto(None), cert)
+                for cert in certs
+            ):
+                raise ValueError("the LogoutRequest's signature does not verify")
+            with LOCK:
+                name_id, answer = STATE.get("name_id"), STATE.get("answer", "signed")
+            info = client.handle_logout_request(
+                msg["SAMLRequest"],
+                name_id,
+                BINDING_HTTP_REDIRECT,
+                sign=bool(ARGS.key) and answer != "unsigned",
+                sign_alg=SIG_RSA_SHA256,
+                relay_state=msg.get("RelayState"),
+                sigalg=msg["SigAlg"],
+                signature=msg["Signature"],
+            )
+            location = dict(info["headers"])["Location"]
+            if answer == "badsig":
+                location = re.sub(r"Signature=[^&]*", "Signature=AAAA", location)
+            with LOCK:
+                STATE["idp_logouts"] = STATE.get("idp_logouts", 0) + 1
+            return self.send(302, [("Location", location)], "")
+        except Exception as e:
+            body = {"error": type(e).__name__, "detail": str(e)}
+            return self.send(400, [("Content-Type", "application/json")], json.dumps(body))
+
     def sls(self, query):
         client, idp = STATE["client"], STATE["idp"]
         msg = dict(urllib.parse.parse_qsl(query))
+        if "SAMLRequest" in msg:
+            return self.idp_logout(msg)
         try:
             certs = [c for _, c in client.metadata.certs(idp, "idpsso", "signing")]
             if "Signature" not in msg or "SigAlg" not in msg:
@@ -208,6 +253,10 @@ class Handler(BaseHTTPRequestHandler):
         url = urllib.parse.urlsplit(self.path)
         if url.path == "/sls":
             return self.sls(url.query)
+        if url.path == "/answer":
+            with LOCK:
+                STATE["answer"] = dict(urllib.parse.parse_qsl(url.query)).get("mode", "signed")
+            return self.send(204, [], "")
         if url.path == "/logout":
             try:
                 return self.logout(dict(urllib.parse.parse_qsl(url.query)))
@@ -272,6 +321,8 @@ class Handler(BaseHTTPRequestHandler):
             )
             if resp is None:
                 raise ValueError("no response")
+            with LOCK:
+                STATE["name_id"] = resp.name_id
             statement = resp.assertion.authn_statement[0]
             body = {
                 "name_id": resp.name_id.text,

@@ -14,6 +14,7 @@ pub mod login;
 pub mod machine;
 pub mod policy;
 pub mod saml_slo;
+pub mod saml_slo_out;
 pub mod signin;
 pub mod signout;
 pub mod start;

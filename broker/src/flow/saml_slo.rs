@@ -49,7 +49,8 @@ fn names(
 }
 
 impl SignIn {
-    /// `/saml/idp/slo`: an SP's LogoutRequest. The browser's own session ends when it is the
+    /// `/saml/idp/slo`: an SP's LogoutResponse to the broker's own request
+    /// (`saml_slo_out.rs`), or its LogoutRequest. The browser's own session ends when it is the
     /// one named (its cookie cleared, then through the upstream's logout); a signed request may
     /// also end the sessions its SessionIndexes name elsewhere. Then the LogoutResponse.
     pub async fn saml_idp_slo(
@@ -57,6 +58,13 @@ impl SignIn {
         browser: &Browser,
         binding: SamlBinding,
     ) -> Result<Outcome, SignInError> {
+        if let SamlBinding::Redirect(q) = &binding {
+            let answer =
+                url::form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "SAMLResponse");
+            if answer {
+                return self.saml_sp_logged_out(q).await;
+            }
+        }
         let idp = Arc::clone(&self.saml);
         let has_cookie = browser.session.is_some();
         let verdict = blocking(move || {
@@ -110,7 +118,7 @@ impl SignIn {
         let mut hop = UpstreamLogout::Nothing;
         if own_named {
             let (upstream, told) = self.end_browser_session(browser, "saml_logout").await?;
-            if let Some(t) = told {
+            if let Some((_, t)) = told {
                 ended += 1;
                 partial |= t.untold.iter().any(|p| *p != party);
             }

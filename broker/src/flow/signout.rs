@@ -180,27 +180,35 @@ impl SignIn {
         .await
     }
 
-    /// Ends this browser's session (`reason` to the audit trail) and sends it through the
-    /// upstream's logout, then to `then`.
+    /// Ends this browser's session (`reason` to the audit trail) and sends it through the SAML
+    /// SPs of the session (`saml_slo_out.rs`), the upstream's logout, then to `then`.
     pub async fn sign_out(
         &self,
         browser: &Browser,
         reason: &'static str,
         then: String,
     ) -> Result<Outcome, SignInError> {
-        let (upstream, _) = self.end_browser_session(browser, reason).await?;
-        let to = self.logout_location(upstream, then).await?;
+        let (upstream, ended) = self.end_browser_session(browser, reason).await?;
+        let hop = self.upstream_logout(upstream).await?;
+        let to = self.logout_chain(ended, hop, then).await?;
         Ok(Outcome::redirect(to).with_cookie(CookieOp::ClearSession))
     }
 
     /// Ends this browser's session and every sign-in it had under way (`reason` to the audit
     /// trail): what ending it at its upstream needs (read before the session ends: the row goes
-    /// with it), and what ending it told its apps (`None`: there was no session).
+    /// with it), and the session with what ending it told its apps (`None`: there was none).
+    #[allow(clippy::type_complexity)]
     pub async fn end_browser_session(
         &self,
         browser: &Browser,
         reason: &'static str,
-    ) -> Result<(Option<UpstreamSessionRecord>, Option<SessionEnded>), SignInError> {
+    ) -> Result<
+        (
+            Option<UpstreamSessionRecord>,
+            Option<(SessionRecord, SessionEnded)>,
+        ),
+        SignInError,
+    > {
         let upstream = self.upstream_session_of(browser).await?;
         // Every sign-in this browser had under way ends too: none finishes after the sign-out.
         if let Some(b) = &browser.binding {
@@ -214,21 +222,9 @@ impl SignIn {
             ended = blocking(move || {
                 end_session(&sessions, &provider, &cookie, reason).map_err(SignInError::internal)
             })
-            .await?
-            .map(|(_, e)| e);
+            .await?;
         }
         Ok((upstream, ended))
-    }
-
-    /// After the broker session ended: where the browser goes. An upstream that cannot be
-    /// reached is skipped (the broker session is over either way).
-    pub async fn logout_location(
-        &self,
-        upstream: Option<UpstreamSessionRecord>,
-        then: String,
-    ) -> Result<String, SignInError> {
-        let hop = self.upstream_logout(upstream).await?;
-        self.then_upstream(hop, then).await
     }
 
     /// The logout at the upstream of a session (its record read before the session ended).

@@ -333,7 +333,8 @@ fn sample_view_models() -> Vec<(&'static str, Value)> {
             "error",
             serde_json::json!({"status": 404, "title": "t", "message": "m", "request_id": "r"}),
         ),
-        ("signed_out", serde_json::json!({})),
+        ("signed_out", serde_json::json!({"partial": false})),
+        ("signed_out", serde_json::json!({"partial": true})),
         (
             "mfa_choose",
             serde_json::json!({"csrf_token": "x", "journey": "j", "factors": [{"id": "totp", "name": "App", "kind": "totp"}],

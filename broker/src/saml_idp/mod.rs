@@ -3,7 +3,8 @@
 //! sealed in `secrets`), the registry of SPs (`[[saml_apps]]`), its metadata document, the
 //! pairwise persistent NameIDs, and signing through the one XML-DSig door
 //! (`upstream::saml::dsig`). Reading an AuthnRequest is `authn_request.rs`, a LogoutRequest
-//! `logout_request.rs`; the IDs of both are used once (`use_request_id`).
+//! `logout_request.rs`; the IDs of both are used once (`use_request_id`). The IdP's own
+//! LogoutRequests to its SPs, and their answers, are `logout_out.rs`.
 
 use std::fmt;
 use std::sync::Arc;
@@ -32,6 +33,7 @@ use crate::upstream::saml::xml::escape;
 use crate::upstream::saml::{SamlError, replay_until};
 
 pub mod authn_request;
+pub mod logout_out;
 pub mod logout_request;
 
 /// The sealed row in `secrets` holding the IdP's certificate and private key (PEM), also the
@@ -198,6 +200,11 @@ impl SamlIdp {
         self.apps.iter().find(|a| a.entity_id == entity_id)
     }
 
+    /// The SingleLogoutService of every SP that has one (where a sign-out may send the browser).
+    pub fn slo_urls(&self) -> impl Iterator<Item = &Url> {
+        self.apps.iter().filter_map(|a| a.slo_url.as_ref())
+    }
+
     /// The SP's persistent NameID for `user_id`: an HMAC of both under the pairwise key, so one
     /// user is unlinkable across SPs and the id never changes for one SP.
     pub fn pairwise_id(&self, user_id: &str, sp: &str) -> Result<String, IdpError> {
@@ -273,25 +280,41 @@ impl SamlIdp {
                 r#"</samlp:Status></samlp:LogoutResponse>"#
             ),
             id = self.new_id(),
-            now = chrono::DateTime::<chrono::Utc>::from_timestamp(self.clock.now(), 0)
-                .unwrap_or_default()
-                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            now = self.instant(),
             dest = escape(slo.as_str()),
             irt = escape(in_response_to),
             issuer = escape(&self.entity_id),
             ok = top,
             sub = sub,
         );
+        self.signed_redirect(slo, "SAMLResponse", &xml, relay_state)
+    }
+
+    /// `xml` as the `param` of an HTTP-Redirect message to `to` (its own query kept), with
+    /// `relay_state`, signed with the IdP key (RSA-SHA256 query signature).
+    fn signed_redirect(
+        &self,
+        mut to: Url,
+        param: &str,
+        xml: &str,
+        relay_state: Option<&str>,
+    ) -> Result<Url, SamlError> {
         let key = PKey::private_key_from_der(&self.key_der)
             .map_err(|e| SamlError::Config(e.to_string()))?;
-        let query = redirect_query("SAMLResponse", &xml, relay_state, Some(&key))?;
-        let mut to = slo;
+        let query = redirect_query(param, xml, relay_state, Some(&key))?;
         let q = match to.query() {
             Some(existing) if !existing.is_empty() => format!("{existing}&{query}"),
             _ => query,
         };
         to.set_query(Some(&q));
         Ok(to)
+    }
+
+    /// Now, as SAML writes it.
+    fn instant(&self) -> String {
+        chrono::DateTime::<chrono::Utc>::from_timestamp(self.clock.now(), 0)
+            .unwrap_or_default()
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
     }
 
     /// A fresh `ID` for a Response or an Assertion (an NCName).

@@ -93,6 +93,10 @@ pub(crate) async fn form_targets(
                 if let Some(url) = logout_endpoint(state, sid).await? {
                     targets.allow(&url);
                 }
+                // The sign-out goes through the SAML SPs of the session first.
+                for url in state.signin.saml.slo_urls() {
+                    targets.allow(url);
+                }
             }
         }
     }

@@ -182,16 +182,20 @@ pub async fn logout(
     respond(&state, &req, out).await
 }
 
+/// `GET /signed-out`; `partial=1`: some SAML SP may not have signed out (only what this page
+/// says: the sign-out is over either way).
 pub async fn signed_out(
     state: web::Data<AppState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, WebError> {
+    let partial = url::form_urlencoded::parse(req.query_string().as_bytes())
+        .any(|(k, v)| k == "partial" && v == "1");
     render(
         &state,
         &req,
         StatusCode::OK,
         "signed_out",
         false,
-        &serde_json::json!({}),
+        &serde_json::json!({ "partial": partial }),
     )
 }
