@@ -537,10 +537,11 @@ async fn a_requested_mfa_context_steps_the_session_up(b: Backend) {
     assert_eq!(got["session_index"], sid.as_str());
 }
 
-async fn an_sp_with_a_certificate_must_sign_its_requests(b: Backend) {
-    let dir = tempfile::tempdir().unwrap();
+/// A pysaml2 SP that signs its requests: its key and certificate written in `dir`; the SP and
+/// the certificate's path (for the broker's `signing_cert_file`).
+pub(crate) fn signing_sp(dir: &std::path::Path) -> (Sp, std::path::PathBuf) {
     let pair = crate::upstream_saml::key_pair("pysaml2 SP");
-    let (key, cert) = (dir.path().join("sp.key"), dir.path().join("sp.crt"));
+    let (key, cert) = (dir.join("sp.key"), dir.join("sp.crt"));
     std::fs::write(&key, pair.key.private_key_to_pem_pkcs8().unwrap()).unwrap();
     std::fs::write(&cert, &pair.cert_pem).unwrap();
     let sp = saml_sp_with(&[
@@ -549,6 +550,12 @@ async fn an_sp_with_a_certificate_must_sign_its_requests(b: Backend) {
         "--cert",
         cert.to_str().unwrap(),
     ]);
+    (sp, cert)
+}
+
+async fn an_sp_with_a_certificate_must_sign_its_requests(b: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let (sp, cert) = signing_sp(dir.path());
     let Some(app) = broker_with(b, &sp, &format!("signing_cert_file = {cert:?}"), "").await else {
         return;
     };

@@ -17,7 +17,7 @@ use concierge::upstream::saml::crypto::{deflate_b64, redirect_query};
 use crate::helpers::{Browser, SECRET, TestApp, assert_error_page};
 use crate::logout::{receiver, tokens_for_client, wait_for};
 use crate::per_backend_async;
-use crate::saml_idp::{Sp, answer_form, broker_with, refs, saml_sp, saml_sp_with};
+use crate::saml_idp::{Sp, answer_form, broker_with, refs, saml_sp, signing_sp};
 use crate::support::Backend;
 
 const SUCCESS: &str = "urn:oasis:names:tc:SAML:2.0:status:Success";
@@ -222,16 +222,7 @@ async fn sp_initiated_logout_ends_the_session_everywhere(b: Backend) {
 
 async fn the_http_post_binding_and_a_signing_sp(b: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let pair = crate::upstream_saml::key_pair("pysaml2 SP");
-    let (key, cert) = (dir.path().join("sp.key"), dir.path().join("sp.crt"));
-    std::fs::write(&key, pair.key.private_key_to_pem_pkcs8().unwrap()).unwrap();
-    std::fs::write(&cert, &pair.cert_pem).unwrap();
-    let sp = saml_sp_with(&[
-        "--key",
-        key.to_str().unwrap(),
-        "--cert",
-        cert.to_str().unwrap(),
-    ]);
+    let (sp, cert) = signing_sp(dir.path());
     let (url, got) = receiver().await;
     let Some(app) = broker(b, &sp, &format!("signing_cert_file = {cert:?}"), &url).await else {
         return;
@@ -441,16 +432,7 @@ async fn the_brokers_sign_out_logs_out_of_the_sp(b: Backend) {
 
 async fn a_bad_answer_of_a_signing_sp_is_a_partial_logout(b: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let pair = crate::upstream_saml::key_pair("pysaml2 SP");
-    let (key, cert) = (dir.path().join("sp.key"), dir.path().join("sp.crt"));
-    std::fs::write(&key, pair.key.private_key_to_pem_pkcs8().unwrap()).unwrap();
-    std::fs::write(&cert, &pair.cert_pem).unwrap();
-    let sp = saml_sp_with(&[
-        "--key",
-        key.to_str().unwrap(),
-        "--cert",
-        cert.to_str().unwrap(),
-    ]);
+    let (sp, cert) = signing_sp(dir.path());
     let (url, _got) = receiver().await;
     let Some(app) = broker(b, &sp, &format!("signing_cert_file = {cert:?}"), &url).await else {
         return;
