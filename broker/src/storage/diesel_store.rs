@@ -62,24 +62,64 @@ impl PoolSettings {
 
 /// Whether the database answered last time, and how many outages this process has seen (an
 /// outage starts at the first failed checkout after a good one and ends at the next good one).
-#[derive(Debug, Default)]
+/// A database that fails again within [`FLAP`] of answering is the same outage: a shutdown
+/// that still takes a connection or two while it kills the others, or a restart's first
+/// moments, is audited once, not once per flap.
+#[derive(Debug)]
 struct Health {
     down: std::sync::atomic::AtomicBool,
     outages: std::sync::atomic::AtomicU64,
+    /// When the database last answered again after an outage, in milliseconds since `base`
+    /// (0: never).
+    back_at: std::sync::atomic::AtomicU64,
+    base: std::time::Instant,
+}
+
+/// How soon after coming back a failure still belongs to the same outage.
+const FLAP: Duration = Duration::from_secs(5);
+
+impl Default for Health {
+    fn default() -> Self {
+        Self {
+            down: Default::default(),
+            outages: Default::default(),
+            back_at: Default::default(),
+            base: std::time::Instant::now(),
+        }
+    }
 }
 
 impl Health {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.base.elapsed().as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1)
+    }
+
     fn failed(&self) {
-        use std::sync::atomic::Ordering;
-        if !self.down.swap(true, Ordering::AcqRel) {
-            self.outages.fetch_add(1, Ordering::AcqRel);
-            tracing::warn!("database unavailable: answering 503 until it is back");
-        }
+        self.failed_at(self.now_ms());
     }
 
     fn answered(&self) {
+        self.answered_at(self.now_ms());
+    }
+
+    fn failed_at(&self, now_ms: u64) {
+        use std::sync::atomic::Ordering;
+        if !self.down.swap(true, Ordering::AcqRel) {
+            let back = self.back_at.load(Ordering::Acquire);
+            let flap = u64::try_from(FLAP.as_millis()).unwrap_or(u64::MAX);
+            if back == 0 || now_ms.saturating_sub(back) >= flap {
+                self.outages.fetch_add(1, Ordering::AcqRel);
+                tracing::warn!("database unavailable: answering 503 until it is back");
+            }
+        }
+    }
+
+    fn answered_at(&self, now_ms: u64) {
         use std::sync::atomic::Ordering;
         if self.down.load(Ordering::Relaxed) && self.down.swap(false, Ordering::AcqRel) {
+            self.back_at.store(now_ms, Ordering::Release);
             tracing::info!("database available again");
         }
     }
@@ -411,8 +451,30 @@ mod users;
 mod tests {
     use std::time::Duration;
 
-    use super::{PoolSettings, is_outage_message, query_err, with_timeouts};
+    use super::{Health, PoolSettings, is_outage_message, query_err, with_timeouts};
     use crate::storage::StorageError;
+
+    #[test]
+    fn an_outage_is_counted_once_even_if_the_database_flaps() {
+        use std::sync::atomic::Ordering;
+        let h = Health::default();
+        let outages = |h: &Health| h.outages.load(Ordering::Acquire);
+        h.answered_at(10);
+        assert_eq!(outages(&h), 0, "answering is not an outage");
+        h.failed_at(1_000);
+        h.failed_at(1_100);
+        assert_eq!(outages(&h), 1);
+        // Back for a moment (a shutdown still taking a connection), down again: the same one.
+        h.answered_at(1_200);
+        h.failed_at(1_300);
+        assert_eq!(outages(&h), 1, "a flap is the same outage");
+        assert!(h.down.load(Ordering::Acquire));
+        // Back for longer than the flap window, then down: a new outage.
+        h.answered_at(30_000);
+        assert!(!h.down.load(Ordering::Acquire));
+        h.failed_at(30_000 + 5_000);
+        assert_eq!(outages(&h), 2);
+    }
 
     #[test]
     fn outage_messages_are_unavailable_not_query_errors() {
