@@ -148,10 +148,35 @@ async fn refused(br: &mut Browser, page: crate::helpers::Page, what: &str) {
     );
 }
 
-async fn sp_initiated_logout_ends_the_session_everywhere(b: Backend) {
+/// An SP that cannot sign (no `signing_cert_file`) cannot log anyone out: SAML Profiles 4.4.4.1
+/// requires a signed LogoutRequest, and an unsigned one over HTTP-Redirect is a GET any site can
+/// send a browser to. Even naming the right user and session, it is refused and ends nothing.
+async fn an_unsigned_logout_request_ends_nothing(b: Backend) {
     let (url, got) = receiver().await;
     let sp = saml_sp();
     let Some(app) = broker(b, &sp, "", &url).await else {
+        return;
+    };
+    let mut br = Browser::new(&app);
+    let sid = sign_in(&app, &sp, &mut br).await;
+    let (path, _) = sp
+        .logout(DEMO_EMAIL, &format!("&session_index={sid}"))
+        .await;
+    let page = br.get(&path).await;
+    refused(&mut br, page, "an unsigned LogoutRequest").await;
+    let (fields, _) = sp
+        .logout_post(DEMO_EMAIL, &format!("&session_index={sid}"))
+        .await;
+    let page = br.post_form("/saml/idp/slo", &refs(&fields)).await;
+    refused(&mut br, page, "an unsigned LogoutRequest over POST").await;
+    assert!(got.lock().unwrap().is_empty(), "no back-channel logout");
+}
+
+async fn sp_initiated_logout_ends_the_session_everywhere(b: Backend) {
+    let (url, got) = receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (sp, cert) = signing_sp(dir.path());
+    let Some(app) = broker(b, &sp, &format!("signing_cert_file = {cert:?}"), &url).await else {
         return;
     };
     // The metadata names the endpoint, for both bindings.
@@ -468,6 +493,7 @@ async fn a_bad_answer_of_a_signing_sp_is_a_partial_logout(b: Backend) {
 }
 
 per_backend_async!(
+    an_unsigned_logout_request_ends_nothing,
     sp_initiated_logout_ends_the_session_everywhere,
     the_http_post_binding_and_a_signing_sp,
     a_replayed_authn_request_is_refused,

@@ -79,6 +79,12 @@ impl SignIn {
                 Ok(c) => c,
                 Err(e) => return Ok(Verdict::Refused(e)),
             };
+            // SAML Profiles 4.4.4.1: a LogoutRequest over a front-channel binding MUST be signed.
+            // An unsigned one would let any site end a user's session by sending the browser
+            // here (a GET): only an SP with `signing_cert_file` can log users out.
+            if !c.signed {
+                return Ok(Verdict::Refused(SamlError::Unsigned));
+            }
             if let Some(doc) = c.post_document.as_deref().filter(|_| !has_cookie) {
                 let q = redirect_query("SAMLRequest", doc, c.relay_state.as_deref(), None)
                     .map_err(SignInError::internal)?;
@@ -125,9 +131,9 @@ impl SignIn {
             hop = self.upstream_logout(upstream).await?;
             partial |= matches!(hop, UpstreamLogout::Skipped);
         }
-        // A signed request also ends the other sessions it names by SessionIndex (not this
-        // browser's: their upstreams cannot be reached from here).
-        if c.signed {
+        // The request (signed: checked above) also ends the other sessions it names by
+        // SessionIndex (not this browser's: their upstreams cannot be reached from here).
+        {
             let (idp, provider) = (Arc::clone(&self.saml), Arc::clone(&self.provider));
             let (app, r) = (c.app.clone(), c.request.clone());
             let party = party.clone();

@@ -69,8 +69,8 @@ pub struct Checked {
     pub request: LogoutRequest,
     pub relay_state: Option<String>,
     pub app: SamlApp,
-    /// Its signature by one of the SP's registered certificates was checked (an SP without
-    /// any sends unsigned requests, which are believed only for the browser's own session).
+    /// Its signature by one of the SP's registered certificates was checked (an SP without any
+    /// sends unsigned requests, which `flow::saml_slo` refuses: SAML Profiles 4.4.4.1).
     pub signed: bool,
     /// The document of an HTTP-POST request (to send back as HTTP-Redirect when the POST came
     /// without the session cookie).
