@@ -105,8 +105,13 @@ impl SignIn {
     pub(crate) async fn start_and_drive(
         &self,
         browser: &Browser,
-        j: Journey,
+        mut j: Journey,
     ) -> Result<Outcome, SignInError> {
+        // A journey that starts at the sign-in page is stored with its passkey challenge (one
+        // write, not an insert and then an update when the page is shown).
+        if j.who.is_none() {
+            self.offer_passkey(&mut j).await?;
+        }
         let (id, mut loaded, new_binding) = self.begin(browser, j).await?;
         let browser = &bound_to(browser, new_binding.as_deref());
         let mut out = self.drive(browser, &id, &mut loaded).await?;
