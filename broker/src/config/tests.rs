@@ -449,3 +449,23 @@ fn saml_apps_are_checked_and_named_by_index() {
     let m = Settings::load(Some(&p), env(&[])).unwrap_err().to_string();
     assert!(m.contains("saml_apps"), "{m}");
 }
+
+#[test]
+fn the_phishing_resistant_level_is_offered_only_where_passkeys_can_work() {
+    let offered = |url: &str, enabled: &str| {
+        Settings::load(
+            None,
+            env(&[
+                ("CONCIERGE__SERVER__PUBLIC_URL", url),
+                ("CONCIERGE__MFA__PASSKEY__ENABLED", enabled),
+            ]),
+        )
+        .unwrap()
+        .provider
+        .phishing_resistant
+    };
+    assert!(offered("http://localhost:8080", "true"));
+    assert!(!offered("http://localhost:8080", "false"));
+    // Browsers refuse an IP address as a WebAuthn RP id: no passkey, no loa:3 in discovery.
+    assert!(!offered("http://127.0.0.1:8080", "true"));
+}

@@ -353,7 +353,10 @@ impl Settings {
             jwks_max_age: p.jwks_max_age,
             key_reload_interval: p.key_reload_interval,
             root_overlap: p.root_overlap,
-            phishing_resistant: raw.mfa.passkey.enabled,
+            // Passkeys are offered only where the public URL can be a WebAuthn relying party (a
+            // host name: browsers refuse an IP address; `mfa::passkey::offer` warns).
+            phishing_resistant: raw.mfa.passkey.enabled
+                && matches!(public_url.host(), Some(url::Host::Domain(d)) if !d.is_empty()),
         };
         let limits = rate_limits(&raw.rate_limit, &invalid)?;
         let mut mfa = raw.mfa.clone().validate(invalid)?;
