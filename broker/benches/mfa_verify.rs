@@ -132,6 +132,7 @@ fn new_mfa(url: &DatabaseUrl, dir: &Path) -> (Mfa, FactorUser, Arc<ManualClock>)
         id: user.id.clone(),
         email: user.email.as_str().to_owned(),
         locale: Locale::En,
+        hardware_only: false,
     };
     (mfa, fu, clock)
 }

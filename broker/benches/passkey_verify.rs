@@ -219,7 +219,10 @@ fn main() {
     let dyn_store: Arc<dyn Store> = store.clone();
     let audit = Arc::new(Auditor::new(Arc::clone(&dyn_store), Arc::clone(&clock)).unwrap());
     let passkeys = passkey::offer(
-        &PasskeySettings { enabled: true },
+        &PasskeySettings {
+            enabled: true,
+            hardware: Vec::new(),
+        },
         &url::Url::parse(ORIGIN).unwrap(),
         "Bench",
         dyn_store,
@@ -231,6 +234,7 @@ fn main() {
         id: user.id.clone(),
         email: user.email.as_str().to_owned(),
         locale: Locale::En,
+        hardware_only: false,
     };
 
     // Registration through the factor's own enrolment.
@@ -246,7 +250,7 @@ fn main() {
         .enroll_finish(&fu, &reg, &[("credential".to_owned(), created)])
         .unwrap()
     {
-        NativeEnrolled::Done => {}
+        NativeEnrolled::Done { .. } => {}
         NativeEnrolled::Retry(m) => panic!("registration refused: {}", m.en),
     }
 
@@ -261,7 +265,10 @@ fn main() {
         let t = Instant::now();
         let verdict = passkeys.verify(&fu, &prompt, &answer).unwrap();
         verify.push(t.elapsed());
-        assert!(matches!(verdict, NativeVerdict::Accepted), "{verdict:?}");
+        assert!(
+            matches!(verdict, NativeVerdict::Accepted { .. }),
+            "{verdict:?}"
+        );
     }
 
     eprintln!("timing {iters} passwordless identifications");

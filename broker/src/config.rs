@@ -16,6 +16,7 @@ mod env;
 pub mod http;
 pub mod mfa;
 mod oidc_auth;
+pub mod passkey;
 pub mod provider;
 mod raw;
 mod saml;

@@ -1,10 +1,10 @@
 //! WebAuthn credentials (passkeys, security keys; issue #19): registered once per credential id
 //! (to one user), listed per user, used only with a counter that moves forward (a counter that
-//! goes back may be a cloned authenticator and writes nothing), removed with the factor; on
-//! both backends.
+//! goes back may be a cloned authenticator and writes nothing), removed with the factor, the
+//! attested hardware model kept as registered; on both backends.
 
 use concierge::domain::UserId;
-use concierge::storage::{CredentialUse, MfaStore, Store, WebAuthnCredential};
+use concierge::storage::{AttestedModel, CredentialUse, MfaStore, Store, WebAuthnCredential};
 
 use crate::support::Backend;
 use crate::{user, with_store};
@@ -19,6 +19,11 @@ fn credential(id: u8, created_at: i64, sign_count: i64) -> WebAuthnCredential {
         sign_count,
         backup_eligible: true,
         backup_state: false,
+        // One attested hardware model among them: the model is stored and read back as it was.
+        attested: (id == 2).then(|| AttestedModel {
+            aaguid: "cb69481e-8ff7-4039-93ec-0a2729a154a8".into(),
+            name: "YubiKey 5 Series".into(),
+        }),
     }
 }
 

@@ -17,6 +17,7 @@ mod logout;
 mod mfa;
 mod oidc;
 mod passkey;
+mod passkey_hardware;
 mod passwordless;
 mod plugin_http;
 mod saml_idp;

@@ -2,10 +2,14 @@
 
 It plays the browser (WebAuthn L3 §5: the client data, the PublicKeyCredential JSON as
 `toJSON()` and templates/static/passkey.js post it) and the authenticator (§6: authenticatorData
-as CTAP2 lays it out, attested credential data, COSE keys per RFC 9053; §8.2 `packed` self
-attestation and §8.7 `none`), with knobs that break one rule at a time for the hostile corpus.
+as CTAP2 lays it out, attested credential data, COSE keys per RFC 9053; §8.2 `packed` self or
+basic (x5c) attestation and §8.7 `none`), with knobs that break one rule at a time for the
+hostile corpus. It can also be a vendor: `make_ca` returns a root that signs basic attestation
+certificates (§8.2.1), as a hardware key maker's does.
 
 One request per run: JSON on stdin, JSON on stdout.
+
+  {"op": "make_ca"}  ->  {"cert_pem": "...", "key_pem": "..."}   # a self-signed P-256 root
 
   {"op": "create" | "get",
    "origin": "http://localhost:1234",          # what the client writes as the origin
@@ -14,6 +18,11 @@ One request per run: JSON on stdin, JSON on stdout.
    "alg": -7 | -8 | -257 | -65535,            # create: the key's COSE algorithm (default: the
                                               #   first of pubKeyCredParams this one supports)
    "attestation": "none" | "packed",          # create: the statement format (default none)
+   "attestation_ca": {"cert_pem", "key_pem"}, # create, packed: basic attestation, the leaf
+                                              #   certificate issued by this root (else self)
+   "aaguid": "cb69481e-...",                  # create: the model's AAGUID (default: this one's)
+   "backup_eligible": true,                   # create: BE and BS set (a synced passkey); kept
+                                              #   in the key state for its assertions
    "counter": 5,                              # the signature counter to report (default: the
                                               #   key's next one; 0 keeps none)
    "tamper": {                                # each one breaks one rule
@@ -40,7 +49,10 @@ import os
 import struct
 import sys
 
+import datetime
+
 import cbor2
+from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
@@ -54,7 +66,11 @@ AAGUID = bytes.fromhex("5f1c2b3a4d5e6f708192a3b4c5d6e7f8")
 
 FLAG_UP = 0x01
 FLAG_UV = 0x04
+FLAG_BE = 0x08
+FLAG_BS = 0x10
 FLAG_AT = 0x40
+# §8.2.1: the extension a packed attestation certificate names its model's AAGUID in.
+OID_AAGUID = x509.ObjectIdentifier("1.3.6.1.4.1.45724.1.1.4")
 
 
 def b64u(data):
@@ -133,9 +149,9 @@ def client_data(kind, challenge, origin, tamper):
     return json.dumps(data, separators=(",", ":")).encode("utf-8")
 
 
-def auth_data(rp_id, tamper, counter, attested=None):
+def auth_data(rp_id, tamper, counter, attested=None, synced=False):
     """authenticatorData (§6.1): rpIdHash, flags, signCount, attested credential data."""
-    flags = 0
+    flags = FLAG_BE | FLAG_BS if synced else 0
     if tamper.get("up", True):
         flags |= FLAG_UP
     if tamper.get("uv", True):
@@ -161,6 +177,72 @@ def tamper_client_data(raw):
     return raw[:-1] + b',"other_keys_can_be_added_here":"tampered"}'
 
 
+def name(cn, org="Concierge test keys"):
+    return x509.Name(
+        [
+            x509.NameAttribute(x509.NameOID.COUNTRY_NAME, "KR"),
+            x509.NameAttribute(x509.NameOID.ORGANIZATION_NAME, org),
+            x509.NameAttribute(x509.NameOID.ORGANIZATIONAL_UNIT_NAME, "Authenticator Attestation"),
+            x509.NameAttribute(x509.NameOID.COMMON_NAME, cn),
+        ]
+    )
+
+
+def pem(cert):
+    return cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
+
+
+def make_ca(_req):
+    """A vendor's attestation root: self-signed, a CA, valid from yesterday for ten years."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    subject = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, f"Test Root {os.urandom(4).hex()}")])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+        )
+        .sign(key, hashes.SHA256())
+    )
+    return {"cert_pem": pem(cert), "key_pem": key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode("ascii")}
+
+
+def attestation_leaf(ca, aaguid):
+    """A batch attestation key and its certificate from `ca` (§8.2.1: version 3, C/O/OU/CN,
+    not a CA, the AAGUID extension not critical)."""
+    root = x509.load_pem_x509_certificate(ca["cert_pem"].encode("ascii"))
+    root_key = serialization.load_pem_private_key(ca["key_pem"].encode("ascii"), password=None)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name("Test Key Attestation"))
+        .issuer_name(root.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=365))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.UnrecognizedExtension(OID_AAGUID, der_octets(aaguid)), critical=False)
+        .sign(root_key, hashes.SHA256())
+    )
+    return key, cert
+
+
+def der_octets(data):
+    """DER OCTET STRING of `data` (the AAGUID extension's value)."""
+    return bytes([0x04, len(data)]) + data
+
+
 def create(req):
     options = req["options"]["publicKey"]
     tamper = req.get("tamper", {})
@@ -174,14 +256,25 @@ def create(req):
     key = new_private_key(alg)
     cred_id = os.urandom(32)
     counter = req.get("counter", 0)
+    aaguid = bytes.fromhex(req["aaguid"].replace("-", "")) if "aaguid" in req else AAGUID
+    synced = bool(req.get("backup_eligible"))
 
-    attested = AAGUID + struct.pack(">H", len(cred_id)) + cred_id + cbor2.dumps(cose_key(key, alg))
-    data = auth_data(rp_id, tamper, counter, attested)
+    attested = aaguid + struct.pack(">H", len(cred_id)) + cred_id + cbor2.dumps(cose_key(key, alg))
+    data = auth_data(rp_id, tamper, counter, attested, synced)
     cdj = client_data("webauthn.create", options["challenge"], req["origin"], tamper)
 
     fmt = req.get("attestation", "none")
     if fmt == "none":
         stmt = {}
+    elif fmt == "packed" and "attestation_ca" in req:
+        # §8.2 basic attestation: the batch key signs, its certificate (x5c) from the vendor.
+        signed = data + hashlib.sha256(cdj).digest()
+        batch_key, batch_cert = attestation_leaf(req["attestation_ca"], aaguid)
+        stmt = {
+            "alg": ES256,
+            "sig": sign(batch_key, ES256, signed),
+            "x5c": [batch_cert.public_bytes(serialization.Encoding.DER)],
+        }
     elif fmt == "packed":
         # §8.2 self attestation: no x5c, the credential key signs authData || clientDataHash.
         signed = data + hashlib.sha256(cdj).digest()
@@ -216,6 +309,7 @@ def create(req):
         "counter": counter,
         "rp_id": rp_id,
         "user_handle": options["user"]["id"],
+        "synced": synced,
     }
     return {"credential": credential, "key": state}
 
@@ -239,7 +333,7 @@ def get(req):
         counter = state["counter"] + 1  # a counter-keeping authenticator (§6.1.1)
     state["counter"] = counter
 
-    data = auth_data(options.get("rpId", state["rp_id"]), tamper, counter)
+    data = auth_data(options.get("rpId", state["rp_id"]), tamper, counter, None, state.get("synced", False))
     cdj = client_data("webauthn.get", options["challenge"], req["origin"], tamper)
     signer = new_private_key(alg) if tamper.get("other_key") else key
     signature = sign(signer, alg, data + hashlib.sha256(cdj).digest())
@@ -265,7 +359,7 @@ def get(req):
 
 def main():
     req = json.load(sys.stdin)
-    ops = {"create": create, "get": get}
+    ops = {"create": create, "get": get, "make_ca": make_ca}
     if req.get("op") not in ops:
         raise SystemExit(f"op must be one of {sorted(ops)}")
     json.dump(ops[req["op"]](req), sys.stdout)

@@ -43,12 +43,7 @@ pub struct RawMfa {
     pub passkey: PasskeySettings,
 }
 
-/// `[mfa.passkey]`: whether passkeys and security keys are offered as a second factor.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct PasskeySettings {
-    pub enabled: bool,
-}
+pub use super::passkey::{HardwareKey, PasskeySettings};
 
 impl Default for RawMfa {
     fn default() -> Self {
@@ -715,7 +710,7 @@ impl RawMfa {
             smtp,
             sms,
             plugins,
-            passkey: self.passkey,
+            passkey: self.passkey.validate(&invalid)?,
             trust: super::http::TrustAnchors::default(),
         })
     }

@@ -469,3 +469,26 @@ fn the_phishing_resistant_level_is_offered_only_where_passkeys_can_work() {
     // Browsers refuse an IP address as a WebAuthn RP id: no passkey, no loa:3 in discovery.
     assert!(!offered("http://127.0.0.1:8080", "true"));
 }
+
+#[test]
+fn hardware_key_needs_passkeys_and_the_trusted_models() {
+    // Without `[[mfa.passkey.hardware]]` nothing could pass `hardware_key`: refused at boot,
+    // naming the setting that asks for it.
+    let err = |pairs: &[(&str, &str)]| {
+        Settings::load(None, env(pairs))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    };
+    let m = err(&[
+        ("CONCIERGE__SERVER__PUBLIC_URL", "http://localhost:8080"),
+        ("CONCIERGE__MFA__PASSKEY__ENABLED", "true"),
+        ("CONCIERGE__MFA__REQUIRED", "hardware_key"),
+    ]);
+    assert!(
+        m.contains("mfa.required") && m.contains("[[mfa.passkey.hardware]]"),
+        "{m}"
+    );
+    let m = err(&[("CONCIERGE__MFA__REQUIRED", "hardware_key")]);
+    assert!(m.contains("mfa.required"), "{m}");
+}

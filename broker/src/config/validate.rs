@@ -486,6 +486,38 @@ impl Settings {
                 kind,
             });
         }
+        // `hardware_key` counts only keys attested as a listed model: without a list (or
+        // without passkeys) nothing could pass it.
+        let hardware_key = Some(crate::domain::policy::MfaRequirement::HardwareKey);
+        let wants_hardware = [(String::from("mfa.required"), Some(mfa.required))]
+            .into_iter()
+            .chain(
+                clients
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| (format!("clients[{i}].mfa"), c.mfa)),
+            )
+            .chain(
+                saml_apps
+                    .iter()
+                    .enumerate()
+                    .map(|(i, a)| (format!("saml_apps[{i}].mfa"), a.mfa)),
+            )
+            .chain(
+                upstreams
+                    .iter()
+                    .enumerate()
+                    .map(|(i, u)| (format!("upstreams[{i}].mfa"), u.mfa)),
+            )
+            .find(|(_, m)| *m == hardware_key);
+        if let Some((key, _)) = wants_hardware
+            && (!mfa.passkey.enabled || mfa.passkey.hardware.is_empty())
+        {
+            return Err(invalid(
+                &key,
+                "`hardware_key` needs passkeys (`[mfa.passkey] enabled = true`) and the trusted models (`[[mfa.passkey.hardware]]`)".into(),
+            ));
+        }
         if raw.audit.retention < Duration::from_secs(3600) {
             return Err(invalid("audit.retention", "must be at least 1h".into()));
         }

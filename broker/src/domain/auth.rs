@@ -33,12 +33,21 @@ pub fn acr_level(acr: &str) -> Option<u8> {
     }
 }
 
-/// The level a session's methods reach.
+/// The amr of a proof of possession of a hardware-secured key (RFC 8176). With `phr` it is the
+/// broker's own check (domain::evidence keeps an upstream's out of the same `amr`).
+pub const AMR_HWK: &str = "hwk";
+/// The amr of a proof of possession of a software-secured key (RFC 8176): a synced passkey, or
+/// one the operator's hardware list does not vouch for.
+pub const AMR_SWK: &str = "swk";
+
+/// The level a session's methods reach: 4 is a phishing-resistant proof by a hardware key
+/// (`mfa = "hardware_key"`; its `acr` is still loa:3).
 pub fn session_level(amr: &[String]) -> u8 {
     let has = |x: &str| amr.iter().any(|m| m == x);
-    match (has(AMR_MFA), has(AMR_PHR)) {
-        (true, true) => 3,
-        (true, false) => 2,
+    match (has(AMR_MFA), has(AMR_PHR), has(AMR_HWK)) {
+        (true, true, true) => 4,
+        (true, true, false) => 3,
+        (true, false, _) => 2,
         _ => 1,
     }
 }
@@ -64,6 +73,11 @@ mod tests {
         assert_eq!(acr_level("urn:concierge:loa:4"), None);
         assert_eq!(session_level(&[AMR_PWD.into()]), 1);
         assert_eq!(session_level(&[AMR_PWD.into(), AMR_MFA.into()]), 2);
+        let v = |m: &[&str]| session_level(&m.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>());
+        assert_eq!(v(&["swk", "phr", "mfa"]), 3);
+        assert_eq!(v(&["hwk", "phr", "mfa"]), 4);
+        // Level 4 has no acr of its own: tokens say loa:3 and amr hwk.
+        assert_eq!(acr_of_level(4), ACR_LOA3);
         // A method that counts as a second factor upstream is not `mfa` by itself.
         assert_eq!(session_level(&["otp".into()]), 1);
         assert!(SECOND_FACTOR_AMR.contains(&AMR_MFA));
@@ -73,8 +87,9 @@ mod tests {
     #[test]
     fn the_phishing_resistant_level_needs_the_broker_s_mfa_and_its_phr() {
         let v = |m: &[&str]| session_level(&m.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>());
-        assert_eq!(v(&["pwd", "hwk", "phr", "mfa"]), 3);
-        assert_eq!(v(&["hwk", "user", "phr", "mfa"]), 3);
+        assert_eq!(v(&["pwd", "swk", "phr", "mfa"]), 3);
+        assert_eq!(v(&["swk", "user", "phr", "mfa"]), 3);
+        assert_eq!(v(&["hwk", "user", "phr", "mfa"]), 4);
         // `phr` without the broker's `mfa` (never computed so, but a stored row could say it).
         assert_eq!(v(&["pwd", "phr"]), 1);
         assert_eq!(v(&["pwd", "hwk", "mfa"]), 2);

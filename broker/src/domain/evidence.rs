@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::auth::{AMR_MFA, AMR_PHR, SECOND_FACTOR_AMR, session_level};
+use super::auth::{AMR_HWK, AMR_MFA, AMR_PHR, AMR_SWK, SECOND_FACTOR_AMR, session_level};
 use crate::clock::UnixTime;
 
 /// The `amr` of an upstream sign-in whose own methods do not count here (RFC 8176 has no name
@@ -113,8 +113,16 @@ pub fn amr_of(evidence: &[Proof]) -> Vec<String> {
             out.push(m.to_owned());
         }
     };
+    // Where the broker checked a key itself (`phr`), the key-possession methods in its amr are
+    // its own: an upstream's `hwk` beside a synced passkey checked here must not read as a
+    // hardware key that resisted phishing (domain::auth::session_level's level 4).
+    let own_key = evidence
+        .iter()
+        .any(|p| p.method == AMR_PHR && p.source == Source::Local);
     for p in evidence {
-        if p.counts() {
+        let upstream_key =
+            p.source != Source::Local && [AMR_HWK, AMR_SWK].contains(&p.method.as_str());
+        if p.counts() && !(own_key && upstream_key) {
             push(&p.method, &mut out);
         }
     }
@@ -192,7 +200,16 @@ mod tests {
             Proof::local("phr", 20),
         ];
         assert_eq!(amr(&e), ["pwd", "hwk", "phr", "mfa"]);
-        assert_eq!(level_of(&e), 3);
+        // A hardware key checked here: the level above phishing resistance.
+        assert_eq!(level_of(&e), 4);
+        let synced = vec![Proof::local("swk", 20), Proof::local("phr", 20)];
+        assert_eq!(level_of(&synced), 3);
+        // A trusted upstream's `hwk` beside a synced passkey checked here is left out: the
+        // key-possession methods are the broker's own once it checked a key itself.
+        let mut mixed = up("corp", &["hwk", "mfa"], true);
+        mixed.extend(synced);
+        assert_eq!(amr(&mixed), ["mfa", "swk", "phr"]);
+        assert_eq!(level_of(&mixed), 3);
         // A trusted upstream's word reaches multi-factor, never phishing resistance.
         let e = up("corp", &["hwk", "phr", "mfa"], true);
         assert_eq!(amr(&e), ["hwk", "mfa"]);

@@ -20,6 +20,12 @@ pub enum MfaRequirement {
     /// without one sets one up, after passing a factor they have.
     #[serde(rename = "phishing_resistant")]
     PhishingResistant,
+    /// Always asked, and only a passkey on a hardware key the operator trusts by attestation
+    /// (`[[mfa.passkey.hardware]]`, amr `hwk`) counts: the level above phishing resistant
+    /// (NIST SP 800-63B AAL3 asks the same: a hardware authenticator that resists phishing).
+    /// Tokens still say `urn:concierge:loa:3`; their `amr` says `hwk`.
+    #[serde(rename = "hardware_key")]
+    HardwareKey,
 }
 
 impl MfaRequirement {
@@ -34,6 +40,7 @@ impl MfaRequirement {
             MfaRequirement::Off | MfaRequirement::Optional => 1,
             MfaRequirement::Required => 2,
             MfaRequirement::PhishingResistant => 3,
+            MfaRequirement::HardwareKey => 4,
         }
     }
 }
@@ -81,6 +88,11 @@ mod tests {
         assert!(MfaRequirement::PhishingResistant.always());
         assert!(!MfaRequirement::Optional.always());
         assert_eq!(MfaRequirement::PhishingResistant.level(), 3);
+        assert!(MfaRequirement::PhishingResistant < MfaRequirement::HardwareKey);
+        assert_eq!(MfaRequirement::HardwareKey.level(), 4);
+        let h: std::collections::HashMap<String, MfaRequirement> =
+            toml::from_str("a = \"hardware_key\"").unwrap();
+        assert_eq!(h["a"], MfaRequirement::HardwareKey);
         let r: std::collections::HashMap<String, MfaRequirement> =
             toml::from_str("a = \"phishing_resistant\"\nb = \"required\"").unwrap();
         assert_eq!(r["a"], MfaRequirement::PhishingResistant);

@@ -577,9 +577,16 @@ pub(crate) mod tests {
         assert_eq!(j.who.as_ref().map(Proven::level), Some(2), "but it is kept");
         assert_eq!(next(&j, |_| None), Want::SecondFactor);
         j.mfa.level = 3;
-        second_factor_proven(&mut j, &["hwk".into(), "phr".into(), "mfa".into()], 30);
+        second_factor_proven(&mut j, &["swk".into(), "phr".into(), "mfa".into()], 30);
         assert!(j.mfa.satisfied);
         assert_eq!(j.who.as_ref().map(Proven::level), Some(3));
+        // A hardware key is asked for (level 4): a synced passkey's pass is kept, not enough.
+        j.mfa.level = 4;
+        second_factor_proven(&mut j, &["swk".into(), "phr".into(), "mfa".into()], 40);
+        assert!(!j.mfa.satisfied);
+        second_factor_proven(&mut j, &["hwk".into(), "phr".into(), "mfa".into()], 50);
+        assert!(j.mfa.satisfied);
+        assert_eq!(j.who.as_ref().map(Proven::level), Some(4));
         // Nothing asked (met, or optional with nothing to ask): settled whatever the level.
         let mut k = Journey::new(app(None));
         k.first_factor(pwd("u"), None);

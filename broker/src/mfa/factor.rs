@@ -49,7 +49,8 @@ impl Prompt {
 /// What a native factor made of an answer to its challenge.
 #[derive(Debug, Clone)]
 pub enum NativeVerdict {
-    Accepted,
+    /// Passed, proving these RFC 8176 methods (among [`NativeFactor::amr`]).
+    Accepted { amr: Vec<String> },
     /// Wrong (the message to show, if any); counts against the attempt limit.
     Rejected(Option<Localized>),
 }
@@ -57,7 +58,8 @@ pub enum NativeVerdict {
 /// What a native factor made of an answer to its enrolment page.
 #[derive(Debug, Clone)]
 pub enum NativeEnrolled {
-    Done,
+    /// Set up; the ceremony proved these RFC 8176 methods (among [`NativeFactor::amr`]).
+    Done { amr: Vec<String> },
     /// Not set up; the message is shown on the same page.
     Retry(Localized),
 }
@@ -69,10 +71,11 @@ pub trait NativeFactor: Send + Sync {
     /// The factor's id (never a plugin's: the native one wins).
     fn id(&self) -> &str;
     fn name(&self) -> Localized;
-    /// The RFC 8176 methods a pass proves (`mfa` is added by the host).
+    /// The RFC 8176 methods a pass may prove (each pass says which it did; `mfa` is added by
+    /// the host).
     fn amr(&self) -> Vec<String>;
-    /// Whether the user has set it up.
-    fn enrolled(&self, user: &UserId) -> Result<bool, MfaError>;
+    /// Whether the user has set it up (as `user` needs it: e.g. a hardware key).
+    fn enrolled(&self, user: &FactorUser) -> Result<bool, MfaError>;
     /// The page of a challenge (`enroll` false) or of an enrolment.
     fn begin(&self, user: &FactorUser, enroll: bool) -> Result<Prompt, MfaError>;
     fn verify(
@@ -136,8 +139,7 @@ pub struct NativeHost {
 }
 
 impl NativeHost {
-    fn proven_amr(&self) -> Vec<String> {
-        let mut amr = self.factor.amr();
+    fn proven_amr(mut amr: Vec<String>) -> Vec<String> {
         if !amr.iter().any(|m| m == AMR_MFA) {
             amr.push(AMR_MFA.to_owned());
         }
@@ -180,13 +182,13 @@ impl Factor for NativeHost {
             }
         };
         match self.factor.verify(user, prompt, &answer) {
-            Ok(NativeVerdict::Accepted) => {
+            Ok(NativeVerdict::Accepted { amr }) => {
                 if lock.has_failures {
                     self.mfa.lockout.succeeded(&key)?;
                 }
                 self.mfa.record_use(&user.id, self.factor.id());
                 Ok(VerifyOutcome::Accepted {
-                    amr: self.proven_amr(),
+                    amr: Self::proven_amr(amr),
                 })
             }
             Ok(NativeVerdict::Rejected(message)) => rejected(message),
@@ -206,8 +208,8 @@ impl Factor for NativeHost {
     ) -> Result<(EnrollOutcome, Outbox), MfaError> {
         let outcome = match self.factor.enroll_finish(user, prompt, &answer)? {
             NativeEnrolled::Retry(msg) => EnrollOutcome::Retry(msg),
-            NativeEnrolled::Done => EnrollOutcome::Done {
-                amr: self.proven_amr(),
+            NativeEnrolled::Done { amr } => EnrollOutcome::Done {
+                amr: Self::proven_amr(amr),
                 recovery_codes: self.mfa.record_enrollment(&user.id, self.factor.id())?,
             },
         };
@@ -264,7 +266,7 @@ impl Mfa {
                     name: f.name(),
                     kind: super::host::FactorKind::Other,
                     needs_enrollment: true,
-                    enrolled: f.enrolled(&user.id)?,
+                    enrolled: f.enrolled(user)?,
                     available: true,
                     sends: false,
                     phishing_resistant: f.amr().iter().any(|m| m == crate::domain::auth::AMR_PHR),

@@ -18,6 +18,7 @@ pub mod host;
 mod operations;
 pub mod outbound;
 pub mod passkey;
+pub mod passkey_hardware;
 pub mod passkey_list;
 mod recovery;
 pub mod registry;

@@ -1,8 +1,9 @@
 //! Owns passkeys and security keys as a native second factor (issue #19): the WebAuthn
 //! ceremonies (webauthn-rs), the relying party taken from `server.public_url`, the ceremony state
 //! kept in the sealed journey between the page and the answer (never in memory: several
-//! instances), and the user's credentials in the store. A user-verifying assertion proves `hwk`
-//! and `phr` (phishing resistant: the level above multi-factor); a signature counter that does
+//! instances), and the user's credentials in the store. A user-verifying assertion proves `phr`
+//! (phishing resistant: the level above multi-factor) and `hwk` or `swk` (a hardware key the
+//! operator trusts, or any other: [`Hardware`]); a signature counter that does
 //! not move forward (a possibly cloned authenticator) is refused and audited. The same
 //! credentials sign in without a password ([`Passwordless`]): discoverable credentials, offered
 //! by the sign-in page's button and by the browser's autofill (conditional UI).
@@ -23,12 +24,13 @@ use super::factor::{
     Prompt,
 };
 use super::host::{Field, FieldKind, Localized};
+use super::passkey_hardware::Hardware;
 use super::{FactorUser, MfaError};
 use crate::audit::{Auditor, Event, EventKind};
 use crate::clock::Clock;
 use crate::config::mfa::PasskeySettings;
 use crate::domain::UserId;
-use crate::domain::auth::AMR_PHR;
+use crate::domain::auth::{AMR_HWK, AMR_PHR, AMR_SWK};
 use crate::storage::{CredentialUse, Store, WebAuthnCredential};
 
 /// The factor's id.
@@ -99,6 +101,7 @@ pub struct Passkeys {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     audit: Arc<Auditor>,
+    hardware: Hardware,
 }
 
 /// The passkey factor `[mfa.passkey]` asks for, or none: disabled, or a public URL that cannot
@@ -131,11 +134,19 @@ pub fn offer(
             return None;
         }
     };
+    let hardware = match Hardware::new(&settings.hardware) {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::warn!(error = %e, "mfa.passkey.hardware cannot be read; passkeys are not offered");
+            return None;
+        }
+    };
     Some(Arc::new(Passkeys {
         webauthn,
         store,
         clock,
         audit,
+        hardware,
     }))
 }
 
@@ -198,24 +209,48 @@ impl Passkeys {
 }
 
 /// The registration options with a discoverable credential preferred (webauthn-rs asks for
-/// none): such a credential also signs in without a password. Only what the browser is asked
-/// changes; the answer is checked against the same state.
-fn discoverable_preferred(options: &impl serde::Serialize) -> Result<Value, MfaError> {
+/// none): such a credential also signs in without a password. With hardware models listed the
+/// browser is asked for the authenticator's attestation (`direct`), and a journey that needs a
+/// hardware key hints at a security key. Only what the browser is asked changes; the answer is
+/// checked against the same state.
+fn registration_options(
+    options: &impl serde::Serialize,
+    attestation: bool,
+    hardware_only: bool,
+) -> Result<Value, MfaError> {
     let mut v = serde_json::to_value(options).map_err(failed)?;
-    if let Some(sel) = v
-        .get_mut("publicKey")
-        .and_then(|p| p.get_mut("authenticatorSelection"))
+    let Some(public_key) = v.get_mut("publicKey").and_then(Value::as_object_mut) else {
+        return Ok(v);
+    };
+    if let Some(sel) = public_key
+        .get_mut("authenticatorSelection")
         .and_then(Value::as_object_mut)
     {
         sel.insert("residentKey".to_owned(), json!("preferred"));
         sel.insert("requireResidentKey".to_owned(), json!(false));
     }
+    if attestation {
+        public_key.insert("attestation".to_owned(), json!("direct"));
+    }
+    if hardware_only {
+        public_key.insert("hints".to_owned(), json!(["security-key"]));
+    }
     Ok(v)
 }
 
-/// The methods a passwordless sign-in proves: a key held by an authenticator, the user verified
-/// by it (RFC 8176 `user`), phishing resistant (`mfa` is computed from them).
-const PASSWORDLESS_AMR: [&str; 3] = ["hwk", "user", AMR_PHR];
+/// The methods a passwordless sign-in proves: the key (`hwk` or `swk`), the user verified by the
+/// authenticator (RFC 8176 `user`), phishing resistant (`mfa` is computed from them).
+fn passwordless_amr(key: &str) -> Vec<String> {
+    vec![key.to_owned(), "user".to_owned(), AMR_PHR.to_owned()]
+}
+
+/// What a journey that needs a hardware key shows when another passkey is used or added.
+fn hardware_needed() -> Localized {
+    text(
+        "This app needs a security key your organisation approved. Use or add one of those.",
+        "이 앱에는 조직이 승인한 보안 키가 필요합니다. 승인된 보안 키를 사용하거나 추가하세요.",
+    )
+}
 
 fn refused(reason: &'static str) -> Identified {
     Identified::Refused {
@@ -280,13 +315,18 @@ impl NativeFactor for Passkeys {
     }
 
     fn amr(&self) -> Vec<String> {
-        // A user-verified assertion bound to this origin: a key held by an authenticator, and
-        // phishing resistant (the level above multi-factor, domain::auth::AMR_PHR).
-        vec!["hwk".to_owned(), AMR_PHR.to_owned()]
+        // A user-verified assertion bound to this origin: a key held by an authenticator
+        // (hardware or not, per pass), and phishing resistant (domain::auth::AMR_PHR).
+        vec![AMR_HWK.to_owned(), AMR_SWK.to_owned(), AMR_PHR.to_owned()]
     }
 
-    fn enrolled(&self, user: &UserId) -> Result<bool, MfaError> {
-        Ok(!self.store.webauthn_credentials(user)?.is_empty())
+    fn enrolled(&self, user: &FactorUser) -> Result<bool, MfaError> {
+        let stored = self.store.webauthn_credentials(&user.id)?;
+        Ok(if user.hardware_only {
+            stored.iter().any(|c| self.hardware.trusted(c))
+        } else {
+            !stored.is_empty()
+        })
     }
 
     fn begin(&self, user: &FactorUser, enroll: bool) -> Result<Prompt, MfaError> {
@@ -306,10 +346,15 @@ impl NativeFactor for Passkeys {
                 )
                 .map_err(failed)?;
             let state = serde_json::to_value(&registration).map_err(failed)?;
-            return self.page("register", &discoverable_preferred(&options)?, state);
+            let options =
+                registration_options(&options, self.hardware.listed(), user.hardware_only)?;
+            return self.page("register", &options, state);
         }
+        // A journey that needs a hardware key offers only those: the browser then shows no
+        // other passkey to pick.
         let passkeys: Vec<Passkey> = stored
             .iter()
+            .filter(|c| !user.hardware_only || self.hardware.trusted(c))
             .filter_map(|c| serde_json::from_str(&c.passkey).ok())
             .collect();
         if passkeys.is_empty() {
@@ -364,6 +409,11 @@ impl NativeFactor for Passkeys {
             self.audit_refusal(user, "assertion", "unknown_credential");
             return Ok(not_accepted());
         };
+        if user.hardware_only && !self.hardware.trusted(row) {
+            self.audit_refusal(user, "assertion", "not_listed_hardware");
+            return Ok(NativeVerdict::Rejected(Some(hardware_needed())));
+        }
+        let key = self.hardware.method(row);
         let mut passkey: Passkey =
             serde_json::from_str(&row.passkey).map_err(|_| MfaError::State)?;
         passkey.update_credential(&result);
@@ -376,7 +426,9 @@ impl NativeFactor for Passkeys {
             result.backup_state(),
             self.clock.now(),
         )? {
-            CredentialUse::Recorded => Ok(NativeVerdict::Accepted),
+            CredentialUse::Recorded => Ok(NativeVerdict::Accepted {
+                amr: vec![key.to_owned(), AMR_PHR.to_owned()],
+            }),
             CredentialUse::CounterRegressed => Ok(self.regressed(user)),
             CredentialUse::Unknown => {
                 self.audit_refusal(user, "assertion", "unknown_credential");
@@ -424,17 +476,27 @@ impl NativeFactor for Passkeys {
         };
         let value = serde_json::to_value(&passkey).map_err(failed)?;
         let (sign_count, backup_eligible, backup_state) = counter_and_flags(&value);
+        let attested = self.hardware.attested(&value);
+        if user.hardware_only && attested.is_none() {
+            // Stored, it would not count here, and the journey would ask for it again.
+            self.audit_refusal(user, "registration", "not_listed_hardware");
+            return Ok(NativeEnrolled::Retry(hardware_needed()));
+        }
         let count = self.store.webauthn_credentials(&user.id)?.len();
         let row = WebAuthnCredential {
             credential_id: passkey.cred_id().as_ref().to_vec(),
             passkey: value.to_string(),
-            name: format!("Passkey {}", count + 1),
+            name: attested
+                .as_ref()
+                .map_or_else(|| format!("Passkey {}", count + 1), |m| m.name.clone()),
             created_at: self.clock.now(),
             last_used_at: None,
             sign_count,
             backup_eligible,
             backup_state,
+            attested,
         };
+        let key = self.hardware.method(&row);
         if !self.store.insert_webauthn_credential(&user.id, &row)? {
             self.audit_refusal(user, "registration", "registered_already");
             return Ok(NativeEnrolled::Retry(text(
@@ -442,7 +504,9 @@ impl NativeFactor for Passkeys {
                 "이미 등록된 패스키입니다.",
             )));
         }
-        Ok(NativeEnrolled::Done)
+        Ok(NativeEnrolled::Done {
+            amr: vec![key.to_owned(), AMR_PHR.to_owned()],
+        })
     }
 
     fn repeatable(&self) -> bool {
@@ -498,6 +562,7 @@ impl Passwordless for Passkeys {
         };
         let mut passkey: Passkey =
             serde_json::from_str(&row.passkey).map_err(|_| MfaError::State)?;
+        let method = self.hardware.method(row);
         let key = DiscoverableKey::from(&passkey);
         let result = match self.webauthn.finish_discoverable_authentication(
             &credential,
@@ -541,7 +606,7 @@ impl Passwordless for Passkeys {
         )? {
             CredentialUse::Recorded => Ok(Identified::User {
                 user,
-                amr: PASSWORDLESS_AMR.iter().map(|m| (*m).to_owned()).collect(),
+                amr: passwordless_amr(method),
             }),
             CredentialUse::CounterRegressed => {
                 self.counter_regressed(&user);

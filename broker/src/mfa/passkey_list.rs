@@ -29,6 +29,9 @@ pub struct PasskeyInfo {
     /// own flags (WebAuthn L3 §6.1, BE and BS).
     pub backup_eligible: bool,
     pub backed_up: bool,
+    /// The hardware model it was attested as at registration (`[[mfa.passkey.hardware]]`);
+    /// none for any other passkey.
+    pub authenticator: Option<String>,
 }
 
 /// What removing one came to.
@@ -69,6 +72,7 @@ pub fn list(store: &dyn Store, user: &UserId) -> Result<Vec<PasskeyInfo>, MfaErr
             last_used_at: c.last_used_at,
             backup_eligible: c.backup_eligible,
             backed_up: c.backup_state,
+            authenticator: c.attested.map(|m| m.name),
         })
         .collect())
 }

@@ -10,6 +10,9 @@ pub struct FactorUser {
     pub id: crate::domain::UserId,
     pub email: String,
     pub locale: crate::domain::Locale,
+    /// The journey needs a hardware key the operator trusts (`mfa = "hardware_key"`): a passkey
+    /// factor counts, offers and registers only such keys. Plugins never see it.
+    pub hardware_only: bool,
 }
 
 impl FactorUser {

@@ -34,6 +34,18 @@ pub struct WebAuthnCredential {
     pub sign_count: i64,
     pub backup_eligible: bool,
     pub backup_state: bool,
+    /// The hardware model it was attested as at registration (`[[mfa.passkey.hardware]]`), or
+    /// none (synced, unattested or not listed).
+    pub attested: Option<AttestedModel>,
+}
+
+/// A hardware authenticator model, as attested at registration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttestedModel {
+    /// Its AAGUID, lower-case hyphenated.
+    pub aaguid: String,
+    /// Its name as the operator listed it then.
+    pub name: String,
 }
 
 /// What using a WebAuthn credential came to.

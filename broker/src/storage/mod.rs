@@ -9,7 +9,9 @@ pub mod schema;
 
 pub use diesel_store::{DieselStore, PoolSettings};
 pub use journey::{JourneyStore, LoginTransactionRow};
-pub use mfa::{CredentialUse, MfaEnrollment, MfaStateRow, MfaStore, WebAuthnCredential};
+pub use mfa::{
+    AttestedModel, CredentialUse, MfaEnrollment, MfaStateRow, MfaStore, WebAuthnCredential,
+};
 
 use crate::clock::UnixTime;
 use crate::domain::{Channel, Email, UserId};

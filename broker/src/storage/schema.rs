@@ -271,5 +271,7 @@ diesel::table! {
         sign_count -> BigInt,
         backup_eligible -> Bool,
         backup_state -> Bool,
+        attested_aaguid -> Nullable<Text>,
+        authenticator -> Nullable<Text>,
     }
 }

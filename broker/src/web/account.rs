@@ -39,6 +39,8 @@ struct PasskeyView {
     added: String,
     last_used: Option<String>,
     synced: bool,
+    /// The attested hardware model, when there is one.
+    authenticator: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -149,6 +151,7 @@ pub async fn show(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
                 added: format_time(p.created_at),
                 last_used: p.last_used_at.map(format_time),
                 synced: p.backup_eligible,
+                authenticator: p.authenticator,
             })
             .collect(),
         passkey_name_max: passkey_list::MAX_NAME,

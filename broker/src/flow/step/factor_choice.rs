@@ -15,10 +15,13 @@ use crate::mfa::passkey_list;
 use crate::mfa::{FactorStatus, FactorUser};
 
 impl SignIn {
+    /// The account a factor call is about, for a journey that must reach `level` (4: only a
+    /// hardware key counts); none when it is disabled or gone.
     pub(crate) async fn factor_user(
         &self,
         who: &Proven,
         locale: Locale,
+        level: u8,
     ) -> Result<Option<FactorUser>, SignInError> {
         let store = Arc::clone(&self.store);
         let uid = UserId::from_stored(who.user_id.clone());
@@ -30,6 +33,7 @@ impl SignIn {
                     id: u.id,
                     email: u.email.as_str().to_owned(),
                     locale,
+                    hardware_only: level >= 4,
                 }))
         })
         .await
@@ -44,7 +48,7 @@ impl SignIn {
         let Some(who) = &j.who else {
             return Ok(None);
         };
-        let Some(user) = self.factor_user(who, locale).await? else {
+        let Some(user) = self.factor_user(who, locale, j.mfa.level).await? else {
             return Ok(None);
         };
         let mfa = Arc::clone(&self.mfa);

@@ -44,7 +44,10 @@ impl SignIn {
             Ok(x) => x,
             Err(out) => return Ok(out),
         };
-        let Some(user) = self.factor_user(&who, browser.locale).await? else {
+        let Some(user) = self
+            .factor_user(&who, browser.locale, loaded.state.mfa.level)
+            .await?
+        else {
             return Ok(Outcome::expired());
         };
         let mfa = Arc::clone(&self.mfa);

@@ -129,7 +129,10 @@ impl SignIn {
             })
             .collect();
         let enrolling = loaded.state.mfa.enrolling;
-        let Some(user) = self.factor_user(&who, browser.locale).await? else {
+        let Some(user) = self
+            .factor_user(&who, browser.locale, loaded.state.mfa.level)
+            .await?
+        else {
             // Disabled (or gone) since the password: the factor does not run, and the refusal
             // is on the audit trail.
             self.audit_mfa(
@@ -306,7 +309,10 @@ impl SignIn {
         factor: &str,
         enroll: bool,
     ) -> Result<Outcome, SignInError> {
-        let Some(user) = self.factor_user(who, browser.locale).await? else {
+        let Some(user) = self
+            .factor_user(who, browser.locale, loaded.state.mfa.level)
+            .await?
+        else {
             return Ok(Outcome::expired());
         };
         let Some(f) = self.mfa.factor(factor) else {

@@ -6,7 +6,8 @@ use super::super::schema::{
     control_signals, mfa_enrollments, mfa_recovery_codes, mfa_state, sessions, webauthn_credentials,
 };
 use super::super::{
-    CredentialUse, MfaEnrollment, MfaStateRow, MfaStore, StorageError, WebAuthnCredential,
+    AttestedModel, CredentialUse, MfaEnrollment, MfaStateRow, MfaStore, StorageError,
+    WebAuthnCredential,
 };
 use super::{DieselStore, Pools, checkout, query_err};
 use crate::clock::UnixTime;
@@ -134,7 +135,18 @@ impl MfaStore for DieselStore {
     }
 
     fn webauthn_credentials(&self, user: &UserId) -> Result<Vec<WebAuthnCredential>, StorageError> {
-        type Row = (Vec<u8>, String, String, i64, Option<i64>, i64, bool, bool);
+        type Row = (
+            Vec<u8>,
+            String,
+            String,
+            i64,
+            Option<i64>,
+            i64,
+            bool,
+            bool,
+            Option<String>,
+            Option<String>,
+        );
         let rows: Vec<Row> = with_conn!(self, |c| {
             webauthn_credentials::table
                 .filter(webauthn_credentials::user_id.eq(user.as_str()))
@@ -151,6 +163,8 @@ impl MfaStore for DieselStore {
                     webauthn_credentials::sign_count,
                     webauthn_credentials::backup_eligible,
                     webauthn_credentials::backup_state,
+                    webauthn_credentials::attested_aaguid,
+                    webauthn_credentials::authenticator,
                 ))
                 .load(c)
                 .map_err(query_err)
@@ -166,6 +180,10 @@ impl MfaStore for DieselStore {
                 sign_count: r.5,
                 backup_eligible: r.6,
                 backup_state: r.7,
+                attested: r
+                    .8
+                    .zip(r.9)
+                    .map(|(aaguid, name)| AttestedModel { aaguid, name }),
             })
             .collect())
     }
@@ -187,6 +205,10 @@ impl MfaStore for DieselStore {
                     webauthn_credentials::sign_count.eq(credential.sign_count),
                     webauthn_credentials::backup_eligible.eq(credential.backup_eligible),
                     webauthn_credentials::backup_state.eq(credential.backup_state),
+                    webauthn_credentials::attested_aaguid
+                        .eq(credential.attested.as_ref().map(|m| m.aaguid.as_str())),
+                    webauthn_credentials::authenticator
+                        .eq(credential.attested.as_ref().map(|m| m.name.as_str())),
                 ))
                 .on_conflict_do_nothing()
                 .execute(c)

@@ -1,0 +1,2 @@
+ALTER TABLE webauthn_credentials DROP COLUMN authenticator;
+ALTER TABLE webauthn_credentials DROP COLUMN attested_aaguid;
