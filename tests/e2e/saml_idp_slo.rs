@@ -81,7 +81,8 @@ async fn broker(b: Backend, sp: &Sp, app: &str, backchannel: &str) -> Option<Tes
     let app_keys = format!("slo_url = \"{}\"\n{app}", sp.sls());
     let clients = format!(
         "[[clients]]\nid = \"bcl\"\nsecret_sha256 = \"SECRET_HASH\"\nredirect_uris = [\"https://bcl.example/cb\"]\n\
-         backchannel_logout_uri = \"{backchannel}\"\n"
+         backchannel_logout_uri = \"{backchannel}\"\n{}",
+        crate::control::OPS_CLIENTS
     );
     broker_with(b, sp, &app_keys, &clients).await
 }
@@ -490,6 +491,35 @@ async fn a_bad_answer_of_a_signing_sp_is_a_partial_logout(b: Backend) {
             "{mode}: the session ended"
         );
     }
+    // Each refused answer is on the audit trail, naming the SP and the check that failed.
+    let refused: Vec<Value> = crate::control::audit_events(&app, "login_failed")
+        .await
+        .into_iter()
+        .filter(|e| {
+            e["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("saml_logout_response_refused:")
+        })
+        .collect();
+    assert_eq!(refused.len(), 2, "unsigned and badsig: {refused:?}");
+    assert!(
+        refused.iter().all(|e| e["client_id"] == sp.entity_id()),
+        "{refused:?}"
+    );
+    // A LogoutResponse when no logout is under way: refused, and audited too.
+    let mut br = Browser::new(&app);
+    assert_error_page(
+        &br.get("/saml/idp/slo?SAMLResponse=x&RelayState=nothing")
+            .await,
+        400,
+    );
+    assert!(
+        crate::control::audit_events(&app, "login_failed")
+            .await
+            .iter()
+            .any(|e| e["reason"] == "saml_logout_response_refused:no_logout_under_way")
+    );
 }
 
 per_backend_async!(

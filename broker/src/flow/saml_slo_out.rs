@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use super::contract::Outcome;
 use super::signin::{SignIn, SignInError, blocking};
 use super::signout::UpstreamLogout;
+use crate::audit::{Event, EventKind};
 use crate::provider::logout::SessionEnded;
 use crate::storage::{LogoutContinuation, SessionRecord};
 
@@ -188,6 +189,7 @@ impl SignIn {
                 .map(|e| (e, l))
         }) else {
             tracing::info!("SAML LogoutResponse of no logout under way refused");
+            self.audit_logout_response(None, "no_logout_under_way");
             return Ok(Outcome::message(400, "error_400_message"));
         };
         let mut chain: Chain = serde_json::from_str(&link.then).map_err(SignInError::internal)?;
@@ -204,10 +206,23 @@ impl SignIn {
             Ok(()) => tracing::info!(sp = %entity_id, "signed out at the SAML SP"),
             Err(e) => {
                 tracing::warn!(sp = %entity_id, reason = %e, "SAML LogoutResponse refused");
+                self.audit_logout_response(Some(&entity_id), e.check());
                 chain.partial = true;
             }
         }
         Ok(Outcome::redirect(self.next_sp(chain).await?))
+    }
+
+    /// A refused LogoutResponse on the audit trail (`login_failed`, as a refused LogoutRequest
+    /// is): the sign-out it answers is reported partial, and an operator can see which SP and
+    /// why (`saml_logout_response_refused:<check>`, the SP in `client_id`).
+    fn audit_logout_response(&self, sp: Option<&str>, check: &str) {
+        let mut event = Event::new(EventKind::LoginFailed)
+            .reason(format!("saml_logout_response_refused:{check}"));
+        if let Some(sp) = sp {
+            event = event.client(sp);
+        }
+        self.provider.audit.record(event);
     }
 }
 
