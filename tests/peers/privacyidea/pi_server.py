@@ -2,7 +2,7 @@
 start.sh with the python of the venv install.sh builds; see README.md.
 
     pi_server.py [--dir DIR] [--port PORT] [--seed HEX] [--realm R] [--user U] [--email E]
-                 [--no-api-key] [--verbose]
+                 [--extra-user NAME]... [--no-api-key] [--verbose]
 
 1. Writes DIR/pi.cfg (SQLite DB, random SECRET_KEY and pepper, key files in DIR) and runs the
    pi-manage commands (in this process, one interpreter for all of them): `setup create_enckey`,
@@ -10,8 +10,9 @@ start.sh with the python of the venv install.sh builds; see README.md.
 2. Serves privacyidea.app:create_app with werkzeug's threaded server (what `pi-manage run` uses)
    on 127.0.0.1:PORT (default: a free port chosen by the kernel, no race).
 3. Provisions through the REST API, as the admin: a flat-file resolver over DIR/users.passwd,
-   a realm (the default realm) with `alice` (alice@example.com, a TOTP token) and `bob`
-   (bob@example.com, no token), and a policy `scope=authorization, action=api_key_required`, so
+   a realm (the default realm) with `alice` (alice@example.com, a TOTP token), each
+   --extra-user (NAME@example.com, a TOTP token with a random seed) and `bob` (bob@example.com,
+   no token), and a policy `scope=authorization, action=api_key_required`, so
    /validate/check requires the service credential: the validate JWT from step 1, sent raw (no
    "Bearer") in the `Authorization` header.
 4. Prints one line of JSON (also written to DIR/peer.json) and serves until SIGTERM or SIGINT,
@@ -58,6 +59,8 @@ def parse_args():
     p.add_argument("--realm", default="concierge")
     p.add_argument("--user", default="alice")
     p.add_argument("--email", help="the user's email (default: USER@example.com)")
+    p.add_argument("--extra-user", action="append", default=[], metavar="NAME",
+                   help="one more user with a TOTP token (a random seed), e.g. one per test")
     p.add_argument("--no-api-key", action="store_true",
                    help="leave /validate/check open (no api_key_required policy)")
     p.add_argument("--verbose", action="store_true", help="log each HTTP request to stderr")
@@ -71,8 +74,14 @@ def parse_args():
     except ValueError:
         p.error("--seed: hex, please")
     args.seed = args.seed.lower()
-    if args.user == "bob":
-        p.error("--user: bob is the user without a token")
+    names = [args.user] + args.extra_user
+    for name in names:
+        if not name.isalnum() or not name.islower():
+            p.error(f"{name!r}: lower-case letters and digits, please")
+    if "bob" in names:
+        p.error("bob is the user without a token")
+    if len(set(names)) != len(names):
+        p.error("each user once, please")
     return args
 
 
@@ -150,26 +159,33 @@ class Api:
 
 def provision(api, d, args, admin_password):
     api.token = api.call("POST", "/auth", {"username": "admin", "password": admin_password})["token"]
+    # (name, email, seed hex): the main user first, then the extra users.
+    people = [(args.user, args.email, args.seed)] + [
+        (name, f"{name}@example.com", secrets.token_hex(20)) for name in args.extra_user]
     users = os.path.join(d, "users.passwd")
     with open(users, "w") as f:
         # name:password:uid:gid:"Given Surname,room,office phone,home phone,email":home:shell
-        f.write(f"{args.user}:x:1001:1001:{args.user.capitalize()} Example,,,,{args.email}:/nonexistent:/bin/false\n")
-        f.write("bob:x:1002:1002:Bob Example,,,,bob@example.com:/nonexistent:/bin/false\n")
+        for uid, (name, email, _) in enumerate(people + [("bob", "bob@example.com", None)], start=1001):
+            f.write(f"{name}:x:{uid}:{uid}:{name.capitalize()} Example,,,,{email}:/nonexistent:/bin/false\n")
     api.call("POST", "/resolver/users", {"type": "passwdresolver", "fileName": users})
     api.call("POST", f"/realm/{args.realm}", {"resolvers": "users"})
     api.call("POST", f"/defaultrealm/{args.realm}")
-    serial = f"TOTP-{args.user.upper()}"
-    api.call("POST", "/token/init", {
-        "type": "totp", "serial": serial, "otpkey": args.seed, "genkey": 0, "otplen": 6,
-        "hashlib": "sha1", "timeStep": 30, "user": args.user, "realm": args.realm,
-        "description": "tests/peers/privacyidea",
-    })
+    enrolled = []
+    for name, email, seed in people:
+        serial = f"TOTP-{name.upper()}"
+        api.call("POST", "/token/init", {
+            "type": "totp", "serial": serial, "otpkey": seed, "genkey": 0, "otplen": 6,
+            "hashlib": "sha1", "timeStep": 30, "user": name, "realm": args.realm,
+            "description": "tests/peers/privacyidea",
+        })
+        enrolled.append({"user": name, "email": email, "serial": serial, "seed_hex": seed,
+                         "seed_base32": base64.b32encode(bytes.fromhex(seed)).decode().rstrip("=")})
     if not args.no_api_key:
         api.call("POST", "/policy/concierge-service-credential", {
             "scope": "authorization", "action": "api_key_required", "active": True,
             "description": "/validate/check requires the validate JWT in Authorization",
         })
-    return serial
+    return enrolled
 
 
 def main():
@@ -224,7 +240,7 @@ def main():
 
         api = Api(base_url)
         api.call("GET", "/healthz/")
-        serial = provision(api, d, args, admin_password)
+        main_user, *extra_users = provision(api, d, args, admin_password)
 
         info = {
             "base_url": base_url,
@@ -235,17 +251,15 @@ def main():
             "credential_file": None if args.no_api_key else cred_file,
             "credential_header": "Authorization",
             "realm": args.realm,
-            "user": args.user,
-            "email": args.email,
-            "serial": serial,
-            "seed_hex": args.seed,
-            "seed_base32": base64.b32encode(bytes.fromhex(args.seed)).decode().rstrip("="),
+            **main_user,
             "totp": {"digits": 6, "period": 30, "algorithm": "SHA1"},
+            "extra_users": extra_users,
             "user_without_token": "bob",
             "admin_user": "admin",
             "admin_password": admin_password,
             "pid": os.getpid(),
             "startup_ms": round((time.monotonic() - START) * 1000),
+            "startup_cpu_ms": round(time.process_time() * 1000),
         }
         line = json.dumps(info)
         with open(os.path.join(d, "peer.json"), "w") as f:
