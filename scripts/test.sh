@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of Concierge: Rust unit tests, storage conformance on SQLite and PostgreSQL,
-# the in-process end-to-end tests, and the browser suite (headless Chromium) on both backends.
+# the in-process end-to-end tests, the browser suite (headless Chromium) on both backends, and the
+# self-test of the privacyIDEA peer (tests/peers/privacyidea).
 #
 # On a Debian 12 machine with rustup it installs what it needs (apt packages, npm packages for
 # the browser tests), starts a private PostgreSQL on 127.0.0.1 in a temp dir, and cleans up.
@@ -238,6 +239,10 @@ step "cargo build --locked -p concierge --bins" cargo build --locked -p concierg
 step "plugins/test.sh (build + guest tests)" "$ROOT/plugins/test.sh"
 [[ -f "$ROOT/plugins/dist/totp.wasm" ]] || BUILD_OK=0
 export CONCIERGE_TEST_PLUGIN_DIR="$ROOT/plugins/dist"
+
+# The real privacyIDEA server the privacyidea plugin's tests talk to: installed once into its own
+# cached venv, then started, provisioned, checked with oathtool codes and stopped.
+step "tests/peers/privacyidea/selftest.py" "$ROOT/tests/peers/privacyidea/selftest.py" --quiet
 
 if [[ $BUILD_OK -eq 1 ]]; then
   step "cargo test --locked --workspace" cargo test --locked --workspace
