@@ -32,6 +32,11 @@ fn passkey_toml() -> String {
 }
 
 pub(crate) async fn passkey_app(b: Backend) -> Option<TestApp> {
+    passkey_app_with(b, &passkey_toml()).await
+}
+
+/// A broker on [`PUBLIC`] with `toml`, the sign-in and MFA rate limits off.
+pub(crate) async fn passkey_app_with(b: Backend, toml: &str) -> Option<TestApp> {
     // Many sign-ins from one address in a minute of a manual clock: the rate limits (tested in
     // control.rs) are off here.
     spawn_provider_with(
@@ -44,7 +49,7 @@ pub(crate) async fn passkey_app(b: Backend) -> Option<TestApp> {
             ("CONCIERGE__RATE_LIMIT__MFA_PER_IP", "off"),
             ("CONCIERGE__RATE_LIMIT__MFA_PER_ACCOUNT", "off"),
         ],
-        &passkey_toml(),
+        toml,
     )
     .await
 }

@@ -9,9 +9,11 @@
 use serde_json::{Value, json};
 
 use crate::control::{OPS_CLIENTS, admin_token, api, audit_events};
-use crate::helpers::{Browser, Page, TestApp, spawn_provider_with};
+use crate::helpers::{Browser, Page, TestApp};
 use crate::oidc::{Http, authorize_path_with, verify_with_jwks};
-use crate::passkey::{PUBLIC, amr_of, authenticator, create, enrol, options, stored, user};
+use crate::passkey::{
+    PUBLIC, amr_of, authenticator, create, enrol, options, passkey_app_with, stored, user,
+};
 use crate::per_backend_async;
 use crate::support::Backend;
 use concierge::startup::{DEMO_EMAIL, DEMO_PASSWORD};
@@ -51,24 +53,45 @@ ca_file = {:?}
 "#,
         ca.display().to_string()
     );
-    spawn_provider_with(
-        b,
-        &[
-            ("CONCIERGE__SERVER__PUBLIC_URL", PUBLIC),
-            ("CONCIERGE__RATE_LIMIT__LOGIN_PER_IP", "off"),
-            ("CONCIERGE__RATE_LIMIT__LOGIN_PER_ACCOUNT", "off"),
-            ("CONCIERGE__RATE_LIMIT__JOURNEY_PER_IP", "off"),
-            ("CONCIERGE__RATE_LIMIT__MFA_PER_IP", "off"),
-            ("CONCIERGE__RATE_LIMIT__MFA_PER_ACCOUNT", "off"),
-        ],
-        &config,
-    )
-    .await
+    passkey_app_with(b, &config).await
 }
 
 async fn post(br: &mut Browser, page: &Page, credential: &str) -> Page {
     br.submit(page, "/login/mfa/answer", &[("credential", credential)])
         .await
+}
+
+/// The passkey sign-in page of a journey asking for a factor: straight there, or chosen.
+async fn authenticate_page(br: &mut Browser, page: Page) -> Page {
+    if page.body.contains("data-mode=\"authenticate\"") {
+        page
+    } else {
+        crate::mfa::choose(br, &page, "passkey", "challenge").await
+    }
+}
+
+/// Answers the passkey page with `key` (the authenticator's `knobs` on top): the next page and
+/// the key state after.
+async fn answer_with(br: &mut Browser, page: &Page, key: &Value, knobs: &Value) -> (Page, Value) {
+    let mut req = json!({"op": "get", "origin": PUBLIC, "options": options(page), "key": key});
+    for (k, v) in knobs.as_object().into_iter().flatten() {
+        req[k] = v.clone();
+    }
+    let out = authenticator(&req);
+    (
+        post(br, page, &out["credential"].to_string()).await,
+        out["key"].clone(),
+    )
+}
+
+/// Signs in with the password and `key`: the browser, the account page, the key state after.
+async fn sign_in_with(app: &TestApp, key: &Value) -> (Browser, Page, Value) {
+    let mut br = Browser::new(app);
+    let page = br.login(DEMO_EMAIL, DEMO_PASSWORD).await;
+    let page = authenticate_page(&mut br, page).await;
+    let (done, key) = answer_with(&mut br, &page, key, &json!({})).await;
+    let (_, account) = br.follow(done).await;
+    (br, account, key)
 }
 
 /// The registration page of a journey that must set up a passkey: straight there, or chosen.
@@ -175,19 +198,7 @@ async fn only_an_attested_listed_key_opens_a_hardware_key_app(b: Backend) {
     assert_eq!(stored(&app, DEMO_EMAIL)[0].attested, None);
 
     // Password and the synced passkey: phishing resistant, not a hardware key.
-    let mut br = Browser::new(&app);
-    let page = br.login(DEMO_EMAIL, DEMO_PASSWORD).await;
-    let page = if page.body.contains("data-mode=\"authenticate\"") {
-        page
-    } else {
-        crate::mfa::choose(&mut br, &page, "passkey", "challenge").await
-    };
-    let out = authenticator(
-        &json!({"op": "get", "origin": PUBLIC, "options": options(&page), "key": synced}),
-    );
-    let synced = out["key"].clone();
-    let done = post(&mut br, &page, &out["credential"].to_string()).await;
-    let (_, account) = br.follow(done).await;
+    let (mut br, account, synced) = sign_in_with(&app, &synced).await;
     let amr = amr_of(&account);
     assert!(amr.contains("swk") && amr.contains("phr"), "{amr}");
     assert!(
@@ -297,26 +308,11 @@ async fn only_an_attested_listed_key_opens_a_hardware_key_app(b: Backend) {
 
     // A new sign-in with the synced passkey, then the admin app: only the hardware key is
     // offered, and the synced one, answered anyway, is refused.
-    let mut br = Browser::new(&app);
-    let page = br.login(DEMO_EMAIL, DEMO_PASSWORD).await;
-    let page = if page.body.contains("data-mode=\"authenticate\"") {
-        page
-    } else {
-        crate::mfa::choose(&mut br, &page, "passkey", "challenge").await
-    };
-    let out = authenticator(
-        &json!({"op": "get", "origin": PUBLIC, "options": options(&page), "key": synced}),
-    );
-    let done = post(&mut br, &page, &out["credential"].to_string()).await;
-    let (_, account) = br.follow(done).await;
+    let (mut br, account, synced) = sign_in_with(&app, &synced).await;
     assert!(amr_of(&account).contains("swk"));
     let res = br.get(&authorize_path_with("admin", ADMIN_CB, &[])).await;
     let page = settle(&mut br, res).await;
-    let page = if page.body.contains("data-mode=\"authenticate\"") {
-        page
-    } else {
-        crate::mfa::choose(&mut br, &page, "passkey", "challenge").await
-    };
+    let page = authenticate_page(&mut br, page).await;
     let allowed = options(&page)["publicKey"]["allowCredentials"].clone();
     assert_eq!(
         allowed.as_array().map(Vec::len),
@@ -326,11 +322,13 @@ async fn only_an_attested_listed_key_opens_a_hardware_key_app(b: Backend) {
     assert_eq!(allowed[0]["id"], hardware["id"], "{allowed}");
     // The ceremony was begun for the hardware key alone: webauthn-rs refuses any other.
     let before = audit_events(&app, "mfa_failed").await.len();
-    let out = authenticator(&json!({
-        "op": "get", "origin": PUBLIC, "options": options(&page), "key": out["key"],
-        "tamper": {"ignore_allow": true}
-    }));
-    let refused = post(&mut br, &page, &out["credential"].to_string()).await;
+    let (refused, _) = answer_with(
+        &mut br,
+        &page,
+        &synced,
+        &json!({"tamper": {"ignore_allow": true}}),
+    )
+    .await;
     assert_eq!(refused.status, 401, "{}", refused.body);
     assert!(
         refused.body.contains("id=\"mfa-error\""),
@@ -346,15 +344,8 @@ async fn only_an_attested_listed_key_opens_a_hardware_key_app(b: Backend) {
         "audited with the passkey's reason: {:?}",
         &failed[before..]
     );
-    let page = if refused.body.contains("data-mode=\"authenticate\"") {
-        refused
-    } else {
-        crate::mfa::choose(&mut br, &refused, "passkey", "challenge").await
-    };
-    let out = authenticator(
-        &json!({"op": "get", "origin": PUBLIC, "options": options(&page), "key": hardware}),
-    );
-    let done = post(&mut br, &page, &out["credential"].to_string()).await;
+    let page = authenticate_page(&mut br, refused).await;
+    let (done, _) = answer_with(&mut br, &page, &hardware, &json!({})).await;
     let done = settle(&mut br, done).await;
     let claims = id_token(&app, done).await;
     assert!(amr_has(&claims, "hwk"), "{claims:?}");
