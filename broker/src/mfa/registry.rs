@@ -14,8 +14,8 @@ use wasmtime::{
 };
 
 use super::MfaError;
-use super::host::{CallState, Description, FactorPlugin, FactorPluginPre, concierge};
 use super::host::v02w::WaitingFactorPluginPre;
+use super::host::{CallState, Description, FactorPlugin, FactorPluginPre, concierge};
 use super::outbound::PluginHttp;
 use crate::config::http::TrustAnchors;
 use crate::config::mfa::{Capability, PluginManifest, valid_plugin_id};
