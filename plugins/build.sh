@@ -4,7 +4,7 @@
 #
 #   plugins/dist/<name>.wasm         first-party plugins (totp, email-otp, sms-otp, template)
 #   plugins/dist/test/<name>.wasm    the host's test corpus (hostile-*, test-factor-v1/v2,
-#                                    test-http-v2)
+#                                    test-http-v2, test-approve)
 #
 # and prints `sha256  file` for each on stdout (paths relative to the repository root, so
 # `plugins/build.sh > SHA256SUMS && sha256sum -c SHA256SUMS` works from there); size and
@@ -48,7 +48,7 @@ WASM_TARGET=wasm32-unknown-unknown
 # Crate directory -> component name; the crate's [lib] name is the name with '_' for '-'.
 FIRST_PARTY=(totp email-otp sms-otp template)
 TEST_CORPUS=(hostile-loop hostile-memhog hostile-trap hostile-ungranted hostile-malformed
-             hostile-describe-loop hostile-logger test-factor-v1 test-factor-v2 test-http-v2)
+             hostile-describe-loop hostile-logger test-factor-v1 test-factor-v2 test-http-v2 test-approve)
 
 log() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }

@@ -25,6 +25,8 @@ pub enum Scope {
     JourneyPerIp,
     /// Second-factor challenges that send a message (or a push), per user.
     MfaSendPerAccount,
+    /// Polls of a waiting second factor, per user.
+    MfaPollPerAccount,
 }
 
 impl Scope {
@@ -38,6 +40,7 @@ impl Scope {
             Self::CallbackPerIp => "callback_per_ip",
             Self::JourneyPerIp => "journey_per_ip",
             Self::MfaSendPerAccount => "mfa_send_per_account",
+            Self::MfaPollPerAccount => "mfa_poll_per_account",
         }
     }
 }
@@ -53,6 +56,7 @@ fn rate_of(limits: &Limits, scope: Scope) -> Option<Rate> {
         Scope::CallbackPerIp => limits.callback_per_ip,
         Scope::JourneyPerIp => limits.journey_per_ip,
         Scope::MfaSendPerAccount => limits.mfa_send_per_account,
+        Scope::MfaPollPerAccount => limits.mfa_poll_per_account,
     }
 }
 
@@ -253,6 +257,7 @@ mod tests {
             callback_per_ip: None,
             journey_per_ip: None,
             mfa_send_per_account: None,
+            mfa_poll_per_account: None,
             lockout: LockoutPolicy {
                 after: 0,
                 delay: Duration::from_secs(1),

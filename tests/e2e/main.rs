@@ -26,3 +26,4 @@ mod secrets;
 mod sessions;
 mod upstream_oidc;
 mod upstream_saml;
+mod waiting_factor;

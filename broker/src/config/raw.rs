@@ -346,6 +346,8 @@ pub struct RawRateLimit {
     pub journey_per_ip: String,
     /// Second-factor messages (email, SMS, push) sent per user.
     pub mfa_send_per_account: String,
+    /// Polls of a waiting second factor (an approval on a phone) per user.
+    pub mfa_poll_per_account: String,
     /// Failed sign-ins (within `failure_window`) before the account is locked; 0: never.
     pub lockout_after: u32,
     #[serde(with = "humantime_serde")]
@@ -368,6 +370,7 @@ impl Default for RawRateLimit {
             callback_per_ip: "30/1m".into(),
             journey_per_ip: "60/1m".into(),
             mfa_send_per_account: "5/10m".into(),
+            mfa_poll_per_account: "40/1m".into(),
             lockout_after: 5,
             lockout_delay: Duration::from_secs(30),
             lockout_max_delay: Duration::from_secs(15 * 60),

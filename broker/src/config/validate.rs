@@ -624,6 +624,7 @@ fn rate_limits(
         callback_per_ip: rate("callback_per_ip", &r.callback_per_ip)?,
         journey_per_ip: rate("journey_per_ip", &r.journey_per_ip)?,
         mfa_send_per_account: rate("mfa_send_per_account", &r.mfa_send_per_account)?,
+        mfa_poll_per_account: rate("mfa_poll_per_account", &r.mfa_poll_per_account)?,
         lockout: LockoutPolicy {
             after: r.lockout_after,
             delay: r.lockout_delay,

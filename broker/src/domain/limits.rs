@@ -52,6 +52,8 @@ pub struct Limits {
     /// Second-factor challenges that send something (email, SMS, push) per user, whatever
     /// the plugin's own cooldown says.
     pub mfa_send_per_account: Option<Rate>,
+    /// Polls of a waiting factor (its page refreshing while an approval is awaited) per user.
+    pub mfa_poll_per_account: Option<Rate>,
     pub lockout: LockoutPolicy,
     pub trusted_proxies: Vec<Cidr>,
 }

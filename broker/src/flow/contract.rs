@@ -87,6 +87,17 @@ pub enum View {
         enrolling: bool,
         error: Option<Notice>,
     },
+    /// A waiting factor's page: the approval awaited (refreshing itself), approved (go on),
+    /// or over (expired, denied).
+    MfaWait {
+        factor: String,
+        intro: crate::mfa::host::Localized,
+        number: Option<String>,
+        /// Seconds until the page polls again; none when nothing is awaited any more.
+        refresh: Option<u32>,
+        approved: bool,
+        error: Option<Notice>,
+    },
     RecoveryCodes {
         codes: Vec<String>,
     },

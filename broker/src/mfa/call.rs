@@ -11,6 +11,7 @@ use wasmtime::Store as WasmStore;
 
 use super::Mfa;
 use super::error::{MfaError, classify};
+use super::host::v02w::WaitingFactorPlugin;
 use super::host::{self, CallState, FactorPlugin, Outgoing};
 use super::registry::{self, Loaded, Slot};
 use super::values::FactorUser;
@@ -127,6 +128,38 @@ impl Mfa {
         user: &FactorUser,
         f: impl FnOnce(&FactorPlugin, &mut WasmStore<CallState>, &host::User) -> wasmtime::Result<R>,
     ) -> Result<(R, Outbox), MfaError> {
+        self.run(loaded, user, |store, u| {
+            let plugin = loaded.pre.instantiate(&mut *store)?;
+            f(&plugin, store, u)
+        })
+    }
+
+    /// [`Self::call`] into a waiting factor's `waiting` export (contract 0.2).
+    pub(super) fn call_waiting<R>(
+        &self,
+        loaded: &Loaded,
+        user: &FactorUser,
+        f: impl FnOnce(
+            &WaitingFactorPlugin,
+            &mut WasmStore<CallState>,
+            &host::User,
+        ) -> wasmtime::Result<R>,
+    ) -> Result<(R, Outbox), MfaError> {
+        let Some(pre) = &loaded.waiting else {
+            return Err(MfaError::Unavailable(loaded.manifest.id.clone()));
+        };
+        self.run(loaded, user, |store, u| {
+            let plugin = pre.instantiate(&mut *store)?;
+            f(&plugin, store, u)
+        })
+    }
+
+    fn run<R>(
+        &self,
+        loaded: &Loaded,
+        user: &FactorUser,
+        go: impl FnOnce(&mut WasmStore<CallState>, &host::User) -> wasmtime::Result<R>,
+    ) -> Result<(R, Outbox), MfaError> {
         let m = &loaded.manifest;
         let (version, state) = self.read_state(&m.id, &user.id)?;
         let deadline = std::time::Instant::now() + m.timeout;
@@ -152,10 +185,7 @@ impl Mfa {
         store.set_fuel(m.fuel).map_err(engine_err)?;
         store.set_epoch_deadline(registry::ticks(m.timeout));
         store.epoch_deadline_trap();
-        let outcome = loaded
-            .pre
-            .instantiate(&mut store)
-            .and_then(|plugin| f(&plugin, &mut store, &user.wit()));
+        let outcome = go(&mut store, &user.wit());
         let value = match outcome {
             Ok(v) => v,
             Err(e) => return Err(classify(&m.id, &e, store.data().memory_refused)),

@@ -34,6 +34,27 @@ pub enum Prompt {
         /// kept in the sealed journey, never shown.
         state: serde_json::Value,
     },
+    /// A waiting factor's open wait (contract 0.2 `waiting`, `mfa::waiting`).
+    Waiting(Wait),
+}
+
+/// An approval being awaited: what the page shows, and what the plugin polls with. Kept in the
+/// sealed journey (one write when it starts, one when a poll finds it approved).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Wait {
+    pub intro: Localized,
+    /// The number the approver must pick (number matching), shown large.
+    pub number: Option<String>,
+    /// The plugin's handle on the wait; never shown.
+    pub correlation: String,
+    /// Seconds between the page's polls.
+    pub poll_every: u32,
+    /// When the wait ends unanswered.
+    pub expires_at: crate::clock::UnixTime,
+    /// Found approved by a poll of the waiting page (a GET): the methods it proved, used by the
+    /// POST that goes on (a GET never finishes a journey).
+    #[serde(default)]
+    pub approved: Option<Vec<String>>,
 }
 
 impl Prompt {
@@ -42,6 +63,7 @@ impl Prompt {
         match self {
             Prompt::Form(f) => &f.fields,
             Prompt::Native { fields, .. } => fields,
+            Prompt::Waiting(_) => &[],
         }
     }
 }
@@ -327,6 +349,10 @@ impl Factor for PluginFactor {
     }
 
     fn begin(&self, user: &FactorUser, enroll: bool) -> Result<(Prompt, Outbox), MfaError> {
+        if !enroll && self.mfa.waits(&self.id) {
+            let (wait, outbox) = self.mfa.wait_begin(&self.id, user)?;
+            return Ok((Prompt::Waiting(wait), outbox));
+        }
         let (form, outbox) = if enroll {
             self.mfa.enroll_begin(&self.id, user)?
         } else {
@@ -338,10 +364,13 @@ impl Factor for PluginFactor {
     fn verify(
         &self,
         user: &FactorUser,
-        _prompt: &Prompt,
+        prompt: &Prompt,
         answer: Vec<(String, String)>,
     ) -> Result<VerifyOutcome, MfaError> {
-        self.mfa.verify(&self.id, user, answer)
+        match prompt {
+            Prompt::Waiting(wait) => self.mfa.poll(&self.id, user, wait),
+            _ => self.mfa.verify(&self.id, user, answer),
+        }
     }
 
     fn enroll_finish(

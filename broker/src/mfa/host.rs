@@ -39,8 +39,31 @@ pub mod v02 {
     });
 }
 
+/// The bindings of a waiting factor (`waiting-factor-plugin`, contract 0.2): the same imports
+/// and `factor` export, plus the `waiting` export.
+pub mod v02w {
+    wasmtime::component::bindgen!({
+        path: ["../plugins/wit/mfa.wit", "../plugins/wit/0.2"],
+        world: "concierge:mfa/waiting-factor-plugin@0.2.0",
+        with: {
+            "concierge:mfa/types@0.1.0": super::concierge::mfa::types,
+            "concierge:mfa/config@0.1.0": super::concierge::mfa::config,
+            "concierge:mfa/clock@0.1.0": super::concierge::mfa::clock,
+            "concierge:mfa/random@0.1.0": super::concierge::mfa::random,
+            "concierge:mfa/state@0.1.0": super::concierge::mfa::state,
+            "concierge:mfa/email@0.1.0": super::concierge::mfa::email,
+            "concierge:mfa/sms@0.1.0": super::concierge::mfa::sms,
+            "concierge:mfa/log@0.1.0": super::concierge::mfa::log,
+            "concierge:mfa/http@0.2.0": super::v02::concierge::mfa0_2_0::http,
+        },
+        additional_derives: [serde::Serialize, serde::Deserialize],
+    });
+}
+
 /// The `http` interface of contract 0.2.
 pub use v02::concierge::mfa0_2_0::http;
+/// The `waiting` interface of contract 0.2.
+pub use v02w::exports::concierge::mfa0_2_0::waiting;
 
 pub use concierge::mfa::types::{
     Description, EnrollStep, FactorKind, Field, FieldKind, Form, Localized, PluginError, User,

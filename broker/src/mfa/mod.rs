@@ -23,6 +23,7 @@ pub mod passkey_list;
 mod recovery;
 pub mod registry;
 mod values;
+mod waiting;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};

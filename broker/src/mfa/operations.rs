@@ -20,12 +20,13 @@ impl Mfa {
     /// Whether `plugin`'s challenge may send something (it is granted email or SMS): such a
     /// challenge starts only on a POST, within the per-user send rate.
     pub fn sends(&self, plugin: &str) -> bool {
-        self.registry.get(plugin).is_some_and(|slot| {
-            slot.manifest()
-                .grants
-                .iter()
-                .any(|g| matches!(g, Capability::Email | Capability::Sms))
-        })
+        self.waits(plugin)
+            || self.registry.get(plugin).is_some_and(|slot| {
+                slot.manifest()
+                    .grants
+                    .iter()
+                    .any(|g| matches!(g, Capability::Email | Capability::Sms))
+            })
     }
 
     /// The factors this user can use or set up, in id order. Blocking.

@@ -14,6 +14,7 @@ use wasmtime::{
 };
 
 use super::MfaError;
+use super::host::v02w::WaitingFactorPluginPre;
 use super::host::{CallState, Description, FactorPlugin, FactorPluginPre, concierge};
 use super::outbound::PluginHttp;
 use crate::config::http::TrustAnchors;
@@ -38,6 +39,8 @@ pub struct Loaded {
     pub manifest: PluginManifest,
     pub description: Description,
     pub pre: FactorPluginPre<CallState>,
+    /// A waiting factor (contract 0.2, it exports `waiting`): how its instances are made.
+    pub waiting: Option<WaitingFactorPluginPre<CallState>>,
     pub config: Arc<BTreeMap<String, String>>,
     /// The `http` capability (contract 0.2), when granted.
     pub http: Option<Arc<PluginHttp>>,
@@ -233,7 +236,7 @@ pub fn load(
         plugin: manifest.id.clone(),
         reason: format!("not a valid component: {e}"),
     })?;
-    let pre = link(engine, &component, manifest)?;
+    let (pre, waiting) = link(engine, &component, manifest)?;
     if checked.description.id != manifest.id {
         return Err(MfaError::Load {
             plugin: manifest.id.clone(),
@@ -256,6 +259,7 @@ pub fn load(
         manifest: manifest.clone(),
         description: checked.description,
         pre,
+        waiting,
         config: Arc::new(manifest.config.clone()),
         http,
         stamp: stamp.unwrap_or(FileStamp {
@@ -269,7 +273,13 @@ fn link(
     engine: &Engine,
     component: &Component,
     manifest: &PluginManifest,
-) -> Result<FactorPluginPre<CallState>, MfaError> {
+) -> Result<
+    (
+        FactorPluginPre<CallState>,
+        Option<WaitingFactorPluginPre<CallState>>,
+    ),
+    MfaError,
+> {
     let fail = |reason: String| MfaError::Load {
         plugin: manifest.id.clone(),
         reason,
@@ -295,8 +305,27 @@ fn link(
     let pre = linker
         .instantiate_pre(component)
         .map_err(|e| fail(format!("cannot be linked: {e:#}")))?;
-    FactorPluginPre::new(pre).map_err(|e| fail(format!("does not export the factor world: {e:#}")))
+    // A component that exports `waiting` is a waiting factor; its `waiting` must then be the
+    // contract's (a malformed one is refused, not silently treated as an ordinary factor).
+    let waits = component
+        .component_type()
+        .exports(engine)
+        .any(|(name, _)| name == WAITING_EXPORT);
+    let waiting = if waits {
+        Some(
+            WaitingFactorPluginPre::new(pre.clone())
+                .map_err(|e| fail(format!("exports a malformed `waiting`: {e:#}")))?,
+        )
+    } else {
+        None
+    };
+    let pre = FactorPluginPre::new(pre)
+        .map_err(|e| fail(format!("does not export the factor world: {e:#}")))?;
+    Ok((pre, waiting))
 }
+
+/// The export that makes a plugin a waiting factor (contract 0.2).
+pub const WAITING_EXPORT: &str = "concierge:mfa/waiting@0.2.0";
 
 /// Checks a component file without a manifest (all capabilities offered): its imports and what
 /// `describe` returns. Used by `concierge plugins check` and at load.

@@ -58,6 +58,10 @@ pub enum VerifyOutcome {
     Rejected { message: Option<Localized> },
     /// Too many wrong answers: the factor is locked for the user.
     Locked(Limited),
+    /// A waiting factor has no answer yet.
+    Pending,
+    /// A waiting factor's wait ended unanswered.
+    Expired,
 }
 
 /// The result of one enrolment step.

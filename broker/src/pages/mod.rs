@@ -381,6 +381,21 @@ fn sample_view_models() -> Vec<(&'static str, Value)> {
             "data": {"mode": "authenticate", "options": "{}"}}),
         ),
         (
+            "mfa_wait",
+            serde_json::json!({"csrf_token": "x", "journey": "j", "factor": "approve", "factor_name": "Approve",
+            "intro": "Approve it", "number": "42", "refresh": 2, "approved": false, "error": null}),
+        ),
+        (
+            "mfa_wait",
+            serde_json::json!({"csrf_token": "x", "journey": "j", "factor": "approve", "factor_name": "Approve",
+            "intro": "Approve it", "number": null, "refresh": null, "approved": true, "error": null}),
+        ),
+        (
+            "mfa_wait",
+            serde_json::json!({"csrf_token": "x", "journey": "j", "factor": "approve", "factor_name": "Approve",
+            "intro": "Approve it", "number": "42", "refresh": null, "approved": false, "error": "Denied"}),
+        ),
+        (
             "mfa_recovery_codes",
             serde_json::json!({"csrf_token": "x", "journey": "j", "codes": ["abcde-fghjk"]}),
         ),

@@ -115,6 +115,23 @@ pub struct StepUpQuery {
     return_to: Option<String>,
 }
 
+#[derive(Debug, Deserialize)]
+pub struct WaitQuery {
+    #[serde(default)]
+    journey: String,
+}
+
+/// `GET /login/mfa/wait?journey=`: a waiting factor's page, after one poll.
+pub async fn wait(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    q: web::Query<WaitQuery>,
+) -> Result<HttpResponse, WebError> {
+    let browser = browser(&state, &req);
+    let out = retrying(|| state.signin.mfa_wait(&browser, &q.journey)).await?;
+    respond(&state, &req, out).await
+}
+
 /// `GET /login/mfa/step-up?return_to=`: raise this browser's session to a second factor.
 pub async fn step_up(
     state: web::Data<AppState>,

@@ -102,6 +102,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, max_form_bytes: usize) {
         .service(web::resource("/account/factors").route(web::get().to(mfa::manage)))
         .service(web::resource("/login/mfa/choose").route(web::post().to(mfa::choose)))
         .service(web::resource("/login/mfa/answer").route(web::post().to(mfa::answer)))
+        .service(web::resource("/login/mfa/wait").route(web::get().to(mfa::wait)))
         .service(web::resource("/login/mfa/recovery").route(web::post().to(mfa::recovery)))
         .service(
             web::resource("/login/mfa/continue").route(web::post().to(mfa::continue_after_codes)),

@@ -77,6 +77,7 @@ pub(crate) async fn respond(
             let scripts = matches!(
                 view,
                 View::MfaNative { .. }
+                    | View::MfaWait { .. }
                     | View::Login {
                         passkey: Some(_),
                         ..

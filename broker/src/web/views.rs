@@ -27,6 +27,14 @@ fn localized(l: &Localized, locale: Locale) -> String {
     }
 }
 
+/// A plugin factor's name in `locale` (its id when it is not loaded).
+fn factor_name(state: &AppState, factor: &str, locale: Locale) -> String {
+    match state.mfa.registry().get(factor) {
+        Some(crate::mfa::registry::Slot::Ready(l)) => localized(&l.description.name, locale),
+        _ => factor.to_owned(),
+    }
+}
+
 fn notice(state: &AppState, n: Option<Notice>, locale: Locale) -> Option<String> {
     n.map(|n| match n {
         Notice::Key(k) | Notice::Done(k) => state.pages.text(locale, k),
@@ -126,6 +134,19 @@ struct FieldView {
     inputmode: &'static str,
     autocomplete: &'static str,
     max_length: u32,
+}
+
+#[derive(Serialize)]
+struct WaitPage {
+    csrf_token: String,
+    journey: String,
+    factor: String,
+    factor_name: String,
+    intro: String,
+    number: Option<String>,
+    refresh: Option<u32>,
+    approved: bool,
+    error: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -320,12 +341,7 @@ pub(super) fn page(
             enrolling,
             error,
         } => {
-            let factor_name = match state.mfa.registry().get(&factor) {
-                Some(crate::mfa::registry::Slot::Ready(l)) => {
-                    localized(&l.description.name, locale)
-                }
-                _ => factor.clone(),
-            };
+            let factor_name = factor_name(state, &factor, locale);
             let fields = form
                 .fields
                 .iter()
@@ -359,6 +375,27 @@ pub(super) fn page(
                 enrolling,
             };
             render(state, req, status, "mfa_form", false, &vm)?
+        }
+        View::MfaWait {
+            factor,
+            intro,
+            number,
+            refresh,
+            approved,
+            error,
+        } => {
+            let vm = WaitPage {
+                csrf_token: token,
+                journey,
+                factor_name: factor_name(state, &factor, locale),
+                factor,
+                intro: localized(&intro, locale),
+                number,
+                refresh,
+                approved,
+                error: notice(state, error, locale),
+            };
+            render(state, req, status, "mfa_wait", false, &vm)?
         }
         View::MfaNative {
             factor,

@@ -20,6 +20,7 @@ pub mod renew_recovery_codes;
 pub mod second_factor;
 pub mod session_limit;
 pub mod upstream;
+pub mod waiting_factor;
 
 /// A step of a journey that manages factors, ready to act: the journey, its user (proven again
 /// within the re-proof window) and the user's factors.

@@ -67,7 +67,8 @@ impl SignIn {
                 machine::second_factor_proven(&mut loaded.state, &amr, self.clock.now());
                 self.drive(browser, &id, &mut loaded).await
             }
-            VerifyOutcome::Rejected { .. } => {
+            // A recovery code neither waits nor expires: those are a waiting factor's.
+            VerifyOutcome::Rejected { .. } | VerifyOutcome::Pending | VerifyOutcome::Expired => {
                 self.audit_mfa(
                     browser,
                     &loaded.state,

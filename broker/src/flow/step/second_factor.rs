@@ -156,9 +156,16 @@ impl SignIn {
                 )
                 .await;
         };
+        // A wait a poll of its page found approved goes on with what it proved.
+        let approved = match &prompt {
+            Prompt::Waiting(w) if !enrolling => w.approved.clone(),
+            _ => None,
+        };
         let u2 = user.clone();
         let step = blocking(move || {
-            Ok(if enrolling {
+            Ok(if let Some(amr) = approved {
+                Step::Verify(Ok(VerifyOutcome::Accepted { amr }))
+            } else if enrolling {
                 Step::Enroll(f.enroll_finish(&u2, &prompt, answer))
             } else {
                 Step::Verify(f.verify(&u2, &prompt, answer))
@@ -203,6 +210,24 @@ impl SignIn {
                         .unwrap_or(Notice::Key("mfa_wrong_code")),
                 );
                 Ok(self.form_page(&id, &loaded.state, 401, error))
+            }
+            Step::Verify(Ok(VerifyOutcome::Pending)) => {
+                Ok(self.form_page(&id, &loaded.state, 200, Some(Notice::Key("mfa_wait_still"))))
+            }
+            Step::Verify(Ok(VerifyOutcome::Expired)) => {
+                self.audit_mfa(
+                    browser,
+                    &loaded.state,
+                    EventKind::MfaFailed,
+                    &factor,
+                    Some("expired"),
+                );
+                Ok(self.form_page(
+                    &id,
+                    &loaded.state,
+                    401,
+                    Some(Notice::Key("mfa_wait_expired")),
+                ))
             }
             Step::Verify(Ok(VerifyOutcome::Locked(l))) => {
                 self.step_failed(
@@ -422,6 +447,19 @@ impl SignIn {
                 enrolling,
                 error,
             },
+            Prompt::Waiting(w) => {
+                // Refused (denied, a wrong number, expired) or past its time: nothing more to
+                // wait for; the page offers a new request and the other factors.
+                let over = status == 401 || self.clock.now() >= w.expires_at;
+                View::MfaWait {
+                    factor,
+                    refresh: (!over && w.approved.is_none()).then_some(w.poll_every),
+                    approved: w.approved.is_some(),
+                    intro: w.intro,
+                    number: w.number,
+                    error,
+                }
+            }
         };
         self.page_outcome(
             j,

@@ -15,6 +15,8 @@ use wit_parser::{Resolve, WorldId, WorldItem};
 
 /// The export every plugin must provide (plugins/wit/mfa.wit).
 const FACTOR_EXPORT: &str = "concierge:mfa/factor@0.1.0";
+/// The export a waiting factor adds (contract 0.2, plugins/wit/0.2).
+const WAITING_EXPORT: &str = "concierge:mfa/waiting@0.2.0";
 /// The prefix of the contract's capability interfaces.
 const CONTRACT_PREFIX: &str = "concierge:mfa/";
 
@@ -115,11 +117,15 @@ impl Summary {
         })
     }
 
-    /// A plugin exports exactly the contract's `factor` and imports nothing outside the contract.
+    /// A plugin exports the contract's `factor` (and, a waiting factor, `waiting`) and nothing
+    /// else, and imports nothing outside the contract.
     fn check(&self) -> Result<()> {
-        let exports: Vec<&str> = self.exports.iter().map(|(name, _)| name.as_str()).collect();
-        if exports != [FACTOR_EXPORT] {
-            bail!("a plugin must export exactly {FACTOR_EXPORT}; this one exports {exports:?}");
+        let mut exports: Vec<&str> = self.exports.iter().map(|(name, _)| name.as_str()).collect();
+        exports.sort_unstable();
+        if exports != [FACTOR_EXPORT] && exports != [FACTOR_EXPORT, WAITING_EXPORT] {
+            bail!(
+                "a plugin must export {FACTOR_EXPORT} (and, waiting, {WAITING_EXPORT}) only; this one exports {exports:?}"
+            );
         }
         for (name, _) in &self.imports {
             if !name.starts_with(CONTRACT_PREFIX) {
