@@ -3,6 +3,7 @@
 # (tests/plugins/*) - into WebAssembly components:
 #
 #   plugins/dist/<name>.wasm         first-party plugins (totp, email-otp, sms-otp, template)
+#   plugins/dist/examples/<name>.wasm  examples on the SDK (plugins/examples: security-question)
 #   plugins/dist/test/<name>.wasm    the host's test corpus (hostile-*, test-factor-v1/v2,
 #                                    test-http-v2)
 #
@@ -47,6 +48,7 @@ WASM_TARGET=wasm32-unknown-unknown
 
 # Crate directory -> component name; the crate's [lib] name is the name with '_' for '-'.
 FIRST_PARTY=(totp email-otp sms-otp template)
+EXAMPLES=(security-question)
 TEST_CORPUS=(hostile-loop hostile-memhog hostile-trap hostile-ungranted hostile-malformed
              hostile-describe-loop hostile-logger test-factor-v1 test-factor-v2 test-http-v2)
 
@@ -124,7 +126,7 @@ log "guests ($ROUTE route): cargo build --target $WASM_TARGET"
 
 # --- components ----------------------------------------------------------------------------------
 CORE_DIR="$TARGET_DIR/wasm-$ROUTE/$WASM_TARGET/release"
-mkdir -p "$DIST/test"
+mkdir -p "$DIST/test" "$DIST/examples"
 componentize() {
   local name="$1" out="$2" core imports sum size
   core="$CORE_DIR/${name//-/_}.wasm"
@@ -137,6 +139,9 @@ componentize() {
 }
 for name in "${FIRST_PARTY[@]}"; do
   componentize "$name" "$DIST/$name.wasm"
+done
+for name in "${EXAMPLES[@]}"; do
+  componentize "$name" "$DIST/examples/$name.wasm"
 done
 for name in "${TEST_CORPUS[@]}"; do
   componentize "$name" "$DIST/test/$name.wasm"
