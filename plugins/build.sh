@@ -5,7 +5,7 @@
 #   plugins/dist/<name>.wasm         first-party plugins (totp, email-otp, sms-otp, template)
 #   plugins/dist/examples/<name>.wasm  examples on the SDK (plugins/examples: security-question)
 #   plugins/dist/test/<name>.wasm    the host's test corpus (hostile-*, test-factor-v1/v2,
-#                                    test-http-v2)
+#                                    test-http-v2, test-sdk-http)
 #
 # and prints `sha256  file` for each on stdout (paths relative to the repository root, so
 # `plugins/build.sh > SHA256SUMS && sha256sum -c SHA256SUMS` works from there); size and
@@ -50,7 +50,11 @@ WASM_TARGET=wasm32-unknown-unknown
 FIRST_PARTY=(totp email-otp sms-otp template)
 EXAMPLES=(security-question)
 TEST_CORPUS=(hostile-loop hostile-memhog hostile-trap hostile-ungranted hostile-malformed
-             hostile-describe-loop hostile-logger test-factor-v1 test-factor-v2 test-http-v2)
+             hostile-describe-loop hostile-logger test-factor-v1 test-factor-v2 test-http-v2
+             test-sdk-http)
+# Members that enable the SDK's `http` feature (contract 0.2). Cargo unifies features within one
+# build, so they are built in a second cargo invocation: the 0.1 plugins keep the 0.1 bindings.
+SDK_HTTP=(test-sdk-http)
 
 log() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -76,7 +80,7 @@ if [[ -z "$ROUTE" ]]; then
   if has_rustup_target; then ROUTE=rustup; else ROUTE=debian; fi
 fi
 
-CARGO_WASM=(cargo build --release --locked -j "$JOBS" --target "$WASM_TARGET" --workspace)
+CARGO_WASM=(cargo build --release --locked -j "$JOBS" --target "$WASM_TARGET")
 WASM_ENV=(env CARGO_TARGET_DIR="$TARGET_DIR/wasm-$ROUTE")
 case "$ROUTE" in
   rustup)
@@ -122,7 +126,14 @@ env CARGO_TARGET_DIR="$TARGET_DIR/tools" cargo build --release --locked -j "$JOB
 
 # --- guests ------------------------------------------------------------------------------------------
 log "guests ($ROUTE route): cargo build --target $WASM_TARGET"
-(cd "$PLUGINS" && "${WASM_ENV[@]}" "${CARGO_WASM[@]}") >&2
+EXCLUDE=()
+ONLY=()
+for name in "${SDK_HTTP[@]}"; do
+  EXCLUDE+=(--exclude "$name")
+  ONLY+=(-p "$name")
+done
+(cd "$PLUGINS" && "${WASM_ENV[@]}" "${CARGO_WASM[@]}" --workspace "${EXCLUDE[@]}") >&2
+(cd "$PLUGINS" && "${WASM_ENV[@]}" "${CARGO_WASM[@]}" "${ONLY[@]}") >&2
 
 # --- components ----------------------------------------------------------------------------------
 CORE_DIR="$TARGET_DIR/wasm-$ROUTE/$WASM_TARGET/release"

@@ -71,6 +71,16 @@ impl Request {
         self
     }
 
+    /// One more form field (the body becomes a form if it was not one).
+    pub fn field(mut self, name: &str, value: impl Into<SecretRef>) -> Self {
+        let field = (String::from(name), value.into());
+        match &mut self.0.body {
+            Body::Form(fields) => fields.push(field),
+            body => *body = Body::Form(alloc::vec![field]),
+        }
+        self
+    }
+
     /// A JSON body (sent as given, with `content-type: application/json`). Build string values
     /// with [`json_string`]; a secret cannot go in a JSON body, only in a header.
     pub fn json(self, body: impl Into<String>) -> Self {
@@ -169,6 +179,10 @@ mod tests {
         assert_eq!(wit.method, "POST");
         assert!(matches!(&wit.headers[0].1, SecretRef::Secret(name) if name == "pi-credential"));
         assert!(matches!(&wit.body, Body::Form(fields) if fields.len() == 2));
+        let fields = Request::post("https://x.example")
+            .field("user", "ana")
+            .field("pass", secret("otp"));
+        assert!(matches!(&fields.as_wit().body, Body::Form(f) if f.len() == 2 && f[0].0 == "user"));
         let json = Request::post("https://x.example").json("{}");
         assert_eq!(json.as_wit().headers[0].0, "content-type");
         assert!(matches!(&json.as_wit().body, Body::Raw(bytes) if bytes == b"{}"));

@@ -54,6 +54,7 @@ fn every_component_describes_itself() {
         ("template.wasm", "template"),
         ("examples/security-question.wasm", "security-question"),
         ("test/test-http-v2.wasm", "test-http"),
+        ("test/test-sdk-http.wasm", "test-sdk-http"),
         ("test/hostile-loop.wasm", "hostile-loop"),
         ("test/hostile-memhog.wasm", "hostile-memhog"),
         ("test/hostile-trap.wasm", "hostile-trap"),
@@ -91,6 +92,7 @@ fn each_component_loads_with_exactly_the_grants_it_uses() {
             &[Grant::Clock, Grant::Random, Grant::State],
         ),
         ("test/test-http-v2.wasm", &[Grant::Http]),
+        ("test/test-sdk-http.wasm", &[Grant::Http]),
         ("test/hostile-ungranted.wasm", &[Grant::Sms]),
         ("test/test-factor-v1.wasm", &[]),
         ("test/hostile-loop.wasm", &[]),
@@ -685,4 +687,69 @@ fn a_contract_0_2_component_gets_the_fake_http_the_test_controls() {
         "{unanswered:?}"
     );
     assert_eq!(p.host.http_requests.len(), 4);
+}
+
+#[test]
+fn an_sdk_factor_on_contract_0_2_posts_a_form_with_a_named_secret() {
+    let mut p = load("test/test-sdk-http.wasm", &[Grant::Http]);
+    p.host
+        .config
+        .insert("url".into(), "https://pi.example/validate/check".into());
+    let ana = user("en");
+    assert!(!p.describe().unwrap().needs_enrollment);
+    assert_eq!(
+        field_names(&p.challenge_begin(&ana).unwrap().unwrap()),
+        ["code"]
+    );
+    assert!(matches!(
+        p.verify(&ana, &[("code", "12a456")]).unwrap(),
+        Err(PluginError::BadInput(_))
+    ));
+    assert!(
+        p.host.http_requests.is_empty(),
+        "a malformed code sends nothing"
+    );
+
+    p.host
+        .http_responses
+        .push_back(http_response(200, "accept"));
+    p.host
+        .http_responses
+        .push_back(http_response(200, "reject"));
+    p.host.http_responses.push_back(Err(HttpError::Timeout));
+    assert!(matches!(
+        p.verify(&ana, &[("code", "123 456")]).unwrap(),
+        Ok(Verdict::Accepted)
+    ));
+    let request = &p.host.http_requests[0];
+    assert_eq!(request.method, "POST");
+    assert_eq!(request.url, "https://pi.example/validate/check");
+    assert!(
+        matches!(&request.headers[..], [(name, SecretRef::Secret(secret))]
+            if name == "authorization" && secret == "service-credential"),
+        "{:?}",
+        request.headers
+    );
+    let HttpBody::Form(fields) = &request.body else {
+        panic!("not a form: {:?}", request.body)
+    };
+    assert!(
+        matches!(&fields[..], [(u, SecretRef::Literal(id)), (c, SecretRef::Literal(code))]
+            if u == "user" && id == "u-1" && c == "pass" && code == "123456"),
+        "{fields:?}"
+    );
+    assert!(matches!(
+        p.verify(&ana, &[("code", "123456")]).unwrap(),
+        Ok(Verdict::Rejected(_))
+    ));
+    assert!(matches!(
+        p.verify(&ana, &[("code", "123456")]).unwrap(),
+        Err(PluginError::Unavailable(ref m)) if m.contains("timeout")
+    ));
+    p.host.config.clear();
+    assert!(matches!(
+        p.verify(&ana, &[("code", "123456")]).unwrap(),
+        Err(PluginError::Internal(_))
+    ));
+    assert_eq!(p.host.http_requests.len(), 3);
 }
