@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Tests the plugins: builds every component (plugins/build.sh), runs the guests' unit tests on
-# the host (pure logic: codes, challenges, TOTP records, texts), then runs the built components
-# end to end under a small wasmtime host (plugins/tools/harness).
+# the host (pure logic: codes, challenges, TOTP records, texts, the SDK), then runs the built
+# components end to end under a small wasmtime host (plugins/tools/harness), and last builds the
+# template outside the repository exactly as docs/plugins.md says (plugins/tools/out-of-tree.sh;
+# it installs wasm-tools once into ~/.cache/concierge).
 #
 #   plugins/test.sh
 #
@@ -33,3 +35,6 @@ env CARGO_TARGET_DIR="$TARGET_DIR/host" cargo test --locked -j "$JOBS" \
 printf '==> %s\n' "components end to end (wasmtime harness)" >&2
 env CARGO_TARGET_DIR="$TARGET_DIR/tools" cargo test --locked -j "$JOBS" \
   --manifest-path "$PLUGINS/tools/harness/Cargo.toml"
+
+printf '==> %s\n' "the template outside the repository, as documented" >&2
+PLUGINS_TARGET_DIR="$TARGET_DIR" PLUGINS_JOBS="$JOBS" "$PLUGINS/tools/out-of-tree.sh"
