@@ -31,6 +31,10 @@ PLUGINS_TARGET_DIR="$TARGET_DIR" "$PLUGINS/build.sh" >/dev/null
 printf '==> %s\n' "guest unit tests (host target)" >&2
 env CARGO_TARGET_DIR="$TARGET_DIR/host" cargo test --locked -j "$JOBS" \
   --manifest-path "$PLUGINS/Cargo.toml" --workspace
+# The SDK alone too: in the workspace run, test-sdk-http turns on its `http` feature (contract
+# 0.2); this run checks its contract 0.1 build, the one the 0.1 plugins get.
+env CARGO_TARGET_DIR="$TARGET_DIR/host" cargo test --locked -j "$JOBS" \
+  --manifest-path "$PLUGINS/Cargo.toml" -p concierge-plugin-sdk
 
 printf '==> %s\n' "components end to end (wasmtime harness)" >&2
 env CARGO_TARGET_DIR="$TARGET_DIR/tools" cargo test --locked -j "$JOBS" \

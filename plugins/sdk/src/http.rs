@@ -10,6 +10,7 @@ use alloc::vec::Vec;
 use crate::bindings::http as wit;
 use crate::{Error, Result};
 
+pub use serde_json::Value as Json;
 pub use wit::{Body, HttpError, Response, SecretRef};
 
 /// A credential the operator configured for this plugin (`[[mfa.plugins.http.secrets]] name`).
@@ -129,6 +130,14 @@ impl Response {
         core::str::from_utf8(&self.body).ok()
     }
 
+    /// The body parsed as JSON; a body that is not JSON is `unavailable` (the service answered
+    /// something else than it should). Read values with `pointer`:
+    /// `response.json()?.pointer("/result/value").and_then(Json::as_bool) == Some(true)`.
+    pub fn json(&self) -> Result<Json> {
+        serde_json::from_slice(&self.body)
+            .map_err(|error| Error::Unavailable(format!("http: the answer is not JSON: {error}")))
+    }
+
     /// The first value of header `name` (lower case, as the host gives them).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
@@ -186,6 +195,24 @@ mod tests {
         let json = Request::post("https://x.example").json("{}");
         assert_eq!(json.as_wit().headers[0].0, "content-type");
         assert!(matches!(&json.as_wit().body, Body::Raw(bytes) if bytes == b"{}"));
+    }
+
+    #[test]
+    fn json_answers_are_read_by_pointer_and_anything_else_is_unavailable() {
+        let answer = |body: &str| Response {
+            status: 200,
+            headers: Vec::new(),
+            body: body.as_bytes().to_vec(),
+        };
+        let json =
+            answer(r#"{"result": {"status": true, "value": false}, "detail": {"value": true}}"#)
+                .json();
+        let value = json.as_ref().ok().and_then(|j| j.pointer("/result/value"));
+        assert_eq!(value.and_then(Json::as_bool), Some(false));
+        assert!(matches!(
+            answer("<html>").json(),
+            Err(Error::Unavailable(_))
+        ));
     }
 
     #[test]

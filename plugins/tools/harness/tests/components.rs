@@ -692,7 +692,7 @@ fn a_contract_0_2_component_gets_the_fake_http_the_test_controls() {
 }
 
 #[test]
-fn an_sdk_factor_on_contract_0_2_posts_a_form_with_a_named_secret() {
+fn an_sdk_factor_on_contract_0_2_posts_a_form_with_a_named_secret_and_reads_json() {
     let mut p = load("test/test-sdk-http.wasm", &[Grant::Http]);
     p.host
         .config
@@ -712,12 +712,18 @@ fn an_sdk_factor_on_contract_0_2_posts_a_form_with_a_named_secret() {
         "a malformed code sends nothing"
     );
 
+    let pi = |status: bool, value: bool| {
+        http_response(
+            200,
+            &format!(r#"{{"result": {{"status": {status}, "value": {value}}}, "detail": {{}}}}"#),
+        )
+    };
+    p.host.http_responses.push_back(pi(true, true));
+    p.host.http_responses.push_back(pi(true, false));
+    p.host.http_responses.push_back(pi(false, true));
     p.host
         .http_responses
-        .push_back(http_response(200, "accept"));
-    p.host
-        .http_responses
-        .push_back(http_response(200, "reject"));
+        .push_back(http_response(502, "<html>bad gateway</html>"));
     p.host.http_responses.push_back(Err(HttpError::Timeout));
     assert!(matches!(
         p.verify(&ana, &[("code", "123 456")]).unwrap(),
@@ -740,18 +746,24 @@ fn an_sdk_factor_on_contract_0_2_posts_a_form_with_a_named_secret() {
             if u == "user" && id == "u-1" && c == "pass" && code == "123456"),
         "{fields:?}"
     );
-    assert!(matches!(
-        p.verify(&ana, &[("code", "123456")]).unwrap(),
-        Ok(Verdict::Rejected(_))
-    ));
-    assert!(matches!(
-        p.verify(&ana, &[("code", "123456")]).unwrap(),
-        Err(PluginError::Unavailable(ref m)) if m.contains("timeout")
-    ));
+    for (what, expected) in [
+        ("value false", "rejected"),
+        ("status false", "rejected"),
+        ("not JSON", "not JSON"),
+        ("timeout", "timeout"),
+    ] {
+        let outcome = p.verify(&ana, &[("code", "123456")]).unwrap();
+        let seen = match &outcome {
+            Ok(Verdict::Rejected(_)) => "rejected".to_owned(),
+            Err(PluginError::Unavailable(m)) => m.clone(),
+            other => format!("{other:?}"),
+        };
+        assert!(seen.contains(expected), "{what}: {outcome:?}");
+    }
     p.host.config.clear();
     assert!(matches!(
         p.verify(&ana, &[("code", "123456")]).unwrap(),
         Err(PluginError::Internal(_))
     ));
-    assert_eq!(p.host.http_requests.len(), 3);
+    assert_eq!(p.host.http_requests.len(), 5);
 }

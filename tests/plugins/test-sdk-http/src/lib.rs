@@ -1,11 +1,12 @@
-//! Owns `test-sdk-http`, a contract 0.2 factor on the SDK: its verify POSTs `user` (the user's
-//! id) and `pass` (the typed code) as a form to the manifest's `url`, with the header
-//! `authorization` set to the secret `service-credential`; a `200` whose body is `accept` is
-//! accepted, any other status rejected, and an http failure is `unavailable`. Grants: `http`.
+//! Owns `test-sdk-http`, a contract 0.2 factor on the SDK shaped like a privacyIDEA check: its
+//! verify POSTs `user` (the user's id) and `pass` (the typed code) as a form to the manifest's
+//! `url`, with the header `authorization` set to the secret `service-credential`, and accepts
+//! only a `200` whose JSON says `result.status` and `result.value` are `true`; any other answer
+//! is rejected, an http failure or a body that is not JSON is `unavailable`. Grants: `http`.
 //! Part of the test corpus (plugins/tools/harness tests it through the harness's fake http).
 #![cfg_attr(target_arch = "wasm32", no_std)]
 
-use concierge_plugin_sdk::http::{Request, secret};
+use concierge_plugin_sdk::http::{Json, Request, secret};
 use concierge_plugin_sdk::prelude::*;
 
 struct TestSdkHttp;
@@ -37,8 +38,10 @@ impl Factor for TestSdkHttp {
             .field("user", user.id.as_str())
             .field("pass", code)
             .send()?;
+        let json = response.json()?;
+        let yes = |path| json.pointer(path).and_then(Json::as_bool) == Some(true);
         Ok(
-            if response.is_success() && response.text() == Some("accept") {
+            if response.status == 200 && yes("/result/status") && yes("/result/value") {
                 Verdict::Accepted
             } else {
                 Verdict::rejected(text(
