@@ -198,6 +198,8 @@ pub struct Plugin {
     component: Component,
     linker: Linker<HostState>,
     pub host: HostState,
+    /// Fuel the last call used (instantiation included), against the budget `FUEL`.
+    pub last_fuel: u64,
 }
 
 /// The repository's `plugins/dist` folder (for this repository's tests).
@@ -239,6 +241,7 @@ impl Plugin {
             component,
             linker,
             host: HostState::default(),
+            last_fuel: 0,
         })
     }
 
@@ -252,6 +255,7 @@ impl Plugin {
         store.set_fuel(FUEL)?;
         let result = FactorPlugin::instantiate(&mut store, &self.component, &self.linker)
             .and_then(|plugin| f(plugin.concierge_mfa0_1_0_factor(), &mut store));
+        self.last_fuel = FUEL.saturating_sub(store.get_fuel().unwrap_or(0));
         self.host = std::mem::take(store.data_mut());
         result
     }

@@ -7,8 +7,8 @@
 use std::path::PathBuf;
 
 use concierge_plugin_harness::{
-    EnrollStep, Form, Grant, HttpBody, HttpError, Plugin, PluginError, SecretRef, Verdict, dist,
-    http_response, user,
+    EnrollStep, FUEL, Form, Grant, HttpBody, HttpError, Plugin, PluginError, SecretRef, Verdict,
+    dist, http_response, user,
 };
 use totp_rs::{Algorithm, Builder, Secret};
 
@@ -592,6 +592,9 @@ fn security_question_enrols_a_hashed_answer_and_checks_it_with_a_lock() {
         p.verify(&ana, &[("answer", "BUSAN")]).unwrap(),
         Ok(Verdict::Accepted)
     ));
+    // 1,000 SHA-256 rounds fit the default budget with room to spare.
+    eprintln!("security-question verify: {} fuel", p.last_fuel);
+    assert!(p.last_fuel > 0 && p.last_fuel < FUEL / 4, "{}", p.last_fuel);
 
     // Five wrong answers in a row lock it; then even the right one is refused unchecked.
     for n in 1..=5 {
