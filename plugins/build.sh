@@ -3,8 +3,9 @@
 # (tests/plugins/*) - into WebAssembly components:
 #
 #   plugins/dist/<name>.wasm         first-party plugins (totp, email-otp, sms-otp, template)
+#   plugins/dist/examples/<name>.wasm  examples on the SDK (plugins/examples: security-question)
 #   plugins/dist/test/<name>.wasm    the host's test corpus (hostile-*, test-factor-v1/v2,
-#                                    test-http-v2, test-approve)
+#                                    test-http-v2, test-approve, test-sdk-http)
 #
 # and prints `sha256  file` for each on stdout (paths relative to the repository root, so
 # `plugins/build.sh > SHA256SUMS && sha256sum -c SHA256SUMS` works from there); size and
@@ -47,8 +48,13 @@ WASM_TARGET=wasm32-unknown-unknown
 
 # Crate directory -> component name; the crate's [lib] name is the name with '_' for '-'.
 FIRST_PARTY=(totp email-otp sms-otp template)
+EXAMPLES=(security-question)
 TEST_CORPUS=(hostile-loop hostile-memhog hostile-trap hostile-ungranted hostile-malformed
-             hostile-describe-loop hostile-logger test-factor-v1 test-factor-v2 test-http-v2 test-approve)
+             hostile-describe-loop hostile-logger test-factor-v1 test-factor-v2 test-http-v2
+             test-approve test-sdk-http)
+# Members that enable the SDK's `http` feature (contract 0.2). Cargo unifies features within one
+# build, so they are built in a second cargo invocation: the 0.1 plugins keep the 0.1 bindings.
+SDK_HTTP=(test-sdk-http)
 
 log() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -74,7 +80,7 @@ if [[ -z "$ROUTE" ]]; then
   if has_rustup_target; then ROUTE=rustup; else ROUTE=debian; fi
 fi
 
-CARGO_WASM=(cargo build --release --locked -j "$JOBS" --target "$WASM_TARGET" --workspace)
+CARGO_WASM=(cargo build --release --locked -j "$JOBS" --target "$WASM_TARGET")
 WASM_ENV=(env CARGO_TARGET_DIR="$TARGET_DIR/wasm-$ROUTE")
 case "$ROUTE" in
   rustup)
@@ -120,11 +126,18 @@ env CARGO_TARGET_DIR="$TARGET_DIR/tools" cargo build --release --locked -j "$JOB
 
 # --- guests ------------------------------------------------------------------------------------------
 log "guests ($ROUTE route): cargo build --target $WASM_TARGET"
-(cd "$PLUGINS" && "${WASM_ENV[@]}" "${CARGO_WASM[@]}") >&2
+EXCLUDE=()
+ONLY=()
+for name in "${SDK_HTTP[@]}"; do
+  EXCLUDE+=(--exclude "$name")
+  ONLY+=(-p "$name")
+done
+(cd "$PLUGINS" && "${WASM_ENV[@]}" "${CARGO_WASM[@]}" --workspace "${EXCLUDE[@]}") >&2
+(cd "$PLUGINS" && "${WASM_ENV[@]}" "${CARGO_WASM[@]}" "${ONLY[@]}") >&2
 
 # --- components ----------------------------------------------------------------------------------
 CORE_DIR="$TARGET_DIR/wasm-$ROUTE/$WASM_TARGET/release"
-mkdir -p "$DIST/test"
+mkdir -p "$DIST/test" "$DIST/examples"
 componentize() {
   local name="$1" out="$2" core imports sum size
   core="$CORE_DIR/${name//-/_}.wasm"
@@ -137,6 +150,9 @@ componentize() {
 }
 for name in "${FIRST_PARTY[@]}"; do
   componentize "$name" "$DIST/$name.wasm"
+done
+for name in "${EXAMPLES[@]}"; do
+  componentize "$name" "$DIST/examples/$name.wasm"
 done
 for name in "${TEST_CORPUS[@]}"; do
   componentize "$name" "$DIST/test/$name.wasm"

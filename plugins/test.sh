@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Tests the plugins: builds every component (plugins/build.sh), runs the guests' unit tests on
-# the host (pure logic: codes, challenges, TOTP records, texts), then runs the built components
-# end to end under a small wasmtime host (plugins/tools/harness).
+# the host (pure logic: codes, challenges, TOTP records, texts, the SDK), then runs the built
+# components end to end under a small wasmtime host (plugins/tools/harness), and last builds the
+# template outside the repository exactly as docs/plugins.md says (plugins/tools/out-of-tree.sh;
+# it installs wasm-tools once into ~/.cache/concierge).
 #
 #   plugins/test.sh
 #
@@ -26,10 +28,24 @@ unset RUSTC RUSTC_WRAPPER CARGO_BUILD_RUSTC CARGO_BUILD_TARGET CARGO_TARGET_DIR 
 printf '==> %s\n' "build the components" >&2
 PLUGINS_TARGET_DIR="$TARGET_DIR" "$PLUGINS/build.sh" >/dev/null
 
+# docs/plugins.md promises a factor in 60 lines: the security question's code, after cargo fmt,
+# without comments and blank lines.
+(cd "$PLUGINS" && cargo fmt --check -p concierge-plugin-security-question)
+lines="$(grep -cvE '^\s*(//|$)' "$PLUGINS/examples/security-question/src/lib.rs")"
+printf '==> %s\n' "security-question: $lines lines of code" >&2
+[[ "$lines" -le 60 ]] || { printf 'error: the security question is %s lines, over the 60 docs/plugins.md promises\n' "$lines" >&2; exit 1; }
+
 printf '==> %s\n' "guest unit tests (host target)" >&2
 env CARGO_TARGET_DIR="$TARGET_DIR/host" cargo test --locked -j "$JOBS" \
   --manifest-path "$PLUGINS/Cargo.toml" --workspace
+# The SDK alone too: in the workspace run, test-sdk-http turns on its `http` feature (contract
+# 0.2); this run checks its contract 0.1 build, the one the 0.1 plugins get.
+env CARGO_TARGET_DIR="$TARGET_DIR/host" cargo test --locked -j "$JOBS" \
+  --manifest-path "$PLUGINS/Cargo.toml" -p concierge-plugin-sdk
 
 printf '==> %s\n' "components end to end (wasmtime harness)" >&2
 env CARGO_TARGET_DIR="$TARGET_DIR/tools" cargo test --locked -j "$JOBS" \
   --manifest-path "$PLUGINS/tools/harness/Cargo.toml"
+
+printf '==> %s\n' "the template outside the repository, as documented" >&2
+PLUGINS_TARGET_DIR="$TARGET_DIR" PLUGINS_JOBS="$JOBS" "$PLUGINS/tools/out-of-tree.sh"

@@ -4,7 +4,12 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use plugin_harness::{EnrollStep, Form, Grant, Plugin, PluginError, Verdict, user};
+use std::path::PathBuf;
+
+use concierge_plugin_harness::{
+    EnrollStep, FUEL, Form, Grant, HttpBody, HttpError, Plugin, PluginError, SecretRef, Verdict,
+    dist, http_response, user,
+};
 use totp_rs::{Algorithm, Builder, Secret};
 
 const ALL: &[Grant] = &[
@@ -14,6 +19,7 @@ const ALL: &[Grant] = &[
     Grant::Email,
     Grant::Sms,
     Grant::Log,
+    Grant::Http,
 ];
 
 fn load(file: &str, grants: &[Grant]) -> Plugin {
@@ -46,6 +52,9 @@ fn every_component_describes_itself() {
         ("email-otp.wasm", "email-otp"),
         ("sms-otp.wasm", "sms-otp"),
         ("template.wasm", "template"),
+        ("examples/security-question.wasm", "security-question"),
+        ("test/test-http-v2.wasm", "test-http"),
+        ("test/test-sdk-http.wasm", "test-sdk-http"),
         ("test/hostile-loop.wasm", "hostile-loop"),
         ("test/hostile-memhog.wasm", "hostile-memhog"),
         ("test/hostile-trap.wasm", "hostile-trap"),
@@ -74,7 +83,16 @@ fn each_component_loads_with_exactly_the_grants_it_uses() {
             "sms-otp.wasm",
             &[Grant::Clock, Grant::Random, Grant::State, Grant::Sms],
         ),
-        ("template.wasm", &[Grant::Random, Grant::State]),
+        (
+            "template.wasm",
+            &[Grant::Clock, Grant::Random, Grant::State],
+        ),
+        (
+            "examples/security-question.wasm",
+            &[Grant::Clock, Grant::Random, Grant::State],
+        ),
+        ("test/test-http-v2.wasm", &[Grant::Http]),
+        ("test/test-sdk-http.wasm", &[Grant::Http]),
         ("test/hostile-ungranted.wasm", &[Grant::Sms]),
         ("test/test-factor-v1.wasm", &[]),
         ("test/hostile-loop.wasm", &[]),
@@ -393,9 +411,25 @@ fn sms_otp_enrols_a_proved_number_then_texts_codes_to_it() {
     ));
 }
 
+/// The template's component: plugins/dist/template.wasm, or the file `CONCIERGE_TEMPLATE_COMPONENT`
+/// names, whose id is `CONCIERGE_TEMPLATE_ID` (plugins/tools/out-of-tree.sh runs this test on a
+/// copy built outside the repository as docs/plugins.md says).
+fn template_component() -> PathBuf {
+    std::env::var_os("CONCIERGE_TEMPLATE_COMPONENT")
+        .map_or_else(|| dist().join("template.wasm"), PathBuf::from)
+}
+
 #[test]
 fn template_enrols_a_pin_and_checks_it() {
-    let mut p = load("template.wasm", &[Grant::Random, Grant::State]);
+    let file = template_component();
+    eprintln!("template component: {}", file.display());
+    assert!(
+        Plugin::from_file(&file, &[Grant::Random, Grant::State]).is_err(),
+        "loads without clock"
+    );
+    let mut p = Plugin::from_file(&file, &[Grant::Clock, Grant::Random, Grant::State]).unwrap();
+    let id = std::env::var("CONCIERGE_TEMPLATE_ID").unwrap_or_else(|_| "template".into());
+    assert_eq!(p.describe().unwrap().id, id);
     let ana = user("en");
     assert!(!p.is_enrolled(&ana).unwrap());
     assert!(matches!(
@@ -421,6 +455,17 @@ fn template_enrols_a_pin_and_checks_it() {
     assert!(matches!(
         p.verify(&ana, &[("pin", "246811")]).unwrap(),
         Ok(Verdict::Rejected(_))
+    ));
+    // config: a longer minimum PIN, and a value out of range fails closed.
+    p.host.config.insert("min_length".into(), "8".into());
+    assert!(matches!(
+        p.enroll_finish(&ana, &[("pin", "246810")]).unwrap(),
+        Err(PluginError::BadInput(_))
+    ));
+    p.host.config.insert("min_length".into(), "40".into());
+    assert!(matches!(
+        p.enroll_begin(&ana).unwrap(),
+        Err(PluginError::Internal(_))
     ));
 }
 
@@ -478,4 +523,250 @@ fn test_factor_versions_differ_in_intro_and_answer() {
             Ok(Verdict::Rejected(_))
         ));
     }
+}
+
+#[test]
+fn security_question_enrols_a_hashed_answer_and_checks_it_with_a_lock() {
+    let mut p = load(
+        "examples/security-question.wasm",
+        &[Grant::Clock, Grant::Random, Grant::State],
+    );
+    let ana = user("ko");
+    let description = p.describe().unwrap();
+    assert_eq!(description.amr, ["kba"]);
+    assert!(description.needs_enrollment);
+    assert!(!p.is_enrolled(&ana).unwrap());
+    assert!(matches!(
+        p.challenge_begin(&ana).unwrap(),
+        Err(PluginError::NotEnrolled)
+    ));
+    assert!(matches!(
+        p.verify(&ana, &[("answer", "busan")]).unwrap(),
+        Err(PluginError::NotEnrolled)
+    ));
+
+    let form = p.enroll_begin(&ana).unwrap().unwrap();
+    assert_eq!(field_names(&form), ["question", "answer"]);
+    assert!(
+        form.intro
+            .en
+            .contains(" 2. Your mother's city of birth? 3."),
+        "{}",
+        form.intro.en
+    );
+    assert!(
+        form.intro.ko.contains("1. 처음 다닌 학교"),
+        "{}",
+        form.intro.ko
+    );
+    for bad in [
+        [("question", "4"), ("answer", "busan")],
+        [("question", "0"), ("answer", "busan")],
+        [("question", "Too short"), ("answer", "busan")],
+        [("question", "2"), ("answer", "  ab  ")],
+    ] {
+        let refused = p.enroll_finish(&ana, &bad).unwrap();
+        assert!(
+            matches!(refused, Err(PluginError::BadInput(_))),
+            "{bad:?}: {refused:?}"
+        );
+    }
+    assert!(!p.is_enrolled(&ana).unwrap());
+    assert!(matches!(
+        p.enroll_finish(&ana, &[("question", "2"), ("answer", "  Busan ")])
+            .unwrap(),
+        Ok(EnrollStep::Done)
+    ));
+    assert!(p.is_enrolled(&ana).unwrap());
+    let kept: Vec<u8> = p.host.state.values().flatten().copied().collect();
+    assert!(
+        !kept.windows(5).any(|w| w.eq_ignore_ascii_case(b"busan")),
+        "the answer is kept hashed"
+    );
+
+    let form = p.challenge_begin(&ana).unwrap().unwrap();
+    assert_eq!(form.intro.en, "Your mother's city of birth?");
+    assert_eq!(form.intro.ko, "어머니의 출생지는?");
+    assert_eq!(field_names(&form), ["answer"]);
+    assert!(matches!(
+        p.verify(&ana, &[("answer", "BUSAN")]).unwrap(),
+        Ok(Verdict::Accepted)
+    ));
+    // 1,000 SHA-256 rounds fit the default budget with room to spare.
+    eprintln!("security-question verify: {} fuel", p.last_fuel);
+    assert!(p.last_fuel > 0 && p.last_fuel < FUEL / 4, "{}", p.last_fuel);
+
+    // Five wrong answers in a row lock it; then even the right one is refused unchecked.
+    for n in 1..=5 {
+        let wrong = p.verify(&ana, &[("answer", "seoul")]).unwrap().unwrap();
+        let Verdict::Rejected(message) = wrong else {
+            panic!("wrong answer {n} accepted")
+        };
+        assert_eq!(
+            message.en.contains("Too many"),
+            n == 5,
+            "{n}: {}",
+            message.en
+        );
+    }
+    let locked = p.verify(&ana, &[("answer", "busan")]).unwrap().unwrap();
+    assert!(
+        matches!(locked, Verdict::Rejected(ref m) if m.en.contains("15 minutes")),
+        "{locked:?}"
+    );
+    p.host.now += 15 * 60;
+    assert!(matches!(
+        p.verify(&ana, &[("answer", "busan")]).unwrap(),
+        Ok(Verdict::Accepted)
+    ));
+
+    // A question of one's own is shown as written, in both languages.
+    let own = "Where did we first meet?";
+    assert!(matches!(
+        p.enroll_finish(&ana, &[("question", own), ("answer", "Jeju")])
+            .unwrap(),
+        Ok(EnrollStep::Done)
+    ));
+    let form = p.challenge_begin(&ana).unwrap().unwrap();
+    assert_eq!((form.intro.en.as_str(), form.intro.ko.as_str()), (own, own));
+    assert!(matches!(
+        p.verify(&ana, &[("answer", "busan")]).unwrap(),
+        Ok(Verdict::Rejected(_))
+    ));
+    assert!(matches!(
+        p.verify(&ana, &[("answer", "jeju")]).unwrap(),
+        Ok(Verdict::Accepted)
+    ));
+}
+
+#[test]
+fn a_contract_0_2_component_gets_the_fake_http_the_test_controls() {
+    let file = "test/test-http-v2.wasm";
+    assert!(Plugin::load(file, &[]).is_err(), "loads without http");
+    let mut p = load(file, &[Grant::Http]);
+    let ana = user("en");
+    let answer = [
+        ("url", "https://pi.example/validate/check"),
+        ("secret", "pi-credential"),
+        ("secret_field", "pass"),
+    ];
+    p.host
+        .http_responses
+        .push_back(http_response(200, "accept"));
+    p.host.http_responses.push_back(http_response(403, "no"));
+    p.host
+        .http_responses
+        .push_back(Err(HttpError::Failed("connection refused".into())));
+
+    assert!(matches!(
+        p.verify(&ana, &answer).unwrap(),
+        Ok(Verdict::Accepted)
+    ));
+    let request = &p.host.http_requests[0];
+    assert_eq!(
+        (request.method.as_str(), request.url.as_str()),
+        ("POST", "https://pi.example/validate/check")
+    );
+    let HttpBody::Form(fields) = &request.body else {
+        panic!("not a form: {:?}", request.body)
+    };
+    assert!(matches!(&fields[0], (k, SecretRef::Literal(v)) if k == "user" && v == "alice"));
+    assert!(
+        matches!(&fields[1], (k, SecretRef::Secret(name)) if k == "pass" && name == "pi-credential"),
+        "the secret goes by name: {fields:?}"
+    );
+
+    let refused = p.verify(&ana, &answer).unwrap().unwrap();
+    assert!(
+        matches!(refused, Verdict::Rejected(ref m) if m.en.contains("status 403")),
+        "{refused:?}"
+    );
+    let failed = p.verify(&ana, &answer).unwrap();
+    assert!(
+        matches!(failed, Err(PluginError::Unavailable(ref m)) if m.contains("connection refused")),
+        "{failed:?}"
+    );
+    let unanswered = p.verify(&ana, &answer).unwrap();
+    assert!(
+        matches!(unanswered, Err(PluginError::Unavailable(ref m)) if m.contains("no canned response")),
+        "{unanswered:?}"
+    );
+    assert_eq!(p.host.http_requests.len(), 4);
+}
+
+#[test]
+fn an_sdk_factor_on_contract_0_2_posts_a_form_with_a_named_secret_and_reads_json() {
+    let mut p = load("test/test-sdk-http.wasm", &[Grant::Http]);
+    p.host
+        .config
+        .insert("url".into(), "https://pi.example/validate/check".into());
+    let ana = user("en");
+    assert!(!p.describe().unwrap().needs_enrollment);
+    assert_eq!(
+        field_names(&p.challenge_begin(&ana).unwrap().unwrap()),
+        ["code"]
+    );
+    assert!(matches!(
+        p.verify(&ana, &[("code", "12a456")]).unwrap(),
+        Err(PluginError::BadInput(_))
+    ));
+    assert!(
+        p.host.http_requests.is_empty(),
+        "a malformed code sends nothing"
+    );
+
+    let pi = |status: bool, value: bool| {
+        http_response(
+            200,
+            &format!(r#"{{"result": {{"status": {status}, "value": {value}}}, "detail": {{}}}}"#),
+        )
+    };
+    p.host.http_responses.push_back(pi(true, true));
+    p.host.http_responses.push_back(pi(true, false));
+    p.host.http_responses.push_back(pi(false, true));
+    p.host
+        .http_responses
+        .push_back(http_response(502, "<html>bad gateway</html>"));
+    p.host.http_responses.push_back(Err(HttpError::Timeout));
+    assert!(matches!(
+        p.verify(&ana, &[("code", "123 456")]).unwrap(),
+        Ok(Verdict::Accepted)
+    ));
+    let request = &p.host.http_requests[0];
+    assert_eq!(request.method, "POST");
+    assert_eq!(request.url, "https://pi.example/validate/check");
+    assert!(
+        matches!(&request.headers[..], [(name, SecretRef::Secret(secret))]
+            if name == "authorization" && secret == "service-credential"),
+        "{:?}",
+        request.headers
+    );
+    let HttpBody::Form(fields) = &request.body else {
+        panic!("not a form: {:?}", request.body)
+    };
+    assert!(
+        matches!(&fields[..], [(u, SecretRef::Literal(id)), (c, SecretRef::Literal(code))]
+            if u == "user" && id == "u-1" && c == "pass" && code == "123456"),
+        "{fields:?}"
+    );
+    for (what, expected) in [
+        ("value false", "rejected"),
+        ("status false", "rejected"),
+        ("not JSON", "not JSON"),
+        ("timeout", "timeout"),
+    ] {
+        let outcome = p.verify(&ana, &[("code", "123456")]).unwrap();
+        let seen = match &outcome {
+            Ok(Verdict::Rejected(_)) => "rejected".to_owned(),
+            Err(PluginError::Unavailable(m)) => m.clone(),
+            other => format!("{other:?}"),
+        };
+        assert!(seen.contains(expected), "{what}: {outcome:?}");
+    }
+    p.host.config.clear();
+    assert!(matches!(
+        p.verify(&ana, &[("code", "123456")]).unwrap(),
+        Err(PluginError::Internal(_))
+    ));
+    assert_eq!(p.host.http_requests.len(), 5);
 }
