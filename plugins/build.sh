@@ -2,10 +2,11 @@
 # Builds every Concierge MFA plugin - the first-party ones (plugins/*) and the test corpus
 # (tests/plugins/*) - into WebAssembly components:
 #
-#   plugins/dist/<name>.wasm         first-party plugins (totp, email-otp, sms-otp, template)
+#   plugins/dist/<name>.wasm         first-party plugins (totp, email-otp, sms-otp, template,
+#                                    approve)
 #   plugins/dist/examples/<name>.wasm  examples on the SDK (plugins/examples: security-question)
 #   plugins/dist/test/<name>.wasm    the host's test corpus (hostile-*, test-factor-v1/v2,
-#                                    test-http-v2, test-approve, test-sdk-http)
+#                                    test-http-v2, test-sdk-http)
 #
 # and prints `sha256  file` for each on stdout (paths relative to the repository root, so
 # `plugins/build.sh > SHA256SUMS && sha256sum -c SHA256SUMS` works from there); size and
@@ -47,14 +48,16 @@ JOBS="${PLUGINS_JOBS:-2}"
 WASM_TARGET=wasm32-unknown-unknown
 
 # Crate directory -> component name; the crate's [lib] name is the name with '_' for '-'.
-FIRST_PARTY=(totp email-otp sms-otp template)
+FIRST_PARTY=(totp email-otp sms-otp template approve)
 EXAMPLES=(security-question)
 TEST_CORPUS=(hostile-loop hostile-memhog hostile-trap hostile-ungranted hostile-malformed
              hostile-describe-loop hostile-logger test-factor-v1 test-factor-v2 test-http-v2
-             test-approve test-sdk-http)
+             test-sdk-http)
 # Members that enable the SDK's `http` feature (contract 0.2). Cargo unifies features within one
 # build, so they are built in a second cargo invocation: the 0.1 plugins keep the 0.1 bindings.
 SDK_HTTP=(test-sdk-http)
+# Members on the SDK's `waiting` feature (a waiting factor binds another world): a third invocation.
+SDK_WAITING=(concierge-plugin-approve)
 
 log() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -128,12 +131,18 @@ env CARGO_TARGET_DIR="$TARGET_DIR/tools" cargo build --release --locked -j "$JOB
 log "guests ($ROUTE route): cargo build --target $WASM_TARGET"
 EXCLUDE=()
 ONLY=()
+WAITING_ONLY=()
 for name in "${SDK_HTTP[@]}"; do
   EXCLUDE+=(--exclude "$name")
   ONLY+=(-p "$name")
 done
+for name in "${SDK_WAITING[@]}"; do
+  EXCLUDE+=(--exclude "$name")
+  WAITING_ONLY+=(-p "$name")
+done
 (cd "$PLUGINS" && "${WASM_ENV[@]}" "${CARGO_WASM[@]}" --workspace "${EXCLUDE[@]}") >&2
 (cd "$PLUGINS" && "${WASM_ENV[@]}" "${CARGO_WASM[@]}" "${ONLY[@]}") >&2
+(cd "$PLUGINS" && "${WASM_ENV[@]}" "${CARGO_WASM[@]}" "${WAITING_ONLY[@]}") >&2
 
 # --- components ----------------------------------------------------------------------------------
 CORE_DIR="$TARGET_DIR/wasm-$ROUTE/$WASM_TARGET/release"

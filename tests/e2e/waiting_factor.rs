@@ -1,5 +1,5 @@
 //! Waiting factors (plugin contract 0.2 `waiting`, issue #18 item 3) with the test plugin
-//! `test-approve` (tests/plugins/test-approve): a push approval with number matching against a
+//! `approve` (plugins/approve, the reference waiting factor on the SDK): a push approval with number matching against a
 //! real HTTP approval service (tests/peers/approval_service.py); the test plays the approver's
 //! phone. The push starts only from a POST, within the per-user send limit; the page waits by
 //! refreshing itself (`GET /login/mfa/wait`, its own poll limit), a GET never signs in, the right
@@ -108,7 +108,7 @@ impl Service {
     }
 }
 
-/// The broker with `test-approve` (granted `random` and `http` to the service) as the only
+/// The broker with `approve` (granted `random` and `http` to the service) as the only
 /// factor, MFA required; `limits` sets the send and poll limits.
 async fn broker(b: Backend, s: &Service, limits: &str) -> Option<TestApp> {
     let extra = format!(
@@ -116,8 +116,8 @@ async fn broker(b: Backend, s: &Service, limits: &str) -> Option<TestApp> {
         s.origin, s.origin
     );
     let plugins = manifest(
-        "test-approve",
-        &plugin("test/test-approve.wasm"),
+        "approve",
+        &plugin("approve.wasm"),
         &["random", "http"],
         &extra,
     );
@@ -261,7 +261,7 @@ async fn a_wrong_number_a_denial_and_an_expiry_are_refused_and_the_user_can_go_b
     );
 
     // A new request from the same page: a new push; denied this time.
-    let again = choose(&mut br, &refused, "test-approve", "challenge").await;
+    let again = choose(&mut br, &refused, "approve", "challenge").await;
     assert_eq!(again.status, 200, "{}", again.body);
     assert_eq!(s.started().await, 2);
     let (id, _) = s.inbox().await.remove(0);
@@ -278,7 +278,7 @@ async fn a_wrong_number_a_denial_and_an_expiry_are_refused_and_the_user_can_go_b
 
     // A wait nobody answers expires: no poll reaches the plugin, the page says so, "Continue"
     // is refused (audited), and a new request works.
-    let wait = choose(&mut br, &back, "test-approve", "challenge").await;
+    let wait = choose(&mut br, &back, "approve", "challenge").await;
     assert_eq!(wait.status, 200, "{}", wait.body);
     app.clock.advance(61);
     let expired = poll(&mut br, &wait).await;
@@ -298,7 +298,7 @@ async fn a_wrong_number_a_denial_and_an_expiry_are_refused_and_the_user_can_go_b
             .iter()
             .any(|r| r.contains("expired"))
     );
-    let fresh = choose(&mut br, &late, "test-approve", "challenge").await;
+    let fresh = choose(&mut br, &late, "approve", "challenge").await;
     assert_eq!(fresh.status, 200, "{}", fresh.body);
     let shown = number(&fresh);
     let (id, _) = s.inbox().await.pop().unwrap();
@@ -323,9 +323,9 @@ async fn pushes_and_polls_are_limited_per_user(b: Backend) {
     let limited = poll(&mut br, &wait).await;
     assert_eq!(limited.status, 429, "{}", limited.body);
     // A second push is allowed, a third is not: the choice says so, nothing is sent.
-    let again = choose(&mut br, &wait, "test-approve", "challenge").await;
+    let again = choose(&mut br, &wait, "approve", "challenge").await;
     assert_eq!(again.status, 200, "{}", again.body);
-    let third = choose(&mut br, &again, "test-approve", "challenge").await;
+    let third = choose(&mut br, &again, "approve", "challenge").await;
     assert_eq!(third.status, 429, "{}", third.body);
     assert_eq!(s.started().await, 2, "two pushes, not three");
     assert!(br.session_cookie().is_none());

@@ -15,11 +15,21 @@ wit_bindgen::generate!({
     additional_derives: [PartialEq, Eq],
 });
 
-#[cfg(feature = "http")]
+#[cfg(all(feature = "http", not(feature = "waiting")))]
 wit_bindgen::generate!({
     path: ["../wit/mfa.wit", "../wit/0.2"],
     world: "concierge:mfa/factor-plugin@0.2.0",
     // The 0.1 interfaces the 0.2 world uses are generated here too.
+    generate_all,
+    pub_export_macro: true,
+    export_macro_name: "export_factor",
+    additional_derives: [PartialEq, Eq],
+});
+
+#[cfg(feature = "waiting")]
+wit_bindgen::generate!({
+    path: ["../wit/mfa.wit", "../wit/0.2"],
+    world: "concierge:mfa/waiting-factor-plugin@0.2.0",
     generate_all,
     pub_export_macro: true,
     export_macro_name: "export_factor",
@@ -39,3 +49,6 @@ pub use self::concierge::mfa0_1_0 as v1;
 pub use self::concierge::mfa0_2_0::http;
 #[cfg(feature = "http")]
 pub use self::exports::concierge::mfa0_1_0::factor;
+/// The `waiting` export's module (its `Guest` trait and types).
+#[cfg(feature = "waiting")]
+pub use self::exports::concierge::mfa0_2_0::waiting;

@@ -31,6 +31,35 @@ pub fn issue(digits: u32, ttl_seconds: i64) -> Result<Pending> {
     ))
 }
 
+/// Number matching (a push approval): `count` distinct two-digit numbers from the host's
+/// `random`, and which of them the sign-in page shows (the approver must pick it). Returns
+/// `(shown, all)`, `all` in the order the approver sees them.
+pub fn number_match(count: usize) -> (String, Vec<String>) {
+    let (right, all) = pick_numbers(&crate::random::bytes(32), count.clamp(2, 9));
+    (
+        alloc::format!("{right}"),
+        all.iter().map(|n| alloc::format!("{n}")).collect(),
+    )
+}
+
+fn pick_numbers(bytes: &[u8], count: usize) -> (u8, Vec<u8>) {
+    let mut all: Vec<u8> = Vec::new();
+    for n in bytes.iter().map(|b| 10 + b % 90) {
+        if all.len() < count && !all.contains(&n) {
+            all.push(n);
+        }
+    }
+    for n in 10u8..100 {
+        if all.len() < count && !all.contains(&n) {
+            all.push(n);
+        }
+    }
+    let right = all.first().copied().unwrap_or(10);
+    let len = all.len().max(1);
+    all.rotate_left(usize::from(bytes.last().copied().unwrap_or(0)) % len);
+    (right, all)
+}
+
 impl Stored for Pending {
     fn put(&self, out: &mut Vec<u8>) {
         self.encode().put(out);
@@ -44,6 +73,27 @@ impl Stored for Pending {
 mod tests {
     use super::*;
     use crate::state::{decode, encode};
+
+    #[test]
+    fn number_matching_draws_distinct_two_digit_numbers_the_shown_one_among_them() {
+        for seed in 0u8..=255 {
+            let bytes: Vec<u8> = (0..32u8)
+                .map(|i| seed.wrapping_mul(31).wrapping_add(i.wrapping_mul(7)))
+                .collect();
+            for count in [2, 3, 5] {
+                let (right, all) = pick_numbers(&bytes, count);
+                assert_eq!(all.len(), count);
+                assert!(all.contains(&right) && all.iter().all(|n| (10..=99).contains(n)));
+                let mut unique = all.clone();
+                unique.sort_unstable();
+                unique.dedup();
+                assert_eq!(unique.len(), count, "{all:?}");
+            }
+        }
+        // Few distinct bytes still give distinct numbers.
+        let (right, all) = pick_numbers(&[0; 32], 3);
+        assert_eq!((right, all.len()), (10, 3));
+    }
 
     #[test]
     fn a_pending_code_round_trips_through_state() {

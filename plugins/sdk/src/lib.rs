@@ -33,6 +33,8 @@ pub mod hashed;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod state;
+#[cfg(feature = "waiting")]
+pub mod waiting;
 
 pub use answer::Answer;
 pub use capabilities::{clock, config, email, log, random, sms};
@@ -64,10 +66,26 @@ pub trait Factor {
     }
 
     /// Starts a challenge at sign-in: sends what must be sent and returns the page.
+    #[cfg(not(feature = "waiting"))]
     fn challenge(user: &User) -> Result<Form>;
 
     /// Checks the answer to the challenge: `Verdict::Accepted` only when it proves the factor.
+    #[cfg(not(feature = "waiting"))]
     fn verify(user: &User, answer: &Answer) -> Result<Verdict>;
+
+    /// A waiting factor is challenged through [`waiting::Waiting`]; the host never calls this.
+    #[cfg(feature = "waiting")]
+    fn challenge(_user: &User) -> Result<Form> {
+        Err(Error::internal(
+            "a waiting factor: wait-begin, not challenge-begin",
+        ))
+    }
+
+    /// A waiting factor is checked through [`waiting::Waiting::poll`]; the host never calls this.
+    #[cfg(feature = "waiting")]
+    fn verify(_user: &User, _answer: &Answer) -> Result<Verdict> {
+        Err(Error::internal("a waiting factor: poll, not verify"))
+    }
 }
 
 /// Exports a `Factor` as the component's `factor` interface: `export!(MyFactor);`, once per
@@ -159,6 +177,8 @@ pub mod prelude {
     pub use crate::attempts::Attempts;
     pub use crate::hashed::Hashed;
     pub use crate::state::Key;
+    #[cfg(feature = "waiting")]
+    pub use crate::waiting::{Pending, Poll, Waiting};
     pub use crate::{
         Answer, Description, EnrollStep, Error, Factor, FactorKind, Field, FieldKind, Form, Lang,
         Result, Text, User, Verdict, export, text,
