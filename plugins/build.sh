@@ -2,8 +2,8 @@
 # Builds every Concierge MFA plugin - the first-party ones (plugins/*) and the test corpus
 # (tests/plugins/*) - into WebAssembly components:
 #
-#   plugins/dist/<name>.wasm         first-party plugins (totp, email-otp, sms-otp, template,
-#                                    approve)
+#   plugins/dist/<name>.wasm         first-party plugins (totp, email-otp, sms-otp, privacyidea,
+#                                    template, approve)
 #   plugins/dist/examples/<name>.wasm  examples on the SDK (plugins/examples: security-question)
 #   plugins/dist/test/<name>.wasm    the host's test corpus (hostile-*, test-factor-v1/v2,
 #                                    test-http-v2, test-sdk-http)
@@ -48,14 +48,15 @@ JOBS="${PLUGINS_JOBS:-2}"
 WASM_TARGET=wasm32-unknown-unknown
 
 # Crate directory -> component name; the crate's [lib] name is the name with '_' for '-'.
-FIRST_PARTY=(totp email-otp sms-otp template approve)
+FIRST_PARTY=(totp email-otp sms-otp privacyidea template approve)
 EXAMPLES=(security-question)
 TEST_CORPUS=(hostile-loop hostile-memhog hostile-trap hostile-ungranted hostile-malformed
              hostile-describe-loop hostile-logger test-factor-v1 test-factor-v2 test-http-v2
              test-sdk-http)
-# Members that enable the SDK's `http` feature (contract 0.2). Cargo unifies features within one
-# build, so they are built in a second cargo invocation: the 0.1 plugins keep the 0.1 bindings.
-SDK_HTTP=(test-sdk-http)
+# Members (package names) that enable the SDK's `http` feature (contract 0.2). Cargo unifies
+# features within one build, so they are built in a second cargo invocation: the 0.1 plugins keep
+# the 0.1 bindings.
+SDK_HTTP=(test-sdk-http concierge-plugin-privacyidea)
 # Members on the SDK's `waiting` feature (a waiting factor binds another world): a third invocation.
 SDK_WAITING=(concierge-plugin-approve)
 

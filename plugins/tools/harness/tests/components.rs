@@ -7,8 +7,8 @@
 use std::path::PathBuf;
 
 use concierge_plugin_harness::{
-    EnrollStep, FUEL, Form, Grant, HttpBody, HttpError, Plugin, PluginError, SecretRef, Verdict,
-    dist, http_response, user,
+    EnrollStep, FUEL, Form, Grant, HttpBody, HttpError, HttpResponse, Plugin, PluginError,
+    SecretRef, Verdict, dist, http_response, user,
 };
 use totp_rs::{Algorithm, Builder, Secret};
 
@@ -51,6 +51,7 @@ fn every_component_describes_itself() {
         ("totp.wasm", "totp"),
         ("email-otp.wasm", "email-otp"),
         ("sms-otp.wasm", "sms-otp"),
+        ("privacyidea.wasm", "privacyidea"),
         ("template.wasm", "template"),
         ("examples/security-question.wasm", "security-question"),
         ("test/test-http-v2.wasm", "test-http"),
@@ -91,6 +92,7 @@ fn each_component_loads_with_exactly_the_grants_it_uses() {
             "examples/security-question.wasm",
             &[Grant::Clock, Grant::Random, Grant::State],
         ),
+        ("privacyidea.wasm", &[Grant::Http]),
         ("test/test-http-v2.wasm", &[Grant::Http]),
         ("test/test-sdk-http.wasm", &[Grant::Http]),
         ("test/hostile-ungranted.wasm", &[Grant::Sms]),
@@ -769,4 +771,270 @@ fn an_sdk_factor_on_contract_0_2_posts_a_form_with_a_named_secret_and_reads_json
         Err(PluginError::Internal(_))
     ));
     assert_eq!(p.host.http_requests.len(), 5);
+}
+
+/// A privacyIDEA answer as 3.14 writes it (abridged: tests/peers/privacyidea/README.md).
+fn pi_answer(value: bool, message: &str) -> Result<HttpResponse, HttpError> {
+    let auth = if value { "ACCEPT" } else { "REJECT" };
+    http_response(
+        200,
+        &format!(
+            r#"{{"jsonrpc": "2.0", "result": {{"status": true, "value": {value}, "authentication": "{auth}"}},
+                "detail": {{"message": "{message}", "serial": "TOTP-ANA", "type": "totp"}},
+                "version": "privacyIDEA 3.14", "signature": "rsa_sha256_pss:00"}}"#
+        ),
+    )
+}
+
+/// How a verify ended, in a word: `accepted`, `rejected: <en text>`, `unavailable: <reason>` …
+fn outcome(p: &mut Plugin, code: &str) -> String {
+    match p.verify(&user("en"), &[("code", code)]).unwrap() {
+        Ok(Verdict::Accepted) => "accepted".into(),
+        Ok(Verdict::Rejected(m)) => format!("rejected: {}", m.en),
+        Err(PluginError::Unavailable(m)) => format!("unavailable: {m}"),
+        Err(PluginError::BadInput(m)) => format!("bad input: {}", m.en),
+        Err(PluginError::Internal(m)) => format!("internal: {m}"),
+        Err(PluginError::NotEnrolled) => "not enrolled".into(),
+    }
+}
+
+#[test]
+fn privacyidea_posts_the_code_with_a_named_credential_and_reads_the_verdict() {
+    let mut p = load("privacyidea.wasm", &[Grant::Http]);
+    let url = "https://pi.example/validate/check";
+    p.host.config.insert("validate_url".into(), url.into());
+    let ana = user("ko");
+    let description = p.describe().unwrap();
+    assert!(!description.needs_enrollment);
+    assert_eq!(description.amr, ["otp"]);
+    assert!(p.is_enrolled(&ana).unwrap());
+    let form = p.challenge_begin(&ana).unwrap().unwrap();
+    assert_eq!(field_names(&form), ["code"]);
+    assert!(
+        p.host.http_requests.is_empty(),
+        "the challenge sends nothing"
+    );
+
+    // Accepted: the form privacyIDEA expects, the credential by name in `authorization`.
+    p.host
+        .http_responses
+        .push_back(pi_answer(true, "matching 1 tokens"));
+    assert!(matches!(
+        p.verify(&ana, &[("code", "123 456")]).unwrap(),
+        Ok(Verdict::Accepted)
+    ));
+    let request = &p.host.http_requests[0];
+    assert_eq!(
+        (request.method.as_str(), request.url.as_str()),
+        ("POST", url)
+    );
+    assert!(
+        matches!(&request.headers[..], [(name, SecretRef::Secret(secret))]
+            if name == "authorization" && secret == "pi-credential"),
+        "{:?}",
+        request.headers
+    );
+    let HttpBody::Form(fields) = &request.body else {
+        panic!("not a form: {:?}", request.body)
+    };
+    let literal = |fields: &[(String, SecretRef)]| -> Vec<(String, String)> {
+        fields
+            .iter()
+            .map(|(k, v)| match v {
+                SecretRef::Literal(v) => (k.clone(), v.clone()),
+                SecretRef::Secret(name) => panic!("{k} carries the secret {name}"),
+            })
+            .collect()
+    };
+    assert_eq!(
+        literal(fields),
+        [
+            ("user".to_owned(), "ana@example.com".to_owned()),
+            ("pass".to_owned(), "123456".to_owned())
+        ]
+    );
+
+    // Rejected: a wrong code, a replayed one (its own message, in the user's language).
+    p.host
+        .http_responses
+        .push_back(pi_answer(false, "wrong otp value"));
+    let Ok(Verdict::Rejected(wrong)) = p.verify(&ana, &[("code", "654321")]).unwrap() else {
+        panic!("a wrong code passed")
+    };
+    p.host
+        .http_responses
+        .push_back(pi_answer(false, "wrong otp value. previous otp used again"));
+    let Ok(Verdict::Rejected(used)) = p.verify(&ana, &[("code", "123456")]).unwrap() else {
+        panic!("a replayed code passed")
+    };
+    assert!(wrong.en.contains("not correct"), "{wrong:?}");
+    assert!(used.en.contains("already used"), "{used:?}");
+    assert!(!wrong.ko.is_empty() && !used.ko.is_empty() && wrong.ko != used.ko);
+    p.host
+        .http_responses
+        .push_back(pi_answer(false, "The user has no tokens assigned"));
+    assert!(outcome(&mut p, "123456").starts_with("rejected: That code is not correct"));
+
+    // Anything but a 200 with a boolean result.value fails closed (unavailable).
+    let cases = [
+        (
+            http_response(
+                403,
+                r#"{"result": {"status": false, "error": {"code": 303, "message": "No valid API key was passed."}}, "detail": null}"#,
+            ),
+            "unavailable: privacyIDEA answered 403",
+        ),
+        // A 403 that says yes is still a 403.
+        (
+            http_response(403, r#"{"result": {"status": true, "value": true}}"#),
+            "unavailable: privacyIDEA answered 403",
+        ),
+        (
+            http_response(
+                400,
+                r#"{"result": {"status": false, "error": {"code": 904, "message": "ERR904: User <ana@concierge> does not exist."}}}"#,
+            ),
+            "unavailable: privacyIDEA answered 400",
+        ),
+        (
+            http_response(302, ""),
+            "unavailable: privacyIDEA answered 302",
+        ),
+        (
+            http_response(200, r#"{"result": {"status": true, "value": tru"#),
+            "unavailable: http: the answer is not JSON",
+        ),
+        (
+            http_response(200, "<html>maintenance</html>"),
+            "unavailable: http: the answer is not JSON",
+        ),
+        (
+            http_response(200, r#"{"result": {"status": true, "value": "true"}}"#),
+            "unavailable: privacyIDEA: no result.value",
+        ),
+        (
+            http_response(
+                200,
+                r#"{"result": {"status": true}, "detail": {"message": "matching 1 tokens"}}"#,
+            ),
+            "unavailable: privacyIDEA: no result.value",
+        ),
+        (Err(HttpError::Timeout), "unavailable: http timeout"),
+        (
+            Err(HttpError::Failed("connection refused".into())),
+            "unavailable: http failed: connection refused",
+        ),
+    ];
+    for (response, expected) in cases {
+        p.host.http_responses.push_back(response);
+        let seen = outcome(&mut p, "123456");
+        assert!(seen.starts_with(expected), "{expected}: {seen}");
+    }
+
+    // A malformed code sends nothing; 8 digits are sent as typed.
+    let sent = p.host.http_requests.len();
+    for typed in ["12345", "1234567", "12a456", "", "123456789"] {
+        assert!(outcome(&mut p, typed).starts_with("bad input"), "{typed:?}");
+    }
+    assert_eq!(
+        p.host.http_requests.len(),
+        sent,
+        "a malformed code sent a request"
+    );
+    p.host
+        .http_responses
+        .push_back(pi_answer(true, "matching 1 tokens"));
+    assert_eq!(outcome(&mut p, "1234-5678"), "accepted");
+
+    // The secret stays the host's: every request named it, none carried a value of the plugin's.
+    for request in &p.host.http_requests {
+        assert!(
+            request
+                .headers
+                .iter()
+                .all(|(name, value)| name == "authorization"
+                    && matches!(value, SecretRef::Secret(s) if s == "pi-credential")),
+            "{:?}",
+            request.headers
+        );
+        let HttpBody::Form(fields) = &request.body else {
+            panic!("not a form")
+        };
+        literal(fields);
+    }
+}
+
+#[test]
+fn privacyidea_names_the_user_and_the_credential_as_configured() {
+    let mut p = load("privacyidea.wasm", &[Grant::Http]);
+    let sent_user = |p: &mut Plugin, config: &[(&str, &str)]| -> Vec<(String, String)> {
+        p.host.config.clear();
+        p.host.config.insert(
+            "validate_url".into(),
+            "https://pi.example/validate/check".into(),
+        );
+        for (k, v) in config {
+            p.host.config.insert((*k).into(), (*v).into());
+        }
+        p.host
+            .http_responses
+            .push_back(pi_answer(true, "matching 1 tokens"));
+        assert_eq!(outcome(p, "123456"), "accepted", "{config:?}");
+        let request = p.host.http_requests.last().unwrap();
+        let HttpBody::Form(fields) = &request.body else {
+            panic!("not a form")
+        };
+        let mut seen: Vec<(String, String)> = fields
+            .iter()
+            .filter(|(k, _)| k != "pass")
+            .map(|(k, v)| match v {
+                SecretRef::Literal(v) => (k.clone(), v.clone()),
+                SecretRef::Secret(name) => panic!("{k} carries the secret {name}"),
+            })
+            .collect();
+        for (name, value) in &request.headers {
+            let SecretRef::Secret(secret) = value else {
+                panic!("{name}: a literal")
+            };
+            seen.push((name.clone(), format!("secret {secret}")));
+        }
+        seen
+    };
+    let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+        v.iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    };
+    assert_eq!(
+        sent_user(&mut p, &[]),
+        pairs(&[
+            ("user", "ana@example.com"),
+            ("authorization", "secret pi-credential")
+        ])
+    );
+    assert_eq!(
+        sent_user(&mut p, &[("user_name", "local_part"), ("realm", "staff")]),
+        pairs(&[
+            ("user", "ana"),
+            ("realm", "staff"),
+            ("authorization", "secret pi-credential")
+        ])
+    );
+    assert_eq!(
+        sent_user(&mut p, &[("user_name", "id"), ("secret", "pi-validate")]),
+        pairs(&[("user", "u-1"), ("authorization", "secret pi-validate")])
+    );
+    // No credential: for a privacyIDEA whose /validate/check is open.
+    assert_eq!(
+        sent_user(&mut p, &[("user_name", "email"), ("secret", "")]),
+        pairs(&[("user", "ana@example.com")])
+    );
+
+    // Config it does not understand fails closed, before any request.
+    let sent = p.host.http_requests.len();
+    p.host.config.insert("user_name".into(), "name".into());
+    assert!(outcome(&mut p, "123456").starts_with("internal: user_name \"name\""));
+    p.host.config.clear();
+    assert!(outcome(&mut p, "123456").starts_with("internal: no validate_url"));
+    assert_eq!(p.host.http_requests.len(), sent);
 }
