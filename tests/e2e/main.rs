@@ -20,6 +20,7 @@ mod passkey;
 mod passkey_hardware;
 mod passwordless;
 mod plugin_http;
+mod privacyidea;
 mod saml_idp;
 mod saml_idp_slo;
 mod secrets;
