@@ -27,7 +27,7 @@ use concierge::storage::{AuditQuery, Store};
 struct PrivacyIdea {
     child: Option<Child>,
     info: Value,
-    dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
 }
 
 impl PrivacyIdea {
@@ -59,7 +59,7 @@ impl PrivacyIdea {
             Self {
                 child: Some(child),
                 info,
-                dir,
+                _dir: dir,
             }
         })
         .await
@@ -299,7 +299,6 @@ async fn a_right_code_signs_in_once_and_replayed_or_wrong_codes_are_refused(b: B
     );
     let secret = std::fs::read_to_string(pi.get("credential_file")).unwrap();
     assert!(!reasons.iter().any(|r| r.contains(secret.trim())));
-    drop(app);
     pi.stop();
 }
 
@@ -312,9 +311,13 @@ async fn without_the_credential_the_factor_fails_closed(b: Backend) {
     // A JWT of the right shape signed with another key.
     let real = std::fs::read_to_string(pi.get("credential_file")).unwrap();
     let (signed, _) = real.trim().rsplit_once('.').unwrap();
-    let forged = pi.dir.path().join("forged-credential");
+    let keys = tempfile::tempdir().unwrap();
+    let forged = keys.path().join("forged-credential");
     std::fs::write(&forged, format!("{signed}.{}", "A".repeat(43))).unwrap();
 
+    // The brokers stay up to the end (a dropped one's config folder goes, and its reload
+    // complains).
+    let mut brokers = Vec::new();
     // No credential sent, or a forged one: privacyIDEA answers 403, the factor fails closed
     // even with the right code.
     for (what, credential) in [
@@ -332,6 +335,7 @@ async fn without_the_credential_the_factor_fails_closed(b: Backend) {
             reasons.iter().any(|r| r.starts_with(&forbidden)),
             "{what}: {reasons:?}"
         );
+        brokers.push(app);
     }
 
     // A secret the manifest does not bind: the host refuses the request, nothing is sent.
@@ -345,6 +349,7 @@ async fn without_the_credential_the_factor_fails_closed(b: Backend) {
         reasons.len() == 1 && reasons[0].contains(" refused "),
         "{reasons:?}"
     );
+    brokers.push(app);
 
     // The right code was never spent: with the credential it signs in.
     let credential = PathBuf::from(pi.get("credential_file"));
@@ -354,7 +359,6 @@ async fn without_the_credential_the_factor_fails_closed(b: Backend) {
     let (br, done) = sign_in(&app, &oathtool(&seed, now())).await;
     assert_eq!(done.status, 303, "{}", done.body);
     assert!(br.session_cookie().is_some());
-    drop(app);
     pi.stop();
 }
 
