@@ -259,7 +259,18 @@ describe(`second factors from the account page, and double submits, in Chromium 
    * app with a code that redeems once, one session (this browser's), and every copy redirected.
    * With `otherDevice`, the user is first signed in on another browser, which must stay signed in.
    */
-  async function doubleSubmit({ t, start, context, env = {}, otherDevice = false }) {
+  async function doubleSubmit(args) {
+    // The second click must land while the first POST is on its way; on a loaded machine the
+    // first answer can come back before it, and the browser then sends the form once. That run
+    // tests nothing about double submits: it is done again, on a fresh broker (at most 3 times).
+    for (let attempt = 1; attempt <= 3; attempt += 1) {
+      if ((await doubleSubmitOnce(args)) !== 'sent once') return;
+      args.t.diagnostic(`attempt ${attempt}: the browser sent the form once (answered before the second click)`);
+    }
+    assert.fail('the browser never sent the form twice in 3 attempts');
+  }
+
+  async function doubleSubmitOnce({ t, start, context, env = {}, otherDevice = false }) {
     const callback = await startCallbackServer('/cb');
     t.after(() => callback.close());
     const provider = await start({
@@ -329,7 +340,7 @@ describe(`second factors from the account page, and double submits, in Chromium 
     }
     await page.waitForURL((u) => u.href.startsWith(callback.url), { timeout: 10_000 });
     await page.locator('#callback').waitFor();
-    assert.ok(posts.length >= 2, `the browser sent the form twice (sent ${posts.length}); ${w.trail()}`);
+    if (posts.length < 2) return 'sent once';
     // ...and both reached the broker. The copy the browser gave up on may still be running when
     // the browser is back at the app: wait for its answer.
     const answered = () => loginLines().slice(earlier);

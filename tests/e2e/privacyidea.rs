@@ -121,9 +121,21 @@ enum Credential {
     Without,
 }
 
+/// The rates and `[mfa]` of every broker here: MFA required; one sign-in per case, so the
+/// account's rates would stop the test before the cases do.
+const MFA: &str = "[rate_limit]\nlogin_per_account = \"100/1m\"\nmfa_per_account = \"100/1m\"\n\
+                   [mfa]\nrequired = \"required\"\nmax_attempts = 50\nlockout = \"5m\"\n";
+
 /// A broker whose only factor is `privacyidea` (MFA required), pinned, granted `http` to the
 /// server's origin, naming the user by the local part of the email (`demo`).
 async fn broker(b: Backend, pi: &PrivacyIdea, credential: Credential) -> Option<TestApp> {
+    let config = format!("{MFA}{}", plugin_toml(pi, credential));
+    spawn_provider_with(b, &[], &config).await
+}
+
+/// The `[[mfa.plugins]]` table of the factor: pinned, granted `http` to the server's origin,
+/// with `credential`.
+fn plugin_toml(pi: &PrivacyIdea, credential: Credential) -> String {
     let origin = pi.origin();
     let (secret, secrets) = match credential {
         Credential::File(file) => (
@@ -143,18 +155,12 @@ async fn broker(b: Backend, pi: &PrivacyIdea, credential: Credential) -> Option<
          [mfa.plugins.http]\norigins = [{origin:?}]\n{secrets}",
         pi.get("validate_url"),
     );
-    let plugins = manifest(
+    manifest(
         "privacyidea",
         &plugin("privacyidea.wasm"),
         &["http"],
         &extra,
-    );
-    // One sign-in per case: the account's rates would stop the test before the cases do.
-    let config = format!(
-        "[rate_limit]\nlogin_per_account = \"100/1m\"\nmfa_per_account = \"100/1m\"\n\
-         [mfa]\nrequired = \"required\"\nmax_attempts = 50\nlockout = \"5m\"\n{plugins}"
-    );
-    spawn_provider_with(b, &[], &config).await
+    )
 }
 
 /// PostgreSQL skipped on purpose (as `fresh_db` decides): no server to start either.
@@ -362,7 +368,66 @@ async fn without_the_credential_the_factor_fails_closed(b: Backend) {
     pi.stop();
 }
 
+/// The operator's route (issue #18, "done when"): a running broker with no factor gets the
+/// factor pinned, granted and configured in its file, and `concierge plugins reload` loads it;
+/// the next sign-in is checked by privacyIDEA.
+async fn an_operator_hot_loads_the_factor(b: Backend) {
+    if skipped(b) {
+        return;
+    }
+    let pi = PrivacyIdea::start().await;
+    let Some(app) = spawn_provider_with(b, &[], MFA).await else {
+        return;
+    };
+    // No factor yet: MFA is required and nothing can be asked, so nothing signs in.
+    let mut br = Browser::new(&app);
+    let before = br.login(DEMO_EMAIL, DEMO_PASSWORD).await;
+    assert!(!before.body.contains("privacyidea"), "{}", before.body);
+    assert!(
+        br.session_cookie().is_none(),
+        "fails closed without a factor"
+    );
+
+    let path = app.config.clone().unwrap();
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    let credential = PathBuf::from(pi.get("credential_file"));
+    text.push_str(&plugin_toml(&pi, Credential::File(credential)));
+    std::fs::write(&path, text).unwrap();
+    let out = app.cli().args(["plugins", "reload"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Loading compiles the component (seconds on a busy debug build); the loop ends as soon as
+    // the factor is asked.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (mut br, form) = loop {
+        let mut br = Browser::new(&app);
+        let page = br.login(DEMO_EMAIL, DEMO_PASSWORD).await;
+        if page.body.contains("data-factor=\"privacyidea\"") {
+            let form = if page.has_form("/login/mfa/answer") {
+                page
+            } else {
+                choose(&mut br, &page, "privacyidea", "challenge").await
+            };
+            break (br, form);
+        }
+        assert!(Instant::now() < deadline, "never loaded: {}", page.body);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let code = oathtool(pi.get("seed_base32"), now());
+    let done = answer(&mut br, &form, &[("code", code.as_str())]).await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    assert!(
+        br.session_cookie().is_some(),
+        "checked by privacyIDEA, signed in"
+    );
+    pi.stop();
+}
+
 per_backend_async!(
     a_right_code_signs_in_once_and_replayed_or_wrong_codes_are_refused,
     without_the_credential_the_factor_fails_closed,
+    an_operator_hot_loads_the_factor,
 );
