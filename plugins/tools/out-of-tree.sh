@@ -102,4 +102,26 @@ out="$(env CONCIERGE_TEMPLATE_COMPONENT="$COMPONENT" CONCIERGE_TEMPLATE_ID=my-fa
   template_enrols_a_pin_and_checks_it 2>&1)" || { printf '%s\n' "$out" >&2; die "the harness test failed"; }
 printf '%s\n' "$out" | grep -E '^(test |template component)' >&2
 grep -q '^test result: ok. 1 passed' <<<"$out" || { printf '%s\n' "$out" >&2; die "the harness test did not run"; }
+
+# --- the privacyIDEA factor, out of tree the same way ---------------------------------------------------
+# The documented steps again with plugins/privacyidea (contract 0.2, the SDK's `http` feature)
+# in place of the template: an integrator's 0.2 factor builds outside the repository too, and
+# its component imports `http`.
+PI_BUILD="$(sed -e 's|plugins/template"|plugins/privacyidea"|' \
+  -e 's|name = "concierge-plugin-template"|name = "concierge-plugin-privacyidea"|' \
+  -e 's|name = "template"|name = "privacyidea"|' \
+  -e 's|Description::new("template"|Description::new("privacyidea"|' \
+  -e 's|cargo add concierge-plugin-sdk --path "$CONCIERGE/plugins/sdk"|& --features http|' <<<"$BUILD")"
+grep -q 'plugins/privacyidea"' <<<"$PI_BUILD" || die "the documented build block no longer copies plugins/template"
+log "the documented steps with plugins/privacyidea in $WORK/pi"
+mkdir -p "$WORK/pi"
+(
+  cd "$WORK/pi"
+  export CONCIERGE="$ROOT" CARGO_TARGET_DIR="$TARGET_DIR/out-of-tree-pi" CARGO_BUILD_JOBS="$JOBS"
+  bash -euo pipefail -c "$PI_BUILD"
+) >"$WORK/pi.log" 2>&1 || { cat "$WORK/pi.log" >&2; die "the privacyIDEA factor did not build out of tree"; }
+grep -q 'import concierge:mfa/http@0.2.0' "$WORK/pi.log" \
+  || { cat "$WORK/pi.log" >&2; die "the out-of-tree privacyIDEA component does not import http"; }
+log "privacyIDEA factor out of tree: $(grep -c '^  import' "$WORK/pi.log") imports, http among them"
+
 log "out of tree: OK"
