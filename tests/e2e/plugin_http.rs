@@ -128,7 +128,7 @@ async fn broker_with(
 
 /// The reasons of the `plugin_http` audit events, once there are `at_least` of them (they are
 /// written in batches) or after 5 s.
-async fn http_audit(app: &TestApp, at_least: usize) -> Vec<String> {
+pub(crate) async fn http_audit(app: &TestApp, at_least: usize) -> Vec<String> {
     let t = Instant::now();
     loop {
         let rows = app

@@ -19,9 +19,9 @@ use crate::helpers::{Browser, Page, TestApp, spawn_provider_with};
 use crate::mfa::{answer, choose, manifest, oathtool, plugin};
 use crate::passkey::amr_of;
 use crate::per_backend_async;
+use crate::plugin_http::http_audit;
 use crate::support::Backend;
 use concierge::startup::{DEMO_EMAIL, DEMO_PASSWORD};
-use concierge::storage::{AuditQuery, Store};
 
 /// The privacyIDEA peer: started by `tests/peers/privacyidea/start.sh`, stopped with SIGTERM.
 struct PrivacyIdea {
@@ -227,26 +227,6 @@ fn failed_closed(what: &str, br: &Browser, page: &Page) {
         page.body
     );
     assert!(br.session_cookie().is_none(), "{what} never passes");
-}
-
-/// The reasons of the `plugin_http` audit events (`privacyidea POST <origin> <status> …`), once
-/// there are `at_least` of them (they are written in batches) or after 5 s.
-async fn http_audit(app: &TestApp, at_least: usize) -> Vec<String> {
-    let t = Instant::now();
-    loop {
-        let rows = app
-            .store
-            .audit_events(&AuditQuery {
-                kind: Some("plugin_http".into()),
-                limit: 100,
-                ..AuditQuery::default()
-            })
-            .unwrap();
-        if rows.len() >= at_least || t.elapsed() > Duration::from_secs(5) {
-            return rows.into_iter().filter_map(|r| r.reason).collect();
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 async fn a_right_code_signs_in_once_and_replayed_or_wrong_codes_are_refused(b: Backend) {

@@ -54,17 +54,30 @@ impl SignIn {
             (Scope::MfaPerIp, browser.ip.as_str()),
             (Scope::MfaPerAccount, who.user_id.as_str()),
         ] {
-            if let Err(l) = self.limiter.check(scope, key) {
-                self.provider.audit.record(
-                    Event::new(EventKind::RateLimited)
-                        .ip(browser.ip.as_str())
-                        .user(who.user_id.as_str())
-                        .reason(scope.as_str()),
-                );
+            if let Err(l) = self.rate_checked(browser, &who, scope, key) {
                 return Ok(Err(Outcome::message(429, "error_429_message").slow(l)));
             }
         }
         Ok(Ok((id, loaded, who)))
+    }
+
+    /// Counts one request of `who` against `scope` (keyed by `key`); over the limit, the refusal
+    /// is audited and the time to wait returned.
+    pub(crate) fn rate_checked(
+        &self,
+        browser: &Browser,
+        who: &Proven,
+        scope: Scope,
+        key: &str,
+    ) -> Result<(), crate::ratelimit::Limited> {
+        self.limiter.check(scope, key).inspect_err(|_| {
+            self.provider.audit.record(
+                Event::new(EventKind::RateLimited)
+                    .ip(browser.ip.as_str())
+                    .user(who.user_id.as_str())
+                    .reason(scope.as_str()),
+            );
+        })
     }
 
     /// `POST /login/mfa/choose`: the chosen factor's challenge or enrolment (no factor: back to
@@ -357,16 +370,9 @@ impl SignIn {
             if !browser.posted {
                 return Box::pin(self.choice(browser, id, loaded, who, 200, None)).await;
             }
-            if let Err(l) = self
-                .limiter
-                .check(Scope::MfaSendPerAccount, who.user_id.as_str())
+            if let Err(l) =
+                self.rate_checked(browser, who, Scope::MfaSendPerAccount, who.user_id.as_str())
             {
-                self.provider.audit.record(
-                    Event::new(EventKind::RateLimited)
-                        .ip(browser.ip.as_str())
-                        .user(who.user_id.as_str())
-                        .reason(Scope::MfaSendPerAccount.as_str()),
-                );
                 return self
                     .step_failed(
                         browser,

@@ -5,7 +5,7 @@
 //! finishes a journey). Polls count against `mfa_poll_per_account`, not the answer limits; an
 //! expired or denied wait offers the factor again and the other factors.
 
-use crate::audit::{Event, EventKind};
+use crate::audit::EventKind;
 use crate::flow::binding::Resumed;
 use crate::flow::contract::{Browser, Notice, Outcome};
 use crate::flow::machine::Stage;
@@ -36,16 +36,12 @@ impl SignIn {
         if wait.approved.is_some() || self.clock.now() >= wait.expires_at {
             return Ok(self.form_page(&id, j, 200, None));
         }
-        if let Err(l) = self
-            .limiter
-            .check(Scope::MfaPollPerAccount, who.user_id.as_str())
-        {
-            self.provider.audit.record(
-                Event::new(EventKind::RateLimited)
-                    .ip(browser.ip.as_str())
-                    .user(who.user_id.as_str())
-                    .reason(Scope::MfaPollPerAccount.as_str()),
-            );
+        if let Err(l) = self.rate_checked(
+            browser,
+            &who,
+            Scope::MfaPollPerAccount,
+            who.user_id.as_str(),
+        ) {
             return Ok(Outcome::message(429, "error_429_message").slow(l));
         }
         let Some(user) = self.factor_user(&who, browser.locale, j.mfa.level).await? else {
