@@ -2,7 +2,8 @@
 //! `approve` (plugins/approve, the reference waiting factor on the SDK): a push approval with number matching against a
 //! real HTTP approval service (tests/peers/approval_service.py); the test plays the approver's
 //! phone. The push starts only from a POST, within the per-user send limit; the page waits by
-//! refreshing itself (`GET /login/mfa/wait`, its own poll limit), a GET never signs in, the right
+//! refreshing itself (`GET /login/mfa/wait`, its own poll limit, changing nothing), a GET never
+//! signs in or counts, the right
 //! number approves, a wrong number or a denial is refused and counted, an expired wait ends
 //! cleanly, and the user can always ask again or go back to the factor choice.
 
@@ -248,7 +249,14 @@ async fn a_wrong_number_a_denial_and_an_expiry_are_refused_and_the_user_can_go_b
     let (id, choices) = s.inbox().await.remove(0);
     let other = choices.iter().find(|c| **c != shown).unwrap().clone();
     s.act(&id, "pick", &other).await;
-    let refused = poll(&mut br, &wait).await;
+    // The page's refresh (a GET) says so and counts nothing.
+    let seen = poll(&mut br, &wait).await;
+    assert_eq!(seen.status, 401, "{}", seen.body);
+    assert!(seen.body.contains("wrong number"), "{}", seen.body);
+    assert!(refresh_url(&seen).is_none(), "the wait is over");
+    assert!(failures(&app, "-").await.is_empty(), "a GET counts nothing");
+    // The page's POST (the form it had before the refresh) is refused and counted.
+    let refused = answer(&mut br, &wait, &[]).await;
     assert_eq!(refused.status, 401, "{}", refused.body);
     assert!(refused.body.contains("wrong number"), "{}", refused.body);
     assert!(refresh_url(&refused).is_none(), "the wait is over");

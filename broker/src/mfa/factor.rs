@@ -51,10 +51,6 @@ pub struct Wait {
     pub poll_every: u32,
     /// When the wait ends unanswered.
     pub expires_at: crate::clock::UnixTime,
-    /// Found approved by a poll of the waiting page (a GET): the methods it proved, used by the
-    /// POST that goes on (a GET never finishes a journey).
-    #[serde(default)]
-    pub approved: Option<Vec<String>>,
 }
 
 impl Prompt {

@@ -7,7 +7,7 @@
 
 use super::error::{malformed, plugin_error, plugin_result};
 use super::factor::Wait;
-use super::host::waiting::{Pending, PollState};
+use super::host::waiting::{Pending, PollState as Poll};
 use super::values::{FactorUser, VerifyOutcome};
 use super::{Mfa, MfaError, Outbox, checks::check_localized, lock_key};
 
@@ -73,14 +73,38 @@ impl Mfa {
                 correlation: pending.correlation,
                 poll_every: pending.poll_every,
                 expires_at: self.clock.now() + i64::from(pending.expires_in),
-                approved: None,
             },
             outbox,
         ))
     }
 
-    /// Asks the plugin about a wait, within the attempt limit: still waiting, approved (the
-    /// methods proven), denied (counts as a wrong answer), or expired (no call). Blocking.
+    /// What the plugin says of a wait now, changing nothing here (the waiting page's GET): no
+    /// attempt counted, no use recorded; `None` once it expired (no call). Blocking.
+    pub fn peek(
+        &self,
+        plugin: &str,
+        user: &FactorUser,
+        wait: &Wait,
+    ) -> Result<Option<Poll>, MfaError> {
+        if self.clock.now() >= wait.expires_at {
+            return Ok(None);
+        }
+        let l = self.loaded(plugin)?;
+        let (r, outbox) = self.call_waiting(&l, user, |p, s, u| {
+            p.concierge_mfa0_2_0_waiting()
+                .call_poll(s, u, &wait.correlation)
+        })?;
+        self.settle(outbox)?;
+        let state = plugin_result(plugin, r)?;
+        if let Poll::Rejected(msg) = &state {
+            check_localized(msg).map_err(|reason| malformed(plugin, reason))?;
+        }
+        Ok(Some(state))
+    }
+
+    /// Asks the plugin about a wait, within the attempt limit (the POST that goes on): still
+    /// waiting, approved (the methods proven, the use recorded), denied (counts as a wrong
+    /// answer), or expired (no call). Blocking.
     pub fn poll(
         &self,
         plugin: &str,
@@ -110,8 +134,8 @@ impl Mfa {
             }
         };
         match outcome {
-            Ok((_, Ok(PollState::Waiting))) => Ok(VerifyOutcome::Pending),
-            Ok((l, Ok(PollState::Accepted))) => {
+            Ok((_, Ok(Poll::Waiting))) => Ok(VerifyOutcome::Pending),
+            Ok((l, Ok(Poll::Accepted))) => {
                 if lock.has_failures {
                     self.lockout.succeeded(&key)?;
                 }
@@ -120,9 +144,7 @@ impl Mfa {
                     amr: l.proven_amr(),
                 })
             }
-            Ok((_, Ok(PollState::Rejected(msg)))) => {
-                rejected(check_localized(&msg).ok().map(|()| msg))
-            }
+            Ok((_, Ok(Poll::Rejected(msg)))) => rejected(check_localized(&msg).ok().map(|()| msg)),
             Ok((_, Err(e))) => {
                 let _ = rejected(None)?;
                 Err(plugin_error(plugin, e))

@@ -169,16 +169,9 @@ impl SignIn {
                 )
                 .await;
         };
-        // A wait a poll of its page found approved goes on with what it proved.
-        let approved = match &prompt {
-            Prompt::Waiting(w) if !enrolling => w.approved.clone(),
-            _ => None,
-        };
         let u2 = user.clone();
         let step = blocking(move || {
-            Ok(if let Some(amr) = approved {
-                Step::Verify(Ok(VerifyOutcome::Accepted { amr }))
-            } else if enrolling {
+            Ok(if enrolling {
                 Step::Enroll(f.enroll_finish(&u2, &prompt, answer))
             } else {
                 Step::Verify(f.verify(&u2, &prompt, answer))
@@ -453,19 +446,7 @@ impl SignIn {
                 enrolling,
                 error,
             },
-            Prompt::Waiting(w) => {
-                // Refused (denied, a wrong number, expired) or past its time: nothing more to
-                // wait for; the page offers a new request and the other factors.
-                let over = status == 401 || self.clock.now() >= w.expires_at;
-                View::MfaWait {
-                    factor,
-                    refresh: (!over && w.approved.is_none()).then_some(w.poll_every),
-                    approved: w.approved.is_some(),
-                    intro: w.intro,
-                    number: w.number,
-                    error,
-                }
-            }
+            Prompt::Waiting(_) => return self.wait_page(id, j, status, error, false),
         };
         self.page_outcome(
             j,
