@@ -7,6 +7,7 @@
 
 use super::error::{malformed, plugin_error, plugin_result};
 use super::factor::Wait;
+use super::host::PluginError;
 use super::host::waiting::{Pending, PollState as Poll};
 use super::values::{FactorUser, VerifyOutcome};
 use super::{Mfa, MfaError, Outbox, checks::check_localized, lock_key};
@@ -89,17 +90,34 @@ impl Mfa {
         if self.clock.now() >= wait.expires_at {
             return Ok(None);
         }
+        let (_, r) = self.ask(plugin, user, wait)?;
+        let state = plugin_result(plugin, r)?;
+        if let Poll::Rejected(msg) = &state {
+            check_localized(msg).map_err(|reason| malformed(plugin, reason))?;
+        }
+        Ok(Some(state))
+    }
+
+    /// One `poll` call (its state written at once: nothing is sent).
+    fn ask(
+        &self,
+        plugin: &str,
+        user: &FactorUser,
+        wait: &Wait,
+    ) -> Result<
+        (
+            std::sync::Arc<super::registry::Loaded>,
+            Result<Poll, PluginError>,
+        ),
+        MfaError,
+    > {
         let l = self.loaded(plugin)?;
         let (r, outbox) = self.call_waiting(&l, user, |p, s, u| {
             p.concierge_mfa0_2_0_waiting()
                 .call_poll(s, u, &wait.correlation)
         })?;
         self.settle(outbox)?;
-        let state = plugin_result(plugin, r)?;
-        if let Poll::Rejected(msg) = &state {
-            check_localized(msg).map_err(|reason| malformed(plugin, reason))?;
-        }
-        Ok(Some(state))
+        Ok((l, r))
     }
 
     /// Asks the plugin about a wait, within the attempt limit (the POST that goes on): still
@@ -119,14 +137,7 @@ impl Mfa {
         if let Some(l) = lock.locked {
             return Ok(VerifyOutcome::Locked(l));
         }
-        let outcome = self.loaded(plugin).and_then(|l| {
-            let (r, outbox) = self.call_waiting(&l, user, |p, s, u| {
-                p.concierge_mfa0_2_0_waiting()
-                    .call_poll(s, u, &wait.correlation)
-            })?;
-            self.settle(outbox)?;
-            Ok((l, r))
-        });
+        let outcome = self.ask(plugin, user, wait);
         let rejected = |message| -> Result<VerifyOutcome, MfaError> {
             match self.lockout.failed(&key)? {
                 Some(l) => Ok(VerifyOutcome::Locked(l)),
