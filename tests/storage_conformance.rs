@@ -993,6 +993,43 @@ fn upstream_sessions_go_with_their_session(b: Backend) {
     });
 }
 
+fn what_an_upstream_said_is_kept_per_link_and_replaced(b: Backend) {
+    use concierge::storage::UpstreamClaims;
+    with_store(b, |s| {
+        let u = user("u1", "a@example.com");
+        s.insert_user_with_link(&u, "corp", "sub-1").unwrap();
+        let uid = UserId::from_stored("u1".into());
+        // A link no sign-in said anything about yet: empty.
+        assert_eq!(
+            s.upstream_claims("corp", &uid).unwrap(),
+            UpstreamClaims::default()
+        );
+        let first = UpstreamClaims {
+            groups: vec!["staff".into(), "admins".into()],
+            verified_email: Some("a@example.com".into()),
+            kept: [
+                ("employee_id".to_owned(), "e-1 \"quoted\" 한".to_owned()),
+                ("level".to_owned(), "7".to_owned()),
+            ]
+            .into(),
+        };
+        s.set_upstream_claims("corp", "sub-1", &first).unwrap();
+        assert_eq!(s.upstream_claims("corp", &uid).unwrap(), first);
+        assert_eq!(
+            s.upstream_claims("other", &uid).unwrap(),
+            UpstreamClaims::default(),
+            "per upstream"
+        );
+        // The next sign-in's replaces it whole: a claim no longer sent is gone.
+        let next = UpstreamClaims {
+            kept: [("level".to_owned(), "8".to_owned())].into(),
+            ..UpstreamClaims::default()
+        };
+        s.set_upstream_claims("corp", "sub-1", &next).unwrap();
+        assert_eq!(s.upstream_claims("corp", &uid).unwrap(), next);
+    });
+}
+
 /// 16 sign-ins of one user at once, each through its own connection: one inserted session
 /// per thread, and what each saw (evicted, or refused with the live list).
 fn sixteen_at_once(s: &Arc<DieselStore>, cap: SessionCap) -> Vec<(u8, CappedInsert)> {
@@ -1195,6 +1232,7 @@ per_backend!(
     step_up_and_signals,
     saml_assertion_ids_are_used_once_until_they_expire,
     upstream_sessions_go_with_their_session,
+    what_an_upstream_said_is_kept_per_link_and_replaced,
     only_one_first_signing_key_per_algorithm_wins,
     audit_events_are_queried_newest_first_and_expire,
     login_failures_count_in_a_window_and_lock,

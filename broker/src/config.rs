@@ -27,9 +27,9 @@ mod validate;
 use env::{origin_of, overlay_env};
 pub use oidc_auth::UpstreamClientAuth;
 pub use raw::{
-    ClaimMapping, LogFormat, RawAdmin, RawAudit, RawChannelSession, RawDatabase, RawHttp, RawLog,
-    RawProvider, RawRateLimit, RawServer, RawSession, RawSettings, RawUi, RawUpstream,
-    SamlAttributeMapping,
+    ClaimMapping, LogFormat, MAX_KEPT_VALUE, RawAdmin, RawAudit, RawChannelSession, RawDatabase,
+    RawHttp, RawLog, RawProvider, RawRateLimit, RawServer, RawSession, RawSettings, RawUi,
+    RawUpstream, SamlAttributeMapping,
 };
 pub use saml::{NameIdFormat, SamlMetadataSource, SamlUpstreamConfig, SpKeyPair};
 

@@ -21,7 +21,9 @@ use crate::passkey::amr_of;
 use crate::per_backend_async;
 use crate::plugin_http::http_audit;
 use crate::support::Backend;
+use crate::upstream_oidc::{Forgery, redeemed, start_fake_op, through_upstream_button};
 use concierge::startup::{DEMO_EMAIL, DEMO_PASSWORD};
+use concierge::storage::Store;
 
 /// The privacyIDEA peer: started by `tests/peers/privacyidea/start.sh`, stopped with SIGTERM.
 struct PrivacyIdea {
@@ -136,6 +138,11 @@ async fn broker(b: Backend, pi: &PrivacyIdea, credential: Credential) -> Option<
 /// The `[[mfa.plugins]]` table of the factor: pinned, granted `http` to the server's origin,
 /// with `credential`.
 fn plugin_toml(pi: &PrivacyIdea, credential: Credential) -> String {
+    plugin_toml_as(pi, credential, "local_part", "")
+}
+
+/// The same, naming the user as `user_name` says, with more manifest keys (`more`).
+fn plugin_toml_as(pi: &PrivacyIdea, credential: Credential, user_name: &str, more: &str) -> String {
     let origin = pi.origin();
     let (secret, secrets) = match credential {
         Credential::File(file) => (
@@ -150,8 +157,8 @@ fn plugin_toml(pi: &PrivacyIdea, credential: Credential) -> String {
         Credential::Without => ("secret = \"\"\n".to_owned(), String::new()),
     };
     let extra = format!(
-        "timeout = \"5s\"\n\
-         [mfa.plugins.config]\nvalidate_url = {:?}\nuser_name = \"local_part\"\n{secret}\
+        "timeout = \"5s\"\n{more}\
+         [mfa.plugins.config]\nvalidate_url = {:?}\nuser_name = {user_name:?}\n{secret}\
          [mfa.plugins.http]\norigins = [{origin:?}]\n{secrets}",
         pi.get("validate_url"),
     );
@@ -406,7 +413,90 @@ async fn an_operator_hot_loads_the_factor(b: Backend) {
     pi.stop();
 }
 
+/// Item 5: the user name privacyIDEA gets can be a claim of the user's upstream. The upstream
+/// (an OpenID provider) says `pat@corp.example` is employee `demo`; the operator keeps that claim
+/// (`[upstreams.claims] keep`) and lets the plugin read it (`claims = ["employee_id"]`), which
+/// names the user `claim:employee_id`. privacyIDEA knows `demo`, not `pat`: its check passes
+/// and the app's ID token says `otp`. Without the plugin's `claims`, the plugin sees no claim
+/// and fails closed, sending nothing. What the broker keeps is only what `keep` lists, as text.
+async fn the_user_name_can_be_a_claim_the_upstream_sent(b: Backend) {
+    if skipped(b) {
+        return;
+    }
+    let pi = PrivacyIdea::start().await;
+    let op = start_fake_op().await;
+    let upstream = format!(
+        "[[upstreams]]\nid = \"corp\"\nkind = \"oidc\"\nissuer = \"{}\"\n\
+         client_id = \"concierge\"\nclient_secret = \"s3cret\"\n\
+         [upstreams.claims]\nkeep = [\"employee_id\", \"level\", \"roles\"]\n",
+        op.issuer
+    );
+    let credential = PathBuf::from(pi.get("credential_file"));
+    for granted in [false, true] {
+        let more = if granted {
+            "claims = [\"employee_id\"]\n"
+        } else {
+            ""
+        };
+        let plugin = plugin_toml_as(
+            &pi,
+            Credential::File(credential.clone()),
+            "claim:employee_id",
+            more,
+        );
+        let Some(app) = spawn_provider_with(b, &[], &format!("{MFA}{upstream}{plugin}")).await
+        else {
+            return;
+        };
+        let mut br = Browser::new(&app);
+        let back = through_upstream_button(&op, &mut br, "corp", Forgery::KeptClaims).await;
+        let (trail, page) = br.follow(back).await;
+        assert_eq!(page.status, 200, "{trail:?}: {}", page.body);
+        let form = if page.has_form("/login/mfa/answer") {
+            page
+        } else {
+            choose(&mut br, &page, "privacyidea", "challenge").await
+        };
+        let user = app
+            .store
+            .upstream_link("corp", "kept-claims")
+            .unwrap()
+            .expect("provisioned from the upstream");
+        let kept = app.store.upstream_claims("corp", &user).unwrap().kept;
+        let want: std::collections::BTreeMap<String, String> = [
+            ("employee_id".to_owned(), "demo".to_owned()),
+            ("level".to_owned(), "7".to_owned()),
+        ]
+        .into();
+        assert_eq!(kept, want, "strings and numbers kept as text, not lists");
+        let code = oathtool(pi.get("seed_base32"), now());
+        let done = answer(&mut br, &form, &[("code", code.as_str())]).await;
+        if !granted {
+            failed_closed("a claim the plugin may not read", &br, &done);
+            assert!(http_audit(&app, 1).await.is_empty(), "nothing was sent");
+            continue;
+        }
+        let (trail, done) = br.follow(done).await;
+        let id = redeemed(&app, done, &trail, "https://webapp.example/cb").await;
+        let amr: Vec<&str> = id["amr"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert!(amr.contains(&"otp") && amr.contains(&"mfa"), "{id}");
+        assert_eq!(id["email"], "pat@corp.example");
+        let reasons = http_audit(&app, 1).await;
+        assert!(
+            reasons[0].starts_with(&format!("privacyidea POST {} 200 ", pi.origin())),
+            "{reasons:?}"
+        );
+    }
+    pi.stop();
+}
+
 per_backend_async!(
+    the_user_name_can_be_a_claim_the_upstream_sent,
     a_right_code_signs_in_once_and_replayed_or_wrong_codes_are_refused,
     without_the_credential_the_factor_fails_closed,
     an_operator_hot_loads_the_factor,

@@ -21,7 +21,7 @@ use concierge::startup::{DEMO_EMAIL, DEMO_PASSWORD};
 
 /// What the fake OP puts in the next ID token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Forgery {
+pub(crate) enum Forgery {
     None,
     BadSignature,
     OtherKey,
@@ -54,6 +54,9 @@ enum Forgery {
     /// `amr: ["pwd", "mfa"]` for a new identity (subject `claims-mfa`): the upstream says it
     /// did a second factor.
     ClaimsMfa,
+    /// A new identity (subject `kept-claims`, `pat@corp.example`) with claims an operator may
+    /// keep: `employee_id: "demo"`, `level: 7`, `roles: ["a"]`.
+    KeptClaims,
 }
 
 /// What the fake OP's token endpoint received.
@@ -63,8 +66,8 @@ struct TokenRequest {
     form: std::collections::BTreeMap<String, String>,
 }
 
-struct FakeOp {
-    issuer: String,
+pub(crate) struct FakeOp {
+    pub(crate) issuer: String,
     key: PKey<Private>,
     other: PKey<Private>,
     next: Mutex<(Forgery, String)>,
@@ -116,6 +119,13 @@ impl FakeOp {
                 claims["sub"] = json!("string-verified");
                 claims["email"] = json!("demo@example.com");
                 claims["email_verified"] = json!("true");
+            }
+            Forgery::KeptClaims => {
+                claims["sub"] = json!("kept-claims");
+                claims["email"] = json!("pat@corp.example");
+                claims["employee_id"] = json!("demo");
+                claims["level"] = json!(7);
+                claims["roles"] = json!(["a"]);
             }
             Forgery::ClaimsMfa => {
                 claims["sub"] = json!("claims-mfa");
@@ -172,7 +182,7 @@ impl FakeOp {
     }
 }
 
-async fn start_fake_op() -> Arc<FakeOp> {
+pub(crate) async fn start_fake_op() -> Arc<FakeOp> {
     start_fake_op_with(false).await
 }
 
@@ -827,7 +837,7 @@ async fn back_from_op(op: &FakeOp, br: &mut Browser, to: &str, forgery: Forgery)
 
 /// Starts a sign-in for `webapp` in `br`, picks upstream `id` on the login page and comes back
 /// from the fake OP with `forgery`'s identity: the broker's answer to the callback.
-async fn through_upstream_button(
+pub(crate) async fn through_upstream_button(
     op: &FakeOp,
     br: &mut Browser,
     id: &str,
@@ -855,7 +865,7 @@ async fn through_upstream_button(
 
 /// The code in the redirect to `redirect` that ends `trail`, redeemed by `webapp`: the claims of
 /// its ID token, signature verified against the broker's JWKS.
-async fn redeemed(app: &TestApp, done: Page, trail: &[String], redirect: &str) -> Value {
+pub(crate) async fn redeemed(app: &TestApp, done: Page, trail: &[String], redirect: &str) -> Value {
     assert!(matches!(done.status, 302 | 303), "{trail:?}: {}", done.body);
     let at = done.location.unwrap();
     assert!(at.starts_with(redirect), "{trail:?} -> {at}");

@@ -142,6 +142,10 @@ pub struct RawPlugin {
     /// the host substitutes for the plugin. Required with the `http` grant.
     #[serde(default)]
     pub http: Option<RawPluginHttp>,
+    /// The upstream claims (`keep` of an upstream's mapping) the plugin may read through the
+    /// `claims` interface (contract 0.2, always linked): none unless listed here.
+    #[serde(default)]
+    pub claims: Vec<String>,
 }
 
 /// `[mfa.plugins.http]` as written.
@@ -336,6 +340,8 @@ pub struct PluginManifest {
     pub config: BTreeMap<String, String>,
     /// What the `http` capability may do (set exactly when `http` is granted).
     pub http: Option<HttpGrant>,
+    /// The upstream claims the plugin may read (`claims`, always linked: none unless listed).
+    pub claims: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -604,6 +610,7 @@ impl RawMfa {
                     ));
                 }
             };
+            crate::config::raw::check_keep(&p.claims).map_err(|m| invalid(&key("claims"), m))?;
             plugins.push(PluginManifest {
                 id: p.id,
                 path: p.path,
@@ -614,6 +621,7 @@ impl RawMfa {
                 memory_bytes,
                 config: p.config,
                 http,
+                claims: p.claims.into_iter().collect(),
             });
         }
         let smtp = match self.smtp {
@@ -731,6 +739,26 @@ mod tests {
             memory: default_memory(),
             config: BTreeMap::new(),
             http: None,
+            claims: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_plugin_reads_only_the_claims_its_manifest_lists() {
+        let with = |claims: &[&str]| {
+            let mut p = plugin("p");
+            p.claims = claims.iter().map(|c| (*c).to_owned()).collect();
+            check(RawMfa {
+                plugins: vec![p],
+                ..RawMfa::default()
+            })
+        };
+        assert!(with(&[]).unwrap().plugins[0].claims.is_empty(), "none by default");
+        let ok = with(&["employee_id", "urn:oid:2.16.840.1.113730.3.1.3"]).unwrap();
+        assert_eq!(ok.plugins[0].claims.len(), 2);
+        for bad in [&["a", "a"][..], &[""], &["two words"], &["x"; 17]] {
+            let e = with(bad).unwrap_err();
+            assert!(e.starts_with("mfa.plugins[0].claims"), "{bad:?}: {e}");
         }
     }
 

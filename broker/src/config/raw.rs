@@ -125,6 +125,9 @@ pub struct ClaimMapping {
     pub email: String,
     pub name: String,
     pub groups: String,
+    /// Claims kept as text with the user's link (a string as it is, a number or boolean as
+    /// JSON writes it), for MFA plugins granted `claims` (e.g. a privacyIDEA user name).
+    pub keep: Vec<String>,
 }
 
 impl Default for ClaimMapping {
@@ -134,8 +137,37 @@ impl Default for ClaimMapping {
             email: "email".into(),
             name: "name".into(),
             groups: "groups".into(),
+            keep: Vec::new(),
         }
     }
+}
+
+/// Claims or attributes an upstream may keep per user (`keep`).
+pub const MAX_KEPT: usize = 16;
+/// Characters of a kept name; a value longer than [`MAX_KEPT_VALUE`] bytes is not kept.
+pub const MAX_KEPT_NAME: usize = 256;
+pub const MAX_KEPT_VALUE: usize = 1024;
+
+/// Checks a `keep` list: at most [`MAX_KEPT`] distinct names of 1 to [`MAX_KEPT_NAME`]
+/// characters without whitespace or control characters.
+pub fn check_keep(names: &[String]) -> Result<(), String> {
+    if names.len() > MAX_KEPT {
+        return Err(format!("lists at most {MAX_KEPT} names"));
+    }
+    for (i, n) in names.iter().enumerate() {
+        if n.is_empty()
+            || n.chars().count() > MAX_KEPT_NAME
+            || n.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(format!(
+                "`{n}` must be 1 to {MAX_KEPT_NAME} characters without spaces"
+            ));
+        }
+        if names[..i].contains(n) {
+            return Err(format!("lists `{n}` twice"));
+        }
+    }
+    Ok(())
 }
 
 /// Which SAML attributes (by `Name` or `FriendlyName`) become the identity's fields.
@@ -147,6 +179,9 @@ pub struct SamlAttributeMapping {
     pub email: String,
     pub name: String,
     pub groups: String,
+    /// Attributes (by `Name` or `FriendlyName`) whose first value is kept with the user's link,
+    /// for MFA plugins granted `claims`.
+    pub keep: Vec<String>,
 }
 
 impl Default for SamlAttributeMapping {
@@ -156,6 +191,7 @@ impl Default for SamlAttributeMapping {
             email: "mail".into(),
             name: "displayName".into(),
             groups: "groups".into(),
+            keep: Vec::new(),
         }
     }
 }

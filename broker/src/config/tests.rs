@@ -492,3 +492,27 @@ fn hardware_key_needs_passkeys_and_the_trusted_models() {
     let m = err(&[("CONCIERGE__MFA__REQUIRED", "hardware_key")]);
     assert!(m.contains("mfa.required"), "{m}");
 }
+
+#[test]
+fn kept_upstream_claims_are_checked_and_named_by_their_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("c.toml");
+    let oidc = |keep: &str| {
+        format!(
+            "[[upstreams]]\nid = \"corp\"\nkind = \"oidc\"\nissuer = \"https://op.example\"\n\
+             client_id = \"c\"\nclient_secret = \"s\"\n[upstreams.claims]\nkeep = {keep}\n"
+        )
+    };
+    std::fs::write(&p, oidc("[\"employee_id\", \"upn\"]")).unwrap();
+    let s = Settings::load(Some(&p), env(&[])).unwrap();
+    let kept = match &s.upstreams[0].kind {
+        UpstreamKind::Oidc(o) => o.claims.keep.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(kept, ["employee_id", "upn"]);
+    for bad in ["[\"upn\", \"upn\"]", "[\"\"]", "[\"a b\"]"] {
+        std::fs::write(&p, oidc(bad)).unwrap();
+        let m = Settings::load(Some(&p), env(&[])).unwrap_err().to_string();
+        assert!(m.contains("upstreams[0].claims.keep"), "{bad}: {m}");
+    }
+}

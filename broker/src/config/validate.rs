@@ -434,6 +434,8 @@ impl Settings {
                                 )
                             })?,
                     };
+                    super::raw::check_keep(&u.claims.keep)
+                        .map_err(|m| invalid(&key("claims.keep"), m))?;
                     let o = OidcUpstreamConfig {
                         issuer: required("issuer", &u.issuer)?,
                         client_id: required("client_id", &u.client_id)?,

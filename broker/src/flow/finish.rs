@@ -295,8 +295,11 @@ impl SignIn {
                 store.set_upstream_claims(
                     &l.upstream,
                     &l.subject,
-                    &l.groups,
-                    l.verified_email.as_deref(),
+                    &crate::storage::UpstreamClaims {
+                        groups: l.groups.clone(),
+                        verified_email: l.verified_email.clone(),
+                        kept: l.kept.clone(),
+                    },
                 )?;
                 audit.audit.record(
                     Event::new(EventKind::AdminAction)

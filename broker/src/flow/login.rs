@@ -9,7 +9,7 @@ use crate::flow::machine::{PendingLink, Proven};
 use crate::provider::{OAuthError, Provider};
 use crate::session::{NewSession, Opened, SessionError, SessionManager, SessionToken};
 use crate::storage::User;
-use crate::storage::{SessionRecord, StorageError, Store};
+use crate::storage::{SessionRecord, StorageError, Store, UpstreamClaims};
 use crate::upstream::Identity;
 
 #[derive(Debug, thiserror::Error)]
@@ -88,8 +88,11 @@ pub fn federated_user(
         store.set_upstream_claims(
             &identity.upstream,
             &identity.subject,
-            &identity.groups,
-            verified,
+            &UpstreamClaims {
+                groups: identity.groups.clone(),
+                verified_email: verified.map(str::to_owned),
+                kept: identity.kept.clone(),
+            },
         )
     };
     if let Some(user) = store.upstream_link(&identity.upstream, &identity.subject)? {
@@ -115,6 +118,7 @@ pub fn federated_user(
                     user_id: Some(existing.id.as_str().to_owned()),
                     groups: identity.groups.clone(),
                     verified_email: Some(email.as_str().to_owned()),
+                    kept: identity.kept.clone(),
                 }),
             });
         }

@@ -70,6 +70,9 @@ pub struct PendingLink {
     /// What the tokens may say from the upstream once linked.
     pub groups: Vec<String>,
     pub verified_email: Option<String>,
+    /// The claims the operator keeps for MFA plugins, once linked.
+    #[serde(default)]
+    pub kept: std::collections::BTreeMap<String, String>,
 }
 
 /// Where the second factor stands.
@@ -409,6 +412,7 @@ pub(crate) mod tests {
             email: "alice@corp.example".into(),
             user_id: None,
             groups: vec![],
+            kept: Default::default(),
             verified_email: None,
         });
         let routed = |_: &str| Some("corp".to_owned());
@@ -432,6 +436,7 @@ pub(crate) mod tests {
             email: "alice@corp.example".into(),
             user_id: None,
             groups: vec![],
+            kept: Default::default(),
             verified_email: None,
         });
         j.first_factor(pwd("mallory"), Some("mallory@example.com"));
@@ -482,6 +487,7 @@ pub(crate) mod tests {
             email: "a@example.com".into(),
             user_id: None,
             groups: vec![],
+            kept: Default::default(),
             verified_email: None,
         });
         let mut choosing = fresh.clone();

@@ -180,6 +180,12 @@ impl Mfa {
             audit: self.audit.clone(),
             user: user.id.as_str().to_owned(),
         });
+        store.data_mut().claims = user
+            .claims
+            .iter()
+            .filter(|(name, _)| m.claims.contains(*name))
+            .map(|(n, v)| (n.clone(), v.clone()))
+            .collect();
         store.limiter(|s| s.limiter());
         let engine_err = |e: wasmtime::Error| MfaError::Engine(e.to_string());
         store.set_fuel(m.fuel).map_err(engine_err)?;

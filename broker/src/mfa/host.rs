@@ -55,11 +55,14 @@ pub mod v02w {
             "concierge:mfa/sms@0.1.0": super::concierge::mfa::sms,
             "concierge:mfa/log@0.1.0": super::concierge::mfa::log,
             "concierge:mfa/http@0.2.0": super::v02::concierge::mfa0_2_0::http,
+            "concierge:mfa/claims@0.2.0": super::v02::concierge::mfa0_2_0::claims,
         },
         additional_derives: [serde::Serialize, serde::Deserialize],
     });
 }
 
+/// The `claims` interface of contract 0.2.
+pub use v02::concierge::mfa0_2_0::claims;
 /// The `http` interface of contract 0.2.
 pub use v02::concierge::mfa0_2_0::http;
 /// The `waiting` interface of contract 0.2.
@@ -133,6 +136,8 @@ pub struct CallState {
     /// Why the host refused a request by policy: the call then fails closed whatever the plugin
     /// returns.
     pub http_refused: Option<String>,
+    /// The upstream claims of the call's user this plugin was granted (`claims`).
+    pub claims: BTreeMap<String, String>,
 }
 
 /// Requests per call through the `http` capability.
@@ -189,6 +194,7 @@ impl CallState {
             http: None,
             http_requests: 0,
             http_refused: None,
+            claims: BTreeMap::new(),
         }
     }
 }
@@ -357,6 +363,12 @@ impl http::Host for CallState {
                 .get_or_insert_with(|| one_log_line(why, 300));
         }
         outcome
+    }
+}
+
+impl claims::Host for CallState {
+    fn get(&mut self, name: String) -> Option<String> {
+        self.claims.get(&name).cloned()
     }
 }
 

@@ -164,7 +164,8 @@ pub fn engine() -> Result<PluginEngine, MfaError> {
     })
 }
 
-/// A linker offering exactly the granted capabilities (and `types`/`config`, always).
+/// A linker offering exactly the granted capabilities (and `types`, `config` and `claims`,
+/// always).
 fn linker(
     engine: &Engine,
     grants: &std::collections::BTreeSet<Capability>,
@@ -175,6 +176,8 @@ fn linker(
     let err = |e: wasmtime::Error| MfaError::Engine(e.to_string());
     concierge::mfa::types::add_to_linker::<CallState, D>(&mut l, |s| s).map_err(err)?;
     concierge::mfa::config::add_to_linker::<CallState, D>(&mut l, |s| s).map_err(err)?;
+    // Contract 0.2's `claims` gives only the names the manifest lists (none by default).
+    super::host::claims::add_to_linker::<CallState, D>(&mut l, |s| s).map_err(err)?;
     for g in grants {
         match g {
             Capability::Clock => {

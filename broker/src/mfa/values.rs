@@ -13,6 +13,9 @@ pub struct FactorUser {
     /// The journey needs a hardware key the operator trusts (`mfa = "hardware_key"`): a passkey
     /// factor counts, offers and registers only such keys. Plugins never see it.
     pub hardware_only: bool,
+    /// What the user's upstream kept at their last sign-in through it (`keep`): a plugin sees
+    /// only the names it is granted (`claims`). Empty for a password sign-in.
+    pub claims: std::collections::BTreeMap<String, String>,
 }
 
 impl FactorUser {

@@ -130,8 +130,9 @@ impl Provider {
         let Some(session) = self.store.session_by_sid(sid)? else {
             return Ok((Vec::new(), false));
         };
-        let (groups, verified) = self.store.upstream_claims(&session.upstream, &user.id)?;
-        Ok((groups, verified.as_deref() == Some(user.email.as_str())))
+        let c = self.store.upstream_claims(&session.upstream, &user.id)?;
+        let verified = c.verified_email.as_deref() == Some(user.email.as_str());
+        Ok((c.groups, verified))
     }
 
     /// OIDC UserInfo for a bearer access token.

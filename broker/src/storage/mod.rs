@@ -33,6 +33,18 @@ pub enum StorageError {
     Migration(String),
 }
 
+/// What an upstream said about a linked user at their last sign-in through it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UpstreamClaims {
+    /// Its groups, for the tokens of that session.
+    pub groups: Vec<String>,
+    /// The email it verified (`None` unless the upstream is trusted for verified email).
+    pub verified_email: Option<String>,
+    /// The claims or attributes the operator keeps (`keep`), as text, for MFA plugins granted
+    /// `claims`.
+    pub kept: std::collections::BTreeMap<String, String>,
+}
+
 /// A local user account.
 #[derive(Clone, PartialEq, Eq)]
 pub struct User {
@@ -429,22 +441,21 @@ pub trait Store: MfaStore + JourneyStore + Send + Sync + 'static {
 
     fn session_by_sid(&self, sid: &str) -> Result<Option<SessionRecord>, StorageError>;
 
-    /// Records what upstream `upstream` said about `subject` at this sign-in: its groups and
-    /// the email it verified (`None` unless the upstream is trusted for verified email).
+    /// Records what upstream `upstream` said about `subject` at this sign-in (replacing what it
+    /// said the time before).
     fn set_upstream_claims(
         &self,
         upstream: &str,
         subject: &str,
-        groups: &[String],
-        verified_email: Option<&str>,
+        claims: &UpstreamClaims,
     ) -> Result<(), StorageError>;
 
-    /// The groups and verified email `upstream` last gave for `user` (empty, `None` if unknown).
+    /// What `upstream` last said about `user` (empty if unknown).
     fn upstream_claims(
         &self,
         upstream: &str,
         user: &UserId,
-    ) -> Result<(Vec<String>, Option<String>), StorageError>;
+    ) -> Result<UpstreamClaims, StorageError>;
 
     // Clients registered at run time (JSON documents owned by the provider module).
     fn insert_client(&self, id: &str, config_json: &str, now: UnixTime)

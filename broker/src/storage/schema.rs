@@ -167,6 +167,7 @@ diesel::table! {
         created_at -> BigInt,
         groups -> Text,
         verified_email -> Nullable<Text>,
+        kept_claims -> Text,
     }
 }
 

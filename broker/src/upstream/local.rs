@@ -249,6 +249,7 @@ impl LocalAccounts {
             email_verified: false,
             name: (!user.name.is_empty()).then(|| user.name.clone()),
             groups: Vec::new(),
+            kept: Default::default(),
             amr: vec![crate::domain::auth::AMR_PWD.to_owned()],
             acr: None,
         })

@@ -26,6 +26,8 @@ pub struct Identity {
     pub email_verified: bool,
     pub name: Option<String>,
     pub groups: Vec<String>,
+    /// The claims or attributes the operator keeps for MFA plugins (`keep`), as text.
+    pub kept: std::collections::BTreeMap<String, String>,
     /// Authentication methods the upstream performed (RFC 8176), e.g. `pwd`, `mfa`.
     pub amr: Vec<String>,
     /// The upstream's authentication context class, if it told us one.

@@ -3,13 +3,14 @@
 //! (config `validate_url`) with the service credential in `Authorization`: a secret the host holds
 //! and writes, which the plugin only names (config `secret`, default `pi-credential`; `""` sends
 //! none). The user is named as config `user_name` says: `email` (default), `local_part` (of the
-//! email) or `id` (a plugin sees only id, email and locale), in config `realm` if set. Only a 200
-//! whose `result.value` is true passes; a wrong or replayed code is rejected; any other answer is
-//! `unavailable` (fails closed). Grants: `http`. The manifest is in docs/plugins.md.
+//! email), `id`, or `claim:<name>` (an upstream claim, grant `claims`), in config `realm` if set.
+//! Only a 200 whose `result.value` is true passes; a wrong or replayed code is rejected; any
+//! other answer is `unavailable` (fails closed). Grants: `http` (and `claims`). The manifest is
+//! in docs/plugins.md.
 #![cfg_attr(target_arch = "wasm32", no_std)]
 
 use concierge_plugin_sdk::http::{Json, Request, secret};
-use concierge_plugin_sdk::prelude::*;
+use concierge_plugin_sdk::{claims, prelude::*};
 
 struct PrivacyIdea;
 export!(PrivacyIdea);
@@ -20,7 +21,10 @@ fn user_name(user: &User) -> Result<String> {
         "email" => Ok(user.email.clone()),
         "local_part" => Ok(local_part.into()),
         "id" => Ok(user.id.clone()),
-        other => Err(Error::internal(format!("user_name {other:?} is unknown"))),
+        other => match other.strip_prefix("claim:") {
+            Some(name) => claims::get(name).ok_or(Error::unavailable("no such claim")),
+            None => Err(Error::internal(format!("user_name {other:?} is unknown"))),
+        },
     }
 }
 

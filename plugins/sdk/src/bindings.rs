@@ -1,6 +1,6 @@
 //! Owns the WIT bindings of the contract the SDK is built for: `concierge:mfa@0.1.0`
 //! (plugins/wit/mfa.wit), or with the `http` feature `concierge:mfa@0.2.0`
-//! (plugins/wit/0.2/mfa.wit, which adds `http`). The rest of the SDK names them through the
+//! (plugins/wit/0.2/mfa.wit, which adds `http` and `claims`). The rest of the SDK names them through the
 //! aliases below, so it reads the same for both. Hidden: integrators never name these.
 
 // The code wit-bindgen generates for imports and exports is `unsafe`; none is written here.
@@ -46,7 +46,7 @@ pub use self::exports::concierge::mfa::factor;
 #[cfg(feature = "http")]
 pub use self::concierge::mfa0_1_0 as v1;
 #[cfg(feature = "http")]
-pub use self::concierge::mfa0_2_0::http;
+pub use self::concierge::mfa0_2_0::{claims, http};
 #[cfg(feature = "http")]
 pub use self::exports::concierge::mfa0_1_0::factor;
 /// The `waiting` export's module (its `Guest` trait and types).

@@ -89,3 +89,16 @@ pub mod log {
         log(Level::Error, message);
     }
 }
+
+/// What the user's upstream identity provider said about them (grant `claims`, contract 0.2):
+/// the claims the operator keeps from that upstream and grants this plugin by name. A user who
+/// signed in with a password, or whose upstream did not send the claim, has none.
+#[cfg(feature = "http")]
+pub mod claims {
+    use alloc::string::String;
+
+    /// The value of the claim `name`, if granted and known.
+    pub fn get(name: &str) -> Option<String> {
+        crate::bindings::claims::get(name)
+    }
+}

@@ -37,6 +37,8 @@ pub mod state;
 pub mod waiting;
 
 pub use answer::Answer;
+#[cfg(feature = "http")]
+pub use capabilities::claims;
 pub use capabilities::{clock, config, email, log, random, sms};
 pub use concierge_plugin_kit::locale::Lang;
 pub use contract::{

@@ -16,7 +16,7 @@ use crate::mfa::{FactorStatus, FactorUser};
 
 impl SignIn {
     /// The account a factor call is about, for a journey that must reach `level` (4: only a
-    /// hardware key counts); none when it is disabled or gone.
+    /// hardware key counts), with what its upstream kept; none when it is disabled or gone.
     pub(crate) async fn factor_user(
         &self,
         who: &Proven,
@@ -25,16 +25,25 @@ impl SignIn {
     ) -> Result<Option<FactorUser>, SignInError> {
         let store = Arc::clone(&self.store);
         let uid = UserId::from_stored(who.user_id.clone());
+        let upstream = who.upstream.clone();
         blocking(move || {
-            Ok(store
-                .user_by_id(&uid)?
-                .filter(|u| !u.disabled)
-                .map(|u| FactorUser {
-                    id: u.id,
-                    email: u.email.as_str().to_owned(),
-                    locale,
-                    hardware_only: level >= 4,
-                }))
+            let Some(u) = store.user_by_id(&uid)?.filter(|u| !u.disabled) else {
+                return Ok(None);
+            };
+            // What the upstream of this sign-in kept for the user, from their link with it
+            // (a password sign-in has none).
+            let claims = if upstream == crate::upstream::local::LOCAL_UPSTREAM_ID {
+                Default::default()
+            } else {
+                store.upstream_claims(&upstream, &u.id)?.kept
+            };
+            Ok(Some(FactorUser {
+                id: u.id,
+                email: u.email.as_str().to_owned(),
+                locale,
+                hardware_only: level >= 4,
+                claims,
+            }))
         })
         .await
     }

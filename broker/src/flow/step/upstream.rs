@@ -398,6 +398,7 @@ impl SignIn {
                     user_id: None,
                     groups: identity.groups.clone(),
                     verified_email: None,
+                    kept: identity.kept.clone(),
                 });
                 self.save(id, loaded).await?;
                 Ok(self.page_outcome(

@@ -4,7 +4,9 @@
 use diesel::prelude::*;
 
 use super::super::schema::{refresh_tokens, session_clients, sessions, upstream_links, users};
-use super::super::{CappedInsert, SessionCap, SessionKey, SessionRecord, StorageError};
+use super::super::{
+    CappedInsert, SessionCap, SessionKey, SessionRecord, StorageError, UpstreamClaims,
+};
 use super::{DieselStore, Pools, checkout, query_err};
 use crate::clock::UnixTime;
 use crate::domain::{Channel, UserId};
@@ -385,16 +387,17 @@ impl DieselStore {
         &self,
         upstream: &str,
         subject: &str,
-        groups: &[String],
-        verified_email: Option<&str>,
+        claims: &UpstreamClaims,
     ) -> Result<(), StorageError> {
-        let groups =
-            serde_json::to_string(groups).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+        let corrupt = |e: serde_json::Error| StorageError::Corrupt(e.to_string());
+        let groups = serde_json::to_string(&claims.groups).map_err(corrupt)?;
+        let kept = serde_json::to_string(&claims.kept).map_err(corrupt)?;
         with_conn!(write self, |c| {
             diesel::update(upstream_links::table.find((upstream, subject)))
                 .set((
                     upstream_links::groups.eq(&groups),
-                    upstream_links::verified_email.eq(verified_email),
+                    upstream_links::verified_email.eq(claims.verified_email.as_deref()),
+                    upstream_links::kept_claims.eq(&kept),
                 ))
                 .execute(c)
                 .map(|_| ())
@@ -406,18 +409,28 @@ impl DieselStore {
         &self,
         upstream: &str,
         user: &UserId,
-    ) -> Result<(Vec<String>, Option<String>), StorageError> {
-        let row: Option<(String, Option<String>)> = with_conn!(self, |c| {
+    ) -> Result<UpstreamClaims, StorageError> {
+        let row: Option<(String, Option<String>, String)> = with_conn!(self, |c| {
             upstream_links::table
                 .filter(upstream_links::upstream.eq(upstream))
                 .filter(upstream_links::user_id.eq(user.as_str()))
-                .select((upstream_links::groups, upstream_links::verified_email))
+                .select((
+                    upstream_links::groups,
+                    upstream_links::verified_email,
+                    upstream_links::kept_claims,
+                ))
                 .first(c)
                 .optional()
                 .map_err(query_err)
         })?;
-        Ok(row
-            .map(|(g, e)| (serde_json::from_str(&g).unwrap_or_default(), e))
-            .unwrap_or_default())
+        let Some((groups, verified_email, kept)) = row else {
+            return Ok(UpstreamClaims::default());
+        };
+        let corrupt = |e: serde_json::Error| StorageError::Corrupt(e.to_string());
+        Ok(UpstreamClaims {
+            groups: serde_json::from_str(&groups).map_err(corrupt)?,
+            verified_email,
+            kept: serde_json::from_str(&kept).map_err(corrupt)?,
+        })
     }
 }

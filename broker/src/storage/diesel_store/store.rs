@@ -9,8 +9,8 @@ use diesel_migrations::MigrationHarness;
 use super::super::{
     AuditQuery, AuditRecord, AuthCodeRecord, CappedInsert, CodeUse, LoginLock, LogoutContinuation,
     LogoutDelivery, RefreshRecord, Rotation, SessionCap, SessionKey, SessionRecord,
-    SigningKeyRecord, StorageError, Store, TokenState, UpstreamRequest, UpstreamSessionRecord,
-    User,
+    SigningKeyRecord, StorageError, Store, TokenState, UpstreamClaims, UpstreamRequest,
+    UpstreamSessionRecord, User,
 };
 use super::{
     DieselStore, MIGRATION_LOCK_ID, POSTGRES_MIGRATIONS, Pools, SQLITE_MIGRATIONS, checkout,
@@ -402,17 +402,16 @@ impl Store for DieselStore {
         &self,
         upstream: &str,
         subject: &str,
-        groups: &[String],
-        verified_email: Option<&str>,
+        claims: &UpstreamClaims,
     ) -> Result<(), StorageError> {
-        DieselStore::set_upstream_claims(self, upstream, subject, groups, verified_email)
+        DieselStore::set_upstream_claims(self, upstream, subject, claims)
     }
 
     fn upstream_claims(
         &self,
         upstream: &str,
         user: &UserId,
-    ) -> Result<(Vec<String>, Option<String>), StorageError> {
+    ) -> Result<UpstreamClaims, StorageError> {
         DieselStore::upstream_claims(self, upstream, user)
     }
 

@@ -5,6 +5,7 @@ use openidconnect::core::CoreProviderMetadata;
 use serde_json::{Map, Value};
 
 use super::{OidcConnector, rejected, unavailable};
+use crate::config::MAX_KEPT_VALUE;
 use crate::domain::Email;
 use crate::http;
 use crate::upstream::{Identity, UpstreamError};
@@ -71,6 +72,21 @@ impl OidcConnector {
                 .collect(),
             _ => Vec::new(),
         };
+        // Kept as text: a string as it is, a number or boolean as JSON writes it; anything else,
+        // an empty or an over-long value is not kept.
+        let kept = self
+            .mapping
+            .keep
+            .iter()
+            .filter_map(|name| {
+                let value = match claims.get(name)? {
+                    Value::String(s) => s.clone(),
+                    v @ (Value::Number(_) | Value::Bool(_)) => v.to_string(),
+                    _ => return None,
+                };
+                (!value.is_empty() && value.len() <= MAX_KEPT_VALUE).then(|| (name.clone(), value))
+            })
+            .collect();
         Ok(Identity {
             upstream: self.id.clone(),
             subject,
@@ -78,6 +94,7 @@ impl OidcConnector {
             email_verified,
             name: text(&self.mapping.name),
             groups,
+            kept,
             amr,
             acr: text("acr"),
         })

@@ -362,6 +362,15 @@ impl SamlConnector {
                 .get(&self.mapping.groups)
                 .cloned()
                 .unwrap_or_default(),
+            kept: self
+                .mapping
+                .keep
+                .iter()
+                .filter_map(|name| {
+                    let value = first(name)?;
+                    (value.len() <= crate::config::MAX_KEPT_VALUE).then(|| (name.clone(), value))
+                })
+                .collect(),
             amr: amr_of(v.authn_context.as_deref()),
             acr: v.authn_context.clone(),
         })

@@ -24,7 +24,7 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::error::Context;
 use wasmtime::{Config, Engine, Result, Store, StoreLimits, StoreLimitsBuilder};
 
-// The 0.2 world: 0.1's imports and export plus `http`. A 0.1 component instantiates with it too
+// The 0.2 world: 0.1's imports and export plus `http` and `claims`. A 0.1 component instantiates with it too
 // (it simply imports no `http`), so one host runs both contracts, as the broker does.
 wasmtime::component::bindgen!({
     path: ["../../wit/mfa.wit", "../../wit/0.2"],
@@ -32,7 +32,7 @@ wasmtime::component::bindgen!({
 });
 
 use concierge::mfa0_1_0 as v1;
-use concierge::mfa0_2_0::http;
+use concierge::mfa0_2_0::{claims, http};
 
 pub use http::{
     Body as HttpBody, HttpError, Request as HttpRequest, Response as HttpResponse, SecretRef,
@@ -74,6 +74,9 @@ pub struct HostState {
     pub http_requests: Vec<HttpRequest>,
     /// What the next `http` requests get, in order; when empty, `failed("no canned response")`.
     pub http_responses: VecDeque<Result<HttpResponse, HttpError>>,
+    /// The user's upstream claims the plugin may read (contract 0.2's `claims`, always linked as
+    /// in the broker: what the manifest's `claims` lists and the user's upstream kept).
+    pub claims: HashMap<String, String>,
     rng: u64,
     limits: StoreLimits,
 }
@@ -90,6 +93,7 @@ impl Default for HostState {
             send_failure: None,
             http_requests: Vec::new(),
             http_responses: VecDeque::new(),
+            claims: HashMap::new(),
             rng: 0x9E37_79B9_7F4A_7C15,
             limits: StoreLimitsBuilder::new()
                 .memory_size(MEMORY)
@@ -183,6 +187,12 @@ impl http::Host for HostState {
     }
 }
 
+impl claims::Host for HostState {
+    fn get(&mut self, name: String) -> Option<String> {
+        self.claims.get(&name).cloned()
+    }
+}
+
 /// A canned `http` response: `status`, no headers, `body`.
 pub fn http_response(status: u16, body: &str) -> Result<HttpResponse, HttpError> {
     Ok(HttpResponse {
@@ -223,6 +233,7 @@ impl Plugin {
         type Data = HasSelf<HostState>;
         v1::types::add_to_linker::<_, Data>(&mut linker, |s| s)?;
         v1::config::add_to_linker::<_, Data>(&mut linker, |s| s)?;
+        claims::add_to_linker::<_, Data>(&mut linker, |s| s)?;
         for grant in grants {
             match grant {
                 Grant::Clock => v1::clock::add_to_linker::<_, Data>(&mut linker, |s| s)?,

@@ -799,6 +799,41 @@ fn outcome(p: &mut Plugin, code: &str) -> String {
 }
 
 #[test]
+fn privacyidea_names_the_user_by_an_upstream_claim_when_told() {
+    let mut p = load("privacyidea.wasm", &[Grant::Http]);
+    p.host
+        .config
+        .insert("validate_url".into(), "https://pi.example/validate/check".into());
+    p.host
+        .config
+        .insert("user_name".into(), "claim:employee_id".into());
+    let sent_user = |p: &Plugin| -> Option<String> {
+        let HttpBody::Form(fields) = &p.host.http_requests.last()?.body else {
+            return None;
+        };
+        fields.iter().find_map(|(k, v)| match v {
+            SecretRef::Literal(v) if k == "user" => Some(v.clone()),
+            _ => None,
+        })
+    };
+    // Without the claim (a password sign-in, or not granted): no request, fails closed.
+    assert_eq!(outcome(&mut p, "123456"), "unavailable: no such claim");
+    assert!(p.host.http_requests.is_empty());
+    // With it: the claim's value is the user name, whatever the email says.
+    p.host.claims.insert("employee_id".into(), "e-1042".into());
+    p.host
+        .http_responses
+        .push_back(pi_answer(true, "matching 1 tokens"));
+    assert_eq!(outcome(&mut p, "123456"), "accepted");
+    assert_eq!(sent_user(&p).as_deref(), Some("e-1042"));
+    // Another claim of the user is not what was asked for.
+    p.host.claims.clear();
+    p.host.claims.insert("upn".into(), "ana@corp".into());
+    assert_eq!(outcome(&mut p, "123456"), "unavailable: no such claim");
+    assert_eq!(p.host.http_requests.len(), 1);
+}
+
+#[test]
 fn privacyidea_posts_the_code_with_a_named_credential_and_reads_the_verdict() {
     let mut p = load("privacyidea.wasm", &[Grant::Http]);
     let url = "https://pi.example/validate/check";

@@ -1,0 +1,1 @@
+ALTER TABLE upstream_links DROP COLUMN kept_claims;
