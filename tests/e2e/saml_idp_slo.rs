@@ -522,7 +522,91 @@ async fn a_bad_answer_of_a_signing_sp_is_a_partial_logout(b: Backend) {
     );
 }
 
+/// Issue #20, item 4: an SP's LogoutRequest reaches the session's other SAML SPs. The browser
+/// signs in at SP A (which signs its requests) and, with the same session, at SP B; A's
+/// LogoutRequest ends the session, the browser goes to B with the broker's signed LogoutRequest
+/// (B's pysaml2 checks it and answers), and only then A gets its LogoutResponse: Success when B
+/// confirmed, PartialLogout when B's answer was refused (a bad signature).
+async fn an_sps_logout_reaches_the_sessions_other_sps(b: Backend) {
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, cert_a) = signing_sp(dir_a.path());
+    let (spb, cert_b) = signing_sp(dir_b.path());
+    let (url, _got) = receiver().await;
+    let second = format!(
+        "[[saml_apps]]\nentity_id = \"{}\"\nname = \"SP B\"\nacs_urls = [\"{}/acs\"]\n\
+         slo_url = \"{}\"\nsigning_cert_file = {cert_b:?}\n",
+        spb.entity_id(),
+        spb.base,
+        spb.sls()
+    );
+    let Some(app) = broker(
+        b,
+        &a,
+        &format!("signing_cert_file = {cert_a:?}\n{second}"),
+        &url,
+    )
+    .await
+    else {
+        return;
+    };
+    for (mode, sub_status) in [
+        ("signed", Value::Null),
+        (
+            "badsig",
+            Value::from("urn:oasis:names:tc:SAML:2.0:status:PartialLogout"),
+        ),
+    ] {
+        let res = spb
+            .http
+            .get(format!("{}/answer?mode={mode}", spb.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 204);
+        let mut br = Browser::new(&app);
+        let sid = sign_in(&app, &a, &mut br).await;
+        // Single sign-on at B: no page, the Response straight away.
+        let (path, _) = spb.login(&app, "").await;
+        let page = br.get(&path).await;
+        let (status, got) = spb.post(&answer_form(&spb, &page)).await;
+        assert_eq!(status, 200, "{got}");
+        assert_eq!(got["session_index"], sid.as_str(), "one session, two SPs");
+
+        // A logs out: the browser goes to B first, with the broker's LogoutRequest.
+        let (path, id) = a.logout(DEMO_EMAIL, &format!("&session_index={sid}")).await;
+        let page = br.get(&path).await;
+        assert_eq!(page.status, 303, "{}", page.body);
+        assert!(br.session_cookie().is_none(), "the session ended first");
+        let to_b = page.location.unwrap();
+        assert!(
+            to_b.starts_with(&format!("{}?", spb.sls())) && to_b.contains("SAMLRequest="),
+            "{mode}: B is told first: {to_b}"
+        );
+        let res = spb.http.get(&to_b).send().await.unwrap();
+        assert_eq!(res.status().as_u16(), 302, "{mode}: B refused the request");
+        let back = url::Url::parse(res.headers()["location"].to_str().unwrap()).unwrap();
+        assert_eq!(back.path(), "/saml/idp/slo");
+        // B's answer comes back: now A gets its LogoutResponse.
+        let page = br
+            .get(&format!("{}?{}", back.path(), back.query().unwrap()))
+            .await;
+        assert_eq!(page.status, 303, "{}", page.body);
+        let (status, answer) = a.logged_out(page.location.as_deref().unwrap()).await;
+        assert_eq!(
+            status, 200,
+            "{mode}: A refused the LogoutResponse: {answer}"
+        );
+        assert_eq!(answer["in_response_to"], id.as_str());
+        assert_eq!(answer["status"], SUCCESS, "{mode}: {answer}");
+        assert_eq!(answer["sub_status"], sub_status, "{mode}: {answer}");
+        assert_eq!(answer["relay_state"], "rs-lo");
+        assert_eq!(answer["signature_ok"], true);
+        assert_eq!(br.get("/account").await.status, 303, "the session ended");
+    }
+}
+
 per_backend_async!(
+    an_sps_logout_reaches_the_sessions_other_sps,
     an_unsigned_logout_request_ends_nothing,
     sp_initiated_logout_ends_the_session_everywhere,
     the_http_post_binding_and_a_signing_sp,

@@ -753,7 +753,10 @@ mod tests {
                 ..RawMfa::default()
             })
         };
-        assert!(with(&[]).unwrap().plugins[0].claims.is_empty(), "none by default");
+        assert!(
+            with(&[]).unwrap().plugins[0].claims.is_empty(),
+            "none by default"
+        );
         let ok = with(&["employee_id", "urn:oid:2.16.840.1.113730.3.1.3"]).unwrap();
         assert_eq!(ok.plugins[0].claims.len(), 2);
         for bad in [&["a", "a"][..], &[""], &["two words"], &["x"; 17]] {

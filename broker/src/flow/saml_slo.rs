@@ -1,13 +1,15 @@
 //! Owns SP-initiated SAML Single Logout at the broker's IdP: an SP's LogoutRequest (read and
 //! checked by `saml_idp::logout_request`, its ID used once) ends the broker session it names
 //! through the sign-out machinery (`signout.rs`: refresh tokens revoked, back-channel logout to
-//! the OpenID apps, the upstream's logout), and the SP gets a signed LogoutResponse, Success, or
-//! with PartialLogout when some participant of the session could not be told. A refused request
-//! gets a page and ends nothing.
+//! the OpenID apps; the session's other SAML SPs through the chain of `saml_slo_out.rs`; the
+//! upstream's logout), and the SP gets a signed LogoutResponse, Success, or with PartialLogout
+//! when some participant of the session could not be told. A refused request gets a page and
+//! ends nothing.
 
 use std::sync::Arc;
 
 use super::contract::{Browser, CookieOp, Outcome};
+use super::saml_slo_out::SpAnswer;
 use super::signin::{SignIn, SignInError, blocking};
 use super::signout::UpstreamLogout;
 use super::start::saml_sso::SamlBinding;
@@ -122,11 +124,15 @@ impl SignIn {
         };
         let (mut ended, mut partial) = (0usize, false);
         let mut hop = UpstreamLogout::Nothing;
+        let mut own = None;
         if own_named {
             let (upstream, told) = self.end_browser_session(browser, "saml_logout").await?;
-            if let Some((_, t)) = told {
+            if let Some((record, t)) = told {
                 ended += 1;
-                partial |= t.untold.iter().any(|p| *p != party);
+                // The session's other SAML SPs are told by the chain below; anyone else not told
+                // (an OpenID app without back-channel logout) makes the logout partial.
+                partial |= t.untold.iter().any(|p| !p.starts_with("saml:"));
+                own = Some((record, t));
             }
             hop = self.upstream_logout(upstream).await?;
             partial |= matches!(hop, UpstreamLogout::Skipped);
@@ -159,6 +165,20 @@ impl SignIn {
             .await?;
             ended += n;
             partial |= p;
+        }
+        if let Some((record, told)) = own {
+            // This browser's session ended: through the session's other SAML SPs and the
+            // upstream's logout, then the LogoutResponse, its status known at the chain's end.
+            let answer = SpAnswer {
+                entity_id: c.app.entity_id.clone(),
+                in_response_to: c.request.id.clone(),
+                relay_state: c.relay_state.clone(),
+                partial,
+            };
+            let to = self
+                .logout_chain_answering(&record, &told, hop, answer)
+                .await?;
+            return Ok(Outcome::redirect(to).with_cookie(CookieOp::ClearSession));
         }
         tracing::info!(sp = %c.app.entity_id, ended, partial, "SAML LogoutRequest answered");
         let status = match (ended, partial) {

@@ -1,10 +1,12 @@
-//! Owns IdP-initiated SAML Single Logout at the broker's sign-out: when a browser's session ends
-//! (`signout.rs`), the browser goes through each SAML SP of the session with a signed
-//! LogoutRequest (`saml_idp::logout_out`), one after the other, each SP's LogoutResponse coming
-//! back to `/saml/idp/slo`, and then on to where the sign-out was going (the upstream's logout,
-//! the signed-out page). The chain's state is server-side, in the logout continuation keyed by the
-//! RelayState sent to the SP at hand; a LogoutResponse that fails is recorded and the chain goes
-//! on, the signed-out page then saying that some app may not have signed out.
+//! Owns the broker's own SAML Single Logout to its SPs: when a browser's session ends (the
+//! broker's sign-out, `signout.rs`, or one SP's LogoutRequest, `saml_slo.rs`), the browser goes
+//! through each other SAML SP of the session with a signed LogoutRequest
+//! (`saml_idp::logout_out`), one after the other, each SP's LogoutResponse coming back to
+//! `/saml/idp/slo`, and then on to where the sign-out was going (the upstream's logout, then the
+//! signed-out page, or the LogoutResponse to the SP that asked, whose status is known only now).
+//! The chain's state is server-side, in the logout continuation keyed by the RelayState sent to
+//! the SP at hand; a LogoutResponse that fails is recorded and the chain goes on, the end then
+//! saying that some app may not have signed out (the signed-out page, or `PartialLogout`).
 
 use std::sync::Arc;
 
@@ -16,6 +18,7 @@ use super::signin::{SignIn, SignInError, blocking};
 use super::signout::UpstreamLogout;
 use crate::audit::{Event, EventKind};
 use crate::provider::logout::SessionEnded;
+use crate::saml_idp::LogoutStatus;
 use crate::storage::{LogoutContinuation, SessionRecord};
 
 /// How long the browser may take at one SP.
@@ -34,6 +37,18 @@ struct Stop {
     name_id: String,
 }
 
+/// The SP whose LogoutRequest started the sign-out: it is answered at the chain's end.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SpAnswer {
+    pub entity_id: String,
+    /// Its LogoutRequest's `ID`.
+    pub in_response_to: String,
+    pub relay_state: Option<String>,
+    /// Some participant outside the chain was not told (an OpenID app without back-channel
+    /// logout, an upstream whose logout could not start, another session's SP).
+    pub partial: bool,
+}
+
 /// The chain's state, kept in the continuation of the link the browser is at.
 #[derive(Debug, Serialize, Deserialize)]
 struct Chain {
@@ -47,6 +62,9 @@ struct Chain {
     /// The relay hash of the upstream logout's continuation, whose `then` is where the sign-out
     /// was going.
     upstream_relay: Option<[u8; 32]>,
+    /// The SP that started the sign-out, answered last (its answer is where it was going).
+    #[serde(default)]
+    answer: Option<SpAnswer>,
 }
 
 /// The signed-out page, saying that some app may not have signed out; any other target as it is.
@@ -71,12 +89,40 @@ impl SignIn {
         let Some((record, told)) = ended else {
             return self.then_upstream(hop, then).await;
         };
+        self.chain(&record, &told, hop, then, None).await
+    }
+
+    /// After an SP's LogoutRequest ended the browser's session (`record`, `told`): through the
+    /// session's other SAML SPs and the upstream's logout (`hop`), then to the LogoutResponse
+    /// `answer` describes, Success or PartialLogout as the whole chain went.
+    pub async fn logout_chain_answering(
+        &self,
+        record: &SessionRecord,
+        told: &SessionEnded,
+        hop: UpstreamLogout,
+        answer: SpAnswer,
+    ) -> Result<String, SignInError> {
+        // A placeholder: the chain's end puts the LogoutResponse where the sign-out goes.
+        let then = "/signed-out".to_owned();
+        self.chain(record, told, hop, then, Some(answer)).await
+    }
+
+    async fn chain(
+        &self,
+        record: &SessionRecord,
+        told: &SessionEnded,
+        hop: UpstreamLogout,
+        then: String,
+        answer: Option<SpAnswer>,
+    ) -> Result<String, SignInError> {
+        let asker = answer.as_ref().map(|a| a.entity_id.clone());
         let sps: Vec<String> = told
             .untold
             .iter()
             .filter_map(|p| p.strip_prefix("saml:").map(str::to_owned))
+            .filter(|sp| asker.as_ref() != Some(sp))
             .collect();
-        if sps.is_empty() {
+        if sps.is_empty() && answer.is_none() {
             return self.then_upstream(hop, then).await;
         }
         let idp = Arc::clone(&self.saml);
@@ -110,11 +156,12 @@ impl SignIn {
         };
         let after = self.then_upstream(hop, then).await?;
         let chain = Chain {
-            sid: record.sid,
+            sid: record.sid.clone(),
             rest,
             partial,
             after,
             upstream_relay,
+            answer,
         };
         self.next_sp(chain).await
     }
@@ -152,23 +199,47 @@ impl SignIn {
             blocking(move || Ok(store.insert_logout_continuation(&record)?)).await?;
             return Ok(url.to_string());
         }
-        if !chain.partial {
-            return Ok(chain.after);
-        }
-        let Some(hash) = chain.upstream_relay else {
-            return Ok(partial_page(chain.after));
+        // Where the sign-out was going, now that the chain is over: the LogoutResponse to the SP
+        // that asked (its status known only now), or the signed-out page saying partial.
+        let end = match &chain.answer {
+            Some(a) => Some(self.answer_sp(a, chain.partial)?),
+            None if chain.partial => None,
+            None => return Ok(chain.after),
         };
-        // The upstream's logout comes first: the page after it says so.
+        let Some(hash) = chain.upstream_relay else {
+            return Ok(end.unwrap_or_else(|| partial_page(chain.after)));
+        };
+        // The upstream's logout comes first: where it goes afterwards changes.
         let (store, now) = (Arc::clone(&self.store), self.clock.now());
         blocking(move || {
             if let Some(mut c) = store.take_logout_continuation(&hash, now)? {
-                c.then = partial_page(c.then);
+                c.then = end.unwrap_or_else(|| partial_page(c.then));
                 store.insert_logout_continuation(&c)?;
             }
             Ok(())
         })
         .await?;
         Ok(chain.after)
+    }
+
+    /// The signed LogoutResponse to the SP that started the sign-out: Success, or PartialLogout
+    /// when some participant (`chain_partial`, or one outside the chain) was not told.
+    fn answer_sp(&self, a: &SpAnswer, chain_partial: bool) -> Result<String, SignInError> {
+        let app = self
+            .saml
+            .app(&a.entity_id)
+            .ok_or_else(|| SignInError::internal("the SP that asked is no longer registered"))?;
+        let status = if chain_partial || a.partial {
+            LogoutStatus::Partial
+        } else {
+            LogoutStatus::Success
+        };
+        tracing::info!(sp = %a.entity_id, partial = chain_partial || a.partial, "SAML LogoutRequest answered");
+        let url = self
+            .saml
+            .logout_response(app, &a.in_response_to, a.relay_state.as_deref(), status)
+            .map_err(SignInError::internal)?;
+        Ok(url.to_string())
     }
 
     /// `GET /saml/idp/slo` with a `SAMLResponse`: an SP's answer to the broker's LogoutRequest.
