@@ -133,6 +133,7 @@ fn new_mfa(url: &DatabaseUrl, dir: &Path) -> (Mfa, FactorUser, Arc<ManualClock>)
         email: user.email.as_str().to_owned(),
         locale: Locale::En,
         hardware_only: false,
+        claims: Default::default(),
     };
     (mfa, fu, clock)
 }

@@ -235,6 +235,7 @@ fn main() {
         email: user.email.as_str().to_owned(),
         locale: Locale::En,
         hardware_only: false,
+        claims: Default::default(),
     };
 
     // Registration through the factor's own enrolment.
