@@ -709,6 +709,45 @@ export async function authorizationRequest(config, redirectUri, { scope = 'openi
 
 // --- Upstream peers ------------------------------------------------------------------------------------
 
+/**
+ * A back-channel logout endpoint (OpenID Connect Back-Channel Logout 1.0): POSTs to `path` answer
+ * 200 and their bodies are recorded. { url, bodies, logoutTokens(), close() }.
+ */
+export async function startBackchannelReceiver(path = '/backchannel') {
+  const bodies = [];
+  const server = createHttpServer((req, res) => {
+    let body = '';
+    req.on('data', (c) => (body += c));
+    req.on('end', () => {
+      if (req.method === 'POST' && req.url === path) bodies.push(body);
+      res.writeHead(req.method === 'POST' && req.url === path ? 200 : 404).end();
+    });
+  });
+  await new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', resolve);
+  });
+  return {
+    url: `http://127.0.0.1:${server.address().port}${path}`,
+    bodies,
+    /** The `logout_token` of each POST received. */
+    logoutTokens: () => bodies.map((b) => new URLSearchParams(b).get('logout_token')),
+    close: () => closeServer(server),
+  };
+}
+
+/** A self-signed RSA key pair made with the openssl CLI: { key, cert } paths. */
+export function keyPair(dir, name) {
+  const key = join(dir, `${name}.key`);
+  const cert = join(dir, `${name}.crt`);
+  const r = spawnSync('openssl', [
+    'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', `/CN=${name}`,
+    '-keyout', key, '-out', cert,
+  ], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`openssl failed: ${r.stderr}`);
+  return { key, cert };
+}
+
 /** Closes an HTTP(S) server at once, its keep-alive connections included. */
 export function closeServer(server) {
   return new Promise((resolve) => {

@@ -8,11 +8,11 @@
 
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer } from 'node:http';
 import { randomBytes } from 'node:crypto';
 import * as client from 'openid-client';
 import * as jose from 'jose';
 import {
+  startBackchannelReceiver,
   startProvider,
   startCallbackServer,
   launchBrowser,
@@ -20,39 +20,11 @@ import {
   sha256Hex,
   backend,
   authorizationRequest,
-  closeServer,
 } from './helpers.mjs';
 
 const SCOPE = 'openid email profile offline_access';
 // Characters that must be form-encoded inside HTTP Basic (RFC 6749 2.3.1) are part of it.
 const SECRET = `${randomBytes(24).toString('base64url')}+/=:%`;
-
-/**
- * A back-channel logout endpoint: POSTs to `path` answer 200 and their bodies are recorded.
- * Returns { url, bodies, close() }.
- */
-async function startBackchannelReceiver(path) {
-  const bodies = [];
-  const server = createServer((req, res) => {
-    let body = '';
-    req.on('data', (c) => (body += c));
-    req.on('end', () => {
-      if (req.method === 'POST' && req.url === path) bodies.push(body);
-      res.writeHead(req.method === 'POST' && req.url === path ? 200 : 404).end();
-    });
-  });
-  await new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', resolve);
-  });
-  return {
-    url: `http://127.0.0.1:${server.address().port}${path}`,
-    bodies,
-    close() {
-      return closeServer(server);
-    },
-  };
-}
 
 /** Every HTTP request openid-client sends through `config`, recorded ({ url, method, headers, body }). */
 function recordRequests(config) {

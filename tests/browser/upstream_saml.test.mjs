@@ -6,14 +6,15 @@
 
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { createServer } from 'node:http';
 import * as client from 'openid-client';
 import {
+  startBackchannelReceiver,
+  keyPair,
   REPO_ROOT,
   startProvider,
   startCallbackServer,
@@ -23,45 +24,13 @@ import {
   sha256Hex,
   backend,
   authorizationRequest,
-  closeServer,
 } from './helpers.mjs';
 
 const APP_SECRET = randomBytes(24).toString('base64url');
 
-/** Records back-channel logout POSTs: { url, bodies, close() }. */
-async function startBackchannelReceiver() {
-  const bodies = [];
-  const server = createServer((req, res) => {
-    let body = '';
-    req.on('data', (c) => (body += c));
-    req.on('end', () => {
-      if (req.method === 'POST') bodies.push(new URLSearchParams(body).get('logout_token'));
-      res.writeHead(200).end();
-    });
-  });
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    url: `http://127.0.0.1:${server.address().port}/backchannel`,
-    bodies,
-    close: () => closeServer(server),
-  };
-}
-
 /** The claims of a JWT (no verification: the OIDC suite checks logout token signatures). */
 function jwtClaims(jwt) {
   return JSON.parse(Buffer.from(jwt.split('.')[1], 'base64url').toString('utf8'));
-}
-
-/** A self-signed RSA key pair made with the openssl CLI: { key, cert } paths. */
-function keyPair(dir, name) {
-  const key = join(dir, `${name}.key`);
-  const cert = join(dir, `${name}.crt`);
-  const r = spawnSync('openssl', [
-    'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', `/CN=${name}`,
-    '-keyout', key, '-out', cert,
-  ], { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`openssl failed: ${r.stderr}`);
-  return { key, cert };
 }
 
 /** Starts tests/peers/saml_idp.py; resolves once it listens. */
@@ -292,11 +261,11 @@ describe(`upstream SAML 2.0 through pysaml2 (${backend})`, () => {
       JSON.stringify(log),
     );
     // The app got a back-channel logout token for that session.
-    for (let i = 0; i < 100 && !backchannel.bodies.some((b) => jwtClaims(b).sid === sid); i += 1) {
+    for (let i = 0; i < 100 && !backchannel.logoutTokens().some((b) => jwtClaims(b).sid === sid); i += 1) {
       await new Promise((r) => setTimeout(r, 100));
     }
     assert.ok(
-      backchannel.bodies.some((b) => jwtClaims(b).sid === sid),
+      backchannel.logoutTokens().some((b) => jwtClaims(b).sid === sid),
       'a logout token for the session reached the app',
     );
   });
