@@ -641,14 +641,26 @@ fn logout_outbox_and_session_participants(b: Backend) {
     with_store(b, |s| {
         s.add_session_client("sid-1", "a").unwrap();
         s.add_session_client("sid-1", "a").unwrap();
+        s.add_session_client("sid-1", "saml:https://sp.example")
+            .unwrap();
         s.add_session_client("sid-1", "b").unwrap();
+        s.add_session_client("sid-2", "c").unwrap();
+        // Read as often as wanted, in order; only this session's.
+        for _ in 0..2 {
+            assert_eq!(
+                s.session_clients("sid-1").unwrap(),
+                ["a", "b", "saml:https://sp.example"]
+            );
+        }
         let mut got = s.take_session_clients("sid-1").unwrap();
         got.sort();
-        assert_eq!(got, vec!["a".to_owned(), "b".to_owned()]);
+        assert_eq!(got, ["a", "b", "saml:https://sp.example"]);
         assert!(
             s.take_session_clients("sid-1").unwrap().is_empty(),
             "taken once"
         );
+        assert!(s.session_clients("sid-1").unwrap().is_empty());
+        assert_eq!(s.session_clients("sid-2").unwrap(), ["c"]);
         let d = LogoutDelivery {
             id: "d1".into(),
             client_id: "a".into(),

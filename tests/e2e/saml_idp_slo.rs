@@ -605,7 +605,53 @@ async fn an_sps_logout_reaches_the_sessions_other_sps(b: Backend) {
     }
 }
 
+/// The sign-out confirmation page may send the browser to the SingleLogoutService of the SPs
+/// that took part in its session, and to no other SP's (CSP `form-action`; browsers apply it
+/// to the redirects after the form).
+async fn the_sign_out_page_allows_only_the_sessions_sps(b: Backend) {
+    let (a, other) = (saml_sp(), saml_sp());
+    let (url, _got) = receiver().await;
+    let second = format!(
+        "[[saml_apps]]\nentity_id = \"{}\"\nname = \"other\"\nacs_urls = [\"{}/acs\"]\n\
+         slo_url = \"{}\"\n",
+        other.entity_id(),
+        other.base,
+        other.sls()
+    );
+    let Some(app) = broker(b, &a, &second, &url).await else {
+        return;
+    };
+    let form_action = |page: &crate::helpers::Page| -> String {
+        let csp = page.headers["content-security-policy"].to_str().unwrap();
+        let at = csp.find("form-action").unwrap();
+        csp[at..].split(';').next().unwrap().to_owned()
+    };
+    let confirm = "/oidc/logout?client_id=bcl";
+    let mut br = Browser::new(&app);
+    br.login(DEMO_EMAIL, DEMO_PASSWORD).await;
+    let page = br.get(confirm).await;
+    assert!(
+        page.body.contains("id=\"logout-confirm-form\""),
+        "{}",
+        page.body
+    );
+    let before = form_action(&page);
+    assert!(
+        !before.contains(&a.base) && !before.contains(&other.base),
+        "no SP took part yet: {before}"
+    );
+    // Single sign-on at SP A from this session: A's service, still not the other's.
+    let (path, _) = a.login(&app, "").await;
+    let page = br.get(&path).await;
+    let (status, got) = a.post(&answer_form(&a, &page)).await;
+    assert_eq!(status, 200, "{got}");
+    let after = form_action(&br.get(confirm).await);
+    assert!(after.contains(&a.base), "{after}");
+    assert!(!after.contains(&other.base), "{after}");
+}
+
 per_backend_async!(
+    the_sign_out_page_allows_only_the_sessions_sps,
     an_sps_logout_reaches_the_sessions_other_sps,
     an_unsigned_logout_request_ends_nothing,
     sp_initiated_logout_ends_the_session_everywhere,

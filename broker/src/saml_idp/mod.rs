@@ -200,11 +200,6 @@ impl SamlIdp {
         self.apps.iter().find(|a| a.entity_id == entity_id)
     }
 
-    /// The SingleLogoutService of every SP that has one (where a sign-out may send the browser).
-    pub fn slo_urls(&self) -> impl Iterator<Item = &Url> {
-        self.apps.iter().filter_map(|a| a.slo_url.as_ref())
-    }
-
     /// The SP's persistent NameID for `user_id`: an HMAC of both under the pairwise key, so one
     /// user is unlinkable across SPs and the id never changes for one SP.
     pub fn pairwise_id(&self, user_id: &str, sp: &str) -> Result<String, IdpError> {

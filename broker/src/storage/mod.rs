@@ -528,6 +528,8 @@ pub trait Store: MfaStore + JourneyStore + Send + Sync + 'static {
 
     // Back-channel logout.
     fn add_session_client(&self, sid: &str, client_id: &str) -> Result<(), StorageError>;
+    /// The clients (and `saml:` SPs) that took part in a session so far, without forgetting them.
+    fn session_clients(&self, sid: &str) -> Result<Vec<String>, StorageError>;
     /// Returns and forgets the clients that took part in a session.
     fn take_session_clients(&self, sid: &str) -> Result<Vec<String>, StorageError>;
     fn enqueue_logout(&self, delivery: &LogoutDelivery) -> Result<(), StorageError>;

@@ -93,9 +93,9 @@ pub(crate) async fn form_targets(
                 if let Some(url) = logout_endpoint(state, sid).await? {
                     targets.allow(&url);
                 }
-                // The sign-out goes through the SAML SPs of the session first.
-                for url in state.signin.saml.slo_urls() {
-                    targets.allow(url);
+                // The sign-out goes through the SAML SPs of the session first (only those).
+                for url in session_slo_urls(state, sid).await? {
+                    targets.allow(&url);
                 }
             }
         }
@@ -111,6 +111,17 @@ pub(crate) fn routed_upstreams(upstreams: &[crate::config::UpstreamConfig]) -> V
         .filter(|u| !u.domains.is_empty())
         .map(|u| u.id.clone())
         .collect()
+}
+
+/// The single logout services of the SAML SPs that took part in the session `sid`.
+async fn session_slo_urls(state: &web::Data<AppState>, sid: &str) -> Result<Vec<Url>, WebError> {
+    let (store, sid) = (Arc::clone(&state.store), sid.to_owned());
+    let parties = web::block(move || store.session_clients(&sid)).await??;
+    Ok(parties
+        .iter()
+        .filter_map(|p| p.strip_prefix("saml:"))
+        .filter_map(|sp| state.signin.saml.app(sp)?.slo_url.clone())
+        .collect())
 }
 
 /// The logout endpoint of the upstream the session `sid` came from, if it has one.

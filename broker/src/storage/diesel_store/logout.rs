@@ -29,6 +29,17 @@ impl DieselStore {
         })
     }
 
+    pub(super) fn session_clients(&self, sid: &str) -> Result<Vec<String>, StorageError> {
+        with_conn!(self, |c| {
+            session_clients::table
+                .filter(session_clients::sid.eq(sid))
+                .select(session_clients::client_id)
+                .order(session_clients::client_id)
+                .load::<String>(c)
+                .map_err(query_err)
+        })
+    }
+
     pub(super) fn take_session_clients(&self, sid: &str) -> Result<Vec<String>, StorageError> {
         with_conn!(write self, |c| {
             c.transaction(|c| {

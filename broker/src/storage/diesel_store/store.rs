@@ -292,6 +292,10 @@ impl Store for DieselStore {
         DieselStore::add_session_client(self, sid, client_id)
     }
 
+    fn session_clients(&self, sid: &str) -> Result<Vec<String>, StorageError> {
+        DieselStore::session_clients(self, sid)
+    }
+
     fn take_session_clients(&self, sid: &str) -> Result<Vec<String>, StorageError> {
         DieselStore::take_session_clients(self, sid)
     }
