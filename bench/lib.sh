@@ -37,7 +37,7 @@ load() { # load NAME URL SCRIPT -> "rps errors"; raw wrk output in $TMP/NAME.wrk
 # concierge_start BIN DIR: a fresh Concierge in DIR (config, SQLite database, the bench user),
 # serving on a free port pinned to core 0. Sets CONCIERGE_PID and BASE. Clients: `cc-es256` and
 # `cc-rs256` (client_credentials, api channel), `web` (code flow to BENCH_REDIRECT_URI); all with
-# the secret BENCH_SECRET.
+# the secret BENCH_SECRET. CONCIERGE_EXTRA_TOML, when set, is appended to the configuration.
 concierge_start() {
   local bin="$1" dir="$2" port hash kek
   mkdir -p "$dir"
@@ -82,6 +82,7 @@ id = "web"
 secret_sha256 = "$hash"
 redirect_uris = ["$BENCH_REDIRECT_URI"]
 signing_alg = "ES256"
+${CONCIERGE_EXTRA_TOML:-}
 TOML
   "$bin" migrate --config "$dir/concierge.toml" >/dev/null
   printf '%s\n' "$BENCH_PASSWORD" | "$bin" users add "$BENCH_EMAIL" --config "$dir/concierge.toml" >/dev/null
