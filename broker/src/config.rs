@@ -14,6 +14,7 @@ use provider::ProviderSettings;
 
 mod env;
 pub mod http;
+mod keep;
 pub mod mfa;
 mod oidc_auth;
 pub mod passkey;
@@ -25,11 +26,12 @@ pub(crate) mod secret;
 mod validate;
 
 use env::{origin_of, overlay_env};
+pub use keep::MAX_KEPT_VALUE;
 pub use oidc_auth::UpstreamClientAuth;
 pub use raw::{
-    ClaimMapping, LogFormat, MAX_KEPT_VALUE, RawAdmin, RawAudit, RawChannelSession, RawDatabase,
-    RawHttp, RawLog, RawProvider, RawRateLimit, RawServer, RawSession, RawSettings, RawUi,
-    RawUpstream, SamlAttributeMapping,
+    ClaimMapping, LogFormat, RawAdmin, RawAudit, RawChannelSession, RawDatabase, RawHttp, RawLog,
+    RawProvider, RawRateLimit, RawServer, RawSession, RawSettings, RawUi, RawUpstream,
+    SamlAttributeMapping,
 };
 pub use saml::{NameIdFormat, SamlMetadataSource, SamlUpstreamConfig, SpKeyPair};
 

@@ -610,7 +610,7 @@ impl RawMfa {
                     ));
                 }
             };
-            crate::config::raw::check_keep(&p.claims).map_err(|m| invalid(&key("claims"), m))?;
+            super::keep::check_keep(&p.claims).map_err(|m| invalid(&key("claims"), m))?;
             plugins.push(PluginManifest {
                 id: p.id,
                 path: p.path,

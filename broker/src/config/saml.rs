@@ -208,7 +208,7 @@ pub(super) fn validate(
             return Err(invalid(k, "must not be empty".into()));
         }
     }
-    super::raw::check_keep(&u.attributes.keep).map_err(|m| invalid("attributes.keep", m))?;
+    super::keep::check_keep(&u.attributes.keep).map_err(|m| invalid("attributes.keep", m))?;
     Ok(SamlUpstreamConfig {
         sp_entity_id,
         metadata,

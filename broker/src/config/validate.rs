@@ -434,7 +434,7 @@ impl Settings {
                                 )
                             })?,
                     };
-                    super::raw::check_keep(&u.claims.keep)
+                    super::keep::check_keep(&u.claims.keep)
                         .map_err(|m| invalid(&key("claims.keep"), m))?;
                     let o = OidcUpstreamConfig {
                         issuer: required("issuer", &u.issuer)?,
