@@ -36,6 +36,23 @@ pub fn for_sp(
     encrypt_assertion(&assertion, content(enc.method), &key, entropy)
 }
 
+/// Says at start which SPs get unauthenticated AES-CBC (their `encryption = "aes256-cbc"`).
+pub(super) fn warn_weak(apps: &[SamlApp]) {
+    for app in apps {
+        if app
+            .encryption
+            .as_ref()
+            .is_some_and(|e| e.method == SamlEncryption::Aes256Cbc)
+        {
+            tracing::warn!(
+                sp = %app.entity_id,
+                "assertions to this SP are encrypted with AES-256-CBC, which is not authenticated; \
+                 prefer aes256-gcm if the SP can decrypt it"
+            );
+        }
+    }
+}
+
 impl SamlIdp {
     /// The signed `assertion` as the SP `app` gets it (see [`for_sp`]).
     pub fn encrypt_for(&self, app: &SamlApp, assertion: String) -> Result<String, SamlError> {

@@ -183,6 +183,7 @@ impl SamlIdp {
             PAIRWISE_SECRET,
             || Ok(entropy.bytes32().to_vec()),
         )?;
+        encrypt::warn_weak(&apps);
         Ok(Self {
             entity_id: url("/saml/idp/metadata")?.to_string(),
             sso_url: url("/saml/idp/sso")?,
