@@ -1,7 +1,7 @@
 //! Owns encrypting the assertions of a service provider registered with an encryption
 //! certificate (`[[saml_apps]] encryption_cert_file`): the Assertion, signed first, becomes an
 //! EncryptedAssertion to the SP's key with a fresh content key and IV from the IdP's
-//! `Entropy`, through `upstream::saml::crypto` (ADR 21).
+//! `Entropy`, through `upstream::saml::crypto` (ADR 22).
 
 use openssl::x509::X509;
 

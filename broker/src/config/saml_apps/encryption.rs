@@ -1,6 +1,6 @@
 //! Owns an SP's encryption settings in `[[saml_apps]]`: the certificate its assertions are
 //! encrypted to (`encryption_cert_file`: one certificate, an RSA key of at least 2048 bits) and
-//! the content encryption (`encryption`), read and checked at boot (ADR 21).
+//! the content encryption (`encryption`), read and checked at boot (ADR 22).
 
 use std::path::Path;
 

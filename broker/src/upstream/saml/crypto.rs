@@ -2,7 +2,7 @@
 //! the RSA-SHA256 query signature, both ways) and XML-Encryption of an assertion both ways:
 //! decrypting an EncryptedAssertion (RSA-OAEP key transport, AES-GCM content, or AES-CBC inside a
 //! Response whose signature verified), with every length checked, and encrypting one to a
-//! service provider's RSA key (ADR 21).
+//! service provider's RSA key (ADR 22).
 
 use std::io::{Read, Write};
 
