@@ -4,8 +4,11 @@
 metadata only). Listens on 127.0.0.1 only.
 
   saml_sp.py --port P [--key K --cert C] [--signed both|response|assertion]
+                   [--enc-key K --enc-cert C]
                    port 0: any free port; with a key pair, the AuthnRequests are signed
-                   (RSA-SHA256); --signed: what the SP requires signed (default both)
+                   (RSA-SHA256); --signed: what the SP requires signed (default both);
+                   with an encryption key pair (pysaml2 `encryption_keypairs`), encrypted
+                   assertions are decrypted with it (xmlsec1)
 
 Endpoints:
   GET  /login?idp=URL[&passive=1][&force=1][&nameid=FORMAT][&mfa=1][&binding=post]
@@ -17,7 +20,8 @@ Endpoints:
   POST /acs        the IdP's Response (HTTP-POST): validated by pysaml2 (signature, issuer,
                    audience, recipient, InResponseTo against the requests this SP sent, time);
                    200 with JSON {name_id, name_id_format, ava, in_response_to, session_index,
-                   class_ref, relay_state}, or 400 with JSON {error, detail}
+                   class_ref, relay_state, encrypted}, or 400 with JSON {error, detail};
+                   encrypted: how many EncryptedAssertions the Response held as posted
   GET  /logout?name_id=N[&format=F][&session_index=S][&binding=post][&sign=0|1]
                  [&destination=URL][&id=ID]
                    a LogoutRequest (pysaml2 create_logout_request) to the IdP's
@@ -39,6 +43,7 @@ It prints "ready <base>" on stdout when it listens.
 """
 
 import argparse
+import base64
 import html
 import json
 import re
@@ -49,7 +54,7 @@ import urllib.parse
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT
+from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT, samlp
 from saml2.client import Saml2Client
 from saml2.config import SPConfig
 from saml2.saml import NAMEID_FORMAT_EMAILADDRESS, AuthnContextClassRef, NameID
@@ -65,6 +70,8 @@ p.add_argument("--key")
 p.add_argument("--signed", choices=["both", "response", "assertion"], default="both",
                help="what the SP requires signed")
 p.add_argument("--cert")
+p.add_argument("--enc-key", help="the key encrypted assertions are decrypted with (PEM)")
+p.add_argument("--enc-cert", help="its certificate (PEM)")
 ARGS = p.parse_args()
 
 LOCK = threading.Lock()
@@ -80,14 +87,18 @@ def client_for(base, idp_metadata_url):
         f = tempfile.NamedTemporaryFile(suffix=".xml", delete=False)
         f.write(md)
         f.close()
-        signing = {}
+        keys = {}
         if ARGS.key:
-            signing = {
+            keys = {
                 "key_file": ARGS.key,
                 "cert_file": ARGS.cert,
                 "signing_algorithm": SIG_RSA_SHA256,
                 "digest_algorithm": DIGEST_SHA256,
             }
+        if ARGS.enc_key:
+            keys["encryption_keypairs"] = [
+                {"key_file": ARGS.enc_key, "cert_file": ARGS.enc_cert}
+            ]
         conf = SPConfig()
         conf.load(
             {
@@ -108,7 +119,7 @@ def client_for(base, idp_metadata_url):
                 "metadata": {"local": [f.name]},
                 "xmlsec_binary": "/usr/bin/xmlsec1",
                 "allow_unknown_attributes": True,
-                **signing,
+                **keys,
             }
         )
         client = Saml2Client(config=conf)
@@ -321,8 +332,12 @@ class Handler(BaseHTTPRequestHandler):
             )
             if resp is None:
                 raise ValueError("no response")
+            if resp.assertion is None:
+                # pysaml2 leaves an EncryptedAssertion none of its keys decrypts out, silently.
+                raise ValueError("no assertion could be read (none decrypted with the SP's keys)")
             with LOCK:
                 STATE["name_id"] = resp.name_id
+            posted = samlp.response_from_string(base64.b64decode(form["SAMLResponse"]))
             statement = resp.assertion.authn_statement[0]
             body = {
                 "name_id": resp.name_id.text,
@@ -332,6 +347,7 @@ class Handler(BaseHTTPRequestHandler):
                 "session_index": statement.session_index,
                 "class_ref": statement.authn_context.authn_context_class_ref.text,
                 "relay_state": form.get("RelayState"),
+                "encrypted": len(posted.encrypted_assertion),
             }
             return self.send(200, [("Content-Type", "application/json")], json.dumps(body))
         except Exception as e:

@@ -10,6 +10,9 @@ use url::Url;
 use crate::domain::Channel;
 use crate::domain::policy::{MfaRequirement, OnLimit};
 
+mod encryption;
+pub use encryption::{SamlEncryption, SpEncryption};
+
 /// The NameID an SP gets.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -65,6 +68,13 @@ pub struct RawSamlApp {
     /// Without it the SP cannot log out through the broker.
     #[serde(default)]
     pub slo_url: Option<String>,
+    /// PEM file of the certificate (RSA, 2048 bits or more) the SP's assertions are encrypted
+    /// to: when set, every assertion it gets is an EncryptedAssertion.
+    #[serde(default)]
+    pub encryption_cert_file: Option<PathBuf>,
+    /// The content encryption (default `aes256-gcm`); only with `encryption_cert_file`.
+    #[serde(default)]
+    pub encryption: Option<SamlEncryption>,
 }
 
 /// A service provider, checked.
@@ -85,6 +95,8 @@ pub struct SamlApp {
     pub signing_certs: Vec<Vec<u8>>,
     /// Where its LogoutRequests are answered (a LogoutResponse, HTTP-Redirect binding).
     pub slo_url: Option<Url>,
+    /// What its assertions are encrypted to (`None`: sent in the clear).
+    pub encryption: Option<SpEncryption>,
 }
 
 /// An endpoint of an SP: https (http only on localhost), no fragment, no user info.
@@ -156,6 +168,7 @@ impl SamlApp {
             on_session_limit: raw.on_session_limit,
             signing_certs,
             slo_url,
+            encryption: encryption::parse(raw.encryption_cert_file.as_deref(), raw.encryption)?,
         })
     }
 }
@@ -177,6 +190,8 @@ mod tests {
             on_session_limit: None,
             signing_cert_file: None,
             slo_url: None,
+            encryption_cert_file: None,
+            encryption: None,
         }
     }
 

@@ -4,7 +4,8 @@
 //! pairwise persistent NameIDs, and signing through the one XML-DSig door
 //! (`upstream::saml::dsig`). Reading an AuthnRequest is `authn_request.rs`, a LogoutRequest
 //! `logout_request.rs`; the IDs of both are used once (`use_request_id`). The IdP's own
-//! LogoutRequests to its SPs, and their answers, are `logout_out.rs`.
+//! LogoutRequests to its SPs, and their answers, are `logout_out.rs`; encrypting an SP's
+//! assertions to its certificate is `encrypt.rs`.
 
 use std::fmt;
 use std::sync::Arc;
@@ -33,6 +34,7 @@ use crate::upstream::saml::xml::escape;
 use crate::upstream::saml::{SamlError, replay_until};
 
 pub mod authn_request;
+pub mod encrypt;
 pub mod logout_out;
 pub mod logout_request;
 
@@ -181,6 +183,7 @@ impl SamlIdp {
             PAIRWISE_SECRET,
             || Ok(entropy.bytes32().to_vec()),
         )?;
+        encrypt::warn_weak(&apps);
         Ok(Self {
             entity_id: url("/saml/idp/metadata")?.to_string(),
             sso_url: url("/saml/idp/sso")?,

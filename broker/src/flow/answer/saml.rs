@@ -300,9 +300,12 @@ impl Resolved for Ready {
         } else {
             assertion
         };
+        // Signed first, then encrypted to the SP when it has an encryption certificate.
+        let assertion = idp.encrypt_for(&self.app, assertion).map_err(internal)?;
         tracing::info!(
             sp = %self.app.entity_id,
             acs = %self.acs,
+            encrypted = self.app.encryption.is_some(),
             "SAML Response issued"
         );
         // The assertion is the SAML token: audited as one, the party key naming the SP.

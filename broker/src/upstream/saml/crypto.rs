@@ -1,20 +1,22 @@
 //! Owns the SAML cryptography that is not XML-DSig: the HTTP-Redirect binding (DEFLATE, base64,
-//! the RSA-SHA256 query signature, both ways) and decrypting an EncryptedAssertion (RSA-OAEP key
-//! transport, AES-GCM content, or AES-CBC inside a Response whose signature verified), with
-//! every length checked.
+//! the RSA-SHA256 query signature, both ways) and XML-Encryption of an assertion both ways:
+//! decrypting an EncryptedAssertion (RSA-OAEP key transport, AES-GCM content, or AES-CBC inside a
+//! Response whose signature verified), with every length checked, and encrypting one to a
+//! service provider's RSA key (ADR 22).
 
 use std::io::{Read, Write};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use openssl::hash::MessageDigest;
-use openssl::pkey::{PKey, Private};
+use openssl::pkey::{HasPublic, PKey, PKeyRef, Private};
 use openssl::rsa::Padding;
 use openssl::sign::{Signer, Verifier};
 use openssl::symm::{Cipher, Crypter, Mode};
 use samael::crypto::CertificateDer;
 
 use super::SamlError;
+use crate::clock::Entropy;
 
 pub const RSA_SHA256: &str = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256";
 
@@ -156,6 +158,79 @@ pub fn read_redirect(
     })
 }
 
+/// RSA-OAEP key transport of XML-Encryption 1.0 (SHA-1 digest and MGF1-SHA1 when no
+/// `DigestMethod` says otherwise): what the broker writes, the one xmlsec1 1.2 reads.
+pub const RSA_OAEP_MGF1P: &str = "http://www.w3.org/2001/04/xmlenc#rsa-oaep-mgf1p";
+/// RSA-OAEP of XML-Encryption 1.1 (read only, with its default digests).
+pub const RSA_OAEP_11: &str = "http://www.w3.org/2009/xmlenc11#rsa-oaep";
+const XENC_NS: &str = "http://www.w3.org/2001/04/xmlenc#";
+const XENC_ELEMENT: &str = "http://www.w3.org/2001/04/xmlenc#Element";
+
+/// The content encryption of an `xenc:EncryptedData`: the AES modes read (all six) and
+/// written (what an SP's `encryption` names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContentEncryption {
+    Aes128Cbc,
+    Aes192Cbc,
+    Aes256Cbc,
+    Aes128Gcm,
+    Aes192Gcm,
+    Aes256Gcm,
+}
+
+impl ContentEncryption {
+    const ALL: [Self; 6] = [
+        Self::Aes128Cbc,
+        Self::Aes192Cbc,
+        Self::Aes256Cbc,
+        Self::Aes128Gcm,
+        Self::Aes192Gcm,
+        Self::Aes256Gcm,
+    ];
+
+    /// The algorithm URI of its `xenc:EncryptionMethod`.
+    pub fn uri(self) -> &'static str {
+        match self {
+            Self::Aes128Cbc => "http://www.w3.org/2001/04/xmlenc#aes128-cbc",
+            Self::Aes192Cbc => "http://www.w3.org/2001/04/xmlenc#aes192-cbc",
+            Self::Aes256Cbc => "http://www.w3.org/2001/04/xmlenc#aes256-cbc",
+            Self::Aes128Gcm => "http://www.w3.org/2009/xmlenc11#aes128-gcm",
+            Self::Aes192Gcm => "http://www.w3.org/2009/xmlenc11#aes192-gcm",
+            Self::Aes256Gcm => "http://www.w3.org/2009/xmlenc11#aes256-gcm",
+        }
+    }
+
+    pub fn from_uri(uri: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.uri() == uri)
+    }
+
+    fn cipher(self) -> Cipher {
+        match self {
+            Self::Aes128Cbc => Cipher::aes_128_cbc(),
+            Self::Aes192Cbc => Cipher::aes_192_cbc(),
+            Self::Aes256Cbc => Cipher::aes_256_cbc(),
+            Self::Aes128Gcm => Cipher::aes_128_gcm(),
+            Self::Aes192Gcm => Cipher::aes_192_gcm(),
+            Self::Aes256Gcm => Cipher::aes_256_gcm(),
+        }
+    }
+
+    /// Authenticated (GCM), or not (CBC: only inside a signature that covers the cipher text).
+    pub fn is_gcm(self) -> bool {
+        matches!(self, Self::Aes128Gcm | Self::Aes192Gcm | Self::Aes256Gcm)
+    }
+
+    /// The IV before the cipher text: 96 bits for GCM, a block for CBC.
+    fn iv_len(self) -> usize {
+        if self.is_gcm() { 12 } else { 16 }
+    }
+
+    /// The GCM tag after the cipher text (128 bits, the XML-Encryption 1.1 size).
+    fn tag_len(self) -> usize {
+        if self.is_gcm() { 16 } else { 0 }
+    }
+}
+
 fn cipher_value(v: &str) -> Result<Vec<u8>, SamlError> {
     let clean: String = v.chars().filter(|c| !c.is_ascii_whitespace()).collect();
     STANDARD
@@ -237,24 +312,14 @@ pub fn decrypt_assertion(
     else {
         return Err(fail("EncryptedData or EncryptedKey incomplete"));
     };
-    let (cipher, gcm) = match method.as_str() {
-        "http://www.w3.org/2001/04/xmlenc#aes128-cbc" => (Cipher::aes_128_cbc(), false),
-        "http://www.w3.org/2001/04/xmlenc#aes192-cbc" => (Cipher::aes_192_cbc(), false),
-        "http://www.w3.org/2001/04/xmlenc#aes256-cbc" => (Cipher::aes_256_cbc(), false),
-        "http://www.w3.org/2009/xmlenc11#aes128-gcm" => (Cipher::aes_128_gcm(), true),
-        "http://www.w3.org/2009/xmlenc11#aes192-gcm" => (Cipher::aes_192_gcm(), true),
-        "http://www.w3.org/2009/xmlenc11#aes256-gcm" => (Cipher::aes_256_gcm(), true),
-        other => return Err(fail(&format!("content encryption {other} refused"))),
-    };
+    let content = ContentEncryption::from_uri(&method)
+        .ok_or_else(|| fail(&format!("content encryption {method} refused")))?;
+    let (cipher, gcm) = (content.cipher(), content.is_gcm());
     if !gcm && !cbc_allowed {
         return Err(SamlError::CbcUnsigned);
     }
     // RSA PKCS#1 v1.5 key transport is refused: it is a decryption oracle (Bleichenbacher).
-    if !matches!(
-        key_method.as_str(),
-        "http://www.w3.org/2001/04/xmlenc#rsa-oaep-mgf1p"
-            | "http://www.w3.org/2009/xmlenc11#rsa-oaep"
-    ) {
+    if !matches!(key_method.as_str(), RSA_OAEP_MGF1P | RSA_OAEP_11) {
         return Err(fail(&format!("key transport {key_method} refused")));
     }
     let wrapped = cipher_value(&wrapped)?;
@@ -270,8 +335,7 @@ pub fn decrypt_assertion(
     if cek.len() != cipher.key_len() {
         return Err(fail("the content key has the wrong length"));
     }
-    let iv_len = if gcm { 12 } else { 16 };
-    let tag_len = if gcm { 16 } else { 0 };
+    let (iv_len, tag_len) = (content.iv_len(), content.tag_len());
     if data.len() < iv_len + tag_len + 1 {
         return Err(fail("the cipher text is too short"));
     }
@@ -302,9 +366,77 @@ pub fn decrypt_assertion(
     String::from_utf8(out).map_err(|_| fail("the assertion is not UTF-8"))
 }
 
+/// `assertion` (a whole `saml:Assertion` element, signed already: SAML Core 6.2) encrypted for
+/// the RSA key `recipient`, as a `saml:EncryptedAssertion`: a fresh content key and IV from
+/// `entropy`; the content with `content` (GCM: IV, cipher text, 128-bit tag; CBC: IV, then the
+/// cipher text with PKCS#7 padding, which is XML-Encryption's padding with its free bytes
+/// fixed); the content key wrapped with RSA-OAEP (`rsa-oaep-mgf1p`, SHA-1 and MGF1-SHA1) in an
+/// `xenc:EncryptedKey` inside the `EncryptedData`'s `ds:KeyInfo`. Never PKCS#1 v1.5. The
+/// inverse of [`decrypt_assertion`].
+pub fn encrypt_assertion<T: HasPublic>(
+    assertion: &str,
+    content: ContentEncryption,
+    recipient: &PKeyRef<T>,
+    entropy: &dyn Entropy,
+) -> Result<String, SamlError> {
+    let fail = |m: &str| SamlError::Encryption(m.to_owned());
+    let rsa = recipient
+        .rsa()
+        .map_err(|_| fail("the recipient's key is not RSA"))?;
+    let cipher = content.cipher();
+    let mut key = vec![0u8; cipher.key_len()];
+    entropy.fill(&mut key);
+    let mut data = vec![0u8; content.iv_len()];
+    entropy.fill(&mut data);
+    let iv = data.clone();
+    if content.is_gcm() {
+        let mut tag = vec![0u8; content.tag_len()];
+        let body = openssl::symm::encrypt_aead(
+            cipher,
+            &key,
+            Some(&iv),
+            &[],
+            assertion.as_bytes(),
+            &mut tag,
+        )
+        .map_err(|_| fail("the content does not encrypt"))?;
+        data.extend(body);
+        data.extend(tag);
+    } else {
+        let body = openssl::symm::encrypt(cipher, &key, Some(&iv), assertion.as_bytes())
+            .map_err(|_| fail("the content does not encrypt"))?;
+        data.extend(body);
+    }
+    let mut wrapped = vec![0u8; rsa.size() as usize];
+    let n = rsa
+        .public_encrypt(&key, &mut wrapped, Padding::PKCS1_OAEP)
+        .map_err(|_| fail("the content key does not wrap"))?;
+    wrapped.truncate(n);
+    Ok(format!(
+        concat!(
+            r#"<saml:EncryptedAssertion xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion">"#,
+            r#"<xenc:EncryptedData xmlns:xenc="{xenc}" Type="{element}">"#,
+            r#"<xenc:EncryptionMethod Algorithm="{content}"/>"#,
+            r#"<ds:KeyInfo xmlns:ds="http://www.w3.org/2000/09/xmldsig#"><xenc:EncryptedKey>"#,
+            r#"<xenc:EncryptionMethod Algorithm="{transport}"/>"#,
+            r#"<xenc:CipherData><xenc:CipherValue>{key}</xenc:CipherValue></xenc:CipherData>"#,
+            r#"</xenc:EncryptedKey></ds:KeyInfo>"#,
+            r#"<xenc:CipherData><xenc:CipherValue>{data}</xenc:CipherValue></xenc:CipherData>"#,
+            r#"</xenc:EncryptedData></saml:EncryptedAssertion>"#
+        ),
+        xenc = XENC_NS,
+        element = XENC_ELEMENT,
+        content = content.uri(),
+        transport = RSA_OAEP_MGF1P,
+        key = STANDARD.encode(wrapped),
+        data = STANDARD.encode(data),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::{OsEntropy, SeededEntropy};
     use openssl::rsa::Rsa;
 
     fn cert_for(key: &PKey<Private>) -> CertificateDer {
@@ -337,6 +469,96 @@ mod tests {
         assert!(read_redirect(&tampered, &[cert_for(&key)]).is_err());
         let unsigned = redirect_query("SAMLRequest", xml, None, None).unwrap();
         assert!(!read_redirect(&unsigned, &[cert_for(&key)]).unwrap().signed);
+    }
+
+    const ASSERTION: &str = r#"<saml:Assertion xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" ID="_a" Version="2.0"><saml:Issuer>https://idp.example</saml:Issuer><saml:Subject><saml:NameID>alice@example.com</saml:NameID></saml:Subject></saml:Assertion>"#;
+
+    /// The base64 text of the `n`-th `CipherValue` (0: the wrapped key, 1: the content).
+    fn cipher_text(xml: &str, n: usize) -> &str {
+        xml.split("<xenc:CipherValue>")
+            .nth(n + 1)
+            .and_then(|s| s.split('<').next())
+            .unwrap()
+    }
+
+    #[test]
+    fn encrypted_assertions_decrypt_with_the_sp_key_only() {
+        let sp = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+        let other = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+        // The public half is all the encryption sees (the SP's certificate).
+        let public = PKey::public_key_from_der(&sp.public_key_to_der().unwrap()).unwrap();
+        for content in ContentEncryption::ALL {
+            let xml = encrypt_assertion(ASSERTION, content, &public, &OsEntropy).unwrap();
+            assert!(!xml.contains("alice"), "{xml}");
+            assert!(xml.starts_with("<saml:EncryptedAssertion"), "{xml}");
+            assert!(
+                xml.contains(content.uri()) && xml.contains(RSA_OAEP_MGF1P),
+                "{xml}"
+            );
+            assert!(xml.contains(r#"Type="http://www.w3.org/2001/04/xmlenc#Element""#));
+            let cbc = !content.is_gcm();
+            assert_eq!(decrypt_assertion(&xml, &sp, cbc).unwrap(), ASSERTION);
+            // Another key does not open it.
+            assert!(
+                matches!(
+                    decrypt_assertion(&xml, &other, cbc),
+                    Err(SamlError::Decryption(_))
+                ),
+                "{content:?}"
+            );
+            if cbc {
+                // CBC is opened only inside a verified signature.
+                assert!(matches!(
+                    decrypt_assertion(&xml, &sp, false),
+                    Err(SamlError::CbcUnsigned)
+                ));
+            } else {
+                // A changed cipher text fails the GCM tag.
+                let data = STANDARD.decode(cipher_text(&xml, 1)).unwrap();
+                let mut changed = data.clone();
+                changed[20] ^= 1;
+                let tampered = xml.replace(cipher_text(&xml, 1), &STANDARD.encode(changed));
+                assert!(decrypt_assertion(&tampered, &sp, false).is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn every_encryption_has_a_fresh_content_key_and_iv() {
+        let sp = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+        let one = encrypt_assertion(ASSERTION, ContentEncryption::Aes256Gcm, &sp, &OsEntropy);
+        let two = encrypt_assertion(ASSERTION, ContentEncryption::Aes256Gcm, &sp, &OsEntropy);
+        let (one, two) = (one.unwrap(), two.unwrap());
+        let iv = |xml: &str| STANDARD.decode(cipher_text(xml, 1)).unwrap()[..12].to_vec();
+        assert_ne!(iv(&one), iv(&two));
+        assert_ne!(cipher_text(&one, 1), cipher_text(&two, 1));
+        // The key and IV are the injected entropy's: the same seed, the same content key and
+        // IV (the OAEP wrapping's own seed still differs).
+        let seeded = |seed| {
+            let xml = encrypt_assertion(
+                ASSERTION,
+                ContentEncryption::Aes128Gcm,
+                &sp,
+                &SeededEntropy::new(seed),
+            )
+            .unwrap();
+            cipher_text(&xml, 1).to_owned()
+        };
+        assert_eq!(seeded(1), seeded(1));
+        assert_ne!(seeded(1), seeded(2));
+        // A key that is not RSA cannot be encrypted to.
+        let ec = PKey::from_ec_key(
+            openssl::ec::EcKey::generate(
+                &openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1)
+                    .unwrap(),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        assert!(matches!(
+            encrypt_assertion(ASSERTION, ContentEncryption::Aes256Gcm, &ec, &OsEntropy),
+            Err(SamlError::Encryption(_))
+        ));
     }
 
     #[test]

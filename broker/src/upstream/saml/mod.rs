@@ -76,6 +76,8 @@ pub enum SamlError {
     NameIdFormat(String),
     #[error("decryption: {0}")]
     Decryption(String),
+    #[error("encryption: {0}")]
+    Encryption(String),
     #[error("AES-CBC content in an unsigned Response (only AES-GCM is accepted there)")]
     CbcUnsigned,
     #[error("an unsolicited response (IdP-initiated login is off)")]
@@ -147,6 +149,7 @@ impl SamlError {
             Self::NoSubject => "subject",
             Self::NameIdFormat(_) => "name_id_format",
             Self::Decryption(_) => "decryption",
+            Self::Encryption(_) => "encryption",
             Self::CbcUnsigned => "cbc_unsigned",
             Self::Unsolicited => "unsolicited",
             Self::Status { .. } => "status",
