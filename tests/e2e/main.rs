@@ -22,6 +22,7 @@ mod passwordless;
 mod plugin_http;
 mod privacyidea;
 mod saml_idp;
+mod saml_idp_release;
 mod saml_idp_slo;
 mod secrets;
 mod sessions;

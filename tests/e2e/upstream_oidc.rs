@@ -63,8 +63,8 @@ struct TokenRequest {
     form: std::collections::BTreeMap<String, String>,
 }
 
-struct FakeOp {
-    issuer: String,
+pub(crate) struct FakeOp {
+    pub(crate) issuer: String,
     key: PKey<Private>,
     other: PKey<Private>,
     next: Mutex<(Forgery, String)>,
@@ -172,7 +172,7 @@ impl FakeOp {
     }
 }
 
-async fn start_fake_op() -> Arc<FakeOp> {
+pub(crate) async fn start_fake_op() -> Arc<FakeOp> {
     start_fake_op_with(false).await
 }
 
@@ -1136,7 +1136,7 @@ per_backend_async!(
 
 /// A sign-in through upstream `id` of `op` with a correct ID token; `iss` is put in the
 /// authorization response when given. The callback's answer and the browser.
-async fn sign_in_through(
+pub(crate) async fn sign_in_through(
     app: &crate::helpers::TestApp,
     op: &FakeOp,
     id: &str,

@@ -1,6 +1,7 @@
 //! Owns `[[saml_apps]]`: the service providers the broker answers as a SAML 2.0 IdP (entity ID,
 //! the ACS URLs it may post to, its SingleLogoutService, the NameID it gets, what is signed, the certificates its
-//! requests are signed with, and its sign-in policy like a client's), parsed and checked at boot.
+//! requests are signed with, its sign-in policy like a client's, the attributes it is released
+//! (`attributes.rs`), and whether it accepts IdP-initiated sign-ins), parsed and checked at boot.
 
 use std::path::PathBuf;
 
@@ -9,6 +10,10 @@ use url::Url;
 
 use crate::domain::Channel;
 use crate::domain::policy::{MfaRequirement, OnLimit};
+
+pub mod attributes;
+
+use attributes::ReleasedAttribute;
 
 /// The NameID an SP gets.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -19,6 +24,8 @@ pub enum SamlAppNameId {
     Email,
     /// A stable opaque id for this user at this SP only (pairwise).
     Persistent,
+    /// An opaque id for this session at this SP only: another at the next sign-in.
+    Transient,
 }
 
 /// What the broker signs in a Response.
@@ -65,6 +72,14 @@ pub struct RawSamlApp {
     /// Without it the SP cannot log out through the broker.
     #[serde(default)]
     pub slo_url: Option<String>,
+    /// The attributes the SP is released (`[[saml_apps.attributes]]`); unset: `email` and
+    /// `name`, NameFormat basic.
+    #[serde(default)]
+    pub attributes: Option<Vec<ReleasedAttribute>>,
+    /// The SP accepts unsolicited Responses: a sign-in started at the broker
+    /// (`/saml/idp/init`).
+    #[serde(default)]
+    pub idp_initiated: bool,
 }
 
 /// A service provider, checked.
@@ -85,6 +100,10 @@ pub struct SamlApp {
     pub signing_certs: Vec<Vec<u8>>,
     /// Where its LogoutRequests are answered (a LogoutResponse, HTTP-Redirect binding).
     pub slo_url: Option<Url>,
+    /// What its assertions carry, in this order.
+    pub attributes: Vec<ReleasedAttribute>,
+    /// It may be sent an unsolicited Response (IdP-initiated sign-in).
+    pub idp_initiated: bool,
 }
 
 /// An endpoint of an SP: https (http only on localhost), no fragment, no user info.
@@ -144,6 +163,13 @@ impl SamlApp {
                     .map_err(|e| ("signing_cert_file", e.to_string()))?
             }
         };
+        let attributes = match &raw.attributes {
+            None => attributes::default_release(),
+            Some(list) => {
+                attributes::check_list(list).map_err(|m| ("attributes", m))?;
+                list.clone()
+            }
+        };
         Ok(Self {
             entity_id: raw.entity_id.clone(),
             name: raw.name.clone().unwrap_or_else(|| raw.entity_id.clone()),
@@ -156,6 +182,8 @@ impl SamlApp {
             on_session_limit: raw.on_session_limit,
             signing_certs,
             slo_url,
+            attributes,
+            idp_initiated: raw.idp_initiated,
         })
     }
 }
@@ -177,6 +205,8 @@ mod tests {
             on_session_limit: None,
             signing_cert_file: None,
             slo_url: None,
+            attributes: None,
+            idp_initiated: false,
         }
     }
 
