@@ -4,8 +4,9 @@
 //! verified email; empty ones left out) and the default release without a list; transient
 //! NameIDs (per session and per SP; an SP's LogoutRequest naming one ends the session, and the
 //! broker's own LogoutRequest carries it); IdP-initiated sign-in, opt-in per SP (an unsolicited
-//! Response pysaml2 accepts with `allow_unsolicited`; refused for an SP without the opt-in and
-//! for an unknown SP).
+//! Response pysaml2 accepts with `allow_unsolicited`; with a session, the Response only after a
+//! POST, the session kept, or raised when the SP's policy wants a second factor; refused for an
+//! SP without the opt-in and for an unknown SP).
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -537,6 +538,69 @@ async fn idp_initiated_sign_in_reaches_an_sp_that_accepts_it(b: Backend) {
     assert!(page.has_form("/login/continue"), "{}", page.body);
 }
 
+/// An SP whose policy asks for a second factor the session does not have: the GET shows the
+/// factor choice (nothing sent, no Response); the factor proven by POSTs, the session is raised
+/// (not replaced) and the SP gets the unsolicited Response with the MFA class.
+async fn idp_initiated_sign_in_steps_the_session_up_for_an_sp_that_wants_mfa(b: Backend) {
+    use crate::mfa::{mfa_config, oathtool, text_of, totp_manifest};
+    use concierge::clock::Clock;
+    let sp = saml_sp_with(&["--allow-unsolicited"]);
+    let more = mfa_config("optional", &totp_manifest(), "");
+    let Some(app) = broker_with(b, &sp, "idp_initiated = true\nmfa = \"required\"", &more).await
+    else {
+        return;
+    };
+    let res = sp
+        .http
+        .get(format!(
+            "{}/setup?idp={}/saml/idp/metadata",
+            sp.base, app.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 204);
+    let mut br = Browser::new(&app);
+    br.login(DEMO_EMAIL, DEMO_PASSWORD).await;
+    let before = br.session_cookie().unwrap();
+    let page = br.get(&init_path(&sp.entity_id(), "&RelayState=rs")).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(!page.body.contains("SAMLResponse"), "{}", page.body);
+    assert!(page.has_form("/login/mfa/choose"), "{}", page.body);
+    let page = br
+        .submit(
+            &page,
+            "/login/mfa/choose",
+            &[("factor", "totp"), ("action", "enroll")],
+        )
+        .await;
+    let secret = text_of(&page, "mfa-secret");
+    let page = br
+        .submit(
+            &page,
+            "/login/mfa/answer",
+            &[("code", &oathtool(&secret, app.clock.now()))],
+        )
+        .await;
+    let page = if page.has_form("/login/mfa/continue") {
+        br.submit(&page, "/login/mfa/continue", &[]).await
+    } else {
+        page
+    };
+    let (_, page) = br.follow(page).await;
+    let fields = answer_form(&sp, &page);
+    assert!(!response_xml(&fields).contains("InResponseTo"));
+    let (status, seen) = sp.post(&fields).await;
+    assert_eq!(status, 200, "{seen}");
+    assert_eq!(
+        seen["class_ref"], "https://refeds.org/profile/mfa",
+        "{seen}"
+    );
+    assert_eq!(seen["relay_state"], "rs");
+    // The same session, raised: the browser's cookie is the one it had.
+    assert_eq!(br.session_cookie().unwrap(), before);
+}
+
 async fn idp_initiated_sign_in_is_refused_without_the_opt_in(b: Backend) {
     let sp = saml_sp_with(&["--allow-unsolicited"]);
     let Some(app) = broker_with(b, &sp, "", "").await else {
@@ -586,5 +650,6 @@ per_backend_async!(
     sp_initiated_logout_with_the_transient_name_id_ends_the_session,
     the_brokers_logout_request_carries_the_transient_name_id,
     idp_initiated_sign_in_reaches_an_sp_that_accepts_it,
+    idp_initiated_sign_in_steps_the_session_up_for_an_sp_that_wants_mfa,
     idp_initiated_sign_in_is_refused_without_the_opt_in,
 );
