@@ -1,9 +1,9 @@
 //! Owns the SAML answer: the Response a service provider receives at its ACS (HTTP-POST binding,
 //! auto-posted by the browser): on success a signed Assertion for the session (NameID, bearer
 //! confirmation, audience, authentication statement, the attributes released to the SP:
-//! `saml_idp::attributes`), on a refusal a
-//! Response with the status in SAML's words. The SP and its ACS URLs come from the registry
-//! (`[[saml_apps]]`, `saml_idp`), never from the request alone.
+//! `saml_idp::attributes`), on a refusal a Response with the status in SAML's words; without
+//! `InResponseTo` when no request is answered (IdP-initiated). The SP and its ACS URLs come from
+//! the registry (`[[saml_apps]]`, `saml_idp`), never from the request alone.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
@@ -337,6 +337,21 @@ impl Resolved for Ready {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_kept_before_unsolicited_answers_reads_the_same() {
+        // A journey stored by an earlier version (request_id a plain string) reads as solicited.
+        let old = r#"{"sp":"https://sp.example","acs":"https://sp.example/acs","request_id":"_r1","relay_state":"rs","name_id_format":null,"acr_values":null}"#;
+        let r: SamlRequest = serde_json::from_str(old).unwrap();
+        assert_eq!(r.request_id.as_deref(), Some("_r1"));
+        let unsolicited = SamlRequest {
+            request_id: None,
+            ..r.clone()
+        };
+        let back: SamlRequest =
+            serde_json::from_str(&serde_json::to_string(&unsolicited).unwrap()).unwrap();
+        assert_eq!(back, unsolicited);
+    }
 
     #[test]
     fn requested_classes_map_to_levels() {
