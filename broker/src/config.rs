@@ -14,7 +14,7 @@ use provider::ProviderSettings;
 
 mod env;
 pub mod http;
-mod keep;
+pub(crate) mod keep;
 pub mod mfa;
 mod oidc_auth;
 pub mod passkey;

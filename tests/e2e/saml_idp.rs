@@ -75,7 +75,7 @@ impl Sp {
         format!("{}/metadata", self.base)
     }
 
-    fn acs(&self) -> String {
+    pub(crate) fn acs(&self) -> String {
         format!("{}/acs", self.base)
     }
 

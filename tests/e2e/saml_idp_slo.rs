@@ -23,13 +23,13 @@ use crate::support::Backend;
 const SUCCESS: &str = "urn:oasis:names:tc:SAML:2.0:status:Success";
 
 impl Sp {
-    fn sls(&self) -> String {
+    pub(crate) fn sls(&self) -> String {
         format!("{}/sls", self.base)
     }
 
     /// The SP's LogoutRequest over HTTP-Redirect (`extra`: more query parameters of the peer's
     /// `/logout`): the path and query at the broker, and the request's ID.
-    async fn logout(&self, name_id: &str, extra: &str) -> (String, String) {
+    pub(crate) async fn logout(&self, name_id: &str, extra: &str) -> (String, String) {
         let (url, id) = self
             .redirected(&format!("/logout?name_id={}{extra}", urlencoding(name_id)))
             .await;
@@ -50,7 +50,7 @@ impl Sp {
 
     /// The SP's reading of the broker's answer (a redirect to its `/sls`): 200 and what it
     /// read, or 400 and why.
-    async fn logged_out(&self, location: &str) -> (u16, Value) {
+    pub(crate) async fn logged_out(&self, location: &str) -> (u16, Value) {
         assert!(location.starts_with(&self.sls()), "{location}");
         let res = self.http.get(location).send().await.unwrap();
         let status = res.status().as_u16();
@@ -71,7 +71,7 @@ fn slo_of(md: &str) -> url::Url {
     url::Url::parse(&loc[start..end]).unwrap()
 }
 
-fn urlencoding(s: &str) -> String {
+pub(crate) fn urlencoding(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
@@ -400,7 +400,7 @@ async fn a_replayed_authn_request_is_refused(b: Backend) {
 /// The broker's own sign-out (`POST /logout`) through the SP: its signed LogoutRequest to the
 /// SP's `/sls`, answered by pysaml2, whose LogoutResponse brings the browser back to the broker;
 /// where the broker then sends it.
-async fn sign_out_through(br: &mut Browser, sp: &Sp) -> String {
+pub(crate) async fn sign_out_through(br: &mut Browser, sp: &Sp) -> String {
     let token = br.get("/account").await.field("csrf_token");
     let out = br.post_form("/logout", &[("csrf_token", &token)]).await;
     assert!(br.session_cookie().is_none(), "cookie cleared");

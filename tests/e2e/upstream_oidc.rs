@@ -98,7 +98,7 @@ impl FakeOp {
         let mut claims = json!({
             "iss": self.issuer, "sub": "evil-user", "aud": "concierge", "iat": START,
             "exp": START + 300, "nonce": nonce, "email": "victim@example.com",
-            "email_verified": true, "groups": ["staff", "admins"],
+            "email_verified": true, "groups": ["staff", "admins"], "department": "research",
         });
         let header = json!({"alg": "RS256", "kid": "k1", "typ": "JWT"});
         match forgery {
@@ -1146,7 +1146,7 @@ per_backend_async!(
 
 /// A sign-in through upstream `id` of `op` with a correct ID token; `iss` is put in the
 /// authorization response when given. The callback's answer and the browser.
-async fn sign_in_through(
+pub(crate) async fn sign_in_through(
     app: &crate::helpers::TestApp,
     op: &FakeOp,
     id: &str,

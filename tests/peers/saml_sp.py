@@ -4,13 +4,16 @@
 metadata only). Listens on 127.0.0.1 only.
 
   saml_sp.py --port P [--key K --cert C] [--signed both|response|assertion]
-                   [--enc-key K --enc-cert C]
+                   [--enc-key K --enc-cert C] [--allow-unsolicited]
                    port 0: any free port; with a key pair, the AuthnRequests are signed
                    (RSA-SHA256); --signed: what the SP requires signed (default both);
                    with an encryption key pair (pysaml2 `encryption_keypairs`), encrypted
-                   assertions are decrypted with it (xmlsec1)
+                   assertions are decrypted with it (xmlsec1); --allow-unsolicited: pysaml2's
+                   allow_unsolicited, Responses that answer no request of this SP
+                   (IdP-initiated) are accepted (still checked otherwise)
 
 Endpoints:
+  GET  /setup?idp=URL   reads the IdP's metadata (once) without sending a request (204)
   GET  /login?idp=URL[&passive=1][&force=1][&nameid=FORMAT][&mfa=1][&binding=post]
                    the IdP's metadata is read from URL (once), then an AuthnRequest over
                    HTTP-Redirect: a 302 to the IdP's single sign-on endpoint, RelayState "rs-1";
@@ -72,6 +75,7 @@ p.add_argument("--signed", choices=["both", "response", "assertion"], default="b
 p.add_argument("--cert")
 p.add_argument("--enc-key", help="the key encrypted assertions are decrypted with (PEM)")
 p.add_argument("--enc-cert", help="its certificate (PEM)")
+p.add_argument("--allow-unsolicited", action="store_true")
 ARGS = p.parse_args()
 
 LOCK = threading.Lock()
@@ -112,7 +116,7 @@ def client_for(base, idp_metadata_url):
                         "want_response_signed": ARGS.signed in ("both", "response"),
                         "want_assertions_signed": ARGS.signed in ("both", "assertion"),
                         "authn_requests_signed": bool(ARGS.key),
-                        "allow_unsolicited": False,
+                        "allow_unsolicited": ARGS.allow_unsolicited,
                         "name_id_format": NAMEID_FORMAT_EMAILADDRESS,
                     }
                 },
@@ -271,6 +275,12 @@ class Handler(BaseHTTPRequestHandler):
         if url.path == "/logout":
             try:
                 return self.logout(dict(urllib.parse.parse_qsl(url.query)))
+            except Exception as e:  # a test peer: show what went wrong
+                return self.send(500, [("Content-Type", "text/plain")], f"SP error: {e!r}")
+        if url.path == "/setup":
+            try:
+                client_for(self.base(), dict(urllib.parse.parse_qsl(url.query))["idp"])
+                return self.send(204, [], "")
             except Exception as e:  # a test peer: show what went wrong
                 return self.send(500, [("Content-Type", "text/plain")], f"SP error: {e!r}")
         if url.path != "/login":

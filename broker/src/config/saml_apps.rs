@@ -1,6 +1,7 @@
 //! Owns `[[saml_apps]]`: the service providers the broker answers as a SAML 2.0 IdP (entity ID,
 //! the ACS URLs it may post to, its SingleLogoutService, the NameID it gets, what is signed, the certificates its
-//! requests are signed with, and its sign-in policy like a client's), parsed and checked at boot.
+//! requests are signed with, its sign-in policy like a client's, the attributes it is released
+//! (`attributes.rs`), and whether it accepts IdP-initiated sign-ins), parsed and checked at boot.
 
 use std::path::PathBuf;
 
@@ -12,6 +13,9 @@ use crate::domain::policy::{MfaRequirement, OnLimit};
 
 mod encryption;
 pub use encryption::{SamlEncryption, SpEncryption};
+pub mod attributes;
+
+use attributes::ReleasedAttribute;
 
 /// The NameID an SP gets.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,6 +26,8 @@ pub enum SamlAppNameId {
     Email,
     /// A stable opaque id for this user at this SP only (pairwise).
     Persistent,
+    /// An opaque id for this session at this SP only: another at the next sign-in.
+    Transient,
 }
 
 /// What the broker signs in a Response.
@@ -75,6 +81,14 @@ pub struct RawSamlApp {
     /// The content encryption (default `aes256-gcm`); only with `encryption_cert_file`.
     #[serde(default)]
     pub encryption: Option<SamlEncryption>,
+    /// The attributes the SP is released (`[[saml_apps.attributes]]`); unset: `email` and
+    /// `name`, NameFormat basic.
+    #[serde(default)]
+    pub attributes: Option<Vec<ReleasedAttribute>>,
+    /// The SP accepts unsolicited Responses: a sign-in started at the broker
+    /// (`/saml/idp/init`).
+    #[serde(default)]
+    pub idp_initiated: bool,
 }
 
 /// A service provider, checked.
@@ -97,6 +111,10 @@ pub struct SamlApp {
     pub slo_url: Option<Url>,
     /// What its assertions are encrypted to (`None`: sent in the clear).
     pub encryption: Option<SpEncryption>,
+    /// What its assertions carry, in this order.
+    pub attributes: Vec<ReleasedAttribute>,
+    /// It may be sent an unsolicited Response (IdP-initiated sign-in).
+    pub idp_initiated: bool,
 }
 
 /// An endpoint of an SP: https (http only on localhost), no fragment, no user info.
@@ -156,6 +174,13 @@ impl SamlApp {
                     .map_err(|e| ("signing_cert_file", e.to_string()))?
             }
         };
+        let attributes = match &raw.attributes {
+            None => attributes::default_release(),
+            Some(list) => {
+                attributes::check_list(list).map_err(|m| ("attributes", m))?;
+                list.clone()
+            }
+        };
         Ok(Self {
             entity_id: raw.entity_id.clone(),
             name: raw.name.clone().unwrap_or_else(|| raw.entity_id.clone()),
@@ -169,6 +194,8 @@ impl SamlApp {
             signing_certs,
             slo_url,
             encryption: encryption::parse(raw.encryption_cert_file.as_deref(), raw.encryption)?,
+            attributes,
+            idp_initiated: raw.idp_initiated,
         })
     }
 }
@@ -192,6 +219,8 @@ mod tests {
             slo_url: None,
             encryption_cert_file: None,
             encryption: None,
+            attributes: None,
+            idp_initiated: false,
         }
     }
 

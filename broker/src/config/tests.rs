@@ -451,6 +451,118 @@ fn saml_apps_are_checked_and_named_by_index() {
 }
 
 #[test]
+fn saml_attributes_name_formats_and_idp_initiated_are_read_and_errors_name_the_key() {
+    use saml_apps::attributes::{AttributeSource, NameFormat};
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("c.toml");
+    let app = "[[saml_apps]]\nentity_id = \"https://sp.example/meta\"\nacs_urls = [\"https://sp.example/acs\"]\n";
+    let attr =
+        |name: &str, more: &str| format!("[[saml_apps.attributes]]\nname = \"{name}\"\n{more}");
+    let load = |text: String| {
+        std::fs::write(&p, text).unwrap();
+        Settings::load(Some(&p), env(&[]))
+    };
+
+    // Without a list: today's release (email and name, basic); no IdP-initiated sign-in.
+    let s = load(app.to_owned()).unwrap();
+    let a = &s.saml_apps[0];
+    assert_eq!(a.attributes, saml_apps::attributes::default_release());
+    assert_eq!(
+        a.attributes
+            .iter()
+            .map(|x| x.from.clone())
+            .collect::<Vec<_>>(),
+        [AttributeSource::Email, AttributeSource::Name]
+    );
+    assert!(
+        a.attributes
+            .iter()
+            .all(|x| x.name_format == NameFormat::Basic)
+    );
+    assert!(!a.idp_initiated);
+    assert_eq!(a.name_id_format, saml_apps::SamlAppNameId::Email);
+
+    let s = load(format!(
+        "{app}name_id_format = \"transient\"\nidp_initiated = true\n{}{}{}",
+        attr(
+            "urn:oid:0.9.2342.19200300.100.1.3",
+            "friendly_name = \"mail\"\nname_format = \"uri\"\nfrom = \"email\"\n"
+        ),
+        attr("memberOf", "from = \"groups\"\n"),
+        attr("uid", "name_format = \"unspecified\"\nfrom = \"user_id\"\n"),
+    ))
+    .unwrap();
+    let a = &s.saml_apps[0];
+    assert!(a.idp_initiated);
+    assert_eq!(a.name_id_format, saml_apps::SamlAppNameId::Transient);
+    assert_eq!(a.attributes.len(), 3);
+    assert_eq!(a.attributes[0].name, "urn:oid:0.9.2342.19200300.100.1.3");
+    assert_eq!(a.attributes[0].friendly_name.as_deref(), Some("mail"));
+    assert_eq!(a.attributes[0].name_format, NameFormat::Uri);
+    assert_eq!(a.attributes[1].from, AttributeSource::Groups);
+    assert_eq!(a.attributes[1].name_format, NameFormat::Basic);
+    assert_eq!(a.attributes[2].from, AttributeSource::UserId);
+
+    // An empty list releases nothing.
+    let s = load(format!("{app}attributes = []\n")).unwrap();
+    assert!(s.saml_apps[0].attributes.is_empty());
+
+    // Each error names the key.
+    let cases = [
+        (
+            format!("{app}{}", attr("mail", "from = \"emial\"\n")),
+            "saml_apps[0].attributes[0].from",
+        ),
+        (
+            format!(
+                "{app}{}{}",
+                attr("mail", "from = \"email\"\n"),
+                attr("https://example.com/mail", "from = \"email\"\n")
+            ),
+            "saml_apps[0].attributes[1]",
+        ),
+        (
+            format!(
+                "{app}{}",
+                attr("mail", "name_format = \"urn\"\nfrom = \"email\"\n")
+            ),
+            "saml_apps[0].attributes[0].name_format",
+        ),
+        (
+            format!("{app}{}", attr("mail", "")),
+            "saml_apps[0].attributes[0]",
+        ),
+        (
+            format!(
+                "{app}{}",
+                attr("mail", "from = \"email\"\nfriendly = \"x\"\n")
+            ),
+            "saml_apps[0].attributes[0].friendly",
+        ),
+        (
+            format!(
+                "{app}{}{}",
+                attr("mail", "from = \"email\"\n"),
+                attr("mail", "from = \"name\"\n")
+            ),
+            "saml_apps[0].attributes",
+        ),
+        (
+            format!("{app}name_id_format = \"x509\"\n"),
+            "saml_apps[0].name_id_format",
+        ),
+        (
+            format!("{app}idp_initiated = \"yes\"\n"),
+            "saml_apps[0].idp_initiated",
+        ),
+    ];
+    for (text, key) in cases {
+        let m = load(text.clone()).unwrap_err().to_string();
+        assert!(m.contains(&format!("key `{key}`")), "{key}: {m}\n{text}");
+    }
+}
+
+#[test]
 fn the_phishing_resistant_level_is_offered_only_where_passkeys_can_work() {
     let offered = |url: &str, enabled: &str| {
         Settings::load(

@@ -30,8 +30,9 @@ enum Verdict {
     Go(Box<Checked>),
 }
 
-/// Whether `session` is the one the request names: the user the SP knows by this NameID, and
-/// (when the request names any) one of its SessionIndexes.
+/// Whether `session` is the one the request names: the NameID the SP got in it (the user's
+/// email or pairwise id, or the session's transient id), and (when the request names any) one
+/// of its SessionIndexes.
 fn names(
     idp: &SamlIdp,
     app: &SamlApp,
@@ -45,7 +46,7 @@ fn names(
         return Ok(false);
     };
     let (_, name_id) = idp
-        .name_id_for(app, user.id.as_str(), user.email.as_str())
+        .name_id_for(app, user.id.as_str(), user.email.as_str(), &session.sid)
         .map_err(SignInError::internal)?;
     Ok(name_id == r.name_id)
 }

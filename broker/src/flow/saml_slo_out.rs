@@ -126,14 +126,14 @@ impl SignIn {
             return self.then_upstream(hop, then).await;
         }
         let idp = Arc::clone(&self.saml);
-        let user_id = record.user_id.clone();
+        let (user_id, sid) = (record.user_id.clone(), record.sid.clone());
         let (rest, partial) = blocking(move || {
             let user = idp.store.user_by_id(&user_id)?;
             let (mut rest, mut partial) = (Vec::new(), false);
             for entity_id in sps {
                 let stop = match (&user, idp.app(&entity_id)) {
                     (Some(u), Some(app)) if app.slo_url.is_some() => idp
-                        .name_id_for(app, u.id.as_str(), u.email.as_str())
+                        .name_id_for(app, u.id.as_str(), u.email.as_str(), &sid)
                         .ok()
                         .map(|(format, name_id)| Stop {
                             entity_id: entity_id.clone(),

@@ -56,6 +56,7 @@ pub const TEXT_KEYS: &[&str] = &[
     "upstream_local",
     "error_authorize_client",
     "error_authorize_redirect",
+    "error_saml_idp_initiated",
     "error_logout_hint",
     "error_logout_redirect",
     "error_rate_limited",

@@ -89,6 +89,8 @@ mod tests {
             slo_url: None,
             encryption_cert_file: None,
             encryption: None,
+            attributes: None,
+            idp_initiated: false,
         })
         .unwrap();
         app.encryption = encryption;

@@ -4,8 +4,8 @@
 //! pairwise persistent NameIDs, and signing through the one XML-DSig door
 //! (`upstream::saml::dsig`). Reading an AuthnRequest is `authn_request.rs`, a LogoutRequest
 //! `logout_request.rs`; the IDs of both are used once (`use_request_id`). The IdP's own
-//! LogoutRequests to its SPs, and their answers, are `logout_out.rs`; encrypting an SP's
-//! assertions to its certificate is `encrypt.rs`.
+//! LogoutRequests to its SPs, and their answers, are `logout_out.rs`; the attributes an SP is
+//! released, `attributes.rs`; encrypting an SP's assertions to its certificate, `encrypt.rs`.
 
 use std::fmt;
 use std::sync::Arc;
@@ -33,6 +33,7 @@ use crate::upstream::saml::xml::STATUS_SUCCESS;
 use crate::upstream::saml::xml::escape;
 use crate::upstream::saml::{SamlError, replay_until};
 
+pub mod attributes;
 pub mod authn_request;
 pub mod encrypt;
 pub mod logout_out;
@@ -47,6 +48,7 @@ pub const PAIRWISE_SECRET: &str = "saml_idp.pairwise.v1";
 
 pub const NAMEID_EMAIL: &str = "urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress";
 pub const NAMEID_PERSISTENT: &str = "urn:oasis:names:tc:SAML:2.0:nameid-format:persistent";
+pub const NAMEID_TRANSIENT: &str = "urn:oasis:names:tc:SAML:2.0:nameid-format:transient";
 pub const NAMEID_UNSPECIFIED: &str = "urn:oasis:names:tc:SAML:1.1:nameid-format:unspecified";
 /// The second-level status of a LogoutResponse when some session participant was not reached.
 pub const PARTIAL_LOGOUT: &str = "urn:oasis:names:tc:SAML:2.0:status:PartialLogout";
@@ -95,6 +97,15 @@ impl fmt::Debug for SamlIdp {
         f.debug_struct("SamlIdp")
             .field("entity_id", &self.entity_id)
             .finish_non_exhaustive()
+    }
+}
+
+/// The NameID format URN of an SP's `name_id_format`.
+pub fn name_id_format(f: SamlAppNameId) -> &'static str {
+    match f {
+        SamlAppNameId::Email => NAMEID_EMAIL,
+        SamlAppNameId::Persistent => NAMEID_PERSISTENT,
+        SamlAppNameId::Transient => NAMEID_TRANSIENT,
     }
 }
 
@@ -213,20 +224,37 @@ impl SamlIdp {
         Ok(URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
     }
 
-    /// The NameID (format and value) the SP `app` gets for the account `user_id`, `email`.
+    /// The SP's transient NameID in the session `sid`: an HMAC of both under a key derived
+    /// from the pairwise key for this use only, so it differs per session and per SP, links
+    /// nothing across sessions, and is computed again at logout without being stored.
+    pub fn transient_id(&self, sid: &str, sp: &str) -> Result<String, IdpError> {
+        let mut derive = Hmac::<Sha256>::new_from_slice(&self.pairwise).map_err(key_err)?;
+        derive.update(b"concierge saml transient NameID v1");
+        let key = derive.finalize().into_bytes();
+        let mut mac = Hmac::<Sha256>::new_from_slice(&key).map_err(key_err)?;
+        // Length-prefixed: no (sid, sp) pair reads as another.
+        mac.update(&(sid.len() as u64).to_be_bytes());
+        mac.update(sid.as_bytes());
+        mac.update(sp.as_bytes());
+        Ok(URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+    }
+
+    /// The NameID (format and value) the SP `app` gets for the account `user_id`, `email`, in
+    /// the session `sid`.
     pub fn name_id_for(
         &self,
         app: &SamlApp,
         user_id: &str,
         email: &str,
+        sid: &str,
     ) -> Result<(&'static str, String), IdpError> {
-        Ok(match app.name_id_format {
-            SamlAppNameId::Email => (NAMEID_EMAIL, email.to_owned()),
-            SamlAppNameId::Persistent => (
-                NAMEID_PERSISTENT,
-                self.pairwise_id(user_id, &app.entity_id)?,
-            ),
-        })
+        let format = name_id_format(app.name_id_format);
+        let value = match app.name_id_format {
+            SamlAppNameId::Email => email.to_owned(),
+            SamlAppNameId::Persistent => self.pairwise_id(user_id, &app.entity_id)?,
+            SamlAppNameId::Transient => self.transient_id(sid, &app.entity_id)?,
+        };
+        Ok((format, value))
     }
 
     /// Records that the SP `sp` used the request `id` (`kind`: `AuthnRequest`, `LogoutRequest`)
@@ -367,7 +395,7 @@ impl SamlIdp {
                 r#"<md:KeyDescriptor use="signing"><ds:KeyInfo><ds:X509Data><ds:X509Certificate>{cert}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor>"#,
                 r#"<md:SingleLogoutService Binding="{redirect}" Location="{slo}"/>"#,
                 r#"<md:SingleLogoutService Binding="{post}" Location="{slo}"/>"#,
-                r#"<md:NameIDFormat>{email}</md:NameIDFormat><md:NameIDFormat>{persistent}</md:NameIDFormat>"#,
+                r#"<md:NameIDFormat>{email}</md:NameIDFormat><md:NameIDFormat>{persistent}</md:NameIDFormat><md:NameIDFormat>{transient}</md:NameIDFormat>"#,
                 r#"<md:SingleSignOnService Binding="{redirect}" Location="{sso}"/>"#,
                 r#"<md:SingleSignOnService Binding="{post}" Location="{sso}"/>"#,
                 r#"</md:IDPSSODescriptor></md:EntityDescriptor>"#,
@@ -377,6 +405,7 @@ impl SamlIdp {
             cert = self.cert_b64,
             email = NAMEID_EMAIL,
             persistent = NAMEID_PERSISTENT,
+            transient = NAMEID_TRANSIENT,
             redirect = REDIRECT_BINDING,
             post = POST_BINDING,
             sso = sso,
@@ -424,6 +453,25 @@ mod tests {
             first.pairwise_id("u1", "https://sp.example").unwrap(),
             first.pairwise_id("u1", "https://other.example").unwrap()
         );
+        // Transient ids: the same for one session and SP (logout computes it again), another
+        // for another session or SP, and not the persistent id.
+        let t = first.transient_id("sid-1", "https://sp.example").unwrap();
+        assert_eq!(
+            t,
+            again.transient_id("sid-1", "https://sp.example").unwrap()
+        );
+        assert_ne!(
+            t,
+            first.transient_id("sid-2", "https://sp.example").unwrap()
+        );
+        assert_ne!(
+            t,
+            first
+                .transient_id("sid-1", "https://other.example")
+                .unwrap()
+        );
+        assert_ne!(t, first.pairwise_id("sid-1", "https://sp.example").unwrap());
+        assert!(first.metadata().contains(NAMEID_TRANSIENT));
         // Sealed at rest: the stored rows are not the PEM.
         let (sealed, _) = store.secret(SIGNING_SECRET).unwrap().unwrap();
         assert!(!String::from_utf8_lossy(&sealed).contains("BEGIN"));

@@ -132,6 +132,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, max_form_bytes: usize) {
                 .route(web::get().to(upstream::saml_metadata)),
         )
         .service(web::resource("/saml/idp/metadata").route(web::get().to(saml_idp::metadata)))
+        .service(web::resource("/saml/idp/init").route(web::get().to(saml_idp::init)))
         .service(
             web::resource("/saml/idp/sso")
                 .app_data(web::PayloadConfig::default().limit(saml_idp::MAX_SAML_FORM))

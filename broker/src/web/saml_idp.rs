@@ -1,6 +1,6 @@
-//! Owns the SAML IdP's HTTP surface: its metadata, and the single sign-on and single logout
+//! Owns the SAML IdP's HTTP surface: its metadata, the single sign-on and single logout
 //! endpoints of the HTTP-Redirect (GET) and HTTP-POST (POST) bindings, handed to the SAML start
-//! and to SP-initiated logout.
+//! and to SP-initiated logout, and the IdP-initiated sign-in (`/saml/idp/init`).
 
 use std::collections::BTreeMap;
 
@@ -11,6 +11,7 @@ use super::AppState;
 use super::form::well_formed;
 use super::outcome::{browser, respond};
 use crate::error::WebError;
+use crate::flow::start::saml_idp_initiated::IdpInitiated;
 use crate::flow::start::saml_sso::SamlBinding;
 
 /// The largest HTTP-POST AuthnRequest form read.
@@ -90,6 +91,33 @@ pub async fn sso_post(
     let out = state
         .signin
         .saml_sso(&browser(&state, &req), binding)
+        .await?;
+    respond(&state, &req, out).await
+}
+
+/// The `sp` and `RelayState` of `/saml/idp/init` (each at most once).
+fn idp_initiated(query: &str) -> Result<IdpInitiated, WebError> {
+    let mut q = IdpInitiated::default();
+    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+        let slot = match k.as_ref() {
+            "sp" => &mut q.sp,
+            "RelayState" => &mut q.relay_state,
+            _ => continue,
+        };
+        if slot.replace(v.into_owned()).is_some() {
+            return Err(WebError::BadRequest);
+        }
+    }
+    Ok(q)
+}
+
+/// `GET /saml/idp/init?sp=…[&RelayState=…]`: a sign-in begun here for an SP that accepts
+/// IdP-initiated ones.
+pub async fn init(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, WebError> {
+    let q = idp_initiated(req.query_string())?;
+    let out = state
+        .signin
+        .saml_idp_initiated(&browser(&state, &req), q)
         .await?;
     respond(&state, &req, out).await
 }

@@ -1,8 +1,9 @@
 //! Owns the SAML answer: the Response a service provider receives at its ACS (HTTP-POST binding,
 //! auto-posted by the browser): on success a signed Assertion for the session (NameID, bearer
-//! confirmation, audience, authentication statement, the email attribute), on a refusal a
-//! Response with the status in SAML's words. The SP and its ACS URLs come from the registry
-//! (`[[saml_apps]]`, `saml_idp`), never from the request alone.
+//! confirmation, audience, authentication statement, the attributes released to the SP:
+//! `saml_idp::attributes`), on a refusal a Response with the status in SAML's words; without
+//! `InResponseTo` when no request is answered (IdP-initiated). The SP and its ACS URLs come from
+//! the registry (`[[saml_apps]]`, `saml_idp`), never from the request alone.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
@@ -43,8 +44,9 @@ pub struct SamlRequest {
     pub sp: String,
     /// Where the Response is posted: one of the SP's registered ACS URLs.
     pub acs: String,
-    /// The AuthnRequest's `ID`, answered as `InResponseTo`.
-    pub request_id: String,
+    /// The AuthnRequest's `ID`, answered as `InResponseTo`; `None` for an IdP-initiated
+    /// (unsolicited) sign-in, whose Response answers no request.
+    pub request_id: Option<String>,
     pub relay_state: Option<String>,
     /// The `NameIDPolicy` format asked for, if any.
     pub name_id_format: Option<String>,
@@ -146,6 +148,15 @@ fn internal(e: impl std::fmt::Display) -> AnswerError {
 }
 
 impl Ready {
+    /// ` InResponseTo="…"` for a solicited Response; nothing for an unsolicited one.
+    fn in_response_to(&self) -> String {
+        self.req
+            .request_id
+            .as_deref()
+            .map(|r| format!(r#" InResponseTo="{}""#, escape(r)))
+            .unwrap_or_default()
+    }
+
     /// The Response (status, then the assertion if any), signed as the SP wants it, posted to
     /// the ACS with the RelayState.
     fn respond(
@@ -158,7 +169,7 @@ impl Ready {
         let signed = matches!(self.app.sign, SamlSign::Response | SamlSign::Both);
         let doc = format!(
             concat!(
-                r#"<samlp:Response xmlns:samlp="{p}" xmlns:saml="{a}" ID="{id}" Version="2.0" IssueInstant="{now}" Destination="{acs}" InResponseTo="{irt}">"#,
+                r#"<samlp:Response xmlns:samlp="{p}" xmlns:saml="{a}" ID="{id}" Version="2.0" IssueInstant="{now}" Destination="{acs}"{irt}>"#,
                 r#"<saml:Issuer>{idp}</saml:Issuer>{sig}{status}{assertion}</samlp:Response>"#
             ),
             p = PROTOCOL_NS,
@@ -166,7 +177,7 @@ impl Ready {
             id = id,
             now = instant(idp.clock.now()),
             acs = escape(self.acs.as_str()),
-            irt = escape(&self.req.request_id),
+            irt = self.in_response_to(),
             idp = escape(&idp.entity_id),
             sig = if signed {
                 SamlIdp::signature_template(&id)
@@ -237,27 +248,21 @@ impl Resolved for Ready {
             .user_by_id(&session.user_id)?
             .ok_or_else(|| internal("the session's account is gone"))?;
         let (format, name_id) = idp
-            .name_id_for(&self.app, user.id.as_str(), user.email.as_str())
+            .name_id_for(
+                &self.app,
+                user.id.as_str(),
+                user.email.as_str(),
+                &session.sid,
+            )
             .map_err(internal)?;
         // The SP takes part in the session: a logout of it tells whether the SP was reached.
         idp.store
             .add_session_client(&session.sid, &self.party.key)?;
         let now = idp.clock.now();
         let id = idp.new_id();
-        let attribute = |name: &str, value: &str| {
-            format!(
-                concat!(
-                    r#"<saml:Attribute Name="{n}" NameFormat="urn:oasis:names:tc:SAML:2.0:attrname-format:basic">"#,
-                    r#"<saml:AttributeValue>{v}</saml:AttributeValue></saml:Attribute>"#
-                ),
-                n = name,
-                v = escape(value)
-            )
-        };
-        let mut attributes = attribute("email", user.email.as_str());
-        if !user.name.is_empty() {
-            attributes.push_str(&attribute("name", &user.name));
-        }
+        let attributes = idp
+            .attribute_statement(&self.app, &user, session)
+            .map_err(internal)?;
         let signed = matches!(self.app.sign, SamlSign::Assertion | SamlSign::Both);
         let assertion = format!(
             concat!(
@@ -265,13 +270,13 @@ impl Resolved for Ready {
                 r#"<saml:Issuer>{idp}</saml:Issuer>{sig}"#,
                 r#"<saml:Subject><saml:NameID Format="{format}">{name_id}</saml:NameID>"#,
                 r#"<saml:SubjectConfirmation Method="urn:oasis:names:tc:SAML:2.0:cm:bearer">"#,
-                r#"<saml:SubjectConfirmationData InResponseTo="{irt}" NotOnOrAfter="{exp}" Recipient="{acs}"/>"#,
+                r#"<saml:SubjectConfirmationData{irt} NotOnOrAfter="{exp}" Recipient="{acs}"/>"#,
                 r#"</saml:SubjectConfirmation></saml:Subject>"#,
                 r#"<saml:Conditions NotBefore="{nbf}" NotOnOrAfter="{exp}"><saml:AudienceRestriction>"#,
                 r#"<saml:Audience>{sp}</saml:Audience></saml:AudienceRestriction></saml:Conditions>"#,
                 r#"<saml:AuthnStatement AuthnInstant="{auth}" SessionIndex="{sid}" SessionNotOnOrAfter="{end}">"#,
                 r#"<saml:AuthnContext><saml:AuthnContextClassRef>{class}</saml:AuthnContextClassRef></saml:AuthnContext>"#,
-                r#"</saml:AuthnStatement><saml:AttributeStatement>{attributes}</saml:AttributeStatement></saml:Assertion>"#
+                r#"</saml:AuthnStatement>{attributes}</saml:Assertion>"#
             ),
             a = ASSERTION_NS,
             id = id,
@@ -284,7 +289,7 @@ impl Resolved for Ready {
             },
             format = format,
             name_id = escape(&name_id),
-            irt = escape(&self.req.request_id),
+            irt = self.in_response_to(),
             exp = instant(now + LIFETIME),
             nbf = instant(now - SKEW),
             acs = escape(self.acs.as_str()),
@@ -335,6 +340,21 @@ impl Resolved for Ready {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_kept_before_unsolicited_answers_reads_the_same() {
+        // A journey stored by an earlier version (request_id a plain string) reads as solicited.
+        let old = r#"{"sp":"https://sp.example","acs":"https://sp.example/acs","request_id":"_r1","relay_state":"rs","name_id_format":null,"acr_values":null}"#;
+        let r: SamlRequest = serde_json::from_str(old).unwrap();
+        assert_eq!(r.request_id.as_deref(), Some("_r1"));
+        let unsolicited = SamlRequest {
+            request_id: None,
+            ..r.clone()
+        };
+        let back: SamlRequest =
+            serde_json::from_str(&serde_json::to_string(&unsolicited).unwrap()).unwrap();
+        assert_eq!(back, unsolicited);
+    }
 
     #[test]
     fn requested_classes_map_to_levels() {

@@ -11,13 +11,12 @@ use std::sync::Arc;
 use samael::crypto::CertificateDer;
 
 use super::single_sign_on::Arrival;
-use crate::config::saml_apps::SamlAppNameId;
 use crate::flow::answer::Request;
 use crate::flow::answer::saml::{self, INVALID_NAME_ID_POLICY, REQUESTER, SamlRequest};
 use crate::flow::contract::{Browser, Outcome};
 use crate::flow::signin::{SignIn, SignInError, blocking};
 use crate::saml_idp::authn_request;
-use crate::saml_idp::{NAMEID_EMAIL, NAMEID_PERSISTENT, NAMEID_UNSPECIFIED, SamlIdp};
+use crate::saml_idp::{NAMEID_UNSPECIFIED, SamlIdp, name_id_format};
 use crate::upstream::saml::crypto::redirect_query;
 use crate::upstream::saml::metadata::POST_BINDING;
 use crate::upstream::saml::{SamlError, check_issued};
@@ -39,6 +38,8 @@ pub enum SamlBinding {
 /// A request of a registered SP, for a registered ACS.
 struct Checked {
     request: SamlRequest,
+    /// The request's `ID`, used once.
+    id: String,
     /// The request's IssueInstant (within the skew).
     issued: i64,
     force_authn: bool,
@@ -161,10 +162,8 @@ fn check(idp: &SamlIdp, binding: SamlBinding, has_session_cookie: bool) -> Parse
             Err(e) => Parsed::Page("error_400_message", e.to_string()),
         };
     }
-    let wanted = match app.name_id_format {
-        SamlAppNameId::Email => NAMEID_EMAIL,
-        SamlAppNameId::Persistent => NAMEID_PERSISTENT,
-    };
+    // The SP's entry gives one format: asking for it, or for none in particular, is fine.
+    let wanted = name_id_format(app.name_id_format);
     let name_id_ok = ar
         .name_id_format
         .as_deref()
@@ -172,13 +171,14 @@ fn check(idp: &SamlIdp, binding: SamlBinding, has_session_cookie: bool) -> Parse
     let request = SamlRequest {
         sp: app.entity_id.clone(),
         acs: acs.to_string(),
-        request_id: ar.id.clone(),
+        request_id: Some(ar.id.clone()),
         relay_state,
         name_id_format: ar.name_id_format.clone(),
         acr_values: saml::acr_values_of(&ar.class_refs),
     };
     Parsed::Ok(Box::new(Checked {
         request,
+        id: ar.id.clone(),
         issued,
         force_authn: ar.force_authn,
         is_passive: ar.is_passive,
@@ -202,12 +202,7 @@ impl SignIn {
             // The request's ID is used once, here, where the sign-in is made of it (not when a
             // POST is sent back as HTTP-Redirect, the same request again).
             if let Parsed::Ok(c) = &parsed
-                && !idp.use_request_id(
-                    &c.request.sp,
-                    "AuthnRequest",
-                    &c.request.request_id,
-                    c.issued,
-                )?
+                && !idp.use_request_id(&c.request.sp, "AuthnRequest", &c.id, c.issued)?
             {
                 parsed = Parsed::Page(
                     "error_400_message",
