@@ -33,6 +33,8 @@ import {
   LEAK_PATTERN,
 } from './helpers.mjs';
 
+/** The email's attribute name (eduPerson / RFC 4524 `mail`, NameFormat uri). */
+const MAIL_OID = 'urn:oid:0.9.2342.19200300.100.1.3';
 const require = createRequire(import.meta.url);
 const samlify = require('samlify');
 
@@ -128,6 +130,15 @@ describe(`the broker as a SAML IdP to samlify, in Chromium (${backend})`, () => 
         `slo_url = "${sp.url}/sls"`,
         'name_id_format = "email"',
         `signing_cert_file = "${spKeys.cert}"`,
+        // Its attributes: the email under its OID name (NameFormat uri), the display name.
+        '[[saml_apps.attributes]]',
+        `name = "${MAIL_OID}"`,
+        'friendly_name = "mail"',
+        'name_format = "uri"',
+        'from = "email"',
+        '[[saml_apps.attributes]]',
+        'name = "displayName"',
+        'from = "name"',
         '',
         '[[saml_apps]]',
         `entity_id = "${enc.url}/metadata"`,
@@ -243,7 +254,11 @@ describe(`the broker as a SAML IdP to samlify, in Chromium (${backend})`, () => 
     const { body: saml, posted } = await acceptedSignIn(page, sp, { password: PROVIDER_PASSWORD });
     assert.equal(saml.name_id, DEMO_EMAIL);
     assert.equal(saml.name_id_format, EMAIL_FORMAT, 'name_id_format = "email"');
-    assert.deepEqual(saml.attributes, { email: DEMO_EMAIL, name: 'Demo' }, 'the attributes the broker releases');
+    assert.deepEqual(
+      saml.attributes,
+      { [MAIL_OID]: DEMO_EMAIL, displayName: 'Demo' },
+      'the attributes [[saml_apps.attributes]] releases, under their names',
+    );
     assert.equal(saml.relay_state, 'rs-1');
     assert.equal(saml.encrypted, 0, 'in the clear for this SP');
     assert.ok(saml.session_index, 'the Response names the broker session');
