@@ -48,7 +48,11 @@ pub(crate) fn concierge(config: &std::path::Path) -> Command {
 }
 
 pub(crate) fn start(config: &std::path::Path, log: &std::path::Path) -> Instance {
-    let port = free_port();
+    start_on(config, log, free_port())
+}
+
+/// A broker process serving on `port`.
+pub(crate) fn start_on(config: &std::path::Path, log: &std::path::Path, port: u16) -> Instance {
     let child = concierge(config)
         .arg("serve")
         .env("CONCIERGE__SERVER__BIND", format!("127.0.0.1:{port}"))

@@ -650,7 +650,92 @@ async fn the_sign_out_page_allows_only_the_sessions_sps(b: Backend) {
     assert!(!after.contains(&other.base), "{after}");
 }
 
+/// Issue #20: what the IdP must remember lives in the database. A `concierge serve` process
+/// signs the user in to the pysaml2 SP, and is stopped and started again on the same database:
+/// the SP's AuthnRequest sent again is still a replay (refused), and the broker's sign-out still
+/// reaches the SP the session signed in to before the restart (its LogoutRequest, checked and
+/// answered by pysaml2).
+async fn request_ids_and_sp_sessions_survive_a_restart(b: Backend) {
+    use crate::instances::{concierge, free_port, start_on, wait_ready};
+    use std::io::Write;
+    let Some(db) = crate::support::fresh_db(b) else {
+        return;
+    };
+    let url = match &db.url {
+        concierge::config::DatabaseUrl::Sqlite(path) => format!("sqlite://{}", path.display()),
+        concierge::config::DatabaseUrl::Postgres(url) => url.clone(),
+    };
+    let sp = saml_sp();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let config = dir.path().join("concierge.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {data:?}\n[server]\npublic_url = \"{base}\"\n[database]\nurl = \"{url}\"\n\
+             [provider]\nkey_encryption_key = \"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"\n\
+             [[saml_apps]]\nentity_id = \"{sp_id}\"\nacs_urls = [\"{acs}\"]\nslo_url = \"{sls}\"\n",
+            data = dir.path().display().to_string(),
+            sp_id = sp.entity_id(),
+            acs = format!("{}/acs", sp.base),
+            sls = sp.sls(),
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("serve.log");
+    let first = start_on(&config, &log, port);
+    wait_ready(&first, &log).await;
+    let mut add = concierge(&config)
+        .args(["users", "add", "pat@example.com"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    add.stdin
+        .take()
+        .unwrap()
+        .write_all(b"restart me twice\n")
+        .unwrap();
+    assert!(add.wait().unwrap().success());
+
+    // Signed in to the SP through the first process.
+    let mut br = Browser::at(&base);
+    let (to, _) = sp
+        .redirected(&format!("/login?idp={base}/saml/idp/metadata"))
+        .await;
+    let sso = format!("/saml/idp/sso?{}", to.query().unwrap());
+    let page = br.get(&sso).await;
+    let page = br
+        .submit(
+            &page,
+            "/login",
+            &[
+                ("email", "pat@example.com"),
+                ("password", "restart me twice"),
+            ],
+        )
+        .await;
+    let (_, page) = br.follow(page).await;
+    let (status, got) = sp.post(&answer_form(&sp, &page)).await;
+    assert_eq!(status, 200, "{got}");
+
+    // Stopped, and started again on the same database and port.
+    drop(first);
+    let second = start_on(&config, &log, port);
+    wait_ready(&second, &log).await;
+    assert_eq!(br.get("/account").await.status, 200, "the session lives on");
+    // The same AuthnRequest again: its ID was used before the restart.
+    let mut replay = Browser::at(&base);
+    assert_error_page(&replay.get(&sso).await, 400);
+    // The sign-out reaches the SP the session signed in to before the restart.
+    let end = sign_out_through(&mut br, &sp).await;
+    assert_eq!(end, "/signed-out", "the SP confirmed");
+    drop(second);
+}
+
 per_backend_async!(
+    request_ids_and_sp_sessions_survive_a_restart,
     the_sign_out_page_allows_only_the_sessions_sps,
     an_sps_logout_reaches_the_sessions_other_sps,
     an_unsigned_logout_request_ends_nothing,
