@@ -675,10 +675,10 @@ async fn request_ids_and_sp_sessions_survive_a_restart(b: Backend) {
         format!(
             "data_dir = {data:?}\n[server]\npublic_url = \"{base}\"\n[database]\nurl = \"{url}\"\n\
              [provider]\nkey_encryption_key = \"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"\n\
-             [[saml_apps]]\nentity_id = \"{sp_id}\"\nacs_urls = [\"{acs}\"]\nslo_url = \"{sls}\"\n",
+             [[saml_apps]]\nentity_id = \"{sp_id}\"\nacs_urls = [\"{sp_base}/acs\"]\nslo_url = \"{sls}\"\n",
             data = dir.path().display().to_string(),
             sp_id = sp.entity_id(),
-            acs = format!("{}/acs", sp.base),
+            sp_base = sp.base,
             sls = sp.sls(),
         ),
     )
