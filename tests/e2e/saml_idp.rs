@@ -179,6 +179,24 @@ pub(crate) fn answer_form(sp: &Sp, page: &Page) -> Vec<(String, String)> {
     fields
 }
 
+/// The broker refused the SP's request with an error Response to its ACS: `Requester` and the
+/// second-level `second` (its last URN segment), no assertion; and the SP refuses it too. The
+/// decoded Response.
+pub(crate) async fn refused_with(sp: &Sp, page: &Page, second: &str) -> String {
+    let fields = answer_form(sp, page);
+    let response = &fields.iter().find(|(k, _)| k == "SAMLResponse").unwrap().1;
+    let xml = String::from_utf8(STANDARD.decode(response).unwrap()).unwrap();
+    assert!(
+        xml.contains("urn:oasis:names:tc:SAML:2.0:status:Requester")
+            && xml.contains(&format!("urn:oasis:names:tc:SAML:2.0:status:{second}"))
+            && !xml.contains("Assertion"),
+        "{xml}"
+    );
+    let (status, got) = sp.post(&fields).await;
+    assert_eq!(status, 400, "the SP takes no refusal as a sign-in: {got}");
+    xml
+}
+
 pub(crate) fn refs(fields: &[(String, String)]) -> Vec<(&str, &str)> {
     fields
         .iter()
@@ -359,6 +377,97 @@ async fn an_unknown_sp_or_acs_gets_a_page(b: Backend) {
     // Nor is a broken request answered.
     let page = br.get("/saml/idp/sso?SAMLRequest=not-deflate").await;
     assert_error_page(&page, 400);
+}
+
+/// SAML Profiles 4.1.3.5: a request of a registered SP to a registered ACS that the broker
+/// refuses is answered there with an error Response, never an assertion: another Destination,
+/// a binding other than HTTP-POST for the Response, an IssueInstant an hour old, an over-long
+/// RelayState (over 1024 bytes: not sent back). Each from a signed-in browser, so a sign-in would have been
+/// possible; pysaml2 refuses each Response too.
+async fn refusals_of_a_known_sps_request_are_error_responses(b: Backend) {
+    let sp = saml_sp();
+    let Some(app) = broker(b, &sp).await else {
+        return;
+    };
+    let now = chrono::DateTime::<chrono::Utc>::from_timestamp(
+        concierge::clock::Clock::now(app.clock.as_ref()),
+        0,
+    )
+    .unwrap();
+    let request = |id: &str, attrs: &str, issued: chrono::DateTime<chrono::Utc>, relay: &str| {
+        let xml = format!(
+            concat!(
+                r#"<samlp:AuthnRequest xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" "#,
+                r#"ID="{id}" Version="2.0" IssueInstant="{at}" {attrs}>"#,
+                r#"<saml:Issuer>{issuer}</saml:Issuer></samlp:AuthnRequest>"#
+            ),
+            id = id,
+            at = issued.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            attrs = attrs,
+            issuer = sp.entity_id(),
+        );
+        let q = concierge::upstream::saml::crypto::redirect_query(
+            "SAMLRequest",
+            &xml,
+            Some(relay),
+            None,
+        )
+        .unwrap();
+        format!("/saml/idp/sso?{q}")
+    };
+    let mut br = Browser::new(&app);
+    br.login(DEMO_EMAIL, DEMO_PASSWORD).await;
+    assert!(br.session_cookie().is_some());
+    let long = "r".repeat(1025);
+    for (what, path, second, relay) in [
+        (
+            "another Destination",
+            request(
+                "_r1",
+                r#"Destination="https://other-idp.example/sso""#,
+                now,
+                "rs",
+            ),
+            "RequestDenied",
+            Some("rs"),
+        ),
+        (
+            "the artifact binding",
+            request(
+                "_r2",
+                r#"ProtocolBinding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Artifact""#,
+                now,
+                "rs",
+            ),
+            "UnsupportedBinding",
+            Some("rs"),
+        ),
+        (
+            "an hour old",
+            request("_r3", "", now - chrono::Duration::hours(1), "rs"),
+            "RequestDenied",
+            Some("rs"),
+        ),
+        (
+            "a RelayState over 1024 bytes",
+            request("_r4", "", now, &long),
+            "RequestDenied",
+            None,
+        ),
+    ] {
+        let page = br.get(&path).await;
+        let xml = refused_with(&sp, &page, second).await;
+        assert!(
+            xml.contains("InResponseTo=\"_r") && !xml.contains("<saml:Subject"),
+            "{what}: {xml}"
+        );
+        let fields = answer_form(&sp, &page);
+        let relay_back = fields
+            .iter()
+            .find(|(k, _)| k == "RelayState")
+            .map(|(_, v)| v.as_str());
+        assert_eq!(relay_back, relay, "{what}");
+    }
 }
 
 async fn is_passive_without_a_session_is_no_passive(b: Backend) {
@@ -601,9 +710,10 @@ async fn an_sp_with_a_certificate_must_sign_its_requests(b: Backend) {
         .get(&format!("/saml/idp/sso?{}", location.query().unwrap()))
         .await;
     assert!(page.body.contains("name=\"password\""), "{}", page.body);
-    // That request's ID is used (its sign-in began): the same request again is a replay.
+    // That request's ID is used (its sign-in began): the same request again is a replay,
+    // answered at the SP's ACS with an error Response.
     let page = br.post_form(&path, &refs(&fields)).await;
-    assert_error_page(&page, 400);
+    refused_with(&sp, &page, "RequestDenied").await;
     let (path, fields, _) = sp.login_post(&app).await;
     let xml = String::from_utf8(STANDARD.decode(&fields[0].1).unwrap()).unwrap();
     let page = br.post_form(&path, &refs(&fields)).await;
@@ -665,5 +775,6 @@ per_backend_async!(
     the_http_post_binding_signs_in_and_single_signs_on,
     persistent_name_ids_are_opaque_and_stable,
     an_unknown_sp_or_acs_gets_a_page,
+    refusals_of_a_known_sps_request_are_error_responses,
     is_passive_without_a_session_is_no_passive,
 );

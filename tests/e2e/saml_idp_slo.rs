@@ -17,7 +17,7 @@ use concierge::upstream::saml::crypto::{deflate_b64, redirect_query};
 use crate::helpers::{Browser, SECRET, TestApp, assert_error_page};
 use crate::logout::{receiver, tokens_for_client, wait_for};
 use crate::per_backend_async;
-use crate::saml_idp::{Sp, answer_form, broker_with, refs, saml_sp, signing_sp};
+use crate::saml_idp::{Sp, answer_form, broker_with, refs, refused_with, saml_sp, signing_sp};
 use crate::support::Backend;
 
 const SUCCESS: &str = "urn:oasis:names:tc:SAML:2.0:status:Success";
@@ -373,12 +373,12 @@ async fn a_replayed_authn_request_is_refused(b: Backend) {
     let (status, got) = sp.post(&answer_form(&sp, &page)).await;
     assert_eq!(status, 200, "{got}");
     assert_eq!(got["in_response_to"], id.as_str());
-    // The same AuthnRequest again, from the signed-in browser or another: no Response.
+    // The same AuthnRequest again, from the signed-in browser or another: no sign-in page and
+    // no assertion, an error Response (RequestDenied) to the SP's ACS.
     for mut who in [Browser::new(&app), br] {
         let page = who.get(&path).await;
-        assert_error_page(&page, 400);
-        assert!(!page.body.contains("SAMLResponse"), "{}", page.body);
         assert!(!page.body.contains("name=\"password\""), "{}", page.body);
+        refused_with(&sp, &page, "RequestDenied").await;
     }
     // A new request signs in as ever.
     let mut br = Browser::new(&app);
@@ -727,7 +727,7 @@ async fn request_ids_and_sp_sessions_survive_a_restart(b: Backend) {
     assert_eq!(br.get("/account").await.status, 200, "the session lives on");
     // The same AuthnRequest again: its ID was used before the restart.
     let mut replay = Browser::at(&base);
-    assert_error_page(&replay.get(&sso).await, 400);
+    refused_with(&sp, &replay.get(&sso).await, "RequestDenied").await;
     // The sign-out reaches the SP the session signed in to before the restart.
     let end = sign_out_through(&mut br, &sp).await;
     assert_eq!(end, "/signed-out", "the SP confirmed");

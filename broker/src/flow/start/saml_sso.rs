@@ -12,7 +12,9 @@ use samael::crypto::CertificateDer;
 
 use super::single_sign_on::Arrival;
 use crate::flow::answer::Request;
-use crate::flow::answer::saml::{self, INVALID_NAME_ID_POLICY, REQUESTER, SamlRequest};
+use crate::flow::answer::saml::{
+    self, INVALID_NAME_ID_POLICY, REQUEST_DENIED, REQUESTER, SamlRequest, UNSUPPORTED_BINDING,
+};
 use crate::flow::contract::{Browser, Outcome};
 use crate::flow::signin::{SignIn, SignInError, blocking};
 use crate::saml_idp::authn_request;
@@ -52,8 +54,12 @@ struct Checked {
 enum Parsed {
     /// Registered SP and ACS.
     Ok(Box<Checked>),
-    /// A page (a message key), with why for the log.
+    /// A page (a message key), with why for the log: the request names no registered SP and
+    /// ACS, or it is not the SP's (a signature it needs is missing or bad).
     Page(&'static str, String),
+    /// A request of a registered SP to a registered ACS refused: answered there with an error
+    /// Response (`Requester` and this second-level status), no assertion; why for the log.
+    Refuse(Box<SamlRequest>, &'static str, String),
     /// A good request came by a POST without the session cookie (SameSite=Lax: a cross-site
     /// POST does not carry it): the same request again as a top-level GET, which carries it.
     AsRedirect(String),
@@ -127,34 +133,57 @@ fn check(idp: &SamlIdp, binding: SamlBinding, has_session_cookie: bool) -> Parse
             format!("ACS not registered for `{}`", app.entity_id),
         );
     };
+    // From here the SP and its ACS are known (and the request is the SP's when it signs): a
+    // refusal is an error Response to that ACS, as SAML Profiles 4.1.3.5 wants, never an
+    // assertion. An over-long RelayState is not sent back.
+    let refuse = |second: &'static str, why: String, relay: Option<String>| {
+        Parsed::Refuse(
+            Box::new(SamlRequest {
+                sp: app.entity_id.clone(),
+                acs: acs.to_string(),
+                request_id: Some(ar.id.clone()),
+                relay_state: relay,
+                name_id_format: None,
+                acr_values: None,
+            }),
+            second,
+            why,
+        )
+    };
+    if relay_state
+        .as_ref()
+        .is_some_and(|r| r.len() > MAX_RELAY_STATE)
+    {
+        return refuse(REQUEST_DENIED, "RelayState too long".into(), None);
+    }
     if ar
         .destination
         .as_deref()
         .is_some_and(|d| d != idp.sso_url.as_str())
     {
-        return Parsed::Page("error_400_message", "Destination is not this IdP".into());
+        return refuse(
+            REQUEST_DENIED,
+            "Destination is not this IdP".into(),
+            relay_state,
+        );
     }
     if ar
         .protocol_binding
         .as_deref()
         .is_some_and(|b| b != POST_BINDING)
     {
-        return Parsed::Page(
-            "error_400_message",
+        return refuse(
+            UNSUPPORTED_BINDING,
             "only the HTTP-POST binding answers".into(),
+            relay_state,
         );
     }
-    if relay_state
-        .as_ref()
-        .is_some_and(|r| r.len() > MAX_RELAY_STATE)
-    {
-        return Parsed::Page("error_400_message", "RelayState too long".into());
-    }
     if let Err(e) = check_issued(ar.issue_instant, idp.clock.now()) {
-        return Parsed::Page("error_400_message", format!("`{}`: {e}", app.entity_id));
+        let why = format!("`{}`: {e}", app.entity_id);
+        return refuse(REQUEST_DENIED, why, relay_state);
     }
     let Some(issued) = ar.issue_instant else {
-        return Parsed::Page("error_400_message", "no IssueInstant".into());
+        return refuse(REQUEST_DENIED, "no IssueInstant".into(), relay_state);
     };
     if let Some(xml) = resend.filter(|_| !has_session_cookie) {
         return match redirect_query("SAMLRequest", &xml, relay_state.as_deref(), None) {
@@ -204,10 +233,8 @@ impl SignIn {
             if let Parsed::Ok(c) = &parsed
                 && !idp.use_request_id(&c.request.sp, "AuthnRequest", &c.id, c.issued)?
             {
-                parsed = Parsed::Page(
-                    "error_400_message",
-                    format!("`{}`: {}", c.request.sp, SamlError::Replayed),
-                );
+                let why = format!("`{}`: {}", c.request.sp, SamlError::Replayed);
+                parsed = Parsed::Refuse(Box::new(c.request.clone()), REQUEST_DENIED, why);
             }
             let session = match (&parsed, cookie) {
                 (Parsed::Ok(..), Some(c)) => sessions.check(&c)?.map(|a| a.record),
@@ -223,6 +250,17 @@ impl SignIn {
                 return Ok(Outcome::message(400, key));
             }
             Parsed::AsRedirect(to) => return Ok(Outcome::redirect(to)),
+            Parsed::Refuse(request, second, why) => {
+                tracing::info!(reason = %why, sp = %request.sp, "SAML AuthnRequest refused");
+                let Some(ready) = request.ready(&self.saml) else {
+                    return Ok(Outcome::message(400, "error_authorize_client"));
+                };
+                let env = self.answer_env();
+                return blocking(move || {
+                    Ok(ready.status_answer(&env, REQUESTER, Some(second), Some("request refused")))
+                })
+                .await;
+            }
         };
         let Some(ready) = c.request.ready(&self.saml) else {
             return Ok(Outcome::message(400, "error_authorize_client"));
