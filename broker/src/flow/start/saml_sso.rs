@@ -54,6 +54,8 @@ enum Parsed {
     Ok(Box<Checked>),
     /// A page (a message key), with why for the log.
     Page(&'static str, String),
+    /// The registry could not be read.
+    Failed(crate::saml_idp::IdpError),
     /// A good request came by a POST without the session cookie (SameSite=Lax: a cross-site
     /// POST does not carry it): the same request again as a top-level GET, which carries it.
     AsRedirect(String),
@@ -82,11 +84,15 @@ fn check(idp: &SamlIdp, binding: SamlBinding, has_session_cookie: bool) -> Parse
             }
         }
     };
-    let Some(app) = idp.app(&ar.issuer) else {
-        return Parsed::Page(
-            "error_authorize_client",
-            format!("unknown SP `{}`", ar.issuer),
-        );
+    let app = match idp.app(&ar.issuer) {
+        Ok(Some(app)) => app,
+        Ok(None) => {
+            return Parsed::Page(
+                "error_authorize_client",
+                format!("unknown SP `{}`", ar.issuer),
+            );
+        }
+        Err(e) => return Parsed::Failed(e),
     };
     // An SP with registered certificates signs its requests: what the signature covers is
     // what counts.
@@ -223,8 +229,10 @@ impl SignIn {
                 return Ok(Outcome::message(400, key));
             }
             Parsed::AsRedirect(to) => return Ok(Outcome::redirect(to)),
+            Parsed::Failed(e) => return Err(e.into()),
         };
-        let Some(ready) = c.request.ready(&self.saml) else {
+        let (idp, request) = (Arc::clone(&self.saml), c.request.clone());
+        let Some(ready) = blocking(move || Ok(request.ready(&idp)?)).await? else {
             return Ok(Outcome::message(400, "error_authorize_client"));
         };
         if !c.name_id_ok {
