@@ -113,6 +113,21 @@ async fn a_metadata_file_signs_in_and_only_its_acs_urls_are_answered(b: Backend)
     assert_error_page(&page, 400);
     assert!(!page.body.contains("SAMLResponse"), "{}", page.body);
     assert!(page.location.is_none());
+
+    // The config file wins: the CLI does not register its entity ID again, and lists it.
+    let (ok, out) = run(app
+        .cli()
+        .args(["saml-apps", "add", "--metadata-file"])
+        .arg(&file));
+    assert!(!ok && out.contains("config file"), "{out}");
+    let (ok, out) = run(app.cli().args(["saml-apps", "list"]));
+    assert!(ok, "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with(&sp.entity_id()) && l.contains("config")),
+        "{out}"
+    );
+    assert!(app.store.saml_app(&sp.entity_id()).unwrap().is_none());
 }
 
 async fn saml_apps_add_from_a_url_on_a_running_broker_then_list_and_remove(b: Backend) {
