@@ -15,8 +15,8 @@ use std::sync::Arc;
 use concierge::domain::{Channel, Email, UserId};
 use concierge::storage::{
     AuditQuery, AuditRecord, AuthCodeRecord, CappedInsert, CodeUse, DieselStore, LogoutDelivery,
-    MfaStore, RefreshRecord, Rotation, SessionCap, SessionRecord, SigningKeyRecord, StorageError,
-    Store, User,
+    MfaStore, RefreshRecord, Rotation, SamlAppRecord, SessionCap, SessionRecord, SigningKeyRecord,
+    StorageError, Store, User,
 };
 use support::{Backend, TestDb, fresh_db, open_store};
 
@@ -634,6 +634,77 @@ fn clients_are_stored_by_id(b: Backend) {
         assert!(s.delete_client("app").unwrap());
         assert!(!s.delete_client("app").unwrap());
         assert_eq!(s.client_config("app").unwrap(), None);
+    });
+}
+
+fn saml_apps_are_stored_by_entity_id_and_one_concurrent_add_wins(b: Backend) {
+    with_store(b, |s| {
+        let app = |config: &str| SamlAppRecord {
+            entity_id: "https://sp.example/meta".into(),
+            config: config.into(),
+            metadata: "<md:EntityDescriptor/>".into(),
+            metadata_url: Some("https://sp.example/metadata".into()),
+            fetched_at: 10,
+            created_at: 10,
+        };
+        // Eight `saml-apps add` of one entity ID at once: exactly one is stored.
+        let s2 = Arc::clone(s);
+        let results: Vec<Result<(), StorageError>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..8)
+                .map(|i| {
+                    let s = Arc::clone(&s2);
+                    scope.spawn(move || s.insert_saml_app(&app(&format!("{{\"n\":{i}}}"))))
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(
+            results.iter().filter(|r| r.is_ok()).count(),
+            1,
+            "{results:?}"
+        );
+        assert!(
+            results
+                .iter()
+                .all(|r| matches!(r, Ok(()) | Err(StorageError::Conflict(_)))),
+            "{results:?}"
+        );
+        let winner = s.saml_app("https://sp.example/meta").unwrap().unwrap();
+        assert_eq!(
+            winner.metadata_url.as_deref(),
+            Some("https://sp.example/metadata")
+        );
+        assert_eq!(winner.fetched_at, 10);
+        assert!(winner.config.starts_with("{\"n\":"));
+        // A file-registered one has no URL.
+        let mut other = app("{}");
+        other.entity_id = "https://a.example".into();
+        other.metadata_url = None;
+        s.insert_saml_app(&other).unwrap();
+        let listed = s.list_saml_apps().unwrap();
+        assert_eq!(
+            listed
+                .iter()
+                .map(|r| r.entity_id.as_str())
+                .collect::<Vec<_>>(),
+            ["https://a.example", "https://sp.example/meta"]
+        );
+        assert_eq!(listed[0], other);
+        // A good refresh replaces the copy.
+        assert!(
+            s.update_saml_app_metadata("https://sp.example/meta", "<new/>", 20)
+                .unwrap()
+        );
+        let r = s.saml_app("https://sp.example/meta").unwrap().unwrap();
+        assert_eq!((r.metadata.as_str(), r.fetched_at), ("<new/>", 20));
+        assert_eq!(r.config, winner.config, "the options stay");
+        assert!(s.delete_saml_app("https://sp.example/meta").unwrap());
+        assert!(!s.delete_saml_app("https://sp.example/meta").unwrap());
+        assert!(
+            !s.update_saml_app_metadata("https://sp.example/meta", "<x/>", 30)
+                .unwrap()
+        );
+        assert_eq!(s.saml_app("https://sp.example/meta").unwrap(), None);
     });
 }
 
@@ -1255,6 +1326,7 @@ per_backend!(
     access_token_revocations_are_remembered_until_expiry,
     signing_keys_are_stored_and_retired,
     clients_are_stored_by_id,
+    saml_apps_are_stored_by_entity_id_and_one_concurrent_add_wins,
     logout_outbox_and_session_participants,
     sessions_are_found_by_their_public_id,
     migrations_are_idempotent,

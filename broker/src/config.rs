@@ -166,6 +166,8 @@ pub struct Settings {
     pub clients: Vec<Client>,
     /// The service providers of the SAML IdP (`[[saml_apps]]`).
     pub saml_apps: Vec<saml_apps::SamlApp>,
+    /// How old a URL-registered SP's metadata may get before it is fetched again.
+    pub saml_apps_metadata_refresh: std::time::Duration,
     pub limits: crate::domain::limits::Limits,
     pub audit: RawAudit,
     pub admin: RawAdmin,

@@ -13,6 +13,7 @@ pub mod kek;
 pub mod limits;
 pub mod policy;
 pub mod relying_party;
+pub mod sp_metadata;
 
 /// A parse failure of a domain value; the message is safe to show to a user.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -52,6 +52,14 @@ enum Command {
         #[command(subcommand)]
         command: ClientsCommand,
     },
+    /// Manage SAML service providers registered in the database from their metadata (those in
+    /// the config file are listed too).
+    SamlApps {
+        #[arg(long, env = "CONCIERGE_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: SamlAppsCommand,
+    },
     /// Manage signing keys.
     Keys {
         #[arg(long, env = "CONCIERGE_CONFIG", global = true)]
@@ -80,6 +88,40 @@ enum Command {
         #[command(subcommand)]
         command: UsersCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum SamlAppsCommand {
+    /// Register an SP from its metadata (its ACS URLs, logout endpoint and keys are the
+    /// metadata's); one from a URL is fetched again in the background.
+    Add {
+        #[arg(
+            long,
+            conflicts_with = "metadata_url",
+            required_unless_present = "metadata_url"
+        )]
+        metadata_file: Option<PathBuf>,
+        #[arg(long)]
+        metadata_url: Option<url::Url>,
+        #[arg(long)]
+        name: Option<String>,
+        /// email, persistent or transient.
+        #[arg(long, default_value = "email")]
+        name_id_format: String,
+        /// assertion, response or both.
+        #[arg(long, default_value = "both")]
+        sign: String,
+        /// The sign-in policy: required, optional or off (default: mfa.required).
+        #[arg(long)]
+        mfa: Option<String>,
+        /// The SP accepts unsolicited Responses (IdP-initiated sign-in).
+        #[arg(long)]
+        idp_initiated: bool,
+    },
+    /// List SPs.
+    List,
+    /// Remove a registered SP.
+    Remove { entity_id: String },
 }
 
 #[derive(Subcommand)]
@@ -496,6 +538,82 @@ fn clients(config: Option<PathBuf>, command: ClientsCommand) -> anyhow::Result<(
     Ok(())
 }
 
+fn saml_apps(config: Option<PathBuf>, command: SamlAppsCommand) -> anyhow::Result<()> {
+    use concierge::config::saml_apps::RawSamlApp;
+    use concierge::saml_idp::registry;
+    let settings = load(config.as_deref())?;
+    let store = startup::open_store(&settings)?;
+    match command {
+        SamlAppsCommand::Add {
+            metadata_file,
+            metadata_url,
+            name,
+            name_id_format,
+            sign,
+            mfa,
+            idp_initiated,
+        } => {
+            let metadata = match (&metadata_file, &metadata_url) {
+                (Some(f), _) => concierge::config::saml_apps::read_metadata_file(f)
+                    .map_err(|m| anyhow::anyhow!("--metadata-file: {m}"))?,
+                (None, Some(u)) => {
+                    let http = concierge::http::client(
+                        std::time::Duration::from_secs(10),
+                        &settings.http,
+                    )?;
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?
+                        .block_on(registry::fetch(&http, u))?
+                }
+                (None, None) => anyhow::bail!("--metadata-file or --metadata-url"),
+            };
+            let mut options: RawSamlApp = serde_json::from_value(serde_json::json!({
+                "name_id_format": name_id_format,
+                "sign": sign,
+                "mfa": mfa,
+            }))
+            .map_err(|e| anyhow::anyhow!("--name-id-format, --sign or --mfa: {e}"))?;
+            options.name = name;
+            options.idp_initiated = idp_initiated;
+            let app = registry::register(
+                store.as_ref(),
+                |id| settings.saml_apps.iter().any(|a| a.entity_id == id),
+                &options,
+                &metadata,
+                metadata_url.as_ref(),
+                SystemClock.now(),
+            )?;
+            println!("registered SAML service provider {}", app.entity_id);
+            for u in &app.acs_urls {
+                println!("  ACS {u}");
+            }
+        }
+        SamlAppsCommand::List => {
+            for a in &settings.saml_apps {
+                println!("{}	config	{}", a.entity_id, a.name);
+            }
+            for r in store.list_saml_apps()? {
+                let name =
+                    registry::app_of(&r).map_or_else(|e| format!("(unreadable: {e})"), |a| a.name);
+                println!(
+                    "{}	database	{name}	{}",
+                    r.entity_id,
+                    r.metadata_url.as_deref().unwrap_or("(file)")
+                );
+            }
+        }
+        SamlAppsCommand::Remove { entity_id } => {
+            anyhow::ensure!(
+                store.delete_saml_app(&entity_id)?,
+                "no registered SAML service provider `{entity_id}`"
+            );
+            println!("removed SAML service provider {entity_id}");
+        }
+    }
+    Ok(())
+}
+
 fn keys(config: Option<PathBuf>, command: KeysCommand) -> anyhow::Result<()> {
     let settings = load(config.as_deref())?;
     let store = startup::open_store(&settings)?;
@@ -679,6 +797,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Users { config, command } => users(config, command),
         Command::Clients { config, command } => clients(config, command),
+        Command::SamlApps { config, command } => saml_apps(config, command),
         Command::Sessions { config, command } => sessions(config, command),
         Command::Keys { config, command } => keys(config, command),
         Command::Plugins { config, command } => plugins(config, command),

@@ -456,6 +456,7 @@ impl Application {
         if let Some(t) = spawn_plugin_reload(&mfa, &provider) {
             tasks.push(t);
         }
+        tasks.push(spawn_saml_metadata_refresh(&store, &settings, &deps.clock)?);
         Ok(Self {
             port,
             server,
@@ -495,6 +496,34 @@ fn plugin_manifests(path: std::path::PathBuf) -> crate::mfa::ManifestSource {
             .map(|s| s.mfa.plugins)
             .map_err(|e| e.to_string())
     })
+}
+
+/// The metadata of SPs registered from a URL, fetched again once older than
+/// `saml_apps_metadata_refresh` (checked every minute at most): a failure keeps the last good
+/// copy.
+fn spawn_saml_metadata_refresh(
+    store: &Arc<dyn Store>,
+    settings: &Settings,
+    clock: &Arc<dyn crate::clock::Clock>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let every = settings.saml_apps_metadata_refresh;
+    let http = crate::http::client(std::time::Duration::from_secs(10), &settings.http)?;
+    let mut refresher = crate::saml_idp::registry::Refresher::new(Arc::clone(store), http, every);
+    let clock = Arc::clone(clock);
+    Ok(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every.min(std::time::Duration::from_secs(60)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match refresher.run_once(clock.now()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(replaced = n, "SP metadata refreshed"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "SP metadata refresh: storage failed; will retry")
+                }
+            }
+        }
+    }))
 }
 
 /// Hot reload: plugin files, their pins, and `concierge plugins reload` are checked every

@@ -23,6 +23,7 @@ mod plugin_http;
 mod privacyidea;
 mod saml_idp;
 mod saml_idp_encrypt;
+mod saml_idp_registry;
 mod saml_idp_release;
 mod saml_idp_slo;
 mod secrets;

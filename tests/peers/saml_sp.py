@@ -13,6 +13,10 @@ metadata only). Listens on 127.0.0.1 only.
                    (IdP-initiated) are accepted (still checked otherwise)
 
 Endpoints:
+  GET  /metadata   the SP's own metadata (pysaml2 create_metadata_string: entityID, ACS
+                   HTTP-POST, SingleLogoutService HTTP-Redirect, its keys); after
+                   /metadata-mode?mode=garbage, a document that is not metadata (mode=good
+                   back); /metadata-mode answers JSON {garbage_served: how many times}
   GET  /setup?idp=URL   reads the IdP's metadata (once) without sending a request (204)
   GET  /login?idp=URL[&passive=1][&force=1][&nameid=FORMAT][&mfa=1][&binding=post]
                    the IdP's metadata is read from URL (once), then an AuthnRequest over
@@ -60,6 +64,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT, samlp
 from saml2.client import Saml2Client
 from saml2.config import SPConfig
+from saml2.metadata import create_metadata_string
 from saml2.saml import NAMEID_FORMAT_EMAILADDRESS, AuthnContextClassRef, NameID
 from saml2.samlp import RequestedAuthnContext
 from saml2.sigver import SIG_RSA_SHA256, RSACrypto, verify_redirect_signature
@@ -82,6 +87,39 @@ LOCK = threading.Lock()
 STATE = {"client": None, "idp": None, "outstanding": {}}
 
 
+def sp_config(base):
+    """The SP's pysaml2 configuration (without the IdP's metadata)."""
+    keys = {}
+    if ARGS.key:
+        keys = {
+            "key_file": ARGS.key,
+            "cert_file": ARGS.cert,
+            "signing_algorithm": SIG_RSA_SHA256,
+            "digest_algorithm": DIGEST_SHA256,
+        }
+    if ARGS.enc_key:
+        keys["encryption_keypairs"] = [{"key_file": ARGS.enc_key, "cert_file": ARGS.enc_cert}]
+    return {
+        "entityid": f"{base}/metadata",
+        "service": {
+            "sp": {
+                "endpoints": {
+                    "assertion_consumer_service": [(f"{base}/acs", BINDING_HTTP_POST)],
+                    "single_logout_service": [(f"{base}/sls", BINDING_HTTP_REDIRECT)],
+                },
+                "want_response_signed": ARGS.signed in ("both", "response"),
+                "want_assertions_signed": ARGS.signed in ("both", "assertion"),
+                "authn_requests_signed": bool(ARGS.key),
+                "allow_unsolicited": ARGS.allow_unsolicited,
+                "name_id_format": NAMEID_FORMAT_EMAILADDRESS,
+            }
+        },
+        "xmlsec_binary": "/usr/bin/xmlsec1",
+        "allow_unknown_attributes": True,
+        **keys,
+    }
+
+
 def client_for(base, idp_metadata_url):
     with LOCK:
         if STATE["client"] is not None:
@@ -91,41 +129,8 @@ def client_for(base, idp_metadata_url):
         f = tempfile.NamedTemporaryFile(suffix=".xml", delete=False)
         f.write(md)
         f.close()
-        keys = {}
-        if ARGS.key:
-            keys = {
-                "key_file": ARGS.key,
-                "cert_file": ARGS.cert,
-                "signing_algorithm": SIG_RSA_SHA256,
-                "digest_algorithm": DIGEST_SHA256,
-            }
-        if ARGS.enc_key:
-            keys["encryption_keypairs"] = [
-                {"key_file": ARGS.enc_key, "cert_file": ARGS.enc_cert}
-            ]
         conf = SPConfig()
-        conf.load(
-            {
-                "entityid": f"{base}/metadata",
-                "service": {
-                    "sp": {
-                        "endpoints": {
-                            "assertion_consumer_service": [(f"{base}/acs", BINDING_HTTP_POST)],
-                            "single_logout_service": [(f"{base}/sls", BINDING_HTTP_REDIRECT)],
-                        },
-                        "want_response_signed": ARGS.signed in ("both", "response"),
-                        "want_assertions_signed": ARGS.signed in ("both", "assertion"),
-                        "authn_requests_signed": bool(ARGS.key),
-                        "allow_unsolicited": ARGS.allow_unsolicited,
-                        "name_id_format": NAMEID_FORMAT_EMAILADDRESS,
-                    }
-                },
-                "metadata": {"local": [f.name]},
-                "xmlsec_binary": "/usr/bin/xmlsec1",
-                "allow_unknown_attributes": True,
-                **keys,
-            }
-        )
+        conf.load({**sp_config(base), "metadata": {"local": [f.name]}})
         client = Saml2Client(config=conf)
         idp = next(iter(conf.metadata.identity_providers()))
         STATE["client"], STATE["idp"] = client, idp
@@ -268,6 +273,28 @@ class Handler(BaseHTTPRequestHandler):
         url = urllib.parse.urlsplit(self.path)
         if url.path == "/sls":
             return self.sls(url.query)
+        if url.path == "/metadata":
+            with LOCK:
+                garbage = STATE.get("metadata_mode") == "garbage"
+            if garbage:
+                with LOCK:
+                    STATE["garbage_served"] = STATE.get("garbage_served", 0) + 1
+                return self.send(200, [("Content-Type", "application/samlmetadata+xml")],
+                                 "<html>not metadata</html>")
+            conf = SPConfig()
+            conf.load(sp_config(self.base()))
+            md = create_metadata_string(None, config=conf, valid=None)
+            if isinstance(md, bytes):
+                md = md.decode()
+            return self.send(200, [("Content-Type", "application/samlmetadata+xml")], md)
+        if url.path == "/metadata-mode":
+            with LOCK:
+                mode = dict(urllib.parse.parse_qsl(url.query)).get("mode")
+                if mode:
+                    STATE["metadata_mode"] = mode
+                served = STATE.get("garbage_served", 0)
+            return self.send(200, [("Content-Type", "application/json")],
+                             json.dumps({"garbage_served": served}))
         if url.path == "/answer":
             with LOCK:
                 STATE["answer"] = dict(urllib.parse.parse_qsl(url.query)).get("mode", "signed")

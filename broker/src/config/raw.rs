@@ -30,6 +30,14 @@ pub struct RawSettings {
     pub clients: Vec<ClientConfig>,
     /// Service providers of the SAML IdP (`[[saml_apps]]` tables).
     pub saml_apps: Vec<super::saml_apps::RawSamlApp>,
+    /// How old the metadata of an SP registered from a URL (`concierge saml-apps add
+    /// --metadata-url`) may get before it is fetched again (default 24h).
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub saml_apps_metadata_refresh: Option<Duration>,
     /// Upstream identity providers (`[[upstreams]]` tables), in login-page order.
     pub upstreams: Vec<RawUpstream>,
     /// Outbound HTTPS to upstreams and apps (`[http]`).

@@ -2,6 +2,9 @@
 //! the ACS URLs it may post to, its SingleLogoutService, the NameID it gets, what is signed, the certificates its
 //! requests are signed with, its sign-in policy like a client's, the attributes it is released
 //! (`attributes.rs`), and whether it accepts IdP-initiated sign-ins), parsed and checked at boot.
+//! The endpoints and keys are listed (`acs_urls`, `slo_url`, `*_cert_file`) or come from the SP's
+//! metadata (`metadata_file`; an SP registered at run time, `saml_idp::registry`, is built the
+//! same way from its stored metadata: [`SamlApp::from_metadata`]).
 
 use std::path::PathBuf;
 
@@ -10,6 +13,7 @@ use url::Url;
 
 use crate::domain::Channel;
 use crate::domain::policy::{MfaRequirement, OnLimit};
+use crate::domain::sp_metadata::{MAX_SP_METADATA, SpMetadata, sp_endpoint};
 
 mod encryption;
 pub use encryption::{SamlEncryption, SpEncryption};
@@ -49,11 +53,21 @@ fn web() -> Channel {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSamlApp {
+    /// Optional with `metadata_file` (then it must be the metadata's).
+    #[serde(default)]
     pub entity_id: String,
     #[serde(default)]
     pub name: Option<String>,
-    /// Where Responses may be posted: an AuthnRequest naming another URL is refused.
+    /// Where Responses may be posted: an AuthnRequest naming another URL is refused. Not with
+    /// `metadata_file` (the metadata's HTTP-POST AssertionConsumerServices are then the list).
+    #[serde(default)]
     pub acs_urls: Vec<String>,
+    /// The SP's metadata (an `EntityDescriptor` with an `SPSSODescriptor`), read at start: its
+    /// ACS URLs, SingleLogoutService, signing certificates and encryption certificate, instead
+    /// of `acs_urls`, `slo_url`, `signing_cert_file` (and `encryption_cert_file` when it has
+    /// an encryption key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata_file: Option<PathBuf>,
     #[serde(default)]
     pub name_id_format: SamlAppNameId,
     #[serde(default)]
@@ -119,25 +133,33 @@ pub struct SamlApp {
 
 /// An endpoint of an SP: https (http only on localhost), no fragment, no user info.
 fn endpoint(key: &'static str, u: &str) -> Result<Url, (&'static str, String)> {
-    let url = Url::parse(u).map_err(|e| (key, format!("`{u}`: {e}")))?;
-    let local = matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
-    if !(url.scheme() == "https" || url.scheme() == "http" && local)
-        || url.fragment().is_some()
-        || !url.username().is_empty()
-    {
-        return Err((
-            key,
-            format!(
-                "`{u}` must be https (http only on localhost), without a fragment or user info"
-            ),
-        ));
+    sp_endpoint(u).map_err(|m| (key, m))
+}
+
+/// Reads an SP's metadata file (at most 1 MiB), as text.
+pub fn read_metadata_file(path: &std::path::Path) -> Result<String, String> {
+    use std::io::Read;
+    let file =
+        std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut text = String::new();
+    file.take(MAX_SP_METADATA as u64 + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if text.len() > MAX_SP_METADATA {
+        return Err(format!("{} is larger than 1 MiB", path.display()));
     }
-    Ok(url)
+    Ok(text)
 }
 
 impl SamlApp {
     /// Checks one table; the error names the key inside it.
     pub fn parse(raw: &RawSamlApp) -> Result<Self, (&'static str, String)> {
+        if let Some(path) = &raw.metadata_file {
+            let xml = read_metadata_file(path).map_err(|m| ("metadata_file", m))?;
+            let md = SpMetadata::parse(&xml)
+                .map_err(|e| ("metadata_file", format!("{}: {e}", path.display())))?;
+            return Self::from_metadata(raw, &md);
+        }
         if raw.entity_id.trim().is_empty() || raw.entity_id.len() > 1024 {
             return Err(("entity_id", "must be 1 to 1024 characters".into()));
         }
@@ -198,6 +220,71 @@ impl SamlApp {
             idp_initiated: raw.idp_initiated,
         })
     }
+
+    /// The SP of `md` with the options of `raw`: the endpoints and keys are the metadata's
+    /// only (a key that lists them too is an error naming it), its signing certificates become
+    /// the ones its requests must be signed with, its encryption certificate (if any) the one
+    /// assertions are encrypted to.
+    pub fn from_metadata(
+        raw: &RawSamlApp,
+        md: &SpMetadata,
+    ) -> Result<Self, (&'static str, String)> {
+        let from_md = "is taken from the SP's metadata; remove it";
+        if !raw.acs_urls.is_empty() {
+            return Err(("acs_urls", from_md.into()));
+        }
+        if raw.slo_url.is_some() {
+            return Err(("slo_url", from_md.into()));
+        }
+        if raw.signing_cert_file.is_some() {
+            return Err(("signing_cert_file", from_md.into()));
+        }
+        if !raw.entity_id.is_empty() && raw.entity_id != md.entity_id {
+            return Err((
+                "entity_id",
+                format!(
+                    "`{}` is not the metadata's entityID `{}`",
+                    raw.entity_id, md.entity_id
+                ),
+            ));
+        }
+        let encryption = match (&md.encryption_cert, &raw.encryption_cert_file) {
+            (Some(_), Some(_)) => {
+                return Err((
+                    "encryption_cert_file",
+                    "the SP's metadata has an encryption key; remove it".into(),
+                ));
+            }
+            (Some(der), None) => Some(
+                encryption::from_der(der, raw.encryption)
+                    .map_err(|m| ("metadata_file", format!("the encryption key: {m}")))?,
+            ),
+            (None, file) => encryption::parse(file.as_deref(), raw.encryption)?,
+        };
+        let attributes = match &raw.attributes {
+            None => attributes::default_release(),
+            Some(list) => {
+                attributes::check_list(list).map_err(|m| ("attributes", m))?;
+                list.clone()
+            }
+        };
+        Ok(Self {
+            entity_id: md.entity_id.clone(),
+            name: raw.name.clone().unwrap_or_else(|| md.entity_id.clone()),
+            acs_urls: md.acs_urls.clone(),
+            name_id_format: raw.name_id_format,
+            sign: raw.sign,
+            channel: raw.channel,
+            mfa: raw.mfa,
+            max_sessions_per_user: raw.max_sessions_per_user,
+            on_session_limit: raw.on_session_limit,
+            signing_certs: md.signing_certs.clone(),
+            slo_url: md.slo_url.clone(),
+            encryption,
+            attributes,
+            idp_initiated: raw.idp_initiated,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -209,6 +296,7 @@ mod tests {
             entity_id: "https://sp.example/meta".into(),
             name: None,
             acs_urls: acs.iter().map(|s| (*s).to_owned()).collect(),
+            metadata_file: None,
             name_id_format: SamlAppNameId::default(),
             sign: SamlSign::default(),
             channel: Channel::Web,
@@ -254,5 +342,88 @@ mod tests {
         let mut no_id = raw(&["https://sp.example/acs"]);
         no_id.entity_id = " ".into();
         assert_eq!(SamlApp::parse(&no_id).unwrap_err().0, "entity_id");
+    }
+
+    fn cert_b64(bits: u32) -> String {
+        use base64::Engine;
+        use openssl::{asn1::Asn1Time, hash::MessageDigest, pkey::PKey, rsa::Rsa, x509::X509};
+        let key = PKey::from_rsa(Rsa::generate(bits).unwrap()).unwrap();
+        let mut b = X509::builder().unwrap();
+        b.set_pubkey(&key).unwrap();
+        b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+            .unwrap();
+        b.set_not_after(&Asn1Time::days_from_now(1).unwrap())
+            .unwrap();
+        b.sign(&key, MessageDigest::sha256()).unwrap();
+        base64::engine::general_purpose::STANDARD.encode(b.build().to_der().unwrap())
+    }
+
+    #[test]
+    fn metadata_file_gives_the_endpoints_and_keys_and_nothing_else_may() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sign, enc) = (cert_b64(2048), cert_b64(2048));
+        let xml = format!(
+            r#"<md:EntityDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata" xmlns:ds="http://www.w3.org/2000/09/xmldsig#" entityID="https://sp.example/meta"><md:SPSSODescriptor AuthnRequestsSigned="true" protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol"><md:KeyDescriptor use="signing"><ds:KeyInfo><ds:X509Data><ds:X509Certificate>{sign}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor><md:KeyDescriptor use="encryption"><ds:KeyInfo><ds:X509Data><ds:X509Certificate>{enc}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor><md:SingleLogoutService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect" Location="https://sp.example/slo"/><md:AssertionConsumerService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST" Location="https://sp.example/acs" index="0"/></md:SPSSODescriptor></md:EntityDescriptor>"#
+        );
+        let path = dir.path().join("sp.xml");
+        std::fs::write(&path, &xml).unwrap();
+        let mut r = raw(&[]);
+        r.entity_id = String::new();
+        r.metadata_file = Some(path.clone());
+        let app = SamlApp::parse(&r).unwrap();
+        assert_eq!(app.entity_id, "https://sp.example/meta");
+        assert_eq!(app.acs_urls[0].as_str(), "https://sp.example/acs");
+        assert_eq!(
+            app.slo_url.as_ref().unwrap().as_str(),
+            "https://sp.example/slo"
+        );
+        assert_eq!(app.signing_certs.len(), 1, "its requests must be signed");
+        assert!(app.encryption.is_some());
+        r.entity_id = "https://sp.example/meta".into();
+        assert!(SamlApp::parse(&r).is_ok(), "the metadata's own entityID");
+        let refused = |edit: &dyn Fn(&mut RawSamlApp)| {
+            let mut bad = r.clone();
+            edit(&mut bad);
+            SamlApp::parse(&bad).unwrap_err().0
+        };
+        assert_eq!(
+            refused(&|b| b.acs_urls = vec!["https://sp.example/acs".into()]),
+            "acs_urls"
+        );
+        assert_eq!(
+            refused(&|b| b.slo_url = Some("https://sp.example/slo".into())),
+            "slo_url"
+        );
+        assert_eq!(
+            refused(&|b| b.signing_cert_file = Some(path.clone())),
+            "signing_cert_file"
+        );
+        assert_eq!(
+            refused(&|b| b.encryption_cert_file = Some(path.clone())),
+            "encryption_cert_file"
+        );
+        assert_eq!(
+            refused(&|b| b.entity_id = "https://other.example".into()),
+            "entity_id"
+        );
+        assert_eq!(
+            refused(&|b| b.metadata_file = Some(dir.path().join("none.xml"))),
+            "metadata_file"
+        );
+        std::fs::write(dir.path().join("dtd.xml"), format!("<!DOCTYPE x>{xml}")).unwrap();
+        assert_eq!(
+            refused(&|b| b.metadata_file = Some(dir.path().join("dtd.xml"))),
+            "metadata_file"
+        );
+        // AuthnRequestsSigned without a signing key.
+        let unsigned = xml.replace("use=\"signing\"", "use=\"encryption\"");
+        std::fs::write(dir.path().join("nosign.xml"), unsigned).unwrap();
+        let m = {
+            let mut b = r.clone();
+            b.metadata_file = Some(dir.path().join("nosign.xml"));
+            SamlApp::parse(&b).unwrap_err()
+        };
+        assert_eq!(m.0, "metadata_file");
+        assert!(m.1.contains("AuthnRequestsSigned"), "{}", m.1);
     }
 }

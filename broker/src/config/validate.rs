@@ -572,6 +572,10 @@ impl Settings {
             previous_key_encryption_keys,
             clients,
             saml_apps,
+            saml_apps_metadata_refresh: raw
+                .saml_apps_metadata_refresh
+                .filter(|d| !d.is_zero())
+                .unwrap_or(std::time::Duration::from_secs(24 * 3600)),
             limits,
             audit: raw.audit,
             admin: raw.admin,

@@ -131,9 +131,9 @@ impl SignIn {
             let user = idp.store.user_by_id(&user_id)?;
             let (mut rest, mut partial) = (Vec::new(), false);
             for entity_id in sps {
-                let stop = match (&user, idp.app(&entity_id)) {
+                let stop = match (&user, idp.app(&entity_id)?) {
                     (Some(u), Some(app)) if app.slo_url.is_some() => idp
-                        .name_id_for(app, u.id.as_str(), u.email.as_str(), &sid)
+                        .name_id_for(&app, u.id.as_str(), u.email.as_str(), &sid)
                         .ok()
                         .map(|(format, name_id)| Stop {
                             entity_id: entity_id.clone(),
@@ -172,9 +172,16 @@ impl SignIn {
         while !chain.rest.is_empty() {
             let stop = chain.rest.remove(0);
             let relay = super::signin::random_token(self.entropy.as_ref());
-            let request = self.saml.app(&stop.entity_id).map(|app| {
+            let (idp, sp) = (Arc::clone(&self.saml), stop.entity_id.clone());
+            let app = blocking(move || Ok(idp.app(&sp)?))
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::warn!(sp = %stop.entity_id, error = %e, "SAML SP not read");
+                    None
+                });
+            let request = app.map(|app| {
                 self.saml
-                    .logout_request(app, &stop.format, &stop.name_id, &chain.sid, &relay)
+                    .logout_request(&app, &stop.format, &stop.name_id, &chain.sid, &relay)
             });
             let (url, request_id) = match request {
                 Some(Ok(r)) => r,
@@ -202,7 +209,7 @@ impl SignIn {
         // Where the sign-out was going, now that the chain is over: the LogoutResponse to the SP
         // that asked (its status known only now), or the signed-out page saying partial.
         let end = match &chain.answer {
-            Some(a) => Some(self.answer_sp(a, chain.partial)?),
+            Some(a) => Some(self.answer_sp(a, chain.partial).await?),
             None if chain.partial => None,
             None => return Ok(chain.after),
         };
@@ -224,10 +231,10 @@ impl SignIn {
 
     /// The signed LogoutResponse to the SP that started the sign-out: Success, or PartialLogout
     /// when some participant (`chain_partial`, or one outside the chain) was not told.
-    fn answer_sp(&self, a: &SpAnswer, chain_partial: bool) -> Result<String, SignInError> {
-        let app = self
-            .saml
-            .app(&a.entity_id)
+    async fn answer_sp(&self, a: &SpAnswer, chain_partial: bool) -> Result<String, SignInError> {
+        let (idp, sp) = (Arc::clone(&self.saml), a.entity_id.clone());
+        let app = blocking(move || Ok(idp.app(&sp)?))
+            .await?
             .ok_or_else(|| SignInError::internal("the SP that asked is no longer registered"))?;
         let status = if chain_partial || a.partial {
             LogoutStatus::Partial
@@ -237,7 +244,7 @@ impl SignIn {
         tracing::info!(sp = %a.entity_id, partial = chain_partial || a.partial, "SAML LogoutRequest answered");
         let url = self
             .saml
-            .logout_response(app, &a.in_response_to, a.relay_state.as_deref(), status)
+            .logout_response(&app, &a.in_response_to, a.relay_state.as_deref(), status)
             .map_err(SignInError::internal)?;
         Ok(url.to_string())
     }
@@ -267,8 +274,8 @@ impl SignIn {
         let (idp, q) = (Arc::clone(&self.saml), raw_query.to_owned());
         let (sp, request_id) = (entity_id.clone(), link.request_id);
         let checked = blocking(move || {
-            Ok(match idp.app(&sp) {
-                Some(app) => idp.sp_logout_response(app, &q, &request_id),
+            Ok(match idp.app(&sp)? {
+                Some(app) => idp.sp_logout_response(&app, &q, &request_id),
                 None => Err(crate::upstream::saml::SamlError::Issuer),
             })
         })

@@ -74,6 +74,15 @@ impl From<AnswerError> for SignInError {
     }
 }
 
+impl From<crate::saml_idp::IdpError> for SignInError {
+    fn from(e: crate::saml_idp::IdpError) -> Self {
+        match e {
+            crate::saml_idp::IdpError::Storage(s) => Self::Storage(s),
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
 impl From<crate::session::SessionError> for SignInError {
     fn from(e: crate::session::SessionError) -> Self {
         match e {

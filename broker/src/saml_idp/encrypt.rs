@@ -79,6 +79,7 @@ mod tests {
             entity_id: "https://sp.example/meta".into(),
             name: None,
             acs_urls: vec!["https://sp.example/acs".into()],
+            metadata_file: None,
             name_id_format: SamlAppNameId::Email,
             sign: SamlSign::Both,
             channel: Channel::Web,

@@ -89,14 +89,14 @@ impl SamlIdp {
     pub fn logout_request_redirect(&self, raw_query: &str) -> Result<Checked, SamlError> {
         let (xml, relay_state) = redirect_document(raw_query)?;
         let unverified = parse(&xml)?;
-        let app = self.app(&unverified.issuer).ok_or(SamlError::Issuer)?;
-        let certs = certs_of(app);
+        let app = self.app(&unverified.issuer)?.ok_or(SamlError::Issuer)?;
+        let certs = certs_of(&app);
         let request = if certs.is_empty() {
             unverified
         } else {
             verified_redirect(raw_query, &certs, parse, |r| &r.id)?
         };
-        self.checked(request, relay_state, app, !certs.is_empty(), None)
+        self.checked(request, relay_state, &app, !certs.is_empty(), None)
     }
 
     /// A LogoutRequest over HTTP-POST (the form's `SAMLRequest` and `RelayState`).
@@ -107,14 +107,14 @@ impl SamlIdp {
     ) -> Result<Checked, SamlError> {
         let xml = decode_post(saml_request)?;
         let unverified = parse(&xml)?;
-        let app = self.app(&unverified.issuer).ok_or(SamlError::Issuer)?;
-        let certs = certs_of(app);
+        let app = self.app(&unverified.issuer)?.ok_or(SamlError::Issuer)?;
+        let certs = certs_of(&app);
         let request = if certs.is_empty() {
             unverified
         } else {
             verified_post(&xml, &unverified.id, &certs, parse, |r| &r.id)?
         };
-        self.checked(request, relay_state, app, !certs.is_empty(), Some(xml))
+        self.checked(request, relay_state, &app, !certs.is_empty(), Some(xml))
     }
 
     fn checked(

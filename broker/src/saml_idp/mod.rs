@@ -1,14 +1,16 @@
 //! Owns the broker as a SAML 2.0 identity provider to its own service providers: its entity ID
 //! and endpoints, its signing key and self-signed certificate (made at the first start, kept
-//! sealed in `secrets`), the registry of SPs (`[[saml_apps]]`), its metadata document, the
+//! sealed in `secrets`), the registry of SPs (`[[saml_apps]]`, then those registered at run
+//! time: `registry.rs`), its metadata document, the
 //! pairwise persistent NameIDs, and signing through the one XML-DSig door
 //! (`upstream::saml::dsig`). Reading an AuthnRequest is `authn_request.rs`, a LogoutRequest
 //! `logout_request.rs`; the IDs of both are used once (`use_request_id`). The IdP's own
 //! LogoutRequests to its SPs, and their answers, are `logout_out.rs`; the attributes an SP is
 //! released, `attributes.rs`; encrypting an SP's assertions to its certificate, `encrypt.rs`.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -38,6 +40,7 @@ pub mod authn_request;
 pub mod encrypt;
 pub mod logout_out;
 pub mod logout_request;
+pub mod registry;
 
 /// The sealed row in `secrets` holding the IdP's certificate and private key (PEM), also the
 /// AAD it is sealed under.
@@ -73,6 +76,17 @@ pub enum IdpError {
     Storage(#[from] StorageError),
     #[error("the SAML IdP key: {0}")]
     Key(String),
+    #[error("the stored SAML service provider {0}: {1}")]
+    StoredApp(String, String),
+}
+
+impl From<IdpError> for SamlError {
+    fn from(e: IdpError) -> Self {
+        match e {
+            IdpError::Storage(s) => Self::Storage(s),
+            other => Self::Config(other.to_string()),
+        }
+    }
 }
 
 /// The broker's SAML IdP.
@@ -86,7 +100,10 @@ pub struct SamlIdp {
     /// The certificate, DER in base64 (as in metadata).
     cert_b64: String,
     pairwise: [u8; 32],
-    apps: Vec<SamlApp>,
+    /// `[[saml_apps]]`: these win over a stored SP of the same entity ID.
+    apps: Vec<Arc<SamlApp>>,
+    /// Stored SPs as last parsed, by entity ID, with the stored text they were parsed from.
+    parsed: Mutex<HashMap<String, (registry::Source, Arc<SamlApp>)>>,
     pub clock: Arc<dyn Clock>,
     pub entropy: Arc<dyn Entropy>,
     pub store: Arc<dyn Store>,
@@ -202,16 +219,45 @@ impl SamlIdp {
             key_der: key.private_key_to_der().map_err(key_err)?,
             cert_b64: STANDARD.encode(cert.to_der().map_err(key_err)?),
             pairwise: <[u8; 32]>::try_from(pairwise.as_slice()).map_err(key_err)?,
-            apps,
+            apps: apps.into_iter().map(Arc::new).collect(),
+            parsed: Mutex::new(HashMap::new()),
             clock,
             entropy,
             store,
         })
     }
 
-    /// The SP registered as `entity_id`.
-    pub fn app(&self, entity_id: &str) -> Option<&SamlApp> {
-        self.apps.iter().find(|a| a.entity_id == entity_id)
+    /// The SP registered as `entity_id`: in `[[saml_apps]]`, else in storage (blocking then;
+    /// its stored metadata, the last good copy, parsed once per change).
+    pub fn app(&self, entity_id: &str) -> Result<Option<Arc<SamlApp>>, IdpError> {
+        if let Some(a) = self.configured(entity_id) {
+            return Ok(Some(a));
+        }
+        let Some(record) = self.store.saml_app(entity_id)? else {
+            return Ok(None);
+        };
+        let source = registry::Source::of(&record);
+        if let Ok(parsed) = self.parsed.lock()
+            && let Some((s, app)) = parsed.get(entity_id)
+            && *s == source
+        {
+            return Ok(Some(Arc::clone(app)));
+        }
+        let app = Arc::new(
+            registry::app_of(&record).map_err(|m| IdpError::StoredApp(entity_id.to_owned(), m))?,
+        );
+        if let Ok(mut parsed) = self.parsed.lock() {
+            parsed.insert(entity_id.to_owned(), (source, Arc::clone(&app)));
+        }
+        Ok(Some(app))
+    }
+
+    /// The SP of `[[saml_apps]]` registered as `entity_id`.
+    pub fn configured(&self, entity_id: &str) -> Option<Arc<SamlApp>> {
+        self.apps
+            .iter()
+            .find(|a| a.entity_id == entity_id)
+            .map(Arc::clone)
     }
 
     /// The SP's persistent NameID for `user_id`: an HMAC of both under the pairwise key, so one

@@ -442,6 +442,7 @@ mod keys;
 mod lockout;
 mod logout;
 mod mfa;
+mod saml_apps;
 mod sessions;
 mod store;
 mod upstream;

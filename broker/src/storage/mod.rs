@@ -103,6 +103,19 @@ impl SessionRecord {
     }
 }
 
+/// A SAML service provider registered at run time: its options (JSON of a `[[saml_apps]]`
+/// table without endpoints), its metadata (the last good copy), where it is refreshed from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SamlAppRecord {
+    pub entity_id: String,
+    pub config: String,
+    pub metadata: String,
+    /// `None`: registered from a file, never refreshed.
+    pub metadata_url: Option<String>,
+    pub fetched_at: UnixTime,
+    pub created_at: UnixTime,
+}
+
 /// A signing key as stored; the private key is encrypted under the key-encryption key.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SigningKeyRecord {
@@ -463,6 +476,20 @@ pub trait Store: MfaStore + JourneyStore + Send + Sync + 'static {
     fn client_config(&self, id: &str) -> Result<Option<String>, StorageError>;
     fn list_clients(&self) -> Result<Vec<(String, String)>, StorageError>;
     fn delete_client(&self, id: &str) -> Result<bool, StorageError>;
+
+    // SAML service providers registered at run time.
+    /// `Conflict` when the entity ID is registered already (one of two concurrent adds wins).
+    fn insert_saml_app(&self, app: &SamlAppRecord) -> Result<(), StorageError>;
+    fn saml_app(&self, entity_id: &str) -> Result<Option<SamlAppRecord>, StorageError>;
+    fn list_saml_apps(&self) -> Result<Vec<SamlAppRecord>, StorageError>;
+    fn delete_saml_app(&self, entity_id: &str) -> Result<bool, StorageError>;
+    /// Replaces the metadata of a registered SP (a good refresh); false when it is gone.
+    fn update_saml_app_metadata(
+        &self,
+        entity_id: &str,
+        metadata: &str,
+        fetched_at: UnixTime,
+    ) -> Result<bool, StorageError>;
 
     // Signing keys.
     fn insert_signing_key(&self, key: &SigningKeyRecord) -> Result<(), StorageError>;

@@ -276,3 +276,14 @@ diesel::table! {
         authenticator -> Nullable<Text>,
     }
 }
+
+diesel::table! {
+    saml_apps (entity_id) {
+        entity_id -> Text,
+        config -> Text,
+        metadata -> Text,
+        metadata_url -> Nullable<Text>,
+        fetched_at -> BigInt,
+        created_at -> BigInt,
+    }
+}

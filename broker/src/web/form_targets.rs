@@ -116,12 +116,20 @@ pub(crate) fn routed_upstreams(upstreams: &[crate::config::UpstreamConfig]) -> V
 /// The single logout services of the SAML SPs that took part in the session `sid`.
 async fn session_slo_urls(state: &web::Data<AppState>, sid: &str) -> Result<Vec<Url>, WebError> {
     let (store, sid) = (Arc::clone(&state.store), sid.to_owned());
-    let parties = web::block(move || store.session_clients(&sid)).await??;
-    Ok(parties
-        .iter()
-        .filter_map(|p| p.strip_prefix("saml:"))
-        .filter_map(|sp| state.signin.saml.app(sp)?.slo_url.clone())
-        .collect())
+    let idp = Arc::clone(&state.signin.saml);
+    let urls = web::block(move || {
+        let parties = store.session_clients(&sid)?;
+        // An SP the registry cannot read now adds no target (the CSP is only stricter).
+        Ok::<_, crate::storage::StorageError>(
+            parties
+                .iter()
+                .filter_map(|p| p.strip_prefix("saml:"))
+                .filter_map(|sp| idp.app(sp).ok().flatten()?.slo_url.clone())
+                .collect(),
+        )
+    })
+    .await??;
+    Ok(urls)
 }
 
 /// The logout endpoint of the upstream the session `sid` came from, if it has one.

@@ -62,30 +62,32 @@ pub fn parse(
             ),
         ));
     };
-    let key = cert.public_key().map_err(|e| (KEY, e.to_string()))?;
+    let der = cert.to_der().map_err(|e| (KEY, e.to_string()))?;
+    from_der(&der, method)
+        .map(Some)
+        .map_err(|m| (KEY, format!("{}: {m}", path.display())))
+}
+
+/// The encryption to the certificate `der` (from a file or the SP's metadata): its key must be
+/// RSA of at least [`MIN_RSA_BITS`].
+pub fn from_der(der: &[u8], method: Option<SamlEncryption>) -> Result<SpEncryption, String> {
+    let cert = X509::from_der(der).map_err(|e| e.to_string())?;
+    let key = cert.public_key().map_err(|e| e.to_string())?;
     if key.rsa().is_err() {
-        return Err((
-            KEY,
-            format!(
-                "the key of {} is not RSA (assertions are encrypted with RSA-OAEP key transport)",
-                path.display()
-            ),
-        ));
+        return Err(
+            "the key is not RSA (assertions are encrypted with RSA-OAEP key transport)".into(),
+        );
     }
     if key.bits() < MIN_RSA_BITS {
-        return Err((
-            KEY,
-            format!(
-                "the RSA key of {} has {} bits; at least {MIN_RSA_BITS} are needed",
-                path.display(),
-                key.bits()
-            ),
+        return Err(format!(
+            "the RSA key has {} bits; at least {MIN_RSA_BITS} are needed",
+            key.bits()
         ));
     }
-    Ok(Some(SpEncryption {
-        cert: cert.to_der().map_err(|e| (KEY, e.to_string()))?,
+    Ok(SpEncryption {
+        cert: der.to_vec(),
         method: method.unwrap_or_default(),
-    }))
+    })
 }
 
 #[cfg(test)]

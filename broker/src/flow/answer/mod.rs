@@ -103,6 +103,15 @@ pub enum AnswerError {
     Internal(String),
 }
 
+impl From<crate::saml_idp::IdpError> for AnswerError {
+    fn from(e: crate::saml_idp::IdpError) -> Self {
+        match e {
+            crate::saml_idp::IdpError::Storage(s) => Self::Storage(s),
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
 /// What answerers use: the OpenID provider today (codes, clients, the issuer); a SAML IdP's
 /// signer and registry beside it.
 #[derive(Clone)]

@@ -99,7 +99,7 @@ impl Answer for SamlRequest {
 
     fn resolve(&self, env: &AnswerEnv) -> Result<Option<Box<dyn Resolved>>, AnswerError> {
         Ok(self
-            .ready(&env.saml)
+            .ready(&env.saml)?
             .map(|r| Box::new(r) as Box<dyn Resolved>))
     }
 }
@@ -107,14 +107,20 @@ impl Answer for SamlRequest {
 impl SamlRequest {
     /// The request with its SP as registered now; `None` when the SP, or this ACS URL of it,
     /// is gone.
-    pub fn ready(&self, idp: &SamlIdp) -> Option<Ready> {
-        let app = idp.app(&self.sp)?;
-        let acs = app
+    /// Blocking when the SP is not from the config file.
+    pub fn ready(&self, idp: &SamlIdp) -> Result<Option<Ready>, crate::saml_idp::IdpError> {
+        let Some(app) = idp.app(&self.sp)? else {
+            return Ok(None);
+        };
+        let Some(acs) = app
             .acs_urls
             .iter()
-            .find(|u| u.as_str() == self.acs)?
-            .clone();
-        Some(Ready {
+            .find(|u| u.as_str() == self.acs)
+            .cloned()
+        else {
+            return Ok(None);
+        };
+        Ok(Some(Ready {
             party: RelyingParty {
                 key: self.party_key(),
                 name: app.name.clone(),
@@ -123,10 +129,10 @@ impl SamlRequest {
                 on_session_limit: app.on_session_limit,
                 mfa: app.mfa,
             },
-            app: app.clone(),
+            app: (*app).clone(),
             acs,
             req: self.clone(),
-        })
+        }))
     }
 }
 

@@ -6,12 +6,14 @@
 //! page to continue as the signed-in account (or the second-factor choice the SP's policy asks
 //! for, which sends nothing on a GET), and the Response is made only by that page's POST.
 
+use std::sync::Arc;
+
 use super::single_sign_on::Arrival;
 use crate::flow::answer::Request;
 use crate::flow::answer::saml::SamlRequest;
 use crate::flow::contract::{Browser, CookieOp, Outcome};
 use crate::flow::machine::{self, Journey, Stage, Target};
-use crate::flow::signin::{SignIn, SignInError, proven_of};
+use crate::flow::signin::{SignIn, SignInError, blocking, proven_of};
 
 /// The longest RelayState accepted (SAML Bindings 3.4.3: 80 bytes).
 pub const MAX_RELAY_STATE: usize = 80;
@@ -36,7 +38,9 @@ impl SignIn {
             tracing::info!(reason = %why, "SAML IdP-initiated sign-in refused");
             Ok(Outcome::message(400, key))
         };
-        let Some(app) = q.sp.as_deref().and_then(|sp| self.saml.app(sp)) else {
+        let (idp, sp) = (Arc::clone(&self.saml), q.sp.clone());
+        let app = blocking(move || Ok(sp.map(|sp| idp.app(&sp)).transpose()?.flatten())).await?;
+        let Some(app) = app else {
             return refused(
                 "error_authorize_client",
                 format!("unknown SP `{}`", q.sp.unwrap_or_default()),
@@ -68,7 +72,8 @@ impl SignIn {
             name_id_format: None,
             acr_values: None,
         };
-        let Some(ready) = request.ready(&self.saml) else {
+        let (idp, req) = (Arc::clone(&self.saml), request.clone());
+        let Some(ready) = blocking(move || Ok(req.ready(&idp)?)).await? else {
             return refused("error_authorize_client", "the SP is gone".into());
         };
         let Some(session) = self.current_session(browser).await? else {

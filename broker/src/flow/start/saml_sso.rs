@@ -60,6 +60,8 @@ enum Parsed {
     /// A request of a registered SP to a registered ACS refused: answered there with an error
     /// Response (`Requester` and this second-level status), no assertion; why for the log.
     Refuse(Box<SamlRequest>, &'static str, String),
+    /// The registry could not be read.
+    Failed(crate::saml_idp::IdpError),
     /// A good request came by a POST without the session cookie (SameSite=Lax: a cross-site
     /// POST does not carry it): the same request again as a top-level GET, which carries it.
     AsRedirect(String),
@@ -88,11 +90,15 @@ fn check(idp: &SamlIdp, binding: SamlBinding, has_session_cookie: bool) -> Parse
             }
         }
     };
-    let Some(app) = idp.app(&ar.issuer) else {
-        return Parsed::Page(
-            "error_authorize_client",
-            format!("unknown SP `{}`", ar.issuer),
-        );
+    let app = match idp.app(&ar.issuer) {
+        Ok(Some(app)) => app,
+        Ok(None) => {
+            return Parsed::Page(
+                "error_authorize_client",
+                format!("unknown SP `{}`", ar.issuer),
+            );
+        }
+        Err(e) => return Parsed::Failed(e),
     };
     // An SP with registered certificates signs its requests: what the signature covers is
     // what counts.
@@ -250,9 +256,11 @@ impl SignIn {
                 return Ok(Outcome::message(400, key));
             }
             Parsed::AsRedirect(to) => return Ok(Outcome::redirect(to)),
+            Parsed::Failed(e) => return Err(e.into()),
             Parsed::Refuse(request, second, why) => {
                 tracing::info!(reason = %why, sp = %request.sp, "SAML AuthnRequest refused");
-                let Some(ready) = request.ready(&self.saml) else {
+                let idp = Arc::clone(&self.saml);
+                let Some(ready) = blocking(move || Ok(request.ready(&idp)?)).await? else {
                     return Ok(Outcome::message(400, "error_authorize_client"));
                 };
                 let env = self.answer_env();
@@ -262,7 +270,8 @@ impl SignIn {
                 .await;
             }
         };
-        let Some(ready) = c.request.ready(&self.saml) else {
+        let (idp, request) = (Arc::clone(&self.saml), c.request.clone());
+        let Some(ready) = blocking(move || Ok(request.ready(&idp)?)).await? else {
             return Ok(Outcome::message(400, "error_authorize_client"));
         };
         if !c.name_id_ok {

@@ -8,7 +8,7 @@ use diesel_migrations::MigrationHarness;
 
 use super::super::{
     AuditQuery, AuditRecord, AuthCodeRecord, CappedInsert, CodeUse, LoginLock, LogoutContinuation,
-    LogoutDelivery, RefreshRecord, Rotation, SessionCap, SessionKey, SessionRecord,
+    LogoutDelivery, RefreshRecord, Rotation, SamlAppRecord, SessionCap, SessionKey, SessionRecord,
     SigningKeyRecord, StorageError, Store, TokenState, UpstreamClaims, UpstreamRequest,
     UpstreamSessionRecord, User,
 };
@@ -200,6 +200,31 @@ impl Store for DieselStore {
 
     fn delete_client(&self, id: &str) -> Result<bool, StorageError> {
         DieselStore::delete_client(self, id)
+    }
+
+    fn insert_saml_app(&self, app: &SamlAppRecord) -> Result<(), StorageError> {
+        DieselStore::insert_saml_app(self, app)
+    }
+
+    fn saml_app(&self, entity_id: &str) -> Result<Option<SamlAppRecord>, StorageError> {
+        DieselStore::saml_app(self, entity_id)
+    }
+
+    fn list_saml_apps(&self) -> Result<Vec<SamlAppRecord>, StorageError> {
+        DieselStore::list_saml_apps(self)
+    }
+
+    fn delete_saml_app(&self, entity_id: &str) -> Result<bool, StorageError> {
+        DieselStore::delete_saml_app(self, entity_id)
+    }
+
+    fn update_saml_app_metadata(
+        &self,
+        entity_id: &str,
+        metadata: &str,
+        fetched_at: UnixTime,
+    ) -> Result<bool, StorageError> {
+        DieselStore::update_saml_app_metadata(self, entity_id, metadata, fetched_at)
     }
 
     fn insert_first_signing_key(&self, key: &SigningKeyRecord) -> Result<bool, StorageError> {

@@ -97,8 +97,7 @@ pub fn check_namespaces(e: &BytesStart<'_>, resolver: &NamespaceResolver) -> Res
 /// Refuses what must never reach an XML parser that expands entities: a DOCTYPE or an ENTITY
 /// declaration anywhere (checked on the raw bytes, before any parsing).
 pub fn refuse_dtd(doc: &str) -> Result<(), SamlError> {
-    let upper = doc.to_ascii_uppercase();
-    if upper.contains("<!DOCTYPE") || upper.contains("<!ENTITY") {
+    if crate::domain::sp_metadata::has_dtd(doc) {
         return Err(SamlError::Dtd);
     }
     Ok(())
