@@ -24,6 +24,7 @@ mod privacyidea;
 mod saml_idp;
 mod saml_idp_encrypt;
 mod saml_idp_release;
+mod saml_idp_rotation;
 mod saml_idp_slo;
 mod secrets;
 mod sessions;
