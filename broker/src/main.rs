@@ -538,6 +538,12 @@ fn keys(config: Option<PathBuf>, command: KeysCommand) -> anyhow::Result<()> {
                  every instance publishes the new certificate before any signs with it",
                 humantime::format_duration(min)
             );
+            if publish_for < std::time::Duration::from_secs(3600) {
+                eprintln!(
+                    "warning: the IdP metadata is served with max-age=3600; an SP or a proxy \
+                     may keep the old copy for up to an hour, longer than --publish-for"
+                );
+            }
             let delay = i64::try_from(publish_for.as_secs()).unwrap_or(i64::MAX);
             let now = deps.clock.now();
             let schedule = concierge::saml_idp::keys::rotate(
@@ -604,13 +610,13 @@ fn keys(config: Option<PathBuf>, command: KeysCommand) -> anyhow::Result<()> {
                 );
             }
             let now = deps.clock.now();
-            let schedule = concierge::saml_idp::keys::load(
+            let schedule = concierge::saml_idp::keys::peek(
                 store.as_ref(),
                 &startup::key_encryption_keys(&settings, &deps)?,
-                deps.entropy.as_ref(),
-                now,
             )?;
-            print_saml_keys(&schedule, now);
+            if let Some(schedule) = schedule {
+                print_saml_keys(&schedule, now);
+            }
         }
     }
     Ok(())

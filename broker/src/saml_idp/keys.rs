@@ -265,6 +265,25 @@ pub fn load(
         .map(|pem| SigningKey::parse(&pem))
 }
 
+/// The key set as stored, without making anything (for `concierge keys list`): the first key
+/// alone if the set was not made yet, None before the first start.
+pub fn peek(
+    store: &dyn Store,
+    kek: &KeyEncryptionKeys,
+) -> Result<Option<Schedule<SigningKey>>, IdpError> {
+    let schedule = match store.secret(KEYS_SECRET)? {
+        Some((sealed, _)) => open(kek, sealed)?.schedule,
+        None => match store.secret(SIGNING_SECRET)? {
+            Some((sealed, _)) => {
+                let pem = kek.open(SIGNING_SECRET, &sealed).map_err(key_err)?;
+                Schedule::single(Pem(String::from_utf8(pem).map_err(key_err)?), 0)
+            }
+            None => return Ok(None),
+        },
+    };
+    schedule.map(|pem| SigningKey::parse(&pem)).map(Some)
+}
+
 /// `concierge keys rotate-saml`: a new key pair, published from now, signing from
 /// `now + publish_for` (ADR 23). Written with compare-and-set: a rotation that raced another
 /// one fails and changes nothing. Returns the new schedule.

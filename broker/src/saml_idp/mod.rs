@@ -561,8 +561,14 @@ mod tests {
             )
             .unwrap()
         };
+        // `keys list` before the first start: nothing, and nothing made.
+        assert!(keys::peek(store.as_ref(), &kek).unwrap().is_none());
+        assert!(store.secret(SIGNING_SECRET).unwrap().is_none());
         let (a, b) = (load(), load());
         let first = a.published_certs();
+        let peeked = keys::peek(store.as_ref(), &kek).unwrap().unwrap();
+        assert_eq!(peeked.keys.len(), 1);
+        assert_eq!(peeked.keys[0].key.cert_b64, first[0]);
         assert_eq!(first.len(), 1);
         let signed_by = |idp: &SamlIdp| {
             let id = idp.new_id();
