@@ -188,7 +188,17 @@ enum KeysCommand {
         #[arg(long, default_value = "RS256")]
         alg: String,
     },
-    /// List signing keys.
+    /// Rotate the SAML IdP's signing key: a new key pair is published in the IdP metadata now
+    /// and signs from --publish-for later; the current key signs until then and stays published
+    /// as long again (ADR 23). The pairwise NameID key is never rotated.
+    RotateSaml {
+        /// How long SPs have to load the new certificate from the metadata before it signs
+        /// (at least twice provider.key_reload_interval).
+        #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+        publish_for: std::time::Duration,
+    },
+    /// List signing keys (the OpenID provider's, then the SAML IdP's with their SHA-256
+    /// certificate fingerprints).
     List,
     /// Replace the root secret (sealed in the database) that every CSRF and journey-state key
     /// is derived from. Restart every instance afterwards; forms and sign-ins begun before keep
@@ -638,6 +648,37 @@ fn keys(config: Option<PathBuf>, command: KeysCommand) -> anyhow::Result<()> {
                 delay
             );
         }
+        KeysCommand::RotateSaml { publish_for } => {
+            let min = settings.provider.key_reload_interval * 2;
+            anyhow::ensure!(
+                publish_for >= min,
+                "--publish-for must be at least twice provider.key_reload_interval ({}), so that \
+                 every instance publishes the new certificate before any signs with it",
+                humantime::format_duration(min)
+            );
+            if publish_for < std::time::Duration::from_secs(3600) {
+                eprintln!(
+                    "warning: the IdP metadata is served with max-age=3600; an SP or a proxy \
+                     may keep the old copy for up to an hour, longer than --publish-for"
+                );
+            }
+            let delay = i64::try_from(publish_for.as_secs()).unwrap_or(i64::MAX);
+            let now = deps.clock.now();
+            let schedule = concierge::saml_idp::keys::rotate(
+                store.as_ref(),
+                &startup::key_encryption_keys(&settings, &deps)?,
+                deps.entropy.as_ref(),
+                now,
+                delay,
+            )?;
+            print_saml_keys(&schedule, now);
+            println!(
+                "the new SAML key is published now and signs from {} ({} from now); SPs must \
+                 load the IdP metadata again before then",
+                rfc3339(now.saturating_add(delay)),
+                humantime::format_duration(publish_for)
+            );
+        }
         KeysCommand::RotateRoot => {
             concierge::secrets::RootSecret::rotate(
                 store.as_ref(),
@@ -686,9 +727,50 @@ fn keys(config: Option<PathBuf>, command: KeysCommand) -> anyhow::Result<()> {
                     k.kid, k.alg, k.active_at
                 );
             }
+            let now = deps.clock.now();
+            let schedule = concierge::saml_idp::keys::peek(
+                store.as_ref(),
+                &startup::key_encryption_keys(&settings, &deps)?,
+            )?;
+            if let Some(schedule) = schedule {
+                print_saml_keys(&schedule, now);
+            }
         }
     }
     Ok(())
+}
+
+fn rfc3339(t: i64) -> String {
+    chrono::DateTime::<chrono::Utc>::from_timestamp(t, 0)
+        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_else(|| t.to_string())
+}
+
+/// One line per SAML IdP key: `saml`, its role now, the certificate's SHA-256, from when it
+/// signs and until when it is published.
+fn print_saml_keys(
+    schedule: &concierge::saml_idp::keys::Schedule<concierge::saml_idp::keys::SigningKey>,
+    now: i64,
+) {
+    use concierge::saml_idp::keys::Role;
+    for (role, k) in schedule.roles(now) {
+        let role = match role {
+            Role::Signing => "signing",
+            Role::Next => "next",
+            Role::Previous => "previous",
+            Role::Retired => "retired",
+        };
+        println!(
+            "saml\t{role}\tsha256={}\tsigns_from={}\tpublished_until={}",
+            k.key.fingerprint,
+            if k.signs_from <= 0 {
+                "-".into()
+            } else {
+                rfc3339(k.signs_from)
+            },
+            k.published_until.map_or_else(|| "-".into(), rfc3339)
+        );
+    }
 }
 
 fn plugins(config: Option<PathBuf>, command: PluginsCommand) -> anyhow::Result<()> {

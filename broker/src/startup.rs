@@ -369,6 +369,8 @@ impl Application {
             )
             .context("preparing the SAML IdP key")?,
         );
+        let saml_key_reload =
+            spawn_saml_key_reload(&saml, &kek, settings.provider.key_reload_interval);
         let signin = Arc::new(crate::flow::signin::SignIn {
             store: Arc::clone(&store),
             sessions: Arc::clone(&sessions),
@@ -453,6 +455,7 @@ impl Application {
         let server = server.run();
         let mut tasks = spawn_background(&sessions, &provider, &store, &login_lockout, &settings);
         tasks.extend(routed_task);
+        tasks.push(saml_key_reload);
         if let Some(t) = spawn_plugin_reload(&mfa, &provider) {
             tasks.push(t);
         }
@@ -562,6 +565,29 @@ fn spawn_plugin_reload(
             }
         }
     }))
+}
+
+/// The SAML IdP's keys rotated by the CLI are picked up within the provider's key reload
+/// interval, as the provider's keys are (a rotation publishes at least twice that before the
+/// new key signs: ADR 23).
+fn spawn_saml_key_reload(
+    saml: &Arc<crate::saml_idp::SamlIdp>,
+    kek: &Arc<KeyEncryptionKeys>,
+    every: std::time::Duration,
+) -> tokio::task::JoinHandle<()> {
+    let (saml, kek) = (Arc::clone(saml), Arc::clone(kek));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let (s, k) = (Arc::clone(&saml), Arc::clone(&kek));
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || s.reload_keys(&k)).await {
+                tracing::warn!(error = %e, "SAML IdP key reload failed");
+            }
+        }
+    })
 }
 
 fn spawn_background(

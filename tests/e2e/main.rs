@@ -25,6 +25,7 @@ mod saml_idp;
 mod saml_idp_encrypt;
 mod saml_idp_registry;
 mod saml_idp_release;
+mod saml_idp_rotation;
 mod saml_idp_slo;
 mod secrets;
 mod sessions;

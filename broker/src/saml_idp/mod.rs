@@ -1,7 +1,7 @@
 //! Owns the broker as a SAML 2.0 identity provider to its own service providers: its entity ID
 //! and endpoints, its signing key and self-signed certificate (made at the first start, kept
-//! sealed in `secrets`), the registry of SPs (`[[saml_apps]]`, then those registered at run
-//! time: `registry.rs`), its metadata document, the
+//! sealed in `secrets`, rotated as `keys.rs` says), the registry of SPs (`[[saml_apps]]`, then
+//! those registered at run time: `registry.rs`), its metadata document, the
 //! pairwise persistent NameIDs, and signing through the one XML-DSig door
 //! (`upstream::saml::dsig`). Reading an AuthnRequest is `authn_request.rs`, a LogoutRequest
 //! `logout_request.rs`; the IDs of both are used once (`use_request_id`). The IdP's own
@@ -10,10 +10,10 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
 use openssl::asn1::{Asn1Integer, Asn1Time};
 use openssl::bn::BigNum;
@@ -38,15 +38,17 @@ use crate::upstream::saml::{SamlError, replay_until};
 pub mod attributes;
 pub mod authn_request;
 pub mod encrypt;
+pub mod keys;
 pub mod logout_out;
 pub mod logout_request;
 pub mod registry;
 
-/// The sealed row in `secrets` holding the IdP's certificate and private key (PEM), also the
-/// AAD it is sealed under.
+/// The sealed row in `secrets` holding the IdP's first certificate and private key (PEM), also
+/// the AAD it is sealed under. The key set (`keys::KEYS_SECRET`) starts from it.
 pub const SIGNING_SECRET: &str = "saml_idp.signing.v1";
 /// The sealed row holding the key of the pairwise persistent NameIDs. Its own random value, not
-/// a key derived from the root secret: a root rotation must not change every SP's NameIDs.
+/// a key derived from the root secret: a root rotation must not change every SP's NameIDs. Never
+/// rotated, for the same reason (ADR 23).
 pub const PAIRWISE_SECRET: &str = "saml_idp.pairwise.v1";
 
 pub const NAMEID_EMAIL: &str = "urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress";
@@ -76,6 +78,8 @@ pub enum IdpError {
     Storage(#[from] StorageError),
     #[error("the SAML IdP key: {0}")]
     Key(String),
+    #[error(transparent)]
+    Rotate(#[from] keys::RotateError),
     #[error("the stored SAML service provider {0}: {1}")]
     StoredApp(String, String),
 }
@@ -96,9 +100,8 @@ pub struct SamlIdp {
     pub sso_url: Url,
     /// The single logout endpoint (both bindings).
     pub slo_url: Url,
-    key_der: Vec<u8>,
-    /// The certificate, DER in base64 (as in metadata).
-    cert_b64: String,
+    /// The signing keys and their schedule, reloaded from storage (`reload_keys`).
+    keys: RwLock<keys::Schedule<keys::SigningKey>>,
     pairwise: [u8; 32],
     /// `[[saml_apps]]`: these win over a stored SP of the same entity ID.
     apps: Vec<Arc<SamlApp>>,
@@ -193,16 +196,7 @@ impl SamlIdp {
     ) -> Result<Self, IdpError> {
         let now = clock.now();
         let url = |p: &str| public_url.join(p).map_err(key_err);
-        let pem = sealed_secret(
-            store.as_ref(),
-            kek,
-            entropy.as_ref(),
-            now,
-            SIGNING_SECRET,
-            || new_key_pair(entropy.as_ref()),
-        )?;
-        let cert = X509::from_pem(&pem).map_err(key_err)?;
-        let key = PKey::private_key_from_pem(&pem).map_err(key_err)?;
+        let signing = keys::load(store.as_ref(), kek, entropy.as_ref(), now)?;
         let pairwise = sealed_secret(
             store.as_ref(),
             kek,
@@ -216,8 +210,7 @@ impl SamlIdp {
             entity_id: url("/saml/idp/metadata")?.to_string(),
             sso_url: url("/saml/idp/sso")?,
             slo_url: url("/saml/idp/slo")?,
-            key_der: key.private_key_to_der().map_err(key_err)?,
-            cert_b64: STANDARD.encode(cert.to_der().map_err(key_err)?),
+            keys: RwLock::new(signing),
             pairwise: <[u8; 32]>::try_from(pairwise.as_slice()).map_err(key_err)?,
             apps: apps.into_iter().map(Arc::new).collect(),
             parsed: Mutex::new(HashMap::new()),
@@ -225,6 +218,46 @@ impl SamlIdp {
             entropy,
             store,
         })
+    }
+
+    /// Reads the signing keys again (a rotation by the CLI or another instance), so that every
+    /// instance signs and publishes by one schedule.
+    pub fn reload_keys(&self, kek: &KeyEncryptionKeys) -> Result<(), IdpError> {
+        let loaded = keys::load(
+            self.store.as_ref(),
+            kek,
+            self.entropy.as_ref(),
+            self.clock.now(),
+        )?;
+        match self.keys.write() {
+            Ok(mut g) => *g = loaded,
+            Err(p) => *p.into_inner() = loaded,
+        }
+        Ok(())
+    }
+
+    fn read_keys(&self) -> std::sync::RwLockReadGuard<'_, keys::Schedule<keys::SigningKey>> {
+        match self.keys.read() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// The private key (DER) that signs now.
+    fn signing_key(&self) -> Result<Vec<u8>, SamlError> {
+        self.read_keys()
+            .signer(self.clock.now())
+            .map(|k| k.key.key_der.clone())
+            .ok_or_else(|| SamlError::Config("no SAML IdP key signs now".into()))
+    }
+
+    /// The certificates published now (base64 DER): the signing one first.
+    pub fn published_certs(&self) -> Vec<String> {
+        self.read_keys()
+            .published(self.clock.now())
+            .iter()
+            .map(|k| k.key.cert_b64.clone())
+            .collect()
     }
 
     /// The SP registered as `entity_id`: in `[[saml_apps]]`, else in storage (blocking then;
@@ -371,7 +404,7 @@ impl SamlIdp {
         xml: &str,
         relay_state: Option<&str>,
     ) -> Result<Url, SamlError> {
-        let key = PKey::private_key_from_der(&self.key_der)
+        let key = PKey::private_key_from_der(&self.signing_key()?)
             .map_err(|e| SamlError::Config(e.to_string()))?;
         let query = redirect_query(param, xml, relay_state, Some(&key))?;
         let q = match to.query() {
@@ -418,7 +451,7 @@ impl SamlIdp {
     /// Signs the template in `doc` that signs the element `id` (through `upstream::saml::dsig`,
     /// the one door to xmlsec), without the XML declaration libxml2 adds.
     pub fn sign(&self, doc: &str, id: &str) -> Result<String, SamlError> {
-        let signed = dsig::sign(doc, id, &self.key_der)?;
+        let signed = dsig::sign(doc, id, &self.signing_key()?)?;
         let body = match signed.strip_prefix("<?xml") {
             Some(decl) => decl.split_once("?>").map_or(decl, |(_, rest)| rest),
             None => signed.as_str(),
@@ -426,19 +459,29 @@ impl SamlIdp {
         Ok(body.trim().to_owned())
     }
 
-    /// The IdP's metadata: entity ID, signing certificate, NameID formats, and the single
+    /// The IdP's metadata: entity ID, signing certificates (the one signing now, and during a
+    /// rotation the next or the previous one: `keys.rs`), NameID formats, and the single
     /// logout and single sign-on endpoints for HTTP-Redirect and HTTP-POST. AuthnRequests need
     /// not be signed (only those of SPs with registered certificates must be).
     pub fn metadata(&self) -> String {
         let sso = escape(self.sso_url.as_str());
         let slo = escape(self.slo_url.as_str());
+        let certs: String = self
+            .published_certs()
+            .iter()
+            .map(|c| {
+                format!(
+                    r#"<md:KeyDescriptor use="signing"><ds:KeyInfo><ds:X509Data><ds:X509Certificate>{c}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor>"#
+                )
+            })
+            .collect();
         format!(
             concat!(
                 r#"<?xml version="1.0" encoding="UTF-8"?>"#,
                 "\n",
                 r#"<md:EntityDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata" xmlns:ds="http://www.w3.org/2000/09/xmldsig#" entityID="{id}">"#,
                 r#"<md:IDPSSODescriptor WantAuthnRequestsSigned="false" protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol">"#,
-                r#"<md:KeyDescriptor use="signing"><ds:KeyInfo><ds:X509Data><ds:X509Certificate>{cert}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor>"#,
+                "{certs}",
                 r#"<md:SingleLogoutService Binding="{redirect}" Location="{slo}"/>"#,
                 r#"<md:SingleLogoutService Binding="{post}" Location="{slo}"/>"#,
                 r#"<md:NameIDFormat>{email}</md:NameIDFormat><md:NameIDFormat>{persistent}</md:NameIDFormat><md:NameIDFormat>{transient}</md:NameIDFormat>"#,
@@ -448,7 +491,7 @@ impl SamlIdp {
                 "\n"
             ),
             id = escape(&self.entity_id),
-            cert = self.cert_b64,
+            certs = certs,
             email = NAMEID_EMAIL,
             persistent = NAMEID_PERSISTENT,
             transient = NAMEID_TRANSIENT,
@@ -541,5 +584,109 @@ mod tests {
         assert!(!signed.starts_with("<?xml"), "{signed}");
         dsig::verify(&signed, &id, &md.certs).unwrap();
         assert!(dsig::verify(&signed.replace(">x<", ">y<"), &id, &md.certs).is_err());
+    }
+
+    #[test]
+    fn a_rotation_is_published_first_then_signs_and_every_instance_agrees() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = crate::config::DatabaseUrl::Sqlite(dir.path().join("t.db"));
+        let store =
+            crate::storage::DieselStore::open(&url, 2, std::time::Duration::from_secs(5)).unwrap();
+        store.migrate().unwrap();
+        let store: Arc<dyn Store> = Arc::new(store);
+        let kek = KeyEncryptionKeys::from(KeyEncryptionKey::new([7; 32]));
+        let clock = Arc::new(ManualClock::new(1_800_000_000));
+        let load = || {
+            SamlIdp::load(
+                &Url::parse("https://id.example.com").unwrap(),
+                Vec::new(),
+                Arc::clone(&store),
+                &kek,
+                clock.clone(),
+                Arc::new(OsEntropy),
+            )
+            .unwrap()
+        };
+        // `keys list` before the first start: nothing, and nothing made.
+        assert!(keys::peek(store.as_ref(), &kek).unwrap().is_none());
+        assert!(store.secret(SIGNING_SECRET).unwrap().is_none());
+        let (a, b) = (load(), load());
+        let first = a.published_certs();
+        let peeked = keys::peek(store.as_ref(), &kek).unwrap().unwrap();
+        assert_eq!(peeked.keys.len(), 1);
+        assert_eq!(peeked.keys[0].key.cert_b64, first[0]);
+        assert_eq!(first.len(), 1);
+        let signed_by = |idp: &SamlIdp| {
+            let id = idp.new_id();
+            let doc = format!(
+                r#"<saml:Assertion xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" ID="{id}" Version="2.0"><saml:Issuer>x</saml:Issuer>{}</saml:Assertion>"#,
+                SamlIdp::signature_template(&id)
+            );
+            let signed = idp.sign(&doc, &id).unwrap();
+            let md = IdpMetadata::parse(&idp.metadata()).unwrap();
+            dsig::verify(&signed, &id, &md.certs).unwrap();
+            // Which of the published certificates verifies it.
+            md.certs
+                .iter()
+                .position(|c| dsig::verify(&signed, &id, std::slice::from_ref(c)).is_ok())
+                .unwrap()
+        };
+
+        let week = 7 * 86_400;
+        let rotated = keys::rotate(store.as_ref(), &kek, &OsEntropy, clock.now(), week).unwrap();
+        assert_eq!(rotated.keys.len(), 2);
+        // Not seen before a reload; after one, both certificates are published and the old
+        // key still signs (it is first in the metadata).
+        assert_eq!(b.published_certs(), first);
+        b.reload_keys(&kek).unwrap();
+        let both = b.published_certs();
+        assert_eq!(both.len(), 2);
+        assert_eq!(both[0], first[0]);
+        assert_eq!(signed_by(&b), 0);
+        assert_eq!(IdpMetadata::parse(&b.metadata()).unwrap().certs.len(), 2);
+        // Sealed at rest.
+        let (sealed, _) = store.secret(keys::KEYS_SECRET).unwrap().unwrap();
+        assert!(!String::from_utf8_lossy(&sealed).contains("BEGIN"));
+        // A second rotation while this one is pending is refused and changes nothing.
+        assert!(matches!(
+            keys::rotate(store.as_ref(), &kek, &OsEntropy, clock.now() + 60, week),
+            Err(IdpError::Rotate(keys::RotateError::Pending { .. }))
+        ));
+        a.reload_keys(&kek).unwrap();
+        assert_eq!(a.published_certs(), both);
+
+        // Past the switch: the new key signs; the old certificate is still published.
+        clock.advance(week);
+        let after = b.published_certs();
+        assert_eq!(after, [both[1].clone(), both[0].clone()]);
+        assert_eq!(signed_by(&b), 0);
+        let id = b.new_id();
+        let doc = format!(
+            r#"<saml:Assertion xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" ID="{id}" Version="2.0"><saml:Issuer>x</saml:Issuer>{}</saml:Assertion>"#,
+            SamlIdp::signature_template(&id)
+        );
+        let signed = b.sign(&doc, &id).unwrap();
+        let old_only = IdpMetadata::parse(&first_metadata(&first[0]))
+            .unwrap()
+            .certs;
+        assert!(
+            dsig::verify(&signed, &id, &old_only).is_err(),
+            "signed with the old key"
+        );
+        // A week later the old certificate is no longer published.
+        clock.advance(week);
+        assert_eq!(b.published_certs(), [both[1].clone()]);
+        // The pairwise key did not change.
+        assert_eq!(
+            a.pairwise_id("u1", "https://sp").unwrap(),
+            load().pairwise_id("u1", "https://sp").unwrap()
+        );
+    }
+
+    /// Metadata publishing only `cert` (an SP that cached it before a rotation).
+    fn first_metadata(cert: &str) -> String {
+        format!(
+            r#"<md:EntityDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata" xmlns:ds="http://www.w3.org/2000/09/xmldsig#" entityID="x"><md:IDPSSODescriptor protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol"><md:KeyDescriptor use="signing"><ds:KeyInfo><ds:X509Data><ds:X509Certificate>{cert}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor><md:SingleSignOnService Binding="{REDIRECT_BINDING}" Location="https://id.example.com/sso"/></md:IDPSSODescriptor></md:EntityDescriptor>"#
+        )
     }
 }
