@@ -14,6 +14,8 @@ pub mod limits;
 pub mod policy;
 pub mod relying_party;
 pub mod sp_metadata;
+#[cfg(test)]
+pub(crate) mod test_certs;
 
 /// A parse failure of a domain value; the message is safe to show to a user.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

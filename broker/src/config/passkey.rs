@@ -108,15 +108,8 @@ mod tests {
         )
         .unwrap();
         let key = openssl::pkey::PKey::from_ec_key(key).unwrap();
-        let mut b = openssl::x509::X509::builder().unwrap();
-        b.set_pubkey(&key).unwrap();
-        let now = openssl::asn1::Asn1Time::days_from_now(0).unwrap();
-        let later = openssl::asn1::Asn1Time::days_from_now(1).unwrap();
-        b.set_not_before(&now).unwrap();
-        b.set_not_after(&later).unwrap();
-        b.sign(&key, openssl::hash::MessageDigest::sha256())
-            .unwrap();
-        std::fs::write(&ca, b.build().to_pem().unwrap()).unwrap();
+        let cert = crate::domain::test_certs::self_signed(&key);
+        std::fs::write(&ca, cert.to_pem().unwrap()).unwrap();
         let ok = check(&format!(
             "[[hardware]]\nname = \" Key \"\naaguids = [\"CB69481E-8FF7-4039-93EC-0A2729A154A8\"]\nca_file = {:?}",
             ca.display().to_string()

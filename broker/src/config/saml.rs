@@ -226,21 +226,15 @@ mod tests {
     use crate::config::{Settings, UpstreamKind};
 
     fn pem_pair(dir: &std::path::Path, name: &str) -> (String, String) {
-        use openssl::{asn1::Asn1Time, hash::MessageDigest, pkey::PKey, rsa::Rsa, x509::X509};
-        let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
-        let mut b = X509::builder().unwrap();
-        b.set_pubkey(&key).unwrap();
-        b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
-            .unwrap();
-        b.set_not_after(&Asn1Time::days_from_now(1).unwrap())
-            .unwrap();
-        b.sign(&key, MessageDigest::sha256()).unwrap();
+        use crate::domain::test_certs::{rsa, self_signed};
+        let key = rsa(2048);
+        let cert = self_signed(&key);
         let (k, c) = (
             dir.join(format!("{name}.key")),
             dir.join(format!("{name}.crt")),
         );
         std::fs::write(&k, key.private_key_to_pem_pkcs8().unwrap()).unwrap();
-        std::fs::write(&c, b.build().to_pem().unwrap()).unwrap();
+        std::fs::write(&c, cert.to_pem().unwrap()).unwrap();
         (k.display().to_string(), c.display().to_string())
     }
 

@@ -151,6 +151,17 @@ pub fn read_metadata_file(path: &std::path::Path) -> Result<String, String> {
     Ok(text)
 }
 
+/// What `raw` releases: its `attributes`, checked, or the default release without a list.
+fn released(raw: &RawSamlApp) -> Result<Vec<ReleasedAttribute>, (&'static str, String)> {
+    match &raw.attributes {
+        None => Ok(attributes::default_release()),
+        Some(list) => {
+            attributes::check_list(list).map_err(|m| ("attributes", m))?;
+            Ok(list.clone())
+        }
+    }
+}
+
 impl SamlApp {
     /// Checks one table; the error names the key inside it.
     pub fn parse(raw: &RawSamlApp) -> Result<Self, (&'static str, String)> {
@@ -196,13 +207,7 @@ impl SamlApp {
                     .map_err(|e| ("signing_cert_file", e.to_string()))?
             }
         };
-        let attributes = match &raw.attributes {
-            None => attributes::default_release(),
-            Some(list) => {
-                attributes::check_list(list).map_err(|m| ("attributes", m))?;
-                list.clone()
-            }
-        };
+        let attributes = released(raw)?;
         Ok(Self {
             entity_id: raw.entity_id.clone(),
             name: raw.name.clone().unwrap_or_else(|| raw.entity_id.clone()),
@@ -261,13 +266,7 @@ impl SamlApp {
             ),
             (None, file) => encryption::parse(file.as_deref(), raw.encryption)?,
         };
-        let attributes = match &raw.attributes {
-            None => attributes::default_release(),
-            Some(list) => {
-                attributes::check_list(list).map_err(|m| ("attributes", m))?;
-                list.clone()
-            }
-        };
+        let attributes = released(raw)?;
         Ok(Self {
             entity_id: md.entity_id.clone(),
             name: raw.name.clone().unwrap_or_else(|| md.entity_id.clone()),
@@ -345,17 +344,9 @@ mod tests {
     }
 
     fn cert_b64(bits: u32) -> String {
+        use crate::domain::test_certs::{rsa, self_signed};
         use base64::Engine;
-        use openssl::{asn1::Asn1Time, hash::MessageDigest, pkey::PKey, rsa::Rsa, x509::X509};
-        let key = PKey::from_rsa(Rsa::generate(bits).unwrap()).unwrap();
-        let mut b = X509::builder().unwrap();
-        b.set_pubkey(&key).unwrap();
-        b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
-            .unwrap();
-        b.set_not_after(&Asn1Time::days_from_now(1).unwrap())
-            .unwrap();
-        b.sign(&key, MessageDigest::sha256()).unwrap();
-        base64::engine::general_purpose::STANDARD.encode(b.build().to_der().unwrap())
+        base64::engine::general_purpose::STANDARD.encode(self_signed(&rsa(bits)).to_der().unwrap())
     }
 
     #[test]

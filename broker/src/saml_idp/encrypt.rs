@@ -67,10 +67,6 @@ mod tests {
     use crate::config::saml_apps::{RawSamlApp, SamlAppNameId, SamlSign, SpEncryption};
     use crate::domain::Channel;
     use crate::upstream::saml::crypto::decrypt_assertion;
-    use openssl::asn1::Asn1Time;
-    use openssl::hash::MessageDigest;
-    use openssl::pkey::PKey;
-    use openssl::rsa::Rsa;
 
     const ASSERTION: &str = r#"<saml:Assertion xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" ID="_a" Version="2.0"><saml:Subject><saml:NameID>alice@example.com</saml:NameID></saml:Subject></saml:Assertion>"#;
 
@@ -100,15 +96,10 @@ mod tests {
 
     #[test]
     fn each_setting_is_encrypted_as_named_to_the_sp_only() {
-        let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
-        let mut b = X509::builder().unwrap();
-        b.set_pubkey(&key).unwrap();
-        b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+        let key = crate::domain::test_certs::rsa(2048);
+        let cert = crate::domain::test_certs::self_signed(&key)
+            .to_der()
             .unwrap();
-        b.set_not_after(&Asn1Time::days_from_now(1).unwrap())
-            .unwrap();
-        b.sign(&key, MessageDigest::sha256()).unwrap();
-        let cert = b.build().to_der().unwrap();
         // Without a certificate: the assertion as it was.
         let plain = for_sp(&app(None), ASSERTION.to_owned(), &OsEntropy).unwrap();
         assert_eq!(plain, ASSERTION);

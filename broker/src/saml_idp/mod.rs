@@ -523,14 +523,19 @@ mod tests {
         .unwrap()
     }
 
-    #[test]
-    fn keys_are_made_once_and_the_metadata_is_what_signs() {
+    /// A migrated SQLite store in a temporary folder (kept while the folder lives).
+    fn temp_store() -> (tempfile::TempDir, Arc<dyn Store>) {
         let dir = tempfile::tempdir().unwrap();
         let url = crate::config::DatabaseUrl::Sqlite(dir.path().join("t.db"));
         let store =
             crate::storage::DieselStore::open(&url, 2, std::time::Duration::from_secs(5)).unwrap();
         store.migrate().unwrap();
-        let store: Arc<dyn Store> = Arc::new(store);
+        (dir, Arc::new(store))
+    }
+
+    #[test]
+    fn keys_are_made_once_and_the_metadata_is_what_signs() {
+        let (_dir, store) = temp_store();
         let (first, again) = (idp(Arc::clone(&store)), idp(Arc::clone(&store)));
         // Another start (or instance) reads the same key pair and pairwise key.
         assert_eq!(first.metadata(), again.metadata());
@@ -588,12 +593,7 @@ mod tests {
 
     #[test]
     fn a_rotation_is_published_first_then_signs_and_every_instance_agrees() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = crate::config::DatabaseUrl::Sqlite(dir.path().join("t.db"));
-        let store =
-            crate::storage::DieselStore::open(&url, 2, std::time::Duration::from_secs(5)).unwrap();
-        store.migrate().unwrap();
-        let store: Arc<dyn Store> = Arc::new(store);
+        let (_dir, store) = temp_store();
         let kek = KeyEncryptionKeys::from(KeyEncryptionKey::new([7; 32]));
         let clock = Arc::new(ManualClock::new(1_800_000_000));
         let load = || {

@@ -93,22 +93,15 @@ pub fn from_der(der: &[u8], method: Option<SamlEncryption>) -> Result<SpEncrypti
 #[cfg(test)]
 mod tests {
     use super::*;
-    use openssl::asn1::Asn1Time;
     use openssl::ec::{EcGroup, EcKey};
-    use openssl::hash::MessageDigest;
     use openssl::nid::Nid;
     use openssl::pkey::{PKey, Private};
     use openssl::rsa::Rsa;
 
     fn cert_pem(key: &PKey<Private>) -> Vec<u8> {
-        let mut b = X509::builder().unwrap();
-        b.set_pubkey(key).unwrap();
-        b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
-            .unwrap();
-        b.set_not_after(&Asn1Time::days_from_now(1).unwrap())
-            .unwrap();
-        b.sign(key, MessageDigest::sha256()).unwrap();
-        b.build().to_pem().unwrap()
+        crate::domain::test_certs::self_signed(key)
+            .to_pem()
+            .unwrap()
     }
 
     fn rsa(bits: u32) -> PKey<Private> {

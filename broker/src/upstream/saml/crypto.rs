@@ -440,15 +440,11 @@ mod tests {
     use openssl::rsa::Rsa;
 
     fn cert_for(key: &PKey<Private>) -> CertificateDer {
-        use openssl::{asn1::Asn1Time, x509::X509};
-        let mut b = X509::builder().unwrap();
-        b.set_pubkey(key).unwrap();
-        b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
-            .unwrap();
-        b.set_not_after(&Asn1Time::days_from_now(1).unwrap())
-            .unwrap();
-        b.sign(key, MessageDigest::sha256()).unwrap();
-        CertificateDer::from(b.build().to_der().unwrap())
+        CertificateDer::from(
+            crate::domain::test_certs::self_signed(key)
+                .to_der()
+                .unwrap(),
+        )
     }
 
     #[test]

@@ -158,16 +158,8 @@ mod tests {
     use super::*;
 
     fn cert_b64() -> String {
-        use openssl::{asn1::Asn1Time, hash::MessageDigest, pkey::PKey, rsa::Rsa, x509::X509};
-        let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
-        let mut b = X509::builder().unwrap();
-        b.set_pubkey(&key).unwrap();
-        b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
-            .unwrap();
-        b.set_not_after(&Asn1Time::days_from_now(1).unwrap())
-            .unwrap();
-        b.sign(&key, MessageDigest::sha256()).unwrap();
-        STANDARD.encode(b.build().to_der().unwrap())
+        use crate::domain::test_certs::{rsa, self_signed};
+        STANDARD.encode(self_signed(&rsa(2048)).to_der().unwrap())
     }
 
     #[test]
