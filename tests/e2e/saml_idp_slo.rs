@@ -734,7 +734,71 @@ async fn request_ids_and_sp_sessions_survive_a_restart(b: Backend) {
     drop(second);
 }
 
+/// An SP's logout of a session that came from an upstream OpenID provider: the browser goes
+/// through the upstream's own logout first (its end-session endpoint), and the SP's
+/// LogoutResponse is where the upstream sends it back (the end of the logout chain makes it the
+/// place that logout goes on to).
+async fn an_sps_logout_goes_through_the_upstreams_logout_first(b: Backend) {
+    use concierge::clock::Clock;
+    let dir = tempfile::tempdir().unwrap();
+    let (sp, cert) = signing_sp(dir.path());
+    let op = crate::upstream_oidc::start_fake_op().await;
+    let (url, _got) = receiver().await;
+    let app_keys = format!(
+        "signing_cert_file = {cert:?}\n[[upstreams]]\nid = \"corp\"\nkind = \"oidc\"\n\
+         issuer = \"{}\"\nclient_id = \"concierge\"\nclient_secret = \"s3cret\"\n",
+        op.issuer
+    );
+    let Some(app) = broker(b, &sp, &app_keys, &url).await else {
+        return;
+    };
+    // Signed in through the upstream (its tokens are made at the tests' start time), then at
+    // the SP with the broker's clock at the wall clock (pysaml2 checks times against its own).
+    let wall = app.clock.now();
+    app.clock.set(crate::helpers::START);
+    let (mut br, back) = crate::upstream_oidc::sign_in_through(&app, &op, "corp", None).await;
+    assert_eq!(back.status, 303, "{}", back.body);
+    app.clock.set(wall);
+    let (path, _) = sp.login(&app, "").await;
+    let page = br.get(&path).await;
+    let (status, got) = sp.post(&answer_form(&sp, &page)).await;
+    assert_eq!(status, 200, "{got}");
+    let (name_id, sid) = (
+        got["name_id"].as_str().unwrap().to_owned(),
+        got["session_index"].as_str().unwrap().to_owned(),
+    );
+
+    // The SP's LogoutRequest: the session ends, and the browser goes to the upstream first.
+    let (path, id) = sp.logout(&name_id, &format!("&session_index={sid}")).await;
+    let page = br.get(&path).await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    let to = url::Url::parse(page.location.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        to.as_str().split('?').next().unwrap(),
+        format!("{}/session/end", op.issuer),
+        "the upstream's logout comes first"
+    );
+    assert_eq!(br.get("/account").await.status, 303, "the session ended");
+    let state = to
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .map(|(_, v)| v.into_owned())
+        .unwrap();
+    // Back from the upstream: on to the SP, with its LogoutResponse.
+    let page = br
+        .get(&format!("/upstream/corp/logged-out?state={state}"))
+        .await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    let (status, answer) = sp.logged_out(page.location.as_deref().unwrap()).await;
+    assert_eq!(status, 200, "the SP refused the LogoutResponse: {answer}");
+    assert_eq!(answer["in_response_to"], id.as_str());
+    assert_eq!(answer["status"], SUCCESS, "{answer}");
+    assert_eq!(answer["sub_status"], Value::Null, "{answer}");
+    assert_eq!(answer["signature_ok"], true);
+}
+
 per_backend_async!(
+    an_sps_logout_goes_through_the_upstreams_logout_first,
     request_ids_and_sp_sessions_survive_a_restart,
     the_sign_out_page_allows_only_the_sessions_sps,
     an_sps_logout_reaches_the_sessions_other_sps,
