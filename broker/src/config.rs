@@ -168,6 +168,8 @@ pub struct Settings {
     pub saml_apps: Vec<saml_apps::SamlApp>,
     /// How old a URL-registered SP's metadata may get before it is fetched again.
     pub saml_apps_metadata_refresh: std::time::Duration,
+    /// Every AuthnRequest must be signed (`WantAuthnRequestsSigned="true"` in the metadata).
+    pub saml_idp_want_authn_requests_signed: bool,
     pub limits: crate::domain::limits::Limits,
     pub audit: RawAudit,
     pub admin: RawAdmin,

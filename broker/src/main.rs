@@ -586,6 +586,15 @@ fn saml_apps(config: Option<PathBuf>, command: SamlAppsCommand) -> anyhow::Resul
             .map_err(|e| anyhow::anyhow!("--name-id-format, --sign or --mfa: {e}"))?;
             options.name = name;
             options.idp_initiated = idp_initiated;
+            if settings.saml_idp_want_authn_requests_signed {
+                let md = concierge::domain::sp_metadata::SpMetadata::parse(&metadata)?;
+                anyhow::ensure!(
+                    !md.signing_certs.is_empty(),
+                    "{}: its metadata has no signing certificate, and \
+                     saml_idp_want_authn_requests_signed is true",
+                    md.entity_id
+                );
+            }
             let app = registry::register(
                 store.as_ref(),
                 |id| settings.saml_apps.iter().any(|a| a.entity_id == id),

@@ -367,7 +367,8 @@ impl Application {
                 Arc::clone(&deps.clock),
                 Arc::clone(&deps.entropy),
             )
-            .context("preparing the SAML IdP key")?,
+            .context("preparing the SAML IdP key")?
+            .requiring_signed_requests(settings.saml_idp_want_authn_requests_signed),
         );
         let saml_key_reload =
             spawn_saml_key_reload(&saml, &kek, settings.provider.key_reload_interval);

@@ -662,6 +662,46 @@ pub(crate) fn signing_sp(dir: &std::path::Path) -> (Sp, std::path::PathBuf) {
     (sp, cert)
 }
 
+/// `saml_idp_want_authn_requests_signed = true`: the metadata says `WantAuthnRequestsSigned`,
+/// and an SP with its certificate signs in (pysaml2 reads that metadata and signs).
+async fn an_idp_that_wants_signed_requests_says_so_in_its_metadata(b: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let (sp, cert) = signing_sp(dir.path());
+    let toml = format!(
+        "[[saml_apps]]\nentity_id = \"{}\"\nacs_urls = [\"{}\"]\nsigning_cert_file = {cert:?}\n",
+        sp.entity_id(),
+        sp.acs()
+    );
+    let want = [("CONCIERGE__SAML_IDP_WANT_AUTHN_REQUESTS_SIGNED", "true")];
+    let Some(app) = spawn_provider_with(b, &want, &toml).await else {
+        return;
+    };
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    app.clock.set(i64::try_from(now.as_secs()).unwrap());
+    let md = reqwest::get(format!("{}/saml/idp/metadata", app.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(md.contains(r#"WantAuthnRequestsSigned="true""#), "{md}");
+    let mut br = Browser::new(&app);
+    let (path, id) = sp.login(&app, "").await;
+    assert!(path.contains("&Signature="), "pysaml2 signs: {path}");
+    let page = br.get(&path).await;
+    let page = br
+        .submit(
+            &page,
+            "/login",
+            &[("email", DEMO_EMAIL), ("password", DEMO_PASSWORD)],
+        )
+        .await;
+    let (_, page) = br.follow(page).await;
+    let (status, got) = sp.post(&answer_form(&sp, &page)).await;
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(got["in_response_to"], id.as_str());
+}
+
 async fn an_sp_with_a_certificate_must_sign_its_requests(b: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let (sp, cert) = signing_sp(dir.path());
@@ -771,6 +811,7 @@ per_backend_async!(
     sp_initiated_sign_in_and_single_sign_on,
     what_is_signed_follows_the_sp_registration,
     an_sp_with_a_certificate_must_sign_its_requests,
+    an_idp_that_wants_signed_requests_says_so_in_its_metadata,
     a_requested_mfa_context_steps_the_session_up,
     the_http_post_binding_signs_in_and_single_signs_on,
     persistent_name_ids_are_opaque_and_stable,

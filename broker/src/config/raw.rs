@@ -38,6 +38,10 @@ pub struct RawSettings {
         skip_serializing_if = "Option::is_none"
     )]
     pub saml_apps_metadata_refresh: Option<Duration>,
+    /// The IdP wants every AuthnRequest signed (its metadata says `WantAuthnRequestsSigned`):
+    /// every SP must have a signing certificate.
+    #[serde(default)]
+    pub saml_idp_want_authn_requests_signed: bool,
     /// Upstream identity providers (`[[upstreams]]` tables), in login-page order.
     pub upstreams: Vec<RawUpstream>,
     /// Outbound HTTPS to upstreams and apps (`[http]`).

@@ -628,3 +628,58 @@ fn kept_upstream_claims_are_checked_and_named_by_their_key() {
         assert!(m.contains("upstreams[0].claims.keep"), "{bad}: {m}");
     }
 }
+
+#[test]
+fn an_idp_that_wants_signed_requests_needs_every_sps_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("c.toml");
+    let cert = dir.path().join("sp.crt");
+    let key = crate::domain::test_certs::rsa(2048);
+    std::fs::write(
+        &cert,
+        crate::domain::test_certs::self_signed(&key)
+            .to_pem()
+            .unwrap(),
+    )
+    .unwrap();
+    let app = |n: u8| {
+        format!(
+            "[[saml_apps]]\nentity_id = \"https://sp{n}.example/meta\"\n\
+             acs_urls = [\"https://sp{n}.example/acs\"]\n"
+        )
+    };
+    let want = "saml_idp_want_authn_requests_signed = true\n";
+    // Without the flag an SP without a certificate is fine; with it, it is named.
+    std::fs::write(&p, app(1)).unwrap();
+    assert!(
+        !Settings::load(Some(&p), env(&[]))
+            .unwrap()
+            .saml_idp_want_authn_requests_signed
+    );
+    std::fs::write(
+        &p,
+        format!(
+            "{want}{}signing_cert_file = {:?}\n{}",
+            app(1),
+            cert.display().to_string(),
+            app(2)
+        ),
+    )
+    .unwrap();
+    let m = Settings::load(Some(&p), env(&[])).unwrap_err().to_string();
+    assert!(m.contains("saml_apps[1].signing_cert_file"), "{m}");
+    std::fs::write(
+        &p,
+        format!(
+            "{want}{}signing_cert_file = {:?}\n",
+            app(1),
+            cert.display().to_string()
+        ),
+    )
+    .unwrap();
+    assert!(
+        Settings::load(Some(&p), env(&[]))
+            .unwrap()
+            .saml_idp_want_authn_requests_signed
+    );
+}

@@ -339,6 +339,14 @@ impl Settings {
                     format!("`{}` is defined twice", app.entity_id),
                 ));
             }
+            if raw.saml_idp_want_authn_requests_signed && app.signing_certs.is_empty() {
+                return Err(invalid(
+                    &format!("saml_apps[{i}].signing_cert_file"),
+                    "is required: saml_idp_want_authn_requests_signed is true (or metadata_file \
+                     with a signing certificate)"
+                        .into(),
+                ));
+            }
             saml_apps.push(app);
         }
         let provider = ProviderSettings {
@@ -572,6 +580,7 @@ impl Settings {
             previous_key_encryption_keys,
             clients,
             saml_apps,
+            saml_idp_want_authn_requests_signed: raw.saml_idp_want_authn_requests_signed,
             saml_apps_metadata_refresh: raw
                 .saml_apps_metadata_refresh
                 .filter(|d| !d.is_zero())

@@ -107,6 +107,8 @@ pub struct SamlIdp {
     apps: Vec<Arc<SamlApp>>,
     /// Stored SPs as last parsed, by entity ID, with the stored text they were parsed from.
     parsed: Mutex<HashMap<String, (registry::Source, Arc<SamlApp>)>>,
+    /// Every AuthnRequest must be signed (`WantAuthnRequestsSigned` in the metadata).
+    pub want_signed_requests: bool,
     pub clock: Arc<dyn Clock>,
     pub entropy: Arc<dyn Entropy>,
     pub store: Arc<dyn Store>,
@@ -214,6 +216,7 @@ impl SamlIdp {
             pairwise: <[u8; 32]>::try_from(pairwise.as_slice()).map_err(key_err)?,
             apps: apps.into_iter().map(Arc::new).collect(),
             parsed: Mutex::new(HashMap::new()),
+            want_signed_requests: false,
             clock,
             entropy,
             store,
@@ -258,6 +261,12 @@ impl SamlIdp {
             .iter()
             .map(|k| k.key.cert_b64.clone())
             .collect()
+    }
+
+    /// The IdP that wants every AuthnRequest signed (`yes`), as its metadata then says.
+    pub fn requiring_signed_requests(mut self, yes: bool) -> Self {
+        self.want_signed_requests = yes;
+        self
     }
 
     /// The SP registered as `entity_id`: in `[[saml_apps]]`, else in storage (blocking then;
@@ -461,8 +470,9 @@ impl SamlIdp {
 
     /// The IdP's metadata: entity ID, signing certificates (the one signing now, and during a
     /// rotation the next or the previous one: `keys.rs`), NameID formats, and the single
-    /// logout and single sign-on endpoints for HTTP-Redirect and HTTP-POST. AuthnRequests need
-    /// not be signed (only those of SPs with registered certificates must be).
+    /// logout and single sign-on endpoints for HTTP-Redirect and HTTP-POST.
+    /// `WantAuthnRequestsSigned` as configured (`saml_idp_want_authn_requests_signed`); when it is
+    /// false, only the requests of SPs with signing certificates must be signed.
     pub fn metadata(&self) -> String {
         let sso = escape(self.sso_url.as_str());
         let slo = escape(self.slo_url.as_str());
@@ -480,7 +490,7 @@ impl SamlIdp {
                 r#"<?xml version="1.0" encoding="UTF-8"?>"#,
                 "\n",
                 r#"<md:EntityDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata" xmlns:ds="http://www.w3.org/2000/09/xmldsig#" entityID="{id}">"#,
-                r#"<md:IDPSSODescriptor WantAuthnRequestsSigned="false" protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol">"#,
+                r#"<md:IDPSSODescriptor WantAuthnRequestsSigned="{want}" protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol">"#,
                 "{certs}",
                 r#"<md:SingleLogoutService Binding="{redirect}" Location="{slo}"/>"#,
                 r#"<md:SingleLogoutService Binding="{post}" Location="{slo}"/>"#,
@@ -491,6 +501,7 @@ impl SamlIdp {
                 "\n"
             ),
             id = escape(&self.entity_id),
+            want = self.want_signed_requests,
             certs = certs,
             email = NAMEID_EMAIL,
             persistent = NAMEID_PERSISTENT,

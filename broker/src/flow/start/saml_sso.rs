@@ -100,6 +100,17 @@ fn check(idp: &SamlIdp, binding: SamlBinding, has_session_cookie: bool) -> Parse
         }
         Err(e) => return Parsed::Failed(e),
     };
+    // An IdP that wants every request signed has no SP without a certificate (checked at
+    // start and at `saml-apps add`); one stored before that was set is refused here.
+    if idp.want_signed_requests && app.signing_certs.is_empty() {
+        return Parsed::Page(
+            "error_authorize_client",
+            format!(
+                "`{}` has no signing certificate and this IdP wants signed requests",
+                app.entity_id
+            ),
+        );
+    }
     // An SP with registered certificates signs its requests: what the signature covers is
     // what counts.
     let ar = if app.signing_certs.is_empty() {
