@@ -174,6 +174,12 @@ impl Mfa {
         Ok(self.store.delete_mfa_enrollment(user, plugin)?)
     }
 
+    /// Whether some loaded plugin may read upstream claims (its manifest lists any): only then
+    /// are a user's claims read for a factor call.
+    pub fn reads_claims(&self) -> bool {
+        self.registry.any(|s| !s.manifest().claims.is_empty())
+    }
+
     /// The plugin manifests as configured (for `plugins list`).
     pub fn manifests(&self) -> Vec<PluginManifest> {
         self.registry

@@ -518,6 +518,11 @@ impl Registry {
         self.slots.read().map(|s| s.clone()).unwrap_or_default()
     }
 
+    /// Whether some slot is as `f` says, read in place (no copy of the registry).
+    pub fn any(&self, f: impl Fn(&Slot) -> bool) -> bool {
+        self.slots.read().is_ok_and(|s| s.values().any(f))
+    }
+
     pub fn get(&self, id: &str) -> Option<Slot> {
         self.slots.read().ok().and_then(|s| s.get(id).cloned())
     }

@@ -26,13 +26,14 @@ impl SignIn {
         let store = Arc::clone(&self.store);
         let uid = UserId::from_stored(who.user_id.clone());
         let upstream = who.upstream.clone();
+        let reads_claims = self.mfa.reads_claims();
         blocking(move || {
             let Some(u) = store.user_by_id(&uid)?.filter(|u| !u.disabled) else {
                 return Ok(None);
             };
-            // What the upstream of this sign-in kept for the user, from their link with it
-            // (a password sign-in has none).
-            let claims = if upstream == crate::upstream::local::LOCAL_UPSTREAM_ID {
+            // What the upstream of this sign-in kept for the user, from their link with it (a
+            // password sign-in has none), read only when some plugin may read claims.
+            let claims = if !reads_claims || upstream == crate::upstream::local::LOCAL_UPSTREAM_ID {
                 Default::default()
             } else {
                 store.upstream_claims(&upstream, &u.id)?.kept
