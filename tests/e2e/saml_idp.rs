@@ -179,6 +179,23 @@ pub(crate) fn answer_form(sp: &Sp, page: &Page) -> Vec<(String, String)> {
     fields
 }
 
+/// The demo user signs in with the password at the broker page `path` (the SP's AuthnRequest)
+/// in `br`, and the Response is posted to `sp`, which must accept it: what it read.
+pub(crate) async fn password_sign_in(br: &mut Browser, sp: &Sp, path: &str) -> Value {
+    let page = br.get(path).await;
+    let page = br
+        .submit(
+            &page,
+            "/login",
+            &[("email", DEMO_EMAIL), ("password", DEMO_PASSWORD)],
+        )
+        .await;
+    let (_, page) = br.follow(page).await;
+    let (status, got) = sp.post(&answer_form(sp, &page)).await;
+    assert_eq!(status, 200, "{got}");
+    got
+}
+
 /// The broker refused the SP's request with an error Response to its ACS: `Requester` and the
 /// second-level `second` (its last URN segment), no assertion; and the SP refuses it too. The
 /// decoded Response.
@@ -539,17 +556,7 @@ async fn persistent_name_ids_are_opaque_and_stable(b: Backend) {
     let mut br = Browser::new(&app);
     let asks = format!("&nameid={PERSISTENT}");
     let (path, _) = sp.login(&app, &asks).await;
-    let page = br.get(&path).await;
-    let page = br
-        .submit(
-            &page,
-            "/login",
-            &[("email", DEMO_EMAIL), ("password", DEMO_PASSWORD)],
-        )
-        .await;
-    let (_, page) = br.follow(page).await;
-    let (status, got) = sp.post(&answer_form(&sp, &page)).await;
-    assert_eq!(status, 200, "{got}");
+    let got = password_sign_in(&mut br, &sp, &path).await;
     assert_eq!(got["name_id_format"], PERSISTENT);
     let name_id = got["name_id"].as_str().unwrap().to_owned();
     assert_eq!(name_id.len(), 43, "{name_id}");
@@ -595,17 +602,7 @@ async fn a_requested_mfa_context_steps_the_session_up(b: Backend) {
     let mut br = Browser::new(&app);
     // A password is enough for this SP (the demo user has no factor yet).
     let (path, _) = sp.login(&app, "").await;
-    let page = br.get(&path).await;
-    let page = br
-        .submit(
-            &page,
-            "/login",
-            &[("email", DEMO_EMAIL), ("password", DEMO_PASSWORD)],
-        )
-        .await;
-    let (_, page) = br.follow(page).await;
-    let (status, got) = sp.post(&answer_form(&sp, &page)).await;
-    assert_eq!(status, 200, "{got}");
+    let got = password_sign_in(&mut br, &sp, &path).await;
     assert_eq!(
         got["class_ref"],
         "urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTransport"
@@ -688,17 +685,7 @@ async fn an_idp_that_wants_signed_requests_says_so_in_its_metadata(b: Backend) {
     let mut br = Browser::new(&app);
     let (path, id) = sp.login(&app, "").await;
     assert!(path.contains("&Signature="), "pysaml2 signs: {path}");
-    let page = br.get(&path).await;
-    let page = br
-        .submit(
-            &page,
-            "/login",
-            &[("email", DEMO_EMAIL), ("password", DEMO_PASSWORD)],
-        )
-        .await;
-    let (_, page) = br.follow(page).await;
-    let (status, got) = sp.post(&answer_form(&sp, &page)).await;
-    assert_eq!(status, 200, "{got}");
+    let got = password_sign_in(&mut br, &sp, &path).await;
     assert_eq!(got["in_response_to"], id.as_str());
 }
 
@@ -724,17 +711,7 @@ async fn an_sp_with_a_certificate_must_sign_its_requests(b: Backend) {
         assert!(!page.body.contains("name=\"password\""), "{}", page.body);
     }
     // As signed: the sign-in, and the Response.
-    let page = br.get(&path).await;
-    let page = br
-        .submit(
-            &page,
-            "/login",
-            &[("email", DEMO_EMAIL), ("password", DEMO_PASSWORD)],
-        )
-        .await;
-    let (_, page) = br.follow(page).await;
-    let (status, got) = sp.post(&answer_form(&sp, &page)).await;
-    assert_eq!(status, 200, "{got}");
+    let got = password_sign_in(&mut br, &sp, &path).await;
     assert_eq!(got["in_response_to"], id.as_str());
 
     // Over HTTP-POST (an enveloped signature): from a browser without the session cookie it

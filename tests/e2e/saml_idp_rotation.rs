@@ -11,11 +11,9 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use sha2::{Digest, Sha256};
 
-use concierge::startup::{DEMO_EMAIL, DEMO_PASSWORD};
-
 use crate::helpers::{Browser, TestApp, spawn_provider_with};
 use crate::per_backend_async;
-use crate::saml_idp::{Sp, answer_form, saml_sp};
+use crate::saml_idp::{Sp, answer_form, password_sign_in, saml_sp};
 use crate::support::Backend;
 
 fn wall() -> i64 {
@@ -104,17 +102,7 @@ async fn rotation_publishes_first_then_switches_and_keeps_the_old_cert_a_while(b
 
     let mut br = Browser::new(&app);
     let (path, _) = old.login(&app, "").await;
-    let page = br.get(&path).await;
-    let page = br
-        .submit(
-            &page,
-            "/login",
-            &[("email", DEMO_EMAIL), ("password", DEMO_PASSWORD)],
-        )
-        .await;
-    let (_, page) = br.follow(page).await;
-    let (status, got) = old.post(&answer_form(&old, &page)).await;
-    assert_eq!(status, 200, "{got}");
+    password_sign_in(&mut br, &old, &path).await;
 
     // Too short a delay for every instance to publish before one signs: refused.
     let (ok, out) = run(&app, &["keys", "rotate-saml", "--publish-for", "1s"]);

@@ -17,7 +17,9 @@ use concierge::upstream::saml::crypto::{deflate_b64, redirect_query};
 use crate::helpers::{Browser, SECRET, TestApp, assert_error_page};
 use crate::logout::{receiver, tokens_for_client, wait_for};
 use crate::per_backend_async;
-use crate::saml_idp::{Sp, answer_form, broker_with, refs, refused_with, saml_sp, signing_sp};
+use crate::saml_idp::{
+    Sp, answer_form, broker_with, password_sign_in, refs, refused_with, saml_sp, signing_sp,
+};
 use crate::support::Backend;
 
 const SUCCESS: &str = "urn:oasis:names:tc:SAML:2.0:status:Success";
@@ -361,17 +363,7 @@ async fn a_replayed_authn_request_is_refused(b: Backend) {
     };
     let mut br = Browser::new(&app);
     let (path, id) = sp.login(&app, "").await;
-    let page = br.get(&path).await;
-    let page = br
-        .submit(
-            &page,
-            "/login",
-            &[("email", DEMO_EMAIL), ("password", DEMO_PASSWORD)],
-        )
-        .await;
-    let (_, page) = br.follow(page).await;
-    let (status, got) = sp.post(&answer_form(&sp, &page)).await;
-    assert_eq!(status, 200, "{got}");
+    let got = password_sign_in(&mut br, &sp, &path).await;
     assert_eq!(got["in_response_to"], id.as_str());
     // The same AuthnRequest again, from the signed-in browser or another: no sign-in page and
     // no assertion, an error Response (RequestDenied) to the SP's ACS.
@@ -383,17 +375,7 @@ async fn a_replayed_authn_request_is_refused(b: Backend) {
     // A new request signs in as ever.
     let mut br = Browser::new(&app);
     let (path, id) = sp.login(&app, "").await;
-    let page = br.get(&path).await;
-    let page = br
-        .submit(
-            &page,
-            "/login",
-            &[("email", DEMO_EMAIL), ("password", DEMO_PASSWORD)],
-        )
-        .await;
-    let (_, page) = br.follow(page).await;
-    let (status, got) = sp.post(&answer_form(&sp, &page)).await;
-    assert_eq!(status, 200, "{got}");
+    let got = password_sign_in(&mut br, &sp, &path).await;
     assert_eq!(got["in_response_to"], id.as_str());
 }
 
