@@ -370,6 +370,14 @@ impl Application {
             .context("preparing the SAML IdP key")?
             .requiring_signed_requests(settings.saml_idp_want_authn_requests_signed),
         );
+        // The SAML SPs of an ending session are told through the provider's logout outbox.
+        let _ =
+            provider
+                .other_parties
+                .set(Arc::new(crate::flow::saml_backchannel::SamlParties::new(
+                    Arc::clone(&saml),
+                    Arc::clone(&provider.audit),
+                )));
         let saml_key_reload =
             spawn_saml_key_reload(&saml, &kek, settings.provider.key_reload_interval);
         let signin = Arc::new(crate::flow::signin::SignIn {

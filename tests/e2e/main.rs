@@ -27,6 +27,7 @@ mod saml_idp_registry;
 mod saml_idp_release;
 mod saml_idp_rotation;
 mod saml_idp_slo;
+mod saml_idp_soap;
 mod secrets;
 mod sessions;
 mod upstream_oidc;

@@ -35,8 +35,16 @@ Endpoints:
                    SingleLogoutService of metadata (or `destination`), RelayState "rs-lo",
                    signed when the SP has a key (unless sign=0): over HTTP-Redirect a 302 with
                    X-Request-Id; over HTTP-POST 200 with JSON {action, SAMLRequest, RelayState}
-  GET  /answer?mode=signed|unsigned|badsig
-                   how /sls answers the IdP's LogoutRequests from now on (204)
+  GET  /answer?mode=signed|unsigned|badsig|fault
+                   how /sls and /soap-sls answer the IdP's LogoutRequests from now on (204);
+                   fault: /soap-sls answers a SOAP Fault with status 500
+  POST /soap-sls   the IdP's LogoutRequest over the SOAP binding (back channel; its enveloped
+                   signature required and checked by pysaml2 against the IdP's metadata, the
+                   Destination this endpoint, the NameID the one /acs got; see soap_sls for why
+                   not through handle_logout_request) answered with a SOAP envelope holding
+                   pysaml2's LogoutResponse, signed when the SP has a key (per /answer)
+  GET  /soap-seen  JSON {count, requests: [{name_id, session_index, status}], errors: [..]}:
+                   what /soap-sls was sent and answered
   GET  /sls?SAMLRequest=…  the IdP's LogoutRequest (HTTP-Redirect, its query signature
                    required): answered by pysaml2 (handle_logout_request: the signature checked
                    against the metadata, the NameID the one /acs got) with a 302 back to the
@@ -61,12 +69,14 @@ import urllib.parse
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT, samlp
+from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT, BINDING_SOAP, samlp
+from saml2.soap import parse_soap_enveloped_saml_logout_request
 from saml2.client import Saml2Client
 from saml2.config import SPConfig
 from saml2.metadata import create_metadata_string
 from saml2.saml import NAMEID_FORMAT_EMAILADDRESS, AuthnContextClassRef, NameID
-from saml2.samlp import RequestedAuthnContext
+from saml2.s_utils import status_message_factory, success_status_factory
+from saml2.samlp import STATUS_UNKNOWN_PRINCIPAL, RequestedAuthnContext
 from saml2.sigver import SIG_RSA_SHA256, RSACrypto, verify_redirect_signature
 from saml2.xmldsig import DIGEST_SHA256
 
@@ -105,7 +115,10 @@ def sp_config(base):
             "sp": {
                 "endpoints": {
                     "assertion_consumer_service": [(f"{base}/acs", BINDING_HTTP_POST)],
-                    "single_logout_service": [(f"{base}/sls", BINDING_HTTP_REDIRECT)],
+                    "single_logout_service": [
+                        (f"{base}/sls", BINDING_HTTP_REDIRECT),
+                        (f"{base}/soap-sls", BINDING_SOAP),
+                    ],
                 },
                 "want_response_signed": ARGS.signed in ("both", "response"),
                 "want_assertions_signed": ARGS.signed in ("both", "assertion"),
@@ -236,6 +249,79 @@ class Handler(BaseHTTPRequestHandler):
             body = {"error": type(e).__name__, "detail": str(e)}
             return self.send(400, [("Content-Type", "application/json")], json.dumps(body))
 
+    def soap_sls(self, body):
+        """The IdP's LogoutRequest over SOAP, read with pysaml2's own pieces but not its
+        handle_logout_request: pysaml2's SOAP parsing re-serialises the enveloped message with
+        ElementTree (prefixes renamed ns0, ns1...) before checking its signature, which then
+        fails for any signer (exclusive c14n keeps prefixes). So the request's bytes are taken
+        out of the Body as sent, their enveloped signature is required and checked by pysaml2
+        (correctly_signed_logout_request: the SAML profile, then xmlsec1 against the IdP's
+        metadata certificate), the Destination must be this endpoint, the Issuer the IdP, the
+        NameID the one /acs got; the answer is pysaml2's LogoutResponse (create_logout_response,
+        signed when the SP has a key, per /answer) in pysaml2's SOAP envelope."""
+        client = STATE["client"]
+        seen = STATE.setdefault("soap", {"requests": [], "errors": []})
+        try:
+            m = re.search(r"<(?:[\w.-]+:)?Body[^>]*>(.*)</(?:[\w.-]+:)?Body\s*>", body, re.S)
+            if m is None:
+                raise ValueError("no SOAP Body")
+            inner = m.group(1).strip()
+            # The element as it was sent: the same bytes pysaml2's parser would have re-written.
+            expected = parse_soap_enveloped_saml_logout_request(body)
+            if samlp.logout_request_from_string(expected) is None:
+                raise ValueError("not a LogoutRequest")
+            request = client.sec.correctly_signed_logout_request(inner, must=True)
+            if request.destination != f"{self.base()}/soap-sls":
+                raise ValueError(f"Destination {request.destination}")
+            if request.issuer.text.strip() != STATE["idp"]:
+                raise ValueError(f"Issuer {request.issuer.text}")
+            with LOCK:
+                name_id, answer = STATE.get("name_id"), STATE.get("answer", "signed")
+            if answer == "fault":
+                fault = (
+                    '<S:Envelope xmlns:S="http://schemas.xmlsoap.org/soap/envelope/"><S:Body>'
+                    "<S:Fault><faultcode>S:Server</faultcode><faultstring>busy</faultstring>"
+                    "</S:Fault></S:Body></S:Envelope>"
+                )
+                with LOCK:
+                    seen["errors"].append("fault answered")
+                return self.send(500, [("Content-Type", "text/xml")], fault)
+            if request.name_id == name_id and client.local_logout(name_id):
+                status = success_status_factory()
+            else:
+                status = status_message_factory("Wrong user", STATUS_UNKNOWN_PRINCIPAL)
+            response = client.create_logout_response(
+                request,
+                bindings=[BINDING_SOAP],
+                status=status,
+                sign=bool(ARGS.key) and answer != "unsigned",
+                sign_alg=SIG_RSA_SHA256,
+                digest_alg=DIGEST_SHA256,
+            )
+            data = client.apply_binding(BINDING_SOAP, response, "", response=True, sign=False)["data"]
+            if isinstance(data, bytes):
+                data = data.decode()
+            code = re.search(r'StatusCode Value="([^"]*)"', data).group(1)
+            if answer == "badsig":
+                data = re.sub(
+                    r"(<(?:\w+:)?SignatureValue>)([A-Za-z0-9+/])",
+                    lambda m: m.group(1) + ("B" if m.group(2) == "A" else "A"),
+                    data,
+                    count=1,
+                )
+            with LOCK:
+                seen["requests"].append({
+                    "name_id": request.name_id.text,
+                    "session_index": [s.text for s in request.session_index],
+                    "status": code,
+                })
+            return self.send(200, [("Content-Type", "text/xml; charset=utf-8")], data)
+        except Exception as e:
+            with LOCK:
+                seen["errors"].append(f"{type(e).__name__}: {e}")
+            return self.send(400, [("Content-Type", "application/json")],
+                             json.dumps({"error": type(e).__name__, "detail": str(e)}))
+
     def sls(self, query):
         client, idp = STATE["client"], STATE["idp"]
         msg = dict(urllib.parse.parse_qsl(query))
@@ -295,6 +381,11 @@ class Handler(BaseHTTPRequestHandler):
                 served = STATE.get("garbage_served", 0)
             return self.send(200, [("Content-Type", "application/json")],
                              json.dumps({"garbage_served": served}))
+        if url.path == "/soap-seen":
+            with LOCK:
+                seen = STATE.get("soap", {"requests": [], "errors": []})
+                body = {"count": len(seen["requests"]), **seen}
+            return self.send(200, [("Content-Type", "application/json")], json.dumps(body))
         if url.path == "/answer":
             with LOCK:
                 STATE["answer"] = dict(urllib.parse.parse_qsl(url.query)).get("mode", "signed")
@@ -356,9 +447,12 @@ class Handler(BaseHTTPRequestHandler):
             return self.send(500, [("Content-Type", "text/plain")], f"SP error: {e!r}")
 
     def do_POST(self):
-        if urllib.parse.urlsplit(self.path).path != "/acs":
-            return self.send(404, [], "not found")
+        path = urllib.parse.urlsplit(self.path).path
         length = int(self.headers.get("Content-Length", "0"))
+        if path == "/soap-sls":
+            return self.soap_sls(self.rfile.read(length).decode())
+        if path != "/acs":
+            return self.send(404, [], "not found")
         form = dict(urllib.parse.parse_qsl(self.rfile.read(length).decode()))
         client = STATE["client"]
         try:

@@ -88,6 +88,11 @@ pub struct RawSamlApp {
     /// Without it the SP cannot log out through the broker.
     #[serde(default)]
     pub slo_url: Option<String>,
+    /// The SP's SingleLogoutService of the SOAP binding: a session that ends with no browser
+    /// to carry a LogoutRequest (a revocation, a session limit, another session's logout), or
+    /// any session when the SP has no `slo_url`, is ended there by back channel.
+    #[serde(default)]
+    pub slo_soap_url: Option<String>,
     /// PEM file of the certificate (RSA, 2048 bits or more) the SP's assertions are encrypted
     /// to: when set, every assertion it gets is an EncryptedAssertion.
     #[serde(default)]
@@ -123,6 +128,8 @@ pub struct SamlApp {
     pub signing_certs: Vec<Vec<u8>>,
     /// Where its LogoutRequests are answered (a LogoutResponse, HTTP-Redirect binding).
     pub slo_url: Option<Url>,
+    /// Its SingleLogoutService of the SOAP binding (back-channel logout).
+    pub slo_soap_url: Option<Url>,
     /// What its assertions are encrypted to (`None`: sent in the clear).
     pub encryption: Option<SpEncryption>,
     /// What its assertions carry, in this order.
@@ -187,6 +194,11 @@ impl SamlApp {
             .as_deref()
             .map(|u| endpoint("slo_url", u))
             .transpose()?;
+        let slo_soap_url = raw
+            .slo_soap_url
+            .as_deref()
+            .map(|u| endpoint("slo_soap_url", u))
+            .transpose()?;
         let signing_certs = match &raw.signing_cert_file {
             None => Vec::new(),
             Some(path) => {
@@ -220,6 +232,7 @@ impl SamlApp {
             on_session_limit: raw.on_session_limit,
             signing_certs,
             slo_url,
+            slo_soap_url,
             encryption: encryption::parse(raw.encryption_cert_file.as_deref(), raw.encryption)?,
             attributes,
             idp_initiated: raw.idp_initiated,
@@ -240,6 +253,9 @@ impl SamlApp {
         }
         if raw.slo_url.is_some() {
             return Err(("slo_url", from_md.into()));
+        }
+        if raw.slo_soap_url.is_some() {
+            return Err(("slo_soap_url", from_md.into()));
         }
         if raw.signing_cert_file.is_some() {
             return Err(("signing_cert_file", from_md.into()));
@@ -279,6 +295,7 @@ impl SamlApp {
             on_session_limit: raw.on_session_limit,
             signing_certs: md.signing_certs.clone(),
             slo_url: md.slo_url.clone(),
+            slo_soap_url: md.slo_soap_url.clone(),
             encryption,
             attributes,
             idp_initiated: raw.idp_initiated,
@@ -304,6 +321,7 @@ mod tests {
             on_session_limit: None,
             signing_cert_file: None,
             slo_url: None,
+            slo_soap_url: None,
             encryption_cert_file: None,
             encryption: None,
             attributes: None,

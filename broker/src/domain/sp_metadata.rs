@@ -1,6 +1,6 @@
 //! Owns a SAML service provider's metadata parsed at the edge: its entity ID, the
 //! AssertionConsumerService URLs of the HTTP-POST binding (the only places a Response may go),
-//! its SingleLogoutService (HTTP-Redirect), its signing and encryption certificates and whether
+//! its SingleLogoutService (HTTP-Redirect, and SOAP for back-channel logout), its signing and encryption certificates and whether
 //! it signs its AuthnRequests. No DTD, no entities, at most [`MAX_SP_METADATA`] bytes.
 
 use base64::Engine;
@@ -14,6 +14,7 @@ pub const MAX_SP_METADATA: usize = 1024 * 1024;
 const POST_BINDING: &str = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST";
 const METADATA_NS: &str = "urn:oasis:names:tc:SAML:2.0:metadata";
 const REDIRECT_BINDING: &str = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect";
+const SOAP_BINDING: &str = "urn:oasis:names:tc:SAML:2.0:bindings:SOAP";
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SpMetadataError {
@@ -45,6 +46,8 @@ pub struct SpMetadata {
     pub acs_urls: Vec<Url>,
     /// The first SingleLogoutService of the HTTP-Redirect binding.
     pub slo_url: Option<Url>,
+    /// The first SingleLogoutService of the SOAP binding (back-channel logout).
+    pub slo_soap_url: Option<Url>,
     /// DER certificates of the keys with `use="signing"` or no `use`.
     pub signing_certs: Vec<Vec<u8>>,
     /// DER of the first certificate with `use="encryption"` or no `use`.
@@ -146,16 +149,18 @@ impl SpMetadata {
                     .map_err(|m| SpMetadataError::Location(format!("AssertionConsumerService {m}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let slo_url = sp
-            .single_logout_services
-            .iter()
-            .flatten()
-            .find(|e| e.binding == REDIRECT_BINDING)
-            .map(|e| {
-                sp_endpoint(&e.location)
-                    .map_err(|m| SpMetadataError::Location(format!("SingleLogoutService {m}")))
-            })
-            .transpose()?;
+        let slo = |binding: &str| {
+            sp.single_logout_services
+                .iter()
+                .flatten()
+                .find(|e| e.binding == binding)
+                .map(|e| {
+                    sp_endpoint(&e.location)
+                        .map_err(|m| SpMetadataError::Location(format!("SingleLogoutService {m}")))
+                })
+                .transpose()
+        };
+        let (slo_url, slo_soap_url) = (slo(REDIRECT_BINDING)?, slo(SOAP_BINDING)?);
         let (mut signing_certs, mut encryption_cert) = (Vec::new(), None);
         for kd in sp.key_descriptors.iter().flatten() {
             let usage = kd.key_use.as_deref().unwrap_or("");
@@ -182,6 +187,7 @@ impl SpMetadata {
             entity_id,
             acs_urls,
             slo_url,
+            slo_soap_url,
             signing_certs,
             encryption_cert,
             authn_requests_signed,
@@ -214,6 +220,7 @@ mod tests {
     const SERVICES: &str = concat!(
         r#"<md:SingleLogoutService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST" Location="https://sp.example/slo-post"/>"#,
         r#"<md:SingleLogoutService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect" Location="https://sp.example/slo"/>"#,
+        r#"<md:SingleLogoutService Binding="urn:oasis:names:tc:SAML:2.0:bindings:SOAP" Location="https://sp.example/slo-soap"/>"#,
         r#"<md:AssertionConsumerService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST" Location="https://sp.example/acs3" index="3"/>"#,
         r#"<md:AssertionConsumerService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Artifact" Location="https://sp.example/art" index="0"/>"#,
         r#"<md:AssertionConsumerService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST" Location="https://sp.example/acs1" index="1"/>"#,
@@ -241,6 +248,10 @@ mod tests {
             ]
         );
         assert_eq!(m.slo_url.unwrap().as_str(), "https://sp.example/slo");
+        assert_eq!(
+            m.slo_soap_url.unwrap().as_str(),
+            "https://sp.example/slo-soap"
+        );
         let der = |b: &str| STANDARD.decode(b).unwrap();
         assert_eq!(m.signing_certs, vec![der(&s), der(&both)]);
         assert_eq!(m.encryption_cert, Some(der(&e)), "the first one");

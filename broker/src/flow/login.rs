@@ -6,6 +6,7 @@ use crate::clock::UnixTime;
 use crate::domain::policy::{OnLimit, SessionLimit};
 use crate::domain::{Channel, Email, UserId};
 use crate::flow::machine::{PendingLink, Proven};
+use crate::provider::logout::Ending;
 use crate::provider::{OAuthError, Provider};
 use crate::session::{NewSession, Opened, SessionError, SessionManager, SessionToken};
 use crate::storage::User;
@@ -204,7 +205,7 @@ pub fn open_session(
     for oldest in &evicted {
         tracing::info!(user_id = %oldest.user_id, sid = %oldest.sid, reason = "session_limit", "oldest session ended");
         // The new session is stored: a failure to tell the old one's apps must not lose it.
-        if let Err(e) = provider.session_ended(oldest, "session_limit") {
+        if let Err(e) = provider.session_ended(oldest, "session_limit", Ending::Elsewhere) {
             tracing::warn!(error = %e, sid = %oldest.sid, "recording an ended session failed");
         }
     }

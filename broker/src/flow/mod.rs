@@ -13,6 +13,7 @@ pub mod journey;
 pub mod login;
 pub mod machine;
 pub mod policy;
+pub mod saml_backchannel;
 pub mod saml_slo;
 pub mod saml_slo_out;
 pub mod signin;

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use super::contract::{Browser, CookieOp, Hop, Next, Outcome, View};
 use super::signin::{SignIn, SignInError, blocking};
 use crate::audit::{Event, EventKind};
-use crate::provider::logout::SessionEnded;
+use crate::provider::logout::{Ending, SessionEnded};
 use crate::provider::{OAuthError, Provider};
 use crate::session::{SessionError, SessionManager};
 use crate::storage::{LogoutContinuation, SessionRecord, UpstreamSessionRecord};
@@ -36,7 +36,7 @@ pub fn end_session(
     let Some(record) = sessions.end(cookie_value)? else {
         return Ok(None);
     };
-    let ended = provider.session_ended(&record, reason)?;
+    let ended = provider.session_ended(&record, reason, Ending::Browser)?;
     tracing::info!(sid = %record.sid, backchannel = ended.queued, untold = ended.untold.len(), "session ended");
     Ok(Some((record, ended)))
 }

@@ -1,7 +1,9 @@
 //! Owns logout towards the apps: validating RP-initiated logout requests (id_token_hint,
 //! registered post_logout_redirect_uri), and OpenID Back-Channel Logout 1.0: a signed logout
 //! token for every client that took part in an ended session, queued durably and delivered
-//! with retries in the background so the user never waits on an app.
+//! with retries in the background so the user never waits on an app. The same outbox carries
+//! the back-channel logouts of the session's other parties (SAML SPs, SOAP binding), whose
+//! message and answer are [`OtherParties`]'s.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,6 +43,58 @@ pub struct EndSession {
     pub post_logout_redirect_uri: Option<url::Url>,
     pub state: Option<String>,
 }
+
+/// How a session ends: in a browser, which then goes through the parties that have a front
+/// channel (the sign-out chain), or elsewhere (a revocation, a session limit, another session's
+/// LogoutRequest), where only a back channel reaches them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    Browser,
+    Elsewhere,
+}
+
+/// One attempt's request to a party that is not an OpenID client.
+#[derive(Debug, Clone)]
+pub struct PartyMessage {
+    pub content_type: &'static str,
+    /// Extra headers (a SOAPAction).
+    pub headers: Vec<(&'static str, &'static str)>,
+    pub body: String,
+    /// What its answer is checked against (a request ID).
+    pub answers: String,
+}
+
+/// Why a party's delivery failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PartyFailure {
+    /// Try again later (no answer, an HTTP error).
+    Retry(String),
+    /// The party answered, and the answer was refused or said no: trying again changes nothing.
+    Refused(String),
+}
+
+/// The parties of a session that are not OpenID clients (`saml:<entity id>`), known above the
+/// provider, which tell the outbox where and what to send. Blocking (storage, signatures).
+pub trait OtherParties: Send + Sync {
+    /// `party` is one of these (never an OpenID client id).
+    fn owns(&self, party: &str) -> bool;
+    /// Where `party` is told by back channel when the session ends as `ending`; `None`: it is
+    /// left to the caller (a front channel, or untold).
+    fn back_channel(&self, party: &str, ending: Ending) -> Option<String>;
+    /// The message of one attempt of `d`; `None` when the party or the user is gone.
+    fn message(&self, d: &LogoutDelivery) -> Result<Option<PartyMessage>, String>;
+    /// The party's HTTP answer (`status`, the body read up to a limit) to `sent`.
+    fn answered(
+        &self,
+        d: &LogoutDelivery,
+        sent: &PartyMessage,
+        status: u16,
+        body: &str,
+    ) -> Result<(), PartyFailure>;
+}
+
+/// The largest answer of a party read.
+const MAX_ANSWER: usize = 256 * 1024;
 
 /// What ending a session told its apps.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -107,14 +161,16 @@ impl Provider {
     }
 
     /// Queues a back-channel logout for every client that took part in the ended session and
-    /// has a back-channel logout URI. Returns how many were queued, and the parties that took
-    /// part but were not told (no back-channel logout URI, or not an OpenID client: a SAML SP's
-    /// party key). The tokens are signed when sent (`deliver_logouts`), so that every attempt
-    /// carries a fresh, unexpired one.
+    /// has a back-channel logout URI, and for every other party (a SAML SP) that
+    /// [`OtherParties`] reaches by back channel when the session ends as `ending`. Returns how
+    /// many were queued, and the parties that took part but were not told (no back channel,
+    /// or a SAML SP left to the browser's front channel). The messages are made when sent
+    /// (`deliver_logouts`), so that every attempt carries a fresh, unexpired one.
     pub fn session_ended(
         &self,
         session: &SessionRecord,
         reason: &str,
+        ending: Ending,
     ) -> Result<SessionEnded, OAuthError> {
         self.audit.record(
             Event::new(EventKind::SessionEnded)
@@ -125,11 +181,14 @@ impl Provider {
         let now = self.now();
         let (mut queued, mut untold) = (0, Vec::new());
         for client_id in self.store.take_session_clients(&session.sid)? {
-            let Some(client) = self.clients.get(&client_id)? else {
-                untold.push(client_id);
-                continue;
+            let uri = match self.other_parties.get().filter(|o| o.owns(&client_id)) {
+                Some(other) => other.back_channel(&client_id, ending),
+                None => self
+                    .clients
+                    .get(&client_id)?
+                    .and_then(|c| c.backchannel_logout_uri.as_ref().map(|u| u.to_string())),
             };
-            let Some(uri) = &client.backchannel_logout_uri else {
+            let Some(uri) = uri else {
                 untold.push(client_id);
                 continue;
             };
@@ -137,8 +196,8 @@ impl Provider {
             self.entropy.fill(&mut id);
             self.store.enqueue_logout(&LogoutDelivery {
                 id: URL_SAFE_NO_PAD.encode(id),
-                client_id: client.id.clone(),
-                uri: uri.to_string(),
+                client_id,
+                uri,
                 sub: session.user_id.as_str().to_owned(),
                 sid: session.sid.clone(),
                 attempts: 0,
@@ -216,8 +275,46 @@ impl Provider {
 
     /// One attempt of one delivery, and what it leaves in the outbox.
     async fn deliver_one(self: Arc<Self>, http: &reqwest::Client, d: LogoutDelivery) {
-        let (this, row) = (Arc::clone(&self), d.clone());
-        // `None`: nothing left to do (delivered, or the client is gone); else why it failed.
+        let other = self.other_parties.get().map(Arc::clone);
+        let failure = match other {
+            Some(other) if other.owns(&d.client_id) => self.deliver_to_party(other, http, &d).await,
+            _ => self.deliver_token(http, &d).await,
+        };
+        let this = Arc::clone(&self);
+        let now = self.now();
+        let attempts = d.attempts + 1;
+        let result = match failure {
+            None => tokio::task::spawn_blocking(move || this.store.delete_logout(&d.id)).await,
+            Some(PartyFailure::Refused(error)) => {
+                tracing::warn!(party = %d.client_id, %error, "back-channel logout refused by the party; not retried");
+                tokio::task::spawn_blocking(move || this.store.delete_logout(&d.id)).await
+            }
+            Some(PartyFailure::Retry(_)) if attempts >= MAX_ATTEMPTS => {
+                tracing::warn!(client_id = %d.client_id, attempts, "back-channel logout given up");
+                tokio::task::spawn_blocking(move || this.store.delete_logout(&d.id)).await
+            }
+            Some(PartyFailure::Retry(error)) => {
+                let delay = 5i64 << (attempts - 1).clamp(0, 10);
+                tracing::info!(client_id = %d.client_id, attempts, retry_in_s = delay, %error, "back-channel logout failed; will retry");
+                tokio::task::spawn_blocking(move || {
+                    this.store.reschedule_logout(&d.id, attempts, now + delay)
+                })
+                .await
+            }
+        };
+        if let Ok(Err(e)) = result {
+            tracing::warn!(error = %e, "logout outbox update failed");
+        }
+    }
+
+    /// An OpenID client's attempt: its logout token, signed now, posted as a form. `None`:
+    /// nothing left to do (delivered, or the client is gone).
+    async fn deliver_token(
+        self: &Arc<Self>,
+        http: &reqwest::Client,
+        d: &LogoutDelivery,
+    ) -> Option<PartyFailure> {
+        let (this, row) = (Arc::clone(self), d.clone());
         let failure = match tokio::task::spawn_blocking(move || this.logout_token(&row)).await {
             Ok(Ok(Some(token))) => match http
                 .post(&d.uri)
@@ -240,26 +337,63 @@ impl Provider {
             Ok(Err(e)) => Some(e.to_string()),
             Err(e) => Some(e.to_string()),
         };
-        let this = Arc::clone(&self);
-        let now = self.now();
-        let attempts = d.attempts + 1;
-        let result = match failure {
-            None => tokio::task::spawn_blocking(move || this.store.delete_logout(&d.id)).await,
-            Some(_) if attempts >= MAX_ATTEMPTS => {
-                tracing::warn!(client_id = %d.client_id, attempts, "back-channel logout given up");
-                tokio::task::spawn_blocking(move || this.store.delete_logout(&d.id)).await
+        failure.map(PartyFailure::Retry)
+    }
+
+    /// Another party's attempt: the message [`OtherParties`] makes for it, posted, and its
+    /// answer (read up to [`MAX_ANSWER`]) judged by it.
+    async fn deliver_to_party(
+        &self,
+        other: Arc<dyn OtherParties>,
+        http: &reqwest::Client,
+        d: &LogoutDelivery,
+    ) -> Option<PartyFailure> {
+        let (o, row) = (Arc::clone(&other), d.clone());
+        let message = match tokio::task::spawn_blocking(move || o.message(&row)).await {
+            Ok(Ok(Some(m))) => m,
+            Ok(Ok(None)) => {
+                tracing::info!(party = %d.client_id, "back-channel logout dropped: the party or the user is gone");
+                return None;
             }
-            Some(error) => {
-                let delay = 5i64 << (attempts - 1).clamp(0, 10);
-                tracing::info!(client_id = %d.client_id, attempts, retry_in_s = delay, %error, "back-channel logout failed; will retry");
-                tokio::task::spawn_blocking(move || {
-                    this.store.reschedule_logout(&d.id, attempts, now + delay)
-                })
-                .await
-            }
+            Ok(Err(e)) => return Some(PartyFailure::Retry(e)),
+            Err(e) => return Some(PartyFailure::Retry(e.to_string())),
         };
-        if let Ok(Err(e)) = result {
-            tracing::warn!(error = %e, "logout outbox update failed");
+        let mut request = http
+            .post(&d.uri)
+            .timeout(DELIVERY_TIMEOUT)
+            .header(reqwest::header::CONTENT_TYPE, message.content_type);
+        for (name, value) in &message.headers {
+            request = request.header(*name, *value);
+        }
+        let mut answer = match request.body(message.body.clone()).send().await {
+            Ok(r) => r,
+            Err(e) => return Some(PartyFailure::Retry(e.to_string())),
+        };
+        let status = answer.status().as_u16();
+        let mut body = Vec::new();
+        loop {
+            match answer.chunk().await {
+                Ok(Some(chunk)) if body.len() + chunk.len() <= MAX_ANSWER => {
+                    body.extend_from_slice(&chunk)
+                }
+                Ok(Some(_)) => {
+                    return Some(PartyFailure::Refused("the answer is too large".into()));
+                }
+                Ok(None) => break,
+                Err(e) => return Some(PartyFailure::Retry(e.to_string())),
+            }
+        }
+        let body = String::from_utf8_lossy(&body).into_owned();
+        let row = d.clone();
+        match tokio::task::spawn_blocking(move || other.answered(&row, &message, status, &body))
+            .await
+        {
+            Ok(Ok(())) => {
+                tracing::info!(party = %d.client_id, "back-channel logout delivered");
+                None
+            }
+            Ok(Err(f)) => Some(f),
+            Err(e) => Some(PartyFailure::Retry(e.to_string())),
         }
     }
 }

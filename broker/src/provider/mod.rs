@@ -93,6 +93,9 @@ pub struct Provider {
     entropy: Arc<dyn Entropy>,
     /// Wakes the back-channel logout sender when something was queued.
     pub logout_wakeup: tokio::sync::Notify,
+    /// The session's parties that are not OpenID clients (SAML SPs), told through the same
+    /// outbox; set once at start by what knows them (`flow::saml_backchannel`).
+    pub other_parties: std::sync::OnceLock<Arc<dyn logout::OtherParties>>,
     /// Access tokens whose signature and type were already checked (SHA-256 of the token ->
     /// claims). Resource servers introspect the same token many times; a signature check is
     /// 18-38 us. Only the signature is cached: expiry, revocation and session are checked on
@@ -127,6 +130,7 @@ impl Provider {
             clock,
             entropy,
             logout_wakeup: tokio::sync::Notify::new(),
+            other_parties: std::sync::OnceLock::new(),
             verified: std::sync::Mutex::new(std::collections::HashMap::new()),
         }
     }

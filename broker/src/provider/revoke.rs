@@ -39,7 +39,7 @@ impl Provider {
     ) -> Result<super::logout::SessionEnded, OAuthError> {
         self.store.delete_session(&s.key)?;
         self.store.delete_refresh_for_sid(&s.sid)?;
-        self.session_ended(s, reason)
+        self.session_ended(s, reason, super::logout::Ending::Elsewhere)
     }
 
     /// RFC 7009: a refresh token ends its grant (its family and the grant's access tokens);

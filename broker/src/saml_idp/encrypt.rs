@@ -84,6 +84,7 @@ mod tests {
             on_session_limit: None,
             signing_cert_file: None,
             slo_url: None,
+            slo_soap_url: None,
             encryption_cert_file: None,
             encryption: None,
             attributes: None,

@@ -37,6 +37,7 @@ use crate::upstream::saml::{SamlError, replay_until};
 
 pub mod attributes;
 pub mod authn_request;
+pub mod backchannel;
 pub mod encrypt;
 pub mod keys;
 pub mod logout_out;
