@@ -243,8 +243,9 @@ async fn rewrap_moves_every_sealed_value_to_a_new_key(b: Backend) {
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // The root secret, the SAML IdP's first key pair, its key set and its pairwise NameID key.
-    assert!(stdout.contains("secrets: 4 rewrapped"), "{stdout}");
+    // The root secret, the SAML IdP's first key pair, its key set, its pairwise NameID key and
+    // its encryption key pair.
+    assert!(stdout.contains("secrets: 5 rewrapped"), "{stdout}");
     assert!(
         stdout.contains(&format!("signing keys: {} rewrapped", before.len())),
         "{stdout}"
@@ -254,7 +255,7 @@ async fn rewrap_moves_every_sealed_value_to_a_new_key(b: Backend) {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     assert!(
-        stdout.contains("secrets: 0 rewrapped, 4 already current"),
+        stdout.contains("secrets: 0 rewrapped, 5 already current"),
         "{stdout}"
     );
 

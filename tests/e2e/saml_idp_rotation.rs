@@ -34,7 +34,8 @@ async fn certs(app: &TestApp) -> Vec<String> {
         .text()
         .await
         .unwrap();
-    md.split("<ds:X509Certificate>")
+    // The signing ones (the encryption certificate is another, never rotated).
+    md.split(r#"<md:KeyDescriptor use="signing"><ds:KeyInfo><ds:X509Data><ds:X509Certificate>"#)
         .skip(1)
         .filter_map(|s| {
             s.split_once("</ds:X509Certificate>")

@@ -779,7 +779,68 @@ async fn an_sps_logout_goes_through_the_upstreams_logout_first(b: Backend) {
     assert_eq!(answer["signature_ok"], true);
 }
 
+/// Issue #20, item 1: the metadata publishes an encryption certificate (another key than the
+/// signing one), and an SP that encrypts the NameID of its LogoutRequest to it (pysaml2's xmlsec1,
+/// AES-256-GCM, RSA-OAEP) logs out as with a plain NameID; one encrypted to another key is
+/// refused and ends nothing.
+async fn an_encrypted_name_id_is_read_from_a_signed_logout_request(b: Backend) {
+    let (url, _got) = receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (sp, cert) = signing_sp(dir.path());
+    let Some(app) = broker(b, &sp, &format!("signing_cert_file = {cert:?}"), &url).await else {
+        return;
+    };
+    let md = reqwest::get(format!("{}/saml/idp/metadata", app.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let cert_of = |usage: &str| {
+        let at = md.find(&format!("use=\"{usage}\"")).unwrap();
+        let from = at + md[at..].find("<ds:X509Certificate>").unwrap();
+        let to = from + md[from..].find("</ds:X509Certificate>").unwrap();
+        md[from..to].to_owned()
+    };
+    assert_ne!(cert_of("signing"), cert_of("encryption"), "{md}");
+    assert!(
+        md.contains("http://www.w3.org/2009/xmlenc11#aes256-gcm"),
+        "{md}"
+    );
+
+    let mut br = Browser::new(&app);
+    let sid = sign_in(&app, &sp, &mut br).await;
+    // Encrypted to the SP's own certificate: the broker cannot read it; nothing ends.
+    let (path, _) = sp
+        .logout(DEMO_EMAIL, &format!("&session_index={sid}&encrypt=sp"))
+        .await;
+    let page = br.get(&path).await;
+    refused(&mut br, page, "an EncryptedID the IdP cannot decrypt").await;
+    // Encrypted to the IdP's encryption certificate: read, and the session ends.
+    let (path, id) = sp
+        .logout(DEMO_EMAIL, &format!("&session_index={sid}&encrypt=1"))
+        .await;
+    let q = url::Url::parse(&format!("{}{path}", app.base)).unwrap();
+    let sent = concierge::upstream::saml::crypto::inflate_b64(
+        &q.query_pairs().find(|(k, _)| k == "SAMLRequest").unwrap().1,
+    )
+    .unwrap();
+    assert!(sent.contains("EncryptedID"), "{sent}");
+    assert!(
+        !sent.contains(DEMO_EMAIL),
+        "the NameID is not in the clear: {sent}"
+    );
+    let page = br.get(&path).await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    let (status, answer) = sp.logged_out(page.location.as_deref().unwrap()).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["in_response_to"], id.as_str());
+    assert_eq!(answer["status"], SUCCESS, "{answer}");
+    assert_eq!(br.get("/account").await.status, 303, "the session ended");
+}
+
 per_backend_async!(
+    an_encrypted_name_id_is_read_from_a_signed_logout_request,
     an_sps_logout_goes_through_the_upstreams_logout_first,
     request_ids_and_sp_sessions_survive_a_restart,
     the_sign_out_page_allows_only_the_sessions_sps,

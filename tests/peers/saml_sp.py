@@ -30,11 +30,13 @@ Endpoints:
                    class_ref, relay_state, encrypted}, or 400 with JSON {error, detail};
                    encrypted: how many EncryptedAssertions the Response held as posted
   GET  /logout?name_id=N[&format=F][&session_index=S][&binding=post][&sign=0|1]
-                 [&destination=URL][&id=ID]
+                 [&destination=URL][&id=ID][&encrypt=1|sp]
                    a LogoutRequest (pysaml2 create_logout_request) to the IdP's
                    SingleLogoutService of metadata (or `destination`), RelayState "rs-lo",
                    signed when the SP has a key (unless sign=0): over HTTP-Redirect a 302 with
-                   X-Request-Id; over HTTP-POST 200 with JSON {action, SAMLRequest, RelayState}
+                   X-Request-Id; over HTTP-POST 200 with JSON {action, SAMLRequest, RelayState};
+                   encrypt=1: the NameID sent as an EncryptedID to the IdP metadata's
+                   encryption certificate (encrypt=sp: to this SP's own certificate)
   GET  /answer?mode=signed|unsigned|badsig|fault
                    how /sls and /soap-sls answer the IdP's LogoutRequests from now on (204);
                    fault: /soap-sls answers a SOAP Fault with status 500
@@ -77,7 +79,13 @@ from saml2.metadata import create_metadata_string
 from saml2.saml import NAMEID_FORMAT_EMAILADDRESS, AuthnContextClassRef, NameID
 from saml2.s_utils import status_message_factory, success_status_factory
 from saml2.samlp import STATUS_UNKNOWN_PRINCIPAL, RequestedAuthnContext
-from saml2.sigver import SIG_RSA_SHA256, RSACrypto, verify_redirect_signature
+from saml2.sigver import (
+    SIG_RSA_SHA256,
+    RSACrypto,
+    pem_format,
+    pre_encryption_part,
+    verify_redirect_signature,
+)
 from saml2.xmldsig import DIGEST_SHA256
 
 REFEDS_MFA = "https://refeds.org/profile/mfa"
@@ -150,6 +158,49 @@ def client_for(base, idp_metadata_url):
         return client, idp
 
 
+def with_encrypted_id(client, idp, request, name_id, to_self):
+    """`request` (a LogoutRequest) with its NameID encrypted as a saml:EncryptedID. pysaml2 has no
+    EncryptedID for LogoutRequests, so the NameID is encrypted the way pysaml2 encrypts
+    assertions: its xmlsec1 backend (`crypto.encrypt`), a pysaml2 template
+    (`pre_encryption_part`: AES-256-GCM content, RSA-OAEP key transport), to the encryption
+    certificate of the IdP's metadata (`to_self`: to this SP's own certificate, which the IdP
+    cannot decrypt)."""
+    if to_self:
+        with open(ARGS.cert) as f:
+            pem = f.read()
+    else:
+        certs = [c for _, c in client.metadata.certs(idp, "idpsso", "encryption")]
+        if not certs:
+            raise ValueError("the IdP's metadata has no encryption certificate")
+        pem = pem_format(certs[0]).decode()
+    cert = tempfile.NamedTemporaryFile(suffix=".pem", delete=False, mode="w")
+    cert.write(pem)
+    cert.close()
+    template = str(pre_encryption_part(
+        msg_enc="http://www.w3.org/2009/xmlenc11#aes256-gcm",
+        key_enc="http://www.w3.org/2001/04/xmlenc#rsa-oaep-mgf1p",
+    ))
+    plain = name_id.to_string()
+    if isinstance(plain, bytes):
+        plain = plain.decode()
+    tpl = tempfile.NamedTemporaryFile(suffix=".xml", delete=False, mode="w")
+    tpl.write(template)
+    tpl.close()
+    encrypted = client.sec.crypto.encrypt(plain, cert.name, tpl.name, "aes-256")
+    if isinstance(encrypted, bytes):
+        encrypted = encrypted.decode()
+    encrypted = re.sub(r"^<\?xml[^>]*\?>", "", encrypted.strip())
+    element = (
+        '<saml:EncryptedID xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion">'
+        f"{encrypted}</saml:EncryptedID>"
+    )
+    out, n = re.subn(r"<(\w+:)?NameID\b.*?</(\w+:)?NameID>", lambda _: element, request,
+                     count=1, flags=re.S)
+    if n != 1:
+        raise ValueError("no NameID in the LogoutRequest")
+    return out
+
+
 class Handler(BaseHTTPRequestHandler):
     def log_message(self, fmt, *args):  # quiet
         pass
@@ -188,9 +239,14 @@ class Handler(BaseHTTPRequestHandler):
             digest_alg=DIGEST_SHA256,
             **extra,
         )
+        request = str(request)
+        if q.get("encrypt") in ("1", "sp"):
+            if binding != BINDING_HTTP_REDIRECT:
+                raise ValueError("encrypt=1 is for HTTP-Redirect (the query signature)")
+            request = with_encrypted_id(client, idp, request, name_id, q["encrypt"] == "sp")
         info = client.apply_binding(
             binding,
-            str(request),
+            request,
             destination,
             "rs-lo",
             sign=sign and binding == BINDING_HTTP_REDIRECT,

@@ -26,7 +26,7 @@ pub struct LogoutRequest {
     pub destination: Option<String>,
     /// `IssueInstant`, in Unix seconds.
     pub issue_instant: Option<UnixTime>,
-    /// The NameID the SP knows the user by.
+    /// The NameID the SP knows the user by (sent as it is, or in an `EncryptedID`).
     pub name_id: String,
     /// The `SessionIndex` elements (the broker's session `sid`s); none: every session of the
     /// NameID the SP knows of.
@@ -48,11 +48,14 @@ pub fn parse(xml: &str) -> Result<LogoutRequest, SamlError> {
         .map(|v| v.trim().to_owned())
         .filter(|v| !v.is_empty())
         .ok_or(SamlError::Malformed("no Issuer".into()))?;
-    let name_id = r
-        .name_id
-        .map(|n| n.value.trim().to_owned())
-        .filter(|v| !v.is_empty())
-        .ok_or(SamlError::NoSubject)?;
+    // An `EncryptedID` is read (decrypted) only from verified bytes (`SamlIdp::read_verified`):
+    // until then the NameID is empty, which nothing accepts.
+    let name_id = match r.name_id {
+        Some(n) => Some(n.value.trim().to_owned()).filter(|v| !v.is_empty()),
+        None if super::decrypt::has_encrypted_id(xml)? => Some(String::new()),
+        None => None,
+    }
+    .ok_or(SamlError::NoSubject)?;
     Ok(LogoutRequest {
         id,
         issuer,
@@ -94,7 +97,7 @@ impl SamlIdp {
         let request = if certs.is_empty() {
             unverified
         } else {
-            verified_redirect(raw_query, &certs, parse, |r| &r.id)?
+            verified_redirect(raw_query, &certs, |x| self.read_verified(x), |r| &r.id)?
         };
         self.checked(request, relay_state, &app, !certs.is_empty(), None)
     }
@@ -112,9 +115,25 @@ impl SamlIdp {
         let request = if certs.is_empty() {
             unverified
         } else {
-            verified_post(&xml, &unverified.id, &certs, parse, |r| &r.id)?
+            verified_post(
+                &xml,
+                &unverified.id,
+                &certs,
+                |x| self.read_verified(x),
+                |r| &r.id,
+            )?
         };
         self.checked(request, relay_state, &app, !certs.is_empty(), Some(xml))
+    }
+
+    /// A LogoutRequest from the bytes its signature covers, its `EncryptedID` (if any)
+    /// decrypted with the IdP's encryption key.
+    fn read_verified(&self, xml: &str) -> Result<LogoutRequest, SamlError> {
+        let mut r = parse(xml)?;
+        if r.name_id.is_empty() {
+            r.name_id = self.decryption.name_id(xml)?;
+        }
+        Ok(r)
     }
 
     fn checked(
@@ -128,6 +147,10 @@ impl SamlIdp {
         // What a signature covers is what counts: the Issuer it names is the SP's.
         if request.issuer != app.entity_id {
             return Err(SamlError::Issuer);
+        }
+        // An EncryptedID that no signature covered was not read.
+        if request.name_id.is_empty() {
+            return Err(SamlError::NoSubject);
         }
         if request
             .destination

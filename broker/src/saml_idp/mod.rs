@@ -38,6 +38,7 @@ use crate::upstream::saml::{SamlError, replay_until};
 pub mod attributes;
 pub mod authn_request;
 pub mod backchannel;
+pub mod decrypt;
 pub mod encrypt;
 pub mod keys;
 pub mod logout_out;
@@ -104,6 +105,8 @@ pub struct SamlIdp {
     /// The signing keys and their schedule, reloaded from storage (`reload_keys`).
     keys: RwLock<keys::Schedule<keys::SigningKey>>,
     pairwise: [u8; 32],
+    /// The key SPs encrypt to (an `EncryptedID`), published with `use="encryption"`.
+    decryption: decrypt::DecryptionKey,
     /// `[[saml_apps]]`: these win over a stored SP of the same entity ID.
     apps: Vec<Arc<SamlApp>>,
     /// Stored SPs as last parsed, by entity ID, with the stored text they were parsed from.
@@ -208,6 +211,7 @@ impl SamlIdp {
             PAIRWISE_SECRET,
             || Ok(entropy.bytes32().to_vec()),
         )?;
+        let decryption = decrypt::load(store.as_ref(), kek, entropy.as_ref(), now)?;
         encrypt::warn_weak(&apps);
         Ok(Self {
             entity_id: url("/saml/idp/metadata")?.to_string(),
@@ -215,6 +219,7 @@ impl SamlIdp {
             slo_url: url("/saml/idp/slo")?,
             keys: RwLock::new(signing),
             pairwise: <[u8; 32]>::try_from(pairwise.as_slice()).map_err(key_err)?,
+            decryption,
             apps: apps.into_iter().map(Arc::new).collect(),
             parsed: Mutex::new(HashMap::new()),
             want_signed_requests: false,
@@ -470,7 +475,8 @@ impl SamlIdp {
     }
 
     /// The IdP's metadata: entity ID, signing certificates (the one signing now, and during a
-    /// rotation the next or the previous one: `keys.rs`), NameID formats, and the single
+    /// rotation the next or the previous one: `keys.rs`), the encryption certificate
+    /// (`decrypt.rs`), NameID formats, and the single
     /// logout and single sign-on endpoints for HTTP-Redirect and HTTP-POST.
     /// `WantAuthnRequestsSigned` as configured (`saml_idp_want_authn_requests_signed`); when it is
     /// false, only the requests of SPs with signing certificates must be signed.
@@ -485,6 +491,7 @@ impl SamlIdp {
                     r#"<md:KeyDescriptor use="signing"><ds:KeyInfo><ds:X509Data><ds:X509Certificate>{c}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor>"#
                 )
             })
+            .chain([self.decryption.key_descriptor()])
             .collect();
         format!(
             concat!(
