@@ -657,6 +657,69 @@ async fn idp_initiated_sign_in_is_refused_without_the_opt_in(b: Backend) {
     }
 }
 
+/// `acs` names which registered ACS URL the unsolicited Response goes to (the first without it);
+/// one not registered for the SP gets a page, and nothing is posted anywhere.
+async fn idp_initiated_sign_in_goes_to_the_acs_named(b: Backend) {
+    let sp = saml_sp_with(&["--allow-unsolicited"]);
+    let other = format!("{}/acs-other", sp.base);
+    let toml = format!(
+        "[[saml_apps]]\nentity_id = \"{}\"\nacs_urls = [\"{other}\", \"{}\"]\nidp_initiated = true\n",
+        sp.entity_id(),
+        sp.acs()
+    );
+    let Some(app) = crate::helpers::spawn_provider_with(b, &[], &toml).await else {
+        return;
+    };
+    app.clock.set(chrono::Utc::now().timestamp());
+    let res = sp
+        .http
+        .get(format!(
+            "{}/setup?idp={}/saml/idp/metadata",
+            sp.base, app.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 204);
+    let mut br = Browser::new(&app);
+    // Not registered for the SP: a page, before any sign-in.
+    for bad in ["https://evil.example/acs", "not a url"] {
+        let page = br
+            .get(&init_path(
+                &sp.entity_id(),
+                &format!("&acs={}", urlencoding(bad)),
+            ))
+            .await;
+        assert_error_page(&page, 400);
+        assert!(
+            !page.body.contains("name=\"password\""),
+            "{bad}: {}",
+            page.body
+        );
+    }
+    // The second registered one, by name: the SP there accepts the Response.
+    let page = br
+        .get(&init_path(
+            &sp.entity_id(),
+            &format!("&acs={}", urlencoding(&sp.acs())),
+        ))
+        .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let fields = password(&mut br, &sp, page).await;
+    assert!(
+        response_xml(&fields).contains(&format!("Destination=\"{}\"", sp.acs())),
+        "{}",
+        response_xml(&fields)
+    );
+    let (status, seen) = sp.post(&fields).await;
+    assert_eq!(status, 200, "{seen}");
+    // Without `acs`: the first registered one.
+    let page = br.get(&init_path(&sp.entity_id(), "")).await;
+    let page = br.submit(&page, "/login/continue", &[]).await;
+    let (_, page) = br.follow(page).await;
+    assert!(page.has_form(&other), "{}", page.body);
+}
+
 per_backend_async!(
     configured_attributes_arrive_with_their_name_formats,
     without_a_list_the_default_release_is_unchanged,
@@ -667,4 +730,5 @@ per_backend_async!(
     idp_initiated_sign_in_reaches_an_sp_that_accepts_it,
     idp_initiated_sign_in_steps_the_session_up_for_an_sp_that_wants_mfa,
     idp_initiated_sign_in_is_refused_without_the_opt_in,
+    idp_initiated_sign_in_goes_to_the_acs_named,
 );

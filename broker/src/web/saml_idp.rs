@@ -95,13 +95,14 @@ pub async fn sso_post(
     respond(&state, &req, out).await
 }
 
-/// The `sp` and `RelayState` of `/saml/idp/init` (each at most once).
+/// The `sp`, `acs` and `RelayState` of `/saml/idp/init` (each at most once).
 fn idp_initiated(query: &str) -> Result<IdpInitiated, WebError> {
     let mut q = IdpInitiated::default();
     for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
         let slot = match k.as_ref() {
             "sp" => &mut q.sp,
             "RelayState" => &mut q.relay_state,
+            "acs" => &mut q.acs,
             _ => continue,
         };
         if slot.replace(v.into_owned()).is_some() {
@@ -111,7 +112,7 @@ fn idp_initiated(query: &str) -> Result<IdpInitiated, WebError> {
     Ok(q)
 }
 
-/// `GET /saml/idp/init?sp=…[&RelayState=…]`: a sign-in begun here for an SP that accepts
+/// `GET /saml/idp/init?sp=…[&acs=…][&RelayState=…]`: a sign-in begun here for an SP that accepts
 /// IdP-initiated ones.
 pub async fn init(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, WebError> {
     let q = idp_initiated(req.query_string())?;

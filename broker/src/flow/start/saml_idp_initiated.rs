@@ -1,7 +1,8 @@
-//! Owns the IdP-initiated SAML start (`GET /saml/idp/init?sp=<entity id>[&RelayState=…]`): a
-//! sign-in begun at the broker for an SP registered with `idp_initiated = true`, answered with an
-//! unsolicited Response (no `InResponseTo`) at the SP's default (first) ACS URL. An unknown SP,
-//! or one without the opt-in, gets a page. The request is a GET that anyone can link to, so it
+//! Owns the IdP-initiated SAML start (`GET /saml/idp/init?sp=<entity id>[&acs=…][&RelayState=…]`):
+//! a sign-in begun at the broker for an SP registered with `idp_initiated = true`, answered with
+//! an unsolicited Response (no `InResponseTo`) at the registered ACS URL `acs` names, or the SP's
+//! default (first) one. An unknown SP, one without the opt-in, or an ACS URL not registered for
+//! it gets a page. The request is a GET that anyone can link to, so it
 //! writes nothing but the journey: without a session it shows the sign-in page; with one, the
 //! page to continue as the signed-in account (or the second-factor choice the SP's policy asks
 //! for, which sends nothing on a GET), and the Response is made only by that page's POST.
@@ -25,6 +26,8 @@ pub struct IdpInitiated {
     pub sp: Option<String>,
     /// Given to the SP with the Response (`RelayState`).
     pub relay_state: Option<String>,
+    /// One of the SP's registered ACS URLs (`acs`, as Shibboleth's `shire`); unset: the first.
+    pub acs: Option<String>,
 }
 
 impl SignIn {
@@ -61,8 +64,18 @@ impl SignIn {
                 "RelayState longer than 80 bytes".into(),
             );
         }
-        let Some(acs) = app.acs_urls.first() else {
-            return refused("error_authorize_redirect", "no ACS URL".into());
+        let acs = match &q.acs {
+            Some(u) => app
+                .acs_urls
+                .iter()
+                .find(|r| url::Url::parse(u).is_ok_and(|u| u == **r)),
+            None => app.acs_urls.first(),
+        };
+        let Some(acs) = acs else {
+            return refused(
+                "error_authorize_redirect",
+                format!("ACS not registered for `{}`", app.entity_id),
+            );
         };
         let request = SamlRequest {
             sp: app.entity_id.clone(),
