@@ -3,7 +3,7 @@
 //! with `metadata_file` signs in and refuses an ACS URL the metadata does not list; `concierge
 //! saml-apps add --metadata-url` on a running broker is seen without a restart, `list` shows
 //! it, `remove` ends it; a metadata URL that later serves garbage keeps the last good copy,
-//! and a good one replaces it.
+//! and a good one replaces it; metadata past its `validUntil` is not used.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -240,8 +240,57 @@ async fn a_metadata_url_serving_garbage_keeps_the_last_good_copy(b: Backend) {
     assert_eq!(stored().metadata_url.as_deref(), Some(url.as_str()));
 }
 
+/// `md` with `validUntil` at `t` on its EntityDescriptor.
+fn valid_until(md: &str, t: i64) -> String {
+    let at = chrono::DateTime::<chrono::Utc>::from_timestamp(t, 0)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let i = md.find("EntityDescriptor ").unwrap() + "EntityDescriptor ".len();
+    format!("{}validUntil=\"{at}\" {}", &md[..i], &md[i..])
+}
+
+/// Metadata past its `validUntil` (SAML Metadata 2.2.1) is not used: an SP whose file expires is
+/// refused from then on (a page, no Response), and `saml-apps add` refuses expired metadata.
+async fn metadata_past_its_valid_until_is_not_used(b: Backend) {
+    let sp = saml_sp();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sp.xml");
+    let now = chrono::Utc::now().timestamp();
+    std::fs::write(&file, valid_until(&sp_metadata(&sp).await, now + 3600)).unwrap();
+    let toml = format!(
+        "[[saml_apps]]\nmetadata_file = {:?}\n",
+        file.display().to_string()
+    );
+    let Some(app) = at_wall_clock(spawn_provider_with(b, &[], &toml).await).await else {
+        return;
+    };
+    let (status, got) = sign_in(&sp, &app).await;
+    assert_eq!(status, 200, "valid for an hour yet: {got}");
+    // Two hours later on the broker's clock (the SP's request is still in its skew).
+    app.clock.advance(2 * 3600);
+    let mut br = Browser::new(&app);
+    let page = br
+        .get(&request(&format!("_exp{now}"), &sp.entity_id(), &sp.acs()))
+        .await;
+    app.clock.advance(-2 * 3600);
+    assert_error_page(&page, 400);
+    assert!(!page.body.contains("SAMLResponse"), "{}", page.body);
+
+    // Expired already: `saml-apps add` refuses it and stores nothing.
+    let other = saml_sp();
+    let expired = dir.path().join("expired.xml");
+    std::fs::write(&expired, valid_until(&sp_metadata(&other).await, now - 60)).unwrap();
+    let (ok, out) = run(app
+        .cli()
+        .args(["saml-apps", "add", "--metadata-file"])
+        .arg(&expired));
+    assert!(!ok && out.contains("validUntil"), "{out}");
+    assert!(app.store.saml_app(&other.entity_id()).unwrap().is_none());
+}
+
 per_backend_async!(
     a_metadata_file_signs_in_and_only_its_acs_urls_are_answered,
     saml_apps_add_from_a_url_on_a_running_broker_then_list_and_remove,
     a_metadata_url_serving_garbage_keeps_the_last_good_copy,
+    metadata_past_its_valid_until_is_not_used,
 );

@@ -136,6 +136,8 @@ pub struct SamlApp {
     pub attributes: Vec<ReleasedAttribute>,
     /// It may be sent an unsolicited Response (IdP-initiated sign-in).
     pub idp_initiated: bool,
+    /// The `validUntil` of the metadata it was read from: not used after (`SamlIdp::app`).
+    pub metadata_valid_until: Option<crate::clock::UnixTime>,
 }
 
 /// An endpoint of an SP: https (http only on localhost), no fragment, no user info.
@@ -236,6 +238,7 @@ impl SamlApp {
             encryption: encryption::parse(raw.encryption_cert_file.as_deref(), raw.encryption)?,
             attributes,
             idp_initiated: raw.idp_initiated,
+            metadata_valid_until: None,
         })
     }
 
@@ -299,6 +302,7 @@ impl SamlApp {
             encryption,
             attributes,
             idp_initiated: raw.idp_initiated,
+            metadata_valid_until: md.valid_until,
         })
     }
 }

@@ -36,6 +36,8 @@ pub enum SpMetadataError {
     Certificate(String),
     #[error("AuthnRequestsSigned is true but no signing certificate is given")]
     SignedWithoutCertificate,
+    #[error("expired: its validUntil ({0}) is past")]
+    Expired(String),
 }
 
 /// What the broker uses of an SP's metadata.
@@ -54,6 +56,8 @@ pub struct SpMetadata {
     pub encryption_cert: Option<Vec<u8>>,
     /// `AuthnRequestsSigned="true"`.
     pub authn_requests_signed: bool,
+    /// The EntityDescriptor's `validUntil` (Unix seconds): the metadata is not to be used after.
+    pub valid_until: Option<i64>,
 }
 
 /// True when `doc` holds a DTD or an entity declaration (anywhere, any case).
@@ -124,6 +128,7 @@ impl SpMetadata {
         let ed: EntityDescriptor = xml
             .parse()
             .map_err(|e| SpMetadataError::NotEntityDescriptor(format!("{e}")))?;
+        let valid_until = ed.valid_until.map(|t| t.timestamp());
         let entity_id = ed
             .entity_id
             .filter(|e| !e.trim().is_empty() && e.len() <= 1024)
@@ -191,7 +196,20 @@ impl SpMetadata {
             signing_certs,
             encryption_cert,
             authn_requests_signed,
+            valid_until,
         })
+    }
+
+    /// Refuses metadata past its `validUntil` at `now` (SAML Metadata 2.2.1).
+    pub fn check_current(&self, now: i64) -> Result<(), SpMetadataError> {
+        match self.valid_until {
+            Some(t) if t <= now => Err(SpMetadataError::Expired(
+                chrono::DateTime::<chrono::Utc>::from_timestamp(t, 0)
+                    .map(|d| d.to_rfc3339())
+                    .unwrap_or_else(|| t.to_string()),
+            )),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -261,6 +279,24 @@ mod tests {
         assert_eq!(m.signing_certs, vec![der(&both)]);
         assert_eq!(m.encryption_cert, Some(der(&both)));
         assert!(!m.authn_requests_signed);
+        assert_eq!(m.valid_until, None);
+        m.check_current(i64::MAX).unwrap();
+    }
+
+    #[test]
+    fn metadata_past_its_valid_until_is_not_current() {
+        let xml = doc(false, "", SERVICES).replacen(
+            "entityID=",
+            r#"validUntil="2026-12-07T00:00:00Z" entityID="#,
+            1,
+        );
+        let m = SpMetadata::parse(&xml).unwrap();
+        assert_eq!(m.valid_until, Some(1_796_601_600));
+        m.check_current(1_796_601_599).unwrap();
+        assert!(matches!(
+            m.check_current(1_796_601_600),
+            Err(SpMetadataError::Expired(_))
+        ));
     }
 
     #[test]

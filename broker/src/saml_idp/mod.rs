@@ -276,8 +276,21 @@ impl SamlIdp {
     }
 
     /// The SP registered as `entity_id`: in `[[saml_apps]]`, else in storage (blocking then;
-    /// its stored metadata, the last good copy, parsed once per change).
+    /// its stored metadata, the last good copy, parsed once per change). An SP whose metadata is
+    /// past its `validUntil` is not one: its endpoints and keys are not to be trusted any more.
     pub fn app(&self, entity_id: &str) -> Result<Option<Arc<SamlApp>>, IdpError> {
+        let app = self.registered(entity_id)?;
+        if let Some(a) = &app
+            && a.metadata_valid_until
+                .is_some_and(|t| t <= self.clock.now())
+        {
+            tracing::warn!(sp = %entity_id, "the SP's metadata is past its validUntil: the SP is refused until it is renewed");
+            return Ok(None);
+        }
+        Ok(app)
+    }
+
+    fn registered(&self, entity_id: &str) -> Result<Option<Arc<SamlApp>>, IdpError> {
         if let Some(a) = self.configured(entity_id) {
             return Ok(Some(a));
         }

@@ -1,7 +1,8 @@
 //! Owns the service providers registered at run time (`concierge saml-apps add`): built from
 //! their metadata (a file's, or a URL's) and their options (a `[[saml_apps]]` table without
 //! endpoints, kept as JSON), stored in `saml_apps`; and the background refresh of a URL's
-//! metadata (a fetch that fails or does not parse keeps the last good copy). Nothing here runs
+//! metadata (a fetch that fails, does not parse or is past its `validUntil` keeps the last good
+//! copy). Nothing here runs
 //! on a request's path: [`SamlIdp::app`](super::SamlIdp::app) reads only storage.
 
 use std::collections::HashMap;
@@ -74,6 +75,7 @@ pub fn register(
     now: UnixTime,
 ) -> Result<SamlApp, RegistryError> {
     let md = SpMetadata::parse(metadata)?;
+    md.check_current(now)?;
     if configured(&md.entity_id) {
         return Err(RegistryError::Configured(md.entity_id));
     }
@@ -159,7 +161,7 @@ impl Refresher {
             if !due || self.retry_at.get(&r.entity_id).is_some_and(|t| now < *t) {
                 continue;
             }
-            match self.refreshed(&r, &url).await {
+            match self.refreshed(&r, &url, now).await {
                 Ok(xml) => {
                     let (store, id) = (std::sync::Arc::clone(&self.store), r.entity_id.clone());
                     tokio::task::spawn_blocking(move || {
@@ -181,8 +183,14 @@ impl Refresher {
     }
 
     /// The URL's metadata, if it is good for this SP with its options.
-    async fn refreshed(&self, r: &SamlAppRecord, url: &Url) -> Result<String, RegistryError> {
+    async fn refreshed(
+        &self,
+        r: &SamlAppRecord,
+        url: &Url,
+        now: UnixTime,
+    ) -> Result<String, RegistryError> {
         let xml = fetch(&self.http, url).await?;
+        SpMetadata::parse(&xml)?.check_current(now)?;
         let fresh = SamlAppRecord {
             metadata: xml,
             ..r.clone()
