@@ -839,7 +839,55 @@ async fn an_encrypted_name_id_is_read_from_a_signed_logout_request(b: Backend) {
     assert_eq!(br.get("/account").await.status, 303, "the session ended");
 }
 
+/// An SP may answer the broker's LogoutRequest over HTTP-POST (the metadata offers both
+/// bindings at the SLO endpoint): its enveloped-signed LogoutResponse ends the chain as a
+/// redirected one does; an unsigned one from an SP with a certificate is refused (partial).
+async fn a_logout_response_over_http_post_ends_the_chain(b: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let (sp, cert) = signing_sp(dir.path());
+    let (url, _got) = receiver().await;
+    let Some(app) = broker(b, &sp, &format!("signing_cert_file = {cert:?}"), &url).await else {
+        return;
+    };
+    for (mode, end) in [
+        ("post", "/signed-out"),
+        ("post-unsigned", "/signed-out?partial=1"),
+    ] {
+        let res = sp
+            .http
+            .get(format!("{}/answer?mode={mode}", sp.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 204);
+        let mut br = Browser::new(&app);
+        sign_in(&app, &sp, &mut br).await;
+        let token = br.get("/account").await.field("csrf_token");
+        let out = br.post_form("/logout", &[("csrf_token", &token)]).await;
+        let to_sp = out.location.clone().unwrap();
+        assert!(to_sp.starts_with(&format!("{}?", sp.sls())), "{to_sp}");
+        let res = sp.http.get(&to_sp).send().await.unwrap();
+        assert_eq!(res.status().as_u16(), 200, "{mode}");
+        let form: Value = serde_json::from_str(&res.text().await.unwrap()).unwrap();
+        let action = url::Url::parse(form["action"].as_str().unwrap()).unwrap();
+        assert_eq!(action.path(), "/saml/idp/slo", "{mode}");
+        let fields = [
+            ("SAMLResponse", form["SAMLResponse"].as_str().unwrap()),
+            ("RelayState", form["RelayState"].as_str().unwrap()),
+        ];
+        // A cross-site POST: no session cookie is needed (the chain is kept server-side).
+        let mut other = Browser::new(&app);
+        let page = other.post_form("/saml/idp/slo", &fields).await;
+        assert_eq!(page.status, 303, "{mode}: {}", page.body);
+        assert_eq!(page.location.as_deref(), Some(end), "{mode}");
+        // The same answer again: no logout under way.
+        let again = other.post_form("/saml/idp/slo", &fields).await;
+        assert_error_page(&again, 400);
+    }
+}
+
 per_backend_async!(
+    a_logout_response_over_http_post_ends_the_chain,
     an_encrypted_name_id_is_read_from_a_signed_logout_request,
     an_sps_logout_goes_through_the_upstreams_logout_first,
     request_ids_and_sp_sessions_survive_a_restart,

@@ -37,9 +37,11 @@ Endpoints:
                    X-Request-Id; over HTTP-POST 200 with JSON {action, SAMLRequest, RelayState};
                    encrypt=1: the NameID sent as an EncryptedID to the IdP metadata's
                    encryption certificate (encrypt=sp: to this SP's own certificate)
-  GET  /answer?mode=signed|unsigned|badsig|fault
+  GET  /answer?mode=signed|unsigned|badsig|fault|post|post-unsigned
                    how /sls and /soap-sls answer the IdP's LogoutRequests from now on (204);
-                   fault: /soap-sls answers a SOAP Fault with status 500
+                   fault: /soap-sls answers a SOAP Fault with status 500; post: /sls answers
+                   over HTTP-POST (200 with JSON {action, SAMLResponse, RelayState}: the form
+                   the browser would submit), its LogoutResponse signed enveloped (or not)
   POST /soap-sls   the IdP's LogoutRequest over the SOAP binding (back channel; its enveloped
                    signature required and checked by pysaml2 against the IdP's metadata, the
                    Destination this endpoint, the NameID the one /acs got; see soap_sls for why
@@ -285,6 +287,8 @@ class Handler(BaseHTTPRequestHandler):
                 raise ValueError("the LogoutRequest's signature does not verify")
             with LOCK:
                 name_id, answer = STATE.get("name_id"), STATE.get("answer", "signed")
+            if answer in ("post", "post-unsigned"):
+                return self.idp_logout_post(client, msg, name_id, answer == "post")
             info = client.handle_logout_request(
                 msg["SAMLRequest"],
                 name_id,
@@ -377,6 +381,49 @@ class Handler(BaseHTTPRequestHandler):
                 seen["errors"].append(f"{type(e).__name__}: {e}")
             return self.send(400, [("Content-Type", "application/json")],
                              json.dumps({"error": type(e).__name__, "detail": str(e)}))
+
+    def idp_logout_post(self, client, msg, name_id, sign):
+        """The answer over HTTP-POST instead (pysaml2's parse_logout_request, which checks the
+        query signature again, create_logout_response with an enveloped signature, apply_binding
+        to the IdP's HTTP-POST SingleLogoutService): 200 with JSON {action, SAMLResponse,
+        RelayState}, the fields of the form the browser would submit."""
+        req = client.parse_logout_request(
+            msg["SAMLRequest"],
+            BINDING_HTTP_REDIRECT,
+            relay_state=msg.get("RelayState"),
+            sigalg=msg["SigAlg"],
+            signature=msg["Signature"],
+        )
+        if req.message.name_id == name_id and client.local_logout(name_id):
+            status = success_status_factory()
+        else:
+            status = status_message_factory("Wrong user", STATUS_UNKNOWN_PRINCIPAL)
+        response = client.create_logout_response(
+            req.message,
+            bindings=[BINDING_HTTP_POST],
+            status=status,
+            sign=sign,
+            sign_alg=SIG_RSA_SHA256,
+            digest_alg=DIGEST_SHA256,
+        )
+        rinfo = client.response_args(req.message, [BINDING_HTTP_POST])
+        info = client.apply_binding(
+            BINDING_HTTP_POST, response, rinfo["destination"], msg.get("RelayState"),
+            response=True, sign=False,
+        )
+        form = info["data"]
+        fields = {
+            "action": html.unescape(re.search(r'action="([^"]*)"', form).group(1)),
+            "SAMLResponse": html.unescape(
+                re.search(r'name="SAMLResponse" value="([^"]*)"', form).group(1)
+            ),
+            "RelayState": html.unescape(
+                re.search(r'name="RelayState" value="([^"]*)"', form).group(1)
+            ),
+        }
+        with LOCK:
+            STATE["idp_logouts"] = STATE.get("idp_logouts", 0) + 1
+        return self.send(200, [("Content-Type", "application/json")], json.dumps(fields))
 
     def sls(self, query):
         client, idp = STATE["client"], STATE["idp"]

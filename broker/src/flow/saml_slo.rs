@@ -15,6 +15,7 @@ use super::signout::UpstreamLogout;
 use super::start::saml_sso::SamlBinding;
 use crate::audit::{Event, EventKind};
 use crate::config::saml_apps::SamlApp;
+use crate::saml_idp::logout_out::LogoutAnswer;
 use crate::saml_idp::logout_request::{Checked, LogoutRequest};
 use crate::saml_idp::{LogoutStatus, SamlIdp};
 use crate::storage::SessionRecord;
@@ -61,12 +62,25 @@ impl SignIn {
         browser: &Browser,
         binding: SamlBinding,
     ) -> Result<Outcome, SignInError> {
-        if let SamlBinding::Redirect(q) = &binding {
-            let answer =
-                url::form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "SAMLResponse");
-            if answer {
-                return self.saml_sp_logged_out(q).await;
+        match &binding {
+            SamlBinding::Redirect(q)
+                if url::form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "SAMLResponse") =>
+            {
+                return self
+                    .saml_sp_logged_out(LogoutAnswer::Redirect(q.clone()))
+                    .await;
             }
+            SamlBinding::PostAnswer {
+                saml_response,
+                relay_state,
+            } => {
+                let answer = LogoutAnswer::Post {
+                    saml_response: saml_response.clone(),
+                    relay_state: relay_state.clone(),
+                };
+                return self.saml_sp_logged_out(answer).await;
+            }
+            _ => {}
         }
         let idp = Arc::clone(&self.saml);
         let has_cookie = browser.session.is_some();
@@ -77,6 +91,7 @@ impl SignIn {
                     saml_request,
                     relay_state,
                 } => idp.logout_request_post(&saml_request, relay_state),
+                SamlBinding::PostAnswer { .. } => Err(SamlError::Malformed("not a request".into())),
             };
             let c = match read {
                 Ok(c) => c,

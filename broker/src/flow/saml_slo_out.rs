@@ -19,6 +19,7 @@ use super::signout::UpstreamLogout;
 use crate::audit::{Event, EventKind};
 use crate::provider::logout::SessionEnded;
 use crate::saml_idp::LogoutStatus;
+use crate::saml_idp::logout_out::LogoutAnswer;
 use crate::storage::{LogoutContinuation, SessionRecord};
 
 /// How long the browser may take at one SP.
@@ -249,14 +250,12 @@ impl SignIn {
         Ok(url.to_string())
     }
 
-    /// `GET /saml/idp/slo` with a `SAMLResponse`: an SP's answer to the broker's LogoutRequest.
-    /// Checked against the request of the chain link its RelayState names (taken: single use);
-    /// a failure is recorded and the chain goes on. A RelayState of no chain gets a page.
-    pub async fn saml_sp_logged_out(&self, raw_query: &str) -> Result<Outcome, SignInError> {
-        let relay = url::form_urlencoded::parse(raw_query.as_bytes())
-            .find(|(k, _)| k == "RelayState")
-            .map(|(_, v)| v.into_owned())
-            .unwrap_or_default();
+    /// `/saml/idp/slo` with a `SAMLResponse` (GET or POST): an SP's answer to the broker's
+    /// LogoutRequest. Checked against the request of the chain link its RelayState names (taken:
+    /// single use); a failure is recorded and the chain goes on. A RelayState of no chain gets a
+    /// page.
+    pub async fn saml_sp_logged_out(&self, answer: LogoutAnswer) -> Result<Outcome, SignInError> {
+        let relay = answer.relay_state();
         let (store, now) = (Arc::clone(&self.store), self.clock.now());
         let hash: [u8; 32] = Sha256::digest(relay.as_bytes()).into();
         let link = blocking(move || Ok(store.take_logout_continuation(&hash, now)?)).await?;
@@ -271,11 +270,11 @@ impl SignIn {
             return Ok(Outcome::message(400, "error_400_message"));
         };
         let mut chain: Chain = serde_json::from_str(&link.then).map_err(SignInError::internal)?;
-        let (idp, q) = (Arc::clone(&self.saml), raw_query.to_owned());
+        let idp = Arc::clone(&self.saml);
         let (sp, request_id) = (entity_id.clone(), link.request_id);
         let checked = blocking(move || {
             Ok(match idp.app(&sp)? {
-                Some(app) => idp.sp_logout_response(&app, &q, &request_id),
+                Some(app) => idp.sp_logout_response(&app, &answer, &request_id),
                 None => Err(crate::upstream::saml::SamlError::Issuer),
             })
         })

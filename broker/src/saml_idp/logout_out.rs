@@ -1,18 +1,46 @@
 //! Owns the IdP's own Single Logout to an SP: the LogoutRequest it sends (HTTP-Redirect to the
 //! SP's `slo_url`, signed like the LogoutResponse, the NameID as the SP received it and the
-//! session's `sid` as SessionIndex), and reading the SP's LogoutResponse through the same doors
-//! as its requests (size limit, the SP's query signature when it has certificates, no DTD,
+//! session's `sid` as SessionIndex), and reading the SP's LogoutResponse (HTTP-Redirect or
+//! HTTP-POST, both of which the metadata offers) through the same doors as its requests (size
+//! limit, the SP's query or enveloped signature when it has certificates, no DTD,
 //! namespaces as libxml2 reads them), checked against the request it answers. Which SPs, in which
 //! order, and what a failure means are the flow's (`flow::saml_slo_out`).
 
 use samael::crypto::CertificateDer;
+use samael::schema::LogoutResponse;
 use url::Url;
 
 use super::SamlIdp;
+use super::authn_request::{decode_post, verified_post};
 use crate::config::saml_apps::SamlApp;
 use crate::upstream::saml::crypto::read_redirect;
 use crate::upstream::saml::xml::{MAX_DOCUMENT, STATUS_SUCCESS, escape};
 use crate::upstream::saml::{SamlError, check_issued, protocol_message};
+
+/// An SP's LogoutResponse as it came back to the SLO endpoint.
+#[derive(Debug, Clone)]
+pub enum LogoutAnswer {
+    /// The raw query string of an HTTP-Redirect.
+    Redirect(String),
+    /// The fields of an HTTP-POST.
+    Post {
+        saml_response: String,
+        relay_state: Option<String>,
+    },
+}
+
+impl LogoutAnswer {
+    /// Its `RelayState` (empty when there is none).
+    pub fn relay_state(&self) -> String {
+        match self {
+            Self::Redirect(q) => url::form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == "RelayState")
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default(),
+            Self::Post { relay_state, .. } => relay_state.clone().unwrap_or_default(),
+        }
+    }
+}
 
 impl SamlIdp {
     /// The LogoutRequest to `app` for the session `sid` of the user it knows as `name_id` (of
@@ -49,30 +77,51 @@ impl SamlIdp {
         Ok((to, id))
     }
 
-    /// `app`'s LogoutResponse (the raw HTTP-Redirect query) to the request `request_id`: signed
-    /// by one of its certificates when it has any, from it, to this IdP, in time, and Success.
+    /// `app`'s LogoutResponse to the request `request_id`: signed by one of its certificates
+    /// when it has any (the query signature over HTTP-Redirect, an enveloped one over
+    /// HTTP-POST), from it, to this IdP, in time, and Success.
     pub fn sp_logout_response(
         &self,
         app: &SamlApp,
-        raw_query: &str,
+        answer: &LogoutAnswer,
         request_id: &str,
     ) -> Result<(), SamlError> {
-        if raw_query.len() > MAX_DOCUMENT {
-            return Err(SamlError::TooLarge);
-        }
         let certs: Vec<CertificateDer> = app
             .signing_certs
             .iter()
             .map(|der| CertificateDer::from(der.clone()))
             .collect();
-        let m = read_redirect(raw_query, &certs)?;
-        if m.param != "SAMLResponse" {
-            return Err(SamlError::Malformed("no SAMLResponse".into()));
-        }
-        if !certs.is_empty() && !m.signed {
-            return Err(SamlError::Unsigned);
-        }
-        let r: samael::schema::LogoutResponse = protocol_message(&m.xml, "LogoutResponse")?;
+        let read = |xml: &str| protocol_message::<LogoutResponse>(xml, "LogoutResponse");
+        let r = match answer {
+            LogoutAnswer::Redirect(raw_query) => {
+                if raw_query.len() > MAX_DOCUMENT {
+                    return Err(SamlError::TooLarge);
+                }
+                let m = read_redirect(raw_query, &certs)?;
+                if m.param != "SAMLResponse" {
+                    return Err(SamlError::Malformed("no SAMLResponse".into()));
+                }
+                if !certs.is_empty() && !m.signed {
+                    return Err(SamlError::Unsigned);
+                }
+                read(&m.xml)?
+            }
+            LogoutAnswer::Post { saml_response, .. } => {
+                let xml = decode_post(saml_response)?;
+                let unverified = read(&xml)?;
+                if certs.is_empty() {
+                    unverified
+                } else {
+                    let id = unverified
+                        .id
+                        .clone()
+                        .ok_or(SamlError::Malformed("no ID".into()))?;
+                    verified_post(&xml, &id, &certs, read, |r| {
+                        r.id.as_deref().unwrap_or_default()
+                    })?
+                }
+            }
+        };
         let issuer = r.issuer.as_ref().and_then(|i| i.value.as_deref());
         if issuer.map(str::trim) != Some(app.entity_id.as_str()) {
             return Err(SamlError::Issuer);

@@ -45,13 +45,18 @@ fn posted(body: &Bytes) -> Result<SamlBinding, WebError> {
     }
     let mut form: BTreeMap<String, String> =
         serde_urlencoded::from_bytes(body).map_err(|_| WebError::BadRequest)?;
-    let Some(saml_request) = form.remove("SAMLRequest") else {
-        return Err(WebError::BadRequest);
-    };
-    Ok(SamlBinding::Post {
-        saml_request,
-        relay_state: form.remove("RelayState"),
-    })
+    let relay_state = form.remove("RelayState");
+    match (form.remove("SAMLRequest"), form.remove("SAMLResponse")) {
+        (Some(saml_request), None) => Ok(SamlBinding::Post {
+            saml_request,
+            relay_state,
+        }),
+        (None, Some(saml_response)) => Ok(SamlBinding::PostAnswer {
+            saml_response,
+            relay_state,
+        }),
+        _ => Err(WebError::BadRequest),
+    }
 }
 
 /// `GET /saml/idp/slo`: an SP's LogoutRequest over HTTP-Redirect.
@@ -67,7 +72,7 @@ pub async fn slo_redirect(
     respond(&state, &req, out).await
 }
 
-/// `POST /saml/idp/slo`: an SP's LogoutRequest over HTTP-POST.
+/// `POST /saml/idp/slo`: an SP's LogoutRequest, or its LogoutResponse, over HTTP-POST.
 pub async fn slo_post(
     state: web::Data<AppState>,
     req: HttpRequest,

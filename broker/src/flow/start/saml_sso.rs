@@ -35,6 +35,11 @@ pub enum SamlBinding {
         saml_request: String,
         relay_state: Option<String>,
     },
+    /// A POST of a `SAMLResponse`: an SP's LogoutResponse (at the SLO endpoint only).
+    PostAnswer {
+        saml_response: String,
+        relay_state: Option<String>,
+    },
 }
 
 /// A request of a registered SP, for a registered ACS.
@@ -75,6 +80,12 @@ fn check(idp: &SamlIdp, binding: SamlBinding, has_session_cookie: bool) -> Parse
             Ok(r) => r,
             Err(e) => return Parsed::Page("error_400_message", e.to_string()),
         },
+        SamlBinding::PostAnswer { .. } => {
+            return Parsed::Page(
+                "error_400_message",
+                "a SAMLResponse is no AuthnRequest".into(),
+            );
+        }
         SamlBinding::Post {
             saml_request,
             relay_state,
@@ -126,7 +137,12 @@ fn check(idp: &SamlIdp, binding: SamlBinding, has_session_cookie: bool) -> Parse
             (SamlBinding::Post { .. }, Some(xml)) => {
                 authn_request::verify_post(xml, &ar.id, &certs)
             }
-            (SamlBinding::Post { .. }, None) => Err(SamlError::Malformed("no document".into())),
+            (SamlBinding::Post { .. } | SamlBinding::PostAnswer { .. }, None) => {
+                Err(SamlError::Malformed("no document".into()))
+            }
+            (SamlBinding::PostAnswer { .. }, Some(_)) => {
+                Err(SamlError::Malformed("not a request".into()))
+            }
         };
         match verified {
             Ok(v) if v.issuer == ar.issuer => v,
