@@ -370,6 +370,43 @@ describe(`the broker as a SAML IdP to samlify, in Chromium (${backend})`, () => 
     assert.deepEqual(violations, [], 'no CSP violation on the way');
   });
 
+  test('samlify may answer the broker\'s LogoutRequest over HTTP-POST: its signed form ends the chain', async (t) => {
+    const set = async (b) => assert.equal((await fetch(`${sp.url}/answer?binding=${b}`)).status, 204);
+    await set('post');
+    t.after(() => set('redirect'));
+    const { page, violations } = await newPage(t);
+    await acceptedSignIn(page, sp, { password: PROVIDER_PASSWORD });
+    const tokens = await openIdSignIn(page);
+
+    const atSp = page.waitForResponse(
+      (r) => r.url().startsWith(`${sp.url}/sls?`) && new URL(r.url()).searchParams.has('SAMLRequest'),
+      { timeout: 30_000 },
+    );
+    const posted = page.waitForRequest(
+      (r) => r.method() === 'POST' && r.url() === `${broker.url}/saml/idp/slo`,
+      { timeout: 30_000 },
+    );
+    const state = client.randomState();
+    const endSession = client.buildEndSessionUrl(config, {
+      id_token_hint: tokens.id_token,
+      post_logout_redirect_uri: bye.url,
+      state,
+    });
+    const arrived = bye.next();
+    await page.goto(endSession.href);
+    const sls = await atSp;
+    assert.equal(sls.status(), 200, `samlify refused the broker's LogoutRequest: ${await sls.text().catch(() => '')}`);
+    const form = new URLSearchParams((await posted).postData() ?? '');
+    const answer = Buffer.from(form.get('SAMLResponse') ?? '', 'base64').toString();
+    assert.match(answer, /LogoutResponse/, 'samlify posted its LogoutResponse');
+    assert.match(answer, /SignatureValue/, 'signed enveloped');
+    const back = await arrived;
+    assert.equal(back.searchParams.get('state'), state, 'then the post-logout redirect URI');
+    assert.ok(!page.url().includes('partial=1'), 'no partial logout');
+    assert.equal(await signedIn(page), false, 'the broker session ended');
+    assert.deepEqual(violations, [], 'no CSP violation on the way');
+  });
+
   test('a logout at the OpenID app goes through samlify\'s SingleLogoutService, then to the post-logout URI', async (t) => {
     const { page, violations } = await newPage(t);
     await acceptedSignIn(page, sp, { password: PROVIDER_PASSWORD });

@@ -30,7 +30,10 @@
 //                         with JSON {in_response_to, status, issuer, relay_state} or 400 {error}
 //   GET  /sls?SAMLRequest=…   the IdP's LogoutRequest: samlify parseLogoutRequest (query signature
 //                         required), the NameID one /acs got; answered with a signed LogoutResponse
-//                         over HTTP-Redirect to the IdP (302), or 400 {error}
+//                         over HTTP-Redirect to the IdP (302), or 400 {error}; after
+//                         /answer?binding=post, over HTTP-POST instead (samlify's enveloped
+//                         signature): 200 with a page whose form posts itself to the IdP
+//   GET  /answer?binding=redirect|post   how /sls answers the IdP's LogoutRequests (204)
 //   GET  /metadata        this SP's metadata (samlify)
 // It prints "ready <base>" on stdout when it listens.
 
@@ -71,7 +74,10 @@ const STATE = {
   answered: new Set(), // AuthnRequest IDs a Response answered
   logouts: new Set(), // LogoutRequest IDs sent
   nameIds: new Set(), // NameIDs /acs accepted
+  answerBinding: 'redirect', // how /sls answers the IdP's LogoutRequests
 };
+
+const escapeHtml = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
 let base;
 let sp;
@@ -246,6 +252,15 @@ async function sls(res, url, rawQuery) {
       return json(res, 400, { error: `LogoutRequest for ${extract.nameID}, not a NameID this SP got` });
     }
     STATE.idpLogouts = (STATE.idpLogouts ?? 0) + 1;
+    if (STATE.answerBinding === 'post') {
+      const out = sp.createLogoutResponse(STATE.idp, parsed, 'post', query.RelayState ?? '');
+      const page = `<!doctype html><html><body><form method="post" action="${escapeHtml(out.entityEndpoint)}">`
+        + `<input type="hidden" name="SAMLResponse" value="${escapeHtml(out.context)}">`
+        + `<input type="hidden" name="RelayState" value="${escapeHtml(query.RelayState ?? '')}">`
+        + '<noscript><button>Continue</button></noscript></form>'
+        + '<script>document.forms[0].submit()</script></body></html>';
+      return send(res, 200, { 'content-type': 'text/html; charset=utf-8' }, page);
+    }
     const { context } = sp.createLogoutResponse(STATE.idp, parsed, 'redirect', { relayState: query.RelayState ?? '' });
     return send(res, 302, { location: context });
   }
@@ -291,6 +306,12 @@ const server = createServer(async (req, res) => {
     if (req.method === 'GET' && url.pathname === '/logout') {
       if (!STATE.idp) return json(res, 400, { error: 'no IdP known yet (GET /login first)' });
       return logout(res, url.searchParams);
+    }
+    if (req.method === 'GET' && url.pathname === '/answer') {
+      const b = url.searchParams.get('binding');
+      if (b !== 'redirect' && b !== 'post') return json(res, 400, { error: 'binding=redirect|post' });
+      STATE.answerBinding = b;
+      return send(res, 204, {});
     }
     if (req.method === 'GET' && url.pathname === '/sls') {
       if (!STATE.idp) return json(res, 400, { error: 'no IdP known yet (GET /login first)' });
