@@ -249,6 +249,25 @@ describe(`the broker as a SAML IdP to samlify, in Chromium (${backend})`, () => 
     return !new URL(page.url()).pathname.startsWith('/login');
   }
 
+  // An RP-initiated logout at the OpenID app (with its ID token) that goes through samlify's
+  // SingleLogoutService: samlify's answer to the broker's LogoutRequest, the `state` sent, and
+  // the arrival at the post-logout redirect URI (a promise).
+  async function logoutAtTheOpenIdApp(page, tokens) {
+    const atSp = page.waitForResponse(
+      (r) => r.url().startsWith(`${sp.url}/sls?`) && new URL(r.url()).searchParams.has('SAMLRequest'),
+      { timeout: 30_000 },
+    );
+    const state = client.randomState();
+    const endSession = client.buildEndSessionUrl(config, {
+      id_token_hint: tokens.id_token,
+      post_logout_redirect_uri: bye.url,
+      state,
+    });
+    const arrived = bye.next();
+    await page.goto(endSession.href);
+    return { sls: await atSp, state, arrived };
+  }
+
   test('samlify signs the user in: its checks pass, NameID and attributes as configured; then an OpenID app needs no page', async (t) => {
     const { page, violations } = await newPage(t);
     const { body: saml, posted } = await acceptedSignIn(page, sp, { password: PROVIDER_PASSWORD });
@@ -378,23 +397,11 @@ describe(`the broker as a SAML IdP to samlify, in Chromium (${backend})`, () => 
     await acceptedSignIn(page, sp, { password: PROVIDER_PASSWORD });
     const tokens = await openIdSignIn(page);
 
-    const atSp = page.waitForResponse(
-      (r) => r.url().startsWith(`${sp.url}/sls?`) && new URL(r.url()).searchParams.has('SAMLRequest'),
-      { timeout: 30_000 },
-    );
     const posted = page.waitForRequest(
       (r) => r.method() === 'POST' && r.url() === `${broker.url}/saml/idp/slo`,
       { timeout: 30_000 },
     );
-    const state = client.randomState();
-    const endSession = client.buildEndSessionUrl(config, {
-      id_token_hint: tokens.id_token,
-      post_logout_redirect_uri: bye.url,
-      state,
-    });
-    const arrived = bye.next();
-    await page.goto(endSession.href);
-    const sls = await atSp;
+    const { sls, state, arrived } = await logoutAtTheOpenIdApp(page, tokens);
     assert.equal(sls.status(), 200, `samlify refused the broker's LogoutRequest: ${await sls.text().catch(() => '')}`);
     const form = new URLSearchParams((await posted).postData() ?? '');
     const answer = Buffer.from(form.get('SAMLResponse') ?? '', 'base64').toString();
@@ -414,19 +421,7 @@ describe(`the broker as a SAML IdP to samlify, in Chromium (${backend})`, () => 
 
     // samlify checks the broker's signed LogoutRequest (signature, a NameID it got) and answers
     // with a signed LogoutResponse redirect back to the broker.
-    const atSp = page.waitForResponse(
-      (r) => r.url().startsWith(`${sp.url}/sls?`) && new URL(r.url()).searchParams.has('SAMLRequest'),
-      { timeout: 30_000 },
-    );
-    const state = client.randomState();
-    const endSession = client.buildEndSessionUrl(config, {
-      id_token_hint: tokens.id_token,
-      post_logout_redirect_uri: bye.url,
-      state,
-    });
-    const arrived = bye.next();
-    await page.goto(endSession.href);
-    const sls = await atSp;
+    const { sls, state, arrived } = await logoutAtTheOpenIdApp(page, tokens);
     assert.equal(sls.status(), 302, `samlify refused the broker's LogoutRequest: ${await sls.text().catch(() => '')}`);
     assert.ok(new URL(sls.url()).searchParams.get('Signature'), 'the LogoutRequest is signed');
     const location = new URL(sls.headers().location);

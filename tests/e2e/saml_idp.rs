@@ -75,6 +75,21 @@ impl Sp {
         format!("{}/metadata", self.base)
     }
 
+    /// The SP reads the broker's metadata now, without sending a request (for an unsolicited
+    /// Response).
+    pub(crate) async fn setup(&self, app: &TestApp) {
+        let res = self
+            .http
+            .get(format!(
+                "{}/setup?idp={}/saml/idp/metadata",
+                self.base, app.base
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 204);
+    }
+
     pub(crate) fn acs(&self) -> String {
         format!("{}/acs", self.base)
     }
@@ -643,6 +658,16 @@ async fn a_requested_mfa_context_steps_the_session_up(b: Backend) {
     assert_eq!(got["session_index"], sid.as_str());
 }
 
+/// The broker's IdP metadata.
+pub(crate) async fn idp_metadata(app: &TestApp) -> String {
+    reqwest::get(format!("{}/saml/idp/metadata", app.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// A pysaml2 SP that signs its requests: its key and certificate written in `dir`; the SP and
 /// the certificate's path (for the broker's `signing_cert_file`).
 pub(crate) fn signing_sp(dir: &std::path::Path) -> (Sp, std::path::PathBuf) {
@@ -675,12 +700,7 @@ async fn an_idp_that_wants_signed_requests_says_so_in_its_metadata(b: Backend) {
     };
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
     app.clock.set(i64::try_from(now.as_secs()).unwrap());
-    let md = reqwest::get(format!("{}/saml/idp/metadata", app.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let md = idp_metadata(&app).await;
     assert!(md.contains(r#"WantAuthnRequestsSigned="true""#), "{md}");
     let mut br = Browser::new(&app);
     let (path, id) = sp.login(&app, "").await;

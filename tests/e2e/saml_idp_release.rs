@@ -16,7 +16,9 @@ use concierge::startup::{DEMO_EMAIL, DEMO_PASSWORD};
 
 use crate::helpers::{Browser, Page, TestApp, assert_error_page};
 use crate::per_backend_async;
-use crate::saml_idp::{Sp, answer_form, broker_with, saml_sp, saml_sp_with, signing_sp};
+use crate::saml_idp::{
+    Sp, answer_form, broker_with, idp_metadata, saml_sp, saml_sp_with, signing_sp,
+};
 use crate::saml_idp_slo::{sign_out_through, urlencoding};
 use crate::support::Backend;
 
@@ -318,12 +320,7 @@ async fn transient_name_ids_differ_per_session_and_per_sp(b: Backend) {
         return;
     };
     // The metadata offers the format.
-    let md = reqwest::get(format!("{}/saml/idp/metadata", app.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let md = idp_metadata(&app).await;
     assert!(
         md.contains(&format!("<md:NameIDFormat>{TRANSIENT}</md:NameIDFormat>")),
         "{md}"
@@ -488,16 +485,7 @@ async fn idp_initiated_sign_in_reaches_an_sp_that_accepts_it(b: Backend) {
         return;
     };
     // pysaml2 reads the broker's metadata before any Response comes (no request sent).
-    let res = sp
-        .http
-        .get(format!(
-            "{}/setup?idp={}/saml/idp/metadata",
-            sp.base, app.base
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status().as_u16(), 204);
+    sp.setup(&app).await;
 
     // No session: the sign-in page, then the unsolicited Response to the first ACS URL.
     let mut br = Browser::new(&app);
@@ -565,16 +553,7 @@ async fn idp_initiated_sign_in_steps_the_session_up_for_an_sp_that_wants_mfa(b: 
     else {
         return;
     };
-    let res = sp
-        .http
-        .get(format!(
-            "{}/setup?idp={}/saml/idp/metadata",
-            sp.base, app.base
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status().as_u16(), 204);
+    sp.setup(&app).await;
     let mut br = Browser::new(&app);
     br.login(DEMO_EMAIL, DEMO_PASSWORD).await;
     let before = br.session_cookie().unwrap();
@@ -671,16 +650,7 @@ async fn idp_initiated_sign_in_goes_to_the_acs_named(b: Backend) {
         return;
     };
     app.clock.set(chrono::Utc::now().timestamp());
-    let res = sp
-        .http
-        .get(format!(
-            "{}/setup?idp={}/saml/idp/metadata",
-            sp.base, app.base
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status().as_u16(), 204);
+    sp.setup(&app).await;
     let mut br = Browser::new(&app);
     // Not registered for the SP: a page, before any sign-in.
     for bad in ["https://evil.example/acs", "not a url"] {

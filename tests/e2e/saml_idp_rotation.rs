@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 
 use crate::helpers::{Browser, TestApp, spawn_provider_with};
 use crate::per_backend_async;
-use crate::saml_idp::{Sp, answer_form, password_sign_in, saml_sp};
+use crate::saml_idp::{Sp, answer_form, idp_metadata, password_sign_in, saml_sp};
 use crate::support::Backend;
 
 fn wall() -> i64 {
@@ -28,12 +28,7 @@ fn wall() -> i64 {
 
 /// The signing certificates of the broker's metadata, in its order.
 async fn certs(app: &TestApp) -> Vec<String> {
-    let md = reqwest::get(format!("{}/saml/idp/metadata", app.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let md = idp_metadata(app).await;
     // The signing ones (the encryption certificate is another, never rotated).
     md.split(r#"<md:KeyDescriptor use="signing"><ds:KeyInfo><ds:X509Data><ds:X509Certificate>"#)
         .skip(1)

@@ -18,7 +18,8 @@ use crate::helpers::{Browser, SECRET, TestApp, assert_error_page};
 use crate::logout::{receiver, tokens_for_client, wait_for};
 use crate::per_backend_async;
 use crate::saml_idp::{
-    Sp, answer_form, broker_with, password_sign_in, refs, refused_with, saml_sp, signing_sp,
+    Sp, answer_form, broker_with, idp_metadata, password_sign_in, refs, refused_with, saml_sp,
+    signing_sp,
 };
 use crate::support::Backend;
 
@@ -183,12 +184,7 @@ async fn sp_initiated_logout_ends_the_session_everywhere(b: Backend) {
         return;
     };
     // The metadata names the endpoint, for both bindings.
-    let md = reqwest::get(format!("{}/saml/idp/metadata", app.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let md = idp_metadata(&app).await;
     assert_eq!(md.matches("SingleLogoutService").count(), 2, "{md}");
     assert_eq!(slo_of(&md).path(), "/saml/idp/slo", "{md}");
 
@@ -289,12 +285,7 @@ async fn the_http_post_binding_and_a_signing_sp(b: Backend) {
     let page = br.get(&format!("/saml/idp/slo?{q}")).await;
     refused(&mut br, page, "destination").await;
     // an unknown issuer; a DTD; a deflate bomb; an oversized query; not a LogoutRequest.
-    let md = reqwest::get(format!("{}/saml/idp/metadata", app.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let md = idp_metadata(&app).await;
     let slo = slo_of(&md).to_string();
     let page = br
         .get(&handmade("https://unknown.example/sp", &slo, "_u1", ""))
@@ -438,6 +429,20 @@ async fn the_brokers_sign_out_logs_out_of_the_sp(b: Backend) {
     assert_error_page(&other.get(&stale).await, 400);
 }
 
+/// The SPs' refused LogoutResponses on the audit trail (front or back channel).
+pub(crate) async fn refused_answers(app: &TestApp) -> Vec<Value> {
+    crate::control::audit_events(app, "login_failed")
+        .await
+        .into_iter()
+        .filter(|e| {
+            e["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("saml_logout_response_refused:")
+        })
+        .collect()
+}
+
 async fn a_bad_answer_of_a_signing_sp_is_a_partial_logout(b: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let (sp, cert) = signing_sp(dir.path());
@@ -450,13 +455,7 @@ async fn a_bad_answer_of_a_signing_sp_is_a_partial_logout(b: Backend) {
         ("unsigned", "/signed-out?partial=1"),
         ("badsig", "/signed-out?partial=1"),
     ] {
-        let res = sp
-            .http
-            .get(format!("{}/answer?mode={mode}", sp.base))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status().as_u16(), 204);
+        sp.answer(mode).await;
         let mut br = Browser::new(&app);
         sign_in(&app, &sp, &mut br).await;
         assert_eq!(sign_out_through(&mut br, &sp).await, end, "{mode}");
@@ -474,16 +473,7 @@ async fn a_bad_answer_of_a_signing_sp_is_a_partial_logout(b: Backend) {
         );
     }
     // Each refused answer is on the audit trail, naming the SP and the check that failed.
-    let refused: Vec<Value> = crate::control::audit_events(&app, "login_failed")
-        .await
-        .into_iter()
-        .filter(|e| {
-            e["reason"]
-                .as_str()
-                .unwrap_or_default()
-                .starts_with("saml_logout_response_refused:")
-        })
-        .collect();
+    let refused = refused_answers(&app).await;
     assert_eq!(refused.len(), 2, "unsigned and badsig: {refused:?}");
     assert!(
         refused.iter().all(|e| e["client_id"] == sp.entity_id()),
@@ -790,12 +780,7 @@ async fn an_encrypted_name_id_is_read_from_a_signed_logout_request(b: Backend) {
     let Some(app) = broker(b, &sp, &format!("signing_cert_file = {cert:?}"), &url).await else {
         return;
     };
-    let md = reqwest::get(format!("{}/saml/idp/metadata", app.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let md = idp_metadata(&app).await;
     let cert_of = |usage: &str| {
         let at = md.find(&format!("use=\"{usage}\"")).unwrap();
         let from = at + md[at..].find("<ds:X509Certificate>").unwrap();
@@ -853,13 +838,7 @@ async fn a_logout_response_over_http_post_ends_the_chain(b: Backend) {
         ("post", "/signed-out"),
         ("post-unsigned", "/signed-out?partial=1"),
     ] {
-        let res = sp
-            .http
-            .get(format!("{}/answer?mode={mode}", sp.base))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status().as_u16(), 204);
+        sp.answer(mode).await;
         let mut br = Browser::new(&app);
         sign_in(&app, &sp, &mut br).await;
         let token = br.get("/account").await.field("csrf_token");

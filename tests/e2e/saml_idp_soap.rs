@@ -11,12 +11,12 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::control::{OPS_CLIENTS, admin_token, api, audit_events};
+use crate::control::{OPS_CLIENTS, admin_token, api};
 use crate::helpers::{Browser, TestApp};
 use crate::oidc::Http;
 use crate::per_backend_async;
 use crate::saml_idp::{Sp, broker_with, password_sign_in, signing_sp};
-use crate::saml_idp_slo::sign_out_through;
+use crate::saml_idp_slo::{refused_answers, sign_out_through};
 use crate::support::Backend;
 
 const SUCCESS: &str = "urn:oasis:names:tc:SAML:2.0:status:Success";
@@ -51,7 +51,8 @@ impl Sp {
         panic!("the SP did not get it: {}", self.soap_seen().await);
     }
 
-    async fn answer(&self, mode: &str) {
+    /// How the SP answers the broker's LogoutRequests from now on (its `/answer`).
+    pub(crate) async fn answer(&self, mode: &str) {
         let res = self
             .http
             .get(format!("{}/answer?mode={mode}", self.base))
@@ -95,20 +96,6 @@ async fn revoke(app: &TestApp, sid: &str) {
     )
     .await;
     assert_eq!(status, 200, "{body}");
-}
-
-/// The refused SOAP answers on the audit trail.
-async fn refused_answers(app: &TestApp) -> Vec<Value> {
-    audit_events(app, "login_failed")
-        .await
-        .into_iter()
-        .filter(|e| {
-            e["reason"]
-                .as_str()
-                .unwrap_or_default()
-                .starts_with("saml_logout_response_refused:")
-        })
-        .collect()
 }
 
 async fn a_revoked_session_is_ended_at_the_sp_by_back_channel(b: Backend) {

@@ -160,6 +160,16 @@ def client_for(base, idp_metadata_url):
         return client, idp
 
 
+def form_fields(form, message):
+    """The action and the `message` and RelayState fields of pysaml2's auto-posting form."""
+    value = lambda name: html.unescape(re.search(f'name="{name}" value="([^"]*)"', form).group(1))
+    return {
+        "action": html.unescape(re.search(r'action="([^"]*)"', form).group(1)),
+        message: value(message),
+        "RelayState": value("RelayState"),
+    }
+
+
 def with_encrypted_id(client, idp, request, name_id, to_self):
     """`request` (a LogoutRequest) with its NameID encrypted as a saml:EncryptedID. pysaml2 has no
     EncryptedID for LogoutRequests, so the NameID is encrypted the way pysaml2 encrypts
@@ -256,15 +266,7 @@ class Handler(BaseHTTPRequestHandler):
         )
         if binding == BINDING_HTTP_POST:
             form = info["data"]
-            fields = {
-                "action": html.unescape(re.search(r'action="([^"]*)"', form).group(1)),
-                "SAMLRequest": html.unescape(
-                    re.search(r'name="SAMLRequest" value="([^"]*)"', form).group(1)
-                ),
-                "RelayState": html.unescape(
-                    re.search(r'name="RelayState" value="([^"]*)"', form).group(1)
-                ),
-            }
+            fields = form_fields(form, "SAMLRequest")
             headers = [("Content-Type", "application/json"), ("X-Request-Id", reqid)]
             return self.send(200, headers, json.dumps(fields))
         location = dict(info["headers"])["Location"]
@@ -412,15 +414,7 @@ class Handler(BaseHTTPRequestHandler):
             response=True, sign=False,
         )
         form = info["data"]
-        fields = {
-            "action": html.unescape(re.search(r'action="([^"]*)"', form).group(1)),
-            "SAMLResponse": html.unescape(
-                re.search(r'name="SAMLResponse" value="([^"]*)"', form).group(1)
-            ),
-            "RelayState": html.unescape(
-                re.search(r'name="RelayState" value="([^"]*)"', form).group(1)
-            ),
-        }
+        fields = form_fields(form, "SAMLResponse")
         with LOCK:
             STATE["idp_logouts"] = STATE.get("idp_logouts", 0) + 1
         return self.send(200, [("Content-Type", "application/json")], json.dumps(fields))
@@ -533,15 +527,7 @@ class Handler(BaseHTTPRequestHandler):
                 STATE["outstanding"][reqid] = "/"
             if binding == BINDING_HTTP_POST:
                 form = info["data"]
-                fields = {
-                    "action": html.unescape(re.search(r'action="([^"]*)"', form).group(1)),
-                    "SAMLRequest": html.unescape(
-                        re.search(r'name="SAMLRequest" value="([^"]*)"', form).group(1)
-                    ),
-                    "RelayState": html.unescape(
-                        re.search(r'name="RelayState" value="([^"]*)"', form).group(1)
-                    ),
-                }
+                fields = form_fields(form, "SAMLRequest")
                 headers = [("Content-Type", "application/json"), ("X-Request-Id", reqid)]
                 return self.send(200, headers, json.dumps(fields))
             location = dict(info["headers"])["Location"]

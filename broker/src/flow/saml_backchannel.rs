@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use crate::audit::{Auditor, Event, EventKind};
 use crate::domain::UserId;
-use crate::provider::logout::{Ending, OtherParties, PartyFailure, PartyMessage};
+use crate::provider::logout::{DeliveryFailure, Ending, OtherParties, PartyMessage};
 use crate::saml_idp::SamlIdp;
 use crate::saml_idp::backchannel::{SOAP_ACTION, SOAP_CONTENT_TYPE};
 use crate::storage::LogoutDelivery;
@@ -89,10 +89,10 @@ impl OtherParties for SamlParties {
         sent: &PartyMessage,
         status: u16,
         body: &str,
-    ) -> Result<(), PartyFailure> {
+    ) -> Result<(), DeliveryFailure> {
         // A SOAP Fault comes with a 500, and any other error status: the SP may do better later.
         if status != 200 {
-            return Err(PartyFailure::Retry(format!("status {status}")));
+            return Err(DeliveryFailure::Retry(format!("status {status}")));
         }
         let Some(app) = self.app(&d.client_id) else {
             return Ok(());
@@ -112,7 +112,7 @@ impl OtherParties for SamlParties {
                         .client(entity_id)
                         .reason(format!("saml_logout_response_refused:{}", e.check())),
                 );
-                Err(PartyFailure::Refused(e.to_string()))
+                Err(DeliveryFailure::Refused(e.to_string()))
             }
         }
     }

@@ -64,9 +64,9 @@ pub struct PartyMessage {
     pub answers: String,
 }
 
-/// Why a party's delivery failed.
+/// Why one attempt of a delivery failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PartyFailure {
+pub enum DeliveryFailure {
     /// Try again later (no answer, an HTTP error).
     Retry(String),
     /// The party answered, and the answer was refused or said no: trying again changes nothing.
@@ -90,7 +90,7 @@ pub trait OtherParties: Send + Sync {
         sent: &PartyMessage,
         status: u16,
         body: &str,
-    ) -> Result<(), PartyFailure>;
+    ) -> Result<(), DeliveryFailure>;
 }
 
 /// The largest answer of a party read.
@@ -285,15 +285,15 @@ impl Provider {
         let attempts = d.attempts + 1;
         let result = match failure {
             None => tokio::task::spawn_blocking(move || this.store.delete_logout(&d.id)).await,
-            Some(PartyFailure::Refused(error)) => {
+            Some(DeliveryFailure::Refused(error)) => {
                 tracing::warn!(party = %d.client_id, %error, "back-channel logout refused by the party; not retried");
                 tokio::task::spawn_blocking(move || this.store.delete_logout(&d.id)).await
             }
-            Some(PartyFailure::Retry(_)) if attempts >= MAX_ATTEMPTS => {
+            Some(DeliveryFailure::Retry(_)) if attempts >= MAX_ATTEMPTS => {
                 tracing::warn!(client_id = %d.client_id, attempts, "back-channel logout given up");
                 tokio::task::spawn_blocking(move || this.store.delete_logout(&d.id)).await
             }
-            Some(PartyFailure::Retry(error)) => {
+            Some(DeliveryFailure::Retry(error)) => {
                 let delay = 5i64 << (attempts - 1).clamp(0, 10);
                 tracing::info!(client_id = %d.client_id, attempts, retry_in_s = delay, %error, "back-channel logout failed; will retry");
                 tokio::task::spawn_blocking(move || {
@@ -313,7 +313,7 @@ impl Provider {
         self: &Arc<Self>,
         http: &reqwest::Client,
         d: &LogoutDelivery,
-    ) -> Option<PartyFailure> {
+    ) -> Option<DeliveryFailure> {
         let (this, row) = (Arc::clone(self), d.clone());
         let failure = match tokio::task::spawn_blocking(move || this.logout_token(&row)).await {
             Ok(Ok(Some(token))) => match http
@@ -337,7 +337,7 @@ impl Provider {
             Ok(Err(e)) => Some(e.to_string()),
             Err(e) => Some(e.to_string()),
         };
-        failure.map(PartyFailure::Retry)
+        failure.map(DeliveryFailure::Retry)
     }
 
     /// Another party's attempt: the message [`OtherParties`] makes for it, posted, and its
@@ -347,7 +347,7 @@ impl Provider {
         other: Arc<dyn OtherParties>,
         http: &reqwest::Client,
         d: &LogoutDelivery,
-    ) -> Option<PartyFailure> {
+    ) -> Option<DeliveryFailure> {
         let (o, row) = (Arc::clone(&other), d.clone());
         let message = match tokio::task::spawn_blocking(move || o.message(&row)).await {
             Ok(Ok(Some(m))) => m,
@@ -355,8 +355,8 @@ impl Provider {
                 tracing::info!(party = %d.client_id, "back-channel logout dropped: the party or the user is gone");
                 return None;
             }
-            Ok(Err(e)) => return Some(PartyFailure::Retry(e)),
-            Err(e) => return Some(PartyFailure::Retry(e.to_string())),
+            Ok(Err(e)) => return Some(DeliveryFailure::Retry(e)),
+            Err(e) => return Some(DeliveryFailure::Retry(e.to_string())),
         };
         let mut request = http
             .post(&d.uri)
@@ -367,7 +367,7 @@ impl Provider {
         }
         let mut answer = match request.body(message.body.clone()).send().await {
             Ok(r) => r,
-            Err(e) => return Some(PartyFailure::Retry(e.to_string())),
+            Err(e) => return Some(DeliveryFailure::Retry(e.to_string())),
         };
         let status = answer.status().as_u16();
         let mut body = Vec::new();
@@ -377,10 +377,10 @@ impl Provider {
                     body.extend_from_slice(&chunk)
                 }
                 Ok(Some(_)) => {
-                    return Some(PartyFailure::Refused("the answer is too large".into()));
+                    return Some(DeliveryFailure::Refused("the answer is too large".into()));
                 }
                 Ok(None) => break,
-                Err(e) => return Some(PartyFailure::Retry(e.to_string())),
+                Err(e) => return Some(DeliveryFailure::Retry(e.to_string())),
             }
         }
         let body = String::from_utf8_lossy(&body).into_owned();
@@ -393,7 +393,7 @@ impl Provider {
                 None
             }
             Ok(Err(f)) => Some(f),
-            Err(e) => Some(PartyFailure::Retry(e.to_string())),
+            Err(e) => Some(DeliveryFailure::Retry(e.to_string())),
         }
     }
 }

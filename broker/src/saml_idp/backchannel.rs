@@ -12,12 +12,10 @@ use quick_xml::name::{QName, ResolveResult};
 use samael::crypto::CertificateDer;
 
 use super::SamlIdp;
-use super::authn_request::verified_post;
+use super::logout_out::enveloped_answer;
 use crate::config::saml_apps::SamlApp;
-use crate::upstream::saml::xml::{
-    MAX_DOCUMENT, STATUS_SUCCESS, check_namespaces, escape, refuse_dtd,
-};
-use crate::upstream::saml::{SamlError, check_issued, protocol_message};
+use crate::upstream::saml::SamlError;
+use crate::upstream::saml::xml::{MAX_DOCUMENT, check_namespaces, refuse_dtd};
 
 /// The SOAP 1.1 envelope namespace (SAML Bindings 3.2.3).
 pub const SOAP11_NS: &str = "http://schemas.xmlsoap.org/soap/envelope/";
@@ -41,22 +39,8 @@ impl SamlIdp {
             .as_ref()
             .ok_or(SamlError::Config("the SP has no slo_soap_url".into()))?;
         let id = self.new_id();
-        let xml = format!(
-            concat!(
-                r#"<samlp:LogoutRequest xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" "#,
-                r#"ID="{id}" Version="2.0" IssueInstant="{now}" Destination="{dest}">"#,
-                r#"<saml:Issuer>{issuer}</saml:Issuer>{signature}<saml:NameID Format="{format}">{name_id}</saml:NameID>"#,
-                r#"<samlp:SessionIndex>{sid}</samlp:SessionIndex></samlp:LogoutRequest>"#
-            ),
-            id = id,
-            now = self.instant(),
-            dest = escape(to.as_str()),
-            issuer = escape(&self.entity_id),
-            signature = Self::signature_template(&id),
-            format = escape(format),
-            name_id = escape(name_id),
-            sid = escape(sid),
-        );
+        let template = Self::signature_template(&id);
+        let xml = self.logout_request_xml(&id, to, &template, format, name_id, sid);
         let signed = self.sign(&xml, &id)?;
         let envelope = format!(
             r#"<soap11:Envelope xmlns:soap11="{SOAP11_NS}"><soap11:Body>{signed}</soap11:Body></soap11:Envelope>"#
@@ -73,43 +57,13 @@ impl SamlIdp {
         body: &str,
         request_id: &str,
     ) -> Result<(), SamlError> {
-        let doc = soap_body(body)?;
-        let read =
-            |xml: &str| protocol_message::<samael::schema::LogoutResponse>(xml, "LogoutResponse");
-        let unverified = read(&doc)?;
         let certs: Vec<CertificateDer> = app
             .signing_certs
             .iter()
             .map(|der| CertificateDer::from(der.clone()))
             .collect();
-        let r = if certs.is_empty() {
-            unverified
-        } else {
-            let id = unverified
-                .id
-                .clone()
-                .ok_or(SamlError::Malformed("no ID".into()))?;
-            verified_post(&doc, &id, &certs, read, |r| {
-                r.id.as_deref().unwrap_or_default()
-            })?
-        };
-        let issuer = r.issuer.as_ref().and_then(|i| i.value.as_deref());
-        if issuer.map(str::trim) != Some(app.entity_id.as_str()) {
-            return Err(SamlError::Issuer);
-        }
-        check_issued(r.issue_instant.map(|t| t.timestamp()), self.clock.now())?;
-        if r.in_response_to.as_deref() != Some(request_id) {
-            return Err(SamlError::InResponseTo);
-        }
-        let code = r
-            .status
-            .as_ref()
-            .and_then(|s| s.status_code.value.clone())
-            .unwrap_or_default();
-        if code != STATUS_SUCCESS {
-            return Err(SamlError::Status { code, sub: None });
-        }
-        Ok(())
+        let r = enveloped_answer(&soap_body(body)?, &certs)?;
+        self.check_answer(app, &r, request_id, None)
     }
 }
 
@@ -235,6 +189,7 @@ pub fn soap_body(doc: &str) -> Result<String, SamlError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::upstream::saml::protocol_message;
 
     const RESPONSE: &str = concat!(
         r#"<samlp:LogoutResponse xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" ID="_r" Version="2.0" IssueInstant="2026-12-07T00:00:00Z" InResponseTo="_q">"#,

@@ -17,6 +17,26 @@ use crate::upstream::saml::crypto::read_redirect;
 use crate::upstream::saml::xml::{MAX_DOCUMENT, STATUS_SUCCESS, escape};
 use crate::upstream::saml::{SamlError, check_issued, protocol_message};
 
+/// The LogoutResponse document `xml`, read from the bytes its enveloped signature by one of
+/// `certs` covers (when there are certificates: then it must be signed).
+pub(super) fn enveloped_answer(
+    xml: &str,
+    certs: &[CertificateDer],
+) -> Result<LogoutResponse, SamlError> {
+    let read = |xml: &str| protocol_message::<LogoutResponse>(xml, "LogoutResponse");
+    let unverified = read(xml)?;
+    if certs.is_empty() {
+        return Ok(unverified);
+    }
+    let id = unverified
+        .id
+        .clone()
+        .ok_or(SamlError::Malformed("no ID".into()))?;
+    verified_post(xml, &id, certs, read, |r| {
+        r.id.as_deref().unwrap_or_default()
+    })
+}
+
 /// An SP's LogoutResponse as it came back to the SLO endpoint.
 #[derive(Debug, Clone)]
 pub enum LogoutAnswer {
@@ -58,23 +78,38 @@ impl SamlIdp {
             .clone()
             .ok_or(SamlError::Config("the SP has no slo_url".into()))?;
         let id = self.new_id();
-        let xml = format!(
+        let xml = self.logout_request_xml(&id, &slo, "", format, name_id, sid);
+        let to = self.signed_redirect(slo, "SAMLRequest", &xml, Some(relay_state))?;
+        Ok((to, id))
+    }
+
+    /// A LogoutRequest `id` to `dest` for the session `sid` of the user the SP knows as
+    /// `name_id` (of `format`), `signature` (a template, or nothing) after the Issuer.
+    pub(super) fn logout_request_xml(
+        &self,
+        id: &str,
+        dest: &Url,
+        signature: &str,
+        format: &str,
+        name_id: &str,
+        sid: &str,
+    ) -> String {
+        format!(
             concat!(
                 r#"<samlp:LogoutRequest xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" "#,
                 r#"ID="{id}" Version="2.0" IssueInstant="{now}" Destination="{dest}">"#,
-                r#"<saml:Issuer>{issuer}</saml:Issuer><saml:NameID Format="{format}">{name_id}</saml:NameID>"#,
+                r#"<saml:Issuer>{issuer}</saml:Issuer>{signature}<saml:NameID Format="{format}">{name_id}</saml:NameID>"#,
                 r#"<samlp:SessionIndex>{sid}</samlp:SessionIndex></samlp:LogoutRequest>"#
             ),
             id = id,
             now = self.instant(),
-            dest = escape(slo.as_str()),
+            dest = escape(dest.as_str()),
             issuer = escape(&self.entity_id),
+            signature = signature,
             format = escape(format),
             name_id = escape(name_id),
             sid = escape(sid),
-        );
-        let to = self.signed_redirect(slo, "SAMLRequest", &xml, Some(relay_state))?;
-        Ok((to, id))
+        )
     }
 
     /// `app`'s LogoutResponse to the request `request_id`: signed by one of its certificates
@@ -107,28 +142,28 @@ impl SamlIdp {
                 read(&m.xml)?
             }
             LogoutAnswer::Post { saml_response, .. } => {
-                let xml = decode_post(saml_response)?;
-                let unverified = read(&xml)?;
-                if certs.is_empty() {
-                    unverified
-                } else {
-                    let id = unverified
-                        .id
-                        .clone()
-                        .ok_or(SamlError::Malformed("no ID".into()))?;
-                    verified_post(&xml, &id, &certs, read, |r| {
-                        r.id.as_deref().unwrap_or_default()
-                    })?
-                }
+                enveloped_answer(&decode_post(saml_response)?, &certs)?
             }
         };
+        self.check_answer(app, &r, request_id, Some(&self.slo_url))
+    }
+
+    /// A LogoutResponse (read from what the SP signed, when it signs) checked: from `app`, to
+    /// `destination` when it names one and one is expected (the SOAP binding has none), in
+    /// time, answering `request_id`, Success.
+    pub(super) fn check_answer(
+        &self,
+        app: &SamlApp,
+        r: &LogoutResponse,
+        request_id: &str,
+        destination: Option<&Url>,
+    ) -> Result<(), SamlError> {
         let issuer = r.issuer.as_ref().and_then(|i| i.value.as_deref());
         if issuer.map(str::trim) != Some(app.entity_id.as_str()) {
             return Err(SamlError::Issuer);
         }
-        if r.destination
-            .as_deref()
-            .is_some_and(|d| d != self.slo_url.as_str())
+        if let (Some(got), Some(want)) = (r.destination.as_deref(), destination)
+            && got != want.as_str()
         {
             return Err(SamlError::Destination);
         }
