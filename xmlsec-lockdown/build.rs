@@ -3,7 +3,13 @@
 //! `XMLSEC_NO_SIZE_T` (`xmlSecSize` is then `unsigned int`, as `src/lib.rs` declares it). The
 //! version found is passed on to the crate, which checks the library loaded at run time
 //! against it (`xmlSecCheckVersionExt`).
+//!
+//! Also generates, with bindgen from the installed headers (`ffi.h`), the few declarations
+//! `SigningKey` and `sign_with` use: `xmlSecDSigCtx` (for the offset of its `signKey` field, with
+//! bindgen's layout assertions), the key load, duplicate and destroy functions and the signing
+//! calls. Nothing else is bound: the allow-list below is the whole surface.
 
+use std::path::PathBuf;
 use std::process::Command;
 
 fn pkg_config(arg: &str) -> Result<String, String> {
@@ -46,5 +52,38 @@ fn main() -> Result<(), String> {
         ));
     }
     println!("cargo::rustc-env=XMLSEC_LOCKDOWN_VERSION={version}");
-    Ok(())
+    bind(&cflags)
+}
+
+/// `$OUT_DIR/ffi.rs`: the allow-listed part of `ffi.h`, for Rust 2024 (`unsafe extern`).
+fn bind(cflags: &str) -> Result<(), String> {
+    println!("cargo::rerun-if-changed=ffi.h");
+    // The OpenSSL backend's functions (`xmlSecOpenSSLAppKeyLoadMemory`); samael links it too.
+    println!("cargo::rustc-link-lib=xmlsec1-openssl");
+    let out =
+        PathBuf::from(std::env::var_os("OUT_DIR").ok_or("xmlsec-lockdown: OUT_DIR is not set")?);
+    let functions = [
+        "xmlSecOpenSSLAppKeyLoadMemory",
+        "xmlSecKeyDuplicate",
+        "xmlSecKeyDestroy",
+        "xmlSecDSigCtxCreate",
+        "xmlSecDSigCtxDestroy",
+        "xmlSecDSigCtxSign",
+        "xmlSecAddIDs",
+        "xmlSecFindNode",
+    ];
+    bindgen::Builder::default()
+        .header("ffi.h")
+        .clang_args(cflags.split_whitespace())
+        .rust_edition(bindgen::RustEdition::Edition2024)
+        .allowlist_type("xmlSecDSigCtx")
+        .allowlist_type("xmlSecKey")
+        .allowlist_type("xmlSecKeyDataFormat")
+        .allowlist_function(functions.join("|"))
+        .layout_tests(true)
+        .generate_comments(false)
+        .generate()
+        .map_err(|e| format!("xmlsec-lockdown: bindgen on ffi.h failed: {e}"))?
+        .write_to_file(out.join("ffi.rs"))
+        .map_err(|e| format!("xmlsec-lockdown: cannot write ffi.rs: {e}"))
 }

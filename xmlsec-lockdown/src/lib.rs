@@ -1,14 +1,17 @@
 //! Owns every call into libxmlsec1: the process-wide lockdown ([`lock_down`]: xmlsec opens no
-//! URI and knows only the SAML profile's transforms) and the two calls that use it, [`verify`]
-//! and [`sign`], the only way the workspace reaches samael's XML-DSig (clippy
-//! `disallowed-methods`; the broker reaches these two only through `upstream/saml/dsig.rs`, after
-//! its pre-check).
+//! URI and knows only the SAML profile's transforms) and the calls that use it, [`verify`],
+//! [`sign`] and [`sign_with`] (a [`SigningKey`] loaded once), the only way the workspace reaches
+//! XML-DSig (clippy `disallowed-methods`; the broker reaches them only through
+//! `upstream/saml/dsig.rs`, after its pre-check).
 //!
 //! The one crate of the workspace with `unsafe` (ADR 7): samael, which links libxmlsec1, exposes
-//! no setting for any of this, so the switches are flipped here through libxmlsec1's own C API.
+//! no setting for any of this, nor a key that outlives one signature, so the switches are flipped
+//! and the loaded key kept here through libxmlsec1's own C API.
 
 use std::cell::Cell;
 use std::ffi::{CStr, c_char, c_int, c_uint, c_void};
+use std::fmt;
+use std::ptr::{self, NonNull};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -48,6 +51,9 @@ pub enum XmlsecError {
     Invalid(String),
     #[error("signing failed: {0}")]
     Sign(String),
+    /// libxmlsec1 did not load the private key (not a DER private key it reads).
+    #[error("the signing key could not be loaded")]
+    Key,
 }
 
 /// The version of libxmlsec1 `build.rs` found (pkg-config) and checked the FFI against.
@@ -274,6 +280,13 @@ fn count() {
 /// with libxml2's recovery on (not configurable), which for a well-formed document builds the
 /// same tree: so only documents both readings agree on reach it.
 fn well_formed(xml: &str) -> Result<(), XmlsecError> {
+    parse_strict(xml).map(drop)
+}
+
+/// The document [`well_formed`] reads. [`sign_with`] signs this very tree: for a well-formed
+/// document it is the tree samael's recovering parse builds (the test
+/// `a_loaded_key_signs_as_sign_does` compares the outputs byte for byte).
+fn parse_strict(xml: &str) -> Result<libxml::tree::Document, XmlsecError> {
     let options = libxml::parser::ParserOptions {
         recover: false,
         no_net: true,
@@ -283,7 +296,6 @@ fn well_formed(xml: &str) -> Result<(), XmlsecError> {
     };
     libxml::parser::Parser::default()
         .parse_string_with_options(xml, options)
-        .map(drop)
         .map_err(|_| XmlsecError::NotWellFormed)
 }
 
@@ -317,6 +329,178 @@ pub fn sign(xml: &str, private_key_der: &[u8]) -> Result<String, XmlsecError> {
     well_formed(xml)?;
     count();
     Crypto::sign_xml(xml, private_key_der).map_err(|e| XmlsecError::Sign(e.to_string()))
+}
+
+/// The declarations `build.rs` generates with bindgen from the installed headers (`ffi.h`,
+/// allow-listed there): `xmlSecDSigCtx` for its layout, with bindgen's compile-time layout
+/// assertions, and the key and signing functions [`SigningKey`] and [`sign_with`] call.
+#[allow(
+    dead_code,
+    non_camel_case_types,
+    non_snake_case,
+    non_upper_case_globals,
+    unsafe_op_in_unsafe_fn,
+    clippy::all,
+    clippy::pedantic,
+    clippy::undocumented_unsafe_blocks,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+mod ffi {
+    include!(concat!(env!("OUT_DIR"), "/ffi.rs"));
+}
+
+/// A private key loaded into libxmlsec1 once (the OpenSSL `EVP_PKEY` decoded from DER, with
+/// the RSA blinding OpenSSL sets up at its first use), to sign any number of documents with
+/// [`sign_with`]: loading a key costs as much as the rest of a signature (OpenSSL 3's decoder,
+/// then new blinding values; BENCHMARKS.md, issue #20). `Debug` shows nothing of it.
+pub struct SigningKey {
+    /// An `xmlSecKey` owned by this value (destroyed on drop), never changed after the load:
+    /// every signature works on a duplicate of it.
+    key: NonNull<ffi::xmlSecKey>,
+}
+
+// SAFETY: the `xmlSecKey` is owned by this value alone (no other pointer to it exists), so moving
+// it to another thread and destroying it there is sound: libxmlsec1 keeps no thread-affine state
+// in a key, and `xmlSecKeyDestroy` frees it with `xmlFree` and `EVP_PKEY_free` (both callable
+// from any thread).
+unsafe impl Send for SigningKey {}
+
+// SAFETY: through `&SigningKey` the key is only ever passed to `xmlSecKeyDuplicate`, which reads
+// it and writes nothing in it. In libxmlsec1 1.2.37 (src/keys.c, src/openssl/evp.c; the
+// installed libxmlsec1-openssl calls `EVP_PKEY_up_ref` in `xmlSecOpenSSLEvpKeyDup`, checked with
+// objdump) `xmlSecKeyCopy` reads `name`, `value`, `dataList`, `usage` and the validity times of
+// the source and duplicates `value` through `xmlSecOpenSSLEvpKeyDataDuplicate`, whose only effect
+// on the source is `EVP_PKEY_up_ref`, an atomic increment. The signatures then use the one
+// shared `EVP_PKEY` from several threads at once, each through its own `EVP_PKEY_CTX`
+// (`EVP_PKEY_CTX_new_from_pkey` in src/openssl/signatures.c): OpenSSL 3 allows concurrent use of
+// an `EVP_PKEY` that is not modified (openssl-threads(7)); RSA blinding is guarded by the key's
+// own lock (`rsa_get_blinding`).
+unsafe impl Sync for SigningKey {}
+
+impl SigningKey {
+    /// Loads `private_key_der` (PKCS#1, SEC1 or PKCS#8 DER, as samael's `sign_xml` takes it)
+    /// the way samael does (`xmlSecOpenSSLAppKeyLoadMemory`), after [`lock_down`] (which
+    /// initialises libxmlsec1 through samael first).
+    pub fn from_der(private_key_der: &[u8]) -> Result<Self, XmlsecError> {
+        lock_down()?;
+        let size = XmlSecSize::try_from(private_key_der.len()).map_err(|_| XmlsecError::Key)?;
+        // SAFETY: the buffer is `size` readable bytes that outlive the call (libxmlsec1 copies
+        // what it keeps into the new key); no password and no password callback (null), which
+        // is what samael passes; libxmlsec1 is initialised (`lock_down` above succeeded, which
+        // needs samael's initialisation). A null result is a failed load, handled below.
+        let key = unsafe {
+            ffi::xmlSecOpenSSLAppKeyLoadMemory(
+                private_key_der.as_ptr(),
+                size,
+                ffi::xmlSecKeyDataFormat_xmlSecKeyDataFormatDer,
+                ptr::null(),
+                ptr::null_mut(),
+                ptr::null_mut(),
+            )
+        };
+        NonNull::new(key)
+            .map(|key| Self { key })
+            .ok_or(XmlsecError::Key)
+    }
+}
+
+impl Drop for SigningKey {
+    fn drop(&mut self) {
+        // SAFETY: the key was created by `xmlSecOpenSSLAppKeyLoadMemory`, is owned by this value
+        // and destroyed only here; signatures hold their own duplicates (their own reference to
+        // the `EVP_PKEY`), and none is in progress with this key (`&self` borrows have ended).
+        unsafe { ffi::xmlSecKeyDestroy(self.key.as_ptr()) };
+    }
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SigningKey(<redacted>)")
+    }
+}
+
+/// An `xmlSecDSigCtx` destroyed on drop, with the key it was given.
+struct DSigCtx(NonNull<ffi::xmlSecDSigCtx>);
+
+impl DSigCtx {
+    /// A context without keys manager (as samael makes it) whose `signKey` is a duplicate of
+    /// `key`, owned by the context.
+    fn new(key: &SigningKey) -> Result<Self, XmlsecError> {
+        // SAFETY: a null keys manager is allowed (the key is set directly below); the result is
+        // checked for null.
+        let ctx = NonNull::new(unsafe { ffi::xmlSecDSigCtxCreate(ptr::null_mut()) })
+            .map(Self)
+            .ok_or_else(|| XmlsecError::Sign("no signature context".into()))?;
+        // SAFETY: `key.key` is a valid key for as long as `key` is borrowed; duplicating it only
+        // reads it (see `impl Sync for SigningKey`). The duplicate is new and ours.
+        let dup = unsafe { ffi::xmlSecKeyDuplicate(key.key.as_ptr()) };
+        if dup.is_null() {
+            return Err(XmlsecError::Sign("the key could not be duplicated".into()));
+        }
+        // SAFETY: `ctx.0` is the live context created above, used by this thread only; its
+        // `signKey` is null after creation, and the context now owns `dup`
+        // (`xmlSecDSigCtxFinalize` destroys `signKey`), exactly as samael's `insert_key` hands
+        // its key over. The field's offset comes from bindgen on the installed header.
+        unsafe { (*ctx.0.as_ptr()).signKey = dup };
+        Ok(ctx)
+    }
+}
+
+impl Drop for DSigCtx {
+    fn drop(&mut self) {
+        // SAFETY: created by `xmlSecDSigCtxCreate`, destroyed once, here; it frees the key
+        // duplicate and the transforms (each holds its own `EVP_PKEY` reference).
+        unsafe { ffi::xmlSecDSigCtxDestroy(self.0.as_ptr()) };
+    }
+}
+
+/// Signs the first signature template of `xml` with `key` as [`sign`] does with the key's DER
+/// (same parse result, same ID registration, same context, the same output byte for byte), but
+/// with a duplicate of the key loaded once (`xmlSecKeyDuplicate` shares the `EVP_PKEY`: no new
+/// decoding and no new RSA blinding). [`lock_down`] and the strict parse first; the document
+/// signed is the strictly parsed tree.
+pub fn sign_with(xml: &str, key: &SigningKey) -> Result<String, XmlsecError> {
+    lock_down()?;
+    let doc = parse_strict(xml)?;
+    count();
+    let root = doc
+        .get_root_element()
+        .ok_or_else(|| XmlsecError::Sign("no root element".into()))?;
+    let doc_ptr = doc.doc_ptr().cast::<ffi::xmlDoc>();
+    let root_ptr = root.node_ptr().cast::<ffi::xmlNode>();
+    let mut ids = [c"ID".as_ptr().cast::<ffi::xmlChar>(), ptr::null()];
+    // SAFETY: `doc_ptr` and `root_ptr` are the document `doc` owns and its root element, alive
+    // while `doc` and `root` are; `ids` is a null-terminated array of NUL-terminated strings
+    // that outlive the call and are only read. It registers every `ID` attribute of the tree in
+    // the document's ID table (samael's `sign_document` makes the same call).
+    unsafe { ffi::xmlSecAddIDs(doc_ptr, root_ptr, ids.as_mut_ptr()) };
+    // SAFETY: `root_ptr` as above; the name and namespace are NUL-terminated literals (the
+    // values of xmlsec's `xmlSecNodeSignature` and `xmlSecDSigNs`). Returns a node of the tree
+    // or null.
+    let node = unsafe {
+        ffi::xmlSecFindNode(
+            root_ptr,
+            c"Signature".as_ptr().cast(),
+            c"http://www.w3.org/2000/09/xmldsig#".as_ptr().cast(),
+        )
+    };
+    if node.is_null() {
+        return Err(XmlsecError::Sign("no ds:Signature template".into()));
+    }
+    let ctx = DSigCtx::new(key)?;
+    // SAFETY: `ctx` is a live context with its key set, used by this thread only; `node` is a
+    // `ds:Signature` element of the live document (`doc` is neither changed nor dropped while
+    // xmlsec writes the digest and signature values into it).
+    let rc = unsafe { ffi::xmlSecDSigCtxSign(ctx.0.as_ptr(), node) };
+    drop(ctx);
+    if rc < 0 {
+        return Err(XmlsecError::Sign(
+            "xmlsec could not sign the template".into(),
+        ));
+    }
+    Ok(doc.to_string())
 }
 
 /// samael initialises libxmlsec1 lazily, under its own lock, the first time it loads a key
@@ -377,6 +561,136 @@ mod tests {
         assert!(matches!(
             verify("<a x=\"1\" x=\"2\"/>", &[], &[]),
             Err(XmlsecError::NotWellFormed)
+        ));
+    }
+    use openssl::asn1::Asn1Time;
+    use openssl::ec::{EcGroup, EcKey};
+    use openssl::hash::MessageDigest;
+    use openssl::nid::Nid;
+    use openssl::pkey::{PKey, Private};
+    use openssl::rsa::Rsa;
+    use openssl::x509::{X509, X509NameBuilder};
+
+    fn cert(key: &PKey<Private>) -> CertificateDer {
+        let mut name = X509NameBuilder::new().unwrap();
+        name.append_entry_by_text("CN", "idp").unwrap();
+        let name = name.build();
+        let mut cert = X509::builder().unwrap();
+        cert.set_version(2).unwrap();
+        cert.set_subject_name(&name).unwrap();
+        cert.set_issuer_name(&name).unwrap();
+        cert.set_pubkey(key).unwrap();
+        cert.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+            .unwrap();
+        cert.set_not_after(&Asn1Time::days_from_now(1).unwrap())
+            .unwrap();
+        cert.sign(key, MessageDigest::sha256()).unwrap();
+        CertificateDer::from(cert.build().to_der().unwrap())
+    }
+
+    /// A SAML-like document whose root `id` carries an enveloped signature template.
+    fn template(id: &str, method: &str) -> String {
+        format!(
+            concat!(
+                r#"<samlp:Response xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" ID="{id}" Version="2.0">"#,
+                r#"<ds:Signature xmlns:ds="http://www.w3.org/2000/09/xmldsig#"><ds:SignedInfo>"#,
+                r#"<ds:CanonicalizationMethod Algorithm="http://www.w3.org/2001/10/xml-exc-c14n#"/>"#,
+                r#"<ds:SignatureMethod Algorithm="http://www.w3.org/2001/04/xmldsig-more#{method}"/>"#,
+                r##"<ds:Reference URI="#{id}"><ds:Transforms>"##,
+                r#"<ds:Transform Algorithm="http://www.w3.org/2000/09/xmldsig#enveloped-signature"/>"#,
+                r#"<ds:Transform Algorithm="http://www.w3.org/2001/10/xml-exc-c14n#"/></ds:Transforms>"#,
+                r#"<ds:DigestMethod Algorithm="http://www.w3.org/2001/04/xmlenc#sha256"/>"#,
+                r#"<ds:DigestValue></ds:DigestValue></ds:Reference></ds:SignedInfo>"#,
+                r#"<ds:SignatureValue></ds:SignatureValue></ds:Signature>"#,
+                "<samlp:Status>caf\u{e9} &amp; <![CDATA[x]]></samlp:Status></samlp:Response>"
+            ),
+            id = id,
+            method = method,
+        )
+    }
+
+    const ALL: &[AllowedSignatureAlgorithm] = &[
+        AllowedSignatureAlgorithm::RsaSha256,
+        AllowedSignatureAlgorithm::EcdsaSha256,
+    ];
+
+    #[test]
+    fn a_loaded_key_signs_as_sign_does() {
+        let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+        let der = key.private_key_to_der().unwrap();
+        let loaded = SigningKey::from_der(&der).unwrap();
+        let cert = cert(&key);
+        for n in 0..3 {
+            let id = format!("_r{n}");
+            let xml = template(&id, "rsa-sha256");
+            let before = calls_on_this_thread();
+            let kept = sign_with(&xml, &loaded).unwrap();
+            assert_eq!(calls_on_this_thread(), before + 1);
+            let fresh = sign(&xml, &der).unwrap();
+            // RSA PKCS#1 v1.5 is deterministic: the same key gives the same bytes.
+            assert_eq!(kept, fresh);
+            assert!(!kept.contains("<ds:SignatureValue></ds:SignatureValue>"));
+            let digested = verify(&kept, std::slice::from_ref(&cert), ALL).unwrap();
+            assert!(digested.starts_with("<samlp:Response"), "{digested}");
+        }
+    }
+
+    #[test]
+    fn a_loaded_ecdsa_key_signs_what_verifies() {
+        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+        let key = PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap();
+        let loaded = SigningKey::from_der(&key.private_key_to_der().unwrap()).unwrap();
+        let signed = sign_with(&template("_e", "ecdsa-sha256"), &loaded).unwrap();
+        verify(&signed, &[cert(&key)], ALL).unwrap();
+        let other = PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap();
+        assert!(verify(&signed, &[cert(&other)], ALL).is_err());
+    }
+
+    #[test]
+    fn one_loaded_key_signs_on_many_threads_at_once() {
+        let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+        let der = key.private_key_to_der().unwrap();
+        let loaded = std::sync::Arc::new(SigningKey::from_der(&der).unwrap());
+        let cert = cert(&key);
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let loaded = std::sync::Arc::clone(&loaded);
+                std::thread::spawn(move || {
+                    (0..25)
+                        .map(|n| {
+                            let xml = template(&format!("_t{t}n{n}"), "rsa-sha256");
+                            (sign_with(&xml, &loaded).unwrap(), xml)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for t in threads {
+            for (signed, xml) in t.join().unwrap() {
+                assert_eq!(signed, sign(&xml, &der).unwrap());
+                verify(&signed, std::slice::from_ref(&cert), ALL).unwrap();
+            }
+        }
+        // The last reference is dropped on this thread: the key is destroyed here.
+        drop(loaded);
+    }
+
+    #[test]
+    fn a_key_that_does_not_load_and_a_document_without_template_are_refused() {
+        assert!(matches!(
+            SigningKey::from_der(b"not a key"),
+            Err(XmlsecError::Key)
+        ));
+        let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+        let loaded = SigningKey::from_der(&key.private_key_to_der().unwrap()).unwrap();
+        assert_eq!(format!("{loaded:?}"), "SigningKey(<redacted>)");
+        assert!(matches!(
+            sign_with("<a><b></a>", &loaded),
+            Err(XmlsecError::NotWellFormed)
+        ));
+        assert!(matches!(
+            sign_with("<a ID=\"x\"/>", &loaded),
+            Err(XmlsecError::Sign(_))
         ));
     }
 }

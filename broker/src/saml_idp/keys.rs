@@ -4,10 +4,11 @@
 //! and which key signs and which certificates are published at a given time.
 
 use std::fmt;
+use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use openssl::pkey::PKey;
+use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -189,8 +190,12 @@ impl fmt::Debug for Pem {
 /// A key pair ready to sign and publish.
 #[derive(Clone)]
 pub struct SigningKey {
-    /// The private key, DER.
-    pub(super) key_der: Vec<u8>,
+    /// The private key, loaded into libxmlsec1 once when the set is loaded or reloaded (not at
+    /// each signature: decoding it and setting up its RSA blinding cost as much as the rest of a
+    /// signature, BENCHMARKS.md, issue #20). Shared by every worker thread.
+    pub(super) loaded: Arc<xmlsec_lockdown::SigningKey>,
+    /// The same private key for OpenSSL (HTTP-Redirect query signatures), decoded once too.
+    pub(super) pkey: PKey<Private>,
     /// The certificate, DER in base64 (as in metadata).
     pub cert_b64: String,
     /// SHA-256 of the certificate's DER, hex.
@@ -210,8 +215,10 @@ impl SigningKey {
         let cert = X509::from_pem(pem.0.as_bytes()).map_err(key_err)?;
         let key = PKey::private_key_from_pem(pem.0.as_bytes()).map_err(key_err)?;
         let der = cert.to_der().map_err(key_err)?;
+        let key_der = key.private_key_to_der().map_err(key_err)?;
         Ok(Self {
-            key_der: key.private_key_to_der().map_err(key_err)?,
+            loaded: Arc::new(xmlsec_lockdown::SigningKey::from_der(&key_der).map_err(key_err)?),
+            pkey: key,
             cert_b64: STANDARD.encode(&der),
             fingerprint: hex::encode(Sha256::digest(&der)),
         })

@@ -252,11 +252,12 @@ impl SamlIdp {
         }
     }
 
-    /// The private key (DER) that signs now.
-    fn signing_key(&self) -> Result<Vec<u8>, SamlError> {
+    /// `part` of the key that signs now, taken out so that the lock is released before it
+    /// signs (both forms of the private key are loaded once, when the set is loaded).
+    fn signing_key<T>(&self, part: impl FnOnce(&keys::SigningKey) -> T) -> Result<T, SamlError> {
         self.read_keys()
             .signer(self.clock.now())
-            .map(|k| k.key.key_der.clone())
+            .map(|k| part(&k.key))
             .ok_or_else(|| SamlError::Config("no SAML IdP key signs now".into()))
     }
 
@@ -432,8 +433,7 @@ impl SamlIdp {
         xml: &str,
         relay_state: Option<&str>,
     ) -> Result<Url, SamlError> {
-        let key = PKey::private_key_from_der(&self.signing_key()?)
-            .map_err(|e| SamlError::Config(e.to_string()))?;
+        let key = self.signing_key(|k| k.pkey.clone())?;
         let query = redirect_query(param, xml, relay_state, Some(&key))?;
         let q = match to.query() {
             Some(existing) if !existing.is_empty() => format!("{existing}&{query}"),
@@ -479,7 +479,8 @@ impl SamlIdp {
     /// Signs the template in `doc` that signs the element `id` (through `upstream::saml::dsig`,
     /// the one door to xmlsec), without the XML declaration libxml2 adds.
     pub fn sign(&self, doc: &str, id: &str) -> Result<String, SamlError> {
-        let signed = dsig::sign(doc, id, &self.signing_key()?)?;
+        let key = self.signing_key(|k| Arc::clone(&k.loaded))?;
+        let signed = dsig::sign_with(doc, id, &key)?;
         let body = match signed.strip_prefix("<?xml") {
             Some(decl) => decl.split_once("?>").map_or(decl, |(_, rest)| rest),
             None => signed.as_str(),

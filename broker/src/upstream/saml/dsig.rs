@@ -7,10 +7,11 @@
 //! dereference and run whatever an unauthenticated document names (ADR 7). Namespaces are read
 //! as libxml2 reads them, or the document is refused (`xml::check_namespaces`, issue #17).
 //!
-//! Also the broker's one door to xmlsec: [`verify`] and [`sign`] run that check and then
-//! `xmlsec_lockdown` (locked down, strict parse); clippy's `disallowed-methods` keeps every
-//! other caller off samael's XML-DSig functions and off `xmlsec_lockdown::{verify, sign}`. The
-//! SAML IdP role signs and verifies through these two as well.
+//! Also the broker's one door to xmlsec: [`verify`], [`sign`] and [`sign_with`] run that check
+//! and then `xmlsec_lockdown` (locked down, strict parse); clippy's `disallowed-methods` keeps
+//! every other caller off samael's XML-DSig functions and off
+//! `xmlsec_lockdown::{verify, sign, sign_with}`. The SAML IdP role verifies through [`verify`]
+//! and signs through [`sign_with`] with its key loaded once.
 
 use std::collections::HashSet;
 
@@ -65,18 +66,31 @@ pub fn verify(doc: &str, consumed: &str, certs: &[CertificateDer]) -> Result<Str
     xmlsec_lockdown::verify(doc, certs, ALGORITHMS).map_err(|e| match e {
         XmlsecError::NotWellFormed => SamlError::Malformed(e.to_string()),
         XmlsecError::Lockdown(e) => SamlError::Signature(format!("xmlsec lockdown: {e}")),
-        XmlsecError::Invalid(_) | XmlsecError::Sign(_) => {
+        XmlsecError::Invalid(_) | XmlsecError::Sign(_) | XmlsecError::Key => {
             SamlError::Signature("no valid signature by the IdP's metadata keys".into())
         }
     })
 }
 
 /// Signs `template`, a document whose `ds:Signature` templates (empty `DigestValue` and
-/// `SignatureValue`) keep the profile and sign the element `signed`, with `private_key_der`.
-#[allow(clippy::disallowed_methods)] // the broker's one call of xmlsec signing
+/// `SignatureValue`) keep the profile and sign the element `signed`, with `private_key_der`,
+/// loaded for this one signature (tests and benchmarks; the IdP signs with [`sign_with`]).
+#[allow(clippy::disallowed_methods)] // the broker's one call of xmlsec signing from DER
 pub fn sign(template: &str, signed: &str, private_key_der: &[u8]) -> Result<String, SamlError> {
     check_profile(template, signed)?;
     xmlsec_lockdown::sign(template, private_key_der).map_err(|e| SamlError::Config(e.to_string()))
+}
+
+/// [`sign`] with a key loaded once (`SamlIdp::sign`): the same profile check first, the same
+/// output byte for byte, without decoding the key again.
+#[allow(clippy::disallowed_methods)] // the broker's one call of xmlsec signing with a loaded key
+pub fn sign_with(
+    template: &str,
+    signed: &str,
+    key: &xmlsec_lockdown::SigningKey,
+) -> Result<String, SamlError> {
+    check_profile(template, signed)?;
+    xmlsec_lockdown::sign_with(template, key).map_err(|e| SamlError::Config(e.to_string()))
 }
 
 /// The elements a `ds:KeyInfo` may hold (the key that verifies is always one from the IdP's
