@@ -801,6 +801,37 @@ async fn an_encrypted_name_id_is_read_from_a_signed_logout_request(b: Backend) {
         .await;
     let page = br.get(&path).await;
     refused(&mut br, page, "an EncryptedID the IdP cannot decrypt").await;
+    // An EncryptedID in a request without a query signature (AES-CBC, the padding-oracle
+    // setting) is never decrypted: the missing signature is what refuses it.
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let xml = format!(
+        concat!(
+            r#"<samlp:LogoutRequest xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" "#,
+            r#"ID="_enc_unsigned" Version="2.0" IssueInstant="{now}"><saml:Issuer>{issuer}</saml:Issuer>"#,
+            r#"<saml:EncryptedID><xenc:EncryptedData xmlns:xenc="http://www.w3.org/2001/04/xmlenc#">"#,
+            r#"<xenc:EncryptionMethod Algorithm="http://www.w3.org/2001/04/xmlenc#aes128-cbc"/>"#,
+            r#"<ds:KeyInfo xmlns:ds="http://www.w3.org/2000/09/xmldsig#"><xenc:EncryptedKey>"#,
+            r#"<xenc:EncryptionMethod Algorithm="http://www.w3.org/2001/04/xmlenc#rsa-oaep-mgf1p"/>"#,
+            r#"<xenc:CipherData><xenc:CipherValue>AAAA</xenc:CipherValue></xenc:CipherData></xenc:EncryptedKey></ds:KeyInfo>"#,
+            r#"<xenc:CipherData><xenc:CipherValue>AAAA</xenc:CipherValue></xenc:CipherData></xenc:EncryptedData></saml:EncryptedID>"#,
+            r#"</samlp:LogoutRequest>"#
+        ),
+        now = now,
+        issuer = sp.entity_id(),
+    );
+    let q = redirect_query("SAMLRequest", &xml, Some("rs"), None).unwrap();
+    let page = br.get(&format!("/saml/idp/slo?{q}")).await;
+    refused(&mut br, page, "an unsigned request's EncryptedID").await;
+    let reasons: Vec<String> = crate::control::audit_events(&app, "login_failed")
+        .await
+        .iter()
+        .filter_map(|e| e["reason"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(
+        reasons.last().map(String::as_str),
+        Some("saml_logout_refused:signature"),
+        "{reasons:?}"
+    );
     // Encrypted to the IdP's encryption certificate: read, and the session ends.
     let (path, id) = sp
         .logout(DEMO_EMAIL, &format!("&session_index={sid}&encrypt=1"))

@@ -48,7 +48,7 @@ pub struct SpMetadata {
     pub acs_urls: Vec<Url>,
     /// The first SingleLogoutService of the HTTP-Redirect binding.
     pub slo_url: Option<Url>,
-    /// The first SingleLogoutService of the SOAP binding (back-channel logout).
+    /// The first SingleLogoutService of the SOAP binding (back-channel logout), when https.
     pub slo_soap_url: Option<Url>,
     /// DER certificates of the keys with `use="signing"` or no `use`.
     pub signing_certs: Vec<Vec<u8>>,
@@ -56,7 +56,8 @@ pub struct SpMetadata {
     pub encryption_cert: Option<Vec<u8>>,
     /// `AuthnRequestsSigned="true"`.
     pub authn_requests_signed: bool,
-    /// The EntityDescriptor's `validUntil` (Unix seconds): the metadata is not to be used after.
+    /// The earlier of the EntityDescriptor's and the SPSSODescriptor's `validUntil` (Unix
+    /// seconds): the metadata is not to be used after.
     pub valid_until: Option<i64>,
 }
 
@@ -138,6 +139,11 @@ impl SpMetadata {
             .as_ref()
             .and_then(|d| d.first())
             .ok_or(SpMetadataError::NoSpDescriptor)?;
+        // The entity's and the role's `validUntil`, whichever comes first.
+        let valid_until = match (valid_until, sp.valid_until.map(|t| t.timestamp())) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let mut acs: Vec<_> = sp
             .assertion_consumer_services
             .iter()
@@ -165,7 +171,12 @@ impl SpMetadata {
                 })
                 .transpose()
         };
-        let (slo_url, slo_soap_url) = (slo(REDIRECT_BINDING)?, slo(SOAP_BINDING)?);
+        // The broker posts to a SOAP endpoint itself (a server-side request to an address the SP
+        // chooses): only an https one is taken from metadata, never http on loopback.
+        let (slo_url, slo_soap_url) = (
+            slo(REDIRECT_BINDING)?,
+            slo(SOAP_BINDING)?.filter(|u| u.scheme() == "https"),
+        );
         let (mut signing_certs, mut encryption_cert) = (Vec::new(), None);
         for kd in sp.key_descriptors.iter().flatten() {
             let usage = kd.key_use.as_deref().unwrap_or("");
@@ -270,6 +281,10 @@ mod tests {
             m.slo_soap_url.unwrap().as_str(),
             "https://sp.example/slo-soap"
         );
+        // An http SOAP endpoint (the broker would post to it itself) is not taken.
+        let local = SERVICES.replace("https://sp.example/slo-soap", "http://localhost:2375/x");
+        let plain = SpMetadata::parse(&doc(false, "", &local)).unwrap();
+        assert_eq!(plain.slo_soap_url, None);
         let der = |b: &str| STANDARD.decode(b).unwrap();
         assert_eq!(m.signing_certs, vec![der(&s), der(&both)]);
         assert_eq!(m.encryption_cert, Some(der(&e)), "the first one");
@@ -297,6 +312,16 @@ mod tests {
             m.check_current(1_796_601_600),
             Err(SpMetadataError::Expired(_))
         ));
+        // The role's, when it comes first.
+        let role = xml.replacen(
+            "<md:SPSSODescriptor ",
+            r#"<md:SPSSODescriptor validUntil="2026-12-06T00:00:00Z" "#,
+            1,
+        );
+        assert_eq!(
+            SpMetadata::parse(&role).unwrap().valid_until,
+            Some(1_796_515_200)
+        );
     }
 
     #[test]

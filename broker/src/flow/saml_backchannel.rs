@@ -47,9 +47,12 @@ impl OtherParties for SamlParties {
         party.starts_with(SAML_PARTY)
     }
 
-    fn back_channel(&self, party: &str, ending: Ending) -> Option<String> {
+    fn back_channel(&self, party: &str, ending: &Ending) -> Option<String> {
+        if matches!(ending, Ending::RequestedBy(asker) if asker == party) {
+            return None;
+        }
         let app = self.app(party)?;
-        if ending == Ending::Browser && app.slo_url.is_some() {
+        if *ending == Ending::Browser && app.slo_url.is_some() {
             return None;
         }
         app.slo_soap_url.as_ref().map(ToString::to_string)

@@ -15,6 +15,7 @@ use super::signout::UpstreamLogout;
 use super::start::saml_sso::SamlBinding;
 use crate::audit::{Event, EventKind};
 use crate::config::saml_apps::SamlApp;
+use crate::provider::logout::Ending;
 use crate::saml_idp::logout_out::LogoutAnswer;
 use crate::saml_idp::logout_request::{Checked, LogoutRequest};
 use crate::saml_idp::{LogoutStatus, SamlIdp};
@@ -170,8 +171,9 @@ impl SignIn {
                     }
                     let upstream = idp.store.upstream_session(&s.sid)?;
                     p |= upstream.is_some_and(|u| u.id_token.is_some() || u.name_id.is_some());
+                    let ending = Ending::RequestedBy(party.clone());
                     let told = provider
-                        .end_session_record(&s, "saml_logout")
+                        .end_session_record_as(&s, "saml_logout", ending)
                         .map_err(SignInError::internal)?;
                     p |= told.untold.iter().any(|x| *x != party);
                     n += 1;

@@ -45,12 +45,14 @@ pub struct EndSession {
 }
 
 /// How a session ends: in a browser, which then goes through the parties that have a front
-/// channel (the sign-out chain), or elsewhere (a revocation, a session limit, another session's
-/// LogoutRequest), where only a back channel reaches them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// channel (the sign-out chain), or elsewhere (a revocation, a session limit), where only a
+/// back channel reaches them; or at the request of one of its parties (a LogoutRequest naming
+/// other sessions), which is not told of what it asked for (SAML Profiles 4.4.3.3).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ending {
     Browser,
     Elsewhere,
+    RequestedBy(String),
 }
 
 /// One attempt's request to a party that is not an OpenID client.
@@ -80,7 +82,7 @@ pub trait OtherParties: Send + Sync {
     fn owns(&self, party: &str) -> bool;
     /// Where `party` is told by back channel when the session ends as `ending`; `None`: it is
     /// left to the caller (a front channel, or untold).
-    fn back_channel(&self, party: &str, ending: Ending) -> Option<String>;
+    fn back_channel(&self, party: &str, ending: &Ending) -> Option<String>;
     /// The message of one attempt of `d`; `None` when the party or the user is gone.
     fn message(&self, d: &LogoutDelivery) -> Result<Option<PartyMessage>, String>;
     /// The party's HTTP answer (`status`, the body read up to a limit) to `sent`.
@@ -182,7 +184,7 @@ impl Provider {
         let (mut queued, mut untold) = (0, Vec::new());
         for client_id in self.store.take_session_clients(&session.sid)? {
             let uri = match self.other_parties.get().filter(|o| o.owns(&client_id)) {
-                Some(other) => other.back_channel(&client_id, ending),
+                Some(other) => other.back_channel(&client_id, &ending),
                 None => self
                     .clients
                     .get(&client_id)?

@@ -30,16 +30,27 @@ impl Provider {
         Ok(sessions.len())
     }
 
-    /// Ends one stored session everywhere: the record, its refresh tokens, and back-channel
-    /// logout to its apps.
+    /// Ends one stored session everywhere, with no browser in it: the record, its refresh
+    /// tokens, and back-channel logout to its apps.
     pub fn end_session_record(
         &self,
         s: &SessionRecord,
         reason: &str,
     ) -> Result<super::logout::SessionEnded, OAuthError> {
+        self.end_session_record_as(s, reason, super::logout::Ending::Elsewhere)
+    }
+
+    /// [`Self::end_session_record`], the session ending as `ending` says (at the request of
+    /// one of its parties: that one is not told).
+    pub fn end_session_record_as(
+        &self,
+        s: &SessionRecord,
+        reason: &str,
+        ending: super::logout::Ending,
+    ) -> Result<super::logout::SessionEnded, OAuthError> {
         self.store.delete_session(&s.key)?;
         self.store.delete_refresh_for_sid(&s.sid)?;
-        self.session_ended(s, reason, super::logout::Ending::Elsewhere)
+        self.session_ended(s, reason, ending)
     }
 
     /// RFC 7009: a refresh token ends its grant (its family and the grant's access tokens);

@@ -87,7 +87,8 @@ pub fn verify_post(
 
 /// Any SP request (`read` reads it, `id_of` names its `ID`) of an HTTP-Redirect query string
 /// as signed by one of `certs`: the query signature over the parameters exactly as they were
-/// sent, or without one the document's enveloped signature. Unsigned is refused.
+/// sent, or without one the document's enveloped signature. Unsigned is refused. `read` sees
+/// only verified bytes (it may decrypt: an `EncryptedID`).
 pub fn verified_redirect<T>(
     raw_query: &str,
     certs: &[CertificateDer],
@@ -98,9 +99,16 @@ pub fn verified_redirect<T>(
     if m.signed {
         return read(&m.xml);
     }
-    let unverified = read(&m.xml)?;
-    verified_post(&m.xml, id_of(&unverified), certs, read, id_of)
-        .map_err(|_| SamlError::Signature("the request is not signed by the SP".into()))
+    // The root's ID only: nothing else of unverified bytes is read.
+    let id = crate::upstream::saml::xml::root_of(&m.xml)?
+        .0
+        .id
+        .ok_or(SamlError::Malformed("no ID".into()))?;
+    verified_post(&m.xml, &id, certs, read, id_of).map_err(|e| match e {
+        // What the verified bytes held (an EncryptedID that does not decrypt) says so.
+        SamlError::Decryption(_) => e,
+        _ => SamlError::Signature("the request is not signed by the SP".into()),
+    })
 }
 
 /// Any SP request of an HTTP-POST document as its enveloped signature by one of `certs` covers

@@ -82,8 +82,10 @@ pub fn soap_body(doc: &str) -> Result<String, SamlError> {
     // The declarations in scope at the Body's child, outer first.
     let mut outer: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
     let mut depth = 0usize;
-    let mut child: Option<(usize, usize, Vec<Vec<u8>>)> = None;
-    let mut envelopes = 0;
+    // Where the child is, what it declares itself, and the declarations in scope at it.
+    type Child = (usize, usize, Vec<Vec<u8>>, Vec<(Vec<u8>, Vec<u8>)>);
+    let mut child: Option<Child> = None;
+    let (mut envelopes, mut bodies) = (0, 0);
     loop {
         let before = usize::try_from(reader.buffer_position()).map_err(|_| SamlError::TooLarge)?;
         let event = reader
@@ -106,7 +108,7 @@ pub fn soap_body(doc: &str) -> Result<String, SamlError> {
                         }
                         continue;
                     }
-                    (1, b"Body") if soap && !empty => {}
+                    (1, b"Body") if soap && !empty && bodies == 0 => bodies += 1,
                     _ => return Err(bad("not an Envelope with a Body")),
                 }
                 for a in e.attributes().with_checks(true) {
@@ -143,18 +145,19 @@ pub fn soap_body(doc: &str) -> Result<String, SamlError> {
                 }
                 let end =
                     usize::try_from(reader.buffer_position()).map_err(|_| SamlError::TooLarge)?;
-                child = Some((before, end, own));
+                child = Some((before, end, own, outer.clone()));
             }
             Event::End(_) => depth = depth.saturating_sub(1),
             Event::Text(t) if t.iter().all(u8::is_ascii_whitespace) => {}
             Event::Comment(_) => return Err(SamlError::Comment),
             Event::DocType(_) => return Err(SamlError::Dtd),
-            Event::Decl(_) if before == 0 => {}
+            // A declaration before any element (after a byte-order mark too).
+            Event::Decl(_) if envelopes == 0 => {}
             Event::Eof => break,
             _ => return Err(bad("text, CDATA or a processing instruction")),
         }
     }
-    let (start, end, own) = child.ok_or(bad("an empty Body"))?;
+    let (start, end, own, outer) = child.ok_or(bad("an empty Body"))?;
     let element = doc.get(start..end).ok_or(bad("the Body's element"))?;
     // `<name` then the rest of the start tag: the copied declarations go between.
     let name_end = element
@@ -221,6 +224,18 @@ mod tests {
     }
 
     #[test]
+    fn only_the_declarations_in_scope_are_carried() {
+        // The Header's declaration is not in scope at the Body's element.
+        let doc = format!(
+            r#"<S:Envelope xmlns:S="{SOAP11_NS}"><S:Header xmlns:h="urn:h"><h:x/></S:Header><S:Body>{RESPONSE}</S:Body></S:Envelope>"#
+        );
+        let got = soap_body(&doc).unwrap();
+        assert!(!got.contains("urn:h"), "{got}");
+        // A byte-order mark, then the XML declaration.
+        assert!(soap_body(&format!("\u{feff}{}", envelope(RESPONSE))).is_ok());
+    }
+
+    #[test]
     fn a_prefix_declared_on_the_envelope_is_carried_onto_the_element() {
         let doc = format!(
             r#"<S:Envelope xmlns:S="{SOAP11_NS}" xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol"><S:Body>{}</S:Body></S:Envelope>"#,
@@ -246,6 +261,12 @@ mod tests {
             refused(&format!("{}{}", envelope(RESPONSE), envelope(RESPONSE))),
             SamlError::Malformed(_)
         ));
+        // A second Body (whose declarations must not reach the first's element).
+        let two_bodies = envelope(RESPONSE).replace(
+            "</S:Body>",
+            r#"</S:Body><S:Body xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion"> </S:Body>"#,
+        );
+        assert!(matches!(refused(&two_bodies), SamlError::Malformed(_)));
         assert!(matches!(
             refused(&envelope(&format!("{RESPONSE}{RESPONSE}"))),
             SamlError::Malformed(_)

@@ -90,7 +90,7 @@ fn name_id_value(xml: &str) -> Result<String, SamlError> {
     let bad = |m: &str| SamlError::Decryption(format!("the EncryptedID: {m}"));
     let mut reader = NsReader::from_str(xml);
     let mut depth = 0usize;
-    let mut value = None;
+    let mut value = String::new();
     loop {
         let event = reader
             .read_event()
@@ -108,7 +108,20 @@ fn name_id_value(xml: &str) -> Result<String, SamlError> {
                 let text = t
                     .xml_content(quick_xml::XmlVersion::Implicit1_0)
                     .map_err(|e| SamlError::Malformed(e.to_string()))?;
-                value = Some(text.trim().to_owned());
+                value.push_str(&text);
+            }
+            // `&amp;`, `&#38;` …: the predefined and character references only.
+            Event::GeneralRef(r) if depth == 1 => {
+                let name = r
+                    .decode()
+                    .map_err(|e| SamlError::Malformed(e.to_string()))?;
+                let resolved = match r.resolve_char_ref() {
+                    Ok(Some(c)) => c.to_string(),
+                    _ => quick_xml::escape::resolve_predefined_entity(&name)
+                        .ok_or(bad("an entity reference"))?
+                        .to_owned(),
+                };
+                value.push_str(&resolved);
             }
             Event::End(_) if depth == 1 => depth = 2,
             Event::Eof => break,
@@ -117,9 +130,11 @@ fn name_id_value(xml: &str) -> Result<String, SamlError> {
             _ => return Err(bad("more than one NameID")),
         }
     }
-    value
-        .filter(|v| !v.is_empty() && depth == 2)
-        .ok_or(bad("an empty NameID"))
+    let value = value.trim();
+    if value.is_empty() || depth != 2 {
+        return Err(bad("an empty NameID"));
+    }
+    Ok(value.to_owned())
 }
 
 /// `xml` (a LogoutRequest) identifies its subject by a `saml:EncryptedID` child of the root.
@@ -169,6 +184,11 @@ mod tests {
         assert!(name_id_value(&empty).is_err());
         let nested = format!(r#"<saml:NameID xmlns:saml="{ASSERTION_NS}"><b/>a</saml:NameID>"#);
         assert!(name_id_value(&nested).is_err());
+        let refs =
+            format!(r#"<saml:NameID xmlns:saml="{ASSERTION_NS}">a&amp;b&#38;c</saml:NameID>"#);
+        assert_eq!(name_id_value(&refs).unwrap(), "a&b&c");
+        let entity = format!(r#"<saml:NameID xmlns:saml="{ASSERTION_NS}">a&x;</saml:NameID>"#);
+        assert!(name_id_value(&entity).is_err());
     }
 
     #[test]

@@ -142,7 +142,12 @@ impl SamlIdp {
                 read(&m.xml)?
             }
             LogoutAnswer::Post { saml_response, .. } => {
-                enveloped_answer(&decode_post(saml_response)?, &certs)?
+                let r = enveloped_answer(&decode_post(saml_response)?, &certs)?;
+                // SAML Bindings 3.5.5.2: a signed HTTP-POST message names its Destination.
+                if !certs.is_empty() && r.destination.is_none() {
+                    return Err(SamlError::Destination);
+                }
+                r
             }
         };
         self.check_answer(app, &r, request_id, Some(&self.slo_url))

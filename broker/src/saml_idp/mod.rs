@@ -285,7 +285,8 @@ impl SamlIdp {
             && a.metadata_valid_until
                 .is_some_and(|t| t <= self.clock.now())
         {
-            tracing::warn!(sp = %entity_id, "the SP's metadata is past its validUntil: the SP is refused until it is renewed");
+            // Info, not warn: anyone can name the SP in a request (the refresher warns).
+            tracing::info!(sp = %entity_id, "the SP's metadata is past its validUntil: the SP is refused until it is renewed");
             return Ok(None);
         }
         Ok(app)

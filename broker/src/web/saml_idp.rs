@@ -38,13 +38,18 @@ pub async fn sso_redirect(
     respond(&state, &req, out).await
 }
 
-/// The `SAMLRequest` and `RelayState` of an HTTP-POST form.
+/// The `SAMLRequest` (or `SAMLResponse`) and `RelayState` of an HTTP-POST form, each at most
+/// once (as in a query).
 fn posted(body: &Bytes) -> Result<SamlBinding, WebError> {
     if !well_formed(body) {
         return Err(WebError::BadRequest);
     }
-    let mut form: BTreeMap<String, String> =
-        serde_urlencoded::from_bytes(body).map_err(|_| WebError::BadRequest)?;
+    let mut form = BTreeMap::new();
+    for (k, v) in url::form_urlencoded::parse(body) {
+        if form.insert(k.into_owned(), v.into_owned()).is_some() {
+            return Err(WebError::BadRequest);
+        }
+    }
     let relay_state = form.remove("RelayState");
     match (form.remove("SAMLRequest"), form.remove("SAMLResponse")) {
         (Some(saml_request), None) => Ok(SamlBinding::Post {
