@@ -123,6 +123,18 @@ pub async fn fetch(http: &reqwest::Client, url: &Url) -> Result<String, Registry
     Ok(text)
 }
 
+/// A stored copy is fetched again once older than `every`, or sooner when its `validUntil`
+/// comes within `every` (so that a renewed copy is there before the old one stops serving).
+fn due(r: &SamlAppRecord, now: UnixTime, every: UnixTime) -> bool {
+    if now.saturating_sub(r.fetched_at) >= every {
+        return true;
+    }
+    SpMetadata::parse(&r.metadata)
+        .ok()
+        .and_then(|m| m.valid_until)
+        .is_some_and(|t| t.saturating_sub(now) < every)
+}
+
 /// The background refresh of the SPs registered from a URL.
 pub struct Refresher {
     pub store: std::sync::Arc<dyn Store>,
@@ -143,22 +155,28 @@ impl Refresher {
         }
     }
 
-    /// Fetches again each URL-registered SP whose copy is older than `every` (or whose retry is
-    /// due): a good answer of the same entity ID replaces the copy; anything else leaves it
-    /// (a warning). How many were replaced.
+    /// Fetches again each URL-registered SP whose copy is [`due`] (and whose retry, after a
+    /// failure, is due): a good answer of the same entity ID replaces the copy; anything else
+    /// leaves it (a warning). How many were replaced.
     pub async fn run_once(&mut self, now: UnixTime) -> Result<usize, StorageError> {
         let store = std::sync::Arc::clone(&self.store);
-        let records = tokio::task::spawn_blocking(move || store.list_saml_apps())
-            .await
-            .map_err(|e| StorageError::Unavailable(e.to_string()))??;
         let every = i64::try_from(self.every.as_secs()).unwrap_or(i64::MAX);
+        // Listed and judged due off the async threads (`due` may parse a stored copy).
+        let records = tokio::task::spawn_blocking(move || {
+            store.list_saml_apps().map(|all| {
+                all.into_iter()
+                    .filter(|r| r.metadata_url.is_some() && due(r, now, every))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .await
+        .map_err(|e| StorageError::Unavailable(e.to_string()))??;
         let mut replaced = 0;
         for r in records {
             let Some(url) = r.metadata_url.as_deref().and_then(|u| Url::parse(u).ok()) else {
                 continue;
             };
-            let due = now.saturating_sub(r.fetched_at) >= every;
-            if !due || self.retry_at.get(&r.entity_id).is_some_and(|t| now < *t) {
+            if self.retry_at.get(&r.entity_id).is_some_and(|t| now < *t) {
                 continue;
             }
             match self.refreshed(&r, &url, now).await {
@@ -203,5 +221,57 @@ impl Refresher {
             });
         }
         Ok(fresh.metadata)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(metadata: &str, fetched_at: UnixTime) -> SamlAppRecord {
+        SamlAppRecord {
+            entity_id: "https://sp.example/meta".into(),
+            config: "{}".into(),
+            metadata: metadata.into(),
+            metadata_url: Some("https://sp.example/meta".into()),
+            fetched_at,
+            created_at: fetched_at,
+        }
+    }
+
+    fn metadata(valid_until: &str) -> String {
+        format!(
+            concat!(
+                r#"<md:EntityDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata" {valid} entityID="https://sp.example/meta">"#,
+                r#"<md:SPSSODescriptor protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol">"#,
+                r#"<md:AssertionConsumerService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST" Location="https://sp.example/acs" index="0"/>"#,
+                r#"</md:SPSSODescriptor></md:EntityDescriptor>"#
+            ),
+            valid = valid_until
+        )
+    }
+
+    #[test]
+    fn a_copy_is_due_when_old_or_when_its_valid_until_nears() {
+        // 2026-12-07T00:00:00Z
+        let until = 1_796_601_600;
+        let day = 86_400;
+        let fetched = until - 3 * day;
+        let plain = record(&metadata(""), fetched);
+        assert!(!due(&plain, fetched + day - 1, day), "under a day old");
+        assert!(due(&plain, fetched + day, day), "a day old");
+        let ending = |fetched_at| {
+            record(
+                &metadata(r#"validUntil="2026-12-07T00:00:00Z""#),
+                fetched_at,
+            )
+        };
+        assert!(
+            !due(&ending(fetched), fetched + 60, day),
+            "fresh, days left"
+        );
+        // Fetched a minute ago, but less than a day left.
+        let late = until - day + 1;
+        assert!(due(&ending(late - 60), late, day), "less than a day left");
     }
 }
