@@ -93,17 +93,7 @@ async fn broker(b: Backend, sp: &Sp, app: &str, backchannel: &str) -> Option<Tes
 /// Signs in through the SP: the session index (the broker's `sid`) the SP got.
 async fn sign_in(app: &TestApp, sp: &Sp, br: &mut Browser) -> String {
     let (path, _) = sp.login(app, "").await;
-    let page = br.get(&path).await;
-    let page = br
-        .submit(
-            &page,
-            "/login",
-            &[("email", DEMO_EMAIL), ("password", DEMO_PASSWORD)],
-        )
-        .await;
-    let (_, page) = br.follow(page).await;
-    let (status, got) = sp.post(&answer_form(sp, &page)).await;
-    assert_eq!(status, 200, "{got}");
+    let got = password_sign_in(br, sp, &path).await;
     got["session_index"].as_str().unwrap().to_owned()
 }
 
